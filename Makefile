@@ -1,0 +1,48 @@
+# The doors into the project: make run, make test, make lint, make bench.
+# Everything installs into .venv from PyPI; the peers (DCMTK, Orthanc) come from apt.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+ARGS   ?=
+
+.PHONY: run test lint bench clean venv dev
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP) $@
+
+venv: $(STAMP)
+dev: $(DEV_STAMP)
+
+## run: install and serve with the embedded defaults (AE ARCHIVE, port 11112, ./data)
+run: $(STAMP)
+	$(BIN)/archive serve $(ARGS)
+
+## test: install the dev extras and run the whole suite
+test: $(DEV_STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+## lint: ruff (lint + format check) and mypy --strict on archive/
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check archive tests bench tools
+	$(BIN)/ruff format --check archive tests bench tools
+	$(BIN)/mypy --strict archive
+
+## bench: benchmarks side by side with the peers (installs DCMTK with apt when missing)
+bench: $(DEV_STAMP)
+	@command -v storescp >/dev/null || (apt-get update -qq && apt-get install -y -qq dcmtk)
+	$(BIN)/python bench/echo.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
