@@ -1,0 +1,444 @@
+"""Configuration: defaults, decoding, every validation error's key and problem, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from archive import config as cfg
+from archive.config import (
+    AssociationConfig,
+    Config,
+    NodeConfig,
+    Peer,
+    TimeoutsConfig,
+    load_config,
+    parse_config,
+    with_overrides,
+)
+from archive.dicom import uids
+from archive.errors import ConfigError
+
+FULL = """\
+[node]
+ae_title = "STORE SCP"
+host = "127.0.0.1"
+port = 4242
+data_dir = "/var/lib/archive"
+loop = "uvloop"
+backlog = 64
+log_level = "DEBUG"
+shutdown_grace = 2.5
+
+[association]
+check_called_ae = false
+accepted_calling_aes = ["MODALITY1", "PACS2"]
+check_calling_host = true
+max_associations = 10
+max_pdu_length = 262144
+accept_all_transfer_syntaxes = false
+transfer_syntaxes = ["1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2"]
+
+[timeouts]
+artim = 5
+network = 120.5
+dimse = 15.0
+connect = 3.0
+
+[[peers]]
+ae_title = "PACS2"
+host = "10.0.0.5"
+port = 104
+
+[[peers]]
+ae_title = "MODALITY1"
+host = "ct1.example.org"
+"""
+
+
+def _error(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    return info.value
+
+
+def test_defaults() -> None:
+    config = Config()
+    assert config.node == NodeConfig(
+        ae_title="ARCHIVE",
+        host="0.0.0.0",
+        port=11112,
+        data_dir="./data",
+        loop="auto",
+        backlog=1024,
+        log_level="INFO",
+        shutdown_grace=10.0,
+    )
+    assert config.association == AssociationConfig(
+        check_called_ae=True,
+        accepted_calling_aes=(),
+        check_calling_host=False,
+        max_associations=200,
+        max_pdu_length=65536,
+        accept_all_transfer_syntaxes=True,
+        transfer_syntaxes=(uids.EXPLICIT_VR_LE, uids.IMPLICIT_VR_LE),
+    )
+    assert config.timeouts == TimeoutsConfig(artim=30.0, network=60.0, dimse=30.0, connect=10.0)
+    assert config.peers == ()
+    assert config.association.accepted_transfer_syntaxes == uids.ALL_TRANSFER_SYNTAXES
+    cfg.validate(config)  # the embedded default is itself valid
+    assert parse_config("") == config
+
+
+def test_module_docstring_example_is_the_default_plus_one_peer() -> None:
+    assert cfg.__doc__ is not None
+    example = cfg.__doc__.split("::\n", 1)[1]
+    text = "\n".join(line.removeprefix("    ") for line in example.splitlines())
+    assert parse_config(text) == Config(peers=(Peer(ae_title="PACS2", host="10.0.0.5", port=104),))
+
+
+def test_full_file(tmp_path: Path) -> None:
+    path = tmp_path / "archive.toml"
+    path.write_text(FULL, encoding="utf-8")
+    config = load_config(path)
+    assert config == Config(
+        node=NodeConfig(
+            ae_title="STORE SCP",
+            host="127.0.0.1",
+            port=4242,
+            data_dir="/var/lib/archive",
+            loop="uvloop",
+            backlog=64,
+            log_level="DEBUG",
+            shutdown_grace=2.5,
+        ),
+        association=AssociationConfig(
+            check_called_ae=False,
+            accepted_calling_aes=("MODALITY1", "PACS2"),
+            check_calling_host=True,
+            max_associations=10,
+            max_pdu_length=262144,
+            accept_all_transfer_syntaxes=False,
+            transfer_syntaxes=("1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2"),
+        ),
+        timeouts=TimeoutsConfig(artim=5.0, network=120.5, dimse=15.0, connect=3.0),
+        peers=(
+            Peer(ae_title="PACS2", host="10.0.0.5", port=104),
+            Peer(ae_title="MODALITY1", host="ct1.example.org", port=104),
+        ),
+    )
+    assert isinstance(config.timeouts.artim, float)
+    assert config.association.accepted_transfer_syntaxes == (
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2",
+    )
+    assert config.peer("MODALITY1") == config.peers[1]
+    assert config.peer("NOBODY") is None
+    # round trip through builtins (what a TOML writer would see) and back
+    assert msgspec.convert(msgspec.to_builtins(config), Config) == config
+    assert load_config(str(path)) == config
+
+
+def test_config_is_frozen() -> None:
+    config = Config()
+    with pytest.raises(AttributeError):
+        config.node = NodeConfig()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        config.node.port = 1  # type: ignore[misc]
+
+
+# --- file and syntax errors ----------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == ""
+    assert info.value.problem == f"cannot read {path}: No such file or directory"
+    assert str(info.value) == info.value.problem
+    assert info.value.code == "config.invalid"
+
+
+def test_directory_is_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert info.value.key == ""
+    assert info.value.problem.startswith(f"cannot read {tmp_path}: ")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[node]\nae_title = "CAF\xc9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == ""
+    assert info.value.problem == f"{path} is not UTF-8 text (invalid continuation byte)"
+
+
+def test_bad_toml_syntax_names_line_and_column() -> None:
+    error = _error("[node]\nport 11112\n")
+    assert error.key == ""
+    assert error.problem == (
+        "invalid TOML in <string>: Expected '=' after a key in a key/value pair "
+        "(at line 2, column 6)"
+    )
+
+
+def test_bad_toml_names_the_source(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text("[node\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problem.startswith(f"invalid TOML in {path}: ")
+
+
+# --- type and shape errors ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ('[node]\nport = "11112"', "node.port", "expected an integer, got a string"),
+        ("[node]\nport = 1.5", "node.port", "expected an integer, got a number"),
+        ("[node]\nport = true", "node.port", "expected an integer, got a boolean (true or false)"),
+        ("[node]\nae_title = 7", "node.ae_title", "expected a string, got an integer"),
+        ('[timeouts]\nartim = "30"', "timeouts.artim", "expected a number, got a string"),
+        (
+            "[association]\ncheck_called_ae = 1",
+            "association.check_called_ae",
+            "expected a boolean (true or false), got an integer",
+        ),
+        (
+            '[association]\naccepted_calling_aes = "A"',
+            "association.accepted_calling_aes",
+            "expected an array, got a string",
+        ),
+        (
+            '[association]\naccepted_calling_aes = ["A", 2]',
+            "association.accepted_calling_aes[1]",
+            "expected a string, got an integer",
+        ),
+        ("node = 1", "node", "expected a table, got an integer"),
+        (
+            '[[peers]]\nae_title = "A"\nhost = "h"\nport = "x"',
+            "peers[0].port",
+            "expected an integer, got a string",
+        ),
+        ("[node]\ndata_dir = 1979-05-27", "node.data_dir", "expected a string, got a date"),
+        ('peers = {ae_title = "A"}', "peers", "expected an array, got a table"),
+    ],
+)
+def test_wrong_type(text: str, key: str, problem: str) -> None:
+    error = _error(text)
+    assert (error.key, error.problem) == (key, problem)
+    assert str(error) == f"{key}: {problem}"
+
+
+def test_unknown_top_level_key() -> None:
+    error = _error("[nodes]\nport = 1\n")
+    assert error.key == "nodes"
+    assert error.problem == "unknown key (known keys: node, association, timeouts, peers)"
+
+
+def test_unknown_section_key() -> None:
+    error = _error("[timeouts]\nidle = 3\n")
+    assert error.key == "timeouts.idle"
+    assert error.problem == "unknown key (known keys: artim, network, dimse, connect)"
+
+
+def test_unknown_peer_key_names_the_entry() -> None:
+    error = _error(
+        '[[peers]]\nae_title = "A"\nhost = "h"\n[[peers]]\nae_title = "B"\nhost = "h"\ntls = true\n'
+    )
+    assert error.key == "peers[1].tls"
+    assert error.problem == "unknown key (known keys: ae_title, host, port)"
+
+
+def test_peer_missing_required_key() -> None:
+    error = _error('[[peers]]\nae_title = "A"\n')
+    assert (error.key, error.problem) == ("peers[0].host", "missing (this key is required)")
+
+
+# --- semantic errors ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ('[node]\nae_title = ""', "node.ae_title", "must be 1 to 16 characters, got 0"),
+        (
+            '[node]\nae_title = "ABCDEFGHIJKLMNOPQ"',
+            "node.ae_title",
+            "must be 1 to 16 characters, got 17",
+        ),
+        ('[node]\nae_title = "    "', "node.ae_title", "must not be all spaces"),
+        ('[node]\nae_title = "A\\\\B"', "node.ae_title", "must not contain a backslash"),
+        (
+            '[node]\nae_title = "A\\tB"',
+            "node.ae_title",
+            "must use printable ASCII only (the default character repertoire, no controls)",
+        ),
+        (
+            '[node]\nae_title = "CAFÉ"',
+            "node.ae_title",
+            "must use printable ASCII only (the default character repertoire, no controls)",
+        ),
+        (
+            '[node]\nae_title = " ARCHIVE"',
+            "node.ae_title",
+            "must not have leading or trailing spaces (they are not significant)",
+        ),
+        ('[node]\nhost = ""', "node.host", "must not be empty"),
+        ('[node]\nhost = "a b"', "node.host", "must not contain spaces"),
+        ("[node]\nport = -1", "node.port", "must be between 0 and 65535, got -1"),
+        ("[node]\nport = 65536", "node.port", "must be between 0 and 65535, got 65536"),
+        ('[node]\ndata_dir = ""', "node.data_dir", "must not be empty"),
+        (
+            '[node]\nloop = "trio"',
+            "node.loop",
+            "must be one of auto, asyncio, uvloop; got 'trio'",
+        ),
+        ("[node]\nbacklog = 0", "node.backlog", "must be between 1 and 65535, got 0"),
+        (
+            '[node]\nlog_level = "info"',
+            "node.log_level",
+            "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'info'",
+        ),
+        ("[node]\nshutdown_grace = -1", "node.shutdown_grace", "must be >= 0 seconds, got -1.0"),
+        (
+            "[node]\nshutdown_grace = inf",
+            "node.shutdown_grace",
+            "must be a finite number of seconds, got inf",
+        ),
+        (
+            '[association]\naccepted_calling_aes = ["OK", ""]',
+            "association.accepted_calling_aes[1]",
+            "must be 1 to 16 characters, got 0",
+        ),
+        (
+            "[association]\nmax_associations = 0",
+            "association.max_associations",
+            "must be between 1 and 1000000, got 0",
+        ),
+        (
+            "[association]\nmax_pdu_length = 0",
+            "association.max_pdu_length",
+            "must be between 4096 and 16777216, got 0",
+        ),
+        (
+            "[association]\nmax_pdu_length = 4095",
+            "association.max_pdu_length",
+            "must be between 4096 and 16777216, got 4095",
+        ),
+        (
+            "[association]\nmax_pdu_length = 16777217",
+            "association.max_pdu_length",
+            "must be between 4096 and 16777216, got 16777217",
+        ),
+        (
+            "[association]\ncheck_calling_host = true",
+            "association.check_calling_host",
+            "is true but no [[peers]] are configured, so every association would be rejected",
+        ),
+        (
+            '[association]\ntransfer_syntaxes = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.4.94"]',
+            "association.transfer_syntaxes[1]",
+            "'1.2.840.10008.1.2.4.94' is not a transfer syntax we support",
+        ),
+        (
+            '[association]\ntransfer_syntaxes = ["1.2.840.10008.1.2."]',
+            "association.transfer_syntaxes[0]",
+            "'1.2.840.10008.1.2.' is not a valid UID",
+        ),
+        (
+            '[association]\ntransfer_syntaxes = ["1.2.840.10008.1.2", "1.2.840.10008.1.2"]',
+            "association.transfer_syntaxes[1]",
+            "'1.2.840.10008.1.2' is listed twice",
+        ),
+        (
+            "[association]\naccept_all_transfer_syntaxes = false\ntransfer_syntaxes = []",
+            "association.transfer_syntaxes",
+            "must list at least one transfer syntax when accept_all_transfer_syntaxes is false",
+        ),
+        ("[timeouts]\nartim = 0", "timeouts.artim", "must be > 0 seconds, got 0.0"),
+        ("[timeouts]\nnetwork = -5", "timeouts.network", "must be > 0 seconds, got -5.0"),
+        (
+            "[timeouts]\ndimse = nan",
+            "timeouts.dimse",
+            "must be a finite number of seconds, got nan",
+        ),
+        ("[timeouts]\nconnect = 0.0", "timeouts.connect", "must be > 0 seconds, got 0.0"),
+        (
+            '[[peers]]\nae_title = "A"\nhost = "h"\nport = 0',
+            "peers[0].port",
+            "must be between 1 and 65535, got 0",
+        ),
+        ('[[peers]]\nae_title = "A"\nhost = ""', "peers[0].host", "must not be empty"),
+        (
+            '[[peers]]\nae_title = "ABCDEFGHIJKLMNOPQR"\nhost = "h"',
+            "peers[0].ae_title",
+            "must be 1 to 16 characters, got 18",
+        ),
+        (
+            '[[peers]]\nae_title = "A"\nhost = "h"\n[[peers]]\nae_title = "B"\nhost = "h"\n'
+            '[[peers]]\nae_title = "A"\nhost = "g"',
+            "peers[2].ae_title",
+            "duplicate AE title 'A' (also peers[0])",
+        ),
+    ],
+)
+def test_semantic_error(text: str, key: str, problem: str) -> None:
+    error = _error(text)
+    assert (error.key, error.problem) == (key, problem)
+
+
+@pytest.mark.parametrize("title", ["A", "ABCDEFGHIJKLMNOP", "MY AE", "ae-title_1.x", "~!@#$%^&*()"])
+def test_good_ae_titles(title: str) -> None:
+    assert parse_config(f'[node]\nae_title = "{title}"').node.ae_title == title
+
+
+def test_listen_port_zero_is_ephemeral() -> None:
+    assert parse_config("[node]\nport = 0").node.port == 0
+
+
+def test_unknown_transfer_syntaxes_rejected_even_when_accepting_all() -> None:
+    # A typo in the list is reported even while the list is not in use.
+    error = _error('[association]\ntransfer_syntaxes = ["1.2.3"]')
+    assert error.key == "association.transfer_syntaxes[0]"
+
+
+# --- overrides ----------------------------------------------------------------------
+
+
+def test_overrides_replace_node_values() -> None:
+    base = parse_config(FULL)
+    new = with_overrides(base, port=0, ae_title="OTHER", data_dir="/tmp/d", host="::")
+    assert new.node == msgspec.structs.replace(
+        base.node, port=0, ae_title="OTHER", data_dir="/tmp/d", host="::"
+    )
+    assert new.association == base.association
+    assert new.peers == base.peers
+    assert base.node.port == 4242  # the original is untouched
+
+
+def test_no_override_returns_the_same_object() -> None:
+    config = Config()
+    assert with_overrides(config) is config
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key", "problem"),
+    [
+        ({"port": 70000}, "node.port", "must be between 0 and 65535, got 70000"),
+        ({"ae_title": "X" * 17}, "node.ae_title", "must be 1 to 16 characters, got 17"),
+        ({"data_dir": ""}, "node.data_dir", "must not be empty"),
+        ({"host": ""}, "node.host", "must not be empty"),
+    ],
+)
+def test_overrides_are_validated(kwargs: dict[str, object], key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        with_overrides(Config(), **kwargs)  # type: ignore[arg-type]
+    assert (info.value.key, info.value.problem) == (key, problem)
