@@ -49,6 +49,7 @@ from archive.dicom.ul.items import (
     decode_user_information,
     encode_user_information,
     invalid,
+    is_ae_title,
     item,
     read_uid,
     uid_bytes,
@@ -178,9 +179,9 @@ def _decode_associate_rq(body: memoryview) -> AAssociateRq:
         (called, RejectReason.CALLED_AE_NOT_RECOGNIZED),
         (calling, RejectReason.CALLING_AE_NOT_RECOGNIZED),
     ):
-        if not title.isascii():
+        if title and not is_ae_title(title):
             raise RemoteProtocolError(
-                f"AE title {title!r} is not ASCII",
+                f"AE title {title!r} is not an AE value (PS3.5 6.2)",
                 abort=(AbortSource.SERVICE_PROVIDER, AbortReason.INVALID_PDU_PARAMETER),
                 reject=(RejectResult.PERMANENT, RejectSource.SERVICE_USER, reason),
             )

@@ -83,6 +83,11 @@ def uid_bytes(value: str, what: str) -> bytes:
     return value.encode("ascii")
 
 
+def is_ae_title(value: str) -> bool:
+    """1-16 characters of the default repertoire, no backslash or control character."""
+    return _AE.fullmatch(value) is not None
+
+
 def ae_bytes(value: str, what: str, *, allow_empty: bool = False) -> bytes:
     """Encode an AE title as its 16-byte space-padded field (PS3.8 9.3.2, PS3.5 6.2)."""
     if allow_empty and value == "":

@@ -1,0 +1,190 @@
+"""The ``archive`` command: serve, echo, config check.
+
+Entry points only: build the objects of the layers below from the config and
+flags, run them, and turn outcomes into exit statuses and one-line messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from archive.config import Config, load_config, with_overrides
+from archive.dicom.dimse import Status
+from archive.dicom.ul.negotiation import default_acceptor_policy
+from archive.errors import ArchiveError, ConfigError
+from archive.net import (
+    ECHO_CONTEXTS,
+    AssociationAborted,
+    AssociationRejected,
+    AssociationTimeout,
+    Server,
+    Timeouts,
+    associate,
+    run,
+)
+from archive.services import default_registry
+
+log = logging.getLogger("archive")
+
+#: Exit statuses of ``archive echo`` (and later SCU commands).
+EXIT_OK = 0
+EXIT_USAGE = 1
+EXIT_REJECTED = 2
+EXIT_ABORTED = 3
+EXIT_TIMEOUT = 4
+EXIT_FAILED_STATUS = 5
+
+
+def _version() -> str:
+    try:
+        return version("archive-node")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare tree
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="archive", description="archive-node DICOM archive")
+    parser.add_argument("--version", action="version", version=f"archive-node {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the node (SCP) until SIGTERM or SIGINT")
+    serve.add_argument("--config", type=Path, help="TOML configuration file")
+    serve.add_argument("--port", type=int, help="listen port (overrides node.port)")
+    serve.add_argument("--host", help="listen address (overrides node.host)")
+    serve.add_argument("--aet", help="our AE title (overrides node.ae_title)")
+    serve.add_argument("--data", help="data folder (overrides node.data_dir)")
+
+    echo = commands.add_parser("echo", help="C-ECHO a remote AE (Verification SCU)")
+    echo.add_argument("host")
+    echo.add_argument("port", type=int)
+    echo.add_argument("--aet", default="ARCHIVE", help="our (calling) AE title")
+    echo.add_argument("--aec", default="ANY-SCP", help="the called AE title")
+    echo.add_argument("--timeout", type=float, default=30.0, help="seconds for each step")
+    echo.add_argument("-n", "--repeat", type=int, default=1, help="C-ECHOs on the association")
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate a configuration file")
+    check.add_argument("file", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "echo":
+            return _echo(args)
+        if args.command == "config":
+            load_config(args.file)
+            print(f"{args.file}: OK")
+            return EXIT_OK
+    except ConfigError as exc:
+        print(f"archive: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    raise AssertionError(args.command)  # pragma: no cover - argparse requires a command
+
+
+# ---- serve ------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else Config()
+    config = with_overrides(
+        config, port=args.port, ae_title=args.aet, data_dir=args.data, host=args.host
+    )
+    level = logging.DEBUG if args.verbose else getattr(logging, config.node.log_level)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Path(config.node.data_dir).mkdir(parents=True, exist_ok=True)
+    run(serve(config), config.node.loop)
+    return EXIT_OK
+
+
+async def serve(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down within the grace period."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # Handlers first: whoever reads the "listening" line may signal at once.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        server = Server(config, default_acceptor_policy(config), default_registry())
+        await server.start()
+        node = config.node
+        loop_name = type(loop).__module__.split(".")[0]
+        print(
+            f"archive-node {_version()} listening on {node.host}:{server.port}"
+            f" as {node.ae_title} (data in {node.data_dir}, {loop_name} loop)",
+            flush=True,
+        )
+        await stop.wait()
+        log.info(
+            "shutting down: %d open association(s), grace %gs",
+            server.active,
+            node.shutdown_grace,
+        )
+        await server.shutdown(node.shutdown_grace)
+        log.info("stopped")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+
+# ---- echo -------------------------------------------------------------------------------
+
+
+def _echo(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    t = args.timeout
+    timeouts = Timeouts(artim=t, network=t, dimse=t, connect=t)
+    try:
+        status = run(_echo_once(args, timeouts))
+    except AssociationRejected as exc:
+        print(f"archive echo: association rejected: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except AssociationTimeout as exc:
+        print(f"archive echo: timed out: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    except AssociationAborted as exc:
+        print(f"archive echo: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
+    except ArchiveError as exc:
+        print(f"archive echo: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
+    if status != Status.SUCCESS:
+        print(f"archive echo: C-ECHO status 0x{status:04X}", file=sys.stderr)
+        return EXIT_FAILED_STATUS
+    print(f"C-ECHO to {args.aec}@{args.host}:{args.port}: Success")
+    return EXIT_OK
+
+
+async def _echo_once(args: argparse.Namespace, timeouts: Timeouts) -> int:
+    async with await associate(
+        args.host,
+        args.port,
+        calling_ae=args.aet,
+        called_ae=args.aec,
+        contexts=ECHO_CONTEXTS,
+        timeouts=timeouts,
+    ) as assoc:
+        status: int = Status.SUCCESS
+        for _ in range(max(1, args.repeat)):
+            status = await assoc.echo()
+            if status != Status.SUCCESS:
+                break
+        return int(status)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""An association in progress: the upper-layer machine driven over a connection.
+
+This is the part of the driver shared by both roles. It carries out what the
+machine asks (write its outbox, close or half-close the transport, honour ARTIM),
+turns P-DATA indications into DIMSE message events through the assembler, and
+sends DIMSE messages fragmented to the peer's maximum PDU length. Timeouts: the
+ARTIM value while the machine runs ARTIM or awaits an association or release
+answer, the caller's (DIMSE) timeout while waiting for a response, and the network
+idle timeout on an established association.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from typing import ClassVar
+
+import msgspec
+
+from archive.dicom.dimse import (
+    Command,
+    CommandReceived,
+    DatasetFragment,
+    MessageAssembler,
+    message_pdus,
+)
+from archive.dicom.errors import AbortReason, AbortSource, RemoteProtocolError
+from archive.dicom.ul.machine import NEED_DATA, Closed, Event, ProviderAbort, State, UpperLayer
+from archive.dicom.ul.negotiation import Negotiated
+from archive.dicom.ul.pdata import Pdv
+from archive.dicom.ul.pdu import AAbort, AAssociateRj, AReleaseRp, AReleaseRq, PDataTf
+from archive.errors import ArchiveError
+from archive.net.connection import Connection
+
+
+class Timeouts(msgspec.Struct, frozen=True):
+    """Seconds; see :class:`archive.config.TimeoutsConfig` for their meaning."""
+
+    artim: float = 30.0
+    network: float = 60.0
+    dimse: float = 30.0
+    connect: float = 10.0
+
+
+class AssociationError(ArchiveError):
+    code: ClassVar[str] = "net.association"
+
+
+class AssociationRejected(AssociationError):
+    """The acceptor answered A-ASSOCIATE-RJ (PS3.8 9.3.4)."""
+
+    code: ClassVar[str] = "net.association.rejected"
+
+    def __init__(self, rj: AAssociateRj) -> None:
+        super().__init__(describe_reject(rj))
+        self.rj = rj
+
+
+class AssociationAborted(AssociationError):
+    """The association ended by A-ABORT, A-P-ABORT or a lost connection."""
+
+    code: ClassVar[str] = "net.association.aborted"
+
+
+class AssociationTimeout(AssociationError):
+    """A timer ran out (connect, ARTIM, DIMSE or network)."""
+
+    code: ClassVar[str] = "net.association.timeout"
+
+
+class Outcome(enum.Enum):
+    OPEN = "open"
+    RELEASED = "released"
+    REJECTED = "rejected"
+    ABORTED_BY_PEER = "aborted by peer"
+    ABORTED_LOCALLY = "aborted"
+    PROVIDER_ABORT = "provider abort"
+    CONNECTION_LOST = "connection lost"
+    TIMEOUT = "timed out"
+
+
+#: What a DIMSE-level read can return besides a command or a data set fragment:
+#: the peer asked to release (AReleaseRq) or the association is gone.
+MessageEvent = CommandReceived | DatasetFragment | AReleaseRq | AAbort | ProviderAbort | Closed
+
+
+class Association:
+    """One association on one connection, in either role."""
+
+    def __init__(self, conn: Connection, ul: UpperLayer, timeouts: Timeouts) -> None:
+        self.conn = conn
+        self.ul = ul
+        self.timeouts = timeouts
+        self.negotiated: Negotiated | None = None
+        self.outcome = Outcome.OPEN
+        self.detail = ""
+        self.started = time.monotonic()
+        self._assembler = MessageAssembler()
+        self._pdvs: deque[Pdv] = deque()
+        self._half_closed = False
+        self._deadline_state: State | None = None
+        self._deadline = 0.0
+
+    # ---- upper layer ---------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what the machine queued, and carry out its close requests."""
+        out = self.ul.data_to_send()
+        if out:
+            self.conn.write(out)
+        if self.ul.should_close:
+            self.conn.close()
+        elif self.ul.state is State.STA13_AWAITING_TRANSPORT_CLOSE and not self._half_closed:
+            # Half-close rather than close: a close with unread input makes the
+            # kernel send RST, which can destroy the A-ABORT/RJ/RP just written.
+            self._half_closed = True
+            transport = self.conn.transport
+            if transport is not None and transport.can_write_eof() and not transport.is_closing():
+                transport.write_eof()
+
+    async def next_event(self, timeout: float | None = None) -> Event:
+        """The next upper-layer indication, waiting as the state requires.
+
+        Returns :class:`Closed` once the association no longer exists. ``timeout``
+        overrides the established-state wait (the DIMSE timeout of an SCU).
+        """
+        ul = self.ul
+        while True:
+            event = ul.next_event()
+            self.flush()
+            self.conn.consumed()
+            if event is not NEED_DATA:
+                self._note(event)
+                return event
+            if ul.state is State.STA1_IDLE:
+                self.conn.close()
+                return Closed()
+            if ul.state is State.STA6_ESTABLISHED and not ul.artim_running:
+                # Idle timeout: restarts with every read.
+                wait = timeout if timeout is not None else self.timeouts.network
+                self._deadline_state = None
+            else:
+                # ARTIM, or awaiting an association/release answer: a deadline
+                # from entering the state, so a peer trickling bytes cannot
+                # extend it.
+                now = time.monotonic()
+                if self._deadline_state is not ul.state:
+                    self._deadline_state = ul.state
+                    self._deadline = now + self.timeouts.artim
+                wait = max(0.0, self._deadline - now)
+            if wait > 0 and await self.conn.wait_readable(wait):
+                continue
+            if ul.artim_running:
+                ul.artim_expired()
+            else:
+                self._set_outcome(Outcome.TIMEOUT, f"no PDU within {wait:g} s")
+                self.ul.send(AAbort(AbortSource.SERVICE_USER, AbortReason.NOT_SPECIFIED))
+
+    def _note(self, event: Event) -> None:
+        if isinstance(event, AAbort):
+            self._set_outcome(Outcome.ABORTED_BY_PEER, f"A-ABORT source {event.source}")
+        elif isinstance(event, ProviderAbort):
+            kind = Outcome.CONNECTION_LOST if event.reason is None else Outcome.PROVIDER_ABORT
+            self._set_outcome(kind, event.detail)
+        elif isinstance(event, AAssociateRj):
+            self._set_outcome(Outcome.REJECTED, describe_reject(event))
+        elif isinstance(event, AReleaseRp):
+            self._set_outcome(Outcome.RELEASED)
+
+    def _set_outcome(self, outcome: Outcome, detail: str = "") -> None:
+        if self.outcome is Outcome.OPEN:
+            self.outcome = outcome
+            self.detail = detail
+
+    # ---- DIMSE ----------------------------------------------------------------------
+
+    async def receive(self, timeout: float | None = None) -> MessageEvent:
+        """The next command or data set fragment, or the end of the association."""
+        while True:
+            while self._pdvs:
+                try:
+                    item = self._assembler.receive(self._pdvs.popleft())
+                except RemoteProtocolError as exc:
+                    self._pdvs.clear()
+                    self.abort_for(exc)
+                    continue
+                if item is not None:
+                    return item
+            event = await self.next_event(timeout)
+            if isinstance(event, PDataTf):
+                self._pdvs.extend(event.pdvs)
+            elif isinstance(event, AReleaseRq | AAbort | ProviderAbort | Closed):
+                return event
+            # An AReleaseRp or association PDU here was already dealt with by the
+            # machine (it aborts on anything unexpected); keep reading.
+
+    def abort_for(self, exc: RemoteProtocolError) -> None:
+        """Abort because the peer broke PS3.7/PS3.8 above the PDU codec."""
+        self._set_outcome(Outcome.PROVIDER_ABORT, str(exc))
+        if self.ul.can_send_data or self.ul.state in _ABORTABLE:
+            self.ul.send(AAbort(int(exc.abort[0]), int(exc.abort[1])))
+        self.flush()
+
+    async def send(
+        self, context_id: int, command: Command, dataset: bytes | memoryview | None = None
+    ) -> None:
+        """Send one DIMSE message on ``context_id``."""
+        assert self.negotiated is not None
+        pdus = message_pdus(context_id, command, dataset, self.negotiated.peer_max_pdu)
+        self.ul.send_data(pdus)
+        self.flush()
+        await self.conn.drain()
+
+    # ---- ending -----------------------------------------------------------------------
+
+    async def release(self) -> None:
+        """Requestor's A-RELEASE (PS3.8 7.2), release collisions included."""
+        self.ul.send(AReleaseRq())
+        while True:
+            event = await self.next_event()
+            if isinstance(event, AReleaseRp | Closed | AAbort | ProviderAbort):
+                break
+            if isinstance(event, AReleaseRq):
+                # Release collision (AR-8): as requestor we answer first (AR-9).
+                self.ul.send(AReleaseRp())
+        self._set_outcome(Outcome.RELEASED)
+        self.conn.close()
+
+    async def answer_release(self) -> None:
+        """Acceptor's A-RELEASE response, then wait (ARTIM) for the peer to close."""
+        self.ul.send(AReleaseRp())
+        self._set_outcome(Outcome.RELEASED)
+        await self.wait_closed()
+
+    def abort(self, detail: str = "") -> None:
+        """A-ABORT from the service user (AA-1), if the association still exists."""
+        if self.ul.state in _ABORTABLE:
+            self._set_outcome(Outcome.ABORTED_LOCALLY, detail)
+            self.ul.send(AAbort(AbortSource.SERVICE_USER, AbortReason.NOT_SPECIFIED))
+        self.flush()
+
+    async def wait_closed(self) -> None:
+        """Run the machine until the transport is closed (bounded by ARTIM)."""
+        while not isinstance(await self.next_event(), Closed):
+            pass
+
+    @property
+    def duration(self) -> float:
+        return time.monotonic() - self.started
+
+
+_ABORTABLE = frozenset(State) - {
+    State.STA1_IDLE,
+    State.STA2_TRANSPORT_OPEN,
+    State.STA13_AWAITING_TRANSPORT_CLOSE,
+}
+
+_RJ_REASONS = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognized",
+    (1, 7): "called AE title not recognized",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
+}
+_RJ_SOURCES = {
+    1: "service user",
+    2: "service provider (ACSE)",
+    3: "service provider (presentation)",
+}
+
+
+def describe_reject(rj: AAssociateRj) -> str:
+    """Words for an A-ASSOCIATE-RJ, PS3.8 Table 9-21."""
+    result = {1: "rejected-permanent", 2: "rejected-transient"}.get(
+        rj.result, f"result {rj.result}"
+    )
+    source = _RJ_SOURCES.get(rj.source, f"source {rj.source}")
+    reason = _RJ_REASONS.get((rj.source, rj.reason), f"reason {rj.reason}")
+    return f"{result}, {source}: {reason}"

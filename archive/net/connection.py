@@ -1,0 +1,159 @@
+"""One TCP connection carrying one association: the thin transport driver.
+
+An asyncio ``Protocol`` (not streams) so received chunks go straight into the
+upper-layer machine without an intermediate buffer copy. The association task
+waits on :meth:`Connection.wait_readable` with a timeout; no polling. Reading
+pauses when the machine holds more than a few PDUs' worth of unconsumed bytes
+(backpressure: TCP then slows the peer) and resumes when it has drained.
+
+Every socket gets TCP_NODELAY. On Linux TCP_QUICKACK is re-armed after each read,
+because the kernel drops back to delayed ACKs on its own: a peer that leaves
+Nagle's algorithm on (pynetdicom, DCMTK by default) would otherwise wait ~40 ms
+for our ACK before sending its next small PDU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any, cast
+
+from archive.dicom.ul.machine import UpperLayer
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+def tune_socket(sock: Any) -> None:
+    """TCP_NODELAY on, and QUICKACK where the platform has it."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if _QUICKACK is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    except OSError:  # pragma: no cover - socket already gone
+        pass
+
+
+class Connection(asyncio.Protocol):
+    """Transport adaptor between asyncio and one :class:`UpperLayer` machine."""
+
+    def __init__(self, ul: UpperLayer, *, high_water: int) -> None:
+        self.ul = ul
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self.closed = False
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._high_water = high_water
+        self._reading_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._sock: Any = None
+
+    # ---- asyncio.Protocol callbacks ---------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses but behave alike.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = (str(peer[0]), int(peer[1]))
+        self._sock = self.transport.get_extra_info("socket")
+        tune_socket(self._sock)
+        if not self.opened.done():
+            self.opened.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.ul.receive_data(data)
+        if _QUICKACK is not None and self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        if not self._reading_paused and self.ul.buffered > self._high_water:
+            self._reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.ul.receive_data(b"")
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.ul.receive_data(b"")
+        self._wake()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("connection lost"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # ---- used by the association task -----------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def consumed(self) -> None:
+        """The machine has taken what it holds; resume reading if we had paused."""
+        if self._reading_paused and self.ul.buffered <= self._high_water // 2:
+            self._reading_paused = False
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    async def wait_readable(self, timeout: float) -> bool:
+        """Wait until data or end of stream arrives; False if ``timeout`` passed first."""
+        if self.closed:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        except TimeoutError:
+            return False
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return True
+
+    def write(self, chunks: list[bytes | memoryview]) -> None:
+        if self.closed or self.transport is None:
+            return
+        if len(chunks) == 1:
+            self.transport.write(chunks[0])
+        else:
+            self.transport.writelines(chunks)
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        if not self._write_paused or self.closed:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())

@@ -1,0 +1,270 @@
+"""The listening side: one task per association on one event loop.
+
+The server owns every association task it starts and ends them on shutdown:
+stop listening, give open associations ``shutdown_grace`` seconds to finish,
+then abort the rest. Association policy (AE titles, hosts, the concurrency limit,
+presentation contexts) is decided here from the frozen config; DIMSE requests go
+to the service providers of :mod:`archive.services`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from archive.config import Config
+from archive.dicom.dimse import CCancelRq, CommandReceived, DatasetFragment, Status
+from archive.dicom.errors import (
+    AbortReason,
+    AbortSource,
+    RejectReason,
+    RejectResult,
+    RejectSource,
+    RemoteProtocolError,
+)
+from archive.dicom.ul.machine import Role, UpperLayer
+from archive.dicom.ul.negotiation import AcceptorPolicy, Negotiated, negotiate
+from archive.dicom.ul.pdu import AAssociateAc, AAssociateRj, AAssociateRq, AReleaseRq
+from archive.net.association import Association, Outcome, Timeouts, describe_reject
+from archive.net.connection import Connection
+from archive.services import Registry, Request, failure
+
+log = logging.getLogger("archive.net")
+
+
+def timeouts_from(config: Config) -> Timeouts:
+    t = config.timeouts
+    return Timeouts(artim=t.artim, network=t.network, dimse=t.dimse, connect=t.connect)
+
+
+class Server:
+    """A DICOM acceptor listening on one address."""
+
+    def __init__(self, config: Config, policy: AcceptorPolicy, registry: Registry) -> None:
+        self.config = config
+        self.policy = policy
+        self.registry = registry
+        self.timeouts = timeouts_from(config)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._active = 0
+        # Unconsumed input above this pauses reading: a few PDUs' worth.
+        max_pdu = config.association.max_pdu_length or (1 << 20)
+        self._high_water = 4 * (max_pdu + 6)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        node = self.config.node
+        if self.config.association.check_calling_host:
+            self.policy = msgspec.structs.replace(
+                self.policy, calling_hosts=await _resolve_peers(self.config)
+            )
+        self._server = await loop.create_server(
+            self._connection,
+            host=node.host,
+            port=node.port,
+            backlog=node.backlog,
+            reuse_address=True,
+        )
+
+    def _connection(self) -> Connection:
+        ul = UpperLayer(Role.ACCEPTOR, self.config.association.max_pdu_length)
+        conn = Connection(ul, high_water=self._high_water)
+        self._active += 1
+        task = asyncio.get_running_loop().create_task(self._association(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return conn
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, let associations finish within ``grace`` s, abort the rest."""
+        if self._server is not None:
+            self._server.close()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # ---- one association ------------------------------------------------------------
+
+    async def _association(self, conn: Connection) -> None:
+        assoc = Association(conn, conn.ul, self.timeouts)
+        rq: AAssociateRq | None = None
+        try:
+            await conn.opened
+            conn.ul.connection_made()
+            event = await assoc.next_event()
+            if not isinstance(event, AAssociateRq):
+                assoc.flush()
+                await assoc.wait_closed()
+                return
+            rq = event
+            reply = self._decide(rq, conn)
+            if isinstance(reply, AAssociateRj):
+                conn.ul.send(reply)
+                assoc._set_outcome(Outcome.REJECTED, describe_reject(reply))
+                await assoc.wait_closed()
+                return
+            ac, assoc.negotiated = reply
+            conn.ul.send(ac)
+            assoc.flush()
+            await self._serve(assoc)
+        except asyncio.CancelledError:
+            assoc.abort("shutdown")
+            conn.close()
+            raise
+        except Exception:
+            log.exception("association from %s failed", conn.peer[0])
+            assoc.abort("internal error")
+        finally:
+            conn.close()
+            self._active -= 1
+            self._log(assoc, rq)
+
+    def _decide(
+        self, rq: AAssociateRq, conn: Connection
+    ) -> AAssociateRj | tuple[AAssociateAc, Negotiated]:
+        if self._active > self.config.association.max_associations:
+            return AAssociateRj(
+                RejectResult.TRANSIENT,
+                RejectSource.SERVICE_PROVIDER_PRESENTATION,
+                RejectReason.LOCAL_LIMIT_EXCEEDED,
+            )
+        return negotiate(rq, self.policy, peer_host=conn.peer[0])
+
+    async def _serve(self, assoc: Association) -> None:
+        """The established association: requests in, responses out, until it ends."""
+        while True:
+            item = await assoc.receive()
+            if isinstance(item, CommandReceived):
+                await self._request(assoc, item)
+            elif isinstance(item, DatasetFragment):
+                continue  # the rest of a data set nobody wanted; already answered
+            elif isinstance(item, AReleaseRq):
+                await assoc.answer_release()
+                return
+            else:
+                await assoc.wait_closed()
+                return
+
+    async def _request(self, assoc: Association, received: CommandReceived) -> None:
+        negotiated = assoc.negotiated
+        assert negotiated is not None
+        context = negotiated.contexts.get(received.context_id)
+        if context is None:
+            assoc.abort_for(
+                RemoteProtocolError(
+                    f"message on presentation context {received.context_id}, not accepted",
+                    abort=(AbortSource.SERVICE_PROVIDER, AbortReason.UNEXPECTED_PDU_PARAMETER),
+                )
+            )
+            return
+        command = received.command
+        if isinstance(command, CCancelRq):
+            return  # nothing runs asynchronously yet, so there is nothing to cancel
+        dataset = _fragments(assoc) if command.has_dataset else None
+        request = Request(
+            command=command,
+            context_id=received.context_id,
+            abstract_syntax=context.abstract_syntax,
+            transfer_syntax=context.transfer_syntax,
+            calling_ae=negotiated.calling_ae,
+            called_ae=negotiated.called_ae,
+            peer_host=assoc.conn.peer[0],
+            dataset=dataset,
+        )
+        provider = self.registry.provider_for(command)
+        if provider is None:
+            response = failure(
+                command, Status.SOP_CLASS_NOT_SUPPORTED, "no provider for this operation here"
+            )
+            if response is not None:
+                await assoc.send(received.context_id, response.command)
+            return
+        async for response in provider(request):
+            if not assoc.ul.can_send_data:
+                break
+            await assoc.send(received.context_id, response.command, response.dataset)
+
+    def _log(self, assoc: Association, rq: AAssociateRq | None) -> None:
+        host, port = assoc.conn.peer
+        calling = rq.calling_ae if rq else "-"
+        called = rq.called_ae if rq else "-"
+        accepted = len(assoc.negotiated.contexts) if assoc.negotiated else 0
+        proposed = len(rq.contexts) if rq else 0
+        outcome = assoc.outcome.value if assoc.outcome is not Outcome.OPEN else "closed"
+        detail = f" ({assoc.detail})" if assoc.detail else ""
+        log.info(
+            "association %s:%d %s->%s contexts %d/%d %.3fs %s%s",
+            host,
+            port,
+            calling,
+            called,
+            accepted,
+            proposed,
+            assoc.duration,
+            outcome,
+            detail,
+        )
+
+
+async def _resolve_peers(config: Config) -> dict[str, frozenset[str]]:
+    """Each peer's host as the addresses a connection from it can come from.
+
+    Resolved once at start-up so that a peer configured by name matches the
+    numeric peer address of its connections; the literal is kept as well.
+    """
+    loop = asyncio.get_running_loop()
+    hosts: dict[str, frozenset[str]] = {}
+    for peer in config.peers:
+        addresses = {peer.host}
+        try:
+            infos = await loop.getaddrinfo(peer.host, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            log.warning("peer %s: cannot resolve %s: %s", peer.ae_title, peer.host, exc)
+            infos = []
+        addresses.update(str(info[4][0]) for info in infos)
+        hosts[peer.ae_title] = frozenset(addresses)
+    return hosts
+
+
+async def _fragments(assoc: Association) -> AsyncIterator[memoryview]:
+    """The current message's data set fragments, pulled from the association."""
+    while True:
+        item = await assoc.receive()
+        if not isinstance(item, DatasetFragment):
+            raise ConnectionError("association ended in the middle of a data set")
+        yield item.data
+        if item.last:
+            return
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: Config, policy: AcceptorPolicy, registry: Registry
+) -> AsyncIterator[Server]:
+    """Run a server for the duration of the block (tests, embedding)."""
+    server = Server(config, policy, registry)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.shutdown(config.node.shutdown_grace)

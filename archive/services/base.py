@@ -1,0 +1,99 @@
+"""The seam between the network driver and the DIMSE service providers.
+
+A service provider is an async generator function: it takes a :class:`Request`
+and yields responses, one for C-ECHO and C-STORE, pending ones and then a final
+one for C-FIND, C-MOVE and C-GET. The driver sends each as it is yielded, so
+pending responses go out while the provider is still working. Providers hold
+policy only; they never touch sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import msgspec
+
+from archive.dicom.dimse import (
+    CEchoRq,
+    CEchoRsp,
+    CFindRq,
+    CFindRsp,
+    CGetRq,
+    CGetRsp,
+    CMoveRq,
+    CMoveRsp,
+    Command,
+    CStoreRq,
+    CStoreRsp,
+    NActionRq,
+    NActionRsp,
+    NEventReportRq,
+    NEventReportRsp,
+)
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True):
+    """One DIMSE request as a provider sees it."""
+
+    command: Command
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+    calling_ae: str
+    called_ae: str
+    peer_host: str
+    #: The data set fragments, as they arrive; None when the request has none.
+    dataset: AsyncIterator[memoryview] | None = None
+
+
+class Response(msgspec.Struct, frozen=True):
+    """A response command and the data set (identifier) that goes with it, if any."""
+
+    command: Command
+    dataset: bytes | None = None
+
+
+Provider = Callable[[Request], AsyncIterator[Response]]
+
+#: Request types and the response type that answers each, for generic failures.
+_RESPONSES: Mapping[type, Callable[..., Command]] = {
+    CEchoRq: CEchoRsp,
+    CStoreRq: CStoreRsp,
+    CFindRq: CFindRsp,
+    CGetRq: CGetRsp,
+    CMoveRq: CMoveRsp,
+    NActionRq: NActionRsp,
+    NEventReportRq: NEventReportRsp,
+}
+
+
+def failure(command: Command, status: int, comment: str) -> Response | None:
+    """A response to ``command`` with a failure ``status``; None if it is no request."""
+    make = _RESPONSES.get(type(command))
+    if make is None:
+        return None
+    fields: dict[str, object] = {
+        "message_id_being_responded_to": getattr(command, "message_id", 0),
+        "status": status,
+        "error_comment": comment[:64],
+    }
+    for name in ("affected_sop_class_uid", "affected_sop_instance_uid"):
+        value = getattr(command, name, None)
+        if value is not None:
+            fields[name] = value
+    try:
+        return Response(make(**fields))
+    except TypeError:  # that response type has no such field: keep the required ones
+        fields.pop("error_comment", None)
+        fields.pop("affected_sop_instance_uid", None)
+        return Response(make(**fields))
+
+
+class Registry:
+    """Which provider serves which request type."""
+
+    def __init__(self, providers: Mapping[type, Provider]) -> None:
+        self._providers = dict(providers)
+
+    def provider_for(self, command: Command) -> Provider | None:
+        return self._providers.get(type(command))
