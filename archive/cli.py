@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import NoReturn
 
 from archive.config import Config, load_config, with_overrides
 from archive.dicom.dimse import Status
@@ -50,8 +51,16 @@ def _version() -> str:
         return "0+unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 1 (EXIT_USAGE): 2 means "rejected" here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="archive", description="archive-node DICOM archive")
+    parser = _Parser(prog="archive", description="archive-node DICOM archive")
     parser.add_argument("--version", action="version", version=f"archive-node {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -81,7 +81,7 @@ def test_defaults() -> None:
         accepted_calling_aes=(),
         check_calling_host=False,
         max_associations=200,
-        max_pdu_length=65536,
+        max_pdu_length=262144,
         accept_all_transfer_syntaxes=True,
         transfer_syntaxes=(uids.EXPLICIT_VR_LE, uids.IMPLICIT_VR_LE),
     )

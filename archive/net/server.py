@@ -84,7 +84,6 @@ class Server:
     def _connection(self) -> Connection:
         ul = UpperLayer(Role.ACCEPTOR, self.config.association.max_pdu_length)
         conn = Connection(ul, high_water=self._high_water)
-        self._active += 1
         task = asyncio.get_running_loop().create_task(self._association(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -94,6 +93,7 @@ class Server:
         """Stop accepting, let associations finish within ``grace`` s, abort the rest."""
         if self._server is not None:
             self._server.close()
+            log.info("stopped listening")
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
@@ -108,6 +108,7 @@ class Server:
     async def _association(self, conn: Connection) -> None:
         assoc = Association(conn, conn.ul, self.timeouts)
         rq: AAssociateRq | None = None
+        counted = False
         try:
             await conn.opened
             conn.ul.connection_made()
@@ -117,6 +118,11 @@ class Server:
                 await assoc.wait_closed()
                 return
             rq = event
+            # Count associations from their request on: a burst of connections
+            # that never send one cannot lock real associations out (ARTIM
+            # closes them).
+            self._active += 1
+            counted = True
             reply = self._decide(rq, conn)
             if isinstance(reply, AAssociateRj):
                 conn.ul.send(reply)
@@ -136,7 +142,8 @@ class Server:
             assoc.abort("internal error")
         finally:
             conn.close()
-            self._active -= 1
+            if counted:
+                self._active -= 1
             self._log(assoc, rq)
 
     def _decide(

@@ -1,0 +1,217 @@
+"""Decoding of DICOM text values with the data set's Specific Character Set.
+
+What this is: the pure-Python rules, with no pydicom import, that turn the bytes of an
+SH, LO, ST, LT, UC, UT or PN value into a ``str`` given the value of Specific Character
+Set (0008,0005): the single-byte sets of PS3.3 Table C.12-2, the stand-alone
+multi-byte sets of Table C.12-5 (``ISO_IR 192``, ``GB18030``, ``GBK``) and the ISO 2022
+code extensions of Tables C.12-3 and C.12-4 (PS3.5 6.1.2.5).
+What it is not: an encoder, or a validator. Decoding never fails: bytes a character
+set cannot decode become U+FFFD, an unknown term decodes as Latin-1, an unknown escape
+sequence is kept as text.
+
+Theory of operation for values with code extensions (PS3.5 6.1.2.5): the decoder keeps
+what G0 and G1 hold. Every G1 set and the single-byte G0 sets (ISO-IR 6 and 14) agree
+with ASCII on 00-7F, so while G0 holds a single-byte set a run of bytes is decoded with
+the codec of the set in G1. While G0 holds JIS X 0208 or 0212 (two-byte sets in G0),
+the run is decoded by Python's ``iso2022_jp`` codecs with the designating escape put
+back in front, and the delimiters are not looked for: their bytes are half characters
+there. A delimiter (CR, LF, TAB, FF; and ``^``, ``=`` in PN) brings back the initial
+designations, as PS3.5 6.1.2.5.3 requires encoders to have done by then.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from types import MappingProxyType
+
+__all__ = [
+    "PN_DELIMITERS",
+    "TEXT_DELIMITERS",
+    "decode_person_name",
+    "decode_text",
+    "python_codecs",
+]
+
+#: CR, LF, TAB and FF end a code-extension scope in text values, PS3.5 6.1.2.5.3.
+TEXT_DELIMITERS = frozenset(b"\r\n\t\f")
+#: In PN the component (``^``) and component-group (``=``) delimiters end it too.
+PN_DELIMITERS = frozenset(b"\r\n\t\f^=")
+
+_FALLBACK = "latin_1"
+_ESC = 0x1B
+
+# Defined Terms of Specific Character Set -> Python codec, PS3.3 Tables C.12-2 to
+# C.12-5. ISO-IR 6 is decoded as Latin-1 rather than ASCII so that stray 8-bit bytes
+# from non-conforming senders survive as characters instead of U+FFFD.
+_CODECS = MappingProxyType(
+    {
+        "": _FALLBACK,
+        "ISO_IR 6": _FALLBACK,
+        "ISO_IR 100": "latin_1",
+        "ISO_IR 101": "iso8859_2",
+        "ISO_IR 109": "iso8859_3",
+        "ISO_IR 110": "iso8859_4",
+        "ISO_IR 144": "iso8859_5",
+        "ISO_IR 127": "iso8859_6",
+        "ISO_IR 126": "iso8859_7",
+        "ISO_IR 138": "iso8859_8",
+        "ISO_IR 148": "iso8859_9",
+        "ISO_IR 203": "iso8859_15",
+        "ISO_IR 13": "shift_jis",
+        "ISO_IR 166": "tis_620",
+        "ISO 2022 IR 6": _FALLBACK,
+        "ISO 2022 IR 100": "latin_1",
+        "ISO 2022 IR 101": "iso8859_2",
+        "ISO 2022 IR 109": "iso8859_3",
+        "ISO 2022 IR 110": "iso8859_4",
+        "ISO 2022 IR 144": "iso8859_5",
+        "ISO 2022 IR 127": "iso8859_6",
+        "ISO 2022 IR 126": "iso8859_7",
+        "ISO 2022 IR 138": "iso8859_8",
+        "ISO 2022 IR 148": "iso8859_9",
+        "ISO 2022 IR 203": "iso8859_15",
+        "ISO 2022 IR 13": "shift_jis",
+        "ISO 2022 IR 166": "tis_620",
+        "ISO 2022 IR 87": "iso2022_jp",
+        "ISO 2022 IR 159": "iso2022_jp_2",
+        "ISO 2022 IR 149": "euc_kr",
+        "ISO 2022 IR 58": "gb2312",
+        "ISO_IR 192": "utf_8",
+        "GB18030": "gb18030",
+        "GBK": "gbk",
+    }
+)
+
+#: Terms that forbid code extensions, PS3.3 Table C.12-5 and PS3.5 6.1.2.5.4 d.
+_STAND_ALONE = frozenset({"ISO_IR 192", "GB18030", "GBK"})
+
+# Escape sequence -> (graphic set designated: 0 for G0, 1 for G1; codec),
+# PS3.3 Tables C.12-3 (single-byte) and C.12-4 (multi-byte).
+_ESCAPES = MappingProxyType(
+    {
+        b"\x1b(B": (0, _FALLBACK),  # ISO-IR 6, ASCII
+        b"\x1b(J": (0, _FALLBACK),  # ISO-IR 14, JIS X 0201 Romaji (ASCII-like)
+        b"\x1b)I": (1, "shift_jis"),  # ISO-IR 13, JIS X 0201 Katakana
+        b"\x1b-A": (1, "latin_1"),  # ISO-IR 100
+        b"\x1b-B": (1, "iso8859_2"),  # ISO-IR 101
+        b"\x1b-C": (1, "iso8859_3"),  # ISO-IR 109
+        b"\x1b-D": (1, "iso8859_4"),  # ISO-IR 110
+        b"\x1b-L": (1, "iso8859_5"),  # ISO-IR 144
+        b"\x1b-G": (1, "iso8859_6"),  # ISO-IR 127
+        b"\x1b-F": (1, "iso8859_7"),  # ISO-IR 126
+        b"\x1b-H": (1, "iso8859_8"),  # ISO-IR 138
+        b"\x1b-M": (1, "iso8859_9"),  # ISO-IR 148
+        b"\x1b-b": (1, "iso8859_15"),  # ISO-IR 203
+        b"\x1b-T": (1, "tis_620"),  # ISO-IR 166
+        b"\x1b$B": (0, "iso2022_jp"),  # ISO-IR 87, JIS X 0208
+        b"\x1b$(D": (0, "iso2022_jp_2"),  # ISO-IR 159, JIS X 0212
+        b"\x1b$)C": (1, "euc_kr"),  # ISO-IR 149, KS X 1001
+        b"\x1b$)A": (1, "gb2312"),  # ISO-IR 58, GB 2312
+    }
+)
+
+_MISSPELT_IR = re.compile(r"^ISO[^_]IR ?")
+_MISSPELT_2022 = re.compile(r"^ISO.2022.IR.?")
+
+
+def _codec(term: str) -> str:
+    codec = _CODECS.get(term)
+    if codec is not None:
+        return codec
+    # Common spellings in the field ("ISO IR 100", "ISO-IR 100", "ISO_2022_IR_87"):
+    # accepted because refusing the store over them helps nobody.
+    if _MISSPELT_IR.match(term):
+        return _CODECS.get("ISO_IR " + _MISSPELT_IR.sub("", term), _FALLBACK)
+    if _MISSPELT_2022.match(term):
+        return _CODECS.get("ISO 2022 IR " + _MISSPELT_2022.sub("", term), _FALLBACK)
+    return _FALLBACK
+
+
+def python_codecs(terms: Sequence[str]) -> tuple[str, ...]:
+    """Python codecs for the values of Specific Character Set (0008,0005).
+
+    An empty or missing value 1 means ISO-IR 6. A stand-alone set (``ISO_IR 192``,
+    ``GB18030``, ``GBK``) as value 1 ends the list; as a later value it is dropped
+    (PS3.5 6.1.2.5.4 d). Unknown terms map to Latin-1. The result is never empty.
+    """
+    if not terms:
+        return (_FALLBACK,)
+    first = terms[0].strip()
+    if first in _STAND_ALONE:
+        return (_CODECS[first],)
+    rest = (t.strip() for t in terms[1:])
+    return (_codec(first), *(_codec(t) for t in rest if t not in _STAND_ALONE))
+
+
+def decode_text(value: bytes, codecs: Sequence[str], delimiters: frozenset[int]) -> str:
+    """Decode a text value (SH, LO, ST, LT, UC, UT, PN), PS3.5 6.1.2.5.
+
+    ``codecs`` comes from :func:`python_codecs`; ``delimiters`` is
+    :data:`TEXT_DELIMITERS` or :data:`PN_DELIMITERS`. Never raises.
+    """
+    first = codecs[0]
+    if _ESC not in value:
+        return value.decode(first, "replace")
+    parts: list[str] = []
+    g1 = first
+    g0_multi = ""  # the iso2022_jp codec while G0 holds a two-byte set
+    g0_escape = b""
+    start = i = 0
+    n = len(value)
+    while i < n:
+        byte = value[i]
+        if byte == _ESC:
+            size = 4 if value[i + 1 : i + 3] in (b"$(", b"$)") else 3
+            designation = _ESCAPES.get(value[i : i + size])
+            if designation is None:
+                i += 1  # not a sequence we know: keep the bytes as text
+                continue
+            parts.append(_decode_run(value[start:i], g0_multi, g0_escape, g1))
+            slot, codec = designation
+            if slot == 0 and codec.startswith("iso2022"):
+                g0_multi, g0_escape = codec, value[i : i + size]
+            else:
+                # Any other designation ends a two-byte G0 run: pydicom's encoder
+                # leaves JIS X 0208 with the escape of value 1 (ESC - A, ESC ) I)
+                # rather than ESC ( B, and no encoder we know designates G1 in the
+                # middle of a run of kanji and carries on.
+                g0_multi = ""
+                if slot == 1:
+                    g1 = codec
+            i += size
+            start = i
+            continue
+        if not g0_multi and byte in delimiters:
+            parts.append(_decode_run(value[start : i + 1], "", b"", g1))
+            g1 = first
+            start = i + 1
+        i += 1
+    parts.append(_decode_run(value[start:], g0_multi, g0_escape, g1))
+    return "".join(parts)
+
+
+_GL_OR_GR = re.compile(rb"[\x00-\x7f]+|[\x80-\xff]+")
+
+
+def _decode_run(run: bytes, g0_multi: str, g0_escape: bytes, g1: str) -> str:
+    if not run:
+        return ""
+    if not g0_multi:
+        return run.decode(g1, "replace")
+    # 8-bit ISO 2022: bytes 21-7E are G0 (here two-byte), A1-FE are G1.
+    return "".join(
+        (g0_escape + part).decode(g0_multi, "replace")
+        if part[0] < 0x80
+        else part.decode(g1, "replace")
+        for part in _GL_OR_GR.findall(run)
+    )
+
+
+def decode_person_name(value: bytes, codecs: Sequence[str]) -> str:
+    """Decode a PN value, PS3.5 6.2.1: component groups joined by ``=``.
+
+    Trailing empty component groups are dropped (PS3.5 6.2.1.1 lets a sender omit
+    them), so ``Smith^John==`` and ``Smith^John`` index alike.
+    """
+    return decode_text(value, codecs, PN_DELIMITERS).rstrip("=")

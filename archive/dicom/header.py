@@ -1,0 +1,565 @@
+"""Index attributes from the leading bytes of a received data set, streaming, no I/O.
+
+What this is: :class:`HeaderReader`, fed the data set of a C-STORE fragment by
+fragment (memoryviews cut anywhere), which picks out the attributes the index stores
+(:class:`InstanceAttributes`) and stops at Pixel Data (7FE0,0010) or at the first
+top-level tag past the last one it wants; and :func:`check_store_request`, the
+C-STORE-RQ vs data set checks. What it is not: a data set parser. It keeps nothing
+but the attributes it wants, never joins fragments, and never looks past the header.
+
+Theory of operation. The reader is a loop over a cursor in the current fragment with
+four pieces of state carried between fragments: ``skip`` (bytes of an unwanted value
+still to pass over, however large), ``want`` (length of a wanted value being
+gathered), ``buf`` (a partial element header, at most 12 bytes, or the part of a
+wanted value seen so far) and ``depth`` (how many undefined-length sequences and
+items we are inside). A header wholly inside the fragment is unpacked in place; only
+one split across fragments is copied into ``buf``. Sequences are never parsed, only
+stepped over: one of defined length is skipped like any value; in one of undefined
+length (explicit SQ or UN, or any undefined length in Implicit VR, where SQ is
+known only from the data dictionary) items of defined length are skipped, and
+undefined lengths and delimitation items move ``depth`` up and down (PS3.5 7.5).
+Inside a UN of undefined length the encoding is Implicit VR Little Endian whatever
+the transfer syntax (PS3.5 6.2.2). Memory is bounded by :data:`MAX_VALUE_LENGTH` per
+value, :data:`MAX_HELD` in all, and one 64 KiB inflate chunk for Deflated.
+
+Values are kept as raw bytes and decoded once, in :meth:`HeaderReader.finish`, with
+the Specific Character Set (see :mod:`archive.dicom.charset`).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from struct import Struct
+from typing import ClassVar
+
+import msgspec
+
+from archive.dicom import uids
+from archive.dicom.charset import (
+    TEXT_DELIMITERS,
+    decode_person_name,
+    decode_text,
+    python_codecs,
+)
+from archive.dicom.dimse.status import Status
+from archive.errors import ArchiveError
+
+__all__ = [
+    "INFLATE_BLOCK",
+    "INFLATE_CHUNK",
+    "MAX_HELD",
+    "MAX_VALUE_LENGTH",
+    "HeaderError",
+    "HeaderReader",
+    "InstanceAttributes",
+    "check_store_request",
+]
+
+#: A wanted value longer than this is refused: every wanted VR is at most 64
+#: characters (PS3.5 Table 6.2-1), so this is garbage, not data.
+MAX_VALUE_LENGTH = 64 * 1024
+#: Bytes of wanted values held at once, all attributes together.
+MAX_HELD = 256 * 1024
+#: Output bytes asked of the inflater per call for Deflated (PS3.5 A.5).
+INFLATE_CHUNK = 64 * 1024
+#: Deflated input is inflated in blocks of this size at fixed stream offsets.
+INFLATE_BLOCK = 4096
+
+_UNDEFINED = 0xFFFFFFFF
+_PIXEL_DATA = 0x7FE00010
+_ITEM = 0xE000
+_ITEM_DELIMITATION = 0xE00D
+_SEQUENCE_DELIMITATION = 0xE0DD
+
+# Encodings of the element headers, PS3.5 7.1.
+_IMPLICIT_LE, _EXPLICIT_LE, _EXPLICIT_BE = 0, 1, 2
+_LE_TAG_LENGTH, _BE_TAG_LENGTH = Struct("<HHL"), Struct(">HHL")
+_LE_TAG_VR_LENGTH, _BE_TAG_VR_LENGTH = Struct("<HH2sH"), Struct(">HH2sH")
+_LE_LONG_LENGTH, _BE_LONG_LENGTH = Struct("<L"), Struct(">L")
+#: Per mode: (tag + 4-byte length, tag + VR + 2-byte length, 4-byte length).
+_STRUCTS = (
+    (_LE_TAG_LENGTH, _LE_TAG_VR_LENGTH, _LE_LONG_LENGTH),
+    (_LE_TAG_LENGTH, _LE_TAG_VR_LENGTH, _LE_LONG_LENGTH),
+    (_BE_TAG_LENGTH, _BE_TAG_VR_LENGTH, _BE_LONG_LENGTH),
+)
+_US = (Struct("<H"), Struct("<H"), Struct(">H"))
+
+#: VRs with a 2-byte length in Explicit VR, PS3.5 Table 7.1-2. Every other VR, known
+#: or not, has 2 reserved bytes and a 4-byte length (PS3.5 6.2 note on new VRs).
+_SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US".split())
+_ALL_VRS = _SHORT_VRS | frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+
+# How a wanted value is turned into a field (padding per PS3.5 6.2 and Table 6.2-1).
+_UI = 0  # trailing NUL padding; spaces tolerated at both ends
+_CS = 1  # default repertoire, leading and trailing spaces insignificant (CS, IS, ...)
+_DT = 2  # DA, TM: default repertoire, trailing space padding
+_TEXT = 3  # SH, LO: Specific Character Set, leading and trailing spaces insignificant
+_PN = 4  # PN: Specific Character Set, component groups, trailing spaces
+_IS = 5  # IS -> int, None when not one integer in the IS range
+_USHORT = 6  # US -> int
+
+_SPECIFIC_CHARACTER_SET = 0x00080005
+
+#: Wanted tags -> (field of InstanceAttributes, kind), ascending, PS3.6 Table 6-1.
+_WANTED: dict[int, tuple[str, int]] = {
+    _SPECIFIC_CHARACTER_SET: ("specific_character_set", _CS),
+    0x00080016: ("sop_class_uid", _UI),
+    0x00080018: ("sop_instance_uid", _UI),
+    0x00080020: ("study_date", _DT),
+    0x00080021: ("series_date", _DT),
+    0x00080023: ("content_date", _DT),
+    0x00080030: ("study_time", _DT),
+    0x00080031: ("series_time", _DT),
+    0x00080033: ("content_time", _DT),
+    0x00080050: ("accession_number", _TEXT),
+    0x00080060: ("modality", _CS),
+    0x00080090: ("referring_physician_name", _PN),
+    0x00081030: ("study_description", _TEXT),
+    0x0008103E: ("series_description", _TEXT),
+    0x00100010: ("patient_name", _PN),
+    0x00100020: ("patient_id", _TEXT),
+    0x00100021: ("issuer_of_patient_id", _TEXT),
+    0x00100030: ("patient_birth_date", _DT),
+    0x00100040: ("patient_sex", _CS),
+    0x00180015: ("body_part_examined", _CS),
+    0x0020000D: ("study_instance_uid", _UI),
+    0x0020000E: ("series_instance_uid", _UI),
+    0x00200010: ("study_id", _TEXT),
+    0x00200011: ("series_number", _IS),
+    0x00200013: ("instance_number", _IS),
+    0x00280008: ("number_of_frames", _IS),
+    0x00280010: ("rows", _USHORT),
+    0x00280011: ("columns", _USHORT),
+}
+_LAST_WANTED = max(_WANTED)
+
+_IS_VALUE = re.compile(rb"[ ]*([+-]?[0-9]{1,12})[ ]*")
+_IS_MIN, _IS_MAX = -(2**31), 2**31 - 1  # PS3.5 Table 6.2-1, IS
+
+#: Transfer syntaxes whose data set is deflated Explicit VR LE: PS3.5 A.5, and JPIP
+#: Referenced Deflate (PS3.5 A.7).
+_DEFLATED = frozenset({uids.DEFLATED_EXPLICIT_VR_LE, "1.2.840.10008.1.2.4.95"})
+_STANDARD_TS_ROOT = "1.2.840.10008.1.2."
+
+
+class InstanceAttributes(msgspec.Struct, frozen=True, kw_only=True):
+    """What the index stores of one instance, decoded, padding removed.
+
+    Strings are ``""`` and integers ``None`` when the attribute is absent or empty.
+    ``specific_character_set`` holds the values of (0008,0005) joined by ``\\``.
+    """
+
+    specific_character_set: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    issuer_of_patient_id: str = ""
+    study_instance_uid: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    accession_number: str = ""
+    study_id: str = ""
+    study_description: str = ""
+    referring_physician_name: str = ""
+    series_instance_uid: str = ""
+    modality: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    body_part_examined: str = ""
+    series_date: str = ""
+    series_time: str = ""
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    instance_number: int | None = None
+    content_date: str = ""
+    content_time: str = ""
+    number_of_frames: int | None = None
+    rows: int | None = None
+    columns: int | None = None
+
+
+class HeaderError(ArchiveError):
+    """The data set cannot be stored; ``status`` is the C-STORE-RSP failure status.
+
+    Statuses are those of PS3.4 Table B.2-1 (C-STORE Status): A7xx Refused: Out of
+    Resources, A9xx Error: Data Set does not match SOP Class, Cxxx Error: Cannot
+    understand. This module sends :attr:`Status.CANNOT_UNDERSTAND` (C000) for bytes
+    that cannot be parsed and :attr:`Status.DATASET_DOES_NOT_MATCH_SOP_CLASS` (A900)
+    from :func:`check_store_request`.
+    """
+
+    code: ClassVar[str] = "dicom.header"
+
+    def __init__(self, message: str, status: int = Status.CANNOT_UNDERSTAND) -> None:
+        super().__init__(message)
+        self.status = int(status)
+
+
+def _cannot_understand(message: str) -> HeaderError:
+    return HeaderError(message, Status.CANNOT_UNDERSTAND)
+
+
+class HeaderReader:
+    """Streaming extractor of :class:`InstanceAttributes` from data set bytes.
+
+    ``transfer_syntax`` is the UID of the accepted presentation context: Implicit VR
+    LE, Explicit VR LE, Explicit VR BE, Deflated Explicit VR LE, or any other standard
+    transfer syntax (their data sets are all Explicit VR LE, PS3.5 A.4). A private
+    one raises :class:`HeaderError` (C000).
+    """
+
+    __slots__ = (
+        "_buf",
+        "_deflated",
+        "_depth",
+        "_done",
+        "_error",
+        "_held",
+        "_inflater",
+        "_mode",
+        "_pending",
+        "_skip",
+        "_un_depth",
+        "_values",
+        "_want",
+    )
+
+    def __init__(self, transfer_syntax: str) -> None:
+        ts = transfer_syntax.rstrip("\0 ")
+        self._inflater: zlib._Decompress | None = None
+        if ts == uids.IMPLICIT_VR_LE:
+            self._mode = _IMPLICIT_LE
+        elif ts == uids.EXPLICIT_VR_BE:
+            self._mode = _EXPLICIT_BE
+        elif ts in _DEFLATED:
+            self._mode = _EXPLICIT_LE
+            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, RFC 1951
+        elif ts == uids.EXPLICIT_VR_LE or ts.startswith(_STANDARD_TS_ROOT):
+            self._mode = _EXPLICIT_LE
+        else:
+            raise _cannot_understand(f"unsupported transfer syntax {ts!r}")
+        self._buf = bytearray()
+        self._deflated = bytearray()  # deflated input short of a whole block
+        self._skip = 0
+        self._want = 0
+        self._pending = 0
+        self._depth = 0
+        self._un_depth = 0
+        self._held = 0
+        self._values: dict[int, bytes] = {}
+        self._done = False
+        self._error: HeaderError | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once every wanted attribute has been seen (or could no longer come)."""
+        return self._done
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held now: partial header or value, wanted values, deflated input."""
+        return len(self._buf) + self._held + len(self._deflated)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bool:
+        """Take the next fragment of the data set; return :attr:`done`.
+
+        Raises :class:`HeaderError` when the bytes cannot be a data set, and again on
+        every later call.
+        """
+        if self._done:
+            return True
+        if self._error is not None:
+            raise self._error
+        try:
+            if self._inflater is None:
+                self._parse(memoryview(data))
+            else:
+                self._inflate(memoryview(data))
+        except HeaderError as exc:
+            self._error = exc
+            raise
+        return self._done
+
+    def _inflate(self, view: memoryview) -> None:
+        # The inflater is given the stream in blocks cut at fixed offsets, whatever
+        # the fragments: the outcome (including where a corrupt stream is noticed,
+        # since zlib drops the output of a failing call) depends on the bytes alone.
+        held = self._deflated
+        if held:
+            take = INFLATE_BLOCK - len(held)
+            held += view[:take]
+            view = view[take:]
+            if len(held) < INFLATE_BLOCK:
+                return
+            self._inflate_block(bytes(held))
+            held.clear()
+        while len(view) >= INFLATE_BLOCK and not self._done:
+            self._inflate_block(view[:INFLATE_BLOCK])
+            view = view[INFLATE_BLOCK:]
+        if not self._done:
+            held += view
+
+    def _inflate_block(self, block: bytes | memoryview) -> None:
+        inflater = self._inflater
+        assert inflater is not None
+        pending: bytes | memoryview = block
+        try:
+            while not inflater.eof:
+                # max_length bounds the output of one call, so a deflate bomb costs
+                # time, never memory; the input not yet inflated waits in
+                # unconsumed_tail.
+                out = inflater.decompress(pending, INFLATE_CHUNK)
+                if out:
+                    self._parse(memoryview(out))
+                    if self._done:
+                        return
+                pending = inflater.unconsumed_tail
+                if not pending and not out:
+                    return
+        except zlib.error as exc:
+            raise _cannot_understand(f"deflated data set is corrupt: {exc}") from None
+
+    def finish(self) -> InstanceAttributes:
+        """The attributes found; call when :attr:`done` or at the end of the data set.
+
+        Raises :class:`HeaderError` (C000) if the data set ended inside an element
+        header, a value or a sequence before the reader was done.
+        """
+        if self._error is not None:
+            raise self._error
+        if not self._done and self._inflater is not None:
+            try:
+                self._inflate_block(bytes(self._deflated))
+            except HeaderError as exc:
+                self._error = exc
+                raise
+            self._deflated.clear()
+        if not self._done:
+            truncated = self._buf or self._skip or self._want or self._depth
+            if self._inflater is not None and not self._inflater.eof:
+                truncated = True
+            if truncated:
+                self._error = _cannot_understand("data set truncated in its header")
+                raise self._error
+        return self._attributes()
+
+    # --- parsing -------------------------------------------------------------------
+
+    def _parse(self, data: memoryview) -> None:
+        end = len(data)
+        pos = 0
+        buf = self._buf
+        values = self._values
+        wanted_tags = _WANTED
+        short_vrs = _SHORT_VRS
+        skip = self._skip
+        want = self._want
+        depth = self._depth
+        un_depth = self._un_depth
+        held = self._held
+        base = self._mode
+        mode = _IMPLICIT_LE if un_depth and depth >= un_depth else base
+        tag_length, tag_vr_length, long_length = _STRUCTS[mode]
+        try:
+            while pos < end:
+                if skip:
+                    if skip >= end - pos:
+                        skip -= end - pos
+                        return
+                    pos += skip
+                    skip = 0
+                if want:
+                    take = min(want - len(buf), end - pos)
+                    buf += data[pos : pos + take]
+                    pos += take
+                    if len(buf) < want:
+                        return
+                    values[self._pending] = bytes(buf)
+                    buf.clear()
+                    want = 0
+                    continue
+
+                # An element header: in place when the fragment holds 12 bytes,
+                # else gathered in buf (at most 12 bytes) across fragments.
+                src: memoryview | bytearray
+                if buf or end - pos < 12:
+                    take = min(12 - len(buf), end - pos)
+                    buf += data[pos : pos + take]
+                    pos += take
+                    src, at, avail = buf, 0, len(buf)
+                    if avail < 8:
+                        return
+                else:
+                    src, at, avail = data, pos, end - pos
+                size = 8
+                if mode:
+                    group, elem, vr, length = tag_vr_length.unpack_from(src, at)
+                    if group == 0xFFFE:  # items and delimiters have no VR, PS3.5 7.5
+                        length = long_length.unpack_from(src, at + 4)[0]
+                        vr = b""
+                    elif vr not in short_vrs:
+                        if avail < 12:
+                            if not depth and (group << 16 | elem) > _LAST_WANTED:
+                                self._done = True  # e.g. Pixel Data: its length is moot
+                            return  # buf holds all we have; wait for more
+                        length = long_length.unpack_from(src, at + 8)[0]
+                        size = 12
+                else:
+                    group, elem, length = tag_length.unpack_from(src, at)
+                    vr = b""
+                    if group == 2 and bytes(src[at + 4 : at + 6]) in _ALL_VRS:
+                        # File Meta (PS3.10 7.1) is always Explicit VR LE; some
+                        # senders leave it in front of an Implicit VR data set.
+                        group, elem, vr, length = _LE_TAG_VR_LENGTH.unpack_from(src, at)
+                        if vr not in short_vrs:
+                            if avail < 12:
+                                return
+                            length = _LE_LONG_LENGTH.unpack_from(src, at + 8)[0]
+                            size = 12
+                if src is buf:
+                    pos -= avail - size  # hand back what we took past the header
+                    buf.clear()
+                else:
+                    pos += size
+
+                if not depth:
+                    tag = group << 16 | elem
+                    if tag > _LAST_WANTED:  # Pixel Data, or past all we want
+                        self._done = True
+                        return
+                    if length == _UNDEFINED:
+                        depth = 1
+                        if vr == b"UN":
+                            un_depth = 1
+                            mode = _IMPLICIT_LE
+                            tag_length, tag_vr_length, long_length = _STRUCTS[mode]
+                        continue
+                    if tag not in wanted_tags or vr == b"SQ":
+                        skip = length
+                        continue
+                    if length > MAX_VALUE_LENGTH:
+                        raise _cannot_understand(
+                            f"value of ({group:04X},{elem:04X}) is {length} bytes long"
+                        )
+                    held += length
+                    if held > MAX_HELD:
+                        raise _cannot_understand("header values too long in total")
+                    if end - pos >= length:
+                        values[tag] = bytes(data[pos : pos + length])
+                        pos += length
+                    else:
+                        self._pending = tag
+                        want = length
+                    continue
+
+                # Inside a sequence: step over it, PS3.5 7.5.
+                if group == 0xFFFE:
+                    if elem == _ITEM:
+                        if length == _UNDEFINED:
+                            depth += 1
+                        else:
+                            skip = length
+                    elif elem in (_ITEM_DELIMITATION, _SEQUENCE_DELIMITATION):
+                        depth -= 1
+                        if un_depth > depth:
+                            un_depth = 0
+                            mode = base
+                            tag_length, tag_vr_length, long_length = _STRUCTS[mode]
+                    elif length == _UNDEFINED:
+                        raise _cannot_understand(f"(FFFE,{elem:04X}) of undefined length")
+                    else:
+                        skip = length
+                elif length == _UNDEFINED:
+                    depth += 1
+                    if vr == b"UN" and not un_depth:
+                        un_depth = depth
+                        mode = _IMPLICIT_LE
+                        tag_length, tag_vr_length, long_length = _STRUCTS[mode]
+                else:
+                    skip = length
+        finally:
+            self._skip = skip
+            self._want = want
+            self._depth = depth
+            self._un_depth = un_depth
+            self._held = held
+
+    # --- decoding ------------------------------------------------------------------
+
+    def _attributes(self) -> InstanceAttributes:
+        values = self._values
+        byte_order = _US[self._mode]
+        raw_charset = values.get(_SPECIFIC_CHARACTER_SET, b"")
+        terms = [t.strip(" \0") for t in raw_charset.decode("latin_1").split("\\")]
+        codecs = python_codecs(terms if any(terms) else [])
+        fields: dict[str, str | int | None] = {}
+        for tag, raw in values.items():
+            name, kind = _WANTED[tag]
+            if kind == _TEXT:
+                fields[name] = decode_text(raw.strip(b" \0"), codecs, TEXT_DELIMITERS)
+            elif kind == _PN:
+                fields[name] = decode_person_name(raw.rstrip(b" \0"), codecs)
+            elif kind == _IS:
+                fields[name] = _integer_string(raw)
+            elif kind == _USHORT:
+                fields[name] = byte_order.unpack_from(raw)[0] if len(raw) >= 2 else None
+            elif kind == _DT:
+                fields[name] = raw.rstrip(b" \0").decode("latin_1")
+            elif tag == _SPECIFIC_CHARACTER_SET:
+                fields[name] = "\\".join(terms) if any(terms) else ""
+            else:  # _UI, _CS
+                fields[name] = raw.strip(b" \0").decode("latin_1")
+        return InstanceAttributes(**fields)  # type: ignore[arg-type]
+
+
+def _integer_string(raw: bytes) -> int | None:
+    """An IS value as int: one integer in range, spaces around tolerated, else None."""
+    match = _IS_VALUE.fullmatch(raw.rstrip(b"\0"))
+    if match is None:
+        return None
+    value = int(match.group(1))
+    return value if _IS_MIN <= value <= _IS_MAX else None
+
+
+def check_store_request(
+    attrs: InstanceAttributes, sop_class_uid: str, sop_instance_uid: str
+) -> None:
+    """Check a received data set against its C-STORE-RQ, PS3.4 B.2.3 Table B.2-1.
+
+    Raises :class:`HeaderError` with status A900 (Error: Data Set does not match SOP
+    Class) when:
+
+    - SOP Class UID (0008,0016) differs from the Affected SOP Class UID (0000,0002);
+    - SOP Instance UID (0008,0018) differs from the Affected SOP Instance UID
+      (0000,1000), or is missing. PS3.4 has no status of its own for this: 0117
+      Invalid SOP Instance (PS3.7 C.5.12) is for a UID that breaks the construction
+      rules. A900 is what DCMTK's storescp answers in this case too;
+    - Study Instance UID (0020,000D) or Series Instance UID (0020,000E) is missing.
+      Both are Type 1 in the General Study and General Series modules of every
+      composite IOD (PS3.3 C.7.2.1, C.7.3.1), so such a data set is not an instance
+      of its SOP Class: the data set was understood (not Cxxx), it does not conform
+      (A9xx), and nothing temporary went wrong (not A7xx).
+    """
+    mismatch = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    command_class = sop_class_uid.rstrip("\0 ")
+    command_instance = sop_instance_uid.rstrip("\0 ")
+    if attrs.sop_class_uid != command_class:
+        raise HeaderError(
+            f"SOP Class UID {attrs.sop_class_uid!r} in the data set, "
+            f"{command_class!r} in the command",
+            mismatch,
+        )
+    if not attrs.sop_instance_uid:
+        raise HeaderError("SOP Instance UID (0008,0018) missing from the data set", mismatch)
+    if attrs.sop_instance_uid != command_instance:
+        raise HeaderError(
+            f"SOP Instance UID {attrs.sop_instance_uid!r} in the data set, "
+            f"{command_instance!r} in the command",
+            mismatch,
+        )
+    if not attrs.study_instance_uid:
+        raise HeaderError("Study Instance UID (0020,000D) missing from the data set", mismatch)
+    if not attrs.series_instance_uid:
+        raise HeaderError("Series Instance UID (0020,000E) missing from the data set", mismatch)

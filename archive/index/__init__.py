@@ -1,0 +1,31 @@
+"""The archive's index: SQLite schema, group-commit writer and read pool.
+
+Other packages import from here only. SQL lives in this package alone (module
+constants and ``migrations/*.sql``).
+"""
+
+from __future__ import annotations
+
+from archive.index.database import Durability, Index
+from archive.index.errors import (
+    DuplicateInstanceError,
+    IndexClosedError,
+    IndexWriteError,
+    InvalidRecordError,
+    SchemaVersionError,
+)
+from archive.index.records import InstanceRow, Stats, StoredInstance, WriterStats
+
+__all__ = [
+    "DuplicateInstanceError",
+    "Durability",
+    "Index",
+    "IndexClosedError",
+    "IndexWriteError",
+    "InstanceRow",
+    "InvalidRecordError",
+    "SchemaVersionError",
+    "Stats",
+    "StoredInstance",
+    "WriterStats",
+]

@@ -1,0 +1,348 @@
+"""The :class:`Index` facade: one SQLite file, one writer, a small pool of readers.
+
+The file is in WAL mode, so readers never block the writer nor the writer them: a
+C-FIND runs against the last committed state while the group-commit writer keeps
+appending. All connections go through aiosqlite (one thread each); nothing here
+blocks the event loop.
+
+Durability. ``strict`` sets ``synchronous=FULL``: in WAL mode every COMMIT syncs
+the WAL, so a committed record survives power loss, which is what the C-STORE
+Success promises. ``fast`` sets ``synchronous=OFF``: commits are only handed to the
+OS and a power cut or kernel crash can lose (or, with the page cache half-written,
+corrupt) recent transactions. ``fast`` is for load-test sinks and scratch nodes
+only, never for an archive that acknowledges stores.
+
+This module is not the writer (``writer.py``) nor the schema (``schema.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Literal
+
+import aiosqlite
+
+from archive.dicom.header import InstanceAttributes
+from archive.index.errors import InvalidRecordError
+from archive.index.records import InstanceRow, Stats, StoredInstance, WriterStats
+from archive.index.schema import apply_migrations
+from archive.index.writer import SELECT_INSTANCE_ROW, GroupCommitWriter
+
+__all__ = ["Durability", "Index"]
+
+Durability = Literal["strict", "fast"]
+
+# -- connection set-up ------------------------------------------------------------
+
+# WAL: readers see the last commit while the writer appends; one fsync per commit
+# (of the WAL only) instead of two with a rollback journal. Persistent in the file.
+JOURNAL_MODE_WAL = "PRAGMA journal_mode = WAL"
+SYNCHRONOUS = {"strict": "PRAGMA synchronous = FULL", "fast": "PRAGMA synchronous = OFF"}
+# Another process (the CLI's fsck, a backup) may hold the write lock for a moment:
+# wait for it instead of failing the batch with SQLITE_BUSY.
+BUSY_TIMEOUT = "PRAGMA busy_timeout = 10000"
+FOREIGN_KEYS_ON = "PRAGMA foreign_keys = ON"
+# After a checkpoint, truncate the WAL back to 64 MiB: a burst of ingest otherwise
+# leaves a WAL file at its high-water mark for good.
+JOURNAL_SIZE_LIMIT = "PRAGMA journal_size_limit = 67108864"
+# Page cache per connection (negative = KiB): the writer keeps the upper levels of
+# the UID indexes hot (every insert probes four of them); readers less.
+WRITER_CACHE_SIZE = "PRAGMA cache_size = -65536"
+READER_CACHE_SIZE = "PRAGMA cache_size = -16384"
+# TEMP staging tables and sort spills stay in memory, never in temp files.
+TEMP_STORE_MEMORY = "PRAGMA temp_store = MEMORY"
+# Read database pages through a shared 256 MiB mapping: no read() syscall and no copy
+# into each connection's cache for pages already in the OS page cache.
+MMAP_SIZE = "PRAGMA mmap_size = 268435456"
+QUERY_ONLY = "PRAGMA query_only = ON"
+
+# -- reader queries ------------------------------------------------------------------
+
+SELECT_STATS = """
+SELECT (SELECT count(*) FROM patient), (SELECT count(*) FROM study),
+       (SELECT count(*) FROM series), instances, bytes
+FROM totals WHERE id = 1
+"""
+
+# Keyset pagination: each page is its own short read transaction, so a slow
+# consumer (stat-ing files) neither holds a reader nor pins the WAL.
+SELECT_INSTANCE_PATHS = """
+SELECT pk, sop_instance_uid, path FROM instance WHERE pk > ? ORDER BY pk LIMIT ?
+"""
+
+# Column order follows _RECORD_ATTRIBUTES, then the StoredInstance fields.
+SELECT_RECORD = """
+SELECT i.specific_character_set, p.patient_id, p.patient_name, p.patient_birth_date,
+       p.patient_sex, p.issuer_of_patient_id, st.study_instance_uid, st.study_date,
+       st.study_time, st.accession_number, st.study_id, st.study_description,
+       st.referring_physician_name, se.series_instance_uid, se.modality,
+       se.series_description, se.body_part_examined, se.series_date, se.series_time,
+       i.sop_class_uid, i.sop_instance_uid, i.content_date, i.content_time,
+       se.series_number, i.instance_number, i.number_of_frames, i.rows, i.columns,
+       i.path, i.size, i.digest, i.transfer_syntax_uid, i.source_ae, i.received_at
+FROM instance AS i
+JOIN series AS se ON se.pk = i.series_pk
+JOIN study AS st ON st.pk = i.study_pk
+JOIN patient AS p ON p.pk = st.patient_pk
+WHERE i.sop_instance_uid = ?
+"""
+_RECORD_ATTRIBUTES = (
+    "specific_character_set",
+    "patient_id",
+    "patient_name",
+    "patient_birth_date",
+    "patient_sex",
+    "issuer_of_patient_id",
+    "study_instance_uid",
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_id",
+    "study_description",
+    "referring_physician_name",
+    "series_instance_uid",
+    "modality",
+    "series_description",
+    "body_part_examined",
+    "series_date",
+    "series_time",
+    "sop_class_uid",
+    "sop_instance_uid",
+    "content_date",
+    "content_time",
+    "series_number",
+    "instance_number",
+    "number_of_frames",
+    "rows",
+    "columns",
+)
+
+# The UIDs an instance is filed under; without them there is no row to key.
+_REQUIRED_UIDS = (
+    "sop_instance_uid",
+    "sop_class_uid",
+    "series_instance_uid",
+    "study_instance_uid",
+)
+
+
+class Index:
+    """The archive's SQLite index. Build with :meth:`open`, end with :meth:`close`.
+
+    Writes (:meth:`add`, :meth:`replace`, :meth:`remove`) are group-committed by one
+    writer task and return once their transaction is durable (per ``durability``).
+    Reads use a pool of ``readers`` query-only connections.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        writer_conn: aiosqlite.Connection,
+        writer: GroupCommitWriter,
+        readers: list[aiosqlite.Connection],
+    ) -> None:
+        # Use open(): this only assembles already-prepared parts.
+        self._path = path
+        self._writer_conn = writer_conn
+        self._writer = writer
+        self._reader_count = len(readers)
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        for conn in readers:
+            self._readers.put_nowait(conn)
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "strict",
+        readers: int = 2,
+        max_batch: int = 500,
+    ) -> Index:
+        """Open (creating and migrating as needed) the index at ``path``.
+
+        Raises :class:`SchemaVersionError` if the file was written by newer code.
+        """
+        if durability not in SYNCHRONOUS:
+            raise ValueError(f"durability must be 'strict' or 'fast', not {durability!r}")
+        if readers < 1:
+            raise ValueError(f"readers must be at least 1, not {readers}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        location = os.fspath(path)
+        opened: list[aiosqlite.Connection] = []
+        try:
+            writer_conn = await aiosqlite.connect(location, isolation_level=None)
+            opened.append(writer_conn)
+            for pragma in (
+                BUSY_TIMEOUT,
+                JOURNAL_MODE_WAL,
+                SYNCHRONOUS[durability],
+                FOREIGN_KEYS_ON,
+                JOURNAL_SIZE_LIMIT,
+                WRITER_CACHE_SIZE,
+                TEMP_STORE_MEMORY,
+                MMAP_SIZE,
+            ):
+                await writer_conn.execute(pragma)
+            await apply_migrations(writer_conn, location)
+            pool: list[aiosqlite.Connection] = []
+            for _ in range(readers):
+                conn = await aiosqlite.connect(location, isolation_level=None)
+                opened.append(conn)
+                for pragma in (
+                    BUSY_TIMEOUT,
+                    QUERY_ONLY,
+                    READER_CACHE_SIZE,
+                    TEMP_STORE_MEMORY,
+                    MMAP_SIZE,
+                ):
+                    await conn.execute(pragma)
+                pool.append(conn)
+            writer = GroupCommitWriter(writer_conn, max_batch=max_batch)
+            await writer.start()
+        except BaseException:
+            for conn in opened:
+                await conn.close()
+            raise
+        return cls(location, writer_conn, writer, pool)
+
+    async def close(self) -> None:
+        """Commit everything queued, then close every connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._writer.close()
+        finally:
+            await self._writer_conn.close()
+            # Waits for readers in use to come back.
+            for _ in range(self._reader_count):
+                conn = await self._readers.get()
+                await conn.close()
+
+    async def __aenter__(self) -> Index:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        """Commit counters of the group-commit writer (for metrics and tests)."""
+        return self._writer.stats
+
+    # -- writes (group-committed) -------------------------------------------------
+
+    async def add(self, item: StoredInstance) -> None:
+        """Index a new instance; returns after the COMMIT that contains it.
+
+        Raises :class:`DuplicateInstanceError` if the SOP Instance UID is indexed
+        already (nothing is changed), :class:`InvalidRecordError` for an empty UID,
+        :class:`IndexWriteError` if its transaction failed (nothing of it is stored).
+        """
+        _check(item)
+        await self._writer.add(item)
+
+    async def replace(self, item: StoredInstance) -> InstanceRow | None:
+        """Index ``item`` in place of the row with its SOP Instance UID, if any.
+
+        Returns the replaced row (its file is the caller's to delete) or None.
+        The old and new rows change in one transaction; aggregates follow.
+        """
+        _check(item)
+        return await self._writer.replace(item)
+
+    async def remove(self, sop_instance_uids: Sequence[str]) -> int:
+        """Remove instances (their files are gone); return how many were indexed.
+
+        Series, studies and patients left empty are removed with them.
+        """
+        if isinstance(sop_instance_uids, str):
+            # A str is a Sequence[str] of characters: never what the caller meant.
+            raise TypeError("remove() takes a sequence of SOP Instance UIDs, not a str")
+        if not sop_instance_uids:
+            return 0
+        return await self._writer.remove(sop_instance_uids)
+
+    # -- reads (reader pool) ----------------------------------------------------------
+
+    @asynccontextmanager
+    async def _reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        conn = await self._readers.get()
+        try:
+            yield conn
+        finally:
+            self._readers.put_nowait(conn)
+
+    async def instance(self, sop_instance_uid: str) -> InstanceRow | None:
+        """Where the instance is stored, or None if it is not indexed."""
+        async with (
+            self._reader() as conn,
+            conn.execute(SELECT_INSTANCE_ROW, (sop_instance_uid,)) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return None if row is None else InstanceRow(*row)
+
+    async def record(self, sop_instance_uid: str) -> StoredInstance | None:
+        """Everything indexed about one instance, as a :class:`StoredInstance`.
+
+        Patient, study and series values are the current ones of those levels (the
+        latest non-empty values received), not necessarily this instance's own.
+        """
+        async with (
+            self._reader() as conn,
+            conn.execute(SELECT_RECORD, (sop_instance_uid,)) as cursor,
+        ):
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        count = len(_RECORD_ATTRIBUTES)
+        attrs = InstanceAttributes(**dict(zip(_RECORD_ATTRIBUTES, row[:count], strict=True)))
+        path, size, digest, transfer_syntax_uid, source_ae, received_at = row[count:]
+        return StoredInstance(
+            attrs=attrs,
+            path=path,
+            size=size,
+            digest=digest,
+            transfer_syntax_uid=transfer_syntax_uid,
+            source_ae=source_ae,
+            received_at=received_at,
+        )
+
+    async def instance_paths(self, *, page: int = 1000) -> AsyncIterator[tuple[str, str]]:
+        """(SOP Instance UID, path) of every instance, for reconciliation with disk.
+
+        Pages are separate read transactions: rows committed meanwhile may or may
+        not appear, rows removed meanwhile may still appear once.
+        """
+        last = 0
+        while True:
+            async with self._reader() as conn:
+                rows = list(await conn.execute_fetchall(SELECT_INSTANCE_PATHS, (last, page)))
+            for pk, uid, path in rows:
+                last = pk
+                yield uid, path
+            if len(rows) < page:
+                return
+
+    async def stats(self) -> Stats:
+        """Counts of patients, studies, series, instances and stored bytes."""
+        async with self._reader() as conn, conn.execute(SELECT_STATS) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None  # the totals row is created by migration 0001
+        return Stats(*row)
+
+
+def _check(item: StoredInstance) -> None:
+    for name in _REQUIRED_UIDS:
+        if not getattr(item.attrs, name):
+            raise InvalidRecordError(name)

@@ -1,0 +1,78 @@
+"""Errors of the index layer.
+
+They say what went wrong with the database, not what goes on the wire: the
+services map them to DIMSE statuses (an :class:`IndexWriteError` during a C-STORE
+is a "Refused: Out of Resources", PS3.4 Table B.2-1).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from archive.errors import ArchiveError
+
+__all__ = [
+    "DuplicateInstanceError",
+    "IndexClosedError",
+    "IndexWriteError",
+    "InvalidRecordError",
+    "SchemaVersionError",
+]
+
+
+class IndexWriteError(ArchiveError):
+    """The transaction that was to hold a record failed and was rolled back.
+
+    Nothing of that transaction is in the index; other batches are unaffected.
+    The cause (usually a :class:`sqlite3.Error`) is chained as ``__cause__``.
+    """
+
+    code: ClassVar[str] = "index.write_failed"
+
+
+class DuplicateInstanceError(IndexWriteError):
+    """``add()`` of a SOP Instance UID the index already holds (use ``replace()``).
+
+    Only this record is refused; the rest of its batch is committed.
+    """
+
+    code: ClassVar[str] = "index.duplicate_instance"
+
+    def __init__(self, sop_instance_uid: str) -> None:
+        super().__init__(f"SOP Instance UID {sop_instance_uid!r} is already indexed")
+        self.sop_instance_uid = sop_instance_uid
+
+
+class InvalidRecordError(IndexWriteError):
+    """A record the index cannot key (an empty UID); refused before it is queued."""
+
+    code: ClassVar[str] = "index.invalid_record"
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field} is empty")
+        self.field = field
+
+
+class IndexClosedError(IndexWriteError):
+    """The index was closed (or its writer stopped) before the record was committed."""
+
+    code: ClassVar[str] = "index.closed"
+
+
+class SchemaVersionError(ArchiveError):
+    """The database was written by a newer archive-node than this one.
+
+    ``found`` is the database's schema version, ``supported`` the newest this code
+    knows. Opening it would risk corrupting data the newer code depends on.
+    """
+
+    code: ClassVar[str] = "index.schema_too_new"
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"{path}: index schema version {found} is newer than this archive-node "
+            f"supports ({supported}); upgrade archive-node or restore a backup"
+        )
+        self.path = path
+        self.found = found
+        self.supported = supported

@@ -1,0 +1,224 @@
+"""The ``archive`` command line as a user runs it: exit statuses and messages.
+
+Each test runs the installed console script (``.venv/bin/archive``, or
+``python -m archive.cli`` when it is missing) in a subprocess with a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pynetdicom import AE, evt
+
+from archive.cli import (
+    EXIT_ABORTED,
+    EXIT_FAILED_STATUS,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+)
+from archive.dicom.uids import VERIFICATION
+from tests.conftest import RunningNode
+
+_SCRIPT = Path(sys.executable).with_name("archive")
+ARCHIVE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "archive.cli"]
+
+
+def archive(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ARCHIVE, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound then released; nobody else races us on lo)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def mute_listener() -> Iterator[int]:
+    """A socket that listens (the kernel completes the handshake) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield int(sock.getsockname()[1])
+
+
+def test_exit_statuses_are_distinct() -> None:
+    assert (EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_ABORTED, EXIT_TIMEOUT) == (0, 1, 2, 3, 4)
+    assert EXIT_FAILED_STATUS == 5
+
+
+def test_echo_success(node: RunningNode) -> None:
+    done = archive("echo", "--aec", "ARCHIVE", node.host, str(node.port))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"C-ECHO to ARCHIVE@127.0.0.1:{node.port}: Success\n"
+
+
+def test_echo_repeated(node: RunningNode) -> None:
+    done = archive("echo", "-n", "20", "--aec", "ARCHIVE", node.host, str(node.port))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.endswith(": Success\n")
+
+
+def test_echo_rejected(node: RunningNode) -> None:
+    done = archive("echo", "--aec", "SOMEONE-ELSE", node.host, str(node.port))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        "archive echo: association rejected: "
+        "rejected-permanent, service user: called AE title not recognized\n"
+    )
+
+
+def test_echo_calling_ae_rejected(node_factory: Callable[..., RunningNode]) -> None:
+    node = node_factory(toml='[association]\naccepted_calling_aes = ["FRIEND"]\n')
+    done = archive("echo", "--aet", "STRANGER", "--aec", "ARCHIVE", node.host, str(node.port))
+    assert done.returncode == 2
+    assert done.stderr.endswith("service user: calling AE title not recognized\n")
+    done = archive("echo", "--aet", "FRIEND", "--aec", "ARCHIVE", node.host, str(node.port))
+    assert done.returncode == 0
+
+
+def test_echo_connection_refused() -> None:
+    port = free_port()
+    done = archive("echo", "--timeout", "5", "127.0.0.1", str(port))
+    assert done.returncode == 3
+    assert done.stderr.startswith(f"archive echo: cannot connect to 127.0.0.1:{port}: ")
+    assert "refused" in done.stderr.lower()
+
+
+def test_echo_timeout_when_nobody_answers() -> None:
+    with mute_listener() as port:
+        start = time.monotonic()
+        done = archive("echo", "--timeout", "1", "127.0.0.1", str(port))
+        elapsed = time.monotonic() - start
+    assert done.returncode == 4
+    assert done.stderr == "archive echo: timed out: no association response within 1 s\n"
+    assert 1.0 <= elapsed < 10.0
+
+
+def test_echo_failure_status() -> None:
+    """A C-ECHO answered with a non-Success status: exit 5 and the status in hex."""
+    ae = AE(ae_title="PYSCP")
+    ae.add_supported_context(VERIFICATION)
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_ECHO, lambda event: 0x0122)]
+    )
+    assert server is not None
+    assert server.socket is not None
+    try:
+        port = server.socket.getsockname()[1]
+        done = archive("echo", "--aec", "PYSCP", "--timeout", "5", "127.0.0.1", str(port))
+    finally:
+        server.shutdown()
+    assert done.returncode == 5
+    assert done.stderr == "archive echo: C-ECHO status 0x0122\n"
+
+
+def test_echo_aborted_by_peer() -> None:
+    """The peer aborts in the middle of the C-ECHO: exit 3 with the abort's values."""
+    ae = AE(ae_title="PYSCP")
+    ae.add_supported_context(VERIFICATION)
+
+    def abort(event: Any) -> None:
+        event.assoc.abort()
+
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_ECHO, abort)])
+    assert server is not None
+    assert server.socket is not None
+    try:
+        port = server.socket.getsockname()[1]
+        done = archive("echo", "--aec", "PYSCP", "--timeout", "5", "127.0.0.1", str(port))
+    finally:
+        server.shutdown()
+    assert done.returncode == 3
+    assert done.stderr == "archive echo: association aborted by the peer (source 0, reason 0)\n"
+
+
+def test_version() -> None:
+    done = archive("--version")
+    assert done.returncode == 0
+    assert done.stdout == "archive-node 0.1.0\n"
+
+
+def test_config_check_good(tmp_path: Path) -> None:
+    path = tmp_path / "good.toml"
+    path.write_text(
+        '[node]\nae_title = "PACS"\nport = 11112\n\n'
+        "[association]\nmax_pdu_length = 16384\n\n"
+        '[[peers]]\nae_title = "CT1"\nhost = "10.0.0.5"\n'
+    )
+    done = archive("config", "check", str(path))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"{path}: OK\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[association]\nmax_pdu_length = 100\n",
+            "association.max_pdu_length: must be between 4096 and 16777216, got 100",
+        ),
+        (
+            "[timeouts]\nartim = 0\n",
+            "timeouts.artim: must be > 0 seconds, got 0.0",
+        ),
+        (
+            '[node]\nport = "104"\n',
+            "node.port: expected an integer, got a string",
+        ),
+        (
+            '[[peers]]\nae_title = "CT1"\nhost = "a"\n\n[[peers]]\nae_title = "CT1"\nhost = "b"\n',
+            "peers[1].ae_title: duplicate AE title 'CT1' (also peers[0])",
+        ),
+    ],
+    ids=["range", "zero-timeout", "type", "duplicate-peer"],
+)
+def test_config_check_bad(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    done = archive("config", "check", str(path))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == f"archive: configuration error: {message}\n"
+
+
+def test_config_check_unknown_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[association]\nmax_pdu = 16384\n")
+    done = archive("config", "check", str(path))
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        "archive: configuration error: association.max_pdu: unknown key (known keys: "
+    )
+    assert "max_pdu_length" in done.stderr
+
+
+def test_config_check_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    done = archive("config", "check", str(path))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"archive: configuration error: cannot read {path}: No such file or directory\n"
+    )
+
+
+def test_no_command_is_a_usage_error() -> None:
+    done = archive()
+    # EXIT_USAGE, not argparse's 2, which is EXIT_REJECTED here: a script can
+    # tell a typo from a rejection.
+    assert done.returncode == 1
+    assert "usage: archive" in done.stderr

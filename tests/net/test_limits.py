@@ -1,0 +1,222 @@
+"""Load limits: the association cap under a burst, memory, and many busy associations.
+
+The server runs in this process (tests/conftest.py), so its memory is ours:
+VmRSS from /proc/self/status measures it, with pytest's share held constant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import selectors
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from archive.dicom.ul import codec
+from archive.dicom.ul.pdu import AAssociateAc, AAssociateRj
+from archive.net import ECHO_CONTEXTS, AssociationRejected, Timeouts, associate
+from tests.conftest import RunningNode
+from tests.net.rawpeer import (
+    A_RELEASE_RQ,
+    RawPeer,
+    associate_rq,
+    pynetdicom_echo,
+    rj_bytes,
+    wait_until,
+)
+
+NodeFactory = Callable[..., RunningNode]
+BURST = 500
+LIMIT = 20
+#: Rejected-transient, service provider (presentation), local limit exceeded.
+RJ_LIMIT = rj_bytes(2, 3, 2)
+A_RELEASE_RP = bytes.fromhex("06 00 00000004 00000000")
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.fixture
+def enough_fds() -> Iterator[None]:
+    """Both ends of BURST connections live in this process: raise the soft fd limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * BURST + 256
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def active(node: RunningNode) -> int:
+    server = node.server
+    assert server is not None
+    return int(node.call(lambda: server.active))
+
+
+def read_answers(socks: list[socket.socket], timeout: float) -> dict[socket.socket, bytes]:
+    """The first PDU (raw) on each socket, read concurrently with a selector."""
+    buffers = {sock: bytearray() for sock in socks}
+    answers: dict[socket.socket, bytes] = {}
+    with selectors.DefaultSelector() as selector:
+        for sock in socks:
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while len(answers) < len(socks):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for key, _ in selector.select(left):
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
+                try:
+                    chunk = ready.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except ConnectionResetError:
+                    chunk = b""
+                buf = buffers[ready]
+                buf += chunk
+                if len(buf) >= 6 and len(buf) >= 6 + struct.unpack_from(">L", buf, 2)[0]:
+                    answers[ready] = bytes(buf[: 6 + struct.unpack_from(">L", buf, 2)[0]])
+                    selector.unregister(ready)
+                elif not chunk:
+                    answers[ready] = bytes(buf)  # closed without a whole PDU
+                    selector.unregister(ready)
+    return answers
+
+
+def test_association_limit_is_exact(node_factory: NodeFactory) -> None:
+    """LIMIT associations open; the next one is refused; after a release it fits again."""
+    node = node_factory(toml=f"[association]\nmax_associations = {LIMIT}\n")
+    peers = [RawPeer(node.host, node.port) for _ in range(LIMIT)]
+    try:
+        for peer in peers:
+            assert isinstance(peer.associate(), AAssociateAc)
+        with RawPeer(node.host, node.port) as extra:
+            extra.send(associate_rq())
+            raw = extra.recv_pdu()
+            assert raw == RJ_LIMIT
+            assert codec.decode(raw) == AAssociateRj(2, 3, 2)
+        wait_until(lambda: active(node) == LIMIT, 3.0, "rejected connection gone")
+        peers[0].send(A_RELEASE_RQ)
+        assert peers[0].recv_pdu() == A_RELEASE_RP
+        peers[0].close()
+        wait_until(lambda: active(node) == LIMIT - 1, 3.0, "released association gone")
+        with RawPeer(node.host, node.port) as extra:
+            assert isinstance(extra.associate(), AAssociateAc)
+    finally:
+        for peer in peers:
+            peer.close()
+
+
+def test_burst_of_500_connections(node_factory: NodeFactory, enough_fds: None) -> None:
+    node = node_factory(
+        toml=f"[association]\nmax_associations = {LIMIT}\n[timeouts]\nartim = 5.0\n"
+    )
+    rq = associate_rq()
+    before = rss_bytes()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(BURST):
+            sock = socket.create_connection((node.host, node.port), timeout=5)
+            sock.sendall(rq)
+            socks.append(sock)
+        answers = read_answers(socks, timeout=20)
+        peak = rss_bytes()
+        assert len(answers) == BURST, f"{BURST - len(answers)} connections got no answer"
+        accepted = [s for s, raw in answers.items() if isinstance(codec.decode(raw), AAssociateAc)]
+        rejected = [s for s, raw in answers.items() if raw == RJ_LIMIT]
+        assert len(accepted) + len(rejected) == BURST
+        assert len(accepted) <= LIMIT
+        # Release the accepted ones properly, drop the others.
+        for sock in accepted:
+            sock.setblocking(True)
+            sock.settimeout(5)
+            sock.sendall(A_RELEASE_RQ)
+        released = read_answers(accepted, timeout=10)
+        assert all(raw == A_RELEASE_RP for raw in released.values())
+        assert len(released) == len(accepted)
+    finally:
+        for sock in socks:
+            sock.close()
+    wait_until(lambda: active(node) == 0, 10.0, "all connections gone")
+    assert pynetdicom_echo(node.host, node.port) == 0x0000
+    grown = peak - before
+    assert grown < 50 * 1024 * 1024, f"RSS grew by {grown / 1e6:.1f} MB"
+
+
+def test_50_concurrent_associations_of_100_echoes(node_factory: NodeFactory) -> None:
+    node = node_factory(toml="[association]\nmax_associations = 64\n")
+    timeouts = Timeouts(artim=10.0, network=10.0, dimse=10.0, connect=10.0)
+
+    async def one(index: int) -> list[int]:
+        async with await associate(
+            node.host,
+            node.port,
+            calling_ae=f"SCU{index:02d}",
+            called_ae="ARCHIVE",
+            contexts=ECHO_CONTEXTS,
+            timeouts=timeouts,
+        ) as assoc:
+            return [await assoc.echo() for _ in range(100)]
+
+    async def main() -> list[list[int]]:
+        async with asyncio.timeout(45):
+            return await asyncio.gather(*(one(i) for i in range(50)))
+
+    start = time.monotonic()
+    results = asyncio.run(main())
+    elapsed = time.monotonic() - start
+    assert len(results) == 50
+    assert all(statuses == [0x0000] * 100 for statuses in results)
+    wait_until(lambda: active(node) == 0, 5.0, "all associations released")
+    assert elapsed < 30.0
+
+
+def test_our_scu_sees_limit_rejection(node_factory: NodeFactory) -> None:
+    """The typed SCU error carries the RJ values of the association limit."""
+    node = node_factory(toml="[association]\nmax_associations = 1\n")
+    timeouts = Timeouts(artim=3.0, network=3.0, dimse=3.0, connect=3.0)
+
+    async def main() -> None:
+        async with await associate(
+            node.host,
+            node.port,
+            calling_ae="FIRST",
+            called_ae="ARCHIVE",
+            contexts=ECHO_CONTEXTS,
+            timeouts=timeouts,
+        ) as first:
+            assert await first.echo() == 0x0000
+            with pytest.raises(AssociationRejected) as info:
+                await associate(
+                    node.host,
+                    node.port,
+                    calling_ae="SECOND",
+                    called_ae="ARCHIVE",
+                    contexts=ECHO_CONTEXTS,
+                    timeouts=timeouts,
+                )
+            assert info.value.rj == AAssociateRj(2, 3, 2)
+            assert str(info.value) == (
+                "rejected-transient, service provider (presentation): local limit exceeded"
+            )
+
+    asyncio.run(main())
