@@ -19,19 +19,17 @@ from typing import NoReturn
 
 from archive.config import Config, load_config, with_overrides
 from archive.dicom.dimse import Status
-from archive.dicom.ul.negotiation import default_acceptor_policy
 from archive.errors import ArchiveError, ConfigError
 from archive.net import (
     ECHO_CONTEXTS,
     AssociationAborted,
     AssociationRejected,
     AssociationTimeout,
-    Server,
     Timeouts,
     associate,
     run,
 )
-from archive.services import default_registry
+from archive.node import Node
 
 log = logging.getLogger("archive")
 
@@ -127,8 +125,9 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        server = Server(config, default_acceptor_policy(config), default_registry())
-        await server.start()
+        running = await Node(config).start()
+        server = running.server
+        assert server is not None
         node = config.node
         loop_name = type(loop).__module__.split(".")[0]
         print(
@@ -142,7 +141,7 @@ async def serve(config: Config) -> None:
             server.active,
             node.shutdown_grace,
         )
-        await server.shutdown(node.shutdown_grace)
+        await running.stop()
         log.info("stopped")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

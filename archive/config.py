@@ -37,6 +37,10 @@ A complete file with every default::
     dimse = 30.0
     connect = 10.0
 
+    [store]
+    durability = "strict"
+    duplicates = "keep"
+
     [[peers]]            # zero or more
     ae_title = "PACS2"
     host = "10.0.0.5"
@@ -64,6 +68,7 @@ __all__ = [
     "Config",
     "NodeConfig",
     "Peer",
+    "StoreConfig",
     "TimeoutsConfig",
     "load_config",
     "parse_config",
@@ -73,6 +78,9 @@ __all__ = [
 
 #: Accepted values of ``node.loop``.
 LOOPS: Final = ("auto", "asyncio", "uvloop")
+#: Accepted values of ``store.durability`` and ``store.duplicates``.
+DURABILITIES: Final = ("strict", "fast")
+DUPLICATE_POLICIES: Final = ("keep", "replace", "reject")
 #: Accepted values of ``node.log_level`` (the names of the :mod:`logging` levels).
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Bounds of ``association.max_pdu_length``. PS3.8 D.1 lets the Maximum Length
@@ -179,12 +187,33 @@ class Peer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     port: int = 104
 
 
+class StoreConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[store]``: how received instances are kept.
+
+    Attributes:
+        durability: "strict" (default): a C-STORE success is sent only when the
+            file and its index row are on stable storage (fsync of file,
+            directory and the index's write-ahead log). "fast": no fsync at all;
+            an acknowledged instance can be lost in a power failure or kernel
+            crash. Only for load-test sinks: UNSAFE for clinical data.
+        duplicates: what a second C-STORE of a SOP Instance UID already held does
+            when its content differs (identical content is always a success
+            that rewrites nothing): "keep" (default) keeps the instance held and
+            answers Success; "replace" stores the new one in its place;
+            "reject" answers 0x0111 Duplicate SOP Instance.
+    """
+
+    durability: str = "strict"
+    duplicates: str = "keep"
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration; ``Config()`` is the embedded default."""
 
     node: NodeConfig = NodeConfig()
     association: AssociationConfig = AssociationConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
+    store: StoreConfig = StoreConfig()
     peers: tuple[Peer, ...] = ()
 
     def peer(self, ae_title: str) -> Peer | None:
@@ -330,6 +359,9 @@ def validate(config: Config) -> None:
 
     for key in ("artim", "network", "dimse", "connect"):
         _check_seconds(f"timeouts.{key}", getattr(timeouts, key), allow_zero=False)
+
+    _check_choice("store.durability", config.store.durability, DURABILITIES)
+    _check_choice("store.duplicates", config.store.duplicates, DUPLICATE_POLICIES)
 
     seen: dict[str, int] = {}
     for i, peer in enumerate(config.peers):

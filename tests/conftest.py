@@ -14,9 +14,8 @@ import msgspec
 import pytest
 
 from archive.config import Config, parse_config
-from archive.dicom.ul.negotiation import default_acceptor_policy
 from archive.net import Server, loop_factory
-from archive.services import default_registry
+from archive.node import Node
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -41,6 +40,7 @@ class RunningNode:
         self.port = 0
         self.ae_title = config.node.ae_title
         self.server: Server | None = None
+        self.node: Node | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._stopped = threading.Event()
@@ -61,12 +61,12 @@ class RunningNode:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        self.server = Server(self.config, default_acceptor_policy(self.config), default_registry())
-        await self.server.start()
-        self.port = self.server.port
+        self.node = await Node(self.config).start()
+        self.server = self.node.server
+        self.port = self.node.port
         self._ready.set()
         await self._stop.wait()
-        await self.server.shutdown(self.config.node.shutdown_grace)
+        await self.node.stop()
 
     def start(self) -> RunningNode:
         self._thread.start()

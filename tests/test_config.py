@@ -240,7 +240,7 @@ def test_wrong_type(text: str, key: str, problem: str) -> None:
 def test_unknown_top_level_key() -> None:
     error = _error("[nodes]\nport = 1\n")
     assert error.key == "nodes"
-    assert error.problem == "unknown key (known keys: node, association, timeouts, peers)"
+    assert error.problem == "unknown key (known keys: node, association, timeouts, store, peers)"
 
 
 def test_unknown_section_key() -> None:
@@ -442,3 +442,21 @@ def test_overrides_are_validated(kwargs: dict[str, object], key: str, problem: s
     with pytest.raises(ConfigError) as info:
         with_overrides(Config(), **kwargs)  # type: ignore[arg-type]
     assert (info.value.key, info.value.problem) == (key, problem)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[store]\ndurability = "eventually"\n', "store.durability"),
+        ('[store]\nduplicates = "merge"\n', "store.duplicates"),
+    ],
+)
+def test_store_choices(text: str, key: str) -> None:
+    error = _error(text)
+    assert error.key == key
+    assert error.problem.startswith("must be one of ")
+
+
+def test_store_defaults() -> None:
+    store = Config().store
+    assert (store.durability, store.duplicates) == ("strict", "keep")

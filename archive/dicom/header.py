@@ -20,7 +20,8 @@ known only from the data dictionary) items of defined length are skipped, and
 undefined lengths and delimitation items move ``depth`` up and down (PS3.5 7.5).
 Inside a UN of undefined length the encoding is Implicit VR Little Endian whatever
 the transfer syntax (PS3.5 6.2.2). Memory is bounded by :data:`MAX_VALUE_LENGTH` per
-value, :data:`MAX_HELD` in all, and one 64 KiB inflate chunk for Deflated.
+value, :data:`MAX_HELD` in all, and for Deflated one :data:`INFLATE_BLOCK` of input
+and one :data:`INFLATE_CHUNK` of output at a time.
 
 Values are kept as raw bytes and decoded once, in :meth:`HeaderReader.finish`, with
 the Specific Character Set (see :mod:`archive.dicom.charset`).
@@ -67,7 +68,6 @@ INFLATE_CHUNK = 64 * 1024
 INFLATE_BLOCK = 4096
 
 _UNDEFINED = 0xFFFFFFFF
-_PIXEL_DATA = 0x7FE00010
 _ITEM = 0xE000
 _ITEM_DELIMITATION = 0xE00D
 _SEQUENCE_DELIMITATION = 0xE0DD
@@ -134,7 +134,7 @@ _WANTED: dict[int, tuple[str, int]] = {
 }
 _LAST_WANTED = max(_WANTED)
 
-_IS_VALUE = re.compile(rb"[ ]*([+-]?[0-9]{1,12})[ ]*")
+_IS_VALUE = re.compile(rb"\s*([+-]?[0-9]{1,12})\s*")
 _IS_MIN, _IS_MAX = -(2**31), 2**31 - 1  # PS3.5 Table 6.2-1, IS
 
 #: Transfer syntaxes whose data set is deflated Explicit VR LE: PS3.5 A.5, and JPIP
@@ -266,7 +266,9 @@ class HeaderReader:
         """Take the next fragment of the data set; return :attr:`done`.
 
         Raises :class:`HeaderError` when the bytes cannot be a data set, and again on
-        every later call.
+        every later call. Deflated input is inflated a whole :data:`INFLATE_BLOCK` at
+        a time, so there the last bytes of the header may only be read by
+        :meth:`finish`.
         """
         if self._done:
             return True
@@ -437,7 +439,7 @@ class HeaderReader:
                             tag_length, tag_vr_length, long_length = _STRUCTS[mode]
                         continue
                     if tag not in wanted_tags or vr == b"SQ":
-                        skip = length
+                        pos += length  # past end: the loop turns the excess into skip
                         continue
                     if length > MAX_VALUE_LENGTH:
                         raise _cannot_understand(
@@ -460,7 +462,7 @@ class HeaderReader:
                         if length == _UNDEFINED:
                             depth += 1
                         else:
-                            skip = length
+                            pos += length
                     elif elem in (_ITEM_DELIMITATION, _SEQUENCE_DELIMITATION):
                         depth -= 1
                         if un_depth > depth:
@@ -470,7 +472,7 @@ class HeaderReader:
                     elif length == _UNDEFINED:
                         raise _cannot_understand(f"(FFFE,{elem:04X}) of undefined length")
                     else:
-                        skip = length
+                        pos += length
                 elif length == _UNDEFINED:
                     depth += 1
                     if vr == b"UN" and not un_depth:
@@ -478,7 +480,9 @@ class HeaderReader:
                         mode = _IMPLICIT_LE
                         tag_length, tag_vr_length, long_length = _STRUCTS[mode]
                 else:
-                    skip = length
+                    pos += length
+            if pos > end:  # a value skipped runs on into the next fragments
+                skip = pos - end
         finally:
             self._skip = skip
             self._want = want

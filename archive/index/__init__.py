@@ -6,7 +6,8 @@ constants and ``migrations/*.sql``).
 
 from __future__ import annotations
 
-from archive.index.database import Durability, Index
+from archive.index.connection import Durability
+from archive.index.database import Index
 from archive.index.errors import (
     DuplicateInstanceError,
     IndexClosedError,

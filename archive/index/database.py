@@ -1,18 +1,10 @@
 """The :class:`Index` facade: one SQLite file, one writer, a small pool of readers.
 
-The file is in WAL mode, so readers never block the writer nor the writer them: a
-C-FIND runs against the last committed state while the group-commit writer keeps
-appending. All connections go through aiosqlite (one thread each); nothing here
-blocks the event loop.
+Writes go to the group-commit writer (``writer.py``); reads go to a pool of
+query-only aiosqlite connections. In WAL mode they never wait for each other. See
+``connection.py`` for the pragmas and what ``durability`` means.
 
-Durability. ``strict`` sets ``synchronous=FULL``: in WAL mode every COMMIT syncs
-the WAL, so a committed record survives power loss, which is what the C-STORE
-Success promises. ``fast`` sets ``synchronous=OFF``: commits are only handed to the
-OS and a power cut or kernel crash can lose (or, with the page cache half-written,
-corrupt) recent transactions. ``fast`` is for load-test sinks and scratch nodes
-only, never for an archive that acknowledges stores.
-
-This module is not the writer (``writer.py``) nor the schema (``schema.py``).
+This module is not the writer nor the schema; the write SQL is in ``batch.py``.
 """
 
 from __future__ import annotations
@@ -21,43 +13,18 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any
 
 import aiosqlite
 
 from archive.dicom.header import InstanceAttributes
+from archive.index.batch import SELECT_INSTANCE_ROW
+from archive.index.connection import READER_PRAGMAS, SYNCHRONOUS, Durability
 from archive.index.errors import InvalidRecordError
 from archive.index.records import InstanceRow, Stats, StoredInstance, WriterStats
-from archive.index.schema import apply_migrations
-from archive.index.writer import SELECT_INSTANCE_ROW, GroupCommitWriter
+from archive.index.writer import GroupCommitWriter
 
-__all__ = ["Durability", "Index"]
-
-Durability = Literal["strict", "fast"]
-
-# -- connection set-up ------------------------------------------------------------
-
-# WAL: readers see the last commit while the writer appends; one fsync per commit
-# (of the WAL only) instead of two with a rollback journal. Persistent in the file.
-JOURNAL_MODE_WAL = "PRAGMA journal_mode = WAL"
-SYNCHRONOUS = {"strict": "PRAGMA synchronous = FULL", "fast": "PRAGMA synchronous = OFF"}
-# Another process (the CLI's fsck, a backup) may hold the write lock for a moment:
-# wait for it instead of failing the batch with SQLITE_BUSY.
-BUSY_TIMEOUT = "PRAGMA busy_timeout = 10000"
-FOREIGN_KEYS_ON = "PRAGMA foreign_keys = ON"
-# After a checkpoint, truncate the WAL back to 64 MiB: a burst of ingest otherwise
-# leaves a WAL file at its high-water mark for good.
-JOURNAL_SIZE_LIMIT = "PRAGMA journal_size_limit = 67108864"
-# Page cache per connection (negative = KiB): the writer keeps the upper levels of
-# the UID indexes hot (every insert probes four of them); readers less.
-WRITER_CACHE_SIZE = "PRAGMA cache_size = -65536"
-READER_CACHE_SIZE = "PRAGMA cache_size = -16384"
-# TEMP staging tables and sort spills stay in memory, never in temp files.
-TEMP_STORE_MEMORY = "PRAGMA temp_store = MEMORY"
-# Read database pages through a shared 256 MiB mapping: no read() syscall and no copy
-# into each connection's cache for pages already in the OS page cache.
-MMAP_SIZE = "PRAGMA mmap_size = 268435456"
-QUERY_ONLY = "PRAGMA query_only = ON"
+__all__ = ["Index"]
 
 # -- reader queries ------------------------------------------------------------------
 
@@ -138,15 +105,10 @@ class Index:
     """
 
     def __init__(
-        self,
-        path: str,
-        writer_conn: aiosqlite.Connection,
-        writer: GroupCommitWriter,
-        readers: list[aiosqlite.Connection],
+        self, path: str, writer: GroupCommitWriter, readers: list[aiosqlite.Connection]
     ) -> None:
         # Use open(): this only assembles already-prepared parts.
         self._path = path
-        self._writer_conn = writer_conn
         self._writer = writer
         self._reader_count = len(readers)
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
@@ -174,42 +136,21 @@ class Index:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         location = os.fspath(path)
-        opened: list[aiosqlite.Connection] = []
+        # The writer first: it creates and migrates the schema the readers expect.
+        writer = await GroupCommitWriter.open(location, durability=durability, max_batch=max_batch)
+        pool: list[aiosqlite.Connection] = []
         try:
-            writer_conn = await aiosqlite.connect(location, isolation_level=None)
-            opened.append(writer_conn)
-            for pragma in (
-                BUSY_TIMEOUT,
-                JOURNAL_MODE_WAL,
-                SYNCHRONOUS[durability],
-                FOREIGN_KEYS_ON,
-                JOURNAL_SIZE_LIMIT,
-                WRITER_CACHE_SIZE,
-                TEMP_STORE_MEMORY,
-                MMAP_SIZE,
-            ):
-                await writer_conn.execute(pragma)
-            await apply_migrations(writer_conn, location)
-            pool: list[aiosqlite.Connection] = []
             for _ in range(readers):
                 conn = await aiosqlite.connect(location, isolation_level=None)
-                opened.append(conn)
-                for pragma in (
-                    BUSY_TIMEOUT,
-                    QUERY_ONLY,
-                    READER_CACHE_SIZE,
-                    TEMP_STORE_MEMORY,
-                    MMAP_SIZE,
-                ):
-                    await conn.execute(pragma)
                 pool.append(conn)
-            writer = GroupCommitWriter(writer_conn, max_batch=max_batch)
-            await writer.start()
+                for pragma in READER_PRAGMAS:
+                    await conn.execute(pragma)
         except BaseException:
-            for conn in opened:
+            for conn in pool:
                 await conn.close()
+            await writer.close()
             raise
-        return cls(location, writer_conn, writer, pool)
+        return cls(location, writer, pool)
 
     async def close(self) -> None:
         """Commit everything queued, then close every connection. Idempotent."""
@@ -219,7 +160,6 @@ class Index:
         try:
             await self._writer.close()
         finally:
-            await self._writer_conn.close()
             # Waits for readers in use to come back.
             for _ in range(self._reader_count):
                 conn = await self._readers.get()
@@ -283,6 +223,12 @@ class Index:
         finally:
             self._readers.put_nowait(conn)
 
+    async def _fetch_one(self, sql: str, parameters: tuple[object, ...]) -> Any:
+        # execute_fetchall is one hop to the reader's thread; a cursor would be three.
+        async with self._reader() as conn:
+            rows = list(await conn.execute_fetchall(sql, parameters))
+        return rows[0] if rows else None
+
     async def instance(self, sop_instance_uid: str) -> InstanceRow | None:
         """Where the instance is stored, or None if it is not indexed."""
         async with (
@@ -336,8 +282,7 @@ class Index:
 
     async def stats(self) -> Stats:
         """Counts of patients, studies, series, instances and stored bytes."""
-        async with self._reader() as conn, conn.execute(SELECT_STATS) as cursor:
-            row = await cursor.fetchone()
+        row = await self._fetch_one(SELECT_STATS, ())
         assert row is not None  # the totals row is created by migration 0001
         return Stats(*row)
 

@@ -16,7 +16,6 @@ import re
 import sqlite3
 from importlib import resources
 
-import aiosqlite
 import msgspec
 
 from archive.index.errors import SchemaVersionError
@@ -93,47 +92,45 @@ def latest_version(migrations: tuple[Migration, ...]) -> int:
     return migrations[-1].version if migrations else 0
 
 
-async def _version(conn: aiosqlite.Connection) -> int:
-    async with conn.execute(GET_VERSION) as cursor:
-        row = await cursor.fetchone()
+def _version(conn: sqlite3.Connection) -> int:
+    row = conn.execute(GET_VERSION).fetchone()
     return int(row[0]) if row is not None else 0
 
 
-async def apply_migrations(
-    conn: aiosqlite.Connection,
+def apply_migrations(
+    conn: sqlite3.Connection,
     path: str,
     migrations: tuple[Migration, ...] | None = None,
 ) -> int:
     """Bring the database on ``conn`` (autocommit mode) up to date; return its version.
 
-    Each pending migration runs in its own ``BEGIN IMMEDIATE`` transaction, and the
-    version is re-read inside it, so two processes opening the same new file do not
-    both apply a step. Raises :class:`SchemaVersionError` for a newer database.
+    Blocking: run it on the writer's thread. Each pending migration runs in its own
+    ``BEGIN IMMEDIATE`` transaction and the version is re-read inside it, so two
+    processes opening the same new file do not both apply a step. Raises
+    :class:`SchemaVersionError` for a database written by newer code.
     """
     if migrations is None:
         migrations = load_migrations()
     supported = latest_version(migrations)
-    current = await _version(conn)
+    current = _version(conn)
     if current > supported:
         raise SchemaVersionError(path, current, supported)
     for migration in migrations:
         if migration.version <= current:
             continue
-        await conn.execute(BEGIN_IMMEDIATE)
+        conn.execute(BEGIN_IMMEDIATE)
         try:
-            current = await _version(conn)
+            current = _version(conn)
             if current > supported:
                 raise SchemaVersionError(path, current, supported)
-            if migration.version <= current:
-                await conn.execute(ROLLBACK)
-                continue
-            for statement in migration.statements:
-                await conn.execute(statement)
-            await conn.execute(SET_VERSION.format(version=migration.version))
-            await conn.execute(COMMIT)
+            if migration.version > current:
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(SET_VERSION.format(version=migration.version))
+                current = migration.version
+            conn.execute(COMMIT)
         except BaseException:
             if conn.in_transaction:
-                await conn.execute(ROLLBACK)
+                conn.execute(ROLLBACK)
             raise
-        current = migration.version
     return current

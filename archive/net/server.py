@@ -32,7 +32,7 @@ from archive.dicom.ul.negotiation import AcceptorPolicy, Negotiated, negotiate
 from archive.dicom.ul.pdu import AAssociateAc, AAssociateRj, AAssociateRq, AReleaseRq
 from archive.net.association import Association, Outcome, Timeouts, describe_reject
 from archive.net.connection import Connection
-from archive.services import Registry, Request, failure
+from archive.services import DatasetInterrupted, Registry, Request, failure
 
 log = logging.getLogger("archive.net")
 
@@ -206,10 +206,13 @@ class Server:
             if response is not None:
                 await assoc.send(received.context_id, response.command)
             return
-        async for response in provider(request):
-            if not assoc.ul.can_send_data:
-                break
-            await assoc.send(received.context_id, response.command, response.dataset)
+        try:
+            async for response in provider(request):
+                if not assoc.ul.can_send_data:
+                    break
+                await assoc.send(received.context_id, response.command, response.dataset)
+        except DatasetInterrupted:
+            return  # the association is gone; the provider has cleaned up
 
     def _log(self, assoc: Association, rq: AAssociateRq | None) -> None:
         host, port = assoc.conn.peer
@@ -258,7 +261,7 @@ async def _fragments(assoc: Association) -> AsyncIterator[memoryview]:
     while True:
         item = await assoc.receive()
         if not isinstance(item, DatasetFragment):
-            raise ConnectionError("association ended in the middle of a data set")
+            raise DatasetInterrupted("association ended in the middle of a data set")
         yield item.data
         if item.last:
             return

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from archive.dicom.dimse import CEchoRq
-from archive.services.base import Provider, Registry, Request, Response, failure
+from archive.dicom.dimse import CEchoRq, CStoreRq
+from archive.services.base import (
+    DatasetInterrupted,
+    Provider,
+    Registry,
+    Request,
+    Response,
+    failure,
+)
 from archive.services.echo import c_echo
+from archive.services.store import Ingest, Outcome, c_store_provider
 
-__all__ = ["Provider", "Registry", "Request", "Response", "c_echo", "default_registry", "failure"]
+__all__ = [
+    "DatasetInterrupted",
+    "Ingest",
+    "Outcome",
+    "Provider",
+    "Registry",
+    "Request",
+    "Response",
+    "c_echo",
+    "c_store_provider",
+    "default_registry",
+    "failure",
+]
 
 
-def default_registry() -> Registry:
-    """The providers of this release: Verification."""
-    return Registry({CEchoRq: c_echo})
+def default_registry(ingest: Ingest | None = None) -> Registry:
+    """Verification always; Storage when there is an ``ingest`` to store into."""
+    providers: dict[type, Provider] = {CEchoRq: c_echo}
+    if ingest is not None:
+        providers[CStoreRq] = c_store_provider(ingest)
+    return Registry(providers)

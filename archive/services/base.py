@@ -30,6 +30,13 @@ from archive.dicom.dimse import (
     NEventReportRq,
     NEventReportRsp,
 )
+from archive.errors import ArchiveError
+
+
+class DatasetInterrupted(ArchiveError):
+    """The association ended before the last fragment of a data set arrived."""
+
+    code = "services.dataset_interrupted"
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True):

@@ -442,6 +442,8 @@ class UpperLayer:
     # Association establishment, PS3.8 9.2.2 Table 9-6.
     def _ae_1(self, pdu: Pdu | None, error: RemoteProtocolError | None) -> None:
         assert isinstance(pdu, AAssociateRq)
+        if self.role is not Role.REQUESTOR:
+            raise LocalProtocolError("only a requestor sends an A-ASSOCIATE request")
         self._pending_rq = pdu
         self._go(State.STA4_AWAITING_TRANSPORT_OPEN)
 

@@ -1,0 +1,514 @@
+"""One batch of index writes, applied synchronously on the writer's connection.
+
+This is the SQL side of the group-commit writer (``writer.py`` is the asyncio side).
+:func:`apply_batch` runs in the writer thread: ``BEGIN IMMEDIATE``, every operation
+in queue order, the aggregates, ``COMMIT``; on any error ``ROLLBACK`` and re-raise.
+
+Each batch is applied set-wise, not row by row: consecutive adds are bulk-inserted
+into a TEMP staging table with one ``executemany`` and moved into the four level
+tables by a fixed list of ``INSERT ... SELECT ... ON CONFLICT`` statements, so the
+number of statements per batch does not depend on its size, and each is prepared
+once per connection (the sqlite3 statement cache). Replaces and removes split the
+batch into segments so the result is that of applying the operations one by one.
+
+Study, series and patient values: a later instance that carries a *different
+non-empty* value (description, accession number, patient name...) updates the
+stored one; an empty value never erases one. Corrections made at the modality or
+RIS after the first images were sent arrive with the later instances, and objects
+appended to a study by other systems (SR, presentation states, CAD) often leave
+type 2 attributes empty. Links are kept first: an instance whose study is already
+filed under another patient (or series under another study) joins the existing
+tree rather than splitting it.
+
+Aggregates are maintained in the same transaction: per-series instance counts by
+addition and subtraction; per-study SOP classes as counted rows in
+``study_sop_class``; study counts and modalities are rebuilt from the study's
+series rows (a few rows, via an index), never from its instances, so the cost per
+batch does not grow with study size. Series, studies and patients left without
+children are deleted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+import msgspec
+
+from archive.index.errors import DuplicateInstanceError
+from archive.index.records import InstanceRow, StoredInstance
+
+__all__ = [
+    "CREATE_TEMP_TABLES",
+    "SELECT_INSTANCE_ROW",
+    "Operation",
+    "Outcome",
+    "Remove",
+    "Replace",
+    "apply_batch",
+]
+
+
+# -- TEMP working tables (per connection, in memory with temp_store=MEMORY) -------
+
+_STAGED_COLUMNS = (
+    "seq",
+    "patient_id",
+    "issuer_of_patient_id",
+    "patient_name",
+    "patient_name_folded",
+    "patient_birth_date",
+    "patient_sex",
+    "specific_character_set",
+    "study_instance_uid",
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_id",
+    "study_description",
+    "referring_physician_name",
+    "series_instance_uid",
+    "modality",
+    "series_number",
+    "series_description",
+    "body_part_examined",
+    "series_date",
+    "series_time",
+    "sop_instance_uid",
+    "sop_class_uid",
+    "instance_number",
+    "content_date",
+    "content_time",
+    "rows",
+    "columns",
+    "number_of_frames",
+    "transfer_syntax_uid",
+    "path",
+    "size",
+    "digest",
+    "source_ae",
+    "received_at",
+)
+
+CREATE_TEMP_TABLES = (
+    # Untyped columns store values as bound; seq (position in the segment) is the rowid.
+    "CREATE TEMP TABLE IF NOT EXISTS staged (seq INTEGER PRIMARY KEY, "
+    + ", ".join(_STAGED_COLUMNS[1:])
+    + ", series_pk INTEGER, study_pk INTEGER, patient_pk INTEGER)",
+    "CREATE INDEX IF NOT EXISTS temp.staged_by_sop ON staged (sop_instance_uid)",
+    "CREATE TEMP TABLE IF NOT EXISTS doomed (sop_instance_uid TEXT PRIMARY KEY)",
+    "CREATE TEMP TABLE IF NOT EXISTS gone ("
+    "pk INTEGER PRIMARY KEY, series_pk INTEGER, study_pk INTEGER, patient_pk INTEGER,"
+    " sop_class_uid TEXT, size INTEGER)",
+    "CREATE TEMP TABLE IF NOT EXISTS refused (seq INTEGER PRIMARY KEY, sop_instance_uid TEXT)",
+    "CREATE TEMP TABLE IF NOT EXISTS touched_study (pk INTEGER PRIMARY KEY)",
+    "CREATE TEMP TABLE IF NOT EXISTS touched_patient (pk INTEGER PRIMARY KEY)",
+)
+
+BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+CLEAR_STAGED = "DELETE FROM temp.staged"
+CLEAR_REFUSED = "DELETE FROM temp.refused"
+CLEAR_DOOMED = "DELETE FROM temp.doomed"
+CLEAR_GONE = "DELETE FROM temp.gone"
+CLEAR_TOUCHED_STUDY = "DELETE FROM temp.touched_study"
+CLEAR_TOUCHED_PATIENT = "DELETE FROM temp.touched_patient"
+
+INSERT_STAGED = (
+    "INSERT INTO temp.staged ("
+    + ", ".join(_STAGED_COLUMNS)
+    + ") VALUES ("
+    + ", ".join("?" * len(_STAGED_COLUMNS))
+    + ")"
+)
+
+# An add whose SOP Instance UID is indexed already, or repeats an earlier add of the
+# same segment, is refused alone (DuplicateInstanceError); the rest goes on.
+COLLECT_REFUSED = """
+INSERT INTO temp.refused (seq, sop_instance_uid)
+SELECT s.seq, s.sop_instance_uid FROM temp.staged AS s
+WHERE EXISTS (SELECT 1 FROM instance AS i WHERE i.sop_instance_uid = s.sop_instance_uid)
+   OR EXISTS (SELECT 1 FROM temp.staged AS e
+              WHERE e.sop_instance_uid = s.sop_instance_uid AND e.seq < s.seq)
+"""
+DROP_REFUSED = "DELETE FROM temp.staged WHERE seq IN (SELECT seq FROM temp.refused)"
+SELECT_REFUSED = "SELECT seq, sop_instance_uid FROM temp.refused ORDER BY seq"
+
+# "WHERE true" keeps the parser from reading ON CONFLICT as a join constraint.
+# ORDER BY seq makes the latest instance's values win (see the module docstring).
+UPSERT_PATIENTS = """
+INSERT INTO patient (patient_id, issuer_of_patient_id, patient_name, patient_name_folded,
+                     patient_birth_date, patient_sex, specific_character_set)
+SELECT patient_id, issuer_of_patient_id, patient_name, patient_name_folded,
+       patient_birth_date, patient_sex, specific_character_set
+FROM temp.staged WHERE true ORDER BY seq
+ON CONFLICT (patient_id, issuer_of_patient_id) DO UPDATE SET
+    patient_name = coalesce(nullif(excluded.patient_name, ''), patient.patient_name),
+    patient_name_folded =
+        coalesce(nullif(excluded.patient_name_folded, ''), patient.patient_name_folded),
+    patient_birth_date =
+        coalesce(nullif(excluded.patient_birth_date, ''), patient.patient_birth_date),
+    patient_sex = coalesce(nullif(excluded.patient_sex, ''), patient.patient_sex),
+    specific_character_set =
+        coalesce(nullif(excluded.specific_character_set, ''), patient.specific_character_set)
+"""
+
+UPSERT_STUDIES = """
+INSERT INTO study (study_instance_uid, patient_pk, study_date, study_time, accession_number,
+                   study_id, study_description, referring_physician_name,
+                   specific_character_set)
+SELECT s.study_instance_uid, p.pk, s.study_date, s.study_time, s.accession_number,
+       s.study_id, s.study_description, s.referring_physician_name, s.specific_character_set
+FROM temp.staged AS s
+JOIN patient AS p
+  ON p.patient_id = s.patient_id AND p.issuer_of_patient_id = s.issuer_of_patient_id
+WHERE true ORDER BY s.seq
+ON CONFLICT (study_instance_uid) DO UPDATE SET
+    study_date = coalesce(nullif(excluded.study_date, ''), study.study_date),
+    study_time = coalesce(nullif(excluded.study_time, ''), study.study_time),
+    accession_number = coalesce(nullif(excluded.accession_number, ''), study.accession_number),
+    study_id = coalesce(nullif(excluded.study_id, ''), study.study_id),
+    study_description =
+        coalesce(nullif(excluded.study_description, ''), study.study_description),
+    referring_physician_name =
+        coalesce(nullif(excluded.referring_physician_name, ''), study.referring_physician_name),
+    specific_character_set =
+        coalesce(nullif(excluded.specific_character_set, ''), study.specific_character_set)
+"""
+
+UPSERT_SERIES = """
+INSERT INTO series (series_instance_uid, study_pk, modality, series_number, series_description,
+                    body_part_examined, series_date, series_time, specific_character_set)
+SELECT s.series_instance_uid, st.pk, s.modality, s.series_number, s.series_description,
+       s.body_part_examined, s.series_date, s.series_time, s.specific_character_set
+FROM temp.staged AS s
+JOIN study AS st ON st.study_instance_uid = s.study_instance_uid
+WHERE true ORDER BY s.seq
+ON CONFLICT (series_instance_uid) DO UPDATE SET
+    modality = coalesce(nullif(excluded.modality, ''), series.modality),
+    series_number = coalesce(excluded.series_number, series.series_number),
+    series_description =
+        coalesce(nullif(excluded.series_description, ''), series.series_description),
+    body_part_examined =
+        coalesce(nullif(excluded.body_part_examined, ''), series.body_part_examined),
+    series_date = coalesce(nullif(excluded.series_date, ''), series.series_date),
+    series_time = coalesce(nullif(excluded.series_time, ''), series.series_time),
+    specific_character_set =
+        coalesce(nullif(excluded.specific_character_set, ''), series.specific_character_set)
+"""
+
+# The instance goes where its series is, whatever study the series was filed under.
+RESOLVE_STAGED = """
+UPDATE temp.staged SET series_pk = se.pk, study_pk = se.study_pk, patient_pk = st.patient_pk
+FROM series AS se JOIN study AS st ON st.pk = se.study_pk
+WHERE se.series_instance_uid = staged.series_instance_uid
+"""
+
+# Touched also covers rows an upsert created but that got no child (a study whose
+# series was already filed elsewhere): refresh prunes those.
+TOUCH_STAGED_STUDIES = """
+INSERT OR IGNORE INTO temp.touched_study (pk)
+SELECT study_pk FROM temp.staged
+UNION SELECT st.pk FROM study AS st JOIN temp.staged AS s
+      ON st.study_instance_uid = s.study_instance_uid
+"""
+TOUCH_STAGED_PATIENTS = """
+INSERT OR IGNORE INTO temp.touched_patient (pk)
+SELECT patient_pk FROM temp.staged
+UNION SELECT p.pk FROM patient AS p JOIN temp.staged AS s
+      ON p.patient_id = s.patient_id AND p.issuer_of_patient_id = s.issuer_of_patient_id
+"""
+
+INSERT_INSTANCES = """
+INSERT INTO instance (sop_instance_uid, series_pk, study_pk, sop_class_uid, instance_number,
+                      content_date, content_time, rows, columns, number_of_frames,
+                      specific_character_set, transfer_syntax_uid, path, size, digest,
+                      source_ae, received_at)
+SELECT sop_instance_uid, series_pk, study_pk, sop_class_uid, instance_number,
+       content_date, content_time, rows, columns, number_of_frames,
+       specific_character_set, transfer_syntax_uid, path, size, digest,
+       source_ae, received_at
+FROM temp.staged ORDER BY seq
+"""
+
+COUNT_STAGED_IN_SERIES = """
+UPDATE series SET number_of_instances = number_of_instances
+    + (SELECT count(*) FROM temp.staged AS s WHERE s.series_pk = series.pk)
+WHERE pk IN (SELECT series_pk FROM temp.staged)
+"""
+
+COUNT_STAGED_SOP_CLASSES = """
+INSERT INTO study_sop_class (study_pk, sop_class_uid, instances)
+SELECT study_pk, sop_class_uid, count(*) FROM temp.staged WHERE true
+GROUP BY study_pk, sop_class_uid
+ON CONFLICT (study_pk, sop_class_uid) DO UPDATE SET
+    instances = excluded.instances
+"""
+
+COUNT_STAGED_TOTALS = """
+UPDATE totals SET instances = instances + (SELECT count(*) FROM temp.staged),
+                  bytes = bytes + (SELECT coalesce(sum(size), 0) FROM temp.staged)
+WHERE id = 1
+"""
+
+# -- removal ------------------------------------------------------------------------
+
+INSERT_DOOMED = "INSERT OR IGNORE INTO temp.doomed (sop_instance_uid) VALUES (?)"
+
+COLLECT_GONE = """
+INSERT INTO temp.gone (pk, series_pk, study_pk, patient_pk, sop_class_uid, size)
+SELECT i.pk, i.series_pk, i.study_pk, st.patient_pk, i.sop_class_uid, i.size
+FROM temp.doomed AS d
+JOIN instance AS i ON i.sop_instance_uid = d.sop_instance_uid
+JOIN study AS st ON st.pk = i.study_pk
+"""
+DELETE_GONE_INSTANCES = "DELETE FROM instance WHERE pk IN (SELECT pk FROM temp.gone)"
+UNCOUNT_GONE_IN_SERIES = """
+UPDATE series SET number_of_instances = number_of_instances
+    - (SELECT count(*) FROM temp.gone AS g WHERE g.series_pk = series.pk)
+WHERE pk IN (SELECT series_pk FROM temp.gone)
+"""
+UNCOUNT_GONE_SOP_CLASSES = """
+UPDATE study_sop_class SET instances = instances
+    - (SELECT count(*) FROM temp.gone AS g
+       WHERE g.study_pk = study_sop_class.study_pk
+         AND g.sop_class_uid = study_sop_class.sop_class_uid)
+WHERE study_pk IN (SELECT study_pk FROM temp.gone)
+"""
+DELETE_EMPTY_SOP_CLASSES = """
+DELETE FROM study_sop_class
+WHERE instances <= 0 AND study_pk IN (SELECT study_pk FROM temp.gone)
+"""
+DELETE_EMPTY_SERIES = """
+DELETE FROM series
+WHERE number_of_instances <= 0 AND pk IN (SELECT series_pk FROM temp.gone)
+"""
+TOUCH_GONE_STUDIES = "INSERT OR IGNORE INTO temp.touched_study (pk) SELECT study_pk FROM temp.gone"
+TOUCH_GONE_PATIENTS = (
+    "INSERT OR IGNORE INTO temp.touched_patient (pk) SELECT patient_pk FROM temp.gone"
+)
+UNCOUNT_GONE_TOTALS = """
+UPDATE totals SET instances = instances - (SELECT count(*) FROM temp.gone),
+                  bytes = bytes - (SELECT coalesce(sum(size), 0) FROM temp.gone)
+WHERE id = 1
+"""
+
+# -- once per batch, before COMMIT ----------------------------------------------------
+
+DELETE_EMPTY_STUDIES = """
+DELETE FROM study WHERE pk IN (SELECT pk FROM temp.touched_study)
+AND NOT EXISTS (SELECT 1 FROM series WHERE series.study_pk = study.pk)
+"""
+DELETE_EMPTY_PATIENTS = """
+DELETE FROM patient WHERE pk IN (SELECT pk FROM temp.touched_patient)
+AND NOT EXISTS (SELECT 1 FROM study WHERE study.patient_pk = patient.pk)
+"""
+# Multi-valued aggregates are DICOM multi-values: sorted, backslash-separated.
+REFRESH_STUDIES = r"""
+UPDATE study SET
+    number_of_series = (SELECT count(*) FROM series WHERE series.study_pk = study.pk),
+    number_of_instances = (SELECT coalesce(sum(number_of_instances), 0) FROM series
+                           WHERE series.study_pk = study.pk),
+    modalities_in_study = coalesce((SELECT group_concat(modality, '\') FROM (
+        SELECT DISTINCT modality FROM series
+        WHERE series.study_pk = study.pk AND modality <> '' ORDER BY modality)), ''),
+    sop_classes_in_study = coalesce((SELECT group_concat(sop_class_uid, '\') FROM (
+        SELECT sop_class_uid FROM study_sop_class
+        WHERE study_sop_class.study_pk = study.pk ORDER BY sop_class_uid)), '')
+WHERE pk IN (SELECT pk FROM temp.touched_study)
+"""
+REFRESH_PATIENTS = """
+UPDATE patient SET
+    number_of_studies = (SELECT count(*) FROM study WHERE study.patient_pk = patient.pk),
+    number_of_series = (SELECT coalesce(sum(number_of_series), 0) FROM study
+                        WHERE study.patient_pk = patient.pk),
+    number_of_instances = (SELECT coalesce(sum(number_of_instances), 0) FROM study
+                           WHERE study.patient_pk = patient.pk)
+WHERE pk IN (SELECT pk FROM temp.touched_patient)
+"""
+
+# -- statement sequences ---------------------------------------------------------------
+
+BATCH_START = (CLEAR_TOUCHED_STUDY, CLEAR_TOUCHED_PATIENT)
+# Moves the staged adds of one segment into the level tables.
+INSERT_SEGMENT = (
+    CLEAR_REFUSED,
+    COLLECT_REFUSED,
+    DROP_REFUSED,
+    UPSERT_PATIENTS,
+    UPSERT_STUDIES,
+    UPSERT_SERIES,
+    RESOLVE_STAGED,
+    TOUCH_STAGED_STUDIES,
+    TOUCH_STAGED_PATIENTS,
+    INSERT_INSTANCES,
+    COUNT_STAGED_IN_SERIES,
+    COUNT_STAGED_SOP_CLASSES,
+    COUNT_STAGED_TOTALS,
+)
+REMOVE_SEGMENT = (
+    UNCOUNT_GONE_IN_SERIES,
+    UNCOUNT_GONE_SOP_CLASSES,
+    DELETE_EMPTY_SOP_CLASSES,
+    DELETE_EMPTY_SERIES,
+    TOUCH_GONE_STUDIES,
+    TOUCH_GONE_PATIENTS,
+    UNCOUNT_GONE_TOTALS,
+)
+BATCH_END = (DELETE_EMPTY_STUDIES, DELETE_EMPTY_PATIENTS, REFRESH_STUDIES, REFRESH_PATIENTS)
+SELECT_INSTANCE_ROW = """
+SELECT i.sop_instance_uid, st.study_instance_uid, se.series_instance_uid, i.sop_class_uid,
+       i.path, i.size, i.digest, i.transfer_syntax_uid
+FROM instance AS i
+JOIN series AS se ON se.pk = i.series_pk
+JOIN study AS st ON st.pk = i.study_pk
+WHERE i.sop_instance_uid = ?
+"""
+
+
+def _staged_row(seq: int, item: StoredInstance) -> tuple[object, ...]:
+    a = item.attrs
+    return (
+        seq,
+        a.patient_id,
+        a.issuer_of_patient_id,
+        a.patient_name,
+        a.patient_name.casefold(),
+        a.patient_birth_date,
+        a.patient_sex,
+        a.specific_character_set,
+        a.study_instance_uid,
+        a.study_date,
+        a.study_time,
+        a.accession_number,
+        a.study_id,
+        a.study_description,
+        a.referring_physician_name,
+        a.series_instance_uid,
+        a.modality,
+        a.series_number,
+        a.series_description,
+        a.body_part_examined,
+        a.series_date,
+        a.series_time,
+        a.sop_instance_uid,
+        a.sop_class_uid,
+        a.instance_number,
+        a.content_date,
+        a.content_time,
+        a.rows,
+        a.columns,
+        a.number_of_frames,
+        item.transfer_syntax_uid,
+        item.path,
+        item.size,
+        item.digest,
+        item.source_ae,
+        item.received_at,
+    )
+
+
+# -- operations ---------------------------------------------------------------------
+
+
+class Replace(msgspec.Struct, frozen=True):
+    """Index ``item`` in place of the row with its SOP Instance UID; outcome: old row."""
+
+    item: StoredInstance
+
+
+class Remove(msgspec.Struct, frozen=True):
+    """Remove these SOP Instance UIDs; outcome: how many were indexed."""
+
+    uids: tuple[str, ...]
+
+
+#: A bare StoredInstance is an add; its outcome is None or a DuplicateInstanceError.
+Operation = StoredInstance | Replace | Remove
+Outcome = InstanceRow | int | DuplicateInstanceError | None
+
+
+def apply_batch(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Outcome]:
+    """Apply ``operations`` in one transaction; return one outcome per operation.
+
+    ``conn`` is in autocommit mode with the TEMP tables created. On any error the
+    transaction is rolled back (nothing of the batch remains) and the error raised.
+    """
+    conn.execute(BEGIN_IMMEDIATE)
+    try:
+        for statement in BATCH_START:
+            conn.execute(statement)
+        outcomes = _apply(conn, operations)
+        for statement in BATCH_END:
+            conn.execute(statement)
+        conn.execute(CLEAR_STAGED)
+        conn.execute(COMMIT)
+    except BaseException:
+        # After some errors (disk full, I/O) SQLite has rolled back already.
+        if conn.in_transaction:
+            conn.execute(ROLLBACK)
+        raise
+    return outcomes
+
+
+def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Outcome]:
+    outcomes: list[Outcome] = [None] * len(operations)
+    start = 0
+    while start < len(operations):
+        op = operations[start]
+        if isinstance(op, StoredInstance):
+            items: list[StoredInstance] = []
+            for following in operations[start:]:
+                if not isinstance(following, StoredInstance):
+                    break
+                items.append(following)
+            for seq, error in _insert(conn, items):
+                outcomes[start + seq] = error
+            start += len(items)
+            continue
+        if isinstance(op, Replace):
+            uid = op.item.attrs.sop_instance_uid
+            old = _instance_row(conn, uid)
+            if old is not None:
+                _delete(conn, (uid,))
+            _insert(conn, [op.item])
+            outcomes[start] = old
+        else:
+            outcomes[start] = _delete(conn, op.uids)
+        start += 1
+    return outcomes
+
+
+def _insert(
+    conn: sqlite3.Connection, items: list[StoredInstance]
+) -> list[tuple[int, DuplicateInstanceError]]:
+    """Insert one segment of adds; return (position, error) of the refused ones."""
+    conn.execute(CLEAR_STAGED)
+    conn.executemany(INSERT_STAGED, [_staged_row(seq, item) for seq, item in enumerate(items)])
+    for statement in INSERT_SEGMENT:
+        conn.execute(statement)
+    return [
+        (int(seq), DuplicateInstanceError(str(uid)))
+        for seq, uid in conn.execute(SELECT_REFUSED).fetchall()
+    ]
+
+
+def _delete(conn: sqlite3.Connection, uids: Sequence[str]) -> int:
+    """Remove instances by SOP Instance UID; return how many were indexed."""
+    conn.execute(CLEAR_DOOMED)
+    conn.execute(CLEAR_GONE)
+    conn.executemany(INSERT_DOOMED, [(uid,) for uid in uids])
+    conn.execute(COLLECT_GONE)
+    removed = conn.execute(DELETE_GONE_INSTANCES).rowcount
+    if removed <= 0:
+        return 0
+    for statement in REMOVE_SEGMENT:
+        conn.execute(statement)
+    return removed
+
+
+def _instance_row(conn: sqlite3.Connection, sop_instance_uid: str) -> InstanceRow | None:
+    row = conn.execute(SELECT_INSTANCE_ROW, (sop_instance_uid,)).fetchone()
+    return None if row is None else InstanceRow(*row)

@@ -1,0 +1,230 @@
+"""Storage Service Class SCP: C-STORE (PS3.4 Annex B), and the ingest path behind it.
+
+:class:`Ingest` takes one instance as a stream of data set fragments and makes it
+durable: the file written and flushed, linked into place, the index row committed
+(group commit), and only then a status. ``archive import`` uses the same path, so
+the network and the offline importer follow one set of rules.
+
+Statuses (PS3.4 B.2.3, PS3.7 C):
+- 0x0000 Success: stored; also for a duplicate with identical content (nothing is
+  rewritten) and, under ``keep`` (the default), for a duplicate with different
+  content, which is not stored: the archive keeps what it acknowledged first, as
+  dcm4chee and Orthanc do by default. A WARNING log line records it.
+- ``replace``: a different duplicate replaces the file and its row (Success).
+- ``reject``: a different duplicate fails with 0x0111 Duplicate SOP Instance
+  (PS3.7 C.4.x general failure), with an error comment.
+- 0xA700 Refused, Out of Resources: disk full, I/O error, index failure.
+- 0xA900 / 0xC000 from :mod:`archive.dicom.header`: a data set that does not match
+  the command or cannot be parsed.
+Whatever fails, the part file is removed: nothing half-written stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Literal, Protocol
+
+import msgspec
+
+from archive.dicom.dimse import CStoreRq, CStoreRsp, Status
+from archive.dicom.filemeta import FileMeta, encode_file_meta
+from archive.dicom.header import HeaderError, HeaderReader, InstanceAttributes, check_store_request
+from archive.errors import ArchiveError
+from archive.index import StoredInstance
+from archive.services.base import DatasetInterrupted, Provider, Request, Response
+
+log = logging.getLogger("archive.store")
+
+DuplicatePolicy = Literal["keep", "replace", "reject"]
+
+
+class Writer(Protocol):
+    relative: str
+    size: int
+
+    async def write(self, fragment: memoryview) -> None: ...
+    async def finish(self) -> str: ...
+    async def place(self, *, replace: bool = False) -> str: ...
+    async def release(self) -> None: ...
+    async def discard(self) -> None: ...
+
+
+class Files(Protocol):
+    def begin(self, sop_instance_uid: str, file_meta: bytes) -> Writer: ...
+    async def remove(self, relative: str) -> None: ...
+
+
+class Held(Protocol):
+    """An instance the index already holds."""
+
+    @property
+    def digest(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+
+
+class Index(Protocol):
+    async def add(self, item: StoredInstance) -> None: ...
+    async def replace(self, item: StoredInstance) -> Held | None: ...
+    async def instance(self, sop_instance_uid: str) -> Held | None: ...
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    status: int
+    comment: str = ""
+
+
+SUCCESS = Outcome(Status.SUCCESS)
+
+
+class Ingest:
+    """Durable ingest of instances into the file store and the index."""
+
+    def __init__(
+        self,
+        files: Files,
+        index: Index,
+        *,
+        duplicates: DuplicatePolicy = "keep",
+    ) -> None:
+        self.files = files
+        self.index = index
+        self.duplicates = duplicates
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def ingest(
+        self,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        source_ae: str,
+        fragments: AsyncIterator[memoryview],
+    ) -> Outcome:
+        """Store one instance from its data set fragments; the status to answer."""
+        meta = encode_file_meta(
+            FileMeta(
+                media_storage_sop_class_uid=sop_class_uid,
+                media_storage_sop_instance_uid=sop_instance_uid,
+                transfer_syntax_uid=transfer_syntax,
+                source_application_entity_title=source_ae,
+            )
+        )
+        try:
+            writer = self.files.begin(sop_instance_uid, meta)
+        except ArchiveError as exc:
+            await _drain(fragments)
+            return Outcome(Status.CANNOT_UNDERSTAND, str(exc))
+        header = HeaderReader(transfer_syntax)
+        placed = False
+        try:
+            async for fragment in fragments:
+                if not header.done:
+                    header.feed(fragment)
+                await writer.write(fragment)
+            attrs = header.finish()
+            check_store_request(attrs, sop_class_uid, sop_instance_uid)
+            digest = await writer.finish()
+            outcome = await self._commit(writer, attrs, digest, transfer_syntax, source_ae)
+            placed = outcome is SUCCESS
+            return outcome
+        except HeaderError as exc:
+            await _drain(fragments)
+            return Outcome(exc.status, str(exc))
+        except ArchiveError as exc:
+            if isinstance(exc, DatasetInterrupted):
+                raise
+            log.error("instance %s not stored: %s", sop_instance_uid, exc)
+            return Outcome(Status.OUT_OF_RESOURCES, str(exc))
+        finally:
+            if not placed:
+                await writer.discard()
+
+    async def _commit(
+        self,
+        writer: Writer,
+        attrs: InstanceAttributes,
+        digest: str,
+        transfer_syntax: str,
+        source_ae: str,
+    ) -> Outcome:
+        uid = attrs.sop_instance_uid
+        lock = self._locks.get(uid)
+        if lock is None:
+            lock = self._locks[uid] = asyncio.Lock()
+        try:
+            async with lock:
+                held = await self.index.instance(uid)
+                replace = False
+                if held is not None:
+                    if held.digest == digest:
+                        return _IDENTICAL
+                    if self.duplicates == "keep":
+                        log.warning("instance %s already held with other content: kept", uid)
+                        return _KEPT
+                    if self.duplicates == "reject":
+                        return Outcome(
+                            Status.DUPLICATE_SOP_INSTANCE,
+                            "SOP Instance UID already held with other content",
+                        )
+                    replace = True
+                path = await writer.place(replace=replace)
+                item = StoredInstance(
+                    attrs=attrs,
+                    path=path,
+                    size=writer.size,
+                    digest=digest,
+                    transfer_syntax_uid=transfer_syntax,
+                    source_ae=source_ae,
+                    received_at=time.time(),
+                )
+                if replace:
+                    await self.index.replace(item)
+                else:
+                    await self.index.add(item)
+                await writer.release()
+                return SUCCESS
+        finally:
+            if not lock.locked() and self._locks.get(uid) is lock:
+                del self._locks[uid]
+
+
+#: Duplicates that need no new file: answered Success, the part file discarded.
+_IDENTICAL = Outcome(Status.SUCCESS)
+_KEPT = Outcome(Status.SUCCESS)
+
+
+async def _drain(fragments: AsyncIterator[memoryview]) -> None:
+    """Consume the rest of a data set we will not store (the peer still sends it)."""
+    async for _ in fragments:
+        pass
+
+
+def c_store_provider(ingest: Ingest) -> Provider:
+    """The C-STORE provider bound to ``ingest`` (an async generator function)."""
+
+    async def c_store(request: Request) -> AsyncIterator[Response]:
+        command = request.command
+        assert isinstance(command, CStoreRq)
+        assert request.dataset is not None
+        outcome = await ingest.ingest(
+            sop_class_uid=command.affected_sop_class_uid,
+            sop_instance_uid=command.affected_sop_instance_uid,
+            transfer_syntax=request.transfer_syntax,
+            source_ae=request.calling_ae,
+            fragments=request.dataset,
+        )
+        yield Response(
+            CStoreRsp(
+                message_id_being_responded_to=command.message_id,
+                affected_sop_class_uid=command.affected_sop_class_uid,
+                affected_sop_instance_uid=command.affected_sop_instance_uid,
+                status=outcome.status,
+                error_comment=outcome.comment[:64] if outcome.comment else None,
+            )
+        )
+
+    return c_store

@@ -1,0 +1,26 @@
+"""Instance files: streaming writer, atomic placement, recovery, reading back."""
+
+from __future__ import annotations
+
+from archive.store.files import (
+    AlreadyStored,
+    FileStore,
+    FileWriter,
+    StoreError,
+    relative_path,
+    safe_uid,
+)
+from archive.store.scan import ScannedFile, dataset_chunks, read_meta, scan_file
+
+__all__ = [
+    "AlreadyStored",
+    "FileStore",
+    "FileWriter",
+    "ScannedFile",
+    "StoreError",
+    "dataset_chunks",
+    "read_meta",
+    "relative_path",
+    "safe_uid",
+    "scan_file",
+]

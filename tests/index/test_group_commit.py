@@ -1,0 +1,196 @@
+"""The group-commit writer: batching, commit-before-return, failing batches, close."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from archive.index import (
+    Index,
+    IndexClosedError,
+    IndexWriteError,
+    InstanceRow,
+    Stats,
+    WriterStats,
+)
+from tests.index import execute, make_instance, query, run
+
+IS_INDEXED = "SELECT count(*) FROM instance WHERE sop_instance_uid = ?"
+
+# Fault injection from outside: the next insert of this UID aborts its transaction.
+FAIL_ON_POISON = """
+CREATE TRIGGER poison BEFORE INSERT ON instance
+WHEN NEW.sop_instance_uid = 'poison.1'
+BEGIN SELECT RAISE(ABORT, 'injected failure'); END
+"""
+
+
+def test_concurrent_adds_share_commits_and_return_after_their_commit(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    items = [make_instance(n, series=f"1.2.3.{n % 4}") for n in range(200)]
+    seen_after_return: list[bool] = []
+
+    async def add_then_look(index: Index, n: int) -> None:
+        await index.add(items[n])
+        # A separate connection on the file sees the row as soon as add() returns.
+        rows = query(db, IS_INDEXED, (items[n].attrs.sop_instance_uid,))
+        seen_after_return.append(rows == [(1,)])
+
+    async def main() -> None:
+        async with await Index.open(db) as index:
+            await asyncio.gather(*(add_then_look(index, n) for n in range(200)))
+            stats = index.writer_stats
+            assert stats.operations == 200
+            assert stats.commits <= 4, stats  # 200 adds queued at once: one batch
+            assert stats.failed_batches == 0
+            assert await index.stats() == Stats(1, 1, 4, 200, 200_000)
+
+    run(main())
+    assert seen_after_return == [True] * 200
+
+
+def test_batches_are_capped_at_max_batch(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with await Index.open(tmp_path / "index.db", max_batch=7) as index:
+            await asyncio.gather(*(index.add(make_instance(n)) for n in range(50)))
+            stats = index.writer_stats
+            assert stats.largest_batch == 7
+            assert stats.commits == 8  # ceil(50 / 7)
+            assert stats.operations == 50
+
+    run(main())
+
+
+def test_adds_pile_up_while_the_writer_waits_for_the_disk(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+
+    async def main() -> None:
+        async with await Index.open(db) as index:
+            await index.add(make_instance(0))
+            # Another process holds the write lock: the writer's BEGIN IMMEDIATE
+            # waits (busy_timeout) and everything queued meanwhile forms one batch.
+            blocker = sqlite3.connect(db, isolation_level=None)
+            try:
+                blocker.execute("BEGIN IMMEDIATE")
+                first = asyncio.create_task(index.add(make_instance(1)))
+                await asyncio.sleep(0.05)  # the writer is now blocked in BEGIN
+                rest = [asyncio.create_task(index.add(make_instance(n))) for n in range(2, 40)]
+                await asyncio.sleep(0.05)
+                assert not first.done()
+                # WAL: readers are not held up by a writer waiting for the lock.
+                assert await index.instance(make_instance(0).attrs.sop_instance_uid) is not None
+                blocker.execute("ROLLBACK")
+            finally:
+                blocker.close()
+            await asyncio.gather(first, *rest)
+            assert index.writer_stats == WriterStats(
+                commits=3, operations=40, failed_batches=0, largest_batch=38
+            )
+
+    run(main())
+
+
+def test_a_failing_batch_fails_exactly_its_adds_and_the_writer_goes_on(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    before = [make_instance(n, study="1.1") for n in range(5)]
+    doomed = [make_instance(n, study="2.2") for n in range(5)]
+    poison = make_instance(1, study="poison", series="poison")
+    after = [make_instance(n, study="3.3") for n in range(5)]
+
+    async def main() -> None:
+        async with await Index.open(db) as index:
+            await asyncio.gather(*(index.add(x) for x in before))
+            execute(db, FAIL_ON_POISON)
+            results = await asyncio.gather(
+                *(index.add(x) for x in [*doomed[:2], poison, *doomed[2:]]),
+                return_exceptions=True,
+            )
+            assert len(results) == 6
+            for result in results:
+                assert type(result) is IndexWriteError
+                assert isinstance(result.__cause__, sqlite3.IntegrityError)
+                assert str(result.__cause__) == "injected failure"
+                assert result.code == "index.write_failed"
+            assert len({id(r) for r in results}) == 6  # one exception object per waiter
+            await asyncio.gather(*(index.add(x) for x in after))
+            assert index.writer_stats == WriterStats(
+                commits=2, operations=10, failed_batches=1, largest_batch=5
+            )
+            assert await index.stats() == Stats(1, 2, 2, 10, 10_000)
+            # Nothing of the failed batch leaked, not even its patient/study rows.
+            for item in [*doomed, poison]:
+                assert await index.instance(item.attrs.sop_instance_uid) is None
+
+    run(main())
+    studies = query(db, "SELECT study_instance_uid, number_of_instances FROM study ORDER BY 1")
+    assert studies == [("1.1", 5), ("3.3", 5)]
+
+
+def test_operations_in_one_batch_apply_in_queue_order(tmp_path: Path) -> None:
+    x = make_instance(1)
+    x2 = make_instance(1, size=7)
+    uid = x.attrs.sop_instance_uid
+
+    async def main() -> None:
+        async with await Index.open(tmp_path / "index.db") as index:
+            results = await asyncio.gather(
+                index.add(x),
+                index.remove([uid]),
+                index.add(x),
+                index.replace(x2),
+                index.add(make_instance(2)),
+            )
+            assert index.writer_stats.commits == 1
+            old = InstanceRow(
+                uid,
+                "1.2.3",
+                "1.2.3.1",
+                x.attrs.sop_class_uid,
+                x.path,
+                1000,
+                x.digest,
+                x.transfer_syntax_uid,
+            )
+            assert list(results) == [None, 1, None, old, None]
+            row = await index.instance(uid)
+            assert row is not None
+            assert row.size == 7
+            assert await index.stats() == Stats(1, 1, 1, 2, 1007)
+
+    run(main())
+
+
+def test_close_drains_the_queue(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+
+    async def main() -> None:
+        index = await Index.open(db, durability="fast")
+        tasks = [asyncio.create_task(index.add(make_instance(n))) for n in range(100)]
+        await asyncio.sleep(0)  # every add is queued, none committed yet
+        await index.close()
+        assert all(task.done() and task.exception() is None for task in tasks)
+        with pytest.raises(IndexClosedError):
+            await index.add(make_instance(1000))
+        await index.close()  # idempotent
+
+    run(main())
+    assert query(db, "SELECT count(*) FROM instance") == [(100,)]
+
+
+def test_a_cancelled_waiter_does_not_disturb_the_writer(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with await Index.open(tmp_path / "index.db") as index:
+            waiter = asyncio.create_task(index.add(make_instance(1)))
+            await asyncio.sleep(0)  # queued
+            waiter.cancel()
+            await index.add(make_instance(2))
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            # The cancelled add was not withdrawn: its batch committed it.
+            assert (await index.stats()).instances == 2
+            assert index.writer_stats.failed_batches == 0
+
+    run(main())

@@ -1,0 +1,131 @@
+"""Schema creation, re-open, the version guard and the migration runner."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from archive.index import Index, SchemaVersionError
+from archive.index.schema import Migration, apply_migrations, load_migrations, split_sql
+from tests.index import execute, make_instance, query, run
+
+TABLES = {"patient", "study", "study_sop_class", "series", "instance", "totals"}
+
+
+def test_shipped_migrations_are_numbered_from_one() -> None:
+    migrations = load_migrations()
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    assert migrations[0].name == "0001_initial.sql"
+    # No transaction control inside a file: the runner owns the transaction.
+    for migration in migrations:
+        for statement in migration.statements:
+            assert not statement.upper().startswith(("BEGIN", "COMMIT", "ROLLBACK"))
+
+
+def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+
+    async def main() -> None:
+        index = await Index.open(db)
+        await index.close()
+
+    run(main())
+    assert query(db, "PRAGMA user_version") == [(1,)]
+    assert query(db, "PRAGMA journal_mode") == [("wal",)]
+    names = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert names == TABLES
+    assert query(db, "SELECT id, instances, bytes FROM totals") == [(1, 0, 0)]
+
+
+def test_reopen_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+
+    async def main() -> None:
+        index = await Index.open(db)
+        await index.add(make_instance(1))
+        await index.close()
+        schema = query(db, "SELECT sql FROM sqlite_master ORDER BY name")
+        for _ in range(2):
+            index = await Index.open(db)
+            assert (await index.stats()).instances == 1
+            assert await index.instance(make_instance(1).attrs.sop_instance_uid) is not None
+            await index.close()
+            assert query(db, "SELECT sql FROM sqlite_master ORDER BY name") == schema
+            assert query(db, "PRAGMA user_version") == [(1,)]
+
+    run(main())
+
+
+def test_newer_database_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+
+    async def main() -> None:
+        await (await Index.open(db)).close()
+        execute(db, "PRAGMA user_version = 7")
+        with pytest.raises(SchemaVersionError) as caught:
+            await Index.open(db)
+        assert caught.value.found == 7
+        assert caught.value.supported == 1
+        assert caught.value.path == str(db)
+        assert caught.value.code == "index.schema_too_new"
+        assert "newer than this archive-node supports (1)" in str(caught.value)
+
+    run(main())
+    # Refusal changed nothing.
+    assert query(db, "PRAGMA user_version") == [(7,)]
+
+
+def test_failing_migration_rolls_back_and_keeps_version(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    good = Migration(1, "0001_a.sql", ("CREATE TABLE a (x)",))
+    bad = Migration(2, "0002_b.sql", ("CREATE TABLE b (x)", "INSERT INTO nowhere VALUES (1)"))
+    fixed = Migration(2, "0002_b.sql", ("CREATE TABLE b (x)",))
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        with pytest.raises(sqlite3.OperationalError, match="no such table: nowhere"):
+            apply_migrations(conn, str(db), (good, bad))
+        assert not conn.in_transaction
+        assert query(db, "PRAGMA user_version") == [(1,)]
+        assert {row[0] for row in query(db, "SELECT name FROM sqlite_master")} == {"a"}
+        assert apply_migrations(conn, str(db), (good, fixed)) == 2
+        # Already current: applies nothing, same answer.
+        assert apply_migrations(conn, str(db), (good, fixed)) == 2
+    assert {row[0] for row in query(db, "SELECT name FROM sqlite_master")} == {"a", "b"}
+
+
+def test_split_sql_respects_comments_quotes_and_trigger_bodies() -> None:
+    script = """
+-- a comment; with a semicolon
+CREATE TABLE t (x TEXT DEFAULT ';');  -- trailing comment
+CREATE TRIGGER tr AFTER INSERT ON t BEGIN
+    UPDATE t SET x = 'a;b';
+    SELECT 1;
+END;
+-- only a comment at the end; still nothing
+"""
+    assert split_sql(script) == (
+        "CREATE TABLE t (x TEXT DEFAULT ';');  -- trailing comment",
+        "CREATE TRIGGER tr AFTER INSERT ON t BEGIN\n"
+        "    UPDATE t SET x = 'a;b';\n"
+        "    SELECT 1;\n"
+        "END;",
+    )
+
+
+def test_split_sql_rejects_an_unterminated_statement() -> None:
+    with pytest.raises(ValueError, match="incomplete SQL statement"):
+        split_sql("CREATE TABLE t (x);\nCREATE TABLE u (y)\n")
+
+
+def test_open_rejects_bad_arguments(tmp_path: Path) -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="durability"):
+            await Index.open(tmp_path / "a.db", durability="lazy")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="readers"):
+            await Index.open(tmp_path / "b.db", readers=0)
+        with pytest.raises(ValueError, match="max_batch"):
+            await Index.open(tmp_path / "c.db", max_batch=0)
+
+    run(main())
