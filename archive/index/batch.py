@@ -244,7 +244,7 @@ INSERT INTO study_sop_class (study_pk, sop_class_uid, instances)
 SELECT study_pk, sop_class_uid, count(*) FROM temp.staged WHERE true
 GROUP BY study_pk, sop_class_uid
 ON CONFLICT (study_pk, sop_class_uid) DO UPDATE SET
-    instances = excluded.instances
+    instances = study_sop_class.instances + excluded.instances
 """
 
 COUNT_STAGED_TOTALS = """

@@ -350,17 +350,21 @@ class UpperLayerRules(RuleBasedStateMachine):
     def _local(self, call: object, evt: Evt | None) -> None:
         before = (self.ul.state, self.ul.artim_running, self.ul.should_close)
         reuse = evt in _OPENING and self.used
+        # Only a requestor issues A-ASSOCIATE requests (PS3.8 7.1): the acceptor
+        # refuses Evt1 although the Sta1 cell is filled.
+        wrong_role = evt is Evt.EVT1_ASSOCIATE_RQ_LOCAL and self.ul.role is Role.ACCEPTOR
         try:
             call()  # type: ignore[operator]
         except LocalProtocolError:
             # Refused: the cell is empty (or the machine is spent) and nothing changed.
             assert (self.ul.state, self.ul.artim_running, self.ul.should_close) == before
             if evt is not None:
-                assert reuse or before[0] not in TRANSITIONS[evt]
+                assert reuse or wrong_role or before[0] not in TRANSITIONS[evt]
             assert self.ul.data_to_send() == []
         else:
             if evt is not None:
                 assert not reuse, f"{evt.name} accepted again in {before[0].name}"
+                assert not wrong_role, "an acceptor issued an A-ASSOCIATE request"
                 assert before[0] in TRANSITIONS[evt]
             if evt in _OPENING:
                 self.used = True

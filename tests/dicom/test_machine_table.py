@@ -222,6 +222,8 @@ def _cases() -> list[tuple[Role, State, Evt]]:
                 continue
             if evt is Evt.EVT5_TRANSPORT_INDICATION and role is Role.REQUESTOR:
                 continue
+            if evt is Evt.EVT1_ASSOCIATE_RQ_LOCAL and role is Role.ACCEPTOR:
+                continue  # refused by role: test_acceptor_cannot_request_association
             cases.append((role, state, evt))
     return cases
 
@@ -306,3 +308,14 @@ def _check_abort_values(action: Action, evt: Evt, pdus: Sequence[object]) -> Non
             else AbortReason.UNEXPECTED_PDU
         )
         assert pdus == [AAbort(AbortSource.SERVICE_PROVIDER, reason)]
+
+
+def test_acceptor_cannot_request_association() -> None:
+    """Only the requestor issues A-ASSOCIATE requests (PS3.8 7.1.1): an acceptor
+    machine refuses Evt1 and is left untouched."""
+    ul = UpperLayer(Role.ACCEPTOR, 16384)
+    with pytest.raises(LocalProtocolError, match="only a requestor"):
+        ul.send(RQ)
+    assert ul.state is State.STA1_IDLE
+    ul.connection_made()
+    assert ul.state is State.STA2_TRANSPORT_OPEN

@@ -270,12 +270,12 @@ def test_same_abstract_syntax_in_several_contexts() -> None:
 def test_user_information_reply() -> None:
     ac, negotiated = accept(rq_for(ONE_CT, max_length=28672))
     assert ac.user_info == UserInformation(
-        max_length=65536,
+        max_length=Config().association.max_pdu_length,
         implementation_class_uid=uids.IMPLEMENTATION_CLASS_UID,
         implementation_version_name=uids.IMPLEMENTATION_VERSION_NAME,
     )
     assert (ac.application_context, ac.protocol_version) == (APPLICATION_CONTEXT, 1)
-    assert negotiated.max_pdu_length == 65536
+    assert negotiated.max_pdu_length == Config().association.max_pdu_length
     assert negotiated.peer_max_pdu == 28672
     assert negotiated.peer_implementation_class_uid == DCMTK_UID
     assert negotiated.peer_implementation_version_name == "OFFIS_DCMTK_368"

@@ -414,6 +414,8 @@ class UpperLayer:
         pdu: Pdu | None = None,
         error: RemoteProtocolError | None = None,
     ) -> None:
+        if evt is Evt.EVT1_ASSOCIATE_RQ_LOCAL and self.role is not Role.REQUESTOR:
+            raise LocalProtocolError("only a requestor issues an A-ASSOCIATE request")
         if evt in _OPENING_EVENTS:
             if self._used:
                 raise LocalProtocolError("an UpperLayer serves one association; make a new one")
@@ -442,8 +444,6 @@ class UpperLayer:
     # Association establishment, PS3.8 9.2.2 Table 9-6.
     def _ae_1(self, pdu: Pdu | None, error: RemoteProtocolError | None) -> None:
         assert isinstance(pdu, AAssociateRq)
-        if self.role is not Role.REQUESTOR:
-            raise LocalProtocolError("only a requestor sends an A-ASSOCIATE request")
         self._pending_rq = pdu
         self._go(State.STA4_AWAITING_TRANSPORT_OPEN)
 
