@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import msgspec
@@ -23,6 +24,8 @@ from archive.dicom.dimse import (
     CommandReceived,
     DatasetFragment,
     MessageAssembler,
+    command_pdus,
+    dataset_pdus,
     message_pdus,
 )
 from archive.dicom.errors import AbortReason, AbortSource, RemoteProtocolError
@@ -209,6 +212,33 @@ class Association:
         assert self.negotiated is not None
         pdus = message_pdus(context_id, command, dataset, self.negotiated.peer_max_pdu)
         self.ul.send_data(pdus)
+        self.flush()
+        await self.conn.drain()
+
+    async def send_streaming(
+        self,
+        context_id: int,
+        command: Command,
+        chunks: AsyncIterator[bytes | memoryview],
+    ) -> None:
+        """Send a message whose data set comes as ``chunks`` (e.g. read from a file).
+
+        One chunk of lookahead tells which is the last, so memory stays at two
+        chunks whatever the data set's size; the transport's flow control
+        (``drain``) paces the reads.
+        """
+        assert self.negotiated is not None
+        max_pdu = self.negotiated.peer_max_pdu
+        self.ul.send_data(command_pdus(context_id, command, max_pdu))
+        self.flush()
+        pending: bytes | memoryview | None = None
+        async for chunk in chunks:
+            if pending is not None:
+                self.ul.send_data(dataset_pdus(context_id, pending, False, max_pdu))
+                self.flush()
+                await self.conn.drain()
+            pending = chunk
+        self.ul.send_data(dataset_pdus(context_id, pending or b"", True, max_pdu))
         self.flush()
         await self.conn.drain()
 

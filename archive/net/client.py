@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 
-from archive.dicom.dimse import CEchoRq, CEchoRsp, Command, CommandReceived
+from archive.dicom.dimse import CEchoRq, CEchoRsp, Command, CommandReceived, CStoreRq, CStoreRsp
 from archive.dicom.errors import RemoteProtocolError
 from archive.dicom.uids import IMPLICIT_VR_LE, VERIFICATION
 from archive.dicom.ul.machine import Closed, ProviderAbort, Role, UpperLayer
@@ -119,6 +119,10 @@ class ClientAssociation:
     ) -> Command:
         """Send a request and wait (DIMSE timeout) for the response command."""
         await self.assoc.send(context_id, command, dataset)
+        return await self._response()
+
+    async def _response(self) -> Command:
+        """The next response command (DIMSE timeout); typed errors if none comes."""
         while True:
             item = await self.assoc.receive(timeout=self.assoc.timeouts.dimse)
             if isinstance(item, CommandReceived):
@@ -129,6 +133,19 @@ class ClientAssociation:
                     raise AssociationTimeout(f"no response within {self.assoc.timeouts.dimse:g} s")
                 self.abort()
                 raise AssociationAborted(_ended(self.assoc, item))
+
+    async def store(
+        self,
+        context_id: int,
+        command: CStoreRq,
+        chunks: AsyncIterator[bytes | memoryview],
+    ) -> CStoreRsp:
+        """C-STORE (PS3.7 9.1.1) with the data set streamed from ``chunks``."""
+        await self.assoc.send_streaming(context_id, command, chunks)
+        rsp = await self._response()
+        if not isinstance(rsp, CStoreRsp):
+            raise AssociationAborted(f"unexpected {type(rsp).__name__} in answer to C-STORE-RQ")
+        return rsp
 
     async def echo(self) -> int:
         """C-ECHO (PS3.7 9.1.5); returns the response status."""
