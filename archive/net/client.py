@@ -10,7 +10,6 @@ with the RJ's result/source/reason, :class:`AssociationAborted`,
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 
@@ -95,7 +94,7 @@ class ClientAssociation:
         self.assoc = assoc
         assert assoc.negotiated is not None
         self.negotiated = assoc.negotiated
-        self._ids = itertools.count(1)
+        self._last_id = 0
 
     async def __aenter__(self) -> ClientAssociation:
         return self
@@ -112,7 +111,9 @@ class ClientAssociation:
             self.abort()
 
     def next_message_id(self) -> int:
-        return next(self._ids) & 0xFFFF or next(self._ids)
+        """1..65535, wrapping (Message ID is a US, PS3.7 E.1; 0 is avoided)."""
+        self._last_id = self._last_id % 0xFFFF + 1
+        return self._last_id
 
     async def request(
         self, context_id: int, command: Command, dataset: bytes | memoryview | None = None
