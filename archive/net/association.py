@@ -109,9 +109,8 @@ class Association:
 
     def flush(self) -> None:
         """Write what the machine queued, and carry out its close requests."""
-        out = self.ul.data_to_send()
-        if out:
-            self.conn.write(out)
+        if self.ul.has_output:
+            self.conn.write(self.ul.data_to_send())
         if self.ul.should_close:
             self.conn.close()
         elif self.ul.state is State.STA13_AWAITING_TRANSPORT_CLOSE and not self._half_closed:
@@ -161,6 +160,8 @@ class Association:
                 self.ul.send(AAbort(AbortSource.SERVICE_USER, AbortReason.NOT_SPECIFIED))
 
     def _note(self, event: Event) -> None:
+        if type(event) is PDataTf:
+            return
         if isinstance(event, AAbort):
             self._set_outcome(Outcome.ABORTED_BY_PEER, f"A-ABORT source {event.source}")
         elif isinstance(event, ProviderAbort):
@@ -189,6 +190,12 @@ class Association:
                     self.abort_for(exc)
                     continue
                 if item is not None:
+                    if type(item) is CommandReceived:
+                        if item.command.has_dataset:
+                            self.conn.quickack()
+                            self.conn.quickack_on_read = True
+                    elif item.last:  # type: ignore[union-attr]
+                        self.conn.quickack_on_read = False
                     return item
             event = await self.next_event(timeout)
             if isinstance(event, PDataTf):

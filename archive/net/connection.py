@@ -6,16 +6,18 @@ waits on :meth:`Connection.wait_readable` with a timeout; no polling. Reading
 pauses when the machine holds more than a few PDUs' worth of unconsumed bytes
 (backpressure: TCP then slows the peer) and resumes when it has drained.
 
-Every socket gets TCP_NODELAY. On Linux TCP_QUICKACK is re-armed after each read,
-because the kernel drops back to delayed ACKs on its own: a peer that leaves
-Nagle's algorithm on (pynetdicom, DCMTK by default) would otherwise wait ~40 ms
-for our ACK before sending its next small PDU.
+Every socket gets TCP_NODELAY. On Linux TCP_QUICKACK is re-armed after each read
+while a data set is streaming in (see :meth:`Connection.quickack`), because the
+kernel drops back to delayed ACKs on its own: a peer that leaves Nagle's
+algorithm on (pynetdicom, DCMTK by default) would otherwise wait ~40 ms for our
+ACK before sending its next small PDU.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from typing import Any, cast
 
@@ -24,16 +26,25 @@ from archive.dicom.ul.machine import UpperLayer
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 
-def tune_socket(sock: Any) -> None:
-    """TCP_NODELAY on, and QUICKACK where the platform has it."""
+def tune_socket(sock: Any) -> socket.socket | None:
+    """TCP_NODELAY on, QUICKACK where the platform has it.
+
+    Returns a socket object of our own on a duplicate of the descriptor, for
+    re-arming QUICKACK after every read: uvloop's stand-in socket builds a
+    new ``socket.socket`` on each ``setsockopt``, which costs more than the
+    system call itself on the per-read path.
+    """
     if sock is None:
-        return
+        return None
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if _QUICKACK is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        if _QUICKACK is None:
+            return None
+        own = socket.socket(fileno=os.dup(sock.fileno()))
+        own.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        return own
     except OSError:  # pragma: no cover - socket already gone
-        pass
+        return None
 
 
 class Connection(asyncio.Protocol):
@@ -50,7 +61,9 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._sock: Any = None
+        self._sock: socket.socket | None = None
+        #: Re-arm QUICKACK after every read (while a data set streams in).
+        self.quickack_on_read = False
 
     # ---- asyncio.Protocol callbacks ---------------------------------------------
 
@@ -60,16 +73,14 @@ class Connection(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = (str(peer[0]), int(peer[1]))
-        self._sock = self.transport.get_extra_info("socket")
-        tune_socket(self._sock)
+        self._sock = tune_socket(self.transport.get_extra_info("socket"))
         if not self.opened.done():
             self.opened.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         self.ul.receive_data(data)
-        if _QUICKACK is not None and self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        if self.quickack_on_read:
+            self.quickack()
         if not self._reading_paused and self.ul.buffered > self._high_water:
             self._reading_paused = True
             assert self.transport is not None
@@ -83,6 +94,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         self.ul.receive_data(b"")
         self._wake()
         for waiter in self._drain_waiters:
@@ -103,6 +117,19 @@ class Connection(asyncio.Protocol):
         self._drain_waiters.clear()
 
     # ---- used by the association task -----------------------------------------
+
+    def quickack(self) -> None:
+        """Send any delayed ACK now and leave delayed-ACK mode (Linux).
+
+        Needed while the peer streams a data set: a peer with Nagle's algorithm
+        on holds its next small segment until our ACK, which the kernel would
+        otherwise delay ~40 ms. Request/response traffic needs none of this (the
+        response carries the ACK), so the driver turns it on only while a data
+        set is expected; each call is a system call.
+        """
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
 
     def _wake(self) -> None:
         waiter = self._waiter

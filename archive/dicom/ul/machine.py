@@ -34,7 +34,7 @@ from archive.dicom.errors import (
     RemoteProtocolError,
 )
 from archive.dicom.ul import codec
-from archive.dicom.ul.pdata import P_DATA_TF
+from archive.dicom.ul.pdata import P_DATA_TF, decode_p_data
 from archive.dicom.ul.pdu import (
     AAbort,
     AAssociateAc,
@@ -308,6 +308,11 @@ class UpperLayer:
     def can_send_data(self) -> bool:
         return self.state in (State.STA6_ESTABLISHED, State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE)
 
+    @property
+    def has_output(self) -> bool:
+        """Bytes are queued for the transport."""
+        return bool(self._outbox)
+
     def data_to_send(self) -> list[bytes | memoryview]:
         """Take everything queued for the transport, in order."""
         out, self._outbox = self._outbox, []
@@ -346,6 +351,16 @@ class UpperLayer:
         return False
 
     def _receive_pdu(self, pdu_type: int, body: memoryview) -> None:
+        if pdu_type == P_DATA_TF and self.state is State.STA6_ESTABLISHED:
+            # The hot path, DT-2 without the table walk: same outcome as
+            # decode_body + _handle(Evt10) in Sta6.
+            try:
+                pdvs = decode_p_data(body)
+            except RemoteProtocolError as exc:
+                self._protocol_error(exc)
+                return
+            self._events.append(PDataTf(tuple(pdvs)))
+            return
         try:
             pdu = codec.decode_body(pdu_type, body)
         except RemoteProtocolError as exc:
