@@ -20,6 +20,8 @@ from typing import NoReturn
 from archive.config import Config, load_config, with_overrides
 from archive.dicom.dimse import Status
 from archive.errors import ArchiveError, ConfigError
+from archive.importer import import_files
+from archive.index import Index, Stats
 from archive.net import (
     ECHO_CONTEXTS,
     AssociationAborted,
@@ -30,6 +32,8 @@ from archive.net import (
     run,
 )
 from archive.node import Node
+from archive.progress import human_bytes
+from archive.scu import Cause, Report, StoreOptions, send_files
 
 log = logging.getLogger("archive")
 
@@ -82,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
+    _add_ingest_parsers(commands)
     return parser
 
 
@@ -92,6 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "echo":
             return _echo(args)
+        if args.command == "store":
+            return _store(args)
+        if args.command == "import":
+            return _import(args)
+        if args.command == "stats":
+            return _stats(args)
         if args.command == "config":
             load_config(args.file)
             print(f"{args.file}: OK")
@@ -192,6 +203,118 @@ async def _echo_once(args: argparse.Namespace, timeouts: Timeouts) -> int:
             if status != Status.SUCCESS:
                 break
         return int(status)
+
+
+# ---- store, import, stats ---------------------------------------------------------------
+
+
+def _add_ingest_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
+    store = commands.add_parser(
+        "store", help="send DICOM files and folders to a remote AE (Storage SCU)"
+    )
+    store.add_argument("host")
+    store.add_argument("port", type=int)
+    store.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
+    store.add_argument("--aet", default="ARCHIVE", help="our (calling) AE title")
+    store.add_argument("--aec", default="ANY-SCP", help="the called AE title")
+    store.add_argument("-j", "--jobs", type=int, default=1, help="concurrent associations")
+    store.add_argument("--timeout", type=float, default=30.0, help="seconds for each step")
+    store.add_argument(
+        "--max-pdu", type=int, default=65536, help="Maximum Length we receive (PS3.8 D.1)"
+    )
+
+    imp = commands.add_parser(
+        "import", help="import DICOM files and folders into the data folder (offline)"
+    )
+    imp.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
+    imp.add_argument("--config", type=Path, help="TOML configuration file")
+    imp.add_argument("--data", help="data folder (overrides node.data_dir)")
+    imp.add_argument("-j", "--jobs", type=int, default=4, help="concurrent ingests")
+
+    stats = commands.add_parser("stats", help="counts of what the archive holds")
+    stats.add_argument("--config", type=Path, help="TOML configuration file")
+    stats.add_argument("--data", help="data folder (overrides node.data_dir)")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _store(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    for flag, title in (("--aet", args.aet), ("--aec", args.aec)):
+        if not 1 <= len(title.strip(" ")) <= 16 or len(title) > 16:
+            print(f"archive store: {flag} {title!r} is not 1 to 16 characters", file=sys.stderr)
+            return EXIT_USAGE
+    if args.jobs < 1 or args.timeout <= 0 or not 0 <= args.max_pdu <= 0xFFFFFFFF:
+        print("archive store: -j, --timeout and --max-pdu must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    t = args.timeout
+    options = StoreOptions(
+        host=args.host,
+        port=args.port,
+        calling_ae=args.aet,
+        called_ae=args.aec,
+        jobs=args.jobs,
+        timeouts=Timeouts(artim=t, network=t, dimse=t, connect=t),
+        max_pdu_length=args.max_pdu,
+    )
+    report = run(send_files(args.paths, options))
+    print(report.summary("sent"))
+    return _ingest_exit(report, "store")
+
+
+def _import(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else Config()
+    config = with_overrides(config, data_dir=args.data)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    if args.jobs < 1:
+        print("archive import: -j must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    report = run(import_files(args.paths, config, jobs=args.jobs), config.node.loop)
+    print(report.summary("imported"))
+    return _ingest_exit(report, "import")
+
+
+def _ingest_exit(report: Report, command: str) -> int:
+    """Exit status of a store/import run: the worst thing that happened to a file."""
+    if not any(r.sop_instance_uid for r in report.results):
+        print(f"archive {command}: no DICOM instances found", file=sys.stderr)
+        return EXIT_USAGE
+    worst = report.worst()
+    if worst is None:
+        return EXIT_OK
+    return {
+        Cause.REJECTED: EXIT_REJECTED,
+        Cause.NETWORK: EXIT_ABORTED,
+        Cause.TIMEOUT: EXIT_TIMEOUT,
+    }.get(worst, EXIT_FAILED_STATUS)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from archive.node import INDEX_FILE
+
+    config = load_config(args.config) if args.config else Config()
+    config = with_overrides(config, data_dir=args.data)
+    path = Path(config.node.data_dir) / INDEX_FILE
+    if not path.is_file():
+        print(f"archive stats: no index at {path}", file=sys.stderr)
+        return EXIT_USAGE
+    stats = run(_read_stats(path), config.node.loop)
+    if args.json:
+        print(msgspec.json.encode(stats).decode())
+        return EXIT_OK
+    for name in ("patients", "studies", "series", "instances"):
+        print(f"{name:<10} {getattr(stats, name)}")
+    print(f"{'bytes':<10} {human_bytes(stats.bytes)} ({stats.bytes})")
+    return EXIT_OK
+
+
+async def _read_stats(path: Path) -> Stats:
+    index = await Index.open(path, readers=1)
+    try:
+        return await index.stats()
+    finally:
+        await index.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,6 +59,9 @@ class Connection(asyncio.Protocol):
         self._high_water = high_water
         self._reading_paused = False
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._deadline = 0.0
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._sock: socket.socket | None = None
@@ -94,6 +97,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -144,21 +150,43 @@ class Connection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     async def wait_readable(self, timeout: float) -> bool:
-        """Wait until data or end of stream arrives; False if ``timeout`` passed first."""
+        """Wait until data or end of stream arrives; False if ``timeout`` passed first.
+
+        One timer per connection, re-armed lazily: each wait only moves the
+        deadline, and the timer, when it fires early, re-arms itself for the
+        current deadline. A chatty association therefore schedules almost no
+        timers, yet every wait is bounded.
+        """
         if self.closed:
             return True
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
-        timer = loop.call_later(timeout, _expire, waiter)
+        self._deadline = deadline = loop.time() + timeout
+        if self._timer is None or self._timer_when > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
+            self._timer_when = deadline
         try:
             await waiter
         except TimeoutError:
             return False
         finally:
-            timer.cancel()
             self._waiter = None
         return True
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+            self._timer_when = self._deadline
 
     def write(self, chunks: list[bytes | memoryview]) -> None:
         if self.closed or self.transport is None:
@@ -180,7 +208,3 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())

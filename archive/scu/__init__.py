@@ -18,6 +18,7 @@ from archive.scu.store import (
     probe_all,
     read_chunks,
     send_files,
+    status_result,
 )
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "probe_all",
     "read_chunks",
     "send_files",
+    "status_result",
 ]
