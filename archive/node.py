@@ -64,6 +64,7 @@ class Storage:
                 log.warning("recovery: removing unreadable %s: %s", relative, exc)
                 await self.files.remove(relative)
                 continue
+            uid = scanned.attrs.sop_instance_uid
             await self.index.replace(
                 StoredInstance(
                     attrs=scanned.attrs,
@@ -75,6 +76,7 @@ class Storage:
                     received_at=time.time(),
                 )
             )
+            await self.files.remove_other_versions(uid, keep=relative)
         if placed:
             log.info("recovery: re-indexed %d instance(s) in flight at the last stop", len(placed))
 

@@ -265,13 +265,14 @@ class HeaderReader:
     def feed(self, data: bytes | bytearray | memoryview) -> bool:
         """Take the next fragment of the data set; return :attr:`done`.
 
-        Raises :class:`HeaderError` when the bytes cannot be a data set, and again on
-        every later call. Deflated input is inflated a whole :data:`INFLATE_BLOCK` at
-        a time, so there the last bytes of the header may only be read by
-        :meth:`finish`.
+        Feed every fragment, to the end: once :attr:`done`, values are no longer
+        read but element headers are still walked (a cheap skip counter for a long
+        Pixel Data), so :meth:`finish` can tell a whole data set from a truncated
+        one. Raises :class:`HeaderError` when the bytes cannot be a data set, and
+        again on every later call. Deflated input is inflated a whole
+        :data:`INFLATE_BLOCK` at a time, so there the last bytes of the header may
+        only be read by :meth:`finish`.
         """
-        if self._done:
-            return True
         if self._error is not None:
             raise self._error
         try:
@@ -297,11 +298,10 @@ class HeaderReader:
                 return
             self._inflate_block(bytes(held))
             held.clear()
-        while len(view) >= INFLATE_BLOCK and not self._done:
+        while len(view) >= INFLATE_BLOCK:
             self._inflate_block(view[:INFLATE_BLOCK])
             view = view[INFLATE_BLOCK:]
-        if not self._done:
-            held += view
+        held += view
 
     def _inflate_block(self, block: bytes | memoryview) -> None:
         inflater = self._inflater
@@ -315,8 +315,6 @@ class HeaderReader:
                 out = inflater.decompress(pending, INFLATE_CHUNK)
                 if out:
                     self._parse(memoryview(out))
-                    if self._done:
-                        return
                 pending = inflater.unconsumed_tail
                 if not pending and not out:
                     return
@@ -331,20 +329,20 @@ class HeaderReader:
         """
         if self._error is not None:
             raise self._error
-        if not self._done and self._inflater is not None:
+        if self._inflater is not None:
             try:
                 self._inflate_block(bytes(self._deflated))
             except HeaderError as exc:
                 self._error = exc
                 raise
             self._deflated.clear()
-        if not self._done:
-            truncated = self._buf or self._skip or self._want or self._depth
-            if self._inflater is not None and not self._inflater.eof:
-                truncated = True
-            if truncated:
-                self._error = _cannot_understand("data set truncated in its header")
-                raise self._error
+        truncated = self._buf or self._skip or self._want or self._depth
+        if self._inflater is not None and not self._inflater.eof:
+            truncated = True
+        if truncated:
+            where = "after its header" if self._done else "in its header"
+            self._error = _cannot_understand(f"data set truncated {where}")
+            raise self._error
         return self._attributes()
 
     # --- parsing -------------------------------------------------------------------
@@ -428,9 +426,12 @@ class HeaderReader:
 
                 if not depth:
                     tag = group << 16 | elem
-                    if tag > _LAST_WANTED:  # Pixel Data, or past all we want
+                    if tag > _LAST_WANTED:
+                        # Pixel Data, or past all we want: from here on every
+                        # value is stepped over, but element headers are still
+                        # walked to the end, so a data set cut short (or bytes
+                        # that are no data set at all) is caught in finish().
                         self._done = True
-                        return
                     if length == _UNDEFINED:
                         depth = 1
                         if vr == b"UN":
@@ -438,7 +439,7 @@ class HeaderReader:
                             mode = _IMPLICIT_LE
                             tag_length, tag_vr_length, long_length = _STRUCTS[mode]
                         continue
-                    if tag not in wanted_tags or vr == b"SQ":
+                    if self._done or tag not in wanted_tags or vr == b"SQ":
                         pos += length  # past end: the loop turns the excess into skip
                         continue
                     if length > MAX_VALUE_LENGTH:

@@ -53,6 +53,7 @@ __all__ = [
 
 _STAGED_COLUMNS = (
     "seq",
+    "patient_key",
     "patient_id",
     "issuer_of_patient_id",
     "patient_name",
@@ -139,12 +140,12 @@ SELECT_REFUSED = "SELECT seq, sop_instance_uid FROM temp.refused ORDER BY seq"
 # "WHERE true" keeps the parser from reading ON CONFLICT as a join constraint.
 # ORDER BY seq makes the latest instance's values win (see the module docstring).
 UPSERT_PATIENTS = """
-INSERT INTO patient (patient_id, issuer_of_patient_id, patient_name, patient_name_folded,
-                     patient_birth_date, patient_sex, specific_character_set)
-SELECT patient_id, issuer_of_patient_id, patient_name, patient_name_folded,
+INSERT INTO patient (patient_key, patient_id, issuer_of_patient_id, patient_name,
+                     patient_name_folded, patient_birth_date, patient_sex, specific_character_set)
+SELECT patient_key, patient_id, issuer_of_patient_id, patient_name, patient_name_folded,
        patient_birth_date, patient_sex, specific_character_set
 FROM temp.staged WHERE true ORDER BY seq
-ON CONFLICT (patient_id, issuer_of_patient_id) DO UPDATE SET
+ON CONFLICT (patient_key) DO UPDATE SET
     patient_name = coalesce(nullif(excluded.patient_name, ''), patient.patient_name),
     patient_name_folded =
         coalesce(nullif(excluded.patient_name_folded, ''), patient.patient_name_folded),
@@ -163,7 +164,7 @@ SELECT s.study_instance_uid, p.pk, s.study_date, s.study_time, s.accession_numbe
        s.study_id, s.study_description, s.referring_physician_name, s.specific_character_set
 FROM temp.staged AS s
 JOIN patient AS p
-  ON p.patient_id = s.patient_id AND p.issuer_of_patient_id = s.issuer_of_patient_id
+  ON p.patient_key = s.patient_key
 WHERE true ORDER BY s.seq
 ON CONFLICT (study_instance_uid) DO UPDATE SET
     study_date = coalesce(nullif(excluded.study_date, ''), study.study_date),
@@ -218,7 +219,7 @@ TOUCH_STAGED_PATIENTS = """
 INSERT OR IGNORE INTO temp.touched_patient (pk)
 SELECT patient_pk FROM temp.staged
 UNION SELECT p.pk FROM patient AS p JOIN temp.staged AS s
-      ON p.patient_id = s.patient_id AND p.issuer_of_patient_id = s.issuer_of_patient_id
+      ON p.patient_key = s.patient_key
 """
 
 INSERT_INSTANCES = """
@@ -368,10 +369,25 @@ WHERE i.sop_instance_uid = ?
 """
 
 
+def patient_key(patient_id: str, issuer: str, study_instance_uid: str) -> str:
+    """The patient row an instance belongs to.
+
+    Patient ID plus Issuer of Patient ID (PS3.4 C.6.1.1.2: Patient ID is the
+    level's unique key; LO values cannot hold a backslash, so it separates them
+    unambiguously). Patient ID is Type 2: an empty one identifies nobody, so such
+    an instance gets a patient of its own study rather than being merged with
+    every other instance that lacks an ID.
+    """
+    if patient_id:
+        return f"{patient_id}\\{issuer}"
+    return f"\\study\\{study_instance_uid}"
+
+
 def _staged_row(seq: int, item: StoredInstance) -> tuple[object, ...]:
     a = item.attrs
     return (
         seq,
+        patient_key(a.patient_id, a.issuer_of_patient_id, a.study_instance_uid),
         a.patient_id,
         a.issuer_of_patient_id,
         a.patient_name,

@@ -220,7 +220,7 @@ class Association:
         pdus = message_pdus(context_id, command, dataset, self.negotiated.peer_max_pdu)
         self.ul.send_data(pdus)
         self.flush()
-        await self.conn.drain()
+        await self._drain()
 
     async def send_streaming(
         self,
@@ -243,11 +243,21 @@ class Association:
             if pending is not None:
                 self.ul.send_data(dataset_pdus(context_id, pending, False, max_pdu))
                 self.flush()
-                await self.conn.drain()
+                await self._drain()
             pending = chunk
         self.ul.send_data(dataset_pdus(context_id, pending or b"", True, max_pdu))
         self.flush()
-        await self.conn.drain()
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Flow control with the network timeout: a peer that stops reading is aborted."""
+        try:
+            await self.conn.drain(self.timeouts.network)
+        except TimeoutError:
+            self._set_outcome(Outcome.TIMEOUT, "peer stopped reading")
+            self.abort("peer stopped reading")
+            self.conn.close()
+            raise AssociationTimeout(f"peer read nothing for {self.timeouts.network:g} s") from None
 
     # ---- ending -----------------------------------------------------------------------
 

@@ -196,15 +196,18 @@ class Connection(asyncio.Protocol):
         else:
             self.transport.writelines(chunks)
 
-    async def drain(self) -> None:
-        """Wait while the transport's write buffer is over its high-water mark."""
+    async def drain(self, timeout: float) -> None:
+        """Wait while the transport's write buffer is over its high-water mark.
+
+        Raises TimeoutError if the peer has not read for ``timeout`` seconds.
+        """
         if not self._write_paused or self.closed:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._drain_waiters.append(waiter)
-        await waiter
+        async with asyncio.timeout(timeout):
+            await waiter
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-

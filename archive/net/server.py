@@ -30,7 +30,13 @@ from archive.dicom.errors import (
 from archive.dicom.ul.machine import Role, UpperLayer
 from archive.dicom.ul.negotiation import AcceptorPolicy, Negotiated, negotiate
 from archive.dicom.ul.pdu import AAssociateAc, AAssociateRj, AAssociateRq, AReleaseRq
-from archive.net.association import Association, Outcome, Timeouts, describe_reject
+from archive.net.association import (
+    Association,
+    AssociationError,
+    Outcome,
+    Timeouts,
+    describe_reject,
+)
 from archive.net.connection import Connection
 from archive.services import DatasetInterrupted, Registry, Request, failure
 
@@ -137,6 +143,8 @@ class Server:
             assoc.abort("shutdown")
             conn.close()
             raise
+        except AssociationError:
+            pass  # the outcome (timeout, abort) is recorded and logged below
         except Exception:
             log.exception("association from %s failed", conn.peer[0])
             assoc.abort("internal error")

@@ -39,6 +39,7 @@ from archive.dicom.dimse import CStoreRq
 from archive.dicom.dimse.status import StatusCategory, category
 from archive.dicom.errors import LocalProtocolError
 from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMeta
+from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE
 from archive.dicom.ul.negotiation import MAX_CONTEXTS
 from archive.errors import ArchiveError
 from archive.net import (
@@ -61,6 +62,7 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 MAX_SKIPPED_LISTED = 20
 #: Concurrent meta reads while probing.
 PROBE_CONCURRENCY = 8
+_PAD = b"\x00"
 
 
 class Kind(enum.Enum):
@@ -120,11 +122,6 @@ class Report:
     @property
     def bytes(self) -> int:
         return sum(r.nbytes for r in self.results if r.kind in (Kind.SENT, Kind.WARNING))
-
-    @property
-    def attempted(self) -> int:
-        """Files that were instances to send (everything but the skipped)."""
-        return sum(1 for r in self.results if r.kind is not Kind.SKIPPED)
 
     def worst(self) -> Cause | None:
         """The worst cause of failure, or None when every instance succeeded."""
@@ -268,14 +265,18 @@ async def read_chunks(
     """The data set of ``item`` from disk, each chunk read in a thread.
 
     ``stop`` is checked between chunks: once the connection is gone there is no
-    point reading the rest of a large file. A read error (or a file shorter
-    than it was when probed) raises :class:`FileReadError`.
+    point reading the rest of a large file. A read error, or a file whose size
+    changed since it was probed, raises :class:`FileReadError`. An odd-length
+    deflated data set gets the pad byte PS3.5 A.5 requires.
     """
     # A generator in fact: closing it closes the file at once on an early exit.
     blocks = cast("Generator[bytes, None, None]", dataset_chunks(item.path, item.offset, chunk))
     sent = 0
+    pad = item.size % 2 == 1 and item.meta.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE
     try:
-        while True:
+        # Stop at the probed size rather than on an empty read: one thread hop
+        # fewer per file, which is most of the cost for small instances.
+        while sent < item.size:
             if stop is not None and stop():
                 return
             try:
@@ -285,11 +286,16 @@ async def read_chunks(
             if block is None:
                 break
             sent += len(block)
+            if sent > item.size:
+                break
+            if pad and sent == item.size:
+                # Some writers forgot the pad, and peers (DCMTK) refuse odd fragments.
+                block += _PAD
             yield memoryview(block)
     finally:
         blocks.close()
     if sent != item.size:
-        raise FileReadError(f"file changed while sending ({sent} of {item.size} bytes read)")
+        raise FileReadError(f"file changed while sending ({sent} bytes, not {item.size})")
 
 
 # ---- planning associations ----------------------------------------------------------

@@ -10,7 +10,9 @@ Statuses (PS3.4 B.2.3, PS3.7 C):
   rewritten) and, under ``keep`` (the default), for a duplicate with different
   content, which is not stored: the archive keeps what it acknowledged first, as
   dcm4chee and Orthanc do by default. A WARNING log line records it.
-- ``replace``: a different duplicate replaces the file and its row (Success).
+- ``replace``: a different duplicate replaces the file and its row (Success). The
+  new file is placed beside the old one and the old one removed only after the
+  index commit, so a failed replacement leaves the instance held intact.
 - ``reject``: a different duplicate fails with 0x0111 Duplicate SOP Instance
   (PS3.7 C.4.x general failure), with an error comment.
 - 0xA700 Refused, Out of Resources: disk full, I/O error, index failure.
@@ -55,6 +57,7 @@ class Writer(Protocol):
 class Files(Protocol):
     def begin(self, sop_instance_uid: str, file_meta: bytes) -> Writer: ...
     async def remove(self, relative: str) -> None: ...
+    async def remove_other_versions(self, sop_instance_uid: str, keep: str) -> None: ...
 
 
 class Held(Protocol):
@@ -122,8 +125,7 @@ class Ingest:
         placed = False
         try:
             async for fragment in fragments:
-                if not header.done:
-                    header.feed(fragment)
+                header.feed(fragment)
                 await writer.write(fragment)
             attrs = header.finish()
             check_store_request(attrs, sop_class_uid, sop_instance_uid)
@@ -186,6 +188,9 @@ class Ingest:
                 else:
                     await self.index.add(item)
                 await writer.release()
+                if replace:
+                    # Only now is the old version unreferenced.
+                    await self.files.remove_other_versions(uid, keep=path)
                 return SUCCESS
         finally:
             if not lock.locked() and self._locks.get(uid) is lock:

@@ -8,8 +8,11 @@ no directory grows past a few hundred entries per million instances) and the
 directory is flushed too. The temporary name stays linked until the index row
 is committed: it is the journal of what was in flight. After a crash,
 :meth:`FileStore.recover` looks only at ``tmp/``: a part file whose final path
-is the same inode was placed but maybe never indexed (the caller re-indexes it);
-any other part file is half-written and removed. Nothing half-written is ever at
+(or replacement path, see :func:`replacement_path`) is the same inode was
+placed but maybe never indexed (the caller re-indexes it); any other part file
+is half-written and removed. A replacement never overwrites the version the
+index holds: it is placed beside it, and the old file goes only after the
+index commit. Nothing half-written is ever at
 a final path, and recovery costs O(in flight), not O(archive).
 
 Blocking calls (open, write, fsync, link) run in the store's own bounded thread
@@ -67,6 +70,16 @@ def relative_path(sop_instance_uid: str) -> str:
     return f"{INSTANCES}/{digest[:2]}/{digest[2:4]}/{sop_instance_uid}.dcm"
 
 
+def replacement_path(sop_instance_uid: str, token: str) -> str:
+    """Where a replacement of an instance goes: beside it, under its own name.
+
+    The ``r`` keeps the name from ever reading as another UID's file (UIDs hold
+    digits and dots only). The old version stays until the index has switched
+    to the new one, so a failed replacement loses nothing.
+    """
+    return f"{relative_path(sop_instance_uid)[:-4]}.r{token}.dcm"
+
+
 def safe_uid(uid: str) -> bool:
     """A UID usable as a file name: digits and dots only, 1-64 characters."""
     return 0 < len(uid) <= 64 and all(c.isdigit() or c == "." for c in uid) and uid.isascii()
@@ -104,6 +117,28 @@ class FileStore:
     async def remove(self, relative: str) -> None:
         await self.run(_unlink_quietly, self.root / relative)
 
+    async def remove_other_versions(self, sop_instance_uid: str, keep: str) -> None:
+        """Delete every file of this instance but ``keep`` (after a replacement)."""
+        await self.run(self._remove_other_versions_sync, sop_instance_uid, keep)
+
+    def _remove_other_versions_sync(self, uid: str, keep: str) -> None:
+        canonical = self.root / relative_path(uid)
+        folder = canonical.parent
+        removed = False
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return
+        prefix = uid + ".r"
+        for name in names:
+            if name == canonical.name or (name.startswith(prefix) and name.endswith(".dcm")):
+                path = folder / name
+                if path.relative_to(self.root).as_posix() != keep:
+                    _unlink_quietly(path)
+                    removed = True
+        if removed and self.durable:
+            _fsync_dir(folder)
+
     async def recover(self) -> list[str]:
         """Clear ``tmp/`` after a crash; the relative paths to re-index (see module doc)."""
         return await self.run(self._recover_sync)
@@ -111,18 +146,19 @@ class FileStore:
     def _recover_sync(self) -> list[str]:
         tmp = self.root / TMP
         placed: list[str] = []
-        for part in sorted(tmp.glob("*" + _PART)):
-            uid = part.name.split(".part")[0].rsplit(".", 1)[0]
-            relative = relative_path(uid) if safe_uid(uid) else ""
-            final = self.root / relative if relative else None
-            try:
-                if final is not None and final.exists() and os.path.samefile(part, final):
-                    placed.append(relative)
-            except OSError:
-                pass
+        for part in sorted(tmp.iterdir()):
+            # tmp/ is ours alone: whatever is not a part file is debris.
+            uid, _, token = part.name[: -len(_PART)].rpartition(".")
+            if part.name.endswith(_PART) and safe_uid(uid):
+                for relative in (relative_path(uid), replacement_path(uid, token)):
+                    final = self.root / relative
+                    try:
+                        if final.exists() and os.path.samefile(part, final):
+                            placed.append(relative)
+                            break
+                    except OSError:
+                        pass
             _unlink_quietly(part)
-        for leftover in tmp.glob("*.dcm.new"):
-            _unlink_quietly(leftover)
         if self.durable:
             _fsync_dir(tmp)
         return placed
@@ -137,7 +173,8 @@ class FileWriter:
         self.store = store
         self.uid = sop_instance_uid
         self.relative = relative_path(sop_instance_uid)
-        self._tmp = store.root / TMP / f"{sop_instance_uid}.{secrets.token_hex(4)}{_PART}"
+        self._token = secrets.token_hex(4)
+        self._tmp = store.root / TMP / f"{sop_instance_uid}.{self._token}{_PART}"
         self._pending: list[bytes | memoryview] = [file_meta]
         self._pending_size = len(file_meta)
         self._meta_pending = True
@@ -146,7 +183,6 @@ class FileWriter:
         self.size = len(file_meta)
         self.digest = ""
         self._placed = False
-        self._replaced = False
 
     async def write(self, fragment: memoryview) -> None:
         """Queue a data set fragment; every ~1 MiB goes to disk (the caller waits)."""
@@ -189,28 +225,37 @@ class FileWriter:
         return self.digest
 
     async def place(self, *, replace: bool = False) -> str:
-        """Link the finished file into its final path; returns that path (relative)."""
-        await self.store.run(self._place_sync, replace)
-        self._placed = True
-        self._replaced = replace
-        return self.relative
+        """Link the finished file into place; returns its path (relative).
 
-    def _place_sync(self, replace: bool) -> None:
-        final = self.store.root / self.relative
+        A first version goes to :func:`relative_path`; a replacement to
+        :func:`replacement_path`, beside the version it replaces, which the
+        caller removes (:meth:`FileStore.remove_other_versions`) once the index
+        points at the new one.
+        """
+        relative = replacement_path(self.uid, self._token) if replace else self.relative
+        await self.store.run(self._place_sync, relative)
+        self.relative = relative
+        self._placed = True
+        return relative
+
+    def _place_sync(self, relative: str) -> None:
+        final = self.store.root / relative
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            if replace:
-                staging = self.store.root / TMP / f"{self._tmp.name}.dcm.new"
-                os.link(self._tmp, staging)
-                os.replace(staging, final)
-            else:
-                os.link(self._tmp, final)
-            if self.store.durable:
-                _fsync_dir(final.parent)
+            os.link(self._tmp, final)
         except FileExistsError as exc:
-            raise AlreadyStored(f"{self.relative} exists") from exc
+            raise AlreadyStored(f"{relative} exists") from exc
         except OSError as exc:
             raise _store_error(exc, "place") from exc
+        if self.store.durable:
+            try:
+                _fsync_dir(final.parent)
+            except OSError as exc:
+                # Not known to be durable, so not placed: take the link back, or
+                # the UID could never be stored again (and recovery, which looks
+                # at tmp/, would not know of it).
+                _unlink_quietly(final)
+                raise _store_error(exc, "flush the folder of") from exc
 
     async def release(self) -> None:
         """The index holds the instance now: drop the in-flight marker."""
@@ -225,12 +270,9 @@ class FileWriter:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -2
-        if self._placed and self._replaced:
-            # The new content is already at the final path and the old row may
-            # still describe the old one: keep the in-flight marker so that
-            # recovery re-indexes the file from what it really holds.
-            return
         if self._placed:
+            # Always a name of its own (a first version, or a replacement beside
+            # the version still indexed): removing it touches nothing acknowledged.
             _unlink_quietly(self.store.root / self.relative)
         _unlink_quietly(self._tmp)
 

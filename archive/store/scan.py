@@ -49,8 +49,7 @@ def scan_file(path: str | os.PathLike[str]) -> ScannedFile:
     reader = HeaderReader(meta.transfer_syntax_uid)
     digest = hashlib.sha256()
     for block in dataset_chunks(path, offset):
-        if not reader.done:
-            reader.feed(block)
+        reader.feed(block)
         digest.update(block)
     return ScannedFile(
         meta=meta,

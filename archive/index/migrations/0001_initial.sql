@@ -16,7 +16,10 @@
 
 CREATE TABLE patient (
     pk                      INTEGER PRIMARY KEY,
-    -- Identity is Patient ID (0010,0020) + Issuer of Patient ID (0010,0021).
+    -- Identity is Patient ID (0010,0020) + Issuer of Patient ID (0010,0021);
+    -- an instance without a Patient ID gets a patient of its own study
+    -- (archive/index/batch.py patient_key).
+    patient_key             TEXT NOT NULL UNIQUE,
     patient_id              TEXT NOT NULL,
     issuer_of_patient_id    TEXT NOT NULL,
     patient_name            TEXT NOT NULL DEFAULT '',
@@ -28,9 +31,9 @@ CREATE TABLE patient (
     specific_character_set  TEXT NOT NULL DEFAULT '',
     number_of_studies       INTEGER NOT NULL DEFAULT 0,   -- (0020,1200)
     number_of_series        INTEGER NOT NULL DEFAULT 0,   -- (0020,1202)
-    number_of_instances     INTEGER NOT NULL DEFAULT 0,   -- (0020,1204)
-    UNIQUE (patient_id, issuer_of_patient_id)
+    number_of_instances     INTEGER NOT NULL DEFAULT 0    -- (0020,1204)
 );
+CREATE INDEX patient_by_id ON patient (patient_id, issuer_of_patient_id);
 CREATE INDEX patient_by_name ON patient (patient_name);
 CREATE INDEX patient_by_name_folded ON patient (patient_name_folded);
 CREATE INDEX patient_by_birth_date ON patient (patient_birth_date);

@@ -1,0 +1,404 @@
+"""Shared helpers of the store tests: make data sets, send them, read what was stored.
+
+Data sets are built with pydicom and encoded with the same function pynetdicom uses
+to put them on the wire (:func:`pynetdicom.dsutils.encode`), so "the bytes the SCU
+sent" are known exactly. Stored files are read back without our own code: the File
+Meta is walked here and by pydicom, the index is read with a read-only ``sqlite3``
+connection (or :meth:`archive.index.Index.record` on the node's loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import socket
+import sqlite3
+import struct
+import subprocess
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import UID, generate_uid
+from pynetdicom import AE
+from pynetdicom.dsutils import encode
+
+from archive.dicom.dimse import CStoreRq, CStoreRsp
+from archive.dicom.uids import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+)
+from archive.index import StoredInstance
+from archive.net import Timeouts, associate
+from archive.store import relative_path
+from tests.conftest import RunningNode
+from tests.interop.conftest import archive_command, stop, wait_listening
+
+HOST = "127.0.0.1"
+#: CT Image Storage, PS3.4 B.5.
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+#: Secondary Capture Image Storage, PS3.4 B.5.
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+#: Multi-frame Grayscale Word Secondary Capture Image Storage, PS3.4 B.5.
+MULTIFRAME_GRAYSCALE_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"
+
+NATIVE = (IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_EXPLICIT_VR_LE)
+
+#: PS3.7 C: the statuses the tests expect.
+SUCCESS = 0x0000
+DUPLICATE = 0x0111
+OUT_OF_RESOURCES = 0xA700
+DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+
+def new_uid() -> str:
+    uid: str = generate_uid()
+    return uid
+
+
+def make_dataset(
+    *,
+    sop_instance_uid: str | None = None,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    sop_class: str = CT_IMAGE,
+    patient_name: str = "Doe^John",
+    patient_id: str = "PID-1",
+    charset: str | None = None,
+    modality: str = "CT",
+    instance_number: int = 1,
+    series_number: int = 1,
+    pixel_bytes: int = 0,
+    seed: int = 0,
+) -> Dataset:
+    """A small composite instance with the attributes the index keeps.
+
+    ``pixel_bytes`` > 0 adds an 8-bit monochrome image of about that many bytes
+    (random but reproducible from ``seed``).
+    """
+    ds = Dataset()
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_instance_uid or new_uid()
+    ds.StudyDate = "20240102"
+    ds.StudyTime = "101500"
+    ds.AccessionNumber = "ACC-1"
+    ds.Modality = modality
+    ds.ReferringPhysicianName = "Ref^Doctor"
+    ds.StudyDescription = "Head"
+    ds.SeriesDescription = "Axial"
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = study_uid or new_uid()
+    ds.SeriesInstanceUID = series_uid or new_uid()
+    ds.StudyID = "S1"
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = instance_number
+    if pixel_bytes > 0:
+        columns = 64
+        while pixel_bytes // columns > 0xFFFF:
+            columns *= 4
+        rows = max(1, pixel_bytes // columns)
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = rows
+        ds.Columns = columns
+        ds.BitsAllocated = 8
+        ds.BitsStored = 8
+        ds.HighBit = 7
+        ds.PixelRepresentation = 0
+        ds.add_new(0x7FE00010, "OB", random.Random(seed).randbytes(rows * columns))
+    return ds
+
+
+def encode_dataset(ds: Dataset, transfer_syntax: str) -> bytes:
+    """The data set as pynetdicom puts it on the wire in ``transfer_syntax``."""
+    implicit = transfer_syntax == IMPLICIT_VR_LE
+    little = transfer_syntax != EXPLICIT_VR_BE
+    data = encode(ds, implicit, little, transfer_syntax == DEFLATED_EXPLICIT_VR_LE)
+    assert data is not None
+    return data
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---- sending ----------------------------------------------------------------------
+
+
+def pynetdicom_store(
+    port: int,
+    datasets: Sequence[Dataset],
+    transfer_syntax: str,
+    *,
+    calling_ae: str = "STORESCU",
+    called_ae: str = "ARCHIVE",
+) -> list[int]:
+    """C-STORE each data set on one pynetdicom association; the statuses."""
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        ae.add_requested_context(sop_class, [transfer_syntax])
+    assoc = ae.associate(HOST, port, ae_title=called_ae)
+    assert assoc.is_established, "association with the node failed"
+    statuses: list[int] = []
+    try:
+        for ds in datasets:
+            # pynetdicom picks the context from the file meta's transfer syntax.
+            ds.file_meta = _meta(ds, transfer_syntax)
+            status = assoc.send_c_store(ds)
+            statuses.append(int(status.Status) if "Status" in status else -1)
+    finally:
+        assoc.release()
+    return statuses
+
+
+def _meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return meta
+
+
+class Item:
+    """One instance to send with our SCU: command UIDs and the data set bytes."""
+
+    def __init__(self, sop_class: str, sop_instance_uid: str, data: bytes) -> None:
+        self.sop_class = sop_class
+        self.uid = sop_instance_uid
+        self.data = data
+
+    @classmethod
+    def of(cls, ds: Dataset, transfer_syntax: str) -> Item:
+        return cls(str(ds.SOPClassUID), str(ds.SOPInstanceUID), encode_dataset(ds, transfer_syntax))
+
+
+async def chunked(data: bytes, size: int = 16384) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def archive_store_async(
+    port: int,
+    items: Sequence[Item],
+    transfer_syntax: str,
+    *,
+    calling_ae: str = "OURSCU",
+    called_ae: str = "ARCHIVE",
+    max_pdu_length: int = 65536,
+    chunk: int = 16384,
+) -> list[CStoreRsp]:
+    """C-STORE each item with our own SCU on one association; the responses."""
+    contexts = [(c, [transfer_syntax]) for c in sorted({i.sop_class for i in items})]
+    responses: list[CStoreRsp] = []
+    async with await associate(
+        HOST,
+        port,
+        calling_ae=calling_ae,
+        called_ae=called_ae,
+        contexts=contexts,
+        max_pdu_length=max_pdu_length,
+        timeouts=Timeouts(artim=10, network=20, dimse=20, connect=5),
+    ) as assoc:
+        for item in items:
+            context = assoc.negotiated.context_for(item.sop_class, transfer_syntax)
+            assert context is not None, f"{item.sop_class} in {transfer_syntax} not accepted"
+            rq = CStoreRq(
+                message_id=assoc.next_message_id(),
+                affected_sop_class_uid=item.sop_class,
+                affected_sop_instance_uid=item.uid,
+            )
+            responses.append(await assoc.store(context.id, rq, chunked(item.data, chunk)))
+    return responses
+
+
+def archive_store(port: int, items: Sequence[Item], transfer_syntax: str, **kw: Any) -> list[int]:
+    """:func:`archive_store_async` from synchronous code; the statuses."""
+    responses = asyncio.run(archive_store_async(port, items, transfer_syntax, **kw))
+    return [rsp.status for rsp in responses]
+
+
+# ---- reading what was stored -------------------------------------------------------
+
+
+def data_dir(node: RunningNode) -> Path:
+    return Path(node.config.node.data_dir)
+
+
+def stored_path(root: Path, sop_instance_uid: str) -> Path:
+    """The indexed file of an instance (a replacement lives beside the first
+    version's place), else where a first version goes."""
+    row = index_row(root, sop_instance_uid) if (root / "index.sqlite").exists() else None
+    return root / (row["path"] if row is not None else relative_path(sop_instance_uid))
+
+
+def split_part10(
+    blob: bytes, *, zero_preamble: bool = True
+) -> tuple[dict[int, tuple[bytes, bytes]], int]:
+    """Group 0002 of a Part 10 file as {element: (VR, raw value)} and the data set offset.
+
+    Walked element by element here (Explicit VR LE, PS3.10 7.1), independently of
+    :mod:`archive.dicom.filemeta`.
+    """
+    if zero_preamble:
+        assert blob[:128] == bytes(128), "preamble is not 128 zero bytes"
+    assert blob[128:132] == b"DICM"
+    offset = 132
+    elements: dict[int, tuple[bytes, bytes]] = {}
+    while offset + 8 <= len(blob):
+        group, element = struct.unpack_from("<HH", blob, offset)
+        if group != 0x0002:
+            break
+        vr = blob[offset + 4 : offset + 6]
+        if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT", b"UC", b"UR"):
+            (length,) = struct.unpack_from("<L", blob, offset + 8)
+            start = offset + 12
+        else:
+            (length,) = struct.unpack_from("<H", blob, offset + 6)
+            start = offset + 8
+        elements[element] = (vr, blob[start : start + length])
+        offset = start + length
+    return elements, offset
+
+
+def read_stored(root: Path, sop_instance_uid: str) -> tuple[dict[int, tuple[bytes, bytes]], bytes]:
+    """File Meta elements and data set bytes of the stored file."""
+    blob = stored_path(root, sop_instance_uid).read_bytes()
+    meta, offset = split_part10(blob)
+    return meta, blob[offset:]
+
+
+def ui(value: str) -> bytes:
+    """A UI value as encoded: NUL-padded to even length (PS3.5 6.2)."""
+    raw = value.encode()
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def text(value: str) -> bytes:
+    """An AE/SH value as encoded: space-padded to even length."""
+    raw = value.encode()
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def index_row(root: Path, sop_instance_uid: str) -> dict[str, Any] | None:
+    """The instance row joined with its series, study and patient, read-only."""
+    with _readonly(root) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute(
+            "SELECT i.*, se.series_instance_uid, se.modality, se.number_of_instances"
+            " AS series_instances, st.study_instance_uid, st.number_of_series AS"
+            " study_series, st.number_of_instances AS study_instances,"
+            " st.modalities_in_study, st.sop_classes_in_study, p.patient_name,"
+            " p.patient_id FROM instance i JOIN series se ON se.pk = i.series_pk"
+            " JOIN study st ON st.pk = i.study_pk JOIN patient p ON p.pk = st.patient_pk"
+            " WHERE i.sop_instance_uid = ?",
+            (sop_instance_uid,),
+        ).fetchone()
+    return None if row is None else dict(row)
+
+
+def all_rows(root: Path) -> dict[str, tuple[str, int, str]]:
+    """Every instance row: uid -> (path, size, digest)."""
+    with _readonly(root) as conn:
+        rows = conn.execute("SELECT sop_instance_uid, path, size, digest FROM instance").fetchall()
+    return {uid: (path, size, digest) for uid, path, size, digest in rows}
+
+
+class _readonly:
+    def __init__(self, root: Path) -> None:
+        self.conn = sqlite3.connect(f"file:{root / 'index.sqlite'}?mode=ro", uri=True, timeout=10)
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+def record(node: RunningNode, sop_instance_uid: str) -> StoredInstance | None:
+    """:meth:`Index.record` run on the node's loop."""
+    assert node.node is not None
+    assert node.loop is not None
+    index = node.node.storage.index
+    assert index is not None
+    future = asyncio.run_coroutine_threadsafe(index.record(sop_instance_uid), node.loop)
+    return future.result(10)
+
+
+def files_under(root: Path, *patterns: str) -> list[Path]:
+    """Every file under ``root`` matching any of ``patterns`` (recursive)."""
+    found: list[Path] = []
+    for pattern in patterns:
+        found.extend(p for p in root.rglob(pattern) if p.is_file())
+    return sorted(found)
+
+
+def leftovers(root: Path) -> list[Path]:
+    """What must never stay behind: anything in tmp/, part and staging files."""
+    tmp = [p for p in (root / "tmp").iterdir()] if (root / "tmp").exists() else []
+    return sorted({*tmp, *files_under(root, "*.part", "*.new")})
+
+
+def instance_files(root: Path) -> list[Path]:
+    return files_under(root / "instances", "*.dcm") if (root / "instances").exists() else []
+
+
+def pid_rss(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in bytes, from /proc/PID/status."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def serve(root: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``archive serve`` on 127.0.0.1:``port`` with data folder ``root``, listening."""
+    command = [*archive_command(), "serve", "--data", str(root), "--port", str(port)]
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(
+            [*command, "--host", HOST],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_listening(port, proc, 20)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def fixed_port() -> int:
+    """A free port below the ephemeral range, for a server restarted on the same port.
+
+    Clients that reconnect in a loop while the server is down could otherwise be
+    given that very port as their source port and connect to themselves (TCP
+    simultaneous open), which would keep the restarted server from binding it.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")

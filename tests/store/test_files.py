@@ -1,0 +1,397 @@
+"""archive/store/files.py in isolation: FileWriter, FileStore.recover, paths."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from archive.store import AlreadyStored, FileStore, FileWriter, StoreError, relative_path, safe_uid
+from archive.store.files import FLUSH_SIZE
+
+T = TypeVar("T")
+
+UID = "1.2.826.0.1.3680043.8.498.12345"
+META = b"\0" * 128 + b"DICM" + b"fake group 0002 bytes, the writer does not look at them"
+
+
+def run(fn: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await fn()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    store = FileStore(tmp_path / "data", durable=True, workers=2)
+    run(store.open)
+    yield store
+    store.close()
+
+
+def parts(store: FileStore) -> list[Path]:
+    return sorted((store.root / "tmp").iterdir())
+
+
+def fragments(total: int, size: int, seed: int = 0) -> list[bytes]:
+    data = random.Random(seed).randbytes(total)
+    return [data[i : i + size] for i in range(0, total, size)]
+
+
+async def write_all(writer: FileWriter, chunks: list[bytes]) -> str:
+    for chunk in chunks:
+        await writer.write(memoryview(chunk))
+    return await writer.finish()
+
+
+# ---- paths ---------------------------------------------------------------------------
+
+
+def test_relative_path_fans_out_by_sha1() -> None:
+    digest = hashlib.sha1(UID.encode()).hexdigest()
+    assert relative_path(UID) == f"instances/{digest[:2]}/{digest[2:4]}/{UID}.dcm"
+
+
+@pytest.mark.parametrize(
+    ("uid", "ok"),
+    [
+        ("1.2.3", True),
+        ("1" * 64, True),
+        ("1" * 65, False),
+        ("", False),
+        ("1.2.3/../4", False),
+        ("1.2.x", False),
+        ("1.2.3 ", False),
+        ("1.2.\u0663", False),  # ARABIC-INDIC DIGIT THREE: isdigit() but not ASCII
+    ],
+)
+def test_safe_uid(uid: str, ok: bool) -> None:
+    assert safe_uid(uid) is ok
+
+
+def test_unsafe_uid_is_refused(store: FileStore) -> None:
+    with pytest.raises(StoreError) as info:
+        store.begin("../../etc/passwd", META)
+    assert info.value.no_space is False
+    assert parts(store) == []
+
+
+# ---- the write recipe ------------------------------------------------------------------
+
+
+def test_write_finish_place_release(store: FileStore) -> None:
+    chunks = fragments(3 * FLUSH_SIZE + 12345, 65536)
+    writer = store.begin(UID, META)
+    digest = run(lambda: write_all(writer, chunks))
+    (part,) = parts(store)
+    assert part.name.startswith(UID + ".")
+    assert part.name.endswith(".part")
+    relative = run(writer.place)
+    # The part file is the in-flight journal until release.
+    assert os.path.samefile(part, store.path(relative))
+    run(writer.release)
+    assert not part.exists()
+    body = b"".join(chunks)
+    assert digest == hashlib.sha256(body).hexdigest()
+    assert writer.digest == digest
+    assert relative == relative_path(UID)
+    assert store.path(relative).read_bytes() == META + body
+    assert writer.size == len(META) + len(body)
+    assert parts(store) == []
+
+
+def test_writes_reach_disk_every_flush_size(store: FileStore) -> None:
+    """Fragments are not all held until finish: ~1 MiB at a time goes to the part file."""
+    writer = store.begin(UID, META)
+
+    async def go() -> None:
+        for chunk in fragments(FLUSH_SIZE + 1000, 50_000):
+            await writer.write(memoryview(chunk))
+        (part,) = parts(store)
+        assert part.stat().st_size >= FLUSH_SIZE
+        await writer.discard()
+
+    run(go)
+    assert parts(store) == []
+
+
+def test_empty_dataset(store: FileStore) -> None:
+    writer = store.begin(UID, META)
+
+    async def go() -> str:
+        digest = await writer.finish()
+        await writer.place()
+        await writer.release()
+        return digest
+
+    assert run(go) == hashlib.sha256(b"").hexdigest()
+    assert store.path(relative_path(UID)).read_bytes() == META
+
+
+def test_discard_before_finish(store: FileStore) -> None:
+    writer = store.begin(UID, META)
+
+    async def go() -> None:
+        for chunk in fragments(2 * FLUSH_SIZE, 100_000):
+            await writer.write(memoryview(chunk))
+        assert len(parts(store)) == 1
+        await writer.discard()
+
+    run(go)
+    assert parts(store) == []
+    assert not store.path(relative_path(UID)).exists()
+
+
+def test_discard_after_place_removes_the_placed_file(store: FileStore) -> None:
+    writer = store.begin(UID, META)
+
+    async def go() -> None:
+        await write_all(writer, fragments(5000, 1000))
+        await writer.place()
+        await writer.discard()
+
+    run(go)
+    assert parts(store) == []
+    assert not store.path(relative_path(UID)).exists()
+
+
+def test_place_over_existing_is_already_stored(store: FileStore) -> None:
+    final = store.path(relative_path(UID))
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"held")
+    writer = store.begin(UID, META)
+
+    async def go() -> None:
+        await write_all(writer, fragments(5000, 1000))
+        with pytest.raises(AlreadyStored):
+            await writer.place()
+        await writer.discard()
+
+    run(go)
+    assert final.read_bytes() == b"held"
+    assert parts(store) == []
+
+
+def test_place_replace(store: FileStore) -> None:
+    """A replacement goes beside the version held, which stays until removed."""
+    final = store.path(relative_path(UID))
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"old content")
+    chunks = fragments(5000, 999)
+    writer = store.begin(UID, META)
+    run(lambda: write_all(writer, chunks))
+    placed = run(lambda: writer.place(replace=True))
+    assert placed != relative_path(UID)
+    assert placed.startswith(relative_path(UID)[:-4] + ".r")
+    new = store.path(placed)
+    (part,) = parts(store)  # the journal
+    assert os.path.samefile(part, new)
+    assert final.read_bytes() == b"old content"  # untouched until the index switched
+    run(writer.release)
+    run(lambda: store.remove_other_versions(UID, keep=placed))
+    assert not final.exists()
+    assert new.read_bytes() == META + b"".join(chunks)
+    assert parts(store) == []
+
+
+def test_discard_after_replace_keeps_the_old_version(store: FileStore) -> None:
+    """A failed replacement removes only its own file: the version held stays."""
+    final = store.path(relative_path(UID))
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"old content")
+    writer = store.begin(UID, META)
+
+    async def go() -> tuple[str, list[str]]:
+        await write_all(writer, fragments(100, 10))
+        placed = await writer.place(replace=True)
+        await writer.discard()
+        return placed, await store.recover()
+
+    placed, recovered = run(go)
+    assert recovered == []
+    assert not store.path(placed).exists()
+    assert final.read_bytes() == b"old content"
+    assert parts(store) == []
+
+
+def test_recover_finds_a_placed_replacement(store: FileStore) -> None:
+    """A crash between placing a replacement and the index commit: recovery names it."""
+    final = store.path(relative_path(UID))
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"old content")
+    writer = store.begin(UID, META)
+
+    async def go() -> tuple[str, list[str]]:
+        await write_all(writer, fragments(100, 10))
+        placed = await writer.place(replace=True)
+        return placed, await store.recover()  # as if the process died here
+
+    placed, recovered = run(go)
+    assert recovered == [placed]
+    assert parts(store) == []
+
+
+# ---- errors ------------------------------------------------------------------------------
+
+
+def _is_part(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").endswith(".part")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("code", "no_space"),
+    [(errno.ENOSPC, True), (errno.EDQUOT, True), (errno.EIO, False)],
+)
+def test_write_error_is_store_error(
+    store: FileStore, monkeypatch: pytest.MonkeyPatch, code: int, no_space: bool
+) -> None:
+    real = os.writev
+
+    def writev(fd: int, buffers: Any) -> int:
+        if _is_part(fd):
+            raise OSError(code, os.strerror(code))
+        return real(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", writev)
+    writer = store.begin(UID, META)
+
+    async def go() -> StoreError:
+        with pytest.raises(StoreError) as info:
+            await write_all(writer, fragments(2 * FLUSH_SIZE, 65536))
+        await writer.discard()
+        return info.value
+
+    error = run(go)
+    assert error.no_space is no_space
+    assert os.strerror(code) in str(error)
+    assert error.code == "store.io"
+    assert parts(store) == []
+
+
+def test_fsync_error_is_store_error(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if _is_part(fd):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    writer = store.begin(UID, META)
+
+    async def go() -> None:
+        with pytest.raises(StoreError) as info:
+            await write_all(writer, fragments(1000, 100))
+        assert info.value.no_space is False
+        await writer.discard()
+
+    run(go)
+    assert parts(store) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_short_writes_are_completed(
+    store: FileStore, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """os.writev may write less than asked (PS: POSIX writev); every byte still lands once."""
+    real = os.writev
+    rng = random.Random(seed)
+    calls = {"n": 0}
+
+    def writev(fd: int, buffers: Any) -> int:
+        if not _is_part(fd):
+            return real(fd, buffers)
+        calls["n"] += 1
+        buffers = list(buffers)
+        total = sum(len(b) for b in buffers)
+        limit = rng.randint(1, max(1, min(total, 200_000)))
+        take: list[Any] = []
+        for b in buffers:
+            if limit <= 0:
+                break
+            view = memoryview(b)[:limit]
+            take.append(view)
+            limit -= len(view)
+        return real(fd, take)
+
+    monkeypatch.setattr(os, "writev", writev)
+    # Mixed fragment sizes, empty ones included.
+    data = random.Random(100 + seed).randbytes(2 * FLUSH_SIZE + 777)
+    chunks, at = [], 0
+    while at < len(data):
+        size = rng.choice([0, 1, 7, 4096, 65536, 300_000])
+        chunks.append(data[at : at + size])
+        at += size
+    writer = store.begin(UID, META)
+
+    async def go() -> str:
+        digest = await write_all(writer, chunks)
+        await writer.place()
+        await writer.release()
+        return digest
+
+    assert run(go) == hashlib.sha256(data).hexdigest()
+    assert store.path(relative_path(UID)).read_bytes() == META + data
+    assert calls["n"] > 3
+
+
+def test_fast_durability_never_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    for durable, expected in ((False, 0), (True, 2)):
+        store = FileStore(tmp_path / f"data{durable}", durable=durable, workers=1)
+        try:
+            run(store.open)
+            writer = store.begin(UID, META)
+
+            async def go(writer: FileWriter = writer) -> None:
+                await write_all(writer, fragments(1000, 100))
+                await writer.place()
+                await writer.release()
+
+            calls.clear()
+            run(go)
+            # strict: the file, then its directory after the link.
+            assert len(calls) == expected
+        finally:
+            store.close()
+
+
+# ---- recover() -----------------------------------------------------------------------------
+
+
+def test_recover(store: FileStore) -> None:
+    tmp = store.root / "tmp"
+    placed_uid, half_uid = "1.2.3.4", "1.2.3.5"
+    part = tmp / f"{placed_uid}.00000001.part"
+    part.write_bytes(b"placed")
+    final = store.path(relative_path(placed_uid))
+    final.parent.mkdir(parents=True)
+    os.link(part, final)
+    (tmp / f"{half_uid}.00000002.part").write_bytes(b"half")
+    # Same UID as a placed file but another inode (a second, unfinished copy).
+    (tmp / f"{placed_uid}.00000003.part").write_bytes(b"other copy")
+    (tmp / f"{half_uid}.00000004.part.dcm.new").write_bytes(b"staged")
+    (tmp / "garbage.part").write_bytes(b"?")
+    assert run(store.recover) == [relative_path(placed_uid)]
+    assert list(tmp.iterdir()) == []
+    assert final.read_bytes() == b"placed"
+    assert not store.path(relative_path(half_uid)).exists()
+    assert run(store.recover) == []

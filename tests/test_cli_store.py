@@ -1,0 +1,592 @@
+"""``archive store``: our node, pynetdicom's SCP and DCMTK storescp as receivers.
+
+The CLI runs in-process (``main([...])``) against a peer on 127.0.0.1. Every
+stored file is compared with the sent one on the data set bytes (what follows
+the File Meta), which is what a C-STORE carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+
+from archive.cli import main
+from archive.dicom.uids import STORAGE_SOP_CLASSES
+from archive.progress import Progress
+from archive.scu import FileItem, plan
+from archive.scu import store as store_module
+from archive.store import read_meta, relative_path
+from tests.conftest import RunningNode, require_tool
+from tests.interop.conftest import (
+    DCMTK_ENV,
+    LISTEN_TIMEOUT,
+    free_port,
+    run_tool,
+    stop,
+    wait_listening,
+)
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+#: pydicom test files with distinct SOP Instance UIDs: several SOP classes
+#: (CT, MR, SC, SR, RT Dose, Segmentation) and transfer syntaxes (Explicit LE,
+#: Deflated, RLE, JPEG baseline and extended, JPEG 2000).
+TEST_FILES = (
+    "CT_small.dcm",  # CT, Explicit VR LE
+    "MR_small_RLE.dcm",  # MR, RLE Lossless
+    "JPEG2000.dcm",  # SC, JPEG 2000
+    "SC_rgb_jpeg_dcmtk.dcm",  # SC, JPEG Baseline
+    "JPEG-lossy.dcm",  # SC, JPEG Extended
+    "image_dfl.dcm",  # SC, Deflated Explicit VR LE
+    "reportsi.dcm",  # Basic Text SR, Explicit VR LE
+    "rtdose_rle.dcm",  # RT Dose, RLE Lossless
+    "liver_1frame.dcm",  # Segmentation, Explicit VR LE
+)
+
+
+# ---- helpers (also used by test_import.py) ---------------------------------------------
+
+
+def make_instance(
+    path: Path,
+    *,
+    sop_instance_uid: str | None = None,
+    study: str = "1.2.3.4",
+    series: str = "1.2.3.4.5",
+    patient: str = "P1",
+    sop_class: str = CT_IMAGE,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+    pixels: int = 64,
+) -> str:
+    """Write a small Part 10 instance with pydicom; returns its SOP Instance UID."""
+    uid = sop_instance_uid or generate_uid()
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = uid
+    ds.PatientID = patient
+    ds.PatientName = f"Test^{patient}"
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.Modality = "OT"
+    ds.InstanceNumber = 1
+    ds.Rows = 1
+    ds.Columns = pixels // 2
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = bytes(i & 0xFF for i in range(pixels))
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    ds.file_meta = meta
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return uid
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """What follows the File Meta of a Part 10 file."""
+    _, offset = read_meta(path)
+    return path.read_bytes()[offset:]
+
+
+def sent_bytes(path: Path) -> bytes:
+    """The data set as sent: an odd deflated stream gets its pad byte (PS3.5 A.5)."""
+    data = dataset_bytes(path)
+    if len(data) % 2 and read_meta(path)[0].transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+        return data + b"\x00"
+    return data
+
+
+def stored_path(data_dir: str | Path, uid: str) -> Path:
+    return Path(data_dir) / relative_path(uid)
+
+
+def copy_test_files(folder: Path, names: tuple[str, ...] = TEST_FILES) -> list[Path]:
+    """Copy pydicom test files into ``folder`` (half of them in a sub-folder)."""
+    out = []
+    for i, name in enumerate(names):
+        source = get_testdata_file(name)
+        assert source is not None, name
+        target = folder / ("sub" if i % 2 else "") / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        out.append(target)
+    return out
+
+
+def store(*args: str) -> int:
+    return main(["store", *args])
+
+
+def index_stats(node: RunningNode) -> Any:
+    assert node.loop is not None
+    assert node.node is not None
+    index = node.node.storage.index
+    assert index is not None
+    return asyncio.run_coroutine_threadsafe(index.stats(), node.loop).result(10)
+
+
+# ---- against our node ----------------------------------------------------------------
+
+
+def test_store_pydicom_files_byte_identical(
+    node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    files = copy_test_files(folder)
+    (folder / "notes.txt").write_text("not DICOM\n")
+    status = store("--aec", "ARCHIVE", node.host, str(node.port), str(folder))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    lines = out.splitlines()
+    total = sum(len(dataset_bytes(f)) for f in files)
+    assert lines[0].startswith(
+        f"sent {len(files)}, failed 0, skipped 1 of {len(files) + 1} file(s); "
+    )
+    assert f"({total} bytes)" in lines[0]
+    assert lines[1:] == [f"skipped: {folder / 'notes.txt'}  not a DICOM Part 10 file"]
+    for path in files:
+        meta, _ = read_meta(path)
+        stored = stored_path(node.config.node.data_dir, meta.media_storage_sop_instance_uid)
+        assert dataset_bytes(stored) == sent_bytes(path), path.name
+        stored_meta, _ = read_meta(stored)
+        assert stored_meta.transfer_syntax_uid == meta.transfer_syntax_uid
+        assert stored_meta.source_application_entity_title == "ARCHIVE"
+    assert index_stats(node).instances == len(files)
+
+
+def test_store_jobs_4_many_small_files(
+    node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "many"
+    uids = {}
+    for i in range(50):
+        ts = ImplicitVRLittleEndian if i % 3 == 0 else ExplicitVRLittleEndian
+        path = folder / f"s{i % 5}" / f"{i:03d}.dcm"
+        uids[path] = make_instance(path, series=f"1.2.3.4.{i % 5}", transfer_syntax=ts)
+    status = store("-j", "4", "--aec", "ARCHIVE", node.host, str(node.port), str(folder))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.startswith("sent 50, failed 0, skipped 0 of 50 file(s); ")
+    assert len(out.splitlines()) == 1
+    for path, uid in uids.items():
+        assert dataset_bytes(stored_path(node.config.node.data_dir, uid)) == dataset_bytes(path)
+    stats = index_stats(node)
+    assert (stats.patients, stats.studies, stats.series, stats.instances) == (1, 1, 5, 50)
+
+
+def test_store_more_than_128_contexts(
+    node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """65 SOP classes x 2 transfer syntaxes = 130 contexts: two associations."""
+    classes = sorted(STORAGE_SOP_CLASSES)[:65]
+    folder = tmp_path / "classes"
+    for i, sop_class in enumerate(classes):
+        for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+            make_instance(folder / f"{i:02d}-{ts}.dcm", sop_class=sop_class, transfer_syntax=ts)
+    assert status_ok(store("--aec", "ARCHIVE", node.host, str(node.port), str(folder)), capsys)
+    assert index_stats(node).instances == 130
+
+
+def status_ok(status: int, capsys: pytest.CaptureFixture[str]) -> bool:
+    out = capsys.readouterr().out
+    assert status == 0, out
+    return True
+
+
+def test_store_rejected_context_is_a_failure(
+    node_factory: Callable[..., RunningNode],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    node = node_factory(
+        toml="[association]\naccept_all_transfer_syntaxes = false\n"
+        'transfer_syntaxes = ["1.2.840.10008.1.2"]\n'
+    )
+    explicit = tmp_path / "in" / "explicit.dcm"
+    implicit = tmp_path / "in" / "implicit.dcm"
+    explicit_uid = make_instance(explicit)
+    implicit_uid = make_instance(implicit, transfer_syntax=ImplicitVRLittleEndian)
+    status = store("--aec", "ARCHIVE", node.host, str(node.port), str(tmp_path / "in"))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    assert lines[0].startswith("sent 1, failed 1, skipped 0 of 2 file(s); ")
+    assert lines[1:] == [
+        f"failed: {explicit}  {explicit_uid}  presentation context rejected: "
+        f"{CT_IMAGE} in {ExplicitVRLittleEndian} not accepted by the peer"
+    ]
+    assert stored_path(node.config.node.data_dir, implicit_uid).exists()
+    assert not stored_path(node.config.node.data_dir, explicit_uid).exists()
+
+
+def test_store_wrong_called_ae_is_rejected(
+    node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "a.dcm"
+    uid = make_instance(path)
+    status = store("--aec", "NOT-ME", node.host, str(node.port), str(path))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 2
+    assert lines[0].startswith("sent 0, failed 1, skipped 0 of 1 file(s); ")
+    assert lines[1] == (
+        f"failed: {path}  {uid}  association rejected: rejected-permanent, "
+        "service user: called AE title not recognized"
+    )
+
+
+def test_store_nothing_listening(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "a.dcm"
+    make_instance(path)
+    port = free_port()
+    status = store("--timeout", "5", "127.0.0.1", str(port), str(path))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 3
+    assert lines[1].startswith(f"failed: {path}  ")
+    assert f"cannot connect to 127.0.0.1:{port}: " in lines[1]
+
+
+def test_store_no_dicom_files_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "readme.txt").write_text("hello")
+    assert store("127.0.0.1", str(free_port()), str(tmp_path)) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("sent 0, failed 0, skipped 1 of 1 file(s); ")
+    assert captured.err == "archive store: no DICOM instances found\n"
+
+
+def test_store_missing_path_is_reported(
+    node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "a.dcm"
+    make_instance(path)
+    missing = tmp_path / "nope"
+    status = store("--aec", "ARCHIVE", node.host, str(node.port), str(path), str(missing))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    assert lines[0].startswith("sent 1, failed 1, skipped 0 of 2 file(s); ")
+    assert lines[1] == f"failed: {missing}  no such file"
+
+
+def test_store_bad_ae_title_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert store("--aet", "X" * 17, "127.0.0.1", "104", "somewhere") == 1
+    assert "--aet 'XXXXXXXXXXXXXXXXX' is not 1 to 16 characters" in capsys.readouterr().err
+
+
+def test_store_file_changed_while_sending(
+    node: RunningNode,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file shorter than probed: that file fails, the association is aborted (the
+    message is half sent) and the other files go on a new one."""
+    folder = tmp_path / "in"
+    uids = [make_instance(folder / f"{i}.dcm") for i in range(3)]
+    shrunk = folder / "0.dcm"
+    real_probe = store_module.probe
+
+    def probe(path: Path) -> Any:
+        result = real_probe(path)
+        if path == shrunk:
+            result.size += 2
+        return result
+
+    monkeypatch.setattr(store_module, "probe", probe)
+    size = len(dataset_bytes(shrunk))
+    status = store("--aec", "ARCHIVE", node.host, str(node.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    assert lines[0].startswith("sent 2, failed 1, skipped 0 of 3 file(s); ")
+    assert lines[1:] == [
+        f"failed: {shrunk}  {uids[0]}  file changed while sending ({size} bytes, not {size + 2})"
+    ]
+    assert not stored_path(node.config.node.data_dir, uids[0]).exists()
+    assert all(stored_path(node.config.node.data_dir, uid).exists() for uid in uids[1:])
+
+
+def test_store_timeout_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "a.dcm"
+    uid = make_instance(path)
+    with socket.socket() as mute:  # listens (the kernel accepts) and never answers
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        port = mute.getsockname()[1]
+        status = store("--timeout", "0.5", "127.0.0.1", str(port), str(path))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 4
+    assert lines[1] == (
+        f"failed: {path}  {uid}  association timed out: no association response within 0.5 s"
+    )
+
+
+# ---- units -----------------------------------------------------------------------------
+
+
+def test_plan_splits_at_128_contexts(tmp_path: Path) -> None:
+    from archive.dicom.filemeta import FileMeta
+
+    def item(i: int, ts: str) -> FileItem:
+        meta = FileMeta(
+            media_storage_sop_class_uid=f"1.2.3.{i}",
+            media_storage_sop_instance_uid=f"9.{i}.{ts}",
+            transfer_syntax_uid=ts,
+        )
+        return FileItem(tmp_path / f"{i}", meta, 0, 0)
+
+    items = [item(i, ts) for i in range(100) for ts in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")]
+    items.append(item(0, "1.2.840.10008.1.2"))  # a second file of a known pair
+    groups = plan(items)
+    assert [len(g.contexts) for g in groups] == [128, 72]
+    assert [len(g.items) for g in groups] == [129, 72]
+    assert groups[0].contexts[:2] == [
+        ("1.2.3.0", ["1.2.840.10008.1.2"]),
+        ("1.2.3.0", ["1.2.840.10008.1.2.1"]),
+    ]
+    for group in groups:
+        keys = {(c, ts[0]) for c, ts in group.contexts}
+        assert all(i.key in keys for i in group.items)
+
+
+def test_progress_only_on_a_terminal_and_throttled(monkeypatch: pytest.MonkeyPatch) -> None:
+    quiet = io.StringIO()
+    bar = Progress(3, stream=quiet)  # StringIO is not a TTY
+    bar.advance(1, 10)
+    bar.close()
+    assert quiet.getvalue() == ""
+
+    clock = iter([0.0, 1.0, 1.01, 1.02, 2.0, 2.0, 2.0])
+    monkeypatch.setattr("archive.progress.time.monotonic", lambda: next(clock))
+    shown = io.StringIO()
+    bar = Progress(3, stream=shown, enabled=True)  # started at 0.0
+    bar.advance(1, 1_000_000)  # 1.0: drawn
+    bar.advance(1, 1_000_000)  # 1.01: throttled
+    bar.advance(1, 1_000_000)  # 1.02: the last one is always drawn
+    bar.close()
+    text = shown.getvalue()
+    assert text.count("\r[") == 2
+    assert "1/3 files  976.6 KiB  1.0 MB/s" in text
+    assert "3/3 files  2.9 MiB  2.9 MB/s" in text
+    assert text.endswith("\r\x1b[K")
+
+
+# ---- against pynetdicom's SCP -------------------------------------------------------------
+
+
+class PynetdicomScp:
+    """pynetdicom's Storage SCP in its own threads, recording what it receives."""
+
+    def __init__(self, handler: Callable[[Any], int] | None = None) -> None:
+        self.received: dict[str, tuple[str, bytes]] = {}  # uid -> (transfer syntax, bytes)
+        self.associations: set[int] = set()
+        self.lock = threading.Lock()
+        self.handler = handler
+        ae = AE(ae_title="PYSCP")
+        ae.maximum_pdu_size = 16384
+        for sop_class in sorted(STORAGE_SOP_CLASSES):
+            ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        server = ae.start_server(
+            ("127.0.0.1", 0),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._store), (evt.EVT_ACCEPTED, self._accepted)],
+        )
+        assert server is not None
+        assert server.socket is not None
+        self.server = server
+        self.port: int = server.socket.getsockname()[1]
+
+    def _accepted(self, event: Any) -> None:
+        with self.lock:
+            self.associations.add(id(event.assoc))
+
+    def _store(self, event: Any) -> int:
+        if self.handler is not None:
+            status = self.handler(event)
+            if status:
+                return status
+        uid = event.request.AffectedSOPInstanceUID
+        with self.lock:
+            self.received[uid] = (event.context.transfer_syntax, event.request.DataSet.getvalue())
+        return 0x0000
+
+
+@pytest.fixture
+def pyscp_factory() -> Iterator[Callable[..., PynetdicomScp]]:
+    servers: list[PynetdicomScp] = []
+
+    def start(handler: Callable[[Any], int] | None = None) -> PynetdicomScp:
+        scp = PynetdicomScp(handler)
+        servers.append(scp)
+        return scp
+
+    yield start
+    for scp in servers:
+        scp.server.shutdown()
+
+
+@pytest.mark.interop
+def test_store_to_pynetdicom(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scp = pyscp_factory()
+    files = copy_test_files(tmp_path / "in")
+    status = store("-j", "4", "--aec", "PYSCP", "127.0.0.1", str(scp.port), str(tmp_path / "in"))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.startswith(f"sent {len(files)}, failed 0, skipped 0 of {len(files)} file(s); ")
+    assert len(scp.associations) == 4
+    for path in files:
+        meta, _ = read_meta(path)
+        ts, data = scp.received[meta.media_storage_sop_instance_uid]
+        assert ts == meta.transfer_syntax_uid
+        assert data == sent_bytes(path), path.name
+
+
+@pytest.mark.interop
+def test_store_to_pynetdicom_statuses(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """0xA700 is a failure (exit 5, status listed); 0xB000 a warning (a success, listed)."""
+    folder = tmp_path / "in"
+    good = make_instance(folder / "1.dcm")
+    refused = make_instance(folder / "2.dcm")
+    coerced = make_instance(folder / "3.dcm")
+    answers = {refused: 0xA700, coerced: 0xB000}
+    scp = pyscp_factory(lambda event: answers.get(event.request.AffectedSOPInstanceUID, 0))
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    assert lines[0].startswith("sent 2, failed 1, skipped 0 of 3 file(s) (1 with warnings); ")
+    assert lines[1:] == [
+        f"failed: {folder / '2.dcm'}  {refused}  status 0xA700",
+        f"warning: {folder / '3.dcm'}  {coerced}  status 0xB000",
+    ]
+    assert set(scp.received) == {good}
+
+
+@pytest.mark.interop
+def test_store_retries_once_after_an_abort(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The peer aborts on the first C-STORE: the file goes again on a new association."""
+    folder = tmp_path / "in"
+    uids = [make_instance(folder / f"{i}.dcm") for i in range(3)]
+    aborted: list[str] = []
+
+    def abort_once(event: Any) -> int:
+        if not aborted:
+            aborted.append(event.request.AffectedSOPInstanceUID)
+            event.assoc.abort()
+        return 0
+
+    scp = pyscp_factory(abort_once)
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.startswith("sent 3, failed 0, skipped 0 of 3 file(s); ")
+    assert aborted == [uids[0]]
+    assert set(scp.received) == set(uids)
+    assert len(scp.associations) == 2
+
+
+@pytest.mark.interop
+def test_store_gives_up_after_the_second_abort(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "a.dcm"
+    uid = make_instance(path)
+
+    def abort(event: Any) -> int:
+        event.assoc.abort()
+        return 0
+
+    scp = pyscp_factory(abort)
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(path))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 3
+    assert lines[1] == (
+        f"failed: {path}  {uid}  association aborted by the peer (source 0, reason 0)"
+    )
+    assert len(scp.associations) == 2
+
+
+# ---- against DCMTK storescp ----------------------------------------------------------------
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """DCMTK storescp accepting every transfer syntax and writing data sets bit for
+    bit (``--bit-preserving``) into a folder; its port and that folder."""
+    binary = require_tool("storescp")
+    out = tmp_path / "storescp"
+    out.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "-aet", "STORESCP", "+xa", "--bit-preserving", "-od", str(out), str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=DCMTK_ENV,
+    )
+    try:
+        wait_listening(port, proc, LISTEN_TIMEOUT)
+        yield port, out
+    finally:
+        stop(proc)
+
+
+@pytest.mark.interop
+def test_store_to_dcmtk_storescp(
+    storescp: tuple[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port, out_dir = storescp
+    files = copy_test_files(tmp_path / "in")
+    status = store("-j", "2", "--aec", "STORESCP", "127.0.0.1", str(port), str(tmp_path / "in"))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    received = {}
+    for path in out_dir.iterdir():
+        ds = pydicom.dcmread(path)
+        received[ds.SOPInstanceUID] = path
+        code, dump = run_tool(["dcmdump", str(path)])
+        assert code == 0, dump
+        assert "E: " not in dump, dump
+    assert len(received) == len(files)
+    for path in files:
+        meta, _ = read_meta(path)
+        got = received[meta.media_storage_sop_instance_uid]
+        assert read_meta(got)[0].transfer_syntax_uid == meta.transfer_syntax_uid
+        assert dataset_bytes(got) == sent_bytes(path), path.name

@@ -1,0 +1,157 @@
+"""``archive import`` and ``archive stats``: offline ingest into a data folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ImplicitVRLittleEndian
+
+from archive.cli import main
+from archive.store import read_meta
+from tests.test_cli_store import (
+    copy_test_files,
+    dataset_bytes,
+    make_instance,
+    sent_bytes,
+    stored_path,
+)
+
+
+def build_folder(folder: Path) -> dict[Path, str]:
+    """2 patients, 3 studies, 4 series, 12 instances, plus a text file."""
+    layout = [
+        ("P1", "1.2.3.1", "1.2.3.1.1"),
+        ("P1", "1.2.3.1", "1.2.3.1.2"),
+        ("P1", "1.2.3.2", "1.2.3.2.1"),
+        ("P2", "1.2.3.3", "1.2.3.3.1"),
+    ]
+    files = {}
+    for i in range(12):
+        patient, study, series = layout[i % 4]
+        path = folder / patient / f"{i:02d}.dcm"
+        ts = ImplicitVRLittleEndian if i % 2 else "1.2.840.10008.1.2.1"
+        files[path] = make_instance(
+            path, patient=patient, study=study, series=series, transfer_syntax=ts
+        )
+    (folder / "README").write_text("not DICOM\n")
+    return files
+
+
+def stats_json(data: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, int]:
+    assert main(["stats", "--data", str(data), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("}\n")
+    assert out.count("\n") == 1
+    decoded: dict[str, int] = json.loads(out)
+    return decoded
+
+
+def instance_files(data: Path) -> dict[Path, int]:
+    return {p: p.stat().st_ino for p in (data / "instances").rglob("*.dcm")}
+
+
+def test_import_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default ./data must stay untouched
+    folder = tmp_path / "in"
+    files = build_folder(folder)
+    data = tmp_path / "archive"
+    assert main(["import", "--data", str(data), "-j", "3", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("imported 12, failed 0, skipped 1 of 13 file(s); ")
+    assert lines[1:] == [f"skipped: {folder / 'README'}  not a DICOM Part 10 file"]
+    assert not (tmp_path / "data").exists()
+
+    for path, uid in files.items():
+        stored = stored_path(data, uid)
+        assert dataset_bytes(stored) == dataset_bytes(path)
+        meta, _ = read_meta(stored)
+        assert meta.source_application_entity_title == "IMPORT"
+        assert meta.transfer_syntax_uid == read_meta(path)[0].transfer_syntax_uid
+    assert list((data / "tmp").iterdir()) == []
+    on_disk = instance_files(data)
+    stats = stats_json(data, capsys)
+    assert stats == {
+        "patients": 2,
+        "studies": 3,
+        "series": 4,
+        "instances": 12,
+        "bytes": sum(p.stat().st_size for p in on_disk),
+    }
+
+    # Again: identical duplicates are successes that write nothing.
+    assert main(["import", "--data", str(data), str(folder)]) == 0
+    assert capsys.readouterr().out.startswith("imported 12, failed 0, skipped 1 of 13 file(s); ")
+    assert instance_files(data) == on_disk
+    assert stats_json(data, capsys) == stats
+    assert list((data / "tmp").iterdir()) == []
+
+
+def test_import_pydicom_files_and_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Compressed and deflated inputs; the data folder and durability from --config."""
+    data = tmp_path / "from-config"
+    config = tmp_path / "archive.toml"
+    config.write_text(f'[node]\ndata_dir = "{data}"\n\n[store]\ndurability = "fast"\n')
+    files = copy_test_files(tmp_path / "in")
+    assert main(["import", "--config", str(config), str(tmp_path / "in")]) == 0
+    assert capsys.readouterr().out.startswith(f"imported {len(files)}, failed 0, skipped 0")
+    for path in files:
+        meta, _ = read_meta(path)
+        stored = stored_path(data, meta.media_storage_sop_instance_uid)
+        assert dataset_bytes(stored) == sent_bytes(path), path.name
+        expected_ae = meta.source_application_entity_title or "IMPORT"
+        assert read_meta(stored)[0].source_application_entity_title == expected_ae
+    assert stats_json(data, capsys)["instances"] == len(files)
+
+
+def test_import_failures_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    good = make_instance(folder / "good.dcm")
+    # The meta names one SOP Instance UID, the data set another: 0xA900.
+    bad = folder / "bad.dcm"
+    make_instance(bad, sop_instance_uid="1.2.3.999")
+    raw = bad.read_bytes().replace(b"1.2.3.999", b"1.2.3.998", 1)
+    bad.write_bytes(raw)
+    data = tmp_path / "data"
+    assert main(["import", "--data", str(data), str(folder)]) == 5
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("imported 1, failed 1, skipped 0 of 2 file(s); ")
+    assert lines[1].startswith(f"failed: {bad}  1.2.3.998  status 0xA900: ")
+    assert stored_path(data, good).exists()
+    assert not stored_path(data, "1.2.3.998").exists()
+
+
+def test_import_nothing_to_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.txt").write_text("x")
+    assert main(["import", "--data", str(tmp_path / "data"), str(tmp_path / "a.txt")]) == 1
+    assert capsys.readouterr().err == "archive import: no DICOM instances found\n"
+
+
+def test_stats_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    make_instance(folder / "a.dcm", pixels=2048)
+    data = tmp_path / "data"
+    assert main(["import", "--data", str(data), str(folder)]) == 0
+    capsys.readouterr()
+    size = sum(p.stat().st_size for p in instance_files(data))
+    assert main(["stats", "--data", str(data)]) == 0
+    assert capsys.readouterr().out == (
+        "patients   1\n"
+        "studies    1\n"
+        "series     1\n"
+        "instances  1\n"
+        f"bytes      {size / 1024:.1f} KiB ({size})\n"
+    )
+
+
+def test_stats_without_an_archive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nothing"
+    assert main(["stats", "--data", str(missing)]) == 1
+    assert capsys.readouterr().err == f"archive stats: no index at {missing / 'index.sqlite'}\n"
+    assert not os.path.exists(missing)
