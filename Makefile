@@ -39,10 +39,15 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check archive tests bench tools
 	$(BIN)/mypy --strict archive
 
-## bench: benchmarks side by side with the peers (installs DCMTK with apt when missing)
+## bench: C-ECHO then C-STORE ingest benchmarks side by side with the peers
+## (installs DCMTK and Orthanc with apt when missing; ARGS=--quick for short runs)
 bench: $(DEV_STAMP)
-	@command -v storescp >/dev/null || (apt-get update -qq && apt-get install -y -qq dcmtk)
+	@missing=""; \
+	command -v storescp >/dev/null || missing="$$missing dcmtk"; \
+	test -x /usr/sbin/Orthanc || missing="$$missing orthanc"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 	$(BIN)/python bench/echo.py $(ARGS)
+	$(BIN)/python bench/ingest.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,681 @@
+"""Ingest benchmark: C-STORE into archive-node, DCMTK storescp, Orthanc and pynetdicom's qrscp.
+
+Run: ``.venv/bin/python bench/ingest.py [--quick] [--markdown PATH]``, or
+``--profile`` to record our node under py-spy instead (see bench/README.md).
+
+Data (bench/datasets.py, cached in bench/.cache/datasets): CT-like instances of
+~0.5 MB and small instances of ~5 KB, Explicit VR Little Endian. For every
+(data set, associations, client, server) the server is started afresh on a free
+127.0.0.1 port with an empty data folder under bench/.cache/runs (same disk as
+/work), the client sends the data set, the clock runs from the client's start to
+its exit, and then the stored instances are counted the server's own way: a run
+whose count is not exactly what was sent is reported as FAILED, never as a rate.
+
+Clients: DCMTK ``storescu`` (TCP_NODELAY=1; one process with ``+sd +r`` for one
+association, four processes each sending a quarter of the sub-folders for four) and
+``archive store -j N`` when the CLI has it. qrscp is too slow for the whole set in
+the time budget: it gets a quarter of each data set (its rate is per instance, so
+it compares), as the tables say.
+
+Meanwhile a sampler thread reads, every 0.1 s, VmHWM of the server and its live
+descendants (peak of their sum: storescp --fork has one child per association) and
+every thread's CPU nanoseconds (/proc/PID/task/TID/schedstat, so the forked
+children's time counts too). Client CPU is RUSAGE_CHILDREN around the clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+# Run as a script, so this folder is sys.path[0] and its helpers import as modules.
+import ceilings
+from common import (
+    DCMTK_ENV,
+    HOST,
+    Child,
+    cpu_ns,
+    descendants,
+    free_port,
+    machine,
+    markdown_table,
+    plain_table,
+    running,
+)
+from datasets import CACHE, CT, PARTS, SMALL, DataSet, Kind, ensure
+
+BIN = Path(sys.executable).parent
+ARCHIVE = str(BIN / "archive")
+CALLING_AE = "BENCH"
+#: sqlalchemy for qrscp, installed here once rather than into the project's venv.
+PYDEPS = CACHE / "pydeps"
+ORTHANC = "/usr/sbin/Orthanc"
+MB = 1e6
+
+#: Orthanc's configuration: its defaults except where it must point. The launcher
+#: writes it with the port ``running()`` chose and exec()s Orthanc, keeping the PID.
+ORTHANC_LAUNCHER = """
+import json, os, sys
+port, http, folder, orthanc = sys.argv[1:5]
+config = {
+    "Name": "bench", "DicomAet": "ORTHANC", "DicomPort": int(port), "HttpPort": int(http),
+    "StorageDirectory": os.path.join(folder, "storage"),
+    "IndexDirectory": os.path.join(folder, "index"),
+    "RemoteAccessAllowed": False, "DicomCheckCalledAet": False, "Plugins": [],
+}
+path = os.path.join(folder, "orthanc.json")
+with open(path, "w") as sink:
+    json.dump(config, sink)
+os.execv(orthanc, [orthanc, path])
+"""
+
+
+# ---- servers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    """How to start a peer on a data folder and count what it stored there."""
+
+    name: str
+    called_ae: str
+    argv: Callable[[Path], list[str]]
+    env: dict[str, str] | None
+    #: Fraction of each data set this server gets (of the PARTS sub-folders).
+    parts: int
+    #: Instances stored, read while the server still runs (Orthanc's REST API).
+    live_count: Callable[[Child, Path], int] | None
+    #: Instances stored, read from the data folder after the server stopped.
+    count: Callable[[Path], int]
+    startup: float = 20.0
+
+
+def _files(folder: Path, pattern: str = "*") -> int:
+    return sum(1 for p in folder.rglob(pattern) if p.is_file()) if folder.exists() else 0
+
+
+def _rows(db: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        (n,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(n)
+
+
+def _archive_count(folder: Path) -> int:
+    """Instance files, the index's row count (or ``archive stats``), no temp file left."""
+    files = _files(folder / "instances", "*.dcm")
+    leftovers = _files(folder / "tmp")
+    stats = subprocess.run(
+        [ARCHIVE, "stats", "--data", str(folder), "--json"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    if stats.returncode == 0:
+        indexed = int(json.loads(stats.stdout)["instances"])
+    else:
+        indexed = _rows(folder / "index.sqlite", "instance")
+    return files if files == indexed and not leftovers else -abs(files - indexed) - leftovers - 1
+
+
+def _qrscp_count(folder: Path) -> int:
+    files = _files(folder / "instances")
+    rows = _rows(folder / "index.sqlite", "instance")
+    return files if files == rows else -1
+
+
+def _orthanc_http(folder: Path) -> int:
+    return int(json.loads((folder / "orthanc.json").read_text())["HttpPort"])
+
+
+def _orthanc_live(child: Child, folder: Path) -> int:
+    url = f"http://{HOST}:{_orthanc_http(folder)}/statistics"
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return int(json.loads(answer.read())["CountInstances"])
+
+
+def servers() -> list[Server]:
+    storescp = shutil.which("storescp")
+    if storescp is None or not Path(ORTHANC).exists():
+        raise SystemExit("storescp or Orthanc missing: apt-get install -y dcmtk orthanc")
+    qrscp_env = {**os.environ, "PYTHONPATH": str(PYDEPS)}
+    return [
+        Server(
+            "archive-node", "ARCHIVE",
+            lambda d: [ARCHIVE, "serve", "--host", HOST, "--port", "{port}", "--data", str(d)],
+            None, PARTS, None, _archive_count,
+        ),
+        Server(
+            "storescp", "STORESCP",
+            lambda d: [storescp, "--fork", "-aet", "STORESCP", "-od", str(d), "{port}"],
+            dict(DCMTK_ENV), PARTS, None, _files,
+        ),
+        Server(
+            # Orthanc is built on DCMTK: without TCP_NODELAY=1 every C-STORE-RSP waits
+            # for a delayed ACK (~40 ms; we measured ~20 instances/s).
+            "Orthanc", "ORTHANC",
+            lambda d: [sys.executable, "-c", ORTHANC_LAUNCHER, "{port}", str(free_port()),
+                       str(d), ORTHANC],
+            dict(DCMTK_ENV), PARTS, _orthanc_live, lambda d: _files(d / "storage"), 60.0,
+        ),
+        Server(
+            "qrscp", "QRSCP",
+            lambda d: [sys.executable, "-m", "pynetdicom", "qrscp", "--port", "{port}",
+                       "--bind-address", HOST, "--instance-location", str(d / "instances"),
+                       "--database-location", str(d / "index.sqlite")],
+            qrscp_env, PARTS // 4, None, _qrscp_count,
+        ),
+    ]  # fmt: skip
+
+
+def ensure_qrscp_deps() -> None:
+    """qrscp imports sqlalchemy, which the project does not need: keep it in the cache."""
+    probe = [sys.executable, "-c", "import sqlalchemy"]
+    env = {**os.environ, "PYTHONPATH": str(PYDEPS)}
+    if subprocess.run(probe, env=env, capture_output=True, check=False).returncode == 0:
+        return
+    print("installing sqlalchemy for qrscp into bench/.cache/pydeps", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(PYDEPS), "sqlalchemy"],
+        check=True,
+    )
+
+
+# ---- clients ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    #: One argv per process, for (port, called AE, sub-folders, associations).
+    argvs: Callable[[int, str, Sequence[Path], int], list[list[str]]]
+    env: dict[str, str] | None
+
+
+def _split(parts: Sequence[Path], n: int) -> list[list[Path]]:
+    return [list(parts[i::n]) for i in range(n)]
+
+
+def _storescu(port: int, aec: str, parts: Sequence[Path], assocs: int) -> list[list[str]]:
+    base = ["storescu", "-aet", CALLING_AE, "-aec", aec, "+sd", "+r", HOST, str(port)]
+    return [[*base, *map(str, group)] for group in _split(parts, assocs)]
+
+
+def archive_store_client() -> tuple[Client | None, str]:
+    """``archive store`` if the CLI has it (with ``-j``), else None and why not."""
+    done = subprocess.run(
+        [ARCHIVE, "store", "--help"], capture_output=True, text=True, check=False, timeout=60
+    )
+    if done.returncode != 0:
+        return None, "`archive store` is not in the CLI yet: that client was left out"
+    help_text = done.stdout
+    flag = next((f for f in ("--aec", "-aec", "--called-ae", "--call") if f in help_text), None)
+    jobs = "-j" in help_text
+
+    def argvs(port: int, aec: str, parts: Sequence[Path], assocs: int) -> list[list[str]]:
+        argv = [ARCHIVE, "store", HOST, str(port), *map(str, parts)]
+        if flag is not None:
+            argv += [flag, aec]
+        if jobs:
+            argv += ["-j", str(assocs)]
+        return [argv]
+
+    return Client("archive store", argvs, None), ""
+
+
+STORESCU = Client("storescu", _storescu, dict(DCMTK_ENV))
+
+
+# ---- one run ------------------------------------------------------------------------------
+
+
+class Sampler(threading.Thread):
+    """Peak of the summed VmHWM of a process tree, and its CPU, every ``period`` s."""
+
+    def __init__(self, pid: int, period: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.period = pid, period
+        self.peak_kb = 0
+        self.base = cpu_ns(pid)
+        self.seen: dict[tuple[int, int], int] = dict(self.base)
+        self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        total = 0
+        for pid in (self.pid, *descendants(self.pid)):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        self.peak_kb = max(self.peak_kb, total)
+        for key, ns in cpu_ns(self.pid).items():
+            self.seen[key] = max(ns, self.seen.get(key, 0))
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.period):
+            self.sample()
+
+    def finish(self) -> tuple[float, float]:
+        """Stop sampling; (peak MB, CPU seconds) since the start."""
+        self._stop_event.set()
+        self.join()
+        self.sample()
+        cpu = sum(ns - self.base.get(key, 0) for key, ns in self.seen.items()) / 1e9
+        return self.peak_kb * 1024 / MB, cpu
+
+
+@dataclass
+class Run:
+    data: str
+    assocs: int
+    client: str
+    server: str
+    sent: int
+    nbytes: int
+    seconds: float = 0.0
+    stored: int = 0
+    peak_mb: float = 0.0
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem and self.stored == self.sent
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.ok and self.seconds else 0.0
+
+    @property
+    def mbps(self) -> float:
+        return self.nbytes / MB / self.seconds if self.ok and self.seconds else 0.0
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_clients(argvs: list[list[str]], env: dict[str, str] | None, log: Path) -> str:
+    """Run the client processes at once, wait for all; a problem in words, or ""."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with log.open("wb") as sink:
+            for argv in argvs:
+                procs.append(
+                    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
+                                     env=env, start_new_session=True)
+                )  # fmt: skip
+            codes = [proc.wait(timeout=600) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    bad = [c for c in codes if c != 0]
+    return f"client exit status {bad}" if bad else ""
+
+
+def one_run(server: Server, client: Client, data: DataSet, assocs: int, work: Path) -> Run:
+    parts = data.parts[: server.parts]
+    sent = sum(len(os.listdir(p)) for p in parts)
+    run = Run(data.kind.name, assocs, client.name, server.name, sent, sent * data.file_size)
+    label = f"{server.name}-{data.kind.name}{data.count}-{assocs}-{client.name.replace(' ', '_')}"
+    folder = work / label
+    folder.mkdir()
+    # A sent part list equal to the whole set is given as the folder itself (+sd on it).
+    paths: Sequence[Path] = [data.root] if assocs == 1 and len(parts) == PARTS else parts
+    with running(label, server.argv(folder), log_dir=work, env=server.env,
+                 startup=server.startup) as child:  # fmt: skip
+        argvs = client.argvs(child.port, server.called_ae, paths, assocs)
+        sampler = Sampler(child.pid)
+        sampler.start()
+        cpu0, t0 = _children_cpu(), time.perf_counter()
+        run.problem = run_clients(argvs, client.env, work / f"{label}-client.log")
+        run.seconds = time.perf_counter() - t0
+        run.client_cpu = _children_cpu() - cpu0
+        run.peak_mb, run.server_cpu = sampler.finish()
+        if server.live_count is not None:
+            try:
+                live = server.live_count(child, folder)
+            except OSError as exc:
+                live = -1
+                run.problem = run.problem or f"count failed: {exc}"
+            if live != sent:
+                run.problem = run.problem or f"server reports {live} instances"
+    run.stored = server.count(folder)
+    if run.stored != sent and not run.problem:
+        run.problem = f"{run.stored} stored of {sent}" if run.stored >= 0 else "files/index differ"
+    shutil.rmtree(folder, ignore_errors=True)
+    return run
+
+
+# ---- the report ---------------------------------------------------------------------------
+
+#: (kind, other server) -> minimum ratio ours/other that issue 3 asks for.
+TARGETS: dict[tuple[str, str], float] = {
+    ("ct", "Orthanc"): 2.0, ("ct", "storescp"): 0.8, ("ct", "qrscp"): 5.0,
+    ("small", "Orthanc"): 1.5, ("small", "qrscp"): 5.0,
+}  # fmt: skip
+
+
+def runs_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+    header = ["data", "assocs", "client", "server", "instances", "s", "inst/s", "MB/s",
+              "peak RSS MB", "server CPU ms/inst", "client CPU ms/inst"]  # fmt: skip
+    rows = []
+    for r in runs:
+        rate = f"{r.rate:,.0f}" if r.ok else f"FAILED: {r.problem}"
+        rows.append([
+            r.data, str(r.assocs), r.client, r.server, f"{r.sent:,}", f"{r.seconds:.1f}", rate,
+            f"{r.mbps:.1f}" if r.ok else "-", f"{r.peak_mb:.0f}",
+            f"{1000 * r.server_cpu / r.sent:.2f}", f"{1000 * r.client_cpu / r.sent:.2f}",
+        ])  # fmt: skip
+    return header, rows
+
+
+def ratios_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[str]]:
+    """Ours over each peer, per (data, associations, client), against the targets."""
+    others = ("Orthanc", "storescp", "qrscp")
+    header = ["data", "assocs", "client", "archive-node inst/s"] + [f"/{o}" for o in others]
+    rows: list[list[str]] = []
+    misses: list[str] = []
+    keys = dict.fromkeys((r.data, r.assocs, r.client) for r in runs)
+    by = {(r.data, r.assocs, r.client, r.server): r for r in runs}
+    for data, assocs, client in keys:
+        ours = by.get((data, assocs, client, "archive-node"))
+        if ours is None:
+            continue
+        row = [data, str(assocs), client, f"{ours.rate:,.0f}" if ours.ok else "FAILED"]
+        for other in others:
+            theirs = by.get((data, assocs, client, other))
+            target = TARGETS.get((data, other))
+            if theirs is None or not ours.ok or not theirs.ok:
+                row.append("n/a")
+                continue
+            ratio = ours.rate / theirs.rate
+            mark = "" if target is None else (" ok" if ratio >= target else " **miss**")
+            row.append(f"{ratio:.2f}x" + (f" (>= {target:g}){mark}" if target else ""))
+            if target is not None and ratio < target:
+                misses.append(f"{data}, {assocs} assoc, {client}: {ratio:.2f}x {other}"
+                              f" (target {target:g}x)")  # fmt: skip
+        rows.append(row)
+    return header, rows, misses
+
+
+# ---- profile ------------------------------------------------------------------------------
+
+
+def _frame(frame: str) -> str:
+    """``func (path/file.py)``, with a long path shortened to its last two parts."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({'/'.join(where.rstrip(')').split('/')[-2:])})" if where else name
+
+
+#: py-spy samples per second (its default).
+SPY_RATE = 100
+
+
+def _leaf(frames: Sequence[str]) -> str:
+    """The innermost named frame; unnamed libc frames below it (futex waits) are marked."""
+    for depth, frame in enumerate(reversed(frames)):
+        if not frame.startswith("0x"):
+            return _frame(frame) + (" > libc ?" if depth else "")
+    return "?"
+
+
+def summarize(raw: Path, cpu: dict[int, float], seconds: float, top: int = 7) -> list[str]:
+    """Per thread: exact CPU time, and where its samples were (py-spy raw, --native).
+
+    py-spy --native samples every thread whether it runs or waits, so a thread's
+    shares are of its wall time: a leaf ``fsync`` or ``epoll_pwait`` is time spent
+    waiting in that call, a Python leaf is interpreter time. The CPU figure is the
+    thread's schedstat nanoseconds over the run, not a sample count.
+    """
+    leaves: dict[int, dict[str, int]] = {}
+    names: dict[int, str] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        head, _, name = frames[0].partition(": ")
+        tid = int(head.split("(")[1].rstrip(")"))
+        names[tid] = name.split(" (")[0]
+        counts = leaves.setdefault(tid, {})
+        leaf = _leaf(frames[1:])
+        counts[leaf] = counts.get(leaf, 0) + int(count)
+    lines = []
+    for tid, counts in sorted(leaves.items(), key=lambda kv: -cpu.get(kv[0], 0.0)):
+        total = sum(counts.values())
+        used = cpu.get(tid, 0.0)
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        lines.append(
+            f"{names[tid]}: CPU {used:.2f} s ({100 * used / seconds:.0f}% of the wall time);"
+            " samples: " + "; ".join(f"{100 * n / total:.0f}% {leaf}" for leaf, n in ranked)
+        )
+    return lines
+
+
+def profile(out: Path, datasets: dict[str, DataSet], work: Path, args: argparse.Namespace) -> int:
+    """Our node alone, storescu as client, py-spy --native recording every server thread."""
+    pyspy = BIN / "py-spy"
+    if not pyspy.exists():
+        print(f"py-spy is missing: {BIN / 'pip'} install py-spy", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    ours = next(s for s in servers() if s.name == "archive-node")
+    kinds = [k for k in (CT, SMALL) if not args.data or k.name in args.data.split(",")]
+    for kind in kinds:
+        for assocs in (int(a) for a in args.assocs.split(",")):
+            data = datasets[kind.name]
+            label = f"profile-{kind.name}{data.count}-{assocs}"
+            folder = work / label
+            folder.mkdir()
+            raw = out / f"{label}.txt"
+            with running(label, ours.argv(folder), log_dir=work) as child:
+                spy = subprocess.Popen(
+                    [str(pyspy), "record", "--pid", str(child.pid), "--format", "raw",
+                     "--threads", "--native", "--nolineno", "--rate", str(SPY_RATE),
+                     "--output", str(raw)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                )  # fmt: skip
+                time.sleep(1.0)  # py-spy attaches and starts sampling
+                sampler = Sampler(child.pid)
+                sampler.start()
+                t0 = time.perf_counter()
+                paths = [data.root] if assocs == 1 else data.parts
+                problem = run_clients(
+                    _storescu(child.port, ours.called_ae, paths, assocs),
+                    STORESCU.env,
+                    work / f"{label}-client.log",
+                )
+                seconds = time.perf_counter() - t0
+                _, total_cpu = sampler.finish()
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+            cpu = {tid: 0.0 for _, tid in sampler.seen}
+            for (_, tid), ns in sampler.seen.items():
+                cpu[tid] += (ns - sampler.base.get((child.pid, tid), 0)) / 1e9
+            stored = ours.count(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"\n{kind.name} x{assocs}: {data.count} in {seconds:.1f} s under py-spy"
+                  f" ({data.count / seconds:,.0f}/s; stored {stored}); server CPU"
+                  f" {total_cpu:.1f} s = {1000 * total_cpu / data.count:.2f} ms/instance"
+                  f" {problem}")  # fmt: skip
+            for line in summarize(raw, cpu, seconds):
+                print(f"  {line}")
+    return 0
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    ct: int
+    small: int
+    disk_mb: int
+    seconds: float
+
+
+FULL = Plan(ct=1000, small=5000, disk_mb=1024, seconds=2.0)
+QUICK = Plan(ct=200, small=1000, disk_mb=256, seconds=1.0)
+
+
+@dataclass
+class Selection:
+    servers: list[Server]
+    clients: list[Client]
+    kinds: list[Kind]
+    assocs: list[int]
+    notes: list[str] = field(default_factory=list)
+
+
+def select(args: argparse.Namespace) -> Selection:
+    all_servers = servers()
+    chosen = [s for s in all_servers if not args.servers or s.name in args.servers.split(",")]
+    clients = [STORESCU]
+    store, why = archive_store_client()
+    notes = [why] if why else []
+    if store is not None:
+        clients.append(store)
+    if args.clients:
+        clients = [c for c in clients if c.name.split()[0] in args.clients.split(",")]
+    kinds = [k for k in (CT, SMALL) if not args.data or k.name in args.data.split(",")]
+    assocs = [int(a) for a in args.assocs.split(",")]
+    return Selection(chosen, clients, kinds, assocs, notes)
+
+
+def _versions() -> str:
+    def first_line(argv: list[str]) -> str:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return (done.stdout or done.stderr).splitlines()[0].strip() if done.returncode == 0 else "?"
+
+    dcmtk = first_line(["storescu", "--version"]).split(" v")[-1].split()[0]
+    orthanc = first_line([ORTHANC, "--version"]).split()[-1]
+    return (
+        f"DCMTK {dcmtk} storescu/storescp, Orthanc {orthanc} (Debian packages, both with"
+        f" TCP_NODELAY=1), pynetdicom {version('pynetdicom')} qrscp (sqlalchemy"
+        f" {_pydeps_version()}), archive-node {version('archive-node')}"
+    )
+
+
+def _pydeps_version() -> str:
+    found = sorted(PYDEPS.glob("sqlalchemy-*.dist-info"))
+    return found[-1].name.removesuffix(".dist-info").split("-")[1] if found else "?"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="C-STORE ingest benchmark against peers")
+    parser.add_argument("--quick", action="store_true", help="200 CT + 1,000 small (~3 min)")
+    parser.add_argument("--markdown", type=Path, help="also write the markdown report here")
+    parser.add_argument("--servers", help="comma list: archive-node,storescp,Orthanc,qrscp")
+    parser.add_argument("--clients", help="comma list: storescu,archive")
+    parser.add_argument("--data", help="comma list: ct,small")
+    parser.add_argument("--assocs", default="1,4", help="comma list of association counts")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="instead: our node under py-spy, flame graphs and top costs in DIR",
+    )
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    work = CACHE / "runs"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    print("data sets ...", flush=True)
+    datasets = {
+        kind.name: ensure(kind, plan.ct if kind is CT else plan.small) for kind in (CT, SMALL)
+    }
+    for data in datasets.values():
+        print(f"  {data.root.name}: {data.count} x {data.file_size:,} B", flush=True)
+    if args.profile is not None:
+        return profile(args.profile, datasets, work, args)
+    ensure_qrscp_deps()
+    chosen = select(args)
+    info = machine()
+    info["load average"] = f"start {os.getloadavg()[0]:.2f}"
+    print("ceilings ...", flush=True)
+    limits = ceilings.measure(work, plan.disk_mb, plan.seconds)
+    for line in limits:
+        print(f"  {line}", flush=True)
+    runs: list[Run] = []
+    turn = 0
+    for kind in chosen.kinds:
+        for assocs in chosen.assocs:
+            for client in chosen.clients:
+                # Rotate the order so that drifts in machine load hit every server alike.
+                order = chosen.servers[turn % len(chosen.servers):] + \
+                    chosen.servers[: turn % len(chosen.servers)]  # fmt: skip
+                turn += 1
+                for server in order:
+                    run = one_run(server, client, datasets[kind.name], assocs, work)
+                    runs.append(run)
+                    shown = f"{run.rate:8,.0f} inst/s {run.mbps:6.1f} MB/s" if run.ok \
+                        else f"FAILED: {run.problem}"  # fmt: skip
+                    print(
+                        f"  {kind.name:5} x{assocs} {client.name:13} {server.name:12}"
+                        f" {run.seconds:6.1f} s {shown}  peak {run.peak_mb:.0f} MB",
+                        flush=True,
+                    )
+    info["load average"] += f", end {os.getloadavg()[0]:.2f}"
+    info["peers"] = _versions()
+    elapsed = time.perf_counter() - started
+    header, rows = runs_table(runs)
+    rheader, rrows, misses = ratios_table(runs)
+    notes = [
+        *chosen.notes,
+        "qrscp gets a quarter of each data set (4 of the 16 sub-folders); its rates are"
+        " per instance like the others'.",
+        "peak RSS: the highest sum of VmHWM over the server and its live descendants,"
+        " sampled every 0.1 s (storescp --fork: parent + per-association children, whose"
+        " shared pages count once per process).",
+    ]
+    report = "\n".join([
+        f"Measured {info['date']} ({'--quick' if args.quick else 'full run'}, {elapsed:.0f} s)",
+        "",
+        *(f"- {k}: {v}" for k, v in info.items() if k != "date"),
+        "",
+        "Ceilings of this machine:",
+        "",
+        *(f"- {line}" for line in limits),
+        "",
+        markdown_table(header, rows),
+        "",
+        "archive-node over each peer, same data, client and association count"
+        " (target from issue 3 in brackets):",
+        "",
+        markdown_table(rheader, rrows),
+        "",
+        *(f"- target missed: {m}" for m in misses),
+        *(f"- {n}" for n in notes),
+        "",
+    ])  # fmt: skip
+    print()
+    print(plain_table(header, rows))
+    print()
+    print(plain_table(rheader, rrows))
+    print()
+    print(report)
+    if args.markdown is not None:
+        args.markdown.write_text(report)
+        print(f"markdown written to {args.markdown}")
+    failed = [r for r in runs if not r.ok]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
