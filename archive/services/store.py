@@ -35,7 +35,7 @@ from archive.dicom.dimse import CStoreRq, CStoreRsp, Status
 from archive.dicom.filemeta import FileMeta, encode_file_meta
 from archive.dicom.header import HeaderError, HeaderReader, InstanceAttributes, check_store_request
 from archive.errors import ArchiveError
-from archive.index import StoredInstance
+from archive.index import DuplicateInstanceError, StoredInstance
 from archive.services.base import DatasetInterrupted, Provider, Request, Response
 
 log = logging.getLogger("archive.store")
@@ -46,11 +46,13 @@ DuplicatePolicy = Literal["keep", "replace", "reject"]
 class Writer(Protocol):
     relative: str
     size: int
+    digest: str
 
     async def write(self, fragment: memoryview) -> None: ...
-    async def finish(self) -> str: ...
+    async def finish_and_place(self) -> bool: ...
     async def place(self, *, replace: bool = False) -> str: ...
-    async def release(self) -> None: ...
+    async def unplace(self) -> None: ...
+    def release(self) -> object: ...
     async def discard(self) -> None: ...
 
 
@@ -129,8 +131,7 @@ class Ingest:
                 await writer.write(fragment)
             attrs = header.finish()
             check_store_request(attrs, sop_class_uid, sop_instance_uid)
-            digest = await writer.finish()
-            outcome = await self._commit(writer, attrs, digest, transfer_syntax, source_ae)
+            outcome = await self._commit(writer, attrs, transfer_syntax, source_ae)
             placed = outcome is SUCCESS
             return outcome
         except HeaderError as exc:
@@ -149,7 +150,6 @@ class Ingest:
         self,
         writer: Writer,
         attrs: InstanceAttributes,
-        digest: str,
         transfer_syntax: str,
         source_ae: str,
     ) -> Outcome:
@@ -159,42 +159,69 @@ class Ingest:
             lock = self._locks[uid] = asyncio.Lock()
         try:
             async with lock:
-                held = await self.index.instance(uid)
-                replace = False
-                if held is not None:
-                    if held.digest == digest:
-                        return _IDENTICAL
-                    if self.duplicates == "keep":
-                        log.warning("instance %s already held with other content: kept", uid)
-                        return _KEPT
-                    if self.duplicates == "reject":
-                        return Outcome(
-                            Status.DUPLICATE_SOP_INSTANCE,
-                            "SOP Instance UID already held with other content",
-                        )
-                    replace = True
-                path = await writer.place(replace=replace)
-                item = StoredInstance(
-                    attrs=attrs,
-                    path=path,
-                    size=writer.size,
-                    digest=digest,
-                    transfer_syntax_uid=transfer_syntax,
-                    source_ae=source_ae,
-                    received_at=time.time(),
-                )
-                if replace:
-                    await self.index.replace(item)
-                else:
-                    await self.index.add(item)
-                await writer.release()
-                if replace:
-                    # Only now is the old version unreferenced.
-                    await self.files.remove_other_versions(uid, keep=path)
-                return SUCCESS
+                # Optimistic: most instances are new. Flush and place in one trip
+                # to the I/O pool and add the row; only when either finds the
+                # UID taken do the duplicate rules run (with an index lookup).
+                if await writer.finish_and_place():
+                    try:
+                        await self.index.add(self._item(writer, attrs, transfer_syntax, source_ae))
+                    except DuplicateInstanceError:
+                        await writer.unplace()  # held, as a replacement, elsewhere
+                    else:
+                        writer.release()
+                        return SUCCESS
+                return await self._duplicate(writer, attrs, transfer_syntax, source_ae)
         finally:
             if not lock.locked() and self._locks.get(uid) is lock:
                 del self._locks[uid]
+
+    async def _duplicate(
+        self,
+        writer: Writer,
+        attrs: InstanceAttributes,
+        transfer_syntax: str,
+        source_ae: str,
+    ) -> Outcome:
+        """The UID is taken (or its first place is): PS3.4-minded duplicate rules."""
+        uid = attrs.sop_instance_uid
+        held = await self.index.instance(uid)
+        if held is not None:
+            if held.digest == writer.digest:
+                return _IDENTICAL
+            if self.duplicates == "keep":
+                log.warning("instance %s already held with other content: kept", uid)
+                return _KEPT
+            if self.duplicates == "reject":
+                return Outcome(
+                    Status.DUPLICATE_SOP_INSTANCE,
+                    "SOP Instance UID already held with other content",
+                )
+        # A replacement, or a file nobody indexed at the first place (debris of
+        # an older failure): either way the new version goes beside it, and the
+        # other versions go once the index points at the new one.
+        path = await writer.place(replace=True)
+        item = self._item(writer, attrs, transfer_syntax, source_ae)
+        if held is not None:
+            await self.index.replace(item)
+        else:
+            await self.index.add(item)
+        writer.release()
+        await self.files.remove_other_versions(uid, keep=path)
+        return SUCCESS
+
+    @staticmethod
+    def _item(
+        writer: Writer, attrs: InstanceAttributes, transfer_syntax: str, source_ae: str
+    ) -> StoredInstance:
+        return StoredInstance(
+            attrs=attrs,
+            path=writer.relative,
+            size=writer.size,
+            digest=writer.digest,
+            transfer_syntax_uid=transfer_syntax,
+            source_ae=source_ae,
+            received_at=time.time(),
+        )
 
 
 #: Duplicates that need no new file: answered Success, the part file discarded.

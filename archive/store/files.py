@@ -33,7 +33,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -96,6 +96,10 @@ class FileStore:
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking call in the store's I/O pool."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def submit(self, fn: Callable[..., object], *args: object) -> Future[object]:
+        """Run a blocking call in the pool without waiting for it (best effort)."""
+        return self._pool.submit(fn, *args)
 
     async def open(self) -> None:
         await self.run(self._open_sync)
@@ -224,6 +228,36 @@ class FileWriter:
         self.digest = self._hash.hexdigest()
         return self.digest
 
+    async def finish_and_place(self) -> bool:
+        """:meth:`finish`, then place a first version, in one trip to the I/O pool.
+
+        The common case (a new instance) thus costs one hop. Returns False,
+        with nothing placed, if a file is already at the instance's first
+        place; the caller then decides (duplicate rules) and may :meth:`place`
+        a replacement.
+        """
+        chunks, self._pending = self._pending, []
+        self._pending_size = 0
+        placed = await self.store.run(self._finish_and_place_sync, chunks)
+        self.digest = self._hash.hexdigest()
+        self._placed = placed
+        return placed
+
+    def _finish_and_place_sync(self, chunks: Sequence[bytes | memoryview]) -> bool:
+        self._write_sync(chunks, True)
+        try:
+            self._place_sync(self.relative)
+        except AlreadyStored:
+            return False
+        return True
+
+    async def unplace(self) -> None:
+        """Take back a placement (the index refused it); the part file stays."""
+        if self._placed:
+            self._placed = False
+            await self.store.run(_unlink_quietly, self.store.root / self.relative)
+            self.relative = relative_path(self.uid)
+
     async def place(self, *, replace: bool = False) -> str:
         """Link the finished file into place; returns its path (relative).
 
@@ -257,12 +291,19 @@ class FileWriter:
                 _unlink_quietly(final)
                 raise _store_error(exc, "flush the folder of") from exc
 
-    async def release(self) -> None:
-        """The index holds the instance now: drop the in-flight marker."""
-        await self.store.run(_unlink_quietly, self._tmp)
+    def release(self) -> Future[object]:
+        """The index holds the instance now: drop the in-flight marker.
+
+        Nobody waits for it (a marker that outlives a crash only makes recovery
+        re-index an instance already indexed); the pool finishes it before
+        :meth:`FileStore.close` returns.
+        """
+        return self.store.submit(_unlink_quietly, self._tmp)
 
     async def discard(self) -> None:
         """Undo everything: close and remove the part file, and a placed new file."""
+        if self._fd == -1 and not self._placed:
+            return  # nothing reached the disk yet
         await self.store.run(self._discard_sync)
 
     def _discard_sync(self) -> None:

@@ -893,6 +893,12 @@ def test_truncated_deflated_stream() -> None:
         messages.add(message)
     assert messages == {IN, AFTER}
     assert read(DEFLATED, [data]).patient_name == "A" * 400
+    # All of the data set inflated (a sync flush), but not the end of the stream.
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    unfinished = compressor.compress(plain) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert zlib.decompressobj(-zlib.MAX_WBITS).decompress(unfinished) == plain
+    assert failure(DEFLATED, [unfinished]) == (CANNOT_UNDERSTAND, AFTER)
+    assert read(DEFLATED, [unfinished + compressor.flush()]).patient_name == "A" * 400
 
 
 def test_corrupt_deflate_stream() -> None:

@@ -97,7 +97,7 @@ def test_write_finish_place_release(store: FileStore) -> None:
     relative = run(writer.place)
     # The part file is the in-flight journal until release.
     assert os.path.samefile(part, store.path(relative))
-    run(writer.release)
+    writer.release().result(5)
     assert not part.exists()
     body = b"".join(chunks)
     assert digest == hashlib.sha256(body).hexdigest()
@@ -129,7 +129,7 @@ def test_empty_dataset(store: FileStore) -> None:
     async def go() -> str:
         digest = await writer.finish()
         await writer.place()
-        await writer.release()
+        await asyncio.wrap_future(writer.release())
         return digest
 
     assert run(go) == hashlib.sha256(b"").hexdigest()
@@ -195,7 +195,7 @@ def test_place_replace(store: FileStore) -> None:
     (part,) = parts(store)  # the journal
     assert os.path.samefile(part, new)
     assert final.read_bytes() == b"old content"  # untouched until the index switched
-    run(writer.release)
+    writer.release().result(5)
     run(lambda: store.remove_other_versions(UID, keep=placed))
     assert not final.exists()
     assert new.read_bytes() == META + b"".join(chunks)
@@ -338,7 +338,7 @@ def test_short_writes_are_completed(
     async def go() -> str:
         digest = await write_all(writer, chunks)
         await writer.place()
-        await writer.release()
+        await asyncio.wrap_future(writer.release())
         return digest
 
     assert run(go) == hashlib.sha256(data).hexdigest()
@@ -364,7 +364,7 @@ def test_fast_durability_never_fsyncs(tmp_path: Path, monkeypatch: pytest.Monkey
             async def go(writer: FileWriter = writer) -> None:
                 await write_all(writer, fragments(1000, 100))
                 await writer.place()
-                await writer.release()
+                await asyncio.wrap_future(writer.release())
 
             calls.clear()
             run(go)
