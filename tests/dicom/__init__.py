@@ -1,0 +1,6 @@
+import pytest
+
+# The shared helper modules hold assertions too: give their failures pytest's detail.
+pytest.register_assert_rewrite(
+    "tests.dicom.machine_helpers", "tests.dicom.header_helpers", "tests.dicom.dimse_vectors"
+)

@@ -46,7 +46,7 @@ from archive.dicom.charset import (
     python_codecs,
 )
 from archive.dicom.header import HeaderError, HeaderReader, InstanceAttributes
-from tests.dicom.test_header import (
+from tests.dicom.header_helpers import (
     AFTER,
     BIG,
     DEFLATED,

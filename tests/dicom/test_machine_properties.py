@@ -46,8 +46,7 @@ from archive.dicom.ul.pdu import (
     PDataTf,
     Pdu,
 )
-from tests.dicom.strategies import p_data_tf, pdus
-from tests.dicom.test_machine import (
+from tests.dicom.machine_helpers import (
     AC,
     AC_BYTES,
     GARBAGE,
@@ -64,6 +63,7 @@ from tests.dicom.test_machine import (
     drain,
     split_pdus,
 )
+from tests.dicom.strategies import p_data_tf, pdus
 
 _EVENT_TYPES = (
     AAssociateRq,

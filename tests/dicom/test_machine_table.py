@@ -1,3 +1,4 @@
+# mypy: disable-error-code="comparison-overlap"
 """PS3.8 Table 9-10 (the state transition table) checked twice.
 
 1. As data, against an oracle: pynetdicom's ``fsm.TRANSITION_TABLE`` (used here
@@ -39,7 +40,7 @@ from archive.dicom.ul.pdu import (
     AReleaseRq,
     PDataTf,
 )
-from tests.dicom.test_machine import (
+from tests.dicom.machine_helpers import (
     AC,
     AC_BYTES,
     GARBAGE,
@@ -65,7 +66,7 @@ from tests.dicom.test_machine import (
 #: table agrees with ours cell for cell (123 cells). Where pynetdicom deviates from
 #: the standard it is in what its actions send, not in the table: its AA-8 always
 #: sends reason 0 and its AA-1 (Sta2) sends source 0 reason 0; those are checked
-#: against our own expectations in test_machine.py, not against pynetdicom.
+#: against our own expectations in test_machine_abort.py, not against pynetdicom.
 KNOWN_DEVIATIONS: dict[tuple[str, str], tuple[str | None, str | None, str]] = {}
 
 
