@@ -31,8 +31,9 @@ from archive.net import (
     associate,
     run,
 )
-from archive.node import Node
+from archive.node import Node, Storage
 from archive.progress import human_bytes
+from archive.reconcile import CheckReport, check
 from archive.scu import Cause, Report, StoreOptions, send_files
 
 log = logging.getLogger("archive")
@@ -103,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _import(args)
         if args.command == "stats":
             return _stats(args)
+        if args.command == "check":
+            return _check(args)
         if args.command == "config":
             load_config(args.file)
             print(f"{args.file}: OK")
@@ -236,6 +239,17 @@ def _add_ingest_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
     stats.add_argument("--data", help="data folder (overrides node.data_dir)")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
 
+    chk = commands.add_parser(
+        "check", help="compare the instance files with the index (and repair with --repair)"
+    )
+    chk.add_argument("--config", type=Path, help="TOML configuration file")
+    chk.add_argument("--data", help="data folder (overrides node.data_dir)")
+    chk.add_argument(
+        "--repair",
+        action="store_true",
+        help="index unindexed files, drop rows without a file, remove unreadable files",
+    )
+
 
 def _store(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
@@ -315,6 +329,38 @@ async def _read_stats(path: Path) -> Stats:
         return await index.stats()
     finally:
         await index.close()
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``archive check``: exit 0 when files and index agree (or were repaired), else 5."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    config = load_config(args.config) if args.config else Config()
+    config = with_overrides(config, data_dir=args.data)
+    report = run(_run_check(config, args.repair), config.node.loop)
+    print(f"{report.files} instance file(s), {report.rows} index row(s)")
+    for label, paths in (
+        ("files without an index row", report.unindexed_files),
+        ("unreadable files", report.unreadable_files),
+        ("superseded versions", report.superseded_files),
+        ("rows whose file is missing", report.missing_files),
+    ):
+        if paths:
+            done = " (repaired)" if report.repaired else ""
+            print(f"{label}{done}: {len(paths)}")
+            for path in paths[:20]:
+                print(f"  {path}")
+    if report.clean:
+        print("files and index agree")
+        return EXIT_OK
+    return EXIT_OK if report.repaired else EXIT_FAILED_STATUS
+
+
+async def _run_check(config: Config, repair: bool) -> CheckReport:
+    storage = await Storage(config).open()
+    try:
+        return await check(storage, repair=repair)
+    finally:
+        await storage.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from archive.store.files import (
+    INSTANCES,
     AlreadyStored,
     FileStore,
     FileWriter,
@@ -13,6 +14,7 @@ from archive.store.files import (
 from archive.store.scan import ScannedFile, dataset_chunks, read_meta, scan_file
 
 __all__ = [
+    "INSTANCES",
     "AlreadyStored",
     "FileStore",
     "FileWriter",

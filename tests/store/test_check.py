@@ -1,0 +1,65 @@
+"""``archive check``: the full sweep that compares instances/ with the index."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from pydicom.data import get_testdata_file
+
+from archive.store import read_meta, relative_path
+
+ARCHIVE = [sys.executable, "-m", "archive.cli"]
+
+
+def archive(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ARCHIVE, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_finds_and_repairs_every_kind_of_difference(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    source = tmp_path / "in"
+    source.mkdir()
+    names = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"]
+    for name in names:
+        shutil.copy(get_testdata_file(name), source / name)
+    assert archive("import", str(source), "--data", str(data)).returncode == 0
+    assert archive("check", "--data", str(data)).stdout.endswith("files and index agree\n")
+
+    ct_uid = read_meta(source / "CT_small.dcm")[0].media_storage_sop_instance_uid
+    mr_uid = read_meta(source / "MR_small.dcm")[0].media_storage_sop_instance_uid
+    # A row whose file is gone, a readable file nobody indexed, an unreadable file,
+    # and a superseded version of an indexed instance.
+    (data / relative_path(ct_uid)).unlink()
+    stray_src = get_testdata_file("SC_rgb_rle.dcm")
+    stray_uid = read_meta(stray_src)[0].media_storage_sop_instance_uid
+    stray = data / relative_path(stray_uid)
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(stray_src, stray)
+    junk = data / "instances" / "00" / "00" / "1.2.3.dcm"
+    junk.parent.mkdir(parents=True, exist_ok=True)
+    junk.write_bytes(b"not DICOM")
+    old_mr = data / (relative_path(mr_uid)[:-4] + ".rdeadbeef.dcm")
+    shutil.copy(data / relative_path(mr_uid), old_mr)
+
+    found = archive("check", "--data", str(data))
+    assert found.returncode == 5, found.stdout + found.stderr
+    assert "files without an index row: 1" in found.stdout
+    assert "unreadable files: 1" in found.stdout
+    assert "superseded versions: 1" in found.stdout
+    assert "rows whose file is missing: 1" in found.stdout
+    assert junk.exists()
+    assert old_mr.exists()
+
+    fixed = archive("check", "--data", str(data), "--repair")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert not junk.exists()
+    assert not old_mr.exists()
+    assert stray.exists()
+    again = archive("check", "--data", str(data))
+    assert again.returncode == 0
+    assert again.stdout.endswith("files and index agree\n")
+    stats = archive("stats", "--data", str(data), "--json").stdout
+    assert '"instances":3' in stats  # MR, JPEG 2000, and the adopted stray; the CT is gone
