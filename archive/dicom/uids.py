@@ -17,6 +17,7 @@ from types import MappingProxyType
 from archive.dicom.storage_classes import STORAGE_SOP_CLASS_KEYWORDS, STORAGE_SOP_CLASSES
 
 __all__ = [
+    "ACCEPTED_STORAGE_SOP_CLASSES",
     "ALL_TRANSFER_SYNTAXES",
     "DEFLATED_EXPLICIT_VR_LE",
     "DEFLATED_IMAGE_FRAME_COMPRESSION",
@@ -24,6 +25,7 @@ __all__ = [
     "ENCAPSULATED_UNCOMPRESSED_EXPLICIT_VR_LE",
     "EXPLICIT_VR_BE",
     "EXPLICIT_VR_LE",
+    "EXTRA_STORAGE_SOP_CLASS_KEYWORDS",
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
     "IMPLICIT_VR_LE",
@@ -38,6 +40,42 @@ __all__ = [
 
 #: Verification SOP Class, PS3.4 A.4.
 VERIFICATION = "1.2.840.10008.1.1"
+
+#: Storage SOP classes an archive meets that the generated table (pynetdicom's
+#: list) lacks: current ones of PS3.4 Table B.5-1 pynetdicom 3.0.4 omits, and
+#: retired ones (PS3.6 Annex A marks them so) that older modalities and archives
+#: still send, as DCMTK's storescp accepts them. Keywords as in PS3.6.
+EXTRA_STORAGE_SOP_CLASS_KEYWORDS: Mapping[str, str] = MappingProxyType(
+    {
+        # Current, Table B.5-1.
+        "1.2.840.10008.5.1.4.1.1.200.1": "CTDefinedProcedureProtocolStorage",
+        "1.2.840.10008.5.1.4.1.1.200.3": "ProtocolApprovalStorage",
+        "1.2.840.10008.5.1.4.1.1.200.7": "XADefinedProcedureProtocolStorage",
+        "1.2.840.10008.5.1.4.1.1.201.1": "InventoryStorage",
+        # Retired.
+        "1.2.840.10008.5.1.4.1.1.3": "UltrasoundMultiFrameImageStorageRetired",
+        "1.2.840.10008.5.1.4.1.1.5": "NuclearMedicineImageStorageRetired",
+        "1.2.840.10008.5.1.4.1.1.6": "UltrasoundImageStorageRetired",
+        "1.2.840.10008.5.1.4.1.1.8": "StandaloneOverlayStorage",
+        "1.2.840.10008.5.1.4.1.1.9": "StandaloneCurveStorage",
+        "1.2.840.10008.5.1.4.1.1.9.1": "WaveformStorageTrial",
+        "1.2.840.10008.5.1.4.1.1.10": "StandaloneModalityLUTStorage",
+        "1.2.840.10008.5.1.4.1.1.11": "StandaloneVOILUTStorage",
+        "1.2.840.10008.5.1.4.1.1.12.3": "XRayAngiographicBiPlaneImageStorage",
+        "1.2.840.10008.5.1.4.1.1.77.1": "VLImageStorageTrial",
+        "1.2.840.10008.5.1.4.1.1.77.2": "VLMultiFrameImageStorageTrial",
+        "1.2.840.10008.5.1.4.1.1.88.1": "TextSRStorageTrial",
+        "1.2.840.10008.5.1.4.1.1.88.2": "AudioSRStorageTrial",
+        "1.2.840.10008.5.1.4.1.1.88.3": "DetailSRStorageTrial",
+        "1.2.840.10008.5.1.4.1.1.88.4": "ComprehensiveSRStorageTrial",
+        "1.2.840.10008.5.1.4.1.1.129": "StandalonePETCurveStorage",
+    }
+)
+
+#: What the node accepts for storage: the generated table plus the extras.
+ACCEPTED_STORAGE_SOP_CLASSES: frozenset[str] = STORAGE_SOP_CLASSES | frozenset(
+    EXTRA_STORAGE_SOP_CLASS_KEYWORDS
+)
 
 #: Our Implementation Class UID (PS3.7 D.3.3.2), under the UUID-derived root "2.25."
 #: of PS3.5 B.2; the integer is one uuid4 drawn once and fixed here for good.
@@ -213,6 +251,7 @@ def name(uid: str) -> str:
     """The keyword of a SOP class or transfer syntax we know, else ``uid`` itself (logs)."""
     return (
         STORAGE_SOP_CLASS_KEYWORDS.get(uid)
+        or EXTRA_STORAGE_SOP_CLASS_KEYWORDS.get(uid)
         or TRANSFER_SYNTAX_KEYWORDS.get(uid)
         or _OTHER_KEYWORDS.get(uid)
         or uid

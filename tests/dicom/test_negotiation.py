@@ -46,7 +46,7 @@ from archive.dicom.ul.pdu import (
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
-US_RETIRED = "1.2.840.10008.5.1.4.1.1.6"  # Ultrasound Image Storage (Retired)
+UNSERVED = "1.2.840.10008.5.1.1.27"  # Stored Print Storage (Retired): not served
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 ELE, ILE, BE = uids.EXPLICIT_VR_LE, uids.IMPLICIT_VR_LE, uids.EXPLICIT_VR_BE
 J2K, JPEG = uids.JPEG_2000_LOSSLESS, uids.JPEG_BASELINE_8BIT
@@ -387,11 +387,11 @@ def test_default_acceptor_policy() -> None:
     assert policy.check_called_ae is False
     assert policy.accepted_calling_aes == frozenset()
     assert policy.check_calling_host is False
-    assert set(policy.abstract_syntaxes) == uids.STORAGE_SOP_CLASSES | {uids.VERIFICATION}
+    assert set(policy.abstract_syntaxes) == uids.ACCEPTED_STORAGE_SOP_CLASSES | {uids.VERIFICATION}
     assert all(
         ts == frozenset(uids.ALL_TRANSFER_SYNTAXES) for ts in policy.abstract_syntaxes.values()
     )
-    assert policy.scp_role_classes == uids.STORAGE_SOP_CLASSES
+    assert policy.scp_role_classes == uids.ACCEPTED_STORAGE_SOP_CLASSES
     assert policy.implementation_class_uid == uids.IMPLEMENTATION_CLASS_UID
     assert policy.implementation_version_name == uids.IMPLEMENTATION_VERSION_NAME
 
@@ -404,10 +404,10 @@ def dcmtk_like_request() -> AAssociateRq:
     Explicit VR BE and Implicit VR LE, plus a few classes we do not serve."""
     classes = [
         *sorted(uids.STORAGE_SOP_CLASSES)[:116],
-        US_RETIRED,
-        "1.2.840.10008.5.1.4.1.1.5",  # Nuclear Medicine Image Storage (Retired)
-        "1.2.840.10008.5.1.4.1.1.77.1",  # VL Image Storage - Trial (Retired)
-        "1.2.840.10008.5.1.1.27",  # Stored Print Storage (Retired)
+        UNSERVED,
+        "1.2.840.10008.5.1.4.1.1.501.1",  # DICOS CT Image Storage (not medical)
+        "1.2.840.10008.5.1.4.1.1.601.1",  # Eddy Current Image Storage (DICONDE)
+        "1.2.826.0.1.3680043.10.99.1",  # a private SOP class
     ]
     return rq_for(
         [(2 * i + 1, uid, (ELE, BE, ILE)) for i, uid in enumerate(classes)],
@@ -437,7 +437,7 @@ def test_120_context_request_is_fast() -> None:
 
 # --- pynetdicom as an oracle for the context results -------------------------------------
 
-_ABSTRACT = st.sampled_from([CT, MR, uids.VERIFICATION, PATIENT_ROOT_FIND, US_RETIRED])
+_ABSTRACT = st.sampled_from([CT, MR, uids.VERIFICATION, PATIENT_ROOT_FIND, UNSERVED])
 _TRANSFER = st.sampled_from([ELE, ILE, BE, J2K, JPEG, "1.2.3.4", uids.JPEG_XL])
 
 
@@ -677,14 +677,14 @@ def test_accepted_roles() -> None:
             (CT, [ELE]),
             (MR, [ELE]),
             (uids.VERIFICATION, [ILE]),
-            (US_RETIRED, [ELE]),
+            (UNSERVED, [ELE]),
             (PATIENT_ROOT_FIND, [ELE]),
         ],
         max_pdu_length=0,
         roles=(
             RoleSelection(CT, scu_role=False, scp_role=True),
             RoleSelection(MR, scu_role=True, scp_role=False),
-            RoleSelection(US_RETIRED, scu_role=False, scp_role=True),
+            RoleSelection(UNSERVED, scu_role=False, scp_role=True),
             RoleSelection(PATIENT_ROOT_FIND, scu_role=True, scp_role=True),
         ),
     )
@@ -699,7 +699,7 @@ def test_accepted_roles() -> None:
             RoleSelection(CT, scu_role=False, scp_role=True),  # our proposal accepted
             RoleSelection(MR, scu_role=True, scp_role=True),  # SCP we did not propose: ignored
             RoleSelection(uids.VERIFICATION, True, True),  # reply to no proposal: ignored
-            RoleSelection(US_RETIRED, scu_role=False, scp_role=False),  # refused: unusable
+            RoleSelection(UNSERVED, scu_role=False, scp_role=False),  # refused: unusable
             # no reply for PATIENT_ROOT_FIND: the defaults apply
         ),
     )
@@ -753,3 +753,11 @@ def test_both_sides_agree(
     assert acceptor_view.peer_max_pdu == requestor_view.max_pdu_length
     for context in acceptor_view.contexts.values():
         assert context.scu_role or context.scp_role
+
+
+def test_retired_ultrasound_storage_is_accepted() -> None:
+    """Older ultrasound modalities still send the retired class (PS3.6 A, retired)."""
+    rq = rq_for([(1, "1.2.840.10008.5.1.4.1.1.6", [ELE])])
+    ac, negotiated = accept(rq)
+    assert ac.contexts[0].result == ContextResult.ACCEPTANCE
+    assert negotiated.context_for("1.2.840.10008.5.1.4.1.1.6") is not None

@@ -200,3 +200,24 @@ def test_importing_uids_pulls_in_neither_pydicom_nor_pynetdicom() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_extra_storage_classes_are_storage_classes_pydicom_knows() -> None:
+    """Each extra is a storage SOP class of PS3.6 (pydicom's dictionary as the oracle),
+    none is already in the generated table, and the retired ones are marked retired."""
+    from pydicom._uid_dict import UID_dictionary
+
+    extras = uids.EXTRA_STORAGE_SOP_CLASS_KEYWORDS
+    assert not set(extras) & uids.STORAGE_SOP_CLASSES
+    for uid, keyword in extras.items():
+        entry_name, entry_type, _, retired, *_ = UID_dictionary[uid]
+        assert entry_type == "SOP Class", uid
+        assert "Storage" in entry_name, uid
+        assert (
+            "Retired" in keyword
+            or "Trial" in keyword
+            or "Standalone" in keyword
+            or keyword == "XRayAngiographicBiPlaneImageStorage"
+        ) == (retired == "Retired"), uid
+    assert uids.STORAGE_SOP_CLASSES | set(extras) == uids.ACCEPTED_STORAGE_SOP_CLASSES
+    assert uids.name("1.2.840.10008.5.1.4.1.1.6") == "UltrasoundImageStorageRetired"

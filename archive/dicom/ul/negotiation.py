@@ -34,9 +34,9 @@ from archive.dicom.errors import (
     RemoteProtocolError,
 )
 from archive.dicom.uids import (
+    ACCEPTED_STORAGE_SOP_CLASSES,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
-    STORAGE_SOP_CLASSES,
     VERIFICATION,
 )
 from archive.dicom.ul.pdu import (
@@ -157,7 +157,7 @@ class Negotiated(msgspec.Struct, frozen=True, kw_only=True):
 def default_acceptor_policy(config: Config) -> AcceptorPolicy:
     """Verification and every storage class, with the configured transfer syntaxes."""
     transfer_syntaxes = frozenset(config.association.accepted_transfer_syntaxes)
-    abstract_syntaxes = dict.fromkeys(STORAGE_SOP_CLASSES, transfer_syntaxes)
+    abstract_syntaxes = dict.fromkeys(ACCEPTED_STORAGE_SOP_CLASSES, transfer_syntaxes)
     abstract_syntaxes[VERIFICATION] = transfer_syntaxes
     return AcceptorPolicy(
         ae_title=config.node.ae_title,
@@ -167,7 +167,7 @@ def default_acceptor_policy(config: Config) -> AcceptorPolicy:
         accepted_calling_aes=frozenset(config.association.accepted_calling_aes),
         check_calling_host=config.association.check_calling_host,
         calling_hosts={peer.ae_title: frozenset({peer.host}) for peer in config.peers},
-        scp_role_classes=STORAGE_SOP_CLASSES,
+        scp_role_classes=ACCEPTED_STORAGE_SOP_CLASSES,
     )
 
 
