@@ -238,7 +238,7 @@ def test_store_rejected_context_is_a_failure(
     assert lines[0].startswith("sent 1, failed 1, skipped 0 of 2 file(s); ")
     assert lines[1:] == [
         f"failed: {explicit}  {explicit_uid}  presentation context rejected: "
-        f"{CT_IMAGE} in {ExplicitVRLittleEndian} not accepted by the peer"
+        f"transfer syntaxes not supported ({CT_IMAGE} in {ExplicitVRLittleEndian})"
     ]
     assert stored_path(node.config.node.data_dir, implicit_uid).exists()
     assert not stored_path(node.config.node.data_dir, explicit_uid).exists()

@@ -461,8 +461,7 @@ class _GroupSender:
                 self._record(
                     item.result(
                         Kind.FAILED,
-                        reason=f"presentation context rejected: {sop_class} in {ts}"
-                        " not accepted by the peer",
+                        reason=_refusal_reason(negotiated.refusal(sop_class, ts), sop_class, ts),
                         cause=Cause.CONTEXT,
                     )
                 )
@@ -507,3 +506,17 @@ def status_result(item: FileItem, status: int, comment: str | None) -> FileResul
             return item.result(Kind.WARNING, status=status, reason=reason)
         case _:
             return item.result(Kind.FAILED, status=status, reason=reason, cause=Cause.STATUS)
+
+
+#: PS3.8 Table 9-18, the presentation context results a requestor can be given.
+_RESULTS = {
+    1: "user rejection",
+    2: "no reason (provider rejection)",
+    3: "abstract syntax not supported",
+    4: "transfer syntaxes not supported",
+}
+
+
+def _refusal_reason(result: int | None, sop_class: str, transfer_syntax: str) -> str:
+    why = _RESULTS.get(result, "not accepted") if result is not None else "not accepted"
+    return f"presentation context rejected: {why} ({sop_class} in {transfer_syntax})"

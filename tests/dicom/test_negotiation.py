@@ -600,6 +600,7 @@ def test_accepted() -> None:
         peer_implementation_class_uid="1.2.3",
         peer_implementation_version_name="PEER",
         async_ops=(1, 1),
+        refused=((MR, (ELE,), ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED),),
     )
     assert list(negotiated.contexts) == [1, 5]
 
@@ -761,3 +762,22 @@ def test_retired_ultrasound_storage_is_accepted() -> None:
     ac, negotiated = accept(rq)
     assert ac.contexts[0].result == ContextResult.ACCEPTANCE
     assert negotiated.context_for("1.2.840.10008.5.1.4.1.1.6") is not None
+
+
+def test_requestor_keeps_why_each_proposal_was_refused() -> None:
+    """PS3.8 Table 9-18 results of refused contexts survive into Negotiated."""
+    rq = build_request(
+        "A", "B", [(CT, [ELE]), (UNSERVED, [ELE]), (MR, ["1.2.3"])], max_pdu_length=0
+    )
+    ac = _ac(
+        rq,
+        (
+            PresentationContextAc(1, ContextResult.ACCEPTANCE, ELE),
+            PresentationContextAc(3, ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED, ""),
+            PresentationContextAc(5, ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED, ""),
+        ),
+    )
+    negotiated = accepted(rq, ac)
+    assert negotiated.refusal(CT, ELE) is None
+    assert negotiated.refusal(UNSERVED, ELE) == ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED
+    assert negotiated.refusal(MR, "1.2.3") == ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED

@@ -141,6 +141,17 @@ class Negotiated(msgspec.Struct, frozen=True, kw_only=True):
     peer_implementation_version_name: str
     async_ops: tuple[int, int] = (1, 1)
     user_identity: UserIdentityRq | None = None
+    #: Requestor side: each refused proposal as (abstract syntax, proposed transfer
+    #: syntaxes, result/reason of PS3.8 Table 9-18), for saying why a file could
+    #: not be sent.
+    refused: tuple[tuple[str, tuple[str, ...], int], ...] = ()
+
+    def refusal(self, abstract_syntax: str, transfer_syntax: str) -> int | None:
+        """The acceptor's result for the proposal carrying this pair, if refused."""
+        for abstract, transfers, result in self.refused:
+            if abstract == abstract_syntax and transfer_syntax in transfers:
+                return result
+        return None
 
     def context_for(
         self, abstract_syntax: str, transfer_syntax: str | None = None
@@ -410,6 +421,7 @@ def accepted(rq: AAssociateRq, ac: AAssociateAc) -> Negotiated:
     their_roles = _first_roles(ac.user_info.roles)
     answered: set[int] = set()
     agreed: list[AcceptedContext] = []
+    refused: list[tuple[str, tuple[str, ...], int]] = []
     for item in ac.contexts:
         context = proposed.get(item.id)
         if context is None or item.id in answered:
@@ -420,6 +432,7 @@ def accepted(rq: AAssociateRq, ac: AAssociateAc) -> Negotiated:
             )
         answered.add(item.id)
         if item.result != _ACCEPTANCE:
+            refused.append((context.abstract_syntax, context.transfer_syntaxes, int(item.result)))
             continue
         if item.transfer_syntax not in context.transfer_syntaxes:
             raise RemoteProtocolError(
@@ -452,6 +465,7 @@ def accepted(rq: AAssociateRq, ac: AAssociateAc) -> Negotiated:
         peer_max_pdu=info.max_length or 0,
         peer_implementation_class_uid=info.implementation_class_uid or "",
         peer_implementation_version_name=info.implementation_version_name or "",
+        refused=tuple(refused),
         async_ops=(window.max_invoked, window.max_performed) if window else (1, 1),
         user_identity=rq.user_info.user_identity_rq,
     )
