@@ -10,8 +10,13 @@ ARGS   ?=
 
 .PHONY: run test lint bench clean venv dev
 
+# Debian's python3 lacks ensurepip until python3-venv is installed: install it when
+# we can (root with apt), else say what is missing.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); \
+	  else echo "'$(PYTHON) -m venv' failed: install python3-venv (Debian) and retry" >&2; exit 1; fi; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
