@@ -42,7 +42,6 @@ from archive.dicom.errors import (
     RemoteProtocolError,
 )
 from archive.dicom.ul.items import (
-    ITEM_HEADER,
     USER_INFORMATION,
     ae_bytes,
     check_range,
@@ -53,6 +52,7 @@ from archive.dicom.ul.items import (
     item,
     read_uid,
     uid_bytes,
+    walk_items,
 )
 from archive.dicom.ul.pdata import decode_p_data, encode_p_data
 from archive.dicom.ul.pdu import (
@@ -189,55 +189,31 @@ def _decode_associate_rq(body: memoryview) -> AAssociateRq:
     user_info: UserInformation | None = None
     contexts: list[PresentationContextRq] = []
     ids: set[int] = set()
-    unpack_item = ITEM_HEADER.unpack_from
-    end = len(raw)
-    offset = _ASSOCIATE_FIXED
-    while offset < end:
-        if offset + 4 > end:
-            raise invalid("truncated item header")
-        item_type, length = unpack_item(raw, offset)
-        value = offset + 4
-        stop = value + length
-        if stop > end:
-            raise invalid(f"item 0x{item_type:02x} of {length} bytes overruns the PDU")
+    for item_type, value, stop in walk_items(raw, _ASSOCIATE_FIXED, len(raw), "item"):
         if item_type == PRESENTATION_CONTEXT_RQ_ITEM:
             # Inline rather than a helper: an RQ may carry >100 of these.
-            if length < 4:
-                raise invalid(f"presentation context item of {length} bytes")
+            if stop - value < 4:
+                raise invalid(f"presentation context item of {stop - value} bytes")
             context_id = raw[value]
             if not context_id & 1 or context_id in ids:
                 raise invalid(f"presentation context ID {context_id} is even or repeated")
             ids.add(context_id)
             abstract: str | None = None
             syntaxes: list[str] = []
-            sub = value + 4
-            while sub < stop:
-                if sub + 4 > stop:
-                    raise invalid("truncated presentation context sub-item header")
-                sub_type, sub_length = unpack_item(raw, sub)
-                sub_value = sub + 4
-                sub_stop = sub_value + sub_length
-                if sub_stop > stop:
-                    raise invalid(f"sub-item 0x{sub_type:02x} overruns its presentation context")
+            for sub_type, sub_value, sub_stop in walk_items(raw, value + 4, stop, _SUB_ITEM):
                 if sub_type == TRANSFER_SYNTAX_ITEM:
                     syntaxes.append(read_uid(text, sub_value, sub_stop, "transfer syntax"))
                 elif sub_type == ABSTRACT_SYNTAX_ITEM:
                     if abstract is not None:
                         raise invalid(f"presentation context {context_id}: two abstract syntaxes")
                     abstract = read_uid(text, sub_value, sub_stop, "abstract syntax")
-                sub = sub_stop
             if abstract is None or not syntaxes:
                 raise invalid(f"presentation context {context_id} lacks a mandatory sub-item")
             contexts.append(PresentationContextRq(context_id, abstract, tuple(syntaxes)))
-        elif item_type == APPLICATION_CONTEXT_ITEM:
-            if app_context is not None:
-                raise invalid("two application context items")
-            app_context = read_uid(text, value, stop, "application context name")
-        elif item_type == USER_INFORMATION:
-            if user_info is not None:
-                raise invalid("two user information items")
-            user_info = decode_user_information(raw, text, value, stop)
-        offset = stop
+        else:
+            app_context, user_info = _common_item(
+                raw, text, item_type, value, stop, app_context, user_info
+            )
     if app_context is None or user_info is None or not contexts:
         raise invalid("A-ASSOCIATE-RQ lacks a mandatory item")
     return AAssociateRq(called, calling, tuple(contexts), user_info, app_context, version)
@@ -252,34 +228,44 @@ def _decode_associate_ac(body: memoryview) -> AAssociateAc:
     user_info: UserInformation | None = None
     contexts: list[PresentationContextAc] = []
     ids: set[int] = set()
-    end = len(raw)
-    offset = _ASSOCIATE_FIXED
-    while offset < end:
-        if offset + 4 > end:
-            raise invalid("truncated item header")
-        item_type, length = ITEM_HEADER.unpack_from(raw, offset)
-        value = offset + 4
-        stop = value + length
-        if stop > end:
-            raise invalid(f"item 0x{item_type:02x} of {length} bytes overruns the PDU")
+    for item_type, value, stop in walk_items(raw, _ASSOCIATE_FIXED, len(raw), "item"):
         if item_type == PRESENTATION_CONTEXT_AC_ITEM:
             context = _decode_context_ac(raw, text, value, stop)
             if context.id in ids:
                 raise invalid(f"presentation context ID {context.id} is repeated")
             ids.add(context.id)
             contexts.append(context)
-        elif item_type == APPLICATION_CONTEXT_ITEM:
-            if app_context is not None:
-                raise invalid("two application context items")
-            app_context = read_uid(text, value, stop, "application context name")
-        elif item_type == USER_INFORMATION:
-            if user_info is not None:
-                raise invalid("two user information items")
-            user_info = decode_user_information(raw, text, value, stop)
-        offset = stop
+        else:
+            app_context, user_info = _common_item(
+                raw, text, item_type, value, stop, app_context, user_info
+            )
     if app_context is None or user_info is None or not contexts:
         raise invalid("A-ASSOCIATE-AC lacks a mandatory item")
     return AAssociateAc(called, calling, tuple(contexts), user_info, app_context, version)
+
+
+_SUB_ITEM = "presentation context sub-item"
+
+
+def _common_item(
+    raw: bytes,
+    text: str,
+    item_type: int,
+    value: int,
+    stop: int,
+    app_context: str | None,
+    user_info: UserInformation | None,
+) -> tuple[str | None, UserInformation | None]:
+    """The items an RQ and an AC share; any other type is skipped (PS3.8 9.3.1)."""
+    if item_type == APPLICATION_CONTEXT_ITEM:
+        if app_context is not None:
+            raise invalid("two application context items")
+        app_context = read_uid(text, value, stop, "application context name")
+    elif item_type == USER_INFORMATION:
+        if user_info is not None:
+            raise invalid("two user information items")
+        user_info = decode_user_information(raw, text, value, stop)
+    return app_context, user_info
 
 
 def _decode_context_ac(raw: bytes, text: str, value: int, stop: int) -> PresentationContextAc:
@@ -293,19 +279,11 @@ def _decode_context_ac(raw: bytes, text: str, value: int, stop: int) -> Presenta
     if result >= len(_CONTEXT_RESULTS):
         raise invalid(f"presentation context {context_id}: result/reason {result}")
     syntax: str | None = None
-    sub = value + 4
-    while sub < stop:
-        if sub + 4 > stop:
-            raise invalid("truncated presentation context sub-item header")
-        sub_type, sub_length = ITEM_HEADER.unpack_from(raw, sub)
-        sub_stop = sub + 4 + sub_length
-        if sub_stop > stop:
-            raise invalid(f"sub-item 0x{sub_type:02x} overruns its presentation context")
+    for sub_type, sub_value, sub_stop in walk_items(raw, value + 4, stop, _SUB_ITEM):
         if sub_type == TRANSFER_SYNTAX_ITEM:
             if syntax is not None:
                 raise invalid(f"presentation context {context_id}: two transfer syntaxes")
-            syntax = text[sub + 4 : sub_stop].rstrip("\x00 ")
-        sub = sub_stop
+            syntax = text[sub_value:sub_stop].rstrip("\x00 ")
     if result == ContextResult.ACCEPTANCE:
         if not syntax or not syntax.isascii():
             raise invalid(f"accepted presentation context {context_id} lacks a transfer syntax")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterator
 
 from archive.dicom.errors import (
     AbortReason,
@@ -130,6 +131,26 @@ def _u16_field(raw: bytes, offset: int, end: int, what: str) -> tuple[int, int]:
     return start, start + length
 
 
+def walk_items(raw: bytes, start: int, end: int, what: str) -> Iterator[tuple[int, int, int]]:
+    """(type, value start, value end) of each item filling ``raw[start:end]`` exactly.
+
+    The one bounds check of every item and sub-item list (PS3.8 9.3.1): a header
+    cut short or a length that overruns its parent is an invalid PDU parameter.
+    """
+    unpack = ITEM_HEADER.unpack_from
+    offset = start
+    while offset < end:
+        if offset + 4 > end:
+            raise invalid(f"truncated {what} header")
+        item_type, length = unpack(raw, offset)
+        value = offset + 4
+        stop = value + length
+        if stop > end:
+            raise invalid(f"{what} 0x{item_type:02x} of {length} bytes overruns its parent")
+        yield item_type, value, stop
+        offset = stop
+
+
 def decode_user_information(raw: bytes, text: str, start: int, end: int) -> UserInformation:
     """Decode the sub-items of a User Information item occupying ``raw[start:end]``.
 
@@ -149,15 +170,9 @@ def decode_user_information(raw: bytes, text: str, start: int, end: int) -> User
     common: list[SopClassCommonExtended] = []
     unknown: list[tuple[int, bytes]] = []
     seen: set[int] = set()
-    offset = start
-    while offset < end:
-        if offset + 4 > end:
-            raise invalid("truncated user information sub-item header")
-        sub_type, length = ITEM_HEADER.unpack_from(raw, offset)
-        value = offset + 4
-        stop = value + length
-        if stop > end:
-            raise invalid(f"user information sub-item 0x{sub_type:02x} overruns its item")
+    for sub_type, value, stop in walk_items(raw, start, end, "user information sub-item"):
+        offset = value - 4
+        length = stop - value
         if sub_type in seen:
             raise invalid(f"user information sub-item 0x{sub_type:02x} appears twice")
         if sub_type == MAXIMUM_LENGTH:
@@ -198,7 +213,6 @@ def decode_user_information(raw: bytes, text: str, start: int, end: int) -> User
             seen.add(sub_type)
         else:
             unknown.append((sub_type, raw[value:stop]))
-        offset = stop
     return UserInformation(
         max_length=max_length,
         implementation_class_uid=class_uid,
