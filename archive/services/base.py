@@ -10,6 +10,7 @@ policy only; they never touch sockets.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, cast
 
 import msgspec
 
@@ -75,7 +76,11 @@ _RESPONSES: Mapping[type, Callable[..., Command]] = {
 
 
 def failure(command: Command, status: int, comment: str) -> Response | None:
-    """A response to ``command`` with a failure ``status``; None if it is no request."""
+    """A response to ``command`` with a failure ``status``; None if it is no request.
+
+    The request's identifying fields are echoed where the response type has them
+    (PS3.7 Annex C: Error Comment at most 64 characters).
+    """
     make = _RESPONSES.get(type(command))
     if make is None:
         return None
@@ -88,12 +93,8 @@ def failure(command: Command, status: int, comment: str) -> Response | None:
         value = getattr(command, name, None)
         if value is not None:
             fields[name] = value
-    try:
-        return Response(make(**fields))
-    except TypeError:  # that response type has no such field: keep the required ones
-        fields.pop("error_comment", None)
-        fields.pop("affected_sop_instance_uid", None)
-        return Response(make(**fields))
+    known = {field.name for field in msgspec.structs.fields(cast(type[Any], make))}
+    return Response(make(**{name: v for name, v in fields.items() if name in known}))
 
 
 class Registry:
