@@ -274,6 +274,11 @@ class Association:
         self._set_outcome(Outcome.RELEASED)
         self.conn.close()
 
+    def reject(self, rj: AAssociateRj) -> None:
+        """Acceptor's A-ASSOCIATE-RJ (AE-8); the caller then waits for the close."""
+        self.ul.send(rj)
+        self._set_outcome(Outcome.REJECTED, describe_reject(rj))
+
     async def answer_release(self) -> None:
         """Acceptor's A-RELEASE response, then wait (ARTIM) for the peer to close."""
         self.ul.send(AReleaseRp())

@@ -35,7 +35,6 @@ from archive.net.association import (
     AssociationError,
     Outcome,
     Timeouts,
-    describe_reject,
 )
 from archive.net.connection import Connection
 from archive.services import DatasetInterrupted, Registry, Request, failure
@@ -131,8 +130,7 @@ class Server:
             counted = True
             reply = self._decide(rq, conn)
             if isinstance(reply, AAssociateRj):
-                conn.ul.send(reply)
-                assoc._set_outcome(Outcome.REJECTED, describe_reject(reply))
+                assoc.reject(reply)
                 await assoc.wait_closed()
                 return
             ac, assoc.negotiated = reply

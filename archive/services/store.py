@@ -82,7 +82,9 @@ class Outcome(msgspec.Struct, frozen=True):
     comment: str = ""
 
 
-SUCCESS = Outcome(Status.SUCCESS)
+#: Success with this C-STORE's file indexed. Compared by identity: the duplicate
+#: outcomes below are Success too, but their part file is to be discarded.
+STORED = Outcome(Status.SUCCESS)
 
 
 class Ingest:
@@ -132,7 +134,7 @@ class Ingest:
             attrs = header.finish()
             check_store_request(attrs, sop_class_uid, sop_instance_uid)
             outcome = await self._commit(writer, attrs, transfer_syntax, source_ae)
-            placed = outcome is SUCCESS
+            placed = outcome is STORED
             return outcome
         except HeaderError as exc:
             await _drain(fragments)
@@ -169,7 +171,7 @@ class Ingest:
                         await writer.unplace()  # held, as a replacement, elsewhere
                     else:
                         writer.release()
-                        return SUCCESS
+                        return STORED
                 return await self._duplicate(writer, attrs, transfer_syntax, source_ae)
         finally:
             if not lock.locked() and self._locks.get(uid) is lock:
@@ -207,7 +209,7 @@ class Ingest:
             await self.index.add(item)
         writer.release()
         await self.files.remove_other_versions(uid, keep=path)
-        return SUCCESS
+        return STORED
 
     @staticmethod
     def _item(
