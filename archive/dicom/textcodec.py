@@ -1,0 +1,282 @@
+"""Encoding of DICOM text values in a Specific Character Set: ``str`` -> bytes.
+
+What this is: the inverse of :mod:`archive.dicom.charset`, for C-FIND responses.
+:func:`encode_value` writes a value of any string VR in the character set named by the
+values of Specific Character Set (0008,0005): the single-byte sets of PS3.3 Table
+C.12-2, the stand-alone multi-byte sets of Table C.12-5 (``ISO_IR 192``, ``GB18030``,
+``GBK``) and the ISO 2022 code extensions of Tables C.12-3 and C.12-4 (PS3.5
+6.1.2.5). :func:`response_character_set` picks the terms a response is written in.
+What it is not: a padder (see :func:`archive.dicom.dataset.encode_dataset`) or a
+validator of VR lengths and repertoires beyond "can it be written at all".
+
+Theory of operation for code extensions. The encoder tracks what G0 and G1 hold,
+starting from the designations of value 1 (PS3.5 6.1.2.5.1). Each character is
+written in the set already designated when it can be, else in the first set of the
+list that has it, after that set's escape sequence. Before every delimiter (CR, LF,
+TAB, FF and other control characters; the ``\\`` between values; ``^`` and ``=`` in PN)
+and at the end of the value the sets of value 1 are designated again, as PS3.5
+6.1.2.5.3 requires, so a decoder may reset its state there. ESC itself is never
+accepted in a value: it would be read as the start of an escape sequence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import ClassVar, NamedTuple
+
+from archive.errors import ArchiveError
+
+__all__ = [
+    "UTF8_TERMS",
+    "UnencodableError",
+    "can_encode",
+    "encode_value",
+    "response_character_set",
+]
+
+#: Specific Character Set of a response whose values the request's set cannot hold.
+UTF8_TERMS = ("ISO_IR 192",)
+
+
+class UnencodableError(ArchiveError):
+    """A value cannot be written in the given Specific Character Set (PS3.5 6.1)."""
+
+    code: ClassVar[str] = "dicom.text.unencodable"
+
+
+#: VRs whose values use the Specific Character Set, PS3.5 6.1.2.3; all others are
+#: written in the default repertoire (ASCII).
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
+#: VRs of VM 1 whose values may hold a backslash as text, PS3.5 Table 6.2-1.
+_SINGLE_VALUED = frozenset({"ST", "LT", "UT"})
+_ESC = "\x1b"
+
+# Non-extension terms -> Python codec, PS3.3 Tables C.12-2 and C.12-5.
+_PLAIN = {
+    "": "ascii",
+    "ISO_IR 6": "ascii",
+    "ISO_IR 100": "latin_1",
+    "ISO_IR 101": "iso8859_2",
+    "ISO_IR 109": "iso8859_3",
+    "ISO_IR 110": "iso8859_4",
+    "ISO_IR 144": "iso8859_5",
+    "ISO_IR 127": "iso8859_6",
+    "ISO_IR 126": "iso8859_7",
+    "ISO_IR 138": "iso8859_8",
+    "ISO_IR 148": "iso8859_9",
+    "ISO_IR 203": "iso8859_15",
+    "ISO_IR 13": "shift_jis",
+    "ISO_IR 166": "tis_620",
+    "ISO_IR 192": "utf_8",
+    "GB18030": "gb18030",
+    "GBK": "gbk",
+}
+#: Terms that forbid code extensions, PS3.5 6.1.2.5.4 d.
+_STAND_ALONE = frozenset({"ISO_IR 192", "GB18030", "GBK"})
+
+
+class _Set(NamedTuple):
+    """A graphic character set reachable by code extension, PS3.3 Tables C.12-3/4."""
+
+    term: str
+    slot: int  # 0: designated to G0 (two-byte JIS sets); 1: to G1
+    escape: bytes
+    codec: str
+    width: int  # bytes per character
+
+
+_G0_ASCII = b"\x1b(B"  # ISO-IR 6
+_G0_ROMAJI = b"\x1b(J"  # ISO-IR 14, G0 of ISO 2022 IR 13
+
+# ISO 2022 terms other than IR 6 -> the set they designate.
+_EXTENSIONS = {
+    set_.term: set_
+    for set_ in (
+        _Set("ISO 2022 IR 100", 1, b"\x1b-A", "latin_1", 1),
+        _Set("ISO 2022 IR 101", 1, b"\x1b-B", "iso8859_2", 1),
+        _Set("ISO 2022 IR 109", 1, b"\x1b-C", "iso8859_3", 1),
+        _Set("ISO 2022 IR 110", 1, b"\x1b-D", "iso8859_4", 1),
+        _Set("ISO 2022 IR 144", 1, b"\x1b-L", "iso8859_5", 1),
+        _Set("ISO 2022 IR 127", 1, b"\x1b-G", "iso8859_6", 1),
+        _Set("ISO 2022 IR 126", 1, b"\x1b-F", "iso8859_7", 1),
+        _Set("ISO 2022 IR 138", 1, b"\x1b-H", "iso8859_8", 1),
+        _Set("ISO 2022 IR 148", 1, b"\x1b-M", "iso8859_9", 1),
+        _Set("ISO 2022 IR 203", 1, b"\x1b-b", "iso8859_15", 1),
+        _Set("ISO 2022 IR 166", 1, b"\x1b-T", "tis_620", 1),
+        _Set("ISO 2022 IR 13", 1, b"\x1b)I", "shift_jis", 1),  # JIS X 0201 Katakana
+        _Set("ISO 2022 IR 87", 0, b"\x1b$B", "iso2022_jp", 2),  # JIS X 0208
+        _Set("ISO 2022 IR 159", 0, b"\x1b$(D", "iso2022_jp_2", 2),  # JIS X 0212
+        _Set("ISO 2022 IR 149", 1, b"\x1b$)C", "euc_kr", 2),  # KS X 1001
+        _Set("ISO 2022 IR 58", 1, b"\x1b$)A", "gb2312", 2),  # GB 2312
+    )
+}
+_ISO_2022_IR_6 = "ISO 2022 IR 6"
+
+
+class _Plan(NamedTuple):
+    """How to encode text in one Specific Character Set."""
+
+    codec: str  # for a set without code extensions; "" when extensions are in use
+    g0: bytes  # value 1's G0 escape, designated again at each delimiter
+    g1: _Set | None  # value 1's G1 set, likewise
+    sets: tuple[_Set, ...]  # every extension set, value 1's first
+
+
+_MISSPELT_IR = re.compile(r"^ISO[^_]IR ?")
+_MISSPELT_2022 = re.compile(r"^ISO.2022.IR.?")
+
+
+def _normal(term: str) -> str:
+    term = term.strip()
+    if term in _PLAIN or term in _EXTENSIONS or term == _ISO_2022_IR_6:
+        return term
+    # The spellings charset.py accepts when decoding ("ISO IR 100", "ISO-2022-IR-87").
+    if _MISSPELT_IR.match(term):
+        return "ISO_IR " + _MISSPELT_IR.sub("", term)
+    if _MISSPELT_2022.match(term):
+        return "ISO 2022 IR " + _MISSPELT_2022.sub("", term)
+    return term
+
+
+@lru_cache(maxsize=64)
+def _plan(terms: tuple[str, ...]) -> _Plan:
+    normal = [_normal(term) for term in terms] or [""]
+    first = normal[0]
+    if first in _STAND_ALONE or (len(normal) == 1 and first in _PLAIN):
+        return _Plan(_PLAIN[first], b"", None, ())
+    sets: list[_Set] = []
+    for term in normal:
+        if term in _STAND_ALONE:
+            continue  # not allowed after value 1; the decoder drops it too
+        if term in ("", "ISO_IR 6", _ISO_2022_IR_6):
+            continue  # ASCII is always in G0
+        # A non-extension term among several is read as its ISO 2022 twin.
+        set_ = _EXTENSIONS.get(term.replace("ISO_IR ", "ISO 2022 IR "))
+        if set_ is None:
+            raise UnencodableError(f"unknown Specific Character Set term {term!r}")
+        sets.append(set_)
+    first_set = _EXTENSIONS.get(first.replace("ISO_IR ", "ISO 2022 IR "))
+    g1 = first_set if first_set is not None and first_set.slot == 1 else None
+    g0 = _G0_ROMAJI if first_set is not None and first_set.term == "ISO 2022 IR 13" else _G0_ASCII
+    return _Plan("", g0, g1, tuple(sets))
+
+
+def _encode_in(char: str, set_: _Set) -> bytes | None:
+    """The bytes of one character in one extension set, without escapes, or None."""
+    try:
+        raw = char.encode(set_.codec)
+    except UnicodeEncodeError:
+        return None
+    if set_.slot == 0:
+        # iso2022_jp(_2) wraps the character in its own escapes; keep it only if it
+        # landed in the set asked for.
+        if raw.startswith(set_.escape) and len(raw) == len(set_.escape) + 2 + len(_G0_ASCII):
+            return raw[len(set_.escape) : len(set_.escape) + 2]
+        return None
+    # G1 sets are invoked in GR (A0-FF), PS3.5 6.1.2.5.2.
+    if len(raw) == set_.width and all(byte >= 0xA0 for byte in raw):
+        return raw
+    return None
+
+
+def _encode_extended(value: str, plan: _Plan, delimiters: str) -> bytes:
+    out = bytearray()
+    g0_two_byte: _Set | None = None  # the JIS set in G0, None while G0 is ASCII
+    g1 = plan.g1
+    for char in value:
+        if char < "\x80":
+            if g0_two_byte is not None:
+                out += plan.g0
+                g0_two_byte = None
+            if char in delimiters or char < " ":
+                if g1 is not plan.g1 and plan.g1 is not None:
+                    out += plan.g1.escape
+                g1 = plan.g1
+            out += char.encode("ascii")
+            continue
+        raw = None
+        if g1 is not None:
+            raw = _encode_in(char, g1)
+        if raw is None and g0_two_byte is not None:
+            raw = _encode_in(char, g0_two_byte)
+        if raw is None:
+            for set_ in plan.sets:
+                raw = _encode_in(char, set_)
+                if raw is not None:
+                    out += set_.escape
+                    if set_.slot == 0:
+                        g0_two_byte = set_
+                    else:
+                        g1 = set_
+                    break
+            else:
+                raise UnencodableError(f"U+{ord(char):04X} is in none of the character sets")
+        out += raw
+    # The end of the value is a delimiter too (PS3.5 6.1.2.5.3).
+    if g0_two_byte is not None:
+        out += plan.g0
+    if g1 is not plan.g1 and plan.g1 is not None:
+        out += plan.g1.escape
+    return bytes(out)
+
+
+def _encode_plain(value: str, codec: str) -> bytes:
+    try:
+        raw = value.encode(codec)
+    except UnicodeEncodeError as exc:
+        char = value[exc.start]
+        raise UnencodableError(f"U+{ord(char):04X} is not in {codec}") from None
+    # ISO_IR 13 is JIS X 0201 only: one byte a character, and Shift JIS maps a few
+    # characters (YEN SIGN, OVERLINE) onto ASCII bytes that read back as others.
+    if codec == "shift_jis" and (len(raw) != len(value) or raw.decode(codec) != value):
+        raise UnencodableError("not in JIS X 0201 (ISO_IR 13)")
+    return raw
+
+
+def encode_value(value: str, vr: str, terms: Sequence[str]) -> bytes:
+    """``value`` as bytes of a ``vr`` value in the character set of ``terms``, unpadded.
+
+    ``terms`` are the values of Specific Character Set (0008,0005); empty means the
+    default repertoire. Multiple values are joined with ``\\`` in ``value``; PN
+    components and groups with ``^`` and ``=``. VRs other than SH, LO, ST, LT, UC, UT
+    and PN are ASCII (PS3.5 6.1.2.3). Raises :class:`UnencodableError` when a
+    character cannot be represented, the value holds ESC, or a term is unknown.
+    """
+    if _ESC in value:
+        raise UnencodableError("ESC in a value (it starts escape sequences, PS3.5 6.1.2.5)")
+    plan = _plan(tuple(terms))
+    if value.isascii():
+        # Every set agrees with ASCII on 00-7F, and ASCII needs no escapes.
+        return value.encode("ascii")
+    if vr not in _TEXT_VRS:
+        raise UnencodableError(f"{vr} values are in the default repertoire (PS3.5 6.1.2.3)")
+    if plan.codec:
+        return _encode_plain(value, plan.codec)
+    delimiters = "" if vr in _SINGLE_VALUED else "\\"
+    if vr == "PN":
+        delimiters += "^="
+    return _encode_extended(value, plan, delimiters)
+
+
+def can_encode(values: Iterable[str], terms: Sequence[str]) -> bool:
+    """Whether every value can be written in the character set of ``terms``."""
+    try:
+        for value in values:
+            encode_value(value, "UT", terms)
+    except UnencodableError:
+        return False
+    return True
+
+
+def response_character_set(values: Iterable[str], requested: Sequence[str]) -> tuple[str, ...]:
+    """The Specific Character Set terms of a C-FIND response holding ``values``.
+
+    The identifier's own (0008,0005), ``requested`` (possibly empty: the default
+    repertoire), when it can hold every value; otherwise ``ISO_IR 192`` (UTF-8),
+    which holds any text (PS3.4 C.4.1.1.3.1 lets the SCP answer in another set).
+    """
+    if can_encode(values, requested):
+        return tuple(requested)
+    return UTF8_TERMS
