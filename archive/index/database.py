@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from array import array
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,9 +19,16 @@ from typing import Any
 import aiosqlite
 
 from archive.dicom.header import InstanceAttributes
+from archive.dicom.query import Query
 from archive.index.batch import SELECT_INSTANCE_ROW
 from archive.index.connection import READER_PRAGMAS, SYNCHRONOUS, Durability
 from archive.index.errors import InvalidRecordError
+from archive.index.query import (
+    count_statement,
+    find_statements,
+    record_from_row,
+    retrieve_statements,
+)
 from archive.index.records import InstanceRow, Stats, StoredInstance, WriterStats
 from archive.index.writer import GroupCommitWriter
 
@@ -86,6 +94,16 @@ _RECORD_ATTRIBUTES = (
     "rows",
     "columns",
 )
+
+# Query results are read in two steps: the pks of every match (one short read, ints
+# only, in the order of the index the planner chose), then the records page by page,
+# each page its own read, so a slow consumer holds no reader and pins no WAL
+# snapshot. Keyset pagination over the query itself would force ORDER BY pk, which
+# makes SQLite walk the primary key instead of the index that selects.
+_PK_BATCH = 4096
+#: The first page is small so that the first C-FIND response leaves early.
+_FIRST_PAGE = 16
+_PAGE = 256
 
 # The UIDs an instance is filed under; without them there is no row to key.
 _REQUIRED_UIDS = (
@@ -279,6 +297,64 @@ class Index:
                 yield uid, path
             if len(rows) < page:
                 return
+
+    async def _pks(self, sql: str, parameters: Sequence[object]) -> array[int]:
+        pks: array[int] = array("q")
+        async with self._reader() as conn, conn.execute(sql, parameters) as cursor:
+            while True:
+                rows = list(await cursor.fetchmany(_PK_BATCH))
+                pks.extend(row[0] for row in rows)
+                if len(rows) < _PK_BATCH:
+                    return pks
+
+    async def _pages(self, sql: str, pks: array[int]) -> AsyncIterator[list[Any]]:
+        """Rows of ``sql`` (first column the pk) for ``pks``, in the order of ``pks``."""
+        start, size = 0, _FIRST_PAGE
+        while start < len(pks):
+            chunk = pks[start : start + size]
+            start += size
+            size = _PAGE
+            async with self._reader() as conn:
+                rows = list(
+                    await conn.execute_fetchall(sql, ("[" + ",".join(map(str, chunk)) + "]",))
+                )
+            by_pk = {row[0]: row for row in rows}
+            # A row removed since the pks were read is simply not there any more.
+            yield [by_pk[pk] for pk in chunk if pk in by_pk]
+
+    async def find(
+        self, query: Query, *, limit: int | None = None
+    ) -> AsyncIterator[dict[str, object]]:
+        """The records matching ``query`` at its level (C-FIND), keyword -> value.
+
+        A record carries the attributes of its entity and of the levels above, and
+        the computed attributes of PS3.4 C.3.4 (counts, Modalities and SOP Classes in
+        Study): strings are '' and numbers None when unknown; multi-values are
+        '\\'-joined. Stops after ``limit`` records if given. Never opens a file.
+        """
+        select, parameters, page = find_statements(query, limit)
+        pks = await self._pks(select, parameters)
+        async for rows in self._pages(page, pks):
+            for row in rows:
+                yield record_from_row(query.level, row)
+
+    async def retrieve(self, query: Query) -> AsyncIterator[InstanceRow]:
+        """The instances under the entities a C-MOVE/C-GET identifier selects.
+
+        Ordered by study, series and instance number (then arrival), paged like
+        :meth:`find`.
+        """
+        select, parameters, page = retrieve_statements(query)
+        pks = await self._pks(select, parameters)
+        async for rows in self._pages(page, pks):
+            for row in rows:
+                yield InstanceRow(*row[1:])
+
+    async def count_instances(self, query: Query) -> int:
+        """How many instances :meth:`retrieve` would give now, from the aggregates."""
+        sql, parameters = count_statement(query)
+        row = await self._fetch_one(sql, tuple(parameters))
+        return int(row[0]) if row is not None else 0
 
     async def stats(self) -> Stats:
         """Counts of patients, studies, series, instances and stored bytes."""

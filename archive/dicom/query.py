@@ -1,0 +1,583 @@
+"""The C-FIND / C-MOVE / C-GET identifier as a query: parsing, matching, responses.
+
+What this is: :func:`parse_identifier` turns the decoded elements of a request
+Identifier into a :class:`Query` (the matching keys of PS3.4 C.2.2.2, each with its
+kind, and the return keys); :func:`matches` is the brute-force matcher of one index
+record (the reference the SQL translation in :mod:`archive.index.query` is tested
+against); :func:`response_identifier` builds the C-FIND-RSP Identifier of a match.
+What it is not: I/O of any kind, nor SQL. The key table is in
+:mod:`archive.dicom.query_keys`.
+
+Conformance choices (implementation-defined or lenient on purpose):
+
+* Single Value Matching is case-sensitive; PN keys are compared with
+  ``str.casefold`` on both sides when ``fold_person_names`` (PS3.4 C.2.2.2.1.1).
+  Leading and trailing spaces are not significant.
+* ``\\`` separates alternatives for every VR (List of UID Matching, PS3.4 C.2.2.2.2,
+  generalised the way Orthanc and dcm4chee do for CS, e.g. ``CT\\MR``): an entity
+  matches when one alternative does. An alternative that is only ``*`` makes the key
+  universal (C.2.2.2.4 note 1).
+* Dates and times match by meaning (C.2.2.2.1.3): every DA/TM key, single or range,
+  is an inclusive comparison of a low and a high bound. A TM bound with missing
+  components is the earliest (low) or latest (high) time it can mean: ``10`` as a
+  range end is 10:59:59.999999, and a single ``2230`` matches 22:30:00 to
+  22:30:59.999999. ACR-NEMA separators (``:`` in TM, ``.`` in DA) are accepted in
+  keys. Combined date-time matching (C.2.2.2.5.4) is an extended negotiation we do
+  not offer: StudyDate and StudyTime ranges match independently.
+* An empty value in the index matches only Universal Matching (and ``*``); we do
+  not apply the "zero length Required Key matches everything" reading of C.2.2.1.2.
+* Sequence keys (C.2.2.2.6): we hold no sequence attribute; a sequence key is a
+  return key answered with an empty sequence, and item keys are not matched (the
+  key is listed in :attr:`Query.unsupported`, for a Pending Warning FF01).
+* Hierarchical queries (C.4.1.3.1.1) are lenient: keys of the query level and the
+  levels above that the index holds are all matched, unique or not, and a missing
+  higher-level unique key does not restrict. A non-universal key of a level *below*
+  the query level is refused (A900, C.4.1.1.3.1: the keys allowed are those of the
+  level) unless relational queries were negotiated, in which case it is returned
+  empty and not matched (the relational method, C.4.1.3.2.2, stops at the level).
+* Keys the index does not hold, and the computed counts, are return keys only.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from typing import ClassVar, Literal
+
+import msgspec
+
+from archive.dicom import dictionary
+from archive.dicom.charset import (
+    TEXT_DELIMITERS,
+    decode_person_name,
+    decode_text,
+    python_codecs,
+)
+from archive.dicom.dataset import Element, encode_dataset
+from archive.dicom.dimse.status import Status
+from archive.dicom.query_keys import (
+    KEYS,
+    LEVEL_ORDER,
+    QR_SOP_CLASSES,
+    UNIQUE_KEYS,
+    Level,
+    QueryModel,
+    effective_level,
+)
+from archive.dicom.textcodec import encode_value, response_character_set
+from archive.dicom.uids import EXPLICIT_VR_BE
+from archive.errors import ArchiveError
+
+__all__ = [
+    "Condition",
+    "Level",
+    "MatchKind",
+    "Query",
+    "QueryError",
+    "QueryModel",
+    "ResponseKey",
+    "ReturnKey",
+    "Term",
+    "information_model",
+    "matches",
+    "parse_identifier",
+    "response_identifier",
+]
+
+SPECIFIC_CHARACTER_SET = 0x00080005
+QUERY_RETRIEVE_LEVEL = 0x00080052
+QUERY_RETRIEVE_VIEW = 0x00080053
+RETRIEVE_AE_TITLE = 0x00080054
+INSTANCE_AVAILABILITY = 0x00080056
+TIMEZONE_OFFSET_FROM_UTC = 0x00080201
+_PATIENT_NAME = 0x00100010
+
+#: VRs for which "*" and "?" are wild cards, PS3.4 C.2.2.2.4.
+WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
+_TEXT_VRS_AND_PN = _TEXT_VRS | {"PN"}
+_INTEGER_VRS = frozenset({"IS", "US", "SS", "UL", "SL", "UV", "SV"})
+_DATE_TIME_VRS = frozenset({"DA", "TM"})
+
+
+def information_model(
+    abstract_syntax: str,
+) -> tuple[QueryModel, Literal["find", "move", "get"]] | None:
+    """The model and operation of a Q/R SOP Class UID (PS3.4 C.6), or None."""
+    return QR_SOP_CLASSES.get(abstract_syntax)
+
+
+class QueryError(ArchiveError):
+    """The Identifier cannot be processed; ``status`` goes in the C-FIND/MOVE/GET-RSP.
+
+    0xA900 Identifier does not match SOP Class, or 0xC000 Unable to process (PS3.4
+    Tables C.4-1, C.4-2, C.4-3). The message is meant for the Error Comment
+    (0000,0902), at most 64 characters of the default repertoire.
+    """
+
+    code: ClassVar[str] = "dicom.query"
+
+    def __init__(self, message: str, status: int = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS) -> None:
+        super().__init__(message)
+        self.status = int(status)
+
+
+class MatchKind(enum.StrEnum):
+    """Kinds of Attribute Matching, PS3.4 C.2.2.2."""
+
+    SINGLE = "single"  # C.2.2.2.1
+    LIST = "list"  # C.2.2.2.2 (several alternatives)
+    WILDCARD = "wildcard"  # C.2.2.2.4
+    RANGE = "range"  # C.2.2.2.5
+    SEQUENCE = "sequence"  # C.2.2.2.6 (never matched here, see module docstring)
+
+
+class Term(msgspec.Struct, frozen=True):
+    """One alternative of a matching key.
+
+    SINGLE: ``value`` (casefolded when the key folds; an integer's decimal form for
+    IS/US). WILDCARD: ``value`` is the pattern. DA/TM keys, single or RANGE, carry
+    the inclusive bounds ``low`` and ``high`` instead ('' = open end).
+    """
+
+    kind: MatchKind
+    value: str = ""
+    low: str = ""
+    high: str = ""
+
+
+class Condition(msgspec.Struct, frozen=True):
+    """A non-universal key the index matches on: one of ``terms`` must match."""
+
+    tag: int
+    keyword: str
+    vr: str
+    level: Level
+    kind: MatchKind
+    terms: tuple[Term, ...]
+    #: PN compared case-insensitively (str.casefold on both sides).
+    fold: bool = False
+    #: The record value is a '\\'-joined multi-value; any value may match.
+    multi_valued: bool = False
+
+
+class ReturnKey(msgspec.Struct, frozen=True):
+    """An element of the request Identifier, in request order."""
+
+    tag: int
+    vr: str
+    #: The record keyword (index attribute) that answers it, or None (not held at
+    #: this level: returned with zero length, PS3.4 C.4.1.1.3.2 note 2).
+    attribute: str | None
+
+
+class _Source(enum.IntEnum):
+    EMPTY = 0
+    TEXT = 1
+    INTEGER_STRING = 2
+    UNSIGNED_SHORT = 3
+    LEVEL = 4
+    RETRIEVE_AE = 5
+    AVAILABILITY = 6
+    SEQUENCE = 7
+
+
+class ResponseKey(msgspec.Struct, frozen=True, array_like=True):
+    """One element of every C-FIND-RSP Identifier of the query, in tag order."""
+
+    tag: int
+    vr: str
+    attribute: str | None
+    source: int
+
+
+class Query(msgspec.Struct, frozen=True, kw_only=True):
+    """A parsed Q/R Identifier (see :func:`parse_identifier`)."""
+
+    model: QueryModel
+    level: Level
+    purpose: Literal["find", "retrieve"] = "find"
+    conditions: tuple[Condition, ...] = ()
+    return_keys: tuple[ReturnKey, ...] = ()
+    #: The values of Specific Character Set (0008,0005) of the request, stripped.
+    character_set: tuple[str, ...] = ()
+    fold_person_names: bool = False
+    relational: bool = False
+    #: Tags of non-universal keys that were not matched (not held, computed, below
+    #: the level in a relational query, sequence items): C-FIND Pending FF01.
+    unsupported: tuple[int, ...] = ()
+    #: What every response holds, tag order (built once here, used per match).
+    response_keys: tuple[ResponseKey, ...] = ()
+
+
+# -- parsing -----------------------------------------------------------------------
+
+_DA = re.compile(r"\d{8}")
+_TM = re.compile(r"\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?")
+# Latest time a partial TM can mean, completed from its length (HH, HHMM, HHMMSS).
+_TM_CEIL = {2: "5959.999999", 4: "59.999999", 6: ".999999"}
+
+
+def _date(text: str) -> str:
+    value = text.strip()
+    if len(value) == 10 and value[4] == value[7] == ".":
+        value = value.replace(".", "")  # ACR-NEMA YYYY.MM.DD
+    if not _DA.fullmatch(value):
+        raise QueryError(f"invalid DA key value {text[:20]!r}", Status.CANNOT_UNDERSTAND)
+    return value
+
+
+def _time(text: str) -> tuple[str, str]:
+    """(earliest, latest) reading of a TM value, PS3.5 Table 6.2-1 TM."""
+    value = text.strip().replace(":", "")
+    if not _TM.fullmatch(value):
+        raise QueryError(f"invalid TM key value {text[:20]!r}", Status.CANNOT_UNDERSTAND)
+    if "." in value:
+        head, fraction = value.split(".")
+        return value, f"{head}.{fraction.ljust(6, '9')}"
+    return value, value + _TM_CEIL[len(value)]
+
+
+def _date_time_term(vr: str, text: str) -> Term:
+    """A DA or TM alternative: single value or range, as inclusive bounds."""
+    if "-" not in text:
+        if vr == "DA":
+            day = _date(text)
+            return Term(MatchKind.SINGLE, text.strip(), day, day)
+        low, high = _time(text)
+        return Term(MatchKind.SINGLE, text.strip(), low, high)
+    start, _, end = text.partition("-")
+    if vr == "DA":
+        low = _date(start) if start.strip() else ""
+        high = _date(end) if end.strip() else ""
+    else:
+        low = _time(start)[0] if start.strip() else ""
+        high = _time(end)[1] if end.strip() else ""
+    return Term(MatchKind.RANGE, text.strip(), low, high)
+
+
+def _decode(element: Element, vr: str, codecs: Sequence[str]) -> str:
+    raw = element.value
+    assert isinstance(raw, bytes | bytearray | memoryview)
+    data = bytes(raw)
+    if vr == "PN":
+        return decode_person_name(data, codecs)
+    if vr in _TEXT_VRS:
+        return decode_text(data, codecs, TEXT_DELIMITERS)
+    return data.decode("latin_1")
+
+
+def _strip(text: str, vr: str) -> str:
+    return text.strip("\x00 ") if vr == "UI" else text.strip(" ")
+
+
+def _terms(info_vr: str, text: str, *, fold: bool, literal: bool) -> tuple[Term, ...] | None:
+    """The alternatives of a non-empty key value; None when it is universal."""
+    terms: list[Term] = []
+    for part in text.split("\\"):
+        alternative = _strip(part, info_vr)
+        if not alternative:
+            continue  # "A\\" has an empty alternative: it adds nothing to match
+        if fold:
+            alternative = alternative.casefold()
+        if not literal and not alternative.strip("*"):
+            return None  # "*" is Universal Matching, C.2.2.2.4 note 1 (any VR, leniently)
+        if not literal and info_vr in _DATE_TIME_VRS:
+            if alternative == "-":
+                return None
+            terms.append(_date_time_term(info_vr, alternative))
+        elif info_vr in _INTEGER_VRS:
+            try:
+                number = int(alternative)
+            except ValueError:
+                raise QueryError(
+                    f"invalid {info_vr} key value {alternative[:20]!r}", Status.CANNOT_UNDERSTAND
+                ) from None
+            terms.append(Term(MatchKind.SINGLE, str(number)))
+        elif not literal and info_vr in WILDCARD_VRS and ("*" in alternative or "?" in alternative):
+            terms.append(Term(MatchKind.WILDCARD, alternative))
+        else:
+            terms.append(Term(MatchKind.SINGLE, alternative))
+    return tuple(terms) or None
+
+
+def _level_of(elements: Sequence[Element], model: QueryModel) -> Level:
+    for element in elements:
+        if element.tag == QUERY_RETRIEVE_LEVEL:
+            raw = element.value
+            text = bytes(raw).decode("latin_1").strip("\x00 ") if isinstance(raw, bytes) else ""
+            try:
+                level = Level(text)
+            except ValueError:
+                raise QueryError(f"invalid Query/Retrieve Level {text[:16]!r}") from None
+            if model is QueryModel.STUDY_ROOT and level is Level.PATIENT:
+                raise QueryError("PATIENT level is not in the Study Root model")
+            return level
+    # C.4.1.1.3.1 / C.4.2.1.4.1: the Identifier shall contain (0008,0052).
+    raise QueryError("Query/Retrieve Level (0008,0052) is missing")
+
+
+def _character_set(elements: Sequence[Element]) -> tuple[str, ...]:
+    for element in elements:
+        if element.tag == SPECIFIC_CHARACTER_SET and isinstance(element.value, bytes):
+            text = element.value.decode("latin_1")
+            return tuple(term.strip(" \x00") for term in text.split("\\"))
+    return ()
+
+
+def parse_identifier(
+    elements: Sequence[Element],
+    model: QueryModel,
+    *,
+    purpose: Literal["find", "retrieve"] = "find",
+    fold_person_names: bool = False,
+    relational: bool = False,
+) -> Query:
+    """The :class:`Query` an Identifier asks for (see the module docstring).
+
+    ``purpose="retrieve"`` (C-MOVE, C-GET; PS3.4 C.4.2.1.4.1): only the unique keys
+    of the level and the levels above select; the level's own must be present.
+    Raises :class:`QueryError`.
+    """
+    level = _level_of(elements, model)
+    terms_of_charset = _character_set(elements)
+    codecs = python_codecs(terms_of_charset)
+    depth = LEVEL_ORDER[level]
+    conditions: list[Condition] = []
+    return_keys: list[ReturnKey] = []
+    unsupported: list[int] = []
+    seen: set[int] = set()
+    for element in elements:
+        tag = element.tag
+        if tag in seen or tag >> 16 < 0x0008 or (tag >> 16) & 1 or tag & 0xFFFF == 0:
+            continue  # duplicates, command/meta groups, private tags, group lengths
+        seen.add(tag)
+        if tag in (
+            SPECIFIC_CHARACTER_SET,
+            QUERY_RETRIEVE_LEVEL,
+            QUERY_RETRIEVE_VIEW,
+            TIMEZONE_OFFSET_FROM_UTC,
+        ):
+            continue
+        info = KEYS.get(tag)
+        vr = info.vr if info is not None else _vr(element)
+        if isinstance(element.value, tuple):
+            return_keys.append(ReturnKey(tag, "SQ", None))
+            if any(item for item in element.value):
+                unsupported.append(tag)
+            continue
+        if info is None:
+            return_keys.append(ReturnKey(tag, vr, None))
+            if _decode(element, vr, codecs).strip("\x00 ") and purpose == "find":
+                unsupported.append(tag)
+            continue
+        key_level = effective_level(info.level, model)
+        below = LEVEL_ORDER[key_level] > depth
+        return_keys.append(ReturnKey(tag, vr, None if below else info.keyword))
+        if purpose == "retrieve":
+            if tag != UNIQUE_KEYS[key_level] or below:
+                continue  # C.2.2.1.2/3: other keys shall not be in a retrieve
+            if model is QueryModel.STUDY_ROOT and tag == UNIQUE_KEYS[Level.PATIENT]:
+                continue  # Patient ID is no unique key in Study Root
+        text = _decode(element, vr, codecs)
+        # Only Patient Name has a casefolded column in the index to match against.
+        fold = fold_person_names and tag == _PATIENT_NAME
+        terms = _terms(vr, text, fold=fold, literal=purpose == "retrieve")
+        if terms is None:
+            continue
+        if below:
+            if not relational:
+                raise QueryError(f"key {tag:08X} is below the {level} level")
+            unsupported.append(tag)
+            continue
+        if not info.matchable:
+            unsupported.append(tag)
+            continue
+        kind = MatchKind.LIST if len(terms) > 1 else terms[0].kind
+        conditions.append(
+            Condition(tag, info.keyword, vr, key_level, kind, terms, fold, info.multi_valued)
+        )
+    if purpose == "retrieve":
+        unique = UNIQUE_KEYS[level]
+        if not any(c.tag == unique for c in conditions):
+            raise QueryError(f"unique key {unique:08X} of the {level} level is missing")
+    return Query(
+        model=model,
+        level=level,
+        purpose=purpose,
+        conditions=tuple(conditions),
+        return_keys=tuple(return_keys),
+        character_set=terms_of_charset,
+        fold_person_names=fold_person_names,
+        relational=relational,
+        unsupported=tuple(unsupported),
+        response_keys=_response_keys(model, level, return_keys),
+    )
+
+
+def _vr(element: Element) -> str:
+    if element.vr != "UN":
+        return element.vr
+    # Implicit VR: the dictionary knows; an unknown tag stays UN.
+    return dictionary.vr_of(element.tag) or "UN"
+
+
+def _response_keys(
+    model: QueryModel, level: Level, return_keys: Sequence[ReturnKey]
+) -> tuple[ResponseKey, ...]:
+    keys: dict[int, ResponseKey] = {}
+    for key in return_keys:
+        keys[key.tag] = ResponseKey(key.tag, key.vr, key.attribute, _source(key))
+    keys[QUERY_RETRIEVE_LEVEL] = ResponseKey(QUERY_RETRIEVE_LEVEL, "CS", None, _Source.LEVEL)
+    # Hierarchical search, PS3.4 C.4.1.3.1.1 a: the unique keys of the levels above.
+    for above in Level:
+        if LEVEL_ORDER[above] >= LEVEL_ORDER[level]:
+            break
+        if effective_level(above, model) is not above:
+            continue  # no patient entity in Study Root
+        tag = UNIQUE_KEYS[above]
+        if tag not in keys:
+            info = KEYS[tag]
+            keys[tag] = ResponseKey(tag, info.vr, info.keyword, _Source.TEXT)
+    return tuple(keys[tag] for tag in sorted(keys))
+
+
+def _source(key: ReturnKey) -> int:
+    if key.tag == RETRIEVE_AE_TITLE:
+        return _Source.RETRIEVE_AE
+    if key.tag == INSTANCE_AVAILABILITY:
+        return _Source.AVAILABILITY
+    if key.vr == "SQ":
+        return _Source.SEQUENCE
+    if key.attribute is None:
+        return _Source.EMPTY
+    if key.vr == "US":
+        return _Source.UNSIGNED_SHORT
+    if key.vr == "IS":
+        return _Source.INTEGER_STRING
+    return _Source.TEXT
+
+
+# -- brute-force matching -------------------------------------------------------------
+
+
+def _wildcard_regex(pattern: str) -> re.Pattern[str]:
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _term_matches(condition: Condition, term: Term, value: str | int) -> bool:
+    if condition.vr in _DATE_TIME_VRS and isinstance(value, str):
+        if not value:
+            return False
+        return (not term.low or value >= term.low) and (not term.high or value <= term.high)
+    if isinstance(value, int):
+        return term.kind is MatchKind.SINGLE and value == int(term.value)
+    if not value:
+        return False
+    if term.kind is MatchKind.WILDCARD:
+        return _wildcard_regex(term.value).fullmatch(value) is not None
+    return value == term.value
+
+
+def matches(query: Query, record: Mapping[str, object]) -> bool:
+    """Whether ``record`` (keyword -> value, as ``Index.find`` yields) matches.
+
+    The reference matcher: slow, simple, and what the SQL translation must agree
+    with. A record value of None or '' matches no non-universal key.
+    """
+    for condition in query.conditions:
+        raw = record.get(condition.keyword)
+        if raw is None:
+            return False
+        if not isinstance(raw, str | int):
+            return False
+        values: list[str | int]
+        if isinstance(raw, str):
+            text = raw.casefold() if condition.fold else raw
+            values = list(text.split("\\")) if condition.multi_valued else [text]
+        else:
+            values = [raw]
+        if not any(
+            _term_matches(condition, term, value) for term in condition.terms for value in values
+        ):
+            return False
+    return True
+
+
+# -- responses -------------------------------------------------------------------------
+
+_US_LE, _US_BE = struct.Struct("<H"), struct.Struct(">H")
+_AVAILABILITY = b"ONLINE"
+
+
+def response_identifier(
+    query: Query,
+    record: Mapping[str, object],
+    transfer_syntax: str,
+    *,
+    retrieve_ae: str = "",
+) -> bytes:
+    """The Identifier of the C-FIND-RSP (Pending) for one match, PS3.4 C.4.1.1.3.2.
+
+    Every key of the request in tag order, valued from ``record`` (zero length when
+    the index does not hold it), Query/Retrieve Level, the unique keys of the levels
+    above, Retrieve AE Title (0008,0054) when requested (``retrieve_ae``), and
+    Specific Character Set (0008,0005) when a value needs more than the default
+    repertoire. Encoded in ``transfer_syntax``.
+    """
+    big_endian = transfer_syntax == EXPLICIT_VR_BE
+    # First pass: values as str, to learn whether the default repertoire will do.
+    values: list[str | bytes | tuple[()]] = []
+    wide: list[str] = []
+    for key in query.response_keys:
+        source = key.source
+        if source == _Source.TEXT:
+            value = record.get(key.attribute or "")
+            text = value if isinstance(value, str) else ""
+            if key.vr in _TEXT_VRS_AND_PN and not text.isascii():
+                wide.append(text)
+            values.append(text)
+        elif source == _Source.INTEGER_STRING:
+            number = record.get(key.attribute or "")
+            values.append(str(number).encode("ascii") if isinstance(number, int) else b"")
+        elif source == _Source.UNSIGNED_SHORT:
+            number = record.get(key.attribute or "")
+            packer = _US_BE if big_endian else _US_LE
+            values.append(packer.pack(number) if isinstance(number, int) else b"")
+        elif source == _Source.LEVEL:
+            values.append(query.level.value.encode("ascii"))
+        elif source == _Source.RETRIEVE_AE:
+            values.append(retrieve_ae)
+        elif source == _Source.AVAILABILITY:
+            values.append(_AVAILABILITY)
+        elif source == _Source.SEQUENCE:
+            values.append(())
+        else:
+            values.append(b"")
+    terms: tuple[str, ...] = ()
+    elements: list[Element] = []
+    if wide:
+        terms = response_character_set(wide, query.character_set)
+        if terms:
+            charset = "\\".join(terms).encode("ascii")
+            elements.append(Element(SPECIFIC_CHARACTER_SET, "CS", charset))
+    for key, value in zip(query.response_keys, values, strict=True):
+        if isinstance(value, str):
+            if value.isascii():
+                data = value.encode("ascii")
+            elif key.vr in _TEXT_VRS_AND_PN:
+                data = encode_value(value, key.vr, terms)
+            else:
+                # Default repertoire only (PS3.5 6.1.2.3); what a broken sender put
+                # there cannot fail the whole response.
+                data = value.encode("ascii", "replace")
+            elements.append(Element(key.tag, key.vr, data))
+        elif value == ():
+            elements.append(Element(key.tag, key.vr, ()))
+        else:
+            assert isinstance(value, bytes)
+            elements.append(Element(key.tag, key.vr, value))
+    return encode_dataset(elements, transfer_syntax)

@@ -1,0 +1,287 @@
+"""Translation of a :class:`~archive.dicom.query.Query` into SQL over the index.
+
+What this is: the SQL text and parameters that select the entities of a query's
+level (:func:`find_statements`), the instances a retrieve selects
+(:func:`retrieve_statements`) and their count (:func:`count_statement`), and the
+conversion of a result row into a record (keyword -> value). What it is not: the
+execution (``database.py`` pages the results on the reader pool) nor the matching
+rules (``archive.dicom.query``, whose :func:`~archive.dicom.query.matches` is the
+reference these statements are tested against).
+
+Every value is a bound parameter; only column names from the tables below are
+formatted into the text. The shapes are chosen for the indexes of
+``migrations/0001_initial.sql``:
+
+* single values and UID lists become ``col = ?`` / ``col IN (?, ...)``;
+* a wild card becomes ``col GLOB ?`` (case-sensitive, ``[`` escaped as ``[[]``),
+  preceded by ``col >= prefix AND col < prefix || U+10FFFF`` when the pattern starts
+  with literal characters, so ``SMITH*`` is an index range. A pattern that starts
+  with a wild card (``*MITH*``) cannot use an index: it scans the level's table;
+* DA/TM keys are inclusive comparisons of text (the values are fixed-width digit
+  strings, so text order is time order), with ``col <> ''`` to keep unknown values
+  out of open ranges;
+* Modalities in Study and SOP Classes in Study match against the series rows and
+  the per-study SOP class counts (``st.pk IN (SELECT study_pk ...)``), which is
+  "any of the values matches" (PS3.4 C.2.2.3) and uses ``series_by_modality``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+from archive.dicom.query import Condition, MatchKind, Query, Term
+from archive.dicom.query_keys import Level
+
+__all__ = [
+    "RECORD_KEYWORDS",
+    "count_statement",
+    "find_statements",
+    "record_from_row",
+    "retrieve_statements",
+]
+
+#: Record keyword -> column, for the attributes each level holds (0001_initial.sql).
+_COLUMNS: Mapping[Level, Mapping[str, str]] = MappingProxyType(
+    {
+        Level.PATIENT: {
+            "PatientID": "p.patient_id",
+            "IssuerOfPatientID": "p.issuer_of_patient_id",
+            "PatientName": "p.patient_name",
+            "PatientBirthDate": "p.patient_birth_date",
+            "PatientSex": "p.patient_sex",
+            "NumberOfPatientRelatedStudies": "p.number_of_studies",
+            "NumberOfPatientRelatedSeries": "p.number_of_series",
+            "NumberOfPatientRelatedInstances": "p.number_of_instances",
+        },
+        Level.STUDY: {
+            "StudyInstanceUID": "st.study_instance_uid",
+            "StudyDate": "st.study_date",
+            "StudyTime": "st.study_time",
+            "AccessionNumber": "st.accession_number",
+            "StudyID": "st.study_id",
+            "StudyDescription": "st.study_description",
+            "ReferringPhysicianName": "st.referring_physician_name",
+            "ModalitiesInStudy": "st.modalities_in_study",
+            "SOPClassesInStudy": "st.sop_classes_in_study",
+            "NumberOfStudyRelatedSeries": "st.number_of_series",
+            "NumberOfStudyRelatedInstances": "st.number_of_instances",
+        },
+        Level.SERIES: {
+            "SeriesInstanceUID": "se.series_instance_uid",
+            "Modality": "se.modality",
+            "SeriesNumber": "se.series_number",
+            "SeriesDescription": "se.series_description",
+            "BodyPartExamined": "se.body_part_examined",
+            "SeriesDate": "se.series_date",
+            "SeriesTime": "se.series_time",
+            "NumberOfSeriesRelatedInstances": "se.number_of_instances",
+        },
+        Level.IMAGE: {
+            "SOPInstanceUID": "i.sop_instance_uid",
+            "SOPClassUID": "i.sop_class_uid",
+            "InstanceNumber": "i.instance_number",
+            "ContentDate": "i.content_date",
+            "ContentTime": "i.content_time",
+            "Rows": "i.rows",
+            "Columns": "i.columns",
+            "NumberOfFrames": "i.number_of_frames",
+        },
+    }
+)
+
+#: PN keys with a column of their str.casefold() values (case-insensitive matching).
+_FOLDED = MappingProxyType({"PatientName": "p.patient_name_folded"})
+
+#: Multi-valued study aggregates matched against the rows they are built from.
+_MULTI_VALUED = MappingProxyType(
+    {
+        "ModalitiesInStudy": ("series", "modality"),
+        "SOPClassesInStudy": ("study_sop_class", "sop_class_uid"),
+    }
+)
+
+_INTEGER_VRS = frozenset({"IS", "US"})
+_DATE_TIME_VRS = frozenset({"DA", "TM"})
+#: Sorts after every character a value can hold: the end of a prefix range.
+_MAX_CHAR = "\U0010ffff"
+
+# Each level joined to its ancestors; the entity's own alias is first.
+_FROM: Mapping[Level, tuple[str, str]] = MappingProxyType(
+    {
+        Level.PATIENT: ("p.pk", "patient AS p"),
+        Level.STUDY: ("st.pk", "study AS st JOIN patient AS p ON p.pk = st.patient_pk"),
+        Level.SERIES: (
+            "se.pk",
+            "series AS se JOIN study AS st ON st.pk = se.study_pk"
+            " JOIN patient AS p ON p.pk = st.patient_pk",
+        ),
+        Level.IMAGE: (
+            "i.pk",
+            "instance AS i JOIN series AS se ON se.pk = i.series_pk"
+            " JOIN study AS st ON st.pk = i.study_pk JOIN patient AS p ON p.pk = st.patient_pk",
+        ),
+    }
+)
+_ORDER = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
+
+
+def _held(level: Level) -> dict[str, str]:
+    columns: dict[str, str] = {}
+    for above in _ORDER[: _ORDER.index(level) + 1]:
+        columns.update(_COLUMNS[above])
+    return columns
+
+
+_ALL_COLUMNS = _held(Level.IMAGE)
+
+#: Keywords of the record of each level, in the order of the selected columns.
+RECORD_KEYWORDS: Mapping[Level, tuple[str, ...]] = MappingProxyType(
+    {level: tuple(_held(level)) for level in _ORDER}
+)
+_SELECT_COLUMNS = MappingProxyType({level: ", ".join(_held(level).values()) for level in _ORDER})
+
+# The page of records: pks of one page as a JSON array, one statement text for all.
+_PAGE = "SELECT {pk}, {columns} FROM {tables} WHERE {pk} IN (SELECT value FROM json_each(?))"
+
+_INSTANCE_ROW_COLUMNS = (
+    "i.sop_instance_uid, st.study_instance_uid, se.series_instance_uid, i.sop_class_uid,"
+    " i.path, i.size, i.digest, i.transfer_syntax_uid"
+)
+
+
+def _glob(pattern: str) -> str:
+    """A DICOM wild card pattern as a GLOB pattern: only ``[`` needs escaping."""
+    return pattern.replace("[", "[[]")
+
+
+def _prefix(pattern: str) -> str:
+    for position, char in enumerate(pattern):
+        if char in "*?":
+            return pattern[:position]
+    return pattern
+
+
+def _term_sql(column: str, vr: str, term: Term, parameters: list[object]) -> str:
+    if vr in _DATE_TIME_VRS:
+        parts = [f"{column} <> ''"]
+        if term.low:
+            parts.append(f"{column} >= ?")
+            parameters.append(term.low)
+        if term.high:
+            parts.append(f"{column} <= ?")
+            parameters.append(term.high)
+        return "(" + " AND ".join(parts) + ")"
+    if term.kind is MatchKind.WILDCARD:
+        prefix = _prefix(term.value)
+        if prefix:
+            parameters.extend((prefix, prefix + _MAX_CHAR, _glob(term.value)))
+            return f"({column} >= ? AND {column} < ? AND {column} GLOB ?)"
+        parameters.append(_glob(term.value))
+        return f"{column} GLOB ?"
+    parameters.append(int(term.value) if vr in _INTEGER_VRS else term.value)
+    return f"{column} = ?"
+
+
+def _terms_sql(column: str, condition: Condition, parameters: list[object]) -> str:
+    terms = condition.terms
+    if condition.vr not in _DATE_TIME_VRS and all(t.kind is MatchKind.SINGLE for t in terms):
+        if len(terms) == 1:
+            return _term_sql(column, condition.vr, terms[0], parameters)
+        if condition.vr in _INTEGER_VRS:
+            parameters.extend(int(t.value) for t in terms)
+        else:
+            parameters.extend(t.value for t in terms)
+        return f"{column} IN ({', '.join('?' * len(terms))})"
+    return "(" + " OR ".join(_term_sql(column, condition.vr, t, parameters) for t in terms) + ")"
+
+
+def _condition_sql(condition: Condition, parameters: list[object]) -> str:
+    multi = _MULTI_VALUED.get(condition.keyword)
+    if multi is not None:
+        table, column = multi
+        inner = _terms_sql(column, condition, parameters)
+        return f"st.pk IN (SELECT study_pk FROM {table} WHERE {inner})"
+    column = _ALL_COLUMNS[condition.keyword]
+    if condition.fold:
+        column = _FOLDED[condition.keyword]
+    return _terms_sql(column, condition, parameters)
+
+
+def _where(query: Query) -> tuple[str, list[object]]:
+    parameters: list[object] = []
+    clauses: list[str] = []
+    on_patient = [c for c in query.conditions if _ALL_COLUMNS[c.keyword].startswith("p.")]
+    if on_patient and query.level is not Level.PATIENT:
+        # Patient keys select patients first: with a leading wild card the scan is of
+        # the patient table (the smallest), then studies by study_by_patient.
+        inner = " AND ".join(_condition_sql(c, parameters) for c in on_patient)
+        clauses.append(f"st.patient_pk IN (SELECT p.pk FROM patient AS p WHERE {inner})")
+    for condition in query.conditions:
+        if condition not in on_patient or query.level is Level.PATIENT:
+            clauses.append(_condition_sql(condition, parameters))
+    return (" AND ".join(clauses) if clauses else "1"), parameters
+
+
+def find_statements(query: Query, limit: int | None = None) -> tuple[str, list[object], str]:
+    """(SQL selecting the matching pks, its parameters, SQL of one page of records).
+
+    The page statement takes one parameter: the page's pks as a JSON array.
+    """
+    pk, tables = _FROM[query.level]
+    where, parameters = _where(query)
+    select = f"SELECT {pk} FROM {tables} WHERE {where}"
+    if limit is not None:
+        select += " LIMIT ?"
+        parameters.append(limit)
+    page = _PAGE.format(pk=pk, columns=_SELECT_COLUMNS[query.level], tables=tables)
+    return select, parameters, page
+
+
+def record_from_row(level: Level, row: Sequence[object]) -> dict[str, object]:
+    """The record of one page row (its first column, the pk, left out)."""
+    return dict(zip(RECORD_KEYWORDS[level], row[1:], strict=True))
+
+
+def _retrieve_tables(query: Query) -> str:
+    tables = _FROM[Level.IMAGE][1]
+    if not any(_ALL_COLUMNS[c.keyword].startswith("p.") for c in query.conditions):
+        # Nothing to match on the patient: one join less for every instance.
+        tables = tables.replace(" JOIN patient AS p ON p.pk = st.patient_pk", "")
+    return tables
+
+
+def retrieve_statements(query: Query) -> tuple[str, list[object], str]:
+    """(SQL of the pks of the instances selected, in sending order; its parameters;
+    SQL of one page of InstanceRow columns, taking the pks as a JSON array)."""
+    tables = _retrieve_tables(query)
+    where, parameters = _where(query)
+    select = (
+        f"SELECT i.pk FROM {tables} WHERE {where}"
+        " ORDER BY i.study_pk, i.series_pk, i.instance_number, i.pk"
+    )
+    page = (
+        f"SELECT i.pk, {_INSTANCE_ROW_COLUMNS} FROM instance AS i"
+        " JOIN series AS se ON se.pk = i.series_pk JOIN study AS st ON st.pk = i.study_pk"
+        " WHERE i.pk IN (SELECT value FROM json_each(?))"
+    )
+    return select, parameters, page
+
+
+#: Per level, the instance count of one matched entity: the aggregate columns.
+_INSTANCE_COUNT = MappingProxyType(
+    {
+        Level.PATIENT: "p.number_of_instances",
+        Level.STUDY: "st.number_of_instances",
+        Level.SERIES: "se.number_of_instances",
+        Level.IMAGE: "1",
+    }
+)
+
+
+def count_statement(query: Query) -> tuple[str, list[object]]:
+    """SQL counting the instances under the entities the query selects."""
+    tables = _FROM[query.level][1]
+    where, parameters = _where(query)
+    total = f"SELECT coalesce(sum({_INSTANCE_COUNT[query.level]}), 0) FROM {tables} WHERE {where}"
+    return total, parameters

@@ -1,0 +1,424 @@
+"""The C-FIND query model: identifier parsing, the matching rules of PS3.4 C.2.2.2,
+and response identifiers (pydicom as the oracle of the encoded bytes)."""
+
+from __future__ import annotations
+
+import struct
+import timeit
+from io import BytesIO
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.filereader import read_dataset
+
+from archive.dicom.dataset import Element
+from archive.dicom.dictionary import tag_for_keyword, vr_of
+from archive.dicom.query import (
+    MatchKind,
+    Query,
+    QueryError,
+    QueryModel,
+    information_model,
+    matches,
+    parse_identifier,
+    response_identifier,
+)
+from archive.dicom.query_keys import KEYS, Level
+
+PR, SR = QueryModel.PATIENT_ROOT, QueryModel.STUDY_ROOT
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+
+
+def identifier(level: str | None, *keys: tuple[str, Any]) -> list[Element]:
+    """Elements of an identifier: (keyword, str | bytes | items) pairs, VR from the table."""
+    elements = [] if level is None else [Element(0x00080052, "CS", level.encode())]
+    for keyword, value in keys:
+        tag = tag_for_keyword(keyword)
+        assert tag is not None, keyword
+        vr = KEYS[tag].vr if tag in KEYS else vr_of(tag)
+        data = value.encode("utf-8") if isinstance(value, str) else value
+        elements.append(Element(tag, vr, data))
+    if any(isinstance(value, str) and not value.isascii() for _, value in keys):
+        elements.append(Element(0x00080005, "CS", b"ISO_IR 192"))
+    return elements
+
+
+def query(level: str, *keys: tuple[str, Any], model: QueryModel = SR, **options: Any) -> Query:
+    return parse_identifier(identifier(level, *keys), model, **options)
+
+
+# -- SOP classes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uid", "expected"),
+    [
+        ("1.2.840.10008.5.1.4.1.2.1.1", (PR, "find")),
+        ("1.2.840.10008.5.1.4.1.2.1.2", (PR, "move")),
+        ("1.2.840.10008.5.1.4.1.2.1.3", (PR, "get")),
+        ("1.2.840.10008.5.1.4.1.2.2.1", (SR, "find")),
+        ("1.2.840.10008.5.1.4.1.2.2.2", (SR, "move")),
+        ("1.2.840.10008.5.1.4.1.2.2.3", (SR, "get")),
+        ("1.2.840.10008.5.1.4.1.2.3.1", None),  # Patient/Study Only: retired
+        ("1.2.840.10008.1.1", None),
+    ],
+)
+def test_information_model(uid: str, expected: object) -> None:
+    assert information_model(uid) == expected
+
+
+# -- identifier errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("level", "keys", "model", "status", "options"),
+    [
+        # C.4.1.1.3.1: the Query/Retrieve Level shall be present.
+        (None, [("PatientID", "P1")], SR, 0xA900, {}),
+        ("WORLD", [], SR, 0xA900, {}),
+        ("", [], SR, 0xA900, {}),
+        ("PATIENT", [], SR, 0xA900, {}),  # no patient level in Study Root
+        # A matching key below the level in a hierarchical query.
+        ("STUDY", [("Modality", "CT")], SR, 0xA900, {}),
+        ("PATIENT", [("StudyDate", "20240101")], PR, 0xA900, {}),
+        # Values that cannot be matched.
+        ("STUDY", [("StudyDate", "2024")], SR, 0xC000, {}),
+        ("STUDY", [("StudyDate", "20240101-2025")], SR, 0xC000, {}),
+        ("STUDY", [("StudyTime", "25h")], SR, 0xC000, {}),
+        ("SERIES", [("SeriesNumber", "one")], SR, 0xC000, {}),
+        # A retrieve must name the entities of its level.
+        ("STUDY", [("PatientID", "P1")], SR, 0xA900, {"purpose": "retrieve"}),
+        ("SERIES", [("StudyInstanceUID", "1.2")], SR, 0xA900, {"purpose": "retrieve"}),
+    ],
+)
+def test_identifier_errors(
+    level: str | None,
+    keys: list[tuple[str, str]],
+    model: QueryModel,
+    status: int,
+    options: dict[str, Any],
+) -> None:
+    with pytest.raises(QueryError) as caught:
+        parse_identifier(identifier(level, *keys), model, **options)
+    assert caught.value.status == status
+    assert caught.value.code == "dicom.query"
+
+
+def test_level_with_padding_and_empty_keys_below_it() -> None:
+    q = query("STUDY ", ("Modality", ""), ("StudyInstanceUID", ""))
+    assert q.level is Level.STUDY
+    assert q.conditions == ()
+    # The series key is returned empty: the study record holds no single modality.
+    assert [(k.tag, k.attribute) for k in q.return_keys] == [
+        (0x00080060, None),
+        (0x0020000D, "StudyInstanceUID"),
+    ]
+
+
+def test_relational_query_returns_lower_keys_unmatched() -> None:
+    q = query("STUDY", ("Modality", "CT"), relational=True)
+    assert q.conditions == ()
+    assert q.unsupported == (0x00080060,)
+
+
+def test_unsupported_keys_are_listed_for_pending_warning() -> None:
+    items = ((Element(0x00080100, "SH", b"T-04000 "),),)
+    q = query(
+        "STUDY",
+        ("NumberOfStudyRelatedInstances", "12"),  # computed: returned, not matched
+        ("PatientComments", "x"),  # not held
+        ("ProcedureCodeSequence", items),  # sequence with an item key
+        ("ReferencedStudySequence", ()),  # universal sequence
+    )
+    assert q.conditions == ()
+    assert sorted(q.unsupported) == [0x00081032, 0x00104000, 0x00201208]
+    assert [k.vr for k in q.return_keys] == ["IS", "LT", "SQ", "SQ"]
+
+
+def test_conditions_carry_kind_level_and_terms() -> None:
+    q = query(
+        "SERIES",
+        ("PatientName", "SMITH*"),
+        ("StudyInstanceUID", "1.2.3\\1.2.4"),
+        ("StudyDate", "20240101-"),
+        ("Modality", "CT"),
+        ("SeriesInstanceUID", ""),
+    )
+    kinds = {c.keyword: (c.kind, c.level) for c in q.conditions}
+    assert kinds == {
+        "PatientName": (MatchKind.WILDCARD, Level.STUDY),  # Study Root: a study attribute
+        "StudyInstanceUID": (MatchKind.LIST, Level.STUDY),
+        "StudyDate": (MatchKind.RANGE, Level.STUDY),
+        "Modality": (MatchKind.SINGLE, Level.SERIES),
+    }
+    dates = next(c for c in q.conditions if c.keyword == "StudyDate")
+    assert (dates.terms[0].low, dates.terms[0].high) == ("20240101", "")
+
+
+def test_character_set_decodes_values() -> None:
+    elements = identifier("STUDY", ("PatientName", "M\xfcller*".encode("latin_1")))
+    elements.append(Element(0x00080005, "CS", b"ISO_IR 100"))
+    q = parse_identifier(elements, SR)
+    assert q.character_set == ("ISO_IR 100",)
+    assert q.conditions[0].terms[0].value == "Müller*"
+
+
+def test_retrieve_keeps_unique_keys_only() -> None:
+    q = query(
+        "SERIES",
+        ("PatientID", "P1"),  # not a unique key in Study Root
+        ("StudyInstanceUID", "1.2.3"),
+        ("SeriesInstanceUID", "1.2.3.4\\1.2.3.5"),
+        ("Modality", "CT"),
+        purpose="retrieve",
+    )
+    assert [(c.keyword, [t.value for t in c.terms]) for c in q.conditions] == [
+        ("StudyInstanceUID", ["1.2.3"]),
+        ("SeriesInstanceUID", ["1.2.3.4", "1.2.3.5"]),
+    ]
+    patient = query("PATIENT", ("PatientID", "P*"), model=PR, purpose="retrieve")
+    assert patient.conditions[0].kind is MatchKind.SINGLE  # no wild cards in a retrieve
+
+
+# -- matching rules, PS3.4 C.2.2.2 ---------------------------------------------------
+
+MATCHING = [
+    # Single Value Matching, C.2.2.2.1: exact, case-sensitive, spaces insignificant.
+    ("AccessionNumber", "ACC1", "ACC1", True),
+    ("AccessionNumber", "  ACC1 ", "ACC1", True),
+    ("AccessionNumber", "acc1", "ACC1", False),
+    ("AccessionNumber", "ACC1", "ACC10", False),
+    ("AccessionNumber", "ACC1", "", False),  # unknown matches only universal
+    ("PatientName", "Smith^John", "SMITH^JOHN", False),
+    ("StudyInstanceUID", "1.2.3\x00", "1.2.3", True),
+    # List of UID Matching, C.2.2.2.2.
+    ("StudyInstanceUID", "1.2.3\\1.2.4", "1.2.4", True),
+    ("StudyInstanceUID", "1.2.3\\1.2.4", "1.2.5", False),
+    # Universal Matching, C.2.2.2.3, and "*", C.2.2.2.4 note 1.
+    ("PatientName", "", "", True),
+    ("PatientName", "*", "", True),
+    ("PatientName", "**", "ANY", True),
+    # Wild Card Matching, C.2.2.2.4.
+    ("PatientName", "SMITH*", "SMITHSON^JOHN", True),
+    ("PatientName", "SMITH*", "SMITH", True),
+    ("PatientName", "SMITH*", "BLACKSMITH", False),
+    ("PatientName", "*MITH*", "BLACKSMITH^J", True),
+    ("PatientName", "SM?TH", "SMYTH", True),
+    ("PatientName", "SM?TH", "SMIITH", False),
+    ("PatientName", "SM?TH", "SMTH", False),
+    ("PatientName", "?*", "", False),
+    ("PatientName", "smith*", "SMITH^J", False),
+    ("StudyDescription", "A[B*", "A[BC", True),  # "[" is no class, in DICOM
+    ("StudyDescription", "A[B*", "AB", False),
+    ("StudyDescription", "*.*", "CT.HEAD", True),
+    ("StudyDescription", "*.*", "CTXHEAD", False),
+    ("StudyDescription", "CT\\MR*", "MRI", True),
+    # Range Matching of DA, C.2.2.2.5.1 (and its combined-datetime note's dates).
+    ("StudyDate", "20060705-20060707", "20060704", False),
+    ("StudyDate", "20060705-20060707", "20060705", True),
+    ("StudyDate", "20060705-20060707", "20060707", True),
+    ("StudyDate", "20060705-20060707", "20060708", False),
+    ("StudyDate", "-20060707", "19991231", True),
+    ("StudyDate", "-20060707", "20060708", False),
+    ("StudyDate", "-20060707", "", False),
+    ("StudyDate", "20060705-", "20250101", True),
+    ("StudyDate", "20060705-", "20060704", False),
+    ("StudyDate", "20060705", "20060705", True),
+    ("StudyDate", "2006.07.05", "20060705", True),  # ACR-NEMA form
+    ("StudyDate", "-", "20060705", True),
+    ("StudyDate", "20060701-20060702\\20060705", "20060705", True),
+    # Range Matching of TM, C.2.2.2.5.2; partial times by meaning.
+    ("StudyTime", "1000-1800", "095959", False),
+    ("StudyTime", "1000-1800", "1000", True),
+    ("StudyTime", "1000-1800", "100000", True),
+    ("StudyTime", "1000-1800", "180059.999", True),
+    ("StudyTime", "1000-1800", "180100", False),
+    ("StudyTime", "10-10", "105959.999999", True),
+    ("StudyTime", "-0800", "075959", True),
+    ("StudyTime", "-0800", "080100", False),
+    ("StudyTime", "1030-", "103000.5", True),
+    ("StudyTime", "10:00-18:00", "120000", True),  # ACR-NEMA separators
+    ("StudyTime", "103000.5-103000.6", "103000.55", True),
+    ("StudyTime", "103000.5-103000.6", "103000.7", False),
+    # C.2.2.2.1.3 note 1: TM "2230" matches "223000".
+    ("StudyTime", "2230", "223000", True),
+    ("StudyTime", "2230", "223100", False),
+    # Integer keys.
+    ("SeriesNumber", "3", 3, True),
+    ("SeriesNumber", " 003 ", 3, True),
+    ("SeriesNumber", "3", 4, False),
+    ("SeriesNumber", "3", None, False),
+    ("SeriesNumber", "3\\4", 4, True),
+    ("Rows", "512", 512, True),
+    # Multiple values, C.2.2.3: any value of the record may match.
+    ("ModalitiesInStudy", "CT", "CT\\MR", True),
+    ("ModalitiesInStudy", "MR", "CT\\MR", True),
+    ("ModalitiesInStudy", "US", "CT\\MR", False),
+    ("ModalitiesInStudy", "US\\MR", "CT\\MR", True),
+    ("ModalitiesInStudy", "M?", "CT\\MR", True),
+    ("ModalitiesInStudy", "CT", "", False),
+]
+
+
+@pytest.mark.parametrize(("keyword", "key", "value", "expected"), MATCHING)
+def test_matching(keyword: str, key: str, value: object, expected: bool) -> None:
+    tag = tag_for_keyword(keyword)
+    assert tag is not None
+    level = {"SERIES": "SERIES", "IMAGE": "IMAGE"}.get(KEYS[tag].level.value, "STUDY")
+    q = query(level, (keyword, key))
+    assert matches(q, {keyword: value}) is expected
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("smith*", "SMITH^JOHN", True),
+        ("SMITH^JOHN", "smith^john", True),
+        ("MÜLLER*", "müller^hans", True),
+        ("STRASSE", "Straße", True),  # casefold, not lower()
+        ("SM?TH", "smyth", True),
+        ("JONES", "SMITH", False),
+    ],
+)
+def test_person_names_folded(key: str, value: str, expected: bool) -> None:
+    q = query("STUDY", ("PatientName", key), fold_person_names=True)
+    assert q.conditions[0].fold
+    assert matches(q, {"PatientName": value}) is expected
+
+
+def test_all_conditions_must_match() -> None:
+    q = query("STUDY", ("PatientID", "P1"), ("StudyDate", "20240101-"))
+    assert matches(q, {"PatientID": "P1", "StudyDate": "20240102"})
+    assert not matches(q, {"PatientID": "P2", "StudyDate": "20240102"})
+    assert not matches(q, {"PatientID": "P1", "StudyDate": "20231231"})
+    assert not matches(q, {"StudyDate": "20240102"})  # missing attribute
+
+
+# -- responses ---------------------------------------------------------------------------
+
+STUDY_RECORD: dict[str, object] = {
+    "PatientID": "P1",
+    "IssuerOfPatientID": "",
+    "PatientName": "Doe^John",
+    "PatientBirthDate": "19700101",
+    "PatientSex": "M",
+    "NumberOfPatientRelatedStudies": 2,
+    "NumberOfPatientRelatedSeries": 3,
+    "NumberOfPatientRelatedInstances": 40,
+    "StudyInstanceUID": "1.2.3",
+    "StudyDate": "20240229",
+    "StudyTime": "101010",
+    "AccessionNumber": "ACC1",
+    "StudyID": "S1",
+    "StudyDescription": "CT HEAD",
+    "ReferringPhysicianName": "",
+    "ModalitiesInStudy": "CT\\SR",
+    "SOPClassesInStudy": "1.2.840.10008.5.1.4.1.1.2",
+    "NumberOfStudyRelatedSeries": 2,
+    "NumberOfStudyRelatedInstances": 21,
+}
+
+
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def test_response_bytes_study_level() -> None:
+    q = query(
+        "STUDY",
+        ("StudyInstanceUID", ""),
+        ("PatientName", "D*"),
+        ("ModalitiesInStudy", ""),
+        ("NumberOfStudyRelatedInstances", ""),
+        ("PatientComments", ""),
+    )
+    data = response_identifier(q, STUDY_RECORD, EXPLICIT_LE)
+    expected = b"".join(
+        [
+            _element(0x00080052, b"CS", b"STUDY "),
+            _element(0x00080061, b"CS", b"CT\\SR "),
+            _element(0x00100010, b"PN", b"Doe^John"),
+            _element(0x00104000, b"LT", b""),  # not held: zero length
+            _element(0x0020000D, b"UI", b"1.2.3\x00"),
+            _element(0x00201208, b"IS", b"21"),
+        ]
+    )
+    assert data == expected
+
+
+def test_response_adds_unique_keys_above_and_retrieve_ae() -> None:
+    q = query(
+        "IMAGE",
+        ("SOPInstanceUID", ""),
+        ("Rows", ""),
+        ("RetrieveAETitle", ""),
+        model=PR,
+    )
+    record = {
+        **STUDY_RECORD,
+        "SeriesInstanceUID": "1.2.3.4",
+        "SOPInstanceUID": "1.2.3.4.5",
+        "Rows": 512,
+    }
+    ds = _read(response_identifier(q, record, EXPLICIT_BE, retrieve_ae="ARCHIVE"), EXPLICIT_BE)
+    assert [(e.keyword, e.value) for e in ds] == [
+        ("SOPInstanceUID", "1.2.3.4.5"),
+        ("QueryRetrieveLevel", "IMAGE"),
+        ("RetrieveAETitle", "ARCHIVE"),
+        ("PatientID", "P1"),
+        ("StudyInstanceUID", "1.2.3"),
+        ("SeriesInstanceUID", "1.2.3.4"),
+        ("Rows", 512),
+    ]
+
+
+def test_response_character_set_when_needed() -> None:
+    elements = identifier("STUDY", ("PatientName", b""), ("StudyDescription", b""))
+    elements.append(Element(0x00080005, "CS", b"ISO_IR 100"))
+    q = parse_identifier(elements, SR)
+    ascii_only = _read(response_identifier(q, STUDY_RECORD, IMPLICIT_LE), IMPLICIT_LE)
+    assert "SpecificCharacterSet" not in ascii_only
+    record = {**STUDY_RECORD, "PatientName": "Müller^Jürgen"}
+    latin = _read(response_identifier(q, record, IMPLICIT_LE), IMPLICIT_LE)
+    assert latin.SpecificCharacterSet == "ISO_IR 100"
+    assert latin.PatientName == "Müller^Jürgen"
+    record = {**STUDY_RECORD, "PatientName": "山田^太郎"}
+    utf8 = _read(response_identifier(q, record, IMPLICIT_LE), IMPLICIT_LE)
+    assert utf8.SpecificCharacterSet == "ISO_IR 192"
+    assert utf8.PatientName == "山田^太郎"
+
+
+def test_response_sequence_keys_are_empty_sequences() -> None:
+    q = query("STUDY", ("ProcedureCodeSequence", ((Element(0x00080100, "SH", b"X "),),)))
+    ds = _read(response_identifier(q, STUDY_RECORD, EXPLICIT_LE), EXPLICIT_LE)
+    assert ds.ProcedureCodeSequence == []
+    assert ds.QueryRetrieveLevel == "STUDY"
+
+
+def test_response_speed_study_level() -> None:
+    """Target < 30 µs per study-level response; bounded loosely for a busy machine."""
+    q = query(
+        "STUDY",
+        *[(kw, "") for kw in STUDY_RECORD if kw != "IssuerOfPatientID"],
+        ("RetrieveAETitle", ""),
+    )
+    count = 2000
+    seconds = min(
+        timeit.repeat(
+            lambda: response_identifier(q, STUDY_RECORD, EXPLICIT_LE, retrieve_ae="AE"),
+            number=count,
+            repeat=3,
+        )
+    )
+    assert seconds / count < 150e-6
+
+
+def _read(data: bytes, transfer_syntax: str) -> pydicom.Dataset:
+    implicit = transfer_syntax == IMPLICIT_LE
+    little = transfer_syntax != EXPLICIT_BE
+    ds = read_dataset(BytesIO(data), is_implicit_VR=implicit, is_little_endian=little)
+    ds.decode()
+    return ds

@@ -1,0 +1,291 @@
+"""Index.find / retrieve / count_instances over a small filled index, and query plans."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archive.dicom.dataset import Element
+from archive.dicom.dictionary import tag_for_keyword
+from archive.dicom.query import Query, QueryModel, parse_identifier
+from archive.dicom.query_keys import KEYS
+from archive.index import Index, StoredInstance
+from archive.index.query import count_statement, find_statements, retrieve_statements
+from tests.index import CT, MR, SR, make_instance, run
+
+PR, STR = QueryModel.PATIENT_ROOT, QueryModel.STUDY_ROOT
+
+
+def q(level: str, *keys: tuple[str, str], model: QueryModel = STR, **options: Any) -> Query:
+    elements = [Element(0x00080052, "CS", level.encode())]
+    for keyword, value in keys:
+        tag = tag_for_keyword(keyword)
+        assert tag is not None
+        elements.append(Element(tag, KEYS[tag].vr, value.encode("utf-8")))
+    if any(not value.isascii() for _, value in keys):
+        elements.append(Element(0x00080005, "CS", b"ISO_IR 192"))
+    return parse_identifier(elements, model, **options)
+
+
+def instances() -> list[StoredInstance]:
+    """Two patients; P1 with a CT+SR study and an MR study, P2 with one CT study."""
+    common = {"patient_name": "Smith^John", "patient_birth_date": "19700101"}
+    a = {"study": "1.1", "patient_id": "P1", "accession_number": "A1", **common}
+    a |= {"study_date": "20240101", "study_time": "101500", "study_description": "HEAD"}
+    b = {"study": "1.2", "patient_id": "P1", "accession_number": "A2", **common}
+    b |= {"study_date": "20240315", "study_time": "080000", "modality": "MR", "sop_class": MR}
+    c = {"study": "2.1", "patient_id": "P2", "accession_number": "A3", "patient_name": "Müller^Jö"}
+    c |= {"study_date": "20231231", "study_time": "235959"}
+    return [
+        make_instance(1, **a, series_number=1, rows=512),
+        make_instance(2, **a, series_number=1, rows=512),
+        make_instance(3, **a, series="1.1.9", modality="SR", sop_class=SR, series_number=9),
+        make_instance(1, **b, series_number=2),
+        make_instance(2, **b, series_number=2),
+        make_instance(1, **c, series_number=5),
+    ]
+
+
+async def _filled(tmp_path: Path) -> Index:
+    index = await Index.open(tmp_path / "index.sqlite", durability="fast")
+    for item in instances():
+        await index.add(item)
+    return index
+
+
+async def _all(iterator: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in iterator]
+
+
+async def _find(tmp_path: Path, queries: list[Query], key: str, **kw: Any) -> list[list[Any]]:
+    index = await _filled(tmp_path)
+    try:
+        return [[r[key] for r in await _all(index.find(query, **kw))] for query in queries]
+    finally:
+        await index.close()
+
+
+CASES = [
+    # (query, unique key of the level, expected values in result order)
+    (q("STUDY", ("PatientID", "P1")), "StudyInstanceUID", ["1.1", "1.2"]),
+    (q("STUDY", ("PatientName", "Smith*")), "StudyInstanceUID", ["1.1", "1.2"]),
+    (q("STUDY", ("PatientName", "smith*")), "StudyInstanceUID", []),
+    (
+        q("STUDY", ("PatientName", "SMITH*"), fold_person_names=True),
+        "StudyInstanceUID",
+        ["1.1", "1.2"],
+    ),
+    (q("STUDY", ("PatientName", "MÜLLER*"), fold_person_names=True), "StudyInstanceUID", ["2.1"]),
+    (q("STUDY", ("PatientName", "*ll*")), "StudyInstanceUID", ["2.1"]),
+    (q("STUDY", ("StudyDate", "20240101-")), "StudyInstanceUID", ["1.1", "1.2"]),
+    (q("STUDY", ("StudyDate", "-20240101")), "StudyInstanceUID", ["2.1", "1.1"]),
+    (q("STUDY", ("StudyTime", "0800-1015")), "StudyInstanceUID", ["1.2", "1.1"]),
+    (q("STUDY", ("AccessionNumber", "A2")), "StudyInstanceUID", ["1.2"]),
+    (q("STUDY", ("StudyInstanceUID", "1.2\\2.1")), "StudyInstanceUID", ["1.2", "2.1"]),
+    (q("STUDY", ("ModalitiesInStudy", "SR")), "StudyInstanceUID", ["1.1"]),
+    (q("STUDY", ("ModalitiesInStudy", "MR\\SR")), "StudyInstanceUID", ["1.1", "1.2"]),
+    (q("STUDY", ("SOPClassesInStudy", MR)), "StudyInstanceUID", ["1.2"]),
+    (q("STUDY", ("StudyDescription", "HEAD")), "StudyInstanceUID", ["1.1"]),
+    (q("STUDY", ("StudyDescription", "*")), "StudyInstanceUID", ["1.1", "1.2", "2.1"]),
+    (q("STUDY", ("StudyDescription", "?*")), "StudyInstanceUID", ["1.1"]),
+    (q("PATIENT", ("PatientName", "*"), model=PR), "PatientID", ["P1", "P2"]),
+    (q("PATIENT", ("PatientBirthDate", "19700101"), model=PR), "PatientID", ["P1"]),
+    (q("STUDY", ("PatientID", "P2"), model=PR), "StudyInstanceUID", ["2.1"]),
+    (q("SERIES", ("StudyInstanceUID", "1.1")), "SeriesInstanceUID", ["1.1.1", "1.1.9"]),
+    (q("SERIES", ("Modality", "CT")), "SeriesInstanceUID", ["1.1.1", "2.1.1"]),
+    (q("SERIES", ("SeriesNumber", "2")), "SeriesInstanceUID", ["1.2.1"]),
+    (
+        q("SERIES", ("PatientID", "P1"), ("Modality", "MR"), model=PR),
+        "SeriesInstanceUID",
+        ["1.2.1"],
+    ),
+    (q("IMAGE", ("SeriesInstanceUID", "1.1.1")), "SOPInstanceUID", ["1.1.1.1", "1.1.1.2"]),
+    (q("IMAGE", ("Rows", "512")), "SOPInstanceUID", ["1.1.1.1", "1.1.1.2"]),
+    (q("IMAGE", ("SOPClassUID", SR)), "SOPInstanceUID", ["1.1.9.3"]),
+    (q("IMAGE", ("InstanceNumber", "2"), ("StudyDate", "20240315")), "SOPInstanceUID", ["1.2.1.2"]),
+    (q("IMAGE", ("InstanceNumber", "3"), ("StudyDate", "20240315")), "SOPInstanceUID", []),
+]
+
+
+@pytest.mark.parametrize(("query", "key", "expected"), CASES)
+def test_find(tmp_path: Path, query: Query, key: str, expected: list[str]) -> None:
+    (found,) = run(_find(tmp_path, [query], key))
+    assert sorted(found) == sorted(expected)
+
+
+def test_study_record(tmp_path: Path) -> None:
+    async def scenario() -> list[dict[str, object]]:
+        index = await _filled(tmp_path)
+        try:
+            return await _all(index.find(q("STUDY", ("StudyInstanceUID", "1.1"))))
+        finally:
+            await index.close()
+
+    (record,) = run(scenario())
+    assert record == {
+        "PatientID": "P1",
+        "IssuerOfPatientID": "",
+        "PatientName": "Smith^John",
+        "PatientBirthDate": "19700101",
+        "PatientSex": "",
+        "NumberOfPatientRelatedStudies": 2,
+        "NumberOfPatientRelatedSeries": 3,
+        "NumberOfPatientRelatedInstances": 5,
+        "StudyInstanceUID": "1.1",
+        "StudyDate": "20240101",
+        "StudyTime": "101500",
+        "AccessionNumber": "A1",
+        "StudyID": "",
+        "StudyDescription": "HEAD",
+        "ReferringPhysicianName": "",
+        "ModalitiesInStudy": "CT\\SR",
+        "SOPClassesInStudy": f"{CT}\\{SR}",
+        "NumberOfStudyRelatedSeries": 2,
+        "NumberOfStudyRelatedInstances": 3,
+    }
+
+
+def test_image_record_carries_levels_above(tmp_path: Path) -> None:
+    async def scenario() -> list[dict[str, object]]:
+        index = await _filled(tmp_path)
+        try:
+            return await _all(index.find(q("IMAGE", ("SOPInstanceUID", "1.1.9.3"))))
+        finally:
+            await index.close()
+
+    (record,) = run(scenario())
+    assert record["PatientID"] == "P1"
+    assert record["StudyInstanceUID"] == "1.1"
+    assert record["SeriesInstanceUID"] == "1.1.9"
+    assert record["NumberOfSeriesRelatedInstances"] == 1
+    assert record["Modality"] == "SR"
+    assert record["SOPClassUID"] == SR
+    assert record["InstanceNumber"] == 3
+    assert record["Rows"] is None
+
+
+def test_limit_and_paging(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        index = await Index.open(tmp_path / "index.sqlite", durability="fast")
+        try:
+            for n in range(300):  # more than the first page and one full page
+                await index.add(make_instance(n, study=f"9.{n}", patient_id=f"P{n}"))
+            every = [r["StudyInstanceUID"] async for r in index.find(q("STUDY"))]
+            some = [r["StudyInstanceUID"] async for r in index.find(q("STUDY"), limit=20)]
+            return every, some
+        finally:
+            await index.close()
+
+    every, some = run(scenario())
+    assert sorted(every) == sorted(f"9.{n}" for n in range(300))
+    assert len(set(every)) == 300
+    assert len(some) == 20
+    assert set(some) <= set(every)
+
+
+def test_retrieve_and_count(tmp_path: Path) -> None:
+    async def scenario() -> list[tuple[list[str], int]]:
+        index = await _filled(tmp_path)
+        out = []
+        try:
+            for query in (
+                q("STUDY", ("StudyInstanceUID", "1.1\\2.1"), purpose="retrieve"),
+                q("PATIENT", ("PatientID", "P1"), model=PR, purpose="retrieve"),
+                q("SERIES", ("SeriesInstanceUID", "1.2.1"), purpose="retrieve"),
+                q("IMAGE", ("SOPInstanceUID", "1.1.1.2\\1.1.9.3\\9.9"), purpose="retrieve"),
+                q("STUDY", ("StudyInstanceUID", "7.7"), purpose="retrieve"),
+            ):
+                rows = [row.sop_instance_uid async for row in index.retrieve(query)]
+                out.append((rows, await index.count_instances(query)))
+        finally:
+            await index.close()
+        return out
+
+    assert run(scenario()) == [
+        (["1.1.1.1", "1.1.1.2", "1.1.9.3", "2.1.1.1"], 4),
+        (["1.1.1.1", "1.1.1.2", "1.1.9.3", "1.2.1.1", "1.2.1.2"], 5),
+        (["1.2.1.1", "1.2.1.2"], 2),
+        (["1.1.1.2", "1.1.9.3"], 2),
+        ([], 0),
+    ]
+
+
+def test_retrieve_row_fields(tmp_path: Path) -> None:
+    async def scenario() -> list[Any]:
+        index = await _filled(tmp_path)
+        try:
+            query = q("IMAGE", ("SOPInstanceUID", "2.1.1.1"), purpose="retrieve")
+            return await _all(index.retrieve(query))
+        finally:
+            await index.close()
+
+    (row,) = run(scenario())
+    assert (row.study_instance_uid, row.series_instance_uid, row.sop_class_uid) == (
+        "2.1",
+        "2.1.1",
+        CT,
+    )
+    assert row.path == "data/2.1.1/1.dcm"
+
+
+# -- query plans: the study-level queries of the issue use indexes ----------------------
+
+PLANNED = [
+    q("STUDY", ("PatientID", "P1"), ("StudyInstanceUID", "")),
+    q("STUDY", ("PatientName", "SMITH*")),
+    q("STUDY", ("PatientName", "SMITH*"), fold_person_names=True),
+    q("STUDY", ("StudyDate", "20240101-20240131")),
+    q("STUDY", ("StudyDate", "20240101")),
+    q("STUDY", ("AccessionNumber", "A1")),
+    q("STUDY", ("StudyInstanceUID", "1.1")),
+    q("STUDY", ("StudyInstanceUID", "1.1\\1.2")),
+    q("STUDY", ("ModalitiesInStudy", "CT")),
+    q("SERIES", ("StudyInstanceUID", "1.1")),
+    q("IMAGE", ("StudyInstanceUID", "1.1"), ("SeriesInstanceUID", "1.1.1")),
+]
+
+
+def _plan(db: Path, sql: str, parameters: list[object]) -> list[str]:
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("EXPLAIN QUERY PLAN " + sql, parameters).fetchall()
+    return [row[-1] for row in rows]
+
+
+@pytest.mark.parametrize("query", PLANNED)
+def test_query_plan_uses_indexes(tmp_path: Path, query: Query) -> None:
+    run(_find(tmp_path, [], "StudyInstanceUID"))  # creates the schema
+    db = tmp_path / "index.sqlite"
+    select, parameters, page = find_statements(query)
+    for sql, params in (
+        (select, parameters),
+        (page, ["[1,2]"]),
+        count_statement(query),
+    ):
+        plan = _plan(db, sql, list(params))
+        scans = [step for step in plan if step.startswith("SCAN") and "json_each" not in step]
+        assert scans == [], plan
+
+
+def test_leading_wildcard_scans_patients_only(tmp_path: Path) -> None:
+    run(_find(tmp_path, [], "StudyInstanceUID"))
+    select, parameters, _ = find_statements(q("STUDY", ("PatientName", "*MITH*")))
+    plan = _plan(tmp_path / "index.sqlite", select, parameters)
+    # One scan, of the patient table (or its name index): never of study or instance.
+    scans = [step.split(" USING")[0] for step in plan if step.startswith("SCAN")]
+    assert scans == ["SCAN p"], plan
+
+
+def test_retrieve_plan_uses_indexes(tmp_path: Path) -> None:
+    run(_find(tmp_path, [], "StudyInstanceUID"))
+    for query in (
+        q("STUDY", ("StudyInstanceUID", "1.1"), purpose="retrieve"),
+        q("PATIENT", ("PatientID", "P1"), model=PR, purpose="retrieve"),
+    ):
+        select, parameters, _ = retrieve_statements(query)
+        plan = _plan(tmp_path / "index.sqlite", select, parameters)
+        assert [s for s in plan if s.startswith("SCAN")] == [], plan
