@@ -1,4 +1,4 @@
-"""The ``archive`` command: serve, echo, config check.
+"""The ``archive`` command: serve, echo, peers, store, import, stats, check, config check.
 
 Entry points only: build the objects of the layers below from the config and
 flags, run them, and turn outcomes into exit statuses and one-line messages.
@@ -17,14 +17,22 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
 
-from archive.config import Config, load_config, with_overrides
+from archive.config import (
+    Config,
+    Peer,
+    load_config,
+    parse_peer,
+    replaced_peers,
+    resolve_peer,
+    with_overrides,
+)
 from archive.dicom.dimse import Status
 from archive.errors import ArchiveError, ConfigError
 from archive.importer import import_files
 from archive.index import Index, Stats
 from archive.net import (
     ECHO_CONTEXTS,
-    AssociationAborted,
+    AssociationError,
     AssociationRejected,
     AssociationTimeout,
     Timeouts,
@@ -74,14 +82,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (overrides node.host)")
     serve.add_argument("--aet", help="our AE title (overrides node.ae_title)")
     serve.add_argument("--data", help="data folder (overrides node.data_dir)")
+    serve.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="AET@HOST:PORT",
+        help="add a peer (repeatable; replaces a configured peer of the same AE title)",
+    )
 
-    echo = commands.add_parser("echo", help="C-ECHO a remote AE (Verification SCU)")
-    echo.add_argument("host")
-    echo.add_argument("port", type=int)
-    echo.add_argument("--aet", default="ARCHIVE", help="our (calling) AE title")
-    echo.add_argument("--aec", default="ANY-SCP", help="the called AE title")
+    echo = commands.add_parser(
+        "echo",
+        help="C-ECHO a remote AE (Verification SCU)",
+        description="PEER is a configured peer's AE title or AET@HOST:PORT; "
+        "or give HOST PORT (called AE title ANY-SCP unless --aec).",
+    )
+    echo.add_argument("target", metavar="PEER|HOST")
+    echo.add_argument("port", type=int, nargs="?", metavar="PORT")
+    echo.add_argument("--config", type=Path, help="TOML configuration file (its [[peers]])")
+    echo.add_argument("--aet", help="our (calling) AE title (default: node.ae_title)")
+    echo.add_argument("--aec", help="the called AE title (default: the peer's, or ANY-SCP)")
     echo.add_argument("--timeout", type=float, default=30.0, help="seconds for each step")
     echo.add_argument("-n", "--repeat", type=int, default=1, help="C-ECHOs on the association")
+
+    peers = commands.add_parser("peers", help="list the configured peers (and C-ECHO them)")
+    peers.add_argument("--config", type=Path, help="TOML configuration file")
+    peers.add_argument("--echo", action="store_true", help="C-ECHO every peer, in parallel")
+    peers.add_argument("--aet", help="our (calling) AE title (default: node.ae_title)")
+    peers.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds for each step of each C-ECHO"
+    )
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -98,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "echo":
             return _echo(args)
+        if args.command == "peers":
+            return _peers(args)
         if args.command == "store":
             return _store(args)
         if args.command == "import":
@@ -121,11 +152,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
+    extra = [parse_peer(text, "--peer") for text in args.peer]
+    replaced = replaced_peers(config, extra)
     config = with_overrides(
-        config, port=args.port, ae_title=args.aet, data_dir=args.data, host=args.host
+        config,
+        port=args.port,
+        ae_title=args.aet,
+        data_dir=args.data,
+        host=args.host,
+        peers=extra,
     )
     level = logging.DEBUG if args.verbose else getattr(logging, config.node.log_level)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for old in replaced:
+        new = config.peer(old.ae_title)
+        assert new is not None
+        log.warning(
+            "--peer %s@%s replaces the configured peer %s@%s",
+            new.ae_title,
+            _address(new),
+            old.ae_title,
+            _address(old),
+        )
     Path(config.node.data_dir).mkdir(parents=True, exist_ok=True)
     run(serve(config), config.node.loop)
     return EXIT_OK
@@ -163,49 +211,138 @@ async def serve(config: Config) -> None:
                 loop.remove_signal_handler(sig)
 
 
-# ---- echo -------------------------------------------------------------------------------
+# ---- echo, peers ------------------------------------------------------------------------
 
 
 def _echo(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    config = load_config(args.config) if args.config else Config()
+    if args.port is None:
+        try:
+            peer = resolve_peer(config, args.target, "PEER")
+        except ConfigError as exc:
+            print(f"archive echo: {exc}; or give HOST PORT", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        peer = Peer(ae_title=args.aec or "ANY-SCP", host=args.target, port=args.port)
+    called = args.aec or peer.ae_title
+    calling = args.aet or config.node.ae_title
     t = args.timeout
     timeouts = Timeouts(artim=t, network=t, dimse=t, connect=t)
     try:
-        status = run(_echo_once(args, timeouts))
-    except AssociationRejected as exc:
-        print(f"archive echo: association rejected: {exc}", file=sys.stderr)
-        return EXIT_REJECTED
-    except AssociationTimeout as exc:
-        print(f"archive echo: timed out: {exc}", file=sys.stderr)
-        return EXIT_TIMEOUT
-    except AssociationAborted as exc:
-        print(f"archive echo: {exc}", file=sys.stderr)
-        return EXIT_ABORTED
+        status = run(
+            echo_peer(
+                peer, calling_ae=calling, called_ae=called, timeouts=timeouts, repeat=args.repeat
+            )
+        )
+    except AssociationError as exc:
+        code, message = _association_failure(exc)
+        print(f"archive echo: {message}", file=sys.stderr)
+        return code
     except ArchiveError as exc:
         print(f"archive echo: {exc}", file=sys.stderr)
         return EXIT_ABORTED
     if status != Status.SUCCESS:
         print(f"archive echo: C-ECHO status 0x{status:04X}", file=sys.stderr)
         return EXIT_FAILED_STATUS
-    print(f"C-ECHO to {args.aec}@{args.host}:{args.port}: Success")
+    print(f"C-ECHO to {called}@{_address(peer)}: Success")
     return EXIT_OK
 
 
-async def _echo_once(args: argparse.Namespace, timeouts: Timeouts) -> int:
+async def echo_peer(
+    peer: Peer,
+    *,
+    calling_ae: str,
+    timeouts: Timeouts,
+    called_ae: str | None = None,
+    repeat: int = 1,
+) -> int:
+    """C-ECHO ``peer`` ``repeat`` times on one association (PS3.7 9.1.5).
+
+    Returns the last status (the first non-success one ends the loop); raises
+    the :class:`AssociationError` of a rejected, aborted or timed-out association.
+    ``called_ae`` defaults to the peer's AE title.
+    """
     async with await associate(
-        args.host,
-        args.port,
-        calling_ae=args.aet,
-        called_ae=args.aec,
+        peer.host,
+        peer.port,
+        calling_ae=calling_ae,
+        called_ae=called_ae or peer.ae_title,
         contexts=ECHO_CONTEXTS,
         timeouts=timeouts,
     ) as assoc:
         status: int = Status.SUCCESS
-        for _ in range(max(1, args.repeat)):
+        for _ in range(max(1, repeat)):
             status = await assoc.echo()
             if status != Status.SUCCESS:
                 break
         return int(status)
+
+
+def _association_failure(exc: AssociationError) -> tuple[int, str]:
+    """Exit status and one-line reason of an association that did not serve us."""
+    if isinstance(exc, AssociationRejected):
+        return EXIT_REJECTED, f"association rejected: {exc}"
+    if isinstance(exc, AssociationTimeout):
+        return EXIT_TIMEOUT, f"timed out: {exc}"
+    return EXIT_ABORTED, str(exc)
+
+
+def _address(peer: Peer) -> str:
+    host = f"[{peer.host}]" if ":" in peer.host else peer.host
+    return f"{host}:{peer.port}"
+
+
+def _peers(args: argparse.Namespace) -> int:
+    """``archive peers``: the peer table; with --echo, exit 5 if any C-ECHO failed."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    config = load_config(args.config) if args.config else Config()
+    if args.timeout <= 0:
+        print("archive peers: --timeout must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    if not config.peers:
+        print("no peers configured")
+        return EXIT_OK
+    rows = [[p.ae_title, p.host, str(p.port)] for p in config.peers]
+    header = ["AE TITLE", "HOST", "PORT"]
+    worst = EXIT_OK
+    if args.echo:
+        calling = args.aet or config.node.ae_title
+        outcomes = run(_echo_all(config.peers, calling, args.timeout), config.node.loop)
+        for row, (code, message) in zip(rows, outcomes, strict=True):
+            row.append(message)
+            worst = worst or code
+        header.append("C-ECHO")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(width) if i == 2 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip())
+    return EXIT_FAILED_STATUS if worst else EXIT_OK
+
+
+async def _echo_all(peers: Sequence[Peer], calling_ae: str, step: float) -> list[tuple[int, str]]:
+    """C-ECHO every peer at once; each step (connect, associate, C-ECHO) gets ``step`` s."""
+    # The steps' own timeouts bound each peer; no outer cancel scope, because a
+    # cancelled associate() would leave its half-open transport to the GC.
+    timeouts = Timeouts(artim=step, network=step, dimse=step, connect=step)
+
+    async def one(peer: Peer) -> tuple[int, str]:
+        try:
+            status = await echo_peer(peer, calling_ae=calling_ae, timeouts=timeouts)
+        except AssociationError as exc:
+            return _association_failure(exc)
+        except ArchiveError as exc:
+            return EXIT_ABORTED, str(exc)
+        if status != Status.SUCCESS:
+            return EXIT_FAILED_STATUS, f"C-ECHO status 0x{status:04X}"
+        return EXIT_OK, "OK"
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(peer)) for peer in peers]
+    return [task.result() for task in tasks]
 
 
 # ---- store, import, stats ---------------------------------------------------------------

@@ -7,8 +7,10 @@ validate it once; every failure is a :class:`~archive.errors.ConfigError` whose
 ``key`` is the dotted path of the culprit ("association.max_pdu_length",
 "peers[1].port"; "" for the file as a whole) and whose ``problem`` says what is
 wrong in plain words. :func:`with_overrides` applies command-line flags with the
-same validation. The objects are immutable and passed explicitly: there is no
-module-level mutable state.
+same validation (``--peer`` entries, parsed by :func:`parse_peer`, join the peer
+table). :func:`resolve_peer` turns what a user typed for a peer (a configured AE
+title or ``AET@HOST:PORT``) into a :class:`Peer`. The objects are immutable and
+passed explicitly: there is no module-level mutable state.
 
 A complete file with every default::
 
@@ -41,6 +43,13 @@ A complete file with every default::
     durability = "strict"
     duplicates = "keep"
 
+    [query]
+    max_matches = 10000
+    case_insensitive_names = false
+
+    [retrieve]
+    move_associations = 4
+
     [[peers]]            # zero or more
     ae_title = "PACS2"
     host = "10.0.0.5"
@@ -53,6 +62,7 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
@@ -63,15 +73,22 @@ from archive.errors import ConfigError
 __all__ = [
     "LOG_LEVELS",
     "LOOPS",
+    "MAX_MOVE_ASSOCIATIONS",
     "MAX_PDU_LENGTH_RANGE",
+    "PEER_SYNTAX",
     "AssociationConfig",
     "Config",
     "NodeConfig",
     "Peer",
+    "QueryConfig",
+    "RetrieveConfig",
     "StoreConfig",
     "TimeoutsConfig",
     "load_config",
     "parse_config",
+    "parse_peer",
+    "replaced_peers",
+    "resolve_peer",
     "validate",
     "with_overrides",
 ]
@@ -88,6 +105,11 @@ LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: 16 MiB because the value also bounds the largest PDU a peer may make us buffer
 #: (times ``max_associations``). 4096 is the floor DCMTK applies too.
 MAX_PDU_LENGTH_RANGE: Final = (4096, 16 * 1024 * 1024)
+#: Upper bound of ``retrieve.move_associations``: each one holds a socket, a
+#: file being read and a PDU buffer, and a destination rarely takes more.
+MAX_MOVE_ASSOCIATIONS: Final = 32
+#: Upper bound of ``query.max_matches`` (0 = unlimited): a 32-bit signed count.
+_MAX_MATCHES_LIMIT: Final = 2**31 - 1
 
 
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -207,6 +229,36 @@ class StoreConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     duplicates: str = "keep"
 
 
+class QueryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[query]``: how the C-FIND SCP matches (PS3.4 C.2.2.2).
+
+    Attributes:
+        max_matches: matches one C-FIND may return, >= 0 (0 = unlimited). A
+            query matching more ends with a failure status after none of them
+            is sent, so a careless "*" cannot stream the whole archive.
+        case_insensitive_names: match Person Name (PN) attributes without
+            regard to case. The standard makes PN matching case-sensitive
+            (PS3.4 C.2.2.2.1), hence the default false; true is what most
+            sites want ("smith" finding "SMITH^JOHN"), and what Orthanc does
+            unless its CaseSensitivePN is set.
+    """
+
+    max_matches: int = 10000
+    case_insensitive_names: bool = False
+
+
+class RetrieveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[retrieve]``: how the C-MOVE SCP sends (PS3.4 C.4.2).
+
+    Attributes:
+        move_associations: C-STORE sub-operation associations opened in
+            parallel to a C-MOVE destination, 1 to 32. Their Maximum Length
+            Received is ``association.max_pdu_length``.
+    """
+
+    move_associations: int = 4
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration; ``Config()`` is the embedded default."""
 
@@ -214,12 +266,20 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     association: AssociationConfig = AssociationConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     store: StoreConfig = StoreConfig()
+    query: QueryConfig = QueryConfig()
+    retrieve: RetrieveConfig = RetrieveConfig()
     peers: tuple[Peer, ...] = ()
 
     def peer(self, ae_title: str) -> Peer | None:
-        """The peer with this AE title, if configured."""
+        """The peer with this AE title, if configured.
+
+        Exact, case-sensitive match once leading and trailing spaces are
+        stripped: PS3.8 9.3.2 makes them insignificant, and an AE title read
+        off the wire arrives padded to 16 characters.
+        """
+        wanted = ae_title.strip(" ")
         for peer in self.peers:
-            if peer.ae_title == ae_title:
+            if peer.ae_title.strip(" ") == wanted:
                 return peer
         return None
 
@@ -263,8 +323,16 @@ def with_overrides(
     ae_title: str | None = None,
     data_dir: str | None = None,
     host: str | None = None,
+    peers: Sequence[Peer] = (),
 ) -> Config:
-    """``config`` with command-line values replacing the ``[node]`` ones, validated."""
+    """``config`` with command-line values applied, validated.
+
+    ``port``, ``ae_title``, ``data_dir`` and ``host`` replace the ``[node]``
+    values. ``peers`` (from ``--peer``) are appended to ``[[peers]]``; one whose
+    AE title is already configured REPLACES that entry in place (the command
+    line wins, as for every other flag), while the same AE title given twice on
+    the command line is an error. :func:`replaced_peers` names the ones replaced.
+    """
     changes: dict[str, Any] = {}
     if port is not None:
         changes["port"] = port
@@ -274,11 +342,100 @@ def with_overrides(
         changes["data_dir"] = data_dir
     if host is not None:
         changes["host"] = host
-    if not changes:
+    if not changes and not peers:
         return config
-    new = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **changes))
+    new = config
+    if changes:
+        new = msgspec.structs.replace(new, node=msgspec.structs.replace(new.node, **changes))
+    if peers:
+        new = msgspec.structs.replace(new, peers=_merge_peers(new.peers, peers))
     validate(new)
     return new
+
+
+def replaced_peers(config: Config, peers: Sequence[Peer]) -> list[Peer]:
+    """The configured peers that :func:`with_overrides` would replace by ``peers``."""
+    titles = {peer.ae_title.strip(" ") for peer in peers}
+    return [peer for peer in config.peers if peer.ae_title.strip(" ") in titles]
+
+
+def _merge_peers(configured: Sequence[Peer], given: Sequence[Peer]) -> tuple[Peer, ...]:
+    merged = list(configured)
+    position = {peer.ae_title.strip(" "): i for i, peer in enumerate(merged)}
+    seen: set[str] = set()
+    for peer in given:
+        title = peer.ae_title.strip(" ")
+        if title in seen:
+            raise ConfigError("peers", f"AE title {title!r} is given twice on the command line")
+        seen.add(title)
+        if title in position:
+            merged[position[title]] = peer
+        else:
+            position[title] = len(merged)
+            merged.append(peer)
+    return tuple(merged)
+
+
+# --- peers from the command line -----------------------------------------------------
+
+#: AET@HOST:PORT, HOST either a name / IPv4 address or an IPv6 address in brackets.
+PEER_SYNTAX: Final = "AET@HOST:PORT (IPv6 as AET@[::1]:104)"
+
+
+def parse_peer(text: str, key: str = "peer") -> Peer:
+    """Parse ``AET@HOST:PORT`` (an IPv6 host in brackets: ``AET@[::1]:104``).
+
+    The AE title is everything before the LAST ``@`` (an AE title may itself
+    contain ``@``, a host name cannot). It follows the ``node.ae_title`` rules,
+    the port is 1 to 65535. Raises ConfigError(``key``, problem).
+    """
+    title, at, address = text.rpartition("@")
+    if not at:
+        raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no '@'")
+    if not title:
+        raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no AE title before '@'")
+    if address.startswith("["):
+        host, bracket, rest = address[1:].partition("]")
+        if not bracket:
+            raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no ']' after the IPv6 address")
+        if not rest.startswith(":"):
+            raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no ':PORT' after ']'")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = address.rpartition(":")
+        if not colon:
+            raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no ':PORT'")
+        if ":" in host:
+            raise ConfigError(
+                key, f"{text!r} is not {PEER_SYNTAX}: put an IPv6 address in brackets"
+            )
+    if not host:
+        raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no host")
+    # int() would take " 104", "+104" and "1_04": only plain ASCII digits are a port.
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ConfigError(key, f"{text!r}: port {port_text!r} is not a number")
+    port = int(port_text)
+    _check_ae_title(key, title)
+    _check_host(key, host)
+    if not 1 <= port <= 65535:
+        raise ConfigError(key, f"{text!r}: port must be between 1 and 65535, got {port}")
+    return Peer(ae_title=title, host=host, port=port)
+
+
+def resolve_peer(config: Config, text: str, key: str = "peer") -> Peer:
+    """What a user typed for a peer: a configured AE title, or ``AET@HOST:PORT``.
+
+    The shared entry of every command that talks to a peer (echo, and the
+    find/move/pull commands). Raises ConfigError(``key``, problem) naming the
+    configured peers when ``text`` is neither.
+    """
+    if "@" in text:
+        return parse_peer(text, key)
+    peer = config.peer(text)
+    if peer is not None:
+        return peer
+    known = ", ".join(p.ae_title for p in config.peers) or "none configured"
+    raise ConfigError(key, f"{text!r} is not a configured peer (peers: {known}) nor {PEER_SYNTAX}")
 
 
 # --- msgspec errors into plain words -----------------------------------------------
@@ -303,6 +460,9 @@ _SECTIONS: Final[dict[str, type[msgspec.Struct]]] = {
     "node": NodeConfig,
     "association": AssociationConfig,
     "timeouts": TimeoutsConfig,
+    "store": StoreConfig,
+    "query": QueryConfig,
+    "retrieve": RetrieveConfig,
     "peers": Peer,
 }
 
@@ -362,6 +522,11 @@ def validate(config: Config) -> None:
 
     _check_choice("store.durability", config.store.durability, DURABILITIES)
     _check_choice("store.duplicates", config.store.duplicates, DUPLICATE_POLICIES)
+
+    _check_int("query.max_matches", config.query.max_matches, 0, _MAX_MATCHES_LIMIT)
+    _check_int(
+        "retrieve.move_associations", config.retrieve.move_associations, 1, MAX_MOVE_ASSOCIATIONS
+    )
 
     seen: dict[str, int] = {}
     for i, peer in enumerate(config.peers):

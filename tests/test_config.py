@@ -13,9 +13,14 @@ from archive.config import (
     Config,
     NodeConfig,
     Peer,
+    QueryConfig,
+    RetrieveConfig,
     TimeoutsConfig,
     load_config,
     parse_config,
+    parse_peer,
+    replaced_peers,
+    resolve_peer,
     with_overrides,
 )
 from archive.dicom import uids
@@ -46,6 +51,13 @@ artim = 5
 network = 120.5
 dimse = 15.0
 connect = 3.0
+
+[query]
+max_matches = 0
+case_insensitive_names = true
+
+[retrieve]
+move_associations = 32
 
 [[peers]]
 ae_title = "PACS2"
@@ -86,6 +98,8 @@ def test_defaults() -> None:
         transfer_syntaxes=(uids.EXPLICIT_VR_LE, uids.IMPLICIT_VR_LE),
     )
     assert config.timeouts == TimeoutsConfig(artim=30.0, network=60.0, dimse=30.0, connect=10.0)
+    assert config.query == QueryConfig(max_matches=10000, case_insensitive_names=False)
+    assert config.retrieve == RetrieveConfig(move_associations=4)
     assert config.peers == ()
     assert config.association.accepted_transfer_syntaxes == uids.ALL_TRANSFER_SYNTAXES
     cfg.validate(config)  # the embedded default is itself valid
@@ -124,6 +138,8 @@ def test_full_file(tmp_path: Path) -> None:
             transfer_syntaxes=("1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2"),
         ),
         timeouts=TimeoutsConfig(artim=5.0, network=120.5, dimse=15.0, connect=3.0),
+        query=QueryConfig(max_matches=0, case_insensitive_names=True),
+        retrieve=RetrieveConfig(move_associations=32),
         peers=(
             Peer(ae_title="PACS2", host="10.0.0.5", port=104),
             Peer(ae_title="MODALITY1", host="ct1.example.org", port=104),
@@ -240,7 +256,9 @@ def test_wrong_type(text: str, key: str, problem: str) -> None:
 def test_unknown_top_level_key() -> None:
     error = _error("[nodes]\nport = 1\n")
     assert error.key == "nodes"
-    assert error.problem == "unknown key (known keys: node, association, timeouts, store, peers)"
+    assert error.problem == (
+        "unknown key (known keys: node, association, timeouts, store, query, retrieve, peers)"
+    )
 
 
 def test_unknown_section_key() -> None:
@@ -388,6 +406,21 @@ def test_peer_missing_required_key() -> None:
             "peers[2].ae_title",
             "duplicate AE title 'A' (also peers[0])",
         ),
+        (
+            "[query]\nmax_matches = -1",
+            "query.max_matches",
+            "must be between 0 and 2147483647, got -1",
+        ),
+        (
+            "[retrieve]\nmove_associations = 0",
+            "retrieve.move_associations",
+            "must be between 1 and 32, got 0",
+        ),
+        (
+            "[retrieve]\nmove_associations = 33",
+            "retrieve.move_associations",
+            "must be between 1 and 32, got 33",
+        ),
     ],
 )
 def test_semantic_error(text: str, key: str, problem: str) -> None:
@@ -460,3 +493,183 @@ def test_store_choices(text: str, key: str) -> None:
 def test_store_defaults() -> None:
     store = Config().store
     assert (store.durability, store.duplicates) == ("strict", "keep")
+
+
+# --- [query], [retrieve] ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        (
+            '[query]\ncase_insensitive_names = "yes"',
+            "query.case_insensitive_names",
+            "expected a boolean (true or false), got a string",
+        ),
+        ("[query]\nmax_matches = 1.5", "query.max_matches", "expected an integer, got a number"),
+        (
+            "[query]\nlimit = 5",
+            "query.limit",
+            "unknown key (known keys: max_matches, case_insensitive_names)",
+        ),
+        (
+            "[retrieve]\nmax_pdu_length = 65536",
+            "retrieve.max_pdu_length",
+            "unknown key (known keys: move_associations)",
+        ),
+    ],
+)
+def test_query_retrieve_types(text: str, key: str, problem: str) -> None:
+    error = _error(text)
+    assert (error.key, error.problem) == (key, problem)
+
+
+def test_query_retrieve_bounds_accepted() -> None:
+    config = parse_config("[query]\nmax_matches = 1\n[retrieve]\nmove_associations = 1\n")
+    assert (config.query.max_matches, config.retrieve.move_associations) == (1, 1)
+
+
+# --- peers: lookup, AET@HOST:PORT, overrides ----------------------------------------
+
+TWO_PEERS = (
+    '[[peers]]\nae_title = "PACS2"\nhost = "10.0.0.5"\nport = 104\n'
+    '[[peers]]\nae_title = "MY AE"\nhost = "ct1"\nport = 4242\n'
+)
+
+
+def test_peer_lookup_strips_spaces_but_is_exact() -> None:
+    config = parse_config(TWO_PEERS)
+    assert config.peer("PACS2") == Peer(ae_title="PACS2", host="10.0.0.5", port=104)
+    assert config.peer("PACS2           ") is config.peers[0]  # padded as on the wire
+    assert config.peer(" MY AE ") is config.peers[1]
+    assert config.peer("pacs2") is None  # AE titles are case-sensitive
+    assert config.peer("MY") is None
+    assert config.peer("") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "peer"),
+    [
+        ("PACS@10.0.0.5:104", Peer(ae_title="PACS", host="10.0.0.5", port=104)),
+        ("ORTHANC@localhost:4242", Peer(ae_title="ORTHANC", host="localhost", port=4242)),
+        (
+            "MY AE@pacs.example.org:11112",
+            Peer(ae_title="MY AE", host="pacs.example.org", port=11112),
+        ),
+        ("V6@[::1]:104", Peer(ae_title="V6", host="::1", port=104)),
+        ("V6@[fe80::1%eth0]:1", Peer(ae_title="V6", host="fe80::1%eth0", port=1)),
+        ("A@B@h:65535", Peer(ae_title="A@B", host="h", port=65535)),  # '@' is legal in an AE title
+    ],
+)
+def test_parse_peer(text: str, peer: Peer) -> None:
+    assert parse_peer(text) == peer
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("PACS", "'PACS' is not AET@HOST:PORT (IPv6 as AET@[::1]:104): no '@'"),
+        ("@h:104", "'@h:104' is not AET@HOST:PORT (IPv6 as AET@[::1]:104): no AE title before '@'"),
+        ("A@h", "'A@h' is not AET@HOST:PORT (IPv6 as AET@[::1]:104): no ':PORT'"),
+        ("A@:104", "'A@:104' is not AET@HOST:PORT (IPv6 as AET@[::1]:104): no host"),
+        ("A@[]:104", "'A@[]:104' is not AET@HOST:PORT (IPv6 as AET@[::1]:104): no host"),
+        (
+            "A@::1:104",
+            "'A@::1:104' is not AET@HOST:PORT (IPv6 as AET@[::1]:104): "
+            "put an IPv6 address in brackets",
+        ),
+        (
+            "A@[::1:104",
+            "'A@[::1:104' is not AET@HOST:PORT (IPv6 as AET@[::1]:104): "
+            "no ']' after the IPv6 address",
+        ),
+        (
+            "A@[::1]104",
+            "'A@[::1]104' is not AET@HOST:PORT (IPv6 as AET@[::1]:104): no ':PORT' after ']'",
+        ),
+        ("A@h:", "'A@h:': port '' is not a number"),
+        ("A@h:x1", "'A@h:x1': port 'x1' is not a number"),
+        ("A@h:+104", "'A@h:+104': port '+104' is not a number"),
+        ("A@h:-1", "'A@h:-1': port '-1' is not a number"),
+        ("A@h:0", "'A@h:0': port must be between 1 and 65535, got 0"),
+        ("A@h:65536", "'A@h:65536': port must be between 1 and 65535, got 65536"),
+        (
+            "A@h:\u0661\u0660\u0664",
+            "'A@h:\u0661\u0660\u0664': port '\u0661\u0660\u0664' is not a number",
+        ),
+        ("ABCDEFGHIJKLMNOPQ@h:104", "must be 1 to 16 characters, got 17"),
+        (" A@h:104", "must not have leading or trailing spaces (they are not significant)"),
+        ("A\\B@h:104", "must not contain a backslash"),
+        ("A@a b:104", "must not contain spaces"),
+    ],
+)
+def test_parse_peer_errors(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_peer(text, "--peer")
+    assert (info.value.key, info.value.problem) == ("--peer", problem)
+    assert str(info.value) == f"--peer: {problem}"
+
+
+def test_resolve_peer() -> None:
+    config = parse_config(TWO_PEERS)
+    assert resolve_peer(config, "MY AE") is config.peers[1]
+    # AET@HOST:PORT need not be configured, and wins over a configured entry.
+    assert resolve_peer(config, "PACS2@127.0.0.1:5") == Peer(
+        ae_title="PACS2", host="127.0.0.1", port=5
+    )
+    with pytest.raises(ConfigError) as info:
+        resolve_peer(config, "PACS3")
+    assert (info.value.key, info.value.problem) == (
+        "peer",
+        "'PACS3' is not a configured peer (peers: PACS2, MY AE) "
+        "nor AET@HOST:PORT (IPv6 as AET@[::1]:104)",
+    )
+    with pytest.raises(ConfigError) as info:
+        resolve_peer(Config(), "PACS2", "PEER")
+    assert str(info.value) == (
+        "PEER: 'PACS2' is not a configured peer (peers: none configured) "
+        "nor AET@HOST:PORT (IPv6 as AET@[::1]:104)"
+    )
+    with pytest.raises(ConfigError, match="no ':PORT'"):
+        resolve_peer(config, "PACS2@host")
+
+
+def test_override_peers_append_and_replace() -> None:
+    base = parse_config(TWO_PEERS)
+    new_pacs2 = Peer(ae_title="PACS2", host="10.9.9.9", port=11112)
+    orthanc = Peer(ae_title="ORTHANC", host="127.0.0.1", port=4242)
+    assert replaced_peers(base, [orthanc, new_pacs2]) == [base.peers[0]]
+    assert replaced_peers(base, [orthanc]) == []
+    new = with_overrides(base, peers=[orthanc, new_pacs2])
+    # replaced in place, new ones appended in the order given
+    assert new.peers == (new_pacs2, base.peers[1], orthanc)
+    assert new.node == base.node
+    assert base.peers[0].host == "10.0.0.5"
+    assert with_overrides(Config(), peers=[orthanc]).peers == (orthanc,)
+    assert with_overrides(base, peers=()) is base
+
+
+def test_override_peers_twice_on_the_command_line() -> None:
+    a = Peer(ae_title="A", host="h", port=1)
+    with pytest.raises(ConfigError) as info:
+        with_overrides(Config(), peers=[a, Peer(ae_title="A", host="g", port=2)])
+    assert (info.value.key, info.value.problem) == (
+        "peers",
+        "AE title 'A' is given twice on the command line",
+    )
+
+
+def test_override_peers_are_validated() -> None:
+    with pytest.raises(ConfigError) as info:
+        with_overrides(Config(), peers=[Peer(ae_title="A", host="h", port=0)])
+    assert (info.value.key, info.value.problem) == (
+        "peers[0].port",
+        "must be between 1 and 65535, got 0",
+    )
+
+
+def test_override_peers_satisfy_check_calling_host() -> None:
+    # check_calling_host without [[peers]] is refused; a --peer makes it valid.
+    base = Config(association=AssociationConfig(check_calling_host=True))
+    new = with_overrides(base, peers=[Peer(ae_title="A", host="h", port=1)])
+    assert new.association.check_calling_host
