@@ -30,8 +30,18 @@ __all__ = [
     "IMPLEMENTATION_VERSION_NAME",
     "IMPLICIT_VR_LE",
     "NATIVE_TRANSFER_SYNTAXES",
+    "PATIENT_ROOT_QR_FIND",
+    "PATIENT_ROOT_QR_GET",
+    "PATIENT_ROOT_QR_MOVE",
+    "QR_CLASSES",
+    "QR_FIND_CLASSES",
+    "QR_GET_CLASSES",
+    "QR_MOVE_CLASSES",
     "STORAGE_SOP_CLASSES",
     "STORAGE_SOP_CLASS_KEYWORDS",
+    "STUDY_ROOT_QR_FIND",
+    "STUDY_ROOT_QR_GET",
+    "STUDY_ROOT_QR_MOVE",
     "TRANSFER_SYNTAX_KEYWORDS",
     "VERIFICATION",
     "is_valid_uid",
@@ -40,6 +50,19 @@ __all__ = [
 
 #: Verification SOP Class, PS3.4 A.4.
 VERIFICATION = "1.2.840.10008.1.1"
+
+# Query/Retrieve information models, PS3.4 C.6 (Annex C.6.1 Patient Root, C.6.2
+# Study Root); PS3.6 Annex A names them.
+PATIENT_ROOT_QR_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_QR_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_QR_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_QR_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_QR_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_QR_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+QR_FIND_CLASSES = frozenset({PATIENT_ROOT_QR_FIND, STUDY_ROOT_QR_FIND})
+QR_MOVE_CLASSES = frozenset({PATIENT_ROOT_QR_MOVE, STUDY_ROOT_QR_MOVE})
+QR_GET_CLASSES = frozenset({PATIENT_ROOT_QR_GET, STUDY_ROOT_QR_GET})
+QR_CLASSES = QR_FIND_CLASSES | QR_MOVE_CLASSES | QR_GET_CLASSES
 
 #: Storage SOP classes an archive meets that the generated table (pynetdicom's
 #: list) lacks: current ones of PS3.4 Table B.5-1 pynetdicom 3.0.4 omits, and
@@ -234,7 +257,16 @@ TRANSFER_SYNTAX_KEYWORDS: Mapping[str, str] = MappingProxyType(
 )
 
 _OTHER_KEYWORDS: Mapping[str, str] = MappingProxyType(
-    {VERIFICATION: "Verification", "1.2.840.10008.3.1.1.1": "DICOMApplicationContext"}
+    {
+        VERIFICATION: "Verification",
+        "1.2.840.10008.3.1.1.1": "DICOMApplicationContext",
+        PATIENT_ROOT_QR_FIND: "PatientRootQueryRetrieveInformationModelFind",
+        PATIENT_ROOT_QR_MOVE: "PatientRootQueryRetrieveInformationModelMove",
+        PATIENT_ROOT_QR_GET: "PatientRootQueryRetrieveInformationModelGet",
+        STUDY_ROOT_QR_FIND: "StudyRootQueryRetrieveInformationModelFind",
+        STUDY_ROOT_QR_MOVE: "StudyRootQueryRetrieveInformationModelMove",
+        STUDY_ROOT_QR_GET: "StudyRootQueryRetrieveInformationModelGet",
+    }
 )
 
 # PS3.5 9.1: components of digits separated by ".", no leading zero in a

@@ -11,6 +11,7 @@ idle timeout on an established association.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections import deque
@@ -104,6 +105,10 @@ class Association:
         self._half_closed = False
         self._deadline_state: State | None = None
         self._deadline = 0.0
+        # One message at a time on the wire: PS3.8 9.3.5 lets no other message's
+        # PDVs come between the fragments of one. Only C-GET has two senders
+        # (responses and sub-operations), but the lock costs nothing uncontended.
+        self._sending = asyncio.Lock()
 
     # ---- upper layer ---------------------------------------------------------------
 
@@ -218,6 +223,12 @@ class Association:
         """Send one DIMSE message on ``context_id``."""
         assert self.negotiated is not None
         pdus = message_pdus(context_id, command, dataset, self.negotiated.peer_max_pdu)
+        if self._sending.locked():
+            async with self._sending:
+                self.ul.send_data(pdus)
+                self.flush()
+                await self._drain()
+            return
         self.ul.send_data(pdus)
         self.flush()
         await self._drain()
@@ -236,18 +247,19 @@ class Association:
         """
         assert self.negotiated is not None
         max_pdu = self.negotiated.peer_max_pdu
-        self.ul.send_data(command_pdus(context_id, command, max_pdu))
-        self.flush()
-        pending: bytes | memoryview | None = None
-        async for chunk in chunks:
-            if pending is not None:
-                self.ul.send_data(dataset_pdus(context_id, pending, False, max_pdu))
-                self.flush()
-                await self._drain()
-            pending = chunk
-        self.ul.send_data(dataset_pdus(context_id, pending or b"", True, max_pdu))
-        self.flush()
-        await self._drain()
+        async with self._sending:
+            self.ul.send_data(command_pdus(context_id, command, max_pdu))
+            self.flush()
+            pending: bytes | memoryview | None = None
+            async for chunk in chunks:
+                if pending is not None:
+                    self.ul.send_data(dataset_pdus(context_id, pending, False, max_pdu))
+                    self.flush()
+                    await self._drain()
+                pending = chunk
+            self.ul.send_data(dataset_pdus(context_id, pending or b"", True, max_pdu))
+            self.flush()
+            await self._drain()
 
     async def _drain(self) -> None:
         """Flow control with the network timeout: a peer that stops reading is aborted."""

@@ -10,15 +10,40 @@ with the RJ's result/source/reason, :class:`AssociationAborted`,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 
-from archive.dicom.dimse import CEchoRq, CEchoRsp, Command, CommandReceived, CStoreRq, CStoreRsp
+from archive.dicom.dimse import (
+    CCancelRq,
+    CEchoRq,
+    CEchoRsp,
+    CFindRq,
+    CFindRsp,
+    CGetRq,
+    CGetRsp,
+    CMoveRq,
+    CMoveRsp,
+    Command,
+    CommandReceived,
+    CStoreRq,
+    CStoreRsp,
+    DatasetFragment,
+    Status,
+    StatusCategory,
+    category,
+)
 from archive.dicom.errors import RemoteProtocolError
 from archive.dicom.uids import IMPLICIT_VR_LE, VERIFICATION
 from archive.dicom.ul.machine import Closed, ProviderAbort, Role, UpperLayer
-from archive.dicom.ul.negotiation import accepted, build_request
-from archive.dicom.ul.pdu import AAbort, AAssociateAc, AAssociateRj, AReleaseRq, RoleSelection
+from archive.dicom.ul.negotiation import AcceptedContext, accepted, build_request
+from archive.dicom.ul.pdu import (
+    AAbort,
+    AAssociateAc,
+    AAssociateRj,
+    AReleaseRq,
+    RoleSelection,
+    SopClassExtended,
+)
 from archive.net.association import (
     Association,
     AssociationAborted,
@@ -31,6 +56,13 @@ from archive.net.connection import Connection
 
 #: Maximum Length Received we advertise as a requestor when not told otherwise.
 DEFAULT_MAX_PDU = 65536
+#: Largest response identifier (C-FIND match, C-MOVE/C-GET failed UID list) we keep.
+MAX_RESPONSE_DATASET = 16 << 20
+
+#: What a C-GET SCU does with each C-STORE sub-operation it receives: given the
+#: request, the context's transfer syntax and the data set fragments (to be read
+#: to the end), it returns the C-STORE status to answer (PS3.4 C.4.3.3).
+StoreHandler = Callable[[CStoreRq, str, AsyncIterator[memoryview]], Awaitable[int]]
 
 
 async def associate(
@@ -41,12 +73,20 @@ async def associate(
     called_ae: str,
     contexts: Sequence[tuple[str, Sequence[str]]],
     roles: Sequence[RoleSelection] = (),
+    extended: Sequence[SopClassExtended] = (),
     max_pdu_length: int = DEFAULT_MAX_PDU,
     timeouts: Timeouts | None = None,
 ) -> ClientAssociation:
     """Open an association proposing ``contexts`` (abstract syntax, transfer syntaxes)."""
     timeouts = timeouts or Timeouts()
-    rq = build_request(calling_ae, called_ae, contexts, max_pdu_length=max_pdu_length, roles=roles)
+    rq = build_request(
+        calling_ae,
+        called_ae,
+        contexts,
+        max_pdu_length=max_pdu_length,
+        roles=roles,
+        extended=extended,
+    )
     ul = UpperLayer(Role.REQUESTOR, max_pdu_length)
     ul.send(rq)  # AE-1: Sta4, awaiting the transport
     conn = Connection(ul, high_water=4 * (max_pdu_length or (1 << 20)) + 64)
@@ -62,7 +102,13 @@ async def associate(
         raise AssociationAborted(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
     assoc = Association(conn, ul, timeouts)
     ul.connection_made()  # AE-2: the A-ASSOCIATE-RQ goes out
-    event = await assoc.next_event()
+    try:
+        event = await assoc.next_event()
+    except BaseException:
+        # Cancelled (a caller's timeout, a task group) while negotiating: the
+        # transport must not outlive us, or the loop cannot close cleanly.
+        conn.close()
+        raise
     if isinstance(event, AAssociateAc):
         try:
             assoc.negotiated = accepted(rq, event)
@@ -95,6 +141,8 @@ class ClientAssociation:
         assert assoc.negotiated is not None
         self.negotiated = assoc.negotiated
         self._last_id = 0
+        #: (context ID, Message ID) of the C-FIND/C-MOVE/C-GET in progress.
+        self._operation: tuple[int, int] | None = None
 
     async def __aenter__(self) -> ClientAssociation:
         return self
@@ -134,6 +182,170 @@ class ClientAssociation:
                     raise AssociationTimeout(f"no response within {self.assoc.timeouts.dimse:g} s")
                 self.abort()
                 raise AssociationAborted(_ended(self.assoc, item))
+
+    async def _dataset(self) -> bytes:
+        """The data set following the command just received, read whole (bounded)."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            item = await self.assoc.receive(timeout=self.assoc.timeouts.dimse)
+            if not isinstance(item, DatasetFragment):
+                raise AssociationAborted("the association ended inside a response data set")
+            size += len(item.data)
+            if size > MAX_RESPONSE_DATASET:
+                self.abort()
+                raise AssociationAborted(f"response data set over {MAX_RESPONSE_DATASET} bytes")
+            parts.append(bytes(item.data))
+            if item.last:
+                return b"".join(parts)
+
+    async def _operation_responses(
+        self,
+        context_id: int,
+        command: CFindRq | CMoveRq | CGetRq,
+        identifier: bytes,
+        response_type: type[CFindRsp | CMoveRsp | CGetRsp],
+        on_store: StoreHandler | None,
+        timeout: float | None,
+    ) -> AsyncIterator[tuple[CFindRsp | CMoveRsp | CGetRsp, bytes | None]]:
+        await self.assoc.send(context_id, command, identifier)
+        self._operation = (context_id, command.message_id)
+        wait = self.assoc.timeouts.dimse if timeout is None else timeout
+        try:
+            while True:
+                item = await self.assoc.receive(timeout=wait)
+                if isinstance(item, CommandReceived):
+                    received = item.command
+                    if isinstance(received, CStoreRq) and on_store is not None:
+                        await self._store_suboperation(item.context_id, received, on_store)
+                        continue
+                    if (
+                        not isinstance(received, CFindRsp | CMoveRsp | CGetRsp)
+                        or type(received) is not response_type
+                        or received.message_id_being_responded_to != command.message_id
+                    ):
+                        self.abort()
+                        raise AssociationAborted(
+                            f"unexpected {type(received).__name__} during "
+                            f"{type(command).__name__[:-2]}"
+                        )
+                    data = await self._dataset() if received.has_dataset else None
+                    yield received, data
+                    if category(received.status) is not StatusCategory.PENDING:
+                        return
+                elif isinstance(item, DatasetFragment):
+                    continue
+                else:
+                    if self.assoc.outcome is Outcome.TIMEOUT:
+                        await self.assoc.wait_closed()
+                        raise AssociationTimeout(f"no response within {wait:g} s")
+                    self.abort()
+                    raise AssociationAborted(_ended(self.assoc, item))
+        finally:
+            self._operation = None
+
+    async def _store_suboperation(
+        self, context_id: int, command: CStoreRq, on_store: StoreHandler
+    ) -> None:
+        """Answer one C-STORE sub-operation of a C-GET (we are its SCP)."""
+        context = self.negotiated.contexts.get(context_id)
+        fragments = self._fragments()
+        if context is None or not context.scp_role:
+            status = int(Status.SOP_CLASS_NOT_SUPPORTED)
+        else:
+            status = await on_store(command, context.transfer_syntax, fragments)
+        async for _ in fragments:  # whatever the handler left unread
+            pass
+        await self.assoc.send(
+            context_id,
+            CStoreRsp(
+                message_id_being_responded_to=command.message_id,
+                affected_sop_class_uid=command.affected_sop_class_uid,
+                affected_sop_instance_uid=command.affected_sop_instance_uid,
+                status=status,
+            ),
+        )
+
+    async def _fragments(self) -> AsyncIterator[memoryview]:
+        while True:
+            item = await self.assoc.receive(timeout=self.assoc.timeouts.dimse)
+            if not isinstance(item, DatasetFragment):
+                raise AssociationAborted("the association ended inside a C-STORE data set")
+            yield item.data
+            if item.last:
+                return
+
+    async def find(
+        self, context_id: int, identifier: bytes, *, priority: int = 0
+    ) -> AsyncIterator[tuple[CFindRsp, bytes | None]]:
+        """C-FIND (PS3.7 9.1.2): each response and its identifier, the final one last."""
+        abstract = self.negotiated.contexts[context_id].abstract_syntax
+        rq = CFindRq(
+            message_id=self.next_message_id(), affected_sop_class_uid=abstract, priority=priority
+        )
+        async for rsp, data in self._operation_responses(
+            context_id, rq, identifier, CFindRsp, None, None
+        ):
+            assert isinstance(rsp, CFindRsp)
+            yield rsp, data
+
+    async def move(
+        self,
+        context_id: int,
+        identifier: bytes,
+        destination: str,
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> AsyncIterator[tuple[CMoveRsp, bytes | None]]:
+        """C-MOVE (PS3.7 9.1.4) to ``destination``: the responses, the final one last.
+
+        ``timeout`` bounds the wait for each response (default: the DIMSE
+        timeout); an SCP need not send pending responses, so a long move may
+        need more.
+        """
+        abstract = self.negotiated.contexts[context_id].abstract_syntax
+        rq = CMoveRq(
+            message_id=self.next_message_id(),
+            affected_sop_class_uid=abstract,
+            move_destination=destination,
+            priority=priority,
+        )
+        async for rsp, data in self._operation_responses(
+            context_id, rq, identifier, CMoveRsp, None, timeout
+        ):
+            assert isinstance(rsp, CMoveRsp)
+            yield rsp, data
+
+    async def get(
+        self,
+        context_id: int,
+        identifier: bytes,
+        on_store: StoreHandler,
+        *,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> AsyncIterator[tuple[CGetRsp, bytes | None]]:
+        """C-GET (PS3.7 9.1.3): sub-operations go to ``on_store``; yields the responses."""
+        abstract = self.negotiated.contexts[context_id].abstract_syntax
+        rq = CGetRq(
+            message_id=self.next_message_id(), affected_sop_class_uid=abstract, priority=priority
+        )
+        async for rsp, data in self._operation_responses(
+            context_id, rq, identifier, CGetRsp, on_store, timeout
+        ):
+            assert isinstance(rsp, CGetRsp)
+            yield rsp, data
+
+    async def cancel(self) -> None:
+        """C-CANCEL-RQ (PS3.7 9.3.2.3) for the C-FIND/C-MOVE/C-GET in progress, if any."""
+        if self._operation is not None:
+            context_id, message_id = self._operation
+            await self.assoc.send(context_id, CCancelRq(message_id_being_responded_to=message_id))
+
+    def store_contexts(self) -> Sequence[AcceptedContext]:
+        """Contexts we may send C-STORE-RQ on (services.StoreTarget)."""
+        return [c for c in self.negotiated.contexts.values() if c.scu_role]
 
     async def store(
         self,

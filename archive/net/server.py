@@ -18,7 +18,15 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from archive.config import Config
-from archive.dicom.dimse import CCancelRq, CommandReceived, DatasetFragment, Status
+from archive.dicom.dimse import (
+    CCancelRq,
+    CFindRq,
+    CGetRq,
+    CMoveRq,
+    CommandReceived,
+    DatasetFragment,
+    Status,
+)
 from archive.dicom.errors import (
     AbortReason,
     AbortSource,
@@ -33,13 +41,21 @@ from archive.dicom.ul.pdu import AAssociateAc, AAssociateRj, AAssociateRq, ARele
 from archive.net.association import (
     Association,
     AssociationError,
+    MessageEvent,
     Outcome,
     Timeouts,
 )
 from archive.net.connection import Connection
-from archive.services import DatasetInterrupted, Registry, Request, failure
+from archive.net.operation import GetChannel, IdentifierTooLarge, Operation, read_identifier
+from archive.services import Cancel, DatasetInterrupted, Registry, Request, failure
 
 log = logging.getLogger("archive.net")
+
+#: Requests that run as an :class:`Operation` while the association is read on.
+_OPERATIONS = (CFindRq, CMoveRq, CGetRq)
+#: Read timeout while an operation runs: the peer is rightly silent, waiting for
+#: our responses (the operation's own sends are bounded by the network timeout).
+_WHILE_OPERATING = 365 * 86400.0
 
 
 def timeouts_from(config: Config) -> Timeouts:
@@ -165,20 +181,75 @@ class Server:
 
     async def _serve(self, assoc: Association) -> None:
         """The established association: requests in, responses out, until it ends."""
-        while True:
-            item = await assoc.receive()
-            if isinstance(item, CommandReceived):
-                await self._request(assoc, item)
-            elif isinstance(item, DatasetFragment):
-                continue  # the rest of a data set nobody wanted; already answered
-            elif isinstance(item, AReleaseRq):
-                await assoc.answer_release()
-                return
-            else:
-                await assoc.wait_closed()
-                return
+        operation: Operation | None = None
+        try:
+            while True:
+                if operation is None:
+                    item = await assoc.receive()
+                else:
+                    received = await _receive_during(assoc, operation)
+                    if received is None:  # the operation finished first
+                        operation.task.result()  # its failure fails the association
+                        operation = None
+                        continue
+                    item = received
+                if type(item) is CommandReceived:
+                    if operation is not None:
+                        if operation.deliver(item.command):
+                            continue
+                        # A new request while one runs: the peer ignored the
+                        # (1, 1) asynchronous operations window; finish first.
+                        await operation.task
+                        operation = None
+                    if isinstance(item.command, _OPERATIONS):
+                        operation = await self._start(assoc, item)
+                    elif not item.command.command_field & 0x8000:
+                        await self._request(assoc, item)
+                    # else: a response or C-CANCEL with nothing running: ignored
+                elif isinstance(item, DatasetFragment):
+                    continue  # the rest of a data set nobody wanted; already answered
+                elif isinstance(item, AReleaseRq):
+                    if operation is not None:
+                        await operation.task  # bounded by its own timeouts
+                        operation = None
+                    await assoc.answer_release()
+                    return
+                else:
+                    await assoc.wait_closed()
+                    return
+        finally:
+            if operation is not None and not operation.task.done():
+                await operation.stop("association ended")
 
-    async def _request(self, assoc: Association, received: CommandReceived) -> None:
+    async def _start(self, assoc: Association, received: CommandReceived) -> Operation | None:
+        """Read a C-FIND/C-MOVE/C-GET identifier and start the operation's task."""
+        command = received.command
+        assert isinstance(command, _OPERATIONS)
+        try:
+            identifier = await read_identifier(assoc) if command.has_dataset else b""
+        except IdentifierTooLarge as exc:
+            response = failure(command, Status.CANNOT_UNDERSTAND, f"{exc}: too large")
+            if response is not None:
+                await assoc.send(received.context_id, response.command)
+            return None
+        if identifier is None:
+            return None  # the association ended in the middle of it
+        cancel = Cancel()
+        channel = GetChannel(assoc, self.timeouts.dimse) if isinstance(command, CGetRq) else None
+        task = asyncio.get_running_loop().create_task(
+            self._request(assoc, received, identifier=identifier, cancel=cancel, channel=channel)
+        )
+        return Operation(command.message_id, task, cancel, channel)
+
+    async def _request(
+        self,
+        assoc: Association,
+        received: CommandReceived,
+        *,
+        identifier: bytes | None = None,
+        cancel: Cancel | None = None,
+        channel: GetChannel | None = None,
+    ) -> None:
         negotiated = assoc.negotiated
         assert negotiated is not None
         context = negotiated.contexts.get(received.context_id)
@@ -192,8 +263,8 @@ class Server:
             return
         command = received.command
         if isinstance(command, CCancelRq):
-            return  # nothing runs asynchronously yet, so there is nothing to cancel
-        dataset = _fragments(assoc) if command.has_dataset else None
+            return  # nothing is running, so there is nothing to cancel
+        dataset = _fragments(assoc) if command.has_dataset and identifier is None else None
         request = Request(
             command=command,
             context_id=received.context_id,
@@ -203,6 +274,10 @@ class Server:
             called_ae=negotiated.called_ae,
             peer_host=assoc.conn.peer[0],
             dataset=dataset,
+            identifier=identifier,
+            cancel=cancel,
+            channel=channel,
+            extended=negotiated.extended.get(context.abstract_syntax, b""),
         )
         provider = self.registry.provider_for(command)
         if provider is None:
@@ -260,6 +335,22 @@ async def _resolve_peers(config: Config) -> dict[str, frozenset[str]]:
         addresses.update(str(info[4][0]) for info in infos)
         hosts[peer.ae_title] = frozenset(addresses)
     return hosts
+
+
+async def _receive_during(assoc: Association, operation: Operation) -> MessageEvent | None:
+    """The next item read while ``operation`` runs; None if the operation ends first.
+
+    Cancelling the read is safe: it can only be waiting for the socket then, with
+    whatever it had decoded kept in the association.
+    """
+    reading = asyncio.ensure_future(assoc.receive(timeout=_WHILE_OPERATING))
+    done, _ = await asyncio.wait({reading, operation.task}, return_when=asyncio.FIRST_COMPLETED)
+    if reading in done:
+        return reading.result()
+    reading.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reading
+    return None
 
 
 async def _fragments(assoc: Association) -> AsyncIterator[memoryview]:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from archive.dicom.dimse import CEchoRq, CStoreRq
 from archive.services.base import (
+    Cancel,
     DatasetInterrupted,
     Provider,
     Registry,
     Request,
     Response,
+    StoreContext,
+    StoreTarget,
     failure,
 )
 from archive.services.echo import c_echo
 from archive.services.store import Ingest, Outcome, c_store_provider
 
 __all__ = [
+    "Cancel",
     "DatasetInterrupted",
     "Ingest",
     "Outcome",
@@ -22,6 +26,8 @@ __all__ = [
     "Registry",
     "Request",
     "Response",
+    "StoreContext",
+    "StoreTarget",
     "c_echo",
     "c_store_provider",
     "default_registry",

@@ -5,12 +5,18 @@ and yields responses, one for C-ECHO and C-STORE, pending ones and then a final
 one for C-FIND, C-MOVE and C-GET. The driver sends each as it is yielded, so
 pending responses go out while the provider is still working. Providers hold
 policy only; they never touch sockets.
+
+C-FIND, C-MOVE and C-GET run while the driver keeps reading the association: a
+C-CANCEL-RQ for the operation sets its :class:`Cancel`, and C-GET sends its
+C-STORE sub-operations through a :class:`StoreTarget` on the same association
+(PS3.4 C.4.3), whose responses the driver routes back.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, cast
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Protocol, cast
 
 import msgspec
 
@@ -40,6 +46,47 @@ class DatasetInterrupted(ArchiveError):
     code = "services.dataset_interrupted"
 
 
+class Cancel:
+    """Set when the peer sends a C-CANCEL-RQ for the operation (PS3.7 9.1.2.1.2)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+class StoreContext(Protocol):
+    """An accepted presentation context on which we may send C-STORE-RQ."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def abstract_syntax(self) -> str: ...
+    @property
+    def transfer_syntax(self) -> str: ...
+
+
+class StoreTarget(Protocol):
+    """Where C-STORE sub-operations go: the caller's association (C-GET) or a new
+    association to the move destination (C-MOVE)."""
+
+    def store_contexts(self) -> Sequence[StoreContext]: ...
+    def next_message_id(self) -> int: ...
+    async def store(
+        self, context_id: int, command: CStoreRq, chunks: AsyncIterator[bytes | memoryview]
+    ) -> CStoreRsp: ...
+
+
 class Request(msgspec.Struct, frozen=True, kw_only=True):
     """One DIMSE request as a provider sees it."""
 
@@ -52,6 +99,14 @@ class Request(msgspec.Struct, frozen=True, kw_only=True):
     peer_host: str
     #: The data set fragments, as they arrive; None when the request has none.
     dataset: AsyncIterator[memoryview] | None = None
+    #: C-FIND/C-MOVE/C-GET: the identifier, read whole (it is small and bounded).
+    identifier: bytes | None = None
+    #: C-FIND/C-MOVE/C-GET: set by the peer's C-CANCEL-RQ.
+    cancel: Cancel | None = None
+    #: C-GET: the requesting association, for the C-STORE sub-operations.
+    channel: StoreTarget | None = None
+    #: Extended negotiation agreed for the request's abstract syntax (PS3.7 D.3.3.5).
+    extended: bytes = b""
 
 
 class Response(msgspec.Struct, frozen=True):

@@ -40,6 +40,7 @@ from archive.dicom.ul.pdu import (
     PresentationContextAc,
     PresentationContextRq,
     RoleSelection,
+    SopClassExtended,
     UserIdentityRq,
     UserInformation,
 )
@@ -47,7 +48,7 @@ from archive.dicom.ul.pdu import (
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
 UNSERVED = "1.2.840.10008.5.1.1.27"  # Stored Print Storage (Retired): not served
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+WORKLIST_FIND = "1.2.840.10008.5.1.4.31"  # Modality Worklist FIND: not served
 ELE, ILE, BE = uids.EXPLICIT_VR_LE, uids.IMPLICIT_VR_LE, uids.EXPLICIT_VR_BE
 J2K, JPEG = uids.JPEG_2000_LOSSLESS, uids.JPEG_BASELINE_8BIT
 DCMTK_UID = "1.2.276.0.7230010.3.0.3.6.8"
@@ -205,7 +206,7 @@ def test_context_results_and_requestor_order() -> None:
         [
             (1, CT, (J2K, ELE, ILE)),  # we accept all three: the requestor's first wins
             (3, MR, (ILE, ELE)),
-            (5, PATIENT_ROOT_FIND, (ELE, ILE)),  # not served: abstract syntax not supported
+            (5, WORKLIST_FIND, (ELE, ILE)),  # not served: abstract syntax not supported
             (7, CT, ("1.2.3.4.5", "1.2.3.4.6")),  # unknown transfer syntaxes only
             (9, uids.VERIFICATION, (ILE,)),
         ]
@@ -250,7 +251,7 @@ def test_per_abstract_syntax_transfer_syntaxes() -> None:
 
 
 def test_nothing_accepted_still_gives_an_ac() -> None:
-    ac, negotiated = accept(rq_for([(1, PATIENT_ROOT_FIND, (ELE,)), (3, CT, ("1.2.3",))]))
+    ac, negotiated = accept(rq_for([(1, WORKLIST_FIND, (ELE,)), (3, CT, ("1.2.3",))]))
     assert [c.result for c in ac.contexts] == [3, 4]
     assert negotiated.contexts == {}
 
@@ -313,7 +314,7 @@ def test_role_replies() -> None:
             (1, CT, (ELE,)),
             (3, MR, (ELE,)),
             (5, uids.VERIFICATION, (ILE,)),
-            (7, PATIENT_ROOT_FIND, (ELE,)),
+            (7, WORKLIST_FIND, (ELE,)),
             (9, CT, (ILE,)),
         ],
         roles=(
@@ -321,7 +322,7 @@ def test_role_replies() -> None:
             RoleSelection(CT, scu_role=True, scp_role=False),  # a second item: ignored
             RoleSelection(MR, scu_role=True, scp_role=True),
             RoleSelection(uids.VERIFICATION, scu_role=True, scp_role=True),
-            RoleSelection(PATIENT_ROOT_FIND, scu_role=True, scp_role=False),  # rejected context
+            RoleSelection(WORKLIST_FIND, scu_role=True, scp_role=False),  # rejected context
             RoleSelection("1.2.840.10008.5.1.4.1.1.7", True, True),  # never proposed
         ),
     )
@@ -387,10 +388,20 @@ def test_default_acceptor_policy() -> None:
     assert policy.check_called_ae is False
     assert policy.accepted_calling_aes == frozenset()
     assert policy.check_calling_host is False
-    assert set(policy.abstract_syntaxes) == uids.ACCEPTED_STORAGE_SOP_CLASSES | {uids.VERIFICATION}
-    assert all(
-        ts == frozenset(uids.ALL_TRANSFER_SYNTAXES) for ts in policy.abstract_syntaxes.values()
+    assert set(policy.abstract_syntaxes) == (
+        uids.ACCEPTED_STORAGE_SOP_CLASSES | {uids.VERIFICATION} | uids.QR_CLASSES
     )
+    assert all(
+        policy.abstract_syntaxes[uid] == frozenset(uids.ALL_TRANSFER_SYNTAXES)
+        for uid in uids.ACCEPTED_STORAGE_SOP_CLASSES | {uids.VERIFICATION}
+    )
+    # Identifiers carry no pixel data: the native encodings only.
+    assert all(
+        policy.abstract_syntaxes[uid]
+        == {ILE, ELE, uids.EXPLICIT_VR_BE, uids.DEFLATED_EXPLICIT_VR_LE}
+        for uid in uids.QR_CLASSES
+    )
+    assert policy.extended == dict.fromkeys(uids.QR_CLASSES, b"\x01")
     assert policy.scp_role_classes == uids.ACCEPTED_STORAGE_SOP_CLASSES
     assert policy.implementation_class_uid == uids.IMPLEMENTATION_CLASS_UID
     assert policy.implementation_version_name == uids.IMPLEMENTATION_VERSION_NAME
@@ -437,7 +448,7 @@ def test_120_context_request_is_fast() -> None:
 
 # --- pynetdicom as an oracle for the context results -------------------------------------
 
-_ABSTRACT = st.sampled_from([CT, MR, uids.VERIFICATION, PATIENT_ROOT_FIND, UNSERVED])
+_ABSTRACT = st.sampled_from([CT, MR, uids.VERIFICATION, WORKLIST_FIND, UNSERVED])
 _TRANSFER = st.sampled_from([ELE, ILE, BE, J2K, JPEG, "1.2.3.4", uids.JPEG_XL])
 
 
@@ -679,14 +690,14 @@ def test_accepted_roles() -> None:
             (MR, [ELE]),
             (uids.VERIFICATION, [ILE]),
             (UNSERVED, [ELE]),
-            (PATIENT_ROOT_FIND, [ELE]),
+            (WORKLIST_FIND, [ELE]),
         ],
         max_pdu_length=0,
         roles=(
             RoleSelection(CT, scu_role=False, scp_role=True),
             RoleSelection(MR, scu_role=True, scp_role=False),
             RoleSelection(UNSERVED, scu_role=False, scp_role=True),
-            RoleSelection(PATIENT_ROOT_FIND, scu_role=True, scp_role=True),
+            RoleSelection(WORKLIST_FIND, scu_role=True, scp_role=True),
         ),
     )
     ok = ContextResult.ACCEPTANCE
@@ -701,7 +712,7 @@ def test_accepted_roles() -> None:
             RoleSelection(MR, scu_role=True, scp_role=True),  # SCP we did not propose: ignored
             RoleSelection(uids.VERIFICATION, True, True),  # reply to no proposal: ignored
             RoleSelection(UNSERVED, scu_role=False, scp_role=False),  # refused: unusable
-            # no reply for PATIENT_ROOT_FIND: the defaults apply
+            # no reply for WORKLIST_FIND: the defaults apply
         ),
     )
     negotiated = accepted(rq, ac)
@@ -709,7 +720,7 @@ def test_accepted_roles() -> None:
         1: AcceptedContext(1, CT, ELE, scu_role=False, scp_role=True),
         3: AcceptedContext(3, MR, ELE, scu_role=True, scp_role=False),
         5: AcceptedContext(5, uids.VERIFICATION, ILE, scu_role=True, scp_role=False),
-        9: AcceptedContext(9, PATIENT_ROOT_FIND, ELE, scu_role=True, scp_role=False),
+        9: AcceptedContext(9, WORKLIST_FIND, ELE, scu_role=True, scp_role=False),
     }
 
 
@@ -781,3 +792,37 @@ def test_requestor_keeps_why_each_proposal_was_refused() -> None:
     assert negotiated.refusal(CT, ELE) is None
     assert negotiated.refusal(UNSERVED, ELE) == ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED
     assert negotiated.refusal(MR, "1.2.3") == ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED
+
+
+# --- SOP Class Extended Negotiation (PS3.7 D.3.3.5, PS3.4 C.5.1.1) ------------------------
+
+
+def test_extended_negotiation_answers_option_by_option() -> None:
+    """Relational queries (byte 0) agreed; combined date-time and fuzzy PN (bytes 1-2) not."""
+    policy = default_acceptor_policy(Config())
+    find = uids.STUDY_ROOT_QR_FIND
+    rq = build_request(
+        "SCU",
+        "ARCHIVE",
+        [(find, [ELE]), (uids.STUDY_ROOT_QR_MOVE, [ELE]), (CT, [ELE])],
+        max_pdu_length=16384,
+        extended=[
+            SopClassExtended(find, b"\x01\x01\x01"),
+            SopClassExtended(uids.STUDY_ROOT_QR_MOVE, b"\x00"),
+            SopClassExtended(CT, b"\x01"),  # storage: we negotiate nothing for it
+            SopClassExtended(uids.PATIENT_ROOT_QR_GET, b"\x01"),  # not proposed
+        ],
+    )
+    ac, negotiated = accept(rq, policy)
+    assert ac.user_info.extended == (
+        SopClassExtended(find, b"\x01\x00\x00"),
+        SopClassExtended(uids.STUDY_ROOT_QR_MOVE, b"\x00"),
+    )
+    assert negotiated.option(find, 0)
+    assert not negotiated.option(find, 1)
+    assert not negotiated.option(uids.STUDY_ROOT_QR_MOVE, 0)
+    assert not negotiated.option(CT, 0)
+    # The requestor reads the same agreement from the AC.
+    mirror = accepted(rq, ac)
+    assert mirror.extended == {find: b"\x01\x00\x00", uids.STUDY_ROOT_QR_MOVE: b"\x00"}
+    assert mirror.option(find, 0)

@@ -35,8 +35,13 @@ from archive.dicom.errors import (
 )
 from archive.dicom.uids import (
     ACCEPTED_STORAGE_SOP_CLASSES,
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    IMPLICIT_VR_LE,
+    QR_CLASSES,
     VERIFICATION,
 )
 from archive.dicom.ul.pdu import (
@@ -49,6 +54,7 @@ from archive.dicom.ul.pdu import (
     PresentationContextAc,
     PresentationContextRq,
     RoleSelection,
+    SopClassExtended,
     UserIdentityRq,
     UserInformation,
 )
@@ -97,7 +103,10 @@ class AcceptorPolicy(msgspec.Struct, frozen=True, kw_only=True):
     (PS3.7 D.3.3.4; the storage classes, for C-GET). ``calling_hosts`` (used when
     ``check_calling_host``) maps a calling AE title to the peer addresses it may
     come from; they are compared literally, so the driver passes resolved
-    addresses on both sides.
+    addresses on both sides. ``extended`` maps an abstract syntax to the SOP
+    Class Extended Negotiation options we support for it (PS3.7 D.3.3.5): one
+    byte per option, 1 = supported; a proposal is answered option by option with
+    the lesser of what was asked and what we support.
     """
 
     ae_title: str
@@ -108,6 +117,7 @@ class AcceptorPolicy(msgspec.Struct, frozen=True, kw_only=True):
     check_calling_host: bool = False
     calling_hosts: Mapping[str, frozenset[str]] = msgspec.field(default_factory=dict)
     scp_role_classes: frozenset[str] = frozenset()
+    extended: Mapping[str, bytes] = msgspec.field(default_factory=dict)
     implementation_class_uid: str = IMPLEMENTATION_CLASS_UID
     implementation_version_name: str = IMPLEMENTATION_VERSION_NAME
 
@@ -145,6 +155,15 @@ class Negotiated(msgspec.Struct, frozen=True, kw_only=True):
     #: syntaxes, result/reason of PS3.8 Table 9-18), for saying why a file could
     #: not be sent.
     refused: tuple[tuple[str, tuple[str, ...], int], ...] = ()
+    #: SOP Class Extended Negotiation as agreed (PS3.7 D.3.3.5): the acceptor's
+    #: reply per abstract syntax (application information bytes; e.g. byte 0 of
+    #: a Q/R FIND class = relational queries, PS3.4 C.5.1.1).
+    extended: dict[str, bytes] = msgspec.field(default_factory=dict)
+
+    def option(self, abstract_syntax: str, byte: int) -> bool:
+        """Whether extended negotiation option ``byte`` was agreed for the class."""
+        info = self.extended.get(abstract_syntax, b"")
+        return len(info) > byte and info[byte] == 1
 
     def refusal(self, abstract_syntax: str, transfer_syntax: str) -> int | None:
         """The acceptor's result for the proposal carrying this pair, if refused."""
@@ -165,11 +184,27 @@ class Negotiated(msgspec.Struct, frozen=True, kw_only=True):
         return None
 
 
+#: Transfer syntaxes a Q/R identifier may come in (PS3.5 A.1-A.3, A.5): the
+#: native ones; an identifier has no pixel data to compress.
+_IDENTIFIER_SYNTAXES = frozenset(
+    {IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_EXPLICIT_VR_LE}
+)
+#: Q/R extended negotiation we support (PS3.4 C.5.1.1, C.5.2.1, C.5.3.1): byte 0,
+#: relational queries (FIND) / relational retrieval (MOVE, GET). Not combined
+#: date-time matching, fuzzy person-name matching or timezone adjustment (bytes 1-3).
+_QR_EXTENDED = b"\x01"
+
+
 def default_acceptor_policy(config: Config) -> AcceptorPolicy:
-    """Verification and every storage class, with the configured transfer syntaxes."""
+    """Verification, every storage class and the Patient/Study Root Q/R classes."""
     transfer_syntaxes = frozenset(config.association.accepted_transfer_syntaxes)
     abstract_syntaxes = dict.fromkeys(ACCEPTED_STORAGE_SOP_CLASSES, transfer_syntaxes)
     abstract_syntaxes[VERIFICATION] = transfer_syntaxes
+    identifier_syntaxes = transfer_syntaxes & _IDENTIFIER_SYNTAXES or frozenset(
+        {IMPLICIT_VR_LE, EXPLICIT_VR_LE}
+    )
+    for abstract in QR_CLASSES:
+        abstract_syntaxes[abstract] = identifier_syntaxes
     return AcceptorPolicy(
         ae_title=config.node.ae_title,
         abstract_syntaxes=abstract_syntaxes,
@@ -179,6 +214,7 @@ def default_acceptor_policy(config: Config) -> AcceptorPolicy:
         check_calling_host=config.association.check_calling_host,
         calling_hosts={peer.ae_title: frozenset({peer.host}) for peer in config.peers},
         scp_role_classes=ACCEPTED_STORAGE_SOP_CLASSES,
+        extended=dict.fromkeys(QR_CLASSES, _QR_EXTENDED),
     )
 
 
@@ -306,6 +342,7 @@ def negotiate(
                 role_replies[abstract] = RoleSelection(abstract, scu, scp)
         results.append(PresentationContextAc(context.id, _ACCEPTANCE, ts))
         agreed[context.id] = AcceptedContext(context.id, abstract, ts, scu, scp)
+    extended = _extended_replies(rq.user_info.extended, policy.extended, agreed)
 
     # PS3.8 7.1.1.14 asks for one result per proposed context, whatever they are:
     # with none accepted we still answer A-ASSOCIATE-AC (as DCMTK and pynetdicom
@@ -319,6 +356,7 @@ def negotiate(
         # yet perform operations asynchronously.
         async_ops=AsyncOperationsWindow(1, 1) if rq_info.async_ops is not None else None,
         roles=tuple(role_replies.values()),
+        extended=tuple(SopClassExtended(uid, info) for uid, info in extended.items()),
         # No User Identity reply (0x59): we do not require one, and PS3.7
         # D.3.3.7 lets an acceptor that does not check identities stay silent.
     )
@@ -337,8 +375,33 @@ def negotiate(
         peer_implementation_class_uid=rq_info.implementation_class_uid or "",
         peer_implementation_version_name=rq_info.implementation_version_name or "",
         user_identity=rq_info.user_identity_rq,
+        extended=extended,
     )
     return ac, negotiated
+
+
+def _extended_replies(
+    proposed: Sequence[SopClassExtended],
+    supported: Mapping[str, bytes],
+    agreed: Mapping[int, AcceptedContext],
+) -> dict[str, bytes]:
+    """PS3.7 D.3.3.5: answer each proposal for an accepted class, option by option.
+
+    An option is agreed (1) only when proposed as 1 and supported; the reply is as
+    long as the proposal. Proposals for classes we did not accept, or do not
+    negotiate, get no reply, which means "no options" to the requestor.
+    """
+    classes = {context.abstract_syntax for context in agreed.values()}
+    replies: dict[str, bytes] = {}
+    for item in proposed:
+        ours = supported.get(item.sop_class_uid)
+        if ours is None or item.sop_class_uid not in classes or item.sop_class_uid in replies:
+            continue
+        replies[item.sop_class_uid] = bytes(
+            1 if asked == 1 and index < len(ours) and ours[index] == 1 else 0
+            for index, asked in enumerate(item.info)
+        )
+    return replies
 
 
 # --- requestor ---------------------------------------------------------------------
@@ -351,6 +414,7 @@ def build_request(
     *,
     max_pdu_length: int,
     roles: Sequence[RoleSelection] = (),
+    extended: Sequence[SopClassExtended] = (),
     async_ops: AsyncOperationsWindow | None = None,
     user_identity: UserIdentityRq | None = None,
     implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
@@ -397,6 +461,7 @@ def build_request(
             implementation_version_name=implementation_version_name,
             async_ops=async_ops,
             roles=tuple(roles),
+            extended=tuple(extended),
             user_identity_rq=user_identity,
         ),
     )
@@ -468,4 +533,10 @@ def accepted(rq: AAssociateRq, ac: AAssociateAc) -> Negotiated:
         refused=tuple(refused),
         async_ops=(window.max_invoked, window.max_performed) if window else (1, 1),
         user_identity=rq.user_info.user_identity_rq,
+        # Only replies to what we proposed count (PS3.7 D.3.3.5).
+        extended={
+            item.sop_class_uid: item.info
+            for item in info.extended
+            if any(ours.sop_class_uid == item.sop_class_uid for ours in rq.user_info.extended)
+        },
     )

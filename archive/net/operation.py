@@ -1,0 +1,149 @@
+"""A C-FIND, C-MOVE or C-GET running on an association while the driver keeps reading.
+
+Such an operation can last minutes and answers with many pending responses, and
+the peer may cancel it (C-CANCEL-RQ, PS3.7 9.3.2.3) or, for C-GET, answer the
+C-STORE sub-operations we send on its association (PS3.4 C.4.3.3). So the server
+runs the provider in a task of its own and goes on reading; what it reads for the
+operation comes here: :meth:`Operation.deliver` sets the cancel flag or resolves
+the sub-operation waiting for that C-STORE-RSP.
+
+The identifier is read whole before the operation starts: it is small (a few
+hundred bytes), bounded by :data:`MAX_IDENTIFIER`, and the provider needs all of
+it before it can do anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from archive.dicom.dimse import (
+    CCancelRq,
+    Command,
+    CStoreRq,
+    CStoreRsp,
+    DatasetFragment,
+)
+from archive.dicom.ul.negotiation import AcceptedContext
+from archive.net.association import Association, AssociationAborted, AssociationTimeout
+from archive.services import Cancel
+
+#: Largest C-FIND/C-MOVE/C-GET identifier we read (bytes). Real ones are under
+#: 2 KiB; this only stops a peer from making us buffer without end.
+MAX_IDENTIFIER = 1 << 20
+
+
+class IdentifierTooLarge(Exception):
+    """The identifier is larger than :data:`MAX_IDENTIFIER` (it was drained)."""
+
+
+async def read_identifier(assoc: Association) -> bytes | None:
+    """The data set that follows the command just received; None if the association ended.
+
+    Raises :class:`IdentifierTooLarge` after reading (and dropping) the rest of an
+    oversized one, so the association stays usable for the failure response.
+    """
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        item = await assoc.receive()
+        if not isinstance(item, DatasetFragment):
+            return None
+        size += len(item.data)
+        if size <= MAX_IDENTIFIER:
+            parts.append(bytes(item.data))
+        if item.last:
+            if size > MAX_IDENTIFIER:
+                raise IdentifierTooLarge(f"identifier of {size} bytes")
+            return b"".join(parts)
+
+
+class GetChannel:
+    """C-STORE sub-operations on the requesting association (C-GET), as a StoreTarget.
+
+    We are the requestor of these messages, so their Message IDs are ours to
+    choose (PS3.7 9.1.1.1.1); a response is matched to its request by Message ID
+    Being Responded To.
+    """
+
+    def __init__(self, assoc: Association, dimse_timeout: float) -> None:
+        self._assoc = assoc
+        self._timeout = dimse_timeout
+        self._pending: dict[int, asyncio.Future[CStoreRsp]] = {}
+        self._last_id = 0
+        negotiated = assoc.negotiated
+        assert negotiated is not None
+        # The peer may act as SCP on a context only if role selection gave it
+        # the SCP role (PS3.7 D.3.3.4); without it, sub-operations cannot go.
+        self._contexts = [c for c in negotiated.contexts.values() if c.scp_role]
+
+    def store_contexts(self) -> Sequence[AcceptedContext]:
+        return self._contexts
+
+    def next_message_id(self) -> int:
+        self._last_id = self._last_id % 0xFFFF + 1
+        return self._last_id
+
+    async def store(
+        self, context_id: int, command: CStoreRq, chunks: AsyncIterator[bytes | memoryview]
+    ) -> CStoreRsp:
+        waiter: asyncio.Future[CStoreRsp] = asyncio.get_running_loop().create_future()
+        self._pending[command.message_id] = waiter
+        try:
+            await self._assoc.send_streaming(context_id, command, chunks)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    return await waiter
+            except TimeoutError:
+                raise AssociationTimeout(
+                    f"no C-STORE-RSP within {self._timeout:g} s on the C-GET association"
+                ) from None
+        finally:
+            self._pending.pop(command.message_id, None)
+
+    def deliver(self, rsp: CStoreRsp) -> bool:
+        waiter = self._pending.get(rsp.message_id_being_responded_to)
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_result(rsp)
+        return True
+
+    def close(self, reason: str) -> None:
+        for waiter in self._pending.values():
+            if not waiter.done():
+                waiter.set_exception(AssociationAborted(reason))
+
+
+class Operation:
+    """One running C-FIND/C-MOVE/C-GET: its task, cancel flag and sub-operation channel."""
+
+    def __init__(
+        self, message_id: int, task: asyncio.Task[None], cancel: Cancel, channel: GetChannel | None
+    ) -> None:
+        self.message_id = message_id
+        self.task = task
+        self.cancel = cancel
+        self.channel = channel
+
+    def deliver(self, command: Command) -> bool:
+        """Take a command read while the operation runs; False if it is not for us."""
+        if isinstance(command, CCancelRq):
+            # A cancel for another Message ID (or a finished one) is ignored:
+            # there is nothing it could stop (PS3.7 9.3.2.3).
+            if command.message_id_being_responded_to == self.message_id:
+                self.cancel.set()
+            return True
+        if isinstance(command, CStoreRsp):
+            if self.channel is not None:
+                self.channel.deliver(command)
+            return True
+        return False
+
+    async def stop(self, reason: str) -> None:
+        """The association is gone: end the task and fail its pending sub-operations."""
+        if self.channel is not None:
+            self.channel.close(reason)
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
