@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from archive.dicom.dimse import CEchoRq, CStoreRq
 from archive.services.base import (
     Cancel,
@@ -35,9 +37,13 @@ __all__ = [
 ]
 
 
-def default_registry(ingest: Ingest | None = None) -> Registry:
-    """Verification always; Storage when there is an ``ingest`` to store into."""
+def default_registry(
+    ingest: Ingest | None = None, *, qr: Mapping[type, Provider] | None = None
+) -> Registry:
+    """Verification always; Storage when there is an ``ingest`` to store into;
+    Query/Retrieve (C-FIND/C-MOVE/C-GET providers by request type) when given."""
     providers: dict[type, Provider] = {CEchoRq: c_echo}
     if ingest is not None:
         providers[CStoreRq] = c_store_provider(ingest)
+    providers.update(qr or {})
     return Registry(providers)

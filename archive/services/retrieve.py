@@ -1,0 +1,478 @@
+"""Query/Retrieve C-MOVE and C-GET SCP (PS3.4 C.4.2, C.4.3): sub-operations from files.
+
+A retrieve selects instances from the index (never by reading files), then sends
+each as a C-STORE sub-operation: for C-MOVE over new associations to the Move
+Destination, found in the configured peer table (unknown: 0xA801), several in
+parallel; for C-GET on the caller's own association, on the contexts for which
+role selection made the caller the storage SCP. Files go out from disk in bounded
+chunks, never loaded whole.
+
+Sub-operation counts follow PS3.4 C.4.2.1.4 / C.4.3.1.4: pending responses (0xFF00)
+carry remaining, completed, failed and warning counts; the final response carries
+completed, failed and warning (and remaining too after a cancel), and an
+identifier with the Failed SOP Instance UID List (0008,0058) when any failed.
+Final statuses: 0x0000 all completed; 0xB000 some failed or had warnings; 0xA702
+all failed (Refused: Out of Resources - unable to perform sub-operations), also
+when no association to the destination could be opened; 0xFE00 cancelled.
+
+Transfer syntaxes: a stored instance goes out in the transfer syntax it was
+stored in, on a context the destination accepted for it. When none fits, the
+sub-operation fails and a WARNING line says why; :func:`convert` is the seam
+where transcoding (a later issue) will turn the stored encoding into one the
+destination accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, cast
+
+import msgspec
+
+from archive.dicom.dataset import Element, encode_dataset
+from archive.dicom.dimse import CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, Status
+from archive.dicom.dimse.status import StatusCategory, category
+from archive.dicom.ul.negotiation import MAX_CONTEXTS
+from archive.errors import ArchiveError
+from archive.index import InstanceRow
+from archive.net import AssociationError, Timeouts, associate
+from archive.services.base import Cancel, Provider, Request, Response, StoreContext, StoreTarget
+from archive.services.query import QueryFailure, parse_request, query_failure
+from archive.store import dataset_chunks, read_meta
+
+log = logging.getLogger("archive.retrieve")
+
+T = TypeVar("T")
+
+#: Failed SOP Instance UID List (0008,0058), PS3.4 C.4.2.1.4.
+FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
+#: Bytes read from a file per trip to the I/O pool.
+CHUNK = 512 * 1024
+#: A UI value with a 2-byte length (explicit VR) holds at most this many bytes.
+_MAX_UI_LIST = 0xFFFE
+
+
+class RetrieveIndex(Protocol):
+    def retrieve(self, query: Any) -> AsyncIterator[InstanceRow]: ...
+
+
+class InstanceFiles(Protocol):
+    def path(self, relative: str) -> Path: ...
+    async def run(self, fn: Callable[..., T], *args: object) -> T: ...
+
+
+class NotConvertible(ArchiveError):
+    """No accepted context can carry the instance as stored (and no transcoder yet)."""
+
+    code = "retrieve.transfer_syntax"
+
+
+class Counts(msgspec.Struct):
+    """Sub-operation counts of one retrieve (PS3.4 C.4.2.1.4)."""
+
+    remaining: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = msgspec.field(default_factory=list)
+
+    def record(self, uid: str, status: int | None) -> None:
+        self.remaining -= 1
+        kind = None if status is None else category(status)
+        if kind is StatusCategory.SUCCESS:
+            self.completed += 1
+        elif kind is StatusCategory.WARNING:
+            self.warning += 1
+        else:
+            self.failed += 1
+            self.failed_uids.append(uid)
+
+    def final_status(self, cancelled: bool) -> int:
+        if cancelled:
+            return int(Status.CANCEL)
+        if self.failed and not (self.completed or self.warning):
+            return int(Status.OUT_OF_RESOURCES_SUBOPERATIONS)
+        if self.failed or self.warning:
+            return int(Status.SUBOPERATIONS_COMPLETE_WITH_FAILURES)
+        return int(Status.SUCCESS)
+
+
+def proposals(rows: Iterable[InstanceRow]) -> list[tuple[str, list[str]]]:
+    """Presentation contexts for sending ``rows``: one per (SOP class, stored syntax).
+
+    Each context offers the stored transfer syntax alone. Offering the other
+    native encodings beside it (Explicit and Implicit VR LE) lets the acceptor
+    choose one we cannot send without converting, and DCMTK, pynetdicom and
+    Orthanc all take Explicit VR when offered both: an Implicit VR instance then
+    had no context. When transcoding arrives (see :func:`convert`), converted
+    encodings go in contexts of their own, after these. At most 128 contexts
+    (PS3.8 9.3.2.2); pairs beyond that are not proposed and their instances fail.
+    """
+    pairs: dict[tuple[str, str], None] = {}
+    for row in rows:
+        pairs.setdefault((row.sop_class_uid, row.transfer_syntax_uid), None)
+    return [(sop_class, [ts]) for sop_class, ts in list(pairs)[:MAX_CONTEXTS]]
+
+
+def convert(
+    row: InstanceRow, contexts: Sequence[StoreContext]
+) -> tuple[StoreContext, Callable[[AsyncIterator[memoryview]], AsyncIterator[memoryview]]]:
+    """The context to send ``row`` on and the filter its data set goes through.
+
+    Today only the stored encoding goes out (the identity filter); a later issue
+    plugs transcoding in here. Raises :class:`NotConvertible` with the reason.
+    """
+    offered = False
+    for context in contexts:
+        if context.abstract_syntax != row.sop_class_uid:
+            continue
+        offered = True
+        if context.transfer_syntax == row.transfer_syntax_uid:
+            return context, _identity
+    if not offered:
+        raise NotConvertible(
+            f"the destination accepted no context for SOP class {row.sop_class_uid}"
+        )
+    raise NotConvertible(
+        f"the destination does not accept transfer syntax {row.transfer_syntax_uid} "
+        f"for SOP class {row.sop_class_uid} (no transcoding yet)"
+    )
+
+
+def _identity(chunks: AsyncIterator[memoryview]) -> AsyncIterator[memoryview]:
+    return chunks
+
+
+async def file_chunks(files: InstanceFiles, relative: str) -> AsyncIterator[memoryview]:
+    """The data set bytes of a stored file, read chunk by chunk in the store's I/O pool."""
+    path = files.path(relative)
+    _, offset = await files.run(read_meta, path)
+    blocks = cast("Generator[bytes, None, None]", dataset_chunks(path, offset, CHUNK))
+    try:
+        while (block := await files.run(next, blocks, None)) is not None:
+            yield memoryview(block)
+    finally:
+        blocks.close()
+
+
+class Retriever:
+    """Runs the sub-operations of one C-MOVE or C-GET and reports progress."""
+
+    def __init__(
+        self,
+        files: InstanceFiles,
+        rows: Sequence[InstanceRow],
+        cancel: Cancel | None,
+        *,
+        priority: int,
+        originator: tuple[str, int] | None,
+    ) -> None:
+        self.files = files
+        self.queue: deque[InstanceRow] = deque(rows)
+        self.counts = Counts(remaining=len(rows))
+        self.cancel = cancel
+        self.priority = priority
+        self.originator = originator
+        self.changed = asyncio.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.requested
+
+    def fail_rest(self, reason: str) -> None:
+        if self.queue:
+            log.warning("%d sub-operation(s) not performed: %s", len(self.queue), reason)
+        while self.queue:
+            self.counts.record(self.queue.popleft().sop_instance_uid, None)
+        self.changed.set()
+
+    async def run(self, target: StoreTarget) -> None:
+        """Send queued instances through ``target`` until the queue is empty or cancelled."""
+        contexts = target.store_contexts()
+        while self.queue and not self.cancelled:
+            row = self.queue.popleft()
+            status: int | None
+            try:
+                context, filtered = convert(row, contexts)
+            except NotConvertible as exc:
+                log.warning("sub-operation for instance %s failed: %s", row.sop_instance_uid, exc)
+                status = None
+            else:
+                try:
+                    status = await self._send(target, row, context, filtered)
+                except BaseException:
+                    self.counts.record(row.sop_instance_uid, None)
+                    self.changed.set()
+                    raise
+            self.counts.record(row.sop_instance_uid, status)
+            self.changed.set()
+
+    async def _send(
+        self,
+        target: StoreTarget,
+        row: InstanceRow,
+        context: StoreContext,
+        filtered: Callable[[AsyncIterator[memoryview]], AsyncIterator[memoryview]],
+    ) -> int | None:
+        ae, message_id = self.originator or (None, None)
+        command = CStoreRq(
+            message_id=target.next_message_id(),
+            affected_sop_class_uid=row.sop_class_uid,
+            affected_sop_instance_uid=row.sop_instance_uid,
+            priority=self.priority,
+            move_originator_ae=ae,
+            move_originator_message_id=message_id,
+        )
+        try:
+            rsp = await target.store(
+                context.id, command, filtered(file_chunks(self.files, row.path))
+            )
+        except OSError as exc:
+            log.error("cannot read stored instance %s: %s", row.sop_instance_uid, exc)
+            raise
+        if category(rsp.status) not in (StatusCategory.SUCCESS, StatusCategory.WARNING):
+            log.warning(
+                "sub-operation for instance %s: status %#06x%s",
+                row.sop_instance_uid,
+                rsp.status,
+                f" ({rsp.error_comment})" if rsp.error_comment else "",
+            )
+        return rsp.status
+
+    def failed_list(self, transfer_syntax: str) -> bytes | None:
+        """The final response's identifier: Failed SOP Instance UID List, if any failed."""
+        if not self.counts.failed_uids:
+            return None
+        uids: list[str] = []
+        size = 0
+        for uid in self.counts.failed_uids:
+            size += len(uid) + 1
+            if size > _MAX_UI_LIST:
+                break  # the rest does not fit one explicit-VR UI value
+            uids.append(uid)
+        value = "\\".join(uids).encode("ascii")
+        return encode_dataset([Element(FAILED_SOP_INSTANCE_UID_LIST, "UI", value)], transfer_syntax)
+
+
+ResponseType = type[CMoveRsp] | type[CGetRsp]
+
+
+def _response(
+    rsp_type: ResponseType,
+    command: CMoveRq | CGetRq,
+    status: int,
+    counts: Counts,
+    *,
+    remaining: bool,
+    dataset: bytes | None = None,
+    comment: str | None = None,
+) -> Response:
+    return Response(
+        rsp_type(
+            message_id_being_responded_to=command.message_id,
+            affected_sop_class_uid=command.affected_sop_class_uid,
+            status=status,
+            number_of_remaining_suboperations=counts.remaining if remaining else None,
+            number_of_completed_suboperations=counts.completed,
+            number_of_failed_suboperations=counts.failed,
+            number_of_warning_suboperations=counts.warning,
+            error_comment=comment,
+            has_dataset=dataset is not None,
+        ),
+        dataset,
+    )
+
+
+async def progress(
+    retriever: Retriever,
+    workers: Sequence[asyncio.Task[None]],
+    rsp_type: ResponseType,
+    command: CMoveRq | CGetRq,
+) -> AsyncIterator[Response]:
+    """Pending responses while ``workers`` run: one per change, coalesced."""
+    running = set(workers)
+    try:
+        while running:
+            waiter = asyncio.ensure_future(retriever.changed.wait())
+            done, _ = await asyncio.wait({waiter, *running}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter not in done:
+                waiter.cancel()
+            for task in done & running:
+                running.discard(task)
+                task.result()  # a worker's unexpected error fails the operation
+            if retriever.changed.is_set():
+                retriever.changed.clear()
+                if retriever.counts.remaining and running:
+                    yield _response(
+                        rsp_type, command, Status.PENDING, retriever.counts, remaining=True
+                    )
+    finally:
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def finish(
+    retriever: Retriever,
+    rsp_type: ResponseType,
+    command: CMoveRq | CGetRq,
+    transfer_syntax: str,
+    started: float,
+    what: str,
+) -> Response:
+    """The final response, and one INFO line (counts only: no patient data)."""
+    cancelled = retriever.cancelled
+    if not cancelled:
+        # Left in the queue without a cancel: no association could take them.
+        retriever.fail_rest("no association to the destination")
+    counts = retriever.counts
+    status = counts.final_status(cancelled)
+    log.info(
+        "%s: %d completed, %d failed, %d warning, %d remaining in %.2f s, status %#06x",
+        what,
+        counts.completed,
+        counts.failed,
+        counts.warning,
+        counts.remaining,
+        time.monotonic() - started,
+        status,
+    )
+    return _response(
+        rsp_type,
+        command,
+        status,
+        counts,
+        remaining=cancelled,
+        dataset=retriever.failed_list(transfer_syntax),
+    )
+
+
+async def select(index: RetrieveIndex, request: Request) -> list[InstanceRow] | QueryFailure:
+    """The instances a C-MOVE/C-GET identifier selects, or why it cannot be answered."""
+    parsed = parse_request(request, purpose="retrieve")
+    if isinstance(parsed, QueryFailure):
+        return parsed
+    return [row async for row in index.retrieve(parsed)]
+
+
+class MoveSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What C-MOVE needs from the configuration."""
+
+    ae_title: str
+    #: Move Destination AE title -> (host, port).
+    peers: dict[str, tuple[str, int]]
+    associations: int = 4
+    max_pdu_length: int = 262144
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+
+
+def c_move_provider(index: RetrieveIndex, files: InstanceFiles, settings: MoveSettings) -> Provider:
+    """The C-MOVE SCP (PS3.4 C.4.2.3): sub-operations over new associations."""
+
+    async def c_move(request: Request) -> AsyncIterator[Response]:
+        command = request.command
+        assert isinstance(command, CMoveRq)
+        started = time.monotonic()
+        destination = command.move_destination.strip()
+        address = settings.peers.get(destination)
+        if address is None:
+            yield query_failure(
+                command,
+                QueryFailure(
+                    Status.MOVE_DESTINATION_UNKNOWN, f"move destination {destination!r} unknown"
+                ),
+            )
+            return
+        selected = await select(index, request)
+        if isinstance(selected, QueryFailure):
+            yield query_failure(command, selected)
+            return
+        retriever = Retriever(
+            files,
+            selected,
+            request.cancel,
+            priority=command.priority,
+            originator=(request.calling_ae, command.message_id),
+        )
+        if selected:
+            contexts = proposals(selected)
+            workers = [
+                asyncio.ensure_future(
+                    _move_worker(retriever, destination, address, contexts, settings)
+                )
+                for _ in range(min(settings.associations, len(selected)))
+            ]
+            async for response in progress(retriever, workers, CMoveRsp, command):
+                yield response
+        yield await finish(
+            retriever,
+            CMoveRsp,
+            command,
+            request.transfer_syntax,
+            started,
+            f"C-MOVE to {destination}",
+        )
+
+    return c_move
+
+
+async def _move_worker(
+    retriever: Retriever,
+    destination: str,
+    address: tuple[str, int],
+    contexts: Sequence[tuple[str, Sequence[str]]],
+    settings: MoveSettings,
+) -> None:
+    """One association to the destination, sending until the queue is empty."""
+    if not retriever.queue or retriever.cancelled:
+        return
+    try:
+        assoc = await associate(
+            address[0],
+            address[1],
+            calling_ae=settings.ae_title,
+            called_ae=destination,
+            contexts=contexts,
+            max_pdu_length=settings.max_pdu_length,
+            timeouts=settings.timeouts,
+        )
+    except AssociationError as exc:
+        log.warning("C-MOVE: cannot associate with %s: %s", destination, exc)
+        return
+    try:
+        async with assoc:
+            await retriever.run(assoc)
+    except AssociationError as exc:
+        log.warning("C-MOVE: association with %s ended: %s", destination, exc)
+
+
+def c_get_provider(index: RetrieveIndex, files: InstanceFiles) -> Provider:
+    """The C-GET SCP (PS3.4 C.4.3.3): sub-operations on the caller's association."""
+
+    async def c_get(request: Request) -> AsyncIterator[Response]:
+        command = request.command
+        assert isinstance(command, CGetRq)
+        assert request.channel is not None
+        started = time.monotonic()
+        selected = await select(index, request)
+        if isinstance(selected, QueryFailure):
+            yield query_failure(command, selected)
+            return
+        retriever = Retriever(
+            files, selected, request.cancel, priority=command.priority, originator=None
+        )
+        if selected:
+            worker = asyncio.ensure_future(retriever.run(request.channel))
+            async for response in progress(retriever, [worker], CGetRsp, command):
+                yield response
+        yield await finish(retriever, CGetRsp, command, request.transfer_syntax, started, "C-GET")
+
+    return c_get

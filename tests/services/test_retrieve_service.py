@@ -1,0 +1,431 @@
+"""C-MOVE / C-GET policy (archive/services/retrieve.py) without a network.
+
+``Counts`` (PS3.4 C.4.2.1.4 / C.4.3.1.4 final statuses), ``proposals`` (the
+contexts a C-MOVE sub-association offers), ``convert`` (the transcoding seam),
+and the C-GET provider with a real index, real stored files and a fake channel
+(the caller's association) whose C-STORE answers are chosen per instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from archive.dicom.dataset import Element, decode_dataset, encode_dataset
+from archive.dicom.dimse import CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, CStoreRsp
+from archive.index import Index, InstanceRow, StoredInstance
+from archive.services.base import Cancel, Request, Response
+from archive.services.retrieve import (
+    FAILED_SOP_INSTANCE_UID_LIST,
+    Counts,
+    MoveSettings,
+    NotConvertible,
+    c_get_provider,
+    c_move_provider,
+    convert,
+    proposals,
+)
+from archive.store import scan_file
+from tests.index import run
+from tests.interop.qrhelpers import CT_IMAGE, MR_IMAGE, STUDY_ROOT_GET, build_corpus
+from tests.interop.storehelpers import split_part10
+
+T = TypeVar("T")
+
+ELE = "1.2.840.10008.1.2.1"
+ILE = "1.2.840.10008.1.2"
+EBE = "1.2.840.10008.1.2.2"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+RLE = "1.2.840.10008.1.2.5"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+
+
+# ---- Counts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("completed", "failed", "warning", "cancelled", "status"),
+    [
+        (3, 0, 0, False, 0x0000),
+        (0, 0, 0, False, 0x0000),  # nothing selected: success, no sub-operations
+        (2, 1, 0, False, 0xB000),
+        (0, 1, 1, False, 0xB000),
+        (2, 0, 1, False, 0xB000),
+        (0, 3, 0, False, 0xA702),
+        (1, 0, 0, True, 0xFE00),
+        (0, 2, 0, True, 0xFE00),
+    ],
+)
+def test_final_status_table(
+    completed: int, failed: int, warning: int, cancelled: bool, status: int
+) -> None:
+    counts = Counts(remaining=0, completed=completed, failed=failed, warning=warning)
+    assert counts.final_status(cancelled) == status
+
+
+def test_record_sorts_statuses_into_counts() -> None:
+    counts = Counts(remaining=5)
+    counts.record("1.1", 0x0000)
+    counts.record("1.2", 0xB000)  # C-STORE warning: coercion of data elements
+    counts.record("1.3", 0xA700)
+    counts.record("1.4", None)  # not sent at all
+    assert (counts.remaining, counts.completed, counts.warning, counts.failed) == (1, 1, 1, 2)
+    assert counts.failed_uids == ["1.3", "1.4"]
+
+
+# ---- proposals / convert -------------------------------------------------------------------
+
+
+def row(uid: str, sop_class: str = CT_IMAGE, ts: str = ELE) -> InstanceRow:
+    return InstanceRow(uid, "1.2", "1.2.1", sop_class, f"i/{uid}.dcm", 1, "0" * 64, ts)
+
+
+def test_proposals_one_context_per_class_and_stored_syntax() -> None:
+    rows = [
+        row("1", CT_IMAGE, ELE),
+        row("2", CT_IMAGE, ELE),
+        row("3", CT_IMAGE, ILE),
+        row("4", MR_IMAGE, RLE),
+        row("5", MR_IMAGE, EBE),
+        row("6", MR_IMAGE, DEFLATED),
+    ]
+    # Each stored syntax alone: offered beside another native one, the acceptor
+    # may pick the one we cannot send (DCMTK, pynetdicom and Orthanc take Explicit).
+    assert proposals(rows) == [
+        (CT_IMAGE, [ELE]),
+        (CT_IMAGE, [ILE]),
+        (MR_IMAGE, [RLE]),
+        (MR_IMAGE, [EBE]),
+        (MR_IMAGE, [DEFLATED]),
+    ]
+
+
+def test_proposals_capped_at_128_contexts() -> None:
+    rows = [row(str(n), f"1.2.3.{n}") for n in range(200)]
+    contexts = proposals(rows)
+    assert len(contexts) == 128
+    assert [c[0] for c in contexts] == [f"1.2.3.{n}" for n in range(128)]
+
+
+@dataclass(frozen=True)
+class Context:
+    id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+def test_convert_picks_the_context_of_the_stored_syntax() -> None:
+    contexts = [Context(1, CT_IMAGE, ILE), Context(3, CT_IMAGE, ELE), Context(5, MR_IMAGE, ELE)]
+    context, filtered = convert(row("1", CT_IMAGE, ELE), contexts)
+    assert context == contexts[1]
+
+    async def chunks() -> AsyncIterator[memoryview]:
+        yield memoryview(b"abc")
+
+    source = chunks()
+    assert filtered(source) is source  # the identity filter: no transcoding yet
+
+
+def test_convert_without_a_context_for_the_class() -> None:
+    with pytest.raises(NotConvertible) as info:
+        convert(row("1", MR_IMAGE, ELE), [Context(1, CT_IMAGE, ELE)])
+    assert str(info.value) == f"the destination accepted no context for SOP class {MR_IMAGE}"
+    assert info.value.code == "retrieve.transfer_syntax"
+
+
+def test_convert_without_the_stored_syntax() -> None:
+    with pytest.raises(NotConvertible) as info:
+        convert(row("1", CT_IMAGE, RLE), [Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    assert str(info.value) == (
+        f"the destination does not accept transfer syntax {RLE} for SOP class {CT_IMAGE} "
+        "(no transcoding yet)"
+    )
+
+
+# ---- the C-GET provider -----------------------------------------------------------------
+
+
+class Files:
+    """InstanceFiles over a folder; ``run`` calls in place (the test owns the loop)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        return fn(*args)
+
+
+@dataclass
+class Channel:
+    """The caller's association as a StoreTarget: answers per SOP Instance UID."""
+
+    contexts: Sequence[Context]
+    answers: dict[str, int] = field(default_factory=dict)
+    received: dict[str, bytes] = field(default_factory=dict)
+    commands: list[tuple[int, CStoreRq]] = field(default_factory=list)
+    last_id: int = 0
+    #: Set after this many stores: the caller's C-CANCEL-RQ arriving mid-retrieve.
+    cancel: Cancel | None = None
+    cancel_after: int | None = None
+
+    def store_contexts(self) -> Sequence[Context]:
+        return self.contexts
+
+    def next_message_id(self) -> int:
+        self.last_id += 1
+        return self.last_id
+
+    async def store(
+        self, context_id: int, command: CStoreRq, chunks: AsyncIterator[bytes | memoryview]
+    ) -> CStoreRsp:
+        data = b"".join([bytes(c) async for c in chunks])
+        uid = command.affected_sop_instance_uid
+        self.commands.append((context_id, command))
+        self.received[uid] = data
+        if self.cancel is not None and len(self.received) == self.cancel_after:
+            self.cancel.set()
+        return CStoreRsp(
+            message_id_being_responded_to=command.message_id,
+            status=self.answers.get(uid, 0x0000),
+            affected_sop_class_uid=command.affected_sop_class_uid,
+            affected_sop_instance_uid=uid,
+        )
+
+
+@pytest.fixture(scope="module")
+def corpus_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[StoredInstance]]:
+    """Study A1 of the Q/R corpus (3 Explicit + 2 Implicit VR LE CT) as stored files."""
+    root = tmp_path_factory.mktemp("store")
+    corpus = build_corpus(root / "i")
+    stored = []
+    for instance in corpus.of_study("A1"):
+        scanned = scan_file(instance.path)
+        stored.append(
+            StoredInstance(
+                attrs=scanned.attrs,
+                path=str(instance.path.relative_to(root)),
+                size=scanned.size,
+                digest=scanned.digest,
+                transfer_syntax_uid=scanned.meta.transfer_syntax_uid,
+                source_ae="TEST",
+                received_at=0.0,
+            )
+        )
+    return root, stored
+
+
+def retrieve_request(command: CGetRq | CMoveRq, level: str, uid: str, **extra: object) -> Request:
+    tag = 0x0020000D if level == "STUDY" else 0x0020000E
+    data = encode_dataset(
+        [Element(0x00080052, "CS", level.encode()), Element(tag, "UI", uid.encode())], ELE
+    )
+    return Request(
+        command=command,
+        context_id=1,
+        abstract_syntax=command.affected_sop_class_uid,
+        transfer_syntax=ELE,
+        calling_ae="GETSCU",
+        called_ae="ARCHIVE",
+        peer_host="127.0.0.1",
+        identifier=data,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def get(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    channel: Channel,
+    *,
+    level: str = "STUDY",
+    uid: str | None = None,
+    cancel_after: int | None = None,
+) -> list[Response]:
+    """The C-GET provider's responses; ``cancel_after`` stores, the caller cancels."""
+    root, stored = corpus_files
+
+    async def go() -> list[Response]:
+        index = await Index.open(tmp_path / "index.sqlite", durability="fast")
+        try:
+            for item in stored:
+                await index.add(item)
+            cancel = Cancel()
+            channel.cancel, channel.cancel_after = cancel, cancel_after
+            command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
+            req = retrieve_request(
+                command,
+                level,
+                uid or stored[0].attrs.study_instance_uid,
+                channel=channel,
+                cancel=cancel,
+            )
+            return [r async for r in c_get_provider(index, Files(root))(req)]
+        finally:
+            await index.close()
+
+    return run(go())
+
+
+def counts(response: Response) -> tuple[int, int | None, int | None, int | None, int | None]:
+    c = response.command
+    assert isinstance(c, CGetRsp | CMoveRsp)
+    return (
+        c.status,
+        c.number_of_remaining_suboperations,
+        c.number_of_completed_suboperations,
+        c.number_of_failed_suboperations,
+        c.number_of_warning_suboperations,
+    )
+
+
+def failed_uids(response: Response) -> list[str]:
+    assert response.dataset is not None
+    elements = decode_dataset(response.dataset, ELE)
+    assert [e.tag for e in elements] == [FAILED_SOP_INSTANCE_UID_LIST]
+    value = elements[0].value
+    assert isinstance(value, bytes)
+    return value.rstrip(b"\0").decode().split("\\")
+
+
+def test_get_all_completed_bytes_as_stored(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    root, stored = corpus_files
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    assert responses[-1].dataset is None
+    pendings = [counts(r) for r in responses[:-1]]
+    assert all(p[0] == 0xFF00 for p in pendings)
+    # Remaining never grows and every pending adds up to the total.
+    assert all(p[1] is not None and p[1] + p[2] + p[3] + p[4] == 5 for p in pendings)  # type: ignore[operator]
+    for item in stored:
+        data = split_part10((root / item.path).read_bytes())[1]
+        assert channel.received[item.attrs.sop_instance_uid] == data
+    # Each instance went on the context of its own transfer syntax.
+    by_uid = {c.affected_sop_instance_uid: cx for cx, c in channel.commands}
+    for item in stored:
+        assert by_uid[item.attrs.sop_instance_uid] == (1 if item.transfer_syntax_uid == ELE else 3)
+    assert [c.message_id for _, c in channel.commands] == [1, 2, 3, 4, 5]
+    assert all(c.move_originator_ae is None for _, c in channel.commands)
+
+
+def test_get_statuses_per_suboperation(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    _, stored = corpus_files
+    explicit = [s.attrs.sop_instance_uid for s in stored if s.transfer_syntax_uid == ELE]
+    implicit = [s.attrs.sop_instance_uid for s in stored if s.transfer_syntax_uid == ILE]
+    channel = Channel(
+        [Context(1, CT_IMAGE, ELE)],  # Implicit VR instances have no context
+        answers={explicit[0]: 0xA700, explicit[1]: 0xB007},
+    )
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0xB000, None, 1, 3, 1)
+    assert sorted(failed_uids(responses[-1])) == sorted([explicit[0], *implicit])
+    final = responses[-1].command
+    assert isinstance(final, CGetRsp)
+    assert final.has_dataset
+    assert sorted(channel.received) == sorted(explicit)
+
+
+def test_get_all_failed_is_a702_with_the_list(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    _, stored = corpus_files
+    channel = Channel([Context(1, MR_IMAGE, ELE)])
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0xA702, None, 0, 5, 0)
+    assert sorted(failed_uids(responses[-1])) == sorted(s.attrs.sop_instance_uid for s in stored)
+    assert channel.received == {}
+
+
+def test_get_cancelled_reports_remaining(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get(corpus_files, tmp_path, channel, cancel_after=2)
+    # PS3.4 C.4.3.1.4: after a cancel the final response carries Remaining too.
+    assert counts(responses[-1]) == (0xFE00, 3, 2, 0, 0)
+    assert len(channel.received) == 2
+    assert responses[-1].dataset is None
+
+
+def test_get_nothing_selected_is_success(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    channel = Channel([Context(1, CT_IMAGE, ELE)])
+    responses = get(corpus_files, tmp_path, channel, uid="9.9.9")
+    assert [counts(r) for r in responses] == [(0x0000, None, 0, 0, 0)]
+
+
+def test_get_without_the_unique_key_is_a900(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """SERIES level with only a Study Instance UID: the level's unique key is missing."""
+    channel = Channel([Context(1, CT_IMAGE, ELE)])
+    root, stored = corpus_files
+
+    async def go() -> list[Response]:
+        index = await Index.open(tmp_path / "index.sqlite", durability="fast")
+        try:
+            data = encode_dataset(
+                [
+                    Element(0x00080052, "CS", b"SERIES"),
+                    Element(0x0020000D, "UI", stored[0].attrs.study_instance_uid.encode()),
+                ],
+                ELE,
+            )
+            command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
+            req = retrieve_request(command, "STUDY", "1")
+            req = Request(
+                **{
+                    **{f: getattr(req, f) for f in req.__struct_fields__},
+                    "identifier": data,
+                    "channel": channel,
+                }
+            )
+            return [r async for r in c_get_provider(index, Files(root))(req)]
+        finally:
+            await index.close()
+
+    responses = run(go())
+    assert len(responses) == 1
+    final = responses[0].command
+    assert isinstance(final, CGetRsp)
+    assert final.status == 0xA900
+    assert channel.received == {}
+
+
+def test_move_to_unknown_destination_is_a801(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    root, stored = corpus_files
+
+    async def go() -> list[Response]:
+        index = await Index.open(tmp_path / "index.sqlite", durability="fast")
+        try:
+            command = CMoveRq(
+                message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="NOWHERE"
+            )
+            req = retrieve_request(command, "STUDY", stored[0].attrs.study_instance_uid)
+            settings = MoveSettings(ae_title="ARCHIVE", peers={"KNOWN": ("127.0.0.1", 1)})
+            return [r async for r in c_move_provider(index, Files(root), settings)(req)]
+        finally:
+            await index.close()
+
+    responses = asyncio.run(asyncio.wait_for(go(), 20))
+    assert len(responses) == 1
+    final = responses[0].command
+    assert isinstance(final, CMoveRsp)
+    assert final.status == 0xA801
+    assert final.error_comment == "move destination 'NOWHERE' unknown"
+    assert final.message_id_being_responded_to == 4
