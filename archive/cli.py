@@ -1,4 +1,5 @@
-"""The ``archive`` command: serve, echo, peers, store, import, stats, check, config check.
+"""The ``archive`` command: serve, echo, peers, store, import, find, move, get, pull,
+stats, check, config check.
 
 Entry points only: build the objects of the layers below from the config and
 flags, run them, and turn outcomes into exit statuses and one-line messages.
@@ -46,7 +47,7 @@ from archive.scu import Cause, Report, StoreOptions, send_files
 
 log = logging.getLogger("archive")
 
-#: Exit statuses of ``archive echo`` (and later SCU commands).
+#: Exit statuses of ``archive echo`` and the other SCU commands (130: Ctrl-C, see cli_qr).
 EXIT_OK = 0
 EXIT_USAGE = 1
 EXIT_REJECTED = 2
@@ -117,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
     _add_ingest_parsers(commands)
+    # Imported here: archive.cli_qr builds on this module's exit statuses.
+    from archive.cli_qr import add_qr_parsers
+
+    add_qr_parsers(commands)
     return parser
 
 
@@ -137,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stats(args)
         if args.command == "check":
             return _check(args)
+        if args.command in ("find", "move", "get", "pull"):
+            from archive.cli_qr import run_qr
+
+            return run_qr(args)
         if args.command == "config":
             load_config(args.file)
             print(f"{args.file}: OK")

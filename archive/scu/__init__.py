@@ -1,7 +1,38 @@
-"""SCU commands built on the asyncio client: sending files (C-STORE) for now."""
+"""SCU commands built on the asyncio client: sending files (C-STORE) and Query/Retrieve
+(C-FIND, C-MOVE, C-GET, and pull = C-FIND then C-MOVE to ourselves)."""
 
 from __future__ import annotations
 
+from archive.scu.get import (
+    GET_SOP_CLASSES,
+    GET_TRANSFER_SYNTAXES,
+    get_contexts,
+    get_instances,
+    save_instance,
+)
+from archive.scu.identifier import (
+    DEFAULT_RETURN_KEYS,
+    QueryKey,
+    QueryKeyError,
+    build_identifier,
+    character_set,
+    parse_key,
+    parse_keys,
+    to_dicom_json,
+    with_defaults,
+)
+from archive.scu.pull import PullReport, pull_studies
+from archive.scu.query import (
+    FindResult,
+    Interrupt,
+    NotSupported,
+    QueryOptions,
+    RetrieveResult,
+    SubOperationBar,
+    find_matches,
+    interruptible,
+    move_instances,
+)
 from archive.scu.store import (
     CHUNK,
     Cause,
@@ -23,19 +54,44 @@ from archive.scu.store import (
 
 __all__ = [
     "CHUNK",
+    "DEFAULT_RETURN_KEYS",
+    "GET_SOP_CLASSES",
+    "GET_TRANSFER_SYNTAXES",
     "Cause",
     "FileItem",
     "FileReadError",
     "FileResult",
+    "FindResult",
     "Group",
+    "Interrupt",
     "Kind",
+    "NotSupported",
+    "PullReport",
+    "QueryKey",
+    "QueryKeyError",
+    "QueryOptions",
     "Report",
+    "RetrieveResult",
     "StoreOptions",
+    "SubOperationBar",
+    "build_identifier",
+    "character_set",
     "discover",
+    "find_matches",
+    "get_contexts",
+    "get_instances",
+    "interruptible",
+    "move_instances",
+    "parse_key",
+    "parse_keys",
     "plan",
     "probe",
     "probe_all",
+    "pull_studies",
     "read_chunks",
+    "save_instance",
     "send_files",
     "status_result",
+    "to_dicom_json",
+    "with_defaults",
 ]

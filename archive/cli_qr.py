@@ -1,0 +1,472 @@
+"""The Query/Retrieve commands of ``archive``: find, move, get, pull.
+
+Argument parsing, output and exit statuses only; the SCU work is in
+:mod:`archive.scu.query`, :mod:`archive.scu.get` and :mod:`archive.scu.pull`.
+Exit statuses are those of the rest of the CLI (:mod:`archive.cli`): 0 success
+(a C-FIND with no match included), 1 usage or configuration, 2 association (or
+Q/R SOP class) rejected, 3 aborted or refused, 4 timeout, 5 a failure or warning
+status, 130 interrupted (Ctrl-C: C-CANCEL sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from archive.cli import (
+    EXIT_ABORTED,
+    EXIT_FAILED_STATUS,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    _address,
+    _association_failure,
+    _Parser,
+)
+from archive.config import Config, Peer, load_config, resolve_peer, with_overrides
+from archive.dicom.dimse import Status
+from archive.dicom.query_keys import Level, QueryModel
+from archive.errors import ArchiveError, ConfigError
+from archive.net import AssociationError, Timeouts, run
+from archive.node import Node
+from archive.scu.get import get_instances
+from archive.scu.identifier import (
+    QueryKey,
+    QueryKeyError,
+    build_identifier,
+    character_set,
+    check_level,
+    columns,
+    level_of,
+    parse_keys,
+    table,
+    with_defaults,
+)
+from archive.scu.pull import PullReport, pull_studies
+from archive.scu.query import (
+    Interrupt,
+    NotSupported,
+    QueryOptions,
+    RetrieveResult,
+    SubOperationBar,
+    find_matches,
+    interruptible,
+    move_instances,
+)
+
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+_LEVELS = [level.value for level in Level]
+
+
+# ---- parsers ---------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser, *, peer_only: bool = False) -> None:
+    if peer_only:
+        parser.add_argument("target", metavar="PEER", help="a configured AE title or AET@HOST:PORT")
+    else:
+        parser.add_argument("target", metavar="PEER|HOST")
+        parser.add_argument("port", type=int, nargs="?", metavar="PORT")
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument("--aet", help="our (calling) AE title (default: node.ae_title)")
+    parser.add_argument("--aec", help="the called AE title (default: the peer's, or ANY-SCP)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds for each step")
+    parser.add_argument(
+        "-k",
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="Keyword=value (matching key), Keyword (return key), or a tag: "
+        "(0010,0020)=x, 00100020=x; repeatable; sequence keys are not supported",
+    )
+    parser.add_argument(
+        "--charset",
+        metavar="TERMS",
+        help="Specific Character Set of the values, e.g. 'ISO_IR 100' "
+        "(default: none, or ISO_IR 192 when a value is not ASCII)",
+    )
+    if peer_only:
+        return
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument(
+        "-P",
+        "--patient-root",
+        dest="model",
+        action="store_const",
+        const=QueryModel.PATIENT_ROOT,
+        help="Patient Root information model (needed for PATIENT level)",
+    )
+    model.add_argument(
+        "-S",
+        "--study-root",
+        dest="model",
+        action="store_const",
+        const=QueryModel.STUDY_ROOT,
+        help="Study Root information model (the default)",
+    )
+    parser.set_defaults(model=QueryModel.STUDY_ROOT)
+    parser.add_argument(
+        "-L",
+        "--level",
+        type=str.upper,
+        choices=_LEVELS,
+        default="STUDY",
+        help="Query/Retrieve Level (default STUDY)",
+    )
+
+
+def add_qr_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """Add ``find``, ``move``, ``get`` and ``pull`` to the ``archive`` command."""
+    target = "PEER is a configured peer's AE title or AET@HOST:PORT; or give HOST PORT "
+    target += "(called AE title ANY-SCP unless --aec)."
+    p = commands.add_parser(
+        "find",
+        help="C-FIND a remote AE (Query SCU), like findscu",
+        description=f"{target} With matching keys only, the level's usual return keys "
+        "are added (--no-default-keys to send only yours). Output: a table on a terminal "
+        "(or with --table), else JSON in the DICOM JSON model (PS3.18 F.2).",
+    )
+    _common(p)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print a JSON array (DICOM JSON model)")
+    out.add_argument("--table", action="store_true", help="print a table even when piped")
+    p.add_argument(
+        "--no-default-keys", action="store_true", help="do not add the level's return keys"
+    )
+
+    p = commands.add_parser(
+        "move",
+        help="C-MOVE from a remote AE to a destination AE (Retrieve SCU)",
+        description=f"{target} The keys name what to move (e.g. -k StudyInstanceUID=...).",
+    )
+    _common(p)
+    p.add_argument("--dest", required=True, metavar="AET", help="the Move Destination AE title")
+    _response_timeout(p)
+
+    p = commands.add_parser(
+        "get",
+        help="C-GET from a remote AE into a folder (Retrieve SCU)",
+        description=f"{target} Each instance is written as DIR/<SOPInstanceUID>.dcm.",
+    )
+    _common(p)
+    p.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help="default: .")
+    p.add_argument(
+        "--sop-class",
+        action="append",
+        default=[],
+        metavar="UID",
+        help="also accept this storage SOP class (repeatable)",
+    )
+    p.add_argument(
+        "--transfer-syntax",
+        action="append",
+        default=[],
+        metavar="UID",
+        help="offer only these transfer syntaxes, in this order (repeatable)",
+    )
+    _response_timeout(p)
+
+    p = commands.add_parser(
+        "pull",
+        help="bring studies from a peer archive into this node (C-FIND then C-MOVE)",
+        description="Finds the studies matching the keys on PEER (Study Root), then asks "
+        "PEER to C-MOVE each to our AE title (--aet, default node.ae_title). PEER must "
+        "know our AE title as a move destination, with this node's host and port; our "
+        "node must be running (archive serve), or use --serve.",
+    )
+    _common(p, peer_only=True)
+    p.add_argument("--serve", action="store_true", help="run our node during the pull")
+    p.add_argument("--port", type=int, help="with --serve: listen port (overrides node.port)")
+    p.add_argument("--host", help="with --serve: listen address (overrides node.host)")
+    p.add_argument("--data", help="with --serve: data folder (overrides node.data_dir)")
+    _response_timeout(p)
+
+
+def _response_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--response-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="wait this long for each C-MOVE/C-GET response (default: --timeout); "
+        "some peers send no pending responses while they work",
+    )
+
+
+# ---- running ---------------------------------------------------------------------------
+
+
+def run_qr(args: argparse.Namespace) -> int:
+    """Run ``archive find/move/get/pull``; returns the exit status."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    command = f"archive {args.command}"
+    try:
+        config = load_config(args.config) if args.config else Config()
+        return _COMMANDS[args.command](args, config)
+    except (ConfigError, QueryKeyError) as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AssociationError as exc:
+        code, message = _association_failure(exc)
+        print(f"{command}: {message}", file=sys.stderr)
+        return code
+    except NotSupported as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except ArchiveError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
+
+
+def _options(args: argparse.Namespace, config: Config) -> tuple[QueryOptions, Peer]:
+    if args.command == "pull" or args.port is None:
+        peer = resolve_peer(config, args.target, "PEER")
+    else:
+        peer = Peer(ae_title=args.aec or "ANY-SCP", host=args.target, port=args.port)
+    calling = args.aet or config.node.ae_title
+    called = args.aec or peer.ae_title
+    for flag, title in (("--aet", calling), ("--aec", called)):
+        _check_title(flag, title)
+    if args.timeout <= 0:
+        raise ConfigError("--timeout", "must be positive")
+    t = args.timeout
+    options = QueryOptions(
+        host=peer.host,
+        port=peer.port,
+        calling_ae=calling,
+        called_ae=called,
+        model=getattr(args, "model", QueryModel.STUDY_ROOT),
+        timeouts=Timeouts(artim=t, network=t, dimse=t, connect=t),
+        max_pdu_length=config.association.max_pdu_length,
+    )
+    return options, peer
+
+
+def _check_title(flag: str, title: str) -> None:
+    if not 1 <= len(title.strip(" ")) <= 16 or len(title) > 16 or "\\" in title:
+        raise ConfigError(flag, f"{title!r} is not an AE title of 1 to 16 characters")
+
+
+def _identifier_keys(args: argparse.Namespace) -> tuple[Level, list[QueryKey], tuple[str, ...]]:
+    keys = parse_keys(args.key)
+    level = level_of(keys, Level(args.level))
+    check_level(level, args.model)
+    return level, keys, character_set(keys, args.charset)
+
+
+def _find(args: argparse.Namespace, config: Config) -> int:
+    options, _ = _options(args, config)
+    level, keys, terms = _identifier_keys(args)
+    if not args.no_default_keys:
+        keys = with_defaults(keys, level)
+    identifier = build_identifier(keys, level, terms)
+    rows: list[dict[str, Any]] = []
+    result = run(
+        interruptible(lambda i: find_matches(options, identifier, rows.append, interrupt=i)),
+        config.node.loop,
+    )
+    as_table = args.table or (not args.json and sys.stdout.isatty())
+    if as_table:
+        for line in table(columns(keys), rows):
+            print(line)
+        print(f"{len(rows)} match(es)")
+    else:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    if result.cancelled:
+        print(f"archive find: interrupted ({_final(result.status)})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result.status != Status.SUCCESS:
+        status = "none" if result.status is None else f"0x{result.status:04X}"
+        comment = f": {result.error_comment}" if result.error_comment else ""
+        print(f"archive find: C-FIND status {status}{comment}", file=sys.stderr)
+        return EXIT_FAILED_STATUS
+    return EXIT_OK
+
+
+def _final(status: int | None) -> str:
+    """What became of an operation we sent a C-CANCEL-RQ for."""
+    if status is None:
+        return "C-CANCEL sent, no answer: association aborted"
+    return f"C-CANCEL sent; final status 0x{status:04X}"
+
+
+def _bar_callback(bar: SubOperationBar) -> Callable[[RetrieveResult], None]:
+    def show(result: RetrieveResult) -> None:
+        bar.show(bar.line(result.completed, result.failed, result.warning, result.total))
+
+    return show
+
+
+def _retrieve_exit(command: str, result: RetrieveResult, destination: str | None) -> int:
+    for uid in result.failed_uids:
+        print(f"  failed: {uid}")
+    if result.cancelled:
+        print(f"{command}: interrupted ({_final(result.status)})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result.status == Status.MOVE_DESTINATION_UNKNOWN and destination:
+        print(
+            f"{command}: the peer does not know {destination} as a move destination",
+            file=sys.stderr,
+        )
+    return EXIT_OK if result.ok else EXIT_FAILED_STATUS
+
+
+def _move(args: argparse.Namespace, config: Config) -> int:
+    options, peer = _options(args, config)
+    _check_title("--dest", args.dest)
+    level, keys, terms = _identifier_keys(args)
+    identifier = build_identifier(keys, level, terms)
+    bar = SubOperationBar()
+    try:
+        result = run(
+            interruptible(
+                lambda i: move_instances(
+                    options,
+                    identifier,
+                    args.dest,
+                    on_progress=_bar_callback(bar),
+                    interrupt=i,
+                    timeout=args.response_timeout,
+                )
+            ),
+            config.node.loop,
+        )
+    finally:
+        bar.close()
+    print(f"C-MOVE from {options.called_ae}@{_address(peer)} to {args.dest}: {result.describe()}")
+    return _retrieve_exit("archive move", result, args.dest)
+
+
+def _get(args: argparse.Namespace, config: Config) -> int:
+    options, peer = _options(args, config)
+    level, keys, terms = _identifier_keys(args)
+    identifier = build_identifier(keys, level, terms)
+    bar = SubOperationBar()
+    extra: dict[str, Any] = {"sop_classes": args.sop_class}
+    if args.transfer_syntax:
+        extra["transfer_syntaxes"] = args.transfer_syntax
+    try:
+        result = run(
+            interruptible(
+                lambda i: get_instances(
+                    options,
+                    identifier,
+                    args.out,
+                    on_progress=_bar_callback(bar),
+                    interrupt=i,
+                    timeout=args.response_timeout,
+                    **extra,
+                )
+            ),
+            config.node.loop,
+        )
+    finally:
+        bar.close()
+    print(f"C-GET from {options.called_ae}@{_address(peer)}: {result.describe()}")
+    print(f"wrote {len(result.files)} file(s) to {args.out}")
+    return _retrieve_exit("archive get", result, None)
+
+
+def _pull(args: argparse.Namespace, config: Config) -> int:
+    options, peer = _options(args, config)
+    our_ae = options.calling_ae
+    keys = parse_keys(args.key)
+    terms = character_set(keys, args.charset)
+    if args.serve:
+        config = with_overrides(
+            config, ae_title=our_ae, port=args.port, host=args.host, data_dir=args.data
+        )
+        Path(config.node.data_dir).mkdir(parents=True, exist_ok=True)
+    bar = SubOperationBar()
+
+    def progress(report: PullReport, total: int | None) -> None:
+        prefix = f"study {len(report.moves)}/{len(report.studies)}  "
+        bar.show(bar.line(report.completed, report.failed, report.warning, total, prefix))
+
+    async def main(interrupt: Interrupt) -> PullReport:
+        async def once() -> PullReport:
+            return await pull_studies(
+                options,
+                keys,
+                our_ae,
+                terms=terms,
+                on_progress=progress,
+                interrupt=interrupt,
+                timeout=args.response_timeout,
+            )
+
+        if not args.serve:
+            return await once()
+        async with Node(config) as node:
+            print(f"receiving as {our_ae} on port {node.port}", file=sys.stderr, flush=True)
+            return await once()
+
+    try:
+        report = run(interruptible(main), config.node.loop)
+    finally:
+        bar.close()
+    return _pull_summary(report, options.called_ae, _address(peer), our_ae)
+
+
+def _pull_summary(report: PullReport, called: str, address: str, our_ae: str) -> int:
+    find = report.find
+    if find.cancelled or (find.status is not None and find.status != Status.SUCCESS):
+        if find.cancelled:
+            print("archive pull: interrupted (C-CANCEL sent)", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        comment = f": {find.error_comment}" if find.error_comment else ""
+        print(f"archive pull: C-FIND status 0x{find.status:04X}{comment}", file=sys.stderr)
+        return EXIT_FAILED_STATUS
+    if not report.studies:
+        print(f"no matching studies on {called}@{address}")
+        return EXIT_OK
+    moved = sum(1 for r in report.moves.values() if r.ok)
+    print(
+        f"pulled {moved} of {len(report.studies)} study(ies) from {called}@{address} to "
+        f"{our_ae}: completed {report.completed}, failed {report.failed},"
+        f" warning {report.warning} instance(s)"
+    )
+    for uid, result in report.moves.items():
+        if not result.ok:
+            print(f"  study {uid}: {result.describe()}")
+            for failed in result.failed_uids:
+                print(f"    failed: {failed}")
+    fix = (
+        f"add {our_ae} with this node's host and port to its configuration"
+        " (e.g. Orthanc's DicomModalities)"
+    )
+    if any(r.status == Status.MOVE_DESTINATION_UNKNOWN for r in report.moves.values()):
+        print(
+            f"archive pull: {called} does not know {our_ae} as a move destination: {fix}",
+            file=sys.stderr,
+        )
+    elif any(_refused_outright(r) for r in report.moves.values()):
+        # Some peers (Orthanc 1.10) answer an unknown destination with 0xC000.
+        print(
+            f"archive pull: hint: if {called} does not know {our_ae} as a move destination, {fix}",
+            file=sys.stderr,
+        )
+    if report.cancelled:
+        print("archive pull: interrupted (C-CANCEL sent)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.ok else EXIT_FAILED_STATUS
+
+
+def _refused_outright(result: RetrieveResult) -> bool:
+    """A failed C-MOVE that never started a sub-operation."""
+    done = result.completed + result.failed + result.warning
+    return result.status is not None and not result.ok and done == 0 and not result.cancelled
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "find": _find,
+    "move": _move,
+    "get": _get,
+    "pull": _pull,
+}

@@ -1,0 +1,523 @@
+"""``archive find/move/get/pull`` against our own node (and a second node as destination).
+
+The CLI runs in-process (``main([...])``) against nodes on 127.0.0.1 holding
+instances sent first with ``archive store``. Output is checked exactly: JSON in
+the DICOM JSON model, table lines, summary lines, exit statuses. Retrieved
+instances are compared with the sent files on the data set bytes (what follows
+the File Meta), which is what a C-STORE carries. The identifier helpers are
+checked against pydicom as an oracle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import io
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+
+import archive.scu.get as get_module
+from archive.cli import main
+from archive.dicom.dataset import Element, decode_dataset, encode_dataset
+from archive.dicom.dimse import CStoreRq
+from archive.dicom.query_keys import Level
+from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from archive.scu import SubOperationBar
+from archive.scu.identifier import (
+    QueryKey,
+    QueryKeyError,
+    build_identifier,
+    character_set,
+    parse_key,
+    parse_keys,
+    to_dicom_json,
+    with_defaults,
+)
+from tests.conftest import RunningNode
+from tests.interop.conftest import free_port
+from tests.test_cli_store import dataset_bytes, make_instance, stored_path
+
+STUDY_1 = "1.2.826.0.1.3680043.8.498.1"
+STUDY_2 = "1.2.826.0.1.3680043.8.498.2"
+SERIES_1 = STUDY_1 + ".1"
+SERIES_2 = STUDY_2 + ".1"
+
+
+def _store(node: RunningNode, paths: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["store", "--aec", node.ae_title, node.host, str(node.port), *map(str, paths)]
+    assert main(args) == 0
+    capsys.readouterr()
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> dict[str, Path]:
+    """Three instances: two in study 1 (patient P1), one in study 2 (patient P2)."""
+    folder = tmp_path / "sources"
+    out = {}
+    for n, (study, series, patient) in enumerate(
+        [(STUDY_1, SERIES_1, "P1"), (STUDY_1, SERIES_1, "P1"), (STUDY_2, SERIES_2, "P2")], 1
+    ):
+        uid = f"{series}.{n}"
+        make_instance(
+            folder / f"{n}.dcm",
+            sop_instance_uid=uid,
+            study=study,
+            series=series,
+            patient=patient,
+            pixels=64 * n,
+        )
+        out[uid] = folder / f"{n}.dcm"
+    return out
+
+
+@pytest.fixture
+def loaded(
+    node: RunningNode, sources: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> RunningNode:
+    _store(node, list(sources.values()), capsys)
+    return node
+
+
+def _target(node: RunningNode) -> str:
+    return f"{node.ae_title}@{node.host}:{node.port}"
+
+
+def _pn(text: str) -> dict[str, Any]:
+    return {"vr": "PN", "Value": [{"Alphabetic": text}]}
+
+
+# ---- find --------------------------------------------------------------------------------
+
+
+def test_find_json_is_the_dicom_json_model(
+    loaded: RunningNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["find", _target(loaded), "--json", "-k", "PatientID=P1", "-k", "PatientName"]
+    assert main([*args, "-k", "(0020,000D)", "-k", "00201208"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {
+            "00080052": {"vr": "CS", "Value": ["STUDY"]},
+            "00100010": _pn("Test^P1"),
+            "00100020": {"vr": "LO", "Value": ["P1"]},
+            "0020000D": {"vr": "UI", "Value": [STUDY_1]},
+            "00201208": {"vr": "IS", "Value": [2]},
+        }
+    ]
+
+
+def test_find_table_adds_default_return_keys(
+    loaded: RunningNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["find", _target(loaded), "--table", "-k", "PatientID=P*"]) == 0
+    header = (
+        "PatientID  PatientName  StudyDate  StudyDescription  AccessionNumber  "
+        "ModalitiesInStudy  NumberOfStudyRelatedInstances  StudyInstanceUID"
+    )
+    pad = " " * len("StudyDate  StudyDescription  AccessionNumber  ")
+    assert capsys.readouterr().out.splitlines() == [
+        header,
+        f"P1         Test^P1      {pad}OT                 2                              {STUDY_1}",
+        f"P2         Test^P2      {pad}OT                 1                              {STUDY_2}",
+        "2 match(es)",
+    ]
+
+
+def test_find_series_level_by_host_and_port(
+    loaded: RunningNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["find", loaded.host, str(loaded.port), "--aec", "ARCHIVE", "-L", "series"]
+    args += ["--json", "--no-default-keys", "-k", f"StudyInstanceUID={STUDY_1}"]
+    assert main([*args, "-k", "SeriesInstanceUID", "-k", "NumberOfSeriesRelatedInstances"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {
+            "00080052": {"vr": "CS", "Value": ["SERIES"]},
+            "0020000D": {"vr": "UI", "Value": [STUDY_1]},
+            "0020000E": {"vr": "UI", "Value": [SERIES_1]},
+            "00201209": {"vr": "IS", "Value": [2]},
+        }
+    ]
+
+
+def test_find_patient_level_needs_patient_root(
+    loaded: RunningNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["find", _target(loaded), "-L", "PATIENT", "--json"]) == 1
+    assert "PATIENT level needs the Patient Root model (-P)" in capsys.readouterr().err
+    args = ["find", _target(loaded), "-P", "-L", "PATIENT", "--json", "--no-default-keys"]
+    assert main([*args, "-k", "PatientID=P2", "-k", "NumberOfPatientRelatedStudies"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {
+            "00080052": {"vr": "CS", "Value": ["PATIENT"]},
+            "00100020": {"vr": "LO", "Value": ["P2"]},
+            "00201200": {"vr": "IS", "Value": [1]},
+        }
+    ]
+
+
+def test_find_no_match_is_success(loaded: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["find", _target(loaded), "--json", "-k", "PatientID=NOBODY"]) == 0
+    assert capsys.readouterr().out == "[]\n"
+
+
+def test_find_failure_status_exits_5(
+    node_factory: Callable[..., RunningNode],
+    sources: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    node = node_factory(toml="[query]\nmax_matches = 1\n")
+    _store(node, list(sources.values()), capsys)
+    assert main(["find", _target(node), "--json", "-k", "StudyInstanceUID"]) == 5
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 1
+    assert captured.err.startswith("archive find: C-FIND status 0xA700")
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("NoSuchKeyword=1", "'NoSuchKeyword' is not a DICOM keyword or tag"),
+        ("ReferencedStudySequence", "sequence keys are not supported"),
+        ("(0009,0010)=X", "private and unknown tags are not supported"),
+        ("QueryRetrieveLevel=FRAME", "is not PATIENT, STUDY, SERIES or IMAGE"),
+    ],
+)
+def test_find_bad_keys_are_usage_errors(
+    key: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused before any connection: the port is never dialled.
+    assert main(["find", "127.0.0.1", "9", "-k", key]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_find_association_failures(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["find", node.host, str(node.port), "--aec", "WRONG", "--json"]) == 2
+    assert "association rejected" in capsys.readouterr().err
+    port = free_port()
+    assert main(["find", "127.0.0.1", str(port), "--json", "--timeout", "5"]) == 3
+    assert f"cannot connect to 127.0.0.1:{port}" in capsys.readouterr().err
+    assert main(["find", "NOT-A-PEER"]) == 1
+    assert "PEER" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_find_cancels_and_exits_130(
+    node: RunningNode,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    paths = [
+        tmp_path / f"{n}.dcm"
+        for n in range(40)
+        if make_instance(tmp_path / f"{n}.dcm", study=f"1.2.3.{n}", series=f"1.2.3.{n}.1")
+    ]
+    _store(node, paths, capsys)
+    seen: list[dict[str, Any]] = []
+    real = to_dicom_json
+
+    def on_first_match(elements: Any, **kw: Any) -> dict[str, Any]:
+        if not seen:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would
+        seen.append(real(elements, **kw))
+        return seen[-1]
+
+    monkeypatch.setattr("archive.scu.query.to_dicom_json", on_first_match)
+    assert main(["find", _target(node), "--json", "-k", "StudyInstanceUID"]) == 130
+    captured = capsys.readouterr()
+    matches = len(json.loads(captured.out))
+    assert 1 <= matches == len(seen) <= 40
+    # The node ends the C-FIND with Cancel (0xFE00, PS3.4 C.4.1.2.3) unless it had
+    # already sent every match when the C-CANCEL-RQ arrived.
+    finals = ["0xFE00"] if matches < 40 else ["0xFE00", "0x0000"]
+    assert captured.err in [
+        f"archive find: interrupted (C-CANCEL sent; final status {final})\n" for final in finals
+    ]
+
+
+# ---- move ---------------------------------------------------------------------------------
+
+
+def test_move_to_a_second_node(
+    node_factory: Callable[..., RunningNode],
+    sources: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dest = node_factory(ae_title="DEST")
+    source = node_factory(
+        toml=f'[[peers]]\nae_title = "DEST"\nhost = "127.0.0.1"\nport = {dest.port}\n'
+    )
+    _store(source, list(sources.values()), capsys)
+    args = ["move", _target(source), "--dest", "DEST", "-k", f"StudyInstanceUID={STUDY_1}"]
+    assert main(args) == 0
+    assert capsys.readouterr().out == (
+        f"C-MOVE from ARCHIVE@127.0.0.1:{source.port} to DEST: status 0x0000 (success);"
+        " completed 2, failed 0, warning 0\n"
+    )
+    for uid, path in sources.items():
+        stored = stored_path(dest.config.node.data_dir, uid)
+        if uid.startswith(SERIES_1):
+            assert dataset_bytes(stored) == dataset_bytes(path)
+        else:
+            assert not stored.exists()
+
+
+def test_move_to_unknown_destination_exits_5(
+    loaded: RunningNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["move", _target(loaded), "--dest", "NOWHERE", "-k", f"StudyInstanceUID={STUDY_1}"]
+    assert main(args) == 5
+    captured = capsys.readouterr()
+    assert captured.out.startswith(
+        f"C-MOVE from ARCHIVE@127.0.0.1:{loaded.port} to NOWHERE: status 0xA801"
+        " (move destination unknown)"
+    )
+    assert captured.err == "archive move: the peer does not know NOWHERE as a move destination\n"
+
+
+# ---- get ----------------------------------------------------------------------------------
+
+
+def test_get_writes_byte_identical_part10_files(
+    loaded: RunningNode,
+    sources: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "got"
+    args = ["get", _target(loaded), "--out", str(out), "-k", f"StudyInstanceUID={STUDY_1}"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"C-GET from ARCHIVE@127.0.0.1:{loaded.port}: status 0x0000 (success);"
+        " completed 2, failed 0, warning 0",
+        f"wrote 2 file(s) to {out}",
+    ]
+    wanted = {uid: path for uid, path in sources.items() if uid.startswith(SERIES_1)}
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{uid}.dcm" for uid in wanted)
+    for uid, path in wanted.items():
+        written = out / f"{uid}.dcm"
+        assert dataset_bytes(written) == dataset_bytes(path)
+        meta = pydicom.dcmread(written).file_meta
+        assert meta.MediaStorageSOPInstanceUID == uid
+        assert meta.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+        assert meta.TransferSyntaxUID == EXPLICIT_VR_LE
+        assert meta.SourceApplicationEntityTitle == "ARCHIVE"
+
+
+def test_get_write_failure_answers_out_of_resources(
+    loaded: RunningNode,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def full(self: Any, head: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(get_module._PartFile, "open", full)
+    out = tmp_path / "got"
+    args = ["get", _target(loaded), "--out", str(out), "-k", f"StudyInstanceUID={STUDY_2}"]
+    assert main(args) == 5
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"C-GET from ARCHIVE@127.0.0.1:{loaded.port}: status 0xA702 (out of resources:"
+        " unable to perform sub-operations); completed 0, failed 1, warning 0",
+        f"wrote 0 file(s) to {out}",
+        f"  failed: {SERIES_2}.3",
+    ]
+    assert list(out.iterdir()) == []
+
+
+def test_get_refuses_a_uid_that_is_not_a_file_name(tmp_path: Path) -> None:
+    async def nothing() -> Any:
+        yield memoryview(b"")
+
+    request = CStoreRq(message_id=1, affected_sop_class_uid="1.2", affected_sop_instance_uid="../x")
+    saving = get_module.save_instance(tmp_path, request, EXPLICIT_VR_LE, nothing())
+    with pytest.raises(ValueError, match="not usable as a file name"):
+        asyncio.run(saving)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_get_contexts_fit_in_one_association() -> None:
+    contexts, roles = get_module.get_contexts(
+        get_module.QueryModel.STUDY_ROOT, ["1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"]
+    )
+    assert contexts[0] == ("1.2.840.10008.5.1.4.1.2.2.3", [EXPLICIT_VR_LE, IMPLICIT_VR_LE])
+    assert len(contexts) == len(get_module.GET_SOP_CLASSES) + 2 <= 128
+    assert contexts[-1] == ("1.2.3.4", list(get_module.GET_TRANSFER_SYNTAXES))
+    assert [(r.sop_class_uid, r.scu_role, r.scp_role) for r in roles] == [
+        (uid, False, True) for uid, _ in contexts[1:]
+    ]
+
+
+# ---- pull ---------------------------------------------------------------------------------
+
+
+def test_pull_with_serve_brings_the_studies_in(
+    loaded: RunningNode,
+    node_factory: Callable[..., RunningNode],
+    sources: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = free_port()
+    source = node_factory(
+        toml=f'[[peers]]\nae_title = "PULLER"\nhost = "127.0.0.1"\nport = {port}\n',
+        data_dir=loaded.config.node.data_dir + "-copy",
+    )
+    _store(source, list(sources.values()), capsys)
+    data = tmp_path / "pulled"
+    args = ["pull", _target(source), "--aet", "PULLER", "--serve", "--port", str(port)]
+    assert main([*args, "--host", "127.0.0.1", "--data", str(data), "-k", "PatientID=P*"]) == 0
+    assert capsys.readouterr().out == (
+        f"pulled 2 of 2 study(ies) from ARCHIVE@127.0.0.1:{source.port} to PULLER:"
+        " completed 3, failed 0, warning 0 instance(s)\n"
+    )
+    for uid, path in sources.items():
+        assert dataset_bytes(stored_path(data, uid)) == dataset_bytes(path)
+
+
+def test_pull_when_the_peer_does_not_know_us(
+    loaded: RunningNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["pull", _target(loaded), "--aet", "STRANGER", "-k", "PatientID=P1"]) == 5
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        f"pulled 0 of 1 study(ies) from ARCHIVE@127.0.0.1:{loaded.port} to STRANGER:"
+        " completed 0, failed 0, warning 0 instance(s)",
+        f"  study {STUDY_1}: status 0xA801 (move destination unknown):"
+        " move destination 'STRANGER' unknown; completed 0, failed 0, warning 0",
+    ]
+    assert "ARCHIVE does not know STRANGER as a move destination" in captured.err
+
+
+def test_pull_no_matching_study(loaded: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pull", _target(loaded), "-k", "PatientID=NOBODY"]) == 0
+    assert capsys.readouterr().out == f"no matching studies on ARCHIVE@127.0.0.1:{loaded.port}\n"
+
+
+# ---- identifiers (pure) ---------------------------------------------------------------------
+
+
+def test_parse_key_forms() -> None:
+    assert parse_key("PatientID=P1") == QueryKey(0x00100020, "LO", "P1")
+    assert parse_key("PatientID") == QueryKey(0x00100020, "LO", None)
+    assert parse_key("PatientID=") == QueryKey(0x00100020, "LO", "")
+    assert parse_key("(0010,0020)=x=y") == QueryKey(0x00100020, "LO", "x=y")
+    assert parse_key("0010,0020") == QueryKey(0x00100020, "LO", None)
+    assert parse_key("00100010=A*") == QueryKey(0x00100010, "PN", "A*")
+    assert parse_keys(["PatientID=1", "StudyDate", "PatientID=2"]) == [
+        QueryKey(0x00080020, "DA", None),
+        QueryKey(0x00100020, "LO", "2"),
+    ]
+    with pytest.raises(QueryKeyError, match="not an identifier attribute"):
+        parse_key("TransferSyntaxUID")
+
+
+def test_build_identifier_bytes() -> None:
+    keys = parse_keys(["PatientName=Müller^Hans", "StudyDate", "Rows=512"])
+    terms = character_set(keys, None)
+    assert terms == ("ISO_IR 192",)
+    data = encode_dataset(build_identifier(keys, Level.STUDY, terms), IMPLICIT_VR_LE)
+    assert data == (
+        b"\x08\x00\x05\x00\x0a\x00\x00\x00ISO_IR 192"
+        b"\x08\x00\x20\x00\x00\x00\x00\x00"
+        b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "
+        b"\x10\x00\x10\x00\x0c\x00\x00\x00M\xc3\xbcller^Hans"
+        b"\x28\x00\x10\x00\x02\x00\x00\x00\x00\x02"
+    )
+    latin = build_identifier(keys, Level.STUDY, character_set(keys, "ISO_IR 100"))
+    assert Element(0x00100010, "PN", b"M\xfcller^Hans") in latin
+    assert Element(0x00080005, "CS", b"ISO_IR 100") in latin
+    with pytest.raises(QueryKeyError, match="PatientName"):
+        build_identifier(keys, Level.STUDY, ())
+
+
+def test_default_keys_only_with_matching_keys_only() -> None:
+    given = parse_keys(["Modality=CT"])
+    assert [k.name for k in with_defaults(given, Level.SERIES)] == [
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "NumberOfSeriesRelatedInstances",
+        "SeriesInstanceUID",
+    ]
+    own = parse_keys(["Modality=CT", "SeriesDate"])
+    assert with_defaults(own, Level.SERIES) == own
+
+
+def _oracle(ds: Dataset) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Our JSON of pydicom's encoding of ``ds``, and pydicom's own JSON of it."""
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    ours = to_dicom_json(decode_dataset(buffer.getvalue(), EXPLICIT_VR_LE))
+    return ours, ds.to_json_dict()
+
+
+def test_dicom_json_matches_pydicom() -> None:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = "Müller^Hans"
+    ds.ModalitiesInStudy = ["CT", "MR"]
+    ds.NumberOfStudyRelatedInstances = 12
+    ds.SliceThickness = "2.5"
+    ds.Rows = 512
+    ds.PixelSpacing = ["0.5", "0.25"]
+    ds.StudyInstanceUID = "1.2.3"
+    ds.StudyDescription = ""
+    ds.EncapsulatedDocument = b"\x01\x02"
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    ds.ReferencedStudySequence = [item]
+    ours, theirs = _oracle(ds)
+    assert ours == theirs
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.text(
+            st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\\^=*?"),
+            min_size=1,
+            max_size=20,
+        ).filter(lambda s: s.strip(" ") == s),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_identifier_round_trip(values: list[str]) -> None:
+    text = "\\".join(values)
+    keys = [QueryKey(0x00081030, "LO", text)]  # StudyDescription: multi-valued text
+    terms = character_set(keys, None)
+    data = encode_dataset(build_identifier(keys, Level.STUDY, terms), EXPLICIT_VR_LE)
+    decoded = to_dicom_json(decode_dataset(data, EXPLICIT_VR_LE))
+    assert decoded["00081030"] == {"vr": "LO", "Value": values}
+
+
+def test_sub_operation_bar_draws_on_a_terminal_only() -> None:
+    assert SubOperationBar.line(3, 1, 0, 8, "study 1/2  ") == (
+        "study 1/2  [############............] 4/8 instances  completed 3, failed 1, warning 0"
+    )
+    assert SubOperationBar.line(2, 0, 1, None) == "3 instances  completed 2, failed 0, warning 1"
+    terminal = io.StringIO()
+    bar = SubOperationBar(terminal, enabled=True)
+    bar.show("first", force=True)
+    bar.show("dropped")  # within the redraw interval
+    bar.close()
+    assert terminal.getvalue() == "\rfirst\x1b[K\r\x1b[K"
+    piped = io.StringIO()  # not a terminal
+    bar = SubOperationBar(piped)
+    bar.show("x", force=True)
+    bar.close()
+    assert piped.getvalue() == ""
