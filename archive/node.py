@@ -1,9 +1,10 @@
 """The composition root: one node's store, index, services and server, built from config.
 
 ``async with Node(config) as node:`` opens the data folder (file store, index),
-recovers from a crash (removes half-written files, re-indexes files that were
-placed but maybe not indexed), and starts listening; leaving the block shuts the
-server down within the grace period and closes the index after its last commit.
+recovers from a crash (makes every instance that was in flight agree with the
+index: kept if its file and row match, removed otherwise), and starts listening;
+leaving the block shuts the server down within the grace period and closes the
+index after its last commit.
 The CLI, the importer and the tests all build the node here, so they run the same
 code the server does.
 """
@@ -11,16 +12,19 @@ code the server does.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
 from archive.config import Config
+from archive.dicom.dimse import CFindRq, CGetRq, CMoveRq
 from archive.dicom.ul.negotiation import default_acceptor_policy
-from archive.index import Index, StoredInstance
-from archive.net import Server
+from archive.index import Index
+from archive.net import Server, timeouts_from
 from archive.services import Ingest, default_registry
+from archive.services.base import Provider
+from archive.services.query import FindSettings, c_find_provider
+from archive.services.retrieve import MoveSettings, c_get_provider, c_move_provider
 from archive.store import FileStore, scan_file
 
 log = logging.getLogger("archive.node")
@@ -54,31 +58,66 @@ class Storage:
         return self
 
     async def recover(self) -> None:
-        """Re-index the files a crash left placed but maybe not indexed."""
+        """Make every instance in flight at the last stop agree with the index.
+
+        The in-flight markers in ``tmp/`` (``archive/store/files.py``) are the
+        only places a crash can leave a file and its row disagreeing: a file is
+        linked to its final path before its flush and its index commit are
+        known to have completed, and its marker goes only after both. Success
+        is answered only once the file, its folder and the row are all durable,
+        so for each marker:
+
+        - the file was placed and the index row for that path exists: kept if
+          the file reads back whole with the row's size and SHA-256 (the crash
+          came after the commit, before the marker's removal); otherwise the
+          row AND the file are removed, since a row whose file is short or
+          different was never answered Success (the flush had not completed)
+          and keeping a half file indexed would serve it;
+        - the file was placed and no row names that path: removed. The row
+          was never committed, so the instance was never acknowledged, and a
+          file that is complete on disk cannot be told from one whose flush
+          had not finished (a data set can end at any element boundary);
+        - the file was not placed (the crash came before the link, or the link
+          was lost) and the row names one of its paths: that row has no file
+          and was never acknowledged either: removed;
+        - otherwise only the marker goes.
+
+        Each removal is done before the marker's, so a crash during recovery
+        leaves the marker for the next one.
+        """
         assert self.index is not None
-        placed = await self.files.recover()
-        for relative in placed:
-            try:
-                scanned = await self.files.run(scan_file, self.files.path(relative))
-            except Exception as exc:  # an unreadable file: it was never acknowledged
-                log.warning("recovery: removing unreadable %s: %s", relative, exc)
-                await self.files.remove(relative)
-                continue
-            uid = scanned.attrs.sop_instance_uid
-            await self.index.replace(
-                StoredInstance(
-                    attrs=scanned.attrs,
-                    path=relative,
-                    size=scanned.size,
-                    digest=scanned.digest,
-                    transfer_syntax_uid=scanned.meta.transfer_syntax_uid,
-                    source_ae=scanned.meta.source_application_entity_title,
-                    received_at=time.time(),
-                )
+        found = await self.files.in_flight()
+        removed = 0
+        for entry in found:
+            row = await self.index.instance(entry.uid)
+            ours = row if row is not None and row.path in entry.candidates else None
+            if entry.placed is not None:
+                if ours is not None and ours.path == entry.placed:
+                    if await self._intact(entry.placed, ours.size, ours.digest):
+                        await self.files.remove_other_versions(entry.uid, keep=entry.placed)
+                        continue
+                    await self.index.remove([entry.uid])
+                removed += 1
+                await self.files.remove(entry.placed)
+            elif ours is not None and not await self.files.run(self.files.path(ours.path).exists):
+                removed += 1
+                await self.index.remove([entry.uid])
+        await self.files.clear_in_flight(found)
+        if found:
+            log.info(
+                "recovery: %d instance(s) in flight at the last stop, %d unacknowledged removed",
+                len(found),
+                removed,
             )
-            await self.files.remove_other_versions(uid, keep=relative)
-        if placed:
-            log.info("recovery: re-indexed %d instance(s) in flight at the last stop", len(placed))
+
+    async def _intact(self, relative: str, size: int, digest: str) -> bool:
+        """The placed file reads back as a whole data set with this size and digest."""
+        try:
+            scanned = await self.files.run(scan_file, self.files.path(relative))
+        except Exception as exc:  # unreadable or truncated: never acknowledged
+            log.warning("recovery: %s does not read back: %s", relative, exc)
+            return False
+        return scanned.size == size and scanned.digest == digest
 
     async def close(self) -> None:
         if self.index is not None:
@@ -96,7 +135,7 @@ class Node:
 
     async def start(self) -> Node:
         await self.storage.open()
-        registry = default_registry(self.storage.ingest)
+        registry = default_registry(self.storage.ingest, qr=qr_providers(self.config, self.storage))
         self.server = Server(self.config, default_acceptor_policy(self.config), registry)
         await self.server.start()
         return self
@@ -121,6 +160,28 @@ class Node:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def qr_providers(config: Config, storage: Storage) -> dict[type, Provider]:
+    """C-FIND, C-MOVE and C-GET over the storage's index and files, per the config."""
+    assert storage.index is not None
+    find = FindSettings(
+        max_matches=config.query.max_matches,
+        fold_person_names=config.query.case_insensitive_names,
+        retrieve_ae=config.node.ae_title,
+    )
+    move = MoveSettings(
+        ae_title=config.node.ae_title,
+        peers={peer.ae_title: (peer.host, peer.port) for peer in config.peers},
+        associations=config.retrieve.move_associations,
+        max_pdu_length=config.association.max_pdu_length,
+        timeouts=timeouts_from(config),
+    )
+    return {
+        CFindRq: c_find_provider(storage.index, find),
+        CMoveRq: c_move_provider(storage.index, storage.files, move),
+        CGetRq: c_get_provider(storage.index, storage.files),
+    }
 
 
 def _policy(value: str) -> Literal["keep", "replace", "reject"]:

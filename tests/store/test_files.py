@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 import pytest
 
 from archive.store import AlreadyStored, FileStore, FileWriter, StoreError, relative_path, safe_uid
-from archive.store.files import FLUSH_SIZE
+from archive.store.files import MAX_QUEUED, WRITE_BEHIND
+
+FLUSH_SIZE = MAX_QUEUED  # sizes below are in units of what may queue behind a write
 
 T = TypeVar("T")
 
@@ -108,19 +110,88 @@ def test_write_finish_place_release(store: FileStore) -> None:
     assert parts(store) == []
 
 
-def test_writes_reach_disk_every_flush_size(store: FileStore) -> None:
-    """Fragments are not all held until finish: ~1 MiB at a time goes to the part file."""
+def test_writes_go_to_disk_behind_the_receiver(store: FileStore) -> None:
+    """Fragments are written while later ones arrive, not all held until finish."""
+    writer = store.begin(UID, META)
+    chunks = fragments(4 * MAX_QUEUED, 50_000)
+
+    async def go() -> list[int]:
+        sizes = []
+        for chunk in chunks:
+            await writer.write(memoryview(chunk))
+            sizes.append(sum(part.stat().st_size for part in parts(store)))
+        # Behind the receiver: at most the running job's take and the queue.
+        received = [len(META) + 50_000 * (n + 1) for n in range(len(chunks))]
+        lag = 2 * (MAX_QUEUED + 50_000)
+        assert all(r - s <= lag for r, s in zip(received, sizes, strict=True))
+        assert writer._job is not None
+        await asyncio.wrap_future(writer._job)
+        (part,) = parts(store)
+        # Once the job is done, less than WRITE_BEHIND is left for finish().
+        assert part.stat().st_size > received[-1] - WRITE_BEHIND
+        await writer.discard()
+        return sizes
+
+    sizes = run(go)
+    assert sizes[-1] > 0
+    assert parts(store) == []
+
+
+def test_small_instance_is_written_in_the_final_trip(
+    store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below WRITE_BEHIND nothing is written before finish: one trip to the pool."""
+    trips: list[str] = []
+    real = store.submit
+
+    def submit(fn: Any, *args: Any) -> Any:
+        trips.append(fn.__name__)
+        return real(fn, *args)
+
+    monkeypatch.setattr(store, "submit", submit)
+    writer = store.begin(UID, META)
+
+    async def go() -> bool:
+        for chunk in fragments(WRITE_BEHIND - len(META) - 1, 1000):
+            await writer.write(memoryview(chunk))
+        assert parts(store) == []
+        return await writer.finish_and_place()
+
+    assert run(go) is True
+    assert trips == ["_drain"]
+    assert store.path(relative_path(UID)).stat().st_size == WRITE_BEHIND - 1
+
+
+def test_write_error_is_sticky(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a failed write nothing more is written or placed: the hash covers a gap."""
+    real = os.writev
+    failures = {"left": 1}
+
+    def writev(fd: int, buffers: Any) -> int:
+        if _is_part(fd) and failures["left"]:
+            failures["left"] -= 1
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", writev)
     writer = store.begin(UID, META)
 
     async def go() -> None:
-        for chunk in fragments(FLUSH_SIZE + 1000, 50_000):
-            await writer.write(memoryview(chunk))
-        (part,) = parts(store)
-        assert part.stat().st_size >= FLUSH_SIZE
+        await writer.write(memoryview(b"x" * WRITE_BEHIND))  # starts the failing job
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if writer._job is not None and writer._job.done():
+                break
+        with pytest.raises(StoreError):
+            await writer.write(memoryview(b"y" * 10))
+        with pytest.raises(StoreError):
+            await writer.finish_and_place()
         await writer.discard()
 
     run(go)
+    assert failures["left"] == 0
     assert parts(store) == []
+    assert not store.path(relative_path(UID)).exists()
 
 
 def test_empty_dataset(store: FileStore) -> None:
@@ -346,32 +417,55 @@ def test_short_writes_are_completed(
     assert calls["n"] > 3
 
 
-def test_fast_durability_never_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
+def test_fsyncs_in_strict_mode_and_none_in_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """strict: the file, its folder, and each new folder's parent once; fast: nothing."""
+    synced: list[str] = []
     real = os.fsync
 
     def fsync(fd: int) -> None:
-        calls.append(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    for durable, expected in ((False, 0), (True, 2)):
-        store = FileStore(tmp_path / f"data{durable}", durable=durable, workers=1)
+    leaf = relative_path(UID).rsplit("/", 1)[0]
+    # Another UID in the same leaf folder: it finds the folder made already.
+    sibling = "1.2.3.148513"  # found by search: the same instances/cb/1a/ as UID
+    assert relative_path(sibling).rsplit("/", 1)[0] == leaf
+    for durable in (False, True):
+        root = tmp_path / f"data{durable}"
+        store = FileStore(root, durable=durable, workers=1)
         try:
             run(store.open)
-            writer = store.begin(UID, META)
 
-            async def go(writer: FileWriter = writer) -> None:
+            async def go(uid: str, store: FileStore = store) -> None:
+                writer = store.begin(uid, META)
                 await write_all(writer, fragments(1000, 100))
                 await writer.place()
                 await asyncio.wrap_future(writer.release())
 
-            calls.clear()
-            run(go)
-            # strict: the file, then its directory after the link.
-            assert len(calls) == expected
+            synced.clear()
+            run(lambda: go(UID))
+            first = [Path(p).relative_to(root).as_posix() for p in synced]
+            synced.clear()
+            run(lambda: go(sibling))
+            second = [Path(p).relative_to(root).as_posix() for p in synced]
         finally:
             store.close()
+        if not durable:
+            assert first == second == []
+            continue
+        part = f"tmp/{UID}"
+        assert len(first) == 4
+        assert first[0] == "instances"  # instances/ab is new
+        assert first[1] == leaf.rsplit("/", 1)[0]  # instances/ab/cd is new
+        assert first[2].startswith(part)
+        assert first[2].endswith(".part")  # the file (its fd names the part file)
+        assert first[3] == leaf  # the folder, after the link
+        assert len(second) == 2
+        assert second[0].startswith(f"tmp/{sibling}.")
+        assert second[1] == leaf
 
 
 # ---- recover() -----------------------------------------------------------------------------

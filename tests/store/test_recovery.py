@@ -1,10 +1,13 @@
 """Start-up recovery: the situations a crash leaves in a data folder, then Storage.open().
 
-A crash can leave (see archive/store/files.py): a part file being written (removed),
-a part file already hard-linked to its final path whose index row may or may not
-be committed (re-indexed from the file), a ``.dcm.new`` staging link of a
-replacement (removed). Each situation is made by hand here, then
-:class:`archive.node.Storage` opens the folder as ``archive serve`` would.
+A crash can leave (see archive/store/files.py and Storage.recover): a part file
+being written (removed); a part file hard-linked to its final path with no index
+row for that path (never acknowledged: removed); one whose row was committed
+while the file's flush had not completed (kept only if the file reads back with
+the row's size and digest, otherwise row and file removed); a row whose file
+never got its link (removed); debris in tmp/ (removed). Each situation is made by
+hand here, then :class:`archive.node.Storage` opens the folder as ``archive
+serve`` would.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -20,10 +23,12 @@ from pydicom import Dataset, dcmwrite
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID
 
+from archive.dicom.dimse import Status
 from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.index import Index, IndexWriteError
 from archive.node import Storage
 from archive.store import relative_path
+from archive.store.files import replacement_path
 from tests.conftest import RunningNode, make_config
 from tests.store.helpers import (
     OUT_OF_RESOURCES,
@@ -32,6 +37,7 @@ from tests.store.helpers import (
     all_rows,
     archive_store,
     data_dir,
+    encode_dataset,
     index_row,
     instance_files,
     leftovers,
@@ -74,6 +80,39 @@ def fresh(tmp_path: Path) -> Path:
     return root
 
 
+def ingest(root: Path, ds: Dataset, transfer_syntax: str = EXPLICIT_VR_LE, toml: str = "") -> int:
+    """Store ``ds`` through the node's own ingest path (no network); the status."""
+    data = encode_dataset(ds, transfer_syntax)
+
+    async def fragments() -> AsyncIterator[memoryview]:
+        yield memoryview(data)
+
+    async def run() -> int:
+        storage = await Storage(make_config(toml, data_dir=str(root))).open()
+        try:
+            assert storage.ingest is not None
+            outcome = await storage.ingest.ingest(
+                sop_class_uid=str(ds.SOPClassUID),
+                sop_instance_uid=str(ds.SOPInstanceUID),
+                transfer_syntax=transfer_syntax,
+                source_ae="MODALITY",
+                fragments=fragments(),
+            )
+        finally:
+            await storage.close()
+        return outcome.status
+
+    return asyncio.run(run())
+
+
+def mark_in_flight(root: Path, relative: str, token: str = "0badc0de") -> Path:
+    """Re-create the marker of a stored file, as if the crash came before its removal."""
+    uid = relative.rsplit("/", 1)[1].split(".dcm")[0].split(".r")[0]
+    marker = root / "tmp" / f"{uid}.{token}.part"
+    os.link(root / relative, marker)
+    return marker
+
+
 def place_in_flight(root: Path, uid: str, blob: bytes, token: str = "abcd1234") -> Path:
     """A part file with ``blob``, hard-linked to its final path: placed, maybe not indexed."""
     part = root / "tmp" / f"{uid}.{token}.part"
@@ -97,23 +136,16 @@ def test_half_written_part_file_is_removed(tmp_path: Path) -> None:
     assert leftovers(root) == []
 
 
-def test_placed_but_not_indexed_is_reindexed(tmp_path: Path) -> None:
+def test_placed_but_not_indexed_is_removed(tmp_path: Path) -> None:
+    """No row: Success was never sent, and a whole-looking file may be half flushed."""
     root = fresh(tmp_path)
     ds = make_dataset(pixel_bytes=5000, patient_name="Placed^Only")
-    blob, data = part10(ds)
+    blob, _ = part10(ds)
     part = place_in_flight(root, ds.SOPInstanceUID, blob)
     open_storage(root)
     assert not part.exists()
-    row = index_row(root, ds.SOPInstanceUID)
-    assert row is not None
-    assert row["digest"] == sha256(data)
-    assert row["size"] == len(blob)
-    assert row["path"] == relative_path(ds.SOPInstanceUID)
-    assert row["transfer_syntax_uid"] == EXPLICIT_VR_LE
-    assert row["source_ae"] == "MODALITY"
-    assert row["patient_name"] == "Placed^Only"
-    assert row["study_instance_uid"] == ds.StudyInstanceUID
-    assert stored_path(root, ds.SOPInstanceUID).read_bytes() == blob
+    assert not stored_path(root, ds.SOPInstanceUID).exists()
+    assert all_rows(root) == {}
     assert leftovers(root) == []
 
 
@@ -138,37 +170,130 @@ def test_placed_and_indexed_but_not_released(
         before["size"],
         before["path"],
     )
+    assert stored_path(root, item.uid).read_bytes()[-len(item.data) :] == item.data
     assert len(all_rows(root)) == 1
     assert leftovers(root) == []
 
 
+def test_row_without_file_is_removed(tmp_path: Path) -> None:
+    """The row was durable, the link was not: nothing to serve, never acknowledged."""
+    root = fresh(tmp_path)
+    keep = make_dataset(pixel_bytes=1000, seed=1)
+    ds = make_dataset(pixel_bytes=3000, seed=2, study_uid=keep.StudyInstanceUID)
+    assert ingest(root, keep) == ingest(root, ds) == Status.SUCCESS
+    relative = relative_path(ds.SOPInstanceUID)
+    marker = mark_in_flight(root, relative)
+    (root / relative).unlink()
+    open_storage(root)
+    assert index_row(root, ds.SOPInstanceUID) is None
+    assert not marker.exists()
+    # The other instance of the study is untouched, and the study's counts follow.
+    row = index_row(root, keep.SOPInstanceUID)
+    assert row is not None
+    assert row["study_instances"] == 1
+    assert set(all_rows(root)) == {keep.SOPInstanceUID}
+    assert leftovers(root) == []
+
+
+@pytest.mark.parametrize("keep", [0, 132, 1000, -1])
+def test_row_with_truncated_file_is_removed(tmp_path: Path, keep: int) -> None:
+    """The row was durable, the file's flush was not: the row AND the file go.
+
+    Cut at nothing, inside the File Meta, inside the data set, one byte short.
+    """
+    root = fresh(tmp_path)
+    ds = make_dataset(pixel_bytes=6000)
+    assert ingest(root, ds) == Status.SUCCESS
+    relative = relative_path(ds.SOPInstanceUID)
+    mark_in_flight(root, relative)
+    final = root / relative
+    size = final.stat().st_size
+    os.truncate(final, keep % size)
+    open_storage(root)
+    assert index_row(root, ds.SOPInstanceUID) is None
+    assert not final.exists()
+    assert instance_files(root) == []
+    assert leftovers(root) == []
+
+
+def test_row_with_a_different_digest_is_removed(tmp_path: Path) -> None:
+    """Same size, other bytes (blocks not flushed): the digest tells, row and file go."""
+    root = fresh(tmp_path)
+    ds = make_dataset(pixel_bytes=6000)
+    assert ingest(root, ds) == Status.SUCCESS
+    relative = relative_path(ds.SOPInstanceUID)
+    mark_in_flight(root, relative)
+    final = root / relative
+    blob = bytearray(final.read_bytes())
+    blob[-100:] = bytes(100)  # zeros in the pixel data, as unwritten blocks read back
+    assert bytes(blob) != final.read_bytes()
+    final.write_bytes(bytes(blob))  # in place: the same inode as the marker
+    open_storage(root)
+    assert index_row(root, ds.SOPInstanceUID) is None
+    assert not final.exists()
+    assert leftovers(root) == []
+
+
+def test_held_instance_is_untouched_by_a_duplicate_in_flight(tmp_path: Path) -> None:
+    """A second copy was being received (never linked): the version held stays."""
+    root = fresh(tmp_path)
+    ds = make_dataset(pixel_bytes=2000)
+    assert ingest(root, ds) == Status.SUCCESS
+    before = index_row(root, ds.SOPInstanceUID)
+    blob = stored_path(root, ds.SOPInstanceUID).read_bytes()
+    other, _ = part10(make_dataset(sop_instance_uid=ds.SOPInstanceUID, pixel_bytes=9000))
+    (root / "tmp" / f"{ds.SOPInstanceUID}.feedbeef.part").write_bytes(other)
+    open_storage(root)
+    assert index_row(root, ds.SOPInstanceUID) == before
+    assert stored_path(root, ds.SOPInstanceUID).read_bytes() == blob
+    assert leftovers(root) == []
+
+
 def test_replacement_placed_but_not_indexed(tmp_path: Path) -> None:
-    """A replace crashed after os.replace: the row is rebuilt from the new file."""
+    """A replacement linked beside the held version, its row never committed: removed."""
     root = fresh(tmp_path)
     old = make_dataset(pixel_bytes=2000, seed=1)
-    blob_old, _ = part10(old)
-    part = place_in_flight(root, old.SOPInstanceUID, blob_old)
-    open_storage(root)  # indexed as the first version
-    assert not part.exists()
-    new = make_dataset(
-        sop_instance_uid=old.SOPInstanceUID, pixel_bytes=4000, seed=2, patient_id="PID-NEW"
-    )
-    blob_new, data_new = part10(new, IMPLICIT_VR_LE)
-    final = stored_path(root, old.SOPInstanceUID)
-    part = root / "tmp" / f"{old.SOPInstanceUID}.feedbeef.part"
+    assert ingest(root, old) == Status.SUCCESS
+    before = index_row(root, old.SOPInstanceUID)
+    blob_old = stored_path(root, old.SOPInstanceUID).read_bytes()
+    new = make_dataset(sop_instance_uid=old.SOPInstanceUID, pixel_bytes=4000, seed=2)
+    blob_new, _ = part10(new)
+    uid = str(old.SOPInstanceUID)
+    part = root / "tmp" / f"{uid}.feedbeef.part"
     part.write_bytes(blob_new)
-    staging = root / "tmp" / f"{part.name}.dcm.new"
-    os.link(part, staging)
-    os.replace(staging, final)
+    beside = root / replacement_path(uid, "feedbeef")
+    os.link(part, beside)
     open_storage(root)
+    assert not beside.exists()
+    assert index_row(root, uid) == before
+    assert stored_path(root, uid).read_bytes() == blob_old
+    assert [p.relative_to(root).as_posix() for p in instance_files(root)] == [before["path"]]
+    assert leftovers(root) == []
+
+
+def test_replacement_indexed_but_old_version_not_removed(tmp_path: Path) -> None:
+    """The replacement's row committed, then the crash: the new one stays, the old goes."""
+    root = fresh(tmp_path)
+    toml = '[store]\nduplicates = "replace"\n'
+    old = make_dataset(pixel_bytes=2000, seed=1)
+    new = make_dataset(sop_instance_uid=old.SOPInstanceUID, pixel_bytes=4000, seed=2)
+    assert ingest(root, old, toml=toml) == Status.SUCCESS
+    old_path = root / relative_path(old.SOPInstanceUID)
+    saved = old_path.read_bytes()
+    assert ingest(root, new, IMPLICIT_VR_LE, toml=toml) == Status.SUCCESS
     row = index_row(root, old.SOPInstanceUID)
     assert row is not None
-    assert row["digest"] == sha256(data_new)
-    assert row["size"] == len(blob_new)
-    assert row["transfer_syntax_uid"] == IMPLICIT_VR_LE
-    assert row["patient_id"] == "PID-NEW"
-    assert row["study_instance_uid"] == new.StudyInstanceUID
-    assert len(all_rows(root)) == 1
+    assert row["path"] != relative_path(old.SOPInstanceUID)
+    # As if the crash came after the commit, before the old file and the marker went.
+    old_path.write_bytes(saved)
+    token = row["path"].rsplit(".r", 1)[1][: -len(".dcm")]
+    mark_in_flight(root, row["path"], token)
+    open_storage(root, toml)
+    assert index_row(root, old.SOPInstanceUID) == row
+    assert not old_path.exists()
+    assert [p.relative_to(root).as_posix() for p in instance_files(root)] == [row["path"]]
+    _, offset = split_part10((root / row["path"]).read_bytes())
+    assert sha256((root / row["path"]).read_bytes()[offset:]) == row["digest"]
     assert leftovers(root) == []
 
 
@@ -205,16 +330,25 @@ def test_part_file_with_unsafe_name_is_removed(tmp_path: Path) -> None:
 
 
 def test_many_in_flight_at_once(tmp_path: Path) -> None:
-    """Placed (re-indexed), half-written (removed) and staged (removed) together."""
+    """Indexed and whole (kept), indexed and cut (removed), placed only, half-written."""
     root = fresh(tmp_path)
-    placed = [make_dataset(pixel_bytes=1000, seed=n) for n in range(5)]
-    expected = {}
-    for n, ds in enumerate(placed):
-        blob, data = part10(ds)
-        place_in_flight(root, ds.SOPInstanceUID, blob, token=f"{n:08x}")
-        expected[ds.SOPInstanceUID] = (relative_path(ds.SOPInstanceUID), len(blob), sha256(data))
+    whole = [make_dataset(pixel_bytes=1000, seed=n) for n in range(4)]
+    cut = [make_dataset(pixel_bytes=1000, seed=10 + n) for n in range(3)]
+    for ds in whole + cut:
+        assert ingest(root, ds) == Status.SUCCESS
+    expected = {
+        uid: row
+        for uid, row in all_rows(root).items()
+        if uid in {str(ds.SOPInstanceUID) for ds in whole}
+    }
+    for n, ds in enumerate(whole + cut):
+        mark_in_flight(root, relative_path(ds.SOPInstanceUID), f"{n:08x}")
+    for ds in cut:
+        os.truncate(root / relative_path(ds.SOPInstanceUID), 500)
     for n in range(3):
-        half = make_dataset(pixel_bytes=9000, seed=10 + n)
+        placed = make_dataset(pixel_bytes=1000, seed=20 + n)
+        place_in_flight(root, placed.SOPInstanceUID, part10(placed)[0], token=f"{n:08x}")
+        half = make_dataset(pixel_bytes=9000, seed=30 + n)
         blob, _ = part10(half)
         (root / "tmp" / f"{half.SOPInstanceUID}.{n:08x}.part").write_bytes(blob[:777])
     open_storage(root)
@@ -268,23 +402,3 @@ def test_reopen_is_idempotent(tmp_path: Path, node_factory: Callable[..., Runnin
     assert {p: p.stat().st_mtime_ns for p in instance_files(root)} == stats
     assert leftovers(root) == []
     assert data_dir(node) == root
-
-
-def test_replacement_staged_but_not_renamed(tmp_path: Path) -> None:
-    """A replace crashed between the staging link and the rename: the old one stands."""
-    root = fresh(tmp_path)
-    old = make_dataset(pixel_bytes=2000, seed=1)
-    blob_old, data_old = part10(old)
-    place_in_flight(root, old.SOPInstanceUID, blob_old)
-    open_storage(root)
-    new = make_dataset(sop_instance_uid=old.SOPInstanceUID, pixel_bytes=4000, seed=2)
-    blob_new, _ = part10(new)
-    part = root / "tmp" / f"{old.SOPInstanceUID}.feedbeef.part"
-    part.write_bytes(blob_new)
-    os.link(part, root / "tmp" / f"{part.name}.dcm.new")
-    open_storage(root)
-    assert stored_path(root, old.SOPInstanceUID).read_bytes() == blob_old
-    row = index_row(root, old.SOPInstanceUID)
-    assert row is not None
-    assert row["digest"] == sha256(data_old)
-    assert leftovers(root) == []
