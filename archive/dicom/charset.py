@@ -26,7 +26,9 @@ from collections.abc import Sequence
 from types import MappingProxyType
 
 __all__ = [
+    "CODECS",
     "PN_DELIMITERS",
+    "STAND_ALONE",
     "TEXT_DELIMITERS",
     "decode_person_name",
     "decode_text",
@@ -44,7 +46,7 @@ _ESC = 0x1B
 # Defined Terms of Specific Character Set -> Python codec, PS3.3 Tables C.12-2 to
 # C.12-5. ISO-IR 6 is decoded as Latin-1 rather than ASCII so that stray 8-bit bytes
 # from non-conforming senders survive as characters instead of U+FFFD.
-_CODECS = MappingProxyType(
+CODECS = MappingProxyType(
     {
         "": _FALLBACK,
         "ISO_IR 6": _FALLBACK,
@@ -84,7 +86,7 @@ _CODECS = MappingProxyType(
 )
 
 #: Terms that forbid code extensions, PS3.3 Table C.12-5 and PS3.5 6.1.2.5.4 d.
-_STAND_ALONE = frozenset({"ISO_IR 192", "GB18030", "GBK"})
+STAND_ALONE = frozenset({"ISO_IR 192", "GB18030", "GBK"})
 
 # Escape sequence -> (graphic set designated: 0 for G0, 1 for G1; codec),
 # PS3.3 Tables C.12-3 (single-byte) and C.12-4 (multi-byte).
@@ -116,15 +118,15 @@ _MISSPELT_2022 = re.compile(r"^ISO.2022.IR.?")
 
 
 def _codec(term: str) -> str:
-    codec = _CODECS.get(term)
+    codec = CODECS.get(term)
     if codec is not None:
         return codec
     # Common spellings in the field ("ISO IR 100", "ISO-IR 100", "ISO_2022_IR_87"):
     # accepted because refusing the store over them helps nobody.
     if _MISSPELT_IR.match(term):
-        return _CODECS.get("ISO_IR " + _MISSPELT_IR.sub("", term), _FALLBACK)
+        return CODECS.get("ISO_IR " + _MISSPELT_IR.sub("", term), _FALLBACK)
     if _MISSPELT_2022.match(term):
-        return _CODECS.get("ISO 2022 IR " + _MISSPELT_2022.sub("", term), _FALLBACK)
+        return CODECS.get("ISO 2022 IR " + _MISSPELT_2022.sub("", term), _FALLBACK)
     return _FALLBACK
 
 
@@ -138,10 +140,10 @@ def python_codecs(terms: Sequence[str]) -> tuple[str, ...]:
     if not terms:
         return (_FALLBACK,)
     first = terms[0].strip()
-    if first in _STAND_ALONE:
-        return (_CODECS[first],)
+    if first in STAND_ALONE:
+        return (CODECS[first],)
     rest = (t.strip() for t in terms[1:])
-    return (_codec(first), *(_codec(t) for t in rest if t not in _STAND_ALONE))
+    return (_codec(first), *(_codec(t) for t in rest if t not in STAND_ALONE))
 
 
 def decode_text(value: bytes, codecs: Sequence[str], delimiters: frozenset[int]) -> str:

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import ClassVar, NamedTuple
 
+from archive.dicom.charset import CODECS, STAND_ALONE
 from archive.errors import ArchiveError
 
 __all__ = [
@@ -53,28 +54,16 @@ _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 _SINGLE_VALUED = frozenset({"ST", "LT", "UT"})
 _ESC = "\x1b"
 
-# Non-extension terms -> Python codec, PS3.3 Tables C.12-2 and C.12-5.
+# Non-extension terms -> Python codec, PS3.3 Tables C.12-2 and C.12-5: the decoder's
+# table, except that the default repertoire is ASCII here (the decoder reads stray
+# 8-bit bytes as Latin-1; an encoder must not write them).
 _PLAIN = {
+    **{term: codec for term, codec in CODECS.items() if not term.startswith("ISO 2022")},
     "": "ascii",
     "ISO_IR 6": "ascii",
-    "ISO_IR 100": "latin_1",
-    "ISO_IR 101": "iso8859_2",
-    "ISO_IR 109": "iso8859_3",
-    "ISO_IR 110": "iso8859_4",
-    "ISO_IR 144": "iso8859_5",
-    "ISO_IR 127": "iso8859_6",
-    "ISO_IR 126": "iso8859_7",
-    "ISO_IR 138": "iso8859_8",
-    "ISO_IR 148": "iso8859_9",
-    "ISO_IR 203": "iso8859_15",
-    "ISO_IR 13": "shift_jis",
-    "ISO_IR 166": "tis_620",
-    "ISO_IR 192": "utf_8",
-    "GB18030": "gb18030",
-    "GBK": "gbk",
 }
 #: Terms that forbid code extensions, PS3.5 6.1.2.5.4 d.
-_STAND_ALONE = frozenset({"ISO_IR 192", "GB18030", "GBK"})
+_STAND_ALONE = STAND_ALONE
 
 
 class _Set(NamedTuple):
