@@ -38,6 +38,7 @@ import msgspec
 from archive.dicom.dataset import Element, encode_dataset
 from archive.dicom.dimse import CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, Status
 from archive.dicom.dimse.status import StatusCategory, category
+from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, NATIVE_TRANSFER_SYNTAXES
 from archive.dicom.ul.negotiation import MAX_CONTEXTS
 from archive.errors import ArchiveError
 from archive.index import InstanceRow
@@ -104,20 +105,26 @@ class Counts(msgspec.Struct):
 
 
 def proposals(rows: Iterable[InstanceRow]) -> list[tuple[str, list[str]]]:
-    """Presentation contexts for sending ``rows``: one per (SOP class, stored syntax).
+    """Presentation contexts for sending ``rows``.
 
-    Each context offers the stored transfer syntax alone. Offering the other
-    native encodings beside it (Explicit and Implicit VR LE) lets the acceptor
-    choose one we cannot send without converting, and DCMTK, pynetdicom and
-    Orthanc all take Explicit VR when offered both: an Implicit VR instance then
-    had no context. When transcoding arrives (see :func:`convert`), converted
-    encodings go in contexts of their own, after these. At most 128 contexts
-    (PS3.8 9.3.2.2); pairs beyond that are not proposed and their instances fail.
+    First one context per (SOP class, stored syntax), offering the stored
+    transfer syntax alone: offered beside another native encoding, the acceptor
+    may choose the one we cannot send as stored (DCMTK, pynetdicom and Orthanc
+    all take Explicit VR when offered both, and an Implicit VR instance then had
+    no context). Then, for each class with uncompressed instances, one more
+    context offering Explicit and Implicit VR Little Endian, which
+    :func:`convert` will use once transcoding arrives; today an instance only
+    goes out on a context of its stored syntax. At most 128 contexts (PS3.8
+    9.3.2.2): the stored-syntax contexts come first, and pairs beyond the limit
+    are not proposed (their instances fail).
     """
     pairs: dict[tuple[str, str], None] = {}
     for row in rows:
         pairs.setdefault((row.sop_class_uid, row.transfer_syntax_uid), None)
-    return [(sop_class, [ts]) for sop_class, ts in list(pairs)[:MAX_CONTEXTS]]
+    result = [(sop_class, [ts]) for sop_class, ts in pairs]
+    native = dict.fromkeys(c for c, ts in pairs if ts in NATIVE_TRANSFER_SYNTAXES)
+    result += [(sop_class, [EXPLICIT_VR_LE, IMPLICIT_VR_LE]) for sop_class in native]
+    return result[:MAX_CONTEXTS]
 
 
 def convert(

@@ -96,12 +96,17 @@ def test_proposals_one_context_per_class_and_stored_syntax() -> None:
     ]
     # Each stored syntax alone: offered beside another native one, the acceptor
     # may pick the one we cannot send (DCMTK, pynetdicom and Orthanc take Explicit).
+    # Then one Explicit/Implicit LE context per class with native data, for the
+    # transcoder to come (issue 4: "and Explicit VR LE / Implicit VR LE for
+    # uncompressed data").
     assert proposals(rows) == [
         (CT_IMAGE, [ELE]),
         (CT_IMAGE, [ILE]),
         (MR_IMAGE, [RLE]),
         (MR_IMAGE, [EBE]),
         (MR_IMAGE, [DEFLATED]),
+        (CT_IMAGE, [ELE, ILE]),
+        (MR_IMAGE, [ELE, ILE]),
     ]
 
 
