@@ -47,12 +47,15 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check archive tests bench tools
 	$(BIN)/mypy --strict archive
 
-## bench: C-ECHO then C-STORE ingest benchmarks side by side with the peers
-## (installs DCMTK and Orthanc with apt when missing; ARGS=--quick for short runs)
+## bench: C-ECHO, C-STORE ingest, C-FIND latency and C-MOVE/C-GET benchmarks side by
+## side with the peers (installs DCMTK and Orthanc with apt when missing; ARGS=--quick
+## for short runs)
 bench: $(DEV_STAMP)
 	@.ci/run peers
 	$(BIN)/python bench/echo.py $(ARGS)
 	$(BIN)/python bench/ingest.py $(ARGS)
+	$(BIN)/python bench/find.py $(ARGS)
+	$(BIN)/python bench/retrieve.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
