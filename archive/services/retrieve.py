@@ -29,9 +29,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -45,7 +45,7 @@ from archive.index import InstanceRow
 from archive.net import AssociationError, Timeouts, associate
 from archive.services.base import Cancel, Provider, Request, Response, StoreContext, StoreTarget
 from archive.services.query import QueryFailure, parse_request, query_failure
-from archive.store import dataset_chunks, read_meta
+from archive.store import DatasetReader
 
 log = logging.getLogger("archive.retrieve")
 
@@ -54,7 +54,9 @@ T = TypeVar("T")
 #: Failed SOP Instance UID List (0008,0058), PS3.4 C.4.2.1.4.
 FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
 #: Bytes read from a file per trip to the I/O pool.
-CHUNK = 512 * 1024
+CHUNK = 1 << 20
+#: Seconds between pending C-MOVE/C-GET responses (progress), at most one each.
+PENDING_INTERVAL = 0.25
 #: A UI value with a 2-byte length (explicit VR) holds at most this many bytes.
 _MAX_UI_LIST = 0xFFFE
 
@@ -157,15 +159,20 @@ def _identity(chunks: AsyncIterator[memoryview]) -> AsyncIterator[memoryview]:
 
 
 async def file_chunks(files: InstanceFiles, relative: str) -> AsyncIterator[memoryview]:
-    """The data set bytes of a stored file, read chunk by chunk in the store's I/O pool."""
-    path = files.path(relative)
-    _, offset = await files.run(read_meta, path)
-    blocks = cast("Generator[bytes, None, None]", dataset_chunks(path, offset, CHUNK))
+    """The data set bytes of a stored file, read chunk by chunk in the store's I/O pool.
+
+    A file of one chunk or less (most images) costs one trip to the pool.
+    """
+    reader = DatasetReader(files.path(relative), CHUNK)
     try:
-        while (block := await files.run(next, blocks, None)) is not None:
+        block = await files.run(reader.first)
+        while block:
             yield memoryview(block)
+            if reader.done:
+                break
+            block = await files.run(reader.next)
     finally:
-        blocks.close()
+        reader.close()
 
 
 class Retriever:
@@ -186,7 +193,6 @@ class Retriever:
         self.cancel = cancel
         self.priority = priority
         self.originator = originator
-        self.changed = asyncio.Event()
 
     @property
     def cancelled(self) -> bool:
@@ -197,7 +203,6 @@ class Retriever:
             log.warning("%d sub-operation(s) not performed: %s", len(self.queue), reason)
         while self.queue:
             self.counts.record(self.queue.popleft().sop_instance_uid, None)
-        self.changed.set()
 
     async def run(self, target: StoreTarget) -> None:
         """Send queued instances through ``target`` until the queue is empty or cancelled."""
@@ -215,10 +220,8 @@ class Retriever:
                     status = await self._send(target, row, context, filtered)
                 except BaseException:
                     self.counts.record(row.sop_instance_uid, None)
-                    self.changed.set()
                     raise
             self.counts.record(row.sop_instance_uid, status)
-            self.changed.set()
 
     async def _send(
         self,
@@ -302,23 +305,27 @@ async def progress(
     rsp_type: ResponseType,
     command: CMoveRq | CGetRq,
 ) -> AsyncIterator[Response]:
-    """Pending responses while ``workers`` run: one per change, coalesced."""
+    """Pending responses while ``workers`` run, at most one per :data:`PENDING_INTERVAL`.
+
+    PS3.4 C.4.2.3.1 leaves pending responses to the SCP ("may"); one per
+    sub-operation would double the messages of a C-GET (and the peer's work) for
+    a progress display that cannot show more than a few updates a second anyway.
+    """
     running = set(workers)
+    reported = 0
     try:
         while running:
-            waiter = asyncio.ensure_future(retriever.changed.wait())
-            done, _ = await asyncio.wait({waiter, *running}, return_when=asyncio.FIRST_COMPLETED)
-            if waiter not in done:
-                waiter.cancel()
-            for task in done & running:
+            done, _ = await asyncio.wait(
+                running, timeout=PENDING_INTERVAL, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
                 running.discard(task)
                 task.result()  # a worker's unexpected error fails the operation
-            if retriever.changed.is_set():
-                retriever.changed.clear()
-                if retriever.counts.remaining and running:
-                    yield _response(
-                        rsp_type, command, Status.PENDING, retriever.counts, remaining=True
-                    )
+            counts = retriever.counts
+            progressed = counts.completed + counts.failed + counts.warning
+            if running and counts.remaining and progressed != reported:
+                reported = progressed
+                yield _response(rsp_type, command, Status.PENDING, counts, remaining=True)
     finally:
         for task in running:
             task.cancel()

@@ -12,11 +12,12 @@ from archive.store.files import (
     relative_path,
     safe_uid,
 )
-from archive.store.scan import ScannedFile, dataset_chunks, read_meta, scan_file
+from archive.store.scan import DatasetReader, ScannedFile, dataset_chunks, read_meta, scan_file
 
 __all__ = [
     "INSTANCES",
     "AlreadyStored",
+    "DatasetReader",
     "FileStore",
     "FileWriter",
     "InFlight",

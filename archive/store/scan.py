@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import msgspec
 
@@ -41,6 +42,49 @@ def dataset_chunks(
         f.seek(offset)
         while block := f.read(chunk):
             yield block
+
+
+class DatasetReader:
+    """A stored file's data set, read in chunks; the first read also finds its start.
+
+    Built for sending (C-MOVE/C-GET sub-operations): :meth:`first` opens the file,
+    reads ``chunk`` bytes, decodes the File Meta from them and returns the data
+    set bytes that followed, so a file no larger than one chunk costs one open
+    and one read (one trip to an I/O thread). :meth:`next` returns the following
+    chunks, ``b""`` at the end. Blocking; :meth:`close` it in a ``finally``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], chunk: int = CHUNK) -> None:
+        self.path = path
+        self.chunk = max(chunk, MAX_META_LENGTH)
+        self._file: BinaryIO | None = None
+        self.meta: FileMeta | None = None
+
+    def first(self) -> bytes:
+        self._file = f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        head = f.read(self.chunk)
+        self.meta, offset = decode_file_meta(head)
+        if len(head) < self.chunk:
+            self.close()
+        return head[offset:]
+
+    def next(self) -> bytes:
+        if self._file is None:
+            return b""
+        block = self._file.read(self.chunk)
+        if len(block) < self.chunk:
+            self.close()
+        return block
+
+    @property
+    def done(self) -> bool:
+        """Everything has been read (no need for another :meth:`next`)."""
+        return self._file is None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def scan_file(path: str | os.PathLike[str]) -> ScannedFile:
