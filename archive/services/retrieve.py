@@ -158,21 +158,40 @@ def _identity(chunks: AsyncIterator[memoryview]) -> AsyncIterator[memoryview]:
     return chunks
 
 
-async def file_chunks(files: InstanceFiles, relative: str) -> AsyncIterator[memoryview]:
-    """The data set bytes of a stored file, read chunk by chunk in the store's I/O pool.
+class FileSource:
+    """A stored file's data set, its first chunk read ahead in the store's I/O pool.
 
-    A file of one chunk or less (most images) costs one trip to the pool.
+    Created for the sub-operation after the one in flight, so the next file is
+    read while the peer stores the current one; a file of one chunk or less (most
+    images) then costs no wait at all. :meth:`first` reports a read error before
+    anything is sent, so a missing file fails its sub-operation only.
     """
-    reader = DatasetReader(files.path(relative), CHUNK)
-    try:
-        block = await files.run(reader.first)
-        while block:
-            yield memoryview(block)
-            if reader.done:
-                break
-            block = await files.run(reader.next)
-    finally:
-        reader.close()
+
+    def __init__(self, files: InstanceFiles, relative: str) -> None:
+        self.files = files
+        self.reader = DatasetReader(files.path(relative), CHUNK)
+        self._first = asyncio.ensure_future(files.run(self.reader.first))
+
+    async def first(self) -> bytes:
+        return await self._first
+
+    async def chunks(self, first: bytes) -> AsyncIterator[memoryview]:
+        """The data set from ``first`` (what :meth:`first` gave) to the end."""
+        try:
+            block = first
+            while block:
+                yield memoryview(block)
+                if self.reader.done:
+                    break
+                block = await self.files.run(self.reader.next)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._first.done():
+            self.reader.close()
+        else:  # still reading in the pool: close once it is done
+            self._first.add_done_callback(lambda _: self.reader.close())
 
 
 class Retriever:
@@ -205,31 +224,55 @@ class Retriever:
             self.counts.record(self.queue.popleft().sop_instance_uid, None)
 
     async def run(self, target: StoreTarget) -> None:
-        """Send queued instances through ``target`` until the queue is empty or cancelled."""
+        """Send queued instances through ``target`` until the queue is empty or cancelled.
+
+        The next instance's file is read ahead while the current one is sent.
+        """
         contexts = target.store_contexts()
-        while self.queue and not self.cancelled:
-            row = self.queue.popleft()
-            status: int | None
-            try:
-                context, filtered = convert(row, contexts)
-            except NotConvertible as exc:
-                log.warning("sub-operation for instance %s failed: %s", row.sop_instance_uid, exc)
-                status = None
-            else:
+        ahead: tuple[InstanceRow, FileSource] | None = None
+        try:
+            while (self.queue or ahead) and not self.cancelled:
+                if ahead is None:
+                    row = self.queue.popleft()
+                    source = FileSource(self.files, row.path)
+                else:
+                    row, source = ahead
+                    ahead = None
+                if self.queue:
+                    upcoming = self.queue.popleft()
+                    ahead = (upcoming, FileSource(self.files, upcoming.path))
+                status: int | None
                 try:
-                    status = await self._send(target, row, context, filtered)
+                    status = await self._send(target, row, contexts, source)
                 except BaseException:
                     self.counts.record(row.sop_instance_uid, None)
                     raise
-            self.counts.record(row.sop_instance_uid, status)
+                self.counts.record(row.sop_instance_uid, status)
+        finally:
+            if ahead is not None:  # cancelled or failed: that one was not sent
+                ahead[1].close()
+                self.queue.appendleft(ahead[0])
 
     async def _send(
         self,
         target: StoreTarget,
         row: InstanceRow,
-        context: StoreContext,
-        filtered: Callable[[AsyncIterator[memoryview]], AsyncIterator[memoryview]],
+        contexts: Sequence[StoreContext],
+        source: FileSource,
     ) -> int | None:
+        """One C-STORE sub-operation; its status, or None if it could not be sent."""
+        try:
+            context, filtered = convert(row, contexts)
+            first = await source.first()
+        except NotConvertible as exc:
+            source.close()
+            log.warning("sub-operation for instance %s failed: %s", row.sop_instance_uid, exc)
+            return None
+        except OSError as exc:
+            source.close()
+            log.error("sub-operation for instance %s failed: cannot read its file: %s",
+                      row.sop_instance_uid, exc)  # fmt: skip
+            return None
         ae, message_id = self.originator or (None, None)
         command = CStoreRq(
             message_id=target.next_message_id(),
@@ -240,12 +283,9 @@ class Retriever:
             move_originator_message_id=message_id,
         )
         try:
-            rsp = await target.store(
-                context.id, command, filtered(file_chunks(self.files, row.path))
-            )
-        except OSError as exc:
-            log.error("cannot read stored instance %s: %s", row.sop_instance_uid, exc)
-            raise
+            rsp = await target.store(context.id, command, filtered(source.chunks(first)))
+        finally:
+            source.close()  # if the store failed before reading it all
         if category(rsp.status) not in (StatusCategory.SUCCESS, StatusCategory.WARNING):
             log.warning(
                 "sub-operation for instance %s: status %#06x%s",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
 import pytest
 
 from archive.dicom.dataset import Element, decode_dataset, encode_dataset
@@ -434,3 +435,19 @@ def test_move_to_unknown_destination_is_a801(
     assert final.status == 0xA801
     assert final.error_comment == "move destination 'NOWHERE' unknown"
     assert final.message_id_being_responded_to == 4
+
+
+def test_get_with_a_missing_file_fails_that_suboperation_only(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """The file is read (ahead) before its C-STORE-RQ goes out: nothing half-sent."""
+    root, stored = corpus_files
+    lost = stored[1]
+    broken = [msgspec.structs.replace(s, path="instances/gone.dcm") if s is lost else s
+              for s in stored]  # fmt: skip
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get((root, broken), tmp_path, channel)
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert failed_uids(responses[-1]) == [lost.attrs.sop_instance_uid]
+    assert lost.attrs.sop_instance_uid not in channel.received
+    assert len(channel.commands) == 4
