@@ -29,7 +29,8 @@ import msgspec
 
 from archive.dicom.dataset import DatasetError, decode_dataset
 from archive.dicom.dimse import CFindRq, CFindRsp, Command, Status
-from archive.dicom.query import QueryError, information_model, parse_identifier, response_identifier
+from archive.dicom.query import QueryError, information_model, parse_identifier
+from archive.dicom.query_response import response_encoder
 from archive.services.base import Provider, Request, Response, failure
 
 log = logging.getLogger("archive.query")
@@ -103,6 +104,7 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
         # FF01 when a key with a value was not matched on (one we do not hold, a
         # sequence item, a key below the level of a relational query), PS3.4 C.4.1.1.4.
         pending = int(Status.PENDING_WARNING if query.unsupported else Status.PENDING)
+        encode = response_encoder(query, request.transfer_syntax, retrieve_ae=settings.retrieve_ae)
         records = index.find(query, limit=limit + 1 if limit else None)
         try:
             async for record in records:
@@ -113,9 +115,7 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
                     status = int(Status.OUT_OF_RESOURCES)
                     comment = f"more than {limit} matches: narrow the query"
                     break
-                identifier = response_identifier(
-                    query, record, request.transfer_syntax, retrieve_ae=settings.retrieve_ae
-                )
+                identifier = encode(record)
                 sent += 1
                 yield Response(
                     CFindRsp(
