@@ -210,6 +210,8 @@ class ClientAssociation:
     ) -> AsyncIterator[tuple[CFindRsp | CMoveRsp | CGetRsp, bytes | None]]:
         await self.assoc.send(context_id, command, identifier)
         self._operation = (context_id, command.message_id)
+        # Responses are small, except the C-STORE sub-operations of a C-GET.
+        self.assoc.quickack_datasets = on_store is not None
         wait = self.assoc.timeouts.dimse if timeout is None else timeout
         try:
             while True:
@@ -243,6 +245,7 @@ class ClientAssociation:
                     raise AssociationAborted(_ended(self.assoc, item))
         finally:
             self._operation = None
+            self.assoc.quickack_datasets = True
 
     async def _store_suboperation(
         self, context_id: int, command: CStoreRq, on_store: StoreHandler
