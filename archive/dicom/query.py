@@ -382,8 +382,8 @@ def parse_identifier(
             if model is QueryModel.STUDY_ROOT and tag == UNIQUE_KEYS[Level.PATIENT]:
                 continue  # Patient ID is no unique key in Study Root
         text = _decode(element, vr, codecs)
-        # Only Patient Name has a casefolded column in the index to match against.
-        fold = fold_person_names and tag == _PATIENT_NAME
+        # Every PN key (PS3.4 C.2.2.2.1.1 leaves case to the site's choice).
+        fold = fold_person_names and vr == "PN"
         terms = _terms(vr, text, fold=fold, literal=purpose == "retrieve")
         if terms is None:
             continue

@@ -161,6 +161,9 @@ class Index:
             for _ in range(readers):
                 conn = await aiosqlite.connect(location, isolation_level=None)
                 pool.append(conn)
+                # Python's casefold (beyond ASCII, unlike lower()) for the
+                # case-insensitive matching of PN keys without a folded column.
+                await conn.create_function("casefold", 1, _casefold, deterministic=True)
                 for pragma in READER_PRAGMAS:
                     await conn.execute(pragma)
         except BaseException:
@@ -361,6 +364,10 @@ class Index:
         row = await self._fetch_one(SELECT_STATS, ())
         assert row is not None  # the totals row is created by migration 0001
         return Stats(*row)
+
+
+def _casefold(value: object) -> object:
+    return value.casefold() if isinstance(value, str) else value
 
 
 def _check(item: StoredInstance) -> None:

@@ -204,7 +204,10 @@ def _condition_sql(condition: Condition, parameters: list[object]) -> str:
         return f"st.pk IN (SELECT study_pk FROM {table} WHERE {inner})"
     column = _ALL_COLUMNS[condition.keyword]
     if condition.fold:
-        column = _FOLDED[condition.keyword]
+        # A casefolded column where the index keeps one (indexed); otherwise the
+        # readers' casefold() function (database.py), which no index serves: PN
+        # keys other than Patient Name are seldom the only key of a query.
+        column = _FOLDED.get(condition.keyword) or f"casefold({column})"
     return _terms_sql(column, condition, parameters)
 
 

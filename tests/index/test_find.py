@@ -39,6 +39,7 @@ def instances() -> list[StoredInstance]:
     a |= {"study_date": "20240101", "study_time": "101500", "study_description": "HEAD"}
     b = {"study": "1.2", "patient_id": "P1", "accession_number": "A2", **common}
     b |= {"study_date": "20240315", "study_time": "080000", "modality": "MR", "sop_class": MR}
+    a |= {"referring_physician_name": "Strauß^Ärztin"}
     c = {"study": "2.1", "patient_id": "P2", "accession_number": "A3", "patient_name": "Müller^Jö"}
     c |= {"study_date": "20231231", "study_time": "235959"}
     return [
@@ -82,6 +83,18 @@ CASES = [
     ),
     (q("STUDY", ("PatientName", "MÜLLER*"), fold_person_names=True), "StudyInstanceUID", ["2.1"]),
     (q("STUDY", ("PatientName", "*ll*")), "StudyInstanceUID", ["2.1"]),
+    # Every PN key folds with the option, not only Patient Name; casefold, not lower().
+    (q("STUDY", ("ReferringPhysicianName", "STRAUSS*")), "StudyInstanceUID", []),
+    (
+        q("STUDY", ("ReferringPhysicianName", "STRAUSS^ÄRZTIN"), fold_person_names=True),
+        "StudyInstanceUID",
+        ["1.1"],
+    ),
+    (
+        q("STUDY", ("ReferringPhysicianName", "strauß*"), fold_person_names=True),
+        "StudyInstanceUID",
+        ["1.1"],
+    ),
     (q("STUDY", ("StudyDate", "20240101-")), "StudyInstanceUID", ["1.1", "1.2"]),
     (q("STUDY", ("StudyDate", "-20240101")), "StudyInstanceUID", ["2.1", "1.1"]),
     (q("STUDY", ("StudyTime", "0800-1015")), "StudyInstanceUID", ["1.2", "1.1"]),
@@ -142,7 +155,7 @@ def test_study_record(tmp_path: Path) -> None:
         "AccessionNumber": "A1",
         "StudyID": "",
         "StudyDescription": "HEAD",
-        "ReferringPhysicianName": "",
+        "ReferringPhysicianName": "Strauß^Ärztin",
         "ModalitiesInStudy": "CT\\SR",
         "SOPClassesInStudy": f"{CT}\\{SR}",
         "NumberOfStudyRelatedSeries": 2,
