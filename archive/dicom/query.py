@@ -161,6 +161,9 @@ class Condition(msgspec.Struct, frozen=True):
     fold: bool = False
     #: The record value is a '\\'-joined multi-value; any value may match.
     multi_valued: bool = False
+    #: A Required Key: an entity whose value is zero length (unknown) matches,
+    #: PS3.4 C.2.2.1.2.
+    unknown_matches: bool = False
 
 
 class ReturnKey(msgspec.Struct, frozen=True):
@@ -397,7 +400,17 @@ def parse_identifier(
             continue
         kind = MatchKind.LIST if len(terms) > 1 else terms[0].kind
         conditions.append(
-            Condition(tag, info.keyword, vr, key_level, kind, terms, fold, info.multi_valued)
+            Condition(
+                tag,
+                info.keyword,
+                vr,
+                key_level,
+                kind,
+                terms,
+                fold,
+                info.multi_valued,
+                unknown_matches=info.required and purpose == "find",
+            )
         )
     if purpose == "retrieve":
         unique = UNIQUE_KEYS[level]
@@ -486,11 +499,14 @@ def matches(query: Query, record: Mapping[str, object]) -> bool:
     """Whether ``record`` (keyword -> value, as ``Index.find`` yields) matches.
 
     The reference matcher: slow, simple, and what the SQL translation must agree
-    with. A record value of None or '' matches no non-universal key.
+    with. A record value of None or '' (unknown) matches a Required Key whatever
+    its value (PS3.4 C.2.2.1.2), and no other non-universal key.
     """
     for condition in query.conditions:
         raw = record.get(condition.keyword)
-        if raw is None:
+        if raw is None or raw == "":
+            if condition.unknown_matches:
+                continue
             return False
         if not isinstance(raw, str | int):
             return False

@@ -74,6 +74,9 @@ class KeyInfo(NamedTuple):
     #: The record value is a DICOM multi-value ('\\'-joined): a key matches when
     #: any of its values does, PS3.4 C.2.2.3.
     multi_valued: bool = False
+    #: A Required Key of its level (R in PS3.4 Tables C.6-1 to C.6-5): an entity
+    #: whose value is zero length ("unknown") matches any value, C.2.2.1.2.
+    required: bool = False
 
 
 _P, _ST, _SE, _I = Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE
@@ -82,8 +85,8 @@ _P, _ST, _SE, _I = Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE
 KEYS: Mapping[int, KeyInfo] = MappingProxyType(
     {
         # Patient level, PS3.4 Table C.6-1 (Study Root: part of Table C.6-5).
-        0x00100010: KeyInfo("PatientName", "PN", _P),
-        0x00100020: KeyInfo("PatientID", "LO", _P),
+        0x00100010: KeyInfo("PatientName", "PN", _P, required=True),
+        0x00100020: KeyInfo("PatientID", "LO", _P, required=True),
         0x00100021: KeyInfo("IssuerOfPatientID", "LO", _P),
         0x00100030: KeyInfo("PatientBirthDate", "DA", _P),
         0x00100040: KeyInfo("PatientSex", "CS", _P),
@@ -91,10 +94,10 @@ KEYS: Mapping[int, KeyInfo] = MappingProxyType(
         0x00201202: KeyInfo("NumberOfPatientRelatedSeries", "IS", _P, matchable=False),
         0x00201204: KeyInfo("NumberOfPatientRelatedInstances", "IS", _P, matchable=False),
         # Study level, PS3.4 Table C.6-2 / C.6-5.
-        0x00080020: KeyInfo("StudyDate", "DA", _ST),
-        0x00080030: KeyInfo("StudyTime", "TM", _ST),
-        0x00080050: KeyInfo("AccessionNumber", "SH", _ST),
-        0x00200010: KeyInfo("StudyID", "SH", _ST),
+        0x00080020: KeyInfo("StudyDate", "DA", _ST, required=True),
+        0x00080030: KeyInfo("StudyTime", "TM", _ST, required=True),
+        0x00080050: KeyInfo("AccessionNumber", "SH", _ST, required=True),
+        0x00200010: KeyInfo("StudyID", "SH", _ST, required=True),
         0x0020000D: KeyInfo("StudyInstanceUID", "UI", _ST),
         0x00081030: KeyInfo("StudyDescription", "LO", _ST),
         0x00080090: KeyInfo("ReferringPhysicianName", "PN", _ST),
@@ -103,8 +106,8 @@ KEYS: Mapping[int, KeyInfo] = MappingProxyType(
         0x00201206: KeyInfo("NumberOfStudyRelatedSeries", "IS", _ST, matchable=False),
         0x00201208: KeyInfo("NumberOfStudyRelatedInstances", "IS", _ST, matchable=False),
         # Series level, PS3.4 Table C.6-3.
-        0x00080060: KeyInfo("Modality", "CS", _SE),
-        0x00200011: KeyInfo("SeriesNumber", "IS", _SE),
+        0x00080060: KeyInfo("Modality", "CS", _SE, required=True),
+        0x00200011: KeyInfo("SeriesNumber", "IS", _SE, required=True),
         0x0020000E: KeyInfo("SeriesInstanceUID", "UI", _SE),
         0x0008103E: KeyInfo("SeriesDescription", "LO", _SE),
         0x00180015: KeyInfo("BodyPartExamined", "CS", _SE),
@@ -112,7 +115,7 @@ KEYS: Mapping[int, KeyInfo] = MappingProxyType(
         0x00080031: KeyInfo("SeriesTime", "TM", _SE),
         0x00201209: KeyInfo("NumberOfSeriesRelatedInstances", "IS", _SE, matchable=False),
         # Composite object instance level, PS3.4 Table C.6-4.
-        0x00200013: KeyInfo("InstanceNumber", "IS", _I),
+        0x00200013: KeyInfo("InstanceNumber", "IS", _I, required=True),
         0x00080018: KeyInfo("SOPInstanceUID", "UI", _I),
         0x00080016: KeyInfo("SOPClassUID", "UI", _I),
         0x00080023: KeyInfo("ContentDate", "DA", _I),

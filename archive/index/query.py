@@ -208,7 +208,14 @@ def _condition_sql(condition: Condition, parameters: list[object]) -> str:
         # readers' casefold() function (database.py), which no index serves: PN
         # keys other than Patient Name are seldom the only key of a query.
         column = _FOLDED.get(condition.keyword) or f"casefold({column})"
-    return _terms_sql(column, condition, parameters)
+    sql = _terms_sql(column, condition, parameters)
+    if condition.unknown_matches:
+        # PS3.4 C.2.2.1.2: a Required Key of zero length is unknown and matches.
+        # Strings are '' when empty and numbers NULL (0001_initial.sql); both
+        # sides of the OR use the same index.
+        unknown = f"{column} IS NULL" if condition.vr in _INTEGER_VRS else f"{column} = ''"
+        sql = f"({unknown} OR {sql})"
+    return sql
 
 
 def _where(query: Query) -> tuple[str, list[object]]:

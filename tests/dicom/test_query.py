@@ -191,7 +191,11 @@ MATCHING = [
     ("AccessionNumber", "  ACC1 ", "ACC1", True),
     ("AccessionNumber", "acc1", "ACC1", False),
     ("AccessionNumber", "ACC1", "ACC10", False),
-    ("AccessionNumber", "ACC1", "", False),  # unknown matches only universal
+    # PS3.4 C.2.2.1.2: a Required Key of zero length is unknown and matches any value;
+    # an Optional Key of zero length matches only universal matching.
+    ("AccessionNumber", "ACC1", "", True),
+    ("StudyDescription", "HEAD", "", False),
+    ("StudyDescription", "H*", "", False),
     ("PatientName", "Smith^John", "SMITH^JOHN", False),
     ("StudyInstanceUID", "1.2.3\x00", "1.2.3", True),
     # List of UID Matching, C.2.2.2.2.
@@ -209,7 +213,7 @@ MATCHING = [
     ("PatientName", "SM?TH", "SMYTH", True),
     ("PatientName", "SM?TH", "SMIITH", False),
     ("PatientName", "SM?TH", "SMTH", False),
-    ("PatientName", "?*", "", False),
+    ("PatientName", "?*", "", True),  # Required: unknown matches
     ("PatientName", "smith*", "SMITH^J", False),
     ("StudyDescription", "A[B*", "A[BC", True),  # "[" is no class, in DICOM
     ("StudyDescription", "A[B*", "AB", False),
@@ -223,7 +227,7 @@ MATCHING = [
     ("StudyDate", "20060705-20060707", "20060708", False),
     ("StudyDate", "-20060707", "19991231", True),
     ("StudyDate", "-20060707", "20060708", False),
-    ("StudyDate", "-20060707", "", False),
+    ("StudyDate", "-20060707", "", True),  # Required: unknown matches
     ("StudyDate", "20060705-", "20250101", True),
     ("StudyDate", "20060705-", "20060704", False),
     ("StudyDate", "20060705", "20060705", True),
@@ -250,7 +254,8 @@ MATCHING = [
     ("SeriesNumber", "3", 3, True),
     ("SeriesNumber", " 003 ", 3, True),
     ("SeriesNumber", "3", 4, False),
-    ("SeriesNumber", "3", None, False),
+    ("SeriesNumber", "3", None, True),  # Required: unknown matches
+    ("PatientBirthDate", "19700101", "", False),  # Optional: it does not
     ("SeriesNumber", "3\\4", 4, True),
     ("Rows", "512", 512, True),
     # Multiple values, C.2.2.3: any value of the record may match.
@@ -294,7 +299,9 @@ def test_all_conditions_must_match() -> None:
     assert matches(q, {"PatientID": "P1", "StudyDate": "20240102"})
     assert not matches(q, {"PatientID": "P2", "StudyDate": "20240102"})
     assert not matches(q, {"PatientID": "P1", "StudyDate": "20231231"})
-    assert not matches(q, {"StudyDate": "20240102"})  # missing attribute
+    # A missing (unknown) Required Key matches; an Optional one does not.
+    assert matches(q, {"StudyDate": "20240102"})
+    assert not matches(query("STUDY", ("StudyDescription", "X")), {})
 
 
 # -- responses ---------------------------------------------------------------------------

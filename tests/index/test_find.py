@@ -302,3 +302,32 @@ def test_retrieve_plan_uses_indexes(tmp_path: Path) -> None:
         select, parameters, _ = retrieve_statements(query)
         plan = _plan(tmp_path / "index.sqlite", select, parameters)
         assert [s for s in plan if s.startswith("SCAN")] == [], plan
+
+
+def test_unknown_required_keys_match(tmp_path: Path) -> None:
+    """PS3.4 C.2.2.1.2: an entity with a zero-length Required Key matches any value for
+    it; a zero-length Optional Key matches only universal matching."""
+
+    async def scenario() -> list[list[Any]]:
+        index = await Index.open(tmp_path / "index.sqlite", durability="fast")
+        try:
+            dated = {"study": "3.1", "patient_id": "P3", "study_date": "20240101"}
+            dated |= {"accession_number": "A9", "study_description": "HEAD"}
+            undated = {"study": "3.2", "patient_id": "P3", "study_date": ""}
+            undated |= {"accession_number": "", "study_description": ""}
+            await index.add(make_instance(1, **dated))
+            await index.add(make_instance(1, **undated))
+            queries = [
+                q("STUDY", ("StudyDate", "20240101-20240131")),
+                q("STUDY", ("AccessionNumber", "A9")),
+                q("STUDY", ("StudyDescription", "HEAD")),
+                q("STUDY", ("StudyDate", "20250101"), ("StudyDescription", "*")),
+            ]
+            return [
+                sorted(r["StudyInstanceUID"] for r in await _all(index.find(query)))
+                for query in queries
+            ]
+        finally:
+            await index.close()
+
+    assert run(scenario()) == [["3.1", "3.2"], ["3.1", "3.2"], ["3.1"], ["3.2"]]
