@@ -46,6 +46,7 @@ A complete file with every default::
     [query]
     max_matches = 10000
     case_insensitive_names = false
+    match_unknown = true
 
     [retrieve]
     move_associations = 4
@@ -234,17 +235,24 @@ class QueryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 
     Attributes:
         max_matches: matches one C-FIND may return, >= 0 (0 = unlimited). A
-            query matching more ends with a failure status after none of them
-            is sent, so a careless "*" cannot stream the whole archive.
+            query matching more ends, after that many pending responses, with
+            0xA700 (Refused: Out of Resources) and an error comment, so a
+            careless "*" cannot stream the whole archive.
         case_insensitive_names: match Person Name (PN) attributes without
             regard to case. The standard makes PN matching case-sensitive
             (PS3.4 C.2.2.2.1), hence the default false; true is what most
             sites want ("smith" finding "SMITH^JOHN"), and what Orthanc does
             unless its CaseSensitivePN is set.
+        match_unknown: an entity whose Required Key (Study Date, Accession
+            Number, Patient Name, Modality...) is empty matches any value for
+            it, as PS3.4 C.2.2.1.2 requires ("the value is considered
+            unknown"); false matches empty values only by universal matching
+            (what Orthanc does), so a date range leaves out undated studies.
     """
 
     max_matches: int = 10000
     case_insensitive_names: bool = False
+    match_unknown: bool = True
 
 
 class RetrieveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

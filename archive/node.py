@@ -168,6 +168,7 @@ def qr_providers(config: Config, storage: Storage) -> dict[type, Provider]:
     find = FindSettings(
         max_matches=config.query.max_matches,
         fold_person_names=config.query.case_insensitive_names,
+        match_unknown=config.query.match_unknown,
         retrieve_ae=config.node.ae_title,
     )
     move = MoveSettings(

@@ -55,6 +55,7 @@ connect = 3.0
 [query]
 max_matches = 0
 case_insensitive_names = true
+match_unknown = false
 
 [retrieve]
 move_associations = 32
@@ -98,7 +99,9 @@ def test_defaults() -> None:
         transfer_syntaxes=(uids.EXPLICIT_VR_LE, uids.IMPLICIT_VR_LE),
     )
     assert config.timeouts == TimeoutsConfig(artim=30.0, network=60.0, dimse=30.0, connect=10.0)
-    assert config.query == QueryConfig(max_matches=10000, case_insensitive_names=False)
+    assert config.query == QueryConfig(
+        max_matches=10000, case_insensitive_names=False, match_unknown=True
+    )
     assert config.retrieve == RetrieveConfig(move_associations=4)
     assert config.peers == ()
     assert config.association.accepted_transfer_syntaxes == uids.ALL_TRANSFER_SYNTAXES
@@ -138,7 +141,7 @@ def test_full_file(tmp_path: Path) -> None:
             transfer_syntaxes=("1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2"),
         ),
         timeouts=TimeoutsConfig(artim=5.0, network=120.5, dimse=15.0, connect=3.0),
-        query=QueryConfig(max_matches=0, case_insensitive_names=True),
+        query=QueryConfig(max_matches=0, case_insensitive_names=True, match_unknown=False),
         retrieve=RetrieveConfig(move_associations=32),
         peers=(
             Peer(ae_title="PACS2", host="10.0.0.5", port=104),
@@ -510,7 +513,7 @@ def test_store_defaults() -> None:
         (
             "[query]\nlimit = 5",
             "query.limit",
-            "unknown key (known keys: max_matches, case_insensitive_names)",
+            "unknown key (known keys: max_matches, case_insensitive_names, match_unknown)",
         ),
         (
             "[retrieve]\nmax_pdu_length = 65536",

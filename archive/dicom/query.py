@@ -337,6 +337,7 @@ def parse_identifier(
     purpose: Literal["find", "retrieve"] = "find",
     fold_person_names: bool = False,
     relational: bool = False,
+    match_unknown: bool = True,
 ) -> Query:
     """The :class:`Query` an Identifier asks for (see the module docstring).
 
@@ -409,7 +410,7 @@ def parse_identifier(
                 terms,
                 fold,
                 info.multi_valued,
-                unknown_matches=info.required and purpose == "find",
+                unknown_matches=match_unknown and info.required and purpose == "find",
             )
         )
     if purpose == "retrieve":

@@ -52,6 +52,8 @@ class FindSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_matches: int = 10000
     #: Case-insensitive person name matching (off: PS3.4 C.2.2.2.1 is case-sensitive).
     fold_person_names: bool = False
+    #: An empty Required Key matches any value (PS3.4 C.2.2.1.2).
+    match_unknown: bool = True
     #: Our AE title, for Retrieve AE Title (0008,0054) in responses.
     retrieve_ae: str = ""
 
@@ -61,6 +63,7 @@ def parse_request(
     purpose: Literal["find", "retrieve"],
     *,
     fold_person_names: bool = False,
+    match_unknown: bool = True,
 ) -> Any:
     """The request's identifier as a query, or a :class:`QueryFailure`."""
     model = information_model(request.abstract_syntax)
@@ -73,6 +76,7 @@ def parse_request(
             model[0],
             purpose=purpose,
             fold_person_names=fold_person_names,
+            match_unknown=match_unknown,
             # Extended negotiation byte 0: relational queries / retrieval (PS3.4 C.5.1.1).
             relational=request.extended[:1] == b"\x01",
         )
@@ -93,7 +97,12 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
         command = request.command
         assert isinstance(command, CFindRq)
         started = time.monotonic()
-        query = parse_request(request, "find", fold_person_names=settings.fold_person_names)
+        query = parse_request(
+            request,
+            "find",
+            fold_person_names=settings.fold_person_names,
+            match_unknown=settings.match_unknown,
+        )
         if isinstance(query, QueryFailure):
             yield query_failure(command, query)
             return

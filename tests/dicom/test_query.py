@@ -429,3 +429,11 @@ def _read(data: bytes, transfer_syntax: str) -> pydicom.Dataset:
     ds = read_dataset(BytesIO(data), is_implicit_VR=implicit, is_little_endian=little)
     ds.decode()
     return ds
+
+
+def test_match_unknown_off_matches_empty_values_only_universally() -> None:
+    """[query] match_unknown = false: Orthanc's behaviour, not PS3.4 C.2.2.1.2's."""
+    q = query("STUDY", ("StudyDate", "20240101-"), match_unknown=False)
+    assert not matches(q, {"StudyDate": ""})
+    assert matches(q, {"StudyDate": "20240102"})
+    assert matches(query("STUDY", ("StudyDate", "20240101-")), {"StudyDate": ""})

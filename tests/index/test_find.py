@@ -322,6 +322,7 @@ def test_unknown_required_keys_match(tmp_path: Path) -> None:
                 q("STUDY", ("AccessionNumber", "A9")),
                 q("STUDY", ("StudyDescription", "HEAD")),
                 q("STUDY", ("StudyDate", "20250101"), ("StudyDescription", "*")),
+                q("STUDY", ("StudyDate", "20240101-20240131"), match_unknown=False),
             ]
             return [
                 sorted(r["StudyInstanceUID"] for r in await _all(index.find(query)))
@@ -330,4 +331,4 @@ def test_unknown_required_keys_match(tmp_path: Path) -> None:
         finally:
             await index.close()
 
-    assert run(scenario()) == [["3.1", "3.2"], ["3.1", "3.2"], ["3.1"], ["3.2"]]
+    assert run(scenario()) == [["3.1", "3.2"], ["3.1", "3.2"], ["3.1"], ["3.2"], ["3.1"]]
