@@ -38,6 +38,7 @@ import msgspec
 from archive.dicom.dataset import Element, encode_dataset
 from archive.dicom.dimse import CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, Status
 from archive.dicom.dimse.status import StatusCategory, category
+from archive.dicom.filemeta import FileMetaError
 from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, NATIVE_TRANSFER_SYNTAXES
 from archive.dicom.ul.negotiation import MAX_CONTEXTS
 from archive.errors import ArchiveError
@@ -268,7 +269,7 @@ class Retriever:
             source.close()
             log.warning("sub-operation for instance %s failed: %s", row.sop_instance_uid, exc)
             return None
-        except OSError as exc:
+        except (OSError, FileMetaError) as exc:  # gone, unreadable, or not Part 10
             source.close()
             log.error("sub-operation for instance %s failed: cannot read its file: %s",
                       row.sop_instance_uid, exc)  # fmt: skip
@@ -502,9 +503,11 @@ async def _move_worker(
         log.warning("C-MOVE: cannot associate with %s: %s", destination, exc)
         return
     try:
-        async with assoc:
+        async with assoc:  # an error inside aborts the sub-association
             await retriever.run(assoc)
-    except AssociationError as exc:
+    except (AssociationError, OSError) as exc:
+        # OSError: a file failed in the middle of its C-STORE; that sub-operation
+        # is counted failed and the others go on the other associations or fail.
         log.warning("C-MOVE: association with %s ended: %s", destination, exc)
 
 

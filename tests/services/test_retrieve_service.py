@@ -451,3 +451,21 @@ def test_get_with_a_missing_file_fails_that_suboperation_only(
     assert failed_uids(responses[-1]) == [lost.attrs.sop_instance_uid]
     assert lost.attrs.sop_instance_uid not in channel.received
     assert len(channel.commands) == 4
+
+
+def test_get_with_an_empty_file_fails_that_suboperation_only(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """A stored file cut to nothing (power loss under durability = "fast") is no
+    Part 10 file: its sub-operation fails, the C-GET goes on."""
+    root, stored = corpus_files
+    empty = tmp_path / "instances" / "empty.dcm"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    lost = stored[2]
+    broken = [msgspec.structs.replace(s, path=str(empty)) if s is lost else s for s in stored]
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get((root, broken), tmp_path, channel)
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert failed_uids(responses[-1]) == [lost.attrs.sop_instance_uid]
+    assert len(channel.commands) == 4
