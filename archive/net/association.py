@@ -67,6 +67,18 @@ class AssociationAborted(AssociationError):
     code: ClassVar[str] = "net.association.aborted"
 
 
+class DatasetEnded(AssociationAborted):
+    """The association ended before the last fragment of a data set arrived."""
+
+    code: ClassVar[str] = "net.association.dataset_ended"
+
+
+class DatasetTooLarge(AssociationError):
+    """A data set read whole was over its limit (the rest of it was read and dropped)."""
+
+    code: ClassVar[str] = "net.association.dataset_too_large"
+
+
 class AssociationTimeout(AssociationError):
     """A timer ran out (connect, ARTIM, DIMSE or network)."""
 
@@ -213,6 +225,35 @@ class Association:
                 return event
             # An AReleaseRp or association PDU here was already dealt with by the
             # machine (it aborts on anything unexpected); keep reading.
+
+    async def fragments(self, timeout: float | None = None) -> AsyncIterator[memoryview]:
+        """The fragments of the data set that follows the command just received.
+
+        Raises :class:`DatasetEnded` if the association ends first.
+        """
+        while True:
+            item = await self.receive(timeout)
+            if type(item) is not DatasetFragment:
+                raise DatasetEnded("the association ended in the middle of a data set")
+            yield item.data
+            if item.last:
+                return
+
+    async def read_dataset(self, limit: int, timeout: float | None = None) -> bytes:
+        """That data set read whole: for small ones (identifiers, C-FIND matches).
+
+        Past ``limit`` bytes the rest is read and dropped, then
+        :class:`DatasetTooLarge` is raised, so the association stays usable.
+        """
+        parts: list[bytes] = []
+        size = 0
+        async for data in self.fragments(timeout):
+            size += len(data)
+            if size <= limit:
+                parts.append(bytes(data))
+        if size > limit:
+            raise DatasetTooLarge(f"data set of {size} bytes, over {limit}")
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def abort_for(self, exc: RemoteProtocolError) -> None:
         """Abort because the peer broke PS3.7/PS3.8 above the PDU codec."""

@@ -49,6 +49,7 @@ from archive.net.association import (
     AssociationAborted,
     AssociationRejected,
     AssociationTimeout,
+    DatasetTooLarge,
     Outcome,
     Timeouts,
 )
@@ -185,19 +186,11 @@ class ClientAssociation:
 
     async def _dataset(self) -> bytes:
         """The data set following the command just received, read whole (bounded)."""
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            item = await self.assoc.receive(timeout=self.assoc.timeouts.dimse)
-            if not isinstance(item, DatasetFragment):
-                raise AssociationAborted("the association ended inside a response data set")
-            size += len(item.data)
-            if size > MAX_RESPONSE_DATASET:
-                self.abort()
-                raise AssociationAborted(f"response data set over {MAX_RESPONSE_DATASET} bytes")
-            parts.append(bytes(item.data))
-            if item.last:
-                return b"".join(parts)
+        try:
+            return await self.assoc.read_dataset(MAX_RESPONSE_DATASET, self.assoc.timeouts.dimse)
+        except DatasetTooLarge as exc:
+            self.abort()
+            raise AssociationAborted(f"response {exc}") from None
 
     async def _operation_responses(
         self,
@@ -252,7 +245,7 @@ class ClientAssociation:
     ) -> None:
         """Answer one C-STORE sub-operation of a C-GET (we are its SCP)."""
         context = self.negotiated.contexts.get(context_id)
-        fragments = self._fragments()
+        fragments = self.assoc.fragments(self.assoc.timeouts.dimse)
         if context is None or not context.scp_role:
             status = int(Status.SOP_CLASS_NOT_SUPPORTED)
         else:
@@ -268,15 +261,6 @@ class ClientAssociation:
                 status=status,
             ),
         )
-
-    async def _fragments(self) -> AsyncIterator[memoryview]:
-        while True:
-            item = await self.assoc.receive(timeout=self.assoc.timeouts.dimse)
-            if not isinstance(item, DatasetFragment):
-                raise AssociationAborted("the association ended inside a C-STORE data set")
-            yield item.data
-            if item.last:
-                return
 
     async def find(
         self, context_id: int, identifier: bytes, *, priority: int = 0

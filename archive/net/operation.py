@@ -7,9 +7,10 @@ runs the provider in a task of its own and goes on reading; what it reads for th
 operation comes here: :meth:`Operation.deliver` sets the cancel flag or resolves
 the sub-operation waiting for that C-STORE-RSP.
 
-The identifier is read whole before the operation starts: it is small (a few
-hundred bytes), bounded by :data:`MAX_IDENTIFIER`, and the provider needs all of
-it before it can do anything.
+The identifier is read whole before the operation starts
+(``Association.read_dataset``): it is small (a few hundred bytes), bounded by
+:data:`MAX_IDENTIFIER`, and the provider needs all of it before it can do
+anything.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from archive.dicom.dimse import (
     Command,
     CStoreRq,
     CStoreRsp,
-    DatasetFragment,
 )
 from archive.dicom.ul.negotiation import AcceptedContext
 from archive.net.association import Association, AssociationAborted, AssociationTimeout
@@ -32,31 +32,6 @@ from archive.services import Cancel
 #: Largest C-FIND/C-MOVE/C-GET identifier we read (bytes). Real ones are under
 #: 2 KiB; this only stops a peer from making us buffer without end.
 MAX_IDENTIFIER = 1 << 20
-
-
-class IdentifierTooLarge(Exception):
-    """The identifier is larger than :data:`MAX_IDENTIFIER` (it was drained)."""
-
-
-async def read_identifier(assoc: Association) -> bytes | None:
-    """The data set that follows the command just received; None if the association ended.
-
-    Raises :class:`IdentifierTooLarge` after reading (and dropping) the rest of an
-    oversized one, so the association stays usable for the failure response.
-    """
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        item = await assoc.receive()
-        if not isinstance(item, DatasetFragment):
-            return None
-        size += len(item.data)
-        if size <= MAX_IDENTIFIER:
-            parts.append(bytes(item.data))
-        if item.last:
-            if size > MAX_IDENTIFIER:
-                raise IdentifierTooLarge(f"identifier of {size} bytes")
-            return b"".join(parts)
 
 
 class GetChannel:

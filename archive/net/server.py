@@ -41,12 +41,14 @@ from archive.dicom.ul.pdu import AAssociateAc, AAssociateRj, AAssociateRq, ARele
 from archive.net.association import (
     Association,
     AssociationError,
+    DatasetEnded,
+    DatasetTooLarge,
     MessageEvent,
     Outcome,
     Timeouts,
 )
 from archive.net.connection import Connection
-from archive.net.operation import GetChannel, IdentifierTooLarge, Operation, read_identifier
+from archive.net.operation import MAX_IDENTIFIER, GetChannel, Operation
 from archive.services import Cancel, DatasetInterrupted, Registry, Request, failure
 
 log = logging.getLogger("archive.net")
@@ -226,13 +228,13 @@ class Server:
         command = received.command
         assert isinstance(command, _OPERATIONS)
         try:
-            identifier = await read_identifier(assoc) if command.has_dataset else b""
-        except IdentifierTooLarge as exc:
-            response = failure(command, Status.CANNOT_UNDERSTAND, f"{exc}: too large")
+            identifier = await assoc.read_dataset(MAX_IDENTIFIER) if command.has_dataset else b""
+        except DatasetTooLarge as exc:
+            response = failure(command, Status.CANNOT_UNDERSTAND, str(exc))
             if response is not None:
                 await assoc.send(received.context_id, response.command)
             return None
-        if identifier is None:
+        except DatasetEnded:
             return None  # the association ended in the middle of it
         cancel = Cancel()
         channel = GetChannel(assoc, self.timeouts.dimse) if isinstance(command, CGetRq) else None
@@ -354,14 +356,12 @@ async def _receive_during(assoc: Association, operation: Operation) -> MessageEv
 
 
 async def _fragments(assoc: Association) -> AsyncIterator[memoryview]:
-    """The current message's data set fragments, pulled from the association."""
-    while True:
-        item = await assoc.receive()
-        if not isinstance(item, DatasetFragment):
-            raise DatasetInterrupted("association ended in the middle of a data set")
-        yield item.data
-        if item.last:
-            return
+    """The current message's data set fragments, for a provider (services' error)."""
+    try:
+        async for data in assoc.fragments():
+            yield data
+    except DatasetEnded as exc:
+        raise DatasetInterrupted(str(exc)) from None
 
 
 @contextlib.asynccontextmanager
