@@ -11,6 +11,7 @@ code the server does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from types import TracebackType
@@ -122,7 +123,8 @@ class Storage:
     async def close(self) -> None:
         if self.index is not None:
             await self.index.close()
-        self.files.close()
+        # Waits for the I/O pool's last jobs (marker removals): not on the loop.
+        await asyncio.to_thread(self.files.close)
 
 
 class Node:

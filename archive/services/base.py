@@ -14,7 +14,6 @@ C-STORE sub-operations through a :class:`StoreTarget` on the same association
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
@@ -47,22 +46,18 @@ class DatasetInterrupted(ArchiveError):
 
 
 class Cancel:
-    """Set when the peer sends a C-CANCEL-RQ for the operation (PS3.7 9.1.2.1.2)."""
+    """Set when the peer sends a C-CANCEL-RQ for the operation (PS3.7 9.1.2.1.2).
 
-    __slots__ = ("_event",)
+    A flag the provider checks between matches or sub-operations.
+    """
+
+    __slots__ = ("requested",)
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self.requested = False
 
     def set(self) -> None:
-        self._event.set()
-
-    @property
-    def requested(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
+        self.requested = True
 
 
 class StoreContext(Protocol):

@@ -112,7 +112,12 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
         comment: str | None = None
         # FF01 when a key with a value was not matched on (one we do not hold, a
         # sequence item, a key below the level of a relational query), PS3.4 C.4.1.1.4.
-        pending = int(Status.PENDING_WARNING if query.unsupported else Status.PENDING)
+        pending = CFindRsp(
+            message_id_being_responded_to=command.message_id,
+            affected_sop_class_uid=command.affected_sop_class_uid,
+            status=Status.PENDING_WARNING if query.unsupported else Status.PENDING,
+            has_dataset=True,
+        )  # the same for every match: built once
         encode = response_encoder(query, request.transfer_syntax, retrieve_ae=settings.retrieve_ae)
         records = index.find(query, limit=limit + 1 if limit else None)
         try:
@@ -124,17 +129,8 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
                     status = int(Status.OUT_OF_RESOURCES)
                     comment = f"more than {limit} matches: narrow the query"
                     break
-                identifier = encode(record)
                 sent += 1
-                yield Response(
-                    CFindRsp(
-                        message_id_being_responded_to=command.message_id,
-                        affected_sop_class_uid=command.affected_sop_class_uid,
-                        status=pending,
-                        has_dataset=True,
-                    ),
-                    identifier,
-                )
+                yield Response(pending, encode(record))
         finally:
             close = getattr(records, "aclose", None)  # an async generator: end its read now
             if close is not None:
@@ -148,13 +144,7 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
             (time.monotonic() - started) * 1000,
             status,
         )
-        yield Response(
-            CFindRsp(
-                message_id_being_responded_to=command.message_id,
-                affected_sop_class_uid=command.affected_sop_class_uid,
-                status=status,
-                error_comment=comment,
-            )
-        )
+        yield Response(msgspec.structs.replace(pending, status=status, error_comment=comment,
+                                               has_dataset=False))  # fmt: skip
 
     return c_find

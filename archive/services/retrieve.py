@@ -189,10 +189,13 @@ class FileSource:
             self.close()
 
     def close(self) -> None:
-        if self._first.done():
-            self.reader.close()
-        else:  # still reading in the pool: close once it is done
-            self._first.add_done_callback(lambda _: self.reader.close())
+        """Close the file, now or once the read ahead ends (its error, if any, unused)."""
+        self._first.add_done_callback(self._closed)
+
+    def _closed(self, first: asyncio.Future[bytes]) -> None:
+        if not first.cancelled():
+            first.exception()  # retrieved: a read ahead never sent fails quietly
+        self.reader.close()
 
 
 class Retriever:
