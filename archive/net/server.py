@@ -184,9 +184,13 @@ class Server:
     async def _serve(self, assoc: Association) -> None:
         """The established association: requests in, responses out, until it ends."""
         operation: Operation | None = None
+        release = False  # an A-RELEASE-RQ came while an operation ran
         try:
             while True:
                 if operation is None:
+                    if release:
+                        await assoc.answer_release()
+                        return
                     item = await assoc.receive()
                 else:
                     received = await _receive_during(assoc, operation)
@@ -199,10 +203,13 @@ class Server:
                     if operation is not None:
                         if operation.deliver(item.command):
                             continue
-                        # A new request while one runs: the peer ignored the
-                        # (1, 1) asynchronous operations window; finish first.
-                        await operation.task
-                        operation = None
+                        # A new request while one runs: the peer broke the (1, 1)
+                        # asynchronous operations window we agreed (PS3.7 D.3.3.3).
+                        # Waiting without reading could leave a C-GET waiting for
+                        # C-STORE-RSPs nobody reads; end it instead.
+                        assoc.abort("request while an operation was outstanding")
+                        await assoc.wait_closed()
+                        return
                     if isinstance(item.command, _OPERATIONS):
                         operation = await self._start(assoc, item)
                     elif not item.command.command_field & 0x8000:
@@ -211,11 +218,11 @@ class Server:
                 elif isinstance(item, DatasetFragment):
                     continue  # the rest of a data set nobody wanted; already answered
                 elif isinstance(item, AReleaseRq):
-                    if operation is not None:
-                        await operation.task  # bounded by its own timeouts
-                        operation = None
-                    await assoc.answer_release()
-                    return
+                    # With an operation running, answer once it ends and read on
+                    # meanwhile (an abort); its responses may still go out (AR-7).
+                    release = True
+                    if operation is None:
+                        continue
                 else:
                     await assoc.wait_closed()
                     return

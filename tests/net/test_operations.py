@@ -10,6 +10,7 @@ pynetdicom's are used as the peer.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from archive.config import Config, parse_config
@@ -20,11 +21,14 @@ from archive.dicom.dimse import (
     CFindRsp,
     CGetRq,
     CGetRsp,
+    CommandReceived,
     CStoreRq,
+    DatasetFragment,
     Status,
 )
+from archive.dicom.errors import AbortSource
 from archive.dicom.ul.negotiation import default_acceptor_policy
-from archive.dicom.ul.pdu import RoleSelection
+from archive.dicom.ul.pdu import AAbort, RoleSelection
 from archive.net import Timeouts, associate, serving
 from archive.services import Registry, Request, Response, c_echo
 from archive.services.base import Provider
@@ -32,6 +36,7 @@ from archive.services.base import Provider
 CT = "1.2.840.10008.5.1.4.1.1.2"
 FIND = uids.STUDY_ROOT_QR_FIND
 GET = uids.STUDY_ROOT_QR_GET
+ECHO = uids.VERIFICATION
 ELE = uids.EXPLICIT_VR_LE
 SHORT = Timeouts(artim=3.0, network=2.0, dimse=5.0, connect=3.0)
 
@@ -197,3 +202,36 @@ def test_get_suboperations_on_the_callers_association() -> None:
     assert [uid for uid, _ in received] == ["1.2.3.0", "1.2.3.1", "1.2.3.2", "1.2.3.3"]
     assert all(data == payload for _, data in received)
     assert responses == [(0xFF00, 0), (0xFF00, 0), (0xFF00, 1), (0xFF00, 1), (0xB000, 1)]
+
+
+def test_a_second_request_while_an_operation_runs_aborts() -> None:
+    """The (1, 1) asynchronous operations window broken: the association ends with
+    an A-ABORT at once, instead of the server waiting without reading."""
+    ticks: list[int] = []
+
+    async def main() -> tuple[object, float]:
+        registry = Registry({CFindRq: slow_find(ticks, pause=0.05), CEchoRq: c_echo})
+        cfg = config()
+        async with serving(cfg, default_acceptor_policy(cfg), registry) as server:
+            client = await associate("127.0.0.1", server.port, calling_ae="SCU",
+                                     called_ae="ARCHIVE",
+                                     contexts=[(FIND, [ELE]), (uids.VERIFICATION, [ELE])],
+                                     timeouts=SHORT)  # fmt: skip
+            find = client.negotiated.context_for(FIND)
+            echo = client.negotiated.context_for(uids.VERIFICATION)
+            assert find is not None
+            assert echo is not None
+            started = time.monotonic()
+            rq = CFindRq(message_id=1, affected_sop_class_uid=FIND)
+            await client.assoc.send(find.id, rq, b"IDENT!")
+            await client.assoc.send(echo.id, CEchoRq(message_id=2, affected_sop_class_uid=ECHO))
+            while True:
+                item = await client.assoc.receive(timeout=5.0)
+                if not isinstance(item, CommandReceived | DatasetFragment):
+                    client.abort()
+                    return item, time.monotonic() - started
+
+    ended, seconds = asyncio.run(main())
+    assert isinstance(ended, AAbort)
+    assert ended.source == AbortSource.SERVICE_USER
+    assert seconds < 2.0  # the 1,000-match query would take 50 s
