@@ -131,6 +131,7 @@ class FileStore:
         self.durable = durable
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="archive-io")
         self._folders: set[Path] = set()
+        self._lock = -1  # the data folder's lock (lock.py), held while open
         self._folder_lock = threading.Lock()
         self._released: list[Path] = []
         self._release_job: Future[None] | None = None
@@ -148,7 +149,10 @@ class FileStore:
         await self.run(self._open_sync)
 
     def _open_sync(self) -> None:
+        from archive.store.lock import lock_data_folder  # lock.py builds on this module
+
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_data_folder(self.root)
         for name in (INSTANCES, TMP):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.root / name)
@@ -158,7 +162,12 @@ class FileStore:
         self._folders.add(self.root / INSTANCES)
 
     def close(self) -> None:
+        from archive.store.lock import unlock_data_folder
+
         self._pool.shutdown(wait=True)
+        if self._lock >= 0:
+            unlock_data_folder(self._lock)
+            self._lock = -1
 
     def begin(self, sop_instance_uid: str, file_meta: bytes) -> FileWriter:
         """Start writing one instance; ``file_meta`` is its preamble and group 0002."""

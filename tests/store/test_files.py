@@ -489,3 +489,24 @@ def test_recover(store: FileStore) -> None:
     assert final.read_bytes() == b"placed"
     assert not store.path(relative_path(half_uid)).exists()
     assert run(store.recover) == []
+
+
+def test_a_second_process_cannot_open_the_data_folder(tmp_path: Path) -> None:
+    """Recovery takes in-flight markers for crash debris: only one opener at a time.
+    flock is per open file description, so a second FileStore in this process
+    stands for a second process (an import beside a running node)."""
+    from archive.store.lock import DataFolderInUse
+
+    async def scenario() -> None:
+        first = FileStore(tmp_path, durable=False)
+        await first.open()
+        second = FileStore(tmp_path, durable=False)
+        with pytest.raises(DataFolderInUse, match="in use by another archive process"):
+            await second.open()
+        second.close()
+        first.close()
+        third = FileStore(tmp_path, durable=False)
+        await third.open()  # released on close
+        third.close()
+
+    asyncio.run(scenario())
