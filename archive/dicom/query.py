@@ -24,8 +24,10 @@ Conformance choices (implementation-defined or lenient on purpose):
   22:30:59.999999. ACR-NEMA separators (``:`` in TM, ``.`` in DA) are accepted in
   keys. Combined date-time matching (C.2.2.2.5.4) is an extended negotiation we do
   not offer: StudyDate and StudyTime ranges match independently.
-* An empty value in the index matches only Universal Matching (and ``*``); we do
-  not apply the "zero length Required Key matches everything" reading of C.2.2.1.2.
+* A zero-length value of a Required Key (``KeyInfo.required``) is unknown and
+  matches any value (C.2.2.1.2), unless ``match_unknown`` is off
+  (``[query] match_unknown = false``); an empty value of any other key matches
+  only Universal Matching (and ``*``).
 * Sequence keys (C.2.2.2.6): we hold no sequence attribute; a sequence key is a
   return key answered with an empty sequence, and item keys are not matched (the
   key is listed in :attr:`Query.unsupported`, for a Pending Warning FF01).
@@ -92,7 +94,6 @@ QUERY_RETRIEVE_VIEW = 0x00080053
 RETRIEVE_AE_TITLE = 0x00080054
 INSTANCE_AVAILABILITY = 0x00080056
 TIMEZONE_OFFSET_FROM_UTC = 0x00080201
-_PATIENT_NAME = 0x00100010
 
 #: VRs for which "*" and "?" are wild cards, PS3.4 C.2.2.2.4.
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
@@ -435,7 +436,7 @@ def _vr(element: Element) -> str:
     if element.vr != "UN":
         return element.vr
     # Implicit VR: the dictionary knows; an unknown tag stays UN.
-    return dictionary.vr_of(element.tag) or "UN"
+    return dictionary.vr_of(element.tag)
 
 
 def _response_keys(

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Literal, NamedTuple
 
+from archive.dicom import uids
+
 __all__ = [
     "KEYS",
     "LEVEL_ORDER",
@@ -52,12 +54,12 @@ LEVEL_ORDER: Mapping[Level, int] = MappingProxyType(
 #: PS3.6 Annex A.
 QR_SOP_CLASSES: Mapping[str, tuple[QueryModel, Literal["find", "move", "get"]]] = MappingProxyType(
     {
-        "1.2.840.10008.5.1.4.1.2.1.1": (QueryModel.PATIENT_ROOT, "find"),
-        "1.2.840.10008.5.1.4.1.2.1.2": (QueryModel.PATIENT_ROOT, "move"),
-        "1.2.840.10008.5.1.4.1.2.1.3": (QueryModel.PATIENT_ROOT, "get"),
-        "1.2.840.10008.5.1.4.1.2.2.1": (QueryModel.STUDY_ROOT, "find"),
-        "1.2.840.10008.5.1.4.1.2.2.2": (QueryModel.STUDY_ROOT, "move"),
-        "1.2.840.10008.5.1.4.1.2.2.3": (QueryModel.STUDY_ROOT, "get"),
+        uids.PATIENT_ROOT_QR_FIND: (QueryModel.PATIENT_ROOT, "find"),
+        uids.PATIENT_ROOT_QR_MOVE: (QueryModel.PATIENT_ROOT, "move"),
+        uids.PATIENT_ROOT_QR_GET: (QueryModel.PATIENT_ROOT, "get"),
+        uids.STUDY_ROOT_QR_FIND: (QueryModel.STUDY_ROOT, "find"),
+        uids.STUDY_ROOT_QR_MOVE: (QueryModel.STUDY_ROOT, "move"),
+        uids.STUDY_ROOT_QR_GET: (QueryModel.STUDY_ROOT, "get"),
     }
 )
 

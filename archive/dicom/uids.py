@@ -34,9 +34,6 @@ __all__ = [
     "PATIENT_ROOT_QR_GET",
     "PATIENT_ROOT_QR_MOVE",
     "QR_CLASSES",
-    "QR_FIND_CLASSES",
-    "QR_GET_CLASSES",
-    "QR_MOVE_CLASSES",
     "STORAGE_SOP_CLASSES",
     "STORAGE_SOP_CLASS_KEYWORDS",
     "STUDY_ROOT_QR_FIND",
@@ -59,10 +56,16 @@ PATIENT_ROOT_QR_GET = "1.2.840.10008.5.1.4.1.2.1.3"
 STUDY_ROOT_QR_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_QR_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 STUDY_ROOT_QR_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-QR_FIND_CLASSES = frozenset({PATIENT_ROOT_QR_FIND, STUDY_ROOT_QR_FIND})
-QR_MOVE_CLASSES = frozenset({PATIENT_ROOT_QR_MOVE, STUDY_ROOT_QR_MOVE})
-QR_GET_CLASSES = frozenset({PATIENT_ROOT_QR_GET, STUDY_ROOT_QR_GET})
-QR_CLASSES = QR_FIND_CLASSES | QR_MOVE_CLASSES | QR_GET_CLASSES
+QR_CLASSES = frozenset(
+    {
+        PATIENT_ROOT_QR_FIND,
+        PATIENT_ROOT_QR_MOVE,
+        PATIENT_ROOT_QR_GET,
+        STUDY_ROOT_QR_FIND,
+        STUDY_ROOT_QR_MOVE,
+        STUDY_ROOT_QR_GET,
+    }
+)
 
 #: Storage SOP classes an archive meets that the generated table (pynetdicom's
 #: list) lacks: current ones of PS3.4 Table B.5-1 pynetdicom 3.0.4 omits, and

@@ -35,12 +35,11 @@ from archive.dicom.errors import (
 )
 from archive.dicom.uids import (
     ACCEPTED_STORAGE_SOP_CLASSES,
-    DEFLATED_EXPLICIT_VR_LE,
-    EXPLICIT_VR_BE,
     EXPLICIT_VR_LE,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     IMPLICIT_VR_LE,
+    NATIVE_TRANSFER_SYNTAXES,
     QR_CLASSES,
     VERIFICATION,
 )
@@ -186,9 +185,7 @@ class Negotiated(msgspec.Struct, frozen=True, kw_only=True):
 
 #: Transfer syntaxes a Q/R identifier may come in (PS3.5 A.1-A.3, A.5): the
 #: native ones; an identifier has no pixel data to compress.
-_IDENTIFIER_SYNTAXES = frozenset(
-    {IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_EXPLICIT_VR_LE}
-)
+_IDENTIFIER_SYNTAXES = frozenset(NATIVE_TRANSFER_SYNTAXES)
 #: Q/R extended negotiation we support (PS3.4 C.5.1.1, C.5.2.1, C.5.3.1): byte 0,
 #: relational queries (FIND) / relational retrieval (MOVE, GET). Not combined
 #: date-time matching, fuzzy person-name matching or timezone adjustment (bytes 1-3).
