@@ -3,8 +3,8 @@
 The providers here are fakes (no index): what is under test is the driver's part,
 C-CANCEL reaching a running operation, C-GET sub-operations sent on the caller's
 association with their C-STORE-RSPs routed back, the idle timeout not firing
-while we answer, and a release waiting for the operation. Both our SCU and
-pynetdicom's are used as the peer.
+while we answer, and a second request during an operation ending the
+association. Our SCU is the peer; pynetdicom's and DCMTK's are in tests/interop.
 """
 
 from __future__ import annotations

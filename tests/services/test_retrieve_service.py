@@ -20,6 +20,7 @@ import pytest
 from archive.dicom.dataset import Element, decode_dataset, encode_dataset
 from archive.dicom.dimse import CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, CStoreRsp
 from archive.index import Index, InstanceRow, StoredInstance
+from archive.services import retrieve
 from archive.services.base import Cancel, Request, Response
 from archive.services.retrieve import (
     FAILED_SOP_INSTANCE_UID_LIST,
@@ -309,10 +310,6 @@ def test_get_all_completed_bytes_as_stored(
     responses = get(corpus_files, tmp_path, channel)
     assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
     assert responses[-1].dataset is None
-    pendings = [counts(r) for r in responses[:-1]]
-    assert all(p[0] == 0xFF00 for p in pendings)
-    # Remaining never grows and every pending adds up to the total.
-    assert all(p[1] is not None and p[1] + p[2] + p[3] + p[4] == 5 for p in pendings)  # type: ignore[operator]
     for item in stored:
         data = split_part10((root / item.path).read_bytes())[1]
         assert channel.received[item.attrs.sop_instance_uid] == data
@@ -469,3 +466,33 @@ def test_get_with_an_empty_file_fails_that_suboperation_only(
     assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
     assert failed_uids(responses[-1]) == [lost.attrs.sop_instance_uid]
     assert len(channel.commands) == 4
+
+
+def test_get_pending_responses_carry_the_counts(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pending C-GET-RSPs (at most one per PENDING_INTERVAL): remaining falls and
+    every response adds up to the total (PS3.4 C.4.3.1.4)."""
+    monkeypatch.setattr(retrieve, "PENDING_INTERVAL", 0.001)
+    channel = SlowChannel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    pendings = [counts(r) for r in responses[:-1]]
+    assert len(pendings) >= 3  # one per sub-operation, bar the last
+    assert all(p[0] == 0xFF00 for p in pendings)
+    remaining = [p[1] for p in pendings]
+    assert remaining == sorted(remaining, reverse=True)  # type: ignore[type-var]
+    assert len(set(remaining)) == len(remaining)
+    assert all(p[1] + p[2] + p[3] + p[4] == 5 for p in pendings)  # type: ignore[operator]
+
+
+class SlowChannel(Channel):
+    """A peer that takes 20 ms per C-STORE: the provider reports between them."""
+
+    async def store(
+        self, context_id: int, command: CStoreRq, chunks: AsyncIterator[bytes | memoryview]
+    ) -> CStoreRsp:
+        await asyncio.sleep(0.02)
+        return await super().store(context_id, command, chunks)
