@@ -20,6 +20,8 @@ from pathlib import Path
 
 import msgspec
 
+from archive.dicom.filemeta import FileMetaError
+from archive.dicom.header import HeaderError
 from archive.index import DuplicateInstanceError, StoredInstance
 from archive.node import Storage
 from archive.store import INSTANCES, scan_file
@@ -75,11 +77,15 @@ async def check(storage: Storage, *, repair: bool = False) -> CheckReport:
     for path in unindexed:
         try:
             scanned = await storage.files.run(scan_file, storage.files.path(path))
-        except Exception as exc:  # not a readable instance: never acknowledged as such
+        except (FileMetaError, HeaderError) as exc:  # not an instance: never acknowledged
             report.unreadable_files.append(path)
             log.warning("check: unreadable %s: %s", path, exc)
             if repair:
                 await storage.files.remove(path)
+            continue
+        except OSError as exc:  # maybe intact (permissions, EIO): reported, never removed
+            report.unreadable_files.append(path)
+            log.warning("check: cannot read %s (left in place): %s", path, exc)
             continue
         held = await index.instance(scanned.attrs.sop_instance_uid)
         if held is not None:

@@ -24,7 +24,6 @@ from archive.index.batch import SELECT_INSTANCE_ROW
 from archive.index.connection import READER_PRAGMAS, SYNCHRONOUS, Durability
 from archive.index.errors import InvalidRecordError
 from archive.index.query import (
-    count_statement,
     find_statements,
     record_from_row,
     retrieve_statements,
@@ -252,11 +251,7 @@ class Index:
 
     async def instance(self, sop_instance_uid: str) -> InstanceRow | None:
         """Where the instance is stored, or None if it is not indexed."""
-        async with (
-            self._reader() as conn,
-            conn.execute(SELECT_INSTANCE_ROW, (sop_instance_uid,)) as cursor,
-        ):
-            row = await cursor.fetchone()
+        row = await self._fetch_one(SELECT_INSTANCE_ROW, (sop_instance_uid,))
         return None if row is None else InstanceRow(*row)
 
     async def record(self, sop_instance_uid: str) -> StoredInstance | None:
@@ -265,11 +260,7 @@ class Index:
         Patient, study and series values are the current ones of those levels (the
         latest non-empty values received), not necessarily this instance's own.
         """
-        async with (
-            self._reader() as conn,
-            conn.execute(SELECT_RECORD, (sop_instance_uid,)) as cursor,
-        ):
-            row = await cursor.fetchone()
+        row = await self._fetch_one(SELECT_RECORD, (sop_instance_uid,))
         if row is None:
             return None
         count = len(_RECORD_ATTRIBUTES)
@@ -352,12 +343,6 @@ class Index:
         async for rows in self._pages(page, pks):
             for row in rows:
                 yield InstanceRow(*row[1:])
-
-    async def count_instances(self, query: Query) -> int:
-        """How many instances :meth:`retrieve` would give now, from the aggregates."""
-        sql, parameters = count_statement(query)
-        row = await self._fetch_one(sql, tuple(parameters))
-        return int(row[0]) if row is not None else 0
 
     async def stats(self) -> Stats:
         """Counts of patients, studies, series, instances and stored bytes."""

@@ -2,7 +2,7 @@
 
 What this is: the SQL text and parameters that select the entities of a query's
 level (:func:`find_statements`), the instances a retrieve selects
-(:func:`retrieve_statements`) and their count (:func:`count_statement`), and the
+(:func:`retrieve_statements`), and the
 conversion of a result row into a record (keyword -> value). What it is not: the
 execution (``database.py`` pages the results on the reader pool) nor the matching
 rules (``archive.dicom.query``, whose :func:`~archive.dicom.query.matches` is the
@@ -35,7 +35,6 @@ from archive.dicom.query_keys import Level
 
 __all__ = [
     "RECORD_KEYWORDS",
-    "count_statement",
     "find_statements",
     "record_from_row",
     "retrieve_statements",
@@ -276,22 +275,3 @@ def retrieve_statements(query: Query) -> tuple[str, list[object], str]:
         " WHERE i.pk IN (SELECT value FROM json_each(?))"
     )
     return select, parameters, page
-
-
-#: Per level, the instance count of one matched entity: the aggregate columns.
-_INSTANCE_COUNT = MappingProxyType(
-    {
-        Level.PATIENT: "p.number_of_instances",
-        Level.STUDY: "st.number_of_instances",
-        Level.SERIES: "se.number_of_instances",
-        Level.IMAGE: "1",
-    }
-)
-
-
-def count_statement(query: Query) -> tuple[str, list[object]]:
-    """SQL counting the instances under the entities the query selects."""
-    tables = _FROM[query.level][1]
-    where, parameters = _where(query)
-    total = f"SELECT coalesce(sum({_INSTANCE_COUNT[query.level]}), 0) FROM {tables} WHERE {where}"
-    return total, parameters
