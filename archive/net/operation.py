@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 
 from archive.dicom.dimse import (
     CCancelRq,
     Command,
     CStoreRq,
     CStoreRsp,
+    StatusCategory,
+    category,
 )
 from archive.dicom.ul.negotiation import AcceptedContext
 from archive.net.association import Association, AssociationAborted, AssociationTimeout
@@ -93,13 +95,23 @@ class GetChannel:
 class Operation:
     """One running C-FIND/C-MOVE/C-GET: its task, cancel flag and sub-operation channel."""
 
-    def __init__(
-        self, message_id: int, task: asyncio.Task[None], cancel: Cancel, channel: GetChannel | None
-    ) -> None:
+    def __init__(self, message_id: int, cancel: Cancel, channel: GetChannel | None) -> None:
         self.message_id = message_id
-        self.task = task
         self.cancel = cancel
         self.channel = channel
+        #: The final response has gone out: the peer may send its next request
+        #: before the task has quite finished.
+        self.final_sent = False
+        self.task: asyncio.Task[None]  # set by start()
+
+    def start(self, coroutine: Coroutine[object, object, None]) -> Operation:
+        self.task = asyncio.get_running_loop().create_task(coroutine)
+        return self
+
+    def sent(self, status: int) -> None:
+        """A response of the operation went out (the final one: not Pending)."""
+        if category(status) is not StatusCategory.PENDING:
+            self.final_sent = True
 
     def deliver(self, command: Command) -> bool:
         """Take a command read while the operation runs; False if it is not for us."""

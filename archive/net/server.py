@@ -203,6 +203,10 @@ class Server:
                     if operation is not None:
                         if operation.deliver(item.command):
                             continue
+                        if operation.final_sent:  # done but for its task's last step
+                            await operation.task
+                            operation = None
+                    if operation is not None:
                         # A new request while one runs: the peer broke the (1, 1)
                         # asynchronous operations window we agreed (PS3.7 D.3.3.3).
                         # Waiting without reading could leave a C-GET waiting for
@@ -245,10 +249,10 @@ class Server:
             return None  # the association ended in the middle of it
         cancel = Cancel()
         channel = GetChannel(assoc, self.timeouts.dimse) if isinstance(command, CGetRq) else None
-        task = asyncio.get_running_loop().create_task(
-            self._request(assoc, received, identifier=identifier, cancel=cancel, channel=channel)
+        operation = Operation(command.message_id, cancel, channel)
+        return operation.start(
+            self._request(assoc, received, identifier=identifier, operation=operation)
         )
-        return Operation(command.message_id, task, cancel, channel)
 
     async def _request(
         self,
@@ -256,8 +260,7 @@ class Server:
         received: CommandReceived,
         *,
         identifier: bytes | None = None,
-        cancel: Cancel | None = None,
-        channel: GetChannel | None = None,
+        operation: Operation | None = None,
     ) -> None:
         negotiated = assoc.negotiated
         assert negotiated is not None
@@ -284,8 +287,8 @@ class Server:
             peer_host=assoc.conn.peer[0],
             dataset=dataset,
             identifier=identifier,
-            cancel=cancel,
-            channel=channel,
+            cancel=operation.cancel if operation else None,
+            channel=operation.channel if operation else None,
             extended=negotiated.extended.get(context.abstract_syntax, b""),
         )
         provider = self.registry.provider_for(command)
@@ -301,6 +304,8 @@ class Server:
                 if not assoc.ul.can_send_data:
                     break
                 await assoc.send(received.context_id, response.command, response.dataset)
+                if operation is not None:
+                    operation.sent(response.command.status)  # type: ignore[union-attr]
         except DatasetInterrupted:
             return  # the association is gone; the provider has cleaned up
 
