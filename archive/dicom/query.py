@@ -45,7 +45,7 @@ from __future__ import annotations
 import enum
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar, Literal
 
 import msgspec
@@ -323,12 +323,14 @@ def _level_of(elements: Sequence[Element], model: QueryModel) -> Level:
     raise QueryError("Query/Retrieve Level (0008,0052) is missing")
 
 
-def _character_set(elements: Sequence[Element]) -> tuple[str, ...]:
+def character_set_terms(elements: Iterable[Element]) -> tuple[str, ...] | None:
+    """The Specific Character Set (0008,0005) terms of one level of a data set, or
+    None when it has none (the default repertoire, or the enclosing level's)."""
     for element in elements:
         if element.tag == SPECIFIC_CHARACTER_SET and isinstance(element.value, bytes):
             text = element.value.decode("latin_1")
             return tuple(term.strip(" \x00") for term in text.split("\\"))
-    return ()
+    return None
 
 
 def parse_identifier(
@@ -347,7 +349,7 @@ def parse_identifier(
     Raises :class:`QueryError`.
     """
     level = _level_of(elements, model)
-    terms_of_charset = _character_set(elements)
+    terms_of_charset = character_set_terms(elements) or ()
     codecs = python_codecs(terms_of_charset)
     depth = LEVEL_ORDER[level]
     conditions: list[Condition] = []

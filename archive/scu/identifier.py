@@ -23,6 +23,7 @@ from typing import Any, ClassVar, NamedTuple
 from archive.dicom.charset import decode_person_name, decode_text, python_codecs
 from archive.dicom.dataset import Element
 from archive.dicom.dictionary import keyword_for_tag, parse_tag, vr_of
+from archive.dicom.query import character_set_terms
 from archive.dicom.query_keys import Level, QueryModel
 from archive.dicom.textcodec import UTF8_TERMS, UnencodableError, encode_value
 from archive.errors import ArchiveError
@@ -229,15 +230,6 @@ def build_identifier(
 # ---- responses: the DICOM JSON Model (PS3.18 F.2) ----------------------------------------
 
 
-def terms_of(elements: Iterable[Element]) -> tuple[str, ...] | None:
-    """The Specific Character Set terms of one level of a data set, or None if absent."""
-    for element in elements:
-        if element.tag == SPECIFIC_CHARACTER_SET and isinstance(element.value, bytes):
-            text = element.value.decode("latin_1")
-            return tuple(term.strip(" \x00") for term in text.split("\\"))
-    return None
-
-
 def _number(text: str, vr: str) -> int | float | str:
     text = text.strip()
     try:
@@ -303,7 +295,7 @@ def _person_name(text: str) -> dict[str, str] | None:
 
 def _object(elements: Iterable[Element], codecs: Sequence[str], big_endian: bool) -> dict[str, Any]:
     elements = tuple(elements)
-    terms = terms_of(elements)
+    terms = character_set_terms(elements)
     if terms is not None:
         codecs = python_codecs(terms)
     return {
