@@ -107,23 +107,16 @@ def test_unknown_keyword() -> None:
     assert tag_for_keyword("NoSuchKeyword") is None
 
 
-def test_import_is_cheap() -> None:
-    """Importing the module parses nothing: under 20 ms (best of three, fresh processes)."""
+def test_import_parses_nothing() -> None:
+    """The table is parsed on first use, not at import (a fresh process; speed
+    itself is for bench/, not a unit test)."""
     script = (
-        "import time, archive.dicom\n"
-        "t = time.perf_counter()\n"
         "import archive.dicom.dictionary as d\n"
-        "t1 = time.perf_counter()\n"
+        "before = d._tables.cache_info().currsize\n"
         "d.vr_of(0x00100010)\n"
-        "print(t1 - t, time.perf_counter() - t1)\n"
+        "print(before, d._tables.cache_info().currsize)\n"
     )
-    runs = [
-        subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-        ).stdout.split()
-        for _ in range(3)
-    ]
-    import_time = min(float(run[0]) for run in runs)
-    first_use = min(float(run[1]) for run in runs)
-    assert import_time < 0.020, f"import took {import_time * 1e3:.1f} ms"
-    assert first_use < 0.100, f"first look-up took {first_use * 1e3:.1f} ms"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["0", "1"]
