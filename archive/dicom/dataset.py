@@ -34,6 +34,8 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_ELEMENTS",
     "MAX_INFLATED",
+    "SHORT_VRS",
+    "SPACE_PADDED_VRS",
     "DatasetError",
     "Element",
     "decode_dataset",
@@ -85,18 +87,18 @@ _DELIMITER_GROUP = 0xFFFE
 
 #: VRs with a 2-byte length in Explicit VR, PS3.5 Table 7.1-2. Every other VR, known
 #: or not, has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
-_SHORT_VRS = frozenset(
+SHORT_VRS = frozenset(
     {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO"}
     | {"LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"}
 )
-_SHORT_VR_BYTES = frozenset(vr.encode() for vr in _SHORT_VRS)
+_SHORT_VR_BYTES = frozenset(vr.encode() for vr in SHORT_VRS)
 _LONG_VRS = frozenset(
     {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
 )
-_VR_BYTES = {vr: vr.encode() for vr in _SHORT_VRS | _LONG_VRS}
+_VR_BYTES = {vr: vr.encode() for vr in SHORT_VRS | _LONG_VRS}
 #: Odd values are padded with NUL in these VRs (PS3.5 6.2), with a space in the rest
 #: of the text VRs, with NUL in the binary ones (whose values are never odd if valid).
-_SPACE_PADDED = frozenset(
+SPACE_PADDED_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"}
 )
 
@@ -325,13 +327,13 @@ class _Encoder:
                 continue
             length = len(value)
             if length & 1:
-                value += b" " if vr in _SPACE_PADDED else b"\0"
+                value += b" " if vr in SPACE_PADDED_VRS else b"\0"
                 length += 1
             if not explicit:
                 if length >= _UNDEFINED:
                     raise DatasetError(f"({group:04X},{element:04X}) is too long")
                 out.append(tag_length.pack(group, element, length))
-            elif vr in _SHORT_VRS:
+            elif vr in SHORT_VRS:
                 if length > 0xFFFF:
                     raise DatasetError(f"({group:04X},{element:04X}) {vr} longer than 65534")
                 out.append(tag_vr_length.pack(group, element, _VR_BYTES[vr], length))

@@ -18,6 +18,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping
 
+# The general encoder's VR rules, so both give the same bytes.
+from archive.dicom.dataset import SHORT_VRS as _SHORT_VRS
+from archive.dicom.dataset import SPACE_PADDED_VRS as _SPACE_PADDED
 from archive.dicom.query import Query, ResponseKey, response_identifier
 from archive.dicom.query import _Source as Source
 from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
@@ -28,15 +31,6 @@ _TAG_LENGTH = struct.Struct("<HHI")
 _TAG_VR_LENGTH = struct.Struct("<HH2sH")
 _TAG_VR_LONG = struct.Struct("<HH2s2xI")
 _US = struct.Struct("<H")
-#: VRs with a 2-byte length in Explicit VR (PS3.5 Table 7.1-2).
-_SHORT_VRS = frozenset(
-    {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO"}
-    | {"LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"}
-)
-#: Odd values get a space in these VRs, a NUL in the others (PS3.5 6.2).
-_SPACE_PADDED = frozenset(
-    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"}
-)
 
 #: One key of the plan: source, record attribute, constant value, header maker, pad byte.
 _Step = tuple[int, str, bytes, Callable[[int], bytes], bytes]

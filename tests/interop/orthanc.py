@@ -247,11 +247,6 @@ class Orthanc:
         ids: list[str] = self.get_json("/studies")
         return ids
 
-    def instance_tags(self, instance_id: str) -> dict[str, Any]:
-        """``GET /instances/{id}/simplified-tags``: tag names to values."""
-        tags: dict[str, Any] = self.get_json(f"/instances/{instance_id}/simplified-tags")
-        return tags
-
     def study_uids(self) -> list[str]:
         """Study Instance UIDs of every study held."""
         return [

@@ -16,7 +16,6 @@ module-scoped node loaded once); it must be stopped by the caller.
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
+from archive.dicom import uids
 from archive.scu.store import Kind, StoreOptions, send_files
 from archive.store import relative_path
 from tests.conftest import RunningNode, make_config
@@ -35,8 +35,6 @@ __all__ = [
     "CT_IMAGE",
     "MR_IMAGE",
     "PATIENT_ROOT_FIND",
-    "PATIENT_ROOT_GET",
-    "PATIENT_ROOT_MOVE",
     "STUDY_ROOT_FIND",
     "STUDY_ROOT_GET",
     "STUDY_ROOT_MOVE",
@@ -46,19 +44,16 @@ __all__ = [
     "dataset_bytes",
     "peers_toml",
     "qr_node",
-    "read_part10",
     "store_files",
     "stored_dataset",
 ]
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
-PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+PATIENT_ROOT_FIND = uids.PATIENT_ROOT_QR_FIND
+STUDY_ROOT_FIND = uids.STUDY_ROOT_QR_FIND
+STUDY_ROOT_MOVE = uids.STUDY_ROOT_QR_MOVE
+STUDY_ROOT_GET = uids.STUDY_ROOT_QR_GET
 
 #: A UID root for the synthetic corpus (2.25 is UUID-derived; this is just unique).
 _ROOT = "1.2.826.0.1.3680043.10.511.7"
@@ -191,9 +186,6 @@ class Corpus:
 
     def of_study(self, key: str) -> list[Instance]:
         return [i for i in self.instances if i.study_uid == self.study_uids[key]]
-
-    def by_uid(self) -> dict[str, Instance]:
-        return {i.sop_uid: i for i in self.instances}
 
 
 def _pixels(seed: int) -> bytes:
@@ -337,8 +329,3 @@ def peers_toml(peers: Mapping[str, int]) -> str:
         f'[[peers]]\nae_title = "{aet}"\nhost = "{HOST}"\nport = {port}\n'
         for aet, port in peers.items()
     )
-
-
-def read_part10(data: bytes) -> Dataset:
-    """pydicom's reading of Part 10 bytes."""
-    return pydicom.dcmread(io.BytesIO(data))

@@ -116,6 +116,10 @@ def test_orthanc_query_then_retrieve_a_series(peers: tuple[RunningNode, Orthanc,
     assert len(answers) == 1
     orthanc.retrieve(query_id)
     _assert_in_orthanc(node, orthanc, [i.sop_uid for i in wanted])
+    # That series only: the study's other series did not come along.
+    others = [i for i in corpus.of_study("B1") if i.series_uid != wanted[0].series_uid]
+    assert others
+    assert all(orthanc.find_instance(i.sop_uid) is None for i in others)
 
 
 def test_orthanc_moves_a_study_with_implicit_instances(
