@@ -21,6 +21,7 @@ from typing import NoReturn
 from archive.config import (
     Config,
     Peer,
+    check_ae_title,
     load_config,
     parse_peer,
     replaced_peers,
@@ -400,8 +401,10 @@ def _add_ingest_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
 def _store(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     for flag, title in (("--aet", args.aet), ("--aec", args.aec)):
-        if not 1 <= len(title.strip(" ")) <= 16 or len(title) > 16:
-            print(f"archive store: {flag} {title!r} is not 1 to 16 characters", file=sys.stderr)
+        try:
+            check_ae_title(flag, title)  # the config file's rules (PS3.5 6.2)
+        except ConfigError as exc:
+            print(f"archive store: {exc}", file=sys.stderr)
             return EXIT_USAGE
     if args.jobs < 1 or args.timeout <= 0 or not 0 <= args.max_pdu <= 0xFFFFFFFF:
         print("archive store: -j, --timeout and --max-pdu must be positive", file=sys.stderr)

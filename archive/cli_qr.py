@@ -28,7 +28,14 @@ from archive.cli import (
     _association_failure,
     _Parser,
 )
-from archive.config import Config, Peer, load_config, resolve_peer, with_overrides
+from archive.config import (
+    Config,
+    Peer,
+    check_ae_title,
+    load_config,
+    resolve_peer,
+    with_overrides,
+)
 from archive.dicom.dimse import Status
 from archive.dicom.query_keys import Level, QueryModel
 from archive.errors import ArchiveError, ConfigError
@@ -232,7 +239,7 @@ def _options(args: argparse.Namespace, config: Config) -> tuple[QueryOptions, Pe
     calling = args.aet or config.node.ae_title
     called = args.aec or peer.ae_title
     for flag, title in (("--aet", calling), ("--aec", called)):
-        _check_title(flag, title)
+        check_ae_title(flag, title)
     if args.timeout <= 0:
         raise ConfigError("--timeout", "must be positive")
     t = args.timeout
@@ -246,11 +253,6 @@ def _options(args: argparse.Namespace, config: Config) -> tuple[QueryOptions, Pe
         max_pdu_length=config.association.max_pdu_length,
     )
     return options, peer
-
-
-def _check_title(flag: str, title: str) -> None:
-    if not 1 <= len(title.strip(" ")) <= 16 or len(title) > 16 or "\\" in title:
-        raise ConfigError(flag, f"{title!r} is not an AE title of 1 to 16 characters")
 
 
 def _identifier_keys(args: argparse.Namespace) -> tuple[Level, list[QueryKey], tuple[str, ...]]:
@@ -319,7 +321,7 @@ def _retrieve_exit(command: str, result: RetrieveResult, destination: str | None
 
 def _move(args: argparse.Namespace, config: Config) -> int:
     options, peer = _options(args, config)
-    _check_title("--dest", args.dest)
+    check_ae_title("--dest", args.dest)
     level, keys, terms = _identifier_keys(args)
     identifier = build_identifier(keys, level, terms)
     bar = SubOperationBar()

@@ -85,6 +85,7 @@ __all__ = [
     "RetrieveConfig",
     "StoreConfig",
     "TimeoutsConfig",
+    "check_ae_title",
     "load_config",
     "parse_config",
     "parse_peer",
@@ -423,7 +424,7 @@ def parse_peer(text: str, key: str = "peer") -> Peer:
     if not (port_text.isascii() and port_text.isdigit()):
         raise ConfigError(key, f"{text!r}: port {port_text!r} is not a number")
     port = int(port_text)
-    _check_ae_title(key, title)
+    check_ae_title(key, title)
     _check_host(key, host)
     if not 1 <= port <= 65535:
         raise ConfigError(key, f"{text!r}: port must be between 1 and 65535, got {port}")
@@ -504,7 +505,7 @@ def _translate(message: str) -> ConfigError:
 def validate(config: Config) -> None:
     """Check what the types cannot say; raise ConfigError at the first problem."""
     node, assoc, timeouts = config.node, config.association, config.timeouts
-    _check_ae_title("node.ae_title", node.ae_title)
+    check_ae_title("node.ae_title", node.ae_title)
     _check_host("node.host", node.host)
     _check_int("node.port", node.port, 0, 65535)
     if not node.data_dir:
@@ -515,7 +516,7 @@ def validate(config: Config) -> None:
     _check_seconds("node.shutdown_grace", node.shutdown_grace, allow_zero=True)
 
     for i, title in enumerate(assoc.accepted_calling_aes):
-        _check_ae_title(f"association.accepted_calling_aes[{i}]", title)
+        check_ae_title(f"association.accepted_calling_aes[{i}]", title)
     _check_int("association.max_associations", assoc.max_associations, 1, 1_000_000)
     _check_int("association.max_pdu_length", assoc.max_pdu_length, *MAX_PDU_LENGTH_RANGE)
     if assoc.check_calling_host and not config.peers:
@@ -538,7 +539,7 @@ def validate(config: Config) -> None:
 
     seen: dict[str, int] = {}
     for i, peer in enumerate(config.peers):
-        _check_ae_title(f"peers[{i}].ae_title", peer.ae_title)
+        check_ae_title(f"peers[{i}].ae_title", peer.ae_title)
         _check_host(f"peers[{i}].host", peer.host)
         _check_int(f"peers[{i}].port", peer.port, 1, 65535)
         if peer.ae_title in seen:
@@ -549,7 +550,7 @@ def validate(config: Config) -> None:
         seen[peer.ae_title] = i
 
 
-def _check_ae_title(key: str, title: str) -> None:
+def check_ae_title(key: str, title: str) -> None:
     """AE title rules of PS3.5 6.2 (VR AE) and PS3.8 9.3.2 (not all spaces)."""
     if not 1 <= len(title) <= 16:
         raise ConfigError(key, f"must be 1 to 16 characters, got {len(title)}")

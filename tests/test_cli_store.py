@@ -295,7 +295,10 @@ def test_store_missing_path_is_reported(
 
 def test_store_bad_ae_title_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert store("--aet", "X" * 17, "127.0.0.1", "104", "somewhere") == 1
-    assert "--aet 'XXXXXXXXXXXXXXXXX' is not 1 to 16 characters" in capsys.readouterr().err
+    assert "--aet: must be 1 to 16 characters, got 17" in capsys.readouterr().err
+    # The config file's rules (PS3.5 6.2), not a length check only.
+    assert store("--aec", "A\tB", "127.0.0.1", "104", "somewhere") == 1
+    assert "--aec: must use printable ASCII only" in capsys.readouterr().err
 
 
 def test_store_file_changed_while_sending(
