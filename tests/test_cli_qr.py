@@ -521,3 +521,39 @@ def test_sub_operation_bar_draws_on_a_terminal_only() -> None:
     bar.show("x", force=True)
     bar.close()
     assert piped.getvalue() == ""
+
+
+def test_pull_progress_counts_and_total(
+    loaded: RunningNode,
+    node_factory: Callable[..., RunningNode],
+    sources: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The running totals a pull reports after each response: done never falls,
+    and the expected total is the C-FIND's estimate made exact by the moves."""
+    from archive.scu.pull import pull_studies
+    from archive.scu.query import QueryOptions
+
+    port = free_port()
+    source = node_factory(
+        toml=f'[[peers]]\nae_title = "PULLER"\nhost = "127.0.0.1"\nport = {port}\n',
+        data_dir=loaded.config.node.data_dir + "-progress",
+    )
+    _store(source, list(sources.values()), capsys)
+    node_factory(port=port, ae_title="PULLER", data_dir=loaded.config.node.data_dir + "-dest")
+    seen: list[tuple[int, int | None]] = []
+    report = asyncio.run(
+        pull_studies(
+            QueryOptions(host="127.0.0.1", port=source.port, calling_ae="PULLER",
+                         called_ae="ARCHIVE"),
+            parse_keys(["PatientID=P*"]),
+            "PULLER",
+            on_progress=lambda r, total: seen.append((r.completed + r.failed + r.warning, total)),
+        )
+    )  # fmt: skip
+    assert report.ok
+    assert (report.completed, report.failed, report.warning) == (len(sources), 0, 0)
+    assert seen
+    done = [d for d, _ in seen]
+    assert done == sorted(done)
+    assert all(total == len(sources) for _, total in seen)
