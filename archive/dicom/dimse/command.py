@@ -473,15 +473,32 @@ _BY_FIELD: Final = {int(c.command_field): _Spec(c) for c in _MESSAGE_TYPES}
 _BY_CLASS: Final = {s.cls: s for s in _BY_FIELD.values()}
 
 
+#: Recently decoded and encoded command sets. A C-FIND answer repeats the same
+#: pending C-FIND-RSP for every match, and records are frozen, so both directions
+#: keep the last few: a hit costs a dict look-up instead of ~15 µs of decoding.
+_DECODED: dict[bytes, Command] = {}
+_ENCODED: dict[Command, bytes] = {}
+_CACHED = 64
+
+
 def decode_command(data: bytes | bytearray | memoryview) -> Command:
     """Decode a whole command set (PS3.7 6.3.1) into its message record.
 
     Raises :class:`RemoteProtocolError` (A-ABORT, UL service-user) on a broken
     command set; see the module docstring for what is tolerated.
     """
-    buf = data if isinstance(data, memoryview) else memoryview(data)
-    if buf.ndim != 1 or buf.itemsize != 1:
-        buf = buf.cast("B")
+    raw = bytes(data)
+    command = _DECODED.get(raw)
+    if command is None:
+        command = _decode_command(raw)
+        if len(_DECODED) >= _CACHED:
+            _DECODED.clear()
+        _DECODED[raw] = command
+    return command
+
+
+def _decode_command(data: bytes) -> Command:
+    buf = memoryview(data)
     end = len(buf)
     offset = 0
     where: dict[int, tuple[int, int]] = {}
@@ -536,6 +553,16 @@ def encode_command(command: Command) -> bytes:
     for a value that cannot go on the wire (a US out of range, text beyond
     Latin-1).
     """
+    encoded = _ENCODED.get(command)
+    if encoded is None:
+        encoded = _encode_command(command)
+        if len(_ENCODED) >= _CACHED:
+            _ENCODED.clear()
+        _ENCODED[command] = encoded
+    return encoded
+
+
+def _encode_command(command: Command) -> bytes:
     spec = _BY_CLASS.get(type(command))
     if spec is None:
         raise LocalProtocolError(f"not a DIMSE command record: {type(command).__name__}")
