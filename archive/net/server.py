@@ -55,6 +55,8 @@ log = logging.getLogger("archive.net")
 
 #: Requests that run as an :class:`Operation` while the association is read on.
 _OPERATIONS = (CFindRq, CMoveRq, CGetRq)
+#: Pending responses are written together, a burst (a page of C-FIND matches) at a time.
+_COALESCED = frozenset({int(Status.PENDING), int(Status.PENDING_WARNING)})
 #: Read timeout while an operation runs: the peer is rightly silent, waiting for
 #: our responses (the operation's own sends are bounded by the network timeout).
 _WHILE_OPERATING = 365 * 86400.0
@@ -303,9 +305,15 @@ class Server:
             async for response in provider(request):
                 if not assoc.ul.can_send_data:
                     break
-                await assoc.send(received.context_id, response.command, response.dataset)
+                status = response.command.status  # type: ignore[union-attr]
+                await assoc.send(
+                    received.context_id,
+                    response.command,
+                    response.dataset,
+                    coalesce=status in _COALESCED,
+                )
                 if operation is not None:
-                    operation.sent(response.command.status)  # type: ignore[union-attr]
+                    operation.sent(status)
         except DatasetInterrupted:
             return  # the association is gone; the provider has cleaned up
 

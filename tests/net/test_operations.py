@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from archive.config import Config, parse_config
 from archive.dicom import uids
@@ -235,3 +236,50 @@ def test_a_second_request_while_an_operation_runs_aborts() -> None:
     assert isinstance(ended, AAbort)
     assert ended.source == AbortSource.SERVICE_USER
     assert seconds < 2.0  # the 1,000-match query would take 50 s
+
+
+def test_a_burst_of_pending_responses_goes_out_in_one_write(monkeypatch: Any) -> None:
+    """Matches yielded without a pause (a page of C-FIND results) are written together,
+    in order, with the final response that follows them."""
+    from archive.net.connection import Connection
+
+    writes: list[int] = []
+    original = Connection.write
+
+    def counting(self: Connection, chunks: list[bytes | memoryview]) -> None:
+        writes.append(sum(len(c) for c in chunks))
+        original(self, chunks)
+
+    async def burst(request: Request) -> AsyncIterator[Response]:
+        command = request.command
+        assert isinstance(command, CFindRq)
+        for n in range(40):
+            yield Response(
+                CFindRsp(message_id_being_responded_to=command.message_id,
+                         status=Status.PENDING, has_dataset=True),
+                b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " + bytes([n]) * 2,
+            )  # fmt: skip
+        yield Response(CFindRsp(message_id_being_responded_to=command.message_id, status=0))
+
+    async def main() -> list[bytes | None]:
+        registry = Registry({CFindRq: burst})
+        cfg = config()
+        async with serving(cfg, default_acceptor_policy(cfg), registry) as server:
+            assoc = await associate("127.0.0.1", server.port, calling_ae="SCU",
+                                    called_ae="ARCHIVE", contexts=[(FIND, [ELE])],
+                                    timeouts=SHORT)  # fmt: skip
+            async with assoc:
+                ctx = assoc.negotiated.context_for(FIND)
+                assert ctx is not None
+                monkeypatch.setattr(Connection, "write", counting)
+                got = [data async for _rsp, data in assoc.find(ctx.id, b"IDENT!")]
+                monkeypatch.setattr(Connection, "write", original)
+                return got
+
+    got = asyncio.run(main())
+    assert got[:-1] == [b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " + bytes([n]) * 2
+                        for n in range(40)]  # fmt: skip
+    assert got[-1] is None
+    # Our SCU's C-FIND-RQ is one write; the 40 matches and the final response one more
+    # (without coalescing: 41).
+    assert len(writes) == 2, writes
