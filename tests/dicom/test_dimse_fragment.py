@@ -60,7 +60,13 @@ def split_stream(chunks: list[bytes | memoryview], max_pdu: int) -> list[Pdv]:
         body = memoryview(stream)[offset + 6 : offset + 6 + length]
         assert len(body) == length
         items = decode_p_data(body)
-        assert len(items) == 1  # one PDV per PDU
+        if len(items) == 2:
+            # A small message: its whole command set, then its whole data set.
+            first, second = items
+            assert (first.is_command, first.is_last) == (True, True)
+            assert (second.is_command, second.is_last) == (False, True)
+        else:
+            assert len(items) == 1  # otherwise one PDV per PDU
         pdvs.extend(items)
         offset += 6 + length
     return pdvs
@@ -113,6 +119,43 @@ def test_c_echo_rsp_exact_bytes() -> None:
         + b"\x03\x03"  # context 3; MCH: command | last
         + raw
     )
+
+
+def test_small_message_is_one_pdu_of_two_pdvs() -> None:
+    rsp = CGetRsp(message_id_being_responded_to=2, status=0xFF00, has_dataset=True)
+    data = b"\x08\x00\x52\x00\x06\x00STUDY "
+    (pdu,) = message_pdus(5, rsp, data, 16384)
+    raw = encode_command(rsp)
+    assert pdu == (
+        b"\x04\x00"
+        + (len(raw) + len(data) + 12).to_bytes(4, "big")
+        + (len(raw) + 2).to_bytes(4, "big")
+        + b"\x05\x03"  # command | last
+        + raw
+        + (len(data) + 2).to_bytes(4, "big")
+        + b"\x05\x02"  # data set, last
+        + data
+    )
+    assert reassemble(decode_p_data(memoryview(pdu)[6:])) == (rsp, data)
+
+
+def test_small_message_over_the_limit_is_split() -> None:
+    rsp = CGetRsp(message_id_being_responded_to=2, status=0xFF00, has_dataset=True)
+    data = b"x" * 100
+    raw = encode_command(rsp)
+    # One byte short of room for both PDVs: command and data set go separately.
+    pdus = message_pdus(5, rsp, data, len(raw) + len(data) + 11)
+    assert [len(decode_p_data(memoryview(p)[6:])) for p in _whole(pdus)] == [1, 1]
+
+
+def _whole(chunks: list[bytes | memoryview]) -> list[bytes]:
+    stream = b"".join(bytes(c) for c in chunks)
+    out, offset = [], 0
+    while offset < len(stream):
+        length = struct.unpack_from(">L", stream, offset + 2)[0]
+        out.append(stream[offset : offset + 6 + length])
+        offset += 6 + length
+    return out
 
 
 def test_command_exactly_filling_a_pdu() -> None:

@@ -1,8 +1,11 @@
 """Splitting outgoing DIMSE messages into P-DATA-TF PDUs (PS3.8 9.3.5, Annex E).
 
-Each PDU produced carries exactly one PDV. The peer's Maximum Length Received
-(PS3.8 D.1) bounds a P-DATA-TF's variable field, which is the 6-byte PDV item
-header plus the fragment, so a fragment holds at most ``max_pdu - 6`` bytes.
+Each PDU produced carries one PDV, except that a small message (a data set of at
+most 16 KiB, such as a C-FIND match, when command and data fit in the peer's limit)
+goes as one PDU of two PDVs, command then data set, as PS3.8 9.3.5 allows. The
+peer's Maximum Length Received (PS3.8 D.1) bounds a P-DATA-TF's variable field,
+which is the 6-byte PDV item header plus the fragment, so a fragment holds at
+most ``max_pdu - 6`` bytes.
 A limit of 0 means "no limit"; we still cap a PDU at :data:`UNLIMITED_PDU` so a
 single write stays reasonable. Fragments are kept to an even length when the
 limit allows, since data elements are even-length and some peers parse the
@@ -18,12 +21,20 @@ from __future__ import annotations
 
 from archive.dicom.dimse.command import Command, encode_command
 from archive.dicom.errors import LocalProtocolError
-from archive.dicom.ul.pdata import MCH_COMMAND, MCH_LAST, PDV_OVERHEAD, p_data_header
+from archive.dicom.ul.pdata import (
+    MCH_COMMAND,
+    MCH_LAST,
+    PDV_OVERHEAD,
+    command_and_data_pdu,
+    p_data_header,
+)
 
 __all__ = ["UNLIMITED_PDU", "command_pdus", "dataset_pdus", "message_pdus"]
 
 #: PDU variable-field size used when the peer announces no limit (0).
 UNLIMITED_PDU = 1024 * 1024
+#: Data sets up to this size go in the same PDU as their command set (copied once).
+_SMALL = 16 * 1024
 
 
 def _fragment_size(max_pdu: int) -> int:
@@ -101,6 +112,12 @@ def message_pdus(
             f"{type(command).__name__}.has_dataset is {command.has_dataset}"
             f" but a data set was {'not ' if dataset is None else ''}given"
         )
+    if dataset is not None and len(dataset) <= _SMALL:
+        raw = encode_command(command)
+        if len(raw) + len(dataset) + 2 * PDV_OVERHEAD <= (max_pdu or UNLIMITED_PDU):
+            # A small message (a C-FIND match) travels as one PDU of two PDVs:
+            # one write for us, one PDU to parse for the peer.
+            return [command_and_data_pdu(context_id, raw, dataset)]
     out: list[bytes | memoryview] = []
     out.extend(command_pdus(context_id, command, max_pdu))
     if dataset is not None:

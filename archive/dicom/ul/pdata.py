@@ -79,6 +79,22 @@ def p_data_header(context_id: int, control: int, data_length: int) -> bytes:
     )
 
 
+def command_and_data_pdu(context_id: int, command: bytes, data: bytes | memoryview) -> bytes:
+    """One P-DATA-TF PDU with two PDVs: a whole command set, then a whole data set.
+
+    PS3.8 9.3.5 lets a P-DATA-TF carry several PDV items; each still holds one
+    fragment of one kind (E.2), so this is two complete, last fragments.
+    """
+    first = _PDU_AND_PDV_HEADER.pack(
+        P_DATA_TF,
+        len(command) + len(data) + 2 * PDV_OVERHEAD,
+        len(command) + 2,
+        context_id,
+        MCH_COMMAND | MCH_LAST,
+    )
+    return b"".join((first, command, _PDV_HEADER.pack(len(data) + 2, context_id, MCH_LAST), data))
+
+
 def encode_p_data(context_id: int, control: int, data: bytes | memoryview) -> bytes:
     """A whole P-DATA-TF PDU carrying one PDV (joined; for small messages)."""
     return p_data_header(context_id, control, len(data)) + data
