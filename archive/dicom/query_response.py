@@ -16,7 +16,8 @@ another character set, Big Endian, Deflated, a sequence key) goes through
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 # The general encoder's VR rules, so both give the same bytes.
 from archive.dicom.dataset import SHORT_VRS as _SHORT_VRS
@@ -27,30 +28,57 @@ from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 
 __all__ = ["response_encoder"]
 
-_TAG_LENGTH = struct.Struct("<HHI")
-_TAG_VR_LENGTH = struct.Struct("<HH2sH")
-_TAG_VR_LONG = struct.Struct("<HH2s2xI")
 _US = struct.Struct("<H")
+_LENGTH_16 = struct.Struct("<H").pack
+_LENGTH_32 = struct.Struct("<I").pack
 
-#: One key of the plan: source, record attribute, constant value, header maker, pad byte.
-_Step = tuple[int, str, bytes, Callable[[int], bytes], bytes]
+#: One key of the plan: source, column of the value in the row (-1: none), constant
+#: value, header prefix (tag, and VR when explicit), length packer, pad byte.
+_Step = tuple[int, int, bytes, bytes, Callable[[int], bytes], bytes]
 
 
 def response_encoder(
-    query: Query, transfer_syntax: str, *, retrieve_ae: str = ""
-) -> Callable[[Mapping[str, object]], bytes]:
-    """A function giving the same bytes as ``response_identifier(query, record, ...)``."""
+    query: Query,
+    transfer_syntax: str,
+    *,
+    retrieve_ae: str = "",
+    columns: Sequence[str] | None = None,
+) -> Callable[[Any], bytes]:
+    """A function giving the same bytes as ``response_identifier(query, record, ...)``.
+
+    Without ``columns`` it takes a record (keyword -> value). With ``columns`` it
+    takes a row, a sequence whose item ``i`` is the value of ``columns[i]`` (as
+    the index reads them: no dict is built per match).
+    """
 
     def general(record: Mapping[str, object]) -> bytes:
         return response_identifier(query, record, transfer_syntax, retrieve_ae=retrieve_ae)
 
+    if columns is None:
+        attributes = sorted({k.attribute for k in query.response_keys if k.attribute})
+        by_row = response_encoder(
+            query, transfer_syntax, retrieve_ae=retrieve_ae, columns=attributes
+        )
+        if by_row.__name__ == "general_row":
+            return general
+
+        def fast(record: Mapping[str, object]) -> bytes:
+            return by_row([record.get(a) for a in attributes])
+
+        return fast
+
+    def general_row(row: Sequence[object]) -> bytes:
+        return general(dict(zip(columns, row, strict=True)))
+
     explicit = transfer_syntax == EXPLICIT_VR_LE
     if not (explicit or transfer_syntax == IMPLICIT_VR_LE) or not retrieve_ae.isascii():
-        return general
+        return general_row
+    position = {name: n for n, name in enumerate(columns)}
     steps: list[_Step] = []
     for key in sorted(query.response_keys, key=_tag):
         if key.source == Source.SEQUENCE:
-            return general
+            return general_row
+        source, column = int(key.source), position.get(key.attribute or "", -1)
         constant = b""
         if key.source == Source.LEVEL:
             constant = query.level.value.encode("ascii")
@@ -58,8 +86,10 @@ def response_encoder(
             constant = retrieve_ae.encode("ascii")
         elif key.source == Source.AVAILABILITY:
             constant = b"ONLINE"
+        elif column < 0:
+            source = _CONSTANT  # a value the rows do not carry: zero length
         pad = b" " if key.vr in _SPACE_PADDED else b"\0"
-        steps.append((int(key.source), key.attribute or "", constant, _header(key, explicit), pad))
+        steps.append((source, column, constant, *_header(key, explicit), pad))
 
     # Plain ints: comparing with an IntEnum member costs ten times more, per key
     # per match.
@@ -69,43 +99,47 @@ def response_encoder(
         int(Source.UNSIGNED_SHORT),
     )
 
-    def fast(record: Mapping[str, object]) -> bytes:
+    def fast_row(row: Sequence[object]) -> bytes:
         out: list[bytes] = []
-        for source, attribute, constant, header, pad in steps:
+        for source, column, constant, prefix, length, pad in steps:
             if source == is_text:
-                text = record.get(attribute)
+                text = row[column]
                 if not isinstance(text, str):
                     value = b""
                 elif text.isascii():
                     value = text.encode("ascii")
                 else:
-                    return general(record)  # another character set: the general path
+                    return general_row(row)  # another character set: the general path
             elif source == integer_string:
-                number = record.get(attribute)
+                number = row[column]
                 value = str(number).encode("ascii") if isinstance(number, int) else b""
             elif source == unsigned_short:
-                number = record.get(attribute)
+                number = row[column]
                 value = _US.pack(number) if isinstance(number, int) else b""
             else:
                 value = constant
             if len(value) & 1:
                 value += pad
-            out.append(header(len(value)))
-            out.append(value)
+            out += (prefix, length(len(value)), value)
         return b"".join(out)
 
-    return fast
+    return fast_row
+
+
+#: A step whose value is its constant (b"" for attributes the rows do not hold).
+_CONSTANT = -1
 
 
 def _tag(key: ResponseKey) -> int:
     return key.tag
 
 
-def _header(key: ResponseKey, explicit: bool) -> Callable[[int], bytes]:
-    group, element = key.tag >> 16, key.tag & 0xFFFF
+def _header(key: ResponseKey, explicit: bool) -> tuple[bytes, Callable[[int], bytes]]:
+    """The element header as a fixed prefix and the packer of its length field."""
+    tag = struct.pack("<HH", key.tag >> 16, key.tag & 0xFFFF)
     if not explicit:
-        return lambda length: _TAG_LENGTH.pack(group, element, length)
+        return tag, _LENGTH_32
     vr = key.vr.encode("ascii")
     if key.vr in _SHORT_VRS:
-        return lambda length: _TAG_VR_LENGTH.pack(group, element, vr, length)
-    return lambda length: _TAG_VR_LONG.pack(group, element, vr, length)
+        return tag + vr, _LENGTH_16
+    return tag + vr + b"\0\0", _LENGTH_32

@@ -10,6 +10,7 @@ This module is not the writer nor the schema; the write SQL is in ``batch.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from array import array
 from collections.abc import AsyncIterator, Sequence
@@ -292,8 +293,16 @@ class Index:
             if len(rows) < page:
                 return
 
-    async def _pks(self, sql: str, parameters: Sequence[object]) -> array[int]:
+    async def _pks(
+        self, sql: str, parameters: Sequence[object], *, bounded: bool = False
+    ) -> array[int]:
+        """The pks ``sql`` selects. ``bounded``: the statement has a LIMIT, so the
+        rows are fetched in one trip to the reader's thread instead of batches."""
         pks: array[int] = array("q")
+        if bounded:
+            async with self._reader() as conn:
+                pks.extend(row[0] for row in await conn.execute_fetchall(sql, parameters))
+            return pks
         async with self._reader() as conn, conn.execute(sql, parameters) as cursor:
             while True:
                 rows = list(await cursor.fetchmany(_PK_BATCH))
@@ -301,20 +310,35 @@ class Index:
                 if len(rows) < _PK_BATCH:
                     return pks
 
+    async def _page(self, sql: str, chunk: array[int]) -> list[Any]:
+        async with self._reader() as conn:
+            rows = list(await conn.execute_fetchall(sql, ("[" + ",".join(map(str, chunk)) + "]",)))
+        by_pk = {row[0]: row for row in rows}
+        # A row removed since the pks were read is simply not there any more.
+        return [by_pk[pk] for pk in chunk if pk in by_pk]
+
     async def _pages(self, sql: str, pks: array[int]) -> AsyncIterator[list[Any]]:
-        """Rows of ``sql`` (first column the pk) for ``pks``, in the order of ``pks``."""
-        start, size = 0, _FIRST_PAGE
-        while start < len(pks):
-            chunk = pks[start : start + size]
-            start += size
-            size = _PAGE
-            async with self._reader() as conn:
-                rows = list(
-                    await conn.execute_fetchall(sql, ("[" + ",".join(map(str, chunk)) + "]",))
-                )
-            by_pk = {row[0]: row for row in rows}
-            # A row removed since the pks were read is simply not there any more.
-            yield [by_pk[pk] for pk in chunk if pk in by_pk]
+        """Rows of ``sql`` (first column the pk) for ``pks``, in the order of ``pks``.
+
+        The next page is read while the caller works through the current one, so
+        reading and answering overlap; a reader is held only during a read, never
+        while the caller waits on a slow peer.
+        """
+        chunks = [pks[:_FIRST_PAGE]]
+        chunks += (pks[i : i + _PAGE] for i in range(_FIRST_PAGE, len(pks), _PAGE))
+        ahead: asyncio.Task[list[Any]] | None = None
+        try:
+            for n, chunk in enumerate(chunks):
+                page = await ahead if ahead is not None else await self._page(sql, chunk)
+                ahead = None
+                if n + 1 < len(chunks):
+                    ahead = asyncio.ensure_future(self._page(sql, chunks[n + 1]))
+                yield page
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ahead
 
     async def find(
         self, query: Query, *, limit: int | None = None
@@ -326,11 +350,20 @@ class Index:
         Study): strings are '' and numbers None when unknown; multi-values are
         '\\'-joined. Stops after ``limit`` records if given. Never opens a file.
         """
-        select, parameters, page = find_statements(query, limit)
-        pks = await self._pks(select, parameters)
-        async for rows in self._pages(page, pks):
+        async for rows in self.find_rows(query, limit=limit):
             for row in rows:
                 yield record_from_row(query.level, row)
+
+    async def find_rows(
+        self, query: Query, *, limit: int | None = None
+    ) -> AsyncIterator[list[Sequence[object]]]:
+        """:meth:`find`'s matches as pages of rows, for a caller that wants no dict
+        per match: item 0 of a row is the entity's pk, then the values of
+        ``RECORD_KEYWORDS[query.level]`` in that order."""
+        select, parameters, page = find_statements(query, limit)
+        pks = await self._pks(select, parameters, bounded=limit is not None)
+        async for rows in self._pages(page, pks):
+            yield rows
 
     async def retrieve(self, query: Query) -> AsyncIterator[InstanceRow]:
         """The instances under the entities a C-MOVE/C-GET identifier selects.

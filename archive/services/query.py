@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -31,13 +31,16 @@ from archive.dicom.dataset import DatasetError, decode_dataset
 from archive.dicom.dimse import CFindRq, CFindRsp, Command, Status
 from archive.dicom.query import QueryError, information_model, parse_identifier
 from archive.dicom.query_response import response_encoder
+from archive.index.query import RECORD_KEYWORDS
 from archive.services.base import Provider, Request, Response, failure
 
 log = logging.getLogger("archive.query")
 
 
 class FindIndex(Protocol):
-    def find(self, query: Any, *, limit: int | None = None) -> AsyncIterator[dict[str, object]]: ...
+    def find_rows(
+        self, query: Any, *, limit: int | None = None
+    ) -> AsyncIterator[list[Sequence[object]]]: ...
 
 
 class QueryFailure(msgspec.Struct, frozen=True):
@@ -118,21 +121,29 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
             status=Status.PENDING_WARNING if query.unsupported else Status.PENDING,
             has_dataset=True,
         )  # the same for every match: built once
-        encode = response_encoder(query, request.transfer_syntax, retrieve_ae=settings.retrieve_ae)
-        records = index.find(query, limit=limit + 1 if limit else None)
+        encode = response_encoder(
+            query,
+            request.transfer_syntax,
+            retrieve_ae=settings.retrieve_ae,
+            columns=("pk", *RECORD_KEYWORDS[query.level]),
+        )
+        pages = index.find_rows(query, limit=limit + 1 if limit else None)
         try:
-            async for record in records:
-                if request.cancel is not None and request.cancel.requested:
-                    status = int(Status.CANCEL)
+            async for rows in pages:
+                for row in rows:
+                    if request.cancel is not None and request.cancel.requested:
+                        status = int(Status.CANCEL)
+                        break
+                    if limit and sent == limit:
+                        status = int(Status.OUT_OF_RESOURCES)
+                        comment = f"more than {limit} matches: narrow the query"
+                        break
+                    sent += 1
+                    yield Response(pending, encode(row))
+                if status != Status.SUCCESS:
                     break
-                if limit and sent == limit:
-                    status = int(Status.OUT_OF_RESOURCES)
-                    comment = f"more than {limit} matches: narrow the query"
-                    break
-                sent += 1
-                yield Response(pending, encode(record))
         finally:
-            close = getattr(records, "aclose", None)  # an async generator: end its read now
+            close = getattr(pages, "aclose", None)  # an async generator: end its read now
             if close is not None:
                 await close()
         if status == Status.SUCCESS and request.cancel is not None and request.cancel.requested:

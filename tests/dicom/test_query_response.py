@@ -59,13 +59,21 @@ def test_fast_encoder_equals_general(name: str, transfer_syntax: str, data: Any)
     record = data.draw(records(LEVELS[name]))
     encode = response_encoder(q, transfer_syntax, retrieve_ae="ARCHIVE")
     assert encode.__name__ == "fast"  # else this would compare the general path with itself
+    # The C-FIND provider's form: rows as the index pages them, pk first.
+    columns = ("pk", *record)
+    encode_row = response_encoder(q, transfer_syntax, retrieve_ae="ARCHIVE", columns=columns)
+    assert encode_row.__name__ == "fast_row"
+    row = (12345, *record.values())
     try:
         expected = response_identifier(q, record, transfer_syntax, retrieve_ae="ARCHIVE")
     except Exception as exc:  # the general path refuses: so must the fast one
         with pytest.raises(type(exc)):
             encode(record)
+        with pytest.raises(type(exc)):
+            encode_row(row)
         return
     assert encode(record) == expected
+    assert encode_row(row) == expected
 
 
 @pytest.mark.parametrize(
