@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -100,7 +101,9 @@ class Storage:
                     await self.index.remove([entry.uid])
                 removed += 1
                 await self.files.remove(entry.placed)
-            elif ours is not None and not await self.files.run(self.files.path(ours.path).exists):
+            elif ours is not None and not await self.files.run(
+                os.path.exists, self.files.path(ours.path)
+            ):
                 removed += 1
                 await self.index.remove([entry.uid])
         await self.files.clear_in_flight(found)

@@ -324,8 +324,8 @@ class Association:
         assert self.negotiated is not None
         max_pdu = self.negotiated.peer_max_pdu
         async with self._sending:
+            # The command set goes out with the first data set PDUs: one write less.
             self.ul.send_data(command_pdus(context_id, command, max_pdu))
-            self.flush()
             pending: bytes | memoryview | None = None
             async for chunk in chunks:
                 if pending is not None:

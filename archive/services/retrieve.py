@@ -30,7 +30,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -67,7 +66,7 @@ class RetrieveIndex(Protocol):
 
 
 class InstanceFiles(Protocol):
-    def path(self, relative: str) -> Path: ...
+    def path(self, relative: str) -> str: ...
     async def run(self, fn: Callable[..., T], *args: object) -> T: ...
 
 
@@ -173,15 +172,15 @@ class FileSource:
         self.reader = DatasetReader(files.path(relative), CHUNK)
         self._first = asyncio.ensure_future(files.run(self.reader.first))
 
-    async def first(self) -> bytes:
+    async def first(self) -> memoryview:
         return await self._first
 
-    async def chunks(self, first: bytes) -> AsyncIterator[memoryview]:
+    async def chunks(self, first: memoryview) -> AsyncIterator[memoryview]:
         """The data set from ``first`` (what :meth:`first` gave) to the end."""
         try:
             block = first
             while block:
-                yield memoryview(block)
+                yield block
                 if self.reader.done:
                     break
                 block = await self.files.run(self.reader.next)
@@ -192,7 +191,7 @@ class FileSource:
         """Close the file, now or once the read ahead ends (its error, if any, unused)."""
         self._first.add_done_callback(self._closed)
 
-    def _closed(self, first: asyncio.Future[bytes]) -> None:
+    def _closed(self, first: asyncio.Future[memoryview]) -> None:
         if not first.cancelled():
             first.exception()  # retrieved: a read ahead never sent fails quietly
         self.reader.close()

@@ -128,6 +128,7 @@ class FileStore:
 
     def __init__(self, root: str | os.PathLike[str], *, durable: bool, workers: int = 16) -> None:
         self.root = Path(root)
+        self._root_text = str(self.root)
         self.durable = durable
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="archive-io")
         self._folders: set[Path] = set()
@@ -173,8 +174,9 @@ class FileStore:
         """Start writing one instance; ``file_meta`` is its preamble and group 0002."""
         return FileWriter(self, sop_instance_uid, file_meta)
 
-    def path(self, relative: str) -> Path:
-        return self.root / relative
+    def path(self, relative: str) -> str:
+        """The absolute path of a stored file (a str: pathlib costs ~15 µs a file)."""
+        return os.path.join(self._root_text, relative)
 
     async def remove(self, relative: str) -> None:
         await self.run(self._remove_sync, relative)

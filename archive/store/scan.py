@@ -48,32 +48,43 @@ class DatasetReader:
     """A stored file's data set, read in chunks; the first read also finds its start.
 
     Built for sending (C-MOVE/C-GET sub-operations): :meth:`first` opens the file,
-    reads ``chunk`` bytes, decodes the File Meta from them and returns the data
-    set bytes that followed, so a file no larger than one chunk costs one open
-    and one read (one trip to an I/O thread). :meth:`next` returns the following
-    chunks, ``b""`` at the end. Blocking; :meth:`close` it in a ``finally``.
+    reads up to ``chunk`` bytes, decodes the File Meta from them and returns a view
+    of the data set bytes that followed, so a file no larger than one chunk costs
+    one open and one read (one trip to an I/O thread). :meth:`next` returns the
+    following chunks, empty at the end. Blocking; :meth:`close` it in a ``finally``.
+
+    Reads ask for exactly what the file holds (its size is known): a buffer of the
+    chunk size for a smaller file cost page faults on every read, and slicing the
+    data set out of the first read a second copy, ~0.3 ms per 0.5 MB image.
     """
 
     def __init__(self, path: str | os.PathLike[str], chunk: int = CHUNK) -> None:
         self.path = path
         self.chunk = max(chunk, MAX_META_LENGTH)
         self._file: BinaryIO | None = None
+        self._left = 0
         self.meta: FileMeta | None = None
 
-    def first(self) -> bytes:
-        self._file = f = open(self.path, "rb")  # noqa: SIM115 - closed by close()
-        head = f.read(self.chunk)
-        self.meta, offset = decode_file_meta(head)
-        if len(head) < self.chunk:
-            self.close()
+    def first(self) -> memoryview:
+        self._file = f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self._left = os.fstat(f.fileno()).st_size
+        head = memoryview(self._read())
+        self.meta, offset = decode_file_meta(head[:MAX_META_LENGTH])
         return head[offset:]
 
-    def next(self) -> bytes:
+    def next(self) -> memoryview:
+        return memoryview(self._read())
+
+    def _read(self) -> bytes:
         if self._file is None:
             return b""
-        block = self._file.read(self.chunk)
-        if len(block) < self.chunk:
-            self.close()
+        want = min(self._left, self.chunk)
+        block = self._file.read(want) if want else b""
+        while len(block) < want and (more := self._file.read(want - len(block))):
+            block += more  # a short read before the end: rare, but not the end
+        self._left -= len(block)
+        if len(block) < want or not self._left:
+            self.close()  # the end (or the file shrank under us)
         return block
 
     @property

@@ -98,14 +98,14 @@ def test_write_finish_place_release(store: FileStore) -> None:
     assert part.name.endswith(".part")
     relative = run(writer.place)
     # The part file is the in-flight journal until release.
-    assert os.path.samefile(part, store.path(relative))
+    assert os.path.samefile(part, Path(store.path(relative)))
     writer.release().result(5)
     assert not part.exists()
     body = b"".join(chunks)
     assert digest == hashlib.sha256(body).hexdigest()
     assert writer.digest == digest
     assert relative == relative_path(UID)
-    assert store.path(relative).read_bytes() == META + body
+    assert Path(store.path(relative)).read_bytes() == META + body
     assert writer.size == len(META) + len(body)
     assert parts(store) == []
 
@@ -159,7 +159,7 @@ def test_small_instance_is_written_in_the_final_trip(
 
     assert run(go) is True
     assert trips == ["_drain"]
-    assert store.path(relative_path(UID)).stat().st_size == WRITE_BEHIND - 1
+    assert Path(store.path(relative_path(UID))).stat().st_size == WRITE_BEHIND - 1
 
 
 def test_write_error_is_sticky(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,7 +191,7 @@ def test_write_error_is_sticky(store: FileStore, monkeypatch: pytest.MonkeyPatch
     run(go)
     assert failures["left"] == 0
     assert parts(store) == []
-    assert not store.path(relative_path(UID)).exists()
+    assert not Path(store.path(relative_path(UID))).exists()
 
 
 def test_empty_dataset(store: FileStore) -> None:
@@ -204,7 +204,7 @@ def test_empty_dataset(store: FileStore) -> None:
         return digest
 
     assert run(go) == hashlib.sha256(b"").hexdigest()
-    assert store.path(relative_path(UID)).read_bytes() == META
+    assert Path(store.path(relative_path(UID))).read_bytes() == META
 
 
 def test_discard_before_finish(store: FileStore) -> None:
@@ -218,7 +218,7 @@ def test_discard_before_finish(store: FileStore) -> None:
 
     run(go)
     assert parts(store) == []
-    assert not store.path(relative_path(UID)).exists()
+    assert not Path(store.path(relative_path(UID))).exists()
 
 
 def test_discard_after_place_removes_the_placed_file(store: FileStore) -> None:
@@ -231,11 +231,11 @@ def test_discard_after_place_removes_the_placed_file(store: FileStore) -> None:
 
     run(go)
     assert parts(store) == []
-    assert not store.path(relative_path(UID)).exists()
+    assert not Path(store.path(relative_path(UID))).exists()
 
 
 def test_place_over_existing_is_already_stored(store: FileStore) -> None:
-    final = store.path(relative_path(UID))
+    final = Path(store.path(relative_path(UID)))
     final.parent.mkdir(parents=True)
     final.write_bytes(b"held")
     writer = store.begin(UID, META)
@@ -253,7 +253,7 @@ def test_place_over_existing_is_already_stored(store: FileStore) -> None:
 
 def test_place_replace(store: FileStore) -> None:
     """A replacement goes beside the version held, which stays until removed."""
-    final = store.path(relative_path(UID))
+    final = Path(store.path(relative_path(UID)))
     final.parent.mkdir(parents=True)
     final.write_bytes(b"old content")
     chunks = fragments(5000, 999)
@@ -262,7 +262,7 @@ def test_place_replace(store: FileStore) -> None:
     placed = run(lambda: writer.place(replace=True))
     assert placed != relative_path(UID)
     assert placed.startswith(relative_path(UID)[:-4] + ".r")
-    new = store.path(placed)
+    new = Path(store.path(placed))
     (part,) = parts(store)  # the journal
     assert os.path.samefile(part, new)
     assert final.read_bytes() == b"old content"  # untouched until the index switched
@@ -275,7 +275,7 @@ def test_place_replace(store: FileStore) -> None:
 
 def test_discard_after_replace_keeps_the_old_version(store: FileStore) -> None:
     """A failed replacement removes only its own file: the version held stays."""
-    final = store.path(relative_path(UID))
+    final = Path(store.path(relative_path(UID)))
     final.parent.mkdir(parents=True)
     final.write_bytes(b"old content")
     writer = store.begin(UID, META)
@@ -288,14 +288,14 @@ def test_discard_after_replace_keeps_the_old_version(store: FileStore) -> None:
 
     placed, recovered = run(go)
     assert recovered == []
-    assert not store.path(placed).exists()
+    assert not Path(store.path(placed)).exists()
     assert final.read_bytes() == b"old content"
     assert parts(store) == []
 
 
 def test_recover_finds_a_placed_replacement(store: FileStore) -> None:
     """A crash between placing a replacement and the index commit: recovery names it."""
-    final = store.path(relative_path(UID))
+    final = Path(store.path(relative_path(UID)))
     final.parent.mkdir(parents=True)
     final.write_bytes(b"old content")
     writer = store.begin(UID, META)
@@ -413,7 +413,7 @@ def test_short_writes_are_completed(
         return digest
 
     assert run(go) == hashlib.sha256(data).hexdigest()
-    assert store.path(relative_path(UID)).read_bytes() == META + data
+    assert Path(store.path(relative_path(UID))).read_bytes() == META + data
     assert calls["n"] > 3
 
 
@@ -476,7 +476,7 @@ def test_recover(store: FileStore) -> None:
     placed_uid, half_uid = "1.2.3.4", "1.2.3.5"
     part = tmp / f"{placed_uid}.00000001.part"
     part.write_bytes(b"placed")
-    final = store.path(relative_path(placed_uid))
+    final = Path(store.path(relative_path(placed_uid)))
     final.parent.mkdir(parents=True)
     os.link(part, final)
     (tmp / f"{half_uid}.00000002.part").write_bytes(b"half")
@@ -487,7 +487,7 @@ def test_recover(store: FileStore) -> None:
     assert run(store.recover) == [relative_path(placed_uid)]
     assert list(tmp.iterdir()) == []
     assert final.read_bytes() == b"placed"
-    assert not store.path(relative_path(half_uid)).exists()
+    assert not Path(store.path(relative_path(half_uid))).exists()
     assert run(store.recover) == []
 
 
