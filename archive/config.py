@@ -50,6 +50,7 @@ A complete file with every default::
 
     [retrieve]
     move_associations = 4
+    get_window = 4
 
     [[peers]]            # zero or more
     ae_title = "PACS2"
@@ -74,6 +75,7 @@ from archive.errors import ConfigError
 __all__ = [
     "LOG_LEVELS",
     "LOOPS",
+    "MAX_GET_WINDOW",
     "MAX_MOVE_ASSOCIATIONS",
     "MAX_PDU_LENGTH_RANGE",
     "PEER_SYNTAX",
@@ -110,6 +112,9 @@ MAX_PDU_LENGTH_RANGE: Final = (4096, 16 * 1024 * 1024)
 #: Upper bound of ``retrieve.move_associations``: each one holds a socket, a
 #: file being read and a PDU buffer, and a destination rarely takes more.
 MAX_MOVE_ASSOCIATIONS: Final = 32
+#: Upper bound of ``retrieve.get_window``: each sub-operation in flight holds a
+#: file's first chunk (1 MiB at most) in memory.
+MAX_GET_WINDOW: Final = 64
 #: Upper bound of ``query.max_matches`` (0 = unlimited): a 32-bit signed count.
 _MAX_MATCHES_LIMIT: Final = 2**31 - 1
 
@@ -263,9 +268,14 @@ class RetrieveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         move_associations: C-STORE sub-operation associations opened in
             parallel to a C-MOVE destination, 1 to 32. Their Maximum Length
             Received is ``association.max_pdu_length``.
+        get_window: C-STORE sub-operations of a C-GET we keep in flight at
+            once, 1 to 64, when the requestor proposed an Asynchronous
+            Operations Window (PS3.7 D.3.3.3) allowing that many; without one,
+            one at a time as the standard's default requires.
     """
 
     move_associations: int = 4
+    get_window: int = 4
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -536,6 +546,7 @@ def validate(config: Config) -> None:
     _check_int(
         "retrieve.move_associations", config.retrieve.move_associations, 1, MAX_MOVE_ASSOCIATIONS
     )
+    _check_int("retrieve.get_window", config.retrieve.get_window, 1, MAX_GET_WINDOW)
 
     seen: dict[str, int] = {}
     for i, peer in enumerate(config.peers):

@@ -126,6 +126,9 @@ async def c_get(port: int, called_ae: str) -> tuple[float, str]:
         contexts=[(qr.STUDY_ROOT_GET, syntaxes), (CT_IMAGE_STORAGE, syntaxes)],
         roles=[RoleSelection(CT_IMAGE_STORAGE, scu_role=False, scp_role=True)],
         max_pdu_length=262144, timeouts=TIMEOUTS,
+        # As `archive get` does: up to 8 sub-operations before their responses, for
+        # an SCP that negotiates a window (ours); the others answer (1, 1) or nothing.
+        async_ops=(1, 8),
     )  # fmt: skip
     async with assoc:
         context = assoc.negotiated.context_for(qr.STUDY_ROOT_GET)

@@ -59,6 +59,7 @@ match_unknown = false
 
 [retrieve]
 move_associations = 32
+get_window = 64
 
 [[peers]]
 ae_title = "PACS2"
@@ -102,7 +103,7 @@ def test_defaults() -> None:
     assert config.query == QueryConfig(
         max_matches=10000, case_insensitive_names=False, match_unknown=True
     )
-    assert config.retrieve == RetrieveConfig(move_associations=4)
+    assert config.retrieve == RetrieveConfig(move_associations=4, get_window=4)
     assert config.peers == ()
     assert config.association.accepted_transfer_syntaxes == uids.ALL_TRANSFER_SYNTAXES
     cfg.validate(config)  # the embedded default is itself valid
@@ -142,7 +143,7 @@ def test_full_file(tmp_path: Path) -> None:
         ),
         timeouts=TimeoutsConfig(artim=5.0, network=120.5, dimse=15.0, connect=3.0),
         query=QueryConfig(max_matches=0, case_insensitive_names=True, match_unknown=False),
-        retrieve=RetrieveConfig(move_associations=32),
+        retrieve=RetrieveConfig(move_associations=32, get_window=64),
         peers=(
             Peer(ae_title="PACS2", host="10.0.0.5", port=104),
             Peer(ae_title="MODALITY1", host="ct1.example.org", port=104),
@@ -424,6 +425,11 @@ def test_peer_missing_required_key() -> None:
             "retrieve.move_associations",
             "must be between 1 and 32, got 33",
         ),
+        (
+            "[retrieve]\nget_window = 0",
+            "retrieve.get_window",
+            "must be between 1 and 64, got 0",
+        ),
     ],
 )
 def test_semantic_error(text: str, key: str, problem: str) -> None:
@@ -518,7 +524,7 @@ def test_store_defaults() -> None:
         (
             "[retrieve]\nmax_pdu_length = 65536",
             "retrieve.max_pdu_length",
-            "unknown key (known keys: move_associations)",
+            "unknown key (known keys: move_associations, get_window)",
         ),
     ],
 )

@@ -41,6 +41,7 @@ from archive.dicom.ul.pdu import (
     AAssociateAc,
     AAssociateRj,
     AReleaseRq,
+    AsyncOperationsWindow,
     RoleSelection,
     SopClassExtended,
 )
@@ -77,8 +78,15 @@ async def associate(
     extended: Sequence[SopClassExtended] = (),
     max_pdu_length: int = DEFAULT_MAX_PDU,
     timeouts: Timeouts | None = None,
+    async_ops: tuple[int, int] | None = None,
 ) -> ClientAssociation:
-    """Open an association proposing ``contexts`` (abstract syntax, transfer syntaxes)."""
+    """Open an association proposing ``contexts`` (abstract syntax, transfer syntaxes).
+
+    ``async_ops`` proposes an Asynchronous Operations Window (PS3.7 D.3.3.3):
+    (operations we invoke at once, operations we accept outstanding). A C-GET
+    requestor proposes (1, N): the peer may then send up to N C-STORE
+    sub-operations before their responses, which our handler answers in order.
+    """
     timeouts = timeouts or Timeouts()
     rq = build_request(
         calling_ae,
@@ -87,6 +95,7 @@ async def associate(
         max_pdu_length=max_pdu_length,
         roles=roles,
         extended=extended,
+        async_ops=AsyncOperationsWindow(*async_ops) if async_ops else None,
     )
     ul = UpperLayer(Role.REQUESTOR, max_pdu_length)
     ul.send(rq)  # AE-1: Sta4, awaiting the transport
@@ -136,6 +145,9 @@ def _ended(assoc: Association, event: object) -> str:
 
 class ClientAssociation:
     """An established association as SCU."""
+
+    #: As a C-MOVE's StoreTarget: one C-STORE at a time (store() reads its answer).
+    window = 1
 
     def __init__(self, assoc: Association) -> None:
         self.assoc = assoc

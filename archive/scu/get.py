@@ -49,6 +49,9 @@ log = logging.getLogger("archive.scu.get")
 
 #: Bytes of a received instance gathered before each trip to a writer thread.
 WRITE_BATCH = 1 << 20
+#: Sub-operations we let a C-GET SCP send before their responses (we answer in
+#: order as each is written); an SCP without asynchronous operations sends one.
+GET_WINDOW = 8
 
 #: Storage SOP classes proposed for C-GET: the common image, SR, RT, presentation
 #: state and document classes, well under the 128-context limit (PS3.8 9.3.2.2)
@@ -241,7 +244,8 @@ async def get_instances(
         result.files.append(path)
         return int(Status.SUCCESS)
 
-    async with await open_association(options, contexts, roles) as assoc:
+    # Sub-operations may come GET_WINDOW at a time if the peer can (PS3.7 D.3.3.3).
+    async with await open_association(options, contexts, roles, (1, GET_WINDOW)) as assoc:
         context_id, ts = context_of(assoc, sop_class)
         watcher = Watcher(assoc, interrupt)
         try:

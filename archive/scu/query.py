@@ -196,6 +196,7 @@ async def open_association(
     options: QueryOptions,
     contexts: Sequence[tuple[str, Sequence[str]]],
     roles: Sequence[RoleSelection] = (),
+    async_ops: tuple[int, int] | None = None,
 ) -> ClientAssociation:
     return await associate(
         options.host,
@@ -206,6 +207,7 @@ async def open_association(
         roles=roles,
         max_pdu_length=options.max_pdu_length,
         timeouts=options.timeouts,
+        async_ops=async_ops,
     )
 
 

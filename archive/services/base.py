@@ -75,6 +75,9 @@ class StoreTarget(Protocol):
     """Where C-STORE sub-operations go: the caller's association (C-GET) or a new
     association to the move destination (C-MOVE)."""
 
+    #: Sub-operations that may be in flight at once on it (PS3.7 D.3.3.3).
+    window: int
+
     def store_contexts(self) -> Sequence[StoreContext]: ...
     def next_message_id(self) -> int: ...
     async def store(

@@ -529,8 +529,14 @@ def c_get_provider(index: RetrieveIndex, files: InstanceFiles) -> Provider:
             files, selected, request.cancel, priority=command.priority, originator=None
         )
         if selected:
-            worker = asyncio.ensure_future(retriever.run(request.channel))
-            async for response in progress(retriever, [worker], CGetRsp, command):
+            # With an Asynchronous Operations Window, that many sub-operations in
+            # flight: the next file goes out while the peer stores the last one.
+            channel = request.channel
+            workers = [
+                asyncio.ensure_future(retriever.run(channel))
+                for _ in range(min(channel.window, len(selected)))
+            ]
+            async for response in progress(retriever, workers, CGetRsp, command):
                 yield response
         yield await finish(retriever, CGetRsp, command, request.transfer_syntax, started, "C-GET")
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archive.config import AssociationConfig, Config, NodeConfig, Peer
+from archive.config import AssociationConfig, Config, NodeConfig, Peer, RetrieveConfig
 from archive.dicom import uids
 from archive.dicom.errors import (
     AbortReason,
@@ -290,12 +290,35 @@ def test_peer_without_limit(max_length: int | None) -> None:
     assert negotiated.peer_max_pdu == 0
 
 
+@pytest.mark.parametrize(
+    ("proposed", "reply"),
+    [
+        # (requestor invokes, requestor performs) -> (we invoke, we perform):
+        # we invoke at most what it performs (0 = no limit) and what
+        # retrieve.get_window allows (4 by default); we perform one at a time.
+        ((16, 0), (4, 1)),
+        ((1, 8), (4, 1)),
+        ((1, 2), (2, 1)),
+        ((1, 1), (1, 1)),
+        ((5, 1), (1, 1)),
+    ],
+)
+def test_async_window_reply(proposed: tuple[int, int], reply: tuple[int, int]) -> None:
+    ac, negotiated = accept(rq_for(ONE_CT, async_ops=AsyncOperationsWindow(*proposed)))
+    assert ac.user_info.async_ops == AsyncOperationsWindow(*reply)
+    assert negotiated.async_ops == reply
+
+
 def test_async_window_answered_only_when_proposed() -> None:
-    ac, negotiated = accept(rq_for(ONE_CT, async_ops=AsyncOperationsWindow(16, 0)))
-    assert ac.user_info.async_ops == AsyncOperationsWindow(1, 1)
-    assert negotiated.async_ops == (1, 1)
-    ac, _ = accept(rq_for(ONE_CT))
+    ac, negotiated = accept(rq_for(ONE_CT))
     assert ac.user_info.async_ops is None
+    assert negotiated.async_ops == (1, 1)
+
+
+def test_async_window_follows_the_config() -> None:
+    policy = default_acceptor_policy(Config(retrieve=RetrieveConfig(get_window=1)))
+    ac, _ = accept(rq_for(ONE_CT, async_ops=AsyncOperationsWindow(1, 8)), policy)
+    assert ac.user_info.async_ops == AsyncOperationsWindow(1, 1)
 
 
 def test_user_identity_is_not_answered_but_kept() -> None:

@@ -182,6 +182,10 @@ class Channel:
     #: Set after this many stores: the caller's C-CANCEL-RQ arriving mid-retrieve.
     cancel: Cancel | None = None
     cancel_after: int | None = None
+    #: The negotiated asynchronous operations window, and the most seen in flight.
+    window: int = 1
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     def store_contexts(self) -> Sequence[Context]:
         return self.contexts
@@ -193,7 +197,11 @@ class Channel:
     async def store(
         self, context_id: int, command: CStoreRq, chunks: AsyncIterator[bytes | memoryview]
     ) -> CStoreRsp:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
         data = b"".join([bytes(c) async for c in chunks])
+        await asyncio.sleep(0.01)  # the peer storing it
+        self.in_flight -= 1
         uid = command.affected_sop_instance_uid
         self.commands.append((context_id, command))
         self.received[uid] = data
@@ -319,6 +327,27 @@ def test_get_all_completed_bytes_as_stored(
         assert by_uid[item.attrs.sop_instance_uid] == (1 if item.transfer_syntax_uid == ELE else 3)
     assert [c.message_id for _, c in channel.commands] == [1, 2, 3, 4, 5]
     assert all(c.move_originator_ae is None for _, c in channel.commands)
+
+
+@pytest.mark.parametrize("window", [2, 3, 8])
+def test_get_with_an_asynchronous_operations_window(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path, window: int
+) -> None:
+    """With a window agreed, sub-operations overlap, never more than the window (each
+    worker also holds the next instance read ahead, so five instances keep at most
+    three busy); each instance goes exactly once."""
+    root, stored = corpus_files
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)], window=window)
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    assert 2 <= channel.most_in_flight <= window
+    assert sorted(c.affected_sop_instance_uid for _, c in channel.commands) == sorted(
+        s.attrs.sop_instance_uid for s in stored
+    )
+    for item in stored:
+        data = split_part10((root / item.path).read_bytes())[1]
+        assert channel.received[item.attrs.sop_instance_uid] == data
+    assert sorted(c.message_id for _, c in channel.commands) == [1, 2, 3, 4, 5]
 
 
 def test_get_statuses_per_suboperation(

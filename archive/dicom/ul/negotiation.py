@@ -119,6 +119,9 @@ class AcceptorPolicy(msgspec.Struct, frozen=True, kw_only=True):
     extended: Mapping[str, bytes] = msgspec.field(default_factory=dict)
     implementation_class_uid: str = IMPLEMENTATION_CLASS_UID
     implementation_version_name: str = IMPLEMENTATION_VERSION_NAME
+    #: Operations we offer to invoke at once when a requestor proposes an
+    #: Asynchronous Operations Window (C-GET's C-STORE sub-operations).
+    max_invoke: int = 1
 
 
 class AcceptedContext(msgspec.Struct, frozen=True):
@@ -137,8 +140,10 @@ class Negotiated(msgspec.Struct, frozen=True, kw_only=True):
     ``contexts`` holds the accepted contexts only, by ID. ``max_pdu_length`` is the
     Maximum Length Received we advertised, ``peer_max_pdu`` the peer's: the
     largest P-DATA-TF we may send it (PS3.8 D.1; 0 = no limit). ``async_ops`` is
-    the agreed (invoked, performed) window, (1, 1) meaning synchronous (PS3.7
-    D.3.3.3). ``user_identity`` is what the requestor presented, if anything.
+    the acceptor's Asynchronous Operations Window reply, (operations the acceptor
+    may invoke at once, operations it performs at once), on both sides; (1, 1),
+    synchronous, when none was negotiated (PS3.7 D.3.3.3). ``user_identity`` is
+    what the requestor presented, if anything.
     """
 
     calling_ae: str
@@ -212,6 +217,7 @@ def default_acceptor_policy(config: Config) -> AcceptorPolicy:
         calling_hosts={peer.ae_title: frozenset({peer.host}) for peer in config.peers},
         scp_role_classes=ACCEPTED_STORAGE_SOP_CLASSES,
         extended=dict.fromkeys(QR_CLASSES, _QR_EXTENDED),
+        max_invoke=config.retrieve.get_window,
     )
 
 
@@ -345,13 +351,12 @@ def negotiate(
     # with none accepted we still answer A-ASSOCIATE-AC (as DCMTK and pynetdicom
     # do; no A-ASSOCIATE-RJ reason fits) and the requestor releases.
     rq_info = rq.user_info
+    window = _window_reply(rq_info.async_ops, policy.max_invoke)
     user_info = UserInformation(
         max_length=policy.max_pdu_length,
         implementation_class_uid=policy.implementation_class_uid,
         implementation_version_name=policy.implementation_version_name,
-        # PS3.7 D.3.3.3: answered only when proposed; (1, 1) because we do not
-        # yet perform operations asynchronously.
-        async_ops=AsyncOperationsWindow(1, 1) if rq_info.async_ops is not None else None,
+        async_ops=window,
         roles=tuple(role_replies.values()),
         extended=tuple(SopClassExtended(uid, info) for uid, info in extended.items()),
         # No User Identity reply (0x59): we do not require one, and PS3.7
@@ -373,8 +378,25 @@ def negotiate(
         peer_implementation_version_name=rq_info.implementation_version_name or "",
         user_identity=rq_info.user_identity_rq,
         extended=extended,
+        async_ops=(window.max_invoked, window.max_performed) if window else (1, 1),
     )
     return ac, negotiated
+
+
+def _window_reply(
+    proposed: AsyncOperationsWindow | None, max_invoke: int
+) -> AsyncOperationsWindow | None:
+    """PS3.7 D.3.3.3: the acceptor's window, answered only when one was proposed.
+
+    We invoke at most what the requestor said it can perform (0 = no limit) and
+    what we offer; we perform one operation at a time (an association carries
+    one request of its peer at a time here).
+    """
+    if proposed is None:
+        return None
+    performed = proposed.max_performed
+    invoked = max_invoke if performed == 0 else max(1, min(max_invoke, performed))
+    return AsyncOperationsWindow(invoked, 1)
 
 
 def _extended_replies(
