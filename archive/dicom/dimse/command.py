@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, ClassVar, Final, cast
+from typing import Any, ClassVar, Final, TypeVar, cast
 
 import msgspec
 
@@ -480,6 +480,19 @@ _DECODED: dict[bytes, Command] = {}
 _ENCODED: dict[Command, bytes] = {}
 _CACHED = 64
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remembered(cache: dict[_K, _V], key: _K, make: Callable[[_K], _V]) -> _V:
+    value = cache.get(key)
+    if value is None:
+        value = make(key)
+        if len(cache) >= _CACHED:
+            cache.clear()  # a burst of distinct ones (C-STORE-RQs): start afresh
+        cache[key] = value
+    return value
+
 
 def decode_command(data: bytes | bytearray | memoryview) -> Command:
     """Decode a whole command set (PS3.7 6.3.1) into its message record.
@@ -487,14 +500,7 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
     Raises :class:`RemoteProtocolError` (A-ABORT, UL service-user) on a broken
     command set; see the module docstring for what is tolerated.
     """
-    raw = bytes(data)
-    command = _DECODED.get(raw)
-    if command is None:
-        command = _decode_command(raw)
-        if len(_DECODED) >= _CACHED:
-            _DECODED.clear()
-        _DECODED[raw] = command
-    return command
+    return _remembered(_DECODED, bytes(data), _decode_command)
 
 
 def _decode_command(data: bytes) -> Command:
@@ -553,13 +559,7 @@ def encode_command(command: Command) -> bytes:
     for a value that cannot go on the wire (a US out of range, text beyond
     Latin-1).
     """
-    encoded = _ENCODED.get(command)
-    if encoded is None:
-        encoded = _encode_command(command)
-        if len(_ENCODED) >= _CACHED:
-            _ENCODED.clear()
-        _ENCODED[command] = encoded
-    return encoded
+    return _remembered(_ENCODED, command, _encode_command)
 
 
 def _encode_command(command: Command) -> bytes:
