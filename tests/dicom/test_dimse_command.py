@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from archive.dicom.dimse import (
     CEchoRq,
     CEchoRsp,
+    CFindRsp,
     CMoveRq,
     Command,
     CommandField,
@@ -479,3 +480,18 @@ def test_status_categories_agree_with_pynetdicom() -> None:
         theirs = code_to_category(status)
         if theirs != "Unknown":
             assert category(status).value == theirs.lower(), hex(status)
+
+
+def test_a_reused_buffer_is_decoded_afresh() -> None:
+    """Decoded command sets are remembered by their bytes, never by the buffer:
+    a receive buffer refilled with another command decodes to that command."""
+    first = CFindRsp(message_id_being_responded_to=1, status=0xFF00, has_dataset=True)
+    second = CFindRsp(message_id_being_responded_to=2, status=0xFF00, has_dataset=True)
+    buffer = bytearray(encode_command(first))
+    assert decode_command(buffer) == first
+    buffer[:] = encode_command(second)
+    assert decode_command(memoryview(buffer)) == second
+    assert decode_command(encode_command(first)) == first
+    # Encoding is remembered by value: equal records, equal bytes.
+    assert encode_command(CFindRsp(message_id_being_responded_to=2, status=0xFF00,
+                                   has_dataset=True)) == bytes(buffer)  # fmt: skip
