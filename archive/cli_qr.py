@@ -11,12 +11,13 @@ status, 130 interrupted (Ctrl-C: C-CANCEL sent).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from archive.cli import (
     EXIT_ABORTED,
@@ -36,34 +37,34 @@ from archive.config import (
     resolve_peer,
     with_overrides,
 )
+from archive.dicom.dataset import Element
 from archive.dicom.dimse import Status
 from archive.dicom.query_keys import Level, QueryModel
 from archive.errors import ArchiveError, ConfigError
 from archive.net import AssociationError, Timeouts, run
 from archive.node import Node
-from archive.scu.get import get_instances
-from archive.scu.identifier import (
+from archive.progress import SubOperationBar
+from archive.scu import (
+    Interrupt,
+    NotSupported,
+    PullReport,
     QueryKey,
     QueryKeyError,
+    QueryOptions,
+    RetrieveResult,
     build_identifier,
     character_set,
     check_level,
     columns,
+    find_matches,
+    get_instances,
+    interruptible,
     level_of,
+    move_instances,
     parse_keys,
+    pull_studies,
     table,
     with_defaults,
-)
-from archive.scu.pull import PullReport, pull_studies
-from archive.scu.query import (
-    Interrupt,
-    NotSupported,
-    QueryOptions,
-    RetrieveResult,
-    SubOperationBar,
-    find_matches,
-    interruptible,
-    move_instances,
 )
 
 #: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
@@ -255,19 +256,21 @@ def _options(args: argparse.Namespace, config: Config) -> tuple[QueryOptions, Pe
     return options, peer
 
 
-def _identifier_keys(args: argparse.Namespace) -> tuple[Level, list[QueryKey], tuple[str, ...]]:
+def _identifier(
+    args: argparse.Namespace, *, defaults: bool = False
+) -> tuple[list[QueryKey], list[Element]]:
+    """The ``-k`` keys (and the level's return keys if ``defaults``) and their identifier."""
     keys = parse_keys(args.key)
     level = level_of(keys, Level(args.level))
     check_level(level, args.model)
-    return level, keys, character_set(keys, args.charset)
+    if defaults:
+        keys = with_defaults(keys, level)
+    return keys, build_identifier(keys, level, character_set(keys, args.charset))
 
 
 def _find(args: argparse.Namespace, config: Config) -> int:
     options, _ = _options(args, config)
-    level, keys, terms = _identifier_keys(args)
-    if not args.no_default_keys:
-        keys = with_defaults(keys, level)
-    identifier = build_identifier(keys, level, terms)
+    keys, identifier = _identifier(args, defaults=not args.no_default_keys)
     rows: list[dict[str, Any]] = []
     result = run(
         interruptible(lambda i: find_matches(options, identifier, rows.append, interrupt=i)),
@@ -284,9 +287,7 @@ def _find(args: argparse.Namespace, config: Config) -> int:
         print(f"archive find: interrupted ({_final(result.status)})", file=sys.stderr)
         return EXIT_INTERRUPTED
     if result.status != Status.SUCCESS:
-        status = "none" if result.status is None else f"0x{result.status:04X}"
-        comment = f": {result.error_comment}" if result.error_comment else ""
-        print(f"archive find: C-FIND status {status}{comment}", file=sys.stderr)
+        print(f"archive find: {result.describe()}", file=sys.stderr)
         return EXIT_FAILED_STATUS
     return EXIT_OK
 
@@ -298,11 +299,32 @@ def _final(status: int | None) -> str:
     return f"C-CANCEL sent; final status 0x{status:04X}"
 
 
-def _bar_callback(bar: SubOperationBar) -> Callable[[RetrieveResult], None]:
-    def show(result: RetrieveResult) -> None:
-        bar.show(bar.line(result.completed, result.failed, result.warning, result.total))
+class _Retrieve(Protocol):
+    """:func:`move_instances` or :func:`get_instances` with all but these arguments bound."""
 
-    return show
+    def __call__(
+        self,
+        *,
+        on_progress: Callable[[RetrieveResult], None],
+        interrupt: Interrupt,
+        timeout: float | None,
+    ) -> Awaitable[RetrieveResult]: ...
+
+
+def _retrieve(args: argparse.Namespace, config: Config, retrieve: _Retrieve) -> RetrieveResult:
+    """Run a C-MOVE or C-GET: a bar on the terminal, Ctrl-C as C-CANCEL."""
+
+    with SubOperationBar() as bar:
+
+        def progress(result: RetrieveResult) -> None:
+            bar.update(result.completed, result.failed, result.warning, result.total)
+
+        return run(
+            interruptible(
+                lambda i: retrieve(on_progress=progress, interrupt=i, timeout=args.response_timeout)
+            ),
+            config.node.loop,
+        )
 
 
 def _retrieve_exit(command: str, result: RetrieveResult, destination: str | None) -> int:
@@ -322,54 +344,23 @@ def _retrieve_exit(command: str, result: RetrieveResult, destination: str | None
 def _move(args: argparse.Namespace, config: Config) -> int:
     options, peer = _options(args, config)
     check_ae_title("--dest", args.dest)
-    level, keys, terms = _identifier_keys(args)
-    identifier = build_identifier(keys, level, terms)
-    bar = SubOperationBar()
-    try:
-        result = run(
-            interruptible(
-                lambda i: move_instances(
-                    options,
-                    identifier,
-                    args.dest,
-                    on_progress=_bar_callback(bar),
-                    interrupt=i,
-                    timeout=args.response_timeout,
-                )
-            ),
-            config.node.loop,
-        )
-    finally:
-        bar.close()
+    _, identifier = _identifier(args)
+    result = _retrieve(
+        args, config, functools.partial(move_instances, options, identifier, args.dest)
+    )
     print(f"C-MOVE from {options.called_ae}@{_address(peer)} to {args.dest}: {result.describe()}")
     return _retrieve_exit("archive move", result, args.dest)
 
 
 def _get(args: argparse.Namespace, config: Config) -> int:
     options, peer = _options(args, config)
-    level, keys, terms = _identifier_keys(args)
-    identifier = build_identifier(keys, level, terms)
-    bar = SubOperationBar()
+    _, identifier = _identifier(args)
     extra: dict[str, Any] = {"sop_classes": args.sop_class}
     if args.transfer_syntax:
         extra["transfer_syntaxes"] = args.transfer_syntax
-    try:
-        result = run(
-            interruptible(
-                lambda i: get_instances(
-                    options,
-                    identifier,
-                    args.out,
-                    on_progress=_bar_callback(bar),
-                    interrupt=i,
-                    timeout=args.response_timeout,
-                    **extra,
-                )
-            ),
-            config.node.loop,
-        )
-    finally:
-        bar.close()
+    result = _retrieve(
+        args, config, functools.partial(get_instances, options, identifier, args.out, **extra)
+    )
     print(f"C-GET from {options.called_ae}@{_address(peer)}: {result.describe()}")
     print(f"wrote {len(result.files)} file(s) to {args.out}")
     return _retrieve_exit("archive get", result, None)
@@ -389,7 +380,7 @@ def _pull(args: argparse.Namespace, config: Config) -> int:
 
     def progress(report: PullReport, total: int | None) -> None:
         prefix = f"study {len(report.moves)}/{len(report.studies)}  "
-        bar.show(bar.line(report.completed, report.failed, report.warning, total, prefix))
+        bar.update(report.completed, report.failed, report.warning, total, prefix)
 
     async def main(interrupt: Interrupt) -> PullReport:
         async def once() -> PullReport:
@@ -409,10 +400,8 @@ def _pull(args: argparse.Namespace, config: Config) -> int:
             print(f"receiving as {our_ae} on port {node.port}", file=sys.stderr, flush=True)
             return await once()
 
-    try:
+    with bar:
         report = run(interruptible(main), config.node.loop)
-    finally:
-        bar.close()
     return _pull_summary(report, options.called_ae, _address(peer), our_ae)
 
 
@@ -422,8 +411,7 @@ def _pull_summary(report: PullReport, called: str, address: str, our_ae: str) ->
         if find.cancelled:
             print("archive pull: interrupted (C-CANCEL sent)", file=sys.stderr)
             return EXIT_INTERRUPTED
-        comment = f": {find.error_comment}" if find.error_comment else ""
-        print(f"archive pull: C-FIND status 0x{find.status:04X}{comment}", file=sys.stderr)
+        print(f"archive pull: {find.describe()}", file=sys.stderr)
         return EXIT_FAILED_STATUS
     if not report.studies:
         print(f"no matching studies on {called}@{address}")

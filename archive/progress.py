@@ -1,4 +1,5 @@
-"""A one-line progress bar for terminals: files done of total, bytes and rate.
+"""One-line progress bars for terminals: files sent (``archive store``, ``import``)
+and Query/Retrieve sub-operations (``archive move``, ``get``, ``pull``).
 
 Writes to stderr, and only when stderr is a terminal (piped or redirected output
 stays clean for scripts and logs). Redraws are throttled to about ten per second
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Self, TextIO
 
 #: Seconds between redraws.
 INTERVAL = 0.1
@@ -26,7 +27,62 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class Progress:
+def _bar(fraction: float) -> str:
+    filled = int(_WIDTH * min(fraction, 1.0))
+    return "[" + "#" * filled + "." * (_WIDTH - filled) + "]"
+
+
+class StatusLine:
+    """The line itself: ``show(text)`` redraws it (throttled), ``close()`` erases it.
+
+    Also a context manager that closes on exit, so that whatever follows (a
+    summary, a traceback) starts on a clean line.
+    """
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self._last = 0.0
+        self._drawn = False
+
+    def due(self, force: bool = False) -> bool:
+        """Whether to redraw now: always if ``force``, else once per :data:`INTERVAL`.
+
+        Asked before the text is built, which then costs nothing when throttled.
+        """
+        if not self.enabled:
+            return False
+        now = time.monotonic()
+        if force or now - self._last >= INTERVAL:
+            self._last = now
+            return True
+        return False
+
+    def draw(self, text: str) -> None:
+        # "\r" then clear to end of line: the line may have shrunk.
+        self.stream.write("\r" + text + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def show(self, text: str, *, force: bool = False) -> None:
+        if self.due(force):
+            self.draw(text)
+
+    def close(self) -> None:
+        """Erase the bar so the summary that follows starts on a clean line."""
+        if self.enabled and self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._drawn = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Progress(StatusLine):
     """``advance(files, nbytes)`` as work completes; ``close()`` clears the line."""
 
     def __init__(
@@ -37,47 +93,44 @@ class Progress:
         stream: TextIO | None = None,
         enabled: bool | None = None,
     ) -> None:
+        super().__init__(stream, enabled)
         self.total = total
         self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
         self.done = 0
         self.bytes = 0
         self.started = time.monotonic()
-        self._last = 0.0
-        self._drawn = False
 
     def advance(self, files: int = 1, nbytes: int = 0) -> None:
         self.done += files
         self.bytes += nbytes
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last >= INTERVAL or self.done >= self.total:
-            self._last = now
-            self._draw(now)
+        # The last one is always drawn, so the bar ends full.
+        if self.due(force=self.done >= self.total):
+            self.draw(self.line(self._last))
 
     def line(self, now: float | None = None) -> str:
         """The bar as text (without the carriage return)."""
         elapsed = max((now if now is not None else time.monotonic()) - self.started, 1e-9)
         fraction = self.done / self.total if self.total else 1.0
-        filled = int(_WIDTH * min(fraction, 1.0))
-        bar = "#" * filled + "." * (_WIDTH - filled)
         rate = self.bytes / elapsed / 1e6
         return (
-            f"[{bar}] {self.done}/{self.total} {self.label}"
+            f"{_bar(fraction)} {self.done}/{self.total} {self.label}"
             f"  {human_bytes(self.bytes)}  {rate:.1f} MB/s"
         )
 
-    def _draw(self, now: float) -> None:
-        # "\r" then clear to end of line: the line may have shrunk.
-        self.stream.write("\r" + self.line(now) + "\x1b[K")
-        self.stream.flush()
-        self._drawn = True
 
-    def close(self) -> None:
-        """Erase the bar so the summary that follows starts on a clean line."""
-        if self.enabled and self._drawn:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._drawn = False
+class SubOperationBar(StatusLine):
+    """C-MOVE/C-GET sub-operations done of the total, and how (PS3.4 C.4.2.3)."""
+
+    def update(
+        self, completed: int, failed: int, warning: int, total: int | None, prefix: str = ""
+    ) -> None:
+        if self.due():
+            self.draw(self.line(completed, failed, warning, total, prefix))
+
+    @staticmethod
+    def line(completed: int, failed: int, warning: int, total: int | None, prefix: str = "") -> str:
+        done = completed + failed + warning
+        head = f"{_bar(done / total)} {done}/{total}" if total else f"{done}"
+        return (
+            f"{prefix}{head} instances  completed {completed}, failed {failed}, warning {warning}"
+        )

@@ -34,7 +34,7 @@ from archive.dicom.dataset import Element, decode_dataset, encode_dataset
 from archive.dicom.dimse import CStoreRq
 from archive.dicom.query_keys import Level
 from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
-from archive.scu import SubOperationBar
+from archive.progress import SubOperationBar
 from archive.scu.identifier import (
     QueryKey,
     QueryKeyError,
@@ -519,8 +519,15 @@ def test_sub_operation_bar_draws_on_a_terminal_only() -> None:
     piped = io.StringIO()  # not a terminal
     bar = SubOperationBar(piped)
     bar.show("x", force=True)
+    bar.update(1, 0, 0, 2)
     bar.close()
     assert piped.getvalue() == ""
+    drawn = io.StringIO()
+    with SubOperationBar(drawn, enabled=True) as bar:
+        bar.update(1, 0, 0, 2)
+        bar.update(2, 0, 0, 2)  # within the redraw interval
+    line = "[############............] 1/2 instances  completed 1, failed 0, warning 0"
+    assert drawn.getvalue() == f"\r{line}\x1b[K\r\x1b[K"
 
 
 def test_pull_progress_counts_and_total(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
+from typing import NoReturn, TypeVar
 
 from archive.dicom.dimse import (
     CCancelRq,
@@ -65,6 +66,7 @@ MAX_RESPONSE_DATASET = 16 << 20
 #: request, the context's transfer syntax and the data set fragments (to be read
 #: to the end), it returns the C-STORE status to answer (PS3.4 C.4.3.3).
 StoreHandler = Callable[[CStoreRq, str, AsyncIterator[memoryview]], Awaitable[int]]
+_Rsp = TypeVar("_Rsp", CFindRsp, CMoveRsp, CGetRsp)
 
 
 async def associate(
@@ -190,11 +192,15 @@ class ClientAssociation:
             if isinstance(item, CommandReceived):
                 return item.command
             if isinstance(item, AReleaseRq | AAbort | ProviderAbort | Closed):
-                if self.assoc.outcome is Outcome.TIMEOUT:
-                    await self.assoc.wait_closed()
-                    raise AssociationTimeout(f"no response within {self.assoc.timeouts.dimse:g} s")
-                self.abort()
-                raise AssociationAborted(_ended(self.assoc, item))
+                await self._lost(item, self.assoc.timeouts.dimse)
+
+    async def _lost(self, item: object, wait: float) -> NoReturn:
+        """The association ended (``item``) while we waited ``wait`` s for a response."""
+        if self.assoc.outcome is Outcome.TIMEOUT:
+            await self.assoc.wait_closed()
+            raise AssociationTimeout(f"no response within {wait:g} s")
+        self.abort()
+        raise AssociationAborted(_ended(self.assoc, item))
 
     async def _dataset(self) -> bytes:
         """The data set following the command just received, read whole (bounded)."""
@@ -204,15 +210,21 @@ class ClientAssociation:
             self.abort()
             raise AssociationAborted(f"response {exc}") from None
 
-    async def _operation_responses(
+    async def _responses(
         self,
         context_id: int,
         command: CFindRq | CMoveRq | CGetRq,
         identifier: bytes,
-        response_type: type[CFindRsp | CMoveRsp | CGetRsp],
-        on_store: StoreHandler | None,
-        timeout: float | None,
-    ) -> AsyncIterator[tuple[CFindRsp | CMoveRsp | CGetRsp, bytes | None]]:
+        response_type: type[_Rsp],
+        on_store: StoreHandler | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[tuple[_Rsp, bytes | None]]:
+        """Send a C-FIND/C-MOVE/C-GET request; yield each response (PS3.7 9.3.2.2,
+        9.3.4.2, 9.3.3.2) and its data set, up to the final (non-Pending) one.
+
+        The one generator between the association and the caller: a C-FIND yields
+        once per match, so find/move/get return this iterator rather than wrap it.
+        """
         await self.assoc.send(context_id, command, identifier)
         self._operation = (context_id, command.message_id)
         # Responses are small, except the C-STORE sub-operations of a C-GET.
@@ -226,9 +238,9 @@ class ClientAssociation:
                     if isinstance(received, CStoreRq) and on_store is not None:
                         await self._store_suboperation(item.context_id, received, on_store)
                         continue
+                    # The response classes are siblings: isinstance is an exact type test.
                     if (
-                        not isinstance(received, CFindRsp | CMoveRsp | CGetRsp)
-                        or type(received) is not response_type
+                        not isinstance(received, response_type)
                         or received.message_id_being_responded_to != command.message_id
                     ):
                         self.abort()
@@ -243,11 +255,7 @@ class ClientAssociation:
                 elif isinstance(item, DatasetFragment):
                     continue
                 else:
-                    if self.assoc.outcome is Outcome.TIMEOUT:
-                        await self.assoc.wait_closed()
-                        raise AssociationTimeout(f"no response within {wait:g} s")
-                    self.abort()
-                    raise AssociationAborted(_ended(self.assoc, item))
+                    await self._lost(item, wait)
         finally:
             self._operation = None
             self.assoc.quickack_datasets = True
@@ -274,21 +282,21 @@ class ClientAssociation:
             ),
         )
 
-    async def find(
+    def _abstract_syntax(self, context_id: int) -> str:
+        return self.negotiated.contexts[context_id].abstract_syntax
+
+    def find(
         self, context_id: int, identifier: bytes, *, priority: int = 0
     ) -> AsyncIterator[tuple[CFindRsp, bytes | None]]:
         """C-FIND (PS3.7 9.1.2): each response and its identifier, the final one last."""
-        abstract = self.negotiated.contexts[context_id].abstract_syntax
         rq = CFindRq(
-            message_id=self.next_message_id(), affected_sop_class_uid=abstract, priority=priority
+            message_id=self.next_message_id(),
+            affected_sop_class_uid=self._abstract_syntax(context_id),
+            priority=priority,
         )
-        async for rsp, data in self._operation_responses(
-            context_id, rq, identifier, CFindRsp, None, None
-        ):
-            assert isinstance(rsp, CFindRsp)
-            yield rsp, data
+        return self._responses(context_id, rq, identifier, CFindRsp)
 
-    async def move(
+    def move(
         self,
         context_id: int,
         identifier: bytes,
@@ -303,20 +311,15 @@ class ClientAssociation:
         timeout); an SCP need not send pending responses, so a long move may
         need more.
         """
-        abstract = self.negotiated.contexts[context_id].abstract_syntax
         rq = CMoveRq(
             message_id=self.next_message_id(),
-            affected_sop_class_uid=abstract,
+            affected_sop_class_uid=self._abstract_syntax(context_id),
             move_destination=destination,
             priority=priority,
         )
-        async for rsp, data in self._operation_responses(
-            context_id, rq, identifier, CMoveRsp, None, timeout
-        ):
-            assert isinstance(rsp, CMoveRsp)
-            yield rsp, data
+        return self._responses(context_id, rq, identifier, CMoveRsp, timeout=timeout)
 
-    async def get(
+    def get(
         self,
         context_id: int,
         identifier: bytes,
@@ -326,15 +329,12 @@ class ClientAssociation:
         timeout: float | None = None,
     ) -> AsyncIterator[tuple[CGetRsp, bytes | None]]:
         """C-GET (PS3.7 9.1.3): sub-operations go to ``on_store``; yields the responses."""
-        abstract = self.negotiated.contexts[context_id].abstract_syntax
         rq = CGetRq(
-            message_id=self.next_message_id(), affected_sop_class_uid=abstract, priority=priority
+            message_id=self.next_message_id(),
+            affected_sop_class_uid=self._abstract_syntax(context_id),
+            priority=priority,
         )
-        async for rsp, data in self._operation_responses(
-            context_id, rq, identifier, CGetRsp, on_store, timeout
-        ):
-            assert isinstance(rsp, CGetRsp)
-            yield rsp, data
+        return self._responses(context_id, rq, identifier, CGetRsp, on_store, timeout)
 
     async def cancel(self) -> None:
         """C-CANCEL-RQ (PS3.7 9.3.2.3) for the C-FIND/C-MOVE/C-GET in progress, if any."""

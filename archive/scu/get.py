@@ -25,23 +25,20 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from archive.dicom.dataset import Element, encode_dataset
-from archive.dicom.dimse import CStoreRq, Status
+from archive.dicom.dataset import Element
+from archive.dicom.dimse import CGetRsp, CStoreRq, Status
 from archive.dicom.filemeta import FileMeta, encode_file_meta
 from archive.dicom.query_keys import QueryModel
 from archive.dicom.uids import NATIVE_TRANSFER_SYNTAXES
 from archive.dicom.ul.pdu import RoleSelection
-from archive.net import AssociationError
 from archive.scu.query import (
     QR_TRANSFER_SYNTAXES,
     SOP_CLASSES,
     Interrupt,
     QueryOptions,
     RetrieveResult,
-    Watcher,
-    context_of,
     open_association,
-    record_response,
+    retrieve_on,
 )
 from archive.store import safe_uid
 
@@ -246,19 +243,10 @@ async def get_instances(
 
     # Sub-operations may come GET_WINDOW at a time if the peer can (PS3.7 D.3.3.3).
     async with await open_association(options, contexts, roles, (1, GET_WINDOW)) as assoc:
-        context_id, ts = context_of(assoc, sop_class)
-        watcher = Watcher(assoc, interrupt)
-        try:
-            async for rsp, data in assoc.get(
-                context_id, encode_dataset(identifier, ts), on_store, timeout=timeout
-            ):
-                record_response(result, rsp, data, ts)
-                if on_progress is not None:
-                    on_progress(result)
-        except AssociationError:
-            if interrupt is None or not interrupt.is_set:
-                raise
-        finally:
-            await watcher.close()
-    result.cancelled = interrupt is not None and interrupt.is_set
-    return result
+
+        def responses(context_id: int, data: bytes) -> AsyncIterator[tuple[CGetRsp, bytes | None]]:
+            return assoc.get(context_id, data, on_store, timeout=timeout)
+
+        return await retrieve_on(
+            assoc, sop_class, identifier, responses, result, on_progress, interrupt
+        )

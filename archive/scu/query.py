@@ -22,12 +22,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TextIO, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -109,6 +107,12 @@ class FindResult:
     matches: int = 0
     undecodable: int = 0
     cancelled: bool = False
+
+    def describe(self) -> str:
+        """``C-FIND status 0x....`` and the Error Comment (0000,0902), if any (PS3.7 E.1)."""
+        status = "none" if self.status is None else f"0x{self.status:04X}"
+        comment = f": {self.error_comment}" if self.error_comment else ""
+        return f"C-FIND status {status}{comment}"
 
 
 @dataclass(slots=True)
@@ -243,16 +247,28 @@ async def interruptible(main: Callable[[Interrupt], Awaitable[T]]) -> T:
 
 
 class Watcher:
-    """Owns the :func:`_watch` task of one operation (so it never outlives it)."""
+    """Owns the :func:`_watch` task of one operation (so it never outlives it).
+
+    ``async with Watcher(assoc, interrupt) as watcher:`` around the responses: an
+    association error after an interrupt is the abort we asked for, not a
+    failure, so it ends the block quietly; ``watcher.interrupted`` says so.
+    """
 
     def __init__(self, assoc: ClientAssociation, interrupt: Interrupt | None) -> None:
-        self.task = (
-            asyncio.get_running_loop().create_task(_watch(assoc, interrupt))
-            if interrupt is not None
-            else None
-        )
+        self.interrupt = interrupt
+        self.task: asyncio.Task[None] | None = None
+        self.assoc = assoc
 
-    async def close(self) -> None:
+    @property
+    def interrupted(self) -> bool:
+        return self.interrupt is not None and self.interrupt.is_set
+
+    async def __aenter__(self) -> Watcher:
+        if self.interrupt is not None:
+            self.task = asyncio.get_running_loop().create_task(_watch(self.assoc, self.interrupt))
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> bool:
         if self.task is not None:
             self.task.cancel()
             try:
@@ -260,6 +276,7 @@ class Watcher:
             except asyncio.CancelledError:
                 if not self.task.cancelled():  # pragma: no cover - we were cancelled
                     raise
+        return isinstance(exc, AssociationError) and self.interrupted
 
 
 async def find_on(
@@ -271,8 +288,7 @@ async def find_on(
 ) -> FindResult:
     context_id, ts = context_of(assoc, sop_class)
     result = FindResult()
-    watcher = Watcher(assoc, interrupt)
-    try:
+    async with Watcher(assoc, interrupt) as watcher:
         async for rsp, data in assoc.find(context_id, encode_dataset(identifier, ts)):
             if category(rsp.status) is StatusCategory.PENDING:
                 if data is None:
@@ -287,12 +303,7 @@ async def find_on(
                 on_match(match)
             else:
                 result.status, result.error_comment = rsp.status, rsp.error_comment
-    except AssociationError:
-        if interrupt is None or not interrupt.is_set:
-            raise
-    finally:
-        await watcher.close()
-    result.cancelled = interrupt is not None and interrupt.is_set
+    result.cancelled = watcher.interrupted
     return result
 
 
@@ -309,6 +320,30 @@ async def find_matches(
         return await find_on(assoc, sop_class, identifier, on_match, interrupt)
 
 
+#: Starts a C-MOVE or C-GET given the context ID and the encoded identifier.
+Responses = Callable[[int, bytes], AsyncIterator[tuple[CMoveRsp | CGetRsp, bytes | None]]]
+
+
+async def retrieve_on(
+    assoc: ClientAssociation,
+    sop_class: str,
+    identifier: Sequence[Element],
+    responses: Responses,
+    result: RetrieveResult,
+    on_progress: Callable[[RetrieveResult], None] | None,
+    interrupt: Interrupt | None,
+) -> RetrieveResult:
+    """Run a C-MOVE or C-GET (PS3.4 C.4.2, C.4.3), keeping each response in ``result``."""
+    context_id, ts = context_of(assoc, sop_class)
+    async with Watcher(assoc, interrupt) as watcher:
+        async for rsp, data in responses(context_id, encode_dataset(identifier, ts)):
+            record_response(result, rsp, data, ts)
+            if on_progress is not None:
+                on_progress(result)
+    result.cancelled = watcher.interrupted
+    return result
+
+
 async def move_on(
     assoc: ClientAssociation,
     sop_class: str,
@@ -318,23 +353,12 @@ async def move_on(
     interrupt: Interrupt | None,
     timeout: float | None,
 ) -> RetrieveResult:
-    context_id, ts = context_of(assoc, sop_class)
-    result = RetrieveResult()
-    watcher = Watcher(assoc, interrupt)
-    try:
-        async for rsp, data in assoc.move(
-            context_id, encode_dataset(identifier, ts), destination, timeout=timeout
-        ):
-            record_response(result, rsp, data, ts)
-            if on_progress is not None:
-                on_progress(result)
-    except AssociationError:
-        if interrupt is None or not interrupt.is_set:
-            raise
-    finally:
-        await watcher.close()
-    result.cancelled = interrupt is not None and interrupt.is_set
-    return result
+    def responses(context_id: int, data: bytes) -> AsyncIterator[tuple[CMoveRsp, bytes | None]]:
+        return assoc.move(context_id, data, destination, timeout=timeout)
+
+    return await retrieve_on(
+        assoc, sop_class, identifier, responses, RetrieveResult(), on_progress, interrupt
+    )
 
 
 async def move_instances(
@@ -355,48 +379,3 @@ async def move_instances(
         return await move_on(
             assoc, sop_class, identifier, destination, on_progress, interrupt, timeout
         )
-
-
-# ---- progress on a terminal -------------------------------------------------------------
-
-
-class SubOperationBar:
-    """One line on stderr (a terminal only): sub-operations done of the total, and how."""
-
-    INTERVAL = 0.1
-    WIDTH = 24
-
-    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self._last = 0.0
-        self._drawn = False
-
-    @staticmethod
-    def line(completed: int, failed: int, warning: int, total: int | None, prefix: str = "") -> str:
-        done = completed + failed + warning
-        if total:
-            filled = int(SubOperationBar.WIDTH * min(done / total, 1.0))
-            bar = "#" * filled + "." * (SubOperationBar.WIDTH - filled)
-            head = f"[{bar}] {done}/{total}"
-        else:
-            head = f"{done}"
-        return (
-            f"{prefix}{head} instances  completed {completed}, failed {failed}, warning {warning}"
-        )
-
-    def show(self, text: str, *, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if force or now - self._last >= self.INTERVAL:
-            self._last = now
-            self.stream.write("\r" + text + "\x1b[K")
-            self.stream.flush()
-            self._drawn = True
-
-    def close(self) -> None:
-        if self.enabled and self._drawn:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._drawn = False

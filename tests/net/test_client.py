@@ -109,40 +109,36 @@ def test_echo_timeout_when_nobody_answers() -> None:
     assert 1.0 <= elapsed < 10.0
 
 
-def test_echo_failure_status() -> None:
-    """A C-ECHO answered with a non-Success status: exit 5 and the status in hex."""
+def echo_against_pyscp(on_echo: Callable[[Any], Any]) -> subprocess.CompletedProcess[str]:
+    """``archive echo`` against a pynetdicom Verification SCP answering with ``on_echo``."""
     ae = AE(ae_title="PYSCP")
     ae.add_supported_context(VERIFICATION)
     server = ae.start_server(
-        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_ECHO, lambda event: 0x0122)]
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_ECHO, on_echo)]
     )
     assert server is not None
     assert server.socket is not None
     try:
         port = server.socket.getsockname()[1]
-        done = archive("echo", "--aec", "PYSCP", "--timeout", "5", "127.0.0.1", str(port))
+        return archive("echo", "--aec", "PYSCP", "--timeout", "5", "127.0.0.1", str(port))
     finally:
         server.shutdown()
+
+
+def test_echo_failure_status() -> None:
+    """A C-ECHO answered with a non-Success status: exit 5 and the status in hex."""
+    done = echo_against_pyscp(lambda event: 0x0122)
     assert done.returncode == 5
     assert done.stderr == "archive echo: C-ECHO status 0x0122\n"
 
 
 def test_echo_aborted_by_peer() -> None:
     """The peer aborts in the middle of the C-ECHO: exit 3 with the abort's values."""
-    ae = AE(ae_title="PYSCP")
-    ae.add_supported_context(VERIFICATION)
 
     def abort(event: Any) -> None:
         event.assoc.abort()
 
-    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_ECHO, abort)])
-    assert server is not None
-    assert server.socket is not None
-    try:
-        port = server.socket.getsockname()[1]
-        done = archive("echo", "--aec", "PYSCP", "--timeout", "5", "127.0.0.1", str(port))
-    finally:
-        server.shutdown()
+    done = echo_against_pyscp(abort)
     assert done.returncode == 3
     assert done.stderr == "archive echo: association aborted by the peer (source 0, reason 0)\n"
 
