@@ -18,27 +18,15 @@ from archive.dicom.errors import (
     RejectResult,
     RejectSource,
 )
-from archive.dicom.ul import codec
+from archive.dicom.ul import codec, pdu
 from archive.dicom.ul.machine import (
     NEED_DATA,
+    Closed,
     Event,
+    ProviderAbort,
     Role,
     State,
     UpperLayer,
-)
-from archive.dicom.ul.pdu import (
-    AAbort,
-    AAssociateAc,
-    AAssociateRj,
-    AAssociateRq,
-    AReleaseRp,
-    AReleaseRq,
-    ContextResult,
-    PDataTf,
-    Pdu,
-    PresentationContextAc,
-    PresentationContextRq,
-    UserInformation,
 )
 
 # ---- fixtures shared with the other machine tests ------------------------------------
@@ -48,19 +36,21 @@ VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.9.9999.1"
 
-RQ = AAssociateRq(
+RQ = pdu.AAssociateRq(
     called_ae="ARCHIVE",
     calling_ae="MODALITY",
-    contexts=(PresentationContextRq(1, VERIFICATION, (IMPLICIT_VR_LE,)),),
-    user_info=UserInformation(max_length=MAX_PDU, implementation_class_uid=IMPLEMENTATION_UID),
+    contexts=(pdu.PresentationContextRq(1, VERIFICATION, (IMPLICIT_VR_LE,)),),
+    user_info=pdu.UserInformation(max_length=MAX_PDU, implementation_class_uid=IMPLEMENTATION_UID),
 )
-AC = AAssociateAc(
+AC = pdu.AAssociateAc(
     called_ae="ARCHIVE",
     calling_ae="MODALITY",
-    contexts=(PresentationContextAc(1, ContextResult.ACCEPTANCE, IMPLICIT_VR_LE),),
-    user_info=UserInformation(max_length=MAX_PDU, implementation_class_uid=IMPLEMENTATION_UID),
+    contexts=(pdu.PresentationContextAc(1, pdu.ContextResult.ACCEPTANCE, IMPLICIT_VR_LE),),
+    user_info=pdu.UserInformation(max_length=MAX_PDU, implementation_class_uid=IMPLEMENTATION_UID),
 )
-RJ = AAssociateRj(RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.NO_REASON_GIVEN)
+RJ = pdu.AAssociateRj(
+    RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.NO_REASON_GIVEN
+)
 
 RQ_BYTES = codec.encode(RQ)
 AC_BYTES = codec.encode(AC)
@@ -79,6 +69,20 @@ P_DATA_BYTES = bytes.fromhex(
 )
 # A PDU type no version of PS3.8 defines (Table 9-11 stops at 07H).
 GARBAGE = bytes.fromhex("0a 00 00000002 ffff")
+
+
+#: Every type of event ``next_event`` reports (the members of the machine's ``Event``).
+EVENT_TYPES = (
+    pdu.AAssociateRq,
+    pdu.AAssociateAc,
+    pdu.AAssociateRj,
+    pdu.PDataTf,
+    pdu.AReleaseRq,
+    pdu.AReleaseRp,
+    pdu.AAbort,
+    ProviderAbort,
+    Closed,
+)
 
 
 def abort_bytes(source: int, reason: int) -> bytes:
@@ -105,7 +109,7 @@ def wire(ul: UpperLayer) -> bytes:
     return b"".join(bytes(part) for part in ul.data_to_send())
 
 
-def sent(ul: UpperLayer) -> list[Pdu]:
+def sent(ul: UpperLayer) -> list[pdu.Pdu]:
     """The PDUs queued for the transport, decoded with the codec."""
     return [codec.decode(pdu) for pdu in split_pdus(wire(ul))]
 
@@ -132,7 +136,7 @@ def comparable(events: Iterable[object]) -> list[object]:
     """Events with P-DATA values as bytes, so equality does not hinge on memoryviews."""
     out: list[object] = []
     for event in events:
-        if isinstance(event, PDataTf):
+        if isinstance(event, pdu.PDataTf):
             out.append(("P-DATA", [(p.context_id, p.control, bytes(p.data)) for p in event.pdvs]))
         else:
             out.append(event)
@@ -151,16 +155,16 @@ def acceptor_in(state: State) -> UpperLayer:
         return _settled(ul, state)
     ul.send(AC)
     if state is State.STA13_AWAITING_TRANSPORT_CLOSE:
-        assert feed(ul, RELEASE_RQ_BYTES) == [AReleaseRq()]
-        ul.send(AReleaseRp())
+        assert feed(ul, RELEASE_RQ_BYTES) == [pdu.AReleaseRq()]
+        ul.send(pdu.AReleaseRp())
     elif state is State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE:
-        assert feed(ul, RELEASE_RQ_BYTES) == [AReleaseRq()]
+        assert feed(ul, RELEASE_RQ_BYTES) == [pdu.AReleaseRq()]
     elif state is not State.STA6_ESTABLISHED:
-        ul.send(AReleaseRq())
+        ul.send(pdu.AReleaseRq())
         if state is not State.STA7_AWAITING_RELEASE_RP:
-            assert feed(ul, RELEASE_RQ_BYTES) == [AReleaseRq()]  # collision: Sta10
+            assert feed(ul, RELEASE_RQ_BYTES) == [pdu.AReleaseRq()]  # collision: Sta10
             if state is State.STA12_COLLISION_ACCEPTOR_AWAITING_LOCAL_RESPONSE:
-                assert feed(ul, RELEASE_RP_BYTES) == [AReleaseRp()]
+                assert feed(ul, RELEASE_RP_BYTES) == [pdu.AReleaseRp()]
     return _settled(ul, state)
 
 
@@ -177,15 +181,15 @@ def requestor_in(state: State) -> UpperLayer:
         return _settled(ul, state)
     assert feed(ul, AC_BYTES) == [AC]
     if state is State.STA13_AWAITING_TRANSPORT_CLOSE:
-        ul.send(AAbort(AbortSource.SERVICE_USER, AbortReason.NOT_SPECIFIED))
+        ul.send(pdu.AAbort(AbortSource.SERVICE_USER, AbortReason.NOT_SPECIFIED))
     elif state is State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE:
-        assert feed(ul, RELEASE_RQ_BYTES) == [AReleaseRq()]
+        assert feed(ul, RELEASE_RQ_BYTES) == [pdu.AReleaseRq()]
     elif state is not State.STA6_ESTABLISHED:
-        ul.send(AReleaseRq())
+        ul.send(pdu.AReleaseRq())
         if state is not State.STA7_AWAITING_RELEASE_RP:
-            assert feed(ul, RELEASE_RQ_BYTES) == [AReleaseRq()]  # collision: Sta9
+            assert feed(ul, RELEASE_RQ_BYTES) == [pdu.AReleaseRq()]  # collision: Sta9
             if state is State.STA11_COLLISION_REQUESTOR_AWAITING_RELEASE_RP:
-                ul.send(AReleaseRp())
+                ul.send(pdu.AReleaseRp())
     return _settled(ul, state)
 
 

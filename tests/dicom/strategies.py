@@ -11,27 +11,8 @@ import string
 
 from hypothesis import strategies as st
 
+from archive.dicom.ul import pdu
 from archive.dicom.ul.pdata import Pdv
-from archive.dicom.ul.pdu import (
-    AAbort,
-    AAssociateAc,
-    AAssociateRj,
-    AAssociateRq,
-    AReleaseRp,
-    AReleaseRq,
-    AsyncOperationsWindow,
-    ContextResult,
-    PDataTf,
-    Pdu,
-    PresentationContextAc,
-    PresentationContextRq,
-    RoleSelection,
-    SopClassCommonExtended,
-    SopClassExtended,
-    UserIdentityAc,
-    UserIdentityRq,
-    UserInformation,
-)
 
 __all__ = [
     "a_abort",
@@ -70,13 +51,13 @@ _KNOWN_SUB_ITEMS = frozenset(range(0x51, 0x5A))
 
 def presentation_contexts_rq(
     max_size: int = 8,
-) -> st.SearchStrategy[tuple[PresentationContextRq, ...]]:
+) -> st.SearchStrategy[tuple[pdu.PresentationContextRq, ...]]:
     """A non-empty tuple of RQ presentation contexts with distinct IDs."""
     return st.lists(context_ids, min_size=1, max_size=max_size, unique=True).flatmap(
         lambda ids: st.tuples(
             *(
                 st.builds(
-                    PresentationContextRq,
+                    pdu.PresentationContextRq,
                     st.just(i),
                     uids,
                     st.lists(uids, min_size=1, max_size=4).map(tuple),
@@ -88,18 +69,18 @@ def presentation_contexts_rq(
 
 
 @st.composite
-def _context_ac(draw: st.DrawFn, context_id: int) -> PresentationContextAc:
-    result = draw(st.sampled_from(ContextResult))
-    if result == ContextResult.ACCEPTANCE:
+def _context_ac(draw: st.DrawFn, context_id: int) -> pdu.PresentationContextAc:
+    result = draw(st.sampled_from(pdu.ContextResult))
+    if result == pdu.ContextResult.ACCEPTANCE:
         syntax = draw(uids)
     else:
         syntax = draw(st.one_of(st.just(""), uids))
-    return PresentationContextAc(context_id, result, syntax)
+    return pdu.PresentationContextAc(context_id, result, syntax)
 
 
 def presentation_contexts_ac(
     max_size: int = 8,
-) -> st.SearchStrategy[tuple[PresentationContextAc, ...]]:
+) -> st.SearchStrategy[tuple[pdu.PresentationContextAc, ...]]:
     """A non-empty tuple of AC presentation contexts with distinct IDs."""
     return st.lists(context_ids, min_size=1, max_size=max_size, unique=True).flatmap(
         lambda ids: st.tuples(*(_context_ac(i) for i in ids))
@@ -110,20 +91,20 @@ _short_bytes = st.binary(max_size=40)
 
 #: User Information items with any combination of sub-items (PS3.7 D.3.3).
 user_information = st.builds(
-    UserInformation,
+    pdu.UserInformation,
     max_length=st.none() | st.integers(0, 0xFFFFFFFF),
     implementation_class_uid=st.none() | uids,
     implementation_version_name=st.none()
     | st.text(string.ascii_letters + string.digits + "_.-", min_size=1, max_size=16),
     async_ops=st.none()
-    | st.builds(AsyncOperationsWindow, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
-    roles=st.lists(st.builds(RoleSelection, uids, st.booleans(), st.booleans()), max_size=3).map(
-        tuple
-    ),
-    extended=st.lists(st.builds(SopClassExtended, uids, _short_bytes), max_size=3).map(tuple),
+    | st.builds(pdu.AsyncOperationsWindow, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
+    roles=st.lists(
+        st.builds(pdu.RoleSelection, uids, st.booleans(), st.booleans()), max_size=3
+    ).map(tuple),
+    extended=st.lists(st.builds(pdu.SopClassExtended, uids, _short_bytes), max_size=3).map(tuple),
     common_extended=st.lists(
         st.builds(
-            SopClassCommonExtended,
+            pdu.SopClassCommonExtended,
             uids,
             uids,
             st.lists(uids, max_size=3).map(tuple),
@@ -131,8 +112,8 @@ user_information = st.builds(
         max_size=3,
     ).map(tuple),
     user_identity_rq=st.none()
-    | st.builds(UserIdentityRq, st.integers(1, 5), st.booleans(), _short_bytes, _short_bytes),
-    user_identity_ac=st.none() | st.builds(UserIdentityAc, _short_bytes),
+    | st.builds(pdu.UserIdentityRq, st.integers(1, 5), st.booleans(), _short_bytes, _short_bytes),
+    user_identity_ac=st.none() | st.builds(pdu.UserIdentityAc, _short_bytes),
     unknown=st.lists(
         st.tuples(st.integers(0, 255).filter(lambda t: t not in _KNOWN_SUB_ITEMS), _short_bytes),
         max_size=3,
@@ -140,7 +121,7 @@ user_information = st.builds(
 )
 
 a_associate_rq = st.builds(
-    AAssociateRq,
+    pdu.AAssociateRq,
     called_ae=ae_titles,
     calling_ae=ae_titles,
     contexts=presentation_contexts_rq(),
@@ -151,7 +132,7 @@ a_associate_rq = st.builds(
 
 # The AE title fields of an AC are reserved (PS3.8 9.3.3): empty is allowed.
 a_associate_ac = st.builds(
-    AAssociateAc,
+    pdu.AAssociateAc,
     called_ae=st.just("") | ae_titles,
     calling_ae=st.just("") | ae_titles,
     contexts=presentation_contexts_ac(),
@@ -162,12 +143,12 @@ a_associate_ac = st.builds(
 
 # (source, reason) pairs of PS3.8 Table 9-21.
 a_associate_rj = st.builds(
-    lambda result, source_reason: AAssociateRj(result, *source_reason),
+    lambda result, source_reason: pdu.AAssociateRj(result, *source_reason),
     st.sampled_from((1, 2)),
     st.sampled_from(((1, 1), (1, 2), (1, 3), (1, 7), (2, 1), (2, 2), (3, 1), (3, 2))),
 )
 
-a_abort = st.builds(AAbort, st.sampled_from((0, 2)), st.sampled_from((0, 1, 2, 4, 5, 6)))
+a_abort = st.builds(pdu.AAbort, st.sampled_from((0, 2)), st.sampled_from((0, 1, 2, 4, 5, 6)))
 
 #: PDVs whose data is a memoryview, as the decoder produces them (PS3.8 9.3.5.1).
 pdvs = st.builds(
@@ -177,14 +158,14 @@ pdvs = st.builds(
     st.binary(max_size=64).map(memoryview),
 )
 
-p_data_tf = st.lists(pdvs, min_size=1, max_size=5).map(lambda items: PDataTf(tuple(items)))
+p_data_tf = st.lists(pdvs, min_size=1, max_size=5).map(lambda items: pdu.PDataTf(tuple(items)))
 
-pdus: st.SearchStrategy[Pdu] = st.one_of(
+pdus: st.SearchStrategy[pdu.Pdu] = st.one_of(
     a_associate_rq,
     a_associate_ac,
     a_associate_rj,
     p_data_tf,
-    st.just(AReleaseRq()),
-    st.just(AReleaseRp()),
+    st.just(pdu.AReleaseRq()),
+    st.just(pdu.AReleaseRp()),
     a_abort,
 )

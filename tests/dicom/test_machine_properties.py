@@ -36,19 +36,11 @@ from archive.dicom.ul.machine import (
     UpperLayer,
 )
 from archive.dicom.ul.pdata import encode_p_data
-from archive.dicom.ul.pdu import (
-    AAbort,
-    AAssociateAc,
-    AAssociateRj,
-    AAssociateRq,
-    AReleaseRp,
-    AReleaseRq,
-    PDataTf,
-    Pdu,
-)
+from archive.dicom.ul.pdu import AAbort, AReleaseRp, AReleaseRq, Pdu
 from tests.dicom.machine_helpers import (
     AC,
     AC_BYTES,
+    EVENT_TYPES,
     GARBAGE,
     MAX_PDU,
     P_DATA_BYTES,
@@ -61,37 +53,29 @@ from tests.dicom.machine_helpers import (
     abort_bytes,
     comparable,
     drain,
+    machine_in,
     split_pdus,
+    wire,
 )
 from tests.dicom.strategies import p_data_tf, pdus
-
-_EVENT_TYPES = (
-    AAssociateRq,
-    AAssociateAc,
-    AAssociateRj,
-    PDataTf,
-    AReleaseRq,
-    AReleaseRp,
-    AAbort,
-    ProviderAbort,
-    Closed,
-)
 
 # ---- (a) chunking does not matter --------------------------------------------------------
 
 
 def _run(role: Role, established: bool, stream: bytes, cuts: Sequence[int]) -> tuple[object, ...]:
-    """Feed ``stream`` cut at ``cuts``; return events, wire bytes and the final flags."""
-    ul = UpperLayer(role, MAX_PDU)
-    if role is Role.REQUESTOR:
-        ul.send(RQ)
-    ul.connection_made()
+    """Feed ``stream`` cut at ``cuts``; return events, wire bytes and the final flags.
+
+    The machine starts established (Sta6), or else with the transport open and no
+    association yet: the acceptor awaiting the A-ASSOCIATE-RQ (Sta2), the requestor
+    the A-ASSOCIATE-AC (Sta5).
+    """
     if established:
-        ul.receive_data(AC_BYTES if role is Role.REQUESTOR else RQ_BYTES)
-        drain(ul)
-        if role is Role.ACCEPTOR:
-            ul.send(AC)
-    ul.data_to_send()
+        start_state = State.STA6_ESTABLISHED
+    elif role is Role.ACCEPTOR:
+        start_state = State.STA2_TRANSPORT_OPEN
+    else:
+        start_state = State.STA5_AWAITING_ASSOCIATE_RESPONSE
+    ul = machine_in(role, start_state)
     events: list[object] = []
     start = 0
     for cut in [*sorted(cuts), len(stream)]:
@@ -101,8 +85,7 @@ def _run(role: Role, established: bool, stream: bytes, cuts: Sequence[int]) -> t
             start = cut
     ul.receive_data(b"")
     events.extend(comparable(drain(ul)))
-    out = b"".join(bytes(part) for part in ul.data_to_send())
-    return events, out, ul.state, ul.should_close, ul.artim_running
+    return events, wire(ul), ul.state, ul.should_close, ul.artim_running
 
 
 def _cuts_for(stream: bytes) -> st.SearchStrategy[list[int]]:
@@ -374,7 +357,7 @@ class UpperLayerRules(RuleBasedStateMachine):
         if self.ul.state is not State.STA1_IDLE:
             self.left_sta1 = True
         for event in drain(self.ul):
-            assert isinstance(event, _EVENT_TYPES)
+            assert isinstance(event, EVENT_TYPES)
         if self.ul.state is not State.STA1_IDLE:
             self.left_sta1 = True
         self.ul.data_to_send()

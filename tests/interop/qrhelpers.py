@@ -102,74 +102,28 @@ class PatientSpec:
     studies: tuple[StudySpec, ...]
 
 
+_EXPLICIT = ExplicitVRLittleEndian
+_IMPLICIT = ImplicitVRLittleEndian
+
 #: The corpus. Study keys name studies in the tests ("A1" is patient A's first).
+#: Series: number, modality, instance count, transfer syntax, description.
+_A1 = (SeriesSpec(1, "CT", 3, _EXPLICIT, "Axial"), SeriesSpec(2, "CT", 2, _IMPLICIT, "Coronal"))
+_A2 = (SeriesSpec(1, "MR", 2, _EXPLICIT, "T1"),)
+# Series 2 is the RLE Lossless instance (MR_small_RLE.dcm, re-labelled).
+_B1 = (SeriesSpec(1, "MR", 2, _EXPLICIT, "T2"), SeriesSpec(2, "MR", 1, RLELossless, "RLE"))
+_C1 = (SeriesSpec(1, "CT", 2, _EXPLICIT, "Venous"),)
+#: Studies: key, date, time, accession number, description, series.
+_STUDIES_A = (
+    StudySpec("A1", "20240105", "101500", "ACC-A1", "CT Thorax", _A1),
+    StudySpec("A2", "20240320", "083000", "ACC-A2", "MR Knie", _A2),
+)
+_STUDIES_B = (StudySpec("B1", "20240210", "140000", "ACC-B1", "MR Hlava", _B1),)
+_STUDIES_C = (StudySpec("C1", "20231115", "120000", "ACC-C1", "CT Abdomen", _C1),)
+#: Patients: ID, name, Specific Character Set, birth date, sex, studies.
 PATIENTS = (
-    PatientSpec(
-        "PAT-A",
-        "Müller^Jürgen",
-        "ISO_IR 100",
-        "19600101",
-        "M",
-        (
-            StudySpec(
-                "A1",
-                "20240105",
-                "101500",
-                "ACC-A1",
-                "CT Thorax",
-                (
-                    SeriesSpec(1, "CT", 3, ExplicitVRLittleEndian, "Axial"),
-                    SeriesSpec(2, "CT", 2, ImplicitVRLittleEndian, "Coronal"),
-                ),
-            ),
-            StudySpec(
-                "A2",
-                "20240320",
-                "083000",
-                "ACC-A2",
-                "MR Knie",
-                (SeriesSpec(1, "MR", 2, ExplicitVRLittleEndian, "T1"),),
-            ),
-        ),
-    ),
-    PatientSpec(
-        "PAT-B",
-        "Dvořák^Zdeněk",
-        "ISO_IR 192",
-        "19751231",
-        "M",
-        (
-            StudySpec(
-                "B1",
-                "20240210",
-                "140000",
-                "ACC-B1",
-                "MR Hlava",
-                (
-                    SeriesSpec(1, "MR", 2, ExplicitVRLittleEndian, "T2"),
-                    # The RLE Lossless instance (MR_small_RLE.dcm, re-labelled).
-                    SeriesSpec(2, "MR", 1, RLELossless, "RLE"),
-                ),
-            ),
-        ),
-    ),
-    PatientSpec(
-        "PAT-C",
-        "Smith^John",
-        None,
-        "19801111",
-        "M",
-        (
-            StudySpec(
-                "C1",
-                "20231115",
-                "120000",
-                "ACC-C1",
-                "CT Abdomen",
-                (SeriesSpec(1, "CT", 2, ExplicitVRLittleEndian, "Venous"),),
-            ),
-        ),
-    ),
+    PatientSpec("PAT-A", "Müller^Jürgen", "ISO_IR 100", "19600101", "M", _STUDIES_A),
+    PatientSpec("PAT-B", "Dvořák^Zdeněk", "ISO_IR 192", "19751231", "M", _STUDIES_B),
+    PatientSpec("PAT-C", "Smith^John", None, "19801111", "M", _STUDIES_C),
 )
 
 

@@ -124,35 +124,47 @@ def values(found: Sequence[pydicom.Dataset], keyword: str) -> list[str]:
     return [str(ds.get(keyword, "")) for ds in found]
 
 
+def query(text: str) -> list[str]:
+    """findscu keys written as one line: ``Keyword`` or ``Keyword=value``, space-separated."""
+    return text.split()
+
+
+def rows(found: Sequence[pydicom.Dataset], keys: Sequence[str]) -> list[tuple[str, ...]]:
+    """Each identifier's value of every key but QueryRetrieveLevel, as text; rows sorted."""
+    names = [key.split("=", 1)[0] for key in keys if not key.startswith("QueryRetrieveLevel=")]
+    return sorted(tuple(str(getattr(ds, name)) for name in names) for ds in found)
+
+
+def study_keys(study_uid: str) -> list[str]:
+    """The identifier of a STUDY-level retrieve of one study."""
+    return ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study_uid}"]
+
+
+def series_keys(instance: Instance) -> list[str]:
+    """The identifier of a SERIES-level retrieve of an instance's series."""
+    return [
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={instance.study_uid}",
+        f"SeriesInstanceUID={instance.series_uid}",
+    ]
+
+
+def counts(completed: int, failed: int) -> dict[str, int | None]:
+    """The final sub-operation counts of a C-MOVE/C-GET-RSP, no warnings (none remaining)."""
+    return {"Remaining": None, "Completed": completed, "Failed": failed, "Warning": 0}
+
+
 # ---- C-FIND ---------------------------------------------------------------------------
 
 
 def test_find_patient_level_patient_root(qr: RunningNode, tmp_path: Path) -> None:
-    _, status, found = findscu(
-        qr,
-        [
-            "QueryRetrieveLevel=PATIENT",
-            "PatientID",
-            "PatientName",
-            "PatientBirthDate",
-            "NumberOfPatientRelatedStudies",
-            "NumberOfPatientRelatedInstances",
-        ],
-        tmp_path / "f",
-        model="-P",
+    keys = query(
+        "QueryRetrieveLevel=PATIENT PatientID PatientName PatientBirthDate"
+        " NumberOfPatientRelatedStudies NumberOfPatientRelatedInstances"
     )
+    _, status, found = findscu(qr, keys, tmp_path / "f", model="-P")
     assert status == [0xFF00] * 3 + [0x0000]
-    rows = sorted(
-        (
-            str(ds.PatientID),
-            str(ds.PatientName),
-            str(ds.PatientBirthDate),
-            str(ds.NumberOfPatientRelatedStudies),
-            str(ds.NumberOfPatientRelatedInstances),
-        )
-        for ds in found
-    )
-    assert rows == [
+    assert rows(found, keys) == [
         ("PAT-A", "Müller^Jürgen", "19600101", "2", "7"),
         ("PAT-B", "Dvořák^Zdeněk", "19751231", "1", "3"),
         ("PAT-C", "Smith^John", "19801111", "1", "2"),
@@ -163,39 +175,17 @@ def test_find_patient_level_patient_root(qr: RunningNode, tmp_path: Path) -> Non
 def test_find_study_level_return_keys_and_computed(
     qr: RunningNode, corpus: Corpus, tmp_path: Path
 ) -> None:
-    _, status, found = findscu(
-        qr,
-        [
-            "QueryRetrieveLevel=STUDY",
-            "StudyInstanceUID",
-            "PatientID=PAT-A",
-            "StudyDate",
-            "AccessionNumber",
-            "StudyDescription",
-            "ModalitiesInStudy",
-            "NumberOfStudyRelatedSeries",
-            "NumberOfStudyRelatedInstances",
-            "RetrieveAETitle",
-        ],
-        tmp_path / "f",
+    keys = query(
+        "QueryRetrieveLevel=STUDY StudyInstanceUID StudyDate AccessionNumber StudyDescription"
+        " ModalitiesInStudy NumberOfStudyRelatedSeries NumberOfStudyRelatedInstances"
+        " RetrieveAETitle PatientID=PAT-A"
     )
+    _, status, found = findscu(qr, keys, tmp_path / "f")
     assert status == [0xFF00, 0xFF00, 0x0000]
-    rows = sorted(
-        (
-            str(ds.StudyInstanceUID),
-            str(ds.StudyDate),
-            str(ds.AccessionNumber),
-            str(ds.StudyDescription),
-            str(ds.ModalitiesInStudy),
-            str(ds.NumberOfStudyRelatedSeries),
-            str(ds.NumberOfStudyRelatedInstances),
-            str(ds.RetrieveAETitle),
-        )
-        for ds in found
-    )
-    assert rows == [
-        (corpus.study_uids["A1"], "20240105", "ACC-A1", "CT Thorax", "CT", "2", "5", "ARCHIVE"),
-        (corpus.study_uids["A2"], "20240320", "ACC-A2", "MR Knie", "MR", "1", "2", "ARCHIVE"),
+    a1, a2 = corpus.study_uids["A1"], corpus.study_uids["A2"]
+    assert rows(found, keys) == [
+        (a1, "20240105", "ACC-A1", "CT Thorax", "CT", "2", "5", "ARCHIVE", "PAT-A"),
+        (a2, "20240320", "ACC-A2", "MR Knie", "MR", "1", "2", "ARCHIVE", "PAT-A"),
     ]
 
 
@@ -238,32 +228,13 @@ def test_find_study_uid_list(qr: RunningNode, corpus: Corpus, tmp_path: Path) ->
 
 def test_find_series_level(qr: RunningNode, corpus: Corpus, tmp_path: Path) -> None:
     study = corpus.study_uids["A1"]
-    _, status, found = findscu(
-        qr,
-        [
-            "QueryRetrieveLevel=SERIES",
-            f"StudyInstanceUID={study}",
-            "SeriesInstanceUID",
-            "Modality",
-            "SeriesNumber",
-            "SeriesDescription",
-            "NumberOfSeriesRelatedInstances",
-        ],
-        tmp_path / "f",
+    keys = query(
+        f"QueryRetrieveLevel=SERIES StudyInstanceUID={study} SeriesInstanceUID Modality"
+        " SeriesNumber SeriesDescription NumberOfSeriesRelatedInstances"
     )
+    _, status, found = findscu(qr, keys, tmp_path / "f")
     assert status == [0xFF00, 0xFF00, 0x0000]
-    rows = sorted(
-        (
-            str(ds.StudyInstanceUID),
-            str(ds.SeriesInstanceUID),
-            str(ds.Modality),
-            str(ds.SeriesNumber),
-            str(ds.SeriesDescription),
-            str(ds.NumberOfSeriesRelatedInstances),
-        )
-        for ds in found
-    )
-    assert rows == [
+    assert rows(found, keys) == [
         (study, f"{study}.1", "CT", "1", "Axial", "3"),
         (study, f"{study}.2", "CT", "2", "Coronal", "2"),
     ]
@@ -271,41 +242,18 @@ def test_find_series_level(qr: RunningNode, corpus: Corpus, tmp_path: Path) -> N
 
 def test_find_image_level_patient_root(qr: RunningNode, corpus: Corpus, tmp_path: Path) -> None:
     b1 = corpus.of_study("B1")
-    _, status, found = findscu(
-        qr,
-        [
-            "QueryRetrieveLevel=IMAGE",
-            "PatientID=PAT-B",
-            f"StudyInstanceUID={b1[0].study_uid}",
-            "SeriesInstanceUID",
-            "SOPInstanceUID",
-            "SOPClassUID",
-            "InstanceNumber",
-        ],
-        tmp_path / "f",
-        model="-P",
+    keys = query(
+        f"QueryRetrieveLevel=IMAGE PatientID=PAT-B StudyInstanceUID={b1[0].study_uid}"
+        " SeriesInstanceUID SOPInstanceUID SOPClassUID InstanceNumber"
     )
+    _, status, found = findscu(qr, keys, tmp_path / "f", model="-P")
     assert status == [0xFF00] * 3 + [0x0000]
-    rows = sorted(
-        (
-            str(ds.PatientID),
-            str(ds.SeriesInstanceUID),
-            str(ds.SOPInstanceUID),
-            str(ds.SOPClassUID),
-            int(ds.InstanceNumber),
-        )
-        for ds in found
-    )
-    assert rows == sorted(
-        (
-            "PAT-B",
-            i.series_uid,
-            i.sop_uid,
-            i.sop_class_uid,
-            int(i.sop_uid.rsplit(".", 1)[1]),
-        )
+    # The instance number is the last component of the corpus's SOP Instance UIDs.
+    expected = [
+        ("PAT-B", i.study_uid, i.series_uid, i.sop_uid, i.sop_class_uid, i.sop_uid.split(".")[-1])
         for i in b1
-    )
+    ]
+    assert rows(found, keys) == sorted(expected)
 
 
 @pytest.mark.parametrize(
@@ -461,6 +409,11 @@ def movescu(
     return output, statuses(output)
 
 
+def to_movescu(ports: dict[str, int]) -> tuple[str, ...]:
+    """movescu options: it is the destination itself (AE MOVESCU), writing with ``+B``."""
+    return ("-aem", "MOVESCU", "+P", str(ports["MOVESCU"]), "+B")
+
+
 def test_move_study_to_storescp_byte_identical(
     qr: RunningNode,
     corpus: Corpus,
@@ -471,17 +424,11 @@ def test_move_study_to_storescp_byte_identical(
     scp = _storescp_on(ports["STORESCP"], tmp_path)
     try:
         wanted = corpus.of_study("A2")
-        output, status = movescu(
-            qr,
-            ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={wanted[0].study_uid}"],
-            tmp_path,
-            "-aem",
-            "STORESCP",
-        )
+        output, status = movescu(qr, study_keys(wanted[0].study_uid), tmp_path, "-aem", "STORESCP")
     finally:
         stop(scp)
     assert status[-1] == 0x0000, output
-    assert final_counts(output) == {"Remaining": None, "Completed": 2, "Failed": 0, "Warning": 0}
+    assert final_counts(output) == counts(2, 0)
     _assert_received(qr, tmp_path / "storescp-out", wanted)
 
 
@@ -535,9 +482,7 @@ def test_move_to_movescu_itself_byte_identical(
         keys.insert(1, f"StudyInstanceUID={wanted[0].study_uid}")
     if level == "IMAGE":
         keys.insert(2, f"SeriesInstanceUID={wanted[0].series_uid}")
-    output, status = movescu(
-        qr, keys, tmp_path, "-aem", "MOVESCU", "+P", str(ports["MOVESCU"]), "+B"
-    )
+    output, status = movescu(qr, keys, tmp_path, *to_movescu(ports))
     assert status[-1] == 0x0000, output
     assert final_counts(output)["Completed"] == len(wanted)
     _assert_received(qr, tmp_path, wanted)
@@ -547,16 +492,7 @@ def test_move_study_with_implicit_instances_to_movescu(
     qr: RunningNode, corpus: Corpus, ports: dict[str, int], tmp_path: Path
 ) -> None:
     wanted = corpus.of_study("A1")  # 3 Explicit + 2 Implicit VR Little Endian
-    output, status = movescu(
-        qr,
-        ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={wanted[0].study_uid}"],
-        tmp_path,
-        "-aem",
-        "MOVESCU",
-        "+P",
-        str(ports["MOVESCU"]),
-        "+B",
-    )
+    output, status = movescu(qr, study_keys(wanted[0].study_uid), tmp_path, *to_movescu(ports))
     assert status[-1] == 0x0000, output
     _assert_received(qr, tmp_path, wanted)
 
@@ -572,16 +508,15 @@ def test_move_rle_instance_accepted_only_with_accept_all(
         f"SeriesInstanceUID={rle.series_uid}",
         f"SOPInstanceUID={rle.sop_uid}",
     ]
-    port = str(ports["MOVESCU"])
     refused = tmp_path / "refused"
     refused.mkdir()
-    output, status = movescu(qr, keys, refused, "-aem", "MOVESCU", "+P", port, "+B")
+    output, status = movescu(qr, keys, refused, *to_movescu(ports))
     assert status[-1] == 0xA702, output
-    assert final_counts(output) == {"Remaining": None, "Completed": 0, "Failed": 1, "Warning": 0}
+    assert final_counts(output) == counts(0, 1)
     assert list(refused.iterdir()) == []
     accepted = tmp_path / "accepted"
     accepted.mkdir()
-    output, status = movescu(qr, keys, accepted, "-aem", "MOVESCU", "+P", port, "+B", "+xa")
+    output, status = movescu(qr, keys, accepted, *to_movescu(ports), "+xa")
     assert status[-1] == 0x0000, output
     _assert_received(qr, accepted, [rle])
 
@@ -589,13 +524,7 @@ def test_move_rle_instance_accepted_only_with_accept_all(
 def test_move_to_unknown_destination_is_a801(
     qr: RunningNode, corpus: Corpus, tmp_path: Path
 ) -> None:
-    output, status = movescu(
-        qr,
-        ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={corpus.study_uids['A1']}"],
-        tmp_path,
-        "-aem",
-        "NOWHERE",
-    )
+    output, status = movescu(qr, study_keys(corpus.study_uids["A1"]), tmp_path, "-aem", "NOWHERE")
     assert status == [0xA801], output
     assert list(tmp_path.iterdir()) == []
 
@@ -606,15 +535,9 @@ def test_move_to_destination_not_listening_is_a702(
     """A known destination nobody listens on: every sub-operation fails (A702)."""
     node = node_factory(toml=peers_toml({"GONE": free_port()}))
     store_files(node, [i.path for i in corpus.of_study("C1")])
-    output, status = movescu(
-        node,
-        ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={corpus.study_uids['C1']}"],
-        tmp_path,
-        "-aem",
-        "GONE",
-    )
+    output, status = movescu(node, study_keys(corpus.study_uids["C1"]), tmp_path, "-aem", "GONE")
     assert status[-1] == 0xA702, output
-    assert final_counts(output) == {"Remaining": None, "Completed": 0, "Failed": 2, "Warning": 0}
+    assert final_counts(output) == counts(0, 2)
 
 
 # ---- C-GET ----------------------------------------------------------------------------
@@ -634,14 +557,10 @@ def getscu(
 
 def test_get_study_byte_identical(qr: RunningNode, corpus: Corpus, tmp_path: Path) -> None:
     wanted = corpus.of_study("A2")
-    output, status = getscu(
-        qr,
-        ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={wanted[0].study_uid}"],
-        tmp_path / "get",
-    )
+    output, status = getscu(qr, study_keys(wanted[0].study_uid), tmp_path / "get")
     # C-GET pendings and the C-STORE-RSPs getscu sent are both in the log.
     assert status[-1] == 0x0000, output
-    assert final_counts(output) == {"Remaining": None, "Completed": 2, "Failed": 0, "Warning": 0}
+    assert final_counts(output) == counts(2, 0)
     _assert_received(qr, tmp_path / "get", wanted)
 
 
@@ -649,16 +568,7 @@ def test_get_rle_with_prefer_rle_byte_identical(
     qr: RunningNode, corpus: Corpus, tmp_path: Path
 ) -> None:
     rle = next(i for i in corpus.of_study("B1") if i.transfer_syntax == "1.2.840.10008.1.2.5")
-    output, status = getscu(
-        qr,
-        [
-            "QueryRetrieveLevel=SERIES",
-            f"StudyInstanceUID={rle.study_uid}",
-            f"SeriesInstanceUID={rle.series_uid}",
-        ],
-        tmp_path / "get",
-        "+xr",
-    )
+    output, status = getscu(qr, series_keys(rle), tmp_path / "get", "+xr")
     assert status[-1] == 0x0000, output
     _assert_received(qr, tmp_path / "get", [rle])
 
@@ -669,11 +579,9 @@ def test_get_unacceptable_transfer_syntax_fails_those_suboperations(
     """getscu offers Explicit VR LE only: A1's two Implicit VR instances fail (B000)."""
     caplog.set_level(logging.WARNING, logger="archive.retrieve")
     a1 = corpus.of_study("A1")
-    output, status = getscu(
-        qr, ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={a1[0].study_uid}"], tmp_path / "get"
-    )
+    output, status = getscu(qr, study_keys(a1[0].study_uid), tmp_path / "get")
     assert status[-1] == 0xB000, output
-    assert final_counts(output) == {"Remaining": None, "Completed": 3, "Failed": 2, "Warning": 0}
+    assert final_counts(output) == counts(3, 2)
     explicit = [i for i in a1 if i.transfer_syntax == "1.2.840.10008.1.2.1"]
     implicit = [i for i in a1 if i.transfer_syntax == "1.2.840.10008.1.2"]
     _assert_received(qr, tmp_path / "get", explicit)
@@ -691,16 +599,8 @@ def test_get_all_unacceptable_is_a702(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="archive.retrieve")
     implicit = [i for i in corpus.of_study("A1") if i.transfer_syntax == "1.2.840.10008.1.2"]
-    output, status = getscu(
-        qr,
-        [
-            "QueryRetrieveLevel=SERIES",
-            f"StudyInstanceUID={implicit[0].study_uid}",
-            f"SeriesInstanceUID={implicit[0].series_uid}",
-        ],
-        tmp_path / "get",
-    )
+    output, status = getscu(qr, series_keys(implicit[0]), tmp_path / "get")
     assert status[-1] == 0xA702, output
-    assert final_counts(output) == {"Remaining": None, "Completed": 0, "Failed": 2, "Warning": 0}
+    assert final_counts(output) == counts(0, 2)
     assert list((tmp_path / "get").iterdir()) == []
     assert sum("no transcoding yet" in r.getMessage() for r in caplog.records) == 2

@@ -8,9 +8,10 @@ in its own threads and is shut down in a ``finally``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from archive.net import (
     ECHO_CONTEXTS,
     AssociationAborted,
     AssociationRejected,
+    ClientAssociation,
     Timeouts,
     associate,
 )
@@ -45,6 +47,18 @@ def scu(ae_title: str = "PYSCU", **attrs: Any) -> AE:
     return ae
 
 
+@contextlib.contextmanager
+def pynetdicom_association(node: RunningNode, ae: AE, **kwargs: Any) -> Iterator[Any]:
+    """pynetdicom's association with the node; aborted if still alive, ``ae`` shut down."""
+    assoc = ae.associate(node.host, node.port, ae_title="ARCHIVE", **kwargs)
+    try:
+        yield assoc
+    finally:
+        if assoc.is_alive():
+            assoc.abort()
+        ae.shutdown()
+
+
 def active(node: RunningNode) -> int:
     server = node.server
     assert server is not None
@@ -57,8 +71,7 @@ def active(node: RunningNode) -> int:
 def test_echo_default_contexts(node: RunningNode) -> None:
     ae = scu()
     ae.add_requested_context(VERIFICATION)  # pynetdicom's four default transfer syntaxes
-    assoc = ae.associate(node.host, node.port, ae_title="ARCHIVE")
-    try:
+    with pynetdicom_association(node, ae) as assoc:
         assert assoc.is_established
         (context,) = assoc.accepted_contexts
         assert context.abstract_syntax == VERIFICATION
@@ -70,10 +83,6 @@ def test_echo_default_contexts(node: RunningNode) -> None:
         assert status.Status == 0x0000
         assoc.release()
         assert assoc.is_released
-    finally:
-        if assoc.is_alive():
-            assoc.abort()
-        ae.shutdown()
 
 
 def test_several_contexts_and_transfer_syntaxes(node: RunningNode) -> None:
@@ -83,8 +92,7 @@ def test_several_contexts_and_transfer_syntaxes(node: RunningNode) -> None:
     ae.add_requested_context(CT_IMAGE_STORAGE, [JPEG_BASELINE, EXPLICIT_VR_LE])  # id 5
     ae.add_requested_context(UNKNOWN_CLASS, [IMPLICIT_VR_LE])  # id 7
     ae.add_requested_context(CT_IMAGE_STORAGE, [DEFLATED])  # id 9
-    assoc = ae.associate(node.host, node.port, ae_title="ARCHIVE")
-    try:
+    with pynetdicom_association(node, ae) as assoc:
         assert assoc.is_established
         accepted = {
             c.context_id: (c.abstract_syntax, c.transfer_syntax[0]) for c in assoc.accepted_contexts
@@ -99,10 +107,6 @@ def test_several_contexts_and_transfer_syntaxes(node: RunningNode) -> None:
         assert assoc.send_c_echo().Status == 0x0000
         assoc.release()
         assert assoc.is_released
-    finally:
-        if assoc.is_alive():
-            assoc.abort()
-        ae.shutdown()
 
 
 @pytest.mark.parametrize("max_pdu", [0, 4096])
@@ -110,8 +114,7 @@ def test_echo_with_requestor_max_pdu(node: RunningNode, max_pdu: int) -> None:
     """Maximum Length Received 0 (no limit) and the 4096 floor (PS3.8 D.1)."""
     ae = scu()
     ae.add_requested_context(VERIFICATION)
-    assoc = ae.associate(node.host, node.port, ae_title="ARCHIVE", max_pdu=max_pdu)
-    try:
+    with pynetdicom_association(node, ae, max_pdu=max_pdu) as assoc:
         assert assoc.is_established
         assert assoc.requestor.maximum_length == max_pdu
         assert assoc.acceptor.maximum_length == Config().association.max_pdu_length
@@ -119,10 +122,6 @@ def test_echo_with_requestor_max_pdu(node: RunningNode, max_pdu: int) -> None:
             assert assoc.send_c_echo().Status == 0x0000
         assoc.release()
         assert assoc.is_released
-    finally:
-        if assoc.is_alive():
-            assoc.abort()
-        ae.shutdown()
 
 
 def test_release_and_abort_from_pynetdicom(
@@ -177,6 +176,28 @@ def test_release_and_abort_from_pynetdicom(
 # ---- our SCU -> pynetdicom SCP ---------------------------------------------------------------
 
 
+def our_association(port: int, called_ae: str = "PYSCP") -> Coroutine[Any, Any, ClientAssociation]:
+    """Our SCU's association (OURSCU, the echo contexts) with a pynetdicom SCP."""
+    return associate(
+        "127.0.0.1",
+        port,
+        calling_ae="OURSCU",
+        called_ae=called_ae,
+        contexts=ECHO_CONTEXTS,
+        timeouts=SHORT,
+    )
+
+
+def our_echoes(port: int, count: int = 1) -> list[int]:
+    """The statuses of ``count`` C-ECHOs on one association of our SCU, then released."""
+
+    async def main() -> list[int]:
+        async with await our_association(port) as assoc:
+            return [await assoc.echo() for _ in range(count)]
+
+    return asyncio.run(main())
+
+
 @pytest.fixture
 def pynetdicom_scp() -> Iterator[Callable[..., tuple[int, list[Any]]]]:
     """``start(handler=None, **ae_attrs)`` -> (port, events seen); all stopped after."""
@@ -210,14 +231,7 @@ def test_our_echo_against_pynetdicom(pynetdicom_scp: Callable[..., tuple[int, li
     port, seen = pynetdicom_scp()
 
     async def main() -> list[int]:
-        async with await associate(
-            "127.0.0.1",
-            port,
-            calling_ae="OURSCU",
-            called_ae="PYSCP",
-            contexts=ECHO_CONTEXTS,
-            timeouts=SHORT,
-        ) as assoc:
+        async with await our_association(port) as assoc:
             (context,) = assoc.negotiated.contexts.values()
             assert (context.id, context.abstract_syntax, context.transfer_syntax) == (
                 1,
@@ -234,19 +248,7 @@ def test_our_echo_against_pynetdicom(pynetdicom_scp: Callable[..., tuple[int, li
 def test_our_echo_with_failure_status(pynetdicom_scp: Callable[..., tuple[int, list[Any]]]) -> None:
     """A non-Success C-ECHO status comes back as the return value, not an exception."""
     port, _ = pynetdicom_scp(lambda event: 0x0122)
-
-    async def main() -> int:
-        async with await associate(
-            "127.0.0.1",
-            port,
-            calling_ae="OURSCU",
-            called_ae="PYSCP",
-            contexts=ECHO_CONTEXTS,
-            timeouts=SHORT,
-        ) as assoc:
-            return await assoc.echo()
-
-    assert asyncio.run(main()) == 0x0122
+    assert our_echoes(port) == [0x0122]
 
 
 @pytest.mark.parametrize(
@@ -264,19 +266,8 @@ def test_our_scu_rejected_by_pynetdicom(
     rj: AAssociateRj,
 ) -> None:
     port, seen = pynetdicom_scp(**attrs)
-
-    async def main() -> None:
-        await associate(
-            "127.0.0.1",
-            port,
-            calling_ae="OURSCU",
-            called_ae=called,
-            contexts=ECHO_CONTEXTS,
-            timeouts=SHORT,
-        )
-
     with pytest.raises(AssociationRejected) as info:
-        asyncio.run(main())
+        asyncio.run(our_association(port, called))
     assert info.value.rj == rj
     assert info.value.code == "net.association.rejected"
     reason = "called" if rj.reason == 7 else "calling"
@@ -288,20 +279,8 @@ def test_pynetdicom_aborts_during_echo(
     pynetdicom_scp: Callable[..., tuple[int, list[Any]]],
 ) -> None:
     port, seen = pynetdicom_scp(lambda event: event.assoc.abort())
-
-    async def main() -> None:
-        async with await associate(
-            "127.0.0.1",
-            port,
-            calling_ae="OURSCU",
-            called_ae="PYSCP",
-            contexts=ECHO_CONTEXTS,
-            timeouts=SHORT,
-        ) as assoc:
-            await assoc.echo()
-
     with pytest.raises(AssociationAborted) as info:
-        asyncio.run(main())
+        our_echoes(port)
     # pynetdicom's user abort: A-ABORT source 0 (service user), reason 0.
     assert str(info.value) == "association aborted by the peer (source 0, reason 0)"
     assert seen == ["OURSCU"]
@@ -318,17 +297,5 @@ def test_pynetdicom_handler_raising_still_answers(
 
     caplog.set_level(logging.CRITICAL, logger="pynetdicom")  # it logs the traceback
     port, seen = pynetdicom_scp(boom)
-
-    async def main() -> int:
-        async with await associate(
-            "127.0.0.1",
-            port,
-            calling_ae="OURSCU",
-            called_ae="PYSCP",
-            contexts=ECHO_CONTEXTS,
-            timeouts=SHORT,
-        ) as assoc:
-            return await assoc.echo()
-
-    assert asyncio.run(main()) == 0x0000
+    assert our_echoes(port) == [0x0000]
     assert seen == ["OURSCU"]

@@ -13,7 +13,7 @@ import concurrent.futures
 import os
 import random
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -108,6 +108,31 @@ def check_stored(
     assert leftovers(root) == []
 
 
+def check_item_stored(
+    node: RunningNode,
+    item: Item,
+    transfer_syntax: str,
+    *,
+    sop_class: str = CT_IMAGE,
+    calling_ae: str = "OURSCU",
+) -> None:
+    """:func:`check_stored` for an instance our SCU sent as ``item``."""
+    check_stored(
+        node,
+        sop_class=sop_class,
+        uid=item.uid,
+        transfer_syntax=transfer_syntax,
+        calling_ae=calling_ae,
+        sent=item.data,
+    )
+
+
+def aggregates(row: Mapping[str, object] | None) -> tuple[object, ...]:
+    """An index row's study series, study instances and series instances counts."""
+    assert row is not None
+    return (row["study_series"], row["study_instances"], row["series_instances"])
+
+
 # ---- stored files, every native transfer syntax, both SCUs ---------------------------
 
 
@@ -153,14 +178,7 @@ def test_our_scu_file_and_row(node: RunningNode, transfer_syntax: str) -> None:
     items = [Item.of(make_dataset(pixel_bytes=70_000, seed=n), transfer_syntax) for n in range(3)]
     assert archive_store(node.port, items, transfer_syntax, calling_ae="OURSCU7") == [SUCCESS] * 3
     for item in items:
-        check_stored(
-            node,
-            sop_class=CT_IMAGE,
-            uid=item.uid,
-            transfer_syntax=transfer_syntax,
-            calling_ae="OURSCU7",
-            sent=item.data,
-        )
+        check_item_stored(node, item, transfer_syntax, calling_ae="OURSCU7")
 
 
 @pytest.mark.parametrize(
@@ -177,14 +195,7 @@ def test_encapsulated_bytes_as_sent(node: RunningNode, name: str) -> None:
     ds = dcmread(path)
     item = Item(str(ds.SOPClassUID), str(ds.SOPInstanceUID), blob[offset:])
     assert archive_store(node.port, [item], transfer_syntax) == [SUCCESS]
-    check_stored(
-        node,
-        sop_class=item.sop_class,
-        uid=item.uid,
-        transfer_syntax=transfer_syntax,
-        calling_ae="OURSCU",
-        sent=item.data,
-    )
+    check_item_stored(node, item, transfer_syntax, sop_class=item.sop_class)
     stored = dcmread(stored_path(data_dir(node), item.uid))
     assert stored.PixelData == ds.PixelData
 
@@ -215,14 +226,7 @@ def test_dataset_in_many_small_pdvs(node_factory: NodeFactory, max_pdu: int, chu
     size = 300_000 if chunk > 100 else 1500
     item = Item.of(make_dataset(pixel_bytes=size, charset="ISO_IR 100"), EXPLICIT_VR_LE)
     assert archive_store(node.port, [item], EXPLICIT_VR_LE, chunk=chunk) == [SUCCESS]
-    check_stored(
-        node,
-        sop_class=CT_IMAGE,
-        uid=item.uid,
-        transfer_syntax=EXPLICIT_VR_LE,
-        calling_ae="OURSCU",
-        sent=item.data,
-    )
+    check_item_stored(node, item, EXPLICIT_VR_LE)
 
 
 # ---- character sets -------------------------------------------------------------------
@@ -301,7 +305,7 @@ def test_aggregates_after_two_studies(node: RunningNode) -> None:
     assert [row["series_instances"] for row in a if row] == [3, 3, 3, 1]
     for row in b:
         assert row is not None
-        assert (row["study_series"], row["study_instances"], row["series_instances"]) == (1, 2, 2)
+        assert aggregates(row) == (1, 2, 2)
         assert row["modalities_in_study"] == "OT"
         assert row["sop_classes_in_study"] == SECONDARY_CAPTURE
 
@@ -495,18 +499,8 @@ def test_replace_moving_the_instance_to_another_study(node_factory: NodeFactory)
     new_row = index_row(root, ds.SOPInstanceUID)
     assert new_row is not None
     assert new_row["study_instance_uid"] == moved.StudyInstanceUID
-    assert (new_row["study_series"], new_row["study_instances"], new_row["series_instances"]) == (
-        1,
-        1,
-        1,
-    )
-    old_row = index_row(root, keep.SOPInstanceUID)
-    assert old_row is not None
-    assert (old_row["study_series"], old_row["study_instances"], old_row["series_instances"]) == (
-        1,
-        1,
-        1,
-    )
+    assert aggregates(new_row) == (1, 1, 1)
+    assert aggregates(index_row(root, keep.SOPInstanceUID)) == (1, 1, 1)
 
 
 def test_different_duplicate_reject_policy(node_factory: NodeFactory) -> None:
