@@ -28,7 +28,7 @@ from typing import ClassVar, NamedTuple
 from archive.dicom import uids
 from archive.dicom.dictionary import vr_of
 from archive.dicom.dimse.status import Status
-from archive.errors import ArchiveError
+from archive.dicom.errors import StatusError
 
 __all__ = [
     "MAX_DEPTH",
@@ -66,17 +66,14 @@ class Element(NamedTuple):
     value: bytes | tuple[tuple[Element, ...], ...]
 
 
-class DatasetError(ArchiveError):
+class DatasetError(StatusError):
     """The data set cannot be decoded or encoded; ``status`` is the DIMSE status to send.
 
     C000 Error: Unable to process / Cannot understand (PS3.4 C.4.1.1.4, C.4.2.1.5).
     """
 
     code: ClassVar[str] = "dicom.dataset"
-
-    def __init__(self, message: str, status: int = Status.CANNOT_UNDERSTAND) -> None:
-        super().__init__(message)
-        self.status = int(status)
+    default_status: ClassVar[int] = Status.CANNOT_UNDERSTAND
 
 
 _UNDEFINED = 0xFFFFFFFF

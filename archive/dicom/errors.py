@@ -6,6 +6,10 @@ while an A-ASSOCIATE-RQ is being examined, an A-ASSOCIATE-RJ (result, source,
 reason; PS3.8 9.3.4). :class:`LocalProtocolError` means our own code asked the
 machine for something the current state does not allow: it is a bug, never the
 peer's fault. Anything else raised from a parser is a bug too.
+
+:class:`StatusError` is the other kind: a request the protocol carried well but
+whose data set cannot be served; it carries the DIMSE failure status of the
+response (PS3.7 Annex C) instead of ending the association.
 """
 
 from __future__ import annotations
@@ -101,3 +105,19 @@ class LocalProtocolError(ProtocolError):
     """Our own code asked the protocol machine for something its state forbids."""
 
     code: ClassVar[str] = "dicom.protocol.local"
+
+
+class StatusError(ArchiveError):
+    """A request that fails with a DIMSE status (PS3.7 Annex C); ``status`` is sent.
+
+    Subclasses name their service's statuses and set :attr:`default_status`.
+    """
+
+    code: ClassVar[str] = "dicom.status"
+    #: C000 Error: Cannot understand (PS3.4 Table B.2-1, Tables C.4-1 to C.4-3). A
+    #: literal: ``dimse.status`` cannot be imported here (dimse imports this module).
+    default_status: ClassVar[int] = 0xC000
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = int(self.default_status if status is None else status)

@@ -44,7 +44,7 @@ from archive.dicom.charset import (
     python_codecs,
 )
 from archive.dicom.dimse.status import Status
-from archive.errors import ArchiveError
+from archive.dicom.errors import StatusError
 
 __all__ = [
     "INFLATE_BLOCK",
@@ -180,7 +180,7 @@ class InstanceAttributes(msgspec.Struct, frozen=True, kw_only=True):
     columns: int | None = None
 
 
-class HeaderError(ArchiveError):
+class HeaderError(StatusError):
     """The data set cannot be stored; ``status`` is the C-STORE-RSP failure status.
 
     Statuses are those of PS3.4 Table B.2-1 (C-STORE Status): A7xx Refused: Out of
@@ -191,10 +191,7 @@ class HeaderError(ArchiveError):
     """
 
     code: ClassVar[str] = "dicom.header"
-
-    def __init__(self, message: str, status: int = Status.CANNOT_UNDERSTAND) -> None:
-        super().__init__(message)
-        self.status = int(status)
+    default_status: ClassVar[int] = Status.CANNOT_UNDERSTAND
 
 
 def _cannot_understand(message: str) -> HeaderError:

@@ -59,6 +59,7 @@ from archive.dicom.charset import (
 )
 from archive.dicom.dataset import Element, encode_dataset
 from archive.dicom.dimse.status import Status
+from archive.dicom.errors import StatusError
 from archive.dicom.query_keys import (
     KEYS,
     LEVEL_ORDER,
@@ -70,7 +71,6 @@ from archive.dicom.query_keys import (
 )
 from archive.dicom.textcodec import encode_value, response_character_set
 from archive.dicom.uids import EXPLICIT_VR_BE
-from archive.errors import ArchiveError
 
 __all__ = [
     "Condition",
@@ -110,7 +110,7 @@ def information_model(
     return QR_SOP_CLASSES.get(abstract_syntax)
 
 
-class QueryError(ArchiveError):
+class QueryError(StatusError):
     """The Identifier cannot be processed; ``status`` goes in the C-FIND/MOVE/GET-RSP.
 
     0xA900 Identifier does not match SOP Class, or 0xC000 Unable to process (PS3.4
@@ -119,10 +119,7 @@ class QueryError(ArchiveError):
     """
 
     code: ClassVar[str] = "dicom.query"
-
-    def __init__(self, message: str, status: int = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS) -> None:
-        super().__init__(message)
-        self.status = int(status)
+    default_status: ClassVar[int] = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
 
 
 class MatchKind(enum.StrEnum):
@@ -198,17 +195,18 @@ class ResponseKey(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
-    """A parsed Q/R Identifier (see :func:`parse_identifier`)."""
+    """A parsed Q/R Identifier (see :func:`parse_identifier`).
 
-    model: QueryModel
+    The information model, purpose and options it was parsed with are not kept:
+    they shaped the keys (each :class:`Condition` carries its own ``fold``), and
+    matching and the responses need nothing more.
+    """
+
     level: Level
-    purpose: Literal["find", "retrieve"] = "find"
     conditions: tuple[Condition, ...] = ()
     return_keys: tuple[ReturnKey, ...] = ()
     #: The values of Specific Character Set (0008,0005) of the request, stripped.
     character_set: tuple[str, ...] = ()
-    fold_person_names: bool = False
-    relational: bool = False
     #: Tags of non-universal keys that were not matched (not held, computed, below
     #: the level in a relational query, sequence items): C-FIND Pending FF01.
     unsupported: tuple[int, ...] = ()
@@ -421,14 +419,10 @@ def parse_identifier(
         if not any(c.tag == unique for c in conditions):
             raise QueryError(f"unique key {unique:08X} of the {level} level is missing")
     return Query(
-        model=model,
         level=level,
-        purpose=purpose,
         conditions=tuple(conditions),
         return_keys=tuple(return_keys),
         character_set=terms_of_charset,
-        fold_person_names=fold_person_names,
-        relational=relational,
         unsupported=tuple(unsupported),
         response_keys=_response_keys(model, level, return_keys),
     )

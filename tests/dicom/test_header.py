@@ -315,6 +315,28 @@ def test_header_error_is_an_archive_error() -> None:
     assert HeaderError("y", 0xA700).status == 0xA700
 
 
+def test_status_errors_share_one_base() -> None:
+    from archive.dicom.dataset import DatasetError
+    from archive.dicom.dimse.status import Status
+    from archive.dicom.errors import StatusError
+    from archive.dicom.query import QueryError
+
+    for cls, status, code in (
+        (HeaderError, 0xC000, "dicom.header"),
+        (DatasetError, 0xC000, "dicom.dataset"),
+        (QueryError, 0xA900, "dicom.query"),
+    ):
+        error = cls("x")
+        assert isinstance(error, StatusError)
+        assert (type(error.status), error.status, error.code, str(error)) == (
+            int,
+            status,
+            code,
+            "x",
+        )
+        assert type(cls("y", Status.OUT_OF_RESOURCES).status) is int  # not the enum member
+
+
 def test_attributes_defaults_and_msgpack_round_trip() -> None:
     empty = InstanceAttributes()
     assert empty.patient_name == ""
