@@ -35,12 +35,16 @@ from collections.abc import Sequence
 
 import msgspec
 
+from archive.dicom.header import InstanceAttributes
 from archive.index.errors import DuplicateInstanceError
 from archive.index.records import InstanceRow, StoredInstance
 
 __all__ = [
     "CREATE_TEMP_TABLES",
+    "INSTANCE_ROW_COLUMNS",
+    "INSTANCE_ROW_TABLES",
     "SELECT_INSTANCE_ROW",
+    "STORED_COLUMNS",
     "Operation",
     "Outcome",
     "Remove",
@@ -51,44 +55,17 @@ __all__ = [
 
 # -- TEMP working tables (per connection, in memory with temp_store=MEMORY) -------
 
+#: The staged row: its place in the segment, the patient row it files under, the
+#: casefolded name (matching, see query.py), every InstanceAttributes field by its
+#: own name, then the StoredInstance fields. Built from the records, so a new field
+#: is staged without listing it again (the UPSERTs below name what they keep).
+STORED_COLUMNS = ("transfer_syntax_uid", "path", "size", "digest", "source_ae", "received_at")
 _STAGED_COLUMNS = (
     "seq",
     "patient_key",
-    "patient_id",
-    "issuer_of_patient_id",
-    "patient_name",
     "patient_name_folded",
-    "patient_birth_date",
-    "patient_sex",
-    "specific_character_set",
-    "study_instance_uid",
-    "study_date",
-    "study_time",
-    "accession_number",
-    "study_id",
-    "study_description",
-    "referring_physician_name",
-    "series_instance_uid",
-    "modality",
-    "series_number",
-    "series_description",
-    "body_part_examined",
-    "series_date",
-    "series_time",
-    "sop_instance_uid",
-    "sop_class_uid",
-    "instance_number",
-    "content_date",
-    "content_time",
-    "rows",
-    "columns",
-    "number_of_frames",
-    "transfer_syntax_uid",
-    "path",
-    "size",
-    "digest",
-    "source_ae",
-    "received_at",
+    *InstanceAttributes.__struct_fields__,
+    *STORED_COLUMNS,
 )
 
 CREATE_TEMP_TABLES = (
@@ -359,14 +336,22 @@ REMOVE_SEGMENT = (
     UNCOUNT_GONE_TOTALS,
 )
 BATCH_END = (DELETE_EMPTY_STUDIES, DELETE_EMPTY_PATIENTS, REFRESH_STUDIES, REFRESH_PATIENTS)
-SELECT_INSTANCE_ROW = """
-SELECT i.sop_instance_uid, st.study_instance_uid, se.series_instance_uid, i.sop_class_uid,
-       i.path, i.size, i.digest, i.transfer_syntax_uid
-FROM instance AS i
-JOIN series AS se ON se.pk = i.series_pk
-JOIN study AS st ON st.pk = i.study_pk
-WHERE i.sop_instance_uid = ?
-"""
+
+# -- reading an InstanceRow (here for Replace; database.py and query.py share it) ---
+
+_INSTANCE_ROW_TABLE = {"study_instance_uid": "st", "series_instance_uid": "se"}
+#: The columns of an :class:`InstanceRow`, in its field order (``InstanceRow(*row)``):
+#: the study and series UIDs from their levels' rows, the rest from the instance's.
+INSTANCE_ROW_COLUMNS = ", ".join(
+    f"{_INSTANCE_ROW_TABLE.get(name, 'i')}.{name}" for name in InstanceRow.__struct_fields__
+)
+#: The tables :data:`INSTANCE_ROW_COLUMNS` come from.
+INSTANCE_ROW_TABLES = (
+    "instance AS i JOIN series AS se ON se.pk = i.series_pk JOIN study AS st ON st.pk = i.study_pk"
+)
+SELECT_INSTANCE_ROW = (
+    f"SELECT {INSTANCE_ROW_COLUMNS} FROM {INSTANCE_ROW_TABLES} WHERE i.sop_instance_uid = ?"
+)
 
 
 def patient_key(patient_id: str, issuer: str, study_instance_uid: str) -> str:
@@ -388,35 +373,9 @@ def _staged_row(seq: int, item: StoredInstance) -> tuple[object, ...]:
     return (
         seq,
         patient_key(a.patient_id, a.issuer_of_patient_id, a.study_instance_uid),
-        a.patient_id,
-        a.issuer_of_patient_id,
-        a.patient_name,
         a.patient_name.casefold(),
-        a.patient_birth_date,
-        a.patient_sex,
-        a.specific_character_set,
-        a.study_instance_uid,
-        a.study_date,
-        a.study_time,
-        a.accession_number,
-        a.study_id,
-        a.study_description,
-        a.referring_physician_name,
-        a.series_instance_uid,
-        a.modality,
-        a.series_number,
-        a.series_description,
-        a.body_part_examined,
-        a.series_date,
-        a.series_time,
-        a.sop_instance_uid,
-        a.sop_class_uid,
-        a.instance_number,
-        a.content_date,
-        a.content_time,
-        a.rows,
-        a.columns,
-        a.number_of_frames,
+        *msgspec.structs.astuple(a),
+        # in the order of STORED_COLUMNS
         item.transfer_syntax_uid,
         item.path,
         item.size,

@@ -21,10 +21,12 @@ import aiosqlite
 
 from archive.dicom.header import InstanceAttributes
 from archive.dicom.query import Query
-from archive.index.batch import SELECT_INSTANCE_ROW
+from archive.index.batch import SELECT_INSTANCE_ROW, STORED_COLUMNS
 from archive.index.connection import READER_PRAGMAS, SYNCHRONOUS, Durability
 from archive.index.errors import InvalidRecordError
 from archive.index.query import (
+    INSTANCE_TABLES,
+    QUALIFIED_COLUMNS,
     find_statements,
     record_from_row,
     retrieve_statements,
@@ -48,51 +50,15 @@ SELECT_INSTANCE_PATHS = """
 SELECT pk, sop_instance_uid, path FROM instance WHERE pk > ? ORDER BY pk LIMIT ?
 """
 
-# Column order follows _RECORD_ATTRIBUTES, then the StoredInstance fields.
-SELECT_RECORD = """
-SELECT i.specific_character_set, p.patient_id, p.patient_name, p.patient_birth_date,
-       p.patient_sex, p.issuer_of_patient_id, st.study_instance_uid, st.study_date,
-       st.study_time, st.accession_number, st.study_id, st.study_description,
-       st.referring_physician_name, se.series_instance_uid, se.modality,
-       se.series_description, se.body_part_examined, se.series_date, se.series_time,
-       i.sop_class_uid, i.sop_instance_uid, i.content_date, i.content_time,
-       se.series_number, i.instance_number, i.number_of_frames, i.rows, i.columns,
-       i.path, i.size, i.digest, i.transfer_syntax_uid, i.source_ae, i.received_at
-FROM instance AS i
-JOIN series AS se ON se.pk = i.series_pk
-JOIN study AS st ON st.pk = i.study_pk
-JOIN patient AS p ON p.pk = st.patient_pk
-WHERE i.sop_instance_uid = ?
-"""
-_RECORD_ATTRIBUTES = (
-    "specific_character_set",
-    "patient_id",
-    "patient_name",
-    "patient_birth_date",
-    "patient_sex",
-    "issuer_of_patient_id",
-    "study_instance_uid",
-    "study_date",
-    "study_time",
-    "accession_number",
-    "study_id",
-    "study_description",
-    "referring_physician_name",
-    "series_instance_uid",
-    "modality",
-    "series_description",
-    "body_part_examined",
-    "series_date",
-    "series_time",
-    "sop_class_uid",
-    "sop_instance_uid",
-    "content_date",
-    "content_time",
-    "series_number",
-    "instance_number",
-    "number_of_frames",
-    "rows",
-    "columns",
+_RECORD_ATTRIBUTES = InstanceAttributes.__struct_fields__
+# Each attribute from its level's row, which holds the current value (the latest
+# non-empty one received); the Specific Character Set is the instance's own. Then
+# the StoredInstance fields.
+SELECT_RECORD = (
+    "SELECT "
+    + ", ".join(QUALIFIED_COLUMNS.get(name, f"i.{name}") for name in _RECORD_ATTRIBUTES)
+    + "".join(f", i.{name}" for name in STORED_COLUMNS)
+    + f" FROM {INSTANCE_TABLES} WHERE i.sop_instance_uid = ?"
 )
 
 # Query results are read in two steps: the pks of every match (one short read, ints
@@ -266,16 +232,8 @@ class Index:
             return None
         count = len(_RECORD_ATTRIBUTES)
         attrs = InstanceAttributes(**dict(zip(_RECORD_ATTRIBUTES, row[:count], strict=True)))
-        path, size, digest, transfer_syntax_uid, source_ae, received_at = row[count:]
-        return StoredInstance(
-            attrs=attrs,
-            path=path,
-            size=size,
-            digest=digest,
-            transfer_syntax_uid=transfer_syntax_uid,
-            source_ae=source_ae,
-            received_at=received_at,
-        )
+        stored = dict(zip(STORED_COLUMNS, row[count:], strict=True))
+        return StoredInstance(attrs=attrs, **stored)
 
     async def instance_paths(self, *, page: int = 1000) -> AsyncIterator[tuple[str, str]]:
         """(SOP Instance UID, path) of every instance, for reconciliation with disk.

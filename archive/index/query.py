@@ -32,8 +32,11 @@ from types import MappingProxyType
 
 from archive.dicom.query import Condition, MatchKind, Query, Term
 from archive.dicom.query_keys import Level
+from archive.index.batch import INSTANCE_ROW_COLUMNS, INSTANCE_ROW_TABLES
 
 __all__ = [
+    "INSTANCE_TABLES",
+    "QUALIFIED_COLUMNS",
     "RECORD_KEYWORDS",
     "find_statements",
     "record_from_row",
@@ -133,6 +136,13 @@ def _held(level: Level) -> dict[str, str]:
 
 
 _ALL_COLUMNS = _held(Level.IMAGE)
+#: Column name -> the column with its table's alias, for every column above. The
+#: names are those of the InstanceAttributes fields the columns hold.
+QUALIFIED_COLUMNS: Mapping[str, str] = MappingProxyType(
+    {column.partition(".")[2]: column for column in _ALL_COLUMNS.values()}
+)
+#: Each instance joined to its series, study and patient.
+INSTANCE_TABLES = _FROM[Level.IMAGE][1]
 
 #: Keywords of the record of each level, in the order of the selected columns.
 RECORD_KEYWORDS: Mapping[Level, tuple[str, ...]] = MappingProxyType(
@@ -142,11 +152,6 @@ _SELECT_COLUMNS = MappingProxyType({level: ", ".join(_held(level).values()) for 
 
 # The page of records: pks of one page as a JSON array, one statement text for all.
 _PAGE = "SELECT {pk}, {columns} FROM {tables} WHERE {pk} IN (SELECT value FROM json_each(?))"
-
-_INSTANCE_ROW_COLUMNS = (
-    "i.sop_instance_uid, st.study_instance_uid, se.series_instance_uid, i.sop_class_uid,"
-    " i.path, i.size, i.digest, i.transfer_syntax_uid"
-)
 
 
 def _glob(pattern: str) -> str:
@@ -253,7 +258,7 @@ def record_from_row(level: Level, row: Sequence[object]) -> dict[str, object]:
 
 
 def _retrieve_tables(query: Query) -> str:
-    tables = _FROM[Level.IMAGE][1]
+    tables = INSTANCE_TABLES
     if not any(_ALL_COLUMNS[c.keyword].startswith("p.") for c in query.conditions):
         # Nothing to match on the patient: one join less for every instance.
         tables = tables.replace(" JOIN patient AS p ON p.pk = st.patient_pk", "")
@@ -269,9 +274,5 @@ def retrieve_statements(query: Query) -> tuple[str, list[object], str]:
         f"SELECT i.pk FROM {tables} WHERE {where}"
         " ORDER BY i.study_pk, i.series_pk, i.instance_number, i.pk"
     )
-    page = (
-        f"SELECT i.pk, {_INSTANCE_ROW_COLUMNS} FROM instance AS i"
-        " JOIN series AS se ON se.pk = i.series_pk JOIN study AS st ON st.pk = i.study_pk"
-        " WHERE i.pk IN (SELECT value FROM json_each(?))"
-    )
+    page = _PAGE.format(pk="i.pk", columns=INSTANCE_ROW_COLUMNS, tables=INSTANCE_ROW_TABLES)
     return select, parameters, page

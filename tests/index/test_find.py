@@ -64,11 +64,8 @@ async def _all(iterator: AsyncIterator[Any]) -> list[Any]:
 
 
 async def _find(tmp_path: Path, queries: list[Query], key: str, **kw: Any) -> list[list[Any]]:
-    index = await _filled(tmp_path)
-    try:
+    async with await _filled(tmp_path) as index:
         return [[r[key] for r in await _all(index.find(query, **kw))] for query in queries]
-    finally:
-        await index.close()
 
 
 CASES = [
@@ -133,11 +130,8 @@ def test_find(tmp_path: Path, query: Query, key: str, expected: list[str]) -> No
 
 def test_study_record(tmp_path: Path) -> None:
     async def scenario() -> list[dict[str, object]]:
-        index = await _filled(tmp_path)
-        try:
+        async with await _filled(tmp_path) as index:
             return await _all(index.find(q("STUDY", ("StudyInstanceUID", "1.1"))))
-        finally:
-            await index.close()
 
     (record,) = run(scenario())
     assert record == {
@@ -165,11 +159,8 @@ def test_study_record(tmp_path: Path) -> None:
 
 def test_image_record_carries_levels_above(tmp_path: Path) -> None:
     async def scenario() -> list[dict[str, object]]:
-        index = await _filled(tmp_path)
-        try:
+        async with await _filled(tmp_path) as index:
             return await _all(index.find(q("IMAGE", ("SOPInstanceUID", "1.1.9.3"))))
-        finally:
-            await index.close()
 
     (record,) = run(scenario())
     assert record["PatientID"] == "P1"
@@ -184,15 +175,12 @@ def test_image_record_carries_levels_above(tmp_path: Path) -> None:
 
 def test_limit_and_paging(tmp_path: Path) -> None:
     async def scenario() -> tuple[list[str], list[str]]:
-        index = await Index.open(tmp_path / "index.sqlite", durability="fast")
-        try:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
             for n in range(300):  # more than the first page and one full page
                 await index.add(make_instance(n, study=f"9.{n}", patient_id=f"P{n}"))
             every = [r["StudyInstanceUID"] async for r in index.find(q("STUDY"))]
             some = [r["StudyInstanceUID"] async for r in index.find(q("STUDY"), limit=20)]
             return every, some
-        finally:
-            await index.close()
 
     every, some = run(scenario())
     assert sorted(every) == sorted(f"9.{n}" for n in range(300))
@@ -203,9 +191,8 @@ def test_limit_and_paging(tmp_path: Path) -> None:
 
 def test_retrieve_and_count(tmp_path: Path) -> None:
     async def scenario() -> list[list[str]]:
-        index = await _filled(tmp_path)
-        out = []
-        try:
+        async with await _filled(tmp_path) as index:
+            out = []
             for query in (
                 q("STUDY", ("StudyInstanceUID", "1.1\\2.1"), purpose="retrieve"),
                 q("PATIENT", ("PatientID", "P1"), model=PR, purpose="retrieve"),
@@ -215,8 +202,6 @@ def test_retrieve_and_count(tmp_path: Path) -> None:
             ):
                 rows = [row.sop_instance_uid async for row in index.retrieve(query)]
                 out.append(rows)
-        finally:
-            await index.close()
         return out
 
     assert run(scenario()) == [
@@ -230,12 +215,9 @@ def test_retrieve_and_count(tmp_path: Path) -> None:
 
 def test_retrieve_row_fields(tmp_path: Path) -> None:
     async def scenario() -> list[Any]:
-        index = await _filled(tmp_path)
-        try:
+        async with await _filled(tmp_path) as index:
             query = q("IMAGE", ("SOPInstanceUID", "2.1.1.1"), purpose="retrieve")
             return await _all(index.retrieve(query))
-        finally:
-            await index.close()
 
     (row,) = run(scenario())
     assert (row.study_instance_uid, row.series_instance_uid, row.sop_class_uid) == (
@@ -308,8 +290,7 @@ def test_unknown_required_keys_match(tmp_path: Path) -> None:
     it; a zero-length Optional Key matches only universal matching."""
 
     async def scenario() -> list[list[Any]]:
-        index = await Index.open(tmp_path / "index.sqlite", durability="fast")
-        try:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
             dated = {"study": "3.1", "patient_id": "P3", "study_date": "20240101"}
             dated |= {"accession_number": "A9", "study_description": "HEAD"}
             undated = {"study": "3.2", "patient_id": "P3", "study_date": ""}
@@ -327,7 +308,5 @@ def test_unknown_required_keys_match(tmp_path: Path) -> None:
                 sorted(r["StudyInstanceUID"] for r in await _all(index.find(query)))
                 for query in queries
             ]
-        finally:
-            await index.close()
 
     assert run(scenario()) == [["3.1", "3.2"], ["3.1", "3.2"], ["3.1"], ["3.2"], ["3.1"]]

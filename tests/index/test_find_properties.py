@@ -105,8 +105,7 @@ def test_find_agrees_with_matches(records: list[Any], queries: list[Query]) -> N
 
 async def _check(records: list[Any], queries: list[Query]) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        index = await Index.open(Path(folder) / "index.sqlite", durability="fast")
-        try:
+        async with await Index.open(Path(folder) / "index.sqlite", durability="fast") as index:
             seen: set[str] = set()
             n = 0
             for (pid, name), (study, date, time, acc), (suffix, modality, number) in records:
@@ -140,5 +139,3 @@ async def _check(records: list[Any], queries: list[Query]) -> None:
                 expected = sorted(r[unique] for r in universe if matches(query, r))
                 found = sorted([r[unique] async for r in index.find(query)])
                 assert found == expected, (query, universe)
-        finally:
-            await index.close()

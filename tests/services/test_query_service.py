@@ -73,8 +73,7 @@ def find(
     cancel_after: int | None = None,
 ) -> list[Response]:
     async def go() -> list[Response]:
-        index = await _index(tmp_path, count)
-        try:
+        async with await _index(tmp_path, count) as index:
             provider = c_find_provider(index, settings or FindSettings(retrieve_ae="ARCHIVE"))
             out: list[Response] = []
             async for response in provider(req):
@@ -83,8 +82,6 @@ def find(
                     assert req.cancel is not None
                     req.cancel.set()
             return out
-        finally:
-            await index.close()
 
     return run(go())
 

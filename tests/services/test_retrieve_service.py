@@ -268,8 +268,7 @@ def get(
     root, stored = corpus_files
 
     async def go() -> list[Response]:
-        index = await Index.open(tmp_path / "index.sqlite", durability="fast")
-        try:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
             for item in stored:
                 await index.add(item)
             cancel = Cancel()
@@ -283,8 +282,6 @@ def get(
                 cancel=cancel,
             )
             return [r async for r in c_get_provider(index, Files(root))(req)]
-        finally:
-            await index.close()
 
     return run(go())
 
@@ -407,8 +404,7 @@ def test_get_without_the_unique_key_is_a900(
     root, stored = corpus_files
 
     async def go() -> list[Response]:
-        index = await Index.open(tmp_path / "index.sqlite", durability="fast")
-        try:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
             data = encode_dataset(
                 [
                     Element(0x00080052, "CS", b"SERIES"),
@@ -426,8 +422,6 @@ def test_get_without_the_unique_key_is_a900(
                 }
             )
             return [r async for r in c_get_provider(index, Files(root))(req)]
-        finally:
-            await index.close()
 
     responses = run(go())
     assert len(responses) == 1
@@ -443,16 +437,13 @@ def test_move_to_unknown_destination_is_a801(
     root, stored = corpus_files
 
     async def go() -> list[Response]:
-        index = await Index.open(tmp_path / "index.sqlite", durability="fast")
-        try:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
             command = CMoveRq(
                 message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="NOWHERE"
             )
             req = retrieve_request(command, "STUDY", stored[0].attrs.study_instance_uid)
             settings = MoveSettings(ae_title="ARCHIVE", peers={"KNOWN": ("127.0.0.1", 1)})
             return [r async for r in c_move_provider(index, Files(root), settings)(req)]
-        finally:
-            await index.close()
 
     responses = asyncio.run(asyncio.wait_for(go(), 20))
     assert len(responses) == 1
