@@ -28,17 +28,17 @@ import asyncio
 import enum
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO, cast
+from typing import TextIO
 
 import msgspec
 
 from archive.dicom.dimse import CStoreRq
 from archive.dicom.dimse.status import StatusCategory, category
 from archive.dicom.errors import LocalProtocolError
-from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMeta
+from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMeta, FileMetaError
 from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE
 from archive.dicom.ul.negotiation import MAX_CONTEXTS
 from archive.errors import ArchiveError
@@ -51,7 +51,7 @@ from archive.net import (
     associate,
 )
 from archive.progress import Progress, human_bytes
-from archive.store import dataset_chunks, read_meta
+from archive.store import DatasetReader, read_meta
 
 #: Bytes read from a file per trip to a thread while sending (two are in memory).
 CHUNK = 512 * 1024
@@ -269,8 +269,10 @@ async def read_chunks(
     changed since it was probed, raises :class:`FileReadError`. An odd-length
     deflated data set gets the pad byte PS3.5 A.5 requires.
     """
-    # A generator in fact: closing it closes the file at once on an early exit.
-    blocks = cast("Generator[bytes, None, None]", dataset_chunks(item.path, item.offset, chunk))
+    # The store's reader, with what sending a file we did not store adds: the
+    # file may have changed since the probe, so the bytes are counted against it.
+    source = DatasetReader(item.path, chunk)
+    read = source.first
     sent = 0
     pad = item.size % 2 == 1 and item.meta.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE
     try:
@@ -280,20 +282,23 @@ async def read_chunks(
             if stop is not None and stop():
                 return
             try:
-                block = await asyncio.to_thread(next, blocks, None)
+                block = await asyncio.to_thread(read)
             except OSError as exc:
                 raise FileReadError(_os_reason(exc)) from exc
-            if block is None:
+            except FileMetaError as exc:  # rewritten since the probe
+                raise FileReadError(f"file changed while sending: {exc}") from exc
+            read = source.next
+            if not block:
                 break
             sent += len(block)
             if sent > item.size:
                 break
             if pad and sent == item.size:
                 # Some writers forgot the pad, and peers (DCMTK) refuse odd fragments.
-                block += _PAD
-            yield memoryview(block)
+                block = memoryview(b"".join((block, _PAD)))
+            yield block
     finally:
-        blocks.close()
+        source.close()
     if sent != item.size:
         raise FileReadError(f"file changed while sending ({sent} bytes, not {item.size})")
 

@@ -12,7 +12,7 @@ from archive.store.files import (
     relative_path,
     safe_uid,
 )
-from archive.store.scan import DatasetReader, ScannedFile, dataset_chunks, read_meta, scan_file
+from archive.store.scan import DatasetReader, ScannedFile, read_meta, scan_file
 
 __all__ = [
     "INSTANCES",
@@ -23,7 +23,6 @@ __all__ = [
     "InFlight",
     "ScannedFile",
     "StoreError",
-    "dataset_chunks",
     "read_meta",
     "relative_path",
     "safe_uid",

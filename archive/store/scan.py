@@ -2,14 +2,15 @@
 
 Blocking functions, meant for the store's I/O pool: recovery re-indexes placed
 files with them, and the importer and ``archive store`` read files with them in
-bounded chunks (never the whole file in memory).
+bounded chunks (never the whole file in memory). :class:`DatasetReader` is the one
+chunked reader of a data set: :func:`scan_file`, sub-operations and the Storage SCU
+all read through it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from typing import BinaryIO
 
 import msgspec
@@ -34,20 +35,10 @@ def read_meta(path: str | os.PathLike[str]) -> tuple[FileMeta, int]:
     return decode_file_meta(head)
 
 
-def dataset_chunks(
-    path: str | os.PathLike[str], offset: int, chunk: int = CHUNK
-) -> Iterator[bytes]:
-    """The data set bytes of a file from ``offset``, ``chunk`` bytes at a time."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        while block := f.read(chunk):
-            yield block
-
-
 class DatasetReader:
     """A stored file's data set, read in chunks; the first read also finds its start.
 
-    Built for sending (C-MOVE/C-GET sub-operations): :meth:`first` opens the file,
+    Built for sending (sub-operations, the Storage SCU): :meth:`first` opens the file,
     reads up to ``chunk`` bytes, decodes the File Meta from them and returns a view
     of the data set bytes that followed, so a file no larger than one chunk costs
     one open and one read (one trip to an I/O thread). :meth:`next` returns the
@@ -64,10 +55,12 @@ class DatasetReader:
         self._file: BinaryIO | None = None
         self._left = 0
         self.meta: FileMeta | None = None
+        #: The file's size when :meth:`first` opened it.
+        self.size = 0
 
     def first(self) -> memoryview:
         self._file = f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-        self._left = os.fstat(f.fileno()).st_size
+        self._left = self.size = os.fstat(f.fileno()).st_size
         head = memoryview(self._read())
         self.meta, offset = decode_file_meta(head[:MAX_META_LENGTH])
         return head[offset:]
@@ -100,15 +93,19 @@ class DatasetReader:
 
 def scan_file(path: str | os.PathLike[str]) -> ScannedFile:
     """Meta, index attributes, SHA-256 of the data set bytes and file size."""
-    meta, offset = read_meta(path)
-    reader = HeaderReader(meta.transfer_syntax_uid)
-    digest = hashlib.sha256()
-    for block in dataset_chunks(path, offset):
-        reader.feed(block)
-        digest.update(block)
+    source = DatasetReader(path)
+    try:
+        block = source.first()
+        assert source.meta is not None  # first() decoded it
+        meta = source.meta
+        header = HeaderReader(meta.transfer_syntax_uid)
+        digest = hashlib.sha256()
+        while block:
+            header.feed(block)
+            digest.update(block)
+            block = source.next()
+    finally:
+        source.close()
     return ScannedFile(
-        meta=meta,
-        attrs=reader.finish(),
-        digest=digest.hexdigest(),
-        size=os.path.getsize(path),
+        meta=meta, attrs=header.finish(), digest=digest.hexdigest(), size=source.size
     )
