@@ -31,6 +31,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, build_role, evt
+from pynetdicom.pdu_primitives import AsynchronousOperationsWindowNegotiation
 from pynetdicom.sop_class import (
     CTImageStorage,
     MRImageStorage,
@@ -269,7 +270,13 @@ def test_c_move_unknown_destination(qr: RunningNode, corpus: Corpus) -> None:
     assert [int(s.Status) for s, _ in answers] == [0xA801]
 
 
-def test_c_get_with_role_selection(qr: RunningNode, corpus: Corpus) -> None:
+@pytest.mark.parametrize("window", [None, (1, 8)], ids=["synchronous", "async-window"])
+def test_c_get_with_role_selection(
+    qr: RunningNode, corpus: Corpus, window: tuple[int, int] | None
+) -> None:
+    """pynetdicom as C-GET SCU; with an Asynchronous Operations Window proposed (PS3.7
+    D.3.3.3) the node answers (4, 1) and keeps four sub-operations in flight, which
+    pynetdicom must take in order like any others."""
     received: dict[str, tuple[str, bytes]] = {}
 
     def on_store(event: Any) -> int:
@@ -280,15 +287,22 @@ def test_c_get_with_role_selection(qr: RunningNode, corpus: Corpus) -> None:
         return 0x0000
 
     ae = scu(StudyRootQueryRetrieveInformationModelGet, roles=(CTImageStorage, MRImageStorage))
-    roles = [build_role(uid, scp_role=True) for uid in (CTImageStorage, MRImageStorage)]
+    ext_neg: list[Any] = [
+        build_role(uid, scp_role=True) for uid in (CTImageStorage, MRImageStorage)
+    ]
+    if window is not None:
+        item = AsynchronousOperationsWindowNegotiation()
+        item.maximum_number_operations_invoked, item.maximum_number_operations_performed = window
+        ext_neg.append(item)
     assoc = ae.associate(
         HOST,
         qr.port,
         ae_title=qr.ae_title,
-        ext_neg=roles,
+        ext_neg=ext_neg,
         evt_handlers=[(evt.EVT_C_STORE, on_store)],
     )
     assert assoc.is_established
+    assert assoc.acceptor.asynchronous_operations == ((4, 1) if window else (1, 1))
     wanted = corpus.of_study("A1") + corpus.of_study("B1")  # ELE, ILE and RLE
     try:
         answers = []
