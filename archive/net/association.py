@@ -296,6 +296,7 @@ class Association:
             self._coalesced += sum(map(len, pdus))
             if self._coalesced >= COALESCE_BYTES:
                 self.flush()
+                await self._drain()  # flow control: a peer that reads nothing holds us
             elif self._flush_soon is None:
                 self._flush_soon = asyncio.get_running_loop().call_soon(self._flush_coalesced)
             return

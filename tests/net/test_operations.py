@@ -283,3 +283,50 @@ def test_a_burst_of_pending_responses_goes_out_in_one_write(monkeypatch: Any) ->
     # Our SCU's C-FIND-RQ is one write; the 40 matches and the final response one more
     # (without coalescing: 41).
     assert len(writes) == 2, writes
+
+
+def test_matches_stop_when_the_scu_stops_reading() -> None:
+    """Pending responses are written with flow control: an SCU that reads nothing
+    holds back the query (its buffers fill, the provider waits), and after the
+    network timeout (1 s here) the association is aborted, instead of every match
+    piling up in our memory."""
+    import socket
+
+    from archive.dicom.dimse import message_pdus
+    from tests.net.rawpeer import RawPeer
+
+    yielded: list[int] = []
+    total = 100_000
+
+    async def endless(request: Request) -> AsyncIterator[Response]:
+        command = request.command
+        assert isinstance(command, CFindRq)
+        for n in range(total):
+            yielded.append(n)
+            yield Response(
+                CFindRsp(message_id_being_responded_to=command.message_id,
+                         status=Status.PENDING, has_dataset=True),
+                b"\x08\x00\x52\x00\xe8\x03\x00\x00" + b"S" * 1000,
+            )  # fmt: skip
+        yield Response(CFindRsp(message_id_being_responded_to=command.message_id, status=0))
+
+    def silent_scu(port: int) -> float:
+        with RawPeer("127.0.0.1", port, timeout=10.0) as peer:
+            peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            peer.associate(contexts=[(FIND, [ELE])])
+            rq = CFindRq(message_id=1, affected_sop_class_uid=FIND)
+            for pdu in message_pdus(1, rq, b"IDENT!", 16384):
+                peer.send(bytes(pdu))
+            time.sleep(2.5)  # reads nothing meanwhile
+            closed_at, _ = peer.wait_closed(timeout=10.0)
+            return closed_at - peer.connected_at
+
+    async def main() -> float:
+        registry = Registry({CFindRq: endless})
+        cfg = config()
+        async with serving(cfg, default_acceptor_policy(cfg), registry) as server:
+            return await asyncio.to_thread(silent_scu, server.port)
+
+    lasted = asyncio.run(main())
+    assert len(yielded) < total // 5, len(yielded)  # held back, not all buffered (was: all)
+    assert lasted < 10.0
