@@ -388,6 +388,21 @@ def test_get_cancelled_reports_remaining(
     assert responses[-1].dataset is None
 
 
+def test_get_cancelled_with_a_window_counts_what_was_in_flight(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """Sub-operations already in flight when the cancel arrives finish and count as
+    completed; none starts after it; the rest are Remaining (PS3.4 C.4.3.1.4)."""
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)], window=3)
+    responses = get(corpus_files, tmp_path, channel, cancel_after=2)
+    status, remaining, completed, failed, warning = counts(responses[-1])
+    assert status == 0xFE00
+    assert completed == len(channel.received)
+    assert 2 <= completed <= 4  # the two, and those in flight beside them
+    assert remaining == 5 - completed
+    assert (failed, warning) == (0, 0)
+
+
 def test_get_nothing_selected_is_success(
     corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
 ) -> None:
