@@ -50,7 +50,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import secrets
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -120,7 +119,8 @@ def replacement_path(sop_instance_uid: str, token: str) -> str:
 
 def safe_uid(uid: str) -> bool:
     """A UID usable as a file name: digits and dots only, 1-64 characters."""
-    return 0 < len(uid) <= 64 and all(c.isdigit() or c == "." for c in uid) and uid.isascii()
+    # strip() leaves nothing exactly when every character is an ASCII digit or a dot.
+    return 0 < len(uid) <= 64 and not uid.strip("0123456789.")
 
 
 class FileStore:
@@ -128,13 +128,13 @@ class FileStore:
 
     def __init__(self, root: str | os.PathLike[str], *, durable: bool, workers: int = 16) -> None:
         self.root = Path(root)
-        self._root_text = str(self.root)
+        self.root_text = str(self.root)
         self.durable = durable
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="archive-io")
         self._folders: set[Path] = set()
         self._lock = -1  # the data folder's lock (lock.py), held while open
         self._folder_lock = threading.Lock()
-        self._released: list[Path] = []
+        self._released: list[str | Path] = []
         self._release_job: Future[None] | None = None
         self._release_lock = threading.Lock()
 
@@ -176,7 +176,7 @@ class FileStore:
 
     def path(self, relative: str) -> str:
         """The absolute path of a stored file (a str: pathlib costs ~15 µs a file)."""
-        return os.path.join(self._root_text, relative)
+        return os.path.join(self.root_text, relative)
 
     async def remove(self, relative: str) -> None:
         await self.run(self._remove_sync, relative)
@@ -211,7 +211,7 @@ class FileStore:
             _fsync_dir(parent)
         self._folders.add(folder)
 
-    def release(self, *markers: Path) -> Future[None]:
+    def release(self, *markers: str | Path) -> Future[None]:
         """Unlink in-flight markers soon; markers released meanwhile go in one job.
 
         The future is that job's: done once these markers are gone.
@@ -315,8 +315,9 @@ class FileWriter:
         self.store = store
         self.uid = sop_instance_uid
         self.relative = relative_path(sop_instance_uid)
-        self._token = secrets.token_hex(4)
-        self._tmp = store.root / TMP / f"{sop_instance_uid}.{self._token}{_PART}"
+        self._token = os.urandom(4).hex()
+        # Text, not pathlib: this runs on the event loop for every instance.
+        self._tmp = os.path.join(store.root_text, TMP, f"{sop_instance_uid}.{self._token}{_PART}")
         self._lock = threading.Lock()
         self._queue: list[bytes | memoryview] = [file_meta]
         self._queued = len(file_meta)
@@ -610,7 +611,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str | Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 
