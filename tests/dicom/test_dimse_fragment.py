@@ -295,3 +295,11 @@ def test_dataset_pdus_bound_and_bits(max_pdu: int, data: bytes, last: bool) -> N
     assert [p.is_last for p in pdvs] == [False] * (len(pdvs) - 1) + [last]
     assert not any(p.is_command for p in pdvs)
     assert all(len(p.data) % 2 == 0 for p in pdvs[:-1])
+
+
+def test_small_message_counts_bytes_of_a_wide_memoryview() -> None:
+    """A data set handed over as a view of 16-bit items: lengths are in bytes."""
+    rsp = CGetRsp(message_id_being_responded_to=2, status=0xFF00, has_dataset=True)
+    data = memoryview(bytes(range(40))).cast("H")  # 20 items, 40 bytes
+    (pdu,) = message_pdus(5, rsp, data, 16384)
+    assert reassemble(decode_p_data(memoryview(pdu)[6:])) == (rsp, bytes(range(40)))

@@ -112,6 +112,8 @@ def message_pdus(
             f"{type(command).__name__}.has_dataset is {command.has_dataset}"
             f" but a data set was {'not ' if dataset is None else ''}given"
         )
+    if isinstance(dataset, memoryview) and dataset.itemsize != 1:
+        dataset = dataset.cast("B")  # lengths below count bytes, not wider items
     if dataset is not None and len(dataset) <= _SMALL:
         raw = encode_command(command)
         if len(raw) + len(dataset) + 2 * PDV_OVERHEAD <= (max_pdu or UNLIMITED_PDU):
