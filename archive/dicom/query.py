@@ -383,9 +383,9 @@ def parse_identifier(
         return_keys.append(ReturnKey(tag, vr, None if below else info.keyword))
         if purpose == "retrieve":
             if tag != UNIQUE_KEYS[key_level] or below:
-                continue  # C.2.2.1.2/3: other keys shall not be in a retrieve
-            if model is QueryModel.STUDY_ROOT and tag == UNIQUE_KEYS[Level.PATIENT]:
-                continue  # Patient ID is no unique key in Study Root
+                # C.2.2.1.2/3: other keys shall not be in a retrieve. (In Study Root
+                # Patient ID's level is STUDY, so it is skipped here too.)
+                continue
         text = _decode(element, vr, codecs)
         # Every PN key (PS3.4 C.2.2.2.1.1 leaves case to the site's choice).
         fold = fold_person_names and vr == "PN"
