@@ -237,3 +237,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     ]
     lines.extend("| " + " | ".join(row) + " |" for row in rows)
     return "\n".join(lines)
+
+
+def publish(
+    tables: Sequence[tuple[Sequence[str], Sequence[Sequence[str]]]],
+    report: str,
+    markdown: Path | None,
+) -> None:
+    """Print ``tables`` as plain text, then ``report``; write ``report`` to ``markdown``."""
+    print()
+    for header, rows in tables:
+        print(plain_table(header, rows))
+        print()
+    print(report)
+    if markdown is not None:
+        markdown.write_text(report)
+        print(f"markdown written to {markdown}")

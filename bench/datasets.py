@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,23 +198,39 @@ def _generate(kind: Kind, count: int, root: Path) -> int:
     return len(template)
 
 
+def marker(root: Path) -> Path:
+    """``root``'s completion marker: beside the folder, not in it (storescu +sd would send it)."""
+    return root.with_name(root.name + ".complete")
+
+
+def cached(root: Path, build: Callable[[Path], str]) -> Path:
+    """``root``, built now by ``build(tmp)`` unless its marker says it was built before.
+
+    ``build`` fills an empty sibling folder, which is renamed to ``root`` only once it
+    returns; what it returns is written into the marker. A half-built folder (Ctrl-C,
+    a failure) has no marker and is deleted and built again next time.
+    """
+    done = marker(root)
+    if done.exists():
+        return root
+    tmp = root.with_name(root.name + ".tmp")
+    for folder in (root, tmp):
+        if folder.exists():
+            shutil.rmtree(folder)
+    tmp.mkdir(parents=True)
+    text = build(tmp)
+    os.replace(tmp, root)
+    done.write_text(text)
+    return root
+
+
 def ensure(kind: Kind, count: int, cache: Path = CACHE) -> DataSet:
     """The folder of ``count`` instances of ``kind``, generated now if not cached yet."""
-    root = cache / "datasets" / f"{kind.name}-{count}-v{FORMAT_VERSION}"
-    # Beside the folder, not in it: storescu +sd would try to send it.
-    marker = root.with_name(root.name + ".complete")
-    if marker.exists():
-        size = int(marker.read_text())
-    else:
-        if root.exists():
-            shutil.rmtree(root)
-        tmp = root.with_name(root.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        size = _generate(kind, count, tmp)
-        os.replace(tmp, root)
-        marker.write_text(str(size))
-    return DataSet(kind, count, root, size)
+    root = cached(
+        cache / "datasets" / f"{kind.name}-{count}-v{FORMAT_VERSION}",
+        lambda tmp: str(_generate(kind, count, tmp)),
+    )
+    return DataSet(kind, count, root, int(marker(root).read_text()))
 
 
 if __name__ == "__main__":

@@ -22,15 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import shutil
 import sqlite3
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +35,9 @@ from pathlib import Path
 import datasets
 import indexgen
 import qr_servers as qr
-from common import DCMTK_ENV, HOST, machine, markdown_table, plain_table, running
+from common import DCMTK_ENV, machine, markdown_table, publish, running
 
-from archive.net import Timeouts, associate
+from archive.net import Timeouts
 
 CACHE = datasets.CACHE
 KINDS = ("PatientID", "PatientName", "StudyDate", "AccessionNumber", "StudyInstanceUID")
@@ -50,14 +47,15 @@ RETURN_KEYS = (
     "StudyID", "StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedInstances",
 )  # fmt: skip
 TIMEOUTS = Timeouts(artim=30.0, network=120.0, dimse=120.0, connect=10.0)
-#: archive-node's default ``query.max_matches``: a one-month range must stay under it.
 TARGET_ALONE_MS = 10.0
 TARGET_INGEST_MS = 50.0
+#: The warm-up queries' seed: not one the measured plans use (7, 11), so the warm-up
+#: does not leave the very rows of the first measured queries in the page cache.
+WARMUP_SEED = 3
+WARMUP_ROUNDS = 2
 
 
-def queries(
-    population: Sequence[indexgen.Study], count: int, seed: int = 7
-) -> list[tuple[str, bytes]]:
+def queries(population: Sequence[indexgen.Study], count: int, seed: int) -> list[tuple[str, bytes]]:
     """``count`` rounds of the five kinds, values drawn from ``population``."""
     rng = random.Random(seed)
     found: list[tuple[str, bytes]] = []
@@ -100,35 +98,43 @@ class Series:
         return sum(got) / len(got) if got else float("nan")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The measured queries and the warm-up ones, drawn from one population."""
+
+    measured: list[tuple[str, bytes]]
+    warmup: list[tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, population: Sequence[indexgen.Study], rounds: int, seed: int) -> Plan:
+        return cls(
+            queries(population, rounds, seed), queries(population, WARMUP_ROUNDS, WARMUP_SEED)
+        )
+
+
 async def run_queries(
-    port: int, called_ae: str, plan: list[tuple[str, bytes]], label: str, budget: float,
-    keep_going: Callable[[], bool] = lambda: True, warmup: int = 10, cycle: bool = False,
+    port: int, called_ae: str, plan: Plan, label: str, budget: float,
+    keep_going: Callable[[], bool] = lambda: True, cycle: bool = False,
 ) -> Series:  # fmt: skip
     """Send ``plan`` on one association; stop early after ``budget`` s or when told.
 
     ``cycle``: start ``plan`` over until told to stop or out of time (under ingest).
     """
     result = Series(label)
-    assoc = await associate(
-        HOST, port, calling_ae=qr.CALLING_AE, called_ae=called_ae,
-        contexts=[(qr.STUDY_ROOT_FIND, [qr.EXPLICIT_VR_LE, qr.IMPLICIT_VR_LE])],
-        timeouts=TIMEOUTS,
-    )  # fmt: skip
-    async with assoc:
-        context = assoc.negotiated.context_for(qr.STUDY_ROOT_FIND)
-        assert context is not None, "Study Root C-FIND not accepted"
-        for _kind, query in plan[:warmup]:
-            await qr.timed_find(assoc, context.id, query)
+    measured = plan.measured
+    async with qr.qr_association(port, called_ae, qr.STUDY_ROOT_FIND, TIMEOUTS) as (assoc, cid):
+        for _kind, query in plan.warmup:
+            await qr.timed_find(assoc, cid, query)
         deadline = time.perf_counter() + budget
-        total = len(plan) * (1000 if cycle else 1)
+        total = len(measured) * (1000 if cycle else 1)
         for n in range(total):
-            kind, query = plan[n % len(plan)]
+            kind, query = measured[n % len(measured)]
             # Whole rounds only, so that every kind has as many samples.
             if n % len(KINDS) == 0 and (time.perf_counter() > deadline or not keep_going()):
                 if not cycle:
                     result.note = f"stopped after {n // len(KINDS)} rounds"
                 break
-            seconds, matches, status = await qr.timed_find(assoc, context.id, query)
+            seconds, matches, status = await qr.timed_find(assoc, cid, query)
             if status != 0:
                 result.problems.append(f"{kind}: final status 0x{status:04X}")
                 continue
@@ -142,9 +148,7 @@ async def run_queries(
 # ---- archive-node -------------------------------------------------------------------------
 
 
-def ours(
-    folder: Path, plan: list[tuple[str, bytes]], label: str, budget: float, work: Path
-) -> Series:
+def ours(folder: Path, plan: Plan, label: str, budget: float, work: Path) -> Series:
     with running(label, qr.archive_argv(folder), log_dir=work) as child:
         return asyncio.run(run_queries(child.port, "ARCHIVE", plan, label, budget))
 
@@ -154,9 +158,7 @@ def _instances(index: Path) -> int:
         return int(conn.execute("SELECT instances FROM totals").fetchone()[0])
 
 
-def ours_under_ingest(
-    cached: Path, plan: list[tuple[str, bytes]], budget: float, work: Path
-) -> tuple[Series, str]:
+def ours_under_ingest(cached: Path, plan: Plan, budget: float, work: Path) -> tuple[Series, str]:
     """The 1M index copied, four storescu sending the small data set meanwhile."""
     folder = work / "ingest-1m"
     folder.mkdir(parents=True)
@@ -169,28 +171,7 @@ def ours_under_ingest(
             before = _instances(folder / "index.sqlite")
             if before != _instances(cached / "index.sqlite"):
                 raise RuntimeError(f"the copied index holds {before} instances")
-            procs = [
-                subprocess.Popen(
-                    [
-                        "storescu",
-                        "-aet",
-                        qr.CALLING_AE,
-                        "-aec",
-                        "ARCHIVE",
-                        "+sd",
-                        "+r",
-                        HOST,
-                        str(child.port),
-                        *map(str, small.parts[i::4]),
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    env=dict(DCMTK_ENV),
-                    start_new_session=True,
-                )
-                for i in range(4)
-            ]
+            procs = qr.start_storescu(child.port, "ARCHIVE", small.parts, 4)
             try:
                 time.sleep(1.0)  # the four associations are open and sending
                 t0, at0 = time.perf_counter(), _instances(folder / "index.sqlite")
@@ -224,51 +205,33 @@ def ours_under_ingest(
 # ---- peers at 50k -------------------------------------------------------------------------
 
 
-def _orthanc_count(folder: Path) -> int:
-    url = f"http://{HOST}:{qr.orthanc_http(folder)}/statistics"
-    with urllib.request.urlopen(url, timeout=60) as answer:
-        return int(json.loads(answer.read())["CountInstances"])
-
-
 def ensure_orthanc(count: int, files: Path, work: Path) -> Path:
     """Orthanc's storage and index holding ``files``, stored once with storescu x4, cached."""
-    root = CACHE / f"qr-orthanc-{count}-v{indexgen.FORMAT_VERSION}"
-    marker = root.with_name(root.name + ".complete")
-    if marker.exists():
-        return root
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    print(f"  loading Orthanc with {count:,} instances (storescu x4, once) ...", flush=True)
-    t0 = time.perf_counter()
-    with running("orthanc-load", qr.orthanc_argv(tmp), log_dir=work, env=DCMTK_ENV,
-                 startup=60) as child:  # fmt: skip
-        code = qr.storescu(child.port, "ORTHANC", sorted(files.iterdir()), 4)
-        stored = _orthanc_count(tmp)
-    if code != 0 or stored != count:
-        raise RuntimeError(f"Orthanc stored {stored} of {count} (storescu exit {code})")
-    os.replace(tmp, root)
-    marker.write_text(f"{time.perf_counter() - t0:.0f}")
-    return root
+
+    def build(tmp: Path) -> str:
+        print(f"  loading Orthanc with {count:,} instances (storescu x4, once) ...", flush=True)
+        t0 = time.perf_counter()
+        with running("orthanc-load", qr.orthanc_qr_argv(tmp), log_dir=work, env=DCMTK_ENV,
+                     startup=60) as child:  # fmt: skip
+            code = qr.storescu(child.port, "ORTHANC", sorted(files.iterdir()), 4)
+            stored = qr.orthanc_count(tmp)
+        if code != 0 or stored != count:
+            raise RuntimeError(f"Orthanc stored {stored} of {count} (storescu exit {code})")
+        return f"{time.perf_counter() - t0:.0f}"
+
+    return datasets.cached(CACHE / f"qr-orthanc-{count}-v{indexgen.FORMAT_VERSION}", build)
 
 
 def ensure_qrscp(count: int, files: Path) -> Path:
-    root = CACHE / f"qr-qrscp-{count}-v{indexgen.FORMAT_VERSION}"
-    marker = root.with_name(root.name + ".complete")
-    if marker.exists():
-        return root
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(root, ignore_errors=True)
-    print(f"  loading qrscp's database with {count:,} instances (once) ...", flush=True)
-    t0 = time.perf_counter()
-    loaded = qr.load_qrscp(tmp, files)
-    if loaded != count:
-        raise RuntimeError(f"qrscp indexed {loaded} of {count}")
-    os.replace(tmp, root)
-    marker.write_text(f"{time.perf_counter() - t0:.0f}")
-    return root
+    def build(tmp: Path) -> str:
+        print(f"  loading qrscp's database with {count:,} instances (once) ...", flush=True)
+        t0 = time.perf_counter()
+        loaded = qr.load_qrscp(tmp, files)
+        if loaded != count:
+            raise RuntimeError(f"qrscp indexed {loaded} of {count}")
+        return f"{time.perf_counter() - t0:.0f}"
+
+    return datasets.cached(CACHE / f"qr-qrscp-{count}-v{indexgen.FORMAT_VERSION}", build)
 
 
 # ---- report -------------------------------------------------------------------------------
@@ -336,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         population = indexgen.studies(size)
         print(f"index {size:,}: {len(population):,} studies ({time.perf_counter() - t0:.1f} s)",
               flush=True)  # fmt: skip
-        plan = queries(population, rounds)
+        plan = Plan.of(population, rounds, seed=7)
         series = ours(folder, plan, _size_label(size), budget, work)
         curve.append(series)
         _show(series)
@@ -351,11 +314,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         count = args.peer_size
         files = indexgen.ensure_files(count, CACHE)
         population = indexgen.studies(count)
-        plan = queries(population, rounds, seed=11)
+        plan = Plan.of(population, rounds, seed=11)
         side.append(ours(indexgen.ensure_index(count, CACHE), plan, "archive-node", budget, work))
         _show(side[-1])
         orthanc = ensure_orthanc(count, files, work)
-        with running("orthanc", qr.orthanc_argv(orthanc), log_dir=work, env=DCMTK_ENV,
+        with running("orthanc", qr.orthanc_qr_argv(orthanc), log_dir=work, env=DCMTK_ENV,
                      startup=60) as child:  # fmt: skip
             side.append(asyncio.run(run_queries(child.port, "ORTHANC", plan, "Orthanc", budget)))
         _show(side[-1])
@@ -401,15 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         tables.append((sheader, srows))
     sections += ["", *(f"- {n}" for n in notes), *(f"- problem: {p}" for p in problems), ""]
-    report = "\n".join(sections)
-    print()
-    for h, r in tables:
-        print(plain_table(h, r))
-        print()
-    print(report)
-    if args.markdown is not None:
-        args.markdown.write_text(report)
-        print(f"markdown written to {args.markdown}")
+    publish(tables, "\n".join(sections), args.markdown)
     return 1 if problems else 0
 
 

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import io
-import os
 import random
 import shutil
 import sqlite3
@@ -44,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
@@ -554,32 +554,21 @@ def write_files(population: Sequence[Study], root: Path, parts: int = 16) -> int
 
 def ensure_files(count: int, cache: Path) -> Path:
     """The folder of ``count`` instances as files, generated now if not cached yet."""
-    root = cache / f"qrfiles-{count}-v{FORMAT_VERSION}"
-    marker = root.with_name(root.name + ".complete")
-    if not marker.exists():
-        tmp = root.with_name(root.name + ".tmp")
-        for folder in (root, tmp):
-            if folder.exists():
-                shutil.rmtree(folder)
+
+    def build(tmp: Path) -> str:
         write_files(studies(count), tmp)
-        os.replace(tmp, root)
-        marker.write_text(str(count))
-    return root
+        return str(count)
+
+    return datasets.cached(cache / f"qrfiles-{count}-v{FORMAT_VERSION}", build)
 
 
 def ensure_index(count: int, cache: Path) -> Path:
     """A data folder holding ``count`` synthetic instances, bulk-loaded once and cached."""
-    root = cache / f"qrindex-{count}-v{FORMAT_VERSION}"
-    marker = root.with_name(root.name + ".complete")
-    if not marker.exists():
-        tmp = root.with_name(root.name + ".tmp")
-        for folder in (root, tmp):
-            if folder.exists():
-                shutil.rmtree(folder)
-        seconds = make_data_folder(tmp, studies(count))
-        os.replace(tmp, root)
-        marker.write_text(f"{seconds:.1f}")
-    return root
+
+    def build(tmp: Path) -> str:
+        return f"{make_data_folder(tmp, studies(count)):.1f}"
+
+    return datasets.cached(cache / f"qrindex-{count}-v{FORMAT_VERSION}", build)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,7 +37,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -45,44 +44,20 @@ from pathlib import Path
 
 # Run as a script, so this folder is sys.path[0] and its helpers import as modules.
 import ceilings
+import qr_servers as qr
 from common import (
     DCMTK_ENV,
     HOST,
-    Child,
     cpu_ns,
     descendants,
-    free_port,
     machine,
     markdown_table,
-    plain_table,
+    publish,
     running,
 )
 from datasets import CACHE, CT, PARTS, SMALL, DataSet, Kind, ensure
 
-BIN = Path(sys.executable).parent
-ARCHIVE = str(BIN / "archive")
-CALLING_AE = "BENCH"
-#: sqlalchemy for qrscp, installed here once rather than into the project's venv.
-PYDEPS = CACHE / "pydeps"
-ORTHANC = "/usr/sbin/Orthanc"
 MB = 1e6
-
-#: Orthanc's configuration: its defaults except where it must point. The launcher
-#: writes it with the port ``running()`` chose and exec()s Orthanc, keeping the PID.
-ORTHANC_LAUNCHER = """
-import json, os, sys
-port, http, folder, orthanc = sys.argv[1:5]
-config = {
-    "Name": "bench", "DicomAet": "ORTHANC", "DicomPort": int(port), "HttpPort": int(http),
-    "StorageDirectory": os.path.join(folder, "storage"),
-    "IndexDirectory": os.path.join(folder, "index"),
-    "RemoteAccessAllowed": False, "DicomCheckCalledAet": False, "Plugins": [],
-}
-path = os.path.join(folder, "orthanc.json")
-with open(path, "w") as sink:
-    json.dump(config, sink)
-os.execv(orthanc, [orthanc, path])
-"""
 
 
 # ---- servers ------------------------------------------------------------------------------
@@ -99,7 +74,7 @@ class Server:
     #: Fraction of each data set this server gets (of the PARTS sub-folders).
     parts: int
     #: Instances stored, read while the server still runs (Orthanc's REST API).
-    live_count: Callable[[Child, Path], int] | None
+    live_count: Callable[[Path], int] | None
     #: Instances stored, read from the data folder after the server stopped.
     count: Callable[[Path], int]
     startup: float = 20.0
@@ -120,7 +95,7 @@ def _archive_count(folder: Path) -> int:
     files = _files(folder / "instances", "*.dcm")
     leftovers = _files(folder / "tmp")
     stats = subprocess.run(
-        [ARCHIVE, "stats", "--data", str(folder), "--json"],
+        [qr.ARCHIVE, "stats", "--data", str(folder), "--json"],
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     if stats.returncode == 0:
@@ -136,26 +111,14 @@ def _qrscp_count(folder: Path) -> int:
     return files if files == rows else -1
 
 
-def _orthanc_http(folder: Path) -> int:
-    return int(json.loads((folder / "orthanc.json").read_text())["HttpPort"])
-
-
-def _orthanc_live(child: Child, folder: Path) -> int:
-    url = f"http://{HOST}:{_orthanc_http(folder)}/statistics"
-    with urllib.request.urlopen(url, timeout=30) as answer:
-        return int(json.loads(answer.read())["CountInstances"])
-
-
 def servers() -> list[Server]:
     storescp = shutil.which("storescp")
-    if storescp is None or not Path(ORTHANC).exists():
+    if storescp is None or not Path(qr.ORTHANC).exists():
         raise SystemExit("storescp or Orthanc missing: apt-get install -y dcmtk orthanc")
-    qrscp_env = {**os.environ, "PYTHONPATH": str(PYDEPS)}
     return [
         Server(
             "archive-node", "ARCHIVE",
-            lambda d: [ARCHIVE, "serve", "--host", HOST, "--port", "{port}", "--data", str(d)],
-            None, PARTS, None, _archive_count,
+            qr.archive_argv, None, PARTS, None, _archive_count,
         ),
         Server(
             "storescp", "STORESCP",
@@ -166,16 +129,17 @@ def servers() -> list[Server]:
             # Orthanc is built on DCMTK: without TCP_NODELAY=1 every C-STORE-RSP waits
             # for a delayed ACK (~40 ms; we measured ~20 instances/s).
             "Orthanc", "ORTHANC",
-            lambda d: [sys.executable, "-c", ORTHANC_LAUNCHER, "{port}", str(free_port()),
-                       str(d), ORTHANC],
-            dict(DCMTK_ENV), PARTS, _orthanc_live, lambda d: _files(d / "storage"), 60.0,
+            # {}: Orthanc's configuration stays the launcher's, as bench/README.md lists it.
+            lambda d: qr.orthanc_argv(d, {}),
+            dict(DCMTK_ENV), PARTS, qr.orthanc_count,
+            lambda d: _files(d / "storage"), 60.0,
         ),
         Server(
             "qrscp", "QRSCP",
             lambda d: [sys.executable, "-m", "pynetdicom", "qrscp", "--port", "{port}",
                        "--bind-address", HOST, "--instance-location", str(d / "instances"),
                        "--database-location", str(d / "index.sqlite")],
-            qrscp_env, PARTS // 4, None, _qrscp_count,
+            qr.qrscp_env(), PARTS // 4, None, _qrscp_count,
         ),
     ]  # fmt: skip
 
@@ -183,14 +147,11 @@ def servers() -> list[Server]:
 def ensure_qrscp_deps() -> None:
     """qrscp imports sqlalchemy, which the project does not need: keep it in the cache."""
     probe = [sys.executable, "-c", "import sqlalchemy"]
-    env = {**os.environ, "PYTHONPATH": str(PYDEPS)}
-    if subprocess.run(probe, env=env, capture_output=True, check=False).returncode == 0:
+    if subprocess.run(probe, env=qr.qrscp_env(), capture_output=True, check=False).returncode == 0:
         return
     print("installing sqlalchemy for qrscp into bench/.cache/pydeps", flush=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(PYDEPS), "sqlalchemy"],
-        check=True,
-    )
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(qr.PYDEPS)]
+    subprocess.run([*pip, "sqlalchemy"], check=True)
 
 
 # ---- clients ------------------------------------------------------------------------------
@@ -204,19 +165,10 @@ class Client:
     env: dict[str, str] | None
 
 
-def _split(parts: Sequence[Path], n: int) -> list[list[Path]]:
-    return [list(parts[i::n]) for i in range(n)]
-
-
-def _storescu(port: int, aec: str, parts: Sequence[Path], assocs: int) -> list[list[str]]:
-    base = ["storescu", "-aet", CALLING_AE, "-aec", aec, "+sd", "+r", HOST, str(port)]
-    return [[*base, *map(str, group)] for group in _split(parts, assocs)]
-
-
 def archive_store_client() -> tuple[Client | None, str]:
     """``archive store`` if the CLI has it (with ``-j``), else None and why not."""
     done = subprocess.run(
-        [ARCHIVE, "store", "--help"], capture_output=True, text=True, check=False, timeout=60
+        [qr.ARCHIVE, "store", "--help"], capture_output=True, text=True, check=False, timeout=60
     )
     if done.returncode != 0:
         return None, "`archive store` is not in the CLI yet: that client was left out"
@@ -225,7 +177,7 @@ def archive_store_client() -> tuple[Client | None, str]:
     jobs = "-j" in help_text
 
     def argvs(port: int, aec: str, parts: Sequence[Path], assocs: int) -> list[list[str]]:
-        argv = [ARCHIVE, "store", HOST, str(port), *map(str, parts)]
+        argv = [qr.ARCHIVE, "store", HOST, str(port), *map(str, parts)]
         if flag is not None:
             argv += [flag, aec]
         if jobs:
@@ -235,7 +187,7 @@ def archive_store_client() -> tuple[Client | None, str]:
     return Client("archive store", argvs, None), ""
 
 
-STORESCU = Client("storescu", _storescu, dict(DCMTK_ENV))
+STORESCU = Client("storescu", qr.storescu_argvs, dict(DCMTK_ENV))
 
 
 # ---- one run ------------------------------------------------------------------------------
@@ -350,7 +302,7 @@ def one_run(server: Server, client: Client, data: DataSet, assocs: int, work: Pa
         run.peak_mb, run.server_cpu = sampler.finish()
         if server.live_count is not None:
             try:
-                live = server.live_count(child, folder)
+                live = server.live_count(folder)
             except OSError as exc:
                 live = -1
                 run.problem = run.problem or f"count failed: {exc}"
@@ -472,9 +424,9 @@ def summarize(raw: Path, cpu: dict[int, float], seconds: float, top: int = 7) ->
 
 def profile(out: Path, datasets: dict[str, DataSet], work: Path, args: argparse.Namespace) -> int:
     """Our node alone, storescu as client, py-spy --native recording every server thread."""
-    pyspy = BIN / "py-spy"
+    pyspy = qr.BIN / "py-spy"
     if not pyspy.exists():
-        print(f"py-spy is missing: {BIN / 'pip'} install py-spy", file=sys.stderr)
+        print(f"py-spy is missing: {qr.BIN / 'pip'} install py-spy", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
     ours = next(s for s in servers() if s.name == "archive-node")
@@ -499,7 +451,7 @@ def profile(out: Path, datasets: dict[str, DataSet], work: Path, args: argparse.
                 t0 = time.perf_counter()
                 paths = [data.root] if assocs == 1 else data.parts
                 problem = run_clients(
-                    _storescu(child.port, ours.called_ae, paths, assocs),
+                    qr.storescu_argvs(child.port, ours.called_ae, paths, assocs),
                     STORESCU.env,
                     work / f"{label}-client.log",
                 )
@@ -566,7 +518,7 @@ def _versions() -> str:
         return (done.stdout or done.stderr).splitlines()[0].strip() if done.returncode == 0 else "?"
 
     dcmtk = first_line(["storescu", "--version"]).split(" v")[-1].split()[0]
-    orthanc = first_line([ORTHANC, "--version"]).split()[-1]
+    orthanc = first_line([qr.ORTHANC, "--version"]).split()[-1]
     return (
         f"DCMTK {dcmtk} storescu/storescp, Orthanc {orthanc} (Debian packages, both with"
         f" TCP_NODELAY=1), pynetdicom {version('pynetdicom')} qrscp (sqlalchemy"
@@ -575,7 +527,7 @@ def _versions() -> str:
 
 
 def _pydeps_version() -> str:
-    found = sorted(PYDEPS.glob("sqlalchemy-*.dist-info"))
+    found = sorted(qr.PYDEPS.glob("sqlalchemy-*.dist-info"))
     return found[-1].name.removesuffix(".dist-info").split("-")[1] if found else "?"
 
 
@@ -599,6 +551,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = CACHE / "runs"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    try:
+        return measure(args, plan, work, started)
+    finally:
+        # Only now, even after a failure (see one_run): a full run leaves ~8 GB here.
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, plan: Plan, work: Path, started: float) -> int:
+    """Everything but the work folder's creation and deletion: 1 if any run failed."""
     print("data sets ...", flush=True)
     datasets = {
         kind.name: ensure(kind, plan.ct if kind is CT else plan.small) for kind in (CT, SMALL)
@@ -667,18 +628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         *(f"- {n}" for n in notes),
         "",
     ])  # fmt: skip
-    print()
-    print(plain_table(header, rows))
-    print()
-    print(plain_table(rheader, rrows))
-    print()
-    print(report)
-    if args.markdown is not None:
-        args.markdown.write_text(report)
-        print(f"markdown written to {args.markdown}")
-    failed = [r for r in runs if not r.ok]
-    shutil.rmtree(work, ignore_errors=True)  # see one_run: only once, at the end
-    return 1 if failed else 0
+    publish([(header, rows), (rheader, rrows)], report, args.markdown)
+    return 1 if any(not r.ok for r in runs) else 0
 
 
 if __name__ == "__main__":

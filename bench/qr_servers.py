@@ -22,6 +22,7 @@ every server: :func:`identifier` encodes a query, :func:`timed_find` times one C
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -29,7 +30,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from common import DCMTK_ENV, HOST, free_port
@@ -37,7 +39,9 @@ from common import DCMTK_ENV, HOST, free_port
 from archive.dicom.dataset import Element, encode_dataset
 from archive.dicom.dictionary import tag_for_keyword, vr_of
 from archive.dicom.dimse import StatusCategory, category
-from archive.net.client import ClientAssociation
+from archive.dicom.ul.pdu import RoleSelection
+from archive.net import Timeouts, associate
+from archive.net.client import DEFAULT_MAX_PDU, ClientAssociation
 
 BIN = Path(sys.executable).parent
 ARCHIVE = str(BIN / "archive")
@@ -51,8 +55,9 @@ STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 PYDEPS = Path(__file__).resolve().parent / ".cache" / "pydeps"
 
-#: Writes Orthanc's configuration (argv: port, http port, folder, binary, extra JSON) and
-#: exec()s it, so the PID ``running()`` holds is Orthanc's.
+#: Orthanc's configuration: its defaults except where it must point, then the extra JSON
+#: (argv: port, http port, folder, binary, extra JSON). The launcher writes it with the
+#: port ``running()`` chose and exec()s Orthanc, so the PID ``running()`` holds is Orthanc's.
 ORTHANC_LAUNCHER = """
 import json, os, sys
 port, http, folder, orthanc, extra = sys.argv[1:6]
@@ -61,10 +66,6 @@ config = {
     "StorageDirectory": os.path.join(folder, "storage"),
     "IndexDirectory": os.path.join(folder, "index"),
     "RemoteAccessAllowed": False, "DicomCheckCalledAet": False, "Plugins": [],
-    "DicomCheckModalityHost": False, "DicomAlwaysAllowEcho": True,
-    "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True,
-    "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True,
-    "DicomAssociationCloseDelay": 0,
 }
 config.update(json.loads(extra))
 path = os.path.join(folder, "orthanc.json")
@@ -72,6 +73,14 @@ with open(path, "w") as sink:
     json.dump(config, sink)
 os.execv(orthanc, [orthanc, path])
 """
+
+#: What Orthanc needs on top to answer our C-FIND/C-MOVE/C-GET and move to DEST.
+ORTHANC_QR = {
+    "DicomCheckModalityHost": False, "DicomAlwaysAllowEcho": True,
+    "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True,
+    "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True,
+    "DicomAssociationCloseDelay": 0,
+}  # fmt: skip
 
 #: Fills qrscp's database from a folder of files via its own ``db.add_instance``
 #: (argv: database file, folder); prints how many.
@@ -100,18 +109,31 @@ def archive_argv(folder: Path, peers: Sequence[str] = ()) -> list[str]:
     return argv
 
 
-def orthanc_argv(
-    folder: Path, modalities: dict[str, tuple[str, str, int]] | None = None
-) -> list[str]:
-    extra = {"DicomModalities": {k: list(v) for k, v in (modalities or {}).items()}}
+def orthanc_argv(folder: Path, extra: Mapping[str, object]) -> list[str]:
+    """Orthanc on ``folder``, its configuration the launcher's plus ``extra``."""
     return [
         sys.executable, "-c", ORTHANC_LAUNCHER, "{port}", str(free_port()), str(folder),
         ORTHANC, json.dumps(extra),
     ]  # fmt: skip
 
 
+def orthanc_qr_argv(
+    folder: Path, modalities: dict[str, tuple[str, str, int]] | None = None
+) -> list[str]:
+    """Orthanc as a Query/Retrieve SCP, ``modalities`` its C-MOVE destinations."""
+    table = {k: list(v) for k, v in (modalities or {}).items()}
+    return orthanc_argv(folder, {**ORTHANC_QR, "DicomModalities": table})
+
+
 def orthanc_http(folder: Path) -> int:
     return int(json.loads((folder / "orthanc.json").read_text())["HttpPort"])
+
+
+def orthanc_count(folder: Path) -> int:
+    """Instances Orthanc holds, from its REST ``/statistics`` (it must be running)."""
+    url = f"http://{HOST}:{orthanc_http(folder)}/statistics"
+    with urllib.request.urlopen(url, timeout=60) as answer:
+        return int(json.loads(answer.read())["CountInstances"])
 
 
 def qrscp_env() -> dict[str, str]:
@@ -177,37 +199,67 @@ def storescp_argv(folder: Path) -> list[str]:
     return [storescp, "--fork", "-aet", DEST_AE, "-od", str(folder), "{port}"]
 
 
-def storescu(port: int, called_ae: str, paths: Sequence[Path], assocs: int = 1) -> int:
-    """Send ``paths`` (folders, recursively) with storescu, ``assocs`` processes at once."""
-    groups = [list(paths[i::assocs]) for i in range(assocs)]
-    procs = [
+def storescu_argvs(
+    port: int, called_ae: str, paths: Sequence[Path], assocs: int = 1
+) -> list[list[str]]:
+    """storescu argvs sending ``paths`` (folders, recursively), one per association."""
+    base = ["storescu", "-aet", CALLING_AE, "-aec", called_ae, "+sd", "+r", HOST, str(port)]
+    groups = (paths[i::assocs] for i in range(assocs))
+    return [[*base, *map(str, group)] for group in groups if group]
+
+
+def start_storescu(
+    port: int, called_ae: str, paths: Sequence[Path], assocs: int = 1
+) -> list[subprocess.Popen[bytes]]:
+    """:func:`storescu_argvs` started at once, output discarded (the caller waits)."""
+    return [
         subprocess.Popen(
-            [
-                "storescu",
-                "-aet",
-                CALLING_AE,
-                "-aec",
-                called_ae,
-                "+sd",
-                "+r",
-                HOST,
-                str(port),
-                *map(str, group),
-            ],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=dict(DCMTK_ENV),
             start_new_session=True,
         )
-        for group in groups
-        if group
+        for argv in storescu_argvs(port, called_ae, paths, assocs)
     ]
+
+
+def storescu(port: int, called_ae: str, paths: Sequence[Path], assocs: int = 1) -> int:
+    """Send ``paths`` with storescu, ``assocs`` processes at once: the worst exit status."""
+    procs = start_storescu(port, called_ae, paths, assocs)
     codes = [proc.wait(timeout=1800) for proc in procs]
     return max(codes, default=0)
 
 
 # ---- the SCU ------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def qr_association(
+    port: int,
+    called_ae: str,
+    sop_class: str,
+    timeouts: Timeouts,
+    *,
+    storage: Sequence[str] = (),
+    roles: Sequence[RoleSelection] = (),
+    max_pdu_length: int = DEFAULT_MAX_PDU,
+    async_ops: tuple[int, int] | None = None,
+) -> AsyncIterator[tuple[ClientAssociation, int]]:
+    """An association from ``CALLING_AE`` proposing ``sop_class`` (and ``storage``, for a
+    C-GET's sub-operations): the association and ``sop_class``'s accepted context ID."""
+    syntaxes = [EXPLICIT_VR_LE, IMPLICIT_VR_LE]
+    assoc = await associate(
+        HOST, port, calling_ae=CALLING_AE, called_ae=called_ae,
+        contexts=[(uid, syntaxes) for uid in (sop_class, *storage)], roles=roles,
+        max_pdu_length=max_pdu_length, timeouts=timeouts, async_ops=async_ops,
+    )  # fmt: skip
+    async with assoc:
+        context = assoc.negotiated.context_for(sop_class)
+        if context is None:
+            raise RuntimeError(f"{called_ae} did not accept {sop_class}")
+        yield assoc, context.id
 
 
 def _value(vr: str, text: str) -> bytes:

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import datasets
 import qr_servers as qr
-from common import DCMTK_ENV, HOST, Child, machine, markdown_table, plain_table, running
+from common import DCMTK_ENV, HOST, Child, machine, markdown_table, publish, running
 
 from archive.dicom.dimse import CStoreRq
 from archive.dicom.ul.pdu import RoleSelection
-from archive.net import Timeouts, associate
+from archive.net import Timeouts
 
 #: One study of 300 instances in three series (uid digit 3: apart from the other kinds).
 STUDY = datasets.Kind("ctstudy", 3, 512, 512, studies=1, series_per_study=3)
@@ -66,7 +66,8 @@ def peers() -> list[Peer]:
         Peer("archive-node", "ARCHIVE",
              lambda d, p: qr.archive_argv(d, [f"{dest}@{HOST}:{p}"]), None),
         Peer("Orthanc", "ORTHANC",
-             lambda d, p: qr.orthanc_argv(d, {"dest": (dest, HOST, p)}), dict(DCMTK_ENV), 60.0),
+             lambda d, p: qr.orthanc_qr_argv(d, {"dest": (dest, HOST, p)}), dict(DCMTK_ENV),
+             60.0),
         Peer("dcmqrscp", "DCMQRSCP",
              lambda d, p: qr.dcmqrscp_argv(d, {dest: (HOST, p)}), dict(DCMTK_ENV)),
         Peer("qrscp", "QRSCP",
@@ -88,21 +89,16 @@ def _identifier() -> bytes:
 
 async def c_move(port: int, called_ae: str) -> tuple[float, str]:
     """One C-MOVE of the study to DEST: (seconds, problem or "")."""
-    assoc = await associate(
-        HOST, port, calling_ae=qr.CALLING_AE, called_ae=called_ae,
-        contexts=[(qr.STUDY_ROOT_MOVE, [qr.EXPLICIT_VR_LE, qr.IMPLICIT_VR_LE])],
-        timeouts=TIMEOUTS,
-    )  # fmt: skip
-    async with assoc:
-        context = assoc.negotiated.context_for(qr.STUDY_ROOT_MOVE)
-        assert context is not None, "Study Root C-MOVE not accepted"
+    async with qr.qr_association(port, called_ae, qr.STUDY_ROOT_MOVE, TIMEOUTS) as (assoc, cid):
         started = time.perf_counter()
         last = None
-        async for rsp, _ in assoc.move(context.id, _identifier(), qr.DEST_AE, timeout=300.0):
+        async for rsp, _ in assoc.move(cid, _identifier(), qr.DEST_AE, timeout=300.0):
             last = rsp
         seconds = time.perf_counter() - started
-    if last is None or last.status != 0:
-        return seconds, f"C-MOVE final status {last.status if last else None:#06x}"
+    if last is None:
+        return seconds, "C-MOVE: no final response"
+    if last.status != 0:
+        return seconds, f"C-MOVE final status {last.status:#06x}"
     done = last.number_of_completed_suboperations
     # Some SCPs leave the counts out of the final Success response (PS3.4 C.4.2.1.6).
     if done is not None and done != INSTANCES:
@@ -120,26 +116,24 @@ async def c_get(port: int, called_ae: str) -> tuple[float, str]:
         received[0] += 1
         return 0
 
-    syntaxes = [qr.EXPLICIT_VR_LE, qr.IMPLICIT_VR_LE]
-    assoc = await associate(
-        HOST, port, calling_ae=qr.CALLING_AE, called_ae=called_ae,
-        contexts=[(qr.STUDY_ROOT_GET, syntaxes), (CT_IMAGE_STORAGE, syntaxes)],
+    association = qr.qr_association(
+        port, called_ae, qr.STUDY_ROOT_GET, TIMEOUTS, storage=[CT_IMAGE_STORAGE],
         roles=[RoleSelection(CT_IMAGE_STORAGE, scu_role=False, scp_role=True)],
-        max_pdu_length=262144, timeouts=TIMEOUTS,
+        max_pdu_length=262144,
         # As `archive get` does: up to 8 sub-operations before their responses, for
         # an SCP that negotiates a window (ours); the others answer (1, 1) or nothing.
         async_ops=(1, 8),
     )  # fmt: skip
-    async with assoc:
-        context = assoc.negotiated.context_for(qr.STUDY_ROOT_GET)
-        assert context is not None, "Study Root C-GET not accepted"
+    async with association as (assoc, cid):
         started = time.perf_counter()
         last = None
-        async for rsp, _ in assoc.get(context.id, _identifier(), on_store, timeout=300.0):
+        async for rsp, _ in assoc.get(cid, _identifier(), on_store, timeout=300.0):
             last = rsp
         seconds = time.perf_counter() - started
-    if last is None or last.status != 0:
-        return seconds, f"C-GET final status {last.status if last else None:#06x}"
+    if last is None:
+        return seconds, "C-GET: no final response"
+    if last.status != 0:
+        return seconds, f"C-GET final status {last.status:#06x}"
     if received[0] != INSTANCES:
         return seconds, f"C-GET delivered {received[0]} of {INSTANCES}"
     return seconds, ""
@@ -241,13 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *(f"- problem: {p}" for p in problems),
         "",
     ])  # fmt: skip
-    print()
-    print(plain_table(header, rows))
-    print()
-    print(text)
-    if args.markdown is not None:
-        args.markdown.write_text(text)
-        print(f"markdown written to {args.markdown}")
+    publish([(header, rows)], text, args.markdown)
     return 1 if problems else 0
 
 

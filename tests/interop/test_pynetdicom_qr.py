@@ -220,12 +220,8 @@ def move_to_pyscp(
     return answers, scp.received
 
 
-def assert_moved(
-    qr: RunningNode,
-    answers: list[tuple[Dataset, Dataset | None]],
-    received: dict[str, tuple[str, bytes]],
-    wanted: list[Instance],
-) -> None:
+def assert_all_succeeded(answers: list[tuple[Dataset, Dataset | None]], total: int) -> None:
+    """Pending responses only, then a Success that counts ``total`` completed, no other."""
     final, dataset = answers[-1]
     assert int(final.Status) == 0x0000
     assert dataset is None
@@ -233,13 +229,29 @@ def assert_moved(
         final.NumberOfCompletedSuboperations,
         final.NumberOfFailedSuboperations,
         final.NumberOfWarningSuboperations,
-    ) == (len(wanted), 0, 0)
+    ) == (total, 0, 0)
     assert all(int(s.Status) == 0xFF00 for s, _ in answers[:-1])
+
+
+def assert_received(
+    qr: RunningNode, received: dict[str, tuple[str, bytes]], wanted: list[Instance]
+) -> None:
+    """Exactly ``wanted`` arrived, each in its stored transfer syntax and bytes."""
     assert sorted(received) == sorted(i.sop_uid for i in wanted)
     for instance in wanted:
         ts, data = received[instance.sop_uid]
         assert ts == instance.transfer_syntax
         assert data == stored_dataset(qr, instance.sop_uid)
+
+
+def assert_moved(
+    qr: RunningNode,
+    answers: list[tuple[Dataset, Dataset | None]],
+    received: dict[str, tuple[str, bytes]],
+    wanted: list[Instance],
+) -> None:
+    assert_all_succeeded(answers, len(wanted))
+    assert_received(qr, received, wanted)
 
 
 def test_c_move_to_a_pynetdicom_storage_scp(qr: RunningNode, corpus: Corpus, scp_port: int) -> None:
@@ -312,19 +324,8 @@ def test_c_get_with_role_selection(
     finally:
         assoc.release()
     for run_answers, total in zip(answers, (5, 3), strict=True):
-        final, dataset = run_answers[-1]
-        assert int(final.Status) == 0x0000
-        assert dataset is None
-        assert (
-            final.NumberOfCompletedSuboperations,
-            final.NumberOfFailedSuboperations,
-            final.NumberOfWarningSuboperations,
-        ) == (total, 0, 0)
-    assert sorted(received) == sorted(i.sop_uid for i in wanted)
-    for instance in wanted:
-        ts, data = received[instance.sop_uid]
-        assert ts == instance.transfer_syntax
-        assert data == stored_dataset(qr, instance.sop_uid)
+        assert_all_succeeded(run_answers, total)
+    assert_received(qr, received, wanted)
 
 
 def test_c_get_without_a_role_fails_every_suboperation(qr: RunningNode, corpus: Corpus) -> None:

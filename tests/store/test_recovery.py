@@ -195,11 +195,31 @@ def test_row_without_file_is_removed(tmp_path: Path) -> None:
     assert leftovers(root) == []
 
 
-@pytest.mark.parametrize("keep", [0, 132, 1000, -1])
-def test_row_with_truncated_file_is_removed(tmp_path: Path, keep: int) -> None:
+def _truncate_to(keep: int) -> Callable[[Path], None]:
+    def damage(final: Path) -> None:
+        os.truncate(final, keep % final.stat().st_size)
+
+    return damage
+
+
+def _zero_the_tail(final: Path) -> None:
+    """Same size, other bytes: zeros in the pixel data, as unwritten blocks read back."""
+    blob = bytearray(final.read_bytes())
+    blob[-100:] = bytes(100)
+    assert bytes(blob) != final.read_bytes()
+    final.write_bytes(bytes(blob))  # in place: the same inode as the marker
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_truncate_to(0), _truncate_to(132), _truncate_to(1000), _truncate_to(-1), _zero_the_tail],
+    ids=["empty", "cut-in-meta", "cut-in-dataset", "one-byte-short", "different-digest"],
+)
+def test_row_with_a_damaged_file_is_removed(tmp_path: Path, damage: Callable[[Path], None]) -> None:
     """The row was durable, the file's flush was not: the row AND the file go.
 
-    Cut at nothing, inside the File Meta, inside the data set, one byte short.
+    Truncated (at nothing, inside the File Meta, inside the data set, one byte short:
+    the size tells) or the same size with other bytes (the digest tells).
     """
     root = fresh(tmp_path)
     ds = make_dataset(pixel_bytes=6000)
@@ -207,30 +227,11 @@ def test_row_with_truncated_file_is_removed(tmp_path: Path, keep: int) -> None:
     relative = relative_path(ds.SOPInstanceUID)
     mark_in_flight(root, relative)
     final = root / relative
-    size = final.stat().st_size
-    os.truncate(final, keep % size)
+    damage(final)
     open_storage(root)
     assert index_row(root, ds.SOPInstanceUID) is None
     assert not final.exists()
     assert instance_files(root) == []
-    assert leftovers(root) == []
-
-
-def test_row_with_a_different_digest_is_removed(tmp_path: Path) -> None:
-    """Same size, other bytes (blocks not flushed): the digest tells, row and file go."""
-    root = fresh(tmp_path)
-    ds = make_dataset(pixel_bytes=6000)
-    assert ingest(root, ds) == Status.SUCCESS
-    relative = relative_path(ds.SOPInstanceUID)
-    mark_in_flight(root, relative)
-    final = root / relative
-    blob = bytearray(final.read_bytes())
-    blob[-100:] = bytes(100)  # zeros in the pixel data, as unwritten blocks read back
-    assert bytes(blob) != final.read_bytes()
-    final.write_bytes(bytes(blob))  # in place: the same inode as the marker
-    open_storage(root)
-    assert index_row(root, ds.SOPInstanceUID) is None
-    assert not final.exists()
     assert leftovers(root) == []
 
 
