@@ -475,7 +475,12 @@ _BY_CLASS: Final = {s.cls: s for s in _BY_FIELD.values()}
 
 #: Recently decoded and encoded command sets. A C-FIND answer repeats the same
 #: pending C-FIND-RSP for every match, and records are frozen, so both directions
-#: keep the last few: a hit costs a dict look-up instead of ~15 µs of decoding.
+#: keep the last few. Measured on a pending C-FIND-RSP (timeit, best of 5, CPython
+#: 3.11): decoding costs about 3 µs on a miss and 0.15-0.25 µs on a hit, encoding
+#: 1.3 µs and 0.1 µs. Commands that never repeat (C-STORE-RQ/RSP carry the SOP
+#: Instance UID) are inserted anyway: skipping them measured no gain on decode and
+#: about 0.25 µs per encode, nothing beside the cost of storing an instance, and
+#: would put a type test in front of every hit.
 _DECODED: dict[bytes, Command] = {}
 _ENCODED: dict[Command, bytes] = {}
 _CACHED = 64
