@@ -24,16 +24,31 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from types import MappingProxyType
+from typing import NamedTuple
 
 __all__ = [
     "CODECS",
+    "ESC",
+    "EXTENSIONS",
+    "G0_ASCII",
+    "G0_ROMAJI",
     "PN_DELIMITERS",
+    "SPECIFIC_CHARACTER_SET",
     "STAND_ALONE",
     "TEXT_DELIMITERS",
+    "TEXT_VRS",
+    "CodeExtension",
     "decode_person_name",
     "decode_text",
+    "normal_term",
     "python_codecs",
 ]
+
+#: The tag of Specific Character Set, PS3.3 C.12.1.1.2.
+SPECIFIC_CHARACTER_SET = 0x00080005
+#: VRs whose values use the Specific Character Set, PS3.5 6.1.2.3; all others are in
+#: the default repertoire.
+TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 
 #: CR, LF, TAB and FF end a code-extension scope in text values, PS3.5 6.1.2.5.3.
 TEXT_DELIMITERS = frozenset(b"\r\n\t\f")
@@ -41,7 +56,8 @@ TEXT_DELIMITERS = frozenset(b"\r\n\t\f")
 PN_DELIMITERS = frozenset(b"\r\n\t\f^=")
 
 _FALLBACK = "latin_1"
-_ESC = 0x1B
+#: ESC, which starts every escape sequence (PS3.5 6.1.2.5).
+ESC = 0x1B
 
 # Defined Terms of Specific Character Set -> Python codec, PS3.3 Tables C.12-2 to
 # C.12-5. ISO-IR 6 is decoded as Latin-1 rather than ASCII so that stray 8-bit bytes
@@ -88,28 +104,58 @@ CODECS = MappingProxyType(
 #: Terms that forbid code extensions, PS3.3 Table C.12-5 and PS3.5 6.1.2.5.4 d.
 STAND_ALONE = frozenset({"ISO_IR 192", "GB18030", "GBK"})
 
-# Escape sequence -> (graphic set designated: 0 for G0, 1 for G1; codec),
-# PS3.3 Tables C.12-3 (single-byte) and C.12-4 (multi-byte).
+
+class CodeExtension(NamedTuple):
+    """A graphic character set reachable by code extension, PS3.3 Tables C.12-3/4."""
+
+    term: str
+    slot: int  # 0: designated to G0 (two-byte JIS sets); 1: to G1
+    escape: bytes
+    codec: str
+    width: int  # bytes per character
+
+
+def _extension(term: str, slot: int, escape: bytes, width: int) -> CodeExtension:
+    return CodeExtension(term, slot, escape, CODECS[term], width)
+
+
+#: ISO 2022 terms other than IR 6 -> the set they designate, PS3.3 Tables C.12-3
+#: (single-byte) and C.12-4 (multi-byte). The decoder and the encoder
+#: (:mod:`archive.dicom.textcodec`) both read this table.
+EXTENSIONS = MappingProxyType(
+    {
+        set_.term: set_
+        for set_ in (
+            _extension("ISO 2022 IR 100", 1, b"\x1b-A", 1),
+            _extension("ISO 2022 IR 101", 1, b"\x1b-B", 1),
+            _extension("ISO 2022 IR 109", 1, b"\x1b-C", 1),
+            _extension("ISO 2022 IR 110", 1, b"\x1b-D", 1),
+            _extension("ISO 2022 IR 144", 1, b"\x1b-L", 1),
+            _extension("ISO 2022 IR 127", 1, b"\x1b-G", 1),
+            _extension("ISO 2022 IR 126", 1, b"\x1b-F", 1),
+            _extension("ISO 2022 IR 138", 1, b"\x1b-H", 1),
+            _extension("ISO 2022 IR 148", 1, b"\x1b-M", 1),
+            _extension("ISO 2022 IR 203", 1, b"\x1b-b", 1),
+            _extension("ISO 2022 IR 166", 1, b"\x1b-T", 1),
+            _extension("ISO 2022 IR 13", 1, b"\x1b)I", 1),  # JIS X 0201 Katakana
+            _extension("ISO 2022 IR 87", 0, b"\x1b$B", 2),  # JIS X 0208
+            _extension("ISO 2022 IR 159", 0, b"\x1b$(D", 2),  # JIS X 0212
+            _extension("ISO 2022 IR 149", 1, b"\x1b$)C", 2),  # KS X 1001
+            _extension("ISO 2022 IR 58", 1, b"\x1b$)A", 2),  # GB 2312
+        )
+    }
+)
+#: The single-byte G0 sets: ISO-IR 6 (ASCII), and ISO-IR 14 (JIS X 0201 Romaji, the
+#: G0 of ISO 2022 IR 13); both are ASCII-like.
+G0_ASCII = b"\x1b(B"
+G0_ROMAJI = b"\x1b(J"
+
+# Escape sequence -> (graphic set designated: 0 for G0, 1 for G1; codec).
 _ESCAPES = MappingProxyType(
     {
-        b"\x1b(B": (0, _FALLBACK),  # ISO-IR 6, ASCII
-        b"\x1b(J": (0, _FALLBACK),  # ISO-IR 14, JIS X 0201 Romaji (ASCII-like)
-        b"\x1b)I": (1, "shift_jis"),  # ISO-IR 13, JIS X 0201 Katakana
-        b"\x1b-A": (1, "latin_1"),  # ISO-IR 100
-        b"\x1b-B": (1, "iso8859_2"),  # ISO-IR 101
-        b"\x1b-C": (1, "iso8859_3"),  # ISO-IR 109
-        b"\x1b-D": (1, "iso8859_4"),  # ISO-IR 110
-        b"\x1b-L": (1, "iso8859_5"),  # ISO-IR 144
-        b"\x1b-G": (1, "iso8859_6"),  # ISO-IR 127
-        b"\x1b-F": (1, "iso8859_7"),  # ISO-IR 126
-        b"\x1b-H": (1, "iso8859_8"),  # ISO-IR 138
-        b"\x1b-M": (1, "iso8859_9"),  # ISO-IR 148
-        b"\x1b-b": (1, "iso8859_15"),  # ISO-IR 203
-        b"\x1b-T": (1, "tis_620"),  # ISO-IR 166
-        b"\x1b$B": (0, "iso2022_jp"),  # ISO-IR 87, JIS X 0208
-        b"\x1b$(D": (0, "iso2022_jp_2"),  # ISO-IR 159, JIS X 0212
-        b"\x1b$)C": (1, "euc_kr"),  # ISO-IR 149, KS X 1001
-        b"\x1b$)A": (1, "gb2312"),  # ISO-IR 58, GB 2312
+        G0_ASCII: (0, _FALLBACK),
+        G0_ROMAJI: (0, _FALLBACK),
+        **{set_.escape: (set_.slot, set_.codec) for set_ in EXTENSIONS.values()},
     }
 )
 
@@ -117,17 +163,25 @@ _MISSPELT_IR = re.compile(r"^ISO[^_]IR ?")
 _MISSPELT_2022 = re.compile(r"^ISO.2022.IR.?")
 
 
-def _codec(term: str) -> str:
-    codec = CODECS.get(term)
-    if codec is not None:
-        return codec
-    # Common spellings in the field ("ISO IR 100", "ISO-IR 100", "ISO_2022_IR_87"):
-    # accepted because refusing the store over them helps nobody.
+def normal_term(term: str) -> str:
+    """A Specific Character Set term stripped, with common misspellings corrected.
+
+    Spellings seen in the field (``ISO IR 100``, ``ISO-IR 100``, ``ISO_2022_IR_87``)
+    become the Defined Term they mean: refusing a store or a query over them helps
+    nobody. Any other unknown term is returned stripped, as it is.
+    """
+    term = term.strip()
+    if term in CODECS:
+        return term
     if _MISSPELT_IR.match(term):
-        return CODECS.get("ISO_IR " + _MISSPELT_IR.sub("", term), _FALLBACK)
+        return "ISO_IR " + _MISSPELT_IR.sub("", term)
     if _MISSPELT_2022.match(term):
-        return CODECS.get("ISO 2022 IR " + _MISSPELT_2022.sub("", term), _FALLBACK)
-    return _FALLBACK
+        return "ISO 2022 IR " + _MISSPELT_2022.sub("", term)
+    return term
+
+
+def _codec(term: str) -> str:
+    return CODECS.get(normal_term(term), _FALLBACK)
 
 
 def python_codecs(terms: Sequence[str]) -> tuple[str, ...]:
@@ -153,7 +207,7 @@ def decode_text(value: bytes, codecs: Sequence[str], delimiters: frozenset[int])
     :data:`TEXT_DELIMITERS` or :data:`PN_DELIMITERS`. Never raises.
     """
     first = codecs[0]
-    if _ESC not in value:
+    if ESC not in value:
         return value.decode(first, "replace")
     parts: list[str] = []
     g1 = first
@@ -163,7 +217,7 @@ def decode_text(value: bytes, codecs: Sequence[str], delimiters: frozenset[int])
     n = len(value)
     while i < n:
         byte = value[i]
-        if byte == _ESC:
+        if byte == ESC:
             size = 4 if value[i + 1 : i + 3] in (b"$(", b"$)") else 3
             designation = _ESCAPES.get(value[i : i + size])
             if designation is None:

@@ -22,13 +22,28 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-from struct import Struct
 from typing import ClassVar, NamedTuple
 
 from archive.dicom import uids
 from archive.dicom.dictionary import vr_of
 from archive.dicom.dimse.status import Status
 from archive.dicom.errors import StatusError
+from archive.dicom.wire import (
+    DEFLATED,
+    DELIMITER_GROUP,
+    EXPLICIT_BE,
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    ITEM,
+    ITEM_DELIMITATION,
+    LE,
+    LONG_VRS,
+    SEQUENCE_DELIMITATION,
+    SHORT_VR_BYTES,
+    SHORT_VRS,
+    STRUCTS,
+    UNDEFINED_LENGTH,
+)
 
 __all__ = [
     "MAX_DEPTH",
@@ -39,7 +54,6 @@ __all__ = [
     "DatasetError",
     "Element",
     "decode_dataset",
-    "element_map",
     "encode_dataset",
 ]
 
@@ -76,48 +90,22 @@ class DatasetError(StatusError):
     default_status: ClassVar[int] = Status.CANNOT_UNDERSTAND
 
 
-_UNDEFINED = 0xFFFFFFFF
-_ITEM = 0xFFFEE000
-_ITEM_DELIMITATION = 0xFFFEE00D
-_SEQUENCE_DELIMITATION = 0xFFFEE0DD
-_DELIMITER_GROUP = 0xFFFE
-
-#: VRs with a 2-byte length in Explicit VR, PS3.5 Table 7.1-2. Every other VR, known
-#: or not, has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
-SHORT_VRS = frozenset(
-    {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO"}
-    | {"LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"}
-)
-_SHORT_VR_BYTES = frozenset(vr.encode() for vr in SHORT_VRS)
-_LONG_VRS = frozenset(
-    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
-)
-_VR_BYTES = {vr: vr.encode() for vr in SHORT_VRS | _LONG_VRS}
+_VR_BYTES = {vr: vr.encode() for vr in SHORT_VRS | LONG_VRS}
 #: Odd values are padded with NUL in these VRs (PS3.5 6.2), with a space in the rest
 #: of the text VRs, with NUL in the binary ones (whose values are never odd if valid).
 SPACE_PADDED_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"}
 )
 
-_IMPLICIT_LE, _EXPLICIT_LE, _EXPLICIT_BE = 0, 1, 2
-#: Transfer syntaxes whose data set is deflated Explicit VR LE: PS3.5 A.5, and JPIP
-#: Referenced Deflate (PS3.5 A.7).
-_DEFLATED = frozenset({uids.DEFLATED_EXPLICIT_VR_LE, "1.2.840.10008.1.2.4.95"})
-
-# Per byte order: tag + 4-byte length (implicit VR and items), tag + VR + 2-byte
-# length, 4-byte length after VR and reserved, tag + VR + reserved + 4-byte length.
-_LE = (Struct("<HHL"), Struct("<HH2sH"), Struct("<L"), Struct("<HH2s2xL"))
-_BE = (Struct(">HHL"), Struct(">HH2sH"), Struct(">L"), Struct(">HH2s2xL"))
-
 
 def _mode(transfer_syntax: str) -> int:
     if transfer_syntax == uids.IMPLICIT_VR_LE:
-        return _IMPLICIT_LE
+        return IMPLICIT_LE
     if transfer_syntax == uids.EXPLICIT_VR_BE:
-        return _EXPLICIT_BE
+        return EXPLICIT_BE
     # Explicit VR LE, Deflated once inflated, and every encapsulated syntax: outside
     # Pixel Data those are Explicit VR LE (PS3.5 A.4).
-    return _EXPLICIT_LE
+    return EXPLICIT_LE
 
 
 # ---- decoding ----------------------------------------------------------------------
@@ -148,8 +136,8 @@ class _Decoder:
     def __init__(self, buf: memoryview, mode: int) -> None:
         self.buf = buf
         self.end = len(buf)
-        self.explicit = mode != _IMPLICIT_LE
-        self.structs = _BE if mode == _EXPLICIT_BE else _LE
+        self.explicit = mode != IMPLICIT_LE
+        self.structs = STRUCTS[mode]
         self.count = 0
 
     def elements(
@@ -160,7 +148,7 @@ class _Decoder:
         Returns them and the position after the last byte read.
         """
         buf = self.buf
-        tag_length, tag_vr_length, long_length, _ = self.structs
+        tag_length, tag_vr_length, long_length, _, _ = self.structs
         explicit = self.explicit
         out: list[Element] = []
         undefined = end < 0
@@ -170,8 +158,8 @@ class _Decoder:
                 raise DatasetError(f"element header at offset {pos} runs past the end")
             group, element, length = tag_length.unpack_from(buf, pos)
             tag = group << 16 | element
-            if group == _DELIMITER_GROUP:
-                if tag == _ITEM_DELIMITATION and undefined and in_item:
+            if group == DELIMITER_GROUP:
+                if tag == ITEM_DELIMITATION and undefined and in_item:
                     if length != 0:
                         raise DatasetError(f"item delimitation item of length {length}")
                     return tuple(out), pos + 8
@@ -181,7 +169,7 @@ class _Decoder:
                 raise DatasetError(f"more than {MAX_ELEMENTS} elements")
             if explicit:
                 _, _, vr_bytes, length = tag_vr_length.unpack_from(buf, pos)
-                if vr_bytes in _SHORT_VR_BYTES:
+                if vr_bytes in SHORT_VR_BYTES:
                     pos += 8
                 else:
                     if not (vr_bytes.isalpha() and vr_bytes.isupper()):
@@ -194,7 +182,7 @@ class _Decoder:
             else:
                 vr = vr_of(tag)
                 pos += 8
-            if length == _UNDEFINED:
+            if length == UNDEFINED_LENGTH:
                 if vr == "SQ" or vr == "UN":
                     # An undefined-length UN is a sequence in Implicit VR LE, PS3.5 6.2.2.
                     implicit_un = explicit and vr == "UN"
@@ -228,7 +216,7 @@ class _Decoder:
             raise DatasetError(f"sequences nested deeper than {MAX_DEPTH}")
         if implicit_un and self.explicit:
             saved = self.explicit, self.structs
-            self.explicit, self.structs = False, _LE
+            self.explicit, self.structs = False, LE
             try:
                 return self.sequence(pos, end, depth, False)
             finally:
@@ -244,16 +232,16 @@ class _Decoder:
             group, element, length = tag_length.unpack_from(buf, pos)
             tag = group << 16 | element
             pos += 8
-            if tag == _SEQUENCE_DELIMITATION and undefined:
+            if tag == SEQUENCE_DELIMITATION and undefined:
                 if length != 0:
                     raise DatasetError(f"sequence delimitation item of length {length}")
                 return tuple(items), pos
-            if tag != _ITEM:
+            if tag != ITEM:
                 raise DatasetError(f"({group:04X},{element:04X}) where an item belongs")
             self.count += 1
             if self.count > MAX_ELEMENTS:
                 raise DatasetError(f"more than {MAX_ELEMENTS} elements")
-            if length == _UNDEFINED:
+            if length == UNDEFINED_LENGTH:
                 item, pos = self.elements(pos, -1, depth, True)
             else:
                 if pos + length > limit:
@@ -273,17 +261,12 @@ def decode_dataset(data: bytes | memoryview, transfer_syntax: str) -> tuple[Elem
     than :data:`MAX_ELEMENTS` elements and items, sequences nested deeper than
     :data:`MAX_DEPTH`, or a Deflated data set inflating past :data:`MAX_INFLATED`.
     """
-    if transfer_syntax in _DEFLATED:
+    if transfer_syntax in DEFLATED:
         data = _inflate(data)
     buf = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
     decoder = _Decoder(buf, _mode(transfer_syntax))
     elements, _ = decoder.elements(0, len(buf), 0, False)
     return elements
-
-
-def element_map(elements: Iterable[Element]) -> dict[int, Element]:
-    """Tag -> element of one level of a data set; a repeated tag keeps the last."""
-    return {element.tag: element for element in elements}
 
 
 # ---- encoding ----------------------------------------------------------------------
@@ -295,17 +278,17 @@ class _Encoder:
     __slots__ = ("explicit", "item", "item_end", "out", "sequence_end", "structs")
 
     def __init__(self, mode: int) -> None:
-        self.explicit = mode != _IMPLICIT_LE
-        self.structs = _BE if mode == _EXPLICIT_BE else _LE
+        self.explicit = mode != IMPLICIT_LE
+        self.structs = STRUCTS[mode]
         tag_length = self.structs[0]
-        self.item = tag_length.pack(0xFFFE, 0xE000, _UNDEFINED)
+        self.item = tag_length.pack(0xFFFE, 0xE000, UNDEFINED_LENGTH)
         self.item_end = tag_length.pack(0xFFFE, 0xE00D, 0)
         self.sequence_end = tag_length.pack(0xFFFE, 0xE0DD, 0)
         self.out: list[bytes] = []
 
     def elements(self, elements: Iterable[Element]) -> None:
         out = self.out
-        tag_length, tag_vr_length, _, tag_vr_long_length = self.structs
+        tag_length, tag_vr_length, _, tag_vr_long_length, _ = self.structs
         explicit = self.explicit
         for tag, vr, value in sorted(elements, key=_by_tag):
             group, element = tag >> 16, tag & 0xFFFF
@@ -313,9 +296,9 @@ class _Encoder:
                 if vr != "SQ":
                     raise DatasetError(f"({group:04X},{element:04X}) has items but VR {vr}")
                 if explicit:
-                    out.append(tag_vr_long_length.pack(group, element, b"SQ", _UNDEFINED))
+                    out.append(tag_vr_long_length.pack(group, element, b"SQ", UNDEFINED_LENGTH))
                 else:
-                    out.append(tag_length.pack(group, element, _UNDEFINED))
+                    out.append(tag_length.pack(group, element, UNDEFINED_LENGTH))
                 for item in value:
                     out.append(self.item)
                     self.elements(item)
@@ -327,7 +310,7 @@ class _Encoder:
                 value += b" " if vr in SPACE_PADDED_VRS else b"\0"
                 length += 1
             if not explicit:
-                if length >= _UNDEFINED:
+                if length >= UNDEFINED_LENGTH:
                     raise DatasetError(f"({group:04X},{element:04X}) is too long")
                 out.append(tag_length.pack(group, element, length))
             elif vr in SHORT_VRS:
@@ -336,7 +319,7 @@ class _Encoder:
                 out.append(tag_vr_length.pack(group, element, _VR_BYTES[vr], length))
             else:
                 vr_bytes = _VR_BYTES.get(vr) or _valid_vr(tag, vr)
-                if length >= _UNDEFINED:
+                if length >= UNDEFINED_LENGTH:
                     raise DatasetError(f"({group:04X},{element:04X}) is too long")
                 out.append(tag_vr_long_length.pack(group, element, vr_bytes, length))
             out.append(value)
@@ -367,7 +350,7 @@ def encode_dataset(elements: Iterable[Element], transfer_syntax: str) -> bytes:
     encoder = _Encoder(_mode(transfer_syntax))
     encoder.elements(elements)
     data = b"".join(encoder.out)
-    if transfer_syntax in _DEFLATED:
+    if transfer_syntax in DEFLATED:
         deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
         return deflater.compress(data) + deflater.flush()
     return data

@@ -15,6 +15,7 @@ import struct
 import msgspec
 
 from archive.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from archive.dicom.wire import LE, LONG_VR_BYTES
 from archive.errors import ArchiveError
 
 PREAMBLE_LENGTH = 128
@@ -23,12 +24,8 @@ MAGIC = b"DICM"
 MAX_META_LENGTH = 64 * 1024
 
 _HEADER = struct.Struct("<HH2s")
-_LONG = struct.Struct("<HH2s2xL")
-_UL = struct.Struct("<L")
-#: VRs whose explicit-VR header has 2 reserved bytes and a 32-bit length (PS3.5 7.1.2).
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
+_LONG = LE.tag_vr_long_length
+_UL = LE.long_length
 
 
 class FileMetaError(ArchiveError):
@@ -50,7 +47,7 @@ class FileMeta(msgspec.Struct, frozen=True, kw_only=True):
 
 def _element(group_element: int, vr: bytes, value: bytes) -> bytes:
     group, element = group_element >> 16, group_element & 0xFFFF
-    if vr in _LONG_VRS:
+    if vr in LONG_VR_BYTES:
         return _LONG.pack(group, element, vr, len(value)) + value
     return _HEADER.pack(group, element, vr) + struct.pack("<H", len(value)) + value
 
@@ -107,7 +104,7 @@ def decode_file_meta(data: bytes | memoryview) -> tuple[FileMeta, int]:
         group, element, vr = _HEADER.unpack_from(view, offset)
         if group != 0x0002:
             break
-        if vr in _LONG_VRS:
+        if vr in LONG_VR_BYTES:
             if offset + 12 > end:
                 raise FileMetaError("truncated file meta element")
             length = _LONG.unpack_from(view, offset)[3]

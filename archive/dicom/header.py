@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import re
 import zlib
-from struct import Struct
 from typing import ClassVar
 
 import msgspec
 
 from archive.dicom import uids
 from archive.dicom.charset import (
+    SPECIFIC_CHARACTER_SET,
     TEXT_DELIMITERS,
     decode_person_name,
     decode_text,
@@ -45,6 +45,20 @@ from archive.dicom.charset import (
 )
 from archive.dicom.dimse.status import Status
 from archive.dicom.errors import StatusError
+from archive.dicom.wire import (
+    DEFLATED,
+    EXPLICIT_BE,
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    ITEM,
+    ITEM_DELIMITATION,
+    LE,
+    LONG_VR_BYTES,
+    SEQUENCE_DELIMITATION,
+    SHORT_VR_BYTES,
+    STRUCTS,
+    UNDEFINED_LENGTH,
+)
 
 __all__ = [
     "INFLATE_BLOCK",
@@ -67,28 +81,15 @@ INFLATE_CHUNK = 64 * 1024
 #: Deflated input is inflated in blocks of this size at fixed stream offsets.
 INFLATE_BLOCK = 4096
 
-_UNDEFINED = 0xFFFFFFFF
-_ITEM = 0xE000
-_ITEM_DELIMITATION = 0xE00D
-_SEQUENCE_DELIMITATION = 0xE0DD
+# Items and delimiters are matched on the element number once the group is FFFE.
+_ITEM = ITEM & 0xFFFF
+_ITEM_DELIMITATION = ITEM_DELIMITATION & 0xFFFF
+_SEQUENCE_DELIMITATION = SEQUENCE_DELIMITATION & 0xFFFF
 
-# Encodings of the element headers, PS3.5 7.1.
-_IMPLICIT_LE, _EXPLICIT_LE, _EXPLICIT_BE = 0, 1, 2
-_LE_TAG_LENGTH, _BE_TAG_LENGTH = Struct("<HHL"), Struct(">HHL")
-_LE_TAG_VR_LENGTH, _BE_TAG_VR_LENGTH = Struct("<HH2sH"), Struct(">HH2sH")
-_LE_LONG_LENGTH, _BE_LONG_LENGTH = Struct("<L"), Struct(">L")
-#: Per mode: (tag + 4-byte length, tag + VR + 2-byte length, 4-byte length).
-_STRUCTS = (
-    (_LE_TAG_LENGTH, _LE_TAG_VR_LENGTH, _LE_LONG_LENGTH),
-    (_LE_TAG_LENGTH, _LE_TAG_VR_LENGTH, _LE_LONG_LENGTH),
-    (_BE_TAG_LENGTH, _BE_TAG_VR_LENGTH, _BE_LONG_LENGTH),
-)
-_US = (Struct("<H"), Struct("<H"), Struct(">H"))
-
-#: VRs with a 2-byte length in Explicit VR, PS3.5 Table 7.1-2. Every other VR, known
-#: or not, has 2 reserved bytes and a 4-byte length (PS3.5 6.2 note on new VRs).
-_SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US".split())
-_ALL_VRS = _SHORT_VRS | frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+#: Per header encoding: (tag + 4-byte length, tag + VR + 2-byte length, 4-byte length).
+_STRUCTS = tuple(structs[:3] for structs in STRUCTS)
+_LE_TAG_VR_LENGTH, _LE_LONG_LENGTH = LE.tag_vr_length, LE.long_length
+_ALL_VRS = SHORT_VR_BYTES | LONG_VR_BYTES
 
 # How a wanted value is turned into a field (padding per PS3.5 6.2 and Table 6.2-1).
 _UI = 0  # trailing NUL padding; spaces tolerated at both ends
@@ -99,11 +100,9 @@ _PN = 4  # PN: Specific Character Set, component groups, trailing spaces
 _IS = 5  # IS -> int, None when not one integer in the IS range
 _USHORT = 6  # US -> int
 
-_SPECIFIC_CHARACTER_SET = 0x00080005
-
 #: Wanted tags -> (field of InstanceAttributes, kind), ascending, PS3.6 Table 6-1.
 _WANTED: dict[int, tuple[str, int]] = {
-    _SPECIFIC_CHARACTER_SET: ("specific_character_set", _CS),
+    SPECIFIC_CHARACTER_SET: ("specific_character_set", _CS),
     0x00080016: ("sop_class_uid", _UI),
     0x00080018: ("sop_instance_uid", _UI),
     0x00080020: ("study_date", _DT),
@@ -137,9 +136,6 @@ _LAST_WANTED = max(_WANTED)
 _IS_VALUE = re.compile(rb"\s*([+-]?[0-9]{1,12})\s*")
 _IS_MIN, _IS_MAX = -(2**31), 2**31 - 1  # PS3.5 Table 6.2-1, IS
 
-#: Transfer syntaxes whose data set is deflated Explicit VR LE: PS3.5 A.5, and JPIP
-#: Referenced Deflate (PS3.5 A.7).
-_DEFLATED = frozenset({uids.DEFLATED_EXPLICIT_VR_LE, "1.2.840.10008.1.2.4.95"})
 _STANDARD_TS_ROOT = "1.2.840.10008.1.2."
 
 
@@ -227,14 +223,14 @@ class HeaderReader:
         ts = transfer_syntax.rstrip("\0 ")
         self._inflater: zlib._Decompress | None = None
         if ts == uids.IMPLICIT_VR_LE:
-            self._mode = _IMPLICIT_LE
+            self._mode = IMPLICIT_LE
         elif ts == uids.EXPLICIT_VR_BE:
-            self._mode = _EXPLICIT_BE
-        elif ts in _DEFLATED:
-            self._mode = _EXPLICIT_LE
+            self._mode = EXPLICIT_BE
+        elif ts in DEFLATED:
+            self._mode = EXPLICIT_LE
             self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, RFC 1951
         elif ts == uids.EXPLICIT_VR_LE or ts.startswith(_STANDARD_TS_ROOT):
-            self._mode = _EXPLICIT_LE
+            self._mode = EXPLICIT_LE
         else:
             raise _cannot_understand(f"unsupported transfer syntax {ts!r}")
         self._buf = bytearray()
@@ -350,14 +346,14 @@ class HeaderReader:
         buf = self._buf
         values = self._values
         wanted_tags = _WANTED
-        short_vrs = _SHORT_VRS
+        short_vrs = SHORT_VR_BYTES
         skip = self._skip
         want = self._want
         depth = self._depth
         un_depth = self._un_depth
         held = self._held
         base = self._mode
-        mode = _IMPLICIT_LE if un_depth and depth >= un_depth else base
+        mode = IMPLICIT_LE if un_depth and depth >= un_depth else base
         tag_length, tag_vr_length, long_length = _STRUCTS[mode]
         try:
             while pos < end:
@@ -429,11 +425,11 @@ class HeaderReader:
                         # walked to the end, so a data set cut short (or bytes
                         # that are no data set at all) is caught in finish().
                         self._done = True
-                    if length == _UNDEFINED:
+                    if length == UNDEFINED_LENGTH:
                         depth = 1
                         if vr == b"UN":
                             un_depth = 1
-                            mode = _IMPLICIT_LE
+                            mode = IMPLICIT_LE
                             tag_length, tag_vr_length, long_length = _STRUCTS[mode]
                         continue
                     if self._done or tag not in wanted_tags or vr == b"SQ":
@@ -457,7 +453,7 @@ class HeaderReader:
                 # Inside a sequence: step over it, PS3.5 7.5.
                 if group == 0xFFFE:
                     if elem == _ITEM:
-                        if length == _UNDEFINED:
+                        if length == UNDEFINED_LENGTH:
                             depth += 1
                         else:
                             pos += length
@@ -467,15 +463,15 @@ class HeaderReader:
                             un_depth = 0
                             mode = base
                             tag_length, tag_vr_length, long_length = _STRUCTS[mode]
-                    elif length == _UNDEFINED:
+                    elif length == UNDEFINED_LENGTH:
                         raise _cannot_understand(f"(FFFE,{elem:04X}) of undefined length")
                     else:
                         pos += length
-                elif length == _UNDEFINED:
+                elif length == UNDEFINED_LENGTH:
                     depth += 1
                     if vr == b"UN" and not un_depth:
                         un_depth = depth
-                        mode = _IMPLICIT_LE
+                        mode = IMPLICIT_LE
                         tag_length, tag_vr_length, long_length = _STRUCTS[mode]
                 else:
                     pos += length
@@ -492,8 +488,8 @@ class HeaderReader:
 
     def _attributes(self) -> InstanceAttributes:
         values = self._values
-        byte_order = _US[self._mode]
-        raw_charset = values.get(_SPECIFIC_CHARACTER_SET, b"")
+        byte_order = STRUCTS[self._mode].us
+        raw_charset = values.get(SPECIFIC_CHARACTER_SET, b"")
         terms = [t.strip(" \0") for t in raw_charset.decode("latin_1").split("\\")]
         codecs = python_codecs(terms if any(terms) else [])
         fields: dict[str, str | int | None] = {}
@@ -509,7 +505,7 @@ class HeaderReader:
                 fields[name] = byte_order.unpack_from(raw)[0] if len(raw) >= 2 else None
             elif kind == _DT:
                 fields[name] = raw.rstrip(b" \0").decode("latin_1")
-            elif tag == _SPECIFIC_CHARACTER_SET:
+            elif tag == SPECIFIC_CHARACTER_SET:
                 fields[name] = "\\".join(terms) if any(terms) else ""
             else:  # _UI, _CS
                 fields[name] = raw.strip(b" \0").decode("latin_1")

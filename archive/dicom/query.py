@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import enum
 import re
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar, Literal
 
@@ -52,7 +51,9 @@ import msgspec
 
 from archive.dicom import dictionary
 from archive.dicom.charset import (
+    SPECIFIC_CHARACTER_SET,
     TEXT_DELIMITERS,
+    TEXT_VRS,
     decode_person_name,
     decode_text,
     python_codecs,
@@ -71,8 +72,10 @@ from archive.dicom.query_keys import (
 )
 from archive.dicom.textcodec import encode_value, response_character_set
 from archive.dicom.uids import EXPLICIT_VR_BE
+from archive.dicom.wire import BE, LE
 
 __all__ = [
+    "ONLINE",
     "Condition",
     "Level",
     "MatchKind",
@@ -81,6 +84,7 @@ __all__ = [
     "QueryModel",
     "ResponseKey",
     "ReturnKey",
+    "Source",
     "Term",
     "information_model",
     "matches",
@@ -88,7 +92,6 @@ __all__ = [
     "response_identifier",
 ]
 
-SPECIFIC_CHARACTER_SET = 0x00080005
 QUERY_RETRIEVE_LEVEL = 0x00080052
 QUERY_RETRIEVE_VIEW = 0x00080053
 RETRIEVE_AE_TITLE = 0x00080054
@@ -97,8 +100,6 @@ TIMEZONE_OFFSET_FROM_UTC = 0x00080201
 
 #: VRs for which "*" and "?" are wild cards, PS3.4 C.2.2.2.4.
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
-_TEXT_VRS_AND_PN = _TEXT_VRS | {"PN"}
 _INTEGER_VRS = frozenset({"IS", "US", "SS", "UL", "SL", "UV", "SV"})
 _DATE_TIME_VRS = frozenset({"DA", "TM"})
 
@@ -174,7 +175,9 @@ class ReturnKey(msgspec.Struct, frozen=True):
     attribute: str | None
 
 
-class _Source(enum.IntEnum):
+class Source(enum.IntEnum):
+    """Where the value of a :class:`ResponseKey` comes from, for every match."""
+
     EMPTY = 0
     TEXT = 1
     INTEGER_STRING = 2
@@ -266,7 +269,7 @@ def _decode(element: Element, vr: str, codecs: Sequence[str]) -> str:
     data = bytes(raw)
     if vr == "PN":
         return decode_person_name(data, codecs)
-    if vr in _TEXT_VRS:
+    if vr in TEXT_VRS:
         return decode_text(data, codecs, TEXT_DELIMITERS)
     return data.decode("latin_1")
 
@@ -381,11 +384,10 @@ def parse_identifier(
         key_level = effective_level(info.level, model)
         below = LEVEL_ORDER[key_level] > depth
         return_keys.append(ReturnKey(tag, vr, None if below else info.keyword))
-        if purpose == "retrieve":
-            if tag != UNIQUE_KEYS[key_level] or below:
-                # C.2.2.1.2/3: other keys shall not be in a retrieve. (In Study Root
-                # Patient ID's level is STUDY, so it is skipped here too.)
-                continue
+        if purpose == "retrieve" and (tag != UNIQUE_KEYS[key_level] or below):
+            # C.2.2.1.2/3: other keys shall not be in a retrieve. (In Study Root
+            # Patient ID's level is STUDY, so it is skipped here too.)
+            continue
         text = _decode(element, vr, codecs)
         # Every PN key (PS3.4 C.2.2.2.1.1 leaves case to the site's choice).
         fold = fold_person_names and vr == "PN"
@@ -441,7 +443,7 @@ def _response_keys(
     keys: dict[int, ResponseKey] = {}
     for key in return_keys:
         keys[key.tag] = ResponseKey(key.tag, key.vr, key.attribute, _source(key))
-    keys[QUERY_RETRIEVE_LEVEL] = ResponseKey(QUERY_RETRIEVE_LEVEL, "CS", None, _Source.LEVEL)
+    keys[QUERY_RETRIEVE_LEVEL] = ResponseKey(QUERY_RETRIEVE_LEVEL, "CS", None, Source.LEVEL)
     # Hierarchical search, PS3.4 C.4.1.3.1.1 a: the unique keys of the levels above.
     for above in Level:
         if LEVEL_ORDER[above] >= LEVEL_ORDER[level]:
@@ -451,24 +453,24 @@ def _response_keys(
         tag = UNIQUE_KEYS[above]
         if tag not in keys:
             info = KEYS[tag]
-            keys[tag] = ResponseKey(tag, info.vr, info.keyword, _Source.TEXT)
+            keys[tag] = ResponseKey(tag, info.vr, info.keyword, Source.TEXT)
     return tuple(keys[tag] for tag in sorted(keys))
 
 
 def _source(key: ReturnKey) -> int:
     if key.tag == RETRIEVE_AE_TITLE:
-        return _Source.RETRIEVE_AE
+        return Source.RETRIEVE_AE
     if key.tag == INSTANCE_AVAILABILITY:
-        return _Source.AVAILABILITY
+        return Source.AVAILABILITY
     if key.vr == "SQ":
-        return _Source.SEQUENCE
+        return Source.SEQUENCE
     if key.attribute is None:
-        return _Source.EMPTY
+        return Source.EMPTY
     if key.vr == "US":
-        return _Source.UNSIGNED_SHORT
+        return Source.UNSIGNED_SHORT
     if key.vr == "IS":
-        return _Source.INTEGER_STRING
-    return _Source.TEXT
+        return Source.INTEGER_STRING
+    return Source.TEXT
 
 
 # -- brute-force matching -------------------------------------------------------------
@@ -523,8 +525,9 @@ def matches(query: Query, record: Mapping[str, object]) -> bool:
 
 # -- responses -------------------------------------------------------------------------
 
-_US_LE, _US_BE = struct.Struct("<H"), struct.Struct(">H")
-_AVAILABILITY = b"ONLINE"
+#: Instance Availability (0008,0056) of every match: all is on local disk, PS3.4
+#: C.4.1.1.3.2.
+ONLINE = b"ONLINE"
 
 
 def response_identifier(
@@ -548,26 +551,26 @@ def response_identifier(
     wide: list[str] = []
     for key in query.response_keys:
         source = key.source
-        if source == _Source.TEXT:
+        if source == Source.TEXT:
             value = record.get(key.attribute or "")
             text = value if isinstance(value, str) else ""
-            if key.vr in _TEXT_VRS_AND_PN and not text.isascii():
+            if key.vr in TEXT_VRS and not text.isascii():
                 wide.append(text)
             values.append(text)
-        elif source == _Source.INTEGER_STRING:
+        elif source == Source.INTEGER_STRING:
             number = record.get(key.attribute or "")
             values.append(str(number).encode("ascii") if isinstance(number, int) else b"")
-        elif source == _Source.UNSIGNED_SHORT:
+        elif source == Source.UNSIGNED_SHORT:
             number = record.get(key.attribute or "")
-            packer = _US_BE if big_endian else _US_LE
+            packer = BE.us if big_endian else LE.us
             values.append(packer.pack(number) if isinstance(number, int) else b"")
-        elif source == _Source.LEVEL:
+        elif source == Source.LEVEL:
             values.append(query.level.value.encode("ascii"))
-        elif source == _Source.RETRIEVE_AE:
+        elif source == Source.RETRIEVE_AE:
             values.append(retrieve_ae)
-        elif source == _Source.AVAILABILITY:
-            values.append(_AVAILABILITY)
-        elif source == _Source.SEQUENCE:
+        elif source == Source.AVAILABILITY:
+            values.append(ONLINE)
+        elif source == Source.SEQUENCE:
             values.append(())
         else:
             values.append(b"")
@@ -582,7 +585,7 @@ def response_identifier(
         if isinstance(value, str):
             if value.isascii():
                 data = value.encode("ascii")
-            elif key.vr in _TEXT_VRS_AND_PN:
+            elif key.vr in TEXT_VRS:
                 data = encode_value(value, key.vr, terms)
             else:
                 # Default repertoire only (PS3.5 6.1.2.3); what a broken sender put

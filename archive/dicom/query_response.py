@@ -20,21 +20,30 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 # The general encoder's VR rules, so both give the same bytes.
-from archive.dicom.dataset import SHORT_VRS as _SHORT_VRS
-from archive.dicom.dataset import SPACE_PADDED_VRS as _SPACE_PADDED
-from archive.dicom.query import Query, ResponseKey, response_identifier
-from archive.dicom.query import _Source as Source
+from archive.dicom.dataset import SHORT_VRS, SPACE_PADDED_VRS
+from archive.dicom.query import ONLINE, Query, ResponseKey, Source, response_identifier
 from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from archive.dicom.wire import LE
 
-__all__ = ["response_encoder"]
+__all__ = ["fast_plan_covers", "response_encoder"]
 
-_US = struct.Struct("<H")
-_LENGTH_16 = struct.Struct("<H").pack
-_LENGTH_32 = struct.Struct("<I").pack
+_US = _LENGTH_16 = LE.us.pack  # a US value, and a 2-byte length field
+_LENGTH_32 = LE.long_length.pack
 
 #: One key of the plan: source, column of the value in the row (-1: none), constant
 #: value, header prefix (tag, and VR when explicit), length packer, pad byte.
 _Step = tuple[int, int, bytes, bytes, Callable[[int], bytes], bytes]
+#: A step whose value is its constant (b"" for attributes the rows do not hold).
+_CONSTANT = -1
+
+
+def fast_plan_covers(query: Query, transfer_syntax: str, *, retrieve_ae: str = "") -> bool:
+    """Whether :func:`response_encoder` answers ``query`` with the fast plan.
+
+    When it does not, every match goes through :func:`response_identifier`. (Inside
+    the plan a match whose text needs another character set still does.)
+    """
+    return _steps(query, transfer_syntax, retrieve_ae, ()) is not None
 
 
 def response_encoder(
@@ -54,42 +63,19 @@ def response_encoder(
     def general(record: Mapping[str, object]) -> bytes:
         return response_identifier(query, record, transfer_syntax, retrieve_ae=retrieve_ae)
 
-    if columns is None:
-        attributes = sorted({k.attribute for k in query.response_keys if k.attribute})
-        by_row = response_encoder(
-            query, transfer_syntax, retrieve_ae=retrieve_ae, columns=attributes
-        )
-        if by_row.__name__ == "general_row":
-            return general
-
-        def fast(record: Mapping[str, object]) -> bytes:
-            return by_row([record.get(a) for a in attributes])
-
-        return fast
+    # A record is read as a row of the attributes the responses use.
+    names = (
+        columns
+        if columns is not None
+        else sorted({k.attribute for k in query.response_keys if k.attribute})
+    )
 
     def general_row(row: Sequence[object]) -> bytes:
-        return general(dict(zip(columns, row, strict=True)))
+        return general(dict(zip(names, row, strict=True)))
 
-    explicit = transfer_syntax == EXPLICIT_VR_LE
-    if not (explicit or transfer_syntax == IMPLICIT_VR_LE) or not retrieve_ae.isascii():
-        return general_row
-    position = {name: n for n, name in enumerate(columns)}
-    steps: list[_Step] = []
-    for key in sorted(query.response_keys, key=_tag):
-        if key.source == Source.SEQUENCE:
-            return general_row
-        source, column = int(key.source), position.get(key.attribute or "", -1)
-        constant = b""
-        if key.source == Source.LEVEL:
-            constant = query.level.value.encode("ascii")
-        elif key.source == Source.RETRIEVE_AE:
-            constant = retrieve_ae.encode("ascii")
-        elif key.source == Source.AVAILABILITY:
-            constant = b"ONLINE"
-        elif column < 0:
-            source = _CONSTANT  # a value the rows do not carry: zero length
-        pad = b" " if key.vr in _SPACE_PADDED else b"\0"
-        steps.append((source, column, constant, *_header(key, explicit), pad))
+    steps = _steps(query, transfer_syntax, retrieve_ae, names)
+    if steps is None:
+        return general if columns is None else general_row
 
     # Plain ints: comparing with an IntEnum member costs ten times more, per key
     # per match.
@@ -115,7 +101,7 @@ def response_encoder(
                 value = str(number).encode("ascii") if isinstance(number, int) else b""
             elif source == unsigned_short:
                 number = row[column]
-                value = _US.pack(number) if isinstance(number, int) else b""
+                value = _US(number) if isinstance(number, int) else b""
             else:
                 value = constant
             if len(value) & 1:
@@ -123,15 +109,40 @@ def response_encoder(
             out += (prefix, length(len(value)), value)
         return b"".join(out)
 
-    return fast_row
+    if columns is not None:
+        return fast_row
+
+    def fast(record: Mapping[str, object]) -> bytes:
+        return fast_row([record.get(a) for a in names])
+
+    return fast
 
 
-#: A step whose value is its constant (b"" for attributes the rows do not hold).
-_CONSTANT = -1
-
-
-def _tag(key: ResponseKey) -> int:
-    return key.tag
+def _steps(
+    query: Query, transfer_syntax: str, retrieve_ae: str, columns: Sequence[str]
+) -> list[_Step] | None:
+    """The plan: one step per response key, or None when the query is outside it."""
+    explicit = transfer_syntax == EXPLICIT_VR_LE
+    if not (explicit or transfer_syntax == IMPLICIT_VR_LE) or not retrieve_ae.isascii():
+        return None
+    position = {name: n for n, name in enumerate(columns)}
+    steps: list[_Step] = []
+    for key in query.response_keys:  # in tag order already, as the encoding needs
+        if key.source == Source.SEQUENCE:
+            return None
+        source, column = int(key.source), position.get(key.attribute or "", -1)
+        constant = b""
+        if key.source == Source.LEVEL:
+            constant = query.level.value.encode("ascii")
+        elif key.source == Source.RETRIEVE_AE:
+            constant = retrieve_ae.encode("ascii")
+        elif key.source == Source.AVAILABILITY:
+            constant = ONLINE
+        elif column < 0:
+            source = _CONSTANT  # a value the rows do not carry: zero length
+        pad = b" " if key.vr in SPACE_PADDED_VRS else b"\0"
+        steps.append((source, column, constant, *_header(key, explicit), pad))
+    return steps
 
 
 def _header(key: ResponseKey, explicit: bool) -> tuple[bytes, Callable[[int], bytes]]:
@@ -140,6 +151,6 @@ def _header(key: ResponseKey, explicit: bool) -> tuple[bytes, Callable[[int], by
     if not explicit:
         return tag, _LENGTH_32
     vr = key.vr.encode("ascii")
-    if key.vr in _SHORT_VRS:
+    if key.vr in SHORT_VRS:
         return tag + vr, _LENGTH_16
     return tag + vr + b"\0\0", _LENGTH_32

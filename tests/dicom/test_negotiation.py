@@ -841,11 +841,12 @@ def test_extended_negotiation_answers_option_by_option() -> None:
         SopClassExtended(find, b"\x01\x00\x00"),
         SopClassExtended(uids.STUDY_ROOT_QR_MOVE, b"\x00"),
     )
-    assert negotiated.option(find, 0)
-    assert not negotiated.option(find, 1)
-    assert not negotiated.option(uids.STUDY_ROOT_QR_MOVE, 0)
-    assert not negotiated.option(CT, 0)
+    # Option byte n agreed = reply byte n is 1; the C-FIND provider reads byte 0.
+    assert negotiated.extended[find][0:1] == b"\x01"
+    assert negotiated.extended[find][1:2] != b"\x01"
+    assert negotiated.extended.get(uids.STUDY_ROOT_QR_MOVE, b"")[0:1] != b"\x01"
+    assert negotiated.extended.get(CT, b"")[0:1] != b"\x01"
     # The requestor reads the same agreement from the AC.
     mirror = accepted(rq, ac)
     assert mirror.extended == {find: b"\x01\x00\x00", uids.STUDY_ROOT_QR_MOVE: b"\x00"}
-    assert mirror.option(find, 0)
+    assert mirror.extended[find][0:1] == b"\x01"

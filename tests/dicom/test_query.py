@@ -12,7 +12,7 @@ import pytest
 from pydicom.filereader import read_dataset
 
 from archive.dicom.dataset import Element
-from archive.dicom.dictionary import tag_for_keyword, vr_of
+from archive.dicom.dictionary import keyword_for_tag, tag_for_keyword, vr_of
 from archive.dicom.query import (
     MatchKind,
     Query,
@@ -67,6 +67,13 @@ def query(level: str, *keys: tuple[str, Any], model: QueryModel = SR, **options:
 )
 def test_information_model(uid: str, expected: object) -> None:
     assert information_model(uid) == expected
+
+
+@pytest.mark.parametrize("tag", sorted(KEYS), ids=lambda tag: f"{tag:08X}")
+def test_key_table_agrees_with_the_data_dictionary(tag: int) -> None:
+    """A typo guard: each key's keyword and VR are those PS3.6 gives its tag."""
+    info = KEYS[tag]
+    assert (info.keyword, info.vr) == (keyword_for_tag(tag), vr_of(tag))
 
 
 # -- identifier errors ---------------------------------------------------------------

@@ -180,12 +180,17 @@ def test_person_names_agree_with_pydicom(value: str, terms: list[str]) -> None:
     assert decode_bytes(ours, encodings, {ord("^"), ord("=")}) == value
 
 
-@pytest.mark.parametrize(("value", "terms"), _ORACLE_CASES)
+# pydicom cannot be the oracle for text (as opposed to PN) in two cases, so they are
+# left out rather than skipped on every run: with code extensions (several terms)
+# it splits runs differently, though both encodings are valid and decode alike;
+# and its JIS X 0201 encoder (ISO_IR 13) refuses ASCII mixed with Katakana.
+_TEXT_ORACLE_CASES = [
+    (value, terms) for value, terms in _ORACLE_CASES if len(terms) == 1 and terms != ["ISO_IR 13"]
+]
+
+
+@pytest.mark.parametrize(("value", "terms"), _TEXT_ORACLE_CASES)
 def test_text_agrees_with_pydicom(value: str, terms: list[str]) -> None:
-    if len(terms) > 1:
-        pytest.skip("pydicom splits runs differently with code extensions")
-    if terms == ["ISO_IR 13"]:
-        pytest.skip("pydicom's JIS X 0201 encoder refuses ASCII mixed with Katakana")
     encodings = convert_encodings(terms)
     assert encode_value(value, "LO", terms) == encode_string(value, encodings)
 

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
-from types import ModuleType
 
 import pydicom.uid
 import pytest
 from pynetdicom import AllStoragePresentationContexts
 
 from archive.dicom import storage_classes, uids
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.dicom.tool_helpers import ROOT, load_tool
 
 #: Encapsulated transfer syntaxes newer than pydicom 3.0's table (PS3.5 A.4.11-A.4.13).
 NEWER_THAN_PYDICOM_30 = {
@@ -27,17 +23,6 @@ NEWER_THAN_PYDICOM_30 = {
 }
 
 
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "gen_storage_classes", ROOT / "tools" / "gen_storage_classes.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_storage_table_equals_pynetdicom() -> None:
     theirs = {str(context.abstract_syntax) for context in AllStoragePresentationContexts}
     assert theirs == uids.STORAGE_SOP_CLASSES
@@ -47,7 +32,7 @@ def test_storage_table_equals_pynetdicom() -> None:
 def test_checked_in_table_is_what_the_generator_writes() -> None:
     """Fails after a pynetdicom upgrade: run tools/gen_storage_classes.py again."""
     text = (ROOT / "archive" / "dicom" / "storage_classes.py").read_text(encoding="utf-8")
-    assert text == _generator().render()
+    assert text == load_tool("gen_storage_classes").render()
 
 
 def test_storage_table_literal_has_no_duplicate_and_is_sorted() -> None:

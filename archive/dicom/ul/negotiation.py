@@ -164,11 +164,6 @@ class Negotiated(msgspec.Struct, frozen=True, kw_only=True):
     #: a Q/R FIND class = relational queries, PS3.4 C.5.1.1).
     extended: dict[str, bytes] = msgspec.field(default_factory=dict)
 
-    def option(self, abstract_syntax: str, byte: int) -> bool:
-        """Whether extended negotiation option ``byte`` was agreed for the class."""
-        info = self.extended.get(abstract_syntax, b"")
-        return len(info) > byte and info[byte] == 1
-
     def refusal(self, abstract_syntax: str, transfer_syntax: str) -> int | None:
         """The acceptor's result for the proposal carrying this pair, if refused."""
         for abstract, transfers, result in self.refused:
