@@ -23,8 +23,8 @@ from archive.config import (
     Peer,
     check_ae_title,
     load_config,
+    merge_peers,
     parse_peer,
-    replaced_peers,
     resolve_peer,
     with_overrides,
 )
@@ -34,7 +34,6 @@ from archive.importer import import_files
 from archive.index import Index, Stats
 from archive.net import (
     ECHO_CONTEXTS,
-    AssociationError,
     AssociationRejected,
     AssociationTimeout,
     Timeouts,
@@ -44,11 +43,20 @@ from archive.net import (
 from archive.node import Node, Storage
 from archive.progress import human_bytes
 from archive.reconcile import CheckReport, check
-from archive.scu import Cause, Report, StoreOptions, send_files
+from archive.scu import (
+    Cause,
+    NotSupported,
+    QueryKeyError,
+    Report,
+    StoreOptions,
+    send_files,
+    text_table,
+)
 
 log = logging.getLogger("archive")
 
-#: Exit statuses of ``archive echo`` and the other SCU commands (130: Ctrl-C, see cli_qr).
+#: Exit statuses of every command (130: Ctrl-C, see cli_qr). 3 also covers a data
+#: folder another archive process holds (import, check, serve beside a running node).
 EXIT_OK = 0
 EXIT_USAGE = 1
 EXIT_REJECTED = 2
@@ -64,7 +72,7 @@ def _version() -> str:
         return "0+unknown"
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse, but a usage error exits 1 (EXIT_USAGE): 2 means "rejected" here."""
 
     def error(self, message: str) -> NoReturn:
@@ -73,7 +81,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="archive", description="archive-node DICOM archive")
+    parser = Parser(prog="archive", description="archive-node DICOM archive")
     parser.add_argument("--version", action="version", version=f"archive-node {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -154,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"archive: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ArchiveError as exc:  # e.g. DataFolderInUse: a one-line reason, no traceback
+        return report_failure(f"archive {args.command}", exc)
     raise AssertionError(args.command)  # pragma: no cover - argparse requires a command
 
 
@@ -162,29 +172,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
-    extra = [parse_peer(text, "--peer") for text in args.peer]
-    replaced = replaced_peers(config, extra)
+    config, replaced = merge_peers(config, [parse_peer(text, "--peer") for text in args.peer])
     config = with_overrides(
-        config,
-        port=args.port,
-        ae_title=args.aet,
-        data_dir=args.data,
-        host=args.host,
-        peers=extra,
+        config, port=args.port, ae_title=args.aet, data_dir=args.data, host=args.host
     )
     level = logging.DEBUG if args.verbose else getattr(logging, config.node.log_level)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for old in replaced:
-        new = config.peer(old.ae_title)
-        assert new is not None
+    for old, new in replaced:
         log.warning(
             "--peer %s@%s replaces the configured peer %s@%s",
             new.ae_title,
-            _address(new),
+            address(new),
             old.ae_title,
-            _address(old),
+            address(old),
         )
-    Path(config.node.data_dir).mkdir(parents=True, exist_ok=True)
     run(serve(config), config.node.loop)
     return EXIT_OK
 
@@ -224,38 +225,51 @@ async def serve(config: Config) -> None:
 # ---- echo, peers ------------------------------------------------------------------------
 
 
+def target(args: argparse.Namespace, config: Config) -> tuple[Peer, str, str, Timeouts]:
+    """The peer of ``echo``, ``find``, ``move``, ``get`` or ``pull``, from its flags.
+
+    ``PEER`` (``args.target`` without ``args.port``: a configured AE title or
+    AET@HOST:PORT) or ``HOST PORT``; our (calling) and the called AE title, both
+    checked like the config file's; and ``--timeout`` for every step. Returns
+    (peer, calling, called, timeouts); raises ConfigError.
+    """
+    port: int | None = getattr(args, "port", None)
+    if port is None:
+        peer = resolve_peer(config, args.target, "PEER")
+    else:
+        peer = Peer(ae_title=args.aec or "ANY-SCP", host=args.target, port=port)
+    calling = args.aet or config.node.ae_title
+    called = args.aec or peer.ae_title
+    for flag, title in (("--aet", calling), ("--aec", called)):
+        check_ae_title(flag, title)
+    if args.timeout <= 0:
+        raise ConfigError("--timeout", "must be positive")
+    t = args.timeout
+    return peer, calling, called, Timeouts(artim=t, network=t, dimse=t, connect=t)
+
+
 def _echo(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     config = load_config(args.config) if args.config else Config()
-    if args.port is None:
-        try:
-            peer = resolve_peer(config, args.target, "PEER")
-        except ConfigError as exc:
-            print(f"archive echo: {exc}; or give HOST PORT", file=sys.stderr)
-            return EXIT_USAGE
-    else:
-        peer = Peer(ae_title=args.aec or "ANY-SCP", host=args.target, port=args.port)
-    called = args.aec or peer.ae_title
-    calling = args.aet or config.node.ae_title
-    t = args.timeout
-    timeouts = Timeouts(artim=t, network=t, dimse=t, connect=t)
+    try:
+        peer, calling, called, timeouts = target(args, config)
+    except ConfigError as exc:
+        hint = "; or give HOST PORT" if exc.key == "PEER" else ""
+        print(f"archive echo: {exc}{hint}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         status = run(
             echo_peer(
                 peer, calling_ae=calling, called_ae=called, timeouts=timeouts, repeat=args.repeat
-            )
+            ),
+            config.node.loop,
         )
-    except AssociationError as exc:
-        code, message = _association_failure(exc)
-        print(f"archive echo: {message}", file=sys.stderr)
-        return code
     except ArchiveError as exc:
-        print(f"archive echo: {exc}", file=sys.stderr)
-        return EXIT_ABORTED
+        return report_failure("archive echo", exc)
     if status != Status.SUCCESS:
         print(f"archive echo: C-ECHO status 0x{status:04X}", file=sys.stderr)
         return EXIT_FAILED_STATUS
-    print(f"C-ECHO to {called}@{_address(peer)}: Success")
+    print(f"C-ECHO to {called}@{address(peer)}: Success")
     return EXIT_OK
 
 
@@ -289,16 +303,29 @@ async def echo_peer(
         return int(status)
 
 
-def _association_failure(exc: AssociationError) -> tuple[int, str]:
-    """Exit status and one-line reason of an association that did not serve us."""
+def failure(exc: ArchiveError) -> tuple[int, str]:
+    """Exit status and one-line reason of a command that ``exc`` ended."""
     if isinstance(exc, AssociationRejected):
         return EXIT_REJECTED, f"association rejected: {exc}"
     if isinstance(exc, AssociationTimeout):
         return EXIT_TIMEOUT, f"timed out: {exc}"
+    if isinstance(exc, NotSupported):  # the Q/R SOP class rejected
+        return EXIT_REJECTED, str(exc)
+    if isinstance(exc, (ConfigError, QueryKeyError)):
+        return EXIT_USAGE, str(exc)
+    # An aborted or refused association, a data folder in use, ...
     return EXIT_ABORTED, str(exc)
 
 
-def _address(peer: Peer) -> str:
+def report_failure(command: str, exc: ArchiveError) -> int:
+    """Print ``<command>: <reason>`` on stderr; the exit status for ``exc``."""
+    code, message = failure(exc)
+    print(f"{command}: {message}", file=sys.stderr)
+    return code
+
+
+def address(peer: Peer) -> str:
+    """``host:port``, an IPv6 host in brackets."""
     host = f"[{peer.host}]" if ":" in peer.host else peer.host
     return f"{host}:{peer.port}"
 
@@ -323,13 +350,8 @@ def _peers(args: argparse.Namespace) -> int:
             row.append(message)
             worst = worst or code
         header.append("C-ECHO")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        cells = [
-            cell.rjust(width) if i == 2 else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        print("  ".join(cells).rstrip())
+    for line in text_table(header, rows, right={2}):
+        print(line)
     return EXIT_FAILED_STATUS if worst else EXIT_OK
 
 
@@ -342,10 +364,8 @@ async def _echo_all(peers: Sequence[Peer], calling_ae: str, step: float) -> list
     async def one(peer: Peer) -> tuple[int, str]:
         try:
             status = await echo_peer(peer, calling_ae=calling_ae, timeouts=timeouts)
-        except AssociationError as exc:
-            return _association_failure(exc)
         except ArchiveError as exc:
-            return EXIT_ABORTED, str(exc)
+            return failure(exc)
         if status != Status.SUCCESS:
             return EXIT_FAILED_STATUS, f"C-ECHO status 0x{status:04X}"
         return EXIT_OK, "OK"
@@ -358,7 +378,7 @@ async def _echo_all(peers: Sequence[Peer], calling_ae: str, step: float) -> list
 # ---- store, import, stats ---------------------------------------------------------------
 
 
-def _add_ingest_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
+def _add_ingest_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
     store = commands.add_parser(
         "store", help="send DICOM files and folders to a remote AE (Storage SCU)"
     )
@@ -394,7 +414,7 @@ def _add_ingest_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
     chk.add_argument(
         "--repair",
         action="store_true",
-        help="index unindexed files, drop rows without a file, remove unreadable files",
+        help="index unindexed files, drop rows without a file, remove non-DICOM files",
     )
 
 

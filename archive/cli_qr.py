@@ -5,7 +5,9 @@ Argument parsing, output and exit statuses only; the SCU work is in
 Exit statuses are those of the rest of the CLI (:mod:`archive.cli`): 0 success
 (a C-FIND with no match included), 1 usage or configuration, 2 association (or
 Q/R SOP class) rejected, 3 aborted or refused, 4 timeout, 5 a failure or warning
-status, 130 interrupted (Ctrl-C: C-CANCEL sent).
+status, 130 interrupted (Ctrl-C: C-CANCEL sent). Peer resolution and the failure
+statuses are shared with ``archive echo`` (:func:`archive.cli.target`,
+:func:`archive.cli.report_failure`).
 """
 
 from __future__ import annotations
@@ -20,36 +22,25 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from archive.cli import (
-    EXIT_ABORTED,
     EXIT_FAILED_STATUS,
     EXIT_OK,
-    EXIT_REJECTED,
-    EXIT_USAGE,
-    _address,
-    _association_failure,
-    _Parser,
+    Parser,
+    address,
+    report_failure,
+    target,
 )
-from archive.config import (
-    Config,
-    Peer,
-    check_ae_title,
-    load_config,
-    resolve_peer,
-    with_overrides,
-)
+from archive.config import Config, Peer, check_ae_title, load_config, with_overrides
 from archive.dicom.dataset import Element
 from archive.dicom.dimse import Status
 from archive.dicom.query_keys import Level, QueryModel
-from archive.errors import ArchiveError, ConfigError
-from archive.net import AssociationError, Timeouts, run
+from archive.errors import ArchiveError
+from archive.net import run
 from archive.node import Node
 from archive.progress import SubOperationBar
 from archive.scu import (
     Interrupt,
-    NotSupported,
     PullReport,
     QueryKey,
-    QueryKeyError,
     QueryOptions,
     RetrieveResult,
     build_identifier,
@@ -130,7 +121,7 @@ def _common(parser: argparse.ArgumentParser, *, peer_only: bool = False) -> None
     )
 
 
-def add_qr_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
+def add_qr_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add ``find``, ``move``, ``get`` and ``pull`` to the ``archive`` command."""
     target = "PEER is a configured peer's AE title or AET@HOST:PORT; or give HOST PORT "
     target += "(called AE title ANY-SCP unless --aec)."
@@ -191,7 +182,14 @@ def add_qr_parsers(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     _common(p, peer_only=True)
     p.add_argument("--serve", action="store_true", help="run our node during the pull")
-    p.add_argument("--port", type=int, help="with --serve: listen port (overrides node.port)")
+    # dest listen_port: args.port is the peer's port of HOST PORT (cli.target)
+    p.add_argument(
+        "--port",
+        dest="listen_port",
+        metavar="PORT",
+        type=int,
+        help="with --serve: listen port (overrides node.port)",
+    )
     p.add_argument("--host", help="with --serve: listen address (overrides node.host)")
     p.add_argument("--data", help="with --serve: data folder (overrides node.data_dir)")
     _response_timeout(p)
@@ -213,44 +211,22 @@ def _response_timeout(parser: argparse.ArgumentParser) -> None:
 def run_qr(args: argparse.Namespace) -> int:
     """Run ``archive find/move/get/pull``; returns the exit status."""
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
-    command = f"archive {args.command}"
     try:
         config = load_config(args.config) if args.config else Config()
         return _COMMANDS[args.command](args, config)
-    except (ConfigError, QueryKeyError) as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except AssociationError as exc:
-        code, message = _association_failure(exc)
-        print(f"{command}: {message}", file=sys.stderr)
-        return code
-    except NotSupported as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
-        return EXIT_REJECTED
-    except ArchiveError as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
-        return EXIT_ABORTED
+    except ArchiveError as exc:  # usage (1), rejected (2), aborted (3), timeout (4)
+        return report_failure(f"archive {args.command}", exc)
 
 
 def _options(args: argparse.Namespace, config: Config) -> tuple[QueryOptions, Peer]:
-    if args.command == "pull" or args.port is None:
-        peer = resolve_peer(config, args.target, "PEER")
-    else:
-        peer = Peer(ae_title=args.aec or "ANY-SCP", host=args.target, port=args.port)
-    calling = args.aet or config.node.ae_title
-    called = args.aec or peer.ae_title
-    for flag, title in (("--aet", calling), ("--aec", called)):
-        check_ae_title(flag, title)
-    if args.timeout <= 0:
-        raise ConfigError("--timeout", "must be positive")
-    t = args.timeout
+    peer, calling, called, timeouts = target(args, config)
     options = QueryOptions(
         host=peer.host,
         port=peer.port,
         calling_ae=calling,
         called_ae=called,
         model=getattr(args, "model", QueryModel.STUDY_ROOT),
-        timeouts=Timeouts(artim=t, network=t, dimse=t, connect=t),
+        timeouts=timeouts,
         max_pdu_length=config.association.max_pdu_length,
     )
     return options, peer
@@ -348,7 +324,7 @@ def _move(args: argparse.Namespace, config: Config) -> int:
     result = _retrieve(
         args, config, functools.partial(move_instances, options, identifier, args.dest)
     )
-    print(f"C-MOVE from {options.called_ae}@{_address(peer)} to {args.dest}: {result.describe()}")
+    print(f"C-MOVE from {options.called_ae}@{address(peer)} to {args.dest}: {result.describe()}")
     return _retrieve_exit("archive move", result, args.dest)
 
 
@@ -361,8 +337,8 @@ def _get(args: argparse.Namespace, config: Config) -> int:
     result = _retrieve(
         args, config, functools.partial(get_instances, options, identifier, args.out, **extra)
     )
-    print(f"C-GET from {options.called_ae}@{_address(peer)}: {result.describe()}")
-    print(f"wrote {len(result.files)} file(s) to {args.out}")
+    print(f"C-GET from {options.called_ae}@{address(peer)}: {result.describe()}")
+    print(f"wrote {result.written} file(s) to {args.out}")
     return _retrieve_exit("archive get", result, None)
 
 
@@ -373,9 +349,8 @@ def _pull(args: argparse.Namespace, config: Config) -> int:
     terms = character_set(keys, args.charset)
     if args.serve:
         config = with_overrides(
-            config, ae_title=our_ae, port=args.port, host=args.host, data_dir=args.data
+            config, ae_title=our_ae, port=args.listen_port, host=args.host, data_dir=args.data
         )
-        Path(config.node.data_dir).mkdir(parents=True, exist_ok=True)
     bar = SubOperationBar()
 
     def progress(report: PullReport, total: int | None) -> None:
@@ -402,7 +377,7 @@ def _pull(args: argparse.Namespace, config: Config) -> int:
 
     with bar:
         report = run(interruptible(main), config.node.loop)
-    return _pull_summary(report, options.called_ae, _address(peer), our_ae)
+    return _pull_summary(report, options.called_ae, address(peer), our_ae)
 
 
 def _pull_summary(report: PullReport, called: str, address: str, our_ae: str) -> int:

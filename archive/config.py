@@ -7,10 +7,11 @@ validate it once; every failure is a :class:`~archive.errors.ConfigError` whose
 ``key`` is the dotted path of the culprit ("association.max_pdu_length",
 "peers[1].port"; "" for the file as a whole) and whose ``problem`` says what is
 wrong in plain words. :func:`with_overrides` applies command-line flags with the
-same validation (``--peer`` entries, parsed by :func:`parse_peer`, join the peer
-table). :func:`resolve_peer` turns what a user typed for a peer (a configured AE
-title or ``AET@HOST:PORT``) into a :class:`Peer`. The objects are immutable and
-passed explicitly: there is no module-level mutable state.
+same validation, and :func:`merge_peers` adds ``--peer`` entries (parsed by
+:func:`parse_peer`) to the peer table. :func:`resolve_peer` turns what a user
+typed for a peer (a configured AE title or ``AET@HOST:PORT``) into a
+:class:`Peer`. The objects are immutable and passed explicitly: there is no
+module-level mutable state.
 
 A complete file with every default::
 
@@ -89,9 +90,9 @@ __all__ = [
     "TimeoutsConfig",
     "check_ae_title",
     "load_config",
+    "merge_peers",
     "parse_config",
     "parse_peer",
-    "replaced_peers",
     "resolve_peer",
     "validate",
     "with_overrides",
@@ -296,9 +297,10 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         stripped: PS3.8 9.3.2 makes them insignificant, and an AE title read
         off the wire arrives padded to 16 characters.
         """
+        # Configured titles have no such spaces (check_ae_title refuses them).
         wanted = ae_title.strip(" ")
         for peer in self.peers:
-            if peer.ae_title.strip(" ") == wanted:
+            if peer.ae_title == wanted:
                 return peer
         return None
 
@@ -342,16 +344,8 @@ def with_overrides(
     ae_title: str | None = None,
     data_dir: str | None = None,
     host: str | None = None,
-    peers: Sequence[Peer] = (),
 ) -> Config:
-    """``config`` with command-line values applied, validated.
-
-    ``port``, ``ae_title``, ``data_dir`` and ``host`` replace the ``[node]``
-    values. ``peers`` (from ``--peer``) are appended to ``[[peers]]``; one whose
-    AE title is already configured REPLACES that entry in place (the command
-    line wins, as for every other flag), while the same AE title given twice on
-    the command line is an error. :func:`replaced_peers` names the ones replaced.
-    """
+    """``config`` with command-line values replacing its ``[node]`` ones, validated."""
     changes: dict[str, Any] = {}
     if port is not None:
         changes["port"] = port
@@ -361,38 +355,41 @@ def with_overrides(
         changes["data_dir"] = data_dir
     if host is not None:
         changes["host"] = host
-    if not changes and not peers:
+    if not changes:
         return config
-    new = config
-    if changes:
-        new = msgspec.structs.replace(new, node=msgspec.structs.replace(new.node, **changes))
-    if peers:
-        new = msgspec.structs.replace(new, peers=_merge_peers(new.peers, peers))
+    new = msgspec.structs.replace(config, node=msgspec.structs.replace(config.node, **changes))
     validate(new)
     return new
 
 
-def replaced_peers(config: Config, peers: Sequence[Peer]) -> list[Peer]:
-    """The configured peers that :func:`with_overrides` would replace by ``peers``."""
-    titles = {peer.ae_title.strip(" ") for peer in peers}
-    return [peer for peer in config.peers if peer.ae_title.strip(" ") in titles]
+def merge_peers(config: Config, peers: Sequence[Peer]) -> tuple[Config, list[tuple[Peer, Peer]]]:
+    """``config`` with ``peers`` (from ``--peer``) added, validated; and the replaced ones.
 
-
-def _merge_peers(configured: Sequence[Peer], given: Sequence[Peer]) -> tuple[Peer, ...]:
-    merged = list(configured)
-    position = {peer.ae_title.strip(" "): i for i, peer in enumerate(merged)}
+    A peer is appended to ``[[peers]]`` unless its AE title is already
+    configured: then it REPLACES that entry in place (the command line wins, as
+    for every other flag), and the pair (old, new) is in the list returned. The
+    same AE title given twice on the command line is an error.
+    """
+    if not peers:
+        return config, []
+    merged = list(config.peers)
+    position = {peer.ae_title: i for i, peer in enumerate(merged)}
     seen: set[str] = set()
-    for peer in given:
-        title = peer.ae_title.strip(" ")
+    replaced: list[tuple[Peer, Peer]] = []
+    for peer in peers:
+        title = peer.ae_title
         if title in seen:
             raise ConfigError("peers", f"AE title {title!r} is given twice on the command line")
         seen.add(title)
         if title in position:
+            replaced.append((merged[position[title]], peer))
             merged[position[title]] = peer
         else:
             position[title] = len(merged)
             merged.append(peer)
-    return tuple(merged)
+    new = msgspec.structs.replace(config, peers=tuple(merged))
+    validate(new)
+    return new, replaced
 
 
 # --- peers from the command line -----------------------------------------------------

@@ -33,7 +33,8 @@ def _bar(fraction: float) -> str:
 
 
 class StatusLine:
-    """The line itself: ``show(text)`` redraws it (throttled), ``close()`` erases it.
+    """The line itself: ``due()`` says when to redraw (throttled), ``draw(text)``
+    redraws it, ``close()`` erases it.
 
     Also a context manager that closes on exit, so that whatever follows (a
     summary, a traceback) starts on a clean line.
@@ -63,10 +64,6 @@ class StatusLine:
         self.stream.write("\r" + text + "\x1b[K")
         self.stream.flush()
         self._drawn = True
-
-    def show(self, text: str, *, force: bool = False) -> None:
-        if self.due(force):
-            self.draw(text)
 
     def close(self) -> None:
         """Erase the bar so the summary that follows starts on a clean line."""

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,32 @@ def refused_port() -> int:
 
 
 @contextlib.contextmanager
-def silent_port() -> Iterator[int]:
-    """A listening socket that never answers an A-ASSOCIATE-RQ."""
+def silent_port(events: list[str] | None = None, name: str = "") -> Iterator[int]:
+    """A listening socket that never answers an A-ASSOCIATE-RQ.
+
+    With ``events``, a thread accepts one connection and appends ``"<name>
+    accepted"``, then ``"<name> closed"`` once the caller has given up on it.
+    """
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         sock.listen(8)
+
+        def watch() -> None:
+            assert events is not None
+            conn, _ = sock.accept()
+            with conn:
+                events.append(f"{name} accepted")
+                with contextlib.suppress(OSError):
+                    while conn.recv(65536):
+                        pass
+                events.append(f"{name} closed")
+
+        thread = threading.Thread(target=watch, daemon=True) if events is not None else None
+        if thread is not None:
+            thread.start()
         yield int(sock.getsockname()[1])
+        if thread is not None:
+            thread.join(10)  # a bound, not a measurement: the caller has closed by now
 
 
 def write_peers(path: Path, *peers: tuple[str, str, int], ae_title: str = "ARCHIVE") -> Path:
@@ -95,7 +115,8 @@ def test_peers_echo_reports_each_failure_in_parallel(
     node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dead = refused_port()
-    with silent_port() as silent, silent_port() as silent2:
+    events: list[str] = []
+    with silent_port(events, "SILENT") as silent, silent_port(events, "SILENT2") as silent2:
         config = write_peers(
             tmp_path / "a.toml",
             ("ARCHIVE", HOST, node.port),
@@ -104,9 +125,7 @@ def test_peers_echo_reports_each_failure_in_parallel(
             ("SILENT", HOST, silent),
             ("SILENT2", HOST, silent2),
         )
-        started = time.monotonic()
         code = main(["peers", "--config", str(config), "--echo", "--timeout", "1.5"])
-        elapsed = time.monotonic() - started
     assert code == EXIT_FAILED_STATUS
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["AE", "TITLE", "HOST", "PORT", "C-ECHO"]
@@ -119,9 +138,10 @@ def test_peers_echo_reports_each_failure_in_parallel(
     assert rows["SILENT"] == "timed out: no association response within 1.5 s"
     assert rows["SILENT2"] == rows["SILENT"]
     assert list(rows) == ["ARCHIVE", "WRONG", "DEAD", "SILENT", "SILENT2"]  # configured order
-    # In parallel: a silent peer costs ARTIM for the A-ASSOCIATE-AC, then ARTIM
-    # for the close (2 x 1.5 s); one after the other, two would cost 6 s.
-    assert elapsed < 4.5
+    # In parallel: both silent peers were called before the first was given up
+    # (one after the other, the second would be called only once the first closed).
+    assert sorted(events[:2]) == ["SILENT accepted", "SILENT2 accepted"]
+    assert sorted(events[2:]) == ["SILENT closed", "SILENT2 closed"]
 
 
 def test_peers_echo_uses_node_ae_title_as_calling(
@@ -202,6 +222,48 @@ def test_echo_bad_peer_syntax(capsys: pytest.CaptureFixture[str]) -> None:
         "archive echo: PEER: 'PACS@host:99999': port must be between 1 and 65535, got 99999; "
         "or give HOST PORT\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--aet", "A\\B"], "--aet: must not contain a backslash"),
+        (["--aec", "ABCDEFGHIJKLMNOPQ"], "--aec: must be 1 to 16 characters, got 17"),
+        (["--aet", " LEADING"], "--aet: must not have leading or trailing spaces"),
+        (["--timeout", "0"], "--timeout: must be positive"),
+        (["--timeout", "-1"], "--timeout: must be positive"),
+    ],
+)
+def test_echo_validates_its_flags_like_find(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Checked before any connection: nothing listens on the refused port.
+    assert main(["echo", *flags, f"ARCHIVE@{HOST}:{refused_port()}"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"archive echo: {message}")
+    assert err.count("\n") == 1
+    assert "or give HOST PORT" not in err
+
+
+def test_echo_uses_the_configured_loop(
+    node: RunningNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    kinds: list[str] = []
+    real = cli.run
+
+    def recording_run(main: Any, kind: str = "auto") -> Any:
+        kinds.append(kind)
+        return real(main, kind)
+
+    monkeypatch.setattr(cli, "run", recording_run)
+    config = tmp_path / "a.toml"
+    config.write_text('[node]\nloop = "asyncio"\n', encoding="utf-8")
+    argv = ["echo", "--config", str(config), f"ARCHIVE@{HOST}:{node.port}"]
+    assert main(argv) == EXIT_OK
+    assert kinds == ["asyncio"]
 
 
 def test_resolve_peer_is_the_shared_helper() -> None:

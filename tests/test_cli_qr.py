@@ -16,6 +16,7 @@ import io
 import json
 import os
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -320,10 +321,10 @@ def test_get_write_failure_answers_out_of_resources(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def full(self: Any, head: bytes) -> None:
+    def full(self: Any, chunks: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(get_module._PartFile, "open", full)
+    monkeypatch.setattr(get_module._PartFile, "_write", full)
     out = tmp_path / "got"
     args = ["get", _target(loaded), "--out", str(out), "-k", f"StudyInstanceUID={STUDY_2}"]
     assert main(args) == 5
@@ -512,13 +513,14 @@ def test_sub_operation_bar_draws_on_a_terminal_only() -> None:
     assert SubOperationBar.line(2, 0, 1, None) == "3 instances  completed 2, failed 0, warning 1"
     terminal = io.StringIO()
     bar = SubOperationBar(terminal, enabled=True)
-    bar.show("first", force=True)
-    bar.show("dropped")  # within the redraw interval
+    assert bar.due(force=True)
+    bar.draw("first")
+    assert not bar.due()  # within the redraw interval
     bar.close()
     assert terminal.getvalue() == "\rfirst\x1b[K\r\x1b[K"
     piped = io.StringIO()  # not a terminal
     bar = SubOperationBar(piped)
-    bar.show("x", force=True)
+    assert not bar.due(force=True)
     bar.update(1, 0, 0, 2)
     bar.close()
     assert piped.getvalue() == ""
@@ -564,3 +566,75 @@ def test_pull_progress_counts_and_total(
     done = [d for d, _ in seen]
     assert done == sorted(done)
     assert all(total == len(sources) for _, total in seen)
+
+
+def test_get_cancelled_mid_instance_leaves_no_part_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while a thread is still creating the .part file: it is removed all the same."""
+    entered, release, opened = threading.Event(), threading.Event(), threading.Event()
+    real_open = Path.open
+
+    def slow_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name.endswith(".part"):
+            entered.set()
+            release.wait(10)
+            try:
+                return real_open(self, *args, **kwargs)
+            finally:
+                opened.set()
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", slow_open)
+
+    async def fragments() -> Any:
+        yield memoryview(bytes(get_module.WRITE_BATCH))  # a write job starts
+        await asyncio.Event().wait()  # the rest never comes
+
+    request = CStoreRq(
+        message_id=1, affected_sop_class_uid="1.2", affected_sop_instance_uid="1.2.3"
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(
+            get_module.save_instance(tmp_path, request, EXPLICIT_VR_LE, fragments())
+        )
+        assert await asyncio.to_thread(entered.wait, 10)
+        task.cancel()  # the write's thread goes on: it cannot be cancelled
+        for _ in range(5):
+            await asyncio.sleep(0)
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.to_thread(opened.wait, 10)
+
+    asyncio.run(scenario())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_get_small_instance_costs_one_thread_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[str] = []
+    real = asyncio.to_thread
+
+    async def counting(fn: Callable[..., Any], /, *args: Any) -> Any:
+        trips.append(fn.__name__)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(get_module.asyncio, "to_thread", counting)
+
+    async def fragments() -> Any:
+        yield memoryview(b"\x08\x00\x05\x00CS\x00\x00")
+        yield memoryview(b"\x08\x00\x16\x00UI\x04\x001.2\x00")
+
+    request = CStoreRq(
+        message_id=1, affected_sop_class_uid="1.2", affected_sop_instance_uid="1.2.3"
+    )
+    path = asyncio.run(get_module.save_instance(tmp_path, request, EXPLICIT_VR_LE, fragments()))
+    assert trips == ["finish"]
+    assert path == tmp_path / "1.2.3.dcm"
+    body = path.read_bytes()
+    assert body[128:132] == b"DICM"
+    assert body.endswith(b"\x08\x00\x05\x00CS\x00\x00\x08\x00\x16\x00UI\x04\x001.2\x00")
+    assert [p.name for p in tmp_path.iterdir()] == ["1.2.3.dcm"]

@@ -12,6 +12,7 @@ import io
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
-from archive.cli import main
+from archive.cli import EXIT_ABORTED, main
 from archive.dicom.uids import STORAGE_SOP_CLASSES
 from archive.progress import Progress
 from archive.scu import FileItem, plan
@@ -593,3 +594,55 @@ def test_store_to_dcmtk_storescp(
         got = received[meta.media_storage_sop_instance_uid]
         assert read_meta(got)[0].transfer_syntax_uid == meta.transfer_syntax_uid
         assert dataset_bytes(got) == sent_bytes(path), path.name
+
+
+# ---- a data folder another process holds --------------------------------------------------
+
+
+@pytest.fixture
+def held_data(tmp_path: Path) -> Iterator[Path]:
+    """A data folder whose lock another process holds, as a running node does."""
+    data = tmp_path / "data"
+    data.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(data / "lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "locked\n"
+    yield data
+    holder.communicate("")  # EOF: it exits, the kernel drops the lock
+
+
+HOLD_LOCK = """\
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check"],
+        ["check", "--repair"],
+        ["import", "INSTANCE"],
+        ["serve", "--host", "127.0.0.1", "--port", "0"],
+    ],
+)
+def test_a_held_data_folder_is_a_one_line_error(
+    argv: list[str], held_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    instance = tmp_path / "a.dcm"
+    make_instance(instance)
+    argv = [str(instance) if arg == "INSTANCE" else arg for arg in argv]
+    assert main([*argv, "--data", str(held_data)]) == EXIT_ABORTED
+    assert capsys.readouterr().err == (
+        f"archive {argv[0]}: data folder {held_data} is in use by another archive process"
+        " (a running node?)\n"
+    )
+    assert not (held_data / "index.sqlite").exists()  # refused before touching anything

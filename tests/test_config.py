@@ -17,9 +17,9 @@ from archive.config import (
     RetrieveConfig,
     TimeoutsConfig,
     load_config,
+    merge_peers,
     parse_config,
     parse_peer,
-    replaced_peers,
     resolve_peer,
     with_overrides,
 )
@@ -249,6 +249,22 @@ def test_bad_toml_names_the_source(tmp_path: Path) -> None:
         ),
         ("[node]\ndata_dir = 1979-05-27", "node.data_dir", "expected a string, got a date"),
         ('peers = {ae_title = "A"}', "peers", "expected an array, got a table"),
+        (
+            '[query]\ncase_insensitive_names = "yes"',
+            "query.case_insensitive_names",
+            "expected a boolean (true or false), got a string",
+        ),
+        ("[query]\nmax_matches = 1.5", "query.max_matches", "expected an integer, got a number"),
+        (
+            "[query]\nlimit = 5",
+            "query.limit",
+            "unknown key (known keys: max_matches, case_insensitive_names, match_unknown)",
+        ),
+        (
+            "[retrieve]\nmax_pdu_length = 65536",
+            "retrieve.max_pdu_length",
+            "unknown key (known keys: move_associations, get_window)",
+        ),
     ],
 )
 def test_wrong_type(text: str, key: str, problem: str) -> None:
@@ -507,32 +523,6 @@ def test_store_defaults() -> None:
 # --- [query], [retrieve] ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "key", "problem"),
-    [
-        (
-            '[query]\ncase_insensitive_names = "yes"',
-            "query.case_insensitive_names",
-            "expected a boolean (true or false), got a string",
-        ),
-        ("[query]\nmax_matches = 1.5", "query.max_matches", "expected an integer, got a number"),
-        (
-            "[query]\nlimit = 5",
-            "query.limit",
-            "unknown key (known keys: max_matches, case_insensitive_names, match_unknown)",
-        ),
-        (
-            "[retrieve]\nmax_pdu_length = 65536",
-            "retrieve.max_pdu_length",
-            "unknown key (known keys: move_associations, get_window)",
-        ),
-    ],
-)
-def test_query_retrieve_types(text: str, key: str, problem: str) -> None:
-    error = _error(text)
-    assert (error.key, error.problem) == (key, problem)
-
-
 def test_query_retrieve_bounds_accepted() -> None:
     config = parse_config("[query]\nmax_matches = 1\n[retrieve]\nmove_associations = 1\n")
     assert (config.query.max_matches, config.retrieve.move_associations) == (1, 1)
@@ -647,21 +637,23 @@ def test_override_peers_append_and_replace() -> None:
     base = parse_config(TWO_PEERS)
     new_pacs2 = Peer(ae_title="PACS2", host="10.9.9.9", port=11112)
     orthanc = Peer(ae_title="ORTHANC", host="127.0.0.1", port=4242)
-    assert replaced_peers(base, [orthanc, new_pacs2]) == [base.peers[0]]
-    assert replaced_peers(base, [orthanc]) == []
-    new = with_overrides(base, peers=[orthanc, new_pacs2])
+    assert merge_peers(base, [orthanc])[1] == []
+    new, replaced = merge_peers(base, [orthanc, new_pacs2])
+    assert replaced == [(base.peers[0], new_pacs2)]
     # replaced in place, new ones appended in the order given
     assert new.peers == (new_pacs2, base.peers[1], orthanc)
     assert new.node == base.node
     assert base.peers[0].host == "10.0.0.5"
-    assert with_overrides(Config(), peers=[orthanc]).peers == (orthanc,)
-    assert with_overrides(base, peers=()) is base
+    assert merge_peers(Config(), [orthanc])[0].peers == (orthanc,)
+    unchanged, replaced = merge_peers(base, ())
+    assert unchanged is base
+    assert replaced == []
 
 
 def test_override_peers_twice_on_the_command_line() -> None:
     a = Peer(ae_title="A", host="h", port=1)
     with pytest.raises(ConfigError) as info:
-        with_overrides(Config(), peers=[a, Peer(ae_title="A", host="g", port=2)])
+        merge_peers(Config(), [a, Peer(ae_title="A", host="g", port=2)])
     assert (info.value.key, info.value.problem) == (
         "peers",
         "AE title 'A' is given twice on the command line",
@@ -670,7 +662,7 @@ def test_override_peers_twice_on_the_command_line() -> None:
 
 def test_override_peers_are_validated() -> None:
     with pytest.raises(ConfigError) as info:
-        with_overrides(Config(), peers=[Peer(ae_title="A", host="h", port=0)])
+        merge_peers(Config(), [Peer(ae_title="A", host="h", port=0)])
     assert (info.value.key, info.value.problem) == (
         "peers[0].port",
         "must be between 1 and 65535, got 0",
@@ -680,5 +672,5 @@ def test_override_peers_are_validated() -> None:
 def test_override_peers_satisfy_check_calling_host() -> None:
     # check_calling_host without [[peers]] is refused; a --peer makes it valid.
     base = Config(association=AssociationConfig(check_calling_host=True))
-    new = with_overrides(base, peers=[Peer(ae_title="A", host="h", port=1)])
+    new, _ = merge_peers(base, [Peer(ae_title="A", host="h", port=1)])
     assert new.association.check_calling_host

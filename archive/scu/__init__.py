@@ -22,6 +22,7 @@ from archive.scu.identifier import (
     parse_key,
     parse_keys,
     table,
+    text_table,
     to_dicom_json,
     with_defaults,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "send_files",
     "status_result",
     "table",
+    "text_table",
     "to_dicom_json",
     "with_defaults",
 ]

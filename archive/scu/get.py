@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import IO
@@ -130,33 +131,49 @@ def get_contexts(
 
 
 class _PartFile:
-    """One received instance on its way to ``<uid>.dcm``; blocking methods run in a thread."""
+    """One received instance on its way to ``<uid>.dcm``; blocking methods run in a thread.
+
+    The file is created by the first write. A lock orders the methods: a
+    :meth:`discard` waits for a write still running in its thread (one whose
+    awaiting task was cancelled), and a write that starts after it does nothing,
+    so no ``.part`` file or descriptor outlives a failed instance.
+    """
 
     def __init__(self, folder: Path, uid: str) -> None:
         self.final = folder / f"{uid}.dcm"
         self.temp = folder / f".{uid}.{secrets.token_hex(4)}.part"
         self.file: IO[bytes] | None = None
-
-    def open(self, head: bytes) -> None:
-        self.file = self.temp.open("xb")
-        self.file.write(head)
+        self._lock = threading.Lock()
+        self._discarded = False
 
     def write(self, chunks: Sequence[bytes | memoryview]) -> None:
-        assert self.file is not None
+        with self._lock:
+            self._write(chunks)
+
+    def _write(self, chunks: Sequence[bytes | memoryview]) -> None:
+        if self._discarded:
+            return
+        if self.file is None:
+            self.file = self.temp.open("xb")
         self.file.writelines(chunks)
 
     def finish(self, chunks: Sequence[bytes | memoryview]) -> None:
-        self.write(chunks)
-        assert self.file is not None
-        self.file.close()
-        os.replace(self.temp, self.final)
+        with self._lock:
+            self._write(chunks)
+            if self._discarded:
+                return
+            assert self.file is not None
+            self.file.close()
+            os.replace(self.temp, self.final)
 
     def discard(self) -> None:
-        # Best effort: the error being handled is the one worth reporting.
-        with contextlib.suppress(OSError):
-            if self.file is not None:
-                self.file.close()
-            self.temp.unlink(missing_ok=True)
+        with self._lock:
+            self._discarded = True
+            # Best effort: the error being handled is the one worth reporting.
+            with contextlib.suppress(OSError):
+                if self.file is not None:
+                    self.file.close()
+                self.temp.unlink(missing_ok=True)
 
 
 async def save_instance(
@@ -185,20 +202,27 @@ async def save_instance(
         )
     )
     part = _PartFile(folder, uid)
+    # The File Meta leads the first batch: an instance under WRITE_BATCH costs
+    # one trip to a thread (create, write, close, rename).
+    batch: list[bytes | memoryview] = [head]
+    size = len(head)
+    started = False
     try:
-        await asyncio.to_thread(part.open, head)
-        batch: list[bytes | memoryview] = []
-        size = 0
         async for fragment in fragments:
             # Fragments are views of received PDUs, which are never mutated.
             batch.append(fragment)
             size += len(fragment)
             if size >= WRITE_BATCH:
+                started = True
                 await asyncio.to_thread(part.write, batch)
                 batch, size = [], 0
+        started = True
         await asyncio.to_thread(part.finish, batch)
     except BaseException:
-        part.discard()
+        if started:
+            # In a thread, as a cancelled to_thread() may still be writing there;
+            # shielded, so that a second cancellation does not leave the file.
+            await asyncio.shield(asyncio.to_thread(part.discard))
         raise
     return part.final
 
@@ -229,7 +253,7 @@ async def get_instances(
         request: CStoreRq, transfer_syntax: str, fragments: AsyncIterator[memoryview]
     ) -> int:
         try:
-            path = await save_instance(
+            await save_instance(
                 folder, request, transfer_syntax, fragments, source_ae=options.called_ae
             )
         except ValueError as exc:
@@ -238,7 +262,7 @@ async def get_instances(
         except OSError as exc:
             log.warning("cannot write %s: %s", request.affected_sop_instance_uid, exc)
             return int(Status.OUT_OF_RESOURCES)
-        result.files.append(path)
+        result.written += 1
         return int(Status.SUCCESS)
 
     # Sub-operations may come GET_WINDOW at a time if the peer can (PS3.7 D.3.3.3).

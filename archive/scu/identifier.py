@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from archive.dicom.charset import decode_person_name, decode_text, python_codecs
@@ -162,14 +162,18 @@ def with_defaults(keys: Sequence[QueryKey], level: Level) -> list[QueryKey]:
     """``keys``, plus the level's default return keys when all ``keys`` are matching keys."""
     if any(key.value is None for key in keys):
         return list(keys)
-    given = {key.tag for key in keys}
-    extra = []
+    tags = []
     for keyword in DEFAULT_RETURN_KEYS[level]:
         tag = parse_tag(keyword)
         assert tag is not None
-        if tag not in given:
-            extra.append(QueryKey(tag, vr_of(tag), None))
-    return [*keys, *extra]
+        tags.append(tag)
+    return with_return_keys(keys, tags)
+
+
+def with_return_keys(keys: Sequence[QueryKey], tags: Sequence[int]) -> list[QueryKey]:
+    """``keys``, plus a return key (sent empty) for each of ``tags`` not among them."""
+    given = {key.tag for key in keys}
+    return [*keys, *(QueryKey(tag, vr_of(tag), None) for tag in tags if tag not in given)]
 
 
 def columns(keys: Sequence[QueryKey]) -> list[QueryKey]:
@@ -339,8 +343,18 @@ def table(keys: Sequence[QueryKey], rows: Sequence[dict[str, Any]]) -> list[str]
     """Lines of a plain-text table: one column per key (keyword headers), one row per match."""
     header = [key.name for key in keys]
     body = [[cell(row.get(f"{key.tag:08X}")) for key in keys] for row in rows]
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    return text_table(header, body)
+
+
+def text_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Collection[int] = ()
+) -> list[str]:
+    """Lines of a plain-text table, columns two spaces apart; ``right``: right-aligned ones."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *body]
+        "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+        for r in [header, *rows]
     ]

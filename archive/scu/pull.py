@@ -22,6 +22,7 @@ from archive.scu.identifier import (
     STUDY_INSTANCE_UID,
     QueryKey,
     build_identifier,
+    with_return_keys,
 )
 from archive.scu.query import (
     QR_TRANSFER_SYNTAXES,
@@ -101,13 +102,8 @@ async def pull_studies(
     each C-MOVE's own counts. Stops at the first Move Destination Unknown (0xA801):
     the others would fail alike.
     """
-    wanted = {key.tag for key in keys}
-    extra = [
-        QueryKey(tag, vr, None)
-        for tag, vr in ((STUDY_INSTANCE_UID, "UI"), (NUMBER_OF_STUDY_RELATED_INSTANCES, "IS"))
-        if tag not in wanted
-    ]
-    identifier = build_identifier([*keys, *extra], Level.STUDY, terms)
+    wanted = with_return_keys(keys, (STUDY_INSTANCE_UID, NUMBER_OF_STUDY_RELATED_INSTANCES))
+    identifier = build_identifier(wanted, Level.STUDY, terms)
     report = PullReport()
     expected: dict[str, int | None] = {}
 

@@ -24,7 +24,6 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import msgspec
@@ -127,7 +126,8 @@ class RetrieveResult:
     warning: int = 0
     failed_uids: list[str] = field(default_factory=list)
     cancelled: bool = False
-    files: list[Path] = field(default_factory=list)
+    #: Instances a C-GET wrote to its folder (none on C-MOVE: the destination has them).
+    written: int = 0
 
     @property
     def total(self) -> int | None:

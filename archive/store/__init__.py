@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from archive.store.files import (
-    INSTANCES,
-    AlreadyStored,
-    FileStore,
-    FileWriter,
-    InFlight,
-    StoreError,
-    relative_path,
-    safe_uid,
-)
+from archive.store.errors import AlreadyStored, DataFolderInUse, StoreError
+from archive.store.files import INSTANCES, FileStore, FileWriter, InFlight, relative_path, safe_uid
 from archive.store.scan import DatasetReader, ScannedFile, read_meta, scan_file
 
 __all__ = [
     "INSTANCES",
     "AlreadyStored",
+    "DataFolderInUse",
     "DatasetReader",
     "FileStore",
     "FileWriter",

@@ -58,7 +58,8 @@ from typing import TypeVar
 
 import msgspec
 
-from archive.errors import ArchiveError
+from archive.store.errors import AlreadyStored, StoreError
+from archive.store.lock import lock_data_folder, unlock_data_folder
 
 T = TypeVar("T")
 
@@ -70,22 +71,6 @@ MAX_QUEUED = 512 << 10
 INSTANCES = "instances"
 TMP = "tmp"
 _PART = ".part"
-
-
-class StoreError(ArchiveError):
-    """Writing or placing an instance file failed (disk full, I/O error...)."""
-
-    code = "store.io"
-
-    def __init__(self, message: str, *, no_space: bool = False) -> None:
-        super().__init__(message)
-        self.no_space = no_space
-
-
-class AlreadyStored(ArchiveError):
-    """The final path exists and we were not asked to replace it."""
-
-    code = "store.exists"
 
 
 class InFlight(msgspec.Struct, frozen=True):
@@ -150,21 +135,22 @@ class FileStore:
         await self.run(self._open_sync)
 
     def _open_sync(self) -> None:
-        from archive.store.lock import lock_data_folder  # lock.py builds on this module
-
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = lock_data_folder(self.root)
-        for name in (INSTANCES, TMP):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.root / name)
-        if self.durable:
-            # Once per start: these entries may be new (first start).
-            _fsync_dir(self.root)
+        try:
+            for name in (INSTANCES, TMP):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self.root / name)
+            if self.durable:
+                # Once per start: these entries may be new (first start).
+                _fsync_dir(self.root)
+        except BaseException:
+            unlock_data_folder(self._lock)  # a failed open must not keep the folder
+            self._lock = -1
+            raise
         self._folders.add(self.root / INSTANCES)
 
     def close(self) -> None:
-        from archive.store.lock import unlock_data_folder
-
         self._pool.shutdown(wait=True)
         if self._lock >= 0:
             unlock_data_folder(self._lock)
@@ -284,16 +270,6 @@ class FileStore:
             _unlink_quietly(self.root / marker)
         if self.durable:
             _fsync_dir(self.root / TMP)
-
-    async def recover(self) -> list[str]:
-        """Clear ``tmp/`` with no index to ask: the placed paths, their markers removed.
-
-        For a store used without an index (tests, tools). The node's start-up
-        uses :meth:`in_flight` and checks each file against its row instead.
-        """
-        found = await self.in_flight()
-        await self.clear_in_flight(found)
-        return [m.placed for m in found if m.placed is not None]
 
 
 #: What the write job does once the last fragment is written.

@@ -15,15 +15,11 @@ import fcntl
 import os
 from pathlib import Path
 
-from archive.store.files import StoreError
+from archive.store.errors import DataFolderInUse
+
+__all__ = ["LOCK_FILE", "DataFolderInUse", "lock_data_folder", "unlock_data_folder"]
 
 LOCK_FILE = "lock"
-
-
-class DataFolderInUse(StoreError):
-    """Another process (a running node, an import) has the data folder open."""
-
-    code = "store.in_use"
 
 
 def lock_data_folder(root: Path) -> int:

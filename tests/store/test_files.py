@@ -1,8 +1,9 @@
-"""archive/store/files.py in isolation: FileWriter, FileStore.recover, paths."""
+"""archive/store/files.py in isolation: FileWriter, in-flight markers, paths."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
@@ -13,7 +14,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from archive.store import AlreadyStored, FileStore, FileWriter, StoreError, relative_path, safe_uid
+from archive.store import (
+    AlreadyStored,
+    DataFolderInUse,
+    FileStore,
+    FileWriter,
+    StoreError,
+    relative_path,
+    safe_uid,
+)
 from archive.store.files import MAX_QUEUED, WRITE_BEHIND
 
 FLUSH_SIZE = MAX_QUEUED  # sizes below are in units of what may queue behind a write
@@ -37,6 +46,16 @@ def store(tmp_path: Path) -> Any:
     run(store.open)
     yield store
     store.close()
+
+
+async def recover(store: FileStore) -> list[str]:
+    """Clear ``tmp/`` with no index to ask: the placed paths, their markers removed.
+
+    What ``Storage.recover`` (archive/node.py) starts from, minus the index checks.
+    """
+    found = await store.in_flight()
+    await store.clear_in_flight(found)
+    return [m.placed for m in found if m.placed is not None]
 
 
 def parts(store: FileStore) -> list[Path]:
@@ -178,10 +197,9 @@ def test_write_error_is_sticky(store: FileStore, monkeypatch: pytest.MonkeyPatch
 
     async def go() -> None:
         await writer.write(memoryview(b"x" * WRITE_BEHIND))  # starts the failing job
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if writer._job is not None and writer._job.done():
-                break
+        assert writer._job is not None
+        with contextlib.suppress(StoreError):  # the failing job's error
+            await asyncio.wrap_future(writer._job)
         with pytest.raises(StoreError):
             await writer.write(memoryview(b"y" * 10))
         with pytest.raises(StoreError):
@@ -284,7 +302,7 @@ def test_discard_after_replace_keeps_the_old_version(store: FileStore) -> None:
         await write_all(writer, fragments(100, 10))
         placed = await writer.place(replace=True)
         await writer.discard()
-        return placed, await store.recover()
+        return placed, await recover(store)
 
     placed, recovered = run(go)
     assert recovered == []
@@ -303,7 +321,7 @@ def test_recover_finds_a_placed_replacement(store: FileStore) -> None:
     async def go() -> tuple[str, list[str]]:
         await write_all(writer, fragments(100, 10))
         placed = await writer.place(replace=True)
-        return placed, await store.recover()  # as if the process died here
+        return placed, await recover(store)  # as if the process died here
 
     placed, recovered = run(go)
     assert recovered == [placed]
@@ -468,7 +486,7 @@ def test_fsyncs_in_strict_mode_and_none_in_fast(
         assert second[1] == leaf
 
 
-# ---- recover() -----------------------------------------------------------------------------
+# ---- in-flight markers ------------------------------------------------------------------
 
 
 def test_recover(store: FileStore) -> None:
@@ -484,18 +502,17 @@ def test_recover(store: FileStore) -> None:
     (tmp / f"{placed_uid}.00000003.part").write_bytes(b"other copy")
     (tmp / f"{half_uid}.00000004.part.dcm.new").write_bytes(b"staged")
     (tmp / "garbage.part").write_bytes(b"?")
-    assert run(store.recover) == [relative_path(placed_uid)]
+    assert run(lambda: recover(store)) == [relative_path(placed_uid)]
     assert list(tmp.iterdir()) == []
     assert final.read_bytes() == b"placed"
     assert not Path(store.path(relative_path(half_uid))).exists()
-    assert run(store.recover) == []
+    assert run(lambda: recover(store)) == []
 
 
 def test_a_second_process_cannot_open_the_data_folder(tmp_path: Path) -> None:
     """Recovery takes in-flight markers for crash debris: only one opener at a time.
     flock is per open file description, so a second FileStore in this process
     stands for a second process (an import beside a running node)."""
-    from archive.store.lock import DataFolderInUse
 
     async def scenario() -> None:
         first = FileStore(tmp_path, durable=False)
@@ -508,5 +525,30 @@ def test_a_second_process_cannot_open_the_data_folder(tmp_path: Path) -> None:
         third = FileStore(tmp_path, durable=False)
         await third.open()  # released on close
         third.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_open_releases_the_data_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is taken before tmp/ is made: an open that fails after it unlocks."""
+    real = os.mkdir
+
+    def mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path).name == "tmp":
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+        real(path, *args, **kwargs)
+
+    async def scenario() -> None:
+        first = FileStore(tmp_path, durable=False)
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "mkdir", mkdir)
+            with pytest.raises(PermissionError):
+                await first.open()
+        second = FileStore(tmp_path, durable=False)
+        await second.open()  # DataFolderInUse if the failed open kept the lock
+        second.close()
+        first.close()
 
     asyncio.run(scenario())
