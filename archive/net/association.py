@@ -85,6 +85,22 @@ class AssociationTimeout(AssociationError):
     code: ClassVar[str] = "net.association.timeout"
 
 
+class MessageIds:
+    """Message IDs for the requests we send on one association (PS3.7 9.1.1.1.1).
+
+    1..65535, wrapping: Message ID is a US (PS3.7 E.1), and 0 is avoided.
+    """
+
+    __slots__ = ("last",)
+
+    def __init__(self, last: int = 0) -> None:
+        self.last = last
+
+    def next(self) -> int:
+        self.last = self.last % 0xFFFF + 1
+        return self.last
+
+
 #: Coalesced messages are written at the latest once this many bytes are queued.
 COALESCE_BYTES = 64 * 1024
 
@@ -189,8 +205,7 @@ class Association:
             if ul.artim_running:
                 ul.artim_expired()
             else:
-                self._set_outcome(Outcome.TIMEOUT, f"no PDU within {wait:g} s")
-                self.ul.send(AAbort(AbortSource.SERVICE_USER, AbortReason.NOT_SPECIFIED))
+                self.timed_out(f"no PDU within {wait:g} s")
 
     def _note(self, event: Event) -> None:
         if type(event) is PDataTf:
@@ -343,8 +358,8 @@ class Association:
         try:
             await self.conn.drain(self.timeouts.network)
         except TimeoutError:
-            self._set_outcome(Outcome.TIMEOUT, "peer stopped reading")
-            self.abort("peer stopped reading")
+            self.timed_out("peer stopped reading")
+            # Close now: the A-ABORT cannot reach a peer that reads nothing.
             self.conn.close()
             raise AssociationTimeout(f"peer read nothing for {self.timeouts.network:g} s") from None
 
@@ -380,6 +395,15 @@ class Association:
             self._set_outcome(Outcome.ABORTED_LOCALLY, detail)
             self.ul.send(AAbort(AbortSource.SERVICE_USER, AbortReason.NOT_SPECIFIED))
         self.flush()
+
+    def timed_out(self, detail: str) -> None:
+        """A timer ran out (network, DIMSE): record it and send A-ABORT (AA-1).
+
+        The outcome is set first so the association is logged as timed out, not
+        as aborted.
+        """
+        self._set_outcome(Outcome.TIMEOUT, detail)
+        self.abort(detail)
 
     async def wait_closed(self) -> None:
         """Run the machine until the transport is closed (bounded by ARTIM)."""

@@ -52,6 +52,7 @@ from archive.net.association import (
     AssociationRejected,
     AssociationTimeout,
     DatasetTooLarge,
+    MessageIds,
     Outcome,
     Timeouts,
 )
@@ -155,7 +156,7 @@ class ClientAssociation:
         self.assoc = assoc
         assert assoc.negotiated is not None
         self.negotiated = assoc.negotiated
-        self._last_id = 0
+        self._message_ids = MessageIds()
         #: (context ID, Message ID) of the C-FIND/C-MOVE/C-GET in progress.
         self._operation: tuple[int, int] | None = None
 
@@ -174,9 +175,7 @@ class ClientAssociation:
             self.abort()
 
     def next_message_id(self) -> int:
-        """1..65535, wrapping (Message ID is a US, PS3.7 E.1; 0 is avoided)."""
-        self._last_id = self._last_id % 0xFFFF + 1
-        return self._last_id
+        return self._message_ids.next()
 
     async def request(
         self, context_id: int, command: Command, dataset: bytes | memoryview | None = None

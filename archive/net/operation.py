@@ -24,11 +24,15 @@ from archive.dicom.dimse import (
     Command,
     CStoreRq,
     CStoreRsp,
-    StatusCategory,
-    category,
 )
+from archive.dicom.errors import LocalProtocolError
 from archive.dicom.ul.negotiation import AcceptedContext
-from archive.net.association import Association, AssociationAborted, AssociationTimeout
+from archive.net.association import (
+    Association,
+    AssociationAborted,
+    AssociationTimeout,
+    MessageIds,
+)
 from archive.services import Cancel
 
 #: Largest C-FIND/C-MOVE/C-GET identifier we read (bytes). Real ones are under
@@ -48,7 +52,7 @@ class GetChannel:
         self._assoc = assoc
         self._timeout = dimse_timeout
         self._pending: dict[int, asyncio.Future[CStoreRsp]] = {}
-        self._last_id = 0
+        self._message_ids = MessageIds()
         negotiated = assoc.negotiated
         assert negotiated is not None
         # The peer may act as SCP on a context only if role selection gave it
@@ -62,8 +66,7 @@ class GetChannel:
         return self._contexts
 
     def next_message_id(self) -> int:
-        self._last_id = self._last_id % 0xFFFF + 1
-        return self._last_id
+        return self._message_ids.next()
 
     async def store(
         self, context_id: int, command: CStoreRq, chunks: AsyncIterator[bytes | memoryview]
@@ -71,14 +74,26 @@ class GetChannel:
         waiter: asyncio.Future[CStoreRsp] = asyncio.get_running_loop().create_future()
         self._pending[command.message_id] = waiter
         try:
-            await self._assoc.send_streaming(context_id, command, chunks)
+            try:
+                await self._assoc.send_streaming(context_id, command, chunks)
+            except LocalProtocolError:
+                if self._assoc.ul.can_send_data:
+                    raise  # a bug of ours
+                # Another sub-operation's timeout aborted the association while
+                # this one was sending: not an internal error.
+                raise AssociationAborted(
+                    "association aborted during a C-STORE sub-operation"
+                ) from None
             try:
                 async with asyncio.timeout(self._timeout):
                     return await waiter
             except TimeoutError:
-                raise AssociationTimeout(
-                    f"no C-STORE-RSP within {self._timeout:g} s on the C-GET association"
-                ) from None
+                # Whether the peer stored the instance is unknown and the C-GET
+                # cannot go on: abort, so that the peer is told and the server
+                # logs the association as timed out rather than just closed.
+                detail = f"no C-STORE-RSP within {self._timeout:g} s on the C-GET association"
+                self._assoc.timed_out(detail)
+                raise AssociationTimeout(detail) from None
         finally:
             self._pending.pop(command.message_id, None)
 
@@ -110,11 +125,6 @@ class Operation:
     def start(self, coroutine: Coroutine[object, object, None]) -> Operation:
         self.task = asyncio.get_running_loop().create_task(coroutine)
         return self
-
-    def sent(self, status: int) -> None:
-        """A response of the operation went out (the final one: not Pending)."""
-        if category(status) is not StatusCategory.PENDING:
-            self.final_sent = True
 
     def deliver(self, command: Command) -> bool:
         """Take a command read while the operation runs; False if it is not for us."""

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import msgspec
 
@@ -49,13 +49,15 @@ from archive.net.association import (
 )
 from archive.net.connection import Connection
 from archive.net.operation import MAX_IDENTIFIER, GetChannel, Operation
-from archive.services import Cancel, DatasetInterrupted, Registry, Request, failure
+from archive.services import Cancel, DatasetInterrupted, Registry, Request, Response, failure
 
 log = logging.getLogger("archive.net")
 
 #: Requests that run as an :class:`Operation` while the association is read on.
 _OPERATIONS = (CFindRq, CMoveRq, CGetRq)
-#: Pending responses are written together, a burst (a page of C-FIND matches) at a time.
+#: The Pending statuses (PS3.7 C.4): an operation's response with any other is its
+#: last. Pending responses are written together, a burst (a page of C-FIND
+#: matches) at a time.
 _COALESCED = frozenset({int(Status.PENDING), int(Status.PENDING_WARNING)})
 #: Read timeout while an operation runs: the peer is rightly silent, waiting for
 #: our responses (the operation's own sends are bounded by the network timeout).
@@ -302,18 +304,16 @@ class Server:
                 await assoc.send(received.context_id, response.command)
             return
         try:
-            async for response in provider(request):
-                if not assoc.ul.can_send_data:
-                    break
-                status = response.command.status  # type: ignore[union-attr]
-                await assoc.send(
-                    received.context_id,
-                    response.command,
-                    response.dataset,
-                    coalesce=status in _COALESCED,
-                )
-                if operation is not None:
-                    operation.sent(status)
+            async with _closing(provider(request)) as responses:
+                async for response in responses:
+                    if not assoc.ul.can_send_data:
+                        break
+                    pending = response.command.status in _COALESCED  # type: ignore[union-attr]
+                    await assoc.send(
+                        received.context_id, response.command, response.dataset, coalesce=pending
+                    )
+                    if operation is not None and not pending:
+                        operation.final_sent = True
         except DatasetInterrupted:
             return  # the association is gone; the provider has cleaned up
 
@@ -366,13 +366,24 @@ async def _receive_during(assoc: Association, operation: Operation) -> MessageEv
     whatever it had decoded kept in the association.
     """
     reading = asyncio.ensure_future(assoc.receive(timeout=_WHILE_OPERATING))
-    done, _ = await asyncio.wait({reading, operation.task}, return_when=asyncio.FIRST_COMPLETED)
-    if reading in done:
-        return reading.result()
-    reading.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await reading
-    return None
+    try:
+        await asyncio.wait({reading, operation.task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # Also when we are cancelled (shutdown): the read must not outlive us.
+        if not reading.done():
+            reading.cancel()
+            await asyncio.wait({reading})  # unlike ``await reading``, keeps our own cancel
+    return reading.result() if not reading.cancelled() else None
+
+
+def _closing(
+    responses: AsyncIterator[Response],
+) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Response]]:
+    """Close a provider's generator on leaving the block, not whenever the GC gets to
+    it: its ``finally`` ends the C-MOVE/C-GET worker tasks it started."""
+    if isinstance(responses, AsyncGenerator):
+        return contextlib.aclosing(responses)
+    return contextlib.nullcontext(responses)
 
 
 async def _fragments(assoc: Association) -> AsyncIterator[memoryview]:

@@ -222,8 +222,9 @@ def test_no_command_is_a_usage_error() -> None:
 
 def test_message_ids_wrap_within_us_range() -> None:
     """Message ID is a US (PS3.7 E.1): after 65535 comes 1, never 0 or 65536."""
+    from archive.net.association import MessageIds
     from archive.net.client import ClientAssociation
 
     client = ClientAssociation.__new__(ClientAssociation)
-    client._last_id = 65534
+    client._message_ids = MessageIds(last=65534)
     assert [client.next_message_id() for _ in range(3)] == [65535, 1, 2]

@@ -10,9 +10,13 @@ association. Our SCU is the peer; pynetdicom's and DCMTK's are in tests/interop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
+
+import pytest
 
 from archive.config import Config, parse_config
 from archive.dicom import uids
@@ -30,7 +34,15 @@ from archive.dicom.dimse import (
 from archive.dicom.errors import AbortSource
 from archive.dicom.ul.negotiation import default_acceptor_policy
 from archive.dicom.ul.pdu import AAbort, RoleSelection
-from archive.net import Timeouts, associate, serving
+from archive.net import (
+    AssociationAborted,
+    AssociationTimeout,
+    ClientAssociation,
+    Outcome,
+    Timeouts,
+    associate,
+    serving,
+)
 from archive.services import Registry, Request, Response, c_echo
 from archive.services.base import Provider
 
@@ -42,11 +54,31 @@ ELE = uids.EXPLICIT_VR_LE
 SHORT = Timeouts(artim=3.0, network=2.0, dimse=5.0, connect=3.0)
 
 
-def config() -> Config:
+def config(dimse: float = 5.0) -> Config:
     return parse_config(
         '[node]\nhost = "127.0.0.1"\nport = 0\n'
-        "[timeouts]\nnetwork = 1.0\nartim = 3.0\ndimse = 5.0\n"
+        f"[timeouts]\nnetwork = 1.0\nartim = 3.0\ndimse = {dimse}\n"
     )
+
+
+@contextlib.asynccontextmanager
+async def scu(
+    registry: Registry,
+    contexts: Sequence[tuple[str, Sequence[str]]],
+    roles: Sequence[RoleSelection] = (),
+    cfg: Config | None = None,
+) -> AsyncIterator[tuple[ClientAssociation, int]]:
+    """A server with ``registry``, and our SCU associated with it: the association
+    and the ID of the context accepted for the first abstract syntax proposed."""
+    cfg = cfg or config()
+    async with serving(cfg, default_acceptor_policy(cfg), registry) as server:
+        assoc = await associate("127.0.0.1", server.port, calling_ae="SCU",
+                                called_ae="ARCHIVE", contexts=contexts, roles=roles,
+                                timeouts=SHORT)  # fmt: skip
+        async with assoc:
+            ctx = assoc.negotiated.context_for(contexts[0][0])
+            assert ctx is not None
+            yield assoc, ctx.id
 
 
 def slow_find(
@@ -77,35 +109,59 @@ def slow_find(
     return provider
 
 
+def find_held_at(ticks: list[int], held: asyncio.Event, at: int) -> Provider:
+    """Pending responses; before the match number ``at`` it waits for ``held``, then
+    for the cancel flag (a few turns of the loop, no clock), then goes on until
+    cancelled. ``ticks`` records the matches made."""
+
+    async def provider(request: Request) -> AsyncIterator[Response]:
+        command = request.command
+        assert isinstance(command, CFindRq)
+        cancel = request.cancel
+        assert cancel is not None
+        for n in range(1000):
+            if n == at:
+                await held.wait()
+                for _ in range(10_000):  # bounded: a lost cancel fails, not hangs
+                    if cancel.requested:
+                        break
+                    await asyncio.sleep(0)
+            if cancel.requested:
+                yield Response(CFindRsp(message_id_being_responded_to=command.message_id,
+                                        status=Status.CANCEL))  # fmt: skip
+                return
+            ticks.append(n)
+            yield Response(
+                CFindRsp(message_id_being_responded_to=command.message_id,
+                         status=Status.PENDING, has_dataset=True),
+                b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ",
+            )  # fmt: skip
+        yield Response(CFindRsp(message_id_being_responded_to=command.message_id, status=0))
+
+    return provider
+
+
 def test_cancel_stops_a_running_find() -> None:
     ticks: list[int] = []
 
     async def main() -> list[int]:
-        registry = Registry({CFindRq: slow_find(ticks), CEchoRq: c_echo})
-        cfg = config()
-        async with serving(cfg, default_acceptor_policy(cfg), registry) as server:
-            assoc = await associate("127.0.0.1", server.port, calling_ae="SCU",
-                                    called_ae="ARCHIVE",
-                                    contexts=[(FIND, [ELE]), (uids.VERIFICATION, [ELE])],
-                                    timeouts=SHORT)  # fmt: skip
-            statuses: list[int] = []
-            async with assoc:
-                ctx = assoc.negotiated.context_for(FIND)
-                assert ctx is not None
-                async for rsp, _data in assoc.find(ctx.id, b"IDENT!"):
-                    statuses.append(rsp.status)
-                    if len(statuses) == 5:
-                        await assoc.cancel()
-                # The association is still usable after the cancel.
-                assert await assoc.echo() == 0
-            return statuses
+        held = asyncio.Event()
+        registry = Registry({CFindRq: find_held_at(ticks, held, 5), CEchoRq: c_echo})
+        statuses: list[int] = []
+        async with scu(registry, [(FIND, [ELE]), (uids.VERIFICATION, [ELE])]) as (assoc, ctx):
+            async for rsp, _data in assoc.find(ctx, b"IDENT!"):
+                statuses.append(rsp.status)
+                if len(statuses) == 5:
+                    await assoc.cancel()
+                    held.set()  # the C-CANCEL-RQ is on the wire
+            # The association is still usable after the cancel.
+            assert await assoc.echo() == 0
+        return statuses
 
     statuses = asyncio.run(main())
-    assert statuses[-1] == Status.CANCEL
-    assert all(s == Status.PENDING for s in statuses[:-1])
-    # At most a response or two were in flight when the cancel arrived.
-    assert 5 <= len(statuses) - 1 <= 8
-    assert len(ticks) < 12
+    # The cancel reached the running operation, which made no match after it.
+    assert statuses == [Status.PENDING] * 5 + [Status.CANCEL]
+    assert ticks == list(range(5))
 
 
 def test_idle_timeout_does_not_fire_during_a_long_operation() -> None:
@@ -114,15 +170,8 @@ def test_idle_timeout_does_not_fire_during_a_long_operation() -> None:
 
     async def main() -> list[int]:
         registry = Registry({CFindRq: slow_find(ticks, matches=15, pause=0.1)})
-        cfg = config()
-        async with serving(cfg, default_acceptor_policy(cfg), registry) as server:
-            assoc = await associate("127.0.0.1", server.port, calling_ae="SCU",
-                                    called_ae="ARCHIVE", contexts=[(FIND, [ELE])],
-                                    timeouts=SHORT)  # fmt: skip
-            async with assoc:
-                ctx = assoc.negotiated.context_for(FIND)
-                assert ctx is not None
-                return [rsp.status async for rsp, _ in assoc.find(ctx.id, b"IDENT!")]
+        async with scu(registry, [(FIND, [ELE])]) as (assoc, ctx):
+            return [rsp.status async for rsp, _ in assoc.find(ctx, b"IDENT!")]
 
     statuses = asyncio.run(main())
     assert statuses == [Status.PENDING] * 15 + [Status.SUCCESS]
@@ -170,12 +219,15 @@ def fake_get(payload: bytes, count: int) -> Provider:
     return provider
 
 
+GET_CONTEXTS = [(GET, [ELE]), (CT, [ELE])]
+GET_ROLES = [RoleSelection(CT, scu_role=False, scp_role=True)]
+
+
 def test_get_suboperations_on_the_callers_association() -> None:
     payload = bytes(range(256)) * 40
 
     async def main() -> tuple[list[tuple[int, int | None]], list[tuple[str, bytes]]]:
         registry = Registry({CGetRq: fake_get(payload, 4)})
-        cfg = config()
         received: list[tuple[str, bytes]] = []
 
         async def on_store(rq: CStoreRq, ts: str, fragments: AsyncIterator[memoryview]) -> int:
@@ -183,20 +235,11 @@ def test_get_suboperations_on_the_callers_association() -> None:
             received.append((rq.affected_sop_instance_uid, data))
             return 0 if len(received) != 3 else 0xA700  # the third one fails
 
-        async with serving(cfg, default_acceptor_policy(cfg), registry) as server:
-            assoc = await associate(
-                "127.0.0.1", server.port, calling_ae="SCU", called_ae="ARCHIVE",
-                contexts=[(GET, [ELE]), (CT, [ELE])],
-                roles=[RoleSelection(CT, scu_role=False, scp_role=True)],
-                timeouts=SHORT,
-            )  # fmt: skip
-            async with assoc:
-                ctx = assoc.negotiated.context_for(GET)
-                assert ctx is not None
-                responses = [
-                    (rsp.status, rsp.number_of_failed_suboperations)
-                    async for rsp, _ in assoc.get(ctx.id, b"IDENT!", on_store)
-                ]
+        async with scu(registry, GET_CONTEXTS, GET_ROLES) as (assoc, ctx):
+            responses = [
+                (rsp.status, rsp.number_of_failed_suboperations)
+                async for rsp, _ in assoc.get(ctx, b"IDENT!", on_store)
+            ]
         return responses, received
 
     responses, received = asyncio.run(main())
@@ -205,37 +248,162 @@ def test_get_suboperations_on_the_callers_association() -> None:
     assert responses == [(0xFF00, 0), (0xFF00, 0), (0xFF00, 1), (0xFF00, 1), (0xB000, 1)]
 
 
+class AssociationLines(logging.Handler):
+    """The server's association log lines, as they are written."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        #: Set at the first line.
+        self.logged = asyncio.Event()
+        #: Called at each line; what it returns goes to ``states``.
+        self.state: Callable[[], object] = lambda: None
+        self.states: list[object] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("association "):
+            self.lines.append(message)
+            self.states.append(self.state())
+            self.logged.set()
+
+
+@pytest.fixture
+def server_lines(caplog: pytest.LogCaptureFixture) -> Iterator[AssociationLines]:
+    caplog.set_level(logging.INFO, logger="archive.net")
+    lines = AssociationLines()
+    server_log = logging.getLogger("archive.net")
+    server_log.addHandler(lines)
+    yield lines
+    server_log.removeHandler(lines)
+
+
+def test_get_suboperation_unanswered_within_dimse_timeout_aborts(
+    server_lines: AssociationLines,
+) -> None:
+    """No C-STORE-RSP within the DIMSE timeout: the server sends A-ABORT and logs
+    the association as timed out (was: closed the connection without a word)."""
+
+    async def main() -> tuple[Exception, Outcome, list[tuple[int, int]]]:
+        registry = Registry({CGetRq: fake_get(b"x" * 100, 2)})
+        statuses: list[tuple[int, int]] = []
+
+        async def on_store(rq: CStoreRq, ts: str, fragments: AsyncIterator[memoryview]) -> int:
+            async for _ in fragments:
+                pass
+            # Answer only once the server has given up on us (no clock here).
+            await asyncio.wait_for(server_lines.logged.wait(), timeout=10.0)
+            return 0
+
+        async with scu(registry, GET_CONTEXTS, GET_ROLES, config(dimse=0.2)) as (assoc, ctx):
+
+            async def get() -> None:
+                async for rsp, _ in assoc.get(ctx, b"IDENT!", on_store):
+                    statuses.append((rsp.status, rsp.number_of_completed_suboperations))
+
+            with pytest.raises(AssociationAborted) as raised:
+                await get()
+            return raised.value, assoc.assoc.outcome, statuses
+
+    error, outcome, statuses = asyncio.run(main())
+    assert statuses == []
+    assert outcome is Outcome.ABORTED_BY_PEER, (outcome, error)  # was: CONNECTION_LOST
+    (line,) = server_lines.lines
+    assert line.endswith(" timed out (no C-STORE-RSP within 0.2 s on the C-GET association)"), line
+
+
+def test_suboperation_sending_when_another_times_out_ends_as_aborted(
+    server_lines: AssociationLines,
+) -> None:
+    """Two sub-operations at once; the first times out (A-ABORT) while the second is
+    still sending its data set: the second fails with AssociationAborted, and the
+    association is logged as timed out (was: LocalProtocolError, logged as an
+    internal failure with a traceback)."""
+    errors: list[type[BaseException]] = []
+
+    async def two_at_once(request: Request) -> AsyncIterator[Response]:
+        command = request.command
+        assert isinstance(command, CGetRq)
+        channel = request.channel
+        assert channel is not None
+        (context,) = [c for c in channel.store_contexts() if c.abstract_syntax == CT]
+
+        def rq(n: int) -> CStoreRq:
+            return CStoreRq(message_id=channel.next_message_id(), affected_sop_class_uid=CT,
+                            affected_sop_instance_uid=f"1.2.3.{n}")  # fmt: skip
+
+        read = asyncio.Event()
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield b"x" * 100
+            read.set()
+
+        first = asyncio.ensure_future(channel.store(context.id, rq(0), whole()))
+        await read.wait()  # the first goes out first
+
+        async def split() -> AsyncIterator[bytes]:
+            yield b"x" * 50
+            await asyncio.wait({first})  # the rest once the first has timed out
+            yield b"x" * 50
+
+        try:
+            await channel.store(context.id, rq(1), split())
+        except Exception as exc:
+            errors.append(type(exc))
+        try:
+            await first
+        except Exception as exc:
+            errors.append(type(exc))
+            raise
+        yield Response(CGetRsp(message_id_being_responded_to=command.message_id, status=0))
+
+    async def main() -> None:
+        registry = Registry({CGetRq: two_at_once})
+
+        async def on_store(rq: CStoreRq, ts: str, fragments: AsyncIterator[memoryview]) -> int:
+            async for _ in fragments:
+                pass
+            await asyncio.wait_for(server_lines.logged.wait(), timeout=10.0)
+            return 0
+
+        async with scu(registry, GET_CONTEXTS, GET_ROLES, config(dimse=0.2)) as (assoc, ctx):
+            with pytest.raises(AssociationAborted):
+                await anext(assoc.get(ctx, b"IDENT!", on_store))
+
+    asyncio.run(main())
+    assert errors == [AssociationAborted, AssociationTimeout]
+    (line,) = server_lines.lines  # and no "association from ... failed"
+    assert line.endswith(" timed out (no C-STORE-RSP within 0.2 s on the C-GET association)"), line
+
+
 def test_a_second_request_while_an_operation_runs_aborts() -> None:
     """The (1, 1) asynchronous operations window broken: the association ends with
     an A-ABORT at once, instead of the server waiting without reading."""
     ticks: list[int] = []
 
-    async def main() -> tuple[object, float]:
+    async def main() -> tuple[object, int]:
         registry = Registry({CFindRq: slow_find(ticks, pause=0.05), CEchoRq: c_echo})
-        cfg = config()
-        async with serving(cfg, default_acceptor_policy(cfg), registry) as server:
-            client = await associate("127.0.0.1", server.port, calling_ae="SCU",
-                                     called_ae="ARCHIVE",
-                                     contexts=[(FIND, [ELE]), (uids.VERIFICATION, [ELE])],
-                                     timeouts=SHORT)  # fmt: skip
-            find = client.negotiated.context_for(FIND)
+        contexts = [(FIND, [ELE]), (uids.VERIFICATION, [ELE])]
+        async with scu(registry, contexts) as (client, find):
             echo = client.negotiated.context_for(uids.VERIFICATION)
-            assert find is not None
             assert echo is not None
-            started = time.monotonic()
             rq = CFindRq(message_id=1, affected_sop_class_uid=FIND)
-            await client.assoc.send(find.id, rq, b"IDENT!")
+            await client.assoc.send(find, rq, b"IDENT!")
             await client.assoc.send(echo.id, CEchoRq(message_id=2, affected_sop_class_uid=ECHO))
+            responses = 0
             while True:
                 item = await client.assoc.receive(timeout=5.0)
-                if not isinstance(item, CommandReceived | DatasetFragment):
+                if type(item) is CommandReceived:
+                    responses += 1
+                elif not isinstance(item, DatasetFragment):
                     client.abort()
-                    return item, time.monotonic() - started
+                    return item, responses
 
-    ended, seconds = asyncio.run(main())
+    ended, responses = asyncio.run(main())
     assert isinstance(ended, AAbort)
     assert ended.source == AbortSource.SERVICE_USER
-    assert seconds < 2.0  # the 1,000-match query would take 50 s
+    # A match or two at most went out first: the query has 1,000 of them.
+    assert responses < 10, responses
 
 
 def test_a_burst_of_pending_responses_goes_out_in_one_write(monkeypatch: Any) -> None:
@@ -263,18 +431,11 @@ def test_a_burst_of_pending_responses_goes_out_in_one_write(monkeypatch: Any) ->
 
     async def main() -> list[bytes | None]:
         registry = Registry({CFindRq: burst})
-        cfg = config()
-        async with serving(cfg, default_acceptor_policy(cfg), registry) as server:
-            assoc = await associate("127.0.0.1", server.port, calling_ae="SCU",
-                                    called_ae="ARCHIVE", contexts=[(FIND, [ELE])],
-                                    timeouts=SHORT)  # fmt: skip
-            async with assoc:
-                ctx = assoc.negotiated.context_for(FIND)
-                assert ctx is not None
-                monkeypatch.setattr(Connection, "write", counting)
-                got = [data async for _rsp, data in assoc.find(ctx.id, b"IDENT!")]
-                monkeypatch.setattr(Connection, "write", original)
-                return got
+        async with scu(registry, [(FIND, [ELE])]) as (assoc, ctx):
+            monkeypatch.setattr(Connection, "write", counting)
+            got = [data async for _rsp, data in assoc.find(ctx, b"IDENT!")]
+            monkeypatch.setattr(Connection, "write", original)
+            return got
 
     got = asyncio.run(main())
     assert got[:-1] == [b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " + bytes([n]) * 2
@@ -285,11 +446,12 @@ def test_a_burst_of_pending_responses_goes_out_in_one_write(monkeypatch: Any) ->
     assert len(writes) == 2, writes
 
 
-def test_matches_stop_when_the_scu_stops_reading() -> None:
+def test_matches_stop_when_the_scu_stops_reading(server_lines: AssociationLines) -> None:
     """Pending responses are written with flow control: an SCU that reads nothing
     holds back the query (its buffers fill, the provider waits), and after the
     network timeout (1 s here) the association is aborted, instead of every match
-    piling up in our memory."""
+    piling up in our memory. The provider's generator is closed then, before the
+    association ends, not whenever the GC gets to it."""
     import socket
 
     from archive.dicom.dimse import message_pdus
@@ -297,18 +459,23 @@ def test_matches_stop_when_the_scu_stops_reading() -> None:
 
     yielded: list[int] = []
     total = 100_000
+    closed: list[bool] = []
+    server_lines.state = lambda: bool(closed)
 
     async def endless(request: Request) -> AsyncIterator[Response]:
         command = request.command
         assert isinstance(command, CFindRq)
-        for n in range(total):
-            yielded.append(n)
-            yield Response(
-                CFindRsp(message_id_being_responded_to=command.message_id,
-                         status=Status.PENDING, has_dataset=True),
-                b"\x08\x00\x52\x00\xe8\x03\x00\x00" + b"S" * 1000,
-            )  # fmt: skip
-        yield Response(CFindRsp(message_id_being_responded_to=command.message_id, status=0))
+        try:
+            for n in range(total):
+                yielded.append(n)
+                yield Response(
+                    CFindRsp(message_id_being_responded_to=command.message_id,
+                             status=Status.PENDING, has_dataset=True),
+                    b"\x08\x00\x52\x00\xe8\x03\x00\x00" + b"S" * 1000,
+                )  # fmt: skip
+            yield Response(CFindRsp(message_id_being_responded_to=command.message_id, status=0))
+        finally:
+            closed.append(True)  # where a C-MOVE/C-GET provider ends its workers
 
     def silent_scu(port: int) -> float:
         with RawPeer("127.0.0.1", port, timeout=10.0) as peer:
@@ -330,3 +497,4 @@ def test_matches_stop_when_the_scu_stops_reading() -> None:
     lasted = asyncio.run(main())
     assert len(yielded) < total // 5, len(yielded)  # held back, not all buffered (was: all)
     assert lasted < 10.0
+    assert server_lines.states == [True]  # closed when the association was logged
