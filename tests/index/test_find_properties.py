@@ -50,7 +50,21 @@ KEY_VALUES: dict[str, list[str]] = {
     "Modality": ["CT", "MR", "*R", "CT\\PT"],
     "SeriesNumber": ["1", "2", "1\\2"],
     "SeriesInstanceUID": ["1.1.1", "1.2.2\\2.1.3"],
-    "SOPInstanceUID": ["1.1.1.0", "2.2.3.1\\1.1.2.2"],
+    # Instances are f"{series}.{k}", k in (0, 1) (see _check); each long list
+    # names one of the two instances of every series, so most records have a match.
+    "SOPInstanceUID": [
+        "1.1.1.0",
+        "2.2.3.1\\1.1.2.2",
+        "1.1.2.1",
+        *(
+            "\\".join(
+                f"{study}.{series}.{(study + series + k).count('2') % 2}"
+                for study in ("1.1", "1.2", "1.3", "2.1", "2.2")
+                for series in "123"
+            )
+            for k in ("", "2")
+        ),
+    ],
     "SOPClassUID": [CT, MR],
 }
 LEVEL_KEYS = {
@@ -127,6 +141,9 @@ async def _check(records: list[Any], queries: list[Query]) -> None:
                         modality=modality,
                         sop_class={"MR": MR, "SR": SR}.get(modality, CT),
                         series_number=number,
+                        # Reachable by the SOPInstanceUID values of KEY_VALUES
+                        # (the default, series + instance number, never is).
+                        sop_instance_uid=f"{series}.{k}",
                     )
                     await index.add(item)
             for query in queries:
