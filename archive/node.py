@@ -12,8 +12,10 @@ code the server does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -22,11 +24,11 @@ from archive.config import Config
 from archive.dicom.dimse import CFindRq, CGetRq, CMoveRq
 from archive.dicom.ul.negotiation import default_acceptor_policy
 from archive.index import Index
-from archive.net import Server, timeouts_from
-from archive.services import Ingest, default_registry
+from archive.net import AssociationError, Server, associate, timeouts_from
+from archive.services import Ingest, StoreTarget, SubAssociationError, default_registry
 from archive.services.base import Provider
 from archive.services.query import FindSettings, c_find_provider
-from archive.services.retrieve import MoveSettings, c_get_provider, c_move_provider
+from archive.services.retrieve import Connect, MoveSettings, c_get_provider, c_move_provider
 from archive.store import FileStore, scan_file
 
 log = logging.getLogger("archive.node")
@@ -46,17 +48,24 @@ class Storage:
         self.ingest: Ingest | None = None
 
     async def open(self) -> Storage:
-        await self.files.open()
-        self.index = await Index.open(
-            self.root / INDEX_FILE,
-            durability="strict" if self.config.store.durability == "strict" else "fast",
-        )
-        self.ingest = Ingest(
-            self.files,
-            self.index,
-            duplicates=_policy(self.config.store.duplicates),
-        )
-        await self.recover()
+        """Open the store and the index, then recover. If any step fails, what was
+        opened is closed (the folder's lock, the I/O pool, the index's threads)
+        before the error goes on: a failed open leaves the folder free."""
+        try:
+            await self.files.open()
+            self.index = await Index.open(
+                self.root / INDEX_FILE,
+                durability="strict" if self.config.store.durability == "strict" else "fast",
+            )
+            self.ingest = Ingest(
+                self.files,
+                self.index,
+                duplicates=_policy(self.config.store.duplicates),
+            )
+            await self.recover()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def recover(self) -> None:
@@ -124,8 +133,10 @@ class Storage:
         return scanned.size == size and scanned.digest == digest
 
     async def close(self) -> None:
-        if self.index is not None:
-            await self.index.close()
+        """Close the index, then the store (and its lock). Idempotent."""
+        index, self.index = self.index, None
+        if index is not None:
+            await index.close()
         # Waits for the I/O pool's last jobs (marker removals): not on the loop.
         await asyncio.to_thread(self.files.close)
 
@@ -139,10 +150,18 @@ class Node:
         self.server: Server | None = None
 
     async def start(self) -> Node:
-        await self.storage.open()
-        registry = default_registry(self.storage.ingest, qr=qr_providers(self.config, self.storage))
-        self.server = Server(self.config, default_acceptor_policy(self.config), registry)
-        await self.server.start()
+        """Open the storage and listen. On any failure (the port taken, say) what
+        was started is stopped before the error goes on."""
+        try:
+            await self.storage.open()
+            registry = default_registry(
+                self.storage.ingest, qr=qr_providers(self.config, self.storage)
+            )
+            self.server = Server(self.config, default_acceptor_policy(self.config), registry)
+            await self.server.start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
         return self
 
     @property
@@ -177,17 +196,47 @@ def qr_providers(config: Config, storage: Storage) -> dict[type, Provider]:
         retrieve_ae=config.node.ae_title,
     )
     move = MoveSettings(
-        ae_title=config.node.ae_title,
         peers={peer.ae_title: (peer.host, peer.port) for peer in config.peers},
         associations=config.retrieve.move_associations,
-        max_pdu_length=config.association.max_pdu_length,
-        timeouts=timeouts_from(config),
     )
     return {
         CFindRq: c_find_provider(storage.index, find),
-        CMoveRq: c_move_provider(storage.index, storage.files, move),
+        CMoveRq: c_move_provider(storage.index, storage.files, move, move_connector(config)),
         CGetRq: c_get_provider(storage.index, storage.files),
     }
+
+
+def move_connector(config: Config) -> Connect:
+    """C-MOVE sub-associations over the driver's SCU, as ``config`` says: our AE
+    title calling, our maximum PDU length and timeouts. The driver's errors become
+    the services' :class:`SubAssociationError` (services sit below net)."""
+    timeouts = timeouts_from(config)
+
+    @contextlib.asynccontextmanager
+    async def connect(
+        called_ae: str,
+        address: tuple[str, int],
+        contexts: Sequence[tuple[str, Sequence[str]]],
+    ) -> AsyncIterator[StoreTarget]:
+        try:
+            assoc = await associate(
+                address[0],
+                address[1],
+                calling_ae=config.node.ae_title,
+                called_ae=called_ae,
+                contexts=contexts,
+                max_pdu_length=config.association.max_pdu_length,
+                timeouts=timeouts,
+            )
+        except AssociationError as exc:
+            raise SubAssociationError(str(exc)) from exc
+        try:
+            async with assoc:  # an error inside aborts the association
+                yield assoc
+        except AssociationError as exc:
+            raise SubAssociationError(str(exc)) from exc
+
+    return connect
 
 
 def _policy(value: str) -> Literal["keep", "replace", "reject"]:

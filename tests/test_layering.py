@@ -6,6 +6,9 @@
   time (an ``if TYPE_CHECKING:`` block is not run time).
 * Across ``archive/``, only ``archive/net/`` touches sockets, and only the entry
   point and the layers built on the event loop use asyncio (ALLOWED below).
+* The layers between import only down (LAYERS_ABOVE below): the service providers
+  never import the driver (``archive/net``), which imports them; what they need
+  of it (C-MOVE's sub-associations) ``node.py`` hands them behind a Protocol.
 
 A failure names the file, the line and the import.
 """
@@ -85,6 +88,24 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "index/",
         "store/",
     ),
+}
+
+
+#: The entry points and composition root: above every package in archive/.
+_ENTRY = (
+    "archive.cli",
+    "archive.cli_qr",
+    "archive.node",
+    "archive.importer",
+    "archive.reconcile",
+    "archive.config",
+)
+#: What each package may not import at run time: the layers above it (DESIGN.md
+#: "Layers"), as dotted module prefixes.
+LAYERS_ABOVE: dict[str, tuple[str, ...]] = {
+    "services/": ("archive.net", "archive.scu", *_ENTRY),
+    "store/": ("archive.net", "archive.services", "archive.scu", *_ENTRY),
+    "index/": ("archive.net", "archive.services", "archive.scu", "archive.store", *_ENTRY),
 }
 
 
@@ -243,6 +264,23 @@ def package_violations(paths: list[Path], sources: dict[Path, str] | None = None
     return sorted(set(problems))
 
 
+def layer_violations(paths: list[Path], sources: dict[Path, str] | None = None) -> list[str]:
+    sources = sources or {}
+    problems = []
+    for path in paths:
+        relative = path.relative_to(PACKAGE).as_posix()
+        for package, above in LAYERS_ABOVE.items():
+            if not relative.startswith(package):
+                continue
+            for imp in imports(path, sources.get(path)):
+                problems.extend(
+                    f"{imp}  ({layer} is above archive/{package})"
+                    for layer in above
+                    if _under(imp.module, layer)
+                )
+    return sorted(set(problems))
+
+
 def test_dicom_is_pure_protocol_code() -> None:
     paths = _sources(DICOM)
     assert paths, "archive/dicom has no modules?"
@@ -252,6 +290,11 @@ def test_dicom_is_pure_protocol_code() -> None:
 
 def test_only_the_driver_touches_sockets_and_asyncio() -> None:
     problems = package_violations(_sources(PACKAGE))
+    assert not problems, "layering:\n" + "\n".join(problems)
+
+
+def test_imports_point_down_only() -> None:
+    problems = layer_violations(_sources(PACKAGE))
     assert not problems, "layering:\n" + "\n".join(problems)
 
 
@@ -355,5 +398,45 @@ def test_checker_enforces_the_allowed_list() -> None:
             "archive/cli.py:2: import socket  (socket only in net/)",
             "archive/dicom/writer.py:1: import asyncio.tasks  (asyncio only in cli.py, "
             "node.py, importer.py, net/, scu/, services/, index/, store/)",
+        ]
+    )
+
+
+def test_checker_finds_imports_of_upper_layers() -> None:
+    retrieve = PACKAGE / "services" / "retrieve.py"
+    files = PACKAGE / "store" / "files.py"
+    index = PACKAGE / "index" / "database.py"
+    sources = {
+        retrieve: textwrap.dedent(
+            """
+            from typing import TYPE_CHECKING
+            from archive.index import InstanceRow
+            from archive.store import DatasetReader
+            from archive.net import associate
+            from .. import node
+            if TYPE_CHECKING:
+                from archive.net import Timeouts
+
+            def later():
+                from ..net.client import associate
+            """
+        ),
+        files: "from archive.services import Cancel\nfrom archive.index import Index\n",
+        index: "import archive.store.files\nfrom archive.config import Config\n",
+    }
+    assert layer_violations(list(sources), sources) == sorted(
+        [
+            "archive/index/database.py:1: import archive.store.files  "
+            "(archive.store is above archive/index/)",
+            "archive/index/database.py:2: from archive.config import Config  "
+            "(archive.config is above archive/index/)",
+            "archive/services/retrieve.py:5: from archive.net import associate  "
+            "(archive.net is above archive/services/)",
+            "archive/services/retrieve.py:6: from .. import node  "
+            "(archive.node is above archive/services/)",
+            "archive/services/retrieve.py:11: from ..net.client import associate  "
+            "(archive.net is above archive/services/)",
+            "archive/store/files.py:1: from archive.services import Cancel  "
+            "(archive.services is above archive/store/)",
         ]
     )

@@ -15,9 +15,11 @@ from archive.index.errors import (
     InvalidRecordError,
     SchemaVersionError,
 )
+from archive.index.query import RECORD_KEYWORDS
 from archive.index.records import InstanceRow, Stats, StoredInstance, WriterStats
 
 __all__ = [
+    "RECORD_KEYWORDS",
     "DuplicateInstanceError",
     "Durability",
     "Index",

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 from array import array
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -282,6 +282,8 @@ class Index:
         reading and answering overlap; a reader is held only during a read, never
         while the caller waits on a slow peer.
         """
+        if not pks:
+            return  # no match: no reader borrowed, no json_each('[]')
         chunks = [pks[:_FIRST_PAGE]]
         chunks += (pks[i : i + _PAGE] for i in range(_FIRST_PAGE, len(pks), _PAGE))
         ahead: asyncio.Task[list[Any]] | None = None
@@ -314,7 +316,7 @@ class Index:
 
     async def find_rows(
         self, query: Query, *, limit: int | None = None
-    ) -> AsyncIterator[list[Sequence[object]]]:
+    ) -> AsyncGenerator[list[Sequence[object]], None]:
         """:meth:`find`'s matches as pages of rows, for a caller that wants no dict
         per match: item 0 of a row is the entity's pk, then the values of
         ``RECORD_KEYWORDS[query.level]`` in that order."""
@@ -323,17 +325,18 @@ class Index:
         async for rows in self._pages(page, pks):
             yield rows
 
-    async def retrieve(self, query: Query) -> AsyncIterator[InstanceRow]:
+    async def retrieve(self, query: Query) -> list[InstanceRow]:
         """The instances under the entities a C-MOVE/C-GET identifier selects.
 
-        Ordered by study, series and instance number (then arrival), paged like
-        :meth:`find`.
+        Ordered by study, series and instance number (then arrival). One statement
+        fetched in one trip to a reader: a retrieve needs every row (the count of
+        sub-operations, the contexts to propose) before its first sub-operation, so
+        paging them like :meth:`find` would only add reads.
         """
-        select, parameters, page = retrieve_statements(query)
-        pks = await self._pks(select, parameters)
-        async for rows in self._pages(page, pks):
-            for row in rows:
-                yield InstanceRow(*row[1:])
+        select, parameters = retrieve_statements(query)
+        async with self._reader() as conn:
+            rows = await conn.execute_fetchall(select, parameters)
+        return [InstanceRow(*row) for row in rows]
 
     async def stats(self) -> Stats:
         """Counts of patients, studies, series, instances and stored bytes."""

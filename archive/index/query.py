@@ -258,21 +258,22 @@ def record_from_row(level: Level, row: Sequence[object]) -> dict[str, object]:
 
 
 def _retrieve_tables(query: Query) -> str:
-    tables = INSTANCE_TABLES
-    if not any(_ALL_COLUMNS[c.keyword].startswith("p.") for c in query.conditions):
-        # Nothing to match on the patient: one join less for every instance.
-        tables = tables.replace(" JOIN patient AS p ON p.pk = st.patient_pk", "")
-    return tables
+    if query.level is Level.PATIENT and any(
+        _ALL_COLUMNS[c.keyword].startswith("p.") for c in query.conditions
+    ):
+        # Patient keys of a PATIENT level retrieve are matched on p itself; at the
+        # other levels _where puts them in a subquery on the patient table.
+        return INSTANCE_TABLES
+    # Nothing to match on the patient: one join less for every instance.
+    return INSTANCE_ROW_TABLES
 
 
-def retrieve_statements(query: Query) -> tuple[str, list[object], str]:
-    """(SQL of the pks of the instances selected, in sending order; its parameters;
-    SQL of one page of InstanceRow columns, taking the pks as a JSON array)."""
-    tables = _retrieve_tables(query)
+def retrieve_statements(query: Query) -> tuple[str, list[object]]:
+    """(SQL of the InstanceRow columns of the instances selected, in sending
+    order; its parameters)."""
     where, parameters = _where(query)
     select = (
-        f"SELECT i.pk FROM {tables} WHERE {where}"
+        f"SELECT {INSTANCE_ROW_COLUMNS} FROM {_retrieve_tables(query)} WHERE {where}"
         " ORDER BY i.study_pk, i.series_pk, i.instance_number, i.pk"
     )
-    page = _PAGE.format(pk="i.pk", columns=INSTANCE_ROW_COLUMNS, tables=INSTANCE_ROW_TABLES)
-    return select, parameters, page
+    return select, parameters

@@ -14,6 +14,7 @@ from archive.services.base import (
     Response,
     StoreContext,
     StoreTarget,
+    SubAssociationError,
     failure,
 )
 from archive.services.echo import c_echo
@@ -30,6 +31,7 @@ __all__ = [
     "Response",
     "StoreContext",
     "StoreTarget",
+    "SubAssociationError",
     "c_echo",
     "c_store_provider",
     "default_registry",

@@ -45,6 +45,17 @@ class DatasetInterrupted(ArchiveError):
     code = "services.dataset_interrupted"
 
 
+class SubAssociationError(ArchiveError):
+    """An association for sub-operations (C-MOVE's, to the Move Destination) could
+    not be opened, or failed while in use.
+
+    Raised by the connector the composition root supplies (``archive/node.py``), so
+    the providers need not know the driver's own errors.
+    """
+
+    code = "services.sub_association"
+
+
 class Cancel:
     """Set when the peer sends a C-CANCEL-RQ for the operation (PS3.7 9.1.2.1.2).
 

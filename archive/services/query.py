@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
+from typing import Literal, Protocol
 
 import msgspec
 
 from archive.dicom.dataset import DatasetError, decode_dataset
 from archive.dicom.dimse import CFindRq, CFindRsp, Command, Status
-from archive.dicom.query import QueryError, information_model, parse_identifier
+from archive.dicom.query import Query, QueryError, information_model, parse_identifier
 from archive.dicom.query_response import response_encoder
-from archive.index.query import RECORD_KEYWORDS
+from archive.index import RECORD_KEYWORDS
 from archive.services.base import Provider, Request, Response, failure
 
 log = logging.getLogger("archive.query")
@@ -39,8 +40,8 @@ log = logging.getLogger("archive.query")
 
 class FindIndex(Protocol):
     def find_rows(
-        self, query: Any, *, limit: int | None = None
-    ) -> AsyncIterator[list[Sequence[object]]]: ...
+        self, query: Query, *, limit: int | None = None
+    ) -> AsyncGenerator[list[Sequence[object]], None]: ...
 
 
 class QueryFailure(msgspec.Struct, frozen=True):
@@ -67,7 +68,7 @@ def parse_request(
     *,
     fold_person_names: bool = False,
     match_unknown: bool = True,
-) -> Any:
+) -> Query | QueryFailure:
     """The request's identifier as a query, or a :class:`QueryFailure`."""
     model = information_model(request.abstract_syntax)
     if model is None:
@@ -127,8 +128,8 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
             retrieve_ae=settings.retrieve_ae,
             columns=("pk", *RECORD_KEYWORDS[query.level]),
         )
-        pages = index.find_rows(query, limit=limit + 1 if limit else None)
-        try:
+        # aclosing: a break (cancel, the limit) ends the index's read now, not at GC.
+        async with aclosing(index.find_rows(query, limit=limit + 1 if limit else None)) as pages:
             async for rows in pages:
                 for row in rows:
                     if request.cancel is not None and request.cancel.requested:
@@ -142,10 +143,6 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
                     yield Response(pending, encode(row))
                 if status != Status.SUCCESS:
                     break
-        finally:
-            close = getattr(pages, "aclose", None)  # an async generator: end its read now
-            if close is not None:
-                await close()
         if status == Status.SUCCESS and request.cancel is not None and request.cancel.requested:
             status = int(Status.CANCEL)
         log.info(

@@ -29,8 +29,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -38,12 +38,20 @@ from archive.dicom.dataset import Element, encode_dataset
 from archive.dicom.dimse import CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, Status
 from archive.dicom.dimse.status import StatusCategory, category
 from archive.dicom.filemeta import FileMetaError
+from archive.dicom.query import Query
 from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, NATIVE_TRANSFER_SYNTAXES
 from archive.dicom.ul.negotiation import MAX_CONTEXTS
 from archive.errors import ArchiveError
 from archive.index import InstanceRow
-from archive.net import AssociationError, Timeouts, associate
-from archive.services.base import Cancel, Provider, Request, Response, StoreContext, StoreTarget
+from archive.services.base import (
+    Cancel,
+    Provider,
+    Request,
+    Response,
+    StoreContext,
+    StoreTarget,
+    SubAssociationError,
+)
 from archive.services.query import QueryFailure, parse_request, query_failure
 from archive.store import DatasetReader
 
@@ -62,12 +70,31 @@ _MAX_UI_LIST = 0xFFFE
 
 
 class RetrieveIndex(Protocol):
-    def retrieve(self, query: Any) -> AsyncIterator[InstanceRow]: ...
+    async def retrieve(self, query: Query) -> list[InstanceRow]: ...
 
 
 class InstanceFiles(Protocol):
     def path(self, relative: str) -> str: ...
     async def run(self, fn: Callable[..., T], *args: object) -> T: ...
+
+
+class Connect(Protocol):
+    """Opens a C-MOVE sub-association: the driver's SCU, supplied by ``archive/node.py``.
+
+    ``connect(called_ae, (host, port), contexts)`` proposes ``contexts`` (abstract
+    syntax, transfer syntaxes) and is an async context manager yielding the
+    association as a :class:`StoreTarget`; leaving it normally releases the
+    association, leaving it with an error aborts it. Raises
+    :class:`SubAssociationError` when the association cannot be opened, and when
+    it fails while in use.
+    """
+
+    def __call__(
+        self,
+        called_ae: str,
+        address: tuple[str, int],
+        contexts: Sequence[tuple[str, Sequence[str]]],
+    ) -> contextlib.AbstractAsyncContextManager[StoreTarget]: ...
 
 
 class NotConvertible(ArchiveError):
@@ -165,35 +192,50 @@ class FileSource:
     read while the peer stores the current one; a file of one chunk or less (most
     images) then costs no wait at all. :meth:`first` reports a read error before
     anything is sent, so a missing file fails its sub-operation only.
+
+    A read in the I/O pool cannot be cancelled (``run_in_executor``): every read is
+    a task awaited through :func:`asyncio.shield`, so a cancelled sub-operation
+    leaves it running, and :meth:`close` waits for the last one to end before
+    closing the file under it (its descriptor could be reused meanwhile).
     """
 
     def __init__(self, files: InstanceFiles, relative: str) -> None:
         self.files = files
         self.reader = DatasetReader(files.path(relative), CHUNK)
         self._first = asyncio.ensure_future(files.run(self.reader.first))
+        #: The read in flight, or the last one: the file is closed once it is done.
+        self._read: asyncio.Future[memoryview] = self._first
+        self._closing = False
 
     async def first(self) -> memoryview:
-        return await self._first
+        return await asyncio.shield(self._first)
 
     async def chunks(self, first: memoryview) -> AsyncIterator[memoryview]:
-        """The data set from ``first`` (what :meth:`first` gave) to the end."""
-        try:
-            block = first
-            while block:
-                yield block
-                if self.reader.done:
-                    break
-                block = await self.files.run(self.reader.next)
-        finally:
-            self.close()
+        """The data set from ``first`` (what :meth:`first` gave) to the end.
+
+        The caller closes the source (:meth:`close`) once the sub-operation ends.
+        """
+        block = first
+        while block:
+            yield block
+            if self.reader.done:
+                break
+            self._read = asyncio.ensure_future(self.files.run(self.reader.next))
+            block = await asyncio.shield(self._read)
 
     def close(self) -> None:
-        """Close the file, now or once the read ahead ends (its error, if any, unused)."""
-        self._first.add_done_callback(self._closed)
+        """Close the file once the read in flight, if any, ends (its error unused).
 
-    def _closed(self, first: asyncio.Future[memoryview]) -> None:
-        if not first.cancelled():
-            first.exception()  # retrieved: a read ahead never sent fails quietly
+        Idempotent: the sub-operation's error paths and its end may all call it.
+        """
+        if not self._closing:
+            self._closing = True
+            self._read.add_done_callback(self._closed)
+
+    def _closed(self, read: asyncio.Future[memoryview]) -> None:
+        for done in (self._first, read):
+            if done.done() and not done.cancelled():
+                done.exception()  # retrieved: a read never sent fails quietly
         self.reader.close()
 
 
@@ -263,16 +305,28 @@ class Retriever:
         contexts: Sequence[StoreContext],
         source: FileSource,
     ) -> int | None:
-        """One C-STORE sub-operation; its status, or None if it could not be sent."""
+        """One C-STORE sub-operation; its status, or None if it could not be sent.
+
+        ``source`` is closed on the way out, however the sub-operation ends."""
+        try:
+            return await self._store(target, row, contexts, source)
+        finally:
+            source.close()
+
+    async def _store(
+        self,
+        target: StoreTarget,
+        row: InstanceRow,
+        contexts: Sequence[StoreContext],
+        source: FileSource,
+    ) -> int | None:
         try:
             context, filtered = convert(row, contexts)
             first = await source.first()
         except NotConvertible as exc:
-            source.close()
             log.warning("sub-operation for instance %s failed: %s", row.sop_instance_uid, exc)
             return None
         except (OSError, FileMetaError) as exc:  # gone, unreadable, or not Part 10
-            source.close()
             log.error("sub-operation for instance %s failed: cannot read its file: %s",
                       row.sop_instance_uid, exc)  # fmt: skip
             return None
@@ -285,10 +339,7 @@ class Retriever:
             move_originator_ae=ae,
             move_originator_message_id=message_id,
         )
-        try:
-            rsp = await target.store(context.id, command, filtered(source.chunks(first)))
-        finally:
-            source.close()  # if the store failed before reading it all
+        rsp = await target.store(context.id, command, filtered(source.chunks(first)))
         if category(rsp.status) not in (StatusCategory.SUCCESS, StatusCategory.WARNING):
             log.warning(
                 "sub-operation for instance %s: status %#06x%s",
@@ -347,7 +398,7 @@ async def progress(
     workers: Sequence[asyncio.Task[None]],
     rsp_type: ResponseType,
     command: CMoveRq | CGetRq,
-) -> AsyncIterator[Response]:
+) -> AsyncGenerator[Response, None]:
     """Pending responses while ``workers`` run, at most one per :data:`PENDING_INTERVAL`.
 
     PS3.4 C.4.2.3.1 leaves pending responses to the SCP ("may"); one per
@@ -417,22 +468,23 @@ async def select(index: RetrieveIndex, request: Request) -> list[InstanceRow] | 
     parsed = parse_request(request, purpose="retrieve")
     if isinstance(parsed, QueryFailure):
         return parsed
-    return [row async for row in index.retrieve(parsed)]
+    return await index.retrieve(parsed)
 
 
 class MoveSettings(msgspec.Struct, frozen=True, kw_only=True):
     """What C-MOVE needs from the configuration."""
 
-    ae_title: str
     #: Move Destination AE title -> (host, port).
     peers: dict[str, tuple[str, int]]
+    #: Sub-associations opened at once to the destination, at most.
     associations: int = 4
-    max_pdu_length: int = 262144
-    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
 
 
-def c_move_provider(index: RetrieveIndex, files: InstanceFiles, settings: MoveSettings) -> Provider:
-    """The C-MOVE SCP (PS3.4 C.4.2.3): sub-operations over new associations."""
+def c_move_provider(
+    index: RetrieveIndex, files: InstanceFiles, settings: MoveSettings, connect: Connect
+) -> Provider:
+    """The C-MOVE SCP (PS3.4 C.4.2.3): sub-operations over new associations,
+    opened by ``connect``."""
 
     async def c_move(request: Request) -> AsyncIterator[Response]:
         command = request.command
@@ -463,12 +515,16 @@ def c_move_provider(index: RetrieveIndex, files: InstanceFiles, settings: MoveSe
             contexts = proposals(selected)
             workers = [
                 asyncio.ensure_future(
-                    _move_worker(retriever, destination, address, contexts, settings)
+                    _move_worker(retriever, connect, destination, address, contexts)
                 )
                 for _ in range(min(settings.associations, len(selected)))
             ]
-            async for response in progress(retriever, workers, CMoveRsp, command):
-                yield response
+            # aclosing: if our caller stops early, the workers are cancelled now.
+            async with contextlib.aclosing(
+                progress(retriever, workers, CMoveRsp, command)
+            ) as responses:
+                async for response in responses:
+                    yield response
         yield await finish(
             retriever,
             CMoveRsp,
@@ -483,34 +539,26 @@ def c_move_provider(index: RetrieveIndex, files: InstanceFiles, settings: MoveSe
 
 async def _move_worker(
     retriever: Retriever,
+    connect: Connect,
     destination: str,
     address: tuple[str, int],
     contexts: Sequence[tuple[str, Sequence[str]]],
-    settings: MoveSettings,
 ) -> None:
     """One association to the destination, sending until the queue is empty."""
     if not retriever.queue or retriever.cancelled:
         return
+    opened = False
     try:
-        assoc = await associate(
-            address[0],
-            address[1],
-            calling_ae=settings.ae_title,
-            called_ae=destination,
-            contexts=contexts,
-            max_pdu_length=settings.max_pdu_length,
-            timeouts=settings.timeouts,
-        )
-    except AssociationError as exc:
-        log.warning("C-MOVE: cannot associate with %s: %s", destination, exc)
-        return
-    try:
-        async with assoc:  # an error inside aborts the sub-association
-            await retriever.run(assoc)
-    except (AssociationError, OSError) as exc:
+        async with connect(destination, address, contexts) as target:
+            opened = True  # from here on, an error aborts the sub-association
+            await retriever.run(target)
+    except (SubAssociationError, OSError) as exc:
         # OSError: a file failed in the middle of its C-STORE; that sub-operation
         # is counted failed and the others go on the other associations or fail.
-        log.warning("C-MOVE: association with %s ended: %s", destination, exc)
+        if opened:
+            log.warning("C-MOVE: association with %s ended: %s", destination, exc)
+        else:
+            log.warning("C-MOVE: cannot associate with %s: %s", destination, exc)
 
 
 def c_get_provider(index: RetrieveIndex, files: InstanceFiles) -> Provider:
@@ -536,8 +584,11 @@ def c_get_provider(index: RetrieveIndex, files: InstanceFiles) -> Provider:
                 asyncio.ensure_future(retriever.run(channel))
                 for _ in range(min(channel.window, len(selected)))
             ]
-            async for response in progress(retriever, workers, CGetRsp, command):
-                yield response
+            async with contextlib.aclosing(
+                progress(retriever, workers, CGetRsp, command)
+            ) as responses:
+                async for response in responses:
+                    yield response
         yield await finish(retriever, CGetRsp, command, request.transfer_syntax, started, "C-GET")
 
     return c_get

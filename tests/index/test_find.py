@@ -189,6 +189,30 @@ def test_limit_and_paging(tmp_path: Path) -> None:
     assert set(some) <= set(every)
 
 
+def test_no_match_reads_no_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query without a match reads its pks and stops: no reader is borrowed for
+    an empty page of records."""
+    pages: list[object] = []
+    real = Index._page
+
+    async def page(self: Index, sql: str, chunk: Any) -> list[Any]:
+        pages.append(list(chunk))
+        return await real(self, sql, chunk)
+
+    monkeypatch.setattr(Index, "_page", page)
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        async with await _filled(tmp_path) as index:
+            none = await _all(index.find_rows(q("STUDY", ("StudyInstanceUID", "7.7"))))
+            one = await _all(index.find_rows(q("STUDY", ("StudyInstanceUID", "1.1"))))
+            return none, one
+
+    none, one = run(scenario())
+    assert none == []
+    assert [len(rows) for rows in one] == [1]
+    assert len(pages) == 1  # the match's page only
+
+
 def test_retrieve_and_count(tmp_path: Path) -> None:
     async def scenario() -> list[list[str]]:
         async with await _filled(tmp_path) as index:
@@ -199,8 +223,16 @@ def test_retrieve_and_count(tmp_path: Path) -> None:
                 q("SERIES", ("SeriesInstanceUID", "1.2.1"), purpose="retrieve"),
                 q("IMAGE", ("SOPInstanceUID", "1.1.1.2\\1.1.9.3\\9.9"), purpose="retrieve"),
                 q("STUDY", ("StudyInstanceUID", "7.7"), purpose="retrieve"),
+                # Patient Root, STUDY level: the Patient ID above selects too.
+                q(
+                    "STUDY",
+                    ("PatientID", "P1"),
+                    ("StudyInstanceUID", "1.1\\2.1"),
+                    model=PR,
+                    purpose="retrieve",
+                ),
             ):
-                rows = [row.sop_instance_uid async for row in index.retrieve(query)]
+                rows = [row.sop_instance_uid for row in await index.retrieve(query)]
                 out.append(rows)
         return out
 
@@ -210,6 +242,7 @@ def test_retrieve_and_count(tmp_path: Path) -> None:
         ["1.2.1.1", "1.2.1.2"],
         ["1.1.1.2", "1.1.9.3"],
         [],
+        ["1.1.1.1", "1.1.1.2", "1.1.9.3"],
     ]
 
 
@@ -217,7 +250,7 @@ def test_retrieve_row_fields(tmp_path: Path) -> None:
     async def scenario() -> list[Any]:
         async with await _filled(tmp_path) as index:
             query = q("IMAGE", ("SOPInstanceUID", "2.1.1.1"), purpose="retrieve")
-            return await _all(index.retrieve(query))
+            return await index.retrieve(query)
 
     (row,) = run(scenario())
     assert (row.study_instance_uid, row.series_instance_uid, row.sop_class_uid) == (
@@ -276,13 +309,24 @@ def test_leading_wildcard_scans_patients_only(tmp_path: Path) -> None:
 
 def test_retrieve_plan_uses_indexes(tmp_path: Path) -> None:
     run(_find(tmp_path, [], "StudyInstanceUID"))
-    for query in (
-        q("STUDY", ("StudyInstanceUID", "1.1"), purpose="retrieve"),
-        q("PATIENT", ("PatientID", "P1"), model=PR, purpose="retrieve"),
+    for query, patient_joined in (
+        (q("STUDY", ("StudyInstanceUID", "1.1"), purpose="retrieve"), False),
+        (q("PATIENT", ("PatientID", "P1"), model=PR, purpose="retrieve"), True),
+        (
+            q(
+                "STUDY",
+                ("PatientID", "P1"),
+                ("StudyInstanceUID", "1.1"),
+                model=PR,
+                purpose="retrieve",
+            ),
+            False,  # the Patient ID goes to a subquery on patient: no join
+        ),
     ):
-        select, parameters, _ = retrieve_statements(query)
+        select, parameters = retrieve_statements(query)
         plan = _plan(tmp_path / "index.sqlite", select, parameters)
         assert [s for s in plan if s.startswith("SCAN")] == [], plan
+        assert ("JOIN patient" in select) is patient_joined, select
 
 
 def test_unknown_required_keys_match(tmp_path: Path) -> None:

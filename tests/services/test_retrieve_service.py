@@ -2,14 +2,20 @@
 
 ``Counts`` (PS3.4 C.4.2.1.4 / C.4.3.1.4 final statuses), ``proposals`` (the
 contexts a C-MOVE sub-association offers), ``convert`` (the transcoding seam),
-and the C-GET provider with a real index, real stored files and a fake channel
-(the caller's association) whose C-STORE answers are chosen per instance.
+the C-GET provider with a real index, real stored files and a fake channel
+(the caller's association) whose C-STORE answers are chosen per instance, and the
+C-MOVE provider with fake connectors (``Connect``) in place of the driver's SCU.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+import contextlib
+import logging
+import struct
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -21,18 +27,21 @@ from archive.dicom.dataset import Element, decode_dataset, encode_dataset
 from archive.dicom.dimse import CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, CStoreRsp
 from archive.index import Index, InstanceRow, StoredInstance
 from archive.services import retrieve
-from archive.services.base import Cancel, Request, Response
+from archive.services.base import Cancel, Request, Response, StoreTarget, SubAssociationError
 from archive.services.retrieve import (
     FAILED_SOP_INSTANCE_UID_LIST,
+    Connect,
     Counts,
+    FileSource,
     MoveSettings,
     NotConvertible,
+    Retriever,
     c_get_provider,
     c_move_provider,
     convert,
     proposals,
 )
-from archive.store import scan_file
+from archive.store import DatasetReader, scan_file
 from tests.index import run
 from tests.interop.qrhelpers import CT_IMAGE, MR_IMAGE, STUDY_ROOT_GET, build_corpus
 from tests.interop.storehelpers import split_part10
@@ -186,6 +195,8 @@ class Channel:
     window: int = 1
     in_flight: int = 0
     most_in_flight: int = 0
+    #: After this many stores the association fails (C-MOVE: the peer aborts).
+    abort_after: int | None = None
 
     def store_contexts(self) -> Sequence[Context]:
         return self.contexts
@@ -197,6 +208,8 @@ class Channel:
     async def store(
         self, context_id: int, command: CStoreRq, chunks: AsyncIterator[bytes | memoryview]
     ) -> CStoreRsp:
+        if len(self.received) == self.abort_after:
+            raise SubAssociationError("the peer aborted")
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         data = b"".join([bytes(c) async for c in chunks])
@@ -457,8 +470,9 @@ def test_move_to_unknown_destination_is_a801(
                 message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="NOWHERE"
             )
             req = retrieve_request(command, "STUDY", stored[0].attrs.study_instance_uid)
-            settings = MoveSettings(ae_title="ARCHIVE", peers={"KNOWN": ("127.0.0.1", 1)})
-            return [r async for r in c_move_provider(index, Files(root), settings)(req)]
+            settings = MoveSettings(peers={"KNOWN": ("127.0.0.1", 1)})
+            provider = c_move_provider(index, Files(root), settings, Unreachable())
+            return [r async for r in provider(req)]
 
     responses = asyncio.run(asyncio.wait_for(go(), 20))
     assert len(responses) == 1
@@ -467,6 +481,135 @@ def test_move_to_unknown_destination_is_a801(
     assert final.status == 0xA801
     assert final.error_comment == "move destination 'NOWHERE' unknown"
     assert final.message_id_being_responded_to == 4
+
+
+class Unreachable:
+    """A Connect whose destination nobody listens on."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[str, int]]] = []
+
+    @contextlib.asynccontextmanager
+    async def __call__(
+        self,
+        called_ae: str,
+        address: tuple[str, int],
+        contexts: Sequence[tuple[str, Sequence[str]]],
+    ) -> AsyncIterator[StoreTarget]:
+        self.calls.append((called_ae, address))
+        raise SubAssociationError(f"cannot connect to {address[0]}:{address[1]}")
+        yield  # pragma: no cover
+
+
+class Reachable:
+    """A Connect opening ``channels`` in turn, one per sub-association."""
+
+    def __init__(self, channels: Sequence[Channel]) -> None:
+        self.channels = list(channels)
+        self.calls: list[tuple[str, tuple[str, int], list[tuple[str, list[str]]]]] = []
+        self.closed: list[BaseException | None] = []
+
+    @contextlib.asynccontextmanager
+    async def __call__(
+        self,
+        called_ae: str,
+        address: tuple[str, int],
+        contexts: Sequence[tuple[str, Sequence[str]]],
+    ) -> AsyncIterator[StoreTarget]:
+        self.calls.append((called_ae, address, [(a, list(ts)) for a, ts in contexts]))
+        channel = self.channels.pop(0)
+        try:
+            yield channel
+        except BaseException as exc:
+            self.closed.append(exc)
+            raise
+        self.closed.append(None)
+
+
+def move(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    connect: Connect,
+    *,
+    associations: int = 1,
+) -> list[Response]:
+    """The C-MOVE provider's responses for study A1 to destination KNOWN."""
+    root, stored = corpus_files
+
+    async def go() -> list[Response]:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
+            for item in stored:
+                await index.add(item)
+            command = CMoveRq(
+                message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="KNOWN"
+            )
+            req = retrieve_request(
+                command, "STUDY", stored[0].attrs.study_instance_uid, cancel=Cancel()
+            )
+            settings = MoveSettings(peers={"KNOWN": ("127.0.0.1", 1)}, associations=associations)
+            provider = c_move_provider(index, Files(root), settings, connect)
+            return [r async for r in provider(req)]
+
+    return run(go())
+
+
+def test_move_sends_on_the_connected_association(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    _, stored = corpus_files
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    connect = Reachable([channel])
+    responses = move(corpus_files, tmp_path, connect)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    assert connect.calls == [
+        ("KNOWN", ("127.0.0.1", 1), [(CT_IMAGE, [ELE]), (CT_IMAGE, [ILE]), (CT_IMAGE, [ELE, ILE])])
+    ]
+    assert connect.closed == [None]  # released, not aborted
+    assert sorted(channel.received) == sorted(s.attrs.sop_instance_uid for s in stored)
+    # Move Originator (PS3.7 9.3.1.1): the C-MOVE's caller and message id.
+    assert {(c.move_originator_ae, c.move_originator_message_id) for _, c in channel.commands} == {
+        ("GETSCU", 4)
+    }
+
+
+def test_move_when_nobody_listens_is_a702(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No association could be opened: every sub-operation fails (A702, the UID list)."""
+    _, stored = corpus_files
+    connect = Unreachable()
+    with caplog.at_level(logging.WARNING, logger="archive.retrieve"):
+        responses = move(corpus_files, tmp_path, connect, associations=2)
+    assert counts(responses[-1]) == (0xA702, None, 0, 5, 0)
+    assert sorted(failed_uids(responses[-1])) == sorted(s.attrs.sop_instance_uid for s in stored)
+    assert connect.calls == [("KNOWN", ("127.0.0.1", 1))] * 2
+    assert "C-MOVE: cannot associate with KNOWN: cannot connect to 127.0.0.1:1" in caplog.messages
+    assert "5 sub-operation(s) not performed: no association to the destination" in (
+        caplog.messages
+    )
+
+
+def test_move_association_lost_fails_the_rest(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The association ends during the third C-STORE: two completed, three failed
+    (B000), the association aborted, and the WARNING line says it ended."""
+    _, stored = corpus_files
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)], abort_after=2)
+    connect = Reachable([channel])
+    with caplog.at_level(logging.WARNING, logger="archive.retrieve"):
+        responses = move(corpus_files, tmp_path, connect)
+    assert counts(responses[-1]) == (0xB000, None, 2, 3, 0)
+    uids = {s.attrs.sop_instance_uid for s in stored}
+    assert len(channel.received) == 2
+    assert set(failed_uids(responses[-1])) == uids - set(channel.received)
+    assert len(connect.closed) == 1
+    assert isinstance(connect.closed[0], SubAssociationError)  # aborted, not released
+    assert "C-MOVE: association with KNOWN ended: the peer aborted" in caplog.messages
 
 
 def test_get_with_a_missing_file_fails_that_suboperation_only(
@@ -531,3 +674,139 @@ class SlowChannel(Channel):
     ) -> CStoreRsp:
         await asyncio.sleep(0.02)
         return await super().store(context_id, command, chunks)
+
+
+def test_each_file_is_closed_once(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed: list[str] = []
+    real = FileSource._closed
+
+    def spy(self: FileSource, read: asyncio.Future[memoryview]) -> None:
+        closed.append(str(self.reader.path))
+        real(self, read)
+
+    monkeypatch.setattr(FileSource, "_closed", spy)
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    assert len(closed) == 5
+    assert len(set(closed)) == 5
+
+
+def test_cancelled_read_closes_the_file_after_the_read(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sub-operation cancelled while a chunk is read in the I/O pool: a read there
+    cannot be stopped, so the file is closed once it ends, never under it (its
+    descriptor could meanwhile be another file's)."""
+    root, stored = corpus_files
+    source = stored[0]
+    big = tmp_path / "big.dcm"
+    # Data Set Trailing Padding (FFFC,FFFC) OB: a data set of several chunks.
+    padding = struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, 300_000) + bytes(300_000)
+    big.write_bytes((root / source.path).read_bytes() + padding)
+    monkeypatch.setattr(retrieve, "CHUNK", 1 << 16)  # the least a reader takes
+    events: list[str] = []
+    closed = asyncio.Event()
+    real_close = DatasetReader.close
+
+    def close(self: DatasetReader) -> None:
+        events.append("close")
+        closed.set()  # on the loop's thread: the reader is closed from callbacks
+        real_close(self)
+
+    monkeypatch.setattr(DatasetReader, "close", close)
+    started, gate = threading.Event(), threading.Event()
+
+    class GatedFiles(Files):
+        """Runs calls in a real thread pool; the first chunk after the first one
+        waits for ``gate``."""
+
+        def __init__(self, root: Path, pool: ThreadPoolExecutor) -> None:
+            super().__init__(root)
+            self.pool = pool
+
+        async def run(self, fn: Callable[..., T], *args: object) -> T:
+            def call() -> T:
+                if getattr(fn, "__name__", "") == "next" and not started.is_set():
+                    started.set()
+                    gate.wait(10)
+                    result = fn(*args)
+                    events.append("read end")
+                    return result
+                return fn(*args)
+
+            return await asyncio.get_running_loop().run_in_executor(self.pool, call)
+
+    row = InstanceRow(
+        source.attrs.sop_instance_uid,
+        source.attrs.study_instance_uid,
+        source.attrs.series_instance_uid,
+        source.attrs.sop_class_uid,
+        str(big),
+        big.stat().st_size,
+        source.digest,
+        source.transfer_syntax_uid,
+    )
+
+    async def scenario() -> list[str]:
+        with ThreadPoolExecutor(2) as pool:
+            try:
+                retriever = Retriever(
+                    GatedFiles(root, pool), [row], None, priority=0, originator=None
+                )
+                channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+                task = asyncio.ensure_future(retriever.run(channel))
+                await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                for _ in range(5):
+                    await asyncio.sleep(0)  # any close callback already due runs now
+                before = list(events)
+                gate.set()
+                await closed.wait()
+                return before
+            finally:
+                gate.set()
+
+    assert run(scenario()) == []  # nothing closed while the read was in the pool
+    assert events == ["read end", "close"]
+
+
+def test_get_closed_early_stops_its_workers_at_once(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The driver closes the provider after a pending response (the association
+    went away): the sub-operations stop then, not when the GC gets to them."""
+    monkeypatch.setattr(retrieve, "PENDING_INTERVAL", 0.001)
+    root, stored = corpus_files
+    channel = SlowChannel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+
+    async def go() -> list[asyncio.Task[object]]:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
+            for item in stored:
+                await index.add(item)
+            command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
+            req = retrieve_request(
+                command, "STUDY", stored[0].attrs.study_instance_uid, channel=channel
+            )
+            responses = c_get_provider(index, Files(root))(req)
+            assert isinstance(responses, AsyncGenerator)
+            first = await anext(responses)
+            assert counts(first)[0] == 0xFF00
+            await responses.aclose()
+            return [
+                task
+                for task in asyncio.all_tasks()
+                if task.get_coro().__qualname__ == "Retriever.run" and not task.done()
+            ]
+
+    assert run(go()) == []

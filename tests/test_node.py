@@ -1,0 +1,62 @@
+"""The composition root (archive/node.py): a failed start leaves nothing behind.
+
+A node that cannot listen, or a data folder whose index cannot be opened, must
+raise at once and release what was opened before: the data folder's lock, the
+store's I/O threads and the index's connections (their threads kept a failed
+``archive serve`` from exiting).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sqlite3
+import threading
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from archive.node import INDEX_FILE, Node, Storage
+from archive.store.lock import lock_data_folder, unlock_data_folder
+from tests.conftest import make_config
+from tests.index import run
+
+
+def _threads() -> set[str]:
+    """Threads still alive, bar the loop's default executor (asyncio.to_thread)."""
+    return {t.name for t in threading.enumerate() if not t.name.startswith("asyncio_")}
+
+
+def test_start_on_a_taken_port_raises_and_frees_the_data_folder(tmp_path: Path) -> None:
+    before = _threads()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = make_config(data_dir=str(tmp_path / "data"), port=taken.getsockname()[1])
+
+        async def scenario() -> int:
+            with pytest.raises(OSError, match="address already in use") as raised:
+                await Node(config).start()
+            assert raised.value.errno == errno.EADDRINUSE
+            assert _threads() == before  # no I/O pool, no index connection left
+            # The folder is free: a second node opens it (on a free port).
+            free = msgspec.structs.replace(config.node, port=0)
+            async with Node(msgspec.structs.replace(config, node=free)) as node:
+                return node.port
+
+        assert run(scenario()) > 0
+
+
+def test_storage_whose_index_cannot_open_releases_the_folder(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / INDEX_FILE).mkdir(parents=True)  # a folder where the index file should be
+    before = _threads()
+
+    async def scenario() -> None:
+        with pytest.raises(sqlite3.OperationalError):
+            await Storage(make_config(data_dir=str(root))).open()
+
+    run(scenario())
+    assert _threads() == before
+    unlock_data_folder(lock_data_folder(root))  # not DataFolderInUse
