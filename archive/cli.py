@@ -186,7 +186,13 @@ def _serve(args: argparse.Namespace) -> int:
             old.ae_title,
             address(old),
         )
-    run(serve(config), config.node.loop)
+    try:
+        run(serve(config), config.node.loop)
+    except OSError as exc:  # e.g. the port is taken: a one-line reason, no traceback
+        host, port = config.node.host, config.node.port
+        print(f"archive serve: cannot listen on {host}:{port}: {exc.strerror or exc}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_ABORTED
     return EXIT_OK
 
 

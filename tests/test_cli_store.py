@@ -646,3 +646,24 @@ def test_a_held_data_folder_is_a_one_line_error(
         " (a running node?)\n"
     )
     assert not (held_data / "index.sqlite").exists()  # refused before touching anything
+
+
+def test_serve_on_a_taken_port_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The node cleans up what it opened and the CLI says why, instead of a
+    traceback (and, before Node.start cleaned up, a process that never exited)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(
+            ["serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(tmp_path / "d")]
+        )
+    assert code == EXIT_ABORTED
+    err = capsys.readouterr().err
+    assert err.startswith(f"archive serve: cannot listen on 127.0.0.1:{port}: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
