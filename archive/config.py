@@ -42,6 +42,7 @@ A complete file with every default::
 
     [store]
     durability = "strict"
+    flush = "batch"
     duplicates = "keep"
 
     [query]
@@ -100,8 +101,9 @@ __all__ = [
 
 #: Accepted values of ``node.loop``.
 LOOPS: Final = ("auto", "asyncio", "uvloop")
-#: Accepted values of ``store.durability`` and ``store.duplicates``.
+#: Accepted values of ``store.durability``, ``store.flush`` and ``store.duplicates``.
 DURABILITIES: Final = ("strict", "fast")
+FLUSHES: Final = ("batch", "file")
 DUPLICATE_POLICIES: Final = ("keep", "replace", "reject")
 #: Accepted values of ``node.log_level`` (the names of the :mod:`logging` levels).
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -226,6 +228,13 @@ class StoreConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
             directory and the index's write-ahead log). "fast": no fsync at all;
             an acknowledged instance can be lost in a power failure or kernel
             crash. Only for load-test sinks: UNSAFE for clinical data.
+        flush: how "strict" reaches stable storage. "batch" (default): one
+            flush of the data folder's filesystem (Linux syncfs) after each
+            group commit covers every file, folder and index page written
+            since the last one; where there is no syncfs, "file" is used.
+            "file": fsync of each file and its folder, and of the index's log
+            at each commit; for a data folder that shares its filesystem with
+            other busy writers, whose data a batch flush would wait for too.
         duplicates: what a second C-STORE of a SOP Instance UID already held does
             when its content differs (identical content is always a success
             that rewrites nothing): "keep" (default) keeps the instance held and
@@ -234,6 +243,7 @@ class StoreConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """
 
     durability: str = "strict"
+    flush: str = "batch"
     duplicates: str = "keep"
 
 
@@ -537,6 +547,7 @@ def validate(config: Config) -> None:
         _check_seconds(f"timeouts.{key}", getattr(timeouts, key), allow_zero=False)
 
     _check_choice("store.durability", config.store.durability, DURABILITIES)
+    _check_choice("store.flush", config.store.flush, FLUSHES)
     _check_choice("store.duplicates", config.store.duplicates, DUPLICATE_POLICIES)
 
     _check_int("query.max_matches", config.query.max_matches, 0, _MAX_MATCHES_LIMIT)

@@ -42,8 +42,10 @@ class Storage:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.root = Path(config.node.data_dir)
-        durability = config.store.durability
-        self.files = FileStore(self.root, durable=durability == "strict")
+        strict = config.store.durability == "strict"
+        self.files = FileStore(
+            self.root, durable=strict, batched=strict and config.store.flush == "batch"
+        )
         self.index: Index | None = None
         self.ingest: Ingest | None = None
 
@@ -53,9 +55,17 @@ class Storage:
         before the error goes on: a failed open leaves the folder free."""
         try:
             await self.files.open()
+            flush = None
+            if self.files.batched:
+                # The index may be a link to another disk: flush that one too.
+                await self.files.run(self.files.also_flush, self.root / INDEX_FILE)
+                flush = self.files.flush_all
+            elif self.files.durable and self.config.store.flush == "batch":
+                log.info("no syncfs here: each file is flushed on its own (flush = file)")
             self.index = await Index.open(
                 self.root / INDEX_FILE,
-                durability="strict" if self.config.store.durability == "strict" else "fast",
+                durability="strict" if self.files.durable else "fast",
+                flush=flush,
             )
             self.ingest = Ingest(
                 self.files,
@@ -94,9 +104,11 @@ class Storage:
         - otherwise only the marker goes.
 
         Each removal is done before the marker's, so a crash during recovery
-        leaves the marker for the next one.
+        leaves the marker for the next one. Then :meth:`_check_unflushed`.
         """
         assert self.index is not None
+        # What survived the last stop is made durable before it is judged.
+        await self.files.run(self.files.flush_all)
         found = await self.files.in_flight()
         removed = 0
         for entry in found:
@@ -122,6 +134,36 @@ class Storage:
                 len(found),
                 removed,
             )
+        await self._check_unflushed()
+
+    async def _check_unflushed(self) -> None:
+        """Read back the instances of a batch whose flush may not have completed.
+
+        Under ``flush = "batch"`` a batch is committed, then flushed with its
+        files, then answered. A power cut during that flush can leave rows
+        durable whose files are not (or not whole); they were never
+        acknowledged. The ``unflushed`` journal names that batch's instances
+        (``archive/index/migrations/0002_unflushed.sql``); each whose file does
+        not read back with its row's size and SHA-256 loses row and file. The
+        rows go in one transaction, which also empties the journal, so a crash
+        during this leaves the journal whole for the next start.
+        """
+        assert self.index is not None
+        broken = []
+        for uid in await self.index.unflushed():
+            row = await self.index.instance(uid)
+            if row is not None and not await self._intact(row.path, row.size, row.digest):
+                broken.append((uid, row.path))
+        if not broken:
+            return
+        await self.index.remove([uid for uid, _ in broken])
+        for _, path in broken:
+            await self.files.remove(path)
+        log.warning(
+            "recovery: %d instance(s) of the last batch were not whole on disk "
+            "(never acknowledged): removed",
+            len(broken),
+        )
 
     async def _intact(self, relative: str, size: int, digest: str) -> bool:
         """The placed file reads back as a whole data set with this size and digest."""

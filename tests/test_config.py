@@ -507,6 +507,7 @@ def test_overrides_are_validated(kwargs: dict[str, object], key: str, problem: s
     [
         ('[store]\ndurability = "eventually"\n', "store.durability"),
         ('[store]\nduplicates = "merge"\n', "store.duplicates"),
+        ('[store]\nflush = "never"\n', "store.flush"),
     ],
 )
 def test_store_choices(text: str, key: str) -> None:
@@ -517,7 +518,8 @@ def test_store_choices(text: str, key: str) -> None:
 
 def test_store_defaults() -> None:
     store = Config().store
-    assert (store.durability, store.duplicates) == ("strict", "keep")
+    assert (store.durability, store.flush, store.duplicates) == ("strict", "batch", "keep")
+    assert parse_config('[store]\nflush = "file"\n').store.flush == "file"
 
 
 # --- [query], [retrieve] ----------------------------------------------------------

@@ -11,6 +11,7 @@ from archive.index.database import Index
 from archive.index.errors import (
     DuplicateInstanceError,
     IndexClosedError,
+    IndexFlushError,
     IndexWriteError,
     InvalidRecordError,
     SchemaVersionError,
@@ -24,6 +25,7 @@ __all__ = [
     "Durability",
     "Index",
     "IndexClosedError",
+    "IndexFlushError",
     "IndexWriteError",
     "InstanceRow",
     "InvalidRecordError",

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Literal
 
 import msgspec
 
@@ -40,11 +41,14 @@ from archive.index.errors import DuplicateInstanceError
 from archive.index.records import InstanceRow, StoredInstance
 
 __all__ = [
+    "CLEAR_UNFLUSHED",
     "CREATE_TEMP_TABLES",
     "INSTANCE_ROW_COLUMNS",
     "INSTANCE_ROW_TABLES",
     "SELECT_INSTANCE_ROW",
+    "SELECT_UNFLUSHED",
     "STORED_COLUMNS",
+    "Journal",
     "Operation",
     "Outcome",
     "Remove",
@@ -310,6 +314,13 @@ WHERE pk IN (SELECT pk FROM temp.touched_patient)
 # -- statement sequences ---------------------------------------------------------------
 
 BATCH_START = (CLEAR_TOUCHED_STUDY, CLEAR_TOUCHED_PATIENT)
+
+# The journal of the last batch (migrations/0002_unflushed.sql): every batch empties
+# it (the one before was flushed) and, when the flush follows the commit, names the
+# instances it added or replaced.
+CLEAR_UNFLUSHED = "DELETE FROM unflushed"
+JOURNAL_UNFLUSHED = "INSERT OR IGNORE INTO unflushed (sop_instance_uid) VALUES (?)"
+SELECT_UNFLUSHED = "SELECT sop_instance_uid FROM unflushed ORDER BY sop_instance_uid"
 # Moves the staged adds of one segment into the level tables.
 INSERT_SEGMENT = (
     CLEAR_REFUSED,
@@ -405,7 +416,16 @@ Operation = StoredInstance | Replace | Remove
 Outcome = InstanceRow | int | DuplicateInstanceError | None
 
 
-def apply_batch(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Outcome]:
+#: What a batch does with the ``unflushed`` journal: empty it ("clear": the
+#: commit itself is durable), name its own adds and replaces there ("record": the
+#: caller flushes after the commit), or leave it as it is ("keep": a batch undoing
+#: one whose flush failed).
+Journal = Literal["clear", "record", "keep"]
+
+
+def apply_batch(
+    conn: sqlite3.Connection, operations: Sequence[Operation], *, journal: Journal = "clear"
+) -> list[Outcome]:
     """Apply ``operations`` in one transaction; return one outcome per operation.
 
     ``conn`` is in autocommit mode with the TEMP tables created. On any error the
@@ -418,6 +438,10 @@ def apply_batch(conn: sqlite3.Connection, operations: Sequence[Operation]) -> li
         outcomes = _apply(conn, operations)
         for statement in BATCH_END:
             conn.execute(statement)
+        if journal != "keep":
+            conn.execute(CLEAR_UNFLUSHED)
+        if journal == "record":
+            conn.executemany(JOURNAL_UNFLUSHED, _written(operations))
         conn.execute(CLEAR_STAGED)
         conn.execute(COMMIT)
     except BaseException:
@@ -426,6 +450,17 @@ def apply_batch(conn: sqlite3.Connection, operations: Sequence[Operation]) -> li
             conn.execute(ROLLBACK)
         raise
     return outcomes
+
+
+def _written(operations: Sequence[Operation]) -> list[tuple[str]]:
+    """The UIDs whose rows (and files) a batch may have written."""
+    uids = []
+    for op in operations:
+        if isinstance(op, StoredInstance):
+            uids.append((op.attrs.sop_instance_uid,))
+        elif isinstance(op, Replace):
+            uids.append((op.item.attrs.sop_instance_uid,))
+    return uids
 
 
 def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Outcome]:

@@ -10,6 +10,12 @@ a power cut or kernel crash can lose (or, with pages half-written, corrupt) rece
 transactions. ``fast`` is for load-test sinks and scratch nodes only, never for an
 archive that acknowledges stores. (An application crash loses nothing either way:
 the OS has the data.)
+
+A ``strict`` writer whose caller flushes the filesystem after every commit
+(``flushed_after=True``, the node's ``flush = "batch"``) sets
+``synchronous=NORMAL`` instead: in WAL mode a COMMIT then writes the log without
+syncing it (checkpoints still sync in the safe order, so the file is never
+corrupted), and the caller's flush makes it durable before anyone is answered.
 """
 
 from __future__ import annotations
@@ -56,7 +62,12 @@ READER_PRAGMAS = (BUSY_TIMEOUT, QUERY_ONLY, READER_CACHE_SIZE, TEMP_STORE_MEMORY
 STATEMENT_CACHE = 128
 
 
-def connect_writer(path: str, durability: Durability) -> sqlite3.Connection:
+SYNCHRONOUS_FLUSHED_AFTER = "PRAGMA synchronous = NORMAL"
+
+
+def connect_writer(
+    path: str, durability: Durability, *, flushed_after: bool = False
+) -> sqlite3.Connection:
     """Open the write connection: pragmas, migrations, TEMP tables. Blocking.
 
     Call it on the thread that will use the connection (``check_same_thread``).
@@ -67,7 +78,9 @@ def connect_writer(path: str, durability: Durability) -> sqlite3.Connection:
         for pragma in (
             BUSY_TIMEOUT,
             JOURNAL_MODE_WAL,
-            SYNCHRONOUS[durability],
+            SYNCHRONOUS_FLUSHED_AFTER
+            if flushed_after and durability == "strict"
+            else SYNCHRONOUS[durability],
             FOREIGN_KEYS_ON,
             JOURNAL_SIZE_LIMIT,
             WRITER_CACHE_SIZE,

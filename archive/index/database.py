@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 from array import array
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,7 @@ import aiosqlite
 
 from archive.dicom.header import InstanceAttributes
 from archive.dicom.query import Query
-from archive.index.batch import SELECT_INSTANCE_ROW, STORED_COLUMNS
+from archive.index.batch import SELECT_INSTANCE_ROW, SELECT_UNFLUSHED, STORED_COLUMNS
 from archive.index.connection import READER_PRAGMAS, SYNCHRONOUS, Durability
 from archive.index.errors import InvalidRecordError
 from archive.index.query import (
@@ -108,8 +108,13 @@ class Index:
         durability: Durability = "strict",
         readers: int = 2,
         max_batch: int = 500,
+        flush: Callable[[], None] | None = None,
     ) -> Index:
         """Open (creating and migrating as needed) the index at ``path``.
+
+        ``flush`` (blocking; raises on failure): a ``strict`` writer calls it after
+        each commit instead of syncing the log itself (``writer.py``); it must make
+        everything written to the index's filesystem durable.
 
         Raises :class:`SchemaVersionError` if the file was written by newer code.
         """
@@ -121,7 +126,12 @@ class Index:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         location = os.fspath(path)
         # The writer first: it creates and migrates the schema the readers expect.
-        writer = await GroupCommitWriter.open(location, durability=durability, max_batch=max_batch)
+        writer = await GroupCommitWriter.open(
+            location,
+            durability=durability,
+            max_batch=max_batch,
+            flush=flush if durability == "strict" else None,
+        )
         pool: list[aiosqlite.Connection] = []
         try:
             for _ in range(readers):
@@ -220,6 +230,13 @@ class Index:
         """Where the instance is stored, or None if it is not indexed."""
         row = await self._fetch_one(SELECT_INSTANCE_ROW, (sop_instance_uid,))
         return None if row is None else InstanceRow(*row)
+
+    async def unflushed(self) -> list[str]:
+        """The SOP Instance UIDs of the last batch, if its flush may not have
+        completed (``migrations/0002_unflushed.sql``); for recovery."""
+        async with self._reader() as conn:
+            rows = await conn.execute_fetchall(SELECT_UNFLUSHED)
+        return [str(row[0]) for row in rows]
 
     async def record(self, sop_instance_uid: str) -> StoredInstance | None:
         """Everything indexed about one instance, as a :class:`StoredInstance`.

@@ -14,6 +14,7 @@ from archive.errors import ArchiveError
 __all__ = [
     "DuplicateInstanceError",
     "IndexClosedError",
+    "IndexFlushError",
     "IndexWriteError",
     "InvalidRecordError",
     "SchemaVersionError",
@@ -57,6 +58,18 @@ class IndexClosedError(IndexWriteError):
     """The index was closed (or its writer stopped) before the record was committed."""
 
     code: ClassVar[str] = "index.closed"
+
+
+class IndexFlushError(IndexClosedError):
+    """A batch was committed but the flush after it failed: not known durable.
+
+    The writer stops there (every later write fails with this error), as after a
+    failed flush the OS may have dropped the pages it could not write, and a
+    later successful flush would not bring them back. The batch's instances stay
+    in the ``unflushed`` journal, which the next start-up reads back.
+    """
+
+    code: ClassVar[str] = "index.flush_failed"
 
 
 class SchemaVersionError(ArchiveError):

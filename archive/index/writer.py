@@ -9,6 +9,16 @@ only after its future resolves, so nothing acknowledged is ever lost, yet one WA
 sync covers the whole batch: under load the batches grow by themselves and the
 commit rate stays near the disk's sync rate while the record rate climbs.
 
+With a ``flush`` (the node's ``flush = "batch"``) the connection commits with
+``synchronous=NORMAL`` and the writer thread calls ``flush`` right after each
+COMMIT, in the same hop: one flush of the filesystem makes the batch's files and
+its log durable together, and only then are the futures resolved. The batch also
+records its UIDs in the ``unflushed`` journal (``batch.py``) for recovery. A
+failed flush stops the writer for good (:class:`IndexFlushError`): the OS may
+have dropped the pages it could not write, so a later flush proves nothing. Its
+batch's new rows are taken back at once (their stores are answered 0xA700 and
+their files discarded), and the journal stays for the next start-up to check.
+
 The queue is unbounded on purpose: every submitter waits for its own commit, so at
 most one operation per concurrent store is ever queued; backpressure is that wait.
 
@@ -21,15 +31,17 @@ Nothing blocking runs on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from archive.index.batch import Operation, Outcome, Remove, Replace, apply_batch
+from archive.index.batch import CLEAR_UNFLUSHED, Operation, Outcome, Remove, Replace, apply_batch
 from archive.index.connection import Durability, connect_writer
-from archive.index.errors import IndexClosedError, IndexWriteError
+from archive.index.errors import IndexClosedError, IndexFlushError, IndexWriteError
 from archive.index.records import InstanceRow, StoredInstance, WriterStats
 
 __all__ = ["GroupCommitWriter"]
@@ -49,12 +61,18 @@ class GroupCommitWriter:
     """
 
     def __init__(
-        self, executor: ThreadPoolExecutor, conn: sqlite3.Connection, max_batch: int
+        self,
+        executor: ThreadPoolExecutor,
+        conn: sqlite3.Connection,
+        max_batch: int,
+        flush: Callable[[], None] | None = None,
     ) -> None:
         # Use open(). ``conn`` is only ever touched on ``executor``'s one thread.
         self._executor = executor
         self._conn = conn
         self._max_batch = max_batch
+        self._flush = flush
+        self._broken: IndexFlushError | None = None
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -65,18 +83,32 @@ class GroupCommitWriter:
         self._largest_batch = 0
 
     @classmethod
-    async def open(cls, path: str, *, durability: Durability, max_batch: int) -> GroupCommitWriter:
-        """Connect, migrate (see ``schema.py``) and start the commit task."""
+    async def open(
+        cls,
+        path: str,
+        *,
+        durability: Durability,
+        max_batch: int,
+        flush: Callable[[], None] | None = None,
+    ) -> GroupCommitWriter:
+        """Connect, migrate (see ``schema.py``) and start the commit task.
+
+        ``flush`` (blocking, raises on failure) makes everything committed
+        durable; given, it is called after every commit (see the module doc).
+        """
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
         loop = asyncio.get_running_loop()
         try:
-            conn = await loop.run_in_executor(executor, connect_writer, path, durability)
+            conn = await loop.run_in_executor(
+                executor,
+                functools.partial(connect_writer, path, durability, flushed_after=bool(flush)),
+            )
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        writer = cls(executor, conn, max_batch)
+        writer = cls(executor, conn, max_batch, flush)
         writer._task = asyncio.create_task(writer._run(), name="index-group-commit")
         return writer
 
@@ -115,13 +147,24 @@ class GroupCommitWriter:
         finally:
             loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self._executor, self._conn.close)
+                await loop.run_in_executor(self._executor, self._close_sync)
             finally:
                 self._executor.shutdown(wait=False)
+
+    def _close_sync(self) -> None:
+        try:
+            if self._flush is not None and self._broken is None:
+                # Everything committed was flushed: a clean stop leaves no journal
+                # for the next start to read back.
+                self._conn.execute(CLEAR_UNFLUSHED)
+        finally:
+            self._conn.close()
 
     # -- internals ----------------------------------------------------------------
 
     async def _submit(self, operation: Operation) -> object:
+        if self._broken is not None:
+            raise self._broken
         if self._closing or self._task is None or self._task.done():
             raise IndexClosedError("the index is closed")
         pending = _Pending(operation, asyncio.get_running_loop().create_future())
@@ -150,7 +193,7 @@ class GroupCommitWriter:
                 self._inflight = batch
                 await self._commit(batch)
                 self._inflight = []
-                if stop:
+                if stop or self._broken is not None:
                     return
         finally:
             # Reached on close, on cancellation and on a bug in this loop: whatever
@@ -162,15 +205,27 @@ class GroupCommitWriter:
             while not self._queue.empty():
                 queued = self._queue.get_nowait()
                 if queued is not None:
-                    _fail(queued.future, IndexClosedError(message))
+                    _fail(queued.future, self._broken or IndexClosedError(message))
 
     async def _commit(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         operations = [pending.operation for pending in batch]
         try:
             outcomes: list[Outcome] = await loop.run_in_executor(
-                self._executor, apply_batch, self._conn, operations
+                self._executor, _commit_and_flush, self._conn, operations, self._flush
             )
+        except _FlushFailed as failed:
+            # Committed, visible, but not known durable: nobody may be told Success,
+            # and nothing may be committed after it (see IndexFlushError).
+            self._failed_batches += 1
+            cause = failed.__cause__
+            self._broken = IndexFlushError(f"ingest stopped until restart: flush failed: {cause}")
+            self._broken.__cause__ = cause
+            for pending in batch:
+                unflushed = IndexFlushError(f"not durable, flush failed: {cause}")
+                unflushed.__cause__ = cause
+                _fail(pending.future, unflushed)
+            return
         except Exception as exc:
             # apply_batch rolled back: nothing of this batch is in the index.
             self._failed_batches += 1
@@ -189,6 +244,32 @@ class GroupCommitWriter:
                 _fail(pending.future, outcome)
             elif not pending.future.done():
                 pending.future.set_result(outcome)
+
+
+class _FlushFailed(Exception):
+    """The batch is committed; the flush after it raised (chained as the cause)."""
+
+
+def _commit_and_flush(
+    conn: sqlite3.Connection,
+    operations: Sequence[Operation],
+    flush: Callable[[], None] | None,
+) -> list[Outcome]:
+    """The writer thread's hop: apply and commit the batch, then flush (if given)."""
+    outcomes = apply_batch(conn, operations, journal="clear" if flush is None else "record")
+    if flush is not None:
+        try:
+            flush()
+        except Exception as exc:
+            added = tuple(
+                op.attrs.sop_instance_uid
+                for op, outcome in zip(operations, outcomes, strict=True)
+                if isinstance(op, StoredInstance) and outcome is None
+            )
+            with contextlib.suppress(Exception):  # then the next start-up does it
+                apply_batch(conn, [Remove(added)], journal="keep")
+            raise _FlushFailed() from exc
+    return outcomes
 
 
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:

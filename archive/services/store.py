@@ -194,6 +194,9 @@ class Ingest:
         uid = attrs.sop_instance_uid
         held = await self.index.instance(uid)
         if held is not None:
+            # Success on what a reader sees is safe: a row is visible from its
+            # commit, before the flush of its batch (flush = "batch"), but the
+            # store that added it holds this UID's lock until its batch is flushed.
             if held.digest == writer.digest:
                 return _IDENTICAL
             if self.duplicates == "keep":

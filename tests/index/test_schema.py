@@ -12,7 +12,8 @@ from archive.index import Index, SchemaVersionError
 from archive.index.schema import Migration, apply_migrations, load_migrations, split_sql
 from tests.index import execute, make_instance, query, run
 
-TABLES = {"patient", "study", "study_sop_class", "series", "instance", "totals"}
+TABLES = {"patient", "study", "study_sop_class", "series", "instance", "totals", "unflushed"}
+LATEST = len(load_migrations())
 
 
 def test_shipped_migrations_are_numbered_from_one() -> None:
@@ -33,7 +34,7 @@ def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
         await index.close()
 
     run(main())
-    assert query(db, "PRAGMA user_version") == [(1,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(2,)]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
     names = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert names == TABLES
@@ -54,7 +55,7 @@ def test_reopen_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
             assert await index.instance(make_instance(1).attrs.sop_instance_uid) is not None
             await index.close()
             assert query(db, "SELECT sql FROM sqlite_master ORDER BY name") == schema
-            assert query(db, "PRAGMA user_version") == [(1,)]
+            assert query(db, "PRAGMA user_version") == [(LATEST,)]
 
     run(main())
 
@@ -68,14 +69,35 @@ def test_newer_database_is_refused(tmp_path: Path) -> None:
         with pytest.raises(SchemaVersionError) as caught:
             await Index.open(db)
         assert caught.value.found == 7
-        assert caught.value.supported == 1
+        assert caught.value.supported == LATEST
         assert caught.value.path == str(db)
         assert caught.value.code == "index.schema_too_new"
-        assert "newer than this archive-node supports (1)" in str(caught.value)
+        assert f"newer than this archive-node supports ({LATEST})" in str(caught.value)
 
     run(main())
     # Refusal changed nothing.
     assert query(db, "PRAGMA user_version") == [(7,)]
+
+
+def test_a_version_1_index_gains_the_journal_and_keeps_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    first = load_migrations()[:1]
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        apply_migrations(conn, str(db), first)
+        conn.execute(
+            "INSERT INTO patient (patient_key, patient_id, issuer_of_patient_id)"
+            " VALUES ('k', 'P', '')"
+        )
+    assert query(db, "PRAGMA user_version") == [(1,)]
+
+    async def main() -> None:
+        async with await Index.open(db) as index:
+            assert await index.unflushed() == []
+
+    run(main())
+    assert query(db, "PRAGMA user_version") == [(LATEST,)]
+    assert query(db, "SELECT patient_id FROM patient") == [("P",)]
+    assert "unflushed" in {row[0] for row in query(db, "SELECT name FROM sqlite_master")}
 
 
 def test_failing_migration_rolls_back_and_keeps_version(tmp_path: Path) -> None:

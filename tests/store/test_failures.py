@@ -169,7 +169,9 @@ def test_enospc_is_reported_as_no_space(node: RunningNode, monkeypatch: pytest.M
     assert_clean(node, item.uid)
 
 
-def test_io_error_on_fsync(node: RunningNode, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_io_error_on_fsync(node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flush = "file": each file is flushed alone, and a failed fsync fails its store."""
+    node = node_factory(toml='[store]\nflush = "file"\n')
     real = os.fsync
     failed: list[int] = []
 
@@ -205,17 +207,10 @@ def test_enospc_on_link(node: RunningNode, monkeypatch: pytest.MonkeyPatch) -> N
     still_serving(node, stored=0)
 
 
-def test_directory_fsync_error(node: RunningNode, monkeypatch: pytest.MonkeyPatch) -> None:
-    """EIO flushing the directory after the link: 0xA700 and the linked file removed."""
-    # BUG: FileWriter._place_sync links the part file to its final path, then
-    # _fsync_dir(final.parent) raises; place() never sets _placed, so discard()
-    # removes only the part file and the linked file stays at
-    # instances/ab/cd/<uid>.dcm with no index row. Recovery looks only at tmp/,
-    # so it is never cleaned up, and every later C-STORE of that SOP Instance UID
-    # fails 0xA700 (os.link raises FileExistsError -> AlreadyStored), even after
-    # a restart. The answer is right (0xA700, PS3.4 Table B.2-1) but something is
-    # left behind (issue 3, item 6). _place_sync should unlink what it linked
-    # when the directory flush fails.
+def test_directory_fsync_error(node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flush = "file": EIO flushing the directory after the link gives 0xA700, and
+    the linked file is removed (not left at its final path with no row)."""
+    node = node_factory(toml='[store]\nflush = "file"\n')
     real = files._fsync_dir
 
     def fsync_dir(path: Path) -> None:
@@ -230,6 +225,46 @@ def test_directory_fsync_error(node: RunningNode, monkeypatch: pytest.MonkeyPatc
     # The same instance sent again once the disk is healthy is stored.
     assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [SUCCESS]
     assert_clean(node, stored=1)
+
+
+def test_failed_batch_flush_refuses_and_stops_ingest_until_restart(
+    node_factory: NodeFactory,
+) -> None:
+    """flush = "batch" (the default): the syncfs after a commit fails with EIO.
+
+    Its stores get 0xA700 and leave nothing (row taken back, file discarded);
+    as the OS may have dropped what it could not write, no later store is
+    acknowledged until a restart (PostgreSQL's rule after a failed fsync), which
+    reads the last batch back and serves again.
+    """
+    node = node_factory()
+    assert node.node is not None
+    files_ = node.node.storage.files
+    assert files_.batched
+    real = files_._syncfs
+    assert real is not None
+    calls: list[int] = []
+
+    def syncfs(fd: int) -> None:
+        calls.append(fd)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    files_._syncfs = syncfs
+    first, second = (
+        Item.of(make_dataset(pixel_bytes=n, seed=n), EXPLICIT_VR_LE) for n in (700, 900)
+    )
+    rsps = asyncio.run(archive_store_async(node.port, [first, second], EXPLICIT_VR_LE))
+    assert [r.status for r in rsps] == [OUT_OF_RESOURCES] * 2
+    assert "not durable" in (rsps[0].error_comment or "")
+    assert "until restart" in (rsps[1].error_comment or "")
+    assert len(calls) == 1  # the second was never committed
+    assert_clean(node, first.uid, second.uid)
+    files_._syncfs = real
+    root = data_dir(node)
+    node.stop()
+    restarted = node_factory(data_dir=str(root))
+    assert_clean(restarted, first.uid, second.uid)
+    still_serving(restarted, stored=0)
 
 
 # ---- index failures -----------------------------------------------------------------------
@@ -260,17 +295,8 @@ def test_index_failure_removes_the_placed_file(
 def test_index_failure_on_replace_keeps_the_old_instance(
     node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # BUG: under duplicates = "replace", when the index transaction of the
-    # replacement fails, the C-STORE is answered 0xA700 but the new content has
-    # already been os.replace()d over the instance acknowledged before, and the
-    # part file is left in tmp/ on purpose (FileWriter._discard_sync). Until the
-    # next restart the row (old digest and size) and the file (new content)
-    # disagree, and the instance the archive acknowledged first is gone although
-    # the replacement was refused. "Failures lose nothing" (issue 3, item 6) and
-    # PS3.4 B.2.3 (a failure status means the instance was not stored) call for
-    # the old file and row to stay as they were: place the replacement under a
-    # new name and switch the row's path in the index transaction, removing the
-    # old file only after the commit.
+    """A replacement whose index transaction fails leaves the instance held, file and
+    row, as it was (PS3.4 B.2.3: a failure status means nothing was stored)."""
     node = node_factory(toml='[store]\nduplicates = "replace"\n')
     first = Item.of(make_dataset(pixel_bytes=3000, seed=1), EXPLICIT_VR_LE)
     other_ds = make_dataset(pixel_bytes=5000, seed=2, patient_name="New^Name")

@@ -486,6 +486,72 @@ def test_fsyncs_in_strict_mode_and_none_in_fast(
         assert second[1] == leaf
 
 
+def test_batched_store_leaves_every_flush_to_flush_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """batched: placing fsyncs nothing; flush_all is one syncfs of the data folder."""
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    root = tmp_path / "data"
+    store = FileStore(root, durable=True, batched=True, workers=1)
+    assert store.batched
+    assert not store.sync_each
+    flushed: list[str] = []
+    try:
+        run(store.open)
+        assert store._syncfs is not None
+        syncfs = store._syncfs
+
+        def counting(fd: int) -> None:
+            flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+            syncfs(fd)
+
+        store._syncfs = counting
+        synced.clear()
+
+        async def go() -> None:
+            writer = store.begin(UID, META)
+            await write_all(writer, fragments(1000, 100))
+            assert await writer.finish_and_place()
+            await asyncio.wrap_future(writer.release())
+
+        run(go)
+        assert synced == []
+        assert flushed == []
+        store.flush_all()
+        assert flushed == [str(root)]
+        # The index's folder on the same filesystem adds nothing to flush.
+        store.also_flush(root / "index.sqlite")
+        flushed.clear()
+        store.flush_all()
+        assert flushed == [str(root)]
+
+        def failing(fd: int) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        store._syncfs = failing
+        with pytest.raises(StoreError, match="cannot flush the data folder: Input/output error"):
+            store.flush_all()
+    finally:
+        store.close()
+    assert Path(store.path(relative_path(UID))).read_bytes() == META + b"".join(
+        fragments(1000, 100)
+    )
+
+
+def test_batched_needs_strict() -> None:
+    store = FileStore("/nonexistent", durable=False, batched=True)
+    assert not store.batched
+    assert not store.sync_each
+    store.close()
+
+
 # ---- in-flight markers ------------------------------------------------------------------
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -403,3 +405,63 @@ def test_reopen_is_idempotent(tmp_path: Path, node_factory: Callable[..., Runnin
     assert {p: p.stat().st_mtime_ns for p in instance_files(root)} == stats
     assert leftovers(root) == []
     assert data_dir(node) == root
+
+
+# ---- flush = "batch": the last batch's journal ---------------------------------------------
+
+
+def journal(root: Path, *uids: str) -> None:
+    """Name ``uids`` in the unflushed journal, as a batch whose flush was cut short does."""
+    with closing(sqlite3.connect(root / "index.sqlite")) as conn, conn:
+        conn.executemany("INSERT OR IGNORE INTO unflushed VALUES (?)", [(u,) for u in uids])
+
+
+def journaled(root: Path) -> list[str]:
+    with closing(sqlite3.connect(root / "index.sqlite")) as conn:
+        return [row[0] for row in conn.execute("SELECT sop_instance_uid FROM unflushed")]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_truncate_to(0), _truncate_to(1000), _zero_the_tail, Path.unlink],
+    ids=["empty", "cut-in-dataset", "different-digest", "missing"],
+)
+def test_last_batch_with_a_file_not_whole_loses_row_and_file(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    """A power cut during the batch's flush: its rows durable, one file not whole.
+
+    No marker is left in tmp/ (its entry may be what the cut lost): only the
+    journal tells recovery which instances to read back.
+    """
+    root = fresh(tmp_path)
+    earlier = make_dataset(pixel_bytes=2000, seed=1)
+    whole = make_dataset(pixel_bytes=3000, seed=2, study_uid=earlier.StudyInstanceUID)
+    cut = make_dataset(pixel_bytes=4000, seed=3, study_uid=earlier.StudyInstanceUID)
+    for ds in (earlier, whole, cut):
+        assert ingest(root, ds) == Status.SUCCESS
+    assert journaled(root) == []  # each clean close empties it
+    journal(root, whole.SOPInstanceUID, cut.SOPInstanceUID)
+    damage(root / relative_path(cut.SOPInstanceUID))
+    open_storage(root)
+    assert set(all_rows(root)) == {earlier.SOPInstanceUID, whole.SOPInstanceUID}
+    assert not stored_path(root, cut.SOPInstanceUID).exists()
+    row = index_row(root, whole.SOPInstanceUID)
+    assert row is not None
+    assert row["study_instances"] == 2
+    assert read_stored(root, whole.SOPInstanceUID)[1] == encode_dataset(whole, EXPLICIT_VR_LE)
+    # The removal's batch emptied the journal; the next start reads nothing back.
+    assert journaled(root) == []
+    assert leftovers(root) == []
+
+
+def test_last_batch_whole_on_disk_is_kept(tmp_path: Path) -> None:
+    root = fresh(tmp_path)
+    ds = make_dataset(pixel_bytes=3000)
+    assert ingest(root, ds) == Status.SUCCESS
+    before = index_row(root, ds.SOPInstanceUID)
+    journal(root, ds.SOPInstanceUID, "1.2.3.999")  # a UID without a row: nothing to do
+    open_storage(root)
+    assert index_row(root, ds.SOPInstanceUID) == before
+    assert read_stored(root, ds.SOPInstanceUID)[1] == encode_dataset(ds, EXPLICIT_VR_LE)
+    assert leftovers(root) == []

@@ -1,0 +1,122 @@
+"""A writer flushed after its commits (``flush = "batch"``): order, journal, failure.
+
+The ``flush`` hook stands for ``FileStore.flush_all`` (one syncfs): what it sees
+through a fresh connection is what the commit put in the file before the flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from archive.index import Index, IndexFlushError
+from tests.index import make_instance, query, run
+
+
+def _synchronous(index: Index) -> int:
+    """The writer connection's PRAGMA synchronous, read on the writer's own thread."""
+    writer = index._writer
+    job = writer._executor.submit(lambda: writer._conn.execute("PRAGMA synchronous").fetchone())
+    return int(job.result(5)[0])
+
+
+def test_each_batch_is_committed_then_flushed_with_its_journal(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    seen: list[tuple[int, list[str]]] = []
+
+    def flush() -> None:
+        # A fresh connection: the commit is in the file when the flush comes.
+        count = query(db, "SELECT count(*) FROM instance")[0][0]
+        journal = [row[0] for row in query(db, "SELECT sop_instance_uid FROM unflushed")]
+        seen.append((count, sorted(journal)))
+
+    async def main() -> None:
+        async with await Index.open(db, flush=flush) as index:
+            assert _synchronous(index) == 1  # NORMAL: the flush syncs the log
+            await index.add(make_instance(1))
+            await asyncio.gather(*(index.add(make_instance(n)) for n in (2, 3, 4)))
+            assert await index.unflushed() == sorted(
+                make_instance(n).attrs.sop_instance_uid for n in (2, 3, 4)
+            )
+
+    run(main())
+    one, *rest = (make_instance(n).attrs.sop_instance_uid for n in (1, 2, 3, 4))
+    # One flush per batch, after its commit; each batch's journal names only its own.
+    assert seen[0] == (1, [one])
+    assert seen[-1][0] == 4
+    assert sorted(uid for _, journal in seen[1:] for uid in journal) == sorted(rest)
+    # A clean close leaves nothing for the next start to read back.
+    assert query(db, "SELECT count(*) FROM unflushed") == [(0,)]
+
+
+def test_without_a_flush_commits_sync_and_keep_no_journal(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+
+    async def main() -> None:
+        async with await Index.open(db) as index:
+            assert _synchronous(index) == 2  # FULL: the commit syncs the log
+            await index.add(make_instance(1))
+            assert await index.unflushed() == []
+
+    run(main())
+
+
+def test_the_next_batch_empties_a_journal_a_crash_left(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    left = make_instance(1).attrs.sop_instance_uid
+
+    async def main() -> None:
+        async with await Index.open(db, flush=lambda: None) as index:
+            await index.add(make_instance(1))
+        # What a crash between commit and close leaves behind.
+        with closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute("INSERT INTO unflushed VALUES (?)", (left,))
+        async with await Index.open(db, flush=lambda: None) as index:
+            assert await index.unflushed() == [left]
+            await index.add(make_instance(2))
+            assert await index.unflushed() == [make_instance(2).attrs.sop_instance_uid]
+        with closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute("INSERT INTO unflushed VALUES (?)", (left,))
+        # A writer whose commits are durable themselves keeps no journal at all.
+        async with await Index.open(db) as index:
+            await index.add(make_instance(3))
+            assert await index.unflushed() == []
+
+    run(main())
+
+
+def test_a_failed_flush_takes_the_batch_back_and_stops_the_writer(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    calls: list[int] = []
+
+    def flush() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    async def main() -> None:
+        async with await Index.open(db, flush=flush) as index:
+            await index.add(make_instance(1))
+            with pytest.raises(IndexFlushError, match="not durable, flush failed"):
+                await index.add(make_instance(2))
+            # Taken back: only the first instance is indexed...
+            assert await index.instance(make_instance(2).attrs.sop_instance_uid) is None
+            assert (await index.stats()).instances == 1
+            # ...but the journal still names it, for the next start-up.
+            assert await index.unflushed() == [make_instance(2).attrs.sop_instance_uid]
+            # Nothing is committed after a failed flush.
+            with pytest.raises(IndexFlushError, match="until restart"):
+                await index.add(make_instance(3))
+
+    run(main())
+    assert len(calls) == 2
+    assert query(db, "SELECT count(*) FROM instance") == [(1,)]
+    assert query(db, "SELECT sop_instance_uid FROM unflushed") == [
+        (make_instance(2).attrs.sop_instance_uid,)
+    ]
