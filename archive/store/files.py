@@ -25,11 +25,12 @@ exists, so for large instances both are done while the data is still arriving.
 
 Folders. ``instances/ab/cd/`` are created on first use with ``os.mkdir`` and the
 folder that received the new entry is flushed (POSIX makes a new directory entry
-durable only through an fsync of the directory holding it); the folders known
+durable only through an fsync of the directory holding it; batched, the next
+:meth:`FileStore.flush_all` does it); the folders known
 to exist are remembered for the life of the store, so an instance costs no
 folder work once its leaf exists.
 
-Recovery. :meth:`FileStore.in_flight` lists the markers left in ``tmp/`` and,
+Recovery. :meth:`FileStore.in_flight` (``inflight.py``) lists the markers left in ``tmp/`` and,
 for each, the final path that is the same inode (if any). It does not decide:
 the marker says only that the file, the folder flush or the index commit may not
 have completed, and whether the index row exists and matches the file is for the
@@ -54,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import threading
@@ -62,11 +64,26 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TypeVar
 
-import msgspec
-
 from archive.store.errors import AlreadyStored, StoreError
+from archive.store.inflight import InFlight, clear_markers, scan_in_flight
+from archive.store.layout import INSTANCES, PART, TMP, relative_path, replacement_path, safe_uid
+from archive.store.layout import fsync_dir as _fsync_dir
+from archive.store.layout import unlink_quietly as _unlink_quietly
 from archive.store.lock import lock_data_folder, unlock_data_folder
 from archive.store.sync import load_syncfs
+
+__all__ = [
+    "INSTANCES",
+    "MAX_QUEUED",
+    "TMP",
+    "WRITE_BEHIND",
+    "FileStore",
+    "FileWriter",
+    "InFlight",
+    "relative_path",
+    "replacement_path",
+    "safe_uid",
+]
 
 T = TypeVar("T")
 
@@ -75,44 +92,6 @@ WRITE_BEHIND = 64 << 10
 #: Bytes that may queue behind a running write job before the receiver waits:
 #: two PDUs of the default 256 KiB maximum length.
 MAX_QUEUED = 512 << 10
-INSTANCES = "instances"
-TMP = "tmp"
-_PART = ".part"
-
-
-class InFlight(msgspec.Struct, frozen=True):
-    """A marker left in ``tmp/``: an instance whose storage had not completed."""
-
-    #: The SOP Instance UID from the marker's name.
-    uid: str
-    #: ``tmp/<uid>.<token>.part``, relative to the data folder.
-    marker: str
-    #: The final paths this marker's file may have been linked to.
-    candidates: tuple[str, ...]
-    #: The candidate that is the marker's inode, or None if it was not placed.
-    placed: str | None
-
-
-def relative_path(sop_instance_uid: str) -> str:
-    """Where an instance lives, relative to the data folder."""
-    digest = hashlib.sha1(sop_instance_uid.encode("ascii", "replace")).hexdigest()
-    return f"{INSTANCES}/{digest[:2]}/{digest[2:4]}/{sop_instance_uid}.dcm"
-
-
-def replacement_path(sop_instance_uid: str, token: str) -> str:
-    """Where a replacement of an instance goes: beside it, under its own name.
-
-    The ``r`` keeps the name from ever reading as another UID's file (UIDs hold
-    digits and dots only). The old version stays until the index has switched
-    to the new one, so a failed replacement loses nothing.
-    """
-    return f"{relative_path(sop_instance_uid)[:-4]}.r{token}.dcm"
-
-
-def safe_uid(uid: str) -> bool:
-    """A UID usable as a file name: digits and dots only, 1-64 characters."""
-    # strip() leaves nothing exactly when every character is an ASCII digit or a dot.
-    return 0 < len(uid) <= 64 and not uid.strip("0123456789.")
 
 
 class FileStore:
@@ -172,6 +151,18 @@ class FileStore:
             self._lock = -1
             raise
         self._folders.add(self.root / INSTANCES)
+
+    async def in_flight(self) -> list[InFlight]:
+        """The markers a crash left in ``tmp/`` (``inflight.py``); debris is removed."""
+        return await self.run(scan_in_flight, self.root)
+
+    async def clear_in_flight(self, markers: Sequence[InFlight]) -> None:
+        """Remove the markers once recovery has dealt with them, and flush ``tmp/``."""
+        await self.run(
+            functools.partial(
+                clear_markers, self.root, [m.marker for m in markers], durable=self.durable
+            )
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -286,40 +277,6 @@ class FileStore:
         if removed and self.durable:
             _fsync_dir(folder)
 
-    async def in_flight(self) -> list[InFlight]:
-        """The markers a crash left in ``tmp/`` (see the module doc); debris is removed."""
-        return await self.run(self._in_flight_sync)
-
-    def _in_flight_sync(self) -> list[InFlight]:
-        tmp = self.root / TMP
-        found: list[InFlight] = []
-        for part in sorted(tmp.iterdir()):
-            uid, _, token = part.name[: -len(_PART)].rpartition(".")
-            if not (part.name.endswith(_PART) and safe_uid(uid) and token):
-                # tmp/ is ours alone: whatever is not a marker is debris.
-                _unlink_quietly(part)
-                continue
-            marker = part.relative_to(self.root).as_posix()
-            candidates = (relative_path(uid), replacement_path(uid, token))
-            placed = None
-            for relative in candidates:
-                with contextlib.suppress(OSError):
-                    if os.path.samefile(part, self.root / relative):
-                        placed = relative
-                        break
-            found.append(InFlight(uid=uid, marker=marker, candidates=candidates, placed=placed))
-        return found
-
-    async def clear_in_flight(self, markers: Sequence[InFlight]) -> None:
-        """Remove the markers once recovery has dealt with them, and flush ``tmp/``."""
-        await self.run(self._clear_in_flight_sync, [m.marker for m in markers])
-
-    def _clear_in_flight_sync(self, markers: list[str]) -> None:
-        for marker in markers:
-            _unlink_quietly(self.root / marker)
-        if self.durable:
-            _fsync_dir(self.root / TMP)
-
 
 #: What the write job does once the last fragment is written.
 _Finisher = Callable[[], object]
@@ -342,7 +299,7 @@ class FileWriter:
         self.relative = relative_path(sop_instance_uid)
         self._token = os.urandom(4).hex()
         # Text, not pathlib: this runs on the event loop for every instance.
-        self._tmp = os.path.join(store.root_text, TMP, f"{sop_instance_uid}.{self._token}{_PART}")
+        self._tmp = os.path.join(store.root_text, TMP, f"{sop_instance_uid}.{self._token}{PART}")
         self._lock = threading.Lock()
         self._queue: list[bytes | memoryview] = [file_meta]
         self._queued = len(file_meta)
@@ -626,19 +583,6 @@ def _sticky(exc: BaseException) -> StoreError:
     if isinstance(exc, StoreError):
         return StoreError(str(exc), no_space=exc.no_space)
     return StoreError(f"instance file not written: {exc!r}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str | Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def _store_error(exc: OSError, what: str) -> StoreError:
