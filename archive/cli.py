@@ -18,16 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
 
-from archive.config import (
-    Config,
-    Peer,
-    check_ae_title,
-    load_config,
-    merge_peers,
-    parse_peer,
-    resolve_peer,
-    with_overrides,
-)
+from archive.config import Config, Peer, check_ae_title, load_config, with_overrides
 from archive.dicom.dimse import Status
 from archive.errors import ArchiveError, ConfigError
 from archive.importer import import_files
@@ -41,6 +32,7 @@ from archive.net import (
     run,
 )
 from archive.node import Node, Storage
+from archive.peers import merge_peers, parse_peer, resolve_peer
 from archive.progress import human_bytes
 from archive.reconcile import CheckReport, check
 from archive.scu import (

@@ -7,11 +7,9 @@ validate it once; every failure is a :class:`~archive.errors.ConfigError` whose
 ``key`` is the dotted path of the culprit ("association.max_pdu_length",
 "peers[1].port"; "" for the file as a whole) and whose ``problem`` says what is
 wrong in plain words. :func:`with_overrides` applies command-line flags with the
-same validation, and :func:`merge_peers` adds ``--peer`` entries (parsed by
-:func:`parse_peer`) to the peer table. :func:`resolve_peer` turns what a user
-typed for a peer (a configured AE title or ``AET@HOST:PORT``) into a
-:class:`Peer`. The objects are immutable and passed explicitly: there is no
-module-level mutable state.
+same validation; peers typed on the command line are ``archive/peers.py``'s. The
+objects are immutable and passed explicitly: there is no module-level mutable
+state.
 
 A complete file with every default::
 
@@ -66,7 +64,6 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
@@ -80,7 +77,6 @@ __all__ = [
     "MAX_GET_WINDOW",
     "MAX_MOVE_ASSOCIATIONS",
     "MAX_PDU_LENGTH_RANGE",
-    "PEER_SYNTAX",
     "AssociationConfig",
     "Config",
     "NodeConfig",
@@ -90,11 +86,9 @@ __all__ = [
     "StoreConfig",
     "TimeoutsConfig",
     "check_ae_title",
+    "check_host",
     "load_config",
-    "merge_peers",
     "parse_config",
-    "parse_peer",
-    "resolve_peer",
     "validate",
     "with_overrides",
 ]
@@ -372,98 +366,6 @@ def with_overrides(
     return new
 
 
-def merge_peers(config: Config, peers: Sequence[Peer]) -> tuple[Config, list[tuple[Peer, Peer]]]:
-    """``config`` with ``peers`` (from ``--peer``) added, validated; and the replaced ones.
-
-    A peer is appended to ``[[peers]]`` unless its AE title is already
-    configured: then it REPLACES that entry in place (the command line wins, as
-    for every other flag), and the pair (old, new) is in the list returned. The
-    same AE title given twice on the command line is an error.
-    """
-    if not peers:
-        return config, []
-    merged = list(config.peers)
-    position = {peer.ae_title: i for i, peer in enumerate(merged)}
-    seen: set[str] = set()
-    replaced: list[tuple[Peer, Peer]] = []
-    for peer in peers:
-        title = peer.ae_title
-        if title in seen:
-            raise ConfigError("peers", f"AE title {title!r} is given twice on the command line")
-        seen.add(title)
-        if title in position:
-            replaced.append((merged[position[title]], peer))
-            merged[position[title]] = peer
-        else:
-            position[title] = len(merged)
-            merged.append(peer)
-    new = msgspec.structs.replace(config, peers=tuple(merged))
-    validate(new)
-    return new, replaced
-
-
-# --- peers from the command line -----------------------------------------------------
-
-#: AET@HOST:PORT, HOST either a name / IPv4 address or an IPv6 address in brackets.
-PEER_SYNTAX: Final = "AET@HOST:PORT (IPv6 as AET@[::1]:104)"
-
-
-def parse_peer(text: str, key: str = "peer") -> Peer:
-    """Parse ``AET@HOST:PORT`` (an IPv6 host in brackets: ``AET@[::1]:104``).
-
-    The AE title is everything before the LAST ``@`` (an AE title may itself
-    contain ``@``, a host name cannot). It follows the ``node.ae_title`` rules,
-    the port is 1 to 65535. Raises ConfigError(``key``, problem).
-    """
-    title, at, address = text.rpartition("@")
-    if not at:
-        raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no '@'")
-    if not title:
-        raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no AE title before '@'")
-    if address.startswith("["):
-        host, bracket, rest = address[1:].partition("]")
-        if not bracket:
-            raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no ']' after the IPv6 address")
-        if not rest.startswith(":"):
-            raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no ':PORT' after ']'")
-        port_text = rest[1:]
-    else:
-        host, colon, port_text = address.rpartition(":")
-        if not colon:
-            raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no ':PORT'")
-        if ":" in host:
-            raise ConfigError(
-                key, f"{text!r} is not {PEER_SYNTAX}: put an IPv6 address in brackets"
-            )
-    if not host:
-        raise ConfigError(key, f"{text!r} is not {PEER_SYNTAX}: no host")
-    # int() would take " 104", "+104" and "1_04": only plain ASCII digits are a port.
-    if not (port_text.isascii() and port_text.isdigit()):
-        raise ConfigError(key, f"{text!r}: port {port_text!r} is not a number")
-    port = int(port_text)
-    check_ae_title(key, title)
-    _check_host(key, host)
-    if not 1 <= port <= 65535:
-        raise ConfigError(key, f"{text!r}: port must be between 1 and 65535, got {port}")
-    return Peer(ae_title=title, host=host, port=port)
-
-
-def resolve_peer(config: Config, text: str, key: str = "peer") -> Peer:
-    """What a user typed for a peer: a configured AE title, or ``AET@HOST:PORT``.
-
-    The shared entry of every command that talks to a peer (echo, and the
-    find/move/pull commands). Raises ConfigError(``key``, problem) naming the
-    configured peers when ``text`` is neither.
-    """
-    if "@" in text:
-        return parse_peer(text, key)
-    peer = config.peer(text)
-    if peer is not None:
-        return peer
-    known = ", ".join(p.ae_title for p in config.peers) or "none configured"
-    raise ConfigError(key, f"{text!r} is not a configured peer (peers: {known}) nor {PEER_SYNTAX}")
-
-
 # --- msgspec errors into plain words -----------------------------------------------
 
 _TYPE_WORDS: Final = {
@@ -523,7 +425,7 @@ def validate(config: Config) -> None:
     """Check what the types cannot say; raise ConfigError at the first problem."""
     node, assoc, timeouts = config.node, config.association, config.timeouts
     check_ae_title("node.ae_title", node.ae_title)
-    _check_host("node.host", node.host)
+    check_host("node.host", node.host)
     _check_int("node.port", node.port, 0, 65535)
     if not node.data_dir:
         raise ConfigError("node.data_dir", "must not be empty")
@@ -559,7 +461,7 @@ def validate(config: Config) -> None:
     seen: dict[str, int] = {}
     for i, peer in enumerate(config.peers):
         check_ae_title(f"peers[{i}].ae_title", peer.ae_title)
-        _check_host(f"peers[{i}].host", peer.host)
+        check_host(f"peers[{i}].host", peer.host)
         _check_int(f"peers[{i}].port", peer.port, 1, 65535)
         if peer.ae_title in seen:
             raise ConfigError(
@@ -587,7 +489,8 @@ def check_ae_title(key: str, title: str) -> None:
         )
 
 
-def _check_host(key: str, host: str) -> None:
+def check_host(key: str, host: str) -> None:
+    """A host name or address as a user may type it: not empty, no spaces."""
     if not host:
         raise ConfigError(key, "must not be empty")
     if any(ch.isspace() for ch in host):

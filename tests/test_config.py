@@ -17,14 +17,12 @@ from archive.config import (
     RetrieveConfig,
     TimeoutsConfig,
     load_config,
-    merge_peers,
     parse_config,
-    parse_peer,
-    resolve_peer,
     with_overrides,
 )
 from archive.dicom import uids
 from archive.errors import ConfigError
+from archive.peers import merge_peers, parse_peer, resolve_peer
 
 FULL = """\
 [node]
