@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -23,13 +24,13 @@ from typing import Literal
 from archive.config import Config
 from archive.dicom.dimse import CFindRq, CGetRq, CMoveRq
 from archive.dicom.ul.negotiation import default_acceptor_policy
-from archive.index import Index
+from archive.index import Index, StoredInstance
 from archive.net import AssociationError, Server, associate, timeouts_from
 from archive.services import Ingest, StoreTarget, SubAssociationError, default_registry
 from archive.services.base import Provider
 from archive.services.query import FindSettings, c_find_provider
 from archive.services.retrieve import Connect, MoveSettings, c_get_provider, c_move_provider
-from archive.store import FileStore, scan_file
+from archive.store import FileStore, ScannedFile, scan_file
 
 log = logging.getLogger("archive.node")
 
@@ -157,13 +158,36 @@ class Storage:
         if not broken:
             return
         await self.index.remove([uid for uid, _ in broken])
-        for _, path in broken:
+        restored = 0
+        for uid, path in broken:
             await self.files.remove(path)
+            restored += await self._index_earlier_version(uid)
         log.warning(
             "recovery: %d instance(s) of the last batch were not whole on disk "
-            "(never acknowledged): removed",
+            "(never acknowledged): removed; %d earlier version(s) indexed again",
             len(broken),
+            restored,
         )
+
+    async def _index_earlier_version(self, uid: str) -> int:
+        """A replacement was dropped: index the version it replaced, if still on disk.
+
+        The old version goes only after the replacement's batch is flushed, so
+        when that batch is the one cut short the old file is still there; without
+        this it would be whole but unindexed. Returns 1 if one was indexed.
+        """
+        assert self.index is not None
+        for relative in await self.files.versions(uid):
+            try:
+                scanned = await self.files.run(scan_file, self.files.path(relative))
+            except Exception as exc:  # not whole either: another try, else nothing
+                log.warning("recovery: %s does not read back: %s", relative, exc)
+                continue
+            if scanned.attrs.sop_instance_uid == uid:
+                await self.index.add(stored_from_scan(scanned, relative))
+                await self.files.remove_other_versions(uid, keep=relative)
+                return 1
+        return 0
 
     async def _intact(self, relative: str, size: int, digest: str) -> bool:
         """The placed file reads back as a whole data set with this size and digest."""
@@ -226,6 +250,19 @@ class Node:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def stored_from_scan(scanned: ScannedFile, relative: str) -> StoredInstance:
+    """The index row of a file found on disk (recovery, ``archive check``)."""
+    return StoredInstance(
+        attrs=scanned.attrs,
+        path=relative,
+        size=scanned.size,
+        digest=scanned.digest,
+        transfer_syntax_uid=scanned.meta.transfer_syntax_uid,
+        source_ae=scanned.meta.source_application_entity_title,
+        received_at=time.time(),
+    )
 
 
 def qr_providers(config: Config, storage: Storage) -> dict[type, Provider]:

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 import msgspec
 
 from archive.dicom.filemeta import FileMetaError
 from archive.dicom.header import HeaderError
-from archive.index import DuplicateInstanceError, StoredInstance
-from archive.node import Storage
+from archive.index import DuplicateInstanceError
+from archive.node import Storage, stored_from_scan
 from archive.store import INSTANCES, scan_file
 
 log = logging.getLogger("archive.reconcile")
@@ -95,17 +94,8 @@ async def check(storage: Storage, *, repair: bool = False) -> CheckReport:
             continue
         report.unindexed_files.append(path)
         if repair:
-            item = StoredInstance(
-                attrs=scanned.attrs,
-                path=path,
-                size=scanned.size,
-                digest=scanned.digest,
-                transfer_syntax_uid=scanned.meta.transfer_syntax_uid,
-                source_ae=scanned.meta.source_application_entity_title,
-                received_at=time.time(),
-            )
             try:
-                await index.add(item)
+                await index.add(stored_from_scan(scanned, path))
             except DuplicateInstanceError:
                 report.superseded_files.append(path)
                 await storage.files.remove(path)

@@ -17,7 +17,8 @@ records its UIDs in the ``unflushed`` journal (``batch.py``) for recovery. A
 failed flush stops the writer for good (:class:`IndexFlushError`): the OS may
 have dropped the pages it could not write, so a later flush proves nothing. Its
 batch's new rows are taken back at once (their stores are answered 0xA700 and
-their files discarded), and the journal stays for the next start-up to check.
+their files discarded), and the journal stays for the next start-up to check
+(which also gives a refused replacement's place back to the version it replaced).
 
 The queue is unbounded on purpose: every submitter waits for its own commit, so at
 most one operation per concurrent store is ever queued; backpressure is that wait.

@@ -260,22 +260,33 @@ class FileStore:
         await self.run(self._remove_other_versions_sync, sop_instance_uid, keep)
 
     def _remove_other_versions_sync(self, uid: str, keep: str) -> None:
-        canonical = self.root / relative_path(uid)
-        folder = canonical.parent
         removed = False
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            return
-        prefix = uid + ".r"
-        for name in names:
-            if name == canonical.name or (name.startswith(prefix) and name.endswith(".dcm")):
-                path = folder / name
-                if path.relative_to(self.root).as_posix() != keep:
-                    _unlink_quietly(path)
-                    removed = True
+        for relative in self._versions_sync(uid):
+            if relative != keep:
+                _unlink_quietly(self.root / relative)
+                removed = True
         if removed and self.durable:
-            _fsync_dir(folder)
+            _fsync_dir((self.root / relative_path(uid)).parent)
+
+    async def versions(self, sop_instance_uid: str) -> list[str]:
+        """Every file of this instance on disk (first place and replacements),
+        relative to the data folder, the most recently written first."""
+        return await self.run(self._versions_sync, sop_instance_uid)
+
+    def _versions_sync(self, uid: str) -> list[str]:
+        first = relative_path(uid)
+        folder, _, name = first.rpartition("/")
+        try:
+            names = os.listdir(self.root / folder)
+        except FileNotFoundError:
+            return []
+        prefix = uid + ".r"
+        found: list[tuple[float, str]] = []
+        for entry in names:
+            if entry == name or (entry.startswith(prefix) and entry.endswith(".dcm")):
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((os.stat(self.root / folder / entry).st_mtime, entry))
+        return [f"{folder}/{entry}" for _, entry in sorted(found, reverse=True)]
 
 
 #: What the write job does once the last fragment is written.

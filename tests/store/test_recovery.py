@@ -465,3 +465,42 @@ def test_last_batch_whole_on_disk_is_kept(tmp_path: Path) -> None:
     assert index_row(root, ds.SOPInstanceUID) == before
     assert read_stored(root, ds.SOPInstanceUID)[1] == encode_dataset(ds, EXPLICIT_VR_LE)
     assert leftovers(root) == []
+
+
+def test_last_batch_replacement_not_whole_brings_back_the_version_it_replaced(
+    tmp_path: Path,
+) -> None:
+    """duplicates = "replace": the batch that switched the row to the new version was
+    cut short in its flush, so the old version, removed only after that flush, is
+    still on disk: the row goes back to it."""
+    toml = '[store]\nduplicates = "replace"\n'
+    root = tmp_path / "data"
+    open_storage(root, toml)
+    old = make_dataset(pixel_bytes=3000, seed=1, patient_name="Old^Name")
+    new = make_dataset(pixel_bytes=5000, seed=2, patient_name="New^Name")
+    new.SOPInstanceUID = old.SOPInstanceUID
+    new.StudyInstanceUID = old.StudyInstanceUID
+    new.SeriesInstanceUID = old.SeriesInstanceUID
+    uid = old.SOPInstanceUID
+    assert ingest(root, old, toml=toml) == Status.SUCCESS
+    first = root / relative_path(uid)
+    old_bytes = first.read_bytes()
+    assert ingest(root, new, toml=toml) == Status.SUCCESS
+    replaced = index_row(root, uid)
+    assert replaced is not None
+    assert replaced["path"] != relative_path(uid)
+    assert not first.exists()
+    # The crash came after the replacement's commit, before its flush completed
+    # and before the old version's removal.
+    first.write_bytes(old_bytes)
+    journal(root, uid)
+    _truncate_to(1000)(root / replaced["path"])
+    open_storage(root, toml)
+    row = index_row(root, uid)
+    assert row is not None
+    assert row["path"] == relative_path(uid)
+    assert row["digest"] == sha256(encode_dataset(old, EXPLICIT_VR_LE))
+    assert not (root / replaced["path"]).exists()
+    assert read_stored(root, uid)[1] == encode_dataset(old, EXPLICIT_VR_LE)
+    assert [p.relative_to(root).as_posix() for p in instance_files(root)] == [relative_path(uid)]
+    assert leftovers(root) == []
