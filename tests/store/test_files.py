@@ -435,18 +435,22 @@ def test_short_writes_are_completed(
     assert calls["n"] > 3
 
 
-def test_fsyncs_in_strict_mode_and_none_in_fast(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """strict: the file, its folder, and each new folder's parent once; fast: nothing."""
-    synced: list[str] = []
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What os.fsync is called on from now on (the paths of the descriptors)."""
+    paths: list[str] = []
     real = os.fsync
 
     def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
         real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    return paths
+
+
+def test_fsyncs_in_strict_mode_and_none_in_fast(tmp_path: Path, synced: list[str]) -> None:
+    """strict: the file, its folder, and each new folder's parent once; fast: nothing."""
     leaf = relative_path(UID).rsplit("/", 1)[0]
     # Another UID in the same leaf folder: it finds the folder made already.
     sibling = "1.2.3.148513"  # found by search: the same instances/cb/1a/ as UID
@@ -486,18 +490,8 @@ def test_fsyncs_in_strict_mode_and_none_in_fast(
         assert second[1] == leaf
 
 
-def test_batched_store_leaves_every_flush_to_flush_all(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_batched_store_leaves_every_flush_to_flush_all(tmp_path: Path, synced: list[str]) -> None:
     """batched: placing fsyncs nothing; flush_all is one syncfs of the data folder."""
-    synced: list[str] = []
-    real = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
     root = tmp_path / "data"
     store = FileStore(root, durable=True, batched=True, workers=1)
     assert store.batched
