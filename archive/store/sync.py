@@ -12,7 +12,7 @@ reports any writeback error that happened on it since the descriptor was opened
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 from collections.abc import Callable
 
@@ -22,12 +22,15 @@ __all__ = ["Syncfs", "load_syncfs"]
 Syncfs = Callable[[int], None]
 
 
+@functools.cache
 def load_syncfs() -> Syncfs | None:
-    """The C library's ``syncfs``, or None where there is none (not Linux, old libc)."""
-    name = ctypes.util.find_library("c")
+    """The C library's ``syncfs``, or None where there is none (not Linux, old libc).
+
+    Looked up among the symbols the process has loaded already (``CDLL(None)``):
+    ``ctypes.util.find_library`` would run ``ldconfig`` in a subprocess.
+    """
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        function = libc.syncfs
+        function = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return None
     function.argtypes = [ctypes.c_int]

@@ -24,6 +24,7 @@ from archive.store import (
     safe_uid,
 )
 from archive.store.files import MAX_QUEUED, WRITE_BEHIND
+from archive.store.sync import load_syncfs
 
 FLUSH_SIZE = MAX_QUEUED  # sizes below are in units of what may queue behind a write
 
@@ -612,3 +613,16 @@ def test_a_failed_open_releases_the_data_folder(
         first.close()
 
     asyncio.run(scenario())
+
+
+def test_syncfs_flushes_and_reports_errors(tmp_path: Path) -> None:
+    syncfs = load_syncfs()
+    assert syncfs is not None  # Linux, glibc: CI runs here
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        syncfs(fd)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError, match="Bad file descriptor") as info:
+        syncfs(fd)  # closed
+    assert info.value.errno == errno.EBADF
