@@ -62,7 +62,7 @@ class Storage:
                 await self.files.run(self.files.also_flush, self.root / INDEX_FILE)
                 flush = self.files.flush_all
             elif self.files.durable and self.config.store.flush == "batch":
-                log.info("no syncfs here: each file is flushed on its own (flush = file)")
+                log.info("no syncfs for the data folder: each file is flushed on its own")
             self.index = await Index.open(
                 self.root / INDEX_FILE,
                 durability="strict" if self.files.durable else "fast",

@@ -87,6 +87,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: What syncfs answers on a filesystem that does not implement it.
+_NO_SYNCFS = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
+
 #: Queued bytes at which a write job starts before the data set is complete.
 WRITE_BEHIND = 64 << 10
 #: Bytes that may queue behind a running write job before the receiver waits:
@@ -146,11 +149,27 @@ class FileStore:
                 _fsync_dir(self.root)
             if self.batched:
                 self._flush_fds.append(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY))
+                self._probe_syncfs()
         except BaseException:
             unlock_data_folder(self._lock)  # a failed open must not keep the folder
             self._lock = -1
             raise
         self._folders.add(self.root / INSTANCES)
+
+    def _probe_syncfs(self) -> None:
+        """Flush once at open: a filesystem that cannot (ENOSYS, EINVAL, EOPNOTSUPP
+        from an old FUSE, say) has each file flushed on its own instead. Any other
+        error is the disk's, and the open fails with it."""
+        assert self._syncfs is not None
+        try:
+            self._syncfs(self._flush_fds[0])
+        except OSError as exc:
+            if exc.errno not in _NO_SYNCFS:
+                raise
+            self._syncfs = None
+            self.batched = False
+            self.sync_each = self.durable
+            os.close(self._flush_fds.pop())
 
     async def in_flight(self) -> list[InFlight]:
         """The markers a crash left in ``tmp/`` (``inflight.py``); debris is removed."""

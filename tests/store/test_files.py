@@ -626,3 +626,34 @@ def test_syncfs_flushes_and_reports_errors(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="Bad file descriptor") as info:
         syncfs(fd)  # closed
     assert info.value.errno == errno.EBADF
+
+
+@pytest.mark.parametrize(
+    ("code", "batched"), [(errno.ENOSYS, False), (errno.EINVAL, False), (errno.EIO, None)]
+)
+def test_a_filesystem_without_syncfs_flushes_each_file(
+    tmp_path: Path, code: int, batched: bool | None
+) -> None:
+    """The probe at open: "not implemented" falls back to fsync per file; EIO fails."""
+    store = FileStore(tmp_path / "data", durable=True, batched=True, workers=1)
+
+    def syncfs(fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    store._syncfs = syncfs
+    try:
+        if batched is None:
+            with pytest.raises(OSError, match="Input/output error"):
+                run(store.open)
+            # A failed open keeps nothing: the folder can be opened again.
+            again = FileStore(tmp_path / "data", durable=True, batched=True, workers=1)
+            run(again.open)
+            assert again.batched
+            again.close()
+            return
+        run(store.open)
+        assert store.batched is batched
+        assert store.sync_each
+        store.flush_all()  # a no-op now
+    finally:
+        store.close()
