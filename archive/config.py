@@ -225,8 +225,8 @@ class StoreConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
         flush: how "strict" reaches stable storage. "batch" (default): one
             flush of the data folder's filesystem (Linux syncfs) after each
             group commit covers every file, folder and index page written
-            since the last one; where there is no syncfs (or the data folder's
-            filesystem does not implement it), "file" is used.
+            since the last one; where there is no reliable syncfs (not Linux
+            5.8+, or a filesystem without it), "file" is used.
             "file": fsync of each file and its folder, and of the index's log
             at each commit; for a data folder that shares its filesystem with
             other busy writers, whose data a batch flush would wait for too.

@@ -105,11 +105,27 @@ class Storage:
         - otherwise only the marker goes.
 
         Each removal is done before the marker's, so a crash during recovery
-        leaves the marker for the next one. Then :meth:`_check_unflushed`.
+        leaves the marker for the next one. A row dropped for a file that is not
+        whole gives its place back to an earlier version still on disk (a
+        replacement cut short). Then :meth:`_check_unflushed`, on the journal as
+        it was at the start: recovery's own writes leave the journal alone until
+        everything is done, so a crash during recovery finds it whole again.
         """
         assert self.index is not None
         # What survived the last stop is made durable before it is judged.
         await self.files.run(self.files.flush_all)
+        journal = await self.index.unflushed()
+        self.index.hold_journal(True)
+        try:
+            await self._check_markers()
+            await self._check_unflushed(journal)
+        finally:
+            self.index.hold_journal(False)
+        if journal:
+            await self.index.clear_unflushed()
+
+    async def _check_markers(self) -> None:
+        assert self.index is not None
         found = await self.files.in_flight()
         removed = 0
         for entry in found:
@@ -121,6 +137,10 @@ class Storage:
                         await self.files.remove_other_versions(entry.uid, keep=entry.placed)
                         continue
                     await self.index.remove([entry.uid])
+                    removed += 1
+                    await self.files.remove(entry.placed)
+                    await self._index_earlier_version(entry.uid)
+                    continue
                 removed += 1
                 await self.files.remove(entry.placed)
             elif ours is not None and not await self.files.run(
@@ -128,6 +148,7 @@ class Storage:
             ):
                 removed += 1
                 await self.index.remove([entry.uid])
+                await self._index_earlier_version(entry.uid)
         await self.files.clear_in_flight(found)
         if found:
             log.info(
@@ -135,9 +156,8 @@ class Storage:
                 len(found),
                 removed,
             )
-        await self._check_unflushed()
 
-    async def _check_unflushed(self) -> None:
+    async def _check_unflushed(self, journal: list[str]) -> None:
         """Read back the instances of a batch whose flush may not have completed.
 
         Under ``flush = "batch"`` a batch is committed, then flushed with its
@@ -145,29 +165,29 @@ class Storage:
         durable whose files are not (or not whole); they were never
         acknowledged. The ``unflushed`` journal names that batch's instances
         (``archive/index/migrations/0002_unflushed.sql``); each whose file does
-        not read back with its row's size and SHA-256 loses row and file. The
-        rows go in one transaction, which also empties the journal, so a crash
-        during this leaves the journal whole for the next start.
+        not read back with its row's size and SHA-256 loses row and file, and
+        one without a row (its row dropped already: by the markers' check, by
+        a failed flush's take-back, or by a recovery cut short) gets an
+        earlier version still on disk indexed again, if there is one.
         """
         assert self.index is not None
-        broken = []
-        for uid in await self.index.unflushed():
+        dropped = restored = 0
+        for uid in journal:
             row = await self.index.instance(uid)
-            if row is not None and not await self._intact(row.path, row.size, row.digest):
-                broken.append((uid, row.path))
-        if not broken:
-            return
-        await self.index.remove([uid for uid, _ in broken])
-        restored = 0
-        for uid, path in broken:
-            await self.files.remove(path)
+            if row is not None:
+                if await self._intact(row.path, row.size, row.digest):
+                    continue
+                await self.index.remove([uid])
+                await self.files.remove(row.path)
+                dropped += 1
             restored += await self._index_earlier_version(uid)
-        log.warning(
-            "recovery: %d instance(s) of the last batch were not whole on disk "
-            "(never acknowledged): removed; %d earlier version(s) indexed again",
-            len(broken),
-            restored,
-        )
+        if dropped or restored:
+            log.warning(
+                "recovery: %d instance(s) of the last batch were not whole on disk "
+                "(never acknowledged): removed; %d earlier version(s) indexed again",
+                dropped,
+                restored,
+            )
 
     async def _index_earlier_version(self, uid: str) -> int:
         """A replacement was dropped: index the version it replaced, if still on disk.

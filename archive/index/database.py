@@ -231,6 +231,20 @@ class Index:
         row = await self._fetch_one(SELECT_INSTANCE_ROW, (sop_instance_uid,))
         return None if row is None else InstanceRow(*row)
 
+    def check_writable(self) -> None:
+        """Raise :class:`IndexFlushError` if a flush failed (nothing is written
+        until a restart), so that nothing is acknowledged meanwhile either."""
+        if self._writer.broken:
+            raise self._writer.broken_error()
+
+    def hold_journal(self, held: bool) -> None:
+        """While held, batches leave the ``unflushed`` journal as it is (recovery)."""
+        self._writer.hold_journal(held)
+
+    async def clear_unflushed(self) -> None:
+        """Empty the ``unflushed`` journal in a batch of its own (end of recovery)."""
+        await self._writer.clear_journal()
+
     async def unflushed(self) -> list[str]:
         """The SOP Instance UIDs of the last batch, if its flush may not have
         completed (``migrations/0002_unflushed.sql``); for recovery."""

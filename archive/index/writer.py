@@ -40,7 +40,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from archive.index.batch import CLEAR_UNFLUSHED, Operation, Outcome, Remove, Replace, apply_batch
+from archive.index.batch import (
+    CLEAR_UNFLUSHED,
+    Journal,
+    Operation,
+    Outcome,
+    Remove,
+    Replace,
+    apply_batch,
+)
 from archive.index.connection import Durability, connect_writer
 from archive.index.errors import IndexClosedError, IndexFlushError, IndexWriteError
 from archive.index.records import InstanceRow, StoredInstance, WriterStats
@@ -73,7 +81,15 @@ class GroupCommitWriter:
         self._conn = conn
         self._max_batch = max_batch
         self._flush = flush
-        self._broken: IndexFlushError | None = None
+        # Set once a flush failed: what it raised (every later write fails).
+        self._broken: BaseException | None = None
+        # Recovery reads the journal back: until it is done, batches leave it alone.
+        self._journal_held = False
+        # The last batch was committed and flushed (or nothing was written yet).
+        self._clean = True
+        # The journal names this writer's own last batch (not a previous run's,
+        # which recovery has yet to read back): a clean close may empty it.
+        self._journal_ours = False
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -152,9 +168,29 @@ class GroupCommitWriter:
             finally:
                 self._executor.shutdown(wait=False)
 
+    @property
+    def broken(self) -> bool:
+        """A flush failed: nothing more is written until a restart."""
+        return self._broken is not None
+
+    def broken_error(self) -> IndexFlushError:
+        """A fresh error for one refused write (each raise adds to its traceback)."""
+        error = IndexFlushError(f"ingest stopped until restart: flush failed: {self._broken}")
+        error.__cause__ = self._broken
+        return error
+
+    def hold_journal(self, held: bool) -> None:
+        """While held, batches neither empty nor fill the ``unflushed`` journal
+        (recovery, which reads it back and may write meanwhile)."""
+        self._journal_held = held
+
+    async def clear_journal(self) -> None:
+        """Commit (and flush) a batch that empties the journal."""
+        await self._submit(Remove(()))
+
     def _close_sync(self) -> None:
         try:
-            if self._flush is not None and self._broken is None:
+            if self._flush is not None and self._clean and self._journal_ours:
                 # Everything committed was flushed: a clean stop leaves no journal
                 # for the next start to read back.
                 self._conn.execute(CLEAR_UNFLUSHED)
@@ -165,7 +201,7 @@ class GroupCommitWriter:
 
     async def _submit(self, operation: Operation) -> object:
         if self._broken is not None:
-            raise self._broken
+            raise self.broken_error()
         if self._closing or self._task is None or self._task.done():
             raise IndexClosedError("the index is closed")
         pending = _Pending(operation, asyncio.get_running_loop().create_future())
@@ -206,22 +242,29 @@ class GroupCommitWriter:
             while not self._queue.empty():
                 queued = self._queue.get_nowait()
                 if queued is not None:
-                    _fail(queued.future, self._broken or IndexClosedError(message))
+                    _fail(
+                        queued.future,
+                        self.broken_error() if self._broken else IndexClosedError(message),
+                    )
 
     async def _commit(self, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         operations = [pending.operation for pending in batch]
+        if self._journal_held:
+            journal: Journal = "keep"
+        else:
+            journal = "clear" if self._flush is None else "record"
+        self._clean = False
         try:
             outcomes: list[Outcome] = await loop.run_in_executor(
-                self._executor, _commit_and_flush, self._conn, operations, self._flush
+                self._executor, _commit_and_flush, self._conn, operations, self._flush, journal
             )
         except _FlushFailed as failed:
             # Committed, visible, but not known durable: nobody may be told Success,
             # and nothing may be committed after it (see IndexFlushError).
             self._failed_batches += 1
             cause = failed.__cause__
-            self._broken = IndexFlushError(f"ingest stopped until restart: flush failed: {cause}")
-            self._broken.__cause__ = cause
+            self._broken = cause
             for pending in batch:
                 unflushed = IndexFlushError(f"not durable, flush failed: {cause}")
                 unflushed.__cause__ = cause
@@ -229,6 +272,7 @@ class GroupCommitWriter:
             return
         except Exception as exc:
             # apply_batch rolled back: nothing of this batch is in the index.
+            self._clean = True
             self._failed_batches += 1
             message = f"index transaction of {len(batch)} operation(s) failed: {exc}"
             for pending in batch:
@@ -237,6 +281,8 @@ class GroupCommitWriter:
                 error.__cause__ = exc
                 _fail(pending.future, error)
             return
+        self._clean = True
+        self._journal_ours = self._journal_ours or journal != "keep"
         self._commits += 1
         self._operations += len(batch)
         self._largest_batch = max(self._largest_batch, len(batch))
@@ -255,20 +301,29 @@ def _commit_and_flush(
     conn: sqlite3.Connection,
     operations: Sequence[Operation],
     flush: Callable[[], None] | None,
+    journal: Journal,
 ) -> list[Outcome]:
-    """The writer thread's hop: apply and commit the batch, then flush (if given)."""
-    outcomes = apply_batch(conn, operations, journal="clear" if flush is None else "record")
+    """The writer thread's hop: apply and commit the batch, then flush (if given).
+
+    After a failed flush the rows the batch wrote are taken back: a new instance's,
+    and a replacement's too (the version it replaced is still on disk, removed only
+    after a flush; the next start-up indexes it again from the journal, which is
+    left as it is).
+    """
+    outcomes = apply_batch(conn, operations, journal=journal)
     if flush is not None:
         try:
             flush()
         except Exception as exc:
-            added = tuple(
-                op.attrs.sop_instance_uid
+            written = tuple(
+                op.item.attrs.sop_instance_uid
+                if isinstance(op, Replace)
+                else op.attrs.sop_instance_uid
                 for op, outcome in zip(operations, outcomes, strict=True)
-                if isinstance(op, StoredInstance) and outcome is None
+                if isinstance(op, Replace) or (isinstance(op, StoredInstance) and outcome is None)
             )
             with contextlib.suppress(Exception):  # then the next start-up does it
-                apply_batch(conn, [Remove(added)], journal="keep")
+                apply_batch(conn, [Remove(written)], journal="keep")
             raise _FlushFailed() from exc
     return outcomes
 

@@ -81,6 +81,7 @@ class Index(Protocol):
     async def add(self, item: StoredInstance) -> None: ...
     async def replace(self, item: StoredInstance) -> Held | None: ...
     async def instance(self, sop_instance_uid: str) -> Held | None: ...
+    def check_writable(self) -> None: ...
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -197,6 +198,8 @@ class Ingest:
             # Success on what a reader sees is safe: a row is visible from its
             # commit, before the flush of its batch (flush = "batch"), but the
             # store that added it holds this UID's lock until its batch is flushed.
+            # Unless that flush failed: then nothing is acknowledged any more.
+            self.index.check_writable()
             if held.digest == writer.digest:
                 return _IDENTICAL
             if self.duplicates == "keep":

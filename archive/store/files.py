@@ -150,6 +150,8 @@ class FileStore:
             if self.batched:
                 self._flush_fds.append(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY))
                 self._probe_syncfs()
+            for name in (INSTANCES, TMP):  # links to other disks: flushed too
+                self.also_flush(self.root / name / "entry")
         except BaseException:
             unlock_data_folder(self._lock)  # a failed open must not keep the folder
             self._lock = -1
@@ -211,7 +213,10 @@ class FileStore:
         """Have :meth:`flush_all` flush the filesystem of ``path``'s folder too, if it
         is another one (``path`` a symbolic link to another disk, say). Blocking."""
         folder = os.path.dirname(os.path.realpath(path))
-        if self.batched and os.stat(folder).st_dev != os.stat(self.root).st_dev:
+        if not self.batched:
+            return
+        known = {os.fstat(fd).st_dev for fd in self._flush_fds}
+        if os.stat(folder).st_dev not in known:
             self._flush_fds.append(os.open(folder, os.O_RDONLY | os.O_DIRECTORY))
 
     def begin(self, sop_instance_uid: str, file_meta: bytes) -> FileWriter:

@@ -267,6 +267,42 @@ def test_failed_batch_flush_refuses_and_stops_ingest_until_restart(
     still_serving(restarted, stored=0)
 
 
+def test_failed_flush_of_a_replacement_keeps_the_old_version(
+    node_factory: NodeFactory,
+) -> None:
+    """duplicates = "replace" and the flush after the replacement's commit fails: 0xA700,
+    the SCU's retry of the same data set gets 0xA700 too (nothing is acknowledged
+    until a restart, not even an identical duplicate), and after the restart the
+    version acknowledged first is the one indexed."""
+    node = node_factory(toml='[store]\nduplicates = "replace"\n')
+    assert node.node is not None
+    files_ = node.node.storage.files
+    old = Item.of(make_dataset(pixel_bytes=3000, seed=1), EXPLICIT_VR_LE)
+    new_ds = make_dataset(pixel_bytes=5000, seed=2, patient_name="New^Name")
+    new_ds.SOPInstanceUID = old.uid
+    new = Item.of(new_ds, EXPLICIT_VR_LE)
+    assert archive_store(node.port, [old], EXPLICIT_VR_LE) == [SUCCESS]
+    real = files_._syncfs
+
+    def syncfs(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    files_._syncfs = syncfs
+    assert archive_store(node.port, [new], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
+    assert archive_store(node.port, [new], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
+    assert archive_store(node.port, [old], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
+    files_._syncfs = real
+    root = data_dir(node)
+    node.stop()
+    restarted = node_factory(data_dir=str(root), toml='[store]\nduplicates = "replace"\n')
+    stored = record(restarted, old.uid)
+    assert stored is not None
+    assert stored.digest == sha256(old.data)
+    assert read_stored(root, old.uid)[1] == old.data
+    assert leftovers(root) == []
+    assert len(instance_files(root)) == 1
+
+
 # ---- index failures -----------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import os
 import random
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from archive.store import (
     safe_uid,
 )
 from archive.store.files import MAX_QUEUED, WRITE_BEHIND
-from archive.store.sync import load_syncfs
+from archive.store.sync import load_syncfs, reports_errors
 
 FLUSH_SIZE = MAX_QUEUED  # sizes below are in units of what may queue behind a write
 
@@ -615,7 +616,7 @@ def test_a_failed_open_releases_the_data_folder(
     asyncio.run(scenario())
 
 
-def test_syncfs_flushes_and_reports_errors(tmp_path: Path) -> None:
+def test_syncfs_flushes_and_reports_a_bad_descriptor(tmp_path: Path) -> None:
     syncfs = load_syncfs()
     assert syncfs is not None  # Linux, glibc: CI runs here
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
@@ -657,3 +658,42 @@ def test_a_filesystem_without_syncfs_flushes_each_file(
         store.flush_all()  # a no-op now
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("release", "reports"),
+    [
+        ("6.18.44-fc-v595", True),
+        ("5.8.0", True),
+        ("5.10.0-28-amd64", True),
+        ("5.4.0-150-generic", False),
+        ("4.18.0-553.el8_10.x86_64", False),
+        ("garbage", False),
+    ],
+)
+def test_syncfs_is_relied_on_from_linux_5_8(release: str, reports: bool) -> None:
+    """Before 5.8 syncfs returns 0 after a failed writeback: each file is fsynced."""
+    assert reports_errors(release) is reports
+
+
+def test_a_folder_linked_to_another_filesystem_is_flushed_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = Path("/dev/shm") / f"archive-test-{os.getpid()}"
+    if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is on the same filesystem as tmp_path")
+    elsewhere.mkdir()
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "tmp").symlink_to(elsewhere)
+    store = FileStore(root, durable=True, batched=True, workers=1)
+    flushed: list[str] = []
+    try:
+        run(store.open)
+        assert store._syncfs is not None
+        store._syncfs = lambda fd: flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        store.flush_all()
+        assert flushed == [str(root), str(elsewhere)]
+    finally:
+        store.close()
+        shutil.rmtree(elsewhere)

@@ -79,7 +79,7 @@ async def generated(head: bytes, digest: Any, sent: list[int]) -> AsyncIterator[
 def test_one_gib_instance_with_flat_rss(tmp_path: Path) -> None:
     root = tmp_path / "data"
     port = free_port()
-    # Strict durability (the default): one fsync of 1 GiB is fast enough here.
+    # Strict durability (the default): one flush of the 1 GiB is fast enough here.
     proc = serve(root, port, tmp_path / "serve.log")
     try:
         ds, head = header()

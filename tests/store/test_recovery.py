@@ -467,40 +467,105 @@ def test_last_batch_whole_on_disk_is_kept(tmp_path: Path) -> None:
     assert leftovers(root) == []
 
 
+REPLACE = '[store]\nduplicates = "replace"\n'
+
+
+def replaced_twice(tmp_path: Path) -> tuple[Path, Dataset, Dataset, str]:
+    """An instance stored, then replaced; the old version put back on disk, as when
+    the crash came after the replacement's commit and before the old one's removal.
+    Returns (root, old, new, the replacement's path)."""
+    root = tmp_path / "data"
+    open_storage(root, REPLACE)
+    old = make_dataset(pixel_bytes=3000, seed=1, patient_name="Old^Name")
+    new = make_dataset(pixel_bytes=5000, seed=2, patient_name="New^Name")
+    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        setattr(new, keyword, getattr(old, keyword))
+    uid = old.SOPInstanceUID
+    assert ingest(root, old, toml=REPLACE) == Status.SUCCESS
+    first = root / relative_path(uid)
+    old_bytes = first.read_bytes()
+    assert ingest(root, new, toml=REPLACE) == Status.SUCCESS
+    replaced = index_row(root, uid)
+    assert replaced is not None
+    assert replaced["path"] != relative_path(uid)
+    assert not first.exists()
+    first.write_bytes(old_bytes)
+    return root, old, new, replaced["path"]
+
+
+def assert_old_version_indexed(root: Path, old: Dataset) -> None:
+    uid = old.SOPInstanceUID
+    row = index_row(root, uid)
+    assert row is not None
+    assert row["path"] == relative_path(uid)
+    assert row["digest"] == sha256(encode_dataset(old, EXPLICIT_VR_LE))
+    assert read_stored(root, uid)[1] == encode_dataset(old, EXPLICIT_VR_LE)
+    assert [p.relative_to(root).as_posix() for p in instance_files(root)] == [relative_path(uid)]
+    assert journaled(root) == []
+    assert leftovers(root) == []
+
+
 def test_last_batch_replacement_not_whole_brings_back_the_version_it_replaced(
     tmp_path: Path,
 ) -> None:
     """duplicates = "replace": the batch that switched the row to the new version was
     cut short in its flush, so the old version, removed only after that flush, is
     still on disk: the row goes back to it."""
-    toml = '[store]\nduplicates = "replace"\n'
-    root = tmp_path / "data"
-    open_storage(root, toml)
-    old = make_dataset(pixel_bytes=3000, seed=1, patient_name="Old^Name")
-    new = make_dataset(pixel_bytes=5000, seed=2, patient_name="New^Name")
-    new.SOPInstanceUID = old.SOPInstanceUID
-    new.StudyInstanceUID = old.StudyInstanceUID
-    new.SeriesInstanceUID = old.SeriesInstanceUID
-    uid = old.SOPInstanceUID
-    assert ingest(root, old, toml=toml) == Status.SUCCESS
-    first = root / relative_path(uid)
-    old_bytes = first.read_bytes()
-    assert ingest(root, new, toml=toml) == Status.SUCCESS
-    replaced = index_row(root, uid)
-    assert replaced is not None
-    assert replaced["path"] != relative_path(uid)
-    assert not first.exists()
-    # The crash came after the replacement's commit, before its flush completed
-    # and before the old version's removal.
-    first.write_bytes(old_bytes)
-    journal(root, uid)
-    _truncate_to(1000)(root / replaced["path"])
-    open_storage(root, toml)
-    row = index_row(root, uid)
-    assert row is not None
-    assert row["path"] == relative_path(uid)
-    assert row["digest"] == sha256(encode_dataset(old, EXPLICIT_VR_LE))
-    assert not (root / replaced["path"]).exists()
-    assert read_stored(root, uid)[1] == encode_dataset(old, EXPLICIT_VR_LE)
-    assert [p.relative_to(root).as_posix() for p in instance_files(root)] == [relative_path(uid)]
+    root, old, _, path = replaced_twice(tmp_path)
+    journal(root, old.SOPInstanceUID)
+    _truncate_to(1000)(root / path)
+    open_storage(root, REPLACE)
+    assert_old_version_indexed(root, old)
+
+
+def test_replacement_not_whole_with_its_marker_brings_back_the_old_version(
+    tmp_path: Path,
+) -> None:
+    """The same, found through the replacement's surviving marker in tmp/."""
+    root, old, _, path = replaced_twice(tmp_path)
+    journal(root, old.SOPInstanceUID)
+    token = path.rsplit(".r", 1)[1][: -len(".dcm")]
+    mark_in_flight(root, path, token=token)
+    _truncate_to(1000)(root / path)
+    open_storage(root, REPLACE)
+    assert_old_version_indexed(root, old)
+
+
+def test_a_recovery_cut_short_is_finished_by_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recovery's own writes leave the journal alone until it is done: dying after
+    dropping the replacement's row, before indexing the old version, loses nothing."""
+    root, old, _, path = replaced_twice(tmp_path)
+    journal(root, old.SOPInstanceUID)
+    _truncate_to(1000)(root / path)
+
+    async def die(self: Storage, uid: str) -> int:
+        raise RuntimeError("killed during recovery")
+
+    monkeypatch.setattr(Storage, "_index_earlier_version", die)
+    with pytest.raises(RuntimeError, match="killed during recovery"):
+        open_storage(root, REPLACE)
+    assert index_row(root, old.SOPInstanceUID) is None  # the row went...
+    assert journaled(root) == [old.SOPInstanceUID]  # ...the journal stayed
+    monkeypatch.undo()
+    open_storage(root, REPLACE)
+    assert_old_version_indexed(root, old)
+
+
+def test_markers_and_journal_together(tmp_path: Path) -> None:
+    """A batch of two cut short: one marker survived, the other did not. The
+    markers' check must not hide the other from the journal's."""
+    root = fresh(tmp_path)
+    a = make_dataset(pixel_bytes=3000, seed=1)
+    b = make_dataset(pixel_bytes=4000, seed=2, study_uid=a.StudyInstanceUID)
+    assert ingest(root, a) == ingest(root, b) == Status.SUCCESS
+    journal(root, a.SOPInstanceUID, b.SOPInstanceUID)
+    mark_in_flight(root, relative_path(a.SOPInstanceUID))
+    _truncate_to(1000)(root / relative_path(a.SOPInstanceUID))
+    _truncate_to(1000)(root / relative_path(b.SOPInstanceUID))
+    open_storage(root)
+    assert all_rows(root) == {}
+    assert instance_files(root) == []
+    assert journaled(root) == []
     assert leftovers(root) == []
