@@ -23,6 +23,8 @@ from typing import Literal
 
 from archive.config import Config
 from archive.dicom.dimse import CFindRq, CGetRq, CMoveRq
+from archive.dicom.filemeta import FileMetaError
+from archive.dicom.header import HeaderError
 from archive.dicom.ul.negotiation import default_acceptor_policy
 from archive.index import Index, StoredInstance
 from archive.net import AssociationError, Server, associate, timeouts_from
@@ -117,14 +119,18 @@ class Storage:
         journal = await self.index.unflushed()
         self.index.hold_journal(True)
         try:
-            await self._check_markers()
+            await self._check_markers(frozenset(journal))
             await self._check_unflushed(journal)
         finally:
             self.index.hold_journal(False)
         if journal:
             await self.index.clear_unflushed()
 
-    async def _check_markers(self) -> None:
+    async def _check_markers(self, journaled: frozenset[str]) -> None:
+        """The markers' rules (see :meth:`recover`). A placed file that no row names
+        is left alone when its UID is in the journal: it may be the version an
+        unflushed replacement was to replace (its own marker's removal lost to
+        the cut), which :meth:`_check_unflushed` may have to index again."""
         assert self.index is not None
         found = await self.files.in_flight()
         removed = 0
@@ -141,6 +147,8 @@ class Storage:
                     await self.files.remove(entry.placed)
                     await self._index_earlier_version(entry.uid)
                     continue
+                if entry.uid in journaled:
+                    continue  # decided with the journal, once its row is checked
                 removed += 1
                 await self.files.remove(entry.placed)
             elif ours is not None and not await self.files.run(
@@ -176,6 +184,9 @@ class Storage:
             row = await self.index.instance(uid)
             if row is not None:
                 if await self._intact(row.path, row.size, row.digest):
+                    # Any other version left by the cut (a placed file the markers'
+                    # check left for us) is superseded or was never acknowledged.
+                    await self.files.remove_other_versions(uid, keep=row.path)
                     continue
                 await self.index.remove([uid])
                 await self.files.remove(row.path)
@@ -197,16 +208,26 @@ class Storage:
         this it would be whole but unindexed. Returns 1 if one was indexed.
         """
         assert self.index is not None
+        cut: list[str] = []
         for relative in await self.files.versions(uid):
             try:
                 scanned = await self.files.run(scan_file, self.files.path(relative))
-            except Exception as exc:  # not whole either: another try, else nothing
+            except OSError as exc:  # unreadable, maybe intact: left where it is
+                log.warning("recovery: cannot read %s (left in place): %s", relative, exc)
+                continue
+            except (FileMetaError, HeaderError) as exc:  # not whole: never acknowledged
                 log.warning("recovery: %s does not read back: %s", relative, exc)
+                cut.append(relative)
+                continue
+            except Exception as exc:  # not understood: left for archive check
+                log.warning("recovery: %s left in place: %s", relative, exc)
                 continue
             if scanned.attrs.sop_instance_uid == uid:
                 await self.index.add(stored_from_scan(scanned, relative))
                 await self.files.remove_other_versions(uid, keep=relative)
                 return 1
+        for relative in cut:
+            await self.files.remove(relative)
         return 0
 
     async def _intact(self, relative: str, size: int, digest: str) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, generate_uid
@@ -36,6 +37,7 @@ from archive.dicom.uids import (
 from archive.index import StoredInstance
 from archive.net import Timeouts, associate
 from archive.store import relative_path
+from archive.store.sync import load_syncfs
 from tests.conftest import RunningNode
 from tests.interop.conftest import archive_command, stop, wait_listening
 
@@ -402,3 +404,10 @@ def fixed_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port below the ephemeral range")
+
+
+#: Tests of flush = "batch" itself: it falls back to "file" where syncfs cannot be
+#: relied on (not Linux 5.8+), so there they would test the fallback instead.
+needs_syncfs = pytest.mark.skipif(
+    load_syncfs() is None, reason="no reliable syncfs here (Linux 5.8+): flush = file"
+)

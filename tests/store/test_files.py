@@ -26,6 +26,7 @@ from archive.store import (
 )
 from archive.store.files import MAX_QUEUED, WRITE_BEHIND
 from archive.store.sync import load_syncfs, reports_errors
+from tests.store.helpers import needs_syncfs
 
 FLUSH_SIZE = MAX_QUEUED  # sizes below are in units of what may queue behind a write
 
@@ -492,6 +493,7 @@ def test_fsyncs_in_strict_mode_and_none_in_fast(tmp_path: Path, synced: list[str
         assert second[1] == leaf
 
 
+@needs_syncfs
 def test_batched_store_leaves_every_flush_to_flush_all(tmp_path: Path, synced: list[str]) -> None:
     """batched: placing fsyncs nothing; flush_all is one syncfs of the data folder."""
     root = tmp_path / "data"
@@ -616,6 +618,7 @@ def test_a_failed_open_releases_the_data_folder(
     asyncio.run(scenario())
 
 
+@needs_syncfs
 def test_syncfs_flushes_and_reports_a_bad_descriptor(tmp_path: Path) -> None:
     syncfs = load_syncfs()
     assert syncfs is not None  # Linux, glibc: CI runs here
@@ -629,6 +632,7 @@ def test_syncfs_flushes_and_reports_a_bad_descriptor(tmp_path: Path) -> None:
     assert info.value.errno == errno.EBADF
 
 
+@needs_syncfs
 @pytest.mark.parametrize(
     ("code", "batched"), [(errno.ENOSYS, False), (errno.EINVAL, False), (errno.EIO, None)]
 )
@@ -676,6 +680,7 @@ def test_syncfs_is_relied_on_from_linux_5_8(release: str, reports: bool) -> None
     assert reports_errors(release) is reports
 
 
+@needs_syncfs
 def test_a_folder_linked_to_another_filesystem_is_flushed_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

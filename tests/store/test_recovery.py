@@ -523,12 +523,46 @@ def test_replacement_not_whole_with_its_marker_brings_back_the_old_version(
 ) -> None:
     """The same, found through the replacement's surviving marker in tmp/."""
     root, old, _, path = replaced_twice(tmp_path)
-    journal(root, old.SOPInstanceUID)
     token = path.rsplit(".r", 1)[1][: -len(".dcm")]
-    mark_in_flight(root, path, token=token)
+    mark_in_flight(root, path, token=token)  # and no journal: the markers' check alone
     _truncate_to(1000)(root / path)
     open_storage(root, REPLACE)
     assert_old_version_indexed(root, old)
+
+
+@pytest.mark.parametrize("with_its_own_marker", [True, False])
+def test_a_lingering_marker_of_the_acknowledged_version_keeps_it(
+    tmp_path: Path, with_its_own_marker: bool
+) -> None:
+    """The first store's marker outlived it (its removal not yet flushed), then a
+    replacement's batch was cut short: the marker must not take the acknowledged
+    first version with it, which is what the row goes back to."""
+    root, old, _, path = replaced_twice(tmp_path)
+    uid = old.SOPInstanceUID
+    journal(root, uid)
+    for token in ("00000000", "ffffffff"):  # sorted before and after the replacement's
+        mark_in_flight(root, relative_path(uid), token=token)
+    if with_its_own_marker:
+        mark_in_flight(root, path, token=path.rsplit(".r", 1)[1][: -len(".dcm")])
+    _truncate_to(1000)(root / path)
+    open_storage(root, REPLACE)
+    assert_old_version_indexed(root, old)
+
+
+def test_a_lingering_marker_beside_an_intact_replacement_goes(tmp_path: Path) -> None:
+    """The same marker when the replacement is whole: the row stays on it and the
+    superseded first version is removed, as the replacement would have done."""
+    root, old, new, path = replaced_twice(tmp_path)
+    uid = old.SOPInstanceUID
+    journal(root, uid)
+    mark_in_flight(root, relative_path(uid), token="00000000")
+    open_storage(root, REPLACE)
+    row = index_row(root, uid)
+    assert row is not None
+    assert row["path"] == path
+    assert read_stored(root, uid)[1] == encode_dataset(new, EXPLICIT_VR_LE)
+    assert [p.relative_to(root).as_posix() for p in instance_files(root)] == [path]
+    assert leftovers(root) == []
 
 
 def test_a_recovery_cut_short_is_finished_by_the_next_one(
