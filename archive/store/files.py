@@ -113,10 +113,6 @@ class FileStore:
         self.durable = durable
         # Batched only where syncfs exists; elsewhere every file is flushed alone.
         self._syncfs = load_syncfs() if durable and batched else None
-        #: New files and folders are flushed by flush_all, not one by one.
-        self.batched = self._syncfs is not None
-        #: New files and folders are flushed one by one (strict, not batched).
-        self.sync_each = durable and not self.batched
         self._flush_fds: list[int] = []
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="archive-io")
         self._folders: set[Path] = set()
@@ -169,9 +165,17 @@ class FileStore:
             if exc.errno not in _NO_SYNCFS:
                 raise
             self._syncfs = None
-            self.batched = False
-            self.sync_each = self.durable
             os.close(self._flush_fds.pop())
+
+    @property
+    def batched(self) -> bool:
+        """New files and folders are flushed by :meth:`flush_all`, not one by one."""
+        return self._syncfs is not None
+
+    @property
+    def sync_each(self) -> bool:
+        """New files and folders are flushed one by one (strict, not batched)."""
+        return self.durable and self._syncfs is None
 
     async def in_flight(self) -> list[InFlight]:
         """The markers a crash left in ``tmp/`` (``inflight.py``); debris is removed."""

@@ -13,6 +13,7 @@ for the store's own part files, found by their /proc/self/fd link.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -228,6 +229,26 @@ def test_directory_fsync_error(node_factory: NodeFactory, monkeypatch: pytest.Mo
     assert_clean(node, stored=1)
 
 
+@contextlib.contextmanager
+def failing_flush(node: RunningNode) -> Iterator[list[int]]:
+    """The node's syncfs fails with EIO while inside; yields the descriptors it got."""
+    assert node.node is not None
+    files_ = node.node.storage.files
+    assert files_.batched
+    real = files_._syncfs
+    calls: list[int] = []
+
+    def syncfs(fd: int) -> None:
+        calls.append(fd)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    files_._syncfs = syncfs
+    try:
+        yield calls
+    finally:
+        files_._syncfs = real
+
+
 @needs_syncfs
 def test_failed_batch_flush_refuses_and_stops_ingest_until_restart(
     node_factory: NodeFactory,
@@ -240,28 +261,16 @@ def test_failed_batch_flush_refuses_and_stops_ingest_until_restart(
     reads the last batch back and serves again.
     """
     node = node_factory()
-    assert node.node is not None
-    files_ = node.node.storage.files
-    assert files_.batched
-    real = files_._syncfs
-    assert real is not None
-    calls: list[int] = []
-
-    def syncfs(fd: int) -> None:
-        calls.append(fd)
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    files_._syncfs = syncfs
     first, second = (
         Item.of(make_dataset(pixel_bytes=n, seed=n), EXPLICIT_VR_LE) for n in (700, 900)
     )
-    rsps = asyncio.run(archive_store_async(node.port, [first, second], EXPLICIT_VR_LE))
+    with failing_flush(node) as calls:
+        rsps = asyncio.run(archive_store_async(node.port, [first, second], EXPLICIT_VR_LE))
     assert [r.status for r in rsps] == [OUT_OF_RESOURCES] * 2
     assert "not durable" in (rsps[0].error_comment or "")
     assert "until restart" in (rsps[1].error_comment or "")
     assert len(calls) == 1  # the second was never committed
     assert_clean(node, first.uid, second.uid)
-    files_._syncfs = real
     root = data_dir(node)
     node.stop()
     restarted = node_factory(data_dir=str(root))
@@ -278,26 +287,18 @@ def test_failed_flush_of_a_replacement_keeps_the_old_version(
     until a restart, not even an identical duplicate), and after the restart the
     version acknowledged first is the one indexed."""
     node = node_factory(toml='[store]\nduplicates = "replace"\n')
-    assert node.node is not None
-    files_ = node.node.storage.files
     old = Item.of(make_dataset(pixel_bytes=3000, seed=1), EXPLICIT_VR_LE)
     new_ds = make_dataset(pixel_bytes=5000, seed=2, patient_name="New^Name")
     new_ds.SOPInstanceUID = old.uid
     new = Item.of(new_ds, EXPLICIT_VR_LE)
     assert archive_store(node.port, [old], EXPLICIT_VR_LE) == [SUCCESS]
-    real = files_._syncfs
-
-    def syncfs(fd: int) -> None:
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    files_._syncfs = syncfs
-    assert archive_store(node.port, [new], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
+    with failing_flush(node):
+        assert archive_store(node.port, [new], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
     # Taken back: no row names the replacement's discarded file (the version
     # acknowledged first is indexed again at the restart, below).
     assert record(node, old.uid) is None
     assert archive_store(node.port, [new], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
     assert archive_store(node.port, [old], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
-    files_._syncfs = real
     root = data_dir(node)
     node.stop()
     restarted = node_factory(data_dir=str(root), toml='[store]\nduplicates = "replace"\n')
@@ -314,19 +315,11 @@ def test_no_duplicate_is_acknowledged_after_a_failed_flush(node_factory: NodeFac
     """An instance held and flushed long ago, sent again identical after a flush
     failed: 0xA700 too, as nothing at all is acknowledged until the restart."""
     node = node_factory()
-    assert node.node is not None
-    files_ = node.node.storage.files
     held = Item.of(make_dataset(pixel_bytes=2000, seed=1), EXPLICIT_VR_LE)
     other = Item.of(make_dataset(pixel_bytes=2000, seed=2), EXPLICIT_VR_LE)
     assert archive_store(node.port, [held], EXPLICIT_VR_LE) == [SUCCESS]
-    real = files_._syncfs
-
-    def syncfs(fd: int) -> None:
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    files_._syncfs = syncfs
-    assert archive_store(node.port, [other], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
-    files_._syncfs = real
+    with failing_flush(node):
+        assert archive_store(node.port, [other], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
     (rsp,) = asyncio.run(archive_store_async(node.port, [held], EXPLICIT_VR_LE))
     assert rsp.status == OUT_OF_RESOURCES
     assert "until restart" in (rsp.error_comment or "")
