@@ -81,6 +81,22 @@ async def scu(
             yield assoc, ctx.id
 
 
+STUDY_LEVEL = b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "  # (0008,0052) CS "STUDY "
+
+
+def match(command: CFindRq, identifier: bytes = STUDY_LEVEL) -> Response:
+    """A pending C-FIND-RSP carrying ``identifier``."""
+    rsp = CFindRsp(
+        message_id_being_responded_to=command.message_id, status=Status.PENDING, has_dataset=True
+    )
+    return Response(rsp, identifier)
+
+
+def final(command: CFindRq, status: int = Status.SUCCESS) -> Response:
+    """The last C-FIND-RSP: Success, or Cancel."""
+    return Response(CFindRsp(message_id_being_responded_to=command.message_id, status=status))
+
+
 def slow_find(
     ticks: list[int], matches: int = 1000, pause: float = 0.01, identifier: bytes | None = b"IDENT!"
 ) -> Provider:
@@ -94,17 +110,12 @@ def slow_find(
         assert request.cancel is not None
         for n in range(matches):
             if request.cancel.requested:
-                yield Response(CFindRsp(message_id_being_responded_to=command.message_id,
-                                        status=Status.CANCEL))  # fmt: skip
+                yield final(command, Status.CANCEL)
                 return
             await asyncio.sleep(pause)
             ticks.append(n)
-            yield Response(
-                CFindRsp(message_id_being_responded_to=command.message_id,
-                         status=Status.PENDING, has_dataset=True),
-                b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ",
-            )  # fmt: skip
-        yield Response(CFindRsp(message_id_being_responded_to=command.message_id, status=0))
+            yield match(command)
+        yield final(command)
 
     return provider
 
@@ -127,16 +138,11 @@ def find_held_at(ticks: list[int], held: asyncio.Event, at: int) -> Provider:
                         break
                     await asyncio.sleep(0)
             if cancel.requested:
-                yield Response(CFindRsp(message_id_being_responded_to=command.message_id,
-                                        status=Status.CANCEL))  # fmt: skip
+                yield final(command, Status.CANCEL)
                 return
             ticks.append(n)
-            yield Response(
-                CFindRsp(message_id_being_responded_to=command.message_id,
-                         status=Status.PENDING, has_dataset=True),
-                b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ",
-            )  # fmt: skip
-        yield Response(CFindRsp(message_id_being_responded_to=command.message_id, status=0))
+            yield match(command)
+        yield final(command)
 
     return provider
 
@@ -422,12 +428,8 @@ def test_a_burst_of_pending_responses_goes_out_in_one_write(monkeypatch: Any) ->
         command = request.command
         assert isinstance(command, CFindRq)
         for n in range(40):
-            yield Response(
-                CFindRsp(message_id_being_responded_to=command.message_id,
-                         status=Status.PENDING, has_dataset=True),
-                b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " + bytes([n]) * 2,
-            )  # fmt: skip
-        yield Response(CFindRsp(message_id_being_responded_to=command.message_id, status=0))
+            yield match(command, STUDY_LEVEL + bytes([n]) * 2)
+        yield final(command)
 
     async def main() -> list[bytes | None]:
         registry = Registry({CFindRq: burst})
@@ -438,8 +440,7 @@ def test_a_burst_of_pending_responses_goes_out_in_one_write(monkeypatch: Any) ->
             return got
 
     got = asyncio.run(main())
-    assert got[:-1] == [b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY " + bytes([n]) * 2
-                        for n in range(40)]  # fmt: skip
+    assert got[:-1] == [STUDY_LEVEL + bytes([n]) * 2 for n in range(40)]
     assert got[-1] is None
     # Our SCU's C-FIND-RQ is one write; the 40 matches and the final response one more
     # (without coalescing: 41).
@@ -468,12 +469,8 @@ def test_matches_stop_when_the_scu_stops_reading(server_lines: AssociationLines)
         try:
             for n in range(total):
                 yielded.append(n)
-                yield Response(
-                    CFindRsp(message_id_being_responded_to=command.message_id,
-                             status=Status.PENDING, has_dataset=True),
-                    b"\x08\x00\x52\x00\xe8\x03\x00\x00" + b"S" * 1000,
-                )  # fmt: skip
-            yield Response(CFindRsp(message_id_being_responded_to=command.message_id, status=0))
+                yield match(command, b"\x08\x00\x52\x00\xe8\x03\x00\x00" + b"S" * 1000)
+            yield final(command)
         finally:
             closed.append(True)  # where a C-MOVE/C-GET provider ends its workers
 
