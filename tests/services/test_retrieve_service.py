@@ -268,6 +268,15 @@ def retrieve_request(command: CGetRq | CMoveRq, level: str, uid: str, **extra: o
     )
 
 
+@contextlib.asynccontextmanager
+async def indexed(tmp_path: Path, stored: list[StoredInstance]) -> AsyncIterator[Index]:
+    """An index of ``stored`` (the corpus), closed on the way out."""
+    async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
+        for item in stored:
+            await index.add(item)
+        yield index
+
+
 def get(
     corpus_files: tuple[Path, list[StoredInstance]],
     tmp_path: Path,
@@ -281,9 +290,7 @@ def get(
     root, stored = corpus_files
 
     async def go() -> list[Response]:
-        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
-            for item in stored:
-                await index.add(item)
+        async with indexed(tmp_path, stored) as index:
             cancel = Cancel()
             channel.cancel, channel.cancel_after = cancel, cancel_after
             command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
@@ -537,9 +544,7 @@ def move(
     root, stored = corpus_files
 
     async def go() -> list[Response]:
-        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
-            for item in stored:
-                await index.add(item)
+        async with indexed(tmp_path, stored) as index:
             command = CMoveRq(
                 message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="KNOWN"
             )
@@ -791,9 +796,7 @@ def test_get_closed_early_stops_its_workers_at_once(
     channel = SlowChannel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
 
     async def go() -> list[asyncio.Task[object]]:
-        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
-            for item in stored:
-                await index.add(item)
+        async with indexed(tmp_path, stored) as index:
             command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
             req = retrieve_request(
                 command, "STUDY", stored[0].attrs.study_instance_uid, channel=channel
