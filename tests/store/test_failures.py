@@ -229,6 +229,14 @@ def test_directory_fsync_error(node_factory: NodeFactory, monkeypatch: pytest.Mo
     assert_clean(node, stored=1)
 
 
+def two_versions() -> tuple[Item, Item]:
+    """An instance and another data set with its SOP Instance UID (a replacement)."""
+    first = Item.of(make_dataset(pixel_bytes=3000, seed=1), EXPLICIT_VR_LE)
+    other = make_dataset(pixel_bytes=5000, seed=2, patient_name="New^Name")
+    other.SOPInstanceUID = first.uid
+    return first, Item.of(other, EXPLICIT_VR_LE)
+
+
 @contextlib.contextmanager
 def failing_flush(node: RunningNode) -> Iterator[list[int]]:
     """The node's syncfs fails with EIO while inside; yields the descriptors it got."""
@@ -287,10 +295,7 @@ def test_failed_flush_of_a_replacement_keeps_the_old_version(
     until a restart, not even an identical duplicate), and after the restart the
     version acknowledged first is the one indexed."""
     node = node_factory(toml='[store]\nduplicates = "replace"\n')
-    old = Item.of(make_dataset(pixel_bytes=3000, seed=1), EXPLICIT_VR_LE)
-    new_ds = make_dataset(pixel_bytes=5000, seed=2, patient_name="New^Name")
-    new_ds.SOPInstanceUID = old.uid
-    new = Item.of(new_ds, EXPLICIT_VR_LE)
+    old, new = two_versions()
     assert archive_store(node.port, [old], EXPLICIT_VR_LE) == [SUCCESS]
     with failing_flush(node):
         assert archive_store(node.port, [new], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
@@ -357,10 +362,7 @@ def test_index_failure_on_replace_keeps_the_old_instance(
     """A replacement whose index transaction fails leaves the instance held, file and
     row, as it was (PS3.4 B.2.3: a failure status means nothing was stored)."""
     node = node_factory(toml='[store]\nduplicates = "replace"\n')
-    first = Item.of(make_dataset(pixel_bytes=3000, seed=1), EXPLICIT_VR_LE)
-    other_ds = make_dataset(pixel_bytes=5000, seed=2, patient_name="New^Name")
-    other_ds.SOPInstanceUID = first.uid
-    other = Item.of(other_ds, EXPLICIT_VR_LE)
+    first, other = two_versions()
     assert archive_store(node.port, [first], EXPLICIT_VR_LE) == [SUCCESS]
 
     async def replace(self: Index, item: Any) -> None:
