@@ -19,11 +19,13 @@ from archive.index import Index, IndexFlushError
 from tests.index import make_instance, query, run
 
 
-def _synchronous(index: Index) -> int:
+async def _synchronous(index: Index) -> int:
     """The writer connection's PRAGMA synchronous, read on the writer's own thread."""
-    writer = index._writer
-    job = writer._executor.submit(lambda: writer._conn.execute("PRAGMA synchronous").fetchone())
-    return int(job.result(5)[0])
+    row = await index._writer.on_connection(
+        lambda conn: conn.execute("PRAGMA synchronous").fetchone()
+    )
+    assert isinstance(row, tuple)
+    return int(row[0])
 
 
 def test_each_batch_is_committed_then_flushed_with_its_journal(tmp_path: Path) -> None:
@@ -38,7 +40,7 @@ def test_each_batch_is_committed_then_flushed_with_its_journal(tmp_path: Path) -
 
     async def main() -> None:
         async with await Index.open(db, flush=flush) as index:
-            assert _synchronous(index) == 1  # NORMAL: the flush syncs the log
+            assert await _synchronous(index) == 1  # NORMAL: the flush syncs the log
             await index.add(make_instance(1))
             await asyncio.gather(*(index.add(make_instance(n)) for n in (2, 3, 4)))
             assert await index.unflushed() == sorted(
@@ -60,7 +62,7 @@ def test_without_a_flush_commits_sync_and_keep_no_journal(tmp_path: Path) -> Non
 
     async def main() -> None:
         async with await Index.open(db) as index:
-            assert _synchronous(index) == 2  # FULL: the commit syncs the log
+            assert await _synchronous(index) == 2  # FULL: the commit syncs the log
             await index.add(make_instance(1))
             assert await index.unflushed() == []
 

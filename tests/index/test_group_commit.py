@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from archive.index import (
     IndexClosedError,
     IndexWriteError,
     InstanceRow,
+    SchemaVersionError,
     Stats,
     WriterStats,
 )
@@ -192,5 +195,50 @@ def test_a_cancelled_waiter_does_not_disturb_the_writer(tmp_path: Path) -> None:
             # The cancelled add was not withdrawn: its batch committed it.
             assert (await index.stats()).instances == 2
             assert index.writer_stats.failed_batches == 0
+
+    run(main())
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "index-writer"]
+
+
+def test_a_failed_open_leaves_no_writer_thread(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    execute(db, "PRAGMA user_version = 99")  # newer than this code: open refuses it
+    before = len(_writer_threads())
+
+    async def main() -> None:
+        with pytest.raises(SchemaVersionError):
+            await Index.open(db)
+
+    run(main())
+    assert len(_writer_threads()) == before
+
+
+def test_the_writer_commits_the_next_batch_while_the_loop_is_busy(tmp_path: Path) -> None:
+    # The writer thread takes batch after batch by itself: with the event loop
+    # blocked, the adds queued behind a slow first batch are committed anyway.
+    db = tmp_path / "index.db"
+    flushes: list[int] = []
+    first_flush = threading.Event()
+
+    def flush() -> None:
+        flushes.append(query(db, "SELECT count(*) FROM instance")[0][0])
+        if len(flushes) == 1:
+            first_flush.set()
+            time.sleep(0.2)  # the first batch's flush is slow; the rest queue behind
+
+    async def main() -> None:
+        async with await Index.open(db, flush=flush) as index:
+            first = asyncio.create_task(index.add(make_instance(1)))
+            assert await asyncio.to_thread(first_flush.wait, 5)
+            rest = [asyncio.create_task(index.add(make_instance(n))) for n in (2, 3)]
+            await asyncio.sleep(0)  # queued
+            # Block the loop on purpose: nobody resolves futures or starts batches.
+            time.sleep(0.5)  # noqa: ASYNC251
+            # Both batches were committed and flushed while the loop was blocked.
+            assert flushes == [1, 3]
+            await asyncio.gather(first, *rest)
 
     run(main())
