@@ -111,6 +111,57 @@ def test_every_field_round_trips(tmp_path: Path) -> None:
     ]
 
 
+def test_staged_values_keep_their_exact_value_and_type(tmp_path: Path) -> None:
+    # A batch's rows reach SQLite as one JSON array (batch.py): floats must come
+    # back bit for bit, text whatever it holds, None as NULL, ints as integers.
+    tricky = [
+        msgspec.structs.replace(
+            FULL,
+            attrs=msgspec.structs.replace(
+                FULL.attrs,
+                # Each its own patient, study and series: later values would update.
+                patient_id=f"PID-{n}",
+                study_instance_uid=f"1.2.826.0.1.{n}",
+                series_instance_uid=f"1.2.826.0.1.{n}.2",
+                sop_instance_uid=f"1.2.826.0.1.{n}.2.3",
+                patient_name=name,
+                study_description='quote " backslash \\ tab \t nul-free \U0001f600',
+                series_number=None,
+                instance_number=2**31 - 1,
+                rows=None,
+            ),
+            received_at=received_at,
+            size=2**40 + n,
+        )
+        for n, (name, received_at) in enumerate(
+            [
+                ("Doe^John", 1_764_338_400.123_456_7),
+                ("", 0.1 + 0.2),
+                ("\u00e9\u00e8=\u5c71\u7530", 5e-324),
+                ("x" * 64, 1.7976931348623157e308),
+            ],
+            start=10,
+        )
+    ]
+
+    async def main() -> None:
+        async with await Index.open(tmp_path / "index.db") as index:
+            await asyncio.gather(*(index.add(item) for item in tricky))
+            for item in tricky:
+                got = await index.record(item.attrs.sop_instance_uid)
+                assert got is not None
+                assert got.received_at.hex() == item.received_at.hex()
+                assert got == item
+
+    run(main())
+    types = query(
+        tmp_path / "index.db",
+        "SELECT DISTINCT typeof(received_at), typeof(size), typeof(rows), typeof(instance_number)"
+        " FROM instance",
+    )
+    assert types == [("real", "integer", "null", "integer")]
+
+
 def test_later_non_empty_values_update_empty_ones_do_not_erase(tmp_path: Path) -> None:
     first = make_instance(
         1,
