@@ -84,7 +84,7 @@ class Index:
     """The archive's SQLite index. Build with :meth:`open`, end with :meth:`close`.
 
     Writes (:meth:`add`, :meth:`replace`, :meth:`remove`) are group-committed by one
-    writer task and return once their transaction is durable (per ``durability``).
+    writer thread and return once their transaction is durable (per ``durability``).
     Reads use a pool of ``readers`` query-only connections.
     """
 
