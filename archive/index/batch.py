@@ -31,6 +31,7 @@ children are deleted.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Sequence
 from typing import Literal, cast
 
@@ -42,7 +43,6 @@ from archive.index.records import InstanceRow, StoredInstance
 
 __all__ = [
     "CLEAR_UNFLUSHED",
-    "CREATE_TEMP_TABLES",
     "INSTANCE_ROW_COLUMNS",
     "INSTANCE_ROW_TABLES",
     "SELECT_INSTANCE_ROW",
@@ -54,6 +54,7 @@ __all__ = [
     "Remove",
     "Replace",
     "apply_batch",
+    "prepare_writer",
 ]
 
 
@@ -106,8 +107,24 @@ STAGE_ROWS = (
     "INSERT INTO temp.staged ("
     + ", ".join(_STAGED_COLUMNS)
     + ") SELECT "
-    + ", ".join(f"value ->> {i}" for i in range(len(_STAGED_COLUMNS)))
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_STAGED_COLUMNS)))
     + " FROM json_each(NEW.rows)"
+)
+# Rows JSON cannot carry (SQLite's JSON functions cut text at a NUL) are staged
+# one by one, and the segment then runs with no rows of its own.
+INSERT_STAGED = (
+    "INSERT INTO temp.staged ("
+    + ", ".join(_STAGED_COLUMNS)
+    + ") VALUES ("
+    + ", ".join("?" * len(_STAGED_COLUMNS))
+    + ")"
+)
+NO_ROWS = "[]"
+#: Called by the segment's trigger for each add it refused, inside the statement:
+#: the outcome is known before the (single-statement) transaction commits.
+NOTE_REFUSED_FUNCTION = "archive_note_refused"
+NOTE_REFUSED = (
+    f"SELECT {NOTE_REFUSED_FUNCTION}(seq, sop_instance_uid) FROM temp.refused ORDER BY seq"
 )
 
 # An add whose SOP Instance UID is indexed already, or repeats an earlier add of the
@@ -120,7 +137,6 @@ WHERE EXISTS (SELECT 1 FROM instance AS i WHERE i.sop_instance_uid = s.sop_insta
               WHERE e.sop_instance_uid = s.sop_instance_uid AND e.seq < s.seq)
 """
 DROP_REFUSED = "DELETE FROM temp.staged WHERE seq IN (SELECT seq FROM temp.refused)"
-SELECT_REFUSED = "SELECT seq, sop_instance_uid FROM temp.refused ORDER BY seq"
 
 # "WHERE true" keeps the parser from reading ON CONFLICT as a join constraint.
 # ORDER BY seq makes the latest instance's values win (see the module docstring).
@@ -346,6 +362,7 @@ INSERT_SEGMENT = (
     COUNT_STAGED_IN_SERIES,
     COUNT_STAGED_SOP_CLASSES,
     COUNT_STAGED_TOTALS,
+    NOTE_REFUSED,
     CLEAR_STAGED,
 )
 REMOVE_SEGMENT = (
@@ -396,6 +413,24 @@ CREATE_TEMP_TABLES = (
     *_trigger("finish_batch", "journal", FINISH_BATCH),
     *_trigger("add_batch", "rows, journal", INSERT_SEGMENT + FINISH_BATCH),
 )
+
+
+def prepare_writer(conn: sqlite3.Connection) -> None:
+    """Make ``conn`` able to run :func:`apply_batch`: TEMP objects, the function."""
+    conn.create_function(NOTE_REFUSED_FUNCTION, 2, _note_refused)
+    for statement in CREATE_TEMP_TABLES:
+        conn.execute(statement)
+
+
+# The adds refused by the statement running on this thread (one writer connection
+# per thread): filled by the trigger through _note_refused, emptied by _segment.
+_refusals = threading.local()
+
+
+def _note_refused(seq: int, sop_instance_uid: str) -> None:
+    _refusals.seen.append((seq, sop_instance_uid))
+
+
 RUN_INSERT_SEGMENT = "INSERT INTO temp.insert_segment (rows) VALUES (?)"
 RUN_FINISH_BATCH = "INSERT INTO temp.finish_batch (journal) VALUES (?)"
 # A batch of adds only, whole: in autocommit mode one statement is one transaction.
@@ -432,13 +467,19 @@ def patient_key(patient_id: str, issuer: str, study_instance_uid: str) -> str:
     return f"\\study\\{study_instance_uid}"
 
 
-def _staged_rows(items: Sequence[StoredInstance]) -> bytes:
+def _staged_rows(items: Sequence[StoredInstance]) -> str | None:
     """The staged rows of a segment, in ``_STAGED_COLUMNS`` order, as one JSON array.
 
     JSON keeps each value's SQL type (integer, real, text, null); SQLite reads the
-    floats back exactly (``received_at``; tested).
+    floats back exactly (``received_at``; tested). None if some text holds a NUL,
+    which SQLite's JSON functions would cut off there: such rows are bound as they
+    are (``INSERT_STAGED``). Text, not bytes: a BLOB argument is JSON only on some
+    SQLite versions.
     """
-    return _ENCODE([_staged_row(seq, item) for seq, item in enumerate(items)])
+    rows = _ENCODE([_staged_row(seq, item) for seq, item in enumerate(items)])
+    if b"\\u0000" in rows:
+        return None
+    return rows.decode()
 
 
 _ENCODE = msgspec.json.Encoder().encode
@@ -493,21 +534,18 @@ def apply_batch(
 ) -> list[Outcome]:
     """Apply ``operations`` in one transaction; return one outcome per operation.
 
-    ``conn`` is in autocommit mode with the TEMP tables created. On any error the
-    transaction is rolled back (nothing of the batch remains) and the error raised.
-    A batch of adds only, the common one, is a single statement (``add_batch``),
-    its own transaction; the data folder's lock keeps other writers away, so it
-    needs no ``BEGIN IMMEDIATE`` to be sure of the write lock.
+    ``conn`` is in autocommit mode and prepared (:func:`prepare_writer`). On any
+    error the transaction is rolled back (nothing of the batch remains) and the
+    error raised. A batch of adds only, the common one, is a single statement
+    (``add_batch``), its own transaction; the data folder's lock keeps other
+    writers away, so it needs no ``BEGIN IMMEDIATE`` to be sure of the write lock.
     """
     if all(type(op) is StoredInstance for op in operations):
         items = cast(Sequence[StoredInstance], operations)
-        try:
-            conn.execute(RUN_ADD_BATCH, (_staged_rows(items), journal))
-        except BaseException:
-            if conn.in_transaction:  # not after a failed statement; to be sure
-                conn.execute(ROLLBACK)
-            raise
-        return _outcomes(len(items), _refused(conn))
+        rows = _staged_rows(items)
+        if rows is not None:
+            refused = _segment(conn, RUN_ADD_BATCH, (rows, journal))
+            return _outcomes(len(items), refused)
     conn.execute(BEGIN_IMMEDIATE)
     try:
         outcomes = _apply(conn, operations)
@@ -532,8 +570,7 @@ def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Ou
                 if not isinstance(following, StoredInstance):
                     break
                 items.append(following)
-            conn.execute(RUN_INSERT_SEGMENT, (_staged_rows(items),))
-            for seq, error in _refused(conn):
+            for seq, error in _insert_segment(conn, items):
                 outcomes[start + seq] = error
             start += len(items)
             continue
@@ -542,7 +579,7 @@ def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Ou
             old = _instance_row(conn, uid)
             if old is not None:
                 _delete(conn, (uid,))
-            conn.execute(RUN_INSERT_SEGMENT, (_staged_rows([op.item]),))
+            _insert_segment(conn, [op.item])
             outcomes[start] = old
         else:
             outcomes[start] = _delete(conn, op.uids)
@@ -550,12 +587,28 @@ def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Ou
     return outcomes
 
 
-def _refused(conn: sqlite3.Connection) -> list[tuple[int, DuplicateInstanceError]]:
-    """(position, error) of the adds the last segment refused (UID indexed already)."""
-    return [
-        (int(seq), DuplicateInstanceError(str(uid)))
-        for seq, uid in conn.execute(SELECT_REFUSED).fetchall()
-    ]
+def _insert_segment(
+    conn: sqlite3.Connection, items: Sequence[StoredInstance]
+) -> list[tuple[int, DuplicateInstanceError]]:
+    """Insert one segment of adds (in a transaction); (position, error) of the refused."""
+    rows = _staged_rows(items)
+    if rows is None:
+        conn.executemany(INSERT_STAGED, [_staged_row(seq, item) for seq, item in enumerate(items)])
+        rows = NO_ROWS
+    return _segment(conn, RUN_INSERT_SEGMENT, (rows,))
+
+
+def _segment(
+    conn: sqlite3.Connection, statement: str, parameters: tuple[str, ...]
+) -> list[tuple[int, DuplicateInstanceError]]:
+    """Run a segment's statement; the adds its trigger refused (UID indexed already)."""
+    seen: list[tuple[int, str]] = []
+    _refusals.seen = seen
+    try:
+        conn.execute(statement, parameters)
+    finally:
+        _refusals.seen = []
+    return [(int(seq), DuplicateInstanceError(str(uid))) for seq, uid in seen]
 
 
 def _outcomes(count: int, refused: list[tuple[int, DuplicateInstanceError]]) -> list[Outcome]:

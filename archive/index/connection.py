@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Literal
 
-from archive.index.batch import CREATE_TEMP_TABLES
+from archive.index.batch import prepare_writer
 from archive.index.schema import apply_migrations
 
 __all__ = ["READER_PRAGMAS", "SYNCHRONOUS", "Durability", "connect_writer"]
@@ -68,7 +68,7 @@ SYNCHRONOUS_FLUSHED_AFTER = "PRAGMA synchronous = NORMAL"
 def connect_writer(
     path: str, durability: Durability, *, flushed_after: bool = False
 ) -> sqlite3.Connection:
-    """Open the write connection: pragmas, migrations, TEMP tables. Blocking.
+    """Open the write connection: pragmas, migrations, batch set-up. Blocking.
 
     Call it on the thread that will use the connection (``check_same_thread``).
     Raises :class:`SchemaVersionError` for a database written by newer code.
@@ -89,8 +89,7 @@ def connect_writer(
         ):
             conn.execute(pragma)
         apply_migrations(conn, path)
-        for statement in CREATE_TEMP_TABLES:
-            conn.execute(statement)
+        prepare_writer(conn)
     except BaseException:
         conn.close()
         raise

@@ -18,6 +18,7 @@ from archive.index import (
     SchemaVersionError,
     Stats,
     WriterStats,
+    batch,
 )
 from tests.index import execute, make_instance, query, run
 
@@ -130,6 +131,49 @@ def test_a_failing_batch_fails_exactly_its_adds_and_the_writer_goes_on(tmp_path:
     run(main())
     studies = query(db, "SELECT study_instance_uid, number_of_instances FROM study ORDER BY 1")
     assert studies == [("1.1", 5), ("3.3", 5)]
+
+
+def test_refusals_are_read_inside_the_batch_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch of adds commits as one statement; which adds it refused is learnt
+    # inside that statement. Should that fail, the batch must be rolled back
+    # whole, or its stores would be answered a failure for committed rows.
+    def failing(seq: int, sop_instance_uid: str) -> None:
+        raise RuntimeError("cannot report a refusal")
+
+    monkeypatch.setattr(batch, "_note_refused", failing)
+    db = tmp_path / "index.db"
+    held = make_instance(1)
+    new = make_instance(2)
+
+    async def main() -> None:
+        async with await Index.open(db) as index:
+            await index.add(held)  # refuses nothing
+            results = await asyncio.gather(index.add(new), index.add(held), return_exceptions=True)
+            assert [type(r) for r in results] == [IndexWriteError, IndexWriteError]
+            assert await index.instance(new.attrs.sop_instance_uid) is None
+
+    run(main())
+    assert query(db, "SELECT count(*) FROM instance") == [(1,)]
+
+
+def test_text_with_a_nul_is_stored_whole(tmp_path: Path) -> None:
+    # SQLite's JSON functions cut text at a NUL: such rows are staged directly.
+    item = make_instance(1, study="1.1", study_description="HEAD\x00CT", patient_id="P\x001")
+    other = make_instance(2, study="2.2", study_description="HEAD", patient_id="P\x002")
+
+    async def main() -> None:
+        async with await Index.open(tmp_path / "index.db") as index:
+            await asyncio.gather(index.add(item), index.add(other))
+            for x in (item, other):
+                assert await index.record(x.attrs.sop_instance_uid) == x
+
+    run(main())
+    assert query(tmp_path / "index.db", "SELECT patient_id FROM patient ORDER BY 1") == [
+        ("P\x001",),
+        ("P\x002",),
+    ]
 
 
 def test_operations_in_one_batch_apply_in_queue_order(tmp_path: Path) -> None:
