@@ -335,6 +335,10 @@ def _probe(probe: Operation | Probe, conn: sqlite3.Connection) -> object:
         return probe(conn)
     except Exception as exc:
         return exc
+    finally:
+        # A batch of adds commits by itself only outside a transaction.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 def _settle(results: Sequence[tuple[asyncio.Future[Any], object]]) -> None:
@@ -370,7 +374,7 @@ def _commit_and_flush(
     if flush is not None:
         try:
             flush()
-        except Exception as exc:
+        except BaseException as exc:  # whatever it is, the batch is not known durable
             written = tuple(
                 op.item.attrs.sop_instance_uid
                 if isinstance(op, Replace)

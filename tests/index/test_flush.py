@@ -129,3 +129,42 @@ def test_a_failed_flush_takes_the_batch_back_and_stops_the_writer(tmp_path: Path
     assert query(db, "SELECT sop_instance_uid FROM unflushed") == [
         (make_instance(2).attrs.sop_instance_uid,)
     ]
+
+
+def test_a_flush_failing_in_any_way_stops_the_writer(tmp_path: Path) -> None:
+    # Not only OSError: whatever the flush raises, its batch is not known durable.
+    class Abort(BaseException):
+        pass
+
+    db = tmp_path / "index.db"
+
+    def flush() -> None:
+        raise Abort("flush")
+
+    async def main() -> None:
+        async with await Index.open(db, flush=flush) as index:
+            with pytest.raises(IndexFlushError, match="not durable, flush failed"):
+                await index.add(make_instance(1))
+            with pytest.raises(IndexFlushError, match="until restart"):
+                await index.add(make_instance(2))
+
+    run(main())
+    assert query(db, "SELECT count(*) FROM instance") == [(0,)]
+
+
+def test_a_probe_cannot_leave_a_transaction_open(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+
+    def probe(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN")
+        conn.execute("SELECT no_such_column FROM instance")
+
+    async def main() -> None:
+        async with await Index.open(db) as index:
+            with pytest.raises(sqlite3.OperationalError):
+                await index._writer.on_connection(probe)
+            # Else the next batch of adds would run, uncommitted, inside it.
+            await index.add(make_instance(1))
+            assert query(db, "SELECT count(*) FROM instance") == [(1,)]
+
+    run(main())
