@@ -27,7 +27,9 @@ Conformance choices (implementation-defined or lenient on purpose):
 * A zero-length value of a Required Key (``KeyInfo.required``) is unknown and
   matches any value (C.2.2.1.2), unless ``match_unknown`` is off
   (``[query] match_unknown = false``); an empty value of any other key matches
-  only Universal Matching (and ``*``).
+  only Universal Matching (and ``*``). Patient ID is Required in Study Root but the
+  PATIENT level's Unique Key in Patient Root, where an empty one never matches a
+  value: a query for one patient must not bring anonymous ones along.
 * Sequence keys (C.2.2.2.6): we hold no sequence attribute; a sequence key is a
   return key answered with an empty sequence, and item keys are not matched (the
   key is listed in :attr:`Query.unsupported`, for a Pending Warning FF01).
@@ -413,7 +415,13 @@ def parse_identifier(
                 terms,
                 fold,
                 info.multi_valued,
-                unknown_matches=match_unknown and info.required and purpose == "find",
+                # Not for a level's Unique Key: every entity has one (C.2.2.1.1).
+                # Patient ID is that of the PATIENT level in Patient Root, while
+                # Study Root lists it as a Required Key of the STUDY level.
+                unknown_matches=match_unknown
+                and info.required
+                and purpose == "find"
+                and tag != UNIQUE_KEYS[key_level],
             )
         )
     if purpose == "retrieve":

@@ -419,6 +419,20 @@ def _read(data: bytes, transfer_syntax: str) -> pydicom.Dataset:
     return ds
 
 
+@pytest.mark.parametrize("level", ["PATIENT", "STUDY"])
+def test_an_empty_patient_id_is_unknown_in_study_root_only(level: str) -> None:
+    # Study Root: Patient ID is a Required Key (Table C.6-5), unknown matches.
+    # Patient Root: it is the PATIENT level's Unique Key (Table C.6-1), which every
+    # patient has (C.2.2.1.1): an instance filed without one is nobody's "P1".
+    anonymous = {"PatientID": "", "PatientName": "Doe^Anon"}
+    if level == "STUDY":
+        assert matches(query(level, ("PatientID", "P1")), anonymous)
+    assert not matches(query(level, ("PatientID", "P1"), model=PR), anonymous)
+    assert matches(query(level, ("PatientID", "P1"), model=PR), {"PatientID": "P1"})
+    # Patient Name stays a Required Key in both.
+    assert matches(query(level, ("PatientName", "X*"), model=PR), {"PatientName": ""})
+
+
 def test_match_unknown_off_matches_empty_values_only_universally() -> None:
     """[query] match_unknown = false: Orthanc's behaviour, not PS3.4 C.2.2.1.2's."""
     q = query("STUDY", ("StudyDate", "20240101-"), match_unknown=False)
