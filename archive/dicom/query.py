@@ -22,8 +22,11 @@ Conformance choices (implementation-defined or lenient on purpose):
   components is the earliest (low) or latest (high) time it can mean: ``10`` as a
   range end is 10:59:59.999999, and a single ``2230`` matches 22:30:00 to
   22:30:59.999999. ACR-NEMA separators (``:`` in TM, ``.`` in DA) are accepted in
-  keys. Combined date-time matching (C.2.2.2.5.4) is an extended negotiation we do
-  not offer: StudyDate and StudyTime ranges match independently.
+  keys. A stored time is compared as its earliest reading (:func:`normalized_time`):
+  a stored ``1015`` is 10:15:00, within ``101500-101600``. Combined date-time
+  matching (C.2.2.2.5.4) is an extended negotiation we do not offer: StudyDate and
+  StudyTime ranges match independently. No attribute the index holds is a DT, so
+  there is no DT range to match either.
 * A zero-length value of a Required Key (``KeyInfo.required``) is unknown and
   matches any value (C.2.2.1.2), unless ``match_unknown`` is off
   (``[query] match_unknown = false``); an empty value of any other key matches
@@ -90,6 +93,7 @@ __all__ = [
     "Term",
     "information_model",
     "matches",
+    "normalized_time",
     "parse_identifier",
     "response_identifier",
 ]
@@ -489,10 +493,23 @@ def _wildcard_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
+def normalized_time(value: str) -> str:
+    """A stored TM as compared with a key's bounds: its earliest reading.
+
+    ``10`` and ``1015`` are 10:00 and 10:15 (``100000``, ``101500``); ``10:15:30``
+    (ACR-NEMA) is ``101530``; fractions stay as they are. Keys are normalized when
+    parsed (``_time``); the index does the same in SQL (``archive.index.query``).
+    """
+    bare = value.replace(":", "")
+    return (bare + "0000")[: max(6, len(bare))]
+
+
 def _term_matches(condition: Condition, term: Term, value: str | int) -> bool:
     if condition.vr in _DATE_TIME_VRS and isinstance(value, str):
         if not value:
             return False
+        if condition.vr == "TM":
+            value = normalized_time(value)
         return (not term.low or value >= term.low) and (not term.high or value <= term.high)
     if isinstance(value, int):
         return term.kind is MatchKind.SINGLE and value == int(term.value)

@@ -17,9 +17,10 @@ formatted into the text. The shapes are chosen for the indexes of
   preceded by ``col >= prefix AND col < prefix || U+10FFFF`` when the pattern starts
   with literal characters, so ``SMITH*`` is an index range. A pattern that starts
   with a wild card (``*MITH*``) cannot use an index: it scans the level's table;
-* DA/TM keys are inclusive comparisons of text (the values are fixed-width digit
-  strings, so text order is time order), with ``col <> ''`` to keep unknown values
-  out of open ranges;
+* DA/TM keys are inclusive comparisons of text (dates are fixed-width digit
+  strings, so text order is date order; a stored time is first completed to at
+  least HHMMSS, see ``_normalized_time_sql``), with ``col <> ''`` to keep unknown
+  values out of open ranges;
 * Modalities in Study and SOP Classes in Study match against the series rows and
   the per-study SOP class counts (``st.pk IN (SELECT study_pk ...)``), which is
   "any of the values matches" (PS3.4 C.2.2.3) and uses ``series_by_modality``.
@@ -169,11 +170,14 @@ def _prefix(pattern: str) -> str:
 def _term_sql(column: str, vr: str, term: Term, parameters: list[object]) -> str:
     if vr in _DATE_TIME_VRS:
         parts = [f"{column} <> ''"]
+        # A stored TM may be partial (HH, HHMM) or in ACR-NEMA form (HH:MM:SS):
+        # compared as its earliest reading, as query.normalized_time does.
+        value = _normalized_time_sql(column) if vr == "TM" else column
         if term.low:
-            parts.append(f"{column} >= ?")
+            parts.append(f"{value} >= ?")
             parameters.append(term.low)
         if term.high:
-            parts.append(f"{column} <= ?")
+            parts.append(f"{value} <= ?")
             parameters.append(term.high)
         return "(" + " AND ".join(parts) + ")"
     if term.kind is MatchKind.WILDCARD:
@@ -185,6 +189,12 @@ def _term_sql(column: str, vr: str, term: Term, parameters: list[object]) -> str
         return f"{column} GLOB ?"
     parameters.append(int(term.value) if vr in _INTEGER_VRS else term.value)
     return f"{column} = ?"
+
+
+def _normalized_time_sql(column: str) -> str:
+    """SQL for :func:`archive.dicom.query.normalized_time` of a TM column."""
+    bare = f"replace({column}, ':', '')"
+    return f"substr({bare} || '0000', 1, max(6, length({bare})))"
 
 
 def _terms_sql(column: str, condition: Condition, parameters: list[object]) -> str:

@@ -253,6 +253,13 @@ MATCHING = [
     ("StudyTime", "10:00-18:00", "120000", True),  # ACR-NEMA separators
     ("StudyTime", "103000.5-103000.6", "103000.55", True),
     ("StudyTime", "103000.5-103000.6", "103000.7", False),
+    # A stored partial or ACR-NEMA time is its earliest reading (10:15 is 101500).
+    ("StudyTime", "101500-101600", "1015", True),
+    ("StudyTime", "101500", "1015", True),
+    ("StudyTime", "101500-", "10", False),
+    ("StudyTime", "100000-101600", "10", True),
+    ("StudyTime", "101530", "10:15:30", True),
+    ("StudyTime", "-1014", "1015", False),
     # C.2.2.2.1.3 note 1: TM "2230" matches "223000".
     ("StudyTime", "2230", "223000", True),
     ("StudyTime", "2230", "223100", False),

@@ -19,7 +19,7 @@ from tests.index import CT, MR, SR, make_instance
 
 NAMES = ["Smith^John", "SMITH^JANE", "Smyth^J", "Müller^Jö", "müller^anna", "O[B]rien", ""]
 DATES = ["20240101", "20240102", "20231231", "19991231", ""]
-TIMES = ["080000", "101500.5", "2359", "10", ""]
+TIMES = ["080000", "101500.5", "2359", "10", "", "1015", "10:15:30"]
 MODALITIES = ["CT", "MR", "SR", "", "PT"]
 
 
@@ -43,7 +43,7 @@ KEY_VALUES: dict[str, list[str]] = {
     "PatientID": ["P1", "P2", "p1", "P*", "?1", "P1\\P3"],
     "PatientName": ["Smith^John", "SMITH*", "*ith*", "Sm?th^J*", "MÜLLER*", "O[B]*", "*"],
     "StudyDate": ["20240101", "20240101-", "-20240101", "20231231-20240101", "19991231\\20240102"],
-    "StudyTime": ["10", "0800-1015", "1015-", "-1000", "2359"],
+    "StudyTime": ["10", "0800-1015", "1015-", "-1000", "2359", "101500-101600", "101530"],
     "AccessionNumber": ["A1", "a1", "A*", "?1"],
     "StudyInstanceUID": ["1.1", "1.2\\2.2", "9.9"],
     "ModalitiesInStudy": ["CT", "MR\\SR", "P?", "C*"],
