@@ -23,10 +23,14 @@ Conformance choices (implementation-defined or lenient on purpose):
   range end is 10:59:59.999999, and a single ``2230`` matches 22:30:00 to
   22:30:59.999999. ACR-NEMA separators (``:`` in TM, ``.`` in DA) are accepted in
   keys. A stored time is compared as its earliest reading (:func:`normalized_time`):
-  a stored ``1015`` is 10:15:00, within ``101500-101600``. Combined date-time
-  matching (C.2.2.2.5.4) is an extended negotiation we do not offer: StudyDate and
-  StudyTime ranges match independently. No attribute the index holds is a DT, so
-  there is no DT range to match either.
+  a stored ``1015`` is 10:15:00, within ``101500-101600``.
+* Combined date-time matching (PS3.4 C.2.2.2.5, offered in SOP Class Extended
+  Negotiation, C.5.1.1.2): when the SCU asked for it, a date key and its time key
+  (Study, Series or Content Date and Time), each one value or one range, match as
+  one date-time range: ``20240105-20240320`` with ``1200-0900`` is from 5 January
+  12:00 to 20 March 09:00, :func:`combine_date_time`. An entity whose time is
+  unknown is matched on its date alone. Without it the two match independently. No
+  attribute the index holds is a DT, so there is no other date-time range to match.
 * A zero-length value of a Required Key (``KeyInfo.required``) is unknown and
   matches any value (C.2.2.1.2), unless ``match_unknown`` is off
   (``[query] match_unknown = false``); an empty value of any other key matches
@@ -80,6 +84,7 @@ from archive.dicom.uids import EXPLICIT_VR_BE
 from archive.dicom.wire import BE, LE
 
 __all__ = [
+    "DATE_TIME_PAIRS",
     "ONLINE",
     "Condition",
     "Level",
@@ -91,6 +96,7 @@ __all__ = [
     "ReturnKey",
     "Source",
     "Term",
+    "combine_date_time",
     "information_model",
     "matches",
     "normalized_time",
@@ -169,6 +175,13 @@ class Condition(msgspec.Struct, frozen=True):
     #: A Required Key: an entity whose value is zero length (unknown) matches,
     #: PS3.4 C.2.2.1.2.
     unknown_matches: bool = False
+    #: Combined date-time matching (negotiated, PS3.4 C.2.2.2.5): ``keyword`` is a
+    #: DA key, this its TM partner, and the one term's bounds are date + time
+    #: (:func:`combine_date_time`). ``vr`` is then "DT".
+    time_keyword: str = ""
+    #: With ``time_keyword``: an entity whose time is unknown is matched on its
+    #: date alone (the time is a Required Key too), else it does not match.
+    time_unknown_matches: bool = False
 
 
 class ReturnKey(msgspec.Struct, frozen=True):
@@ -340,6 +353,54 @@ def character_set_terms(elements: Iterable[Element]) -> tuple[str, ...] | None:
     return None
 
 
+#: The date and time keys matched as one date-time when that was negotiated.
+DATE_TIME_PAIRS = (
+    ("StudyDate", "StudyTime"),
+    ("SeriesDate", "SeriesTime"),
+    ("ContentDate", "ContentTime"),
+)
+#: After any time an HHMMSS.FFFFFF can hold: the open end of a day.
+_END_OF_DAY = "99"
+
+
+def combine_date_time(date: Condition, time: Condition) -> Condition | None:
+    """The two keys as one combined date-time condition, or None if they do not pair.
+
+    Each must be a single value or a range (not a list). The low bound is the
+    date's low then the time's low, the high bound the date's high then the
+    time's high (the end of that day when the time has none); an open date end
+    leaves that end open.
+    """
+    if len(date.terms) != 1 or len(time.terms) != 1:
+        return None
+    day, hour = date.terms[0], time.terms[0]
+    low = day.low + hour.low if day.low else ""
+    high = day.high + (hour.high or _END_OF_DAY) if day.high else ""
+    return Condition(
+        date.tag,
+        date.keyword,
+        "DT",
+        date.level,
+        MatchKind.RANGE,
+        (Term(MatchKind.RANGE, f"{day.value} {hour.value}", low, high),),
+        unknown_matches=date.unknown_matches,
+        time_keyword=time.keyword,
+        time_unknown_matches=time.unknown_matches,
+    )
+
+
+def _combined(conditions: list[Condition]) -> list[Condition]:
+    by_keyword = {c.keyword: c for c in conditions}
+    for date_keyword, time_keyword in DATE_TIME_PAIRS:
+        date, time = by_keyword.get(date_keyword), by_keyword.get(time_keyword)
+        if date is None or time is None:
+            continue
+        combined = combine_date_time(date, time)
+        if combined is not None:
+            conditions = [combined if c is date else c for c in conditions if c is not time]
+    return conditions
+
+
 def parse_identifier(
     elements: Sequence[Element],
     model: QueryModel,
@@ -348,6 +409,7 @@ def parse_identifier(
     fold_person_names: bool = False,
     relational: bool = False,
     match_unknown: bool = True,
+    combined_date_time: bool = False,
 ) -> Query:
     """The :class:`Query` an Identifier asks for (see the module docstring).
 
@@ -428,6 +490,8 @@ def parse_identifier(
                 and tag != UNIQUE_KEYS[key_level],
             )
         )
+    if combined_date_time:
+        conditions = _combined(conditions)
     if purpose == "retrieve":
         unique = UNIQUE_KEYS[level]
         if not any(c.tag == unique for c in conditions):
@@ -520,6 +584,18 @@ def _term_matches(condition: Condition, term: Term, value: str | int) -> bool:
     return value == term.value
 
 
+def _date_time_matches(condition: Condition, date: str, time: object) -> bool:
+    """A combined date-time condition against a known date and its time."""
+    term = condition.terms[0]
+    if time is None or time == "":
+        if not condition.time_unknown_matches:
+            return False
+        low, high, value = term.low[:8], term.high[:8], date
+    else:
+        low, high, value = term.low, term.high, date + normalized_time(str(time))
+    return (not low or value >= low) and (not high or value <= high)
+
+
 def matches(query: Query, record: Mapping[str, object]) -> bool:
     """Whether ``record`` (keyword -> value, as ``Index.find`` yields) matches.
 
@@ -529,6 +605,10 @@ def matches(query: Query, record: Mapping[str, object]) -> bool:
     """
     for condition in query.conditions:
         raw = record.get(condition.keyword)
+        if condition.time_keyword and raw:
+            if not _date_time_matches(condition, str(raw), record.get(condition.time_keyword)):
+                return False
+            continue
         if raw is None or raw == "":
             if condition.unknown_matches:
                 continue

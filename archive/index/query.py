@@ -210,7 +210,39 @@ def _terms_sql(column: str, condition: Condition, parameters: list[object]) -> s
     return "(" + " OR ".join(_term_sql(column, condition.vr, t, parameters) for t in terms) + ")"
 
 
+def _date_time_sql(condition: Condition, parameters: list[object]) -> str:
+    """A combined date-time condition (query.combine_date_time) as SQL.
+
+    The same reading as ``query._date_time_matches``: a known time is appended to
+    the date, normalized; an unknown time leaves the date alone against the
+    bounds' dates (if the time's unknown matches).
+    """
+    date = _ALL_COLUMNS[condition.keyword]
+    time = _ALL_COLUMNS[condition.time_keyword]
+    term = condition.terms[0]
+    value = f"{date} || {_normalized_time_sql(time)}"
+    known = [f"{time} <> ''"]
+    for bound, operator in ((term.low, ">="), (term.high, "<=")):
+        if bound:
+            known.append(f"{value} {operator} ?")
+            parameters.append(bound)
+    sql = "(" + " AND ".join(known) + ")"
+    if condition.time_unknown_matches:
+        unknown = [f"{time} = ''"]
+        for bound, operator in ((term.low, ">="), (term.high, "<=")):
+            if bound:
+                unknown.append(f"{date} {operator} ?")
+                parameters.append(bound[:8])
+        sql = f"({sql} OR (" + " AND ".join(unknown) + "))"
+    sql = f"({date} <> '' AND {sql})"
+    if condition.unknown_matches:
+        sql = f"({date} = '' OR {sql})"
+    return sql
+
+
 def _condition_sql(condition: Condition, parameters: list[object]) -> str:
+    if condition.time_keyword:
+        return _date_time_sql(condition, parameters)
     multi = _MULTI_VALUED.get(condition.keyword)
     if multi is not None:
         table, column = multi

@@ -424,7 +424,11 @@ def test_default_acceptor_policy() -> None:
         == {ILE, ELE, uids.EXPLICIT_VR_BE, uids.DEFLATED_EXPLICIT_VR_LE}
         for uid in uids.QR_CLASSES
     )
-    assert policy.extended == dict.fromkeys(uids.QR_CLASSES, b"\x01")
+    # FIND: relational queries and combined date-time matching; MOVE, GET: relational.
+    finds = {uids.PATIENT_ROOT_QR_FIND, uids.STUDY_ROOT_QR_FIND}
+    assert policy.extended == {
+        uid: b"\x01\x01" if uid in finds else b"\x01" for uid in uids.QR_CLASSES
+    }
     assert policy.scp_role_classes == uids.ACCEPTED_STORAGE_SOP_CLASSES
     assert policy.implementation_class_uid == uids.IMPLEMENTATION_CLASS_UID
     assert policy.implementation_version_name == uids.IMPLEMENTATION_VERSION_NAME
@@ -821,7 +825,7 @@ def test_requestor_keeps_why_each_proposal_was_refused() -> None:
 
 
 def test_extended_negotiation_answers_option_by_option() -> None:
-    """Relational queries (byte 0) agreed; combined date-time and fuzzy PN (bytes 1-2) not."""
+    """Relational queries (byte 0) and combined date-time (1) agreed; fuzzy PN (2) not."""
     policy = default_acceptor_policy(Config())
     find = uids.STUDY_ROOT_QR_FIND
     rq = build_request(
@@ -838,15 +842,16 @@ def test_extended_negotiation_answers_option_by_option() -> None:
     )
     ac, negotiated = accept(rq, policy)
     assert ac.user_info.extended == (
-        SopClassExtended(find, b"\x01\x00\x00"),
+        SopClassExtended(find, b"\x01\x01\x00"),
         SopClassExtended(uids.STUDY_ROOT_QR_MOVE, b"\x00"),
     )
-    # Option byte n agreed = reply byte n is 1; the C-FIND provider reads byte 0.
+    # Option byte n agreed = reply byte n is 1; the C-FIND provider reads bytes 0-1.
     assert negotiated.extended[find][0:1] == b"\x01"
-    assert negotiated.extended[find][1:2] != b"\x01"
+    assert negotiated.extended[find][1:2] == b"\x01"
+    assert negotiated.extended[find][2:3] != b"\x01"
     assert negotiated.extended.get(uids.STUDY_ROOT_QR_MOVE, b"")[0:1] != b"\x01"
     assert negotiated.extended.get(CT, b"")[0:1] != b"\x01"
     # The requestor reads the same agreement from the AC.
     mirror = accepted(rq, ac)
-    assert mirror.extended == {find: b"\x01\x00\x00", uids.STUDY_ROOT_QR_MOVE: b"\x00"}
+    assert mirror.extended == {find: b"\x01\x01\x00", uids.STUDY_ROOT_QR_MOVE: b"\x00"}
     assert mirror.extended[find][0:1] == b"\x01"

@@ -440,6 +440,82 @@ def test_an_empty_patient_id_is_unknown_in_study_root_only(level: str) -> None:
     assert matches(query(level, ("PatientName", "X*"), model=PR), {"PatientName": ""})
 
 
+# Combined date-time matching (negotiated; PS3.4 C.2.2.2.5): date and time keys
+# as one range. 5 January 12:00 to 20 March 09:00 here.
+COMBINED_KEYS = (("StudyDate", "20240105-20240320"), ("StudyTime", "1200-0900"))
+
+
+@pytest.mark.parametrize(
+    ("date", "time", "combined", "independent"),
+    [
+        ("20240105", "101500", False, False),  # the first day, before 12:00
+        ("20240105", "120000", True, False),
+        ("20240210", "140000", True, False),  # a day between: any time
+        ("20240210", "030000", True, False),
+        ("20240320", "083000", True, False),  # the last day, before 09:00
+        ("20240320", "091500", False, False),
+        ("20240320", "09", True, False),  # 09 is 09:00:00, its earliest reading
+        ("20231115", "120000", False, False),
+        ("20240210", "", True, True),  # unknown time: the date decides
+        ("20240321", "", False, False),
+        ("", "140000", True, False),  # unknown date: a Required Key, matches
+    ],
+)
+def test_combined_date_time_matching(
+    date: str, time: str, combined: bool, independent: bool
+) -> None:
+    record = {"StudyDate": date, "StudyTime": time}
+    q = query("STUDY", *COMBINED_KEYS, combined_date_time=True)
+    assert [c.keyword for c in q.conditions] == ["StudyDate"]
+    assert (q.conditions[0].vr, q.conditions[0].time_keyword) == ("DT", "StudyTime")
+    assert matches(q, record) is combined
+    # Not negotiated: each key alone (the time range 12:00-09:00 is empty).
+    assert matches(query("STUDY", *COMBINED_KEYS), record) is independent
+
+
+@pytest.mark.parametrize(
+    ("keys", "record", "expected"),
+    [
+        # Open ends: from 5 January 12:00 on / until 20 March 09:00.
+        ((("StudyDate", "20240105-"), ("StudyTime", "1200-")), ("20240105", "1100"), False),
+        ((("StudyDate", "20240105-"), ("StudyTime", "1200-")), ("20991231", "0000"), True),
+        ((("StudyDate", "-20240320"), ("StudyTime", "-0900")), ("20240320", "0901"), False),
+        ((("StudyDate", "-20240320"), ("StudyTime", "-0900")), ("19990101", "2359"), True),
+        # One day, a time range: as without combining.
+        ((("StudyDate", "20240105"), ("StudyTime", "1000-1100")), ("20240105", "1030"), True),
+        ((("StudyDate", "20240105"), ("StudyTime", "1000-1100")), ("20240105", "1130"), False),
+        # A date range and no time bound at the top: the whole last day.
+        ((("StudyDate", "20240105-20240106"), ("StudyTime", "1200-")), ("20240106", "2359"), True),
+    ],
+)
+def test_combined_date_time_open_ends(
+    keys: tuple[tuple[str, str], ...], record: tuple[str, str], expected: bool
+) -> None:
+    q = query("STUDY", *keys, combined_date_time=True)
+    assert matches(q, {"StudyDate": record[0], "StudyTime": record[1]}) is expected
+
+
+def test_combined_date_time_needs_both_keys_as_one_value_or_range() -> None:
+    # A time key alone, a list of dates: nothing to combine, each key as usual.
+    alone = query("STUDY", ("StudyTime", "1200-"), combined_date_time=True)
+    assert [c.vr for c in alone.conditions] == ["TM"]
+    listed = query(
+        "STUDY",
+        ("StudyDate", "20240105\\20240106"),
+        ("StudyTime", "1200-"),
+        combined_date_time=True,
+    )
+    assert [c.vr for c in listed.conditions] == ["DA", "TM"]
+    series = query(
+        "SERIES",
+        ("SeriesDate", "20240105-20240106"),
+        ("SeriesTime", "1200-1100"),
+        combined_date_time=True,
+    )
+    assert [(c.keyword, c.vr) for c in series.conditions] == [("SeriesDate", "DT")]
+    assert matches(series, {"SeriesDate": "20240106", "SeriesTime": "0800"})
+
+
 def test_match_unknown_off_matches_empty_values_only_universally() -> None:
     """[query] match_unknown = false: Orthanc's behaviour, not PS3.4 C.2.2.1.2's."""
     q = query("STUDY", ("StudyDate", "20240101-"), match_unknown=False)

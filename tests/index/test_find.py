@@ -12,7 +12,7 @@ import pytest
 
 from archive.dicom.dataset import Element
 from archive.dicom.dictionary import tag_for_keyword
-from archive.dicom.query import Query, QueryModel, parse_identifier
+from archive.dicom.query import Query, QueryModel, matches, parse_identifier
 from archive.dicom.query_keys import KEYS
 from archive.index import Index, StoredInstance
 from archive.index.query import find_statements, retrieve_statements
@@ -354,3 +354,52 @@ def test_unknown_required_keys_match(tmp_path: Path) -> None:
             ]
 
     assert run(scenario()) == [["3.1", "3.2"], ["3.1", "3.2"], ["3.1"], ["3.2"], ["3.1"]]
+
+
+# Combined date-time matching over a grid: every stored date x time (unknown ones
+# too) against keys with closed, open and one-day ends; the SQL must agree with
+# the reference matcher on each.
+_GRID_DATES = ["20240104", "20240105", "20240210", "20240320", "20240321", ""]
+_GRID_TIMES = ["", "09", "0859", "120000", "1159.5", "23:59:59"]
+_COMBINED_KEYS = [
+    ("20240105-20240320", "1200-0900"),
+    ("20240105-", "1200-"),
+    ("-20240320", "-0900"),
+    ("20240105-20240320", "1200-"),
+    ("20240105-20240320", "-0900"),
+    ("20240210", "0900-1200"),
+    ("20240105-20240320", "12"),
+]
+
+
+@pytest.mark.parametrize("match_unknown", [True, False])
+def test_combined_date_time_sql_agrees_with_the_reference(
+    tmp_path: Path, match_unknown: bool
+) -> None:
+    records: dict[str, dict[str, str]] = {}
+    items = []
+    for d, date in enumerate(_GRID_DATES):
+        for t, time in enumerate(_GRID_TIMES):
+            study = f"9.{d}.{t}"
+            records[study] = {"StudyDate": date, "StudyTime": time}
+            items.append(make_instance(1, study=study, study_date=date, study_time=time))
+
+    async def main() -> None:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
+            for item in items:
+                await index.add(item)
+            for date_key, time_key in _COMBINED_KEYS:
+                query = q(
+                    "STUDY",
+                    ("StudyDate", date_key),
+                    ("StudyTime", time_key),
+                    combined_date_time=True,
+                    match_unknown=match_unknown,
+                )
+                assert query.conditions[0].time_keyword == "StudyTime"
+                found = sorted(str(r["StudyInstanceUID"]) for r in await _all(index.find(query)))
+                expected = sorted(s for s, record in records.items() if matches(query, record))
+                assert found == expected, (date_key, time_key)
+                assert expected, "each key pair matches something"
+
+    run(main())

@@ -42,7 +42,14 @@ def _records() -> st.SearchStrategy[list[Any]]:
 KEY_VALUES: dict[str, list[str]] = {
     "PatientID": ["P1", "P2", "p1", "P*", "?1", "P1\\P3"],
     "PatientName": ["Smith^John", "SMITH*", "*ith*", "Sm?th^J*", "MÜLLER*", "O[B]*", "*"],
-    "StudyDate": ["20240101", "20240101-", "-20240101", "20231231-20240101", "19991231\\20240102"],
+    "StudyDate": [
+        "20240101",
+        "20240101-",
+        "-20240101",
+        "20231231-20240101",
+        "19991231\\20240102",
+        "20231231-20240102",
+    ],
     "StudyTime": ["10", "0800-1015", "1015-", "-1000", "2359", "101500-101600", "101530"],
     "AccessionNumber": ["A1", "a1", "A*", "?1"],
     "StudyInstanceUID": ["1.1", "1.2\\2.2", "9.9"],
@@ -85,6 +92,7 @@ LEVEL_KEYS = {
         "SeriesNumber",
         "SeriesInstanceUID",
         "PatientName",
+        "StudyTime",
     ],
     Level.IMAGE: ["SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality", "StudyTime"],
 }
@@ -104,7 +112,10 @@ def _queries(draw: st.DrawFn) -> Query:
         elements.append(Element(tag, KEYS[tag].vr, value.encode("utf-8")))
     elements.append(Element(0x00080005, "CS", b"ISO_IR 192"))
     fold = draw(st.booleans())
-    return parse_identifier(elements, model, fold_person_names=fold, relational=True)
+    combined = draw(st.booleans())  # combined date-time matching negotiated
+    return parse_identifier(
+        elements, model, fold_person_names=fold, relational=True, combined_date_time=combined
+    )
 
 
 @settings(

@@ -31,7 +31,10 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, build_role, evt
-from pynetdicom.pdu_primitives import AsynchronousOperationsWindowNegotiation
+from pynetdicom.pdu_primitives import (
+    AsynchronousOperationsWindowNegotiation,
+    SOPClassExtendedNegotiation,
+)
 from pynetdicom.sop_class import (
     CTImageStorage,
     MRImageStorage,
@@ -149,6 +152,33 @@ def test_c_find_study_root(qr: RunningNode, corpus: Corpus) -> None:
         (corpus.study_uids["A2"], "MR", 2),
     ]
     assert answers[-1][1] is None
+
+
+@pytest.mark.parametrize("combined", [True, False])
+def test_c_find_combined_date_time_matching(
+    qr: RunningNode, corpus: Corpus, combined: bool
+) -> None:
+    """SOP Class Extended Negotiation byte 1 (PS3.4 C.5.1.1.2): with it, the date
+    and time keys are one range, 5 January 12:00 to 20 March 09:00 (B1 on 10
+    February 14:00 and A2 on 20 March 08:30, not A1 on 5 January 10:15); without
+    it the time range 12:00-09:00 is empty."""
+    ae = scu(StudyRootQueryRetrieveInformationModelFind)
+    negotiation = SOPClassExtendedNegotiation()
+    negotiation.sop_class_uid = StudyRootQueryRetrieveInformationModelFind
+    negotiation.service_class_application_information = b"\x00\x01" if combined else b"\x00\x00"
+    assoc = ae.associate(HOST, qr.port, ae_title=qr.ae_title, ext_neg=[negotiation])
+    assert assoc.is_established
+    try:
+        query = identifier(
+            "STUDY", StudyDate="20240105-20240320", StudyTime="1200-0900", StudyInstanceUID=""
+        )
+        answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+    finally:
+        assoc.release()
+    assert int(answers[-1][0].Status) == 0x0000
+    found = sorted(str(ds.StudyInstanceUID) for _, ds in answers[:-1])
+    expected = sorted(corpus.study_uids[key] for key in ("B1", "A2")) if combined else []
+    assert found == expected
 
 
 def test_c_find_patient_root(qr: RunningNode) -> None:

@@ -40,7 +40,9 @@ from archive.dicom.uids import (
     IMPLEMENTATION_VERSION_NAME,
     IMPLICIT_VR_LE,
     NATIVE_TRANSFER_SYNTAXES,
+    PATIENT_ROOT_QR_FIND,
     QR_CLASSES,
+    STUDY_ROOT_QR_FIND,
     VERIFICATION,
 )
 from archive.dicom.ul.pdu import (
@@ -187,9 +189,12 @@ class Negotiated(msgspec.Struct, frozen=True, kw_only=True):
 #: native ones; an identifier has no pixel data to compress.
 _IDENTIFIER_SYNTAXES = frozenset(NATIVE_TRANSFER_SYNTAXES)
 #: Q/R extended negotiation we support (PS3.4 C.5.1.1, C.5.2.1, C.5.3.1): byte 0,
-#: relational queries (FIND) / relational retrieval (MOVE, GET). Not combined
-#: date-time matching, fuzzy person-name matching or timezone adjustment (bytes 1-3).
+#: relational queries (FIND) / relational retrieval (MOVE, GET); byte 1 of a FIND
+#: class, combined date-time matching (C.2.2.2.5). Not fuzzy person-name matching
+#: or timezone adjustment (bytes 2-3).
 _QR_EXTENDED = b"\x01"
+_QR_FIND_EXTENDED = b"\x01\x01"
+_QR_FIND = frozenset({PATIENT_ROOT_QR_FIND, STUDY_ROOT_QR_FIND})
 
 
 def default_acceptor_policy(config: Config) -> AcceptorPolicy:
@@ -211,7 +216,9 @@ def default_acceptor_policy(config: Config) -> AcceptorPolicy:
         check_calling_host=config.association.check_calling_host,
         calling_hosts={peer.ae_title: frozenset({peer.host}) for peer in config.peers},
         scp_role_classes=ACCEPTED_STORAGE_SOP_CLASSES,
-        extended=dict.fromkeys(QR_CLASSES, _QR_EXTENDED),
+        extended={
+            uid: _QR_FIND_EXTENDED if uid in _QR_FIND else _QR_EXTENDED for uid in QR_CLASSES
+        },
         max_invoke=config.retrieve.get_window,
     )
 
