@@ -26,11 +26,12 @@ Conformance choices (implementation-defined or lenient on purpose):
   a stored ``1015`` is 10:15:00, within ``101500-101600``.
 * Combined date-time matching (PS3.4 C.2.2.2.5, offered in SOP Class Extended
   Negotiation, C.5.1.1.2): when the SCU asked for it, a date key and its time key
-  (Study, Series or Content Date and Time), each one value or one range, match as
-  one date-time range: ``20240105-20240320`` with ``1200-0900`` is from 5 January
-  12:00 to 20 March 09:00, :func:`combine_date_time`. An entity whose time is
-  unknown is matched on its date alone. Without it the two match independently. No
-  attribute the index holds is a DT, so there is no other date-time range to match.
+  (Study, Series or Content Date and Time) that are ranges of the same form match
+  as one date-time range: ``20240105-20240320`` with ``1200-0900`` is from 5
+  January 12:00 to 20 March 09:00, :func:`combine_date_time`. An entity whose date
+  or time is unknown is matched on the other alone. Other pairs, and all pairs
+  without the option, match key by key. No attribute the index holds is a DT, so
+  there is no other date-time range to match.
 * A zero-length value of a Required Key (``KeyInfo.required``) is unknown and
   matches any value (C.2.2.1.2), unless ``match_unknown`` is off
   (``[query] match_unknown = false``); an empty value of any other key matches
@@ -241,7 +242,8 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
 _DA = re.compile(r"\d{8}")
 _TM = re.compile(r"\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?")
 # Latest time a partial TM can mean, completed from its length (HH, HHMM, HHMMSS).
-_TM_CEIL = {2: "5959.999999", 4: "59.999999", 6: ".999999"}
+# Seconds run to 60: a leap second is in its minute (PS3.5 TM allows SS = 60).
+_TM_CEIL = {2: "5960.999999", 4: "60.999999", 6: ".999999"}
 
 
 def _date(text: str) -> str:
@@ -359,30 +361,39 @@ DATE_TIME_PAIRS = (
     ("SeriesDate", "SeriesTime"),
     ("ContentDate", "ContentTime"),
 )
-#: After any time an HHMMSS.FFFFFF can hold: the open end of a day.
-_END_OF_DAY = "99"
 
 
 def combine_date_time(date: Condition, time: Condition) -> Condition | None:
     """The two keys as one combined date-time condition, or None if they do not pair.
 
-    Each must be a single value or a range (not a list). The low bound is the
-    date's low then the time's low, the high bound the date's high then the
-    time's high (the end of that day when the time has none); an open date end
-    leaves that end open.
+    PS3.4 C.2.2.2.5: a DA and a TM key "both of which specify the same form of
+    Range Matching" are matched as one DT. So each must be one range (not a
+    list, not a single value), both closed, both open at the top or both open at
+    the bottom; any other pair is matched key by key. The bounds are the date's
+    then the time's (dates are always 8 characters: the time's bounds are what
+    follows).
     """
     if len(date.terms) != 1 or len(time.terms) != 1:
         return None
     day, hour = date.terms[0], time.terms[0]
-    low = day.low + hour.low if day.low else ""
-    high = day.high + (hour.high or _END_OF_DAY) if day.high else ""
+    if day.kind is not MatchKind.RANGE or hour.kind is not MatchKind.RANGE:
+        return None
+    if (bool(day.low), bool(day.high)) != (bool(hour.low), bool(hour.high)):
+        return None
     return Condition(
         date.tag,
         date.keyword,
         "DT",
         date.level,
         MatchKind.RANGE,
-        (Term(MatchKind.RANGE, f"{day.value} {hour.value}", low, high),),
+        (
+            Term(
+                MatchKind.RANGE,
+                f"{day.value} {hour.value}",
+                day.low + hour.low,
+                day.high + hour.high,
+            ),
+        ),
         unknown_matches=date.unknown_matches,
         time_keyword=time.keyword,
         time_unknown_matches=time.unknown_matches,
@@ -584,15 +595,28 @@ def _term_matches(condition: Condition, term: Term, value: str | int) -> bool:
     return value == term.value
 
 
-def _date_time_matches(condition: Condition, date: str, time: object) -> bool:
-    """A combined date-time condition against a known date and its time."""
+def _date_time_matches(condition: Condition, date: object, time: object) -> bool:
+    """A combined date-time condition (:func:`combine_date_time`) against a record.
+
+    Both known: date and normalized time, concatenated, against the bounds. One
+    unknown (if its key's unknown matches): the other alone against its part of
+    the bounds, as when matching key by key.
+    """
     term = condition.terms[0]
-    if time is None or time == "":
+    day = "" if date is None else str(date)
+    hour = "" if time is None else str(time)
+    if not day:
+        if not condition.unknown_matches:
+            return False
+        if not hour:
+            return condition.time_unknown_matches
+        value, low, high = normalized_time(hour), term.low[8:], term.high[8:]
+    elif not hour:
         if not condition.time_unknown_matches:
             return False
-        low, high, value = term.low[:8], term.high[:8], date
+        value, low, high = day, term.low[:8], term.high[:8]
     else:
-        low, high, value = term.low, term.high, date + normalized_time(str(time))
+        value, low, high = day + normalized_time(hour), term.low, term.high
     return (not low or value >= low) and (not high or value <= high)
 
 
@@ -605,8 +629,8 @@ def matches(query: Query, record: Mapping[str, object]) -> bool:
     """
     for condition in query.conditions:
         raw = record.get(condition.keyword)
-        if condition.time_keyword and raw:
-            if not _date_time_matches(condition, str(raw), record.get(condition.time_keyword)):
+        if condition.time_keyword:
+            if not _date_time_matches(condition, raw, record.get(condition.time_keyword)):
                 return False
             continue
         if raw is None or raw == "":

@@ -213,31 +213,35 @@ def _terms_sql(column: str, condition: Condition, parameters: list[object]) -> s
 def _date_time_sql(condition: Condition, parameters: list[object]) -> str:
     """A combined date-time condition (query.combine_date_time) as SQL.
 
-    The same reading as ``query._date_time_matches``: a known time is appended to
-    the date, normalized; an unknown time leaves the date alone against the
-    bounds' dates (if the time's unknown matches).
+    The same reading as ``query._date_time_matches``. The date's own bounds come
+    first, so that a date range still searches the date's index; the
+    concatenated value only refines within it.
     """
     date = _ALL_COLUMNS[condition.keyword]
     time = _ALL_COLUMNS[condition.time_keyword]
     term = condition.terms[0]
-    value = f"{date} || {_normalized_time_sql(time)}"
-    known = [f"{time} <> ''"]
-    for bound, operator in ((term.low, ">="), (term.high, "<=")):
-        if bound:
-            known.append(f"{value} {operator} ?")
-            parameters.append(bound)
-    sql = "(" + " AND ".join(known) + ")"
-    if condition.time_unknown_matches:
-        unknown = [f"{time} = ''"]
-        for bound, operator in ((term.low, ">="), (term.high, "<=")):
+    hour = _normalized_time_sql(time)
+
+    def bounded(value: str, low: str, high: str) -> list[str]:
+        parts = []
+        for bound, operator in ((low, ">="), (high, "<=")):
             if bound:
-                unknown.append(f"{date} {operator} ?")
-                parameters.append(bound[:8])
-        sql = f"({sql} OR (" + " AND ".join(unknown) + "))"
-    sql = f"({date} <> '' AND {sql})"
+                parts.append(f"{value} {operator} ?")
+                parameters.append(bound)
+        return parts
+
+    unknown_date = ""
     if condition.unknown_matches:
-        sql = f"({date} = '' OR {sql})"
-    return sql
+        # An unknown date: the time alone decides, as when matching key by key.
+        # (First: its parameters come first in the text.)
+        alone = " AND ".join([f"{time} <> ''", *bounded(hour, term.low[8:], term.high[8:])])
+        if condition.time_unknown_matches:
+            alone = f"({alone}) OR {time} = ''"
+        unknown_date = f"({date} = '' AND ({alone})) OR "
+    known = [f"{date} <> ''", *bounded(date, term.low[:8], term.high[:8])]
+    both = " AND ".join([f"{time} <> ''", *bounded(f"{date} || {hour}", term.low, term.high)])
+    when_known = f"({both})" if not condition.time_unknown_matches else f"(({both}) OR {time} = '')"
+    return "(" + unknown_date + "(" + " AND ".join([*known, when_known]) + "))"
 
 
 def _condition_sql(condition: Condition, parameters: list[object]) -> str:

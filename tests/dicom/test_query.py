@@ -458,7 +458,8 @@ COMBINED_KEYS = (("StudyDate", "20240105-20240320"), ("StudyTime", "1200-0900"))
         ("20231115", "120000", False, False),
         ("20240210", "", True, True),  # unknown time: the date decides
         ("20240321", "", False, False),
-        ("", "140000", True, False),  # unknown date: a Required Key, matches
+        ("", "140000", False, False),  # unknown date: the time decides
+        ("", "", True, True),  # both unknown (Required Keys)
     ],
 )
 def test_combined_date_time_matching(
@@ -484,8 +485,11 @@ def test_combined_date_time_matching(
         # One day, a time range: as without combining.
         ((("StudyDate", "20240105"), ("StudyTime", "1000-1100")), ("20240105", "1030"), True),
         ((("StudyDate", "20240105"), ("StudyTime", "1000-1100")), ("20240105", "1130"), False),
-        # A date range and no time bound at the top: the whole last day.
+        # Ranges of different forms: key by key (the time at or after 12:00 on any day).
         ((("StudyDate", "20240105-20240106"), ("StudyTime", "1200-")), ("20240106", "2359"), True),
+        ((("StudyDate", "20240105-20240106"), ("StudyTime", "1200-")), ("20240106", "1100"), False),
+        # A leap second is in its minute.
+        ((("StudyDate", "-20240320"), ("StudyTime", "-2359")), ("20240320", "235960.5"), True),
     ],
 )
 def test_combined_date_time_open_ends(
@@ -495,8 +499,17 @@ def test_combined_date_time_open_ends(
     assert matches(q, {"StudyDate": record[0], "StudyTime": record[1]}) is expected
 
 
-def test_combined_date_time_needs_both_keys_as_one_value_or_range() -> None:
-    # A time key alone, a list of dates: nothing to combine, each key as usual.
+def test_combined_date_time_needs_two_ranges_of_the_same_form() -> None:
+    # PS3.4 C.2.2.2.5: "both of which specify the same form of Range Matching".
+    # A time key alone, a list of dates, a single value, or ranges of different
+    # forms: nothing to combine, each key as usual.
+    for date, time in (
+        ("20240105", "1200-1300"),
+        ("20240105-20240106", "1200-"),
+        ("-20240106", "1200-"),
+    ):
+        pair = query("STUDY", ("StudyDate", date), ("StudyTime", time), combined_date_time=True)
+        assert [c.vr for c in pair.conditions] == ["DA", "TM"], (date, time)
     alone = query("STUDY", ("StudyTime", "1200-"), combined_date_time=True)
     assert [c.vr for c in alone.conditions] == ["TM"]
     listed = query(

@@ -269,6 +269,12 @@ PLANNED = [
     q("STUDY", ("PatientName", "SMITH*"), fold_person_names=True),
     q("STUDY", ("StudyDate", "20240101-20240131")),
     q("STUDY", ("StudyDate", "20240101")),
+    # Combined date-time matching: the date's own bounds still search its index.
+    *(
+        q("STUDY", ("StudyDate", d), ("StudyTime", t), combined_date_time=True, match_unknown=u)
+        for d, t in (("20240101-20240131", "1200-0900"), ("20240101-", "1200-"))
+        for u in (True, False)
+    ),
     q("STUDY", ("AccessionNumber", "A1")),
     q("STUDY", ("StudyInstanceUID", "1.1")),
     q("STUDY", ("StudyInstanceUID", "1.1\\1.2")),
@@ -362,9 +368,12 @@ def test_unknown_required_keys_match(tmp_path: Path) -> None:
 _GRID_DATES = ["20240104", "20240105", "20240210", "20240320", "20240321", ""]
 _GRID_TIMES = ["", "09", "0859", "120000", "1159.5", "23:59:59"]
 _COMBINED_KEYS = [
+    # Ranges of the same form: combined.
     ("20240105-20240320", "1200-0900"),
     ("20240105-", "1200-"),
     ("-20240320", "-0900"),
+    ("20240210-20240210", "0900-1200"),
+    # Other pairs: key by key.
     ("20240105-20240320", "1200-"),
     ("20240105-20240320", "-0900"),
     ("20240210", "0900-1200"),
@@ -396,7 +405,8 @@ def test_combined_date_time_sql_agrees_with_the_reference(
                     combined_date_time=True,
                     match_unknown=match_unknown,
                 )
-                assert query.conditions[0].time_keyword == "StudyTime"
+                combined = [c.time_keyword for c in query.conditions] == ["StudyTime"]
+                assert combined is (_COMBINED_KEYS.index((date_key, time_key)) < 4)
                 found = sorted(str(r["StudyInstanceUID"]) for r in await _all(index.find(query)))
                 expected = sorted(s for s, record in records.items() if matches(query, record))
                 assert found == expected, (date_key, time_key)
