@@ -140,6 +140,8 @@ class GroupCommitWriter:
                 await writer._stopped  # the thread has ended, the connection closed
             else:
                 await writer.close()  # cancelled while connecting
+                if opened.done():
+                    opened.exception()  # retrieved: a failed connect is not news now
             raise
         return writer
 
