@@ -1,4 +1,12 @@
-"""Association negotiation: acceptor (negotiate) and requestor (build_request, accepted)."""
+"""Association negotiation, acceptor side (negotiate): rejections and presentation contexts.
+
+Association-level rejections, the result of each proposed presentation context,
+the default policy, a storescu-like request of 120 contexts, and pynetdicom as an
+oracle for the context results. User information (maximum length, asynchronous
+operations window, user identity), role selection and extended negotiation are in
+``test_negotiation_user_info``; the requestor side (build_request, accepted) in
+``test_negotiation_requestor``.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archive.config import AssociationConfig, Config, NodeConfig, Peer, RetrieveConfig
+from archive.config import AssociationConfig, Config, NodeConfig, Peer
 from archive.dicom import uids
 from archive.dicom.errors import (
     AbortReason,
     AbortSource,
-    LocalProtocolError,
     RejectReason,
     RejectResult,
     RejectSource,
@@ -24,77 +31,32 @@ from archive.dicom.ul.negotiation import (
     REJECT_LOCAL_LIMIT,
     AcceptedContext,
     AcceptorPolicy,
-    Negotiated,
-    accepted,
-    build_request,
     default_acceptor_policy,
     negotiate,
 )
 from archive.dicom.ul.pdu import (
-    APPLICATION_CONTEXT,
-    AAssociateAc,
     AAssociateRj,
     AAssociateRq,
-    AsyncOperationsWindow,
     ContextResult,
     PresentationContextAc,
-    PresentationContextRq,
-    RoleSelection,
-    SopClassExtended,
-    UserIdentityRq,
-    UserInformation,
 )
-
-CT = "1.2.840.10008.5.1.4.1.1.2"
-MR = "1.2.840.10008.5.1.4.1.1.4"
-UNSERVED = "1.2.840.10008.5.1.1.27"  # Stored Print Storage (Retired): not served
-WORKLIST_FIND = "1.2.840.10008.5.1.4.31"  # Modality Worklist FIND: not served
-ELE, ILE, BE = uids.EXPLICIT_VR_LE, uids.IMPLICIT_VR_LE, uids.EXPLICIT_VR_BE
-J2K, JPEG = uids.JPEG_2000_LOSSLESS, uids.JPEG_BASELINE_8BIT
-DCMTK_UID = "1.2.276.0.7230010.3.0.3.6.8"
-
-POLICY = default_acceptor_policy(
-    Config(association=AssociationConfig(accepted_calling_aes=("STORESCU", "PACS2")))
+from tests.dicom.negotiation_helpers import (
+    _ABSTRACT,
+    _TRANSFER,
+    BE,
+    CT,
+    ELE,
+    ILE,
+    J2K,
+    JPEG,
+    MR,
+    ONE_CT,
+    POLICY,
+    UNSERVED,
+    WORKLIST_FIND,
+    accept,
+    rq_for,
 )
-
-
-def rq_for(
-    contexts: Sequence[tuple[int, str, Sequence[str]]],
-    *,
-    called: str = "ARCHIVE",
-    calling: str = "STORESCU",
-    roles: tuple[RoleSelection, ...] = (),
-    async_ops: AsyncOperationsWindow | None = None,
-    identity: UserIdentityRq | None = None,
-    max_length: int | None = 16384,
-    version: int = 1,
-    app: str = APPLICATION_CONTEXT,
-) -> AAssociateRq:
-    return AAssociateRq(
-        called_ae=called,
-        calling_ae=calling,
-        contexts=tuple(PresentationContextRq(i, a, tuple(t)) for i, a, t in contexts),
-        user_info=UserInformation(
-            max_length=max_length,
-            implementation_class_uid=DCMTK_UID,
-            implementation_version_name="OFFIS_DCMTK_368",
-            async_ops=async_ops,
-            roles=roles,
-            user_identity_rq=identity,
-        ),
-        application_context=app,
-        protocol_version=version,
-    )
-
-
-def accept(rq: AAssociateRq, policy: AcceptorPolicy = POLICY) -> tuple[AAssociateAc, Negotiated]:
-    result = negotiate(rq, policy)
-    assert not isinstance(result, AAssociateRj), result
-    return result
-
-
-ONE_CT = [(1, CT, (ELE, ILE))]
-
 
 # --- association-level rejections (PS3.8 9.3.4) ---------------------------------------
 
@@ -265,136 +227,12 @@ def test_same_abstract_syntax_in_several_contexts() -> None:
     assert negotiated.context_for(MR) is None
 
 
-# --- user information ------------------------------------------------------------------
-
-
-def test_user_information_reply() -> None:
-    ac, negotiated = accept(rq_for(ONE_CT, max_length=28672))
-    assert ac.user_info == UserInformation(
-        max_length=Config().association.max_pdu_length,
-        implementation_class_uid=uids.IMPLEMENTATION_CLASS_UID,
-        implementation_version_name=uids.IMPLEMENTATION_VERSION_NAME,
-    )
-    assert (ac.application_context, ac.protocol_version) == (APPLICATION_CONTEXT, 1)
-    assert negotiated.max_pdu_length == Config().association.max_pdu_length
-    assert negotiated.peer_max_pdu == 28672
-    assert negotiated.peer_implementation_class_uid == DCMTK_UID
-    assert negotiated.peer_implementation_version_name == "OFFIS_DCMTK_368"
-    assert negotiated.async_ops == (1, 1)
-    assert negotiated.user_identity is None
-
-
-@pytest.mark.parametrize("max_length", [0, None])
-def test_peer_without_limit(max_length: int | None) -> None:
-    _, negotiated = accept(rq_for(ONE_CT, max_length=max_length))
-    assert negotiated.peer_max_pdu == 0
-
-
-@pytest.mark.parametrize(
-    ("proposed", "reply"),
-    [
-        # (requestor invokes, requestor performs) -> (we invoke, we perform):
-        # we invoke at most what it performs (0 = no limit) and what
-        # retrieve.get_window allows (4 by default); we perform one at a time.
-        ((16, 0), (4, 1)),
-        ((1, 8), (4, 1)),
-        ((1, 2), (2, 1)),
-        ((1, 1), (1, 1)),
-        ((5, 1), (1, 1)),
-    ],
-)
-def test_async_window_reply(proposed: tuple[int, int], reply: tuple[int, int]) -> None:
-    ac, negotiated = accept(rq_for(ONE_CT, async_ops=AsyncOperationsWindow(*proposed)))
-    assert ac.user_info.async_ops == AsyncOperationsWindow(*reply)
-    assert negotiated.async_ops == reply
-
-
-def test_async_window_answered_only_when_proposed() -> None:
-    ac, negotiated = accept(rq_for(ONE_CT))
-    assert ac.user_info.async_ops is None
-    assert negotiated.async_ops == (1, 1)
-
-
-def test_async_window_follows_the_config() -> None:
-    policy = default_acceptor_policy(Config(retrieve=RetrieveConfig(get_window=1)))
-    ac, _ = accept(rq_for(ONE_CT, async_ops=AsyncOperationsWindow(1, 8)), policy)
-    assert ac.user_info.async_ops == AsyncOperationsWindow(1, 1)
-
-
-def test_user_identity_is_not_answered_but_kept() -> None:
-    identity = UserIdentityRq(2, True, b"alice", b"secret")
-    ac, negotiated = accept(rq_for(ONE_CT, identity=identity))
-    assert ac.user_info.user_identity_ac is None
-    assert negotiated.user_identity == identity
-
-
-# --- role selection (PS3.7 D.3.3.4) ------------------------------------------------------
-
-
-def test_role_replies() -> None:
-    rq = rq_for(
-        [
-            (1, CT, (ELE,)),
-            (3, MR, (ELE,)),
-            (5, uids.VERIFICATION, (ILE,)),
-            (7, WORKLIST_FIND, (ELE,)),
-            (9, CT, (ILE,)),
-        ],
-        roles=(
-            RoleSelection(CT, scu_role=False, scp_role=True),  # C-GET style: requestor is SCP
-            RoleSelection(CT, scu_role=True, scp_role=False),  # a second item: ignored
-            RoleSelection(MR, scu_role=True, scp_role=True),
-            RoleSelection(uids.VERIFICATION, scu_role=True, scp_role=True),
-            RoleSelection(WORKLIST_FIND, scu_role=True, scp_role=False),  # rejected context
-            RoleSelection("1.2.840.10008.5.1.4.1.1.7", True, True),  # never proposed
-        ),
-    )
+def test_retired_ultrasound_storage_is_accepted() -> None:
+    """Older ultrasound modalities still send the retired class (PS3.6 A, retired)."""
+    rq = rq_for([(1, "1.2.840.10008.5.1.4.1.1.6", [ELE])])
     ac, negotiated = accept(rq)
-    assert ac.user_info.roles == (
-        RoleSelection(CT, scu_role=False, scp_role=True),
-        RoleSelection(MR, scu_role=True, scp_role=True),
-        # we never act as SCU for Verification: SCP role refused, SCU role kept
-        RoleSelection(uids.VERIFICATION, scu_role=True, scp_role=False),
-    )
-    assert negotiated.contexts == {
-        1: AcceptedContext(1, CT, ELE, scu_role=False, scp_role=True),
-        3: AcceptedContext(3, MR, ELE, scu_role=True, scp_role=True),
-        5: AcceptedContext(5, uids.VERIFICATION, ILE, scu_role=True, scp_role=False),
-        9: AcceptedContext(9, CT, ILE, scu_role=False, scp_role=True),
-    }
-    assert [c.result for c in ac.contexts] == [0, 0, 0, 3, 0]
-
-
-def test_role_leaving_no_usable_role_rejects_the_context() -> None:
-    rq = rq_for(
-        [(1, uids.VERIFICATION, (ILE,)), (3, CT, (ELE,))],
-        roles=(
-            RoleSelection(uids.VERIFICATION, scu_role=False, scp_role=True),
-            RoleSelection(CT, scu_role=False, scp_role=False),
-        ),
-    )
-    ac, negotiated = accept(rq)
-    assert ac.contexts == (
-        PresentationContextAc(1, ContextResult.USER_REJECTION),
-        PresentationContextAc(3, ContextResult.USER_REJECTION),
-    )
-    assert ac.user_info.roles == ()
-    assert negotiated.contexts == {}
-
-
-def test_scp_role_only_for_scp_role_classes() -> None:
-    policy = AcceptorPolicy(
-        ae_title="ARCHIVE",
-        abstract_syntaxes={CT: frozenset({ELE}), MR: frozenset({ELE})},
-        max_pdu_length=16384,
-        scp_role_classes=frozenset({MR}),
-    )
-    rq = rq_for(
-        [(1, CT, (ELE,)), (3, MR, (ELE,))],
-        roles=(RoleSelection(CT, True, True), RoleSelection(MR, True, True)),
-    )
-    ac, _ = accept(rq, policy)
-    assert ac.user_info.roles == (RoleSelection(CT, True, False), RoleSelection(MR, True, True))
+    assert ac.contexts[0].result == ContextResult.ACCEPTANCE
+    assert negotiated.context_for("1.2.840.10008.5.1.4.1.1.6") is not None
 
 
 # --- default policy ---------------------------------------------------------------------
@@ -475,9 +313,6 @@ def test_120_context_request_is_fast() -> None:
 
 # --- pynetdicom as an oracle for the context results -------------------------------------
 
-_ABSTRACT = st.sampled_from([CT, MR, uids.VERIFICATION, WORKLIST_FIND, UNSERVED])
-_TRANSFER = st.sampled_from([ELE, ILE, BE, J2K, JPEG, "1.2.3.4", uids.JPEG_XL])
-
 
 @settings(max_examples=200, deadline=None)
 @given(
@@ -518,340 +353,3 @@ def test_results_agree_with_pynetdicom(
             assert mine.transfer_syntax == next(
                 t for t in proposal.transfer_syntaxes if t in accepted_ts
             )
-
-
-# --- requestor side ----------------------------------------------------------------------
-
-
-def test_build_request() -> None:
-    roles = (RoleSelection(CT, scu_role=False, scp_role=True),)
-    identity = UserIdentityRq(1, False, b"bob")
-    rq = build_request(
-        "ARCHIVE",
-        "PACS2",
-        [(uids.VERIFICATION, [ILE]), (CT, (ELE, ILE)), (MR, [J2K])],
-        max_pdu_length=65536,
-        roles=roles,
-        async_ops=AsyncOperationsWindow(1, 1),
-        user_identity=identity,
-    )
-    assert rq == AAssociateRq(
-        called_ae="PACS2",
-        calling_ae="ARCHIVE",
-        contexts=(
-            PresentationContextRq(1, uids.VERIFICATION, (ILE,)),
-            PresentationContextRq(3, CT, (ELE, ILE)),
-            PresentationContextRq(5, MR, (J2K,)),
-        ),
-        user_info=UserInformation(
-            max_length=65536,
-            implementation_class_uid=uids.IMPLEMENTATION_CLASS_UID,
-            implementation_version_name=uids.IMPLEMENTATION_VERSION_NAME,
-            async_ops=AsyncOperationsWindow(1, 1),
-            roles=roles,
-            user_identity_rq=identity,
-        ),
-        application_context=APPLICATION_CONTEXT,
-        protocol_version=1,
-    )
-
-
-def test_build_request_128_contexts() -> None:
-    proposals = [(CT, [ELE])] * 128
-    rq = build_request("A", "B", proposals, max_pdu_length=0)
-    assert [c.id for c in rq.contexts] == list(range(1, 256, 2))
-    with pytest.raises(LocalProtocolError) as info:
-        build_request("A", "B", [*proposals, (MR, [ELE])], max_pdu_length=0)
-    assert str(info.value) == "an association proposes 1 to 128 presentation contexts, not 129"
-
-
-@pytest.mark.parametrize(
-    ("args", "kwargs", "message"),
-    [
-        (("A", "B", []), {}, "an association proposes 1 to 128 presentation contexts, not 0"),
-        (("A", "B", [(CT, [])]), {}, f"no transfer syntax proposed for {CT}"),
-        (("", "B", [(CT, [ELE])]), {}, "AE title '' is not 1 to 16 characters"),
-        (("A", "B" * 17, [(CT, [ELE])]), {}, f"AE title {'B' * 17!r} is not 1 to 16 characters"),
-        (
-            ("A", "B", [(CT, [ELE])]),
-            {"roles": (RoleSelection(MR, True, True),)},
-            f"role selection for {MR} must name a proposed class, once",
-        ),
-        (
-            ("A", "B", [(CT, [ELE])]),
-            {"roles": (RoleSelection(CT, True, True), RoleSelection(CT, True, False))},
-            f"role selection for {CT} must name a proposed class, once",
-        ),
-        (
-            ("A", "B", [(CT, [ELE])]),
-            {"max_pdu_length": 2**32},
-            "Maximum Length 4294967296 does not fit 32 bits",
-        ),
-    ],
-)
-def test_build_request_errors(
-    args: tuple[object, ...], kwargs: dict[str, object], message: str
-) -> None:
-    kwargs.setdefault("max_pdu_length", 16384)
-    with pytest.raises(LocalProtocolError) as info:
-        build_request(*args, **kwargs)  # type: ignore[arg-type]
-    assert str(info.value) == message
-
-
-def _ac(
-    rq: AAssociateRq, contexts: tuple[PresentationContextAc, ...], **info: object
-) -> AAssociateAc:
-    return AAssociateAc(
-        called_ae=rq.called_ae,
-        calling_ae=rq.calling_ae,
-        contexts=contexts,
-        user_info=UserInformation(max_length=32768, implementation_class_uid="1.2.3", **info),  # type: ignore[arg-type]
-    )
-
-
-def test_accepted() -> None:
-    rq = build_request(
-        "ARCHIVE",
-        "PACS2",
-        [(CT, [J2K, ELE]), (MR, [ELE]), (uids.VERIFICATION, [ILE])],
-        max_pdu_length=8192,
-    )
-    ac = _ac(
-        rq,
-        (
-            PresentationContextAc(5, ContextResult.ACCEPTANCE, ILE),
-            PresentationContextAc(1, ContextResult.ACCEPTANCE, ELE),
-            PresentationContextAc(3, ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED, "1.9.9"),
-        ),
-        implementation_version_name="PEER",
-    )
-    negotiated = accepted(rq, ac)
-    assert negotiated == Negotiated(
-        calling_ae="ARCHIVE",
-        called_ae="PACS2",
-        contexts={
-            1: AcceptedContext(1, CT, ELE, True, False),
-            5: AcceptedContext(5, uids.VERIFICATION, ILE, True, False),
-        },
-        max_pdu_length=8192,
-        peer_max_pdu=32768,
-        peer_implementation_class_uid="1.2.3",
-        peer_implementation_version_name="PEER",
-        async_ops=(1, 1),
-        refused=((MR, (ELE,), ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED),),
-    )
-    assert list(negotiated.contexts) == [1, 5]
-
-
-def test_accepted_missing_answer_means_not_accepted() -> None:
-    rq = build_request("A", "B", [(CT, [ELE]), (MR, [ELE])], max_pdu_length=0)
-    negotiated = accepted(rq, _ac(rq, (PresentationContextAc(3, ContextResult.ACCEPTANCE, ELE),)))
-    assert list(negotiated.contexts) == [3]
-
-
-@pytest.mark.parametrize(
-    ("contexts", "version", "message"),
-    [
-        (
-            (PresentationContextAc(7, ContextResult.ACCEPTANCE, ELE),),
-            1,
-            "A-ASSOCIATE-AC answers presentation context 7 which we did not propose",
-        ),
-        (
-            (PresentationContextAc(7, ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED),),
-            1,
-            "A-ASSOCIATE-AC answers presentation context 7 which we did not propose",
-        ),
-        (
-            (PresentationContextAc(1, ContextResult.ACCEPTANCE, ILE),),
-            1,
-            "A-ASSOCIATE-AC accepts presentation context 1 with transfer syntax "
-            f"'{ILE}', which we did not offer in it",
-        ),
-        (
-            # offered in another context is not good enough
-            (PresentationContextAc(1, ContextResult.ACCEPTANCE, J2K),),
-            1,
-            "A-ASSOCIATE-AC accepts presentation context 1 with transfer syntax "
-            f"'{J2K}', which we did not offer in it",
-        ),
-        (
-            (
-                PresentationContextAc(1, ContextResult.ACCEPTANCE, ELE),
-                PresentationContextAc(1, ContextResult.ACCEPTANCE, ELE),
-            ),
-            1,
-            "A-ASSOCIATE-AC answers presentation context 1 twice",
-        ),
-        (
-            (PresentationContextAc(1, ContextResult.ACCEPTANCE, ELE),),
-            2,
-            "A-ASSOCIATE-AC protocol version 0x0002 lacks version 1",
-        ),
-    ],
-)
-def test_accepted_errors(
-    contexts: tuple[PresentationContextAc, ...], version: int, message: str
-) -> None:
-    rq = build_request("A", "B", [(CT, [ELE]), (MR, [J2K])], max_pdu_length=0)
-    ac = AAssociateAc(
-        called_ae="B",
-        calling_ae="A",
-        contexts=contexts,
-        user_info=UserInformation(max_length=0),
-        protocol_version=version,
-    )
-    with pytest.raises(RemoteProtocolError) as info:
-        accepted(rq, ac)
-    assert str(info.value) == message
-    assert info.value.abort == (AbortSource.SERVICE_PROVIDER, AbortReason.INVALID_PDU_PARAMETER)
-    assert info.value.reject is None
-
-
-def test_accepted_roles() -> None:
-    rq = build_request(
-        "A",
-        "B",
-        [
-            (CT, [ELE]),
-            (MR, [ELE]),
-            (uids.VERIFICATION, [ILE]),
-            (UNSERVED, [ELE]),
-            (WORKLIST_FIND, [ELE]),
-        ],
-        max_pdu_length=0,
-        roles=(
-            RoleSelection(CT, scu_role=False, scp_role=True),
-            RoleSelection(MR, scu_role=True, scp_role=False),
-            RoleSelection(UNSERVED, scu_role=False, scp_role=True),
-            RoleSelection(WORKLIST_FIND, scu_role=True, scp_role=True),
-        ),
-    )
-    ok = ContextResult.ACCEPTANCE
-    ac = _ac(
-        rq,
-        tuple(
-            PresentationContextAc(i, ok, c.transfer_syntaxes[0])
-            for i, c in zip(range(1, 10, 2), rq.contexts, strict=True)
-        ),
-        roles=(
-            RoleSelection(CT, scu_role=False, scp_role=True),  # our proposal accepted
-            RoleSelection(MR, scu_role=True, scp_role=True),  # SCP we did not propose: ignored
-            RoleSelection(uids.VERIFICATION, True, True),  # reply to no proposal: ignored
-            RoleSelection(UNSERVED, scu_role=False, scp_role=False),  # refused: unusable
-            # no reply for WORKLIST_FIND: the defaults apply
-        ),
-    )
-    negotiated = accepted(rq, ac)
-    assert negotiated.contexts == {
-        1: AcceptedContext(1, CT, ELE, scu_role=False, scp_role=True),
-        3: AcceptedContext(3, MR, ELE, scu_role=True, scp_role=False),
-        5: AcceptedContext(5, uids.VERIFICATION, ILE, scu_role=True, scp_role=False),
-        9: AcceptedContext(9, WORKLIST_FIND, ELE, scu_role=True, scp_role=False),
-    }
-
-
-def test_accepted_async_window() -> None:
-    proposed = build_request(
-        "A", "B", [(CT, [ELE])], max_pdu_length=0, async_ops=AsyncOperationsWindow(8, 8)
-    )
-    ac = _ac(
-        proposed,
-        (PresentationContextAc(1, ContextResult.ACCEPTANCE, ELE),),
-        async_ops=AsyncOperationsWindow(4, 1),
-    )
-    assert accepted(proposed, ac).async_ops == (4, 1)
-    plain = build_request("A", "B", [(CT, [ELE])], max_pdu_length=0)
-    assert accepted(plain, ac).async_ops == (1, 1)
-
-
-# --- both sides agree ----------------------------------------------------------------------
-
-_ROLE = st.builds(RoleSelection, _ABSTRACT, st.booleans(), st.booleans())
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    proposals=st.lists(
-        st.tuples(_ABSTRACT, st.lists(_TRANSFER, min_size=1, max_size=4, unique=True)),
-        min_size=1,
-        max_size=10,
-    ),
-    roles=st.lists(_ROLE, max_size=4, unique_by=lambda r: r.sop_class_uid),
-)
-def test_both_sides_agree(
-    proposals: list[tuple[str, list[str]]], roles: list[RoleSelection]
-) -> None:
-    proposed = {abstract for abstract, _ in proposals}
-    roles = [r for r in roles if r.sop_class_uid in proposed]
-    rq = build_request("STORESCU", "ARCHIVE", proposals, max_pdu_length=16384, roles=roles)
-    ac, acceptor_view = accept(rq)
-    requestor_view = accepted(rq, ac)
-    assert requestor_view.contexts == acceptor_view.contexts
-    assert requestor_view.peer_max_pdu == acceptor_view.max_pdu_length
-    assert acceptor_view.peer_max_pdu == requestor_view.max_pdu_length
-    for context in acceptor_view.contexts.values():
-        assert context.scu_role or context.scp_role
-
-
-def test_retired_ultrasound_storage_is_accepted() -> None:
-    """Older ultrasound modalities still send the retired class (PS3.6 A, retired)."""
-    rq = rq_for([(1, "1.2.840.10008.5.1.4.1.1.6", [ELE])])
-    ac, negotiated = accept(rq)
-    assert ac.contexts[0].result == ContextResult.ACCEPTANCE
-    assert negotiated.context_for("1.2.840.10008.5.1.4.1.1.6") is not None
-
-
-def test_requestor_keeps_why_each_proposal_was_refused() -> None:
-    """PS3.8 Table 9-18 results of refused contexts survive into Negotiated."""
-    rq = build_request(
-        "A", "B", [(CT, [ELE]), (UNSERVED, [ELE]), (MR, ["1.2.3"])], max_pdu_length=0
-    )
-    ac = _ac(
-        rq,
-        (
-            PresentationContextAc(1, ContextResult.ACCEPTANCE, ELE),
-            PresentationContextAc(3, ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED, ""),
-            PresentationContextAc(5, ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED, ""),
-        ),
-    )
-    negotiated = accepted(rq, ac)
-    assert negotiated.refusal(CT, ELE) is None
-    assert negotiated.refusal(UNSERVED, ELE) == ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED
-    assert negotiated.refusal(MR, "1.2.3") == ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED
-
-
-# --- SOP Class Extended Negotiation (PS3.7 D.3.3.5, PS3.4 C.5.1.1) ------------------------
-
-
-def test_extended_negotiation_answers_option_by_option() -> None:
-    """Relational queries (byte 0) and combined date-time (1) agreed; fuzzy PN (2) not."""
-    policy = default_acceptor_policy(Config())
-    find = uids.STUDY_ROOT_QR_FIND
-    rq = build_request(
-        "SCU",
-        "ARCHIVE",
-        [(find, [ELE]), (uids.STUDY_ROOT_QR_MOVE, [ELE]), (CT, [ELE])],
-        max_pdu_length=16384,
-        extended=[
-            SopClassExtended(find, b"\x01\x01\x01"),
-            SopClassExtended(uids.STUDY_ROOT_QR_MOVE, b"\x00"),
-            SopClassExtended(CT, b"\x01"),  # storage: we negotiate nothing for it
-            SopClassExtended(uids.PATIENT_ROOT_QR_GET, b"\x01"),  # not proposed
-        ],
-    )
-    ac, negotiated = accept(rq, policy)
-    assert ac.user_info.extended == (
-        SopClassExtended(find, b"\x01\x01\x00"),
-        SopClassExtended(uids.STUDY_ROOT_QR_MOVE, b"\x00"),
-    )
-    # Option byte n agreed = reply byte n is 1; the C-FIND provider reads bytes 0-1.
-    assert negotiated.extended[find][0:1] == b"\x01"
-    assert negotiated.extended[find][1:2] == b"\x01"
-    assert negotiated.extended[find][2:3] != b"\x01"
-    assert negotiated.extended.get(uids.STUDY_ROOT_QR_MOVE, b"")[0:1] != b"\x01"
-    assert negotiated.extended.get(CT, b"")[0:1] != b"\x01"
-    # The requestor reads the same agreement from the AC.
-    mirror = accepted(rq, ac)
-    assert mirror.extended == {find: b"\x01\x01\x00", uids.STUDY_ROOT_QR_MOVE: b"\x00"}
-    assert mirror.extended[find][0:1] == b"\x01"

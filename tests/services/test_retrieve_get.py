@@ -1,0 +1,416 @@
+"""The C-GET provider (archive/services/retrieve.py) without a network.
+
+A real index, real stored files and a fake channel (the caller's association)
+whose C-STORE answers are chosen per instance: final statuses and counts, the
+asynchronous operations window, C-CANCEL, Pending responses; and the stored files
+themselves: a missing or empty file fails its sub-operation only, each file is
+closed once, never under a read still in the I/O pool, and closing the provider
+early stops its workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from archive.dicom.dataset import Element, encode_dataset
+from archive.dicom.dimse import CGetRq, CGetRsp, CStoreRq, CStoreRsp
+from archive.index import Index, InstanceRow, StoredInstance
+from archive.services import retrieve
+from archive.services.base import Cancel, Request, Response
+from archive.services.retrieve import FileSource, Retriever, c_get_provider
+from archive.store import DatasetReader
+from tests.index import run
+from tests.interop.qrhelpers import CT_IMAGE, MR_IMAGE, STUDY_ROOT_GET
+from tests.interop.storehelpers import split_part10
+from tests.services.retrievehelpers import (
+    ELE,
+    ILE,
+    Channel,
+    Context,
+    Files,
+    T,
+    counts,
+    failed_uids,
+    indexed,
+    retrieve_request,
+)
+
+
+def get(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    channel: Channel,
+    *,
+    level: str = "STUDY",
+    uid: str | None = None,
+    cancel_after: int | None = None,
+) -> list[Response]:
+    """The C-GET provider's responses; ``cancel_after`` stores, the caller cancels."""
+    root, stored = corpus_files
+
+    async def go() -> list[Response]:
+        async with indexed(tmp_path, stored) as index:
+            cancel = Cancel()
+            channel.cancel, channel.cancel_after = cancel, cancel_after
+            command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
+            req = retrieve_request(
+                command,
+                level,
+                uid or stored[0].attrs.study_instance_uid,
+                channel=channel,
+                cancel=cancel,
+            )
+            return [r async for r in c_get_provider(index, Files(root))(req)]
+
+    return run(go())
+
+
+class SlowChannel(Channel):
+    """A peer that takes 20 ms per C-STORE: the provider reports between them."""
+
+    async def store(
+        self, context_id: int, command: CStoreRq, chunks: AsyncIterator[bytes | memoryview]
+    ) -> CStoreRsp:
+        await asyncio.sleep(0.02)
+        return await super().store(context_id, command, chunks)
+
+
+# ---- the C-GET provider -----------------------------------------------------------------
+
+
+def test_get_all_completed_bytes_as_stored(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    root, stored = corpus_files
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    assert responses[-1].dataset is None
+    for item in stored:
+        data = split_part10((root / item.path).read_bytes())[1]
+        assert channel.received[item.attrs.sop_instance_uid] == data
+    # Each instance went on the context of its own transfer syntax.
+    by_uid = {c.affected_sop_instance_uid: cx for cx, c in channel.commands}
+    for item in stored:
+        assert by_uid[item.attrs.sop_instance_uid] == (1 if item.transfer_syntax_uid == ELE else 3)
+    assert [c.message_id for _, c in channel.commands] == [1, 2, 3, 4, 5]
+    assert all(c.move_originator_ae is None for _, c in channel.commands)
+
+
+@pytest.mark.parametrize("window", [2, 3, 8])
+def test_get_with_an_asynchronous_operations_window(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path, window: int
+) -> None:
+    """With a window agreed, sub-operations overlap, never more than the window (each
+    worker also holds the next instance read ahead, so five instances keep at most
+    three busy); each instance goes exactly once."""
+    root, stored = corpus_files
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)], window=window)
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    assert 2 <= channel.most_in_flight <= window
+    assert sorted(c.affected_sop_instance_uid for _, c in channel.commands) == sorted(
+        s.attrs.sop_instance_uid for s in stored
+    )
+    for item in stored:
+        data = split_part10((root / item.path).read_bytes())[1]
+        assert channel.received[item.attrs.sop_instance_uid] == data
+    assert sorted(c.message_id for _, c in channel.commands) == [1, 2, 3, 4, 5]
+
+
+def test_get_statuses_per_suboperation(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    _, stored = corpus_files
+    explicit = [s.attrs.sop_instance_uid for s in stored if s.transfer_syntax_uid == ELE]
+    implicit = [s.attrs.sop_instance_uid for s in stored if s.transfer_syntax_uid == ILE]
+    channel = Channel(
+        [Context(1, CT_IMAGE, ELE)],  # Implicit VR instances have no context
+        answers={explicit[0]: 0xA700, explicit[1]: 0xB007},
+    )
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0xB000, None, 1, 3, 1)
+    assert sorted(failed_uids(responses[-1])) == sorted([explicit[0], *implicit])
+    final = responses[-1].command
+    assert isinstance(final, CGetRsp)
+    assert final.has_dataset
+    assert sorted(channel.received) == sorted(explicit)
+
+
+def test_get_all_failed_is_a702_with_the_list(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    _, stored = corpus_files
+    channel = Channel([Context(1, MR_IMAGE, ELE)])
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0xA702, None, 0, 5, 0)
+    assert sorted(failed_uids(responses[-1])) == sorted(s.attrs.sop_instance_uid for s in stored)
+    assert channel.received == {}
+
+
+def test_get_cancelled_reports_remaining(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get(corpus_files, tmp_path, channel, cancel_after=2)
+    # PS3.4 C.4.3.1.4: after a cancel the final response carries Remaining too.
+    assert counts(responses[-1]) == (0xFE00, 3, 2, 0, 0)
+    assert len(channel.received) == 2
+    assert responses[-1].dataset is None
+
+
+def test_get_cancelled_with_a_window_counts_what_was_in_flight(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """Sub-operations already in flight when the cancel arrives finish and count as
+    completed; none starts after it; the rest are Remaining (PS3.4 C.4.3.1.4)."""
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)], window=3)
+    responses = get(corpus_files, tmp_path, channel, cancel_after=2)
+    status, remaining, completed, failed, warning = counts(responses[-1])
+    assert status == 0xFE00
+    assert completed == len(channel.received)
+    assert 2 <= completed <= 4  # the two, and those in flight beside them
+    assert remaining == 5 - completed
+    assert (failed, warning) == (0, 0)
+
+
+def test_get_nothing_selected_is_success(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    channel = Channel([Context(1, CT_IMAGE, ELE)])
+    responses = get(corpus_files, tmp_path, channel, uid="9.9.9")
+    assert [counts(r) for r in responses] == [(0x0000, None, 0, 0, 0)]
+
+
+def test_get_without_the_unique_key_is_a900(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """SERIES level with only a Study Instance UID: the level's unique key is missing."""
+    channel = Channel([Context(1, CT_IMAGE, ELE)])
+    root, stored = corpus_files
+
+    async def go() -> list[Response]:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
+            data = encode_dataset(
+                [
+                    Element(0x00080052, "CS", b"SERIES"),
+                    Element(0x0020000D, "UI", stored[0].attrs.study_instance_uid.encode()),
+                ],
+                ELE,
+            )
+            command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
+            req = retrieve_request(command, "STUDY", "1")
+            req = Request(
+                **{
+                    **{f: getattr(req, f) for f in req.__struct_fields__},
+                    "identifier": data,
+                    "channel": channel,
+                }
+            )
+            return [r async for r in c_get_provider(index, Files(root))(req)]
+
+    responses = run(go())
+    assert len(responses) == 1
+    final = responses[0].command
+    assert isinstance(final, CGetRsp)
+    assert final.status == 0xA900
+    assert channel.received == {}
+
+
+def test_get_pending_responses_carry_the_counts(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pending C-GET-RSPs (at most one per PENDING_INTERVAL): remaining falls and
+    every response adds up to the total (PS3.4 C.4.3.1.4)."""
+    monkeypatch.setattr(retrieve, "PENDING_INTERVAL", 0.001)
+    channel = SlowChannel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    pendings = [counts(r) for r in responses[:-1]]
+    assert len(pendings) >= 3  # one per sub-operation, bar the last
+    assert all(p[0] == 0xFF00 for p in pendings)
+    remaining = [p[1] for p in pendings]
+    assert remaining == sorted(remaining, reverse=True)  # type: ignore[type-var]
+    assert len(set(remaining)) == len(remaining)
+    assert all(p[1] + p[2] + p[3] + p[4] == 5 for p in pendings)  # type: ignore[operator]
+
+
+# ---- the stored files -------------------------------------------------------------------
+
+
+def test_get_with_a_missing_file_fails_that_suboperation_only(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """The file is read (ahead) before its C-STORE-RQ goes out: nothing half-sent."""
+    root, stored = corpus_files
+    lost = stored[1]
+    broken = [msgspec.structs.replace(s, path="instances/gone.dcm") if s is lost else s
+              for s in stored]  # fmt: skip
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get((root, broken), tmp_path, channel)
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert failed_uids(responses[-1]) == [lost.attrs.sop_instance_uid]
+    assert lost.attrs.sop_instance_uid not in channel.received
+    assert len(channel.commands) == 4
+
+
+def test_get_with_an_empty_file_fails_that_suboperation_only(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """A stored file cut to nothing (power loss under durability = "fast") is no
+    Part 10 file: its sub-operation fails, the C-GET goes on."""
+    root, stored = corpus_files
+    empty = tmp_path / "instances" / "empty.dcm"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    lost = stored[2]
+    broken = [msgspec.structs.replace(s, path=str(empty)) if s is lost else s for s in stored]
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get((root, broken), tmp_path, channel)
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert failed_uids(responses[-1]) == [lost.attrs.sop_instance_uid]
+    assert len(channel.commands) == 4
+
+
+def test_each_file_is_closed_once(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed: list[str] = []
+    real = FileSource._closed
+
+    def spy(self: FileSource, read: asyncio.Future[memoryview]) -> None:
+        closed.append(str(self.reader.path))
+        real(self, read)
+
+    monkeypatch.setattr(FileSource, "_closed", spy)
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    assert len(closed) == 5
+    assert len(set(closed)) == 5
+
+
+def test_cancelled_read_closes_the_file_after_the_read(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sub-operation cancelled while a chunk is read in the I/O pool: a read there
+    cannot be stopped, so the file is closed once it ends, never under it (its
+    descriptor could meanwhile be another file's)."""
+    root, stored = corpus_files
+    source = stored[0]
+    big = tmp_path / "big.dcm"
+    # Data Set Trailing Padding (FFFC,FFFC) OB: a data set of several chunks.
+    padding = struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, 300_000) + bytes(300_000)
+    big.write_bytes((root / source.path).read_bytes() + padding)
+    monkeypatch.setattr(retrieve, "CHUNK", 1 << 16)  # the least a reader takes
+    events: list[str] = []
+    closed = asyncio.Event()
+    real_close = DatasetReader.close
+
+    def close(self: DatasetReader) -> None:
+        events.append("close")
+        closed.set()  # on the loop's thread: the reader is closed from callbacks
+        real_close(self)
+
+    monkeypatch.setattr(DatasetReader, "close", close)
+    started, gate = threading.Event(), threading.Event()
+
+    class GatedFiles(Files):
+        """Runs calls in a real thread pool; the first chunk after the first one
+        waits for ``gate``."""
+
+        def __init__(self, root: Path, pool: ThreadPoolExecutor) -> None:
+            super().__init__(root)
+            self.pool = pool
+
+        async def run(self, fn: Callable[..., T], *args: object) -> T:
+            def call() -> T:
+                if getattr(fn, "__name__", "") == "next" and not started.is_set():
+                    started.set()
+                    gate.wait(10)
+                    result = fn(*args)
+                    events.append("read end")
+                    return result
+                return fn(*args)
+
+            return await asyncio.get_running_loop().run_in_executor(self.pool, call)
+
+    row = InstanceRow(
+        source.attrs.sop_instance_uid,
+        source.attrs.study_instance_uid,
+        source.attrs.series_instance_uid,
+        source.attrs.sop_class_uid,
+        str(big),
+        big.stat().st_size,
+        source.digest,
+        source.transfer_syntax_uid,
+    )
+
+    async def scenario() -> list[str]:
+        with ThreadPoolExecutor(2) as pool:
+            try:
+                retriever = Retriever(
+                    GatedFiles(root, pool), [row], None, priority=0, originator=None
+                )
+                channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+                task = asyncio.ensure_future(retriever.run(channel))
+                await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                for _ in range(5):
+                    await asyncio.sleep(0)  # any close callback already due runs now
+                before = list(events)
+                gate.set()
+                await closed.wait()
+                return before
+            finally:
+                gate.set()
+
+    assert run(scenario()) == []  # nothing closed while the read was in the pool
+    assert events == ["read end", "close"]
+
+
+def test_get_closed_early_stops_its_workers_at_once(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The driver closes the provider after a pending response (the association
+    went away): the sub-operations stop then, not when the GC gets to them."""
+    monkeypatch.setattr(retrieve, "PENDING_INTERVAL", 0.001)
+    root, stored = corpus_files
+    channel = SlowChannel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+
+    async def go() -> list[asyncio.Task[object]]:
+        async with indexed(tmp_path, stored) as index:
+            command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
+            req = retrieve_request(
+                command, "STUDY", stored[0].attrs.study_instance_uid, channel=channel
+            )
+            responses = c_get_provider(index, Files(root))(req)
+            assert isinstance(responses, AsyncGenerator)
+            first = await anext(responses)
+            assert counts(first)[0] == 0xFF00
+            await responses.aclose()
+            return [
+                task
+                for task in asyncio.all_tasks()
+                if task.get_coro().__qualname__ == "Retriever.run" and not task.done()
+            ]
+
+    assert run(go()) == []

@@ -1,0 +1,187 @@
+"""The C-MOVE provider (archive/services/retrieve.py) without a network.
+
+Fake connectors (``Connect``) in place of the driver's SCU: one whose destination
+nobody listens on, one that opens fake channels whose C-STORE answers are chosen
+per instance; a real index and real stored files, as for C-GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from archive.dicom.dimse import CMoveRq, CMoveRsp
+from archive.index import Index, StoredInstance
+from archive.services.base import Cancel, Response, StoreTarget, SubAssociationError
+from archive.services.retrieve import Connect, MoveSettings, c_move_provider
+from tests.index import run
+from tests.interop.qrhelpers import CT_IMAGE
+from tests.services.retrievehelpers import (
+    ELE,
+    ILE,
+    Channel,
+    Context,
+    Files,
+    counts,
+    failed_uids,
+    indexed,
+    retrieve_request,
+)
+
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+
+
+class Unreachable:
+    """A Connect whose destination nobody listens on."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[str, int]]] = []
+
+    @contextlib.asynccontextmanager
+    async def __call__(
+        self,
+        called_ae: str,
+        address: tuple[str, int],
+        contexts: Sequence[tuple[str, Sequence[str]]],
+    ) -> AsyncIterator[StoreTarget]:
+        self.calls.append((called_ae, address))
+        raise SubAssociationError(f"cannot connect to {address[0]}:{address[1]}")
+        yield  # pragma: no cover
+
+
+class Reachable:
+    """A Connect opening ``channels`` in turn, one per sub-association."""
+
+    def __init__(self, channels: Sequence[Channel]) -> None:
+        self.channels = list(channels)
+        self.calls: list[tuple[str, tuple[str, int], list[tuple[str, list[str]]]]] = []
+        self.closed: list[BaseException | None] = []
+
+    @contextlib.asynccontextmanager
+    async def __call__(
+        self,
+        called_ae: str,
+        address: tuple[str, int],
+        contexts: Sequence[tuple[str, Sequence[str]]],
+    ) -> AsyncIterator[StoreTarget]:
+        self.calls.append((called_ae, address, [(a, list(ts)) for a, ts in contexts]))
+        channel = self.channels.pop(0)
+        try:
+            yield channel
+        except BaseException as exc:
+            self.closed.append(exc)
+            raise
+        self.closed.append(None)
+
+
+def move(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    connect: Connect,
+    *,
+    associations: int = 1,
+) -> list[Response]:
+    """The C-MOVE provider's responses for study A1 to destination KNOWN."""
+    root, stored = corpus_files
+
+    async def go() -> list[Response]:
+        async with indexed(tmp_path, stored) as index:
+            command = CMoveRq(
+                message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="KNOWN"
+            )
+            req = retrieve_request(
+                command, "STUDY", stored[0].attrs.study_instance_uid, cancel=Cancel()
+            )
+            settings = MoveSettings(peers={"KNOWN": ("127.0.0.1", 1)}, associations=associations)
+            provider = c_move_provider(index, Files(root), settings, connect)
+            return [r async for r in provider(req)]
+
+    return run(go())
+
+
+def test_move_to_unknown_destination_is_a801(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    root, stored = corpus_files
+
+    async def go() -> list[Response]:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
+            command = CMoveRq(
+                message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="NOWHERE"
+            )
+            req = retrieve_request(command, "STUDY", stored[0].attrs.study_instance_uid)
+            settings = MoveSettings(peers={"KNOWN": ("127.0.0.1", 1)})
+            provider = c_move_provider(index, Files(root), settings, Unreachable())
+            return [r async for r in provider(req)]
+
+    responses = asyncio.run(asyncio.wait_for(go(), 20))
+    assert len(responses) == 1
+    final = responses[0].command
+    assert isinstance(final, CMoveRsp)
+    assert final.status == 0xA801
+    assert final.error_comment == "move destination 'NOWHERE' unknown"
+    assert final.message_id_being_responded_to == 4
+
+
+def test_move_sends_on_the_connected_association(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    _, stored = corpus_files
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    connect = Reachable([channel])
+    responses = move(corpus_files, tmp_path, connect)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    assert connect.calls == [
+        ("KNOWN", ("127.0.0.1", 1), [(CT_IMAGE, [ELE]), (CT_IMAGE, [ILE]), (CT_IMAGE, [ELE, ILE])])
+    ]
+    assert connect.closed == [None]  # released, not aborted
+    assert sorted(channel.received) == sorted(s.attrs.sop_instance_uid for s in stored)
+    # Move Originator (PS3.7 9.3.1.1): the C-MOVE's caller and message id.
+    assert {(c.move_originator_ae, c.move_originator_message_id) for _, c in channel.commands} == {
+        ("GETSCU", 4)
+    }
+
+
+def test_move_when_nobody_listens_is_a702(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No association could be opened: every sub-operation fails (A702, the UID list)."""
+    _, stored = corpus_files
+    connect = Unreachable()
+    with caplog.at_level(logging.WARNING, logger="archive.retrieve"):
+        responses = move(corpus_files, tmp_path, connect, associations=2)
+    assert counts(responses[-1]) == (0xA702, None, 0, 5, 0)
+    assert sorted(failed_uids(responses[-1])) == sorted(s.attrs.sop_instance_uid for s in stored)
+    assert connect.calls == [("KNOWN", ("127.0.0.1", 1))] * 2
+    assert "C-MOVE: cannot associate with KNOWN: cannot connect to 127.0.0.1:1" in caplog.messages
+    assert "5 sub-operation(s) not performed: no association to the destination" in (
+        caplog.messages
+    )
+
+
+def test_move_association_lost_fails_the_rest(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The association ends during the third C-STORE: two completed, three failed
+    (B000), the association aborted, and the WARNING line says it ended."""
+    _, stored = corpus_files
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)], abort_after=2)
+    connect = Reachable([channel])
+    with caplog.at_level(logging.WARNING, logger="archive.retrieve"):
+        responses = move(corpus_files, tmp_path, connect)
+    assert counts(responses[-1]) == (0xB000, None, 2, 3, 0)
+    uids = {s.attrs.sop_instance_uid for s in stored}
+    assert len(channel.received) == 2
+    assert set(failed_uids(responses[-1])) == uids - set(channel.received)
+    assert len(connect.closed) == 1
+    assert isinstance(connect.closed[0], SubAssociationError)  # aborted, not released
+    assert "C-MOVE: association with KNOWN ended: the peer aborted" in caplog.messages
