@@ -2,9 +2,10 @@
 
 What this is: :func:`parse_identifier` turns the decoded elements of a request
 Identifier into a :class:`Query` (the matching keys of PS3.4 C.2.2.2, each with its
-kind, and the return keys); :func:`matches` is the brute-force matcher of one index
-record (the reference the SQL translation in :mod:`archive.index.query` is tested
-against); :func:`response_identifier` builds the C-FIND-RSP Identifier of a match.
+kind, and the return keys); :func:`response_identifier` builds the C-FIND-RSP
+Identifier of a match. The brute-force matcher of one index record, the reference
+the SQL translation in :mod:`archive.index.query` is tested against, is
+:mod:`archive.dicom.query_match`.
 What it is not: I/O of any kind, nor SQL. The key table is in
 :mod:`archive.dicom.query_keys`.
 
@@ -22,8 +23,9 @@ Conformance choices (implementation-defined or lenient on purpose):
   components is the earliest (low) or latest (high) time it can mean: ``10`` as a
   range end is 10:59:59.999999, and a single ``2230`` matches 22:30:00 to
   22:30:59.999999. ACR-NEMA separators (``:`` in TM, ``.`` in DA) are accepted in
-  keys. A stored time is compared as its earliest reading (:func:`normalized_time`):
-  a stored ``1015`` is 10:15:00, within ``101500-101600``.
+  keys. A stored time is compared as its earliest reading
+  (:func:`archive.dicom.query_match.normalized_time`): a stored ``1015`` is
+  10:15:00, within ``101500-101600``.
 * Combined date-time matching (PS3.4 C.2.2.2.5, offered in SOP Class Extended
   Negotiation, C.5.1.1.2): when the SCU asked for it, a date key and its time key
   (Study, Series or Content Date and Time) that are ranges of the same form match
@@ -99,8 +101,6 @@ __all__ = [
     "Term",
     "combine_date_time",
     "information_model",
-    "matches",
-    "normalized_time",
     "parse_identifier",
     "response_identifier",
 ]
@@ -558,98 +558,6 @@ def _source(key: ReturnKey) -> int:
     if key.vr == "IS":
         return Source.INTEGER_STRING
     return Source.TEXT
-
-
-# -- brute-force matching -------------------------------------------------------------
-
-
-def _wildcard_regex(pattern: str) -> re.Pattern[str]:
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.DOTALL)
-
-
-def normalized_time(value: str) -> str:
-    """A stored TM as compared with a key's bounds: its earliest reading.
-
-    ``10`` and ``1015`` are 10:00 and 10:15 (``100000``, ``101500``); ``10:15:30``
-    (ACR-NEMA) is ``101530``; fractions stay as they are. Keys are normalized when
-    parsed (``_time``); the index does the same in SQL (``archive.index.query``).
-    """
-    bare = value.replace(":", "")
-    return (bare + "0000")[: max(6, len(bare))]
-
-
-def _term_matches(condition: Condition, term: Term, value: str | int) -> bool:
-    if condition.vr in _DATE_TIME_VRS and isinstance(value, str):
-        if not value:
-            return False
-        if condition.vr == "TM":
-            value = normalized_time(value)
-        return (not term.low or value >= term.low) and (not term.high or value <= term.high)
-    if isinstance(value, int):
-        return term.kind is MatchKind.SINGLE and value == int(term.value)
-    if not value:
-        return False
-    if term.kind is MatchKind.WILDCARD:
-        return _wildcard_regex(term.value).fullmatch(value) is not None
-    return value == term.value
-
-
-def _date_time_matches(condition: Condition, date: object, time: object) -> bool:
-    """A combined date-time condition (:func:`combine_date_time`) against a record.
-
-    Both known: date and normalized time, concatenated, against the bounds. One
-    unknown (if its key's unknown matches): the other alone against its part of
-    the bounds, as when matching key by key.
-    """
-    term = condition.terms[0]
-    day = "" if date is None else str(date)
-    hour = "" if time is None else str(time)
-    if not day:
-        if not condition.unknown_matches:
-            return False
-        if not hour:
-            return condition.time_unknown_matches
-        value, low, high = normalized_time(hour), term.low[8:], term.high[8:]
-    elif not hour:
-        if not condition.time_unknown_matches:
-            return False
-        value, low, high = day, term.low[:8], term.high[:8]
-    else:
-        value, low, high = day + normalized_time(hour), term.low, term.high
-    return (not low or value >= low) and (not high or value <= high)
-
-
-def matches(query: Query, record: Mapping[str, object]) -> bool:
-    """Whether ``record`` (keyword -> value, as ``Index.find`` yields) matches.
-
-    The reference matcher: slow, simple, and what the SQL translation must agree
-    with. A record value of None or '' (unknown) matches a Required Key whatever
-    its value (PS3.4 C.2.2.1.2), and no other non-universal key.
-    """
-    for condition in query.conditions:
-        raw = record.get(condition.keyword)
-        if condition.time_keyword:
-            if not _date_time_matches(condition, raw, record.get(condition.time_keyword)):
-                return False
-            continue
-        if raw is None or raw == "":
-            if condition.unknown_matches:
-                continue
-            return False
-        if not isinstance(raw, str | int):
-            return False
-        values: list[str | int]
-        if isinstance(raw, str):
-            text = raw.casefold() if condition.fold else raw
-            values = list(text.split("\\")) if condition.multi_valued else [text]
-        else:
-            values = [raw]
-        if not any(
-            _term_matches(condition, term, value) for term in condition.terms for value in values
-        ):
-            return False
-    return True
 
 
 # -- responses -------------------------------------------------------------------------

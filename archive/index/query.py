@@ -5,7 +5,7 @@ level (:func:`find_statements`), the instances a retrieve selects
 (:func:`retrieve_statements`), and the
 conversion of a result row into a record (keyword -> value). What it is not: the
 execution (``database.py`` pages the results on the reader pool) nor the matching
-rules (``archive.dicom.query``, whose :func:`~archive.dicom.query.matches` is the
+rules (``archive.dicom.query``; :func:`~archive.dicom.query_match.matches` is the
 reference these statements are tested against).
 
 Every value is a bound parameter; only column names from the tables below are
@@ -171,7 +171,7 @@ def _term_sql(column: str, vr: str, term: Term, parameters: list[object]) -> str
     if vr in _DATE_TIME_VRS:
         parts = [f"{column} <> ''"]
         # A stored TM may be partial (HH, HHMM) or in ACR-NEMA form (HH:MM:SS):
-        # compared as its earliest reading, as query.normalized_time does.
+        # compared as its earliest reading, as query_match.normalized_time does.
         value = _normalized_time_sql(column) if vr == "TM" else column
         if term.low:
             parts.append(f"{value} >= ?")
@@ -192,7 +192,7 @@ def _term_sql(column: str, vr: str, term: Term, parameters: list[object]) -> str
 
 
 def _normalized_time_sql(column: str) -> str:
-    """SQL for :func:`archive.dicom.query.normalized_time` of a TM column."""
+    """SQL for :func:`archive.dicom.query_match.normalized_time` of a TM column."""
     bare = f"replace({column}, ':', '')"
     return f"substr({bare} || '0000', 1, max(6, length({bare})))"
 
@@ -213,7 +213,7 @@ def _terms_sql(column: str, condition: Condition, parameters: list[object]) -> s
 def _date_time_sql(condition: Condition, parameters: list[object]) -> str:
     """A combined date-time condition (query.combine_date_time) as SQL.
 
-    The same reading as ``query._date_time_matches``. The date's own bounds come
+    The same reading as ``query_match._date_time_matches``. The date's own bounds come
     first, so that a date range still searches the date's index; the
     concatenated value only refines within it.
     """

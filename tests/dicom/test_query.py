@@ -19,11 +19,11 @@ from archive.dicom.query import (
     QueryError,
     QueryModel,
     information_model,
-    matches,
     parse_identifier,
     response_identifier,
 )
 from archive.dicom.query_keys import KEYS, Level
+from archive.dicom.query_match import matches
 
 PR, SR = QueryModel.PATIENT_ROOT, QueryModel.STUDY_ROOT
 EXPLICIT_LE = "1.2.840.10008.1.2.1"

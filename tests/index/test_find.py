@@ -12,8 +12,9 @@ import pytest
 
 from archive.dicom.dataset import Element
 from archive.dicom.dictionary import tag_for_keyword
-from archive.dicom.query import Query, QueryModel, matches, parse_identifier
+from archive.dicom.query import Query, QueryModel, parse_identifier
 from archive.dicom.query_keys import KEYS
+from archive.dicom.query_match import matches
 from archive.index import Index, StoredInstance
 from archive.index.query import find_statements, retrieve_statements
 from tests.index import CT, MR, SR, make_instance, run
