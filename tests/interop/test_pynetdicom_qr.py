@@ -127,21 +127,27 @@ def identifier(level: str, **keys: str) -> Dataset:
     return ds
 
 
-def test_c_find_study_root(qr: RunningNode, corpus: Corpus) -> None:
-    ae = scu(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate(HOST, qr.port, ae_title=qr.ae_title)
+def c_find(
+    qr: RunningNode, model: str, query: Dataset, *, ext_neg: list[Any] | None = None
+) -> list[tuple[Dataset, Dataset | None]]:
+    """Every C-FIND response (status, identifier) of one query on its own association."""
+    assoc = scu(model).associate(HOST, qr.port, ae_title=qr.ae_title, ext_neg=ext_neg)
     assert assoc.is_established
     try:
-        query = identifier(
-            "STUDY",
-            PatientID="PAT-A",
-            StudyInstanceUID="",
-            NumberOfStudyRelatedInstances="",
-            ModalitiesInStudy="",
-        )
-        answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+        return list(assoc.send_c_find(query, model))
     finally:
         assoc.release()
+
+
+def test_c_find_study_root(qr: RunningNode, corpus: Corpus) -> None:
+    query = identifier(
+        "STUDY",
+        PatientID="PAT-A",
+        StudyInstanceUID="",
+        NumberOfStudyRelatedInstances="",
+        ModalitiesInStudy="",
+    )
+    answers = c_find(qr, StudyRootQueryRetrieveInformationModelFind, query)
     assert [int(status.Status) for status, _ in answers] == [0xFF00, 0xFF00, 0x0000]
     found = sorted(
         (str(ds.StudyInstanceUID), str(ds.ModalitiesInStudy), int(ds.NumberOfStudyRelatedInstances))
@@ -162,19 +168,13 @@ def test_c_find_combined_date_time_matching(
     and time keys are one range, 5 January 12:00 to 20 March 09:00 (B1 on 10
     February 14:00 and A2 on 20 March 08:30, not A1 on 5 January 10:15); without
     it the time range 12:00-09:00 is empty."""
-    ae = scu(StudyRootQueryRetrieveInformationModelFind)
     negotiation = SOPClassExtendedNegotiation()
     negotiation.sop_class_uid = StudyRootQueryRetrieveInformationModelFind
     negotiation.service_class_application_information = b"\x00\x01" if combined else b"\x00\x00"
-    assoc = ae.associate(HOST, qr.port, ae_title=qr.ae_title, ext_neg=[negotiation])
-    assert assoc.is_established
-    try:
-        query = identifier(
-            "STUDY", StudyDate="20240105-20240320", StudyTime="1200-0900", StudyInstanceUID=""
-        )
-        answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
-    finally:
-        assoc.release()
+    query = identifier(
+        "STUDY", StudyDate="20240105-20240320", StudyTime="1200-0900", StudyInstanceUID=""
+    )
+    answers = c_find(qr, StudyRootQueryRetrieveInformationModelFind, query, ext_neg=[negotiation])
     assert int(answers[-1][0].Status) == 0x0000
     found = sorted(str(ds.StudyInstanceUID) for _, ds in answers[:-1])
     expected = sorted(corpus.study_uids[key] for key in ("B1", "A2")) if combined else []
@@ -182,16 +182,10 @@ def test_c_find_combined_date_time_matching(
 
 
 def test_c_find_patient_root(qr: RunningNode) -> None:
-    ae = scu(PatientRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate(HOST, qr.port, ae_title=qr.ae_title)
-    assert assoc.is_established
-    try:
-        query = identifier(
-            "PATIENT", PatientID="PAT-*", PatientName="", SpecificCharacterSet="ISO_IR 192"
-        )
-        answers = list(assoc.send_c_find(query, PatientRootQueryRetrieveInformationModelFind))
-    finally:
-        assoc.release()
+    query = identifier(
+        "PATIENT", PatientID="PAT-*", PatientName="", SpecificCharacterSet="ISO_IR 192"
+    )
+    answers = c_find(qr, PatientRootQueryRetrieveInformationModelFind, query)
     assert [int(s.Status) for s, _ in answers] == [0xFF00] * 3 + [0x0000]
     names = sorted((str(ds.PatientID), str(ds.PatientName)) for _, ds in answers[:-1])
     assert names == [
