@@ -168,10 +168,11 @@ class GroupCommitWriter:
         return result
 
     async def on_connection(self, probe: Probe) -> object:
-        """Run ``probe(connection)`` on the writer thread between two batches.
+        """Run ``probe(connection)`` on the writer thread, outside any transaction.
 
-        For diagnostics (a PRAGMA's value, a checkpoint); it must not leave a
-        transaction open.
+        For diagnostics (a PRAGMA's value, a checkpoint). It runs before the
+        operations taken in the same batch, even those queued before it; a
+        transaction it leaves open is rolled back.
         """
         return await self._submit(probe)
 
