@@ -30,7 +30,7 @@ Conformance choices (implementation-defined or lenient on purpose):
   Negotiation, C.5.1.1.2): when the SCU asked for it, a date key and its time key
   (Study, Series or Content Date and Time) that are ranges of the same form match
   as one date-time range: ``20240105-20240320`` with ``1200-0900`` is from 5
-  January 12:00 to 20 March 09:00, :func:`combine_date_time`. An entity whose date
+  January 12:00 to 20 March 09:00, ``_combine_date_time``. An entity whose date
   or time is unknown is matched on the other alone. Other pairs, and all pairs
   without the option, match key by key. No attribute the index holds is a DT, so
   there is no other date-time range to match.
@@ -87,7 +87,7 @@ from archive.dicom.uids import EXPLICIT_VR_BE
 from archive.dicom.wire import BE, LE
 
 __all__ = [
-    "DATE_TIME_PAIRS",
+    "DATE_TIME_VRS",
     "ONLINE",
     "Condition",
     "Level",
@@ -99,7 +99,6 @@ __all__ = [
     "ReturnKey",
     "Source",
     "Term",
-    "combine_date_time",
     "information_model",
     "parse_identifier",
     "response_identifier",
@@ -114,7 +113,8 @@ TIMEZONE_OFFSET_FROM_UTC = 0x00080201
 #: VRs for which "*" and "?" are wild cards, PS3.4 C.2.2.2.4.
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 _INTEGER_VRS = frozenset({"IS", "US", "SS", "UL", "SL", "UV", "SV"})
-_DATE_TIME_VRS = frozenset({"DA", "TM"})
+#: The VRs matched by meaning, as inclusive bounds (see the module docstring).
+DATE_TIME_VRS = frozenset({"DA", "TM"})
 
 
 def information_model(
@@ -178,7 +178,7 @@ class Condition(msgspec.Struct, frozen=True):
     unknown_matches: bool = False
     #: Combined date-time matching (negotiated, PS3.4 C.2.2.2.5): ``keyword`` is a
     #: DA key, this its TM partner, and the one term's bounds are date + time
-    #: (:func:`combine_date_time`). ``vr`` is then "DT".
+    #: (``_combine_date_time``). ``vr`` is then "DT".
     time_keyword: str = ""
     #: With ``time_keyword``: an entity whose time is unknown is matched on its
     #: date alone (the time is a Required Key too), else it does not match.
@@ -310,7 +310,7 @@ def _terms(info_vr: str, text: str, *, fold: bool, literal: bool) -> tuple[Term,
             alternative = alternative.casefold()
         if not literal and not alternative.strip("*"):
             return None  # "*" is Universal Matching, C.2.2.2.4 note 1 (any VR, leniently)
-        if not literal and info_vr in _DATE_TIME_VRS:
+        if not literal and info_vr in DATE_TIME_VRS:
             if alternative == "-":
                 return None
             terms.append(_date_time_term(info_vr, alternative))
@@ -356,14 +356,14 @@ def character_set_terms(elements: Iterable[Element]) -> tuple[str, ...] | None:
 
 
 #: The date and time keys matched as one date-time when that was negotiated.
-DATE_TIME_PAIRS = (
+_DATE_TIME_PAIRS = (
     ("StudyDate", "StudyTime"),
     ("SeriesDate", "SeriesTime"),
     ("ContentDate", "ContentTime"),
 )
 
 
-def combine_date_time(date: Condition, time: Condition) -> Condition | None:
+def _combine_date_time(date: Condition, time: Condition) -> Condition | None:
     """The two keys as one combined date-time condition, or None if they do not pair.
 
     PS3.4 C.2.2.2.5: a DA and a TM key "both of which specify the same form of
@@ -402,11 +402,11 @@ def combine_date_time(date: Condition, time: Condition) -> Condition | None:
 
 def _combined(conditions: list[Condition]) -> list[Condition]:
     by_keyword = {c.keyword: c for c in conditions}
-    for date_keyword, time_keyword in DATE_TIME_PAIRS:
+    for date_keyword, time_keyword in _DATE_TIME_PAIRS:
         date, time = by_keyword.get(date_keyword), by_keyword.get(time_keyword)
         if date is None or time is None:
             continue
-        combined = combine_date_time(date, time)
+        combined = _combine_date_time(date, time)
         if combined is not None:
             conditions = [combined if c is date else c for c in conditions if c is not time]
     return conditions

@@ -13,11 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from archive.dicom.query import Condition, MatchKind, Query, Term
+from archive.dicom.query import DATE_TIME_VRS, Condition, MatchKind, Query, Term
 
 __all__ = ["matches", "normalized_time"]
-
-_DATE_TIME_VRS = frozenset({"DA", "TM"})
 
 
 def _wildcard_regex(pattern: str) -> re.Pattern[str]:
@@ -37,7 +35,7 @@ def normalized_time(value: str) -> str:
 
 
 def _term_matches(condition: Condition, term: Term, value: str | int) -> bool:
-    if condition.vr in _DATE_TIME_VRS and isinstance(value, str):
+    if condition.vr in DATE_TIME_VRS and isinstance(value, str):
         if not value:
             return False
         if condition.vr == "TM":
@@ -53,7 +51,7 @@ def _term_matches(condition: Condition, term: Term, value: str | int) -> bool:
 
 
 def _date_time_matches(condition: Condition, date: object, time: object) -> bool:
-    """A combined date-time condition (:func:`combine_date_time`) against a record.
+    """A combined date-time condition (``query._combine_date_time``) against a record.
 
     Both known: date and normalized time, concatenated, against the bounds. One
     unknown (if its key's unknown matches): the other alone against its part of

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
-from archive.dicom.query import Condition, MatchKind, Query, Term
+from archive.dicom.query import DATE_TIME_VRS, Condition, MatchKind, Query, Term
 from archive.dicom.query_keys import Level
 from archive.index.batch import INSTANCE_ROW_COLUMNS, INSTANCE_ROW_TABLES
 
@@ -105,7 +105,6 @@ _MULTI_VALUED = MappingProxyType(
 )
 
 _INTEGER_VRS = frozenset({"IS", "US"})
-_DATE_TIME_VRS = frozenset({"DA", "TM"})
 #: Sorts after every character a value can hold: the end of a prefix range.
 _MAX_CHAR = "\U0010ffff"
 
@@ -168,7 +167,7 @@ def _prefix(pattern: str) -> str:
 
 
 def _term_sql(column: str, vr: str, term: Term, parameters: list[object]) -> str:
-    if vr in _DATE_TIME_VRS:
+    if vr in DATE_TIME_VRS:
         parts = [f"{column} <> ''"]
         # A stored TM may be partial (HH, HHMM) or in ACR-NEMA form (HH:MM:SS):
         # compared as its earliest reading, as query_match.normalized_time does.
@@ -199,7 +198,7 @@ def _normalized_time_sql(column: str) -> str:
 
 def _terms_sql(column: str, condition: Condition, parameters: list[object]) -> str:
     terms = condition.terms
-    if condition.vr not in _DATE_TIME_VRS and all(t.kind is MatchKind.SINGLE for t in terms):
+    if condition.vr not in DATE_TIME_VRS and all(t.kind is MatchKind.SINGLE for t in terms):
         if len(terms) == 1:
             return _term_sql(column, condition.vr, terms[0], parameters)
         if condition.vr in _INTEGER_VRS:
@@ -211,7 +210,7 @@ def _terms_sql(column: str, condition: Condition, parameters: list[object]) -> s
 
 
 def _date_time_sql(condition: Condition, parameters: list[object]) -> str:
-    """A combined date-time condition (query.combine_date_time) as SQL.
+    """A combined date-time condition (``query._combine_date_time``) as SQL.
 
     The same reading as ``query_match._date_time_matches``. The date's own bounds come
     first, so that a date range still searches the date's index; the
