@@ -38,7 +38,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from archive.index.batch import (
     CLEAR_UNFLUSHED,
@@ -93,10 +93,9 @@ class GroupCommitWriter:
         self._broken: BaseException | None = None
         # Recovery reads the journal back: until it is done, batches leave it alone.
         self._journal_held = False
-        # The last batch was committed and flushed (or nothing was written yet).
-        self._clean = True
-        # The journal names this writer's own last batch (not a previous run's,
-        # which recovery has yet to read back): a clean close may empty it.
+        # The journal names this writer's own last batch, committed and flushed
+        # (not a previous run's, which recovery has yet to read back, nor one a
+        # failure left in doubt): a clean close may empty it.
         self._journal_ours = False
         # Put by the loop thread only; None (put by close) stops the writer thread.
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -259,27 +258,27 @@ class GroupCommitWriter:
             try:
                 self._commit(conn, batch)
             except BaseException as exc:  # a bug here must not strand the waiters
+                self._journal_ours = False  # the batch's state is unknown: keep it
                 self._to_loop(_settle, [(pending.future, exc) for pending in batch])
             if stop:
                 return
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-        probes = [pending for pending in batch if not _is_operation(pending.operation)]
+        probes = [(p.future, p.operation) for p in batch if not _is_operation(p.operation)]
         if probes:
             batch = [pending for pending in batch if _is_operation(pending.operation)]
-            self._to_loop(_settle, [(p.future, _probe(p.operation, conn)) for p in probes])
+            self._to_loop(_settle, [(future, _probe(probe, conn)) for future, probe in probes])
             if not batch:
                 return
         if self._broken is not None:
             # Queued before the flush failed: refused like everything after it.
             self._to_loop(_settle, [(pending.future, self.broken_error()) for pending in batch])
             return
-        operations: list[Operation] = [pending.operation for pending in batch]  # type: ignore[misc]
+        operations = [p.operation for p in batch if _is_operation(p.operation)]
         if self._journal_held:
             journal: Journal = "keep"
         else:
             journal = "clear" if self._flush is None else "record"
-        self._clean = False
         try:
             outcomes: list[Outcome] = _commit_and_flush(conn, operations, self._flush, journal)
         except _FlushFailed as failed:
@@ -297,7 +296,6 @@ class GroupCommitWriter:
             return
         except Exception as exc:
             # apply_batch rolled back: nothing of this batch is in the index.
-            self._clean = True
             self._failed_batches += 1
             message = f"index transaction of {len(batch)} operation(s) failed: {exc}"
             errors: list[tuple[asyncio.Future[Any], object]] = []
@@ -308,7 +306,6 @@ class GroupCommitWriter:
                 errors.append((pending.future, error))
             self._to_loop(_settle, errors)
             return
-        self._clean = True
         self._journal_ours = self._journal_ours or journal != "keep"
         self._commits += 1
         self._operations += len(batch)
@@ -320,7 +317,7 @@ class GroupCommitWriter:
 
     def _close_connection(self, conn: sqlite3.Connection) -> None:
         try:
-            if self._flush is not None and self._clean and self._journal_ours:
+            if self._flush is not None and self._broken is None and self._journal_ours:
                 # Everything committed was flushed: a clean stop leaves no journal
                 # for the next start to read back.
                 conn.execute(CLEAR_UNFLUSHED)
@@ -328,7 +325,7 @@ class GroupCommitWriter:
             conn.close()
 
 
-def _is_operation(operation: Operation | Probe) -> bool:
+def _is_operation(operation: Operation | Probe) -> TypeGuard[Operation]:
     return isinstance(operation, StoredInstance | Replace | Remove)
 
 
