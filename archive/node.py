@@ -97,7 +97,8 @@ class Storage:
           row AND the file are removed, since a row whose file is short or
           different was never answered Success (the flush had not completed)
           and keeping a half file indexed would serve it;
-        - the file was placed and no row names that path: removed. The row
+        - the file was placed and no row names that path: removed (unless the
+          UID is in the journal: then :meth:`_check_unflushed` decides). The row
           was never committed, so the instance was never acknowledged, and a
           file that is complete on disk cannot be told from one whose flush
           had not finished (a data set can end at any element boundary);
@@ -133,19 +134,22 @@ class Storage:
         the cut), which :meth:`_check_unflushed` may have to index again."""
         assert self.index is not None
         found = await self.files.in_flight()
-        removed = 0
+        removed = restored = 0
         for entry in found:
             row = await self.index.instance(entry.uid)
             ours = row if row is not None and row.path in entry.candidates else None
             if entry.placed is not None:
                 if ours is not None and ours.path == entry.placed:
-                    if await self._intact(entry.placed, ours.size, ours.digest):
+                    intact = await self._intact(entry.placed, ours.size, ours.digest)
+                    if intact is None:
+                        continue  # cannot be read: row and file left for archive check
+                    if intact:
                         await self.files.remove_other_versions(entry.uid, keep=entry.placed)
                         continue
                     await self.index.remove([entry.uid])
                     removed += 1
                     await self.files.remove(entry.placed)
-                    await self._index_earlier_version(entry.uid)
+                    restored += await self._index_earlier_version(entry.uid)
                     continue
                 if entry.uid in journaled:
                     continue  # decided with the journal, once its row is checked
@@ -156,13 +160,15 @@ class Storage:
             ):
                 removed += 1
                 await self.index.remove([entry.uid])
-                await self._index_earlier_version(entry.uid)
+                restored += await self._index_earlier_version(entry.uid)
         await self.files.clear_in_flight(found)
         if found:
             log.info(
-                "recovery: %d instance(s) in flight at the last stop, %d unacknowledged removed",
+                "recovery: %d instance(s) in flight at the last stop, %d unacknowledged "
+                "removed, %d earlier version(s) indexed again",
                 len(found),
                 removed,
+                restored,
             )
 
     async def _check_unflushed(self, journal: list[str]) -> None:
@@ -183,7 +189,10 @@ class Storage:
         for uid in journal:
             row = await self.index.instance(uid)
             if row is not None:
-                if await self._intact(row.path, row.size, row.digest):
+                intact = await self._intact(row.path, row.size, row.digest)
+                if intact is None:
+                    continue  # cannot be read: row and file left for archive check
+                if intact:
                     # Any other version left by the cut (a placed file the markers'
                     # check left for us) is superseded or was never acknowledged.
                     await self.files.remove_other_versions(uid, keep=row.path)
@@ -205,24 +214,17 @@ class Storage:
 
         The old version goes only after the replacement's batch is flushed, so
         when that batch is the one cut short the old file is still there; without
-        this it would be whole but unindexed. Returns 1 if one was indexed.
+        this it would be whole but unindexed. The oldest version that reads back
+        wins: a version written after it was never acknowledged (its row was
+        dropped, or taken back after a failed flush). Returns 1 if one was indexed.
         """
         assert self.index is not None
         cut: list[str] = []
         for relative in await self.files.versions(uid):
-            try:
-                scanned = await self.files.run(scan_file, self.files.path(relative))
-            except OSError as exc:  # unreadable, maybe intact: left where it is
-                log.warning("recovery: cannot read %s (left in place): %s", relative, exc)
-                continue
-            except (FileMetaError, HeaderError) as exc:  # not whole: never acknowledged
-                log.warning("recovery: %s does not read back: %s", relative, exc)
+            scanned = await self._read_back(relative)
+            if scanned == "cut":
                 cut.append(relative)
-                continue
-            except Exception as exc:  # not understood: left for archive check
-                log.warning("recovery: %s left in place: %s", relative, exc)
-                continue
-            if scanned.attrs.sop_instance_uid == uid:
+            elif scanned != "unreadable" and scanned.attrs.sop_instance_uid == uid:
                 await self.index.add(stored_from_scan(scanned, relative))
                 await self.files.remove_other_versions(uid, keep=relative)
                 return 1
@@ -230,14 +232,26 @@ class Storage:
             await self.files.remove(relative)
         return 0
 
-    async def _intact(self, relative: str, size: int, digest: str) -> bool:
-        """The placed file reads back as a whole data set with this size and digest."""
+    async def _intact(self, relative: str, size: int, digest: str) -> bool | None:
+        """The file reads back as a whole data set with this size and digest; None
+        if it cannot be read at all (permissions, I/O error): maybe intact."""
+        scanned = await self._read_back(relative)
+        if scanned == "unreadable":
+            return None
+        return scanned != "cut" and scanned.size == size and scanned.digest == digest
+
+    async def _read_back(self, relative: str) -> ScannedFile | Literal["cut", "unreadable"]:
+        """Scan a file for recovery: the scan, "cut" (not a whole data set, or not
+        there at all, so never acknowledged) or "unreadable" (permissions, I/O
+        error: maybe intact, so it must be left in place)."""
         try:
-            scanned = await self.files.run(scan_file, self.files.path(relative))
-        except Exception as exc:  # unreadable or truncated: never acknowledged
+            return await self.files.run(scan_file, self.files.path(relative))
+        except (FileMetaError, HeaderError, FileNotFoundError) as exc:  # its link lost too
             log.warning("recovery: %s does not read back: %s", relative, exc)
-            return False
-        return scanned.size == size and scanned.digest == digest
+            return "cut"
+        except Exception as exc:  # OSError, or not understood: left for archive check
+            log.warning("recovery: cannot read %s (left in place): %s", relative, exc)
+            return "unreadable"
 
     async def close(self) -> None:
         """Close the index, then the store (and its lock). Idempotent."""

@@ -18,6 +18,7 @@ __all__ = [
     "PART",
     "TMP",
     "fsync_dir",
+    "is_version_name",
     "relative_path",
     "replacement_path",
     "safe_uid",
@@ -44,6 +45,14 @@ def replacement_path(sop_instance_uid: str, token: str) -> str:
     to the new one, so a failed replacement loses nothing.
     """
     return f"{relative_path(sop_instance_uid)[:-4]}.r{token}.dcm"
+
+
+def is_version_name(sop_instance_uid: str, name: str) -> bool:
+    """Whether a file name in the instance's folder is one of its versions: the
+    first (:func:`relative_path`) or a replacement (:func:`replacement_path`)."""
+    return name == f"{sop_instance_uid}.dcm" or (
+        name.startswith(f"{sop_instance_uid}.r") and name.endswith(".dcm")
+    )
 
 
 def safe_uid(uid: str) -> bool:

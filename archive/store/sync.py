@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable
 
-__all__ = ["REPORTS_ERRORS_SINCE", "Syncfs", "load_syncfs", "reports_errors"]
+__all__ = ["Syncfs", "load_syncfs", "reports_errors"]
 
 #: Flush the filesystem holding this descriptor; raises OSError.
 Syncfs = Callable[[int], None]

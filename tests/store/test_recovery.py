@@ -13,18 +13,21 @@ serve`` would.
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import Dataset, dcmwrite
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID
 
+import archive.node
 from archive.dicom.dimse import Status
 from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.index import Index, IndexWriteError
@@ -603,3 +606,51 @@ def test_markers_and_journal_together(tmp_path: Path) -> None:
     assert instance_files(root) == []
     assert journaled(root) == []
     assert leftovers(root) == []
+
+
+def test_an_unreadable_journaled_file_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error reading back the last batch's instance says nothing about it:
+    it was most likely flushed and acknowledged, so row and file stay."""
+    root = fresh(tmp_path)
+    ds = make_dataset(pixel_bytes=3000)
+    uid = str(ds.SOPInstanceUID)
+    assert ingest(root, ds) == Status.SUCCESS
+    journal(root, uid)
+    real = archive.node.scan_file
+
+    def failing(path: str) -> Any:
+        if path.endswith(relative_path(uid)):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(path)
+
+    monkeypatch.setattr(archive.node, "scan_file", failing)
+    open_storage(root)
+    assert uid in all_rows(root)
+    assert read_stored(root, uid)[1] == encode_dataset(ds, EXPLICIT_VR_LE)
+
+
+def test_a_taken_back_replacement_gives_way_to_the_acknowledged_version(tmp_path: Path) -> None:
+    """A replacement whose flush failed has its row taken back; should the node
+    stop before its file is discarded, the version indexed again is the one that
+    was acknowledged (the earliest), not the newer file."""
+    root = fresh(tmp_path)
+    old = make_dataset(pixel_bytes=3000, seed=1)
+    uid = str(old.SOPInstanceUID)
+    assert ingest(root, old) == Status.SUCCESS
+    new = make_dataset(pixel_bytes=3000, seed=2)
+    new.SOPInstanceUID = old.SOPInstanceUID
+    replacement = root / replacement_path(uid, "0badc0de")
+    replacement.write_bytes(part10(new)[0])
+    os.link(replacement, root / "tmp" / f"{uid}.0badc0de.part")  # its marker
+
+    async def take_back() -> None:
+        async with await Index.open(root / "index.sqlite", durability="fast") as index:
+            await index.remove([uid])
+
+    asyncio.run(take_back())
+    journal(root, uid)
+    open_storage(root)
+    assert read_stored(root, uid)[1] == encode_dataset(old, EXPLICIT_VR_LE)
+    assert not replacement.exists()
