@@ -87,3 +87,12 @@ ONE_CT = [(1, CT, (ELE, ILE))]
 # Hypothesis strategies: served and unserved classes, known and unknown syntaxes.
 _ABSTRACT = st.sampled_from([CT, MR, uids.VERIFICATION, WORKLIST_FIND, UNSERVED])
 _TRANSFER = st.sampled_from([ELE, ILE, BE, J2K, JPEG, "1.2.3.4", uids.JPEG_XL])
+
+
+def proposals(max_size: int) -> st.SearchStrategy[list[tuple[str, list[str]]]]:
+    """Presentation contexts a requestor may propose: a class and 1-4 syntaxes each."""
+    return st.lists(
+        st.tuples(_ABSTRACT, st.lists(_TRANSFER, min_size=1, max_size=4, unique=True)),
+        min_size=1,
+        max_size=max_size,
+    )

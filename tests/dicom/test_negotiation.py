@@ -41,7 +41,6 @@ from archive.dicom.ul.pdu import (
     PresentationContextAc,
 )
 from tests.dicom.negotiation_helpers import (
-    _ABSTRACT,
     _TRANSFER,
     BE,
     CT,
@@ -55,6 +54,7 @@ from tests.dicom.negotiation_helpers import (
     UNSERVED,
     WORKLIST_FIND,
     accept,
+    proposals,
     rq_for,
 )
 
@@ -316,11 +316,7 @@ def test_120_context_request_is_fast() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    proposals=st.lists(
-        st.tuples(_ABSTRACT, st.lists(_TRANSFER, min_size=1, max_size=4, unique=True)),
-        min_size=1,
-        max_size=8,
-    ),
+    proposals=proposals(8),
     accepted_ts=st.sets(_TRANSFER, min_size=1),
 )
 def test_results_agree_with_pynetdicom(

@@ -28,7 +28,6 @@ from archive.dicom.ul.pdu import (
 )
 from tests.dicom.negotiation_helpers import (
     _ABSTRACT,
-    _TRANSFER,
     CT,
     ELE,
     ILE,
@@ -37,6 +36,7 @@ from tests.dicom.negotiation_helpers import (
     UNSERVED,
     WORKLIST_FIND,
     accept,
+    proposals,
 )
 
 
@@ -308,11 +308,7 @@ _ROLE = st.builds(RoleSelection, _ABSTRACT, st.booleans(), st.booleans())
 
 @settings(max_examples=300, deadline=None)
 @given(
-    proposals=st.lists(
-        st.tuples(_ABSTRACT, st.lists(_TRANSFER, min_size=1, max_size=4, unique=True)),
-        min_size=1,
-        max_size=10,
-    ),
+    proposals=proposals(10),
     roles=st.lists(_ROLE, max_size=4, unique_by=lambda r: r.sop_class_uid),
 )
 def test_both_sides_agree(

@@ -257,6 +257,10 @@ def test_a_failed_open_leaves_no_writer_thread(tmp_path: Path) -> None:
             await Index.open(db)
 
     run(main())
+    # The thread reports "stopped" to the loop just before it returns: give it that
+    # moment (a thread that never ends still fails the count).
+    for thread in _writer_threads():
+        thread.join(5)
     assert len(_writer_threads()) == before
 
 

@@ -159,6 +159,7 @@ def test_c_move_cancelled_reports_what_remains(node: RunningNode, dest_port: int
     scp = SlowScp(dest_port)
     try:
         statuses = _move(node, cancel_at_first_pending=True)
+        at_final = len(scp.received)
         time.sleep(2 * STORE_DELAY)  # nothing more arrives after the final response
         received_after = len(scp.received)
     finally:
@@ -169,4 +170,4 @@ def test_c_move_cancelled_reports_what_remains(node: RunningNode, dest_port: int
     assert remaining > 0
     assert (failed, warning) == (0, 0)
     assert remaining + completed == COUNT
-    assert completed == received_after == len(scp.received)
+    assert completed == at_final == received_after
