@@ -9,7 +9,7 @@ import hashlib
 import os
 import random
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -680,10 +680,9 @@ def test_syncfs_is_relied_on_from_linux_5_8(release: str, reports: bool) -> None
     assert reports_errors(release) is reports
 
 
-@needs_syncfs
-def test_a_folder_linked_to_another_filesystem_is_flushed_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def tmp_on_another_disk(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A data folder whose tmp/ links to /dev/shm (another filesystem): (root, there)."""
     elsewhere = Path("/dev/shm") / f"archive-test-{os.getpid()}"
     if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("/dev/shm is on the same filesystem as tmp_path")
@@ -691,6 +690,17 @@ def test_a_folder_linked_to_another_filesystem_is_flushed_too(
     root = tmp_path / "data"
     root.mkdir()
     (root / "tmp").symlink_to(elsewhere)
+    try:
+        yield root, elsewhere
+    finally:
+        shutil.rmtree(elsewhere)
+
+
+@needs_syncfs
+def test_a_folder_linked_to_another_filesystem_is_flushed_too(
+    tmp_on_another_disk: tuple[Path, Path],
+) -> None:
+    root, elsewhere = tmp_on_another_disk
     store = FileStore(root, durable=True, batched=True, workers=1)
     flushed: list[str] = []
     try:
@@ -701,21 +711,16 @@ def test_a_folder_linked_to_another_filesystem_is_flushed_too(
         assert flushed == [str(root), str(elsewhere)]
     finally:
         store.close()
-        shutil.rmtree(elsewhere)
 
 
 @needs_syncfs
-def test_a_linked_filesystem_without_syncfs_turns_batching_off(tmp_path: Path) -> None:
+def test_a_linked_filesystem_without_syncfs_turns_batching_off(
+    tmp_on_another_disk: tuple[Path, Path],
+) -> None:
     """Each filesystem added for flushing is tried once, as the data folder's is: one
     that cannot syncfs makes the store flush each file, instead of failing every
     flush_all (and so every start) later."""
-    elsewhere = Path("/dev/shm") / f"archive-test-{os.getpid()}"
-    if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("/dev/shm is on the same filesystem as tmp_path")
-    elsewhere.mkdir()
-    root = tmp_path / "data"
-    root.mkdir()
-    (root / "tmp").symlink_to(elsewhere)
+    root, elsewhere = tmp_on_another_disk
     store = FileStore(root, durable=True, batched=True, workers=1)
 
     def syncfs(fd: int) -> None:
@@ -731,4 +736,3 @@ def test_a_linked_filesystem_without_syncfs_turns_batching_off(tmp_path: Path) -
         store.flush_all()  # a no-op now, not an error
     finally:
         store.close()
-        shutil.rmtree(elsewhere)
