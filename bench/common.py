@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +35,24 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def work_folder(path: Path) -> Path:
+    """``path`` emptied and made afresh, with ext4's top-directory flag when it can be set.
+
+    This disk is ext4 without a journal: there, each new inode skips every inode
+    of its block group freed in the last minute or more (``recently_deleted``),
+    so right after a mass deletion (the last run's folders) each file creation
+    costs 0.4-0.7 ms instead of 10 us, in the kernel, for whichever server runs
+    next. With ``chattr +T`` the folders made in ``path`` (one per run) are
+    spread over block groups as top-level ones are, away from the freed inodes:
+    every server then meets the disk as a fresh data disk would be.
+    """
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    with contextlib.suppress(OSError):
+        subprocess.run(["chattr", "+T", str(path)], check=False, capture_output=True)
+    return path
 
 
 # ---- /proc accounting ---------------------------------------------------------------------

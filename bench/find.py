@@ -35,7 +35,7 @@ from pathlib import Path
 import datasets
 import indexgen
 import qr_servers as qr
-from common import DCMTK_ENV, machine, markdown_table, publish, running
+from common import DCMTK_ENV, machine, markdown_table, publish, running, work_folder
 
 from archive.net import Timeouts
 
@@ -284,9 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rounds = args.rounds or (50 if args.quick else 200)
     budget = 20.0 if args.quick else 60.0
     started = time.perf_counter()
-    work = CACHE / "qr-runs" / "find"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = work_folder(CACHE / "qr-runs" / "find")
     info = machine()
     info["load average"] = f"start {os.getloadavg()[0]:.2f}"
     sizes = [int(s) for s in args.sizes.split(",")]

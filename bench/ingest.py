@@ -54,6 +54,7 @@ from common import (
     markdown_table,
     publish,
     running,
+    work_folder,
 )
 from datasets import CACHE, CT, PARTS, SMALL, DataSet, Kind, ensure
 
@@ -548,9 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
-    work = CACHE / "runs"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = work_folder(CACHE / "runs")
     try:
         return measure(args, plan, work, started)
     finally:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import datasets
 import qr_servers as qr
-from common import DCMTK_ENV, HOST, Child, machine, markdown_table, publish, running
+from common import DCMTK_ENV, HOST, Child, machine, markdown_table, publish, running, work_folder
 
 from archive.dicom.dimse import CStoreRq
 from archive.dicom.ul.pdu import RoleSelection
@@ -164,9 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     info = machine()
     info["load average"] = f"start {os.getloadavg()[0]:.2f}"
-    work = datasets.CACHE / "qr-runs" / "retrieve"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = work_folder(datasets.CACHE / "qr-runs" / "retrieve")
     data = datasets.ensure(STUDY, INSTANCES)
     chosen = [p for p in peers() if not args.servers or p.name in args.servers.split(",")]
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
