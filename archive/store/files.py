@@ -64,6 +64,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TypeVar
 
+from archive.store import place
 from archive.store.errors import AlreadyStored, StoreError
 from archive.store.inflight import InFlight, clear_markers, scan_in_flight
 from archive.store.layout import (
@@ -281,6 +282,24 @@ class FileStore:
             _fsync_dir(parent)
         self._folders.add(folder)
 
+    def folders_to_make(self, folder: Path) -> tuple[str, ...]:
+        """``folder`` and its parents under the data folder not known to exist, outermost first.
+
+        For a caller that makes them itself and flushes them later (batched or
+        fast only: :meth:`ensure_folder` flushes each one under ``sync_each``).
+        """
+        missing: list[str] = []
+        while folder not in self._folders and folder != self.root:
+            missing.append(str(folder))
+            folder = folder.parent
+        return tuple(reversed(missing))
+
+    def folders_made(self, folder: Path) -> None:
+        """``folder`` and its parents exist now (see :meth:`folders_to_make`)."""
+        while folder not in self._folders and folder != self.root:
+            self._folders.add(folder)
+            folder = folder.parent
+
     def release(self, *markers: str | Path) -> Future[None]:
         """Unlink in-flight markers soon; markers released meanwhile go in one job.
 
@@ -334,7 +353,8 @@ class FileStore:
 
 
 #: What the write job does once the last fragment is written.
-_Finisher = Callable[[], object]
+#: The write job's last step, given the chunks still queued (the data set's tail).
+_Finisher = Callable[[list[bytes | memoryview]], object]
 
 
 class FileWriter:
@@ -418,28 +438,25 @@ class FileWriter:
         return result
 
     def _drain(self) -> object:
-        """The write job: write and hash the queue until empty, then maybe finish."""
+        """The write job: write and hash the queue until empty, or hand it to the finisher."""
         try:
             while True:
                 with self._lock:
                     chunks, self._queue = self._queue, []
                     self._queued = 0
-                    finisher = self._finisher
+                    finisher, self._finisher = self._finisher, None
                     if not chunks and finisher is None:
                         self._busy = False
                         return None
-                if chunks:
+                if finisher is None:
                     # Behind the receiver: start the writeback now (see _write_sync).
-                    self._write_sync(chunks, early=finisher is None)
-                else:
-                    assert finisher is not None
+                    self._write_sync(chunks, early=True)
+                    continue
+                try:
+                    return finisher(chunks)  # the data set is complete: the last chunks
+                finally:
                     with self._lock:
-                        self._finisher = None
-                    try:
-                        return finisher()
-                    finally:
-                        with self._lock:
-                            self._busy = False
+                        self._busy = False
         except BaseException as exc:
             with self._lock:
                 # Sticky: what failed to reach the file was hashed already, so
@@ -473,8 +490,14 @@ class FileWriter:
         except OSError as exc:
             raise _store_error(exc, "write") from exc
 
+    def _write_and_close_sync(self, chunks: list[bytes | memoryview]) -> None:
+        """Finisher: write the tail, flush (strict) and close the part file."""
+        if chunks:
+            self._write_sync(chunks)
+        self._close_sync()
+
     def _close_sync(self) -> None:
-        """Finisher: flush (strict) and close the part file."""
+        """Flush (strict) and close the part file."""
         if self._fd < 0:
             return
         try:
@@ -486,7 +509,12 @@ class FileWriter:
             os.close(self._fd)
             self._fd = -2
 
-    def _place_first_sync(self) -> bool:
+    def _place_first_sync(self, chunks: list[bytes | memoryview]) -> bool:
+        """Finisher: write the tail and place a first version (False: the place is taken)."""
+        if not self.store.sync_each and self._fd != -2:  # -2: finished (closed) already
+            return self._write_and_place_sync(chunks)
+        if chunks:
+            self._write_sync(chunks)
         # Link first, flush after: the file's fsync then carries the new directory
         # entry along on most filesystems, so the folder's fsync that follows
         # (kept: POSIX asks for it) finds little left to do. The file is at its
@@ -516,9 +544,35 @@ class FileWriter:
         self._placed = True
         return True
 
+    def _write_and_place_sync(self, chunks: list[bytes | memoryview]) -> bool:
+        """Unflushed placement (batched or fast): tail, folders, link and close in one call.
+
+        :func:`archive.store.place.write_and_link`: in C, one release of the GIL
+        for all of it. A first version's folders are made with it (their entries
+        are flushed by the batch's flush, like the file's).
+        """
+        body: Sequence[bytes | memoryview] = chunks
+        if self._meta_pending:
+            self._meta_pending = False
+            body = chunks[1:]
+        for chunk in body:
+            self._hash.update(chunk)
+        folder = (self.store.root / self.relative).parent
+        folders = self.store.folders_to_make(folder)
+        fd, self._fd = self._fd, -2  # closed by the call, whatever happens
+        try:
+            placed = place.write_and_link(
+                fd, self._tmp, chunks, os.path.join(self.store.root_text, self.relative), folders
+            )
+        except OSError as exc:
+            raise _store_error(exc, "store") from exc
+        self.store.folders_made(folder)
+        self._placed = placed
+        return placed
+
     async def finish(self) -> str:
         """Write what is left, flush it to stable storage; returns the SHA-256 hex digest."""
-        await self._finish(self._close_sync)
+        await self._finish(self._write_and_close_sync)
         return self.digest
 
     async def finish_and_place(self) -> bool:

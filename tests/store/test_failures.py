@@ -137,6 +137,7 @@ def test_disk_full_on_a_real_filesystem(small_disk: Path, node_factory: NodeFact
 # ---- disk full and I/O errors: fault injection ------------------------------------------
 
 
+@pytest.mark.usefixtures("python_twin")
 def test_disk_full_injected_in_writev(node: RunningNode, monkeypatch: pytest.MonkeyPatch) -> None:
     """writev writes part of a batch, then ENOSPC: 0xA700, the part file removed."""
     real = os.writev
@@ -160,6 +161,7 @@ def test_disk_full_injected_in_writev(node: RunningNode, monkeypatch: pytest.Mon
     still_serving(node, stored=0)
 
 
+@pytest.mark.usefixtures("python_twin")
 def test_enospc_is_reported_as_no_space(node: RunningNode, monkeypatch: pytest.MonkeyPatch) -> None:
     """The error comment of the 0xA700 names the cause (PS3.7 C.4.2 Error Comment)."""
     real = os.writev
@@ -199,6 +201,7 @@ def test_io_error_on_fsync(node_factory: NodeFactory, monkeypatch: pytest.Monkey
     still_serving(node, stored=0)
 
 
+@pytest.mark.usefixtures("python_twin")
 def test_enospc_on_link(node: RunningNode, monkeypatch: pytest.MonkeyPatch) -> None:
     """Placing the file fails (a full directory): 0xA700, the part file removed."""
     real = os.link

@@ -1,0 +1,19 @@
+"""The C extension archive._native (native/): everything else is in pyproject.toml.
+
+Optional on purpose: without a C compiler or Python's headers the build goes on
+without it, and archive/store/place.py's pure-Python twin does the same work.
+``.ci/run`` installs both, and the tests fail under CI=true if it is missing.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "archive._native",
+            sources=["native/_native.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        )
+    ]
+)
