@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 def work_folder(path: Path) -> Path:
-    """``path`` emptied and made afresh, with ext4's top-directory flag when it can be set.
+    """``path`` emptied, with ext4's top-directory flag when it can be set; a new folder in it.
 
     This disk is ext4 without a journal: there, each new inode skips every inode
     of its block group freed in the last minute or more (``recently_deleted``),
@@ -47,12 +47,18 @@ def work_folder(path: Path) -> Path:
     next. With ``chattr +T`` the folders made in ``path`` (one per run) are
     spread over block groups as top-level ones are, away from the freed inodes:
     every server then meets the disk as a fresh data disk would be.
+
+    Returned is a folder of a new name inside ``path``: ext4 starts its search
+    for a top-level folder's block group from a hash of the name, so the same
+    name would land where the last benchmark's folders were just deleted.
     """
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     with contextlib.suppress(OSError):
         subprocess.run(["chattr", "+T", str(path)], check=False, capture_output=True)
-    return path
+    fresh = path / f"{os.getpid()}-{time.time_ns()}"
+    fresh.mkdir()
+    return fresh
 
 
 # ---- /proc accounting ---------------------------------------------------------------------
