@@ -1,6 +1,7 @@
 # archive-node: slim Python base, non-root user, one data volume, port 11112.
 # A build stage with a C compiler makes the wheel (with the C extension from
-# native/); the image gets the wheel only, no compiler.
+# native/), and fails if the extension is missing from it; the image gets the
+# wheel only, no compiler.
 FROM python:3.11-slim AS build
 
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
@@ -10,7 +11,10 @@ COPY pyproject.toml setup.py README.md LICENSE ./
 COPY archive ./archive
 COPY native ./native
 RUN python -m pip install --no-cache-dir --upgrade pip \
-    && python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+    && python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && python -c "import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
+sys.exit(not any(n.startswith('archive/_native') and n.endswith('.so') for n in names))" \
+       /wheels/*.whl
 
 FROM python:3.11-slim
 

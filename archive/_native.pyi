@@ -1,10 +1,13 @@
 # Stub of the C extension built from native/_native.c (see archive/store/place.py).
+import os
 from collections.abc import Sequence
+
+_Path = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 def write_and_link(
     fd: int,
-    path: str,
+    path: _Path,
     chunks: Sequence[bytes | bytearray | memoryview],
-    final: str,
-    folders: Sequence[str],
+    final: _Path,
+    folders: Sequence[_Path],
 ) -> bool: ...

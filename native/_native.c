@@ -9,8 +9,11 @@
  *   exists already (nothing linked). The descriptor is closed whatever happens.
  *
  *   Errors are the OSError the same os calls raise: os.open's and os.mkdir's
- *   name the path, os.link's both paths, os.writev's none. A chunk that is
- *   not a contiguous buffer raises the TypeError or BufferError os.writev would.
+ *   name the path, os.link's both paths, os.writev's none. Paths are what os
+ *   takes (str, bytes, path-like; a NUL inside is a ValueError), chunks
+ *   contiguous buffers (else TypeError or BufferError); such arguments are
+ *   refused before anything is opened or written, in the order path, final,
+ *   folders, chunks.
  *
  * Its pure-Python twin, archive/store/place.py, gives identical results; the
  * tests hold both to that (tests/store/test_place.py).
@@ -66,11 +69,11 @@ write_all(int fd, struct iovec *iov, Py_ssize_t count)
 }
 
 static PyObject *
-write_and_link(PyObject *module, PyObject *args)
+write_and_link(PyObject *Py_UNUSED(module), PyObject *args)
 {
     int fd = -1;
     PyObject *path, *chunks, *final, *folders;
-    if (!PyArg_ParseTuple(args, "iUOUO:write_and_link", &fd, &path, &chunks, &final,
+    if (!PyArg_ParseTuple(args, "iOOOO:write_and_link", &fd, &path, &chunks, &final,
                           &folders)) {
         if (fd >= 0)
             close(fd);
@@ -78,39 +81,47 @@ write_and_link(PyObject *module, PyObject *args)
     }
 
     PyObject *result = NULL;
-    PyObject *path_b = NULL, *final_b = NULL, *chunk_seq = NULL, *folder_seq = NULL;
+    PyObject *path_b = NULL, *final_b = NULL, *chunk_seq = NULL, *folder_tuple = NULL;
     PyObject **folder_b = NULL;
+    const char **folder_c = NULL;
     Py_buffer *views = NULL;
     struct iovec *iov = NULL;
     Py_ssize_t nchunks = 0, nviews = 0, nfolders = 0, nfolder_b = 0;
 
-    path_b = PyUnicode_EncodeFSDefault(path);
-    final_b = PyUnicode_EncodeFSDefault(final);
-    if (path_b == NULL || final_b == NULL)
+    /* The order of the checks is the twin's: path, final, folders, chunks. The
+     * converter is os's own (str, bytes or path-like; no NUL inside). */
+    if (!PyUnicode_FSConverter(path, &path_b))
         goto done;
-    chunk_seq = PySequence_Fast(chunks, "chunks must be a sequence of buffers");
-    folder_seq = PySequence_Fast(folders, "folders must be a sequence of str");
-    if (chunk_seq == NULL || folder_seq == NULL)
+    if (!PyUnicode_FSConverter(final, &final_b))
         goto done;
-    nchunks = PySequence_Fast_GET_SIZE(chunk_seq);
-    nfolders = PySequence_Fast_GET_SIZE(folder_seq);
-    views = PyMem_Calloc(nchunks ? (size_t)nchunks : 1, sizeof(Py_buffer));
-    iov = PyMem_Calloc(nchunks ? (size_t)nchunks : 1, sizeof(struct iovec));
+    /* A tuple: the folder named in an error is read after the GIL is retaken. */
+    folder_tuple = PySequence_Tuple(folders);
+    if (folder_tuple == NULL)
+        goto done;
+    nfolders = PyTuple_GET_SIZE(folder_tuple);
     folder_b = PyMem_Calloc(nfolders ? (size_t)nfolders : 1, sizeof(PyObject *));
-    if (views == NULL || iov == NULL || folder_b == NULL) {
+    folder_c = PyMem_Calloc(nfolders ? (size_t)nfolders : 1, sizeof(const char *));
+    if (folder_b == NULL || folder_c == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     for (; nfolder_b < nfolders; nfolder_b++) {
-        PyObject *folder = PySequence_Fast_GET_ITEM(folder_seq, nfolder_b);
-        if (!PyUnicode_Check(folder)) {
-            PyErr_SetString(PyExc_TypeError, "folders must be a sequence of str");
+        if (!PyUnicode_FSConverter(PyTuple_GET_ITEM(folder_tuple, nfolder_b),
+                                   &folder_b[nfolder_b]))
             goto done;
-        }
-        folder_b[nfolder_b] = PyUnicode_EncodeFSDefault(folder);
-        if (folder_b[nfolder_b] == NULL)
-            goto done;
+        folder_c[nfolder_b] = PyBytes_AS_STRING(folder_b[nfolder_b]);
     }
+    chunk_seq = PySequence_Fast(chunks, "chunks must be a sequence of buffers");
+    if (chunk_seq == NULL)
+        goto done;
+    nchunks = PySequence_Fast_GET_SIZE(chunk_seq);
+    views = PyMem_Calloc(nchunks ? (size_t)nchunks : 1, sizeof(Py_buffer));
+    iov = PyMem_Calloc(nchunks ? (size_t)nchunks : 1, sizeof(struct iovec));
+    if (views == NULL || iov == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Each view holds its object: the list may change once the GIL is released. */
     for (; nviews < nchunks; nviews++) {
         PyObject *chunk = PySequence_Fast_GET_ITEM(chunk_seq, nviews);
         if (PyObject_GetBuffer(chunk, &views[nviews], PyBUF_SIMPLE) < 0)
@@ -141,7 +152,7 @@ write_and_link(PyObject *module, PyObject *args)
             failed = STEP_WRITE;
     }
     for (Py_ssize_t i = 0; failed == STEP_NONE && i < nfolders; i++) {
-        if (mkdir(PyBytes_AS_STRING(folder_b[i]), 0755) != 0 && errno != EEXIST) {
+        if (mkdir(folder_c[i], 0755) != 0 && errno != EEXIST) {
             error = errno;
             failed = STEP_MKDIR;
             failed_folder = i;
@@ -173,8 +184,8 @@ write_and_link(PyObject *module, PyObject *args)
         PyErr_SetFromErrno(PyExc_OSError);
         break;
     case STEP_MKDIR:
-        PyErr_SetFromErrnoWithFilenameObject(
-            PyExc_OSError, PySequence_Fast_GET_ITEM(folder_seq, failed_folder));
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError,
+                                             PyTuple_GET_ITEM(folder_tuple, failed_folder));
         break;
     case STEP_LINK:
         PyErr_SetFromErrnoWithFilenameObjects(PyExc_OSError, path, final);
@@ -191,8 +202,9 @@ done:
     PyMem_Free(views);
     PyMem_Free(iov);
     PyMem_Free(folder_b);
+    PyMem_Free(folder_c);
     Py_XDECREF(chunk_seq);
-    Py_XDECREF(folder_seq);
+    Py_XDECREF(folder_tuple);
     Py_XDECREF(path_b);
     Py_XDECREF(final_b);
     return result;

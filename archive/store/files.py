@@ -352,7 +352,6 @@ class FileStore:
         return [f"{folder}/{name}" for name in names if is_version_name(uid, name)]
 
 
-#: What the write job does once the last fragment is written.
 #: The write job's last step, given the chunks still queued (the data set's tail).
 _Finisher = Callable[[list[bytes | memoryview]], object]
 

@@ -21,10 +21,12 @@ __all__ = ["IMPLEMENTATION", "Chunk", "write_and_link", "write_and_link_py"]
 
 #: What may be written: the file's bytes, as received.
 Chunk = bytes | bytearray | memoryview
+#: What os takes as a path.
+StrPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
 def write_and_link_py(
-    fd: int, path: str, chunks: Sequence[Chunk], final: str, folders: Sequence[str]
+    fd: int, path: StrPath, chunks: Sequence[Chunk], final: StrPath, folders: Sequence[StrPath]
 ) -> bool:
     """Open ``path`` (when ``fd`` < 0), write ``chunks``, make ``folders``, link, close.
 
@@ -33,10 +35,10 @@ def write_and_link_py(
     exists is fine. The descriptor is closed whatever happens; ``path`` stays.
     """
     try:
-        # Refused before anything is opened or written, as the C twin does.
-        views = [memoryview(chunk) for chunk in chunks]
-        if not all(isinstance(folder, str) for folder in folders):
-            raise TypeError("folders must be a sequence of str")
+        # Refused before anything is opened or written, in the C twin's order.
+        for name in (path, final, *folders):
+            _check_path(name)
+        views = [_byte_view(chunk) for chunk in chunks]
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -58,9 +60,22 @@ def write_and_link_py(
             os.close(fd)
 
 
+def _check_path(name: StrPath) -> None:
+    """What os refuses in a path: not str, bytes or path-like; a NUL; an unencodable str."""
+    if b"\0" in os.fsencode(name):
+        raise ValueError("embedded null byte")
+
+
+def _byte_view(chunk: Chunk) -> memoryview:
+    view = memoryview(chunk)
+    if not view.c_contiguous:
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
 def _write_all(fd: int, views: list[memoryview]) -> None:
     """os.writev until every byte is written (it may write less than asked)."""
-    pending = [view.cast("B") for view in views if view.nbytes]
+    pending = [view for view in views if view.nbytes]
     while pending:
         written = os.writev(fd, pending[:1024])
         while written and pending:
@@ -73,7 +88,7 @@ def _write_all(fd: int, views: list[memoryview]) -> None:
                 written = 0
 
 
-WriteAndLink = Callable[[int, str, Sequence[Chunk], str, Sequence[str]], bool]
+WriteAndLink = Callable[[int, StrPath, Sequence[Chunk], StrPath, Sequence[StrPath]], bool]
 
 _native: WriteAndLink | None
 try:

@@ -13,6 +13,10 @@ import asyncio
 import errno
 import itertools
 import os
+import random
+import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,7 +75,7 @@ def _outcome(call: Callable[[], bool]) -> tuple[Any, ...]:
         return ("returned", call())
     except OSError as exc:
         return ("raised", type(exc), exc.errno, exc.filename, exc.filename2)
-    except (TypeError, BufferError) as exc:
+    except (TypeError, BufferError, ValueError) as exc:
         return ("raised", type(exc))
 
 
@@ -224,6 +228,80 @@ def test_a_chunk_that_is_no_buffer_is_refused_before_anything(tmp_path: Path) ->
     (outcome, tree) = _both(tmp_path, scenario)
     assert outcome == ("raised", TypeError, "raised", TypeError)
     assert "tmp/1.2.3.abcd.part" not in tree
+
+
+def test_paths_and_chunks_os_refuses_are_refused_before_anything(tmp_path: Path) -> None:
+    """A NUL in a name, an unencodable name, a non-contiguous chunk: nothing is made."""
+
+    def scenario(root: Path, impl: WriteAndLink) -> tuple[Any, ...]:
+        tmp, final, folders = _paths(root)
+        strided = memoryview(b"0123456789")[::2]
+        return (
+            *_outcome(lambda: impl(-1, tmp, [b"x"], final + "\0evil", folders)),
+            *_outcome(lambda: impl(-1, tmp, [b"x"], final, (folders[0], folders[1] + "\0x"))),
+            *_outcome(lambda: impl(-1, tmp + "\ud800", [b"x"], final, folders)),
+            *_outcome(lambda: impl(-1, tmp, [b"x", strided], final, folders)),
+            *_outcome(lambda: impl(-1, tmp, [b"x"], final, [42])),  # type: ignore[list-item]
+        )
+
+    (outcome, tree) = _both(tmp_path, scenario)
+    assert outcome == ("raised", ValueError, "raised", ValueError, "raised", UnicodeEncodeError,
+                       "raised", BufferError, "raised", TypeError)  # fmt: skip
+    assert tree == {"instances": None, "tmp": None}
+
+
+def test_path_like_names_are_taken_as_os_takes_them(tmp_path: Path) -> None:
+    def scenario(root: Path, impl: WriteAndLink) -> tuple[Any, ...]:
+        tmp, final, folders = _paths(root)
+        return _outcome(
+            lambda: impl(-1, Path(tmp), [b"x"], os.fsencode(final), [Path(f) for f in folders])
+        )
+
+    (outcome, tree) = _both(tmp_path, scenario)
+    assert outcome == ("returned", True)
+    assert tree["instances/ab/cd/1.2.3.dcm"] == b"x"
+
+
+@pytest.mark.parametrize("name", sorted(implementations()))
+def test_short_and_interrupted_writes_are_resumed(tmp_path: Path, name: str) -> None:
+    """Into a pipe read slowly, with a signal after every read: writev is cut short
+    (or fails with EINTR) again and again, and every byte still arrives once, in order.
+    """
+    impl = implementations()[name]
+    chunks = [random.Random(n).randbytes(7_001 + n) for n in range(60)]  # ~0.4 MB
+    reader_fd, writer_fd = os.pipe()
+    received = bytearray()
+    interrupts = 0
+    main = threading.get_ident()
+
+    def read_slowly() -> None:
+        nonlocal interrupts
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        while block := os.read(reader_fd, 5_000):
+            received.extend(block)
+            time.sleep(0.0002)
+            signal.pthread_kill(main, signal.SIGUSR1)
+            interrupts += 1
+
+    def count(signum: int, frame: object) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGUSR1, count)
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    try:
+        tmp, final, folders = _paths(tmp_path)
+        (tmp_path / "tmp").mkdir()
+        (tmp_path / "instances").mkdir()
+        Path(tmp).write_bytes(b"")
+        assert impl(writer_fd, tmp, chunks, final, folders) is True
+    finally:
+        reader.join(10)
+        signal.signal(signal.SIGUSR1, previous)
+        os.close(reader_fd)
+    assert _closed(writer_fd)
+    assert bytes(received) == b"".join(chunks)
+    assert interrupts > 20
 
 
 @settings(
