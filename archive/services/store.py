@@ -30,6 +30,7 @@ Whatever fails, the part file is removed: nothing half-written stays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -140,7 +141,23 @@ class Ingest:
                 await writer.write(fragment)
             attrs = header.finish()
             check_store_request(attrs, sop_class_uid, sop_instance_uid)
-            outcome = await self._commit(writer, attrs, transfer_syntax, source_ae)
+            # From here the index may commit the row whatever becomes of this task
+            # (the writer does not withdraw a queued add): the commit runs to its
+            # end even if the association goes, so that its file is kept with
+            # its row, and the cancellation is passed on after.
+            commit = asyncio.ensure_future(self._commit(writer, attrs, transfer_syntax, source_ae))
+            try:
+                outcome = await asyncio.shield(commit)
+            except asyncio.CancelledError:
+                while not commit.done():  # bounded: the writer answers every add
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait({commit})
+                placed = (
+                    not commit.cancelled()
+                    and commit.exception() is None
+                    and (commit.result() is STORED)
+                )
+                raise
             placed = outcome is STORED
             return outcome
         except HeaderError as exc:

@@ -1,0 +1,88 @@
+"""A C-STORE whose association goes while its index commit is pending.
+
+The task of an operation is cancelled when its association ends (A-ABORT, a lost
+connection, shutdown). Once the last fragment is in, the file is placed and the
+add is queued to the index writer, which commits it whatever the caller does. So
+the ingest must see that commit through: were it to clean up as if nothing had
+been stored, the committed row would name a file it had just removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
+
+from pynetdicom.dsutils import encode
+
+from archive.config import parse_config
+from archive.dicom.uids import EXPLICIT_VR_LE
+from archive.node import Storage
+from archive.store import relative_path
+from tests.store.helpers import make_dataset
+
+
+def test_a_store_cancelled_while_its_commit_is_queued_keeps_file_and_row(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    config = parse_config(f'[node]\ndata_dir = "{root}"\n')
+    ds = make_dataset(pixel_bytes=2_000)
+    data = encode(ds, False, True)
+    assert data is not None
+    uid = str(ds.SOPInstanceUID)
+
+    async def main() -> list[tuple[str, int]]:
+        storage = await Storage(config).open()
+        try:
+            assert storage.index is not None
+            assert storage.ingest is not None
+            stalled, go_on = threading.Event(), threading.Event()
+
+            def stall(conn: sqlite3.Connection) -> None:
+                stalled.set()
+                go_on.wait(10)
+
+            # The writer thread waits inside a probe: the add queues behind it.
+            probe = asyncio.ensure_future(storage.index._writer.on_connection(stall))
+            await asyncio.get_running_loop().run_in_executor(None, stalled.wait, 10)
+
+            async def fragments() -> AsyncIterator[memoryview]:
+                yield memoryview(data)
+
+            store = asyncio.ensure_future(
+                storage.ingest.ingest(
+                    sop_class_uid=str(ds.SOPClassUID),
+                    sop_instance_uid=uid,
+                    transfer_syntax=EXPLICIT_VR_LE,
+                    source_ae="MODALITY",
+                    fragments=fragments(),
+                )
+            )
+            writer_queue = storage.index._writer._queue
+            for _ in range(1000):  # until the file is placed and its add queued
+                if writer_queue.qsize():
+                    break
+                await asyncio.sleep(0.005)
+            assert writer_queue.qsize() == 1
+            assert (root / relative_path(uid)).exists()
+            store.cancel()  # the association is gone
+            go_on.set()
+            await probe
+            await asyncio.wait({store}, timeout=10)
+            assert store.done()
+            assert store.cancelled()  # passed on, once the commit is through
+            with closing(sqlite3.connect(root / "index.sqlite")) as conn:
+                rows: list[tuple[str, int]] = list(conn.execute("SELECT path, size FROM instance"))
+            return rows
+        finally:
+            await storage.close()
+
+    rows = asyncio.run(asyncio.wait_for(main(), 30))
+    # The add was queued before the cancel, so it was committed: its file must stay.
+    path = root / relative_path(uid)
+    assert path.exists(), "the committed row names a removed file"
+    assert rows == [(relative_path(uid), path.stat().st_size)]
+    assert path.read_bytes().endswith(data)
+    assert [p.name for p in (root / "tmp").iterdir() if p.name.endswith(".part")] == []
