@@ -138,6 +138,20 @@ WHERE EXISTS (SELECT 1 FROM instance AS i WHERE i.sop_instance_uid = s.sop_insta
 """
 DROP_REFUSED = "DELETE FROM temp.staged WHERE seq IN (SELECT seq FROM temp.refused)"
 
+
+def _changed(table: str, texts: Sequence[str], others: Sequence[str] = ()) -> str:
+    """The WHERE of an upsert's DO UPDATE: only when one of its values would change.
+
+    An instance mostly repeats its patient's, study's and series' values. Left
+    unconditional, every batch rewrote those rows and every index on a column
+    its SET names: 20 pages per single-instance commit instead of 12, and ~20 %
+    of its time. An empty text (or NULL number) never changes a value (coalesce).
+    """
+    tests = [f"(excluded.{c} <> '' AND excluded.{c} IS NOT {table}.{c})" for c in texts]
+    tests += [f"(excluded.{c} IS NOT NULL AND excluded.{c} IS NOT {table}.{c})" for c in others]
+    return "WHERE " + "\n   OR ".join(tests) + "\n"
+
+
 # "WHERE true" keeps the parser from reading ON CONFLICT as a join constraint.
 # ORDER BY seq makes the latest instance's values win (see the module docstring).
 UPSERT_PATIENTS = """
@@ -155,7 +169,11 @@ ON CONFLICT (patient_key) DO UPDATE SET
     patient_sex = coalesce(nullif(excluded.patient_sex, ''), patient.patient_sex),
     specific_character_set =
         coalesce(nullif(excluded.specific_character_set, ''), patient.specific_character_set)
-"""
+""" + _changed(
+    "patient",
+    ("patient_name", "patient_name_folded", "patient_birth_date", "patient_sex",
+     "specific_character_set"),
+)  # fmt: skip
 
 UPSERT_STUDIES = """
 INSERT INTO study (study_instance_uid, patient_pk, study_date, study_time, accession_number,
@@ -178,7 +196,11 @@ ON CONFLICT (study_instance_uid) DO UPDATE SET
         coalesce(nullif(excluded.referring_physician_name, ''), study.referring_physician_name),
     specific_character_set =
         coalesce(nullif(excluded.specific_character_set, ''), study.specific_character_set)
-"""
+""" + _changed(
+    "study",
+    ("study_date", "study_time", "accession_number", "study_id", "study_description",
+     "referring_physician_name", "specific_character_set"),
+)  # fmt: skip
 
 UPSERT_SERIES = """
 INSERT INTO series (series_instance_uid, study_pk, modality, series_number, series_description,
@@ -199,7 +221,12 @@ ON CONFLICT (series_instance_uid) DO UPDATE SET
     series_time = coalesce(nullif(excluded.series_time, ''), series.series_time),
     specific_character_set =
         coalesce(nullif(excluded.specific_character_set, ''), series.specific_character_set)
-"""
+""" + _changed(
+    "series",
+    ("modality", "series_description", "body_part_examined", "series_date", "series_time",
+     "specific_character_set"),
+    ("series_number",),
+)  # fmt: skip
 
 # The instance goes where its series is, whatever study the series was filed under.
 RESOLVE_STAGED = """

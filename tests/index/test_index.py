@@ -162,6 +162,58 @@ def test_staged_values_keep_their_exact_value_and_type(tmp_path: Path) -> None:
     assert types == [("real", "integer", "null", "integer")]
 
 
+#: Every patient, study and series value an instance brings, and two values of it.
+_LEVEL_VALUES = {
+    "patient_name": ("Doe^John", "Roe^Jane"),
+    "patient_birth_date": ("19700101", "19800202"),
+    "patient_sex": ("F", "M"),
+    "study_date": ("20240101", "20240102"),
+    "study_time": ("101500", "111500"),
+    "accession_number": ("ACC1", "ACC2"),
+    "study_id": ("S1", "S2"),
+    "study_description": ("HEAD", "CHEST"),
+    "referring_physician_name": ("Who^A", "Who^B"),
+    "modality": ("CT", "MR"),
+    "series_number": (1, 2),
+    "series_description": ("AX", "COR"),
+    "body_part_examined": ("HEAD", "CHEST"),
+    "series_date": ("20240101", "20240103"),
+    "series_time": ("101600", "121600"),
+    "specific_character_set": ("ISO_IR 100", "ISO_IR 192"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_LEVEL_VALUES))
+def test_a_later_value_alone_updates_its_level(tmp_path: Path, name: str) -> None:
+    """The upserts skip rows whose values would not change: each value must count."""
+    before, after = _LEVEL_VALUES[name]
+    base = {k: v[0] for k, v in _LEVEL_VALUES.items()}
+    first = make_instance(1, **base)
+    second = make_instance(2, **{**base, name: after})
+    third = make_instance(3, **{**base, name: after})
+
+    async def main() -> None:
+        async with await Index.open(tmp_path / "index.db") as index:
+            await index.add(first)
+            record = await index.record(first.attrs.sop_instance_uid)
+            assert record is not None
+            if name != "specific_character_set":
+                assert getattr(record.attrs, name) == before
+            await index.add(second)
+            await index.add(third)  # nothing changes: the row stays as it is
+            record = await index.record(first.attrs.sop_instance_uid)
+            assert record is not None
+            if name != "specific_character_set":
+                assert getattr(record.attrs, name) == after
+
+    run(main())
+    if name == "specific_character_set":  # the record gives the instance's own
+        for table in ("patient", "study", "series"):
+            assert query(tmp_path / "index.db", f"SELECT specific_character_set FROM {table}") == [
+                (after,)
+            ]
+
+
 def test_later_non_empty_values_update_empty_ones_do_not_erase(tmp_path: Path) -> None:
     first = make_instance(
         1,
