@@ -152,11 +152,10 @@ class Ingest:
                 while not commit.done():  # bounded: the writer answers every add
                     with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.wait({commit})
-                placed = (
-                    not commit.cancelled()
-                    and commit.exception() is None
-                    and (commit.result() is STORED)
-                )
+                error = None if commit.cancelled() else commit.exception()
+                if error is not None:
+                    log.error("instance %s not stored: %s", sop_instance_uid, error)
+                placed = not commit.cancelled() and error is None and commit.result() is STORED
                 raise
             placed = outcome is STORED
             return outcome
@@ -237,7 +236,13 @@ class Ingest:
         else:
             await self.index.add(item)
         # Before the marker goes: should this not complete, recovery finishes it.
-        await self.files.remove_other_versions(uid, keep=path)
+        try:
+            await self.files.remove_other_versions(uid, keep=path)
+        except (OSError, ArchiveError) as exc:
+            # The index names the new version: it is stored, and must not be
+            # discarded. The marker stays, so the next start removes the rest.
+            log.warning("instance %s replaced; an earlier version is left: %s", uid, exc)
+            return STORED
         writer.release()
         return STORED
 

@@ -183,6 +183,23 @@ _LEVEL_VALUES = {
 }
 
 
+def test_a_case_only_name_correction_and_a_first_series_number_are_taken(tmp_path: Path) -> None:
+    """What the upserts' change test must not miss: a name whose folded form is the
+    same, and a series number where there was none."""
+    first = make_instance(1, patient_name="Doe^John", series_number=None)
+    second = make_instance(2, patient_name="DOE^JOHN", series_number=5)
+
+    async def main() -> None:
+        async with await Index.open(tmp_path / "index.db") as index:
+            await index.add(first)
+            await index.add(second)
+
+    run(main())
+    db = tmp_path / "index.db"
+    assert query(db, "SELECT patient_name FROM patient") == [("DOE^JOHN",)]
+    assert query(db, "SELECT series_number FROM series") == [(5,)]
+
+
 @pytest.mark.parametrize("name", sorted(_LEVEL_VALUES))
 def test_a_later_value_alone_updates_its_level(tmp_path: Path, name: str) -> None:
     """The upserts skip rows whose values would not change: each value must count."""

@@ -1,4 +1,6 @@
-"""A C-STORE whose association goes while its index commit is pending.
+"""Once an instance's index commit is under way, its file stays with its row.
+
+A C-STORE whose task is cancelled while its index commit is pending.
 
 The task of an operation is cancelled when its association ends (A-ABORT, a lost
 connection, shutdown). Once the last fragment is in, the file is placed and the
@@ -10,18 +12,23 @@ been stored, the committed row would name a file it had just removed.
 from __future__ import annotations
 
 import asyncio
+import copy
+import errno
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
+import pytest
 from pynetdicom.dsutils import encode
 
 from archive.config import parse_config
 from archive.dicom.uids import EXPLICIT_VR_LE
 from archive.node import Storage
-from archive.store import relative_path
+from archive.store import FileStore, relative_path
 from tests.store.helpers import make_dataset
 
 
@@ -86,3 +93,67 @@ def test_a_store_cancelled_while_its_commit_is_queued_keeps_file_and_row(tmp_pat
     assert rows == [(relative_path(uid), path.stat().st_size)]
     assert path.read_bytes().endswith(data)
     assert [p.name for p in (root / "tmp").iterdir() if p.name.endswith(".part")] == []
+
+
+def test_a_replacement_whose_old_version_cannot_go_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """duplicates = "replace": the index names the new version once it commits; a
+    failure to remove the old one after that must not discard the new one. The
+    marker stays, and the next start removes the old version."""
+    root = tmp_path / "data"
+    config = parse_config(f'[node]\ndata_dir = "{root}"\n[store]\nduplicates = "replace"\n')
+    first = make_dataset(pixel_bytes=1_000)
+    second = copy.deepcopy(first)
+    second.PatientName = "Other^Content"
+    uid = str(first.SOPInstanceUID)
+
+    async def store(storage: Storage, data: bytes) -> int:
+        assert storage.ingest is not None
+
+        async def fragments() -> AsyncIterator[memoryview]:
+            yield memoryview(data)
+
+        outcome = await storage.ingest.ingest(
+            sop_class_uid=str(first.SOPClassUID),
+            sop_instance_uid=uid,
+            transfer_syntax=EXPLICIT_VR_LE,
+            source_ae="MODALITY",
+            fragments=fragments(),
+        )
+        return outcome.status
+
+    def failing(self: FileStore, uid: str, keep: str) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    def encoded(ds: Any) -> bytes:
+        data = encode(ds, False, True)
+        assert data is not None
+        return data
+
+    async def main() -> None:
+        storage = await Storage(config).open()
+        try:
+            assert await store(storage, encoded(first)) == 0
+            with monkeypatch.context() as patch:
+                patch.setattr(FileStore, "_remove_other_versions_sync", failing)
+                assert await store(storage, encoded(second)) == 0
+        finally:
+            await storage.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    with closing(sqlite3.connect(root / "index.sqlite")) as conn:
+        ((path,),) = conn.execute("SELECT path FROM instance").fetchall()
+    assert path != relative_path(uid)  # the replacement, beside the first version
+    assert (root / path).read_bytes().endswith(encoded(second))
+    assert (root / relative_path(uid)).exists()  # left, as the log says
+    assert [p for p in (root / "tmp").iterdir() if p.name.endswith(".part")]  # the marker
+
+    async def reopen() -> None:
+        storage = await Storage(config).open()  # recovery
+        await storage.close()
+
+    asyncio.run(asyncio.wait_for(reopen(), 30))
+    assert (root / path).read_bytes().endswith(encoded(second))
+    assert not (root / relative_path(uid)).exists()
+    assert [p for p in (root / "tmp").iterdir() if p.name.endswith(".part")] == []
