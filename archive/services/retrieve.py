@@ -30,7 +30,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -186,14 +186,20 @@ def _identity(chunks: AsyncIterator[memoryview]) -> AsyncIterator[memoryview]:
 
 
 class FileSource:
-    """A stored file's data set, its first chunk read ahead in the store's I/O pool.
+    """A stored file's data set, opened ahead in the store's I/O pool, read on the loop
+    when the page cache holds it.
 
     Created for the sub-operation after the one in flight, so the next file is
-    read while the peer stores the current one; a file of one chunk or less (most
-    images) then costs no wait at all. :meth:`first` reports a read error before
-    anything is sent, so a missing file fails its sub-operation only.
+    opened while the peer stores the current one. Its bytes are then read on the
+    event loop if, and only if, the page cache holds them all (``RWF_NOWAIT``:
+    such a read never waits for the disk; ~70 us for 0.5 MB here), else in the
+    I/O pool. Measured on C-GET of 0.5 MB images: ~2,300 instances/s with every
+    read in the pool, ~4,000/s reading cached files on the loop, the pool thread's
+    GIL round trips (open, fstat, read, close) and context switches having cost
+    more than the copy. :meth:`first` reports a read error before anything is
+    sent, so a missing file fails its sub-operation only.
 
-    A read in the I/O pool cannot be cancelled (``run_in_executor``): every read is
+    A job in the I/O pool cannot be cancelled (``run_in_executor``): every one is
     a task awaited through :func:`asyncio.shield`, so a cancelled sub-operation
     leaves it running, and :meth:`close` waits for the last one to end before
     closing the file under it (its descriptor could be reused meanwhile).
@@ -202,13 +208,19 @@ class FileSource:
     def __init__(self, files: InstanceFiles, relative: str) -> None:
         self.files = files
         self.reader = DatasetReader(files.path(relative), CHUNK)
-        self._first = asyncio.ensure_future(files.run(self.reader.first))
-        #: The read in flight, or the last one: the file is closed once it is done.
-        self._read: asyncio.Future[memoryview] = self._first
+        self._opened = asyncio.ensure_future(files.run(self.reader.open))
+        #: The pool job in flight, or the last one: the file is closed once it is done.
+        self._job: asyncio.Future[Any] = self._opened
         self._closing = False
 
     async def first(self) -> memoryview:
-        return await asyncio.shield(self._first)
+        await asyncio.shield(self._opened)
+        if self._closing:
+            raise OSError("the sub-operation ended")  # closed while it was opened
+        block = self.reader.first_cached()
+        if block is None:
+            block = await self._in_pool(self.reader.first_read)
+        return block
 
     async def chunks(self, first: memoryview) -> AsyncIterator[memoryview]:
         """The data set from ``first`` (what :meth:`first` gave) to the end.
@@ -220,20 +232,25 @@ class FileSource:
             yield block
             if self.reader.done:
                 break
-            self._read = asyncio.ensure_future(self.files.run(self.reader.next))
-            block = await asyncio.shield(self._read)
+            cached = self.reader.next_cached()
+            block = cached if cached is not None else await self._in_pool(self.reader.next)
+
+    async def _in_pool(self, read: Callable[[], memoryview]) -> memoryview:
+        job: asyncio.Future[memoryview] = asyncio.ensure_future(self.files.run(read))
+        self._job = job
+        return await asyncio.shield(job)
 
     def close(self) -> None:
-        """Close the file once the read in flight, if any, ends (its error unused).
+        """Close the file once the pool job in flight, if any, ends (its error unused).
 
         Idempotent: the sub-operation's error paths and its end may all call it.
         """
         if not self._closing:
             self._closing = True
-            self._read.add_done_callback(self._closed)
+            self._job.add_done_callback(self._closed)
 
-    def _closed(self, read: asyncio.Future[memoryview]) -> None:
-        for done in (self._first, read):
+    def _closed(self, job: asyncio.Future[Any]) -> None:
+        for done in (self._opened, job):
             if done.done() and not done.cancelled():
                 done.exception()  # retrieved: a read never sent fails quietly
         self.reader.close()

@@ -11,6 +11,7 @@ early stops its workers.
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -103,6 +104,44 @@ def test_get_all_completed_bytes_as_stored(
         assert by_uid[item.attrs.sop_instance_uid] == (1 if item.transfer_syntax_uid == ELE else 3)
     assert [c.message_id for _, c in channel.commands] == [1, 2, 3, 4, 5]
     assert all(c.move_originator_ae is None for _, c in channel.commands)
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no preadv RWF_NOWAIT here")
+@pytest.mark.parametrize("evicted", [False, True])
+def test_files_are_read_on_the_loop_only_when_cached(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    evicted: bool,
+) -> None:
+    """Cached files are read on the loop; files out of the page cache in the I/O
+    pool (never a wait for the disk on the loop). The bytes are the same either way."""
+    root, stored = corpus_files
+    for item in stored:
+        fd = os.open(root / item.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            if evicted:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            else:
+                os.read(fd, 1 << 20)  # in the cache, whatever ran before
+        finally:
+            os.close(fd)
+    in_pool: list[str] = []
+    real = DatasetReader.first_read
+
+    def first_read(self: DatasetReader) -> memoryview:
+        in_pool.append(str(self.path))
+        return real(self)
+
+    monkeypatch.setattr(DatasetReader, "first_read", first_read)
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get(corpus_files, tmp_path, channel)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    for item in stored:
+        data = split_part10((root / item.path).read_bytes())[1]
+        assert channel.received[item.attrs.sop_instance_uid] == data
+    assert len(in_pool) == (5 if evicted else 0)
 
 
 @pytest.mark.parametrize("window", [2, 3, 8])
@@ -327,6 +366,8 @@ def test_cancelled_read_closes_the_file_after_the_read(
         real_close(self)
 
     monkeypatch.setattr(DatasetReader, "close", close)
+    # As if the page cache held none of it: every chunk is read in the pool.
+    monkeypatch.setattr(DatasetReader, "next_cached", lambda self: None)
     started, gate = threading.Event(), threading.Event()
 
     class GatedFiles(Files):

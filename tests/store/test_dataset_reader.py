@@ -1,0 +1,109 @@
+"""archive/store/scan.py DatasetReader: the blocking reads and the never-blocking ones.
+
+``first_cached`` / ``next_cached`` read only what the page cache holds
+(``RWF_NOWAIT``) and return None otherwise. Whichever way each chunk is read, the
+data set must come out whole and in order. A file is taken out of the page cache
+with ``fsync`` then ``POSIX_FADV_DONTNEED`` (clean pages are dropped at once).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+
+from archive.dicom.filemeta import FileMeta, encode_file_meta
+from archive.store import DatasetReader
+
+needs_nowait = pytest.mark.skipif(
+    not hasattr(os, "RWF_NOWAIT"), reason="no preadv RWF_NOWAIT on this platform"
+)
+
+
+def _file(tmp_path: Path, size: int) -> tuple[Path, bytes]:
+    meta = encode_file_meta(
+        FileMeta(
+            media_storage_sop_class_uid="1.2.840.10008.5.1.4.1.1.7",
+            media_storage_sop_instance_uid="1.2.3.4",
+            transfer_syntax_uid=str(ExplicitVRLittleEndian),
+        )
+    )
+    dataset = random.Random(size).randbytes(size)
+    path = tmp_path / "f.dcm"
+    path.write_bytes(meta + dataset)
+    return path, dataset
+
+
+def _evict(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _read_all(reader: DatasetReader, *, cached: bool) -> tuple[bytes, int]:
+    """The data set through the cached reads where they succeed; how many did."""
+    hits = 0
+    first = reader.first_cached() if cached else None
+    if first is None:
+        first = reader.first_read()
+    else:
+        hits += 1
+    blocks = [bytes(first)]
+    while not reader.done:
+        block = reader.next_cached() if cached else None
+        if block is None:
+            block = reader.next()
+        else:
+            hits += 1
+        blocks.append(bytes(block))
+    return b"".join(blocks), hits
+
+
+@needs_nowait
+@pytest.mark.parametrize("size", [0, 1000, 200_000])
+def test_a_cached_file_is_read_without_blocking(tmp_path: Path, size: int) -> None:
+    path, dataset = _file(tmp_path, size)
+    reader = DatasetReader(path, chunk=65536)
+    reader.open()
+    try:
+        data, hits = _read_all(reader, cached=True)
+    finally:
+        reader.close()
+    assert data == dataset
+    assert hits == max(1, -(-(len(dataset) + (path.stat().st_size - size)) // 65536))
+    assert reader.meta is not None
+    assert reader.meta.media_storage_sop_instance_uid == "1.2.3.4"
+
+
+@needs_nowait
+def test_an_evicted_file_is_left_to_the_blocking_read(tmp_path: Path) -> None:
+    path, dataset = _file(tmp_path, 300_000)
+    _evict(path)
+    reader = DatasetReader(path, chunk=65536)
+    reader.open()
+    try:
+        assert reader.first_cached() is None  # would have waited for the disk
+        first = reader.first_read()
+        rest = []
+        while not reader.done:
+            rest.append(bytes(reader.next()))
+    finally:
+        reader.close()
+    assert bytes(first) + b"".join(rest) == dataset
+
+
+def test_first_is_open_and_first_read(tmp_path: Path) -> None:
+    path, dataset = _file(tmp_path, 100_000)
+    reader = DatasetReader(path, chunk=1 << 20)
+    try:
+        assert bytes(reader.first()) == dataset
+        assert reader.done  # one chunk: closed after it
+        assert reader.size == path.stat().st_size
+    finally:
+        reader.close()
