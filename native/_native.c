@@ -17,6 +17,8 @@
  *
  * Its pure-Python twin, archive/store/place.py, gives identical results; the
  * tests hold both to that (tests/store/test_place.py).
+ *
+ * read_cached(fd, offset, size): see below; twin in archive/store/scan.py.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -210,11 +212,57 @@ done:
     return result;
 }
 
+/* read_cached(fd, offset, size) -> bytes | None
+ *
+ *   The `size` bytes at `offset`, if the page cache holds them all: preadv2 with
+ *   RWF_NOWAIT, which never waits for the disk. None when it would have (EAGAIN),
+ *   when only part was cached, or on any error: the caller then reads in the
+ *   I/O pool, where an error is reported. The bytes object is filled in place
+ *   (no zeroed buffer first), with the GIL released during the copy.
+ */
+static PyObject *
+read_cached(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int fd;
+    long long offset;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "iLn:read_cached", &fd, &offset, &size))
+        return NULL;
+    if (size < 0 || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative offset or size");
+        return NULL;
+    }
+#ifdef RWF_NOWAIT
+    PyObject *block = PyBytes_FromStringAndSize(NULL, size);
+    if (block == NULL)
+        return NULL;
+    if (size == 0)
+        return block;
+    struct iovec iov = {PyBytes_AS_STRING(block), (size_t)size};
+    ssize_t got;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        got = preadv2(fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+    } while (got < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+    if (got != size) {
+        Py_DECREF(block);
+        Py_RETURN_NONE;
+    }
+    return block;
+#else
+    Py_RETURN_NONE;
+#endif
+}
+
 static PyMethodDef native_methods[] = {
     {"write_and_link", write_and_link, METH_VARARGS,
      "write_and_link(fd, path, chunks, final, folders) -> bool\n\n"
      "Open path (when fd < 0), write the chunks, make the folders, link path to\n"
      "final and close, with the GIL released once. False if final exists."},
+    {"read_cached", read_cached, METH_VARARGS,
+     "read_cached(fd, offset, size) -> bytes | None\n\n"
+     "The bytes at offset if the page cache holds them all (RWF_NOWAIT), else None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,7 +8,7 @@ twin's os calls each release and retake it, and under ingest from several
 associations each retake waits for the event loop: measured here, ~15 % more
 small instances per second on four associations with the C one.
 
-``ARCHIVE_NATIVE=0`` in the environment selects the twin (for comparisons).
+``ARCHIVE_NATIVE=0`` in the environment selects the twin (:mod:`archive.store.native`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Sequence
+
+from archive.store.native import IMPLEMENTATION, choose
 
 __all__ = ["IMPLEMENTATION", "Chunk", "write_and_link", "write_and_link_py"]
 
@@ -90,17 +92,4 @@ def _write_all(fd: int, views: list[memoryview]) -> None:
 
 WriteAndLink = Callable[[int, StrPath, Sequence[Chunk], StrPath, Sequence[StrPath]], bool]
 
-_native: WriteAndLink | None
-try:
-    from archive._native import write_and_link as _native
-except ImportError:  # built without a C compiler: the twin does it
-    _native = None
-
-write_and_link: WriteAndLink
-if _native is not None and os.environ.get("ARCHIVE_NATIVE", "1") != "0":
-    #: "native" or "python": which implementation :func:`write_and_link` is.
-    IMPLEMENTATION = "native"
-    write_and_link = _native
-else:
-    IMPLEMENTATION = "python"
-    write_and_link = write_and_link_py
+write_and_link: WriteAndLink = choose("write_and_link", write_and_link_py)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import TypeVar
 
 import msgspec
 
 from archive.dicom.filemeta import MAX_META_LENGTH, FileMeta, decode_file_meta
 from archive.dicom.header import HeaderReader, InstanceAttributes
+from archive.store.native import choose
 
 CHUNK = 1 << 20
 
@@ -95,7 +95,7 @@ class DatasetReader:
         block = self._read_cached()
         return None if block is None else memoryview(block)
 
-    def _head(self, block: bytes | bytearray) -> memoryview:
+    def _head(self, block: bytes) -> memoryview:
         head = memoryview(block)
         self.meta, offset = decode_file_meta(head[:MAX_META_LENGTH])
         return head[offset:]
@@ -110,22 +110,14 @@ class DatasetReader:
             block += more  # a short read before the end: rare, but not the end
         return self._advance(block, want)
 
-    def _read_cached(self) -> bytearray | None:
+    def _read_cached(self) -> bytes | None:
         if self._fd < 0:
-            return bytearray()
-        if _NOWAIT is None:
-            return None
+            return b""
         want = min(self._left, self.chunk)
-        block = bytearray(want)
-        try:
-            got = os.preadv(self._fd, [block], self._offset, _NOWAIT) if want else 0
-        except (BlockingIOError, OSError):
-            return None  # not (all) cached, or no RWF_NOWAIT here: the blocking read
-        if got < want:
-            return None  # partly cached: the blocking read does it whole
-        return self._advance(block, want)
+        block = read_cached(self._fd, self._offset, want)
+        return None if block is None else self._advance(block, want)
 
-    def _advance(self, block: _Block, want: int) -> _Block:
+    def _advance(self, block: bytes, want: int) -> bytes:
         self._offset += len(block)
         self._left -= len(block)
         if len(block) < want or not self._left:
@@ -145,7 +137,31 @@ class DatasetReader:
 
 #: preadv's "only what the page cache holds" flag (Linux 4.14+), or None.
 _NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
-_Block = TypeVar("_Block", bytes, bytearray)
+
+
+def read_cached_py(fd: int, offset: int, size: int) -> bytes | None:
+    """The ``size`` bytes at ``offset`` if the page cache holds them all, else None.
+
+    Never waits for the disk (``RWF_NOWAIT``): None when it would have, when only
+    part is cached, on any error (the caller's blocking read reports it), and
+    where the flag does not exist. The twin of ``archive._native.read_cached``,
+    which fills the bytes in place instead of a zeroed buffer copied after.
+    """
+    if offset < 0 or size < 0:
+        raise ValueError("negative offset or size")
+    if _NOWAIT is None:
+        return None
+    if size == 0:
+        return b""
+    block = bytearray(size)
+    try:
+        got = os.preadv(fd, [block], offset, _NOWAIT)
+    except OSError:
+        return None
+    return bytes(block) if got == size else None
+
+
+read_cached = choose("read_cached", read_cached_py)
 
 
 def scan_file(path: str | os.PathLike[str]) -> ScannedFile:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
 from archive.dicom.filemeta import FileMeta, encode_file_meta
-from archive.store import DatasetReader
+from archive.store import DatasetReader, scan
 
 needs_nowait = pytest.mark.skipif(
     not hasattr(os, "RWF_NOWAIT"), reason="no preadv RWF_NOWAIT on this platform"
@@ -107,3 +108,45 @@ def test_first_is_open_and_first_read(tmp_path: Path) -> None:
         assert reader.size == path.stat().st_size
     finally:
         reader.close()
+
+
+def _read_cached_implementations() -> dict[str, Callable[[int, int, int], bytes | None]]:
+    found: dict[str, Callable[[int, int, int], bytes | None]] = {"python": scan.read_cached_py}
+    try:
+        from archive import _native
+    except ImportError:  # pragma: no cover - only where no C compiler built it
+        return found
+    found["native"] = _native.read_cached
+    return found
+
+
+@needs_nowait
+def test_read_cached_and_its_twin_agree(tmp_path: Path) -> None:
+    """Cached, evicted, past the end, empty, a closed descriptor, bad arguments."""
+    path, _ = _file(tmp_path, 300_000)
+    whole = path.read_bytes()
+    fd = os.open(path, os.O_RDONLY)
+    closed = os.open(path, os.O_RDONLY)
+    os.close(closed)
+    try:
+        results: dict[str, list[object]] = {}
+        for name, read_cached in _read_cached_implementations().items():
+            os.pread(fd, len(whole), 0)  # all of it in the cache
+            got: list[object] = [
+                read_cached(fd, 0, len(whole)),
+                read_cached(fd, 1000, 5000),
+                read_cached(fd, len(whole) - 10, 100),  # past the end: not all there
+                read_cached(fd, 0, 0),
+                read_cached(closed, 0, 10),
+            ]
+            _evict(path)
+            got.append(read_cached(fd, 0, len(whole)))  # would wait for the disk
+            for bad in ((-1, 10), (0, -1)):
+                with pytest.raises(ValueError, match="negative"):
+                    read_cached(fd, *bad)
+            results[name] = got
+    finally:
+        os.close(fd)
+    expected = [whole, whole[1000:6000], None, b"", None, None]
+    for name, got in results.items():
+        assert got == expected, name

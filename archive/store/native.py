@@ -1,0 +1,37 @@
+"""The C extension's functions (``native/_native.c``), or their pure-Python twins.
+
+Each function of ``archive._native`` has a twin in Python beside its caller
+(:mod:`archive.store.place`, :mod:`archive.store.scan`) giving identical results;
+:func:`choose` picks the C one when the extension was built (optional: without a
+C compiler the install leaves it out) and ``ARCHIVE_NATIVE=0`` is not set in the
+environment (for comparisons).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import TypeVar, cast
+
+__all__ = ["ENABLED", "IMPLEMENTATION", "choose"]
+
+F = TypeVar("F", bound=Callable[..., object])
+
+_module: ModuleType | None
+try:
+    from archive import _native as _module
+except ImportError:  # built without a C compiler: the twins do it
+    _module = None
+
+#: Whether the C functions are used.
+ENABLED = _module is not None and os.environ.get("ARCHIVE_NATIVE", "1") != "0"
+#: "native" or "python": which implementation :func:`choose` gives.
+IMPLEMENTATION = "native" if ENABLED else "python"
+
+
+def choose(name: str, twin: F) -> F:
+    """``archive._native.<name>`` if :data:`ENABLED`, else ``twin``."""
+    if ENABLED and _module is not None:
+        return cast(F, getattr(_module, name))
+    return twin
