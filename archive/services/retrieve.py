@@ -274,7 +274,15 @@ class FileSource:
         for done in (self._opened, job):
             if done.done() and not done.cancelled():
                 done.exception()  # retrieved: a read never sent fails quietly
-        self.reader.close()
+        if not self.reader.close_if_cheap():
+            # Deleted or replaced meanwhile: this close may free its blocks.
+            closing = asyncio.ensure_future(self.files.run(self.reader.close))
+            _background.add(closing)
+            closing.add_done_callback(_background.discard)
+
+
+#: Closes running in the I/O pool, held until done (nobody awaits them).
+_background: set[asyncio.Future[None]] = set()
 
 
 def _open_all(readers: Sequence[DatasetReader]) -> list[OSError | None]:
@@ -303,6 +311,8 @@ class Retriever:
         originator: tuple[str, int] | None,
     ) -> None:
         self.files = files
+        #: How many :meth:`run` share the queue (the provider sets it).
+        self.workers = 1
         self.queue: deque[InstanceRow] = deque(rows)
         self.counts = Counts(remaining=len(rows))
         self.cancel = cancel
@@ -329,8 +339,12 @@ class Retriever:
         ahead: deque[tuple[InstanceRow, FileSource]] = deque()
         try:
             while (self.queue or ahead) and not self.cancelled:
-                if len(ahead) < 2 and self.queue:
-                    rows = [self.queue.popleft() for _ in range(min(OPEN_AHEAD, len(self.queue)))]
+                while len(ahead) < 2 and self.queue:
+                    # The current file and at least the next one; several per trip
+                    # while the queue is long, one by one at its end, so that no
+                    # worker holds back what the others could send.
+                    take = min(OPEN_AHEAD, max(1, len(self.queue) // self.workers))
+                    rows = [self.queue.popleft() for _ in range(take)]
                     sources = FileSource.open_ahead(self.files, [r.path for r in rows])
                     ahead.extend(zip(rows, sources, strict=True))
                 row, source = ahead.popleft()
@@ -568,6 +582,7 @@ def c_move_provider(
                 )
                 for _ in range(min(settings.associations, len(selected)))
             ]
+            retriever.workers = len(workers)
             # aclosing: if our caller stops early, the workers are cancelled now.
             async with contextlib.aclosing(
                 progress(retriever, workers, CMoveRsp, command)
@@ -633,6 +648,7 @@ def c_get_provider(index: RetrieveIndex, files: InstanceFiles) -> Provider:
                 asyncio.ensure_future(retriever.run(channel))
                 for _ in range(min(channel.window, len(selected)))
             ]
+            retriever.workers = len(workers)
             async with contextlib.aclosing(
                 progress(retriever, workers, CGetRsp, command)
             ) as responses:

@@ -63,6 +63,10 @@ class DatasetReader:
         self.meta: FileMeta | None = None
         #: The file's size when :meth:`open` opened it.
         self.size = 0
+        self._end = False
+        # Cleared at the first cached read that missed: the rest of such a file
+        # is read by the blocking reads (one miss per file at most, see below).
+        self._try_cache = True
 
     def open(self) -> None:
         """Open the file and learn its size (blocking)."""
@@ -101,7 +105,7 @@ class DatasetReader:
         return head[offset:]
 
     def _read(self) -> bytes:
-        if self._fd < 0:
+        if self._fd < 0 or self._end:
             return b""
         want = min(self._left, self.chunk)
         block = os.pread(self._fd, want, self._offset) if want else b""
@@ -111,28 +115,55 @@ class DatasetReader:
         return self._advance(block, want)
 
     def _read_cached(self) -> bytes | None:
-        if self._fd < 0:
+        if self._fd < 0 or self._end:
             return b""
+        if not self._try_cache:
+            return None
         want = min(self._left, self.chunk)
         block = read_cached(self._fd, self._offset, want)
-        return None if block is None else self._advance(block, want)
+        if block is None:
+            # Not cached (the miss started its readahead), or no RWF_NOWAIT on this
+            # filesystem: the blocking reads do the rest, no more misses.
+            self._try_cache = False
+            return None
+        return self._advance(block, want, close=False)
 
-    def _advance(self, block: bytes, want: int) -> bytes:
+    def _advance(self, block: bytes, want: int, *, close: bool = True) -> bytes:
         self._offset += len(block)
         self._left -= len(block)
         if len(block) < want or not self._left:
-            self.close()  # the end (or the file shrank under us)
+            self._end = True  # the end (or the file shrank under us)
+            if close:
+                self.close()
         return block
 
     @property
     def done(self) -> bool:
         """Everything has been read (no need for another :meth:`next`)."""
-        return self._fd < 0
+        return self._end or self._fd < 0
 
     def close(self) -> None:
+        """Close the file (blocking: the last close of a deleted file frees its blocks)."""
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)
+
+    def close_if_cheap(self) -> bool:
+        """Close now unless that could free disk blocks; False: :meth:`close` it in a thread.
+
+        Never blocks: a file that still has a name is closed at once (its blocks
+        stay); one deleted or replaced meanwhile (no link left) may hold the last
+        reference to its blocks, and freeing them can wait for the disk.
+        """
+        if self._fd < 0:
+            return True
+        try:
+            linked = os.fstat(self._fd).st_nlink > 0
+        except OSError:
+            linked = False
+        if linked:
+            self.close()
+        return linked
 
 
 #: preadv's "only what the page cache holds" flag (Linux 4.14+), or None.

@@ -185,3 +185,18 @@ def test_move_association_lost_fails_the_rest(
     assert len(connect.closed) == 1
     assert isinstance(connect.closed[0], SubAssociationError)  # aborted, not released
     assert "C-MOVE: association with KNOWN ended: the peer aborted" in caplog.messages
+
+
+def test_a_lost_association_fails_only_its_own_sub_operation(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """Two associations; the first ends during its third C-STORE. Each worker holds
+    only the next file ahead, so the other association sends the rest: one failed,
+    four completed (a worker holding several files would leave them to fail)."""
+    channels = [
+        Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)], abort_after=2),
+        Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]),
+    ]
+    responses = move(corpus_files, tmp_path, Reachable(channels), associations=2)
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert [len(c.received) for c in channels] == [2, 2]

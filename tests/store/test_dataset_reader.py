@@ -150,3 +150,26 @@ def test_read_cached_and_its_twin_agree(tmp_path: Path) -> None:
     expected = [whole, whole[1000:6000], None, b"", None, None]
     for name, got in results.items():
         assert got == expected, name
+
+
+@needs_nowait
+def test_a_file_cached_only_in_part_is_read_whole_from_where_the_cache_ends(
+    tmp_path: Path,
+) -> None:
+    """The head cached, the tail not: the cached reads stop at the first miss and the
+    blocking reads go on from that offset (no chunk twice, none skipped)."""
+    path, dataset = _file(tmp_path, 400_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 200_000, 0, os.POSIX_FADV_DONTNEED)  # the tail out
+    finally:
+        os.close(fd)
+    reader = DatasetReader(path, chunk=65536)
+    reader.open()
+    try:
+        data, hits = _read_all(reader, cached=True)
+    finally:
+        reader.close()
+    assert data == dataset
+    assert 1 <= hits < 7  # some chunks from the cache, the rest (7 in all) blocking
