@@ -68,7 +68,7 @@ def stream(folder: Path, total_mb: int, sync_every_mb: int = 32) -> float:
 
 def files(folder: Path, size: int, seconds: float, *, sync_dir: bool) -> float:
     """Files/s: create, write ``size`` bytes, fsync, close (and fsync the folder), serially."""
-    where = folder / f"ceiling-files-{size}"
+    where = folder / f"ceiling-files-{size}{'-dir' if sync_dir else ''}"
     where.mkdir()
     payload = os.urandom(size)
     dir_fd = os.open(where, os.O_RDONLY)
