@@ -472,14 +472,9 @@ class FileWriter:
                 self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 # While the data is arriving, not once it has all arrived.
                 self.store.ensure_folder((self.store.root / self.relative).parent)
-            body: Sequence[bytes | memoryview] = chunks
-            if self._meta_pending:
-                self._meta_pending = False
-                body = chunks[1:]
-            for chunk in body:
-                self._hash.update(chunk)
+            self._hash_data_set(chunks)
             start = self._offset
-            self._offset += _write_all(self._fd, chunks)
+            self._offset += place.write_all(self._fd, chunks)
             if early and self.store.durable:
                 # Linux starts the writeback of these pages (and drops them from
                 # the cache once clean: nobody reads a new instance back soon),
@@ -488,6 +483,15 @@ class FileWriter:
                 os.posix_fadvise(self._fd, start, self._offset - start, os.POSIX_FADV_DONTNEED)
         except OSError as exc:
             raise _store_error(exc, "write") from exc
+
+    def _hash_data_set(self, chunks: list[bytes | memoryview]) -> None:
+        """Hash what is about to be written, but the File Meta (queued first)."""
+        body: Sequence[bytes | memoryview] = chunks
+        if self._meta_pending:
+            self._meta_pending = False
+            body = chunks[1:]
+        for chunk in body:
+            self._hash.update(chunk)
 
     def _write_and_close_sync(self, chunks: list[bytes | memoryview]) -> None:
         """Finisher: write the tail, flush (strict) and close the part file."""
@@ -550,12 +554,7 @@ class FileWriter:
         for all of it. A first version's folders are made with it (their entries
         are flushed by the batch's flush, like the file's).
         """
-        body: Sequence[bytes | memoryview] = chunks
-        if self._meta_pending:
-            self._meta_pending = False
-            body = chunks[1:]
-        for chunk in body:
-            self._hash.update(chunk)
+        self._hash_data_set(chunks)
         folder = (self.store.root / self.relative).parent
         folders = self.store.folders_to_make(folder)
         fd, self._fd = self._fd, -2  # closed by the call, whatever happens
@@ -668,23 +667,6 @@ class FileWriter:
             _unlink_quietly(self.store.root / self.relative)
             self._placed = False
         _unlink_quietly(self._tmp)
-
-
-def _write_all(fd: int, chunks: list[bytes | memoryview]) -> int:
-    """os.writev until every byte is written (writev may write less than asked)."""
-    total = sum(len(c) for c in chunks)
-    while chunks:
-        written = os.writev(fd, chunks[:512])
-        while written and chunks:
-            head = chunks[0]
-            if written >= len(head):
-                written -= len(head)
-                chunks.pop(0)
-            else:
-                chunks[0] = memoryview(head)[written:]
-                written = 0
-        chunks = [c for c in chunks if len(c)]
-    return total
 
 
 def _sticky(exc: BaseException) -> StoreError:

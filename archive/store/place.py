@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from archive.store.native import IMPLEMENTATION, choose
 
-__all__ = ["IMPLEMENTATION", "Chunk", "write_and_link", "write_and_link_py"]
+__all__ = ["IMPLEMENTATION", "Chunk", "write_all", "write_and_link", "write_and_link_py"]
 
 #: What may be written: the file's bytes, as received.
 Chunk = bytes | bytearray | memoryview
@@ -48,7 +48,7 @@ def write_and_link_py(
     if fd < 0:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        _write_all(fd, views)
+        write_all(fd, views)
         for folder in folders:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(folder, 0o755)
@@ -75,9 +75,10 @@ def _byte_view(chunk: Chunk) -> memoryview:
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
-def _write_all(fd: int, views: list[memoryview]) -> None:
-    """os.writev until every byte is written (it may write less than asked)."""
-    pending = [view for view in views if view.nbytes]
+def write_all(fd: int, chunks: Sequence[Chunk]) -> int:
+    """os.writev until every byte is written (it may write less than asked); the count."""
+    pending = [view for view in map(_byte_view, chunks) if view.nbytes]
+    total = sum(view.nbytes for view in pending)
     while pending:
         written = os.writev(fd, pending[:1024])
         while written and pending:
@@ -88,6 +89,7 @@ def _write_all(fd: int, views: list[memoryview]) -> None:
             else:
                 pending[0] = head[written:]
                 written = 0
+    return total
 
 
 WriteAndLink = Callable[[int, StrPath, Sequence[Chunk], StrPath, Sequence[StrPath]], bool]

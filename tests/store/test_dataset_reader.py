@@ -66,16 +66,22 @@ def _read_all(reader: DatasetReader, *, cached: bool) -> tuple[bytes, int]:
     return b"".join(blocks), hits
 
 
-@needs_nowait
-@pytest.mark.parametrize("size", [0, 1000, 200_000])
-def test_a_cached_file_is_read_without_blocking(tmp_path: Path, size: int) -> None:
-    path, dataset = _file(tmp_path, size)
+def _read_file(path: Path) -> tuple[DatasetReader, bytes, int]:
+    """A reader of ``path`` in chunks of 64 KiB, the cached reads tried first."""
     reader = DatasetReader(path, chunk=65536)
     reader.open()
     try:
         data, hits = _read_all(reader, cached=True)
     finally:
         reader.close()
+    return reader, data, hits
+
+
+@needs_nowait
+@pytest.mark.parametrize("size", [0, 1000, 200_000])
+def test_a_cached_file_is_read_without_blocking(tmp_path: Path, size: int) -> None:
+    path, dataset = _file(tmp_path, size)
+    reader, data, hits = _read_file(path)
     assert data == dataset
     assert hits == max(1, -(-(len(dataset) + (path.stat().st_size - size)) // 65536))
     assert reader.meta is not None
@@ -165,11 +171,6 @@ def test_a_file_cached_only_in_part_is_read_whole_from_where_the_cache_ends(
         os.posix_fadvise(fd, 200_000, 0, os.POSIX_FADV_DONTNEED)  # the tail out
     finally:
         os.close(fd)
-    reader = DatasetReader(path, chunk=65536)
-    reader.open()
-    try:
-        data, hits = _read_all(reader, cached=True)
-    finally:
-        reader.close()
+    _, data, hits = _read_file(path)
     assert data == dataset
     assert 1 <= hits < 7  # some chunks from the cache, the rest (7 in all) blocking
