@@ -30,7 +30,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -53,7 +53,7 @@ from archive.services.base import (
     SubAssociationError,
 )
 from archive.services.query import QueryFailure, parse_request, query_failure
-from archive.store import DatasetReader
+from archive.services.sources import OPEN_AHEAD, FileSource, InstanceFiles
 
 log = logging.getLogger("archive.retrieve")
 
@@ -61,10 +61,6 @@ T = TypeVar("T")
 
 #: Failed SOP Instance UID List (0008,0058), PS3.4 C.4.2.1.4.
 FAILED_SOP_INSTANCE_UID_LIST = 0x00080058
-#: Bytes read from a file per trip to the I/O pool.
-CHUNK = 1 << 20
-#: Files opened ahead of the sub-operation in flight, in one trip to the I/O pool.
-OPEN_AHEAD = 4
 #: Seconds between pending C-MOVE/C-GET responses (progress), at most one each.
 PENDING_INTERVAL = 0.25
 #: A UI value with a 2-byte length (explicit VR) holds at most this many bytes.
@@ -73,11 +69,6 @@ _MAX_UI_LIST = 0xFFFE
 
 class RetrieveIndex(Protocol):
     async def retrieve(self, query: Query) -> list[InstanceRow]: ...
-
-
-class InstanceFiles(Protocol):
-    def path(self, relative: str) -> str: ...
-    async def run(self, fn: Callable[..., T], *args: object) -> T: ...
 
 
 class Connect(Protocol):
@@ -185,117 +176,6 @@ def convert(
 
 def _identity(chunks: AsyncIterator[memoryview]) -> AsyncIterator[memoryview]:
     return chunks
-
-
-class FileSource:
-    """A stored file's data set, opened ahead in the store's I/O pool, read on the loop
-    when the page cache holds it.
-
-    Created ahead of the sub-operation in flight (:meth:`open_ahead`: the next
-    :data:`OPEN_AHEAD` files opened by one job in the I/O pool, one trip to a pool
-    thread for several files), so the next files are opened while the peer
-    stores the current one. Its bytes are then read on the
-    event loop if, and only if, the page cache holds them all (``RWF_NOWAIT``:
-    such a read never waits for the disk; ~70 us for 0.5 MB here), else in the
-    I/O pool. Measured on C-GET of 0.5 MB images: ~2,300 instances/s with every
-    read in the pool, ~4,000/s reading cached files on the loop, the pool thread's
-    GIL round trips (open, fstat, read, close) and context switches having cost
-    more than the copy. :meth:`first` reports a read error before anything is
-    sent, so a missing file fails its sub-operation only.
-
-    A job in the I/O pool cannot be cancelled (``run_in_executor``): every one is
-    a task awaited through :func:`asyncio.shield`, so a cancelled sub-operation
-    leaves it running, and :meth:`close` waits for the last one to end before
-    closing the file under it (its descriptor could be reused meanwhile).
-    """
-
-    def __init__(
-        self,
-        files: InstanceFiles,
-        reader: DatasetReader,
-        opened: asyncio.Future[list[OSError | None]],
-        index: int,
-    ) -> None:
-        # Use open_ahead().
-        self.files = files
-        self.reader = reader
-        self._opened = opened
-        self._index = index
-        #: The pool job in flight, or the last one: the file is closed once it is done.
-        self._job: asyncio.Future[Any] = opened
-        self._closing = False
-
-    @classmethod
-    def open_ahead(cls, files: InstanceFiles, relatives: Sequence[str]) -> list[FileSource]:
-        """Sources for these files, all opened by one job in the I/O pool."""
-        readers = [DatasetReader(files.path(relative), CHUNK) for relative in relatives]
-        opened = asyncio.ensure_future(files.run(_open_all, readers))
-        return [cls(files, reader, opened, i) for i, reader in enumerate(readers)]
-
-    async def first(self) -> memoryview:
-        error = (await asyncio.shield(self._opened))[self._index]
-        if error is not None:
-            raise error
-        if self._closing:
-            raise OSError("the sub-operation ended")  # closed while it was opened
-        block = self.reader.first_cached()
-        if block is None:
-            block = await self._in_pool(self.reader.first_read)
-        return block
-
-    async def chunks(self, first: memoryview) -> AsyncIterator[memoryview]:
-        """The data set from ``first`` (what :meth:`first` gave) to the end.
-
-        The caller closes the source (:meth:`close`) once the sub-operation ends.
-        """
-        block = first
-        while block:
-            yield block
-            if self.reader.done:
-                break
-            cached = self.reader.next_cached()
-            block = cached if cached is not None else await self._in_pool(self.reader.next)
-
-    async def _in_pool(self, read: Callable[[], memoryview]) -> memoryview:
-        job: asyncio.Future[memoryview] = asyncio.ensure_future(self.files.run(read))
-        self._job = job
-        return await asyncio.shield(job)
-
-    def close(self) -> None:
-        """Close the file once the pool job in flight, if any, ends (its error unused).
-
-        Idempotent: the sub-operation's error paths and its end may all call it.
-        """
-        if not self._closing:
-            self._closing = True
-            self._job.add_done_callback(self._closed)
-
-    def _closed(self, job: asyncio.Future[Any]) -> None:
-        for done in (self._opened, job):
-            if done.done() and not done.cancelled():
-                done.exception()  # retrieved: a read never sent fails quietly
-        if not self.reader.close_if_cheap():
-            # Deleted or replaced meanwhile: this close may free its blocks.
-            closing = asyncio.ensure_future(self.files.run(self.reader.close))
-            _background.add(closing)
-            closing.add_done_callback(_background.discard)
-
-
-#: Closes running in the I/O pool, held until done (nobody awaits them).
-_background: set[asyncio.Future[None]] = set()
-
-
-def _open_all(readers: Sequence[DatasetReader]) -> list[OSError | None]:
-    """Open each reader (blocking); the error of each one that failed, in order."""
-    errors: list[OSError | None] = []
-    for reader in readers:
-        try:
-            reader.open()
-        except OSError as exc:
-            errors.append(exc)
-        else:
-            errors.append(None)
-    return errors
 
 
 class Retriever:

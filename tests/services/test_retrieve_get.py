@@ -26,9 +26,10 @@ from archive.dicom.dataset import Element, encode_dataset
 from archive.dicom.dimse import CGetRq, CGetRsp, CStoreRq, CStoreRsp
 from archive.dicom.filemeta import FileMeta, encode_file_meta
 from archive.index import Index, InstanceRow, StoredInstance
-from archive.services import retrieve
+from archive.services import retrieve, sources
 from archive.services.base import Cancel, Request, Response
-from archive.services.retrieve import FileSource, Retriever, c_get_provider
+from archive.services.retrieve import Retriever, c_get_provider
+from archive.services.sources import FileSource
 from archive.store import DatasetReader
 from tests.index import run
 from tests.interop.qrhelpers import CT_IMAGE, MR_IMAGE, STUDY_ROOT_GET
@@ -428,7 +429,7 @@ def test_cancelled_read_closes_the_file_after_the_read(
     # Data Set Trailing Padding (FFFC,FFFC) OB: a data set of several chunks.
     padding = struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, 300_000) + bytes(300_000)
     big.write_bytes((root / source.path).read_bytes() + padding)
-    monkeypatch.setattr(retrieve, "CHUNK", 1 << 16)  # the least a reader takes
+    monkeypatch.setattr(sources, "CHUNK", 1 << 16)  # the least a reader takes
     events: list[str] = []
     closed = asyncio.Event()
     real_close = DatasetReader.close
