@@ -232,12 +232,12 @@ read_cached(PyObject *Py_UNUSED(module), PyObject *args)
         PyErr_SetString(PyExc_ValueError, "negative offset or size");
         return NULL;
     }
+    if (size == 0)
+        return PyBytes_FromStringAndSize(NULL, 0); /* nothing to wait for */
 #ifdef RWF_NOWAIT
     PyObject *block = PyBytes_FromStringAndSize(NULL, size);
     if (block == NULL)
         return NULL;
-    if (size == 0)
-        return block;
     struct iovec iov = {PyBytes_AS_STRING(block), (size_t)size};
     ssize_t got;
     Py_BEGIN_ALLOW_THREADS

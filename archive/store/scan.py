@@ -180,10 +180,10 @@ def read_cached_py(fd: int, offset: int, size: int) -> bytes | None:
     """
     if offset < 0 or size < 0:
         raise ValueError("negative offset or size")
+    if size == 0:
+        return b""  # nothing to wait for
     if _NOWAIT is None:
         return None
-    if size == 0:
-        return b""
     block = bytearray(size)
     try:
         got = os.preadv(fd, [block], offset, _NOWAIT)
