@@ -40,7 +40,7 @@ def _term_matches(condition: Condition, term: Term, value: str | int) -> bool:
             return False
         if condition.vr == "TM":
             value = normalized_time(value)
-        return (not term.low or value >= term.low) and (not term.high or value <= term.high)
+        return _within(value, term.low, term.high)
     if isinstance(value, int):
         return term.kind is MatchKind.SINGLE and value == int(term.value)
     if not value:
@@ -72,6 +72,11 @@ def _date_time_matches(condition: Condition, date: object, time: object) -> bool
         value, low, high = day, term.low[:8], term.high[:8]
     else:
         value, low, high = day + normalized_time(hour), term.low, term.high
+    return _within(value, low, high)
+
+
+def _within(value: str, low: str, high: str) -> bool:
+    """Inclusive bounds, an empty one open."""
     return (not low or value >= low) and (not high or value <= high)
 
 

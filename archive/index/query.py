@@ -172,12 +172,7 @@ def _term_sql(column: str, vr: str, term: Term, parameters: list[object]) -> str
         # A stored TM may be partial (HH, HHMM) or in ACR-NEMA form (HH:MM:SS):
         # compared as its earliest reading, as query_match.normalized_time does.
         value = _normalized_time_sql(column) if vr == "TM" else column
-        if term.low:
-            parts.append(f"{value} >= ?")
-            parameters.append(term.low)
-        if term.high:
-            parts.append(f"{value} <= ?")
-            parameters.append(term.high)
+        parts += _bounds_sql(value, term.low, term.high, parameters)
         return "(" + " AND ".join(parts) + ")"
     if term.kind is MatchKind.WILDCARD:
         prefix = _prefix(term.value)
@@ -188,6 +183,16 @@ def _term_sql(column: str, vr: str, term: Term, parameters: list[object]) -> str
         return f"{column} GLOB ?"
     parameters.append(int(term.value) if vr in _INTEGER_VRS else term.value)
     return f"{column} = ?"
+
+
+def _bounds_sql(value: str, low: str, high: str, parameters: list[object]) -> list[str]:
+    """``value`` within inclusive bounds, as SQL terms (an empty bound is open)."""
+    parts = []
+    for bound, operator in ((low, ">="), (high, "<=")):
+        if bound:
+            parts.append(f"{value} {operator} ?")
+            parameters.append(bound)
+    return parts
 
 
 def _normalized_time_sql(column: str) -> str:
@@ -222,12 +227,7 @@ def _date_time_sql(condition: Condition, parameters: list[object]) -> str:
     hour = _normalized_time_sql(time)
 
     def bounded(value: str, low: str, high: str) -> list[str]:
-        parts = []
-        for bound, operator in ((low, ">="), (high, "<=")):
-            if bound:
-                parts.append(f"{value} {operator} ?")
-                parameters.append(bound)
-        return parts
+        return _bounds_sql(value, low, high, parameters)
 
     unknown_date = ""
     if condition.unknown_matches:
