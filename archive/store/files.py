@@ -282,23 +282,22 @@ class FileStore:
             _fsync_dir(parent)
         self._folders.add(folder)
 
-    def folders_to_make(self, folder: Path) -> tuple[str, ...]:
+    def folders_to_make(self, folder: Path) -> tuple[Path, ...]:
         """``folder`` and its parents under the data folder not known to exist, outermost first.
 
         For a caller that makes them itself and flushes them later (batched or
-        fast only: :meth:`ensure_folder` flushes each one under ``sync_each``).
+        fast only: :meth:`ensure_folder` flushes each one under ``sync_each``);
+        it reports them made with :meth:`folders_made`.
         """
-        missing: list[str] = []
+        missing: list[Path] = []
         while folder not in self._folders and folder != self.root:
-            missing.append(str(folder))
+            missing.append(folder)
             folder = folder.parent
         return tuple(reversed(missing))
 
-    def folders_made(self, folder: Path) -> None:
-        """``folder`` and its parents exist now (see :meth:`folders_to_make`)."""
-        while folder not in self._folders and folder != self.root:
-            self._folders.add(folder)
-            folder = folder.parent
+    def folders_made(self, folders: Sequence[Path]) -> None:
+        """These folders (from :meth:`folders_to_make`) exist now."""
+        self._folders.update(folders)
 
     def release(self, *markers: str | Path) -> Future[None]:
         """Unlink in-flight markers soon; markers released meanwhile go in one job.
@@ -555,16 +554,19 @@ class FileWriter:
         are flushed by the batch's flush, like the file's).
         """
         self._hash_data_set(chunks)
-        folder = (self.store.root / self.relative).parent
-        folders = self.store.folders_to_make(folder)
+        folders = self.store.folders_to_make((self.store.root / self.relative).parent)
         fd, self._fd = self._fd, -2  # closed by the call, whatever happens
         try:
             placed = place.write_and_link(
-                fd, self._tmp, chunks, os.path.join(self.store.root_text, self.relative), folders
+                fd,
+                self._tmp,
+                chunks,
+                os.path.join(self.store.root_text, self.relative),
+                [str(folder) for folder in folders],
             )
         except OSError as exc:
             raise _store_error(exc, "store") from exc
-        self.store.folders_made(folder)
+        self.store.folders_made(folders)
         self._placed = placed
         return placed
 

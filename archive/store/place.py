@@ -75,10 +75,15 @@ def _byte_view(chunk: Chunk) -> memoryview:
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
-def write_all(fd: int, chunks: Sequence[Chunk]) -> int:
-    """os.writev until every byte is written (it may write less than asked); the count."""
-    pending = [view for view in map(_byte_view, chunks) if view.nbytes]
-    total = sum(view.nbytes for view in pending)
+def write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
+    """os.writev until every byte is written (it may write less than asked); the count.
+
+    ``chunks`` are bytes or byte views (what the receiver and :func:`_byte_view`
+    give): their ``len`` is their size in bytes. Nothing is checked here, on the
+    path of every fragment.
+    """
+    pending = [chunk for chunk in chunks if len(chunk)]
+    total = sum(len(chunk) for chunk in pending)
     while pending:
         written = os.writev(fd, pending[:1024])
         while written and pending:
@@ -87,7 +92,7 @@ def write_all(fd: int, chunks: Sequence[Chunk]) -> int:
                 written -= len(head)
                 pending.pop(0)
             else:
-                pending[0] = head[written:]
+                pending[0] = memoryview(head)[written:]
                 written = 0
     return total
 
