@@ -10,6 +10,7 @@ them as the twin does, without any os function faked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import os
@@ -264,44 +265,56 @@ def test_path_like_names_are_taken_as_os_takes_them(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(implementations()))
 def test_short_and_interrupted_writes_are_resumed(tmp_path: Path, name: str) -> None:
-    """Into a pipe read slowly, with a signal after every read: writev is cut short
-    (or fails with EINTR) again and again, and every byte still arrives once, in order.
+    """Into a pipe filled up first: the call blocks having written nothing, and three
+    signals then make writev fail with EINTR; the pipe is then read slowly, with a
+    signal after every read, so writev is cut short again and again. Every byte
+    still arrives once, in order. (The twin's os.writev retries EINTR itself.)
     """
     impl = implementations()[name]
     chunks = [random.Random(n).randbytes(7_001 + n) for n in range(60)]  # ~0.4 MB
     reader_fd, writer_fd = os.pipe()
+    os.set_blocking(writer_fd, False)
+    filler = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            filler += os.write(writer_fd, bytes(65536))
+    os.set_blocking(writer_fd, True)
     received = bytearray()
-    interrupts = 0
+    signals = {"while full": 0, "while draining": 0}
     main = threading.get_ident()
 
-    def read_slowly() -> None:
-        nonlocal interrupts
+    def interrupt_then_read_slowly() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        for _ in range(3):  # the writer is blocked in writev, nothing written: EINTR
+            time.sleep(0.05)
+            signal.pthread_kill(main, signal.SIGUSR1)
+            signals["while full"] += 1
+        time.sleep(0.05)
         while block := os.read(reader_fd, 5_000):
             received.extend(block)
             time.sleep(0.0002)
             signal.pthread_kill(main, signal.SIGUSR1)
-            interrupts += 1
+            signals["while draining"] += 1
 
-    def count(signum: int, frame: object) -> None:
-        pass
-
-    previous = signal.signal(signal.SIGUSR1, count)
-    reader = threading.Thread(target=read_slowly)
-    reader.start()
+    handled: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: handled.append(signum))
+    reader = threading.Thread(target=interrupt_then_read_slowly)
     try:
         tmp, final, folders = _paths(tmp_path)
         (tmp_path / "tmp").mkdir()
         (tmp_path / "instances").mkdir()
         Path(tmp).write_bytes(b"")
+        reader.start()
         assert impl(writer_fd, tmp, chunks, final, folders) is True
     finally:
         reader.join(10)
         signal.signal(signal.SIGUSR1, previous)
         os.close(reader_fd)
     assert _closed(writer_fd)
-    assert bytes(received) == b"".join(chunks)
-    assert interrupts > 20
+    assert bytes(received) == bytes(filler) + b"".join(chunks)
+    assert signals["while full"] == 3
+    assert signals["while draining"] > 20
+    assert handled  # the signals reached this thread (Python runs its handler late)
 
 
 @settings(
