@@ -253,6 +253,9 @@ def test_a_failed_open_leaves_no_writer_thread(tmp_path: Path) -> None:
     before = len(_writer_threads())
 
     async def main() -> None:
+        # The count below looks for the writer's thread by name: it must find it.
+        async with await Index.open(tmp_path / "other.db"):
+            assert len(_writer_threads()) == before + 1
         with pytest.raises(SchemaVersionError):
             await Index.open(db)
 
@@ -269,13 +272,15 @@ def test_the_writer_commits_the_next_batch_while_the_loop_is_busy(tmp_path: Path
     # blocked, the adds queued behind a slow first batch are committed anyway.
     db = tmp_path / "index.db"
     flushes: list[int] = []
-    first_flush = threading.Event()
+    first_flush, second_flush = threading.Event(), threading.Event()
 
     def flush() -> None:
         flushes.append(query(db, "SELECT count(*) FROM instance")[0][0])
         if len(flushes) == 1:
             first_flush.set()
             time.sleep(0.2)  # the first batch's flush is slow; the rest queue behind
+        else:
+            second_flush.set()
 
     async def main() -> None:
         async with await Index.open(db, flush=flush) as index:
@@ -283,8 +288,9 @@ def test_the_writer_commits_the_next_batch_while_the_loop_is_busy(tmp_path: Path
             assert await asyncio.to_thread(first_flush.wait, 5)
             rest = [asyncio.create_task(index.add(make_instance(n))) for n in (2, 3)]
             await asyncio.sleep(0)  # queued
-            # Block the loop on purpose: nobody resolves futures or starts batches.
-            time.sleep(0.5)  # noqa: ASYNC251
+            # Block the loop on purpose (a blocking wait, however long the machine
+            # takes): nobody on the loop resolves futures or starts batches.
+            assert second_flush.wait(10)
             # Both batches were committed and flushed while the loop was blocked.
             assert flushes == [1, 3]
             await asyncio.gather(first, *rest)

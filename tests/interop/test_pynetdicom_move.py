@@ -38,7 +38,8 @@ class SlowScp:
 
     def __init__(self, port: int) -> None:
         self.received: list[str] = []
-        self.associations: set[int] = set()
+        #: Each sub-association by its peer's (address, port): an id() may be reused.
+        self.associations: set[tuple[str, int]] = set()
         self.most_at_once = 0
         self._now = 0
         self._lock = threading.Lock()
@@ -54,7 +55,8 @@ class SlowScp:
         with self._lock:
             self._now += 1
             self.most_at_once = max(self.most_at_once, self._now)
-            self.associations.add(id(event.assoc))
+            remote = event.assoc.remote
+            self.associations.add((remote["address"], remote["port"]))
         time.sleep(STORE_DELAY)
         with self._lock:
             self._now -= 1

@@ -67,6 +67,8 @@ class Channel:
     most_in_flight: int = 0
     #: After this many stores the association fails (C-MOVE: the peer aborts).
     abort_after: int | None = None
+    #: Sub-operations begun once the cancel had been set (none should be).
+    begun_after_cancel: list[str] = field(default_factory=list)
 
     def store_contexts(self) -> Sequence[Context]:
         return self.contexts
@@ -80,6 +82,8 @@ class Channel:
     ) -> CStoreRsp:
         if len(self.received) == self.abort_after:
             raise SubAssociationError("the peer aborted")
+        if self.cancel is not None and self.cancel.requested:
+            self.begun_after_cancel.append(command.affected_sop_instance_uid)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         data = b"".join([bytes(c) async for c in chunks])

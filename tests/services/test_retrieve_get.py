@@ -291,6 +291,7 @@ def test_get_cancelled_with_a_window_counts_what_was_in_flight(
     assert status == 0xFE00
     assert completed == len(channel.received)
     assert 2 <= completed <= 4  # the two, and those in flight beside them
+    assert channel.begun_after_cancel == []
     assert remaining == 5 - completed
     assert (failed, warning) == (0, 0)
 
