@@ -46,6 +46,7 @@ from tests.services.retrievehelpers import (
     indexed,
     retrieve_request,
 )
+from tests.store.helpers import evict
 
 
 def get(
@@ -132,15 +133,10 @@ def test_files_are_read_on_the_loop_only_when_cached(
     pool (never a wait for the disk on the loop). The bytes are the same either way."""
     root, stored = corpus_files
     for item in stored:
-        fd = os.open(root / item.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            if evicted:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            else:
-                os.read(fd, 1 << 20)  # in the cache, whatever ran before
-        finally:
-            os.close(fd)
+        if evicted:
+            evict(root / item.path)
+        else:
+            (root / item.path).read_bytes()  # in the cache, whatever ran before
     reads: list[tuple[str, bool]] = []  # (how, on the loop's thread)
     for name in ("first_read", "first_cached"):
         real = getattr(DatasetReader, name)
@@ -445,13 +441,9 @@ def test_cancelled_read_closes_the_file_after_the_read(
     monkeypatch.setattr(DatasetReader, "next_cached", lambda self: None)
     started, gate = threading.Event(), threading.Event()
 
-    class GatedFiles(Files):
+    class GatedFiles(PoolFiles):
         """Runs calls in a real thread pool; the first chunk after the first one
         waits for ``gate``."""
-
-        def __init__(self, root: Path, pool: ThreadPoolExecutor) -> None:
-            super().__init__(root)
-            self.pool = pool
 
         async def run(self, fn: Callable[..., T], *args: object) -> T:
             def call() -> T:
@@ -463,7 +455,7 @@ def test_cancelled_read_closes_the_file_after_the_read(
                     return result
                 return fn(*args)
 
-            return await asyncio.get_running_loop().run_in_executor(self.pool, call)
+            return await super().run(call)
 
     row = InstanceRow(
         source.attrs.sop_instance_uid,

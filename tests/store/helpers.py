@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import socket
 import sqlite3
@@ -411,3 +412,13 @@ def fixed_port() -> int:
 needs_syncfs = pytest.mark.skipif(
     load_syncfs() is None, reason="no reliable syncfs here (Linux 5.8+): flush = file"
 )
+
+
+def evict(path: Path) -> None:
+    """Take ``path`` out of the page cache: flushed first, its clean pages then dropped."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)

@@ -17,7 +17,7 @@ import errno
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -28,16 +28,39 @@ from pynetdicom.dsutils import encode
 from archive.config import parse_config
 from archive.dicom.uids import EXPLICIT_VR_LE
 from archive.node import Storage
+from archive.services.store import Outcome
 from archive.store import FileStore, relative_path
 from tests.store.helpers import make_dataset
+
+
+def _encoded(ds: Any) -> bytes:
+    """The data set as an SCU puts it on the wire (Explicit VR Little Endian)."""
+    data = encode(ds, False, True)
+    assert data is not None
+    return data
+
+
+def _ingest(storage: Storage, ds: Any, data: bytes) -> Coroutine[Any, Any, Outcome]:
+    """The node's ingest of ``data`` (``ds`` encoded) in one fragment, as from MODALITY."""
+    assert storage.ingest is not None
+
+    async def fragments() -> AsyncIterator[memoryview]:
+        yield memoryview(data)
+
+    return storage.ingest.ingest(
+        sop_class_uid=str(ds.SOPClassUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        transfer_syntax=EXPLICIT_VR_LE,
+        source_ae="MODALITY",
+        fragments=fragments(),
+    )
 
 
 def test_a_store_cancelled_while_its_commit_is_queued_keeps_file_and_row(tmp_path: Path) -> None:
     root = tmp_path / "data"
     config = parse_config(f'[node]\ndata_dir = "{root}"\n')
     ds = make_dataset(pixel_bytes=2_000)
-    data = encode(ds, False, True)
-    assert data is not None
+    data = _encoded(ds)
     uid = str(ds.SOPInstanceUID)
 
     async def main() -> list[tuple[str, int]]:
@@ -55,18 +78,7 @@ def test_a_store_cancelled_while_its_commit_is_queued_keeps_file_and_row(tmp_pat
             probe = asyncio.ensure_future(storage.index._writer.on_connection(stall))
             await asyncio.get_running_loop().run_in_executor(None, stalled.wait, 10)
 
-            async def fragments() -> AsyncIterator[memoryview]:
-                yield memoryview(data)
-
-            store = asyncio.ensure_future(
-                storage.ingest.ingest(
-                    sop_class_uid=str(ds.SOPClassUID),
-                    sop_instance_uid=uid,
-                    transfer_syntax=EXPLICIT_VR_LE,
-                    source_ae="MODALITY",
-                    fragments=fragments(),
-                )
-            )
+            store = asyncio.ensure_future(_ingest(storage, ds, data))
             writer_queue = storage.index._writer._queue
             for _ in range(1000):  # until the file is placed and its add queued
                 if writer_queue.qsize():
@@ -108,36 +120,16 @@ def test_a_replacement_whose_old_version_cannot_go_is_stored(
     second.PatientName = "Other^Content"
     uid = str(first.SOPInstanceUID)
 
-    async def store(storage: Storage, data: bytes) -> int:
-        assert storage.ingest is not None
-
-        async def fragments() -> AsyncIterator[memoryview]:
-            yield memoryview(data)
-
-        outcome = await storage.ingest.ingest(
-            sop_class_uid=str(first.SOPClassUID),
-            sop_instance_uid=uid,
-            transfer_syntax=EXPLICIT_VR_LE,
-            source_ae="MODALITY",
-            fragments=fragments(),
-        )
-        return outcome.status
-
     def failing(self: FileStore, uid: str, keep: str) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    def encoded(ds: Any) -> bytes:
-        data = encode(ds, False, True)
-        assert data is not None
-        return data
 
     async def main() -> None:
         storage = await Storage(config).open()
         try:
-            assert await store(storage, encoded(first)) == 0
+            assert (await _ingest(storage, first, _encoded(first))).status == 0
             with monkeypatch.context() as patch:
                 patch.setattr(FileStore, "_remove_other_versions_sync", failing)
-                assert await store(storage, encoded(second)) == 0
+                assert (await _ingest(storage, second, _encoded(second))).status == 0
         finally:
             await storage.close()
 
@@ -145,7 +137,7 @@ def test_a_replacement_whose_old_version_cannot_go_is_stored(
     with closing(sqlite3.connect(root / "index.sqlite")) as conn:
         ((path,),) = conn.execute("SELECT path FROM instance").fetchall()
     assert path != relative_path(uid)  # the replacement, beside the first version
-    assert (root / path).read_bytes().endswith(encoded(second))
+    assert (root / path).read_bytes().endswith(_encoded(second))
     assert (root / relative_path(uid)).exists()  # left, as the log says
     assert [p for p in (root / "tmp").iterdir() if p.name.endswith(".part")]  # the marker
 
@@ -154,6 +146,6 @@ def test_a_replacement_whose_old_version_cannot_go_is_stored(
         await storage.close()
 
     asyncio.run(asyncio.wait_for(reopen(), 30))
-    assert (root / path).read_bytes().endswith(encoded(second))
+    assert (root / path).read_bytes().endswith(_encoded(second))
     assert not (root / relative_path(uid)).exists()
     assert [p for p in (root / "tmp").iterdir() if p.name.endswith(".part")] == []

@@ -18,6 +18,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from archive.dicom.filemeta import FileMeta, encode_file_meta
 from archive.store import DatasetReader, scan
+from tests.store.helpers import evict
 
 needs_nowait = pytest.mark.skipif(
     not hasattr(os, "RWF_NOWAIT"), reason="no preadv RWF_NOWAIT on this platform"
@@ -36,15 +37,6 @@ def _file(tmp_path: Path, size: int) -> tuple[Path, bytes]:
     path = tmp_path / "f.dcm"
     path.write_bytes(meta + dataset)
     return path, dataset
-
-
-def _evict(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def _read_all(reader: DatasetReader, *, cached: bool) -> tuple[bytes, int]:
@@ -91,7 +83,7 @@ def test_a_cached_file_is_read_without_blocking(tmp_path: Path, size: int) -> No
 @needs_nowait
 def test_an_evicted_file_is_left_to_the_blocking_read(tmp_path: Path) -> None:
     path, dataset = _file(tmp_path, 300_000)
-    _evict(path)
+    evict(path)
     reader = DatasetReader(path, chunk=65536)
     reader.open()
     try:
@@ -145,7 +137,7 @@ def test_read_cached_and_its_twin_agree(tmp_path: Path) -> None:
                 read_cached(fd, 0, 0),
                 read_cached(closed, 0, 10),
             ]
-            _evict(path)
+            evict(path)
             got.append(read_cached(fd, 0, len(whole)))  # would wait for the disk
             for bad in ((-1, 10), (0, -1)):
                 with pytest.raises(ValueError, match="negative"):
