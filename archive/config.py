@@ -42,6 +42,7 @@ A complete file with every default::
     durability = "strict"
     flush = "batch"
     duplicates = "keep"
+    cache_new_files = false
 
     [query]
     max_matches = 10000
@@ -235,11 +236,20 @@ class StoreConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
             that rewrites nothing): "keep" (default) keeps the instance held and
             answers Success; "replace" stores the new one in its place;
             "reject" answers 0x0111 Duplicate SOP Instance.
+        cache_new_files: keep the pages of a newly stored file of 64 KiB or
+            more in the page cache once it is durable. false (default): they
+            are dropped then, clean, so that ingest reuses that memory instead
+            of growing the cache with write-once data; on a virtual machine
+            whose host takes free memory back, fresh pages cost a host fault
+            each (~1.2 ms of CPU per 0.5 MB file, measured). true: a site that
+            reads studies back right after they arrive keeps them cached.
+            Only under "strict" (under "fast" the pages are still dirty).
     """
 
     durability: str = "strict"
     flush: str = "batch"
     duplicates: str = "keep"
+    cache_new_files: bool = False
 
 
 class QueryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -47,7 +47,10 @@ class Storage:
         self.root = Path(config.node.data_dir)
         strict = config.store.durability == "strict"
         self.files = FileStore(
-            self.root, durable=strict, batched=strict and config.store.flush == "batch"
+            self.root,
+            durable=strict,
+            batched=strict and config.store.flush == "batch",
+            cache_new_files=config.store.cache_new_files,
         )
         self.index: Index | None = None
         self.ingest: Ingest | None = None

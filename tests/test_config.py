@@ -22,6 +22,7 @@ from archive.config import (
 )
 from archive.dicom import uids
 from archive.errors import ConfigError
+from archive.node import Storage
 from archive.peers import merge_peers, parse_peer, resolve_peer
 
 FULL = """\
@@ -253,6 +254,11 @@ def test_bad_toml_names_the_source(tmp_path: Path) -> None:
             "expected a boolean (true or false), got a string",
         ),
         ("[query]\nmax_matches = 1.5", "query.max_matches", "expected an integer, got a number"),
+        (
+            "[store]\ncache_new_files = 1",
+            "store.cache_new_files",
+            "expected a boolean (true or false), got an integer",
+        ),
         (
             "[query]\nlimit = 5",
             "query.limit",
@@ -518,6 +524,20 @@ def test_store_defaults() -> None:
     store = Config().store
     assert (store.durability, store.flush, store.duplicates) == ("strict", "batch", "keep")
     assert parse_config('[store]\nflush = "file"\n').store.flush == "file"
+    assert store.cache_new_files is False
+    assert parse_config("[store]\ncache_new_files = true\n").store.cache_new_files is True
+
+
+@pytest.mark.parametrize(
+    ("text", "dropped"),
+    [
+        ("", True),
+        ("[store]\ncache_new_files = true\n", False),
+        ('[store]\ndurability = "fast"\n', False),  # dirty pages: nothing to drop
+    ],
+)
+def test_the_store_drops_new_files_from_the_cache_as_configured(text: str, dropped: bool) -> None:
+    assert Storage(parse_config(text)).files.drop_released is dropped
 
 
 # --- [query], [retrieve] ----------------------------------------------------------

@@ -38,6 +38,7 @@ from archive.dicom.uids import (
 from archive.index import StoredInstance
 from archive.net import Timeouts, associate
 from archive.store import relative_path
+from archive.store.scan import read_cached_py
 from archive.store.sync import load_syncfs
 from tests.conftest import RunningNode
 from tests.interop.conftest import archive_command, stop, wait_listening
@@ -422,3 +423,20 @@ def evict(path: Path) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+
+
+def cached_pages(path: Path) -> tuple[int, int]:
+    """(pages of ``path`` in the page cache, pages in all), probed page by page with
+    reads that never wait for the disk (``RWF_NOWAIT``)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    size = path.stat().st_size
+    total = (size + page - 1) // page
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        cached = sum(
+            read_cached_py(fd, i * page, min(page, size - i * page)) is not None
+            for i in range(total)
+        )
+    finally:
+        os.close(fd)
+    return cached, total

@@ -26,7 +26,7 @@ from archive.store import (
 )
 from archive.store.files import MAX_QUEUED, WRITE_BEHIND
 from archive.store.sync import load_syncfs, reports_errors
-from tests.store.helpers import needs_syncfs
+from tests.store.helpers import cached_pages, needs_syncfs
 
 FLUSH_SIZE = MAX_QUEUED  # sizes below are in units of what may queue behind a write
 
@@ -130,6 +130,53 @@ def test_write_finish_place_release(store: FileStore) -> None:
     assert Path(store.path(relative)).read_bytes() == META + body
     assert writer.size == len(META) + len(body)
     assert parts(store) == []
+
+
+@pytest.mark.parametrize(
+    ("durable", "batched", "cache_new_files", "size", "dropped"),
+    [
+        (True, True, False, 3 * WRITE_BEHIND, True),  # the default: strict, batch
+        (True, False, False, 3 * WRITE_BEHIND, True),  # strict, flush = "file"
+        (True, True, True, 3 * WRITE_BEHIND, False),  # cache_new_files = true
+        (True, True, False, WRITE_BEHIND // 2, False),  # a few pages: not worth it
+        (False, False, False, 3 * WRITE_BEHIND, False),  # fast: the pages are dirty
+    ],
+)
+def test_release_drops_a_durable_files_pages(
+    tmp_path: Path, durable: bool, batched: bool, cache_new_files: bool, size: int, dropped: bool
+) -> None:
+    """Once durable and released, a file of WRITE_BEHIND or more leaves the page cache,
+    unless the store keeps new files cached; the bytes on disk are all there."""
+    store = FileStore(
+        tmp_path / "data", durable=durable, batched=batched, cache_new_files=cache_new_files
+    )
+    chunks = fragments(size, 16384)
+
+    async def go() -> Path:
+        writer = store.begin(UID, META)
+        for chunk in chunks:
+            await writer.write(memoryview(chunk))
+        assert await writer.finish_and_place()
+        await store.run(store.flush_all)  # what the index's group commit does
+        final = Path(store.path(writer.relative))
+        cached, total = cached_pages(final)
+        assert cached == total  # written moments ago: all cached until released
+        await asyncio.wrap_future(writer.release())
+        return final
+
+    run(store.open)
+    try:
+        final = run(go)
+        cached, total = cached_pages(final)
+        if dropped:
+            # Advice, not a command: Linux skips a folio it cannot lock at once.
+            assert cached <= total // 4, (cached, total)
+        else:
+            assert cached == total
+        assert final.read_bytes() == META + b"".join(chunks)
+        assert parts(store) == []
+    finally:
+        store.close()
 
 
 def test_writes_go_to_disk_behind_the_receiver(store: FileStore) -> None:
