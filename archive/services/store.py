@@ -1,7 +1,7 @@
 """Storage Service Class SCP: C-STORE (PS3.4 Annex B), and the ingest path behind it.
 
 :class:`Ingest` takes one instance as a stream of data set fragments and makes it
-durable: the file written (behind the receiver, see ``archive/store/files.py``),
+durable: the file written (behind the receiver, see ``archive/store/writer.py``),
 linked into place and flushed, the index row committed (group commit), and only
 then a status. ``archive import`` uses the same path, so the network and the
 offline importer follow one set of rules.

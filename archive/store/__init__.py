@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from archive.store.errors import AlreadyStored, DataFolderInUse, StoreError
-from archive.store.files import INSTANCES, FileStore, FileWriter, InFlight, relative_path, safe_uid
+from archive.store.files import INSTANCES, FileStore, InFlight, relative_path, safe_uid
 from archive.store.scan import DatasetReader, ScannedFile, read_meta, scan_file
+from archive.store.writer import FileWriter
 
 __all__ = [
     "INSTANCES",

@@ -6,7 +6,7 @@ row, and the node must go on serving. Disk full is a real 2 MiB tmpfs when this
 sandbox lets us mount one (we run as root), and fault injection besides: the
 in-process node runs in a thread of the test process, so patching ``os.writev``,
 ``os.fsync`` and ``os.link`` reaches its I/O pool. The patches are process-wide
-(archive.store.files calls them through the ``os`` module), so each one fails only
+(archive/store/ calls them through the ``os`` module), so each one fails only
 for the store's own part files, found by their /proc/self/fd link.
 """
 
@@ -30,7 +30,7 @@ from archive.dicom.uids import EXPLICIT_VR_LE
 from archive.dicom.ul.pdu import AAssociateAc
 from archive.index import Index, IndexWriteError
 from archive.net import associate
-from archive.store import files
+from archive.store import files, writer
 from tests.conftest import RunningNode
 from tests.net.rawpeer import RawPeer, abort_bytes, p_data_pdu, wait_until
 from tests.store.helpers import (
@@ -219,20 +219,28 @@ def test_enospc_on_link(node: RunningNode, monkeypatch: pytest.MonkeyPatch) -> N
     still_serving(node, stored=0)
 
 
-def test_directory_fsync_error(node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """flush = "file": EIO flushing the directory after the link gives 0xA700, and
-    the linked file is removed (not left at its final path with no row)."""
+@pytest.mark.parametrize("module", [files, writer], ids=["new folder", "after the link"])
+def test_directory_fsync_error(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch, module: object
+) -> None:
+    """flush = "file": EIO flushing a directory under instances/, the parent of a new
+    fan-out folder (files.py) or the folder of the file just linked (writer.py),
+    gives 0xA700, and the linked file is removed (not left at its final path with
+    no row)."""
     node = node_factory(toml='[store]\nflush = "file"\n')
     real = files._fsync_dir
+    failed: list[Path] = []
 
     def fsync_dir(path: Path) -> None:
         if "instances" in str(path):
+            failed.append(path)
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real(path)
 
-    monkeypatch.setattr(files, "_fsync_dir", fsync_dir)
+    monkeypatch.setattr(module, "_fsync_dir", fsync_dir)
     item = Item.of(make_dataset(pixel_bytes=5000), EXPLICIT_VR_LE)
     assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
+    assert failed  # the patched flush was the one that failed
     monkeypatch.undo()
     # The same instance sent again once the disk is healthy is stored.
     assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [SUCCESS]

@@ -1,4 +1,4 @@
-"""archive/store/files.py in isolation: FileWriter, in-flight markers, paths."""
+"""archive/store/files.py and writer.py in isolation: FileWriter, in-flight markers, paths."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from archive.store import (
     relative_path,
     safe_uid,
 )
-from archive.store.files import MAX_QUEUED, WRITE_BEHIND
 from archive.store.sync import load_syncfs, reports_errors
+from archive.store.writer import MAX_QUEUED, WRITE_BEHIND
 from tests.store.helpers import cached_pages, needs_syncfs
 
 FLUSH_SIZE = MAX_QUEUED  # sizes below are in units of what may queue behind a write
