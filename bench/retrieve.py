@@ -11,7 +11,8 @@ four run side by side while the rounds rotate among them:
   ``storescp --fork`` (TCP_NODELAY=1) writing into a tmpfs folder, the same destination
   for every server; after each move its files are counted (must be 300) and removed.
 - C-GET of the study on the caller's association: our SCU (``ClientAssociation.get``)
-  whose C-STORE handler reads every fragment, counts the bytes and answers Success.
+  whose C-STORE handler reads every fragment, counts the bytes and answers Success,
+  run as ``archive get`` runs (``archive.net.run``: uvloop, the allocator set up).
 
 The clock runs from the C-MOVE/C-GET-RQ to the final response (the associations are
 opened before); instances/s and MB/s (10^6 bytes of files) per round, the median shown.
@@ -20,7 +21,6 @@ opened before); instances/s and MB/s (10^6 bytes of files) per round, the median
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import shutil
@@ -38,7 +38,7 @@ from common import DCMTK_ENV, HOST, Child, machine, markdown_table, publish, run
 
 from archive.dicom.dimse import CStoreRq
 from archive.dicom.ul.pdu import RoleSelection
-from archive.net import Timeouts
+from archive.net import Timeouts, run
 
 #: One study of 300 instances in three series (uid digit 3: apart from the other kinds).
 STUDY = datasets.Kind("ctstudy", 3, 512, 512, studies=1, series_per_study=3)
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 order = chosen[turn % len(chosen) :] + chosen[: turn % len(chosen)]
                 for peer in order:
                     result, child = results[peer.name], children[peer.name]
-                    seconds, problem = asyncio.run(c_move(child.port, peer.called_ae))
+                    seconds, problem = run(c_move(child.port, peer.called_ae))
                     arrived = _dest_files(dest_dir)
                     _clear(dest_dir)
                     if not problem and arrived != INSTANCES:
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         result.problems.append(problem)
                     else:
                         result.move.append(seconds)
-                    get_seconds, get_problem = asyncio.run(c_get(child.port, peer.called_ae))
+                    get_seconds, get_problem = run(c_get(child.port, peer.called_ae))
                     if get_problem:
                         result.problems.append(get_problem)
                     else:
