@@ -18,7 +18,8 @@
  * Its pure-Python twin, archive/store/place.py, gives identical results; the
  * tests hold both to that (tests/store/test_place.py).
  *
- * read_cached(fd, offset, size): see below; twin in archive/store/scan.py.
+ * read_cached(fd, offset, size): see below; twin in archive/store/scan.py (the
+ * same results; only the C function also spares a miss its readahead).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,10 +27,20 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+/* cachestat(2), Linux 6.5+; older C libraries lack the number and the structs. */
+#if !defined(__NR_cachestat) && defined(__x86_64__)
+#define __NR_cachestat 451
+#endif
+#if !defined(__NR_cachestat) && defined(__aarch64__)
+#define __NR_cachestat 451
+#endif
 
 #ifndef IOV_MAX
 #define IOV_MAX 1024
@@ -212,6 +223,46 @@ done:
     return result;
 }
 
+#ifdef __NR_cachestat
+struct archive_cachestat_range {
+    uint64_t off;
+    uint64_t len;
+};
+
+struct archive_cachestat {
+    uint64_t nr_cache;
+    uint64_t nr_dirty;
+    uint64_t nr_writeback;
+    uint64_t nr_evicted;
+    uint64_t nr_recently_evicted;
+};
+
+/* Set once cachestat answered ENOSYS (kernel before 6.5): not asked again. */
+static int cachestat_missing = 0;
+
+/* 0 if some page of [offset, offset + size) is known not to be in the page
+ * cache; 1 otherwise (all there, or cachestat cannot tell). Never reads. */
+static int
+maybe_all_cached(int fd, long long offset, Py_ssize_t size)
+{
+    if (cachestat_missing)
+        return 1;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0)
+        return 1;
+    struct archive_cachestat_range range = {(uint64_t)offset, (uint64_t)size};
+    struct archive_cachestat stat = {0, 0, 0, 0, 0};
+    if (syscall(__NR_cachestat, fd, &range, &stat, 0) != 0) {
+        if (errno == ENOSYS)
+            cachestat_missing = 1;
+        return 1; /* EPERM, EBADF, ...: preadv2 decides */
+    }
+    uint64_t first = (uint64_t)offset / (uint64_t)page;
+    uint64_t last = ((uint64_t)offset + (uint64_t)size - 1) / (uint64_t)page;
+    return stat.nr_cache >= last - first + 1;
+}
+#endif
+
 /* read_cached(fd, offset, size) -> bytes | None
  *
  *   The `size` bytes at `offset`, if the page cache holds them all: preadv2 with
@@ -219,6 +270,12 @@ done:
  *   when only part was cached, or on any error: the caller then reads in the
  *   I/O pool, where an error is reported. The bytes object is filled in place
  *   (no zeroed buffer first), with the GIL released during the copy.
+ *
+ *   Where cachestat(2) exists (Linux 6.5+), it is asked first: a preadv2 that
+ *   misses still starts the readahead of what it lacks, in the caller's thread
+ *   (0.1-0.2 ms for 0.5 MB here, page allocation included), and the caller is
+ *   the event loop. Same results as without it; the readahead is left to the
+ *   blocking read that follows, in the pool.
  */
 static PyObject *
 read_cached(PyObject *Py_UNUSED(module), PyObject *args)
@@ -235,6 +292,10 @@ read_cached(PyObject *Py_UNUSED(module), PyObject *args)
     if (size == 0)
         return PyBytes_FromStringAndSize(NULL, 0); /* nothing to wait for */
 #ifdef RWF_NOWAIT
+#ifdef __NR_cachestat
+    if (!maybe_all_cached(fd, offset, size))
+        Py_RETURN_NONE;
+#endif
     PyObject *block = PyBytes_FromStringAndSize(NULL, size);
     if (block == NULL)
         return NULL;

@@ -122,8 +122,8 @@ class DatasetReader:
         want = min(self._left, self.chunk)
         block = read_cached(self._fd, self._offset, want)
         if block is None:
-            # Not cached (the miss started its readahead), or no RWF_NOWAIT on this
-            # filesystem: the blocking reads do the rest, no more misses.
+            # Not cached, or no RWF_NOWAIT on this filesystem: the blocking reads
+            # do the rest, no more misses.
             self._try_cache = False
             return None
         return self._advance(block, want, close=False)
@@ -176,7 +176,10 @@ def read_cached_py(fd: int, offset: int, size: int) -> bytes | None:
     Never waits for the disk (``RWF_NOWAIT``): None when it would have, when only
     part is cached, on any error (the caller's blocking read reports it), and
     where the flag does not exist. The twin of ``archive._native.read_cached``,
-    which fills the bytes in place instead of a zeroed buffer copied after.
+    which fills the bytes in place instead of a zeroed buffer copied after, and
+    asks cachestat(2) first where it exists (Linux 6.5+): a preadv2 that misses
+    starts the readahead of what it lacks in the calling thread (0.1-0.2 ms for
+    0.5 MB here), and this is called on the event loop. The results are the same.
     """
     if offset < 0 or size < 0:
         raise ValueError("negative offset or size")

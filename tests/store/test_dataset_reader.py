@@ -12,13 +12,14 @@ import os
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
 from archive.dicom.filemeta import FileMeta, encode_file_meta
 from archive.store import DatasetReader, scan
-from tests.store.helpers import evict
+from tests.store.helpers import cachestat, evict, needs_cachestat
 
 needs_nowait = pytest.mark.skipif(
     not hasattr(os, "RWF_NOWAIT"), reason="no preadv RWF_NOWAIT on this platform"
@@ -148,6 +149,30 @@ def test_read_cached_and_its_twin_agree(tmp_path: Path) -> None:
     expected = [whole, whole[1000:6000], None, b"", None, None]
     for name, got in results.items():
         assert got == expected, name
+
+
+@needs_nowait
+@needs_cachestat
+def test_a_native_miss_starts_no_readahead(tmp_path: Path) -> None:
+    """The C read_cached asks cachestat first, so a miss on the event loop does not
+    start the readahead (page allocation and I/O submission) in the loop's thread;
+    the Python twin's preadv2 does. Same results either way."""
+    _native: Any = pytest.importorskip("archive._native")
+    path, _ = _file(tmp_path, 300_000)
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        evict(path)
+        assert cachestat(fd) == 0
+        assert _native.read_cached(fd, 0, size) is None
+        assert cachestat(fd) == 0  # nothing read, nothing on its way
+        assert scan.read_cached_py(fd, 0, size) is None
+        assert cachestat(fd)  # the twin's miss started the readahead
+        os.pread(fd, size, 0)
+        assert _native.read_cached(fd, 0, size) == path.read_bytes()
+        assert _native.read_cached(fd, 100, 1) == path.read_bytes()[100:101]
+    finally:
+        os.close(fd)
 
 
 @needs_nowait
