@@ -24,7 +24,9 @@ value, :data:`MAX_HELD` in all, and for Deflated one :data:`INFLATE_BLOCK` of in
 and one :data:`INFLATE_CHUNK` of output at a time.
 
 Values are kept as raw bytes and decoded once, in :meth:`HeaderReader.finish`, with
-the Specific Character Set (see :mod:`archive.dicom.charset`).
+the Specific Character Set (see :mod:`archive.dicom.charset`). A date in the
+ACR-NEMA form ``YYYY.MM.DD`` is indexed as ``YYYYMMDD`` (the file keeps what was
+sent); a time is kept as sent, and matched by its meaning (``query_match.py``).
 """
 
 from __future__ import annotations
@@ -94,20 +96,21 @@ _ALL_VRS = SHORT_VR_BYTES | LONG_VR_BYTES
 # How a wanted value is turned into a field (padding per PS3.5 6.2 and Table 6.2-1).
 _UI = 0  # trailing NUL padding; spaces tolerated at both ends
 _CS = 1  # default repertoire, leading and trailing spaces insignificant (CS, IS, ...)
-_DT = 2  # DA, TM: default repertoire, trailing space padding
+_DT = 2  # TM: default repertoire, trailing space padding
 _TEXT = 3  # SH, LO: Specific Character Set, leading and trailing spaces insignificant
 _PN = 4  # PN: Specific Character Set, component groups, trailing spaces
 _IS = 5  # IS -> int, None when not one integer in the IS range
 _USHORT = 6  # US -> int
+_DA = 7  # DA: as TM, and an ACR-NEMA YYYY.MM.DD is indexed as YYYYMMDD
 
 #: Wanted tags -> (field of InstanceAttributes, kind), ascending, PS3.6 Table 6-1.
 _WANTED: dict[int, tuple[str, int]] = {
     SPECIFIC_CHARACTER_SET: ("specific_character_set", _CS),
     0x00080016: ("sop_class_uid", _UI),
     0x00080018: ("sop_instance_uid", _UI),
-    0x00080020: ("study_date", _DT),
-    0x00080021: ("series_date", _DT),
-    0x00080023: ("content_date", _DT),
+    0x00080020: ("study_date", _DA),
+    0x00080021: ("series_date", _DA),
+    0x00080023: ("content_date", _DA),
     0x00080030: ("study_time", _DT),
     0x00080031: ("series_time", _DT),
     0x00080033: ("content_time", _DT),
@@ -119,7 +122,7 @@ _WANTED: dict[int, tuple[str, int]] = {
     0x00100010: ("patient_name", _PN),
     0x00100020: ("patient_id", _TEXT),
     0x00100021: ("issuer_of_patient_id", _TEXT),
-    0x00100030: ("patient_birth_date", _DT),
+    0x00100030: ("patient_birth_date", _DA),
     0x00100040: ("patient_sex", _CS),
     0x00180015: ("body_part_examined", _CS),
     0x0020000D: ("study_instance_uid", _UI),
@@ -505,11 +508,23 @@ class HeaderReader:
                 fields[name] = byte_order.unpack_from(raw)[0] if len(raw) >= 2 else None
             elif kind == _DT:
                 fields[name] = raw.rstrip(b" \0").decode("latin_1")
+            elif kind == _DA:
+                fields[name] = _date(raw.rstrip(b" \0").decode("latin_1"))
             elif tag == SPECIFIC_CHARACTER_SET:
                 fields[name] = "\\".join(terms) if any(terms) else ""
             else:  # _UI, _CS
                 fields[name] = raw.strip(b" \0").decode("latin_1")
         return InstanceAttributes(**fields)  # type: ignore[arg-type]
+
+
+def _date(value: str) -> str:
+    """A DA value as indexed: ``YYYY.MM.DD`` (ACR-NEMA, PS3.5 Table 6.2-1 note) as
+    ``YYYYMMDD``, the only form DICOM allows, so that it sorts and range-matches
+    with the others (the query keys are read the same way, ``query.py``); any
+    other value as it is."""
+    if len(value) == 10 and value[4] == value[7] == "." and value.replace(".", "").isdigit():
+        return value.replace(".", "")
+    return value
 
 
 def _integer_string(raw: bytes) -> int | None:

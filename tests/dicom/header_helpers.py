@@ -9,6 +9,7 @@ and ``test_header_properties``; holds no tests itself.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -100,6 +101,7 @@ def deflate(data: bytes) -> bytes:
 
 
 _INTS = {"series_number", "instance_number", "number_of_frames", "rows", "columns"}
+_DATES = {"study_date", "series_date", "content_date", "patient_birth_date"}
 _KEYWORDS = {
     name: "".join(part.capitalize() for part in name.split("_"))
     for name in InstanceAttributes.__struct_fields__
@@ -133,6 +135,8 @@ def expected(ds: Dataset) -> InstanceAttributes:
             fields[name] = ""
         elif isinstance(value, pydicom.multival.MultiValue):
             fields[name] = "\\".join(str(v) for v in value)
+        elif name in _DATES and re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", str(value)):
+            fields[name] = str(value).replace(".", "")  # ACR-NEMA: indexed as YYYYMMDD
         else:
             fields[name] = str(value)
     return InstanceAttributes(**fields)

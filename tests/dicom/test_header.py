@@ -198,6 +198,32 @@ def test_integer_string(raw: bytes, value: int | None) -> None:
     assert read(EXPLICIT, [data]).instance_number == value
 
 
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (b"2004.01.15", "20040115"),  # ACR-NEMA: indexed in the DICOM form
+        (b"2004.01.15 ", "20040115"),
+        (b"20040115", "20040115"),
+        (b"2004.1.15 ", "2004.1.15"),  # not the ACR-NEMA form: as it is
+        (b"2004.0a.15", "2004.0a.15"),
+        (b"", ""),
+    ],
+)
+def test_acr_nema_dates_are_indexed_in_the_dicom_form(raw: bytes, value: str) -> None:
+    data = minimal(
+        EXPLICIT,
+        element(0x00080020, "DA", raw),
+        element(0x00080021, "DA", raw),
+        element(0x00080023, "DA", raw),
+        element(0x00080030, "TM", b"10:15:30"),  # a time stays as sent
+        element(0x00100030, "DA", raw),
+    )
+    got = read(EXPLICIT, [data])
+    dates = (got.study_date, got.series_date, got.content_date, got.patient_birth_date)
+    assert dates == (value,) * 4
+    assert got.study_time == "10:15:30"
+
+
 @pytest.mark.parametrize("ts", [IMPLICIT, EXPLICIT, BIG, DEFLATED])
 def test_padding_and_us_per_transfer_syntax(ts: str) -> None:
     wire = EXPLICIT if ts == DEFLATED else ts

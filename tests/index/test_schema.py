@@ -11,6 +11,7 @@ import pytest
 from archive.index import Index, SchemaVersionError
 from archive.index.schema import Migration, apply_migrations, load_migrations, split_sql
 from tests.index import execute, make_instance, query, run
+from tests.index.test_find import _all, q
 
 TABLES = {"patient", "study", "study_sop_class", "series", "instance", "totals", "unflushed"}
 LATEST = len(load_migrations())
@@ -34,7 +35,7 @@ def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
         await index.close()
 
     run(main())
-    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(2,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(3,)]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
     names = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert names == TABLES
@@ -151,3 +152,47 @@ def test_open_rejects_bad_arguments(tmp_path: Path) -> None:
             await Index.open(tmp_path / "c.db", max_batch=0)
 
     run(main())
+
+
+def test_a_version_2_index_gets_its_acr_nema_dates_in_the_dicom_form(tmp_path: Path) -> None:
+    """Migration 0003: dates indexed as YYYY.MM.DD before header.py normalized them
+    become YYYYMMDD, so that a date range finds them; other values stay."""
+    db = tmp_path / "index.db"
+    old = {
+        "patient_birth_date": "1950.03.02",
+        "study_date": "2004.01.15",
+        "series_date": "2004.01.16",
+        "content_date": "2004.01.17",
+    }
+
+    async def make() -> None:
+        async with await Index.open(db) as index:
+            await index.add(make_instance(1, **old))
+            await index.add(make_instance(1, study="9.9", patient_id="P2", study_date="2004.1.5"))
+
+    run(make())
+    execute(db, "PRAGMA user_version = 2")
+
+    async def reopen() -> list[object]:
+        async with await Index.open(db) as index:
+            found = await _all(index.find(q("STUDY", ("StudyDate", "20040101-20040131"))))
+            return [record["StudyInstanceUID"] for record in found]
+
+    assert run(reopen()) == ["1.2.3"]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)]
+    assert query(db, "SELECT patient_birth_date FROM patient ORDER BY patient_id") == [
+        ("19500302",),
+        ("",),
+    ]
+    assert query(db, "SELECT study_date FROM study ORDER BY study_instance_uid") == [
+        ("20040115",),
+        ("2004.1.5",),  # not the ACR-NEMA form: left as it is
+    ]
+    assert query(db, "SELECT series_date FROM series ORDER BY series_instance_uid") == [
+        ("20040116",),
+        ("",),
+    ]
+    assert query(db, "SELECT content_date FROM instance ORDER BY sop_instance_uid") == [
+        ("20040117",),
+        ("",),
+    ]
