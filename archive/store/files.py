@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -80,6 +81,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("archive.store")
 
 #: What syncfs answers on a filesystem that does not implement it.
 _NO_SYNCFS = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
@@ -300,9 +303,14 @@ class FileStore:
             markers, self._released = self._released, []
             self._release_job = None
         for marker, drop_cache in markers:
-            if drop_cache:
-                _drop_cached(marker)
-            _unlink_quietly(marker)
+            try:
+                if drop_cache:
+                    _drop_cached(marker)
+                _unlink_quietly(marker)
+            except OSError as exc:
+                # Left behind, a marker only makes the next start check an
+                # instance already indexed; the others go all the same.
+                log.warning("in-flight marker %s not removed: %s", marker, exc)
 
     async def remove_other_versions(self, sop_instance_uid: str, keep: str) -> None:
         """Delete every file of this instance but ``keep`` (after a replacement)."""
@@ -344,8 +352,7 @@ def _drop_cached(path: str | Path) -> None:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
-    try:
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    with contextlib.suppress(OSError):
         os.close(fd)

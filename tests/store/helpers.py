@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import hashlib
+import mmap
 import os
 import platform
 import random
@@ -40,7 +41,6 @@ from archive.dicom.uids import (
 from archive.index import StoredInstance
 from archive.net import Timeouts, associate
 from archive.store import relative_path
-from archive.store.scan import read_cached_py
 from archive.store.sync import load_syncfs
 from tests.conftest import RunningNode
 from tests.interop.conftest import archive_command, stop, wait_listening
@@ -466,21 +466,49 @@ def _has_cachestat() -> bool:
 needs_cachestat = pytest.mark.skipif(not _has_cachestat(), reason="no cachestat(2) (Linux 6.5+)")
 
 
+def _mincore(fd: int, size: int) -> int:
+    """Pages of the open file ``fd`` (``size`` bytes) in the page cache, by mincore(2)
+    on a mapping never touched: nothing is read, no readahead starts."""
+    mmap_ = _LIBC.mmap
+    mmap_.restype = ctypes.c_void_p
+    mmap_.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long)  # fmt: skip
+    address = mmap_(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if address in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap failed")
+    try:
+        pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+        vector = (ctypes.c_ubyte * pages)()
+        if _LIBC.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vector) != 0:
+            raise OSError(ctypes.get_errno(), "mincore failed")
+        return sum(byte & 1 for byte in vector)
+    finally:
+        _LIBC.munmap(ctypes.c_void_p(address), ctypes.c_size_t(size))
+
+
 def cached_pages(path: Path) -> tuple[int, int]:
-    """(pages of ``path`` in the page cache, pages in all): by cachestat(2), else probed
-    page by page with reads that never wait for the disk (``RWF_NOWAIT``; a miss
-    starts readahead, so later probes may find pages that were not there)."""
-    page = os.sysconf("SC_PAGE_SIZE")
+    """(pages of ``path`` in the page cache, pages in all), by cachestat(2) or else
+    mincore(2): neither reads, so probing starts no readahead (a read with
+    ``RWF_NOWAIT`` would, and later probes would find pages that were not there)."""
     size = path.stat().st_size
-    total = (size + page - 1) // page
+    total = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
     fd = os.open(path, os.O_RDONLY)
     try:
         cached = cachestat(fd)
         if cached is None:
-            cached = sum(
-                read_cached_py(fd, i * page, min(page, size - i * page)) is not None
-                for i in range(total)
-            )
+            cached = _mincore(fd, size) if size else 0
     finally:
         os.close(fd)
     return cached, total
+
+
+def skip_unless_cache_drops(folder: Path) -> None:
+    """Skip a test that needs clean pages of ``folder``'s files to leave the page cache
+    on ``POSIX_FADV_DONTNEED`` (not so on tmpfs, whose pages are the files)."""
+    probe = folder / "cache-probe"
+    probe.write_bytes(b"x" * (4 * mmap.PAGESIZE))
+    evict(probe)
+    cached, _ = cached_pages(probe)
+    probe.unlink()
+    if cached:
+        pytest.skip(f"{folder}: its files' pages do not leave the page cache (tmpfs?)")
