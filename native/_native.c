@@ -34,12 +34,14 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* cachestat(2), Linux 6.5+; older C libraries lack the number and the structs. */
-#if !defined(__NR_cachestat) && defined(__x86_64__)
+/* cachestat(2), Linux 6.5+; older C libraries lack the number and the structs.
+ * 451 on the 64-bit ABIs named here (not x32, whose numbers differ). */
+#if defined(__linux__) && !defined(__NR_cachestat) &&                              \
+    ((defined(__x86_64__) && !defined(__ILP32__)) || defined(__aarch64__))
 #define __NR_cachestat 451
 #endif
-#if !defined(__NR_cachestat) && defined(__aarch64__)
-#define __NR_cachestat 451
+#if defined(__linux__) && defined(__NR_cachestat) && defined(RWF_NOWAIT)
+#define ARCHIVE_CACHESTAT 1
 #endif
 
 #ifndef IOV_MAX
@@ -223,7 +225,7 @@ done:
     return result;
 }
 
-#ifdef __NR_cachestat
+#ifdef ARCHIVE_CACHESTAT
 struct archive_cachestat_range {
     uint64_t off;
     uint64_t len;
@@ -275,7 +277,10 @@ maybe_all_cached(int fd, long long offset, Py_ssize_t size)
  *   misses still starts the readahead of what it lacks, in the caller's thread
  *   (0.1-0.2 ms for 0.5 MB here, page allocation included), and the caller is
  *   the event loop. Same results as without it; the readahead is left to the
- *   blocking read that follows, in the pool.
+ *   blocking read that follows, in the pool. Where cachestat is refused (EPERM:
+ *   a file the process does not own and cannot write, or a seccomp profile
+ *   older than the call) each read pays that failed call and preadv2 decides,
+ *   as without it; ENOSYS is remembered.
  */
 static PyObject *
 read_cached(PyObject *Py_UNUSED(module), PyObject *args)
@@ -292,7 +297,7 @@ read_cached(PyObject *Py_UNUSED(module), PyObject *args)
     if (size == 0)
         return PyBytes_FromStringAndSize(NULL, 0); /* nothing to wait for */
 #ifdef RWF_NOWAIT
-#ifdef __NR_cachestat
+#ifdef ARCHIVE_CACHESTAT
     if (!maybe_all_cached(fd, offset, size))
         Py_RETURN_NONE;
 #endif

@@ -168,6 +168,19 @@ def test_a_native_miss_starts_no_readahead(tmp_path: Path) -> None:
         assert cachestat(fd) == 0  # nothing read, nothing on its way
         assert scan.read_cached_py(fd, 0, size) is None
         assert cachestat(fd)  # the twin's miss started the readahead
+        # Cached in part: the first half, or all but the last page. This descriptor
+        # reads only what it asks for (FADV_RANDOM: no readahead of its own).
+        page = os.sysconf("SC_PAGE_SIZE")
+        for cached in (size // 2 // page * page, (size - 1) // page * page):
+            evict(path)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            os.pread(fd, cached, 0)
+            before = cachestat(fd)
+            assert before == cached // page
+            assert _native.read_cached(fd, 0, size) is None
+            assert cachestat(fd) == before, cached
+            assert _native.read_cached(fd, 0, cached) == path.read_bytes()[:cached]
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_NORMAL)
         os.pread(fd, size, 0)
         assert _native.read_cached(fd, 0, size) == path.read_bytes()
         assert _native.read_cached(fd, 100, 1) == path.read_bytes()[100:101]
