@@ -418,6 +418,8 @@ def expected_attributes(ds: Dataset, *, patient: bool = True) -> dict[str, objec
             out[name] = "=".join(value.components).rstrip("=")
         else:
             out[name] = "" if value is None else str(value).strip(" \0")
+        if name.endswith("_date") and re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", str(out[name])):
+            out[name] = str(out[name]).replace(".", "")  # ACR-NEMA: indexed as YYYYMMDD
     return out
 
 
