@@ -71,6 +71,7 @@ __all__ = [
     "HeaderReader",
     "InstanceAttributes",
     "check_store_request",
+    "normalized_date",
 ]
 
 #: A wanted value longer than this is refused: every wanted VR is at most 64
@@ -509,7 +510,7 @@ class HeaderReader:
             elif kind == _DT:
                 fields[name] = raw.rstrip(b" \0").decode("latin_1")
             elif kind == _DA:
-                fields[name] = _date(raw.rstrip(b" \0").decode("latin_1"))
+                fields[name] = normalized_date(raw.rstrip(b" \0").decode("latin_1"))
             elif tag == SPECIFIC_CHARACTER_SET:
                 fields[name] = "\\".join(terms) if any(terms) else ""
             else:  # _UI, _CS
@@ -517,14 +518,18 @@ class HeaderReader:
         return InstanceAttributes(**fields)  # type: ignore[arg-type]
 
 
-def _date(value: str) -> str:
-    """A DA value as indexed: ``YYYY.MM.DD`` (ACR-NEMA, PS3.5 Table 6.2-1 note) as
-    ``YYYYMMDD``, the only form DICOM allows, so that it sorts and range-matches
-    with the others (the query keys are read the same way, ``query.py``); any
-    other value as it is."""
-    if len(value) == 10 and value[4] == value[7] == "." and value.replace(".", "").isdigit():
-        return value.replace(".", "")
-    return value
+#: A DA in the retired ACR-NEMA form (PS3.5 Table 6.2-1, note): YYYY.MM.DD.
+_ACR_NEMA_DATE = re.compile(r"(\d{4})\.(\d{2})\.(\d{2})", re.ASCII)
+
+
+def normalized_date(value: str) -> str:
+    """A DA value in the only form DICOM allows: ``YYYY.MM.DD`` as ``YYYYMMDD``, any
+    other value as it is. Stored dates are indexed so (here) and query keys read
+    so (``query.py``), so that both sort and range-match alike."""
+    if "." not in value:
+        return value
+    match = _ACR_NEMA_DATE.fullmatch(value)
+    return "".join(match.groups()) if match else value
 
 
 def _integer_string(raw: bytes) -> int | None:

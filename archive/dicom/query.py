@@ -73,6 +73,7 @@ from archive.dicom.charset import (
 from archive.dicom.dataset import Element, encode_dataset
 from archive.dicom.dimse.status import Status
 from archive.dicom.errors import StatusError
+from archive.dicom.header import normalized_date
 from archive.dicom.query_keys import (
     KEYS,
     LEVEL_ORDER,
@@ -247,9 +248,7 @@ _TM_CEIL = {2: "5960.999999", 4: "60.999999", 6: ".999999"}
 
 
 def _date(text: str) -> str:
-    value = text.strip()
-    if len(value) == 10 and value[4] == value[7] == ".":
-        value = value.replace(".", "")  # ACR-NEMA YYYY.MM.DD
+    value = normalized_date(text.strip())  # ACR-NEMA YYYY.MM.DD accepted
     if not _DA.fullmatch(value):
         raise QueryError(f"invalid DA key value {text[:20]!r}", Status.CANNOT_UNDERSTAND)
     return value

@@ -206,6 +206,7 @@ def test_integer_string(raw: bytes, value: int | None) -> None:
         (b"20040115", "20040115"),
         (b"2004.1.15 ", "2004.1.15"),  # not the ACR-NEMA form: as it is
         (b"2004.0a.15", "2004.0a.15"),
+        ("2004.0\u00b2.15".encode("latin_1"), "2004.0\u00b2.15"),  # a digit to isdigit()
         (b"", ""),
     ],
 )

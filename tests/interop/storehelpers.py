@@ -45,6 +45,7 @@ from archive.dicom.uids import IMPLEMENTATION_CLASS_UID
 from archive.index import Index, InstanceRow, Stats, StoredInstance
 from archive.store import relative_path
 from tests.conftest import RunningNode, require_tool
+from tests.dicom.header_helpers import as_indexed_date
 from tests.interop.conftest import HOST, run_tool
 
 __all__ = [
@@ -418,8 +419,8 @@ def expected_attributes(ds: Dataset, *, patient: bool = True) -> dict[str, objec
             out[name] = "=".join(value.components).rstrip("=")
         else:
             out[name] = "" if value is None else str(value).strip(" \0")
-        if name.endswith("_date") and re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", str(out[name])):
-            out[name] = str(out[name]).replace(".", "")  # ACR-NEMA: indexed as YYYYMMDD
+        if name.endswith("_date"):
+            out[name] = as_indexed_date(str(out[name]))
     return out
 
 
