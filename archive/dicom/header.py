@@ -23,6 +23,16 @@ the transfer syntax (PS3.5 6.2.2). Memory is bounded by :data:`MAX_VALUE_LENGTH`
 value, :data:`MAX_HELD` in all, and for Deflated one :data:`INFLATE_BLOCK` of input
 and one :data:`INFLATE_CHUNK` of output at a time.
 
+The top-level sequences the index holds (:data:`archive.dicom.query_keys.SEQUENCE_KEYS`,
+for Sequence Matching) are the exception to "never parsed": their value bytes are
+gathered as they are walked (at most :data:`MAX_SEQUENCE_LENGTH` each; a longer one
+is stepped over and not indexed) and decoded in :meth:`HeaderReader.finish` by
+:func:`archive.dicom.dataset.decode_dataset`. Each is indexed as JSON text: a list
+of items, each an object of the item keys kept (keyword -> decoded text, or a list
+of items for a nested sequence), empty values left out; ``""`` when absent or
+empty. A sequence that does not decode is not indexed (the data set is stored as
+received, as any other sequence it holds).
+
 Values are kept as raw bytes and decoded once, in :meth:`HeaderReader.finish`, with
 the Specific Character Set (see :mod:`archive.dicom.charset`). A date in the
 ACR-NEMA form ``YYYY.MM.DD`` is indexed as ``YYYYMMDD`` (the file keeps what was
@@ -33,6 +43,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import msgspec
@@ -41,12 +52,15 @@ from archive.dicom import uids
 from archive.dicom.charset import (
     SPECIFIC_CHARACTER_SET,
     TEXT_DELIMITERS,
+    TEXT_VRS,
     decode_person_name,
     decode_text,
     python_codecs,
 )
+from archive.dicom.dataset import DatasetError, Element, decode_dataset
 from archive.dicom.dimse.status import Status
 from archive.dicom.errors import StatusError
+from archive.dicom.query_keys import SEQUENCE_KEYS, KeyInfo
 from archive.dicom.wire import (
     DEFLATED,
     EXPLICIT_BE,
@@ -66,6 +80,7 @@ __all__ = [
     "INFLATE_BLOCK",
     "INFLATE_CHUNK",
     "MAX_HELD",
+    "MAX_SEQUENCE_LENGTH",
     "MAX_VALUE_LENGTH",
     "HeaderError",
     "HeaderReader",
@@ -79,6 +94,10 @@ __all__ = [
 MAX_VALUE_LENGTH = 64 * 1024
 #: Bytes of wanted values held at once, all attributes together.
 MAX_HELD = 256 * 1024
+#: Bytes of one wanted sequence gathered at most (a few hundred is usual); a longer
+#: one is not indexed. Not counted in :data:`MAX_HELD`: with five wanted
+#: sequences, the reader holds at most 256 + 5 x 16 KiB.
+MAX_SEQUENCE_LENGTH = 16 * 1024
 #: Output bytes asked of the inflater per call for Deflated (PS3.5 A.5).
 INFLATE_CHUNK = 64 * 1024
 #: Deflated input is inflated in blocks of this size at fixed stream offsets.
@@ -135,7 +154,17 @@ _WANTED: dict[int, tuple[str, int]] = {
     0x00280010: ("rows", _USHORT),
     0x00280011: ("columns", _USHORT),
 }
-_LAST_WANTED = max(_WANTED)
+#: Wanted sequences -> field of InstanceAttributes (the JSON text of their items).
+_SEQUENCES: dict[int, str] = {
+    0x00081032: "procedure_code_sequence",
+    0x00101002: "other_patient_ids_sequence",
+    0x00400275: "request_attributes_sequence",
+    0x0040A043: "concept_name_code_sequence",
+    0x0040A504: "content_template_sequence",
+}
+assert _SEQUENCES.keys() == SEQUENCE_KEYS.keys()
+_LAST_WANTED = max(*_WANTED, *_SEQUENCES)
+_DECODE_AS = {IMPLICIT_LE: uids.IMPLICIT_VR_LE, EXPLICIT_LE: uids.EXPLICIT_VR_LE}
 
 _IS_VALUE = re.compile(rb"\s*([+-]?[0-9]{1,12})\s*")
 _IS_MIN, _IS_MAX = -(2**31), 2**31 - 1  # PS3.5 Table 6.2-1, IS
@@ -178,6 +207,12 @@ class InstanceAttributes(msgspec.Struct, frozen=True, kw_only=True):
     number_of_frames: int | None = None
     rows: int | None = None
     columns: int | None = None
+    # Sequences, as JSON text (see the module docstring); "" when absent or empty.
+    other_patient_ids_sequence: str = ""
+    procedure_code_sequence: str = ""
+    request_attributes_sequence: str = ""
+    concept_name_code_sequence: str = ""
+    content_template_sequence: str = ""
 
 
 class HeaderError(StatusError):
@@ -209,6 +244,8 @@ class HeaderReader:
 
     __slots__ = (
         "_buf",
+        "_capture",
+        "_capture_tag",
         "_deflated",
         "_depth",
         "_done",
@@ -217,6 +254,7 @@ class HeaderReader:
         "_inflater",
         "_mode",
         "_pending",
+        "_sequences",
         "_skip",
         "_un_depth",
         "_values",
@@ -246,6 +284,11 @@ class HeaderReader:
         self._un_depth = 0
         self._held = 0
         self._values: dict[int, bytes] = {}
+        # A wanted sequence of undefined length being gathered, and its tag.
+        self._capture: bytearray | None = None
+        self._capture_tag = 0
+        # Wanted sequences found: tag -> (encoding of their items, value length).
+        self._sequences: dict[int, tuple[int, int]] = {}
         self._done = False
         self._error: HeaderError | None = None
 
@@ -359,11 +402,13 @@ class HeaderReader:
         base = self._mode
         mode = IMPLICIT_LE if un_depth and depth >= un_depth else base
         tag_length, tag_vr_length, long_length = _STRUCTS[mode]
+        capture_from = 0  # where this fragment's part of a gathered sequence starts
         try:
             while pos < end:
                 if skip:
                     if skip >= end - pos:
                         skip -= end - pos
+                        pos = end
                         return
                     pos += skip
                     skip = 0
@@ -435,6 +480,24 @@ class HeaderReader:
                             un_depth = 1
                             mode = IMPLICIT_LE
                             tag_length, tag_vr_length, long_length = _STRUCTS[mode]
+                        if tag in _SEQUENCES and not self._done:
+                            self._sequences[tag] = (mode, length)
+                            self._capture, self._capture_tag = bytearray(), tag
+                            capture_from = pos
+                        continue
+                    if tag in _SEQUENCES and not self._done:
+                        if length <= MAX_SEQUENCE_LENGTH and tag not in values:
+                            # Items of an UN are Implicit VR LE, PS3.5 6.2.2.
+                            items_mode = IMPLICIT_LE if vr == b"UN" else mode
+                            self._sequences[tag] = (items_mode, length)
+                            if end - pos >= length:
+                                values[tag] = bytes(data[pos : pos + length])
+                                pos += length
+                            else:
+                                self._pending = tag
+                                want = length
+                        else:
+                            pos += length
                         continue
                     if self._done or tag not in wanted_tags or vr == b"SQ":
                         pos += length  # past end: the loop turns the excess into skip
@@ -467,6 +530,8 @@ class HeaderReader:
                             un_depth = 0
                             mode = base
                             tag_length, tag_vr_length, long_length = _STRUCTS[mode]
+                        if not depth and self._capture is not None:
+                            self._captured(data[capture_from:pos])
                     elif length == UNDEFINED_LENGTH:
                         raise _cannot_understand(f"(FFFE,{elem:04X}) of undefined length")
                     else:
@@ -482,11 +547,28 @@ class HeaderReader:
             if pos > end:  # a value skipped runs on into the next fragments
                 skip = pos - end
         finally:
+            if self._capture is not None:  # the sequence runs on past this fragment
+                self._capture += data[capture_from : min(pos, end)]
+                if len(self._capture) > MAX_SEQUENCE_LENGTH:
+                    self._capture = None  # too long to index: walked, not gathered
+                    del self._sequences[self._capture_tag]
             self._skip = skip
             self._want = want
             self._depth = depth
             self._un_depth = un_depth
             self._held = held
+
+    def _captured(self, tail: memoryview) -> None:
+        """The gathered sequence ends with ``tail``: keep it as the tag's value."""
+        capture = self._capture
+        assert capture is not None
+        capture += tail
+        tag = self._capture_tag
+        if len(capture) <= MAX_SEQUENCE_LENGTH:
+            self._values[tag] = bytes(capture)
+        else:
+            del self._sequences[tag]
+        self._capture = None
 
     # --- decoding ------------------------------------------------------------------
 
@@ -498,6 +580,10 @@ class HeaderReader:
         codecs = python_codecs(terms if any(terms) else [])
         fields: dict[str, str | int | None] = {}
         for tag, raw in values.items():
+            if tag in _SEQUENCES:
+                items_mode, length = self._sequences[tag]
+                fields[_SEQUENCES[tag]] = _sequence_json(tag, items_mode, length, raw, codecs)
+                continue
             name, kind = _WANTED[tag]
             if kind == _TEXT:
                 fields[name] = decode_text(raw.strip(b" \0"), codecs, TEXT_DELIMITERS)
@@ -516,6 +602,66 @@ class HeaderReader:
             else:  # _UI, _CS
                 fields[name] = raw.strip(b" \0").decode("latin_1")
         return InstanceAttributes(**fields)  # type: ignore[arg-type]
+
+
+def _sequence_json(
+    tag: int, items_mode: int, length: int, raw: bytes, codecs: Sequence[str]
+) -> str:
+    """The items of a wanted sequence as the index keeps them (module docstring).
+
+    ``raw`` is the value as received, ``length`` its length field (or undefined),
+    ``items_mode`` the encoding of its items. "" when it holds no item or does
+    not decode.
+    """
+    # The element re-framed with its own length, so decode_dataset reads the items.
+    structs = STRUCTS[items_mode]
+    if items_mode == IMPLICIT_LE:
+        head = structs.tag_length.pack(tag >> 16, tag & 0xFFFF, length)
+    else:
+        head = structs.tag_vr_long_length.pack(tag >> 16, tag & 0xFFFF, b"SQ", length)
+    syntax = _DECODE_AS.get(items_mode, uids.EXPLICIT_VR_BE)
+    try:
+        elements = decode_dataset(head + raw, syntax)
+    except DatasetError:
+        return ""
+    if len(elements) != 1 or not isinstance(elements[0].value, tuple):
+        return ""
+    items = _items(elements[0].value, SEQUENCE_KEYS[tag], codecs)
+    return msgspec.json.encode(items).decode() if items else ""
+
+
+_Item = dict[str, "str | list[_Item]"]
+
+
+def _items(
+    items: tuple[tuple[Element, ...], ...], info: KeyInfo, codecs: Sequence[str]
+) -> list[_Item]:
+    keys: Mapping[int, KeyInfo] = info.items or {}
+    out: list[_Item] = []
+    for item in items:
+        kept: _Item = {}
+        for element in sorted(item, key=lambda e: e.tag):
+            key = keys.get(element.tag)
+            if key is None:
+                continue
+            if isinstance(element.value, tuple):
+                nested = _items(element.value, key, codecs) if key.items else []
+                if nested:
+                    kept[key.keyword] = nested
+                continue
+            text = _item_text(bytes(element.value), key.vr, codecs)
+            if text:
+                kept[key.keyword] = text
+        out.append(kept)
+    return out if any(out) else []
+
+
+def _item_text(raw: bytes, vr: str, codecs: Sequence[str]) -> str:
+    if vr == "PN":
+        return decode_person_name(raw.rstrip(b" \0"), codecs)
+    if vr in TEXT_VRS:
+        return decode_text(raw.strip(b" \0"), codecs, TEXT_DELIMITERS)
+    return raw.strip(b" \0").decode("latin_1")
 
 
 #: A DA in the retired ACR-NEMA form (PS3.5 Table 6.2-1, note): YYYY.MM.DD.

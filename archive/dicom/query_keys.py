@@ -21,6 +21,7 @@ __all__ = [
     "KEYS",
     "LEVEL_ORDER",
     "QR_SOP_CLASSES",
+    "SEQUENCE_KEYS",
     "UNIQUE_KEYS",
     "KeyInfo",
     "Level",
@@ -79,9 +80,84 @@ class KeyInfo(NamedTuple):
     #: A Required Key of its level (R in PS3.4 Tables C.6-1 to C.6-5): an entity
     #: whose value is zero length ("unknown") matches any value, C.2.2.1.2.
     required: bool = False
+    #: For a sequence (VR SQ): the keys of its items the index keeps, by tag
+    #: (Sequence Matching, PS3.4 C.2.2.2.6). None for every other VR.
+    items: Mapping[int, KeyInfo] | None = None
 
 
 _P, _ST, _SE, _I = Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE
+
+
+def _code_items(level: Level) -> Mapping[int, KeyInfo]:
+    """The item keys of a code sequence: the Code Sequence Macro, PS3.3 Table 8.8-1."""
+    return MappingProxyType(
+        {
+            0x00080100: KeyInfo("CodeValue", "SH", level),
+            0x00080102: KeyInfo("CodingSchemeDesignator", "SH", level),
+            0x00080103: KeyInfo("CodingSchemeVersion", "SH", level),
+            0x00080104: KeyInfo("CodeMeaning", "LO", level),
+            0x00080119: KeyInfo("LongCodeValue", "UC", level),
+            0x00080120: KeyInfo("URNCodeValue", "UR", level),
+        }
+    )
+
+
+#: The sequences the index holds, with the item keys it keeps of each: the keys
+#: PS3.4 C.6 lists for the instance level of SR documents (Concept Name Code
+#: Sequence, the document title, and Content Template Sequence), the order behind a
+#: series that IHE Scheduled Workflow queries images by (RAD-14), the patient's
+#: other identifiers (cross-domain look-ups) and the study's procedure codes
+#: (hanging protocols). Nested code sequences are matched recursively.
+SEQUENCE_KEYS: Mapping[int, KeyInfo] = MappingProxyType(
+    {
+        0x00101002: KeyInfo(
+            "OtherPatientIDsSequence",
+            "SQ",
+            _P,
+            items=MappingProxyType(
+                {
+                    0x00100020: KeyInfo("PatientID", "LO", _P),
+                    0x00100021: KeyInfo("IssuerOfPatientID", "LO", _P),
+                    0x00100022: KeyInfo("TypeOfPatientID", "CS", _P),
+                }
+            ),
+        ),
+        0x00081032: KeyInfo("ProcedureCodeSequence", "SQ", _ST, items=_code_items(_ST)),
+        0x00400275: KeyInfo(
+            "RequestAttributesSequence",
+            "SQ",
+            _SE,
+            items=MappingProxyType(
+                {
+                    0x00080050: KeyInfo("AccessionNumber", "SH", _SE),
+                    0x0020000D: KeyInfo("StudyInstanceUID", "UI", _SE),
+                    0x00321060: KeyInfo("RequestedProcedureDescription", "LO", _SE),
+                    0x00321064: KeyInfo(
+                        "RequestedProcedureCodeSequence", "SQ", _SE, items=_code_items(_SE)
+                    ),
+                    0x00400007: KeyInfo("ScheduledProcedureStepDescription", "LO", _SE),
+                    0x00400008: KeyInfo(
+                        "ScheduledProtocolCodeSequence", "SQ", _SE, items=_code_items(_SE)
+                    ),
+                    0x00400009: KeyInfo("ScheduledProcedureStepID", "SH", _SE),
+                    0x00401001: KeyInfo("RequestedProcedureID", "SH", _SE),
+                }
+            ),
+        ),
+        0x0040A043: KeyInfo("ConceptNameCodeSequence", "SQ", _I, items=_code_items(_I)),
+        0x0040A504: KeyInfo(
+            "ContentTemplateSequence",
+            "SQ",
+            _I,
+            items=MappingProxyType(
+                {
+                    0x00080105: KeyInfo("MappingResource", "CS", _I),
+                    0x0040DB00: KeyInfo("TemplateIdentifier", "CS", _I),
+                }
+            ),
+        ),
+    }
+)
 
 #: Tag -> the key it is, for every attribute the index holds (0001_initial.sql).
 KEYS: Mapping[int, KeyInfo] = MappingProxyType(
@@ -125,6 +201,7 @@ KEYS: Mapping[int, KeyInfo] = MappingProxyType(
         0x00280010: KeyInfo("Rows", "US", _I),
         0x00280011: KeyInfo("Columns", "US", _I),
         0x00280008: KeyInfo("NumberOfFrames", "IS", _I),
+        **SEQUENCE_KEYS,
     }
 )
 

@@ -156,9 +156,10 @@ def _changed(table: str, texts: Sequence[str], others: Sequence[str] = ()) -> st
 # ORDER BY seq makes the latest instance's values win (see the module docstring).
 UPSERT_PATIENTS = """
 INSERT INTO patient (patient_key, patient_id, issuer_of_patient_id, patient_name,
-                     patient_name_folded, patient_birth_date, patient_sex, specific_character_set)
+                     patient_name_folded, patient_birth_date, patient_sex, specific_character_set,
+                     other_patient_ids_sequence)
 SELECT patient_key, patient_id, issuer_of_patient_id, patient_name, patient_name_folded,
-       patient_birth_date, patient_sex, specific_character_set
+       patient_birth_date, patient_sex, specific_character_set, other_patient_ids_sequence
 FROM temp.staged WHERE true ORDER BY seq
 ON CONFLICT (patient_key) DO UPDATE SET
     patient_name = coalesce(nullif(excluded.patient_name, ''), patient.patient_name),
@@ -168,19 +169,22 @@ ON CONFLICT (patient_key) DO UPDATE SET
         coalesce(nullif(excluded.patient_birth_date, ''), patient.patient_birth_date),
     patient_sex = coalesce(nullif(excluded.patient_sex, ''), patient.patient_sex),
     specific_character_set =
-        coalesce(nullif(excluded.specific_character_set, ''), patient.specific_character_set)
+        coalesce(nullif(excluded.specific_character_set, ''), patient.specific_character_set),
+    other_patient_ids_sequence = coalesce(
+        nullif(excluded.other_patient_ids_sequence, ''), patient.other_patient_ids_sequence)
 """ + _changed(
     "patient",
     ("patient_name", "patient_name_folded", "patient_birth_date", "patient_sex",
-     "specific_character_set"),
+     "specific_character_set", "other_patient_ids_sequence"),
 )  # fmt: skip
 
 UPSERT_STUDIES = """
 INSERT INTO study (study_instance_uid, patient_pk, study_date, study_time, accession_number,
                    study_id, study_description, referring_physician_name,
-                   specific_character_set)
+                   specific_character_set, procedure_code_sequence)
 SELECT s.study_instance_uid, p.pk, s.study_date, s.study_time, s.accession_number,
-       s.study_id, s.study_description, s.referring_physician_name, s.specific_character_set
+       s.study_id, s.study_description, s.referring_physician_name, s.specific_character_set,
+       s.procedure_code_sequence
 FROM temp.staged AS s
 JOIN patient AS p
   ON p.patient_key = s.patient_key
@@ -195,18 +199,22 @@ ON CONFLICT (study_instance_uid) DO UPDATE SET
     referring_physician_name =
         coalesce(nullif(excluded.referring_physician_name, ''), study.referring_physician_name),
     specific_character_set =
-        coalesce(nullif(excluded.specific_character_set, ''), study.specific_character_set)
+        coalesce(nullif(excluded.specific_character_set, ''), study.specific_character_set),
+    procedure_code_sequence =
+        coalesce(nullif(excluded.procedure_code_sequence, ''), study.procedure_code_sequence)
 """ + _changed(
     "study",
     ("study_date", "study_time", "accession_number", "study_id", "study_description",
-     "referring_physician_name", "specific_character_set"),
+     "referring_physician_name", "specific_character_set", "procedure_code_sequence"),
 )  # fmt: skip
 
 UPSERT_SERIES = """
 INSERT INTO series (series_instance_uid, study_pk, modality, series_number, series_description,
-                    body_part_examined, series_date, series_time, specific_character_set)
+                    body_part_examined, series_date, series_time, specific_character_set,
+                    request_attributes_sequence)
 SELECT s.series_instance_uid, st.pk, s.modality, s.series_number, s.series_description,
-       s.body_part_examined, s.series_date, s.series_time, s.specific_character_set
+       s.body_part_examined, s.series_date, s.series_time, s.specific_character_set,
+       s.request_attributes_sequence
 FROM temp.staged AS s
 JOIN study AS st ON st.study_instance_uid = s.study_instance_uid
 WHERE true ORDER BY s.seq
@@ -220,11 +228,13 @@ ON CONFLICT (series_instance_uid) DO UPDATE SET
     series_date = coalesce(nullif(excluded.series_date, ''), series.series_date),
     series_time = coalesce(nullif(excluded.series_time, ''), series.series_time),
     specific_character_set =
-        coalesce(nullif(excluded.specific_character_set, ''), series.specific_character_set)
+        coalesce(nullif(excluded.specific_character_set, ''), series.specific_character_set),
+    request_attributes_sequence = coalesce(
+        nullif(excluded.request_attributes_sequence, ''), series.request_attributes_sequence)
 """ + _changed(
     "series",
     ("modality", "series_description", "body_part_examined", "series_date", "series_time",
-     "specific_character_set"),
+     "specific_character_set", "request_attributes_sequence"),
     ("series_number",),
 )  # fmt: skip
 
@@ -254,11 +264,12 @@ INSERT_INSTANCES = """
 INSERT INTO instance (sop_instance_uid, series_pk, study_pk, sop_class_uid, instance_number,
                       content_date, content_time, rows, columns, number_of_frames,
                       specific_character_set, transfer_syntax_uid, path, size, digest,
-                      source_ae, received_at)
+                      source_ae, received_at, concept_name_code_sequence,
+                      content_template_sequence)
 SELECT sop_instance_uid, series_pk, study_pk, sop_class_uid, instance_number,
        content_date, content_time, rows, columns, number_of_frames,
        specific_character_set, transfer_syntax_uid, path, size, digest,
-       source_ae, received_at
+       source_ae, received_at, concept_name_code_sequence, content_template_sequence
 FROM temp.staged ORDER BY seq
 """
 

@@ -9,6 +9,7 @@ and ``test_header_properties``; holds no tests itself.
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 import zlib
@@ -28,6 +29,7 @@ from archive.dicom.header import (
     HeaderReader,
     InstanceAttributes,
 )
+from archive.dicom.query_keys import KEYS, KeyInfo
 
 IMPLICIT, EXPLICIT, BIG, DEFLATED = (
     uids.IMPLICIT_VR_LE,
@@ -114,7 +116,10 @@ _KEYWORDS.update(
     issuer_of_patient_id="IssuerOfPatientID",
     study_id="StudyID",
     patient_id="PatientID",
+    other_patient_ids_sequence="OtherPatientIDsSequence",
 )
+#: The sequence fields: their items as the index keeps them (``_sequence``).
+_SEQUENCES = {name for name in _KEYWORDS if name.endswith("_sequence")}
 
 #: Field of InstanceAttributes -> its tag, from pydicom's data dictionary.
 FIELD_TAGS = {name: int(tag_for_keyword(keyword) or 0) for name, keyword in _KEYWORDS.items()}
@@ -125,7 +130,9 @@ def expected(ds: Dataset) -> InstanceAttributes:
     fields: dict[str, Any] = {}
     for name, keyword in _KEYWORDS.items():
         value = ds.get(keyword)
-        if name in _INTS:
+        if name in _SEQUENCES:
+            fields[name] = _sequence(value, KEYS[FIELD_TAGS[name]])
+        elif name in _INTS:
             # As the reader: None unless one integer (badVR.dcm has IS '1A').
             try:
                 fields[name] = None if value is None or value == "" else int(value)
@@ -140,6 +147,29 @@ def expected(ds: Dataset) -> InstanceAttributes:
         else:
             fields[name] = str(value)
     return InstanceAttributes(**fields)
+
+
+def _sequence(items: Any, info: KeyInfo) -> str:
+    """A sequence as the index keeps it: JSON, the items' kept keys, empty ones out."""
+    kept = [_item(item, info) for item in items or ()]
+    return json.dumps(kept, ensure_ascii=False, separators=(",", ":")) if any(kept) else ""
+
+
+def _item(item: Dataset, info: KeyInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    assert info.items is not None
+    for tag in sorted(info.items):
+        key = info.items[tag]
+        value = item.get(key.keyword)
+        if key.items is not None:
+            nested = [_item(inner, key) for inner in value or ()]
+            if any(nested):
+                out[key.keyword] = nested
+        elif isinstance(value, pydicom.multival.MultiValue):
+            out[key.keyword] = "\\".join(str(v) for v in value)
+        elif value not in (None, ""):
+            out[key.keyword] = str(value)
+    return out
 
 
 def as_indexed_date(text: str) -> str:

@@ -233,7 +233,9 @@ def test_trailing_padding_after_pixel_data(ts: str, size: int) -> None:
 def test_done_at_first_tag_past_the_last_wanted() -> None:
     data = minimal(EXPLICIT, tail=element(0x00280011, "US", b"\x02\x00"))
     cut = data.index(b"\xe0\x7f\x10\x00")
-    bits = element(0x00280100, "US", b"\x08\x00")
+    # Number of Slices (0054,0081): past Content Template Sequence (0040,A504), the
+    # last attribute wanted.
+    bits = element(0x00540081, "US", b"\x08\x00")
     reader = HeaderReader(EXPLICIT)
     assert reader.feed(data[:cut]) is False
     assert reader.feed(bits[:4]) is False  # the tag alone does not decide

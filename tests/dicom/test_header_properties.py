@@ -72,7 +72,7 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-LAST_WANTED = 0x00280011  # Columns
+LAST_WANTED = 0x0040A504  # Content Template Sequence
 
 Outcome = InstanceAttributes | tuple[int, str]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from archive.dicom.dataset import Element
 from archive.index import Index, SchemaVersionError
 from archive.index.schema import Migration, apply_migrations, load_migrations, split_sql
 from tests.index import execute, make_instance, query, run
@@ -35,7 +36,7 @@ def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
         await index.close()
 
     run(main())
-    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(3,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(4,)]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
     names = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert names == TABLES
@@ -171,6 +172,7 @@ def test_a_version_2_index_gets_its_acr_nema_dates_in_the_dicom_form(tmp_path: P
             await index.add(make_instance(1, study="9.9", patient_id="P2", study_date="2004.1.5"))
 
     run(make())
+    _back_to_version_3(db)
     execute(db, "PRAGMA user_version = 2")
 
     async def reopen() -> list[object]:
@@ -195,4 +197,58 @@ def test_a_version_2_index_gets_its_acr_nema_dates_in_the_dicom_form(tmp_path: P
     assert query(db, "SELECT content_date FROM instance ORDER BY sop_instance_uid") == [
         ("20040117",),
         ("",),
+    ]
+
+
+#: The columns migration 0004 adds, by table.
+SEQUENCE_COLUMNS = (
+    ("patient", "other_patient_ids_sequence"),
+    ("study", "procedure_code_sequence"),
+    ("series", "request_attributes_sequence"),
+    ("instance", "concept_name_code_sequence"),
+    ("instance", "content_template_sequence"),
+)
+
+
+def _back_to_version_3(db: Path) -> None:
+    """The index as version 3 left it: without the sequence columns."""
+    for table, column in SEQUENCE_COLUMNS:
+        execute(db, f"ALTER TABLE {table} DROP COLUMN {column}")
+    execute(db, "PRAGMA user_version = 3")
+
+
+def test_a_version_3_index_gets_sequence_columns_and_matches_new_instances(
+    tmp_path: Path,
+) -> None:
+    """Migration 0004: the sequence columns are added, '' for the rows indexed
+    before (which a sequence key with an item key then does not match); instances
+    added afterwards are matched on their items."""
+    db = tmp_path / "index.db"
+    code = '[{"CodeValue":"113000","CodingSchemeDesignator":"DCM"}]'
+
+    async def make() -> None:
+        async with await Index.open(db) as index:
+            await index.add(make_instance(1, concept_name_code_sequence=code))
+
+    run(make())
+    _back_to_version_3(db)
+    items = ((Element(0x00080100, "SH", b"113000"),),)
+
+    async def reopen() -> tuple[list[object], list[object]]:
+        async with await Index.open(db) as index:
+            await index.add(make_instance(2, concept_name_code_sequence=code))
+            keyed = await _all(index.find(q("IMAGE", ("ConceptNameCodeSequence", items))))
+            every = await _all(index.find(q("IMAGE", ("ConceptNameCodeSequence", ()))))
+            return [r["SOPInstanceUID"] for r in keyed], [r["SOPInstanceUID"] for r in every]
+
+    keyed, every = run(reopen())
+    assert keyed == ["1.2.3.1.2"]
+    assert sorted(every) == ["1.2.3.1.1", "1.2.3.1.2"]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)]
+    for table, column in SEQUENCE_COLUMNS:
+        values = {row[0] for row in query(db, f"SELECT {column} FROM {table}")}
+        assert values <= {"", code}, (table, values)
+    assert query(db, "SELECT concept_name_code_sequence FROM instance ORDER BY pk") == [
+        ("",),
+        (code,),
     ]
