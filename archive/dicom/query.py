@@ -2,10 +2,11 @@
 
 What this is: :func:`parse_identifier` turns the decoded elements of a request
 Identifier into a :class:`Query` (the matching keys of PS3.4 C.2.2.2, each with its
-kind, and the return keys); :func:`response_identifier` builds the C-FIND-RSP
-Identifier of a match. The brute-force matcher of one index record, the reference
-the SQL translation in :mod:`archive.index.query` is tested against, is
-:mod:`archive.dicom.query_match`.
+kind, and the return keys, each with where its value comes from). The C-FIND-RSP
+Identifier of a match is built by :mod:`archive.dicom.query_identifier` (and, fast,
+:mod:`archive.dicom.query_response`). The brute-force matcher of one index record,
+the reference the SQL translation in :mod:`archive.index.query` is tested against,
+is :mod:`archive.dicom.query_match`.
 What it is not: I/O of any kind, nor SQL. The key table is in
 :mod:`archive.dicom.query_keys`.
 
@@ -40,9 +41,16 @@ Conformance choices (implementation-defined or lenient on purpose):
   only Universal Matching (and ``*``). Patient ID is Required in Study Root but the
   PATIENT level's Unique Key in Patient Root, where an empty one never matches a
   value: a query for one patient must not bring anonymous ones along.
-* Sequence keys (C.2.2.2.6): we hold no sequence attribute; a sequence key is a
-  return key answered with an empty sequence, and item keys are not matched (the
-  key is listed in :attr:`Query.unsupported`, for a Pending Warning FF01).
+* Sequence Matching (C.2.2.2.6) on the sequences the index holds
+  (``query_keys.SEQUENCE_KEYS``): the key's single item holds item keys, matched
+  by the rules here (nested sequences recursively); an entity matches when one of
+  its items matches them all, and its response holds the matching items with the
+  requested item keys only. A key without an item, or with an empty item, or whose
+  item keys are all universal, matches every entity and returns every item (all
+  the item keys held when none was named). A key of more than one item is refused
+  (A900: the standard allows one). Item keys the index does not keep are returned
+  zero length and, if not universal, not matched (FF01). Any other sequence is a
+  return key answered with an empty sequence, its item keys not matched (FF01).
 * Hierarchical queries (C.4.1.3.1.1) are lenient: keys of the query level and the
   levels above that the index holds are all matched, unique or not, and a missing
   higher-level unique key does not restrict. A non-universal key of a level *below*
@@ -70,7 +78,7 @@ from archive.dicom.charset import (
     decode_text,
     python_codecs,
 )
-from archive.dicom.dataset import Element, encode_dataset
+from archive.dicom.dataset import Element
 from archive.dicom.dimse.status import Status
 from archive.dicom.errors import StatusError
 from archive.dicom.header import normalized_date
@@ -79,17 +87,14 @@ from archive.dicom.query_keys import (
     LEVEL_ORDER,
     QR_SOP_CLASSES,
     UNIQUE_KEYS,
+    KeyInfo,
     Level,
     QueryModel,
     effective_level,
 )
-from archive.dicom.textcodec import encode_value, response_character_set
-from archive.dicom.uids import EXPLICIT_VR_BE
-from archive.dicom.wire import BE, LE
 
 __all__ = [
     "DATE_TIME_VRS",
-    "ONLINE",
     "Condition",
     "Level",
     "MatchKind",
@@ -102,7 +107,6 @@ __all__ = [
     "Term",
     "information_model",
     "parse_identifier",
-    "response_identifier",
 ]
 
 QUERY_RETRIEVE_LEVEL = 0x00080052
@@ -144,7 +148,7 @@ class MatchKind(enum.StrEnum):
     LIST = "list"  # C.2.2.2.2 (several alternatives)
     WILDCARD = "wildcard"  # C.2.2.2.4
     RANGE = "range"  # C.2.2.2.5
-    SEQUENCE = "sequence"  # C.2.2.2.6 (never matched here, see module docstring)
+    SEQUENCE = "sequence"  # C.2.2.2.6: ``Condition.items`` must match one item
 
 
 class Term(msgspec.Struct, frozen=True):
@@ -184,6 +188,9 @@ class Condition(msgspec.Struct, frozen=True):
     #: With ``time_keyword``: an entity whose time is unknown is matched on its
     #: date alone (the time is a Required Key too), else it does not match.
     time_unknown_matches: bool = False
+    #: SEQUENCE: the item keys one item must match, all of them (``keyword`` is
+    #: then the item keyword, the value found in the item).
+    items: tuple[Condition, ...] = ()
 
 
 class ReturnKey(msgspec.Struct, frozen=True):
@@ -194,6 +201,10 @@ class ReturnKey(msgspec.Struct, frozen=True):
     #: The record keyword (index attribute) that answers it, or None (not held at
     #: this level: returned with zero length, PS3.4 C.4.1.1.3.2 note 2).
     attribute: str | None
+    #: A held sequence: what each item of the response holds, and the conditions
+    #: an item must meet to be returned (C.2.2.2.6).
+    items: tuple[ResponseKey, ...] = ()
+    match: tuple[Condition, ...] = ()
 
 
 class Source(enum.IntEnum):
@@ -216,6 +227,10 @@ class ResponseKey(msgspec.Struct, frozen=True, array_like=True):
     vr: str
     attribute: str | None
     source: int
+    #: A held sequence (``attribute`` not None): the item keys of every item, tag
+    #: order, and the conditions an item must meet to be returned.
+    items: tuple[ResponseKey, ...] = ()
+    match: tuple[Condition, ...] = ()
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
@@ -450,9 +465,29 @@ def parse_identifier(
         info = KEYS.get(tag)
         vr = info.vr if info is not None else _vr(element)
         if isinstance(element.value, tuple):
-            return_keys.append(ReturnKey(tag, "SQ", None))
-            if any(item for item in element.value):
+            key_level = effective_level(info.level, model) if info is not None else level
+            if info is None or info.items is None or purpose == "retrieve":
+                return_keys.append(ReturnKey(tag, "SQ", None))
+                if any(item for item in element.value) and purpose == "find":
+                    unsupported.append(tag)
+                continue
+            items, match, lost = _sequence_key(element, info, codecs, fold_person_names)
+            if LEVEL_ORDER[key_level] > depth:
+                return_keys.append(ReturnKey(tag, "SQ", None))
+                if match or lost:
+                    if not relational:
+                        raise QueryError(f"key {tag:08X} is below the {level} level")
+                    unsupported.append(tag)
+                continue
+            return_keys.append(ReturnKey(tag, "SQ", info.keyword, items, match))
+            if lost:
                 unsupported.append(tag)
+            if match:
+                conditions.append(
+                    Condition(
+                        tag, info.keyword, "SQ", key_level, MatchKind.SEQUENCE, (), items=match
+                    )
+                )
             continue
         if info is None:
             return_keys.append(ReturnKey(tag, vr, None))
@@ -516,6 +551,71 @@ def parse_identifier(
     )
 
 
+def _sequence_key(
+    element: Element, info: KeyInfo, codecs: Sequence[str], fold_person_names: bool
+) -> tuple[tuple[ResponseKey, ...], tuple[Condition, ...], bool]:
+    """A held sequence key: (what each item returns, what an item must match,
+    whether an item key was not matched), PS3.4 C.2.2.2.6, recursively."""
+    assert isinstance(element.value, tuple)
+    assert info.items is not None
+    if len(element.value) > 1:
+        raise QueryError(f"sequence key {element.tag:08X} has {len(element.value)} items")
+    held = info.items
+    if not element.value or not element.value[0]:
+        # No item key named: the whole sequence, every item key held.
+        return tuple(_all_item_keys(held)), (), False
+    keys: list[ResponseKey] = []
+    match: list[Condition] = []
+    lost = False
+    seen: set[int] = set()
+    for item_element in sorted(element.value[0], key=lambda e: e.tag):
+        tag = item_element.tag
+        if tag in seen or (tag >> 16) & 1 or tag & 0xFFFF == 0 or tag == SPECIFIC_CHARACTER_SET:
+            continue
+        seen.add(tag)
+        key = held.get(tag)
+        if isinstance(item_element.value, tuple):
+            if key is None or key.items is None:
+                keys.append(ResponseKey(tag, "SQ", None, Source.SEQUENCE))
+                lost = lost or any(item for item in item_element.value)
+                continue
+            items, inner, inner_lost = _sequence_key(item_element, key, codecs, fold_person_names)
+            keys.append(ResponseKey(tag, "SQ", key.keyword, Source.SEQUENCE, items, inner))
+            lost = lost or inner_lost
+            if inner:
+                match.append(
+                    Condition(
+                        tag, key.keyword, "SQ", key.level, MatchKind.SEQUENCE, (), items=inner
+                    )
+                )
+            continue
+        vr = key.vr if key is not None else _vr(item_element)
+        text = _decode(item_element, vr, codecs)
+        fold = fold_person_names and vr == "PN"
+        terms = _terms(vr, text, fold=fold, literal=False)
+        if key is None:
+            keys.append(ResponseKey(tag, vr, None, Source.EMPTY))
+            lost = lost or terms is not None
+            continue
+        keys.append(ResponseKey(tag, vr, key.keyword, Source.TEXT))
+        if terms is not None:
+            kind = MatchKind.LIST if len(terms) > 1 else terms[0].kind
+            match.append(Condition(tag, key.keyword, vr, key.level, kind, terms, fold))
+    return tuple(keys), tuple(match), lost
+
+
+def _all_item_keys(held: Mapping[int, KeyInfo]) -> list[ResponseKey]:
+    keys = []
+    for tag in sorted(held):
+        key = held[tag]
+        if key.items is not None:
+            items = tuple(_all_item_keys(key.items))
+            keys.append(ResponseKey(tag, "SQ", key.keyword, Source.SEQUENCE, items))
+        else:
+            keys.append(ResponseKey(tag, key.vr, key.keyword, Source.TEXT))
+    return keys
+
+
 def _vr(element: Element) -> str:
     if element.vr != "UN":
         return element.vr
@@ -528,7 +628,9 @@ def _response_keys(
 ) -> tuple[ResponseKey, ...]:
     keys: dict[int, ResponseKey] = {}
     for key in return_keys:
-        keys[key.tag] = ResponseKey(key.tag, key.vr, key.attribute, _source(key))
+        keys[key.tag] = ResponseKey(
+            key.tag, key.vr, key.attribute, _source(key), key.items, key.match
+        )
     keys[QUERY_RETRIEVE_LEVEL] = ResponseKey(QUERY_RETRIEVE_LEVEL, "CS", None, Source.LEVEL)
     # Hierarchical search, PS3.4 C.4.1.3.1.1 a: the unique keys of the levels above.
     for above in Level:
@@ -557,80 +659,3 @@ def _source(key: ReturnKey) -> int:
     if key.vr == "IS":
         return Source.INTEGER_STRING
     return Source.TEXT
-
-
-# -- responses -------------------------------------------------------------------------
-
-#: Instance Availability (0008,0056) of every match: all is on local disk, PS3.4
-#: C.4.1.1.3.2.
-ONLINE = b"ONLINE"
-
-
-def response_identifier(
-    query: Query,
-    record: Mapping[str, object],
-    transfer_syntax: str,
-    *,
-    retrieve_ae: str = "",
-) -> bytes:
-    """The Identifier of the C-FIND-RSP (Pending) for one match, PS3.4 C.4.1.1.3.2.
-
-    Every key of the request in tag order, valued from ``record`` (zero length when
-    the index does not hold it), Query/Retrieve Level, the unique keys of the levels
-    above, Retrieve AE Title (0008,0054) when requested (``retrieve_ae``), and
-    Specific Character Set (0008,0005) when a value needs more than the default
-    repertoire. Encoded in ``transfer_syntax``.
-    """
-    big_endian = transfer_syntax == EXPLICIT_VR_BE
-    # First pass: values as str, to learn whether the default repertoire will do.
-    values: list[str | bytes | tuple[()]] = []
-    wide: list[str] = []
-    for key in query.response_keys:
-        source = key.source
-        if source == Source.TEXT:
-            value = record.get(key.attribute or "")
-            text = value if isinstance(value, str) else ""
-            if key.vr in TEXT_VRS and not text.isascii():
-                wide.append(text)
-            values.append(text)
-        elif source == Source.INTEGER_STRING:
-            number = record.get(key.attribute or "")
-            values.append(str(number).encode("ascii") if isinstance(number, int) else b"")
-        elif source == Source.UNSIGNED_SHORT:
-            number = record.get(key.attribute or "")
-            packer = BE.us if big_endian else LE.us
-            values.append(packer.pack(number) if isinstance(number, int) else b"")
-        elif source == Source.LEVEL:
-            values.append(query.level.value.encode("ascii"))
-        elif source == Source.RETRIEVE_AE:
-            values.append(retrieve_ae)
-        elif source == Source.AVAILABILITY:
-            values.append(ONLINE)
-        elif source == Source.SEQUENCE:
-            values.append(())
-        else:
-            values.append(b"")
-    terms: tuple[str, ...] = ()
-    elements: list[Element] = []
-    if wide:
-        terms = response_character_set(wide, query.character_set)
-        if terms:
-            charset = "\\".join(terms).encode("ascii")
-            elements.append(Element(SPECIFIC_CHARACTER_SET, "CS", charset))
-    for key, value in zip(query.response_keys, values, strict=True):
-        if isinstance(value, str):
-            if value.isascii():
-                data = value.encode("ascii")
-            elif key.vr in TEXT_VRS:
-                data = encode_value(value, key.vr, terms)
-            else:
-                # Default repertoire only (PS3.5 6.1.2.3); what a broken sender put
-                # there cannot fail the whole response.
-                data = value.encode("ascii", "replace")
-            elements.append(Element(key.tag, key.vr, data))
-        elif value == ():
-            elements.append(Element(key.tag, key.vr, ()))
-        else:
-            assert isinstance(value, bytes)
-            elements.append(Element(key.tag, key.vr, value))
-    return encode_dataset(elements, transfer_syntax)

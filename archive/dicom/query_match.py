@@ -2,7 +2,9 @@
 
 What this is: :func:`matches`, slow and simple, the rules of the module docstring
 of :mod:`archive.dicom.query` applied to one record (keyword -> value, as
-``Index.find`` yields), and :func:`normalized_time`, how a stored time is read.
+``Index.find`` yields); :func:`item_matches`, the same for one item of a held
+sequence (the responses return only the items that match); and
+:func:`normalized_time`, how a stored time is read.
 It is what the SQL translation in :mod:`archive.index.query` is tested against
 (``tests/index/test_find_properties.py``). What it is not: used to answer queries
 (the index does), nor I/O of any kind.
@@ -11,11 +13,13 @@ It is what the SQL translation in :mod:`archive.index.query` is tested against
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+
+import msgspec
 
 from archive.dicom.query import DATE_TIME_VRS, Condition, MatchKind, Query, Term
 
-__all__ = ["matches", "normalized_time"]
+__all__ = ["item_matches", "matches", "normalized_time", "sequence_items"]
 
 
 def _wildcard_regex(pattern: str) -> re.Pattern[str]:
@@ -85,12 +89,24 @@ def matches(query: Query, record: Mapping[str, object]) -> bool:
 
     The reference matcher: slow, simple, and what the SQL translation must agree
     with. A record value of None or '' (unknown) matches a Required Key whatever
-    its value (PS3.4 C.2.2.1.2), and no other non-universal key.
+    its value (PS3.4 C.2.2.1.2), and no other non-universal key. A sequence
+    condition matches when one of the record's items meets all its item
+    conditions (C.2.2.2.6).
     """
-    for condition in query.conditions:
-        raw = record.get(condition.keyword)
+    return item_matches(query.conditions, record)
+
+
+def item_matches(conditions: Iterable[Condition], item: Mapping[str, object]) -> bool:
+    """Whether ``item`` (a record, or one item of a held sequence) meets every
+    condition."""
+    for condition in conditions:
+        raw = item.get(condition.keyword)
+        if condition.kind is MatchKind.SEQUENCE:
+            if not any(item_matches(condition.items, inner) for inner in sequence_items(raw)):
+                return False
+            continue
         if condition.time_keyword:
-            if not _date_time_matches(condition, raw, record.get(condition.time_keyword)):
+            if not _date_time_matches(condition, raw, item.get(condition.time_keyword)):
                 return False
             continue
         if raw is None or raw == "":
@@ -110,3 +126,16 @@ def matches(query: Query, record: Mapping[str, object]) -> bool:
         ):
             return False
     return True
+
+
+def sequence_items(stored: object) -> list[Mapping[str, object]]:
+    """A held sequence's items: JSON text in a record (``header.py`` wrote it), a
+    list inside an item; none for anything else."""
+    if isinstance(stored, str) and stored:
+        try:
+            stored = msgspec.json.decode(stored)
+        except msgspec.DecodeError:
+            return []
+    if not isinstance(stored, list):
+        return []
+    return [item for item in stored if isinstance(item, dict)]

@@ -1,6 +1,6 @@
 """C-FIND-RSP identifiers, fast: one encoding plan per query, reused for every match.
 
-:func:`archive.dicom.query.response_identifier` builds each identifier through the
+:func:`archive.dicom.query_identifier.response_identifier` builds each identifier through the
 general data-set encoder (Element objects, sorting, padding rules): about 24 µs for
 ten keys, which is most of a broad query's time on the server. The keys and their
 order are the same for every match of a query, so :func:`response_encoder` works
@@ -21,7 +21,8 @@ from typing import Any
 
 # The general encoder's VR rules, so both give the same bytes.
 from archive.dicom.dataset import SHORT_VRS, SPACE_PADDED_VRS
-from archive.dicom.query import ONLINE, Query, ResponseKey, Source, response_identifier
+from archive.dicom.query import Query, ResponseKey, Source
+from archive.dicom.query_identifier import ONLINE, response_identifier
 from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.dicom.wire import LE
 

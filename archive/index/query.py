@@ -23,7 +23,12 @@ formatted into the text. The shapes are chosen for the indexes of
   values out of open ranges;
 * Modalities in Study and SOP Classes in Study match against the series rows and
   the per-study SOP class counts (``st.pk IN (SELECT study_pk ...)``), which is
-  "any of the values matches" (PS3.4 C.2.2.3) and uses ``series_by_modality``.
+  "any of the values matches" (PS3.4 C.2.2.3) and uses ``series_by_modality``;
+* a held sequence (JSON text, ``migrations/0004_sequences.sql``) matches through
+  ``EXISTS (SELECT 1 FROM json_each(column) ... WHERE <item keys>)``, each item key
+  read with ``json_extract`` (an absent one as ''), nested sequences the same way
+  one level down. No index serves it: a query that names only a sequence key scans
+  the level's table, so sequence keys are best combined with others.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ _COLUMNS: Mapping[Level, Mapping[str, str]] = MappingProxyType(
             "NumberOfPatientRelatedStudies": "p.number_of_studies",
             "NumberOfPatientRelatedSeries": "p.number_of_series",
             "NumberOfPatientRelatedInstances": "p.number_of_instances",
+            "OtherPatientIDsSequence": "p.other_patient_ids_sequence",
         },
         Level.STUDY: {
             "StudyInstanceUID": "st.study_instance_uid",
@@ -69,6 +75,7 @@ _COLUMNS: Mapping[Level, Mapping[str, str]] = MappingProxyType(
             "SOPClassesInStudy": "st.sop_classes_in_study",
             "NumberOfStudyRelatedSeries": "st.number_of_series",
             "NumberOfStudyRelatedInstances": "st.number_of_instances",
+            "ProcedureCodeSequence": "st.procedure_code_sequence",
         },
         Level.SERIES: {
             "SeriesInstanceUID": "se.series_instance_uid",
@@ -79,6 +86,7 @@ _COLUMNS: Mapping[Level, Mapping[str, str]] = MappingProxyType(
             "SeriesDate": "se.series_date",
             "SeriesTime": "se.series_time",
             "NumberOfSeriesRelatedInstances": "se.number_of_instances",
+            "RequestAttributesSequence": "se.request_attributes_sequence",
         },
         Level.IMAGE: {
             "SOPInstanceUID": "i.sop_instance_uid",
@@ -89,6 +97,8 @@ _COLUMNS: Mapping[Level, Mapping[str, str]] = MappingProxyType(
             "Rows": "i.rows",
             "Columns": "i.columns",
             "NumberOfFrames": "i.number_of_frames",
+            "ConceptNameCodeSequence": "i.concept_name_code_sequence",
+            "ContentTemplateSequence": "i.content_template_sequence",
         },
     }
 )
@@ -243,9 +253,28 @@ def _date_time_sql(condition: Condition, parameters: list[object]) -> str:
     return "(" + unknown_date + "(" + " AND ".join([*known, when_known]) + "))"
 
 
+def _sequence_sql(source: str, condition: Condition, parameters: list[object], depth: int) -> str:
+    """An item of the JSON array ``source`` meets every item condition (C.2.2.2.6)."""
+    alias = f"item{depth}"
+    clauses = []
+    for inner in condition.items:
+        value = f"json_extract({alias}.value, '$.{inner.keyword}')"
+        if inner.kind is MatchKind.SEQUENCE:
+            clauses.append(_sequence_sql(value, inner, parameters, depth + 1))
+            continue
+        value = f"coalesce({value}, '')"
+        if inner.fold:
+            value = f"casefold({value})"
+        clauses.append(_terms_sql(value, inner, parameters))
+    where = " AND ".join(clauses) or "1"
+    return f"EXISTS (SELECT 1 FROM json_each(nullif({source}, '')) AS {alias} WHERE {where})"
+
+
 def _condition_sql(condition: Condition, parameters: list[object]) -> str:
     if condition.time_keyword:
         return _date_time_sql(condition, parameters)
+    if condition.kind is MatchKind.SEQUENCE:
+        return _sequence_sql(_ALL_COLUMNS[condition.keyword], condition, parameters, 0)
     multi = _MULTI_VALUED.get(condition.keyword)
     if multi is not None:
         table, column = multi

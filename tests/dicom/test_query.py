@@ -20,8 +20,8 @@ from archive.dicom.query import (
     QueryModel,
     information_model,
     parse_identifier,
-    response_identifier,
 )
+from archive.dicom.query_identifier import response_identifier
 from archive.dicom.query_keys import KEYS, Level
 from archive.dicom.query_match import matches
 
@@ -131,16 +131,16 @@ def test_relational_query_returns_lower_keys_unmatched() -> None:
 
 
 def test_unsupported_keys_are_listed_for_pending_warning() -> None:
-    items = ((Element(0x00080100, "SH", b"T-04000 "),),)
+    items = ((Element(0x00081155, "UI", b"1.2.3"),),)
     q = query(
         "STUDY",
         ("NumberOfStudyRelatedInstances", "12"),  # computed: returned, not matched
         ("PatientComments", "x"),  # not held
-        ("ProcedureCodeSequence", items),  # sequence with an item key
+        ("ReferencedPatientSequence", items),  # a sequence not held, with an item key
         ("ReferencedStudySequence", ()),  # universal sequence
     )
     assert q.conditions == ()
-    assert sorted(q.unsupported) == [0x00081032, 0x00104000, 0x00201208]
+    assert sorted(q.unsupported) == [0x00081120, 0x00104000, 0x00201208]
     assert [k.vr for k in q.return_keys] == ["IS", "LT", "SQ", "SQ"]
 
 
@@ -411,10 +411,10 @@ def test_response_character_set_when_needed() -> None:
     assert utf8.PatientName == "山田^太郎"
 
 
-def test_response_sequence_keys_are_empty_sequences() -> None:
-    q = query("STUDY", ("ProcedureCodeSequence", ((Element(0x00080100, "SH", b"X "),),)))
+def test_response_sequence_keys_not_held_are_empty_sequences() -> None:
+    q = query("STUDY", ("ReferencedStudySequence", ((Element(0x00081155, "UI", b"1.2"),),)))
     ds = _read(response_identifier(q, STUDY_RECORD, EXPLICIT_LE), EXPLICIT_LE)
-    assert ds.ProcedureCodeSequence == []
+    assert ds.ReferencedStudySequence == []
     assert ds.QueryRetrieveLevel == "STUDY"
 
 

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from archive.dicom import query_response
-from archive.dicom.query import QueryModel, response_identifier
+from archive.dicom.query import QueryModel
+from archive.dicom.query_identifier import response_identifier
 from archive.dicom.query_keys import Level
 from archive.dicom.query_response import fast_plan_covers, response_encoder
 from archive.index.query import RECORD_KEYWORDS

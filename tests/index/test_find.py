@@ -22,13 +22,15 @@ from tests.index import CT, MR, SR, make_instance, run
 PR, STR = QueryModel.PATIENT_ROOT, QueryModel.STUDY_ROOT
 
 
-def q(level: str, *keys: tuple[str, str], model: QueryModel = STR, **options: Any) -> Query:
+def q(level: str, *keys: tuple[str, Any], model: QueryModel = STR, **options: Any) -> Query:
+    """A parsed query; a value is text, or for a sequence key its items (Elements)."""
     elements = [Element(0x00080052, "CS", level.encode())]
     for keyword, value in keys:
         tag = tag_for_keyword(keyword)
         assert tag is not None
-        elements.append(Element(tag, KEYS[tag].vr, value.encode("utf-8")))
-    if any(not value.isascii() for _, value in keys):
+        data = value if isinstance(value, tuple) else value.encode("utf-8")
+        elements.append(Element(tag, KEYS[tag].vr, data))
+    if any(isinstance(value, str) and not value.isascii() for _, value in keys):
         elements.append(Element(0x00080005, "CS", b"ISO_IR 192"))
     return parse_identifier(elements, model, **options)
 
@@ -144,6 +146,7 @@ def test_study_record(tmp_path: Path) -> None:
         "NumberOfPatientRelatedStudies": 2,
         "NumberOfPatientRelatedSeries": 3,
         "NumberOfPatientRelatedInstances": 5,
+        "OtherPatientIDsSequence": "",
         "StudyInstanceUID": "1.1",
         "StudyDate": "20240101",
         "StudyTime": "101500",
@@ -155,6 +158,7 @@ def test_study_record(tmp_path: Path) -> None:
         "SOPClassesInStudy": f"{CT}\\{SR}",
         "NumberOfStudyRelatedSeries": 2,
         "NumberOfStudyRelatedInstances": 3,
+        "ProcedureCodeSequence": "",
     }
 
 

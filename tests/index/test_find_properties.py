@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archive.dicom.dataset import Element
-from archive.dicom.dictionary import tag_for_keyword
+from archive.dicom.dictionary import tag_for_keyword, vr_of
 from archive.dicom.query import Query, QueryModel, parse_identifier
 from archive.dicom.query_keys import KEYS, UNIQUE_KEYS, Level
 from archive.dicom.query_match import matches
@@ -22,6 +22,59 @@ NAMES = ["Smith^John", "SMITH^JANE", "Smyth^J", "Müller^Jö", "müller^anna", "
 DATES = ["20240101", "20240102", "20231231", "19991231", ""]
 TIMES = ["080000", "101500.5", "2359", "10", "", "1015", "10:15:30"]
 MODALITIES = ["CT", "MR", "SR", "", "PT"]
+#: Sequences as the index keeps them (header.py): Concept Name Code Sequence of an
+#: instance, Request Attributes Sequence (with a nested code sequence) of a series.
+CONCEPTS = [
+    "",
+    '[{"CodeValue":"113000","CodingSchemeDesignator":"DCM"}]',
+    '[{"CodeValue":"18748-4","CodingSchemeDesignator":"LN","CodeMeaning":"Report"},'
+    '{"CodeValue":"113000","CodingSchemeDesignator":"99X"}]',
+    '[{"CodeMeaning":"Müller [B]"}]',
+]
+REQUESTS = [
+    "",
+    '[{"AccessionNumber":"A1","RequestedProcedureID":"RP1"}]',
+    '[{"AccessionNumber":"A2","ScheduledProtocolCodeSequence":[{"CodeValue":"P1"}],'
+    '"RequestedProcedureID":"RP1"},{"RequestedProcedureID":"RP2"}]',
+]
+
+
+def _code(**keys: str) -> tuple[tuple[Element, ...], ...]:
+    """One item of item keys, by keyword, as a sequence key's value."""
+    return (tuple(_text(keyword, value) for keyword, value in keys.items()),)
+
+
+def _text(keyword: str, value: str) -> Element:
+    tag = tag_for_keyword(keyword)
+    assert tag is not None
+    return Element(tag, vr_of(tag), value.encode("utf-8"))
+
+
+#: Sequence keys' values: their single item (or none).
+SEQUENCE_VALUES: dict[str, list[tuple[tuple[Element, ...], ...]]] = {
+    "ConceptNameCodeSequence": [
+        (),
+        _code(CodeValue="113000"),
+        _code(CodeValue="113000", CodingSchemeDesignator="DCM"),
+        _code(CodeValue="18748-4", CodingSchemeDesignator="99X"),  # across items: no
+        _code(CodeValue="1*", CodeMeaning=""),
+        _code(CodeMeaning="MÜLLER*"),
+        _code(CodeMeaning="*[B]"),
+        _code(CodingSchemeDesignator="LN\\DCM"),
+    ],
+    "RequestAttributesSequence": [
+        _code(RequestedProcedureID="RP1"),
+        _code(RequestedProcedureID="RP2", AccessionNumber="A2"),
+        _code(AccessionNumber="A?"),
+        (
+            (
+                _text("RequestedProcedureID", "RP1"),
+                Element(0x00400008, "SQ", _code(CodeValue="P1")),
+            ),
+        ),
+        ((Element(0x00400008, "SQ", ()),),),
+    ],
+}
 
 
 def _records() -> st.SearchStrategy[list[Any]]:
@@ -36,6 +89,8 @@ def _records() -> st.SearchStrategy[list[Any]]:
         st.sampled_from([".1", ".2", ".3"]),
         st.sampled_from(MODALITIES),
         st.sampled_from([1, 2, None]),
+        st.sampled_from(REQUESTS),
+        st.lists(st.sampled_from(CONCEPTS), min_size=2, max_size=2),
     )
     return st.lists(st.tuples(patient, study, series), min_size=1, max_size=40)
 
@@ -94,8 +149,17 @@ LEVEL_KEYS = {
         "SeriesInstanceUID",
         "PatientName",
         "StudyTime",
+        "RequestAttributesSequence",
     ],
-    Level.IMAGE: ["SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality", "StudyTime"],
+    Level.IMAGE: [
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "SOPClassUID",
+        "Modality",
+        "StudyTime",
+        "ConceptNameCodeSequence",
+        "RequestAttributesSequence",
+    ],
 }
 
 
@@ -109,6 +173,9 @@ def _queries(draw: st.DrawFn) -> Query:
     for keyword in keywords:
         tag = tag_for_keyword(keyword)
         assert tag is not None
+        if keyword in SEQUENCE_VALUES:
+            elements.append(Element(tag, "SQ", draw(st.sampled_from(SEQUENCE_VALUES[keyword]))))
+            continue
         value = draw(st.sampled_from(KEY_VALUES[keyword]))
         elements.append(Element(tag, KEYS[tag].vr, value.encode("utf-8")))
     elements.append(Element(0x00080005, "CS", b"ISO_IR 192"))
@@ -134,7 +201,8 @@ async def _check(records: list[Any], queries: list[Query]) -> None:
         async with await Index.open(Path(folder) / "index.sqlite", durability="fast") as index:
             seen: set[str] = set()
             n = 0
-            for (pid, name), (study, date, time, acc), (suffix, modality, number) in records:
+            for (pid, name), (study, date, time, acc), series_values in records:
+                suffix, modality, number, request, concepts = series_values
                 series = study + suffix
                 n += 1
                 if series in seen:
@@ -153,6 +221,8 @@ async def _check(records: list[Any], queries: list[Query]) -> None:
                         modality=modality,
                         sop_class={"MR": MR, "SR": SR}.get(modality, CT),
                         series_number=number,
+                        request_attributes_sequence=request,
+                        concept_name_code_sequence=concepts[k],
                         # Reachable by the SOPInstanceUID values of KEY_VALUES
                         # (the default, series + instance number, never is).
                         sop_instance_uid=f"{series}.{k}",
