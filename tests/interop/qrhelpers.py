@@ -4,7 +4,8 @@ Three patients, four studies, seven series, twelve instances (synthetic, no real
 person): CT and MR image storage, in Explicit VR Little Endian, Implicit VR
 Little Endian and RLE Lossless (pydicom's ``MR_small_RLE.dcm`` given our
 patient, study and series), with person names outside ASCII in ISO_IR 100
-(Latin-1) and ISO_IR 192 (UTF-8). The files are written once per module by
+(Latin-1) and ISO_IR 192 (UTF-8); patient A's other IDs, study A1's procedure
+code and the orders behind its series are sequences to match on. The files are written once per module by
 pydicom and sent to a node with our own Storage SCU, which sends each file's
 data set bytes as they are on disk: the node stores them unchanged, so "the
 retrieved instance is byte-identical" compares against the node's stored file.
@@ -186,6 +187,7 @@ def build_corpus(folder: Path) -> Corpus:
                     serial += 1
                     sop_uid = f"{series_uid}.{number}"
                     ds = _base(patient, study, series, study_uid, series_uid)
+                    _sequences(ds, patient, study, series)
                     if series.transfer_syntax == RLELossless:
                         ds = _relabelled_rle(ds)
                     else:
@@ -214,6 +216,34 @@ def build_corpus(folder: Path) -> Corpus:
                         )
                     )
     return corpus
+
+
+def _item(**values: object) -> Dataset:
+    item = Dataset()
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _sequences(ds: Dataset, patient: PatientSpec, study: StudySpec, series: SeriesSpec) -> None:
+    """Sequences C-FIND matches on (Sequence Matching): patient A's other ID, study
+    A1's procedure code, and the order behind each of A1's series (its Requested
+    Procedure ID, "RP-A1-<series number>", and protocol code, "PROT-<number>")."""
+    if patient.patient_id == "PAT-A":
+        ds.OtherPatientIDsSequence = [_item(PatientID="X-A", IssuerOfPatientID="OTHER")]
+    if study.key != "A1":
+        return
+    code = _item(CodeValue="CTTHX", CodingSchemeDesignator="99LOCAL", CodeMeaning="CT Thorax")
+    ds.ProcedureCodeSequence = [code]
+    protocol = _item(CodeValue=f"PROT-{series.number}", CodingSchemeDesignator="99LOCAL")
+    ds.RequestAttributesSequence = [
+        _item(
+            AccessionNumber=study.accession,
+            RequestedProcedureID=f"RP-A1-{series.number}",
+            ScheduledProcedureStepID=f"SPS-A1-{series.number}",
+            ScheduledProtocolCodeSequence=[protocol],
+        )
+    ]
 
 
 def _image(ds: Dataset, series: SeriesSpec, serial: int) -> None:

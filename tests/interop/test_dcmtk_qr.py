@@ -296,6 +296,50 @@ def test_find_specific_character_set(
             assert ds.SpecificCharacterSet in ("ISO_IR 100", "ISO_IR 192")
 
 
+def test_find_series_by_an_item_of_their_order(
+    qr: RunningNode, corpus: Corpus, tmp_path: Path
+) -> None:
+    """Sequence Matching (PS3.4 C.2.2.2.6) with findscu's path syntax: the item key
+    selects, and the response holds the matching item with the requested keys."""
+    keys = [
+        "QueryRetrieveLevel=SERIES",
+        "SeriesInstanceUID",
+        "RequestAttributesSequence[0].RequestedProcedureID=RP-A1-2",
+        "RequestAttributesSequence[0].ScheduledProcedureStepID",
+    ]
+    _, status, found = findscu(qr, keys, tmp_path / "f")
+    assert status == [0xFF00, 0x0000]
+    (series,) = found
+    assert series.SeriesInstanceUID == f"{corpus.study_uids['A1']}.2"
+    (order,) = series.RequestAttributesSequence
+    assert (order.RequestedProcedureID, order.ScheduledProcedureStepID) == ("RP-A1-2", "SPS-A1-2")
+    assert "AccessionNumber" not in order  # not requested
+
+
+def test_find_by_a_nested_sequence_and_the_whole_sequence_back(
+    qr: RunningNode, corpus: Corpus, tmp_path: Path
+) -> None:
+    """Recursive Sequence Matching: the protocol code inside the order; an empty
+    sequence key returns the study's sequence whole."""
+    keys = [
+        "QueryRetrieveLevel=SERIES",
+        "SeriesInstanceUID",
+        "RequestAttributesSequence[0].ScheduledProtocolCodeSequence[0].CodeValue=PROT-1",
+    ]
+    _, status, found = findscu(qr, keys, tmp_path / "f")
+    assert status == [0xFF00, 0x0000]
+    assert values(found, "SeriesInstanceUID") == [f"{corpus.study_uids['A1']}.1"]
+    keys = ["QueryRetrieveLevel=STUDY", "StudyInstanceUID", "ProcedureCodeSequence"]
+    _, status, found = findscu(qr, keys, tmp_path / "g")
+    assert status == [0xFF00] * 4 + [0x0000]
+    codes = {
+        ds.StudyInstanceUID: [(c.CodeValue, c.CodeMeaning) for c in ds.ProcedureCodeSequence]
+        for ds in found
+    }
+    assert codes.pop(corpus.study_uids["A1"]) == [("CTTHX", "CT Thorax")]
+    assert set(map(len, codes.values())) == {0}  # the other studies have none
+
+
 def test_find_without_query_retrieve_level_is_a900(qr: RunningNode, tmp_path: Path) -> None:
     output, status, found = findscu(qr, ["PatientName=*", "StudyInstanceUID"], tmp_path / "f")
     assert status == [0xA900], output

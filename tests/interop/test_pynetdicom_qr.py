@@ -195,6 +195,27 @@ def test_c_find_patient_root(qr: RunningNode) -> None:
     ]
 
 
+def test_c_find_patients_by_their_other_ids(qr: RunningNode) -> None:
+    """Sequence Matching (PS3.4 C.2.2.2.6): a wild card in an item key selects,
+    and the response's items hold the requested item keys only."""
+    other = Dataset()
+    other.PatientID = "X-*"
+    other.TypeOfPatientID = ""
+    query = identifier("PATIENT", PatientID="")
+    query.OtherPatientIDsSequence = [other]
+    answers = c_find(qr, PatientRootQueryRetrieveInformationModelFind, query)
+    assert [int(s.Status) for s, _ in answers] == [0xFF00, 0x0000]
+    (found,) = [ds for _, ds in answers[:-1]]
+    assert found.PatientID == "PAT-A"
+    (item,) = found.OtherPatientIDsSequence
+    assert (item.PatientID, item.TypeOfPatientID) == ("X-A", "")
+    assert "IssuerOfPatientID" not in item
+    # An item key that matches no item of any patient: no match.
+    other.PatientID = "Y-*"
+    answers = c_find(qr, PatientRootQueryRetrieveInformationModelFind, query)
+    assert [int(s.Status) for s, _ in answers] == [0x0000]
+
+
 class StorageScp:
     """A pynetdicom Storage SCP (AE PYSCP) collecting what it receives."""
 
