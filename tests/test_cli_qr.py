@@ -27,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
 import archive.scu.get as get_module
@@ -167,6 +168,45 @@ def test_find_patient_level_needs_patient_root(
     ]
 
 
+def test_find_by_a_key_inside_a_sequence(
+    node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``-k Sequence[0].Keyword=value`` (findscu's form): Sequence Matching on the
+    node; the table shows the key's values in every item returned."""
+    paths = []
+    for n, procedure in enumerate(["RP7", "RP8"], 1):
+        path = tmp_path / f"{n}.dcm"
+        make_instance(path, study="1.2.9", series=f"1.2.9.{n}", patient="P9")
+        ds = pydicom.dcmread(path)
+        order = Dataset()
+        order.RequestedProcedureID = procedure
+        order.AccessionNumber = f"ACC-{n}"
+        ds.RequestAttributesSequence = [order]
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    _store(node, paths, capsys)
+    args = ["find", _target(node), "-L", "SERIES", "--table", "--no-default-keys"]
+    args += [
+        "-k",
+        "SeriesInstanceUID",
+        "-k",
+        "RequestAttributesSequence[0].RequestedProcedureID=RP8",
+    ]
+    assert main([*args, "-k", "RequestAttributesSequence[0].AccessionNumber"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "SeriesInstanceUID  RequestAttributesSequence.RequestedProcedureID"
+        "  RequestAttributesSequence.AccessionNumber",
+        "1.2.9.2            RP8                                             ACC-2",
+        "1 match(es)",
+    ]
+    args = ["find", _target(node), "-L", "SERIES", "--json", "--no-default-keys"]
+    assert main([*args, "-k", "SeriesInstanceUID=1.2.9.1", "-k", "RequestAttributesSequence"]) == 0
+    (found,) = json.loads(capsys.readouterr().out)
+    (item,) = found["00400275"]["Value"]
+    assert item["00401001"] == {"vr": "SH", "Value": ["RP7"]}
+    assert item["00080050"] == {"vr": "SH", "Value": ["ACC-1"]}
+
+
 def test_find_no_match_is_success(loaded: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["find", _target(loaded), "--json", "-k", "PatientID=NOBODY"]) == 0
     assert capsys.readouterr().out == "[]\n"
@@ -189,7 +229,10 @@ def test_find_failure_status_exits_5(
     ("key", "message"),
     [
         ("NoSuchKeyword=1", "'NoSuchKeyword' is not a DICOM keyword or tag"),
-        ("ReferencedStudySequence", "sequence keys are not supported"),
+        ("ReferencedStudySequence=1.2", "a sequence takes keys inside it, not a value"),
+        ("PatientID[0].PatientName=X", "(0010,0020) is not a sequence"),
+        ("RequestAttributesSequence[1].RequestedProcedureID=1", "has one item, [0]"),
+        ("RequestAttributesSequence[0].Nothing=1", "'Nothing' is not a DICOM keyword"),
         ("(0009,0010)=X", "private and unknown tags are not supported"),
         ("QueryRetrieveLevel=FRAME", "is not PATIENT, STUDY, SERIES or IMAGE"),
     ],
@@ -423,6 +466,55 @@ def test_parse_key_forms() -> None:
     ]
     with pytest.raises(QueryKeyError, match="not an identifier attribute"):
         parse_key("TransferSyntaxUID")
+
+
+def test_parse_key_inside_sequences() -> None:
+    request, rp_id, protocol = 0x00400275, 0x00401001, 0x00400008
+    assert parse_key("RequestAttributesSequence[0].RequestedProcedureID=RP1") == QueryKey(
+        rp_id, "SH", "RP1", (request,)
+    )
+    assert parse_key("(0040,0275).00401001") == QueryKey(rp_id, "SH", None, (request,))
+    nested = parse_key("RequestAttributesSequence.ScheduledProtocolCodeSequence[0].CodeValue=P")
+    assert nested == QueryKey(0x00080100, "SH", "P", (request, protocol))
+    assert nested.name == "RequestAttributesSequence.ScheduledProtocolCodeSequence.CodeValue"
+    assert parse_key("RequestAttributesSequence") == QueryKey(request, "SQ", None)
+    # The same keyword at the top and inside a sequence are two keys.
+    keys = parse_keys(["AccessionNumber=A", "RequestAttributesSequence.AccessionNumber=B"])
+    assert [(k.path, k.value) for k in keys] == [((), "A"), ((request,), "B")]
+
+
+def test_keys_inside_one_sequence_share_its_one_item() -> None:
+    keys = parse_keys(
+        [
+            "RequestAttributesSequence[0].RequestedProcedureID=RP*",
+            "RequestAttributesSequence.ScheduledProtocolCodeSequence.CodeValue=P1",
+            "RequestAttributesSequence.AccessionNumber",
+            "ProcedureCodeSequence",
+            "SeriesInstanceUID",
+        ]
+    )
+    ds = _explicit(build_identifier(keys, Level.SERIES))
+    (order,) = ds.RequestAttributesSequence
+    assert order.RequestedProcedureID == "RP*"
+    assert order.AccessionNumber == ""
+    (protocol,) = order.ScheduledProtocolCodeSequence
+    assert protocol.CodeValue == "P1"
+    assert ds.ProcedureCodeSequence == []
+    assert ds.SeriesInstanceUID == ""
+    # The sequence is given, so the level's default return keys are still added
+    # only when every key matches; a key inside a sequence is not mistaken for its
+    # top-level namesake.
+    defaults = with_defaults(
+        parse_keys(["RequestAttributesSequence.AccessionNumber=A"]), Level.STUDY
+    )
+    assert "AccessionNumber" in [k.name for k in defaults]
+
+
+def _explicit(elements: list[Element]) -> Dataset:
+    data = encode_dataset(elements, EXPLICIT_VR_LE)
+    ds = read_dataset(io.BytesIO(data), is_implicit_VR=False, is_little_endian=True)
+    ds.decode()
+    return ds
 
 
 def test_build_identifier_bytes() -> None:

@@ -2,15 +2,17 @@
 
 What this is: the pure part of ``archive find/move/get/pull``. :func:`parse_key`
 reads one ``-k`` argument (``Keyword=value``, ``Keyword``, ``(gggg,eeee)=value``,
-``ggggeeee=value``); :func:`build_identifier` turns the keys into the elements of
+``ggggeeee=value``; a key inside a sequence as findscu writes it,
+``RequestAttributesSequence[0].RequestedProcedureID=RP1``, the ``[0]`` optional);
+:func:`build_identifier` turns the keys into the elements of
 a C-FIND/C-MOVE/C-GET identifier (PS3.4 C.4.1.1.3, C.4.2.1.4, C.4.3.1.3), with the
 Query/Retrieve Level, Specific Character Set and, for C-FIND, default return keys;
 :func:`to_dicom_json` turns a response identifier into the DICOM JSON Model of
 PS3.18 F.2, and :func:`cell` one attribute of it into table text.
 What it is not: a network client (see :mod:`archive.scu.query`) or a codec (the
-bytes go through :mod:`archive.dicom.dataset`). Sequence keys (e.g. a key inside
-Referenced Study Sequence) cannot be given with ``-k``: an ``SQ`` keyword is
-refused; a response's sequences are converted all the same.
+bytes go through :mod:`archive.dicom.dataset`). A sequence key has one item
+(PS3.4 C.2.2.2.6): the keys given inside one sequence all go into that item, and
+a bare sequence keyword asks for the whole sequence (sent empty).
 """
 
 from __future__ import annotations
@@ -86,16 +88,22 @@ class QueryKeyError(ArchiveError):
 
 
 class QueryKey(NamedTuple):
-    """One ``-k``: a tag, its VR, and a value (None: a return key, sent empty)."""
+    """One ``-k``: a tag, its VR, and a value (None: a return key, sent empty).
+
+    ``path``: the sequences the key is inside, outermost first (each holding one
+    item); empty for a key of the identifier itself.
+    """
 
     tag: int
     vr: str
     value: str | None
+    path: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
-        """The keyword, or ``(gggg,eeee)`` for a tag without one."""
-        return keyword_for_tag(self.tag) or _tag_text(self.tag)
+        """The keyword (``Sequence.Keyword`` inside a sequence), or ``(gggg,eeee)``
+        for a tag without one."""
+        return ".".join(keyword_for_tag(t) or _tag_text(t) for t in (*self.path, self.tag))
 
 
 def _tag_text(tag: int) -> str:
@@ -104,28 +112,43 @@ def _tag_text(tag: int) -> str:
 
 def parse_key(text: str) -> QueryKey:
     """``Keyword=value``, ``Keyword`` (zero length: a return key), or a tag for the
-    keyword (``(0010,0020)=x``, ``0010,0020=x``, ``00100020=x``)."""
+    keyword (``(0010,0020)=x``, ``0010,0020=x``, ``00100020=x``); inside sequences,
+    ``Sequence[0].Keyword=value`` (``Sequence.Keyword`` too). A bare sequence is a
+    return key for the whole sequence; it takes no value."""
     name, equals, value = text.partition("=")
-    tag = parse_tag(name)
-    if tag is None:
-        raise QueryKeyError(f"-k {text!r}: {name.strip()!r} is not a DICOM keyword or tag")
+    tags = [_path_tag(text, part) for part in name.split(".")]
+    *path, tag = tags
+    for outer in path:
+        if vr_of(outer) != "SQ":
+            raise QueryKeyError(f"-k {text!r}: {_tag_text(outer)} is not a sequence")
     vr = vr_of(tag)
-    if vr == "SQ":
-        raise QueryKeyError(f"-k {text!r}: sequence keys are not supported")
+    if vr == "SQ" and equals:
+        raise QueryKeyError(f"-k {text!r}: a sequence takes keys inside it, not a value")
     if tag >> 16 & 1 or vr == "UN":
         raise QueryKeyError(f"-k {text!r}: private and unknown tags are not supported")
     if tag >> 16 == 0x0002 or tag >> 16 == 0x0000:
         raise QueryKeyError(f"-k {text!r}: not an identifier attribute")
-    return QueryKey(tag, vr, value if equals else None)
+    return QueryKey(tag, vr, value if equals else None, tuple(path))
+
+
+def _path_tag(text: str, part: str) -> int:
+    """One step of a key's path: a keyword or tag, with an optional item index [0]."""
+    name, bracket, index = part.partition("[")
+    if bracket and index.strip() != "0]":
+        raise QueryKeyError(f"-k {text!r}: a query sequence has one item, [0]")
+    tag = parse_tag(name)
+    if tag is None:
+        raise QueryKeyError(f"-k {text!r}: {name.strip()!r} is not a DICOM keyword or tag")
+    return tag
 
 
 def parse_keys(texts: Iterable[str]) -> list[QueryKey]:
-    """:func:`parse_key` over all ``-k``; a tag given twice keeps the last value."""
-    keys: dict[int, QueryKey] = {}
+    """:func:`parse_key` over all ``-k``; a key given twice keeps the last value."""
+    keys: dict[tuple[int, ...], QueryKey] = {}
     for text in texts:
         key = parse_key(text)
-        keys.pop(key.tag, None)
-        keys[key.tag] = key
+        keys.pop((*key.path, key.tag), None)
+        keys[(*key.path, key.tag)] = key
     return list(keys.values())
 
 
@@ -142,7 +165,7 @@ def character_set(keys: Iterable[QueryKey], charset: str | None) -> tuple[str, .
 def level_of(keys: Sequence[QueryKey], default: Level) -> Level:
     """``-k QueryRetrieveLevel=...`` (as findscu users write it) wins over ``-L``."""
     for key in keys:
-        if key.tag == QUERY_RETRIEVE_LEVEL and key.value:
+        if key.tag == QUERY_RETRIEVE_LEVEL and key.value and not key.path:
             try:
                 return Level(key.value.strip().upper())
             except ValueError:
@@ -172,13 +195,15 @@ def with_defaults(keys: Sequence[QueryKey], level: Level) -> list[QueryKey]:
 
 def with_return_keys(keys: Sequence[QueryKey], tags: Sequence[int]) -> list[QueryKey]:
     """``keys``, plus a return key (sent empty) for each of ``tags`` not among them."""
-    given = {key.tag for key in keys}
+    given = {key.path[0] if key.path else key.tag for key in keys}
     return [*keys, *(QueryKey(tag, vr_of(tag), None) for tag in tags if tag not in given)]
 
 
 def columns(keys: Sequence[QueryKey]) -> list[QueryKey]:
     """The keys shown as table columns: all but the level and the character set."""
-    return [k for k in keys if k.tag not in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET)]
+    return [
+        k for k in keys if k.path or k.tag not in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET)
+    ]
 
 
 def _binary(value: str, vr: str, key: str) -> bytes:
@@ -205,30 +230,50 @@ def build_identifier(
     elements = [Element(QUERY_RETRIEVE_LEVEL, "CS", level.value.encode())]
     if terms:
         elements.append(Element(SPECIFIC_CHARACTER_SET, "CS", "\\".join(terms).encode()))
+    top = [k for k in keys if k.path or k.tag not in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET)]
+    return elements + _elements(top, terms)
+
+
+def _elements(keys: Sequence[QueryKey], terms: Sequence[str]) -> list[Element]:
+    """The elements of ``keys`` at one level: a key inside a sequence goes into the
+    one item of the sequence at its path's head (PS3.4 C.2.2.2.6)."""
+    elements: list[Element] = []
+    items: dict[int, list[QueryKey]] = {}
     for key in keys:
-        if key.tag in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET):
-            continue
-        value = key.value or ""
-        if key.vr in _BINARY_NUMBERS:
-            raw = _binary(value, key.vr, key.name) if value else b""
-        elif key.vr in _STRING_VRS or key.vr in ("PN", "IS", "DS"):
-            try:
-                raw = encode_value(value, key.vr, terms)
-            except UnencodableError as exc:
-                raise QueryKeyError(f"{key.name}: {exc}") from None
-        elif key.vr == "AT" and value:
-            tag = parse_tag(value)
-            if tag is None:
-                raise QueryKeyError(f"{key.name}: {value!r} is not a tag")
-            raw = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
-        elif value:
-            raise QueryKeyError(f"{key.name}: values of VR {key.vr} cannot be given with -k")
+        if key.path:
+            inner = key._replace(path=key.path[1:])
+            items.setdefault(key.path[0], []).append(inner)
+        elif key.vr == "SQ":
+            items.setdefault(key.tag, [])
         else:
-            raw = b""
-        if key.vr == "UI":
-            raw = raw.rstrip(b"\0")
-        elements.append(Element(key.tag, key.vr, raw))
+            elements.append(_element(key, terms))
+    for tag, inside in items.items():
+        value = (tuple(_elements(inside, terms)),) if inside else ()
+        elements.append(Element(tag, "SQ", value))
     return elements
+
+
+def _element(key: QueryKey, terms: Sequence[str]) -> Element:
+    value = key.value or ""
+    if key.vr in _BINARY_NUMBERS:
+        raw = _binary(value, key.vr, key.name) if value else b""
+    elif key.vr in _STRING_VRS or key.vr in ("PN", "IS", "DS"):
+        try:
+            raw = encode_value(value, key.vr, terms)
+        except UnencodableError as exc:
+            raise QueryKeyError(f"{key.name}: {exc}") from None
+    elif key.vr == "AT" and value:
+        tag = parse_tag(value)
+        if tag is None:
+            raise QueryKeyError(f"{key.name}: {value!r} is not a tag")
+        raw = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    elif value:
+        raise QueryKeyError(f"{key.name}: values of VR {key.vr} cannot be given with -k")
+    else:
+        raw = b""
+    if key.vr == "UI":
+        raw = raw.rstrip(b"\0")
+    return Element(key.tag, key.vr, raw)
 
 
 # ---- responses: the DICOM JSON Model (PS3.18 F.2) ----------------------------------------
@@ -342,8 +387,17 @@ def cell(attribute: dict[str, Any] | None) -> str:
 def table(keys: Sequence[QueryKey], rows: Sequence[dict[str, Any]]) -> list[str]:
     """Lines of a plain-text table: one column per key (keyword headers), one row per match."""
     header = [key.name for key in keys]
-    body = [[cell(row.get(f"{key.tag:08X}")) for key in keys] for row in rows]
+    body = [[_cell(row, (*key.path, key.tag)) for key in keys] for row in rows]
     return text_table(header, body)
+
+
+def _cell(row: dict[str, Any], path: Sequence[int]) -> str:
+    """The cell of a key: inside sequences, its values in every item, ``\\``-joined."""
+    attribute = row.get(f"{path[0]:08X}")
+    if len(path) == 1:
+        return cell(attribute)
+    items = attribute.get("Value", []) if attribute else []
+    return "\\".join(_cell(item, path[1:]) for item in items if isinstance(item, dict))
 
 
 def text_table(
