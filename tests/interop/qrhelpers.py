@@ -5,10 +5,11 @@ person): CT and MR image storage, in Explicit VR Little Endian, Implicit VR
 Little Endian and RLE Lossless (pydicom's ``MR_small_RLE.dcm`` given our
 patient, study and series), with person names outside ASCII in ISO_IR 100
 (Latin-1) and ISO_IR 192 (UTF-8); patient A's other IDs, study A1's procedure
-code and the orders behind its series are sequences to match on. The files are written once per module by
-pydicom and sent to a node with our own Storage SCU, which sends each file's
-data set bytes as they are on disk: the node stores them unchanged, so "the
-retrieved instance is byte-identical" compares against the node's stored file.
+code and the orders behind its series are sequences to match on. The files are
+written once per module by pydicom and sent to a node with our own Storage SCU,
+which sends each file's data set bytes as they are on disk: the node stores them
+unchanged, so "the retrieved instance is byte-identical" compares against the
+node's stored file.
 
 :func:`qr_node` starts a :class:`RunningNode` outside the per-test fixtures (a
 module-scoped node loaded once); it must be stopped by the caller.
