@@ -55,6 +55,7 @@ __all__ = [
     "Element",
     "decode_dataset",
     "encode_dataset",
+    "un_items",
 ]
 
 #: Elements and items a decoded data set may hold, all levels together.
@@ -267,6 +268,23 @@ def decode_dataset(data: bytes | memoryview, transfer_syntax: str) -> tuple[Elem
     decoder = _Decoder(buf, _mode(transfer_syntax))
     elements, _ = decoder.elements(0, len(buf), 0, False)
     return elements
+
+
+def un_items(tag: int, value: bytes) -> tuple[tuple[Element, ...], ...] | None:
+    """The items of a sequence sent as UN of defined length, or None when ``tag`` is
+    no sequence of the data dictionary or ``value`` holds no items.
+
+    PS3.5 6.2.2: the value of an UN that is a sequence is encoded in Implicit VR
+    Little Endian, whatever the transfer syntax.
+    """
+    if vr_of(tag) != "SQ":
+        return None
+    head = LE.tag_length.pack(tag >> 16, tag & 0xFFFF, len(value))
+    try:
+        (element,) = decode_dataset(head + value, uids.IMPLICIT_VR_LE)
+    except (DatasetError, ValueError):
+        return None
+    return element.value if isinstance(element.value, tuple) else None
 
 
 # ---- encoding ----------------------------------------------------------------------

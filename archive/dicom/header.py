@@ -29,9 +29,10 @@ gathered as they are walked (at most :data:`MAX_SEQUENCE_LENGTH` each; a longer 
 is stepped over and not indexed) and decoded in :meth:`HeaderReader.finish` by
 :func:`archive.dicom.dataset.decode_dataset`. Each is indexed as JSON text: a list
 of items, each an object of the item keys kept (keyword -> decoded text, or a list
-of items for a nested sequence), empty values left out; ``""`` when absent or
-empty. A sequence that does not decode is not indexed (the data set is stored as
-received, as any other sequence it holds).
+of items for a nested sequence, one sent as UN decoded as Implicit VR LE), empty
+values left out; ``""`` when absent or empty. A sequence that does not decode is
+not indexed (the data set is stored as received, as any other sequence it holds);
+of a tag repeated, the first copy is.
 
 Values are kept as raw bytes and decoded once, in :meth:`HeaderReader.finish`, with
 the Specific Character Set (see :mod:`archive.dicom.charset`). A date in the
@@ -57,7 +58,7 @@ from archive.dicom.charset import (
     decode_text,
     python_codecs,
 )
-from archive.dicom.dataset import DatasetError, Element, decode_dataset
+from archive.dicom.dataset import DatasetError, Element, decode_dataset, un_items
 from archive.dicom.dimse.status import Status
 from archive.dicom.errors import StatusError
 from archive.dicom.query_keys import SEQUENCE_KEYS, KeyInfo
@@ -299,8 +300,10 @@ class HeaderReader:
 
     @property
     def buffered(self) -> int:
-        """Bytes held now: partial header or value, wanted values, deflated input."""
-        return len(self._buf) + self._held + len(self._deflated)
+        """Bytes held now: partial header or value, wanted values, deflated input,
+        the part of a wanted sequence gathered so far."""
+        gathered = len(self._capture) if self._capture is not None else 0
+        return len(self._buf) + self._held + len(self._deflated) + gathered
 
     def feed(self, data: bytes | bytearray | memoryview) -> bool:
         """Take the next fragment of the data set; return :attr:`done`.
@@ -480,13 +483,14 @@ class HeaderReader:
                             un_depth = 1
                             mode = IMPLICIT_LE
                             tag_length, tag_vr_length, long_length = _STRUCTS[mode]
-                        if tag in _SEQUENCES and not self._done:
+                        # The first copy of a repeated tag is the one kept.
+                        if tag in _SEQUENCES and not self._done and tag not in self._sequences:
                             self._sequences[tag] = (mode, length)
                             self._capture, self._capture_tag = bytearray(), tag
                             capture_from = pos
                         continue
                     if tag in _SEQUENCES and not self._done:
-                        if length <= MAX_SEQUENCE_LENGTH and tag not in values:
+                        if length <= MAX_SEQUENCE_LENGTH and tag not in self._sequences:
                             # Items of an UN are Implicit VR LE, PS3.5 6.2.2.
                             items_mode = IMPLICIT_LE if vr == b"UN" else mode
                             self._sequences[tag] = (items_mode, length)
@@ -548,27 +552,30 @@ class HeaderReader:
                 skip = pos - end
         finally:
             if self._capture is not None:  # the sequence runs on past this fragment
-                self._capture += data[capture_from : min(pos, end)]
-                if len(self._capture) > MAX_SEQUENCE_LENGTH:
-                    self._capture = None  # too long to index: walked, not gathered
-                    del self._sequences[self._capture_tag]
+                self._gather(data[capture_from : min(pos, end)])
             self._skip = skip
             self._want = want
             self._depth = depth
             self._un_depth = un_depth
             self._held = held
 
-    def _captured(self, tail: memoryview) -> None:
-        """The gathered sequence ends with ``tail``: keep it as the tag's value."""
+    def _gather(self, part: memoryview) -> None:
+        """Add ``part`` to the sequence being gathered, or give it up (too long to
+        index: walked, not gathered) before holding more than the bound."""
         capture = self._capture
         assert capture is not None
-        capture += tail
-        tag = self._capture_tag
-        if len(capture) <= MAX_SEQUENCE_LENGTH:
-            self._values[tag] = bytes(capture)
+        if len(capture) + len(part) > MAX_SEQUENCE_LENGTH:
+            self._capture = None
+            del self._sequences[self._capture_tag]
         else:
-            del self._sequences[tag]
-        self._capture = None
+            capture += part
+
+    def _captured(self, tail: memoryview) -> None:
+        """The gathered sequence ends with ``tail``: keep it as the tag's value."""
+        self._gather(tail)
+        if self._capture is not None:
+            self._values[self._capture_tag] = bytes(self._capture)
+            self._capture = None
 
     # --- decoding ------------------------------------------------------------------
 
@@ -644,11 +651,18 @@ def _items(
             key = keys.get(element.tag)
             if key is None:
                 continue
-            if isinstance(element.value, tuple):
-                nested = _items(element.value, key, codecs) if key.items else []
+            if key.items is not None:
+                value = element.value
+                if not isinstance(value, tuple):
+                    # A sequence sent as UN of defined length (PS3.5 6.2.2); any
+                    # other value where items belong is not kept.
+                    value = (un_items(element.tag, value) or ()) if element.vr == "UN" else ()
+                nested = _items(value, key, codecs)
                 if nested:
                     kept[key.keyword] = nested
                 continue
+            if isinstance(element.value, tuple):
+                continue  # items where a value belongs: not kept
             text = _item_text(bytes(element.value), key.vr, codecs)
             if text:
                 kept[key.keyword] = text

@@ -9,12 +9,13 @@ index, one whose items do not decode.
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from archive.dicom.header import MAX_SEQUENCE_LENGTH
+from archive.dicom.header import MAX_SEQUENCE_LENGTH, HeaderReader
 from tests.dicom.header_helpers import (
     EXPLICIT,
     IMPLICIT,
@@ -175,3 +176,84 @@ def test_a_nested_wanted_tag_is_not_taken_for_a_top_level_one() -> None:
     outer = undefined_sequence(0x00400260, item(inner, undefined=True))
     got = read(EXPLICIT, [minimal(EXPLICIT, tail=outer)])
     assert got.concept_name_code_sequence == ""
+
+
+def _kos(value: str) -> bytes:
+    code = element(0x00080100, "SH", value.encode()) + element(0x00080102, "SH", b"DCM ")
+    return item(code)
+
+
+@pytest.mark.parametrize(
+    ("first_undefined", "second"),
+    [(False, "defined"), (False, "undefined"), (False, "too long"), (True, "defined")],
+)
+def test_a_repeated_sequence_keeps_its_first_copy(first_undefined: bool, second: str) -> None:
+    """A tag twice is no valid data set, but it must not cost the instance (a
+    second copy too long to index once raised a KeyError in finish())."""
+    first = (undefined_sequence if first_undefined else _defined_sequence)(
+        0x0040A043, _kos("111111")
+    )
+    if second == "too long":
+        filler = _code_item(EXPLICIT, b"x" * 200)
+        again = undefined_sequence(0x0040A043, filler * (MAX_SEQUENCE_LENGTH // len(filler) + 1))
+    elif second == "undefined":
+        again = undefined_sequence(0x0040A043, _kos("222222"))
+    else:
+        again = _defined_sequence(0x0040A043, _kos("222222"))
+    data = minimal(EXPLICIT, tail=first + again)
+    for pieces in ([data], sevens(data)):
+        got = read(EXPLICIT, pieces)
+        assert got.concept_name_code_sequence == (
+            '[{"CodeValue":"111111","CodingSchemeDesignator":"DCM"}]'
+        )
+
+
+def _sized_item(size: int) -> bytes:
+    """One item of exactly ``size`` bytes with its header (Code Meaning pads it)."""
+    code = element(0x00080100, "SH", b"113000") + element(0x00080102, "SH", b"DCM ")
+    meaning = size - 8 - len(code) - 8
+    return item(code + element(0x00080104, "LO", b"m" * meaning))
+
+
+@pytest.mark.parametrize("undefined", [False, True], ids=["defined", "undefined"])
+def test_the_bound_is_on_the_bytes_gathered(undefined: bool) -> None:
+    # Defined length: the value; undefined: the value with its delimiter (8 bytes).
+    delimiter = 8 if undefined else 0
+    whole = undefined_sequence if undefined else _defined_sequence
+    for size, kept in ((MAX_SEQUENCE_LENGTH, True), (MAX_SEQUENCE_LENGTH + 2, False)):
+        items = _sized_item(size - delimiter - 6000) + _sized_item(6000)
+        data = minimal(EXPLICIT, tail=whole(0x0040A043, items))
+        for pieces in ([data], sevens(data)):
+            got = read(EXPLICIT, pieces).concept_name_code_sequence
+            assert bool(got) is kept, (size, undefined)
+
+
+def test_memory_stays_bounded_whatever_the_fragment_size() -> None:
+    # A 4 MiB sequence in one fragment: the reader must give it up before copying
+    # more than the bound, not after.
+    filler = _code_item(EXPLICIT, b"x" * 4000)
+    data = minimal(EXPLICIT, tail=undefined_sequence(0x0040A043, filler * 1000))
+    reader = HeaderReader(EXPLICIT)
+    tracemalloc.start()
+    try:
+        reader.feed(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MAX_SEQUENCE_LENGTH
+    assert reader.finish().concept_name_code_sequence == ""
+
+
+def test_a_nested_sequence_sent_as_un_is_read_and_a_wrong_value_left_out() -> None:
+    code = element(0x00080100, "SH", b"X1", IMPLICIT) + element(0x00080102, "SH", b"L ", IMPLICIT)
+    nested_un = element(0x00321064, "UN", item(code, IMPLICIT), EXPLICIT)
+    wrong = element(0x00400008, "LO", b"not items ")
+    order = item(element(0x00401001, "SH", b"RP1 ") + nested_un + wrong)
+    data = minimal(EXPLICIT, tail=_defined_sequence(0x00400275, order))
+    got = json.loads(read(EXPLICIT, [data]).request_attributes_sequence)
+    assert got == [
+        {
+            "RequestedProcedureCodeSequence": [{"CodeValue": "X1", "CodingSchemeDesignator": "L"}],
+            "RequestedProcedureID": "RP1",
+        }
+    ]
