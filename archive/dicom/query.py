@@ -78,7 +78,7 @@ from archive.dicom.charset import (
     decode_text,
     python_codecs,
 )
-from archive.dicom.dataset import Element
+from archive.dicom.dataset import Element, un_items
 from archive.dicom.dimse.status import Status
 from archive.dicom.errors import StatusError
 from archive.dicom.header import normalized_date
@@ -464,6 +464,8 @@ def parse_identifier(
             continue
         info = KEYS.get(tag)
         vr = info.vr if info is not None else _vr(element)
+        if info is not None and info.items is not None:
+            element = _as_sequence(element)
         if isinstance(element.value, tuple):
             key_level = effective_level(info.level, model) if info is not None else level
             if info is None or info.items is None or purpose == "retrieve":
@@ -574,6 +576,8 @@ def _sequence_key(
             continue
         seen.add(tag)
         key = held.get(tag)
+        if key is not None and key.items is not None:
+            item_element = _as_sequence(item_element)
         if isinstance(item_element.value, tuple):
             if key is None or key.items is None:
                 keys.append(ResponseKey(tag, "SQ", None, Source.SEQUENCE))
@@ -602,6 +606,15 @@ def _sequence_key(
             kind = MatchKind.LIST if len(terms) > 1 else terms[0].kind
             match.append(Condition(tag, key.keyword, vr, key.level, kind, terms, fold))
     return tuple(keys), tuple(match), lost
+
+
+def _as_sequence(element: Element) -> Element:
+    """A held sequence key as items: one sent as UN of defined length is decoded
+    (Implicit VR LE, PS3.5 6.2.2); any other value is an empty sequence."""
+    if isinstance(element.value, tuple):
+        return element
+    items = un_items(element.tag, element.value) if element.vr == "UN" and element.value else ()
+    return Element(element.tag, "SQ", items or ())
 
 
 def _all_item_keys(held: Mapping[int, KeyInfo]) -> list[ResponseKey]:

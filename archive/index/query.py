@@ -258,9 +258,13 @@ def _sequence_sql(source: str, condition: Condition, parameters: list[object], d
     alias = f"item{depth}"
     clauses = []
     for inner in condition.items:
-        value = f"json_extract({alias}.value, '$.{inner.keyword}')"
+        path = f"'$.{inner.keyword}'"
+        value = f"json_extract({alias}.value, {path})"
         if inner.kind is MatchKind.SEQUENCE:
-            clauses.append(_sequence_sql(value, inner, parameters, depth + 1))
+            # Only an array is items (header.py writes nothing else there; a
+            # string would make json_each fail the whole query).
+            items = f"CASE json_type({alias}.value, {path}) WHEN 'array' THEN {value} END"
+            clauses.append(_sequence_sql(items, inner, parameters, depth + 1))
             continue
         value = f"coalesce({value}, '')"
         if inner.fold:

@@ -291,3 +291,45 @@ def test_item_text_beyond_ascii_sets_the_character_set() -> None:
     ds = _read(response_identifier(q, instance(concept=stored), IMPLICIT_LE), IMPLICIT_LE)
     assert ds.SpecificCharacterSet == "ISO_IR 192"
     assert ds.ConceptNameCodeSequence[0].CodeMeaning == "Lésion 病変"
+
+
+def test_a_held_sequence_key_sent_as_un() -> None:
+    """PS3.5 6.2.2: an SCU that does not know the tag sends UN, its items in
+    Implicit VR LE; a zero-length one is the whole sequence."""
+    code = b"\x08\x00\x00\x01\x06\x00\x00\x00113000"  # (0008,0100) "113000", Implicit VR
+    item = b"\xfe\xff\x00\xe0" + len(code).to_bytes(4, "little") + code
+    keyed = find("IMAGE", Element(CONCEPT, "UN", item))
+    (condition,) = keyed.conditions
+    assert condition.items[0].terms[0].value == "113000"
+    assert matches(keyed, instance(concept=KOS))
+    assert not matches(keyed, instance(concept=REPORT))
+    whole = find("IMAGE", Element(CONCEPT, "UN", b""))
+    assert whole.conditions == ()
+    ds = _read(response_identifier(whole, instance(concept=REPORT), EXPLICIT_LE))
+    assert len(ds.ConceptNameCodeSequence) == 2
+
+
+def test_not_held_keys_in_a_nested_item_are_flagged() -> None:
+    nested = el("ScheduledProtocolCodeSequence", [[el("ContextUID", "1.2")]])
+    q = find("SERIES", el("RequestAttributesSequence", [[nested]]))
+    assert q.unsupported == (REQUEST,)
+    assert q.conditions == ()
+    deeper = el("ScheduledProtocolCodeSequence", [[el("ProtocolContextSequence", [[]])]])
+    assert find("SERIES", el("RequestAttributesSequence", [[deeper]])).unsupported == ()
+    valued = [[el("ProtocolContextSequence", [[el("ValueType", "TEXT")]])]]
+    flagged = el("ScheduledProtocolCodeSequence", valued)
+    assert find("SERIES", el("RequestAttributesSequence", [[flagged]])).unsupported == (REQUEST,)
+
+
+def test_a_key_below_the_level_with_only_keys_not_held_is_refused() -> None:
+    with pytest.raises(QueryError):
+        find("SERIES", el("ConceptNameCodeSequence", [[el("ContextUID", "1.2")]]))
+
+
+def test_specific_character_set_inside_an_item_is_not_a_key() -> None:
+    item = [el("SpecificCharacterSet", "ISO_IR 192"), el("CodeValue", "")]
+    q = find("IMAGE", el("ConceptNameCodeSequence", [item]))
+    assert q.unsupported == ()
+    ds = _read(response_identifier(q, instance(concept=KOS), EXPLICIT_LE))
+    (returned,) = ds.ConceptNameCodeSequence
+    assert list(returned.keys()) == [tag_for_keyword("CodeValue")]

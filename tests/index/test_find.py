@@ -418,3 +418,66 @@ def test_combined_date_time_sql_agrees_with_the_reference(
                 assert expected, "each key pair matches something"
 
     run(main())
+
+
+def test_sequences_follow_the_latest_non_empty_value(tmp_path: Path) -> None:
+    """An instance without a study's, series' or patient's sequence keeps the one
+    stored; a later different one replaces it (as the other columns, batch.py)."""
+    first = '[{"CodeValue":"A"}]'
+    second = '[{"CodeValue":"B"}]'
+    ids = '[{"PatientID":"X-1"}]'
+    later_ids = '[{"PatientID":"X-2"}]'
+
+    async def scenario() -> list[tuple[object, ...]]:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
+            found = []
+            steps = [
+                {"procedure_code_sequence": first, "other_patient_ids_sequence": ids},
+                {},  # nothing: nothing erased
+                {"procedure_code_sequence": second, "other_patient_ids_sequence": later_ids},
+            ]
+            for n, attrs in enumerate(steps, 1):
+                await index.add(
+                    make_instance(
+                        n,
+                        request_attributes_sequence=attrs.get("procedure_code_sequence", ""),
+                        **attrs,
+                    )
+                )
+                (record,) = await _all(index.find(q("SERIES", ("SeriesInstanceUID", "1.2.3.1"))))
+                (patient,) = await _all(index.find(q("PATIENT", model=PR)))
+                found.append(
+                    (
+                        record["ProcedureCodeSequence"],
+                        record["RequestAttributesSequence"],
+                        patient["OtherPatientIDsSequence"],
+                    )
+                )
+            return found
+
+    assert run(scenario()) == [
+        (first, first, ids),
+        (first, first, ids),
+        (second, second, later_ids),
+    ]
+
+
+def test_a_string_where_nested_items_belong_fails_no_query(tmp_path: Path) -> None:
+    """Only header.py writes these columns, and never a string for a nested
+    sequence; the SQL holds even if one is there: no match, no error."""
+    bad = '[{"RequestedProcedureCodeSequence":"X1","RequestedProcedureID":"RP1"}]'
+    good = '[{"RequestedProcedureCodeSequence":[{"CodeValue":"X1"}]}]'
+    nested = Element(0x00321064, "SQ", ((Element(0x00080100, "SH", b"X1"),),))
+    query = q("SERIES", ("RequestAttributesSequence", ((nested,),)))
+
+    async def scenario() -> list[object]:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
+            await index.add(make_instance(1, series="1.2.3.1", request_attributes_sequence=bad))
+            await index.add(make_instance(2, series="1.2.3.2", request_attributes_sequence=good))
+            every = await _all(index.find(q("SERIES")))
+            assert [r for r in every if matches(query, r)] == [
+                r for r in every if r["SeriesInstanceUID"] == "1.2.3.2"
+            ]
+            return [r["SeriesInstanceUID"] for r in await _all(index.find(query))]
+
+    assert run(scenario()) == ["1.2.3.2"]
