@@ -42,8 +42,10 @@ from archive.scu.identifier import (
     QueryKeyError,
     build_identifier,
     character_set,
+    columns,
     parse_key,
     parse_keys,
+    table,
     to_dicom_json,
     with_defaults,
 )
@@ -233,6 +235,8 @@ def test_find_failure_status_exits_5(
         ("PatientID[0].PatientName=X", "(0010,0020) is not a sequence"),
         ("RequestAttributesSequence[1].RequestedProcedureID=1", "has one item, [0]"),
         ("RequestAttributesSequence[0].Nothing=1", "'Nothing' is not a DICOM keyword"),
+        ("ProcedureCodeSequence.QueryRetrieveLevel=IMAGE", "belongs to the identifier itself"),
+        ("ProcedureCodeSequence.SpecificCharacterSet", "belongs to the identifier itself"),
         ("(0009,0010)=X", "private and unknown tags are not supported"),
         ("QueryRetrieveLevel=FRAME", "is not PATIENT, STUDY, SERIES or IMAGE"),
     ],
@@ -508,6 +512,26 @@ def test_keys_inside_one_sequence_share_its_one_item() -> None:
         parse_keys(["RequestAttributesSequence.AccessionNumber=A"]), Level.STUDY
     )
     assert "AccessionNumber" in [k.name for k in defaults]
+
+
+def test_table_cell_of_a_key_inside_a_sequence_lists_every_item() -> None:
+    keys = parse_keys(["RequestAttributesSequence.RequestedProcedureID", "PatientID"])
+    row = {
+        "00100020": {"vr": "LO", "Value": ["P1"]},
+        "00400275": {
+            "vr": "SQ",
+            "Value": [
+                {"00401001": {"vr": "SH", "Value": ["RP7"]}},
+                {},
+                {"00401001": {"vr": "SH", "Value": ["RP8"]}},
+            ],
+        },
+    }
+    assert table(columns(keys), [row, {}]) == [
+        "RequestAttributesSequence.RequestedProcedureID  PatientID",
+        "RP7\\\\RP8".ljust(len("RequestAttributesSequence.RequestedProcedureID  ")) + "P1",
+        "",
+    ]
 
 
 def _explicit(elements: list[Element]) -> Dataset:

@@ -121,6 +121,8 @@ def parse_key(text: str) -> QueryKey:
     for outer in path:
         if vr_of(outer) != "SQ":
             raise QueryKeyError(f"-k {text!r}: {_tag_text(outer)} is not a sequence")
+    if path and tag in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET):
+        raise QueryKeyError(f"-k {text!r}: {_tag_text(tag)} belongs to the identifier itself")
     vr = vr_of(tag)
     if vr == "SQ" and equals:
         raise QueryKeyError(f"-k {text!r}: a sequence takes keys inside it, not a value")
@@ -165,7 +167,7 @@ def character_set(keys: Iterable[QueryKey], charset: str | None) -> tuple[str, .
 def level_of(keys: Sequence[QueryKey], default: Level) -> Level:
     """``-k QueryRetrieveLevel=...`` (as findscu users write it) wins over ``-L``."""
     for key in keys:
-        if key.tag == QUERY_RETRIEVE_LEVEL and key.value and not key.path:
+        if key.tag == QUERY_RETRIEVE_LEVEL and key.value:
             try:
                 return Level(key.value.strip().upper())
             except ValueError:
@@ -201,9 +203,7 @@ def with_return_keys(keys: Sequence[QueryKey], tags: Sequence[int]) -> list[Quer
 
 def columns(keys: Sequence[QueryKey]) -> list[QueryKey]:
     """The keys shown as table columns: all but the level and the character set."""
-    return [
-        k for k in keys if k.path or k.tag not in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET)
-    ]
+    return [k for k in keys if k.tag not in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET)]
 
 
 def _binary(value: str, vr: str, key: str) -> bytes:
@@ -230,7 +230,7 @@ def build_identifier(
     elements = [Element(QUERY_RETRIEVE_LEVEL, "CS", level.value.encode())]
     if terms:
         elements.append(Element(SPECIFIC_CHARACTER_SET, "CS", "\\".join(terms).encode()))
-    top = [k for k in keys if k.path or k.tag not in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET)]
+    top = [k for k in keys if k.tag not in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET)]
     return elements + _elements(top, terms)
 
 
