@@ -27,8 +27,9 @@ formatted into the text. The shapes are chosen for the indexes of
 * a held sequence (JSON text, ``migrations/0004_sequences.sql``) matches through
   ``EXISTS (SELECT 1 FROM json_each(column) ... WHERE <item keys>)``, each item key
   read with ``json_extract`` (an absent one as ''), nested sequences the same way
-  one level down. No index serves it: a query that names only a sequence key scans
-  the level's table, so sequence keys are best combined with others.
+  one level down. At the IMAGE level a partial index of the rows that hold the
+  sequence serves a query that names nothing else (0005_sequence_indexes.sql);
+  above it, such a query scans its level's table (~8 ms for 50k series).
 """
 
 from __future__ import annotations
@@ -278,7 +279,9 @@ def _condition_sql(condition: Condition, parameters: list[object]) -> str:
     if condition.time_keyword:
         return _date_time_sql(condition, parameters)
     if condition.kind is MatchKind.SEQUENCE:
-        return _sequence_sql(_ALL_COLUMNS[condition.keyword], condition, parameters, 0)
+        # "<> ''" lets the partial indexes of 0005_sequence_indexes.sql serve it.
+        column = _ALL_COLUMNS[condition.keyword]
+        return f"({column} <> '' AND {_sequence_sql(column, condition, parameters, 0)})"
     multi = _MULTI_VALUED.get(condition.keyword)
     if multi is not None:
         table, column = multi

@@ -10,6 +10,7 @@ import pytest
 
 from archive.dicom.dataset import Element
 from archive.index import Index, SchemaVersionError
+from archive.index.query import find_statements
 from archive.index.schema import Migration, apply_migrations, load_migrations, split_sql
 from tests.index import execute, make_instance, query, run
 from tests.index.test_find import _all, q
@@ -36,7 +37,7 @@ def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
         await index.close()
 
     run(main())
-    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(4,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(5,)]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
     names = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert names == TABLES
@@ -212,6 +213,8 @@ SEQUENCE_COLUMNS = (
 
 def _back_to_version_3(db: Path) -> None:
     """The index as version 3 left it: without the sequence columns."""
+    execute(db, "DROP INDEX instance_with_concept_name")
+    execute(db, "DROP INDEX instance_with_content_template")
     for table, column in SEQUENCE_COLUMNS:
         execute(db, f"ALTER TABLE {table} DROP COLUMN {column}")
     execute(db, "PRAGMA user_version = 3")
@@ -252,3 +255,21 @@ def test_a_version_3_index_gets_sequence_columns_and_matches_new_instances(
         ("",),
         (code,),
     ]
+
+
+def test_image_queries_on_a_document_title_use_the_partial_index(tmp_path: Path) -> None:
+    """0005: a query naming only Concept Name Code Sequence at the IMAGE level
+    walks the documents' rows, not every instance."""
+    db = tmp_path / "index.db"
+    items = ((Element(0x00080100, "SH", b"113000"),),)
+    select, parameters, _ = find_statements(q("IMAGE", ("ConceptNameCodeSequence", items)))
+
+    async def make() -> None:
+        async with await Index.open(db):
+            pass
+
+    run(make())
+    plan = " ".join(
+        str(row) for row in query(db, "EXPLAIN QUERY PLAN " + select, tuple(parameters))
+    )
+    assert "USING INDEX instance_with_concept_name" in plan, plan
