@@ -490,29 +490,23 @@ class HeaderReader:
                             capture_from = pos
                         continue
                     if tag in _SEQUENCES and not self._done:
-                        if length <= MAX_SEQUENCE_LENGTH and tag not in self._sequences:
-                            # Items of an UN are Implicit VR LE, PS3.5 6.2.2.
-                            items_mode = IMPLICIT_LE if vr == b"UN" else mode
-                            self._sequences[tag] = (items_mode, length)
-                            if end - pos >= length:
-                                values[tag] = bytes(data[pos : pos + length])
-                                pos += length
-                            else:
-                                self._pending = tag
-                                want = length
-                        else:
-                            pos += length
-                        continue
-                    if self._done or tag not in wanted_tags or vr == b"SQ":
+                        if length > MAX_SEQUENCE_LENGTH or tag in self._sequences:
+                            pos += length  # too long to index, or a repeated tag
+                            continue
+                        # Items of an UN are Implicit VR LE, PS3.5 6.2.2.
+                        items_mode = IMPLICIT_LE if vr == b"UN" else mode
+                        self._sequences[tag] = (items_mode, length)
+                    elif self._done or tag not in wanted_tags or vr == b"SQ":
                         pos += length  # past end: the loop turns the excess into skip
                         continue
-                    if length > MAX_VALUE_LENGTH:
-                        raise _cannot_understand(
-                            f"value of ({group:04X},{elem:04X}) is {length} bytes long"
-                        )
-                    held += length
-                    if held > MAX_HELD:
-                        raise _cannot_understand("header values too long in total")
+                    else:
+                        if length > MAX_VALUE_LENGTH:
+                            raise _cannot_understand(
+                                f"value of ({group:04X},{elem:04X}) is {length} bytes long"
+                            )
+                        held += length
+                        if held > MAX_HELD:
+                            raise _cannot_understand("header values too long in total")
                     if end - pos >= length:
                         values[tag] = bytes(data[pos : pos + length])
                         pos += length
