@@ -32,7 +32,7 @@ of items, each an object of the item keys kept (keyword -> decoded text, or a li
 of items for a nested sequence, one sent as UN decoded as Implicit VR LE), empty
 values left out; ``""`` when absent or empty. A sequence that does not decode is
 not indexed (the data set is stored as received, as any other sequence it holds);
-of a tag repeated, the first copy is.
+of a tag repeated, the first copy short enough to index is.
 
 Values are kept as raw bytes and decoded once, in :meth:`HeaderReader.finish`, with
 the Specific Character Set (see :mod:`archive.dicom.charset`). A date in the

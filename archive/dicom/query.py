@@ -464,8 +464,11 @@ def parse_identifier(
             continue
         info = KEYS.get(tag)
         vr = info.vr if info is not None else _vr(element)
+        unreadable = False
         if info is not None and info.items is not None:
-            element = _as_sequence(element)
+            element, unreadable = _as_sequence(element)
+            if unreadable and purpose == "find":
+                unsupported.append(tag)  # matched as universal: say so (FF01)
         if isinstance(element.value, tuple):
             key_level = effective_level(info.level, model) if info is not None else level
             if info is None or info.items is None or purpose == "retrieve":
@@ -577,7 +580,8 @@ def _sequence_key(
         seen.add(tag)
         key = held.get(tag)
         if key is not None and key.items is not None:
-            item_element = _as_sequence(item_element)
+            item_element, unreadable = _as_sequence(item_element)
+            lost = lost or unreadable
         if isinstance(item_element.value, tuple):
             if key is None or key.items is None:
                 keys.append(ResponseKey(tag, "SQ", None, Source.SEQUENCE))
@@ -608,13 +612,17 @@ def _sequence_key(
     return tuple(keys), tuple(match), lost
 
 
-def _as_sequence(element: Element) -> Element:
-    """A held sequence key as items: one sent as UN of defined length is decoded
-    (Implicit VR LE, PS3.5 6.2.2); any other value is an empty sequence."""
+def _as_sequence(element: Element) -> tuple[Element, bool]:
+    """A held sequence key as items, and whether its value could not be read as
+    items. One sent as UN of defined length is decoded (Implicit VR LE, PS3.5
+    6.2.2); any other value is an empty sequence (universal), unreadable if not
+    empty."""
     if isinstance(element.value, tuple):
-        return element
-    items = un_items(element.tag, element.value) if element.vr == "UN" and element.value else ()
-    return Element(element.tag, "SQ", items or ())
+        return element, False
+    if not element.value:
+        return Element(element.tag, "SQ", ()), False
+    items = un_items(element.tag, element.value) if element.vr == "UN" else None
+    return Element(element.tag, "SQ", items or ()), items is None
 
 
 def _all_item_keys(held: Mapping[int, KeyInfo]) -> list[ResponseKey]:

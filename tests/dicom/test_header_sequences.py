@@ -15,7 +15,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from archive.dicom.header import MAX_SEQUENCE_LENGTH, HeaderReader
+from archive.dicom.header import MAX_HELD, MAX_SEQUENCE_LENGTH, MAX_VALUE_LENGTH, HeaderReader
 from tests.dicom.header_helpers import (
     EXPLICIT,
     IMPLICIT,
@@ -257,3 +257,34 @@ def test_a_nested_sequence_sent_as_un_is_read_and_a_wrong_value_left_out() -> No
             "RequestedProcedureID": "RP1",
         }
     ]
+
+
+def test_after_a_copy_too_long_the_next_one_is_indexed() -> None:
+    filler = _code_item(EXPLICIT, b"x" * 200)
+    too_long = undefined_sequence(0x0040A043, filler * (MAX_SEQUENCE_LENGTH // len(filler) + 1))
+    data = minimal(EXPLICIT, tail=too_long + _defined_sequence(0x0040A043, _kos("222222")))
+    for pieces in ([data], sevens(data)):
+        assert read(EXPLICIT, pieces).concept_name_code_sequence == (
+            '[{"CodeValue":"222222","CodingSchemeDesignator":"DCM"}]'
+        )
+
+
+def test_an_item_key_sent_with_items_is_left_out() -> None:
+    # Code Value (SH) as a sequence: not text, not kept; the rest of the item is.
+    code_value = undefined_sequence(0x00080100, item(b"", undefined=True))
+    odd = item(code_value + element(0x00080102, "SH", b"DCM "))
+    data = minimal(EXPLICIT, tail=_defined_sequence(0x0040A043, odd))
+    got = read(EXPLICIT, [data])
+    assert got.concept_name_code_sequence == '[{"CodingSchemeDesignator":"DCM"}]'
+
+
+def test_a_defined_length_sequence_does_not_count_toward_the_values_bound() -> None:
+    # Wanted values just under MAX_HELD, then a 16 KiB sequence: not refused.
+    long_text = element(0x00081030, "LO", b"d" * (MAX_VALUE_LENGTH - 2))
+    count = MAX_HELD // MAX_VALUE_LENGTH - 1
+    rest = MAX_HELD - count * (MAX_VALUE_LENGTH - 2) - 1000  # 1000 for the UIDs
+    values = long_text * count + element(0x00081030, "LO", b"d" * rest)
+    filler = _code_item(EXPLICIT, b"x" * 200)
+    concept = _defined_sequence(0x0040A043, filler * (MAX_SEQUENCE_LENGTH // len(filler)))
+    data = minimal(EXPLICIT, values, tail=concept)
+    assert read(EXPLICIT, [data]).concept_name_code_sequence

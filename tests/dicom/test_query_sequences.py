@@ -333,3 +333,26 @@ def test_specific_character_set_inside_an_item_is_not_a_key() -> None:
     ds = _read(response_identifier(q, instance(concept=KOS), EXPLICIT_LE))
     (returned,) = ds.ConceptNameCodeSequence
     assert list(returned.keys()) == [tag_for_keyword("CodeValue")]
+
+
+def test_a_sequence_key_whose_value_is_no_items_is_universal_and_flagged() -> None:
+    for value in (Element(CONCEPT, "UN", b"garbage!"), Element(CONCEPT, "LO", b"113000")):
+        q = find("IMAGE", value)
+        assert q.conditions == ()
+        assert q.unsupported == (CONCEPT,)
+    nested = Element(0x00321064, "UN", b"junkjunk")
+    q = find("SERIES", el("RequestAttributesSequence", [[nested]]))
+    assert q.conditions == ()
+    assert q.unsupported == (REQUEST,)
+
+
+def test_a_nested_held_sequence_sent_as_un_in_the_request() -> None:
+    code = b"\x08\x00\x00\x01\x02\x00\x00\x00P1"  # (0008,0100) "P1", Implicit VR
+    item = b"\xfe\xff\x00\xe0" + len(code).to_bytes(4, "little") + code
+    nested = Element(0x00400008, "UN", item)
+    q = find("IMAGE", el("RequestAttributesSequence", [[nested]]))
+    (condition,) = q.conditions
+    (inner,) = condition.items
+    assert (inner.keyword, inner.kind) == ("ScheduledProtocolCodeSequence", MatchKind.SEQUENCE)
+    assert matches(q, instance(request=ORDERS))
+    assert q.unsupported == ()
