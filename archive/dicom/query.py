@@ -8,7 +8,9 @@ Identifier of a match is built by :mod:`archive.dicom.query_identifier` (and, fa
 the reference the SQL translation in :mod:`archive.index.query` is tested against,
 is :mod:`archive.dicom.query_match`.
 What it is not: I/O of any kind, nor SQL. The key table is in
-:mod:`archive.dicom.query_keys`.
+:mod:`archive.dicom.query_keys`, the types of a parsed query in
+:mod:`archive.dicom.query_model` (re-exported here), and the reading of one key's
+value (terms, held sequence keys) in :mod:`archive.dicom.query_terms`.
 
 Conformance choices (implementation-defined or lenient on purpose):
 
@@ -62,36 +64,32 @@ Conformance choices (implementation-defined or lenient on purpose):
 
 from __future__ import annotations
 
-import enum
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar, Literal
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
-import msgspec
-
-from archive.dicom import dictionary
-from archive.dicom.charset import (
-    SPECIFIC_CHARACTER_SET,
-    TEXT_DELIMITERS,
-    TEXT_VRS,
-    decode_person_name,
-    decode_text,
-    python_codecs,
-)
-from archive.dicom.dataset import Element, un_items
-from archive.dicom.dimse.status import Status
-from archive.dicom.errors import StatusError
-from archive.dicom.header import normalized_date
+from archive.dicom.charset import SPECIFIC_CHARACTER_SET, python_codecs
+from archive.dicom.dataset import Element
 from archive.dicom.query_keys import (
     KEYS,
     LEVEL_ORDER,
     QR_SOP_CLASSES,
     UNIQUE_KEYS,
-    KeyInfo,
     Level,
     QueryModel,
     effective_level,
 )
+from archive.dicom.query_model import (
+    DATE_TIME_VRS,
+    Condition,
+    MatchKind,
+    Query,
+    QueryError,
+    ResponseKey,
+    ReturnKey,
+    Source,
+    Term,
+)
+from archive.dicom.query_terms import as_sequence, decode_key, key_terms, key_vr, sequence_key
 
 __all__ = [
     "DATE_TIME_VRS",
@@ -115,12 +113,6 @@ RETRIEVE_AE_TITLE = 0x00080054
 INSTANCE_AVAILABILITY = 0x00080056
 TIMEZONE_OFFSET_FROM_UTC = 0x00080201
 
-#: VRs for which "*" and "?" are wild cards, PS3.4 C.2.2.2.4.
-WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
-_INTEGER_VRS = frozenset({"IS", "US", "SS", "UL", "SL", "UV", "SV"})
-#: The VRs matched by meaning, as inclusive bounds (see the module docstring).
-DATE_TIME_VRS = frozenset({"DA", "TM"})
-
 
 def information_model(
     abstract_syntax: str,
@@ -129,218 +121,7 @@ def information_model(
     return QR_SOP_CLASSES.get(abstract_syntax)
 
 
-class QueryError(StatusError):
-    """The Identifier cannot be processed; ``status`` goes in the C-FIND/MOVE/GET-RSP.
-
-    0xA900 Identifier does not match SOP Class, or 0xC000 Unable to process (PS3.4
-    Tables C.4-1, C.4-2, C.4-3). The message is meant for the Error Comment
-    (0000,0902), at most 64 characters of the default repertoire.
-    """
-
-    code: ClassVar[str] = "dicom.query"
-    default_status: ClassVar[int] = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
-
-
-class MatchKind(enum.StrEnum):
-    """Kinds of Attribute Matching, PS3.4 C.2.2.2."""
-
-    SINGLE = "single"  # C.2.2.2.1
-    LIST = "list"  # C.2.2.2.2 (several alternatives)
-    WILDCARD = "wildcard"  # C.2.2.2.4
-    RANGE = "range"  # C.2.2.2.5
-    SEQUENCE = "sequence"  # C.2.2.2.6: ``Condition.items`` must match one item
-
-
-class Term(msgspec.Struct, frozen=True):
-    """One alternative of a matching key.
-
-    SINGLE: ``value`` (casefolded when the key folds; an integer's decimal form for
-    IS/US). WILDCARD: ``value`` is the pattern. DA/TM keys, single or RANGE, carry
-    the inclusive bounds ``low`` and ``high`` instead ('' = open end).
-    """
-
-    kind: MatchKind
-    value: str = ""
-    low: str = ""
-    high: str = ""
-
-
-class Condition(msgspec.Struct, frozen=True):
-    """A non-universal key the index matches on: one of ``terms`` must match."""
-
-    tag: int
-    keyword: str
-    vr: str
-    level: Level
-    kind: MatchKind
-    terms: tuple[Term, ...]
-    #: PN compared case-insensitively (str.casefold on both sides).
-    fold: bool = False
-    #: The record value is a '\\'-joined multi-value; any value may match.
-    multi_valued: bool = False
-    #: A Required Key: an entity whose value is zero length (unknown) matches,
-    #: PS3.4 C.2.2.1.2.
-    unknown_matches: bool = False
-    #: Combined date-time matching (negotiated, PS3.4 C.2.2.2.5): ``keyword`` is a
-    #: DA key, this its TM partner, and the one term's bounds are date + time
-    #: (``_combine_date_time``). ``vr`` is then "DT".
-    time_keyword: str = ""
-    #: With ``time_keyword``: an entity whose time is unknown is matched on its
-    #: date alone (the time is a Required Key too), else it does not match.
-    time_unknown_matches: bool = False
-    #: SEQUENCE: the item keys one item must match, all of them (``keyword`` is
-    #: then the item keyword, the value found in the item).
-    items: tuple[Condition, ...] = ()
-
-
-class ReturnKey(msgspec.Struct, frozen=True):
-    """An element of the request Identifier, in request order."""
-
-    tag: int
-    vr: str
-    #: The record keyword (index attribute) that answers it, or None (not held at
-    #: this level: returned with zero length, PS3.4 C.4.1.1.3.2 note 2).
-    attribute: str | None
-    #: A held sequence: what each item of the response holds, and the conditions
-    #: an item must meet to be returned (C.2.2.2.6).
-    items: tuple[ResponseKey, ...] = ()
-    match: tuple[Condition, ...] = ()
-
-
-class Source(enum.IntEnum):
-    """Where the value of a :class:`ResponseKey` comes from, for every match."""
-
-    EMPTY = 0
-    TEXT = 1
-    INTEGER_STRING = 2
-    UNSIGNED_SHORT = 3
-    LEVEL = 4
-    RETRIEVE_AE = 5
-    AVAILABILITY = 6
-    SEQUENCE = 7
-
-
-class ResponseKey(msgspec.Struct, frozen=True, array_like=True):
-    """One element of every C-FIND-RSP Identifier of the query, in tag order."""
-
-    tag: int
-    vr: str
-    attribute: str | None
-    source: int
-    #: A held sequence (``attribute`` not None): the item keys of every item, tag
-    #: order, and the conditions an item must meet to be returned.
-    items: tuple[ResponseKey, ...] = ()
-    match: tuple[Condition, ...] = ()
-
-
-class Query(msgspec.Struct, frozen=True, kw_only=True):
-    """A parsed Q/R Identifier (see :func:`parse_identifier`).
-
-    The information model, purpose and options it was parsed with are not kept:
-    they shaped the keys (each :class:`Condition` carries its own ``fold``), and
-    matching and the responses need nothing more.
-    """
-
-    level: Level
-    conditions: tuple[Condition, ...] = ()
-    return_keys: tuple[ReturnKey, ...] = ()
-    #: The values of Specific Character Set (0008,0005) of the request, stripped.
-    character_set: tuple[str, ...] = ()
-    #: Tags of non-universal keys that were not matched (not held, computed, below
-    #: the level in a relational query, sequence items): C-FIND Pending FF01.
-    unsupported: tuple[int, ...] = ()
-    #: What every response holds, tag order (built once here, used per match).
-    response_keys: tuple[ResponseKey, ...] = ()
-
-
 # -- parsing -----------------------------------------------------------------------
-
-_DA = re.compile(r"\d{8}")
-_TM = re.compile(r"\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?")
-# Latest time a partial TM can mean, completed from its length (HH, HHMM, HHMMSS).
-# Seconds run to 60: a leap second is in its minute (PS3.5 TM allows SS = 60).
-_TM_CEIL = {2: "5960.999999", 4: "60.999999", 6: ".999999"}
-
-
-def _date(text: str) -> str:
-    value = normalized_date(text.strip())  # ACR-NEMA YYYY.MM.DD accepted
-    if not _DA.fullmatch(value):
-        raise QueryError(f"invalid DA key value {text[:20]!r}", Status.CANNOT_UNDERSTAND)
-    return value
-
-
-def _time(text: str) -> tuple[str, str]:
-    """(earliest, latest) reading of a TM value, PS3.5 Table 6.2-1 TM."""
-    value = text.strip().replace(":", "")
-    if not _TM.fullmatch(value):
-        raise QueryError(f"invalid TM key value {text[:20]!r}", Status.CANNOT_UNDERSTAND)
-    if "." in value:
-        head, fraction = value.split(".")
-        return value, f"{head}.{fraction.ljust(6, '9')}"
-    return value, value + _TM_CEIL[len(value)]
-
-
-def _date_time_term(vr: str, text: str) -> Term:
-    """A DA or TM alternative: single value or range, as inclusive bounds."""
-    if "-" not in text:
-        if vr == "DA":
-            day = _date(text)
-            return Term(MatchKind.SINGLE, text.strip(), day, day)
-        low, high = _time(text)
-        return Term(MatchKind.SINGLE, text.strip(), low, high)
-    start, _, end = text.partition("-")
-    if vr == "DA":
-        low = _date(start) if start.strip() else ""
-        high = _date(end) if end.strip() else ""
-    else:
-        low = _time(start)[0] if start.strip() else ""
-        high = _time(end)[1] if end.strip() else ""
-    return Term(MatchKind.RANGE, text.strip(), low, high)
-
-
-def _decode(element: Element, vr: str, codecs: Sequence[str]) -> str:
-    raw = element.value
-    assert isinstance(raw, bytes | bytearray | memoryview)
-    data = bytes(raw)
-    if vr == "PN":
-        return decode_person_name(data, codecs)
-    if vr in TEXT_VRS:
-        return decode_text(data, codecs, TEXT_DELIMITERS)
-    return data.decode("latin_1")
-
-
-def _strip(text: str, vr: str) -> str:
-    return text.strip("\x00 ") if vr == "UI" else text.strip(" ")
-
-
-def _terms(info_vr: str, text: str, *, fold: bool, literal: bool) -> tuple[Term, ...] | None:
-    """The alternatives of a non-empty key value; None when it is universal."""
-    terms: list[Term] = []
-    for part in text.split("\\"):
-        alternative = _strip(part, info_vr)
-        if not alternative:
-            continue  # "A\\" has an empty alternative: it adds nothing to match
-        if fold:
-            alternative = alternative.casefold()
-        if not literal and not alternative.strip("*"):
-            return None  # "*" is Universal Matching, C.2.2.2.4 note 1 (any VR, leniently)
-        if not literal and info_vr in DATE_TIME_VRS:
-            if alternative == "-":
-                return None
-            terms.append(_date_time_term(info_vr, alternative))
-        elif info_vr in _INTEGER_VRS:
-            try:
-                number = int(alternative)
-            except ValueError:
-                raise QueryError(
-                    f"invalid {info_vr} key value {alternative[:20]!r}", Status.CANNOT_UNDERSTAND
-                ) from None
-            terms.append(Term(MatchKind.SINGLE, str(number)))
-        elif not literal and info_vr in WILDCARD_VRS and ("*" in alternative or "?" in alternative):
-            terms.append(Term(MatchKind.WILDCARD, alternative))
-        else:
-            terms.append(Term(MatchKind.SINGLE, alternative))
-    return tuple(terms) or None
 
 
 def _level_of(elements: Sequence[Element], model: QueryModel) -> Level:
@@ -463,10 +244,10 @@ def parse_identifier(
         ):
             continue
         info = KEYS.get(tag)
-        vr = info.vr if info is not None else _vr(element)
+        vr = info.vr if info is not None else key_vr(element)
         unreadable = False
         if info is not None and info.items is not None:
-            element, unreadable = _as_sequence(element)
+            element, unreadable = as_sequence(element)
             if unreadable and purpose == "find":
                 unsupported.append(tag)  # matched as universal: say so (FF01)
         if isinstance(element.value, tuple):
@@ -476,7 +257,7 @@ def parse_identifier(
                 if any(item for item in element.value) and purpose == "find":
                     unsupported.append(tag)
                 continue
-            items, match, lost = _sequence_key(element, info, codecs, fold_person_names)
+            items, match, lost = sequence_key(element, info, codecs, fold_person_names)
             if LEVEL_ORDER[key_level] > depth:
                 return_keys.append(ReturnKey(tag, "SQ", None))
                 if match or lost:
@@ -496,7 +277,7 @@ def parse_identifier(
             continue
         if info is None:
             return_keys.append(ReturnKey(tag, vr, None))
-            if _decode(element, vr, codecs).strip("\x00 ") and purpose == "find":
+            if decode_key(element, vr, codecs).strip("\x00 ") and purpose == "find":
                 unsupported.append(tag)
             continue
         key_level = effective_level(info.level, model)
@@ -506,10 +287,10 @@ def parse_identifier(
             # C.2.2.1.2/3: other keys shall not be in a retrieve. (In Study Root
             # Patient ID's level is STUDY, so it is skipped here too.)
             continue
-        text = _decode(element, vr, codecs)
+        text = decode_key(element, vr, codecs)
         # Every PN key (PS3.4 C.2.2.2.1.1 leaves case to the site's choice).
         fold = fold_person_names and vr == "PN"
-        terms = _terms(vr, text, fold=fold, literal=purpose == "retrieve")
+        terms = key_terms(vr, text, fold=fold, literal=purpose == "retrieve")
         if terms is None:
             continue
         if below:
@@ -554,94 +335,6 @@ def parse_identifier(
         unsupported=tuple(unsupported),
         response_keys=_response_keys(model, level, return_keys),
     )
-
-
-def _sequence_key(
-    element: Element, info: KeyInfo, codecs: Sequence[str], fold_person_names: bool
-) -> tuple[tuple[ResponseKey, ...], tuple[Condition, ...], bool]:
-    """A held sequence key: (what each item returns, what an item must match,
-    whether an item key was not matched), PS3.4 C.2.2.2.6, recursively."""
-    assert isinstance(element.value, tuple)
-    assert info.items is not None
-    if len(element.value) > 1:
-        raise QueryError(f"sequence key {element.tag:08X} has {len(element.value)} items")
-    held = info.items
-    if not element.value or not element.value[0]:
-        # No item key named: the whole sequence, every item key held.
-        return tuple(_all_item_keys(held)), (), False
-    keys: list[ResponseKey] = []
-    match: list[Condition] = []
-    lost = False
-    seen: set[int] = set()
-    for item_element in sorted(element.value[0], key=lambda e: e.tag):
-        tag = item_element.tag
-        if tag in seen or (tag >> 16) & 1 or tag & 0xFFFF == 0 or tag == SPECIFIC_CHARACTER_SET:
-            continue
-        seen.add(tag)
-        key = held.get(tag)
-        if key is not None and key.items is not None:
-            item_element, unreadable = _as_sequence(item_element)
-            lost = lost or unreadable
-        if isinstance(item_element.value, tuple):
-            if key is None or key.items is None:
-                keys.append(ResponseKey(tag, "SQ", None, Source.SEQUENCE))
-                lost = lost or any(item for item in item_element.value)
-                continue
-            items, inner, inner_lost = _sequence_key(item_element, key, codecs, fold_person_names)
-            keys.append(ResponseKey(tag, "SQ", key.keyword, Source.SEQUENCE, items, inner))
-            lost = lost or inner_lost
-            if inner:
-                match.append(
-                    Condition(
-                        tag, key.keyword, "SQ", key.level, MatchKind.SEQUENCE, (), items=inner
-                    )
-                )
-            continue
-        vr = key.vr if key is not None else _vr(item_element)
-        text = _decode(item_element, vr, codecs)
-        fold = fold_person_names and vr == "PN"
-        terms = _terms(vr, text, fold=fold, literal=False)
-        if key is None:
-            keys.append(ResponseKey(tag, vr, None, Source.EMPTY))
-            lost = lost or terms is not None
-            continue
-        keys.append(ResponseKey(tag, vr, key.keyword, Source.TEXT))
-        if terms is not None:
-            kind = MatchKind.LIST if len(terms) > 1 else terms[0].kind
-            match.append(Condition(tag, key.keyword, vr, key.level, kind, terms, fold))
-    return tuple(keys), tuple(match), lost
-
-
-def _as_sequence(element: Element) -> tuple[Element, bool]:
-    """A held sequence key as items, and whether its value could not be read as
-    items. One sent as UN of defined length is decoded (Implicit VR LE, PS3.5
-    6.2.2); any other value is an empty sequence (universal), unreadable if not
-    empty."""
-    if isinstance(element.value, tuple):
-        return element, False
-    if not element.value:
-        return Element(element.tag, "SQ", ()), False
-    items = un_items(element.tag, element.value) if element.vr == "UN" else None
-    return Element(element.tag, "SQ", items or ()), items is None
-
-
-def _all_item_keys(held: Mapping[int, KeyInfo]) -> list[ResponseKey]:
-    keys = []
-    for tag in sorted(held):
-        key = held[tag]
-        if key.items is not None:
-            items = tuple(_all_item_keys(key.items))
-            keys.append(ResponseKey(tag, "SQ", key.keyword, Source.SEQUENCE, items))
-        else:
-            keys.append(ResponseKey(tag, key.vr, key.keyword, Source.TEXT))
-    return keys
-
-
-def _vr(element: Element) -> str:
-    if element.vr != "UN":
-        return element.vr
-    # Implicit VR: the dictionary knows; an unknown tag stays UN.
-    return dictionary.vr_of(element.tag)
 
 
 def _response_keys(

@@ -32,7 +32,7 @@ def normalized_time(value: str) -> str:
 
     ``10`` and ``1015`` are 10:00 and 10:15 (``100000``, ``101500``); ``10:15:30``
     (ACR-NEMA) is ``101530``; fractions stay as they are. Keys are normalized when
-    parsed (``_time``); the index does the same in SQL (``archive.index.query``).
+    parsed (``query_terms._time``); the index does the same in SQL (``archive.index.query``).
     """
     bare = value.replace(":", "")
     return (bare + "0000")[: max(6, len(bare))]
