@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import msgspec
@@ -53,15 +52,14 @@ from archive.dicom import uids
 from archive.dicom.charset import (
     SPECIFIC_CHARACTER_SET,
     TEXT_DELIMITERS,
-    TEXT_VRS,
     decode_person_name,
     decode_text,
     python_codecs,
 )
-from archive.dicom.dataset import DatasetError, Element, decode_dataset, un_items
 from archive.dicom.dimse.status import Status
 from archive.dicom.errors import StatusError
-from archive.dicom.query_keys import SEQUENCE_KEYS, KeyInfo
+from archive.dicom.header_sequences import sequence_json
+from archive.dicom.query_keys import SEQUENCE_KEYS
 from archive.dicom.wire import (
     DEFLATED,
     EXPLICIT_BE,
@@ -165,7 +163,6 @@ _SEQUENCES: dict[int, str] = {
 }
 assert _SEQUENCES.keys() == SEQUENCE_KEYS.keys()
 _LAST_WANTED = max(*_WANTED, *_SEQUENCES)
-_DECODE_AS = {IMPLICIT_LE: uids.IMPLICIT_VR_LE, EXPLICIT_LE: uids.EXPLICIT_VR_LE}
 
 _IS_VALUE = re.compile(rb"\s*([+-]?[0-9]{1,12})\s*")
 _IS_MIN, _IS_MAX = -(2**31), 2**31 - 1  # PS3.5 Table 6.2-1, IS
@@ -583,7 +580,7 @@ class HeaderReader:
         for tag, raw in values.items():
             if tag in _SEQUENCES:
                 items_mode, length = self._sequences[tag]
-                fields[_SEQUENCES[tag]] = _sequence_json(tag, items_mode, length, raw, codecs)
+                fields[_SEQUENCES[tag]] = sequence_json(tag, items_mode, length, raw, codecs)
                 continue
             name, kind = _WANTED[tag]
             if kind == _TEXT:
@@ -603,73 +600,6 @@ class HeaderReader:
             else:  # _UI, _CS
                 fields[name] = raw.strip(b" \0").decode("latin_1")
         return InstanceAttributes(**fields)  # type: ignore[arg-type]
-
-
-def _sequence_json(
-    tag: int, items_mode: int, length: int, raw: bytes, codecs: Sequence[str]
-) -> str:
-    """The items of a wanted sequence as the index keeps them (module docstring).
-
-    ``raw`` is the value as received, ``length`` its length field (or undefined),
-    ``items_mode`` the encoding of its items. "" when it holds no item or does
-    not decode.
-    """
-    # The element re-framed with its own length, so decode_dataset reads the items.
-    structs = STRUCTS[items_mode]
-    if items_mode == IMPLICIT_LE:
-        head = structs.tag_length.pack(tag >> 16, tag & 0xFFFF, length)
-    else:
-        head = structs.tag_vr_long_length.pack(tag >> 16, tag & 0xFFFF, b"SQ", length)
-    syntax = _DECODE_AS.get(items_mode, uids.EXPLICIT_VR_BE)
-    try:
-        elements = decode_dataset(head + raw, syntax)
-    except DatasetError:
-        return ""
-    if len(elements) != 1 or not isinstance(elements[0].value, tuple):
-        return ""
-    items = _items(elements[0].value, SEQUENCE_KEYS[tag], codecs)
-    return msgspec.json.encode(items).decode() if items else ""
-
-
-_Item = dict[str, "str | list[_Item]"]
-
-
-def _items(
-    items: tuple[tuple[Element, ...], ...], info: KeyInfo, codecs: Sequence[str]
-) -> list[_Item]:
-    keys: Mapping[int, KeyInfo] = info.items or {}
-    out: list[_Item] = []
-    for item in items:
-        kept: _Item = {}
-        for element in sorted(item, key=lambda e: e.tag):
-            key = keys.get(element.tag)
-            if key is None:
-                continue
-            if key.items is not None:
-                value = element.value
-                if not isinstance(value, tuple):
-                    # A sequence sent as UN of defined length (PS3.5 6.2.2); any
-                    # other value where items belong is not kept.
-                    value = (un_items(element.tag, value) or ()) if element.vr == "UN" else ()
-                nested = _items(value, key, codecs)
-                if nested:
-                    kept[key.keyword] = nested
-                continue
-            if isinstance(element.value, tuple):
-                continue  # items where a value belongs: not kept
-            text = _item_text(bytes(element.value), key.vr, codecs)
-            if text:
-                kept[key.keyword] = text
-        out.append(kept)
-    return out if any(out) else []
-
-
-def _item_text(raw: bytes, vr: str, codecs: Sequence[str]) -> str:
-    if vr == "PN":
-        return decode_person_name(raw.rstrip(b" \0"), codecs)
-    if vr in TEXT_VRS:
-        return decode_text(raw.strip(b" \0"), codecs, TEXT_DELIMITERS)
-    return raw.strip(b" \0").decode("latin_1")
 
 
 #: A DA in the retired ACR-NEMA form (PS3.5 Table 6.2-1, note): YYYY.MM.DD.
