@@ -54,6 +54,7 @@ __all__ = [
     "DatasetError",
     "Element",
     "decode_dataset",
+    "decode_items",
     "encode_dataset",
     "un_items",
 ]
@@ -270,21 +271,31 @@ def decode_dataset(data: bytes | memoryview, transfer_syntax: str) -> tuple[Elem
     return elements
 
 
-def un_items(tag: int, value: bytes) -> tuple[tuple[Element, ...], ...] | None:
-    """The items of a sequence sent as UN of defined length, or None when ``tag`` is
-    no sequence of the data dictionary or ``value`` holds no items.
+def decode_items(
+    value: bytes | memoryview, mode: int, *, undefined: bool = False
+) -> tuple[tuple[Element, ...], ...]:
+    """The items of one sequence's value, PS3.5 7.5, each a tuple of elements.
 
-    PS3.5 6.2.2: the value of an UN that is a sequence is encoded in Implicit VR
-    Little Endian, whatever the transfer syntax.
+    ``mode`` is the encoding of the items (``wire.IMPLICIT_LE``, ``EXPLICIT_LE``,
+    ``EXPLICIT_BE``); ``undefined``: the value runs to its Sequence Delimitation
+    Item, which it ends with. The limits of :func:`decode_dataset` apply. Raises
+    :class:`DatasetError`.
     """
-    if vr_of(tag) != "SQ":
-        return None
-    head = LE.tag_length.pack(tag >> 16, tag & 0xFFFF, len(value))
+    buf = memoryview(value).cast("B")
+    items, end = _Decoder(buf, mode).sequence(0, -1 if undefined else len(buf), 1, False)
+    if end != len(buf):
+        raise DatasetError(f"{len(buf) - end} bytes after the sequence delimitation item")
+    return items
+
+
+def un_items(value: bytes) -> tuple[tuple[Element, ...], ...] | None:
+    """The items of a sequence sent as UN of defined length, or None if ``value``
+    holds none. PS3.5 6.2.2: such a value is Implicit VR Little Endian, whatever
+    the transfer syntax."""
     try:
-        (element,) = decode_dataset(head + value, uids.IMPLICIT_VR_LE)
-    except (DatasetError, ValueError):
+        return decode_items(value, IMPLICIT_LE)
+    except DatasetError:
         return None
-    return element.value if isinstance(element.value, tuple) else None
 
 
 # ---- encoding ----------------------------------------------------------------------

@@ -26,11 +26,11 @@ and one :data:`INFLATE_CHUNK` of output at a time.
 The top-level sequences the index holds (:data:`archive.dicom.query_keys.SEQUENCE_KEYS`,
 for Sequence Matching) are the exception to "never parsed": their value bytes are
 gathered as they are walked (at most :data:`MAX_SEQUENCE_LENGTH` each; a longer one
-is stepped over and not indexed) and decoded in :meth:`HeaderReader.finish` by
-:func:`archive.dicom.dataset.decode_dataset`. Each is indexed as JSON text: a list
-of items, each an object of the item keys kept (keyword -> decoded text, or a list
-of items for a nested sequence, one sent as UN decoded as Implicit VR LE), empty
-values left out; ``""`` when absent or empty. A sequence that does not decode is
+is stepped over and not indexed) and decoded in :meth:`HeaderReader.finish`
+(``header_sequences.py``). Each is indexed as JSON text: a list of items, each an
+object of the item keys kept (keyword -> decoded text, or a list of items for a
+nested sequence, one sent as UN decoded as Implicit VR LE), empty values left out;
+``""`` when absent or empty. A sequence that does not decode is
 not indexed (the data set is stored as received, as any other sequence it holds);
 of a tag repeated, the first copy short enough to index is.
 

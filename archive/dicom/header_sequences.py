@@ -14,15 +14,12 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from archive.dicom import uids
 from archive.dicom.charset import TEXT_DELIMITERS, TEXT_VRS, decode_person_name, decode_text
-from archive.dicom.dataset import DatasetError, Element, decode_dataset, un_items
+from archive.dicom.dataset import DatasetError, Element, decode_items, un_items
 from archive.dicom.query_keys import SEQUENCE_KEYS, KeyInfo
-from archive.dicom.wire import EXPLICIT_LE, IMPLICIT_LE, STRUCTS
+from archive.dicom.wire import UNDEFINED_LENGTH
 
 __all__ = ["sequence_json"]
-
-_DECODE_AS = {IMPLICIT_LE: uids.IMPLICIT_VR_LE, EXPLICIT_LE: uids.EXPLICIT_VR_LE}
 
 
 def sequence_json(tag: int, items_mode: int, length: int, raw: bytes, codecs: Sequence[str]) -> str:
@@ -32,20 +29,11 @@ def sequence_json(tag: int, items_mode: int, length: int, raw: bytes, codecs: Se
     ``items_mode`` the encoding of its items. "" when it holds no item or does
     not decode.
     """
-    # The element re-framed with its own length, so decode_dataset reads the items.
-    structs = STRUCTS[items_mode]
-    if items_mode == IMPLICIT_LE:
-        head = structs.tag_length.pack(tag >> 16, tag & 0xFFFF, length)
-    else:
-        head = structs.tag_vr_long_length.pack(tag >> 16, tag & 0xFFFF, b"SQ", length)
-    syntax = _DECODE_AS.get(items_mode, uids.EXPLICIT_VR_BE)
     try:
-        elements = decode_dataset(head + raw, syntax)
+        decoded = decode_items(raw, items_mode, undefined=length == UNDEFINED_LENGTH)
     except DatasetError:
         return ""
-    if len(elements) != 1 or not isinstance(elements[0].value, tuple):
-        return ""
-    items = _items(elements[0].value, SEQUENCE_KEYS[tag], codecs)
+    items = _items(decoded, SEQUENCE_KEYS[tag], codecs)
     return msgspec.json.encode(items).decode() if items else ""
 
 
@@ -68,7 +56,7 @@ def _items(
                 if not isinstance(value, tuple):
                     # A sequence sent as UN of defined length (PS3.5 6.2.2); any
                     # other value where items belong is not kept.
-                    value = (un_items(element.tag, value) or ()) if element.vr == "UN" else ()
+                    value = (un_items(value) or ()) if element.vr == "UN" else ()
                 nested = _items(value, key, codecs)
                 if nested:
                     kept[key.keyword] = nested

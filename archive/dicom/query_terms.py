@@ -199,7 +199,7 @@ def as_sequence(element: Element) -> tuple[Element, bool]:
         return element, False
     if not element.value:
         return Element(element.tag, "SQ", ()), False
-    items = un_items(element.tag, element.value) if element.vr == "UN" else None
+    items = un_items(element.value) if element.vr == "UN" else None
     return Element(element.tag, "SQ", items or ()), items is None
 
 

@@ -22,9 +22,12 @@ from archive.dicom.dataset import (
     DatasetError,
     Element,
     decode_dataset,
+    decode_items,
     encode_dataset,
+    un_items,
 )
 from archive.dicom.dictionary import vr_of
+from archive.dicom.wire import EXPLICIT_BE, EXPLICIT_LE, IMPLICIT_LE
 
 IMPLICIT = uids.IMPLICIT_VR_LE
 EXPLICIT = uids.EXPLICIT_VR_LE
@@ -493,3 +496,33 @@ def test_deflate_bomb_is_refused() -> None:
     assert len(bomb) < 64 * 1024
     with pytest.raises(DatasetError, match="inflates past 16777216 bytes"):
         decode_dataset(bomb, DEFLATED)
+
+
+# -- the items of one sequence value -----------------------------------------------
+
+
+_ITEM_BODY = struct.pack("<HHL", 0x0008, 0x0100, 6) + b"113000"  # Implicit VR LE
+
+
+@pytest.mark.parametrize("mode", [IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE])
+def test_decode_items_of_defined_and_undefined_length(mode: int) -> None:
+    order = "<" if mode != EXPLICIT_BE else ">"
+    if mode == IMPLICIT_LE:
+        body = struct.pack(order + "HHL", 0x0008, 0x0100, 6) + b"113000"
+    else:
+        body = struct.pack(order + "HH2sH", 0x0008, 0x0100, b"SH", 6) + b"113000"
+    item = struct.pack(order + "HHL", 0xFFFE, 0xE000, len(body)) + body
+    want = ((Element(0x00080100, "SH", b"113000"),),)
+    assert decode_items(item * 2, mode) == want * 2
+    delimiter = struct.pack(order + "HHL", 0xFFFE, 0xE0DD, 0)
+    assert decode_items(item + delimiter, mode, undefined=True) == want
+    with pytest.raises(DatasetError, match="after the sequence delimitation item"):
+        decode_items(item + delimiter + b"\0\0", mode, undefined=True)
+    with pytest.raises(DatasetError):
+        decode_items(item[:-1], mode)
+
+
+def test_un_items_reads_implicit_vr_and_answers_none_for_no_items() -> None:
+    item = struct.pack("<HHL", 0xFFFE, 0xE000, len(_ITEM_BODY)) + _ITEM_BODY
+    assert un_items(item) == ((Element(0x00080100, "SH", b"113000"),),)
+    assert un_items(b"garbage!") is None
