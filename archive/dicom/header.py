@@ -121,6 +121,7 @@ _PN = 4  # PN: Specific Character Set, component groups, trailing spaces
 _IS = 5  # IS -> int, None when not one integer in the IS range
 _USHORT = 6  # US -> int
 _DA = 7  # DA: as TM, and an ACR-NEMA YYYY.MM.DD is indexed as YYYYMMDD
+_SQ = 8  # a sequence the index holds: its items as JSON text (header_sequences.py)
 
 #: Wanted tags -> (field of InstanceAttributes, kind), ascending, PS3.6 Table 6-1.
 _WANTED: dict[int, tuple[str, int]] = {
@@ -137,12 +138,14 @@ _WANTED: dict[int, tuple[str, int]] = {
     0x00080060: ("modality", _CS),
     0x00080090: ("referring_physician_name", _PN),
     0x00081030: ("study_description", _TEXT),
+    0x00081032: ("procedure_code_sequence", _SQ),
     0x0008103E: ("series_description", _TEXT),
     0x00100010: ("patient_name", _PN),
     0x00100020: ("patient_id", _TEXT),
     0x00100021: ("issuer_of_patient_id", _TEXT),
     0x00100030: ("patient_birth_date", _DA),
     0x00100040: ("patient_sex", _CS),
+    0x00101002: ("other_patient_ids_sequence", _SQ),
     0x00180015: ("body_part_examined", _CS),
     0x0020000D: ("study_instance_uid", _UI),
     0x0020000E: ("series_instance_uid", _UI),
@@ -152,17 +155,13 @@ _WANTED: dict[int, tuple[str, int]] = {
     0x00280008: ("number_of_frames", _IS),
     0x00280010: ("rows", _USHORT),
     0x00280011: ("columns", _USHORT),
+    0x00400275: ("request_attributes_sequence", _SQ),
+    0x0040A043: ("concept_name_code_sequence", _SQ),
+    0x0040A504: ("content_template_sequence", _SQ),
 }
-#: Wanted sequences -> field of InstanceAttributes (the JSON text of their items).
-_SEQUENCES: dict[int, str] = {
-    0x00081032: "procedure_code_sequence",
-    0x00101002: "other_patient_ids_sequence",
-    0x00400275: "request_attributes_sequence",
-    0x0040A043: "concept_name_code_sequence",
-    0x0040A504: "content_template_sequence",
-}
-assert _SEQUENCES.keys() == SEQUENCE_KEYS.keys()
-_LAST_WANTED = max(*_WANTED, *_SEQUENCES)
+assert {tag for tag, (_, kind) in _WANTED.items() if kind == _SQ} == SEQUENCE_KEYS.keys()
+_LAST_WANTED = max(_WANTED)
+_NOT_WANTED = ("", -1)
 
 _IS_VALUE = re.compile(rb"\s*([+-]?[0-9]{1,12})\s*")
 _IS_MIN, _IS_MAX = -(2**31), 2**31 - 1  # PS3.5 Table 6.2-1, IS
@@ -481,20 +480,27 @@ class HeaderReader:
                             mode = IMPLICIT_LE
                             tag_length, tag_vr_length, long_length = _STRUCTS[mode]
                         # The first copy of a repeated tag is the one kept.
-                        if tag in _SEQUENCES and not self._done and tag not in self._sequences:
+                        if (
+                            not self._done
+                            and wanted_tags.get(tag, _NOT_WANTED)[1] == _SQ
+                            and tag not in self._sequences
+                        ):
                             self._sequences[tag] = (mode, length)
                             self._capture, self._capture_tag = bytearray(), tag
                             capture_from = pos
                         continue
-                    if tag in _SEQUENCES and not self._done:
+                    if self._done or tag not in wanted_tags:
+                        pos += length  # past end: the loop turns the excess into skip
+                        continue
+                    if wanted_tags[tag][1] == _SQ:
                         if length > MAX_SEQUENCE_LENGTH or tag in self._sequences:
                             pos += length  # too long to index, or a repeated tag
                             continue
                         # Items of an UN are Implicit VR LE, PS3.5 6.2.2.
                         items_mode = IMPLICIT_LE if vr == b"UN" else mode
                         self._sequences[tag] = (items_mode, length)
-                    elif self._done or tag not in wanted_tags or vr == b"SQ":
-                        pos += length  # past end: the loop turns the excess into skip
+                    elif vr == b"SQ":
+                        pos += length  # a sequence where a value belongs: not read
                         continue
                     else:
                         if length > MAX_VALUE_LENGTH:
@@ -578,12 +584,11 @@ class HeaderReader:
         codecs = python_codecs(terms if any(terms) else [])
         fields: dict[str, str | int | None] = {}
         for tag, raw in values.items():
-            if tag in _SEQUENCES:
-                items_mode, length = self._sequences[tag]
-                fields[_SEQUENCES[tag]] = sequence_json(tag, items_mode, length, raw, codecs)
-                continue
             name, kind = _WANTED[tag]
-            if kind == _TEXT:
+            if kind == _SQ:
+                items_mode, length = self._sequences[tag]
+                fields[name] = sequence_json(tag, items_mode, length, raw, codecs)
+            elif kind == _TEXT:
                 fields[name] = decode_text(raw.strip(b" \0"), codecs, TEXT_DELIMITERS)
             elif kind == _PN:
                 fields[name] = decode_person_name(raw.rstrip(b" \0"), codecs)
