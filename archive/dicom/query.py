@@ -89,7 +89,7 @@ from archive.dicom.query_model import (
     Source,
     Term,
 )
-from archive.dicom.query_terms import as_sequence, decode_key, key_terms, key_vr, sequence_key
+from archive.dicom.query_terms import decode_key, held_sequence, key_terms, key_vr
 
 __all__ = [
     "DATE_TIME_VRS",
@@ -245,35 +245,30 @@ def parse_identifier(
             continue
         info = KEYS.get(tag)
         vr = info.vr if info is not None else key_vr(element)
-        unreadable = False
-        if info is not None and info.items is not None:
-            element, unreadable = as_sequence(element)
-            if unreadable and purpose == "find":
-                unsupported.append(tag)  # matched as universal: say so (FF01)
-        if isinstance(element.value, tuple):
-            key_level = effective_level(info.level, model) if info is not None else level
-            if info is None or info.items is None or purpose == "retrieve":
-                return_keys.append(ReturnKey(tag, "SQ", None))
-                if any(item for item in element.value) and purpose == "find":
-                    unsupported.append(tag)
-                continue
-            items, match, lost = sequence_key(element, info, codecs, fold_person_names)
+        if info is not None and info.items is not None and purpose == "find":
+            key_level = effective_level(info.level, model)
+            items, condition, lost = held_sequence(
+                element, info, key_level, codecs, fold_person_names
+            )
             if LEVEL_ORDER[key_level] > depth:
                 return_keys.append(ReturnKey(tag, "SQ", None))
-                if match or lost:
+                if condition is not None or lost:
                     if not relational:
                         raise QueryError(f"key {tag:08X} is below the {level} level")
                     unsupported.append(tag)
                 continue
+            match = condition.items if condition is not None else ()
             return_keys.append(ReturnKey(tag, "SQ", info.keyword, items, match))
             if lost:
                 unsupported.append(tag)
-            if match:
-                conditions.append(
-                    Condition(
-                        tag, info.keyword, "SQ", key_level, MatchKind.SEQUENCE, (), items=match
-                    )
-                )
+            if condition is not None:
+                conditions.append(condition)
+            continue
+        if isinstance(element.value, tuple) or (info is not None and info.items is not None):
+            # A sequence the index does not hold, or any in a retrieve.
+            return_keys.append(ReturnKey(tag, "SQ", None))
+            if isinstance(element.value, tuple) and any(element.value) and purpose == "find":
+                unsupported.append(tag)
             continue
         if info is None:
             return_keys.append(ReturnKey(tag, vr, None))

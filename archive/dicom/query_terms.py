@@ -2,9 +2,9 @@
 
 What this is: :func:`key_terms` (the alternatives of one key's value: single,
 wild card, range, universal, PS3.4 C.2.2.2.1-5), :func:`decode_key` and
-:func:`key_vr` (a key's text and VR), and :func:`sequence_key` (a held sequence
+:func:`key_vr` (a key's text and VR), and a held sequence
 key's single item as item conditions and item return keys, C.2.2.2.6,
-recursively). The rules are listed in the docstring of
+recursively, :func:`held_sequence`). The rules are listed in the docstring of
 :mod:`archive.dicom.query`, which uses these. What it is not: I/O, nor SQL.
 """
 
@@ -24,7 +24,7 @@ from archive.dicom.charset import (
 from archive.dicom.dataset import Element, un_items
 from archive.dicom.dimse.status import Status
 from archive.dicom.header import normalized_date
-from archive.dicom.query_keys import KeyInfo
+from archive.dicom.query_keys import KeyInfo, Level
 from archive.dicom.query_model import (
     DATE_TIME_VRS,
     INTEGER_VRS,
@@ -37,7 +37,7 @@ from archive.dicom.query_model import (
     Term,
 )
 
-__all__ = ["as_sequence", "decode_key", "key_terms", "key_vr", "sequence_key"]
+__all__ = ["decode_key", "held_sequence", "key_terms", "key_vr"]
 
 _DA = re.compile(r"\d{8}")
 _TM = re.compile(r"\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?")
@@ -134,11 +134,29 @@ def key_vr(element: Element) -> str:
     return dictionary.vr_of(element.tag)
 
 
-def sequence_key(
+def held_sequence(
+    element: Element, info: KeyInfo, level: Level, codecs: Sequence[str], fold: bool
+) -> tuple[tuple[ResponseKey, ...], Condition | None, bool]:
+    """A key of a sequence the index holds (``info.items``), PS3.4 C.2.2.2.6:
+    (what each item of a response holds, the condition one of an entity's items
+    must meet or None when the key is universal, whether a key inside was not
+    matched: FF01). Nested held sequences the same way, recursively.
+    """
+    element, unreadable = _as_sequence(element)
+    items, match, lost = _item_keys(element, info, codecs, fold)
+    if not match:
+        return items, None, lost or unreadable
+    condition = Condition(
+        element.tag, info.keyword, "SQ", level, MatchKind.SEQUENCE, (), items=match
+    )
+    return items, condition, lost or unreadable
+
+
+def _item_keys(
     element: Element, info: KeyInfo, codecs: Sequence[str], fold_person_names: bool
 ) -> tuple[tuple[ResponseKey, ...], tuple[Condition, ...], bool]:
-    """A held sequence key: (what each item returns, what an item must match,
-    whether an item key was not matched), PS3.4 C.2.2.2.6, recursively."""
+    """The single item of a held sequence key: (item return keys, item conditions,
+    whether an item key was not matched)."""
     assert isinstance(element.value, tuple)
     assert info.items is not None
     if len(element.value) > 1:
@@ -158,22 +176,18 @@ def sequence_key(
         seen.add(tag)
         key = held.get(tag)
         if key is not None and key.items is not None:
-            item_element, unreadable = as_sequence(item_element)
-            lost = lost or unreadable
-        if isinstance(item_element.value, tuple):
-            if key is None or key.items is None:
-                keys.append(ResponseKey(tag, "SQ", None, Source.SEQUENCE))
-                lost = lost or any(item for item in item_element.value)
-                continue
-            items, inner, inner_lost = sequence_key(item_element, key, codecs, fold_person_names)
-            keys.append(ResponseKey(tag, "SQ", key.keyword, Source.SEQUENCE, items, inner))
+            items, inner, inner_lost = held_sequence(
+                item_element, key, key.level, codecs, fold_person_names
+            )
+            inner_match = inner.items if inner is not None else ()
+            keys.append(ResponseKey(tag, "SQ", key.keyword, Source.SEQUENCE, items, inner_match))
             lost = lost or inner_lost
-            if inner:
-                match.append(
-                    Condition(
-                        tag, key.keyword, "SQ", key.level, MatchKind.SEQUENCE, (), items=inner
-                    )
-                )
+            if inner is not None:
+                match.append(inner)
+            continue
+        if isinstance(item_element.value, tuple):  # a sequence not held
+            keys.append(ResponseKey(tag, "SQ", None, Source.SEQUENCE))
+            lost = lost or any(item for item in item_element.value)
             continue
         vr = key.vr if key is not None else key_vr(item_element)
         text = decode_key(item_element, vr, codecs)
@@ -190,7 +204,7 @@ def sequence_key(
     return tuple(keys), tuple(match), lost
 
 
-def as_sequence(element: Element) -> tuple[Element, bool]:
+def _as_sequence(element: Element) -> tuple[Element, bool]:
     """A held sequence key as items, and whether its value could not be read as
     items. One sent as UN of defined length is decoded (Implicit VR LE, PS3.5
     6.2.2); any other value is an empty sequence (universal), unreadable if not
