@@ -558,6 +558,10 @@ def test_build_identifier_bytes() -> None:
     assert Element(0x00080005, "CS", b"ISO_IR 100") in latin
     with pytest.raises(QueryKeyError, match="PatientName"):
         build_identifier(keys, Level.STUDY, ())
+    # Inside a sequence, the error names the key's whole path.
+    inner = parse_keys(["RequestAttributesSequence.ScheduledProcedureStepDescription=Knie ä"])
+    with pytest.raises(QueryKeyError, match=r"^RequestAttributesSequence\.ScheduledProcedure"):
+        build_identifier(inner, Level.SERIES, ())
 
 
 def test_default_keys_only_with_matching_keys_only() -> None:

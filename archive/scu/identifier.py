@@ -100,10 +100,15 @@ class QueryKey(NamedTuple):
     path: tuple[int, ...] = ()
 
     @property
+    def tags(self) -> tuple[int, ...]:
+        """The sequences' tags, then the key's own."""
+        return (*self.path, self.tag)
+
+    @property
     def name(self) -> str:
         """The keyword (``Sequence.Keyword`` inside a sequence), or ``(gggg,eeee)``
         for a tag without one."""
-        return ".".join(keyword_for_tag(t) or _tag_text(t) for t in (*self.path, self.tag))
+        return ".".join(keyword_for_tag(t) or _tag_text(t) for t in self.tags)
 
 
 def _tag_text(tag: int) -> str:
@@ -149,8 +154,8 @@ def parse_keys(texts: Iterable[str]) -> list[QueryKey]:
     keys: dict[tuple[int, ...], QueryKey] = {}
     for text in texts:
         key = parse_key(text)
-        keys.pop((*key.path, key.tag), None)
-        keys[(*key.path, key.tag)] = key
+        keys.pop(key.tags, None)
+        keys[key.tags] = key
     return list(keys.values())
 
 
@@ -231,24 +236,23 @@ def build_identifier(
     if terms:
         elements.append(Element(SPECIFIC_CHARACTER_SET, "CS", "\\".join(terms).encode()))
     top = [k for k in keys if k.tag not in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET)]
-    return elements + _elements(top, terms)
+    return elements + _elements(top, terms, 0)
 
 
-def _elements(keys: Sequence[QueryKey], terms: Sequence[str]) -> list[Element]:
-    """The elements of ``keys`` at one level: a key inside a sequence goes into the
-    one item of the sequence at its path's head (PS3.4 C.2.2.2.6)."""
+def _elements(keys: Sequence[QueryKey], terms: Sequence[str], depth: int) -> list[Element]:
+    """The elements of ``keys`` at nesting ``depth``: a key deeper goes into the one
+    item of the sequence its path names at this depth (PS3.4 C.2.2.2.6)."""
     elements: list[Element] = []
     items: dict[int, list[QueryKey]] = {}
     for key in keys:
-        if key.path:
-            inner = key._replace(path=key.path[1:])
-            items.setdefault(key.path[0], []).append(inner)
+        if len(key.path) > depth:
+            items.setdefault(key.path[depth], []).append(key)
         elif key.vr == "SQ":
             items.setdefault(key.tag, [])
         else:
             elements.append(_element(key, terms))
     for tag, inside in items.items():
-        value = (tuple(_elements(inside, terms)),) if inside else ()
+        value = (tuple(_elements(inside, terms, depth + 1)),) if inside else ()
         elements.append(Element(tag, "SQ", value))
     return elements
 
@@ -387,7 +391,7 @@ def cell(attribute: dict[str, Any] | None) -> str:
 def table(keys: Sequence[QueryKey], rows: Sequence[dict[str, Any]]) -> list[str]:
     """Lines of a plain-text table: one column per key (keyword headers), one row per match."""
     header = [key.name for key in keys]
-    body = [[_cell(row, (*key.path, key.tag)) for key in keys] for row in rows]
+    body = [[_cell(row, key.tags) for key in keys] for row in rows]
     return text_table(header, body)
 
 
