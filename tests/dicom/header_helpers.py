@@ -87,6 +87,14 @@ def split_file(path: str) -> tuple[str, bytes]:
     return ts or _guessed_transfer_syntax(path), raw[pos:]
 
 
+def dataset(**values: object) -> Dataset:
+    """A pydicom data set (or sequence item) of these attributes, by keyword."""
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
 def encode(ds: Dataset, ts: str) -> bytes:
     """``ds`` (without file meta) encoded by pydicom in a native transfer syntax."""
     fp = DicomBytesIO()

@@ -21,6 +21,7 @@ from tests.dicom.header_helpers import (
     IMPLICIT,
     NATIVE,
     bytewise,
+    dataset,
     element,
     encode,
     expected,
@@ -33,44 +34,43 @@ from tests.dicom.header_helpers import (
 
 
 def _code(value: str, scheme: str, meaning: str = "") -> Dataset:
-    code = Dataset()
-    code.CodeValue = value
-    code.CodingSchemeDesignator = scheme
+    code = dataset(CodeValue=value, CodingSchemeDesignator=scheme)
     if meaning:
         code.CodeMeaning = meaning
     return code
 
 
 def _document(undefined: bool) -> Dataset:
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.59"
-    ds.SOPInstanceUID = "1.2.3.4.5"
-    ds.PatientName = "Doe^Jane"
-    ds.PatientID = "P1"
-    ids = Dataset()
-    ids.PatientID = "X-1"
-    ids.IssuerOfPatientID = "CLINIC"
-    ids.TypeOfPatientID = "TEXT"
-    ids.PatientComments = "not kept"
-    ds.OtherPatientIDsSequence = Sequence([ids])
-    ds.ProcedureCodeSequence = Sequence([_code("CTHD", "L", "CT Kopf ä")])
-    ds.StudyInstanceUID = "1.2.3.4"
-    ds.SeriesInstanceUID = "1.2.3.4.1"
-    order = Dataset()
-    order.AccessionNumber = "A1"
-    order.RequestedProcedureID = "RP1"
-    order.ScheduledProcedureStepID = "SPS1"
-    order.ScheduledProtocolCodeSequence = Sequence([_code("P1", "L")])
-    order.ReferencedStudySequence = Sequence([])  # not kept
-    empty = Dataset()
-    empty.RequestedProcedureID = ""
-    ds.RequestAttributesSequence = Sequence([order, empty])
-    ds.ConceptNameCodeSequence = Sequence([_code("113000", "DCM", "Of Interest")])
-    template = Dataset()
-    template.MappingResource = "DCMR"
-    template.TemplateIdentifier = "2010"
-    ds.ContentTemplateSequence = Sequence([template])
+    ids = dataset(
+        PatientID="X-1",
+        IssuerOfPatientID="CLINIC",
+        TypeOfPatientID="TEXT",
+        PatientComments="not kept",
+    )
+    order = dataset(
+        AccessionNumber="A1",
+        RequestedProcedureID="RP1",
+        ScheduledProcedureStepID="SPS1",
+        ScheduledProtocolCodeSequence=Sequence([_code("P1", "L")]),
+        ReferencedStudySequence=Sequence([]),  # not kept
+    )
+    ds = dataset(
+        SpecificCharacterSet="ISO_IR 192",
+        SOPClassUID="1.2.840.10008.5.1.4.1.1.88.59",
+        SOPInstanceUID="1.2.3.4.5",
+        PatientName="Doe^Jane",
+        PatientID="P1",
+        OtherPatientIDsSequence=Sequence([ids]),
+        ProcedureCodeSequence=Sequence([_code("CTHD", "L", "CT Kopf ä")]),
+        StudyInstanceUID="1.2.3.4",
+        SeriesInstanceUID="1.2.3.4.1",
+        # An item of empty values keeps its place.
+        RequestAttributesSequence=Sequence([order, dataset(RequestedProcedureID="")]),
+        ConceptNameCodeSequence=Sequence([_code("113000", "DCM", "Of Interest")]),
+        ContentTemplateSequence=Sequence(
+            [dataset(MappingResource="DCMR", TemplateIdentifier="2010")]
+        ),
+    )
     if undefined:
         for element_ in ds.iterall():
             if element_.VR == "SQ":

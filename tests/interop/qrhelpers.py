@@ -30,6 +30,7 @@ from archive.dicom import uids
 from archive.scu.store import Kind, StoreOptions, send_files
 from archive.store import relative_path
 from tests.conftest import RunningNode, make_config
+from tests.dicom.header_helpers import dataset
 from tests.interop.conftest import HOST
 from tests.interop.storehelpers import pydicom_file, split_part10
 
@@ -219,26 +220,19 @@ def build_corpus(folder: Path) -> Corpus:
     return corpus
 
 
-def _item(**values: object) -> Dataset:
-    item = Dataset()
-    for keyword, value in values.items():
-        setattr(item, keyword, value)
-    return item
-
-
 def _sequences(ds: Dataset, patient: PatientSpec, study: StudySpec, series: SeriesSpec) -> None:
     """Sequences C-FIND matches on (Sequence Matching): patient A's other ID, study
     A1's procedure code, and the order behind each of A1's series (its Requested
     Procedure ID, "RP-A1-<series number>", and protocol code, "PROT-<number>")."""
     if patient.patient_id == "PAT-A":
-        ds.OtherPatientIDsSequence = [_item(PatientID="X-A", IssuerOfPatientID="OTHER")]
+        ds.OtherPatientIDsSequence = [dataset(PatientID="X-A", IssuerOfPatientID="OTHER")]
     if study.key != "A1":
         return
-    code = _item(CodeValue="CTTHX", CodingSchemeDesignator="99LOCAL", CodeMeaning="CT Thorax")
+    code = dataset(CodeValue="CTTHX", CodingSchemeDesignator="99LOCAL", CodeMeaning="CT Thorax")
     ds.ProcedureCodeSequence = [code]
-    protocol = _item(CodeValue=f"PROT-{series.number}", CodingSchemeDesignator="99LOCAL")
+    protocol = dataset(CodeValue=f"PROT-{series.number}", CodingSchemeDesignator="99LOCAL")
     ds.RequestAttributesSequence = [
-        _item(
+        dataset(
             AccessionNumber=study.accession,
             RequestedProcedureID=f"RP-A1-{series.number}",
             ScheduledProcedureStepID=f"SPS-A1-{series.number}",
