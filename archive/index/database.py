@@ -21,7 +21,7 @@ import aiosqlite
 
 from archive.dicom.header import InstanceAttributes
 from archive.dicom.query import Query
-from archive.index.batch import SELECT_INSTANCE_ROW, SELECT_UNFLUSHED, STORED_COLUMNS
+from archive.index.batch_sql import SELECT_INSTANCE_ROW, SELECT_UNFLUSHED, STORED_COLUMNS
 from archive.index.connection import READER_PRAGMAS, SYNCHRONOUS, Durability
 from archive.index.errors import InvalidRecordError
 from archive.index.query import (

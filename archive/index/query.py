@@ -39,7 +39,7 @@ from types import MappingProxyType
 
 from archive.dicom.query import DATE_TIME_VRS, Condition, MatchKind, Query, Term
 from archive.dicom.query_keys import Level
-from archive.index.batch import INSTANCE_ROW_COLUMNS, INSTANCE_ROW_TABLES
+from archive.index.batch_sql import INSTANCE_ROW_COLUMNS, INSTANCE_ROW_TABLES
 
 __all__ = [
     "INSTANCE_TABLES",

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from archive.index.batch import (
-    CLEAR_UNFLUSHED,
     Journal,
     Operation,
     Outcome,
@@ -49,6 +48,7 @@ from archive.index.batch import (
     Replace,
     apply_batch,
 )
+from archive.index.batch_sql import CLEAR_UNFLUSHED
 from archive.index.connection import Durability, connect_writer
 from archive.index.errors import IndexClosedError, IndexFlushError, IndexWriteError
 from archive.index.records import InstanceRow, StoredInstance, WriterStats
