@@ -1,5 +1,5 @@
-"""The ``archive`` command: serve, echo, peers, store, import, find, move, get, pull,
-stats, check, config check.
+"""The ``archive`` command: serve, echo, peers, store, import, config check; find,
+move, get and pull are in ``cli_qr.py``, stats, check and reindex in ``cli_admin.py``.
 
 Entry points only: build the objects of the layers below from the config and
 flags, run them, and turn outcomes into exit statuses and one-line messages.
@@ -22,7 +22,6 @@ from archive.config import Config, Peer, check_ae_title, load_config, with_overr
 from archive.dicom.dimse import Status
 from archive.errors import ArchiveError, ConfigError
 from archive.importer import import_files
-from archive.index import Index, Stats
 from archive.net import (
     ECHO_CONTEXTS,
     AssociationRejected,
@@ -31,10 +30,8 @@ from archive.net import (
     associate,
     run,
 )
-from archive.node import Node, Storage
+from archive.node import Node
 from archive.peers import merge_peers, parse_peer, resolve_peer
-from archive.progress import human_bytes
-from archive.reconcile import CheckReport, check
 from archive.scu import (
     Cause,
     NotSupported,
@@ -119,10 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate a configuration file")
     check.add_argument("file", type=Path)
     _add_ingest_parsers(commands)
-    # Imported here: archive.cli_qr builds on this module's exit statuses.
+    # Imported here: archive.cli_qr and cli_admin build on this module's exit statuses.
+    from archive.cli_admin import add_admin_parsers
     from archive.cli_qr import add_qr_parsers
 
     add_qr_parsers(commands)
+    add_admin_parsers(commands)
     return parser
 
 
@@ -139,10 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _store(args)
         if args.command == "import":
             return _import(args)
-        if args.command == "stats":
-            return _stats(args)
-        if args.command == "check":
-            return _check(args)
+        if args.command in ("stats", "check", "reindex"):
+            from archive.cli_admin import run_admin
+
+            return run_admin(args)
         if args.command in ("find", "move", "get", "pull"):
             from archive.cli_qr import run_qr
 
@@ -399,22 +398,6 @@ def _add_ingest_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
     imp.add_argument("--data", help="data folder (overrides node.data_dir)")
     imp.add_argument("-j", "--jobs", type=int, default=4, help="concurrent ingests")
 
-    stats = commands.add_parser("stats", help="counts of what the archive holds")
-    stats.add_argument("--config", type=Path, help="TOML configuration file")
-    stats.add_argument("--data", help="data folder (overrides node.data_dir)")
-    stats.add_argument("--json", action="store_true", help="print one JSON object")
-
-    chk = commands.add_parser(
-        "check", help="compare the instance files with the index (and repair with --repair)"
-    )
-    chk.add_argument("--config", type=Path, help="TOML configuration file")
-    chk.add_argument("--data", help="data folder (overrides node.data_dir)")
-    chk.add_argument(
-        "--repair",
-        action="store_true",
-        help="index unindexed files, drop rows without a file, remove non-DICOM files",
-    )
-
 
 def _store(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
@@ -467,67 +450,6 @@ def _ingest_exit(report: Report, command: str) -> int:
         Cause.NETWORK: EXIT_ABORTED,
         Cause.TIMEOUT: EXIT_TIMEOUT,
     }.get(worst, EXIT_FAILED_STATUS)
-
-
-def _stats(args: argparse.Namespace) -> int:
-    import msgspec
-
-    from archive.node import INDEX_FILE
-
-    config = load_config(args.config) if args.config else Config()
-    config = with_overrides(config, data_dir=args.data)
-    path = Path(config.node.data_dir) / INDEX_FILE
-    if not path.is_file():
-        print(f"archive stats: no index at {path}", file=sys.stderr)
-        return EXIT_USAGE
-    stats = run(_read_stats(path), config.node.loop)
-    if args.json:
-        print(msgspec.json.encode(stats).decode())
-        return EXIT_OK
-    for name in ("patients", "studies", "series", "instances"):
-        print(f"{name:<10} {getattr(stats, name)}")
-    print(f"{'bytes':<10} {human_bytes(stats.bytes)} ({stats.bytes})")
-    return EXIT_OK
-
-
-async def _read_stats(path: Path) -> Stats:
-    index = await Index.open(path, readers=1)
-    try:
-        return await index.stats()
-    finally:
-        await index.close()
-
-
-def _check(args: argparse.Namespace) -> int:
-    """``archive check``: exit 0 when files and index agree (or were repaired), else 5."""
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
-    config = load_config(args.config) if args.config else Config()
-    config = with_overrides(config, data_dir=args.data)
-    report = run(_run_check(config, args.repair), config.node.loop)
-    print(f"{report.files} instance file(s), {report.rows} index row(s)")
-    for label, paths in (
-        ("files without an index row", report.unindexed_files),
-        ("unreadable files", report.unreadable_files),
-        ("superseded versions", report.superseded_files),
-        ("rows whose file is missing", report.missing_files),
-    ):
-        if paths:
-            done = " (repaired)" if report.repaired else ""
-            print(f"{label}{done}: {len(paths)}")
-            for path in paths[:20]:
-                print(f"  {path}")
-    if report.clean:
-        print("files and index agree")
-        return EXIT_OK
-    return EXIT_OK if report.repaired else EXIT_FAILED_STATUS
-
-
-async def _run_check(config: Config, repair: bool) -> CheckReport:
-    storage = await Storage(config).open()
-    try:
-        return await check(storage, repair=repair)
-    finally:
-        await storage.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -278,6 +278,13 @@ class Node:
         was started is stopped before the error goes on."""
         try:
             await self.storage.open()
+            assert self.storage.index is not None
+            if await self.storage.index.reindex_needed():
+                log.warning(
+                    "the index holds instances indexed by an earlier version, without "
+                    "the values added since (C-FIND sequence keys): stop the node and "
+                    "run `archive reindex` to read their headers again"
+                )
             registry = default_registry(
                 self.storage.ingest, qr=qr_providers(self.config, self.storage)
             )

@@ -81,6 +81,7 @@ def test_import_folder(
         "series": 4,
         "instances": 12,
         "bytes": sum(p.stat().st_size for p in on_disk),
+        "outdated": 0,
     }
 
     # Again: identical duplicates are successes that write nothing.

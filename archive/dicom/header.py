@@ -256,14 +256,22 @@ class HeaderReader:
         except zlib.error as exc:
             raise _cannot_understand(f"deflated data set is corrupt: {exc}") from None
 
-    def finish(self) -> InstanceAttributes:
+    def finish(self, *, whole: bool = True) -> InstanceAttributes:
         """The attributes found; call when :attr:`done` or at the end of the data set.
 
         Raises :class:`HeaderError` (C000) if the data set ended inside an element
-        header, a value or a sequence before the reader was done.
+        header, a value or a sequence before the reader was done. ``whole=False``:
+        the caller stopped feeding once :attr:`done` (it wants the header only, as
+        ``archive reindex`` does), so the rest of the data set is not checked; a
+        reader that is not done then raises as a data set cut in its header.
         """
         if self._error is not None:
             raise self._error
+        if not whole:
+            if not self._done:
+                self._error = _cannot_understand("data set truncated in its header")
+                raise self._error
+            return self._attributes()
         if self._inflater is not None:
             try:
                 self._inflate_block(bytes(self._deflated))

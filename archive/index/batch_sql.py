@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from archive.dicom.attributes import InstanceAttributes
+from archive.dicom.attributes import HEADER_VERSION, InstanceAttributes
 from archive.index.records import InstanceRow
 
 # -- TEMP working tables (per connection, in memory with temp_store=MEMORY) -------
@@ -215,16 +215,17 @@ UNION SELECT p.pk FROM patient AS p JOIN temp.staged AS s
       ON p.patient_key = s.patient_key
 """
 
-INSERT_INSTANCES = """
+INSERT_INSTANCES = f"""
 INSERT INTO instance (sop_instance_uid, series_pk, study_pk, sop_class_uid, instance_number,
                       content_date, content_time, rows, columns, number_of_frames,
                       specific_character_set, transfer_syntax_uid, path, size, digest,
                       source_ae, received_at, concept_name_code_sequence,
-                      content_template_sequence)
+                      content_template_sequence, header_version)
 SELECT sop_instance_uid, series_pk, study_pk, sop_class_uid, instance_number,
        content_date, content_time, rows, columns, number_of_frames,
        specific_character_set, transfer_syntax_uid, path, size, digest,
-       source_ae, received_at, concept_name_code_sequence, content_template_sequence
+       source_ae, received_at, concept_name_code_sequence, content_template_sequence,
+       {HEADER_VERSION:d}
 FROM temp.staged ORDER BY seq
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from typing import Any
 
 import aiosqlite
 
-from archive.dicom.header import InstanceAttributes
+from archive.dicom.attributes import HEADER_VERSION, InstanceAttributes
 from archive.dicom.query import Query
 from archive.index.batch_sql import SELECT_INSTANCE_ROW, SELECT_UNFLUSHED, STORED_COLUMNS
 from archive.index.connection import READER_PRAGMAS, SYNCHRONOUS, Durability
@@ -49,6 +50,14 @@ FROM totals WHERE id = 1
 SELECT_INSTANCE_PATHS = """
 SELECT pk, sop_instance_uid, path FROM instance WHERE pk > ? ORDER BY pk LIMIT ?
 """
+SELECT_OUTDATED_PATHS = """
+SELECT pk, sop_instance_uid, path FROM instance WHERE pk > ? AND header_version < ?
+ORDER BY pk LIMIT ?
+"""
+COUNT_OUTDATED = "SELECT count(*) FROM instance WHERE header_version < ?"
+# migrations/0006_header_version.sql
+SELECT_REINDEX_TASK = "SELECT 1 FROM maintenance WHERE task = 'reindex'"
+DELETE_REINDEX_TASK = "DELETE FROM maintenance WHERE task = 'reindex'"
 
 _RECORD_ATTRIBUTES = InstanceAttributes.__struct_fields__
 # Each attribute from its level's row, which holds the current value (the latest
@@ -266,8 +275,11 @@ class Index:
         stored = dict(zip(STORED_COLUMNS, row[count:], strict=True))
         return StoredInstance(attrs=attrs, **stored)
 
-    async def instance_paths(self, *, page: int = 1000) -> AsyncIterator[tuple[str, str]]:
-        """(SOP Instance UID, path) of every instance, for reconciliation with disk.
+    async def instance_paths(
+        self, *, page: int = 1000, older_than: int | None = None
+    ) -> AsyncIterator[tuple[str, str]]:
+        """(SOP Instance UID, path) of every instance, for reconciliation with disk;
+        with ``older_than``, of those whose row a header version below it made.
 
         Pages are separate read transactions: rows committed meanwhile may or may
         not appear, rows removed meanwhile may still appear once.
@@ -275,7 +287,13 @@ class Index:
         last = 0
         while True:
             async with self._reader() as conn:
-                rows = list(await conn.execute_fetchall(SELECT_INSTANCE_PATHS, (last, page)))
+                if older_than is None:
+                    query = await conn.execute_fetchall(SELECT_INSTANCE_PATHS, (last, page))
+                else:
+                    query = await conn.execute_fetchall(
+                        SELECT_OUTDATED_PATHS, (last, older_than, page)
+                    )
+                rows = list(query)
             for pk, uid, path in rows:
                 last = pk
                 yield uid, path
@@ -368,6 +386,24 @@ class Index:
         async with self._reader() as conn:
             rows = await conn.execute_fetchall(select, parameters)
         return [InstanceRow(*row) for row in rows]
+
+    async def reindex_needed(self) -> bool:
+        """Whether rows made by an older header version may be left (the
+        ``maintenance`` task that migration 0006 sets and :meth:`reindexed` clears)."""
+        return await self._fetch_one(SELECT_REINDEX_TASK, ()) is not None
+
+    async def outdated(self) -> int:
+        """How many rows an older header version made (reads the whole instance table)."""
+        row = await self._fetch_one(COUNT_OUTDATED, (HEADER_VERSION,))
+        return int(row[0])
+
+    async def reindexed(self) -> None:
+        """Clear the reindex task (``archive reindex`` left no outdated row)."""
+
+        def clear(conn: sqlite3.Connection) -> None:
+            conn.execute(DELETE_REINDEX_TASK)
+
+        await self._writer.on_connection(clear)
 
     async def stats(self) -> Stats:
         """Counts of patients, studies, series, instances and stored bytes."""

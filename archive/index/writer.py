@@ -169,7 +169,9 @@ class GroupCommitWriter:
     async def on_connection(self, probe: Probe) -> object:
         """Run ``probe(connection)`` on the writer thread, outside any transaction.
 
-        For diagnostics (a PRAGMA's value, a checkpoint). It runs before the
+        For diagnostics (a PRAGMA's value, a checkpoint) and small maintenance writes
+        (each statement its own transaction: the connection is in autocommit mode,
+        and such a write is not flushed). It runs before the
         operations taken in the same batch, even those queued before it; a
         transaction it leaves open is rolled back.
         """

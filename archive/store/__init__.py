@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from archive.store.errors import AlreadyStored, DataFolderInUse, StoreError
 from archive.store.files import INSTANCES, FileStore, InFlight, relative_path, safe_uid
-from archive.store.scan import DatasetReader, ScannedFile, read_meta, scan_file
+from archive.store.scan import (
+    DatasetReader,
+    ScannedFile,
+    ScannedHeader,
+    read_meta,
+    scan_file,
+    scan_header,
+)
 from archive.store.writer import FileWriter
 
 __all__ = [
@@ -16,9 +23,11 @@ __all__ = [
     "FileWriter",
     "InFlight",
     "ScannedFile",
+    "ScannedHeader",
     "StoreError",
     "read_meta",
     "relative_path",
     "safe_uid",
     "scan_file",
+    "scan_header",
 ]

@@ -21,10 +21,20 @@ from archive.store.native import choose
 CHUNK = 1 << 20
 
 
+#: Bytes per read when only the header is wanted (:func:`scan_header`).
+HEADER_CHUNK = 64 * 1024
+
+
 class ScannedFile(msgspec.Struct, frozen=True, kw_only=True):
     meta: FileMeta
     attrs: InstanceAttributes
     digest: str
+    size: int
+
+
+class ScannedHeader(msgspec.Struct, frozen=True, kw_only=True):
+    meta: FileMeta
+    attrs: InstanceAttributes
     size: int
 
 
@@ -216,3 +226,24 @@ def scan_file(path: str | os.PathLike[str]) -> ScannedFile:
     return ScannedFile(
         meta=meta, attrs=header.finish(), digest=digest.hexdigest(), size=source.size
     )
+
+
+def scan_header(path: str | os.PathLike[str]) -> ScannedHeader:
+    """Meta, index attributes and file size, reading only as far as the header goes.
+
+    The header reader is done at Pixel Data (or the last attribute it keeps), so a
+    large image costs one or two reads of :data:`HEADER_CHUNK`, not the whole file;
+    no digest. Raises like :func:`scan_file`.
+    """
+    source = DatasetReader(path, HEADER_CHUNK)
+    try:
+        block = source.first()
+        assert source.meta is not None  # first() decoded it
+        meta = source.meta
+        header = HeaderReader(meta.transfer_syntax_uid)
+        while block and not header.feed(block):
+            block = source.next()
+        whole = not header.done  # the header reached the end of the data set
+    finally:
+        source.close()
+    return ScannedHeader(meta=meta, attrs=header.finish(whole=whole), size=source.size)

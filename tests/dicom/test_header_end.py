@@ -380,3 +380,26 @@ def test_every_encapsulated_transfer_syntax_is_explicit_little_endian(ts: str) -
 def test_jpip_referenced_deflate_is_deflated() -> None:
     data = deflate(minimal(EXPLICIT, element(0x00100020, "LO", b"J1")))
     assert read("1.2.840.10008.1.2.4.95", [data]).patient_id == "J1"
+
+
+@pytest.mark.parametrize("ts", [IMPLICIT, EXPLICIT, BIG])
+def test_finish_without_the_rest_once_done(ts: str) -> None:
+    """``finish(whole=False)``: a caller that wants the header only stops feeding
+    once done and gets the values, where ``finish()`` refuses the cut data set;
+    one that stops before done gets C000."""
+    rows = element(0x00280010, "US", b"\x00\x02" if ts == BIG else b"\x02\x00", ts)
+    pixels = element(0x7FE00010, "OW", bytes(1000), ts)
+    whole = minimal(ts, tail=rows, pixels=pixels)
+    head = whole[: len(whole) - len(pixels) + 12]  # up to the Pixel Data header
+    reader = HeaderReader(ts)
+    assert reader.feed(head)
+    assert reader.finish(whole=False).rows == 2
+    cut = HeaderReader(ts)
+    cut.feed(head)
+    with pytest.raises(HeaderError, match="truncated after its header"):
+        cut.finish()
+    early = HeaderReader(ts)
+    assert not early.feed(whole[:20])
+    with pytest.raises(HeaderError, match="truncated in its header") as failed:
+        early.finish(whole=False)
+    assert failed.value.status == CANNOT_UNDERSTAND

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from archive.dicom.attributes import HEADER_VERSION
 from archive.dicom.dataset import Element
 from archive.index import Index, SchemaVersionError
 from archive.index.query import find_statements
@@ -15,7 +16,16 @@ from archive.index.schema import Migration, apply_migrations, load_migrations, s
 from tests.index import execute, make_instance, query, run
 from tests.index.test_find import _all, q
 
-TABLES = {"patient", "study", "study_sop_class", "series", "instance", "totals", "unflushed"}
+TABLES = {
+    "patient",
+    "study",
+    "study_sop_class",
+    "series",
+    "instance",
+    "totals",
+    "unflushed",
+    "maintenance",
+}
 LATEST = len(load_migrations())
 
 
@@ -37,7 +47,7 @@ def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
         await index.close()
 
     run(main())
-    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(5,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(6,)]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
     names = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert names == TABLES
@@ -212,7 +222,10 @@ SEQUENCE_COLUMNS = (
 
 
 def _back_to_version_3(db: Path) -> None:
-    """The index as version 3 left it: without the sequence columns."""
+    """The index as version 3 left it: without the sequence columns (0004, 0005),
+    the header version and the maintenance table (0006)."""
+    execute(db, "DROP TABLE maintenance")
+    execute(db, "ALTER TABLE instance DROP COLUMN header_version")
     execute(db, "DROP INDEX instance_with_concept_name")
     execute(db, "DROP INDEX instance_with_content_template")
     for table, column in SEQUENCE_COLUMNS:
@@ -255,6 +268,13 @@ def test_a_version_3_index_gets_sequence_columns_and_matches_new_instances(
         ("",),
         (code,),
     ]
+    # 0006: the row made before is of header version 0, the new one current, and
+    # the index remembers that a reindex is due.
+    assert query(db, "SELECT header_version FROM instance ORDER BY pk") == [
+        (0,),
+        (HEADER_VERSION,),
+    ]
+    assert query(db, "SELECT task FROM maintenance") == [("reindex",)]
 
 
 def test_image_queries_on_a_document_title_use_the_partial_index(tmp_path: Path) -> None:

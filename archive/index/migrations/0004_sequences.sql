@@ -7,8 +7,9 @@
 -- keys kept. Study, series and patient values follow the same rule as their other
 -- columns (the latest non-empty value wins, archive/index/batch.py).
 --
--- Instances indexed before this migration have '' here: their files are not read
--- again, so they match a sequence key only by Universal Matching.
+-- Instances indexed before this migration have '' here, so they match a sequence
+-- key only by Universal Matching, until `archive reindex` reads their headers again
+-- (0006_header_version.sql).
 
 ALTER TABLE patient ADD COLUMN other_patient_ids_sequence TEXT NOT NULL DEFAULT '';
 ALTER TABLE study ADD COLUMN procedure_code_sequence TEXT NOT NULL DEFAULT '';

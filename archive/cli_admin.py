@@ -1,0 +1,168 @@
+"""The data folder's maintenance commands: ``archive stats``, ``check`` and ``reindex``.
+
+Entry points only, like ``cli.py``: they open the data folder (``check`` and
+``reindex`` take its lock, so they run while no server uses it), run the layer
+below and turn its report into lines and an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import msgspec
+
+from archive.cli import EXIT_FAILED_STATUS, EXIT_OK, EXIT_USAGE, Parser
+from archive.config import Config, load_config, with_overrides
+from archive.index import Index, Stats
+from archive.net import run
+from archive.node import INDEX_FILE, Storage
+from archive.progress import human_bytes
+from archive.reconcile import CheckReport, check
+from archive.reindex import DEFAULT_JOBS, ReindexReport, reindex
+
+__all__ = ["add_admin_parsers", "run_admin"]
+
+#: Paths listed per kind of problem; the rest is counted.
+_LISTED = 20
+
+
+class StatsReport(Stats, frozen=True, kw_only=True):
+    """``archive stats --json``: the counts, and rows an older version indexed."""
+
+    outdated: int = 0
+
+
+def add_admin_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
+    """Add ``stats``, ``check`` and ``reindex`` to the ``archive`` command."""
+    stats = commands.add_parser("stats", help="counts of what the archive holds")
+    stats.add_argument("--config", type=Path, help="TOML configuration file")
+    stats.add_argument("--data", help="data folder (overrides node.data_dir)")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+
+    chk = commands.add_parser(
+        "check", help="compare the instance files with the index (and repair with --repair)"
+    )
+    chk.add_argument("--config", type=Path, help="TOML configuration file")
+    chk.add_argument("--data", help="data folder (overrides node.data_dir)")
+    chk.add_argument(
+        "--repair",
+        action="store_true",
+        help="index unindexed files, drop rows without a file, remove non-DICOM files",
+    )
+
+    rei = commands.add_parser(
+        "reindex",
+        help="read indexed files' headers again, to fill values an older version did not index",
+    )
+    rei.add_argument("--config", type=Path, help="TOML configuration file")
+    rei.add_argument("--data", help="data folder (overrides node.data_dir)")
+    rei.add_argument(
+        "--all",
+        action="store_true",
+        dest="everything",
+        help="every instance, not only those an older version indexed",
+    )
+    rei.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS, help="files read at once")
+
+
+def run_admin(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    config = load_config(args.config) if args.config else Config()
+    config = with_overrides(config, data_dir=args.data)
+    if args.command == "stats":
+        return _stats(config, args.json)
+    if args.command == "check":
+        return _check(config, args.repair)
+    if args.jobs < 1:
+        print("archive reindex: -j must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    return _reindex(config, args.everything, args.jobs)
+
+
+def _stats(config: Config, as_json: bool) -> int:
+    path = Path(config.node.data_dir) / INDEX_FILE
+    if not path.is_file():
+        print(f"archive stats: no index at {path}", file=sys.stderr)
+        return EXIT_USAGE
+    stats = run(_read_stats(path), config.node.loop)
+    if as_json:
+        print(msgspec.json.encode(stats).decode())
+        return EXIT_OK
+    for name in ("patients", "studies", "series", "instances"):
+        print(f"{name:<10} {getattr(stats, name)}")
+    print(f"{'bytes':<10} {human_bytes(stats.bytes)} ({stats.bytes})")
+    if stats.outdated:
+        print(f"{stats.outdated} instance(s) indexed by an older version: run archive reindex")
+    return EXIT_OK
+
+
+async def _read_stats(path: Path) -> StatsReport:
+    index = await Index.open(path, readers=1)
+    try:
+        stats = await index.stats()
+        # Counting reads the instance table: only while the index says some are left.
+        outdated = await index.outdated() if await index.reindex_needed() else 0
+        return StatsReport(**msgspec.structs.asdict(stats), outdated=outdated)
+    finally:
+        await index.close()
+
+
+def _check(config: Config, repair: bool) -> int:
+    """``archive check``: exit 0 when files and index agree (or were repaired), else 5."""
+    report = run(_run_check(config, repair), config.node.loop)
+    print(f"{report.files} instance file(s), {report.rows} index row(s)")
+    for label, paths in (
+        ("files without an index row", report.unindexed_files),
+        ("unreadable files", report.unreadable_files),
+        ("superseded versions", report.superseded_files),
+        ("rows whose file is missing", report.missing_files),
+    ):
+        _list(f"{label}{' (repaired)' if report.repaired else ''}", paths)
+    if report.clean:
+        print("files and index agree")
+        return EXIT_OK
+    return EXIT_OK if report.repaired else EXIT_FAILED_STATUS
+
+
+async def _run_check(config: Config, repair: bool) -> CheckReport:
+    storage = await Storage(config).open()
+    try:
+        return await check(storage, repair=repair)
+    finally:
+        await storage.close()
+
+
+def _reindex(config: Config, everything: bool, jobs: int) -> int:
+    """``archive reindex``: exit 0 when every row read was refreshed, else 5."""
+    report = run(_run_reindex(config, everything, jobs), config.node.loop)
+    print(f"{report.refreshed} of {report.rows} instance(s) refreshed in {report.seconds:.1f} s")
+    for label, paths in (
+        ("rows whose file is missing", report.missing_files),
+        ("unreadable files", report.unreadable_files),
+        ("files that are not the one indexed", report.changed_files),
+    ):
+        _list(label, paths)
+    if report.outdated:
+        print(f"{report.outdated} instance(s) still indexed by an older version")
+    if not report.clean:
+        print("rows left as they were: see archive check")
+        return EXIT_FAILED_STATUS
+    return EXIT_OK
+
+
+async def _run_reindex(config: Config, everything: bool, jobs: int) -> ReindexReport:
+    storage = await Storage(config).open()
+    try:
+        return await reindex(storage, everything=everything, jobs=jobs)
+    finally:
+        await storage.close()
+
+
+def _list(label: str, paths: list[str]) -> None:
+    if paths:
+        print(f"{label}: {len(paths)}")
+        for path in paths[:_LISTED]:
+            print(f"  {path}")

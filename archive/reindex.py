@@ -1,0 +1,130 @@
+"""``archive reindex``: read indexed files' headers again and bring their rows up to date.
+
+When a version of archive-node indexes more of each instance than the one before
+(``archive/dicom/attributes.py`` HEADER_VERSION: 1 added the sequences C-FIND
+matches on), the rows made before the upgrade lack those values: the migration
+adds columns but cannot read files. This reads each such instance's header from
+its file (only the header: :func:`archive.store.scan_header`, one or two 64 KiB
+reads whatever the file's size) and writes its row again through the index's
+writer (:meth:`archive.index.Index.replace`, same path, same size and digest), so
+the configured durability applies and patient, study and series values follow
+the usual rule (the latest non-empty value wins; here, the last instance read).
+
+By default only rows an older header version made are read (the index knows
+which: ``instance.header_version``); ``everything`` reads all of them. Files are
+never written, moved or removed: a row whose file is missing, unreadable, of
+another size than indexed, or of another instance is left as it is and reported,
+for ``archive check``. When no outdated row is left, the index's reindex task is
+cleared and the server stops warning about it at start-up.
+
+Offline, like ``archive check``: it takes the data folder's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TextIO
+
+import msgspec
+
+from archive.dicom.attributes import HEADER_VERSION
+from archive.dicom.filemeta import FileMetaError
+from archive.dicom.header import HeaderError
+from archive.node import Storage
+from archive.progress import Progress
+from archive.store import scan_header
+
+log = logging.getLogger("archive.reindex")
+
+DEFAULT_JOBS = 8
+
+
+class ReindexReport(msgspec.Struct, kw_only=True):
+    """What a reindex read and wrote; paths are relative to the data folder."""
+
+    #: Rows it set out to read.
+    rows: int = 0
+    #: Rows written again from their file's header.
+    refreshed: int = 0
+    missing_files: list[str] = msgspec.field(default_factory=list)
+    unreadable_files: list[str] = msgspec.field(default_factory=list)
+    #: Files whose size or SOP Instance UID is not the row's: changed on disk.
+    changed_files: list[str] = msgspec.field(default_factory=list)
+    #: Rows an older header version made, left after the run.
+    outdated: int = 0
+    seconds: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing_files or self.unreadable_files or self.changed_files)
+
+
+async def reindex(
+    storage: Storage,
+    *,
+    everything: bool = False,
+    jobs: int = DEFAULT_JOBS,
+    progress: bool | None = None,
+    progress_stream: TextIO | None = None,
+) -> ReindexReport:
+    """Refresh the rows of outdated instances (or of all, ``everything``) from their files."""
+    index = storage.index
+    assert index is not None
+    started = time.monotonic()
+    older_than = None if everything else HEADER_VERSION
+    rows = [row async for row in index.instance_paths(older_than=older_than)]
+    report = ReindexReport(rows=len(rows))
+    bar = Progress(len(rows), label="instances", stream=progress_stream, enabled=progress)
+    pending = iter(rows)
+
+    async def worker() -> None:
+        for uid, path in pending:
+            size = await _refresh(storage, uid, path, report)
+            bar.advance(1, size)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(max(1, min(jobs, len(rows)))):
+                tg.create_task(worker())
+    finally:
+        bar.close()
+    report.outdated = await index.outdated()
+    if report.outdated == 0 and await index.reindex_needed():
+        await index.reindexed()
+    report.seconds = time.monotonic() - started
+    log.info(
+        "reindex: %d of %d row(s) refreshed in %.1f s; %d outdated left",
+        report.refreshed,
+        report.rows,
+        report.seconds,
+        report.outdated,
+    )
+    return report
+
+
+async def _refresh(storage: Storage, uid: str, path: str, report: ReindexReport) -> int:
+    """Write one row again from its file's header; the file's size (0 if not read)."""
+    index = storage.index
+    assert index is not None
+    try:
+        scanned = await storage.files.run(scan_header, storage.files.path(path))
+    except FileNotFoundError:
+        report.missing_files.append(path)
+        log.warning("reindex: the file of an indexed instance is missing: %s", path)
+        return 0
+    except (FileMetaError, HeaderError, OSError) as exc:
+        report.unreadable_files.append(path)
+        log.warning("reindex: cannot read %s (row left as it is): %s", path, exc)
+        return 0
+    held = await index.record(uid)
+    if held is None or held.path != path:
+        return scanned.size  # removed or replaced meanwhile: nothing to refresh
+    if scanned.attrs.sop_instance_uid != uid or scanned.size != held.size:
+        report.changed_files.append(path)
+        log.warning("reindex: %s is not the file indexed (size or UID differs): left", path)
+        return scanned.size
+    await index.replace(msgspec.structs.replace(held, attrs=scanned.attrs))
+    report.refreshed += 1
+    return scanned.size

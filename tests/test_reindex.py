@@ -1,0 +1,278 @@
+"""``archive reindex``: rows an older version made are read again from their files.
+
+The archive is filled by ``archive import``; the state an upgrade leaves (rows of
+header version 0 without their sequences, the index's reindex task set, as
+migration 0006 does) is then made by hand in the index, and the command must put
+back exactly what a fresh ingest indexed, touching no file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from archive.config import Config, with_overrides
+from archive.dicom.attributes import HEADER_VERSION
+from archive.node import INDEX_FILE, Node, Storage
+from archive.reindex import reindex
+from archive.store import relative_path, scan_file, scan_header
+
+ARCHIVE = [sys.executable, "-m", "archive.cli"]
+KOS = "1.2.840.10008.5.1.4.1.1.88.59"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+#: Columns the header reader fills that rows of version 0 lack, by table.
+SEQUENCES = (
+    ("patient", "other_patient_ids_sequence"),
+    ("study", "procedure_code_sequence"),
+    ("series", "request_attributes_sequence"),
+    ("instance", "concept_name_code_sequence"),
+    ("instance", "content_template_sequence"),
+)
+
+
+def archive(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ARCHIVE, *args], capture_output=True, text=True, timeout=120)
+
+
+def code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+def make_file(folder: Path, n: int, study: str, series: str, *, pixels: int = 0) -> Path:
+    """A key object selection document (n even) or a CT image, with sequences."""
+    ds = Dataset()
+    ds.SOPClassUID = KOS if n % 2 == 0 else CT
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientID = "PID-R"
+    ds.PatientName = "Reindex^Test"
+    other = Dataset()
+    other.PatientID = "OTHER-1"
+    other.IssuerOfPatientID = "HOSP"
+    ds.OtherPatientIDsSequence = [other]
+    ds.StudyInstanceUID = study
+    ds.StudyDescription = "Reindexed"
+    ds.ProcedureCodeSequence = [code("P-1", "L", "Head CT")]
+    ds.SeriesInstanceUID = series
+    ds.Modality = "KO" if n % 2 == 0 else "CT"
+    order = Dataset()
+    order.RequestedProcedureID = f"RP-{n % 2}"  # one order per series
+    order.AccessionNumber = "ACC-R"
+    ds.RequestAttributesSequence = [order]
+    ds.InstanceNumber = n
+    if n % 2 == 0:
+        ds.ConceptNameCodeSequence = [code("113000", "DCM", "Of Interest")]
+        template = Dataset()
+        template.MappingResource = "DCMR"
+        template.TemplateIdentifier = "2010"
+        ds.ContentTemplateSequence = [template]
+    if pixels:
+        ds.Rows, ds.Columns = pixels // 1024, 1024
+        ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 8, 8, 7
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.PixelRepresentation = 0
+        ds.add_new(0x7FE00010, "OB", bytes(range(256)) * (pixels // 256))
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = folder / f"{n}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Path:
+    """A data folder holding 12 instances in two series."""
+    source = tmp_path / "in"
+    source.mkdir()
+    study = generate_uid()
+    series = [generate_uid(), generate_uid()]
+    for n in range(12):
+        make_file(source, n, study, series[n % 2])
+    data = tmp_path / "data"
+    done = archive("import", str(source), "--data", str(data))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return data
+
+
+def rows(data: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(data / INDEX_FILE) as conn:
+        return list(conn.execute(sql))
+
+
+def snapshot(data: Path) -> dict[str, list[tuple[object, ...]]]:
+    """What the index holds, by table, keyed so that re-inserted rows compare."""
+    return {
+        "patient": rows(data, "SELECT * FROM patient ORDER BY patient_key"),
+        "study": rows(data, "SELECT * FROM study ORDER BY study_instance_uid"),
+        "series": rows(data, "SELECT * FROM series ORDER BY series_instance_uid"),
+        # pk and series_pk/study_pk aside (a refreshed row is inserted again).
+        "instance": rows(
+            data,
+            "SELECT sop_instance_uid, sop_class_uid, instance_number, path, size, digest,"
+            " source_ae, received_at, transfer_syntax_uid, concept_name_code_sequence,"
+            " content_template_sequence, header_version FROM instance ORDER BY sop_instance_uid",
+        ),
+        "totals": rows(data, "SELECT * FROM totals"),
+        "study_sop_class": rows(data, "SELECT * FROM study_sop_class ORDER BY 1, 2"),
+    }
+
+
+def downgrade(data: Path) -> None:
+    """What an upgrade from before the sequences leaves: empty sequence columns,
+    rows of header version 0, the reindex task (migrations 0004 and 0006)."""
+    with sqlite3.connect(data / INDEX_FILE) as conn:
+        for table, column in SEQUENCES:
+            conn.execute(f"UPDATE {table} SET {column} = ''")
+        conn.execute("UPDATE instance SET header_version = 0")
+        conn.execute("INSERT INTO maintenance (task) VALUES ('reindex')")
+
+
+def test_reindex_puts_back_what_ingest_indexed_and_touches_no_file(
+    filled: Path,
+) -> None:
+    data = filled
+    fresh = snapshot(data)
+    assert {row[-1] for row in fresh["instance"]} == {HEADER_VERSION}
+    assert rows(data, "SELECT count(*) FROM instance WHERE concept_name_code_sequence <> ''") == [
+        (6,)
+    ]
+    stored = {p: p.read_bytes() for p in (data / "instances").rglob("*.dcm")}
+    mtimes = {p: p.stat().st_mtime_ns for p in stored}
+    downgrade(data)
+    assert snapshot(data) != fresh
+
+    stats = archive("stats", "--data", str(data))
+    assert "12 instance(s) indexed by an older version: run archive reindex" in stats.stdout
+    assert '"outdated":12' in archive("stats", "--data", str(data), "--json").stdout
+
+    done = archive("reindex", "--data", str(data))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "12 of 12 instance(s) refreshed" in done.stdout
+    assert snapshot(data) == fresh
+    assert rows(data, "SELECT task FROM maintenance") == []
+    assert {p: p.read_bytes() for p in (data / "instances").rglob("*.dcm")} == stored
+    assert {p: p.stat().st_mtime_ns for p in stored} == mtimes
+    assert "older version" not in archive("stats", "--data", str(data)).stdout
+    assert '"outdated":0' in archive("stats", "--data", str(data), "--json").stdout
+    assert archive("check", "--data", str(data)).returncode == 0
+
+    # Nothing left to do; --all reads every row again and changes nothing.
+    again = archive("reindex", "--data", str(data))
+    assert "0 of 0 instance(s) refreshed" in again.stdout
+    everything = archive("reindex", "--data", str(data), "--all", "-j", "2")
+    assert "12 of 12 instance(s) refreshed" in everything.stdout
+    assert snapshot(data) == fresh
+
+
+def test_a_sequence_query_matches_after_reindex(filled: Path) -> None:
+    """The point of it: C-FIND by document title finds the old documents again."""
+    from archive.dicom.dataset import Element
+    from tests.index.test_find import q
+
+    data = filled
+    downgrade(data)
+    config = with_overrides(Config(), data_dir=str(data))
+    title = ((Element(0x00080100, "SH", b"113000"),),)
+
+    async def documents() -> int:
+        storage = await Storage(config).open()
+        try:
+            assert storage.index is not None
+            query = q("IMAGE", ("ConceptNameCodeSequence", title))
+            before = [r async for r in storage.index.find(query)]
+            report = await reindex(storage, progress=False)
+            assert report.refreshed == 12
+            assert report.clean
+            assert report.outdated == 0
+            after = [r async for r in storage.index.find(query)]
+            assert before == []
+            return len(after)
+        finally:
+            await storage.close()
+
+    assert asyncio.run(documents()) == 6
+
+
+def test_files_that_cannot_be_read_are_reported_and_their_rows_left(
+    filled: Path,
+) -> None:
+    data = filled
+    downgrade(data)
+    uids = [row[0] for row in rows(data, "SELECT sop_instance_uid FROM instance ORDER BY pk")]
+    gone, cut, other = (data / relative_path(uid) for uid in uids[:3])
+    gone.unlink()
+    cut.write_bytes(cut.read_bytes()[:200])  # not a whole file meta any more
+    other.write_bytes((data / relative_path(uids[3])).read_bytes())  # another instance
+
+    done = archive("reindex", "--data", str(data))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "9 of 12 instance(s) refreshed" in done.stdout
+    assert "rows whose file is missing: 1" in done.stdout
+    assert "unreadable files: 1" in done.stdout
+    assert "files that are not the one indexed: 1" in done.stdout
+    assert "3 instance(s) still indexed by an older version" in done.stdout
+    assert rows(data, "SELECT task FROM maintenance") == [("reindex",)]
+    left = rows(
+        data,
+        "SELECT sop_instance_uid, header_version, concept_name_code_sequence FROM instance"
+        " WHERE header_version = 0 ORDER BY pk",
+    )
+    assert [(uid, 0, "") for uid in uids[:3]] == left
+
+
+def test_the_server_warns_at_start_while_a_reindex_is_due(
+    filled: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = filled
+    config = with_overrides(Config(), data_dir=str(data), port=0, host="127.0.0.1")
+
+    async def start() -> None:
+        async with Node(config):
+            pass
+
+    asyncio.run(start())
+    assert "archive reindex" not in caplog.text
+    downgrade(data)
+    with caplog.at_level(logging.WARNING, logger="archive.node"):
+        asyncio.run(start())
+    assert "run `archive reindex`" in caplog.text
+
+
+def test_reindex_refuses_a_folder_a_server_holds(filled: Path) -> None:
+    data = filled
+    config = with_overrides(Config(), data_dir=str(data), port=0, host="127.0.0.1")
+
+    async def hold() -> subprocess.CompletedProcess[str]:
+        async with Node(config):
+            return await asyncio.to_thread(archive, "reindex", "--data", str(data))
+
+    done = asyncio.run(hold())
+    assert done.returncode == 3, done.stdout + done.stderr
+
+
+def test_scan_header_reads_only_the_header(tmp_path: Path) -> None:
+    """Same attributes as the full scan; a file cut inside its pixel data, which
+    the full scan refuses, still gives its header."""
+    path = make_file(tmp_path, 2, generate_uid(), generate_uid(), pixels=512 * 1024)
+    whole = scan_file(path)
+    header = scan_header(path)
+    assert header.attrs == whole.attrs
+    assert header.meta == whole.meta
+    assert header.size == whole.size == path.stat().st_size
+    path.write_bytes(path.read_bytes()[: 300 * 1024])
+    assert scan_header(path).attrs == whole.attrs
+    with pytest.raises(Exception, match="truncated"):
+        scan_file(path)
