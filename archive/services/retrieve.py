@@ -198,6 +198,10 @@ class Retriever:
         self.cancel = cancel
         self.priority = priority
         self.originator = originator
+        #: Workers sending (they may put rows back), and a wake-up for the idle
+        #: ones waiting for such rows.
+        self._sending = 0
+        self._changed = asyncio.Event()
 
     @property
     def cancelled(self) -> bool:
@@ -213,8 +217,31 @@ class Retriever:
         """Send queued instances through ``target`` until the queue is empty or cancelled.
 
         The next files are opened ahead, :data:`OPEN_AHEAD` at a time in one trip
-        to the I/O pool, while the current one is sent.
+        to the I/O pool, while the current one is sent. A worker whose target fails
+        puts the files it held ahead back in the queue; so a worker that finds the
+        queue empty waits while others still send, and sends what they put back,
+        rather than leaving it to fail for want of an association.
         """
+        while True:
+            self._sending += 1
+            try:
+                await self._send_queued(target)
+            finally:
+                self._sending -= 1
+                self._changed.set()
+            if not await self._more_put_back():
+                return
+
+    async def _more_put_back(self) -> bool:
+        """Wait while the queue is empty and another worker sends; True if rows came."""
+        while not self.queue and not self.cancelled:
+            if not self._sending:
+                return False
+            self._changed.clear()
+            await self._changed.wait()
+        return bool(self.queue) and not self.cancelled
+
+    async def _send_queued(self, target: StoreTarget) -> None:
         contexts = target.store_contexts()
         ahead: deque[tuple[InstanceRow, FileSource]] = deque()
         try:
@@ -240,6 +267,7 @@ class Retriever:
                 row, source = ahead.pop()
                 source.close()
                 self.queue.appendleft(row)
+                self._changed.set()
 
     async def _send(
         self,

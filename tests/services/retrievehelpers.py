@@ -65,8 +65,10 @@ class Channel:
     window: int = 1
     in_flight: int = 0
     most_in_flight: int = 0
-    #: After this many stores the association fails (C-MOVE: the peer aborts).
+    #: After this many stores the association fails (C-MOVE: the peer aborts),
+    #: ``abort_stall`` seconds into the next one.
     abort_after: int | None = None
+    abort_stall: float = 0.0
     #: Sub-operations begun once the cancel had been set (none should be).
     begun_after_cancel: list[str] = field(default_factory=list)
 
@@ -81,6 +83,7 @@ class Channel:
         self, context_id: int, command: CStoreRq, chunks: AsyncIterator[bytes | memoryview]
     ) -> CStoreRsp:
         if len(self.received) == self.abort_after:
+            await asyncio.sleep(self.abort_stall)
             raise SubAssociationError("the peer aborted")
         if self.cancel is not None and self.cancel.requested:
             self.begun_after_cancel.append(command.affected_sop_instance_uid)

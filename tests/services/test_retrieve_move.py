@@ -200,3 +200,20 @@ def test_a_lost_association_fails_only_its_own_sub_operation(
     responses = move(corpus_files, tmp_path, Reachable(channels), associations=2)
     assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
     assert [len(c.received) for c in channels] == [2, 2]
+
+
+def test_rows_put_back_by_a_lost_association_go_on_another(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """The first association holds two files (the one it sends, the next opened
+    ahead) and is lost 0.3 s into its first C-STORE, long after the second sent
+    the other three and found the queue empty. The second waits for what the
+    first puts back and sends it: one failed, four completed, not two failed."""
+    channels = [
+        Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)], abort_after=0,
+                abort_stall=0.3),
+        Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]),
+    ]  # fmt: skip
+    responses = move(corpus_files, tmp_path, Reachable(channels), associations=2)
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert [len(c.received) for c in channels] == [0, 4]
