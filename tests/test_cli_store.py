@@ -35,7 +35,7 @@ from archive.cli import EXIT_ABORTED, main
 from archive.dicom.uids import STORAGE_SOP_CLASSES
 from archive.progress import Progress
 from archive.scu import FileItem, plan
-from archive.scu import store as store_module
+from archive.scu import files as files_module
 from archive.store import read_meta, relative_path
 from tests.conftest import RunningNode, require_tool
 from tests.interop.conftest import (
@@ -313,7 +313,7 @@ def test_store_file_changed_while_sending(
     folder = tmp_path / "in"
     uids = [make_instance(folder / f"{i}.dcm") for i in range(3)]
     shrunk = folder / "0.dcm"
-    real_probe = store_module.probe
+    real_probe = files_module.probe
 
     def probe(path: Path) -> Any:
         result = real_probe(path)
@@ -321,7 +321,7 @@ def test_store_file_changed_while_sending(
             result.size += 2
         return result
 
-    monkeypatch.setattr(store_module, "probe", probe)
+    monkeypatch.setattr(files_module, "probe", probe)
     size = len(dataset_bytes(shrunk))
     status = store("--aec", "ARCHIVE", node.host, str(node.port), str(folder))
     lines = capsys.readouterr().out.splitlines()
@@ -522,6 +522,37 @@ def test_store_retries_once_after_an_abort(
     assert aborted == [uids[0]]
     assert set(scp.received) == set(uids)
     assert len(scp.associations) == 2
+
+
+@pytest.mark.interop
+def test_a_file_gone_before_its_turn_fails_alone(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file removed between the probe and its C-STORE fails with the reason; nothing
+    of it was sent, so the association goes on with the others (one association)."""
+    folder = tmp_path / "in"
+    uids = [make_instance(folder / f"{i}.dcm") for i in range(4)]
+    gone = folder / "1.dcm"
+    real_probe = files_module.probe
+
+    def probe(path: Path) -> Any:
+        result = real_probe(path)
+        if path == gone:
+            path.unlink()
+        return result
+
+    monkeypatch.setattr(files_module, "probe", probe)
+    scp = pyscp_factory(lambda event: 0)
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    assert lines[0].startswith("sent 3, failed 1, skipped 0 of 4 file(s); ")
+    assert lines[1] == f"failed: {gone}  {uids[1]}  cannot read: No such file or directory"
+    assert set(scp.received) == {uids[0], *uids[2:]}
+    assert len(scp.associations) == 1
 
 
 @pytest.mark.interop

@@ -3,6 +3,19 @@
 
 from __future__ import annotations
 
+from archive.scu.files import (
+    CHUNK,
+    Cause,
+    FileItem,
+    FileReadError,
+    FileResult,
+    Kind,
+    Report,
+    discover,
+    probe,
+    probe_all,
+    read_chunks,
+)
 from archive.scu.get import (
     GET_SOP_CLASSES,
     GET_TRANSFER_SYNTAXES,
@@ -38,20 +51,9 @@ from archive.scu.query import (
     move_instances,
 )
 from archive.scu.store import (
-    CHUNK,
-    Cause,
-    FileItem,
-    FileReadError,
-    FileResult,
     Group,
-    Kind,
-    Report,
     StoreOptions,
-    discover,
     plan,
-    probe,
-    probe_all,
-    read_chunks,
     send_files,
     status_result,
 )

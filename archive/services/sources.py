@@ -9,7 +9,7 @@ The sub-operations themselves are :mod:`archive.services.retrieve`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from archive.store import DatasetReader
@@ -68,9 +68,13 @@ class FileSource:
         self._closing = False
 
     @classmethod
-    def open_ahead(cls, files: InstanceFiles, relatives: Sequence[str]) -> list[FileSource]:
-        """Sources for these files, all opened by one job in the I/O pool."""
-        readers = [DatasetReader(files.path(relative), CHUNK) for relative in relatives]
+    def open_ahead(
+        cls, files: InstanceFiles, relatives: Sequence[str], chunk: int | None = None
+    ) -> list[FileSource]:
+        """Sources for these files, all opened by one job in the I/O pool; each
+        read ``chunk`` (default :data:`CHUNK`) bytes at a time."""
+        size = CHUNK if chunk is None else chunk
+        readers = [DatasetReader(files.path(relative), size) for relative in relatives]
         opened = asyncio.ensure_future(files.run(_open_all, readers))
         return [cls(files, reader, opened, i) for i, reader in enumerate(readers)]
 
@@ -85,7 +89,7 @@ class FileSource:
             block = await self._in_pool(self.reader.first_read)
         return block
 
-    async def chunks(self, first: memoryview) -> AsyncIterator[memoryview]:
+    async def chunks(self, first: memoryview) -> AsyncGenerator[memoryview, None]:
         """The data set from ``first`` (what :meth:`first` gave) to the end.
 
         The caller closes the source (:meth:`close`) once the sub-operation ends.

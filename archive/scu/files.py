@@ -1,0 +1,316 @@
+"""Files to send or import: finding them, reading their File Meta, reading their data sets.
+
+:func:`discover` walks the paths given, :func:`probe` reads each file's File Meta
+Information (in threads: :func:`probe_all`), and the data set is read back in
+bounded chunks when it is sent: :func:`read_chunks` (each chunk in a thread; the
+importer) or a :class:`~archive.services.sources.FileSource` opened ahead
+(``store.py``'s sessions), both checked against what the probe saw
+(:func:`checked`). The outcome types (:class:`Kind`, :class:`Cause`,
+:class:`FileResult`, :class:`Report`) are shared by ``archive store`` and
+``archive import``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMeta, FileMetaError
+from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE
+from archive.errors import ArchiveError
+from archive.progress import human_bytes
+from archive.store import DatasetReader, read_meta
+
+T = TypeVar("T")
+
+#: Bytes read from a file per trip to a thread while sending (two are in memory).
+CHUNK = 512 * 1024
+#: Media Storage Directory Storage (PS3.10 8, PS3.4 Annex F): a DICOMDIR is not an
+#: instance to archive.
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+#: Skipped files listed one by one in the summary before "... and N more".
+MAX_SKIPPED_LISTED = 20
+#: Concurrent meta reads while probing.
+PROBE_CONCURRENCY = 8
+_PAD = b"\x00"
+
+
+class Kind(enum.Enum):
+    """What became of one file."""
+
+    SENT = "sent"
+    WARNING = "warning"  # stored, with a warning status (PS3.7 C.4): a success
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Cause(enum.IntEnum):
+    """Why a file failed; a larger value is a worse outcome for the run as a whole."""
+
+    STATUS = 1  # the peer answered a failure status
+    CONTEXT = 2  # presentation context rejected
+    FILE = 3  # unreadable or malformed file
+    TIMEOUT = 4  # a timer ran out (connect, ARTIM, DIMSE)
+    NETWORK = 5  # aborted association, lost connection, nothing listening
+    REJECTED = 6  # A-ASSOCIATE-RJ
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    path: str
+    kind: Kind
+    sop_instance_uid: str = ""
+    status: int | None = None
+    reason: str = ""
+    nbytes: int = 0
+    cause: Cause | None = None
+
+    def describe(self) -> str:
+        """One summary line: path, SOP Instance UID, status in hex and/or reason."""
+        parts = [f"{self.kind.value}: {self.path}"]
+        if self.sop_instance_uid:
+            parts.append(self.sop_instance_uid)
+        detail = f"status 0x{self.status:04X}" if self.status is not None else ""
+        if self.reason:
+            detail = f"{detail}: {self.reason}" if detail else self.reason
+        if detail:
+            parts.append(detail)
+        return "  ".join(parts)
+
+
+@dataclass(slots=True)
+class Report:
+    """The outcome of a run: one result per file, plus association-level notes."""
+
+    results: list[FileResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def of(self, kind: Kind) -> list[FileResult]:
+        return [r for r in self.results if r.kind is kind]
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.nbytes for r in self.results if r.kind in (Kind.SENT, Kind.WARNING))
+
+    def worst(self) -> Cause | None:
+        """The worst cause of failure, or None when every instance succeeded."""
+        causes = [r.cause for r in self.results if r.kind is Kind.FAILED and r.cause]
+        return max(causes) if causes else None
+
+    def summary(self, verb: str = "sent") -> str:
+        """Counts, bytes, elapsed time and rate; then each failure, warning and skip."""
+        done = self.of(Kind.SENT) + self.of(Kind.WARNING)
+        failed, warned, skipped = self.of(Kind.FAILED), self.of(Kind.WARNING), self.of(Kind.SKIPPED)
+        elapsed = max(self.elapsed, 1e-9)
+        lines = [
+            f"{verb} {len(done)}, failed {len(failed)}, skipped {len(skipped)}"
+            f" of {len(self.results)} file(s)"
+            + (f" ({len(warned)} with warnings)" if warned else "")
+            + f"; {human_bytes(self.bytes)} ({self.bytes} bytes) in {self.elapsed:.2f} s,"
+            f" {self.bytes / elapsed / 1e6:.1f} MB/s, {len(done) / elapsed:.1f} files/s"
+        ]
+        lines.extend(self.notes)
+        lines.extend(r.describe() for r in failed)
+        lines.extend(r.describe() for r in warned)
+        lines.extend(r.describe() for r in skipped[:MAX_SKIPPED_LISTED])
+        if len(skipped) > MAX_SKIPPED_LISTED:
+            lines.append(f"... and {len(skipped) - MAX_SKIPPED_LISTED} more skipped")
+        return "\n".join(lines)
+
+
+# ---- finding and reading files ------------------------------------------------------
+
+
+def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[FileResult]]:
+    """The files under ``paths`` (folders walked recursively, sorted), and the
+    paths that do not exist as failures. Blocking: run it in a thread."""
+    files: list[Path] = []
+    missing: list[FileResult] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for folder, dirs, names in os.walk(path):
+                dirs.sort()
+                files.extend(Path(folder, name) for name in sorted(names))
+        elif path.is_file():
+            files.append(path)
+        else:
+            missing.append(
+                FileResult(str(path), Kind.FAILED, reason="no such file", cause=Cause.FILE)
+            )
+    return files, missing
+
+
+@dataclass(slots=True)
+class FileItem:
+    """One Part 10 file to send or import: its meta and where its data set starts."""
+
+    path: Path
+    meta: FileMeta
+    offset: int
+    size: int  # data set bytes (file size - offset)
+    attempts: int = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The presentation context it needs: (SOP Class, Transfer Syntax)."""
+        return (self.meta.media_storage_sop_class_uid, self.meta.transfer_syntax_uid)
+
+    def result(
+        self, kind: Kind, *, status: int | None = None, reason: str = "", cause: Cause | None = None
+    ) -> FileResult:
+        return FileResult(
+            str(self.path),
+            kind,
+            self.meta.media_storage_sop_instance_uid,
+            status,
+            reason,
+            self.size if kind in (Kind.SENT, Kind.WARNING) else 0,
+            cause,
+        )
+
+
+def probe(path: Path) -> FileItem | FileResult:
+    """Read one file's File Meta (blocking): an item to send, or why not."""
+    try:
+        meta, offset = read_meta(path)
+        size = os.path.getsize(path) - offset
+    except ArchiveError as exc:
+        if not _has_prefix(path):
+            return FileResult(str(path), Kind.SKIPPED, reason="not a DICOM Part 10 file")
+        return FileResult(str(path), Kind.FAILED, reason=str(exc), cause=Cause.FILE)
+    except OSError as exc:
+        return FileResult(str(path), Kind.FAILED, reason=os_reason(exc), cause=Cause.FILE)
+    if meta.media_storage_sop_class_uid == MEDIA_STORAGE_DIRECTORY:
+        return FileResult(str(path), Kind.SKIPPED, reason="DICOMDIR, not an instance")
+    for uid, name in (
+        (meta.media_storage_sop_class_uid, "Media Storage SOP Class UID (0002,0002)"),
+        (meta.media_storage_sop_instance_uid, "Media Storage SOP Instance UID (0002,0003)"),
+    ):
+        if not uid:
+            return FileResult(
+                str(path), Kind.FAILED, reason=f"file meta lacks {name}", cause=Cause.FILE
+            )
+    return FileItem(path, meta, offset, size)
+
+
+def _has_prefix(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(PREAMBLE_LENGTH + len(MAGIC))
+    except OSError:
+        return False
+    return head[PREAMBLE_LENGTH:] == MAGIC
+
+
+def os_reason(exc: OSError) -> str:
+    return f"cannot read: {exc.strerror or exc}"
+
+
+async def probe_all(files: Sequence[Path]) -> list[FileItem | FileResult]:
+    """:func:`probe` every file, a few threads at a time; results in order."""
+    out: list[FileItem | FileResult | None] = [None] * len(files)
+    positions = iter(range(len(files)))
+
+    async def worker() -> None:
+        for i in positions:
+            out[i] = await asyncio.to_thread(probe, files[i])
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(min(PROBE_CONCURRENCY, len(files))):
+            tg.create_task(worker())
+    return [r for r in out if r is not None]
+
+
+class FileReadError(ArchiveError):
+    """A file could not be read while its data set was being sent."""
+
+    code = "scu.read"
+
+
+async def read_chunks(
+    item: FileItem, chunk: int = CHUNK, stop: Callable[[], bool] | None = None
+) -> AsyncGenerator[memoryview, None]:
+    """The data set of ``item`` from disk, each chunk read in a thread.
+
+    ``stop`` is checked between chunks: once the connection is gone there is no
+    point reading the rest of a large file. A read error, or a file whose size
+    changed since it was probed, raises :class:`FileReadError`. An odd-length
+    deflated data set gets the pad byte PS3.5 A.5 requires.
+    """
+    # The store's reader, with what sending a file we did not store adds: the
+    # file may have changed since the probe, so the bytes are counted against it.
+    source = DatasetReader(item.path, chunk)
+
+    async def blocks() -> AsyncGenerator[memoryview, None]:
+        read = source.first
+        # Stop at the probed size rather than on an empty read: one thread hop
+        # fewer per file, which is most of the cost for small instances.
+        sent = 0
+        while sent < item.size:
+            block = await asyncio.to_thread(read)
+            read = source.next
+            if not block:
+                return
+            sent += len(block)
+            yield block
+
+    sent = checked(item, blocks(), stop)
+    try:
+        async for block in sent:
+            yield block
+    finally:
+        await sent.aclose()
+        source.close()
+
+
+async def checked(
+    item: FileItem, blocks: AsyncGenerator[memoryview, None], stop: Callable[[], bool] | None
+) -> AsyncGenerator[memoryview, None]:
+    """``blocks`` (a file's data set) as sent: counted against the probed size,
+    the deflated pad added, read errors as :class:`FileReadError`. ``blocks`` is
+    closed at the end."""
+    sent = 0
+    pad = item.size % 2 == 1 and item.meta.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE
+    try:
+        while sent < item.size:
+            if stop is not None and stop():
+                return
+            try:
+                block = await anext(blocks, None)
+            except OSError as exc:
+                raise FileReadError(os_reason(exc)) from exc
+            except FileMetaError as exc:  # rewritten since the probe
+                raise FileReadError(f"file changed while sending: {exc}") from exc
+            if not block:
+                break
+            sent += len(block)
+            if sent > item.size:
+                break
+            if pad and sent == item.size:
+                # Some writers forgot the pad, and peers (DCMTK) refuse odd fragments.
+                block = memoryview(b"".join((block, _PAD)))
+            yield block
+    finally:
+        await blocks.aclose()
+    if sent != item.size:
+        raise FileReadError(f"file changed while sending ({sent} bytes, not {item.size})")
+
+
+class LocalFiles:
+    """Files by their own paths, blocking calls in a thread (for :class:`FileSource`)."""
+
+    def path(self, relative: str) -> str:
+        return relative
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+
+LOCAL_FILES = LocalFiles()
