@@ -6,16 +6,20 @@ matches on), the rows made before the upgrade lack those values: the migration
 adds columns but cannot read files. This reads each such instance's header from
 its file (only the header: :func:`archive.store.scan_header`, one or two 64 KiB
 reads whatever the file's size) and writes its row again through the index's
-writer (:meth:`archive.index.Index.replace`, same path, same size and digest), so
-the configured durability applies and patient, study and series values follow
-the usual rule (the latest non-empty value wins; here, the last instance read).
+writer (:meth:`archive.index.Index.refresh`: same path, size, digest and
+receipt). A patient, study or series value is only filled where the level has
+none: the one there is the latest received, which an older instance must not
+undo. These writes are not journaled for recovery (no file was written, and the
+old row and the new one are both valid), so a cut during a reindex loses at most
+the last rows it wrote, which the next run writes again.
 
 By default only rows an older header version made are read (the index knows
 which: ``instance.header_version``); ``everything`` reads all of them. Files are
 never written, moved or removed: a row whose file is missing, unreadable, of
 another size than indexed, or of another instance is left as it is and reported,
-for ``archive check``. When no outdated row is left, the index's reindex task is
-cleared and the server stops warning about it at start-up.
+for ``archive check``. The content is not compared with the row's digest: that
+would read every file whole. When no outdated row is left, the index's reindex
+task is cleared and the server stops warning about it at start-up.
 
 Offline, like ``archive check``: it takes the data folder's lock.
 """
@@ -32,6 +36,7 @@ import msgspec
 from archive.dicom.attributes import HEADER_VERSION
 from archive.dicom.filemeta import FileMetaError
 from archive.dicom.header import HeaderError
+from archive.errors import ArchiveError
 from archive.node import Storage
 from archive.progress import Progress
 from archive.store import scan_header
@@ -78,10 +83,17 @@ async def reindex(
     report = ReindexReport(rows=len(rows))
     bar = Progress(len(rows), label="instances", stream=progress_stream, enabled=progress)
     pending = iter(rows)
+    failures: list[ArchiveError] = []
 
     async def worker() -> None:
         for uid, path in pending:
-            size = await _refresh(storage, uid, path, report)
+            if failures:
+                return
+            try:
+                size = await _refresh(storage, uid, path, report)
+            except ArchiveError as exc:  # the index failed: stop, say why
+                failures.append(exc)
+                return
             bar.advance(1, size)
 
     try:
@@ -90,6 +102,8 @@ async def reindex(
                 tg.create_task(worker())
     finally:
         bar.close()
+    if failures:
+        raise failures[0]
     report.outdated = await index.outdated()
     if report.outdated == 0 and await index.reindex_needed():
         await index.reindexed()
@@ -125,6 +139,6 @@ async def _refresh(storage: Storage, uid: str, path: str, report: ReindexReport)
         report.changed_files.append(path)
         log.warning("reindex: %s is not the file indexed (size or UID differs): left", path)
         return scanned.size
-    await index.replace(msgspec.structs.replace(held, attrs=scanned.attrs))
-    report.refreshed += 1
+    if await index.refresh(held, scanned.attrs):
+        report.refreshed += 1
     return scanned.size

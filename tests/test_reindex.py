@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
 from archive.config import Config, with_overrides
 from archive.dicom.attributes import HEADER_VERSION
@@ -50,19 +51,30 @@ def code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def make_file(folder: Path, n: int, study: str, series: str, *, pixels: int = 0) -> Path:
-    """A key object selection document (n even) or a CT image, with sequences."""
+def make_file(
+    folder: Path,
+    n: int,
+    study: str,
+    series: str,
+    *,
+    pixels: int = 0,
+    description: str = "Reindexed",
+    name: str = "Reindex^Test",
+    transfer_syntax: str = ExplicitVRLittleEndian,
+) -> Path:
+    """A key object selection document (n even) or a CT image, with sequences; its
+    SOP Instance UID is always as long (files of one kind are of one size)."""
     ds = Dataset()
     ds.SOPClassUID = KOS if n % 2 == 0 else CT
-    ds.SOPInstanceUID = generate_uid()
+    ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.1000.{random.randrange(10**12, 10**13)}"
     ds.PatientID = "PID-R"
-    ds.PatientName = "Reindex^Test"
+    ds.PatientName = name
     other = Dataset()
     other.PatientID = "OTHER-1"
     other.IssuerOfPatientID = "HOSP"
     ds.OtherPatientIDsSequence = [other]
     ds.StudyInstanceUID = study
-    ds.StudyDescription = "Reindexed"
+    ds.StudyDescription = description
     ds.ProcedureCodeSequence = [code("P-1", "L", "Head CT")]
     ds.SeriesInstanceUID = series
     ds.Modality = "KO" if n % 2 == 0 else "CT"
@@ -86,7 +98,7 @@ def make_file(folder: Path, n: int, study: str, series: str, *, pixels: int = 0)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
     path = folder / f"{n}.dcm"
     ds.save_as(path, enforce_file_format=True)
     return path
@@ -100,7 +112,7 @@ def filled(tmp_path: Path) -> Path:
     study = generate_uid()
     series = [generate_uid(), generate_uid()]
     for n in range(12):
-        make_file(source, n, study, series[n % 2])
+        make_file(source, n, study, series[n % 2], pixels=1024)
     data = tmp_path / "data"
     done = archive("import", str(source), "--data", str(data))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -276,3 +288,84 @@ def test_scan_header_reads_only_the_header(tmp_path: Path) -> None:
     assert scan_header(path).attrs == whole.attrs
     with pytest.raises(Exception, match="truncated"):
         scan_file(path)
+
+
+def test_values_received_since_are_not_undone(tmp_path: Path) -> None:
+    """An instance received after the upgrade carries a corrected study description
+    and patient name; reading the older instance again fills what its row lacks but
+    leaves those as the later instance set them."""
+    study, series = generate_uid(), generate_uid()
+    first, later = tmp_path / "first", tmp_path / "later"
+    first.mkdir()
+    later.mkdir()
+    make_file(first, 0, study, series, description="OLD", name="Old^Name")
+    make_file(later, 2, study, series, description="CORRECTED", name="New^Name")
+    data = tmp_path / "data"
+    assert archive("import", str(first), "--data", str(data)).returncode == 0
+    downgrade(data)
+    assert archive("import", str(later), "--data", str(data)).returncode == 0
+    done = archive("reindex", "--data", str(data))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 of 1 instance(s) refreshed" in done.stdout
+    assert rows(data, "SELECT study_description FROM study") == [("CORRECTED",)]
+    assert rows(data, "SELECT patient_name FROM patient") == [("New^Name",)]
+    # The sequences the downgrade emptied are back, the older instance's own too.
+    assert rows(data, "SELECT count(*) FROM instance WHERE concept_name_code_sequence <> ''") == [
+        (2,)
+    ]
+    assert rows(data, "SELECT procedure_code_sequence <> '' FROM study") == [(1,)]
+
+
+@pytest.mark.parametrize("change", ["cut after its header", "another instance, same size"])
+def test_a_file_changed_on_disk_is_left_and_reported(filled: Path, change: str) -> None:
+    """Only this: the header still reads, so only the size or the SOP Instance UID
+    tells that the file is not the one indexed; exit 5, row left, task kept."""
+    data = filled
+    downgrade(data)
+    held = rows(data, "SELECT sop_instance_uid, sop_class_uid FROM instance ORDER BY pk")
+    uid, sop_class = held[0]
+    target = data / relative_path(uid)
+    if change == "cut after its header":
+        target.write_bytes(target.read_bytes()[:-10])  # inside Pixel Data
+        assert scan_header(target).attrs.sop_instance_uid == uid
+    else:
+        # Another instance of the same class: the same size (see make_file).
+        other_uid = next(u for u, c in held[1:] if c == sop_class)
+        other = (data / relative_path(other_uid)).read_bytes()
+        assert len(other) == target.stat().st_size
+        target.write_bytes(other)
+    done = archive("reindex", "--data", str(data))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "11 of 12 instance(s) refreshed" in done.stdout
+    assert "files that are not the one indexed: 1" in done.stdout
+    assert rows(data, "SELECT task FROM maintenance") == [("reindex",)]
+    versions = rows(data, "SELECT sop_instance_uid, header_version FROM instance")
+    assert dict(versions)[uid] == 0
+
+
+def test_scan_header_of_a_deflated_file(tmp_path: Path) -> None:
+    path = make_file(tmp_path, 2, generate_uid(), generate_uid(), pixels=64 * 1024,
+                     transfer_syntax=DeflatedExplicitVRLittleEndian)  # fmt: skip
+    whole = scan_file(path)
+    header = scan_header(path)
+    assert header.attrs == whole.attrs
+    assert header.attrs.concept_name_code_sequence
+
+
+def test_an_index_failure_is_a_one_line_error(
+    filled: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The index failing mid-run (disk full, say) stops the reindex with the reason,
+    as other commands report it, not with a traceback of the workers."""
+    from archive.cli import main
+    from archive.index import Index, IndexWriteError
+
+    async def refuse(self: Index, *args: object) -> bool:
+        raise IndexWriteError("database or disk is full")
+
+    downgrade(filled)
+    monkeypatch.setattr(Index, "refresh", refuse)
+    status = main(["reindex", "--data", str(filled)])
+    err = capsys.readouterr().err
+    assert status != 0
+    assert err.splitlines() == ["archive reindex: database or disk is full"], err

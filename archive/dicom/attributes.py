@@ -39,8 +39,12 @@ __all__ = [
 ]
 
 #: The edition of :data:`WANTED`. Bump it when a field is added or read otherwise:
-#: index rows of a lower version are then refreshed by ``archive reindex``.
-#: 1: the five sequences of Sequence Matching (index migration 0004).
+#: index rows of a lower version are then refreshed by ``archive reindex``. A bump
+#: comes with an index migration that sets the reindex task when such rows exist
+#: (``INSERT OR IGNORE INTO maintenance (task) SELECT 'reindex' WHERE EXISTS
+#: (SELECT 1 FROM instance WHERE header_version < N)``): the task is what makes the
+#: node warn at start-up and ``archive stats`` count them.
+#: 1: the five sequences of Sequence Matching (index migrations 0004 and 0006).
 HEADER_VERSION = 1
 
 # How a wanted value is turned into a field (padding per PS3.5 6.2 and Table 6.2-1).

@@ -55,6 +55,7 @@ from archive.index.batch_sql import (
     RUN_FINISH_BATCH,
     RUN_INSERT_SEGMENT,
     SELECT_INSTANCE_ROW,
+    UNNOTE_WRITTEN,
 )
 from archive.index.errors import DuplicateInstanceError
 from archive.index.records import InstanceRow, StoredInstance
@@ -63,6 +64,7 @@ __all__ = [
     "Journal",
     "Operation",
     "Outcome",
+    "Refresh",
     "Remove",
     "Replace",
     "apply_batch",
@@ -144,6 +146,15 @@ class Replace(msgspec.Struct, frozen=True):
     item: StoredInstance
 
 
+class Refresh(msgspec.Struct, frozen=True):
+    """Write the row of an instance already indexed again, from ``item`` (its file
+    unchanged: ``archive reindex``); outcome: the old row, or None (then nothing
+    is written). Unlike :class:`Replace` it is not journaled: no file was written,
+    so whichever of the two rows a cut flush leaves is a valid one."""
+
+    item: StoredInstance
+
+
 class Remove(msgspec.Struct, frozen=True):
     """Remove these SOP Instance UIDs; outcome: how many were indexed."""
 
@@ -151,7 +162,7 @@ class Remove(msgspec.Struct, frozen=True):
 
 
 #: A bare StoredInstance is an add; its outcome is None or a DuplicateInstanceError.
-Operation = StoredInstance | Replace | Remove
+Operation = StoredInstance | Replace | Refresh | Remove
 Outcome = InstanceRow | int | DuplicateInstanceError | None
 
 
@@ -207,12 +218,15 @@ def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Ou
                 outcomes[start + seq] = error
             start += len(items)
             continue
-        if isinstance(op, Replace):
+        if isinstance(op, Replace | Refresh):
             uid = op.item.attrs.sop_instance_uid
             old = _instance_row(conn, uid)
             if old is not None:
                 _delete(conn, (uid,))
-            _insert_segment(conn, [op.item])
+            if old is not None or isinstance(op, Replace):
+                _insert_segment(conn, [op.item])
+            if isinstance(op, Refresh):
+                conn.execute(UNNOTE_WRITTEN, (uid,))
             outcomes[start] = old
         else:
             outcomes[start] = _delete(conn, op.uids)

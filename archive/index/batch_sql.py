@@ -335,6 +335,8 @@ SELECT_UNFLUSHED = "SELECT sop_instance_uid FROM unflushed ORDER BY sop_instance
 NOTE_WRITTEN = (
     "INSERT OR IGNORE INTO temp.written (sop_instance_uid) SELECT sop_instance_uid FROM temp.staged"
 )
+# A Refresh rewrites the row of a file already durable: not journaled.
+UNNOTE_WRITTEN = "DELETE FROM temp.written WHERE sop_instance_uid = ?"
 JOURNAL_WRITTEN = """
 INSERT OR IGNORE INTO unflushed (sop_instance_uid)
 SELECT sop_instance_uid FROM temp.written WHERE NEW.journal = 'record'

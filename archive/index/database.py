@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiosqlite
+import msgspec
 
 from archive.dicom.attributes import HEADER_VERSION, InstanceAttributes
 from archive.dicom.query import Query
@@ -60,6 +61,10 @@ SELECT_REINDEX_TASK = "SELECT 1 FROM maintenance WHERE task = 'reindex'"
 DELETE_REINDEX_TASK = "DELETE FROM maintenance WHERE task = 'reindex'"
 
 _RECORD_ATTRIBUTES = InstanceAttributes.__struct_fields__
+#: The attributes a patient, study or series row holds (the rest are the instance's).
+_LEVEL_FIELDS = tuple(
+    name for name in _RECORD_ATTRIBUTES if not QUALIFIED_COLUMNS.get(name, "i.").startswith("i.")
+)
 # Each attribute from its level's row, which holds the current value (the latest
 # non-empty one received); the Specific Character Set is the instance's own. Then
 # the StoredInstance fields.
@@ -206,6 +211,29 @@ class Index:
         """
         _check(item)
         return await self._writer.replace(item)
+
+    async def refresh(self, held: StoredInstance, attrs: InstanceAttributes) -> bool:
+        """Write an indexed instance's row again with ``attrs`` read from its file
+        (``archive reindex``); ``held`` is its :meth:`record`. False if it is no
+        longer indexed.
+
+        The instance's own columns take ``attrs``; a patient, study or series value
+        is filled only where the level has none: one already there is the latest
+        received, which an older instance read again must not undo. The file's
+        path, size, digest and receipt are kept. Not journaled nor flushed on its
+        own (no file was written): see :class:`archive.index.batch.Refresh`.
+        """
+        merged = msgspec.structs.replace(
+            attrs,
+            **{
+                name: value
+                for name in _LEVEL_FIELDS
+                if (value := getattr(held.attrs, name)) not in ("", None)
+            },
+        )
+        item = msgspec.structs.replace(held, attrs=merged)
+        _check(item)
+        return await self._writer.refresh(item) is not None
 
     async def remove(self, sop_instance_uids: Sequence[str]) -> int:
         """Remove instances (their files are gone); return how many were indexed.

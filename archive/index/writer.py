@@ -44,6 +44,7 @@ from archive.index.batch import (
     Journal,
     Operation,
     Outcome,
+    Refresh,
     Remove,
     Replace,
     apply_batch,
@@ -158,6 +159,11 @@ class GroupCommitWriter:
 
     async def replace(self, item: StoredInstance) -> InstanceRow | None:
         result = await self._submit(Replace(item))
+        assert result is None or isinstance(result, InstanceRow)
+        return result
+
+    async def refresh(self, item: StoredInstance) -> InstanceRow | None:
+        result = await self._submit(Refresh(item))
         assert result is None or isinstance(result, InstanceRow)
         return result
 
@@ -328,7 +334,7 @@ class GroupCommitWriter:
 
 
 def _is_operation(operation: Operation | Probe) -> TypeGuard[Operation]:
-    return isinstance(operation, StoredInstance | Replace | Remove)
+    return isinstance(operation, StoredInstance | Replace | Refresh | Remove)
 
 
 def _probe(probe: Operation | Probe, conn: sqlite3.Connection) -> object:
@@ -373,7 +379,8 @@ def _commit_and_flush(
     left as it is).
     """
     outcomes = apply_batch(conn, operations, journal=journal)
-    if flush is not None:
+    # Refreshes alone wrote no file, and either row is valid: no flush for them.
+    if flush is not None and not all(isinstance(op, Refresh) for op in operations):
         try:
             flush()
         except BaseException as exc:  # whatever it is, the batch is not known durable

@@ -13,6 +13,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from archive.index import Index, IndexFlushError
@@ -166,5 +167,53 @@ def test_a_probe_cannot_leave_a_transaction_open(tmp_path: Path) -> None:
             # Else the next batch of adds would run, uncommitted, inside it.
             await index.add(make_instance(1))
             assert query(db, "SELECT count(*) FROM instance") == [(1,)]
+
+    run(main())
+
+
+def test_a_refresh_is_neither_journaled_nor_flushed(tmp_path: Path) -> None:
+    """``Index.refresh`` (archive reindex) writes no file: its batch names nothing in
+    the journal, so recovery never reads its file back, and is not flushed. Its row
+    takes the instance's own values from the file and fills only the study values
+    the study lacks: the one held is the latest received and stays."""
+    db = tmp_path / "index.db"
+    flushes: list[list[str]] = []
+
+    def flush() -> None:
+        flushes.append([row[0] for row in query(db, "SELECT sop_instance_uid FROM unflushed")])
+
+    async def main() -> None:
+        async with await Index.open(db, flush=flush) as index:
+            await index.add(make_instance(1, study_description="Held", content_date=""))
+            uid = make_instance(1).attrs.sop_instance_uid
+            held = await index.record(uid)
+            assert held is not None
+            flushes.clear()
+            # As read again from the file: another study description (older), a new
+            # instance value, and a study value the study row lacks.
+            read = make_instance(1, study_description="Older", content_date="20240105",
+                                 referring_physician_name="Ref^New").attrs  # fmt: skip
+            held = msgspec.structs.replace(
+                held, attrs=msgspec.structs.replace(held.attrs, referring_physician_name="")
+            )
+            with closing(sqlite3.connect(db)) as conn, conn:
+                conn.execute("UPDATE study SET referring_physician_name = ''")
+            assert await index.refresh(held, read)
+            assert flushes == []
+            assert await index.unflushed() == []
+            record = await index.record(uid)
+            assert record is not None
+            assert record.attrs.study_description == "Held"
+            assert record.attrs.content_date == "20240105"
+            assert record.attrs.referring_physician_name == "Ref^New"
+            assert (record.path, record.digest, record.received_at) == (
+                held.path, held.digest, held.received_at
+            )  # fmt: skip
+            gone = msgspec.structs.replace(
+                held, attrs=msgspec.structs.replace(held.attrs, sop_instance_uid="1.2.999")
+            )
+            assert not await index.refresh(gone, gone.attrs)  # not indexed: nothing written
+            assert await index.record("1.2.999") is None
+            assert (await index.stats()).instances == 1
 
     run(main())
