@@ -11,9 +11,11 @@ import asyncio
 import io
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,9 +36,9 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from archive.cli import EXIT_ABORTED, main
 from archive.dicom.uids import STORAGE_SOP_CLASSES
 from archive.progress import Progress
-from archive.scu import FileItem, plan
+from archive.scu import CHUNK, FileItem, plan
 from archive.scu import files as files_module
-from archive.store import read_meta, relative_path
+from archive.store import DatasetReader, read_meta, relative_path
 from tests.conftest import RunningNode, require_tool
 from tests.interop.conftest import (
     DCMTK_ENV,
@@ -302,14 +304,14 @@ def test_store_bad_ae_title_is_a_usage_error(capsys: pytest.CaptureFixture[str])
     assert "--aec: must use printable ASCII only" in capsys.readouterr().err
 
 
-def test_store_file_changed_while_sending(
+def test_store_file_changed_since_its_probe(
     node: RunningNode,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A file shorter than probed: that file fails, the association is aborted (the
-    message is half sent) and the other files go on a new one."""
+    """A file of another size than probed (rewritten in between): it fails before any
+    of it is sent, and the association goes on with the others."""
     folder = tmp_path / "in"
     uids = [make_instance(folder / f"{i}.dcm") for i in range(3)]
     shrunk = folder / "0.dcm"
@@ -322,16 +324,54 @@ def test_store_file_changed_while_sending(
         return result
 
     monkeypatch.setattr(files_module, "probe", probe)
-    size = len(dataset_bytes(shrunk))
+    size = shrunk.stat().st_size
     status = store("--aec", "ARCHIVE", node.host, str(node.port), str(folder))
     lines = capsys.readouterr().out.splitlines()
     assert status == 5
     assert lines[0].startswith("sent 2, failed 1, skipped 0 of 3 file(s); ")
-    assert lines[1:] == [
-        f"failed: {shrunk}  {uids[0]}  file changed while sending ({size} bytes, not {size + 2})"
-    ]
+    why = f"file changed since it was read ({size} bytes, not {size + 2})"
+    assert lines[1:] == [f"failed: {shrunk}  {uids[0]}  {why}"]
     assert not stored_path(node.config.node.data_dir, uids[0]).exists()
     assert all(stored_path(node.config.node.data_dir, uid).exists() for uid in uids[1:])
+
+
+@pytest.mark.interop
+def test_store_file_cut_while_sending(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file that ends early once its first chunk went out: the message is half sent,
+    so the association is aborted, that file fails, and the others go on a new one."""
+    folder = tmp_path / "in"
+    big = folder / "0.dcm"
+    uids = [make_instance(big)]
+    # Data Set Trailing Padding (FFFC,FFFC) OB: a data set of several chunks.
+    padding = 2 * CHUNK
+    big.write_bytes(big.read_bytes() + struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, padding)
+                    + bytes(padding))  # fmt: skip
+    uids += [make_instance(folder / f"{i}.dcm") for i in (1, 2)]
+    monkeypatch.setattr(DatasetReader, "next_cached", lambda self: None)
+    real_next = DatasetReader.next
+
+    def next_block(self: DatasetReader) -> memoryview:
+        return memoryview(b"") if Path(self.path) == big else real_next(self)
+
+    monkeypatch.setattr(DatasetReader, "next", next_block)
+    scp = pyscp_factory(lambda event: 0)
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    size = len(dataset_bytes(big))
+    assert status == 5
+    assert lines[0].startswith("sent 2, failed 1, skipped 0 of 3 file(s); ")
+    assert lines[1:] == [
+        # The first read is a chunk of the file, File Meta included.
+        f"failed: {big}  {uids[0]}  file changed while sending"
+        f" ({CHUNK - (big.stat().st_size - size)} bytes, not {size})"
+    ]
+    assert set(scp.received) == set(uids[1:])
+    assert len(scp.associations) == 2
 
 
 def test_store_timeout_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -553,6 +593,72 @@ def test_a_file_gone_before_its_turn_fails_alone(
     assert lines[1] == f"failed: {gone}  {uids[1]}  cannot read: No such file or directory"
     assert set(scp.received) == {uids[0], *uids[2:]}
     assert len(scp.associations) == 1
+
+
+@pytest.mark.interop
+def test_a_file_replaced_by_a_larger_one_is_not_sent_cut(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rewritten between the probe and its turn with more bytes (exactly a chunk's
+    worth were probed): it fails before any of it is sent, never goes out cut at
+    the probed size and counted sent."""
+    folder = tmp_path / "in"
+    path = folder / "a.dcm"
+    uid = make_instance(path)
+
+    def padded(total: int) -> bytes:
+        data = path.read_bytes()[:first_size]
+        n = total - len(data) - 12
+        return data + struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, n) + bytes(n)
+
+    first_size = path.stat().st_size
+    path.write_bytes(padded(CHUNK))
+    real_probe = files_module.probe
+
+    def probe(p: Path) -> Any:
+        result = real_probe(p)
+        path.write_bytes(padded(CHUNK + 4096))
+        return result
+
+    monkeypatch.setattr(files_module, "probe", probe)
+    scp = pyscp_factory(lambda event: 0)
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    why = f"file changed since it was read ({CHUNK + 4096} bytes, not {CHUNK})"
+    assert lines[1:] == [f"failed: {path}  {uid}  {why}"]
+    assert scp.received == {}
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize(("files", "spread"), [(2, [1, 1]), (4, [1, 1, 1, 1])])
+def test_few_files_spread_over_the_associations(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    files: int,
+    spread: list[int],
+) -> None:
+    """-j 4 with as many files as associations or fewer: one file each; no session
+    holds a second file opened ahead while another association has none."""
+    folder = tmp_path / "in"
+    for i in range(files):
+        make_instance(folder / f"{i}.dcm")
+    per_association: dict[int, int] = {}
+
+    def handler(event: Any) -> int:
+        key = id(event.assoc)
+        per_association[key] = per_association.get(key, 0) + 1
+        time.sleep(0.05)  # the peer storing it: the others are connected meanwhile
+        return 0
+
+    scp = pyscp_factory(handler)
+    assert store("-j", "4", "--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder)) == 0
+    capsys.readouterr()
+    assert sorted(per_association.values()) == spread
 
 
 @pytest.mark.interop

@@ -255,6 +255,8 @@ async def read_chunks(
         sent = 0
         while sent < item.size:
             block = await asyncio.to_thread(read)
+            if read == source.first and (why := changed_since_probe(item, source)):
+                raise FileReadError(why)
             read = source.next
             if not block:
                 return
@@ -268,6 +270,29 @@ async def read_chunks(
     finally:
         await sent.aclose()
         source.close()
+
+
+def changed_since_probe(item: FileItem, reader: DatasetReader) -> str | None:
+    """Why the file ``reader`` opened (its meta read) is not the one probed, or None.
+
+    Its size and File Meta are compared with the probe's: a file rewritten in
+    between (an anonymiser, a copy still being written) could otherwise go out on
+    the probed context, or be cut at the probed size and reported sent.
+    """
+    meta = reader.meta
+    if (size := reader.size) != item.offset + item.size:
+        return f"file changed since it was read ({size} bytes, not {item.offset + item.size})"
+    if meta is None or (
+        meta.transfer_syntax_uid,
+        meta.media_storage_sop_class_uid,
+        meta.media_storage_sop_instance_uid,
+    ) != (
+        item.meta.transfer_syntax_uid,
+        item.meta.media_storage_sop_class_uid,
+        item.meta.media_storage_sop_instance_uid,
+    ):
+        return "file changed since it was read (another File Meta)"
+    return None
 
 
 async def checked(

@@ -57,6 +57,7 @@ from archive.scu.files import (
     FileResult,
     Kind,
     Report,
+    changed_since_probe,
     checked,
     discover,
     os_reason,
@@ -250,10 +251,13 @@ class _GroupSender:
                 self.queue.put_nowait(item)
 
     def _open_ahead(self, ahead: deque[tuple[FileItem, FileSource]]) -> None:
-        """Keep the file to send and the next one opened (or being opened): several
-        per trip while the queue is long, one at a time at its end, so that no
-        worker holds back what the others could send."""
-        while len(ahead) < 2 and not self.queue.empty():
+        """Keep the file to send and, while the queue has a file for every worker,
+        the next one opened (or being opened): several per trip while the queue is
+        long, one at a time at its end, so that no worker holds back what another,
+        idle, could send."""
+        while not self.queue.empty() and (
+            not ahead or (len(ahead) < 2 and self.queue.qsize() >= self.live)
+        ):
             take = min(OPEN_AHEAD, max(1, self.queue.qsize() // max(1, self.live)))
             items = [self.queue.get_nowait() for _ in range(min(take, self.queue.qsize()))]
             sources = FileSource.open_ahead(
@@ -284,6 +288,9 @@ class _GroupSender:
         except FileMetaError as exc:  # rewritten since the probe
             reason = f"file changed while sending: {exc}"
             self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.FILE))
+            return True
+        if why := changed_since_probe(item, source.reader):
+            self._record(item.result(Kind.FAILED, reason=why, cause=Cause.FILE))
             return True
         request = CStoreRq(
             message_id=assoc.next_message_id(),

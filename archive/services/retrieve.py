@@ -246,10 +246,13 @@ class Retriever:
         ahead: deque[tuple[InstanceRow, FileSource]] = deque()
         try:
             while (self.queue or ahead) and not self.cancelled:
-                while len(ahead) < 2 and self.queue:
-                    # The current file and at least the next one; several per trip
-                    # while the queue is long, one by one at its end, so that no
-                    # worker holds back what the others could send.
+                while self.queue and (
+                    not ahead or (len(ahead) < 2 and len(self.queue) >= self.workers)
+                ):
+                    # The current file and, while the queue holds one for every
+                    # worker, the next; several per trip while the queue is long,
+                    # one by one at its end, so that no worker holds back what
+                    # another, idle, could send.
                     take = min(OPEN_AHEAD, max(1, len(self.queue) // self.workers))
                     rows = [self.queue.popleft() for _ in range(take)]
                     sources = FileSource.open_ahead(self.files, [r.path for r in rows])

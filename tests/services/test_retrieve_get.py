@@ -215,17 +215,17 @@ def test_a_file_deleted_while_sent_is_closed_in_the_pool(tmp_path: Path) -> None
 def test_get_with_an_asynchronous_operations_window(
     corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path, window: int
 ) -> None:
-    """With a window agreed, sub-operations overlap, never more than the window (each
-    worker also holds the next instance read ahead, so five instances keep at most
-    three busy); each instance goes exactly once."""
+    """With a window agreed, sub-operations overlap, never more than the window, and
+    five instances keep as many busy as the window allows (a worker opens the next
+    one ahead only while the queue holds one for every worker); each instance goes
+    exactly once."""
     root, stored = corpus_files
     channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)], window=window)
     responses = get(corpus_files, tmp_path, channel)
     assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
-    # Each worker holds the next file opened ahead, so five instances keep at most
-    # three busy: a worker that took more would starve the others (and, in a
-    # C-MOVE, leave rows for a failing association to fail).
-    assert channel.most_in_flight == min(window, 3)
+    # A worker that held a second file while another had none would starve it
+    # (and, in a C-MOVE, leave rows for a failing association to fail).
+    assert channel.most_in_flight == min(window, 5)
     assert sorted(c.affected_sop_instance_uid for _, c in channel.commands) == sorted(
         s.attrs.sop_instance_uid for s in stored
     )

@@ -217,3 +217,36 @@ def test_rows_put_back_by_a_lost_association_go_on_another(
     responses = move(corpus_files, tmp_path, Reachable(channels), associations=2)
     assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
     assert [len(c.received) for c in channels] == [0, 4]
+
+
+def test_a_cancel_wakes_a_worker_waiting_for_rows(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """The C-CANCEL comes while the second association waits for what the first, to
+    be lost at 0.3 s, may put back: the waiter stops, nothing more is sent, and the
+    final response is Cancel with the row put back as remaining."""
+    root, stored = corpus_files
+    cancel = Cancel()
+    contexts = [Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]
+    channels = [
+        Channel(contexts, abort_after=0, abort_stall=0.3, cancel=cancel),
+        Channel(contexts, cancel=cancel),
+    ]
+
+    async def go() -> list[Response]:
+        async with indexed(tmp_path, stored) as index:
+            command = CMoveRq(
+                message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="KNOWN"
+            )
+            req = retrieve_request(
+                command, "STUDY", stored[0].attrs.study_instance_uid, cancel=cancel
+            )
+            settings = MoveSettings(peers={"KNOWN": ("127.0.0.1", 1)}, associations=2)
+            provider = c_move_provider(index, Files(root), settings, Reachable(channels))
+            asyncio.get_running_loop().call_later(0.15, cancel.set)
+            return [r async for r in provider(req)]
+
+    responses = run(go(), timeout=10)
+    assert channels[1].begun_after_cancel == []
+    assert [len(c.received) for c in channels] == [0, 3]
+    assert counts(responses[-1]) == (0xFE00, 1, 3, 1, 0)
