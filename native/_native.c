@@ -20,6 +20,9 @@
  *
  * read_cached(fd, offset, size): see below; twin in archive/store/scan.py (the
  * same results; only the C function also spares a miss its readahead).
+ *
+ * open_cached(path): see below; twin in archive/store/scan.py (the same system
+ * call through ctypes).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -42,6 +45,16 @@
 #endif
 #if defined(__linux__) && defined(__NR_cachestat) && defined(RWF_NOWAIT)
 #define ARCHIVE_CACHESTAT 1
+#endif
+
+/* openat2(2), Linux 5.6+ (RESOLVE_CACHED 5.12+); 437 on the 64-bit ABIs named
+ * here. The struct and flag are spelled out: older C libraries lack them. */
+#if defined(__linux__) && !defined(__NR_openat2) &&                                \
+    ((defined(__x86_64__) && !defined(__ILP32__)) || defined(__aarch64__))
+#define __NR_openat2 437
+#endif
+#if defined(__linux__) && defined(__NR_openat2)
+#define ARCHIVE_OPENAT2 1
 #endif
 
 #ifndef IOV_MAX
@@ -321,6 +334,53 @@ read_cached(PyObject *Py_UNUSED(module), PyObject *args)
 #endif
 }
 
+#ifdef ARCHIVE_OPENAT2
+struct archive_open_how {
+    uint64_t flags;
+    uint64_t mode;
+    uint64_t resolve;
+};
+#define ARCHIVE_RESOLVE_CACHED 0x20
+/* Set once openat2 or RESOLVE_CACHED proved missing or forbidden: not asked again. */
+static int openat2_missing = 0;
+#endif
+
+/* open_cached(path) -> int
+ *
+ *   The file at `path` opened read-only (O_CLOEXEC), if that needs no disk I/O:
+ *   openat2 with RESOLVE_CACHED, which fails with EAGAIN instead of reading a
+ *   directory or inode the caches lack. The descriptor, or -1: when the open
+ *   would have waited, on any error (the caller then opens in its I/O pool,
+ *   which reports it), and where openat2 or the flag is missing or refused
+ *   (ENOSYS, EINVAL before Linux 5.12, EPERM from a seccomp profile: then
+ *   remembered). Called on the event loop; it never waits for the disk.
+ */
+static PyObject *
+open_cached(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    PyObject *path = NULL;
+    if (!PyUnicode_FSConverter(arg, &path))
+        return NULL;
+    long fd = -1;
+#ifdef ARCHIVE_OPENAT2
+    if (!openat2_missing) {
+        struct archive_open_how how = {(uint64_t)(O_RDONLY | O_CLOEXEC), 0,
+                                       ARCHIVE_RESOLVE_CACHED};
+        long got;
+        do {
+            got = syscall(__NR_openat2, AT_FDCWD, PyBytes_AS_STRING(path), &how,
+                          sizeof how);
+        } while (got < 0 && errno == EINTR);
+        if (got >= 0)
+            fd = got;
+        else if (errno == ENOSYS || errno == EINVAL || errno == EPERM || errno == E2BIG)
+            openat2_missing = 1;
+    }
+#endif
+    Py_DECREF(path);
+    return PyLong_FromLong(fd);
+}
+
 static PyMethodDef native_methods[] = {
     {"write_and_link", write_and_link, METH_VARARGS,
      "write_and_link(fd, path, chunks, final, folders) -> bool\n\n"
@@ -329,6 +389,9 @@ static PyMethodDef native_methods[] = {
     {"read_cached", read_cached, METH_VARARGS,
      "read_cached(fd, offset, size) -> bytes | None\n\n"
      "The bytes at offset if the page cache holds them all (RWF_NOWAIT), else None."},
+    {"open_cached", open_cached, METH_O,
+     "open_cached(path) -> int\n\n"
+     "The file opened read-only if that needs no disk I/O (RESOLVE_CACHED), else -1."},
     {NULL, NULL, 0, NULL},
 };
 

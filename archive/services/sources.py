@@ -1,9 +1,10 @@
-"""The files a C-MOVE or C-GET sends: opened ahead in the I/O pool, read on the loop
-when the page cache holds them.
+"""The files a C-MOVE or C-GET (or ``archive store``) sends: opened ahead, on the
+loop when that needs no disk I/O, and read on the loop when the page cache holds
+them; in the I/O pool otherwise.
 
 :class:`FileSource` is one stored file's data set for one sub-operation;
-:meth:`FileSource.open_ahead` opens several in one trip to the store's I/O pool.
-The sub-operations themselves are :mod:`archive.services.retrieve`.
+:meth:`FileSource.open_ahead` opens several, those not cached in one trip to the
+store's I/O pool. The sub-operations themselves are :mod:`archive.services.retrieve`.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ class InstanceFiles(Protocol):
 
 
 class FileSource:
-    """A stored file's data set, opened ahead in the store's I/O pool, read on the loop
-    when the page cache holds it.
+    """A stored file's data set, opened ahead, read on the loop when the page cache
+    holds it.
 
     Created ahead of the sub-operation in flight (:meth:`open_ahead`: the next
-    :data:`OPEN_AHEAD` files opened by one job in the I/O pool, one trip to a pool
-    thread for several files), so the next files are opened while the peer
-    stores the current one. Its bytes are then read on the
+    :data:`OPEN_AHEAD` files), so the next files are opened while the peer stores
+    the current one: on the event loop when the path and inode are cached
+    (``openat2`` with ``RESOLVE_CACHED``, which fails rather than wait for the
+    disk; ``DatasetReader.open_cached``), the others by one job in the I/O pool.
+    C-GET of 0.5 MB images, alternating runs: 2,308-2,837 instances/s with every
+    open in the pool, 2,682-3,281 with them on the loop. Its bytes are then read on the
     event loop if, and only if, the page cache holds them all (``RWF_NOWAIT``:
     such a read never waits for the disk; ~70 us for 0.5 MB here), else in the
     I/O pool. Measured on C-GET of 0.5 MB images: ~2,300 instances/s with every
@@ -75,7 +79,16 @@ class FileSource:
         read ``chunk`` (default :data:`CHUNK`) bytes at a time."""
         size = CHUNK if chunk is None else chunk
         readers = [DatasetReader(files.path(relative), size) for relative in relatives]
-        opened = asyncio.ensure_future(files.run(_open_all, readers))
+        # On the loop each one whose path and inode are cached (no disk I/O: a
+        # trip to the pool and back cost more than the open); the others in one job.
+        cached = [reader.open_cached() for reader in readers]
+        opened: asyncio.Future[list[OSError | None]]
+        if all(cached):
+            opened = asyncio.get_running_loop().create_future()
+            opened.set_result([None] * len(readers))
+        else:
+            rest = [reader for reader, done in zip(readers, cached, strict=True) if not done]
+            opened = asyncio.ensure_future(_open_rest(files, rest, cached))
         return [cls(files, reader, opened, i) for i, reader in enumerate(readers)]
 
     async def first(self) -> memoryview:
@@ -129,6 +142,14 @@ class FileSource:
 
 #: Closes running in the I/O pool, held until done (nobody awaits them).
 _background: set[asyncio.Future[None]] = set()
+
+
+async def _open_rest(
+    files: InstanceFiles, rest: Sequence[DatasetReader], cached: Sequence[bool]
+) -> list[OSError | None]:
+    """Open ``rest`` in the pool; the error of every reader, the cached ones' None."""
+    errors = iter(await files.run(_open_all, rest))
+    return [None if done else next(errors) for done in cached]
 
 
 def _open_all(readers: Sequence[DatasetReader]) -> list[OSError | None]:

@@ -9,8 +9,13 @@ all read through it.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import hashlib
 import os
+import platform
+import sys
 
 import msgspec
 
@@ -86,6 +91,22 @@ class DatasetReader:
         except BaseException:
             self.close()
             raise
+
+    def open_cached(self) -> bool:
+        """:meth:`open` if that needs no disk I/O (the path and inode cached), else
+        False; never blocks, so the event loop may call it. On False the file is
+        not open: :meth:`open` it in a thread, which reports any error."""
+        fd = open_cached(self.path)
+        if fd < 0:
+            return False
+        try:
+            size = os.fstat(fd).st_size  # the inode is in memory: the open needed it
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        self._left = self.size = size
+        return True
 
     def first(self) -> memoryview:
         """:meth:`open` and :meth:`first_read` (blocking)."""
@@ -206,6 +227,58 @@ def read_cached_py(fd: int, offset: int, size: int) -> bytes | None:
 
 
 read_cached = choose("read_cached", read_cached_py)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    )
+
+
+_OPENAT2 = 437  # x86-64 and arm64
+_RESOLVE_CACHED = 0x20
+_AT_FDCWD = -100
+_openat2_missing = sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64")
+
+
+def open_cached_py(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> int:
+    """``path`` opened read-only if that needs no disk I/O, else -1 (never blocks).
+
+    openat2 with RESOLVE_CACHED, which fails with EAGAIN rather than read a
+    directory or inode the caches lack; -1 also on any error (the caller opens
+    in its I/O pool, which reports it) and where the call or flag is missing or
+    refused (then remembered). The twin of ``archive._native.open_cached``: the
+    same system call, through ctypes.
+    """
+    global _openat2_missing
+    raw = os.fsencode(path)
+    if b"\0" in raw:
+        raise ValueError("embedded null byte")
+    if _openat2_missing:
+        return -1
+    how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
+    while True:
+        fd = int(_libc().syscall(_OPENAT2, _AT_FDCWD, raw, ctypes.byref(how), ctypes.sizeof(how)))
+        if fd >= 0:
+            return fd
+        error = ctypes.get_errno()
+        if error != errno.EINTR:
+            break
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EPERM, errno.E2BIG):
+        _openat2_missing = True
+    return -1
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
+
+
+open_cached = choose("open_cached", open_cached_py)
 
 
 def scan_file(path: str | os.PathLike[str]) -> ScannedFile:

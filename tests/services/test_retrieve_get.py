@@ -30,7 +30,7 @@ from archive.services import retrieve, sources
 from archive.services.base import Cancel, Request, Response
 from archive.services.retrieve import Retriever, c_get_provider
 from archive.services.sources import FileSource
-from archive.store import DatasetReader
+from archive.store import DatasetReader, scan
 from tests.index import run
 from tests.interop.qrhelpers import CT_IMAGE, MR_IMAGE, STUDY_ROOT_GET
 from tests.interop.storehelpers import split_part10
@@ -167,6 +167,47 @@ def test_files_are_read_on_the_loop_only_when_cached(
         assert channel.received[item.attrs.sop_instance_uid] == data
     expected = ("first_read", False) if evicted else ("first_cached", True)
     assert reads == [expected] * 5
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_files_are_opened_on_the_loop_when_their_paths_are_cached(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cached: bool,
+) -> None:
+    """Opening a file whose path and inode are cached needs no pool job; one that
+    would wait for the disk (open_cached gives -1) is opened in the pool. The
+    bytes sent are the same either way."""
+    root, stored = corpus_files
+    if not cached:
+        monkeypatch.setattr(scan, "open_cached", lambda path: -1)
+    jobs: list[str] = []
+
+    class CountingFiles(PoolFiles):
+        async def run(self, fn: Callable[..., T], *args: object) -> T:
+            jobs.append(getattr(fn, "__name__", ""))
+            return await super().run(fn, *args)
+
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+
+    async def go() -> list[Response]:
+        with ThreadPoolExecutor(2) as pool:
+            async with indexed(tmp_path, stored) as index:
+                command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
+                req = retrieve_request(
+                    command, "STUDY", stored[0].attrs.study_instance_uid, channel=channel
+                )
+                provider = c_get_provider(index, CountingFiles(root, pool))
+                return [r async for r in provider(req)]
+
+    responses = asyncio.run(go())
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    for item in stored:
+        data = split_part10((root / item.path).read_bytes())[1]
+        assert channel.received[item.attrs.sop_instance_uid] == data
+    opens = jobs.count("_open_all")
+    assert opens == 0 if cached else opens >= 1
 
 
 def test_a_file_deleted_while_sent_is_closed_in_the_pool(tmp_path: Path) -> None:

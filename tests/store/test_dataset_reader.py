@@ -204,3 +204,58 @@ def test_a_file_cached_only_in_part_is_read_whole_from_where_the_cache_ends(
     _, data, hits = _read_file(path)
     assert data == dataset
     assert 1 <= hits < 7  # some chunks from the cache, the rest (7 in all) blocking
+
+
+def _open_cached_implementations() -> dict[str, Callable[[Any], int]]:
+    found: dict[str, Callable[[Any], int]] = {"python": scan.open_cached_py}
+    try:
+        from archive import _native
+    except ImportError:  # pragma: no cover - only where no C compiler built it
+        return found
+    found["native"] = _native.open_cached
+    return found
+
+
+def test_open_cached_and_its_twin_agree(tmp_path: Path) -> None:
+    """A cached file opens (read-only, close-on-exec) by str, bytes or path; a
+    missing one, or one under a missing folder, gives -1; a NUL is refused."""
+    path, _ = _file(tmp_path, 1000)
+    path.read_bytes()
+    results: dict[str, list[object]] = {}
+    for name, open_cached in _open_cached_implementations().items():
+        got: list[object] = []
+        for spelling in (str(path), os.fsencode(path), path):
+            fd = open_cached(spelling)
+            assert fd >= 0, (name, spelling)
+            try:
+                assert os.read(fd, 4) == path.read_bytes()[:4]
+                assert not os.get_inheritable(fd)
+                with pytest.raises(OSError, match="Bad file descriptor"):
+                    os.write(fd, b"x")  # read-only
+                got.append(os.fstat(fd).st_ino == path.stat().st_ino)
+            finally:
+                os.close(fd)
+        got.append(open_cached(tmp_path / "missing.dcm"))
+        got.append(open_cached(tmp_path / "no" / "such.dcm"))
+        with pytest.raises(ValueError, match="null"):
+            open_cached("bad\0path")
+        results[name] = got
+    for name, got in results.items():
+        assert got == [True, True, True, -1, -1], name
+
+
+def test_open_cached_reader(tmp_path: Path) -> None:
+    path, dataset = _file(tmp_path, 100_000)
+    path.read_bytes()
+    reader = DatasetReader(path, chunk=1 << 20)
+    try:
+        assert reader.open_cached()
+        assert reader.size == path.stat().st_size
+        block = reader.first_cached()
+        assert block is not None
+        assert bytes(block) == dataset
+    finally:
+        reader.close()
+    missing = DatasetReader(tmp_path / "missing.dcm")
+    assert not missing.open_cached()
+    assert missing.done  # not open: nothing to read, nothing to close
