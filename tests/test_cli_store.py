@@ -111,6 +111,19 @@ def make_instance(
     return uid
 
 
+def hook_probe(monkeypatch: pytest.MonkeyPatch, after: Callable[[Path, Any], object]) -> None:
+    """Call ``after(path, probed)`` once each file is probed: what happens to a file
+    between its probe and its turn to be sent."""
+    real_probe = files_module.probe
+
+    def probe(path: Path) -> Any:
+        result = real_probe(path)
+        after(path, result)
+        return result
+
+    monkeypatch.setattr(files_module, "probe", probe)
+
+
 def dataset_bytes(path: Path) -> bytes:
     """What follows the File Meta of a Part 10 file."""
     _, offset = read_meta(path)
@@ -315,15 +328,12 @@ def test_store_file_changed_since_its_probe(
     folder = tmp_path / "in"
     uids = [make_instance(folder / f"{i}.dcm") for i in range(3)]
     shrunk = folder / "0.dcm"
-    real_probe = files_module.probe
 
-    def probe(path: Path) -> Any:
-        result = real_probe(path)
+    def after_probe(path: Path, item: Any) -> None:
         if path == shrunk:
-            result.size += 2
-        return result
+            item.size += 2
 
-    monkeypatch.setattr(files_module, "probe", probe)
+    hook_probe(monkeypatch, after_probe)
     size = shrunk.stat().st_size
     status = store("--aec", "ARCHIVE", node.host, str(node.port), str(folder))
     lines = capsys.readouterr().out.splitlines()
@@ -576,15 +586,7 @@ def test_a_file_gone_before_its_turn_fails_alone(
     folder = tmp_path / "in"
     uids = [make_instance(folder / f"{i}.dcm") for i in range(4)]
     gone = folder / "1.dcm"
-    real_probe = files_module.probe
-
-    def probe(path: Path) -> Any:
-        result = real_probe(path)
-        if path == gone:
-            path.unlink()
-        return result
-
-    monkeypatch.setattr(files_module, "probe", probe)
+    hook_probe(monkeypatch, lambda path, _: path.unlink() if path == gone else None)
     scp = pyscp_factory(lambda event: 0)
     status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
     lines = capsys.readouterr().out.splitlines()
@@ -616,14 +618,7 @@ def test_a_file_replaced_by_a_larger_one_is_not_sent_cut(
 
     first_size = path.stat().st_size
     path.write_bytes(padded(CHUNK))
-    real_probe = files_module.probe
-
-    def probe(p: Path) -> Any:
-        result = real_probe(p)
-        path.write_bytes(padded(CHUNK + 4096))
-        return result
-
-    monkeypatch.setattr(files_module, "probe", probe)
+    hook_probe(monkeypatch, lambda _, __: path.write_bytes(padded(CHUNK + 4096)))
     scp = pyscp_factory(lambda event: 0)
     status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
     lines = capsys.readouterr().out.splitlines()

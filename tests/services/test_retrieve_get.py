@@ -121,6 +121,33 @@ class PoolFiles(Files):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
 
+def get_through_pool(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    files: Callable[[Path, ThreadPoolExecutor], PoolFiles],
+) -> None:
+    """A C-GET of the study with ``files`` over a real thread pool: all five sent,
+    each byte for byte."""
+    root, stored = corpus_files
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+
+    async def go() -> list[Response]:
+        with ThreadPoolExecutor(2) as pool:
+            async with indexed(tmp_path, stored) as index:
+                command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
+                req = retrieve_request(
+                    command, "STUDY", stored[0].attrs.study_instance_uid, channel=channel
+                )
+                provider = c_get_provider(index, files(root, pool))
+                return [r async for r in provider(req)]
+
+    responses = asyncio.run(go())
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    for item in stored:
+        data = split_part10((root / item.path).read_bytes())[1]
+        assert channel.received[item.attrs.sop_instance_uid] == data
+
+
 @pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no preadv RWF_NOWAIT here")
 @pytest.mark.parametrize("evicted", [False, True])
 def test_files_are_read_on_the_loop_only_when_cached(
@@ -148,23 +175,7 @@ def test_files_are_read_on_the_loop_only_when_cached(
             return result
 
         monkeypatch.setattr(DatasetReader, name, spy)
-    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
-
-    async def go() -> list[Response]:
-        with ThreadPoolExecutor(2) as pool:
-            async with indexed(tmp_path, stored) as index:
-                command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
-                req = retrieve_request(
-                    command, "STUDY", stored[0].attrs.study_instance_uid, channel=channel
-                )
-                provider = c_get_provider(index, PoolFiles(root, pool))
-                return [r async for r in provider(req)]
-
-    responses = asyncio.run(go())
-    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
-    for item in stored:
-        data = split_part10((root / item.path).read_bytes())[1]
-        assert channel.received[item.attrs.sop_instance_uid] == data
+    get_through_pool(corpus_files, tmp_path, PoolFiles)
     expected = ("first_read", False) if evicted else ("first_cached", True)
     assert reads == [expected] * 5
 
@@ -179,7 +190,6 @@ def test_files_are_opened_on_the_loop_when_their_paths_are_cached(
     """Opening a file whose path and inode are cached needs no pool job; one that
     would wait for the disk (open_cached gives -1) is opened in the pool. The
     bytes sent are the same either way."""
-    root, stored = corpus_files
     if not cached:
         monkeypatch.setattr(scan, "open_cached", lambda path: -1)
     jobs: list[str] = []
@@ -189,23 +199,7 @@ def test_files_are_opened_on_the_loop_when_their_paths_are_cached(
             jobs.append(getattr(fn, "__name__", ""))
             return await super().run(fn, *args)
 
-    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
-
-    async def go() -> list[Response]:
-        with ThreadPoolExecutor(2) as pool:
-            async with indexed(tmp_path, stored) as index:
-                command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
-                req = retrieve_request(
-                    command, "STUDY", stored[0].attrs.study_instance_uid, channel=channel
-                )
-                provider = c_get_provider(index, CountingFiles(root, pool))
-                return [r async for r in provider(req)]
-
-    responses = asyncio.run(go())
-    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
-    for item in stored:
-        data = split_part10((root / item.path).read_bytes())[1]
-        assert channel.received[item.attrs.sop_instance_uid] == data
+    get_through_pool(corpus_files, tmp_path, CountingFiles)
     opens = jobs.count("_open_all")
     assert opens == 0 if cached else opens >= 1
 
