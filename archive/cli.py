@@ -21,7 +21,7 @@ from typing import NoReturn
 from archive.config import Config, Peer, check_ae_title, load_config, with_overrides
 from archive.dicom.dimse import Status
 from archive.errors import ArchiveError, ConfigError
-from archive.importer import import_files
+from archive.importer import DEFAULT_JOBS, import_files
 from archive.net import (
     ECHO_CONTEXTS,
     AssociationRejected,
@@ -396,7 +396,9 @@ def _add_ingest_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
     imp.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
     imp.add_argument("--config", type=Path, help="TOML configuration file")
     imp.add_argument("--data", help="data folder (overrides node.data_dir)")
-    imp.add_argument("-j", "--jobs", type=int, default=4, help="concurrent ingests")
+    imp.add_argument(
+        "-j", "--jobs", type=int, default=DEFAULT_JOBS, help="files in flight at once (16)"
+    )
 
 
 def _store(args: argparse.Namespace) -> int:

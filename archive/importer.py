@@ -44,7 +44,11 @@ from archive.services import Ingest
 
 #: Source AE title recorded for files whose meta has none (PS3.10 Table 7.1-1).
 IMPORT_AE = "IMPORT"
-DEFAULT_JOBS = 4
+#: Files in flight at once. Group commit batches their index rows and one flush
+#: covers them all, so more in flight means fewer flushes per file: 5,000 small
+#: files ~1,080 -> ~1,380 files/s from 4 to 16 here, 1,000 CT 497 -> 708, at
+#: ~58 MB of RSS (two chunks of each file in flight at most).
+DEFAULT_JOBS = 16
 
 
 async def import_files(
