@@ -260,7 +260,17 @@ def open_cached_py(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) ->
         return -1
     how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
     while True:
-        fd = int(_libc().syscall(_OPENAT2, _AT_FDCWD, raw, ctypes.byref(how), ctypes.sizeof(how)))
+        # syscall(2) is variadic: every argument in its C type, none left to ctypes'
+        # int default (the size is a size_t, whose upper half must be zero).
+        fd = int(
+            _libc().syscall(
+                ctypes.c_long(_OPENAT2),
+                ctypes.c_int(_AT_FDCWD),
+                ctypes.c_char_p(raw),
+                ctypes.byref(how),
+                ctypes.c_size_t(ctypes.sizeof(how)),
+            )
+        )
         if fd >= 0:
             return fd
         error = ctypes.get_errno()
