@@ -347,7 +347,9 @@ static int openat2_missing = 0;
 
 /* open_cached(path) -> int
  *
- *   The file at `path` opened read-only (O_CLOEXEC), if that needs no disk I/O:
+ *   The file at `path` opened read-only (O_CLOEXEC; O_NONBLOCK, which regular
+ *   files ignore, so that a FIFO put in a file's place opens at once and then
+ *   fails to read instead of blocking the loop), if that needs no disk I/O:
  *   openat2 with RESOLVE_CACHED, which fails with EAGAIN instead of reading a
  *   directory or inode the caches lack. The descriptor, or -1: when the open
  *   would have waited, on any error (the caller then opens in its I/O pool,
@@ -364,7 +366,7 @@ open_cached(PyObject *Py_UNUSED(module), PyObject *arg)
     long fd = -1;
 #ifdef ARCHIVE_OPENAT2
     if (!openat2_missing) {
-        struct archive_open_how how = {(uint64_t)(O_RDONLY | O_CLOEXEC), 0,
+        struct archive_open_how how = {(uint64_t)(O_RDONLY | O_CLOEXEC | O_NONBLOCK), 0,
                                        ARCHIVE_RESOLVE_CACHED};
         long got;
         do {

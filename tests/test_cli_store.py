@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import shutil
 import socket
 import struct
@@ -654,6 +655,26 @@ def test_few_files_spread_over_the_associations(
     assert store("-j", "4", "--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder)) == 0
     capsys.readouterr()
     assert sorted(per_association.values()) == spread
+
+
+@pytest.mark.interop
+def test_a_fifo_in_the_folder_is_skipped_not_waited_for(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A named pipe among the files would block whoever opens it: skipped."""
+    folder = tmp_path / "in"
+    uid = make_instance(folder / "a.dcm")
+    fifo = folder / "b.dcm"
+    os.mkfifo(fifo)
+    scp = pyscp_factory(lambda event: 0)
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0
+    assert lines[0].startswith("sent 1, failed 0, skipped 1 of 2 file(s); ")
+    assert lines[1:] == [f"skipped: {fifo}  not a regular file"]
+    assert set(scp.received) == {uid}
 
 
 @pytest.mark.interop

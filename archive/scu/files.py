@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
+import stat
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,9 @@ class FileItem:
 def probe(path: Path) -> FileItem | FileResult:
     """Read one file's File Meta (blocking): an item to send, or why not."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            # A FIFO would block the open; a device or socket is no instance either.
+            return FileResult(str(path), Kind.SKIPPED, reason="not a regular file")
         meta, offset = read_meta(path)
         size = os.path.getsize(path) - offset
     except ArchiveError as exc:

@@ -85,7 +85,9 @@ class DatasetReader:
 
     def open(self) -> None:
         """Open the file and learn its size (blocking)."""
-        self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: regular files ignore it; a FIFO in a file's place then opens
+        # at once (and fails to read) instead of holding a thread forever.
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             self._left = self.size = os.fstat(self._fd).st_size
         except BaseException:
@@ -258,7 +260,7 @@ def open_cached_py(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) ->
         raise ValueError("embedded null byte")
     if _openat2_missing:
         return -1
-    how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
+    how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK, 0, _RESOLVE_CACHED)
     while True:
         # syscall(2) is variadic: every argument in its C type, none left to ctypes'
         # int default (the size is a size_t, whose upper half must be zero).

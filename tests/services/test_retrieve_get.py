@@ -204,6 +204,38 @@ def test_files_are_opened_on_the_loop_when_their_paths_are_cached(
     assert opens == 0 if cached else opens >= 1
 
 
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_fifo_in_place_of_a_stored_file_fails_its_sub_operation(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cached: bool,
+) -> None:
+    """A named pipe where a stored file was: opened without waiting for a writer
+    (on the loop or in the pool), it fails that sub-operation only, at once."""
+    root, stored = corpus_files
+    if not cached:
+        monkeypatch.setattr(scan, "open_cached", lambda path: -1)
+    target = root / stored[0].path
+    target.unlink()
+    os.mkfifo(target)
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+
+    async def go() -> list[Response]:
+        with ThreadPoolExecutor(2) as pool:
+            async with indexed(tmp_path, stored) as index:
+                command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
+                req = retrieve_request(
+                    command, "STUDY", stored[0].attrs.study_instance_uid, channel=channel
+                )
+                provider = c_get_provider(index, PoolFiles(root, pool))
+                return [r async for r in provider(req)]
+
+    responses = asyncio.run(asyncio.wait_for(go(), 10))
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert stored[0].attrs.sop_instance_uid not in channel.received
+
+
 def test_a_file_deleted_while_sent_is_closed_in_the_pool(tmp_path: Path) -> None:
     """Its last close may free its blocks: not on the loop. One still linked is
     closed at once, on the loop (cheap)."""
