@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import struct
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -213,7 +214,9 @@ def test_a_fifo_in_place_of_a_stored_file_fails_its_sub_operation(
 ) -> None:
     """A named pipe where a stored file was: opened without waiting for a writer
     (on the loop or in the pool), it fails that sub-operation only, at once."""
-    root, stored = corpus_files
+    shared, stored = corpus_files
+    root = tmp_path / "store"  # a copy: the corpus is the module's
+    shutil.copytree(shared, root)
     if not cached:
         monkeypatch.setattr(scan, "open_cached", lambda path: -1)
     target = root / stored[0].path
