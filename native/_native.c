@@ -53,7 +53,10 @@
     ((defined(__x86_64__) && !defined(__ILP32__)) || defined(__aarch64__))
 #define __NR_openat2 437
 #endif
-#if defined(__linux__) && defined(__NR_openat2)
+/* Only where the Python twin (archive/store/scan.py) knows the number too, so
+ * that the two give the same results everywhere. */
+#if defined(__linux__) && defined(__NR_openat2) &&                                 \
+    ((defined(__x86_64__) && !defined(__ILP32__)) || defined(__aarch64__))
 #define ARCHIVE_OPENAT2 1
 #endif
 
@@ -380,7 +383,10 @@ open_cached(PyObject *Py_UNUSED(module), PyObject *arg)
     }
 #endif
     Py_DECREF(path);
-    return PyLong_FromLong(fd);
+    PyObject *result = PyLong_FromLong(fd);
+    if (result == NULL && fd >= 0)
+        close((int)fd);
+    return result;
 }
 
 static PyMethodDef native_methods[] = {

@@ -25,7 +25,7 @@ from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMeta, FileMetaErr
 from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE
 from archive.errors import ArchiveError
 from archive.progress import human_bytes
-from archive.store import DatasetReader, read_meta
+from archive.store import DatasetReader, local_filesystem, read_meta
 
 T = TypeVar("T")
 
@@ -157,6 +157,8 @@ class FileItem:
     offset: int
     size: int  # data set bytes (file size - offset)
     attempts: int = 0
+    #: On a local filesystem: opened on the event loop when its path is cached.
+    local: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -180,9 +182,11 @@ class FileItem:
 def probe(path: Path) -> FileItem | FileResult:
     """Read one file's File Meta (blocking): an item to send, or why not."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
             # A FIFO would block the open; a device or socket is no instance either.
             return FileResult(str(path), Kind.SKIPPED, reason="not a regular file")
+        local = local_filesystem(path)
         meta, offset = read_meta(path)
         size = os.path.getsize(path) - offset
     except ArchiveError as exc:
@@ -201,7 +205,7 @@ def probe(path: Path) -> FileItem | FileResult:
             return FileResult(
                 str(path), Kind.FAILED, reason=f"file meta lacks {name}", cause=Cause.FILE
             )
-    return FileItem(path, meta, offset, size)
+    return FileItem(path, meta, offset, size, local=local)
 
 
 def _has_prefix(path: Path) -> bool:
@@ -333,7 +337,10 @@ async def checked(
 
 
 class LocalFiles:
-    """Files by their own paths, blocking calls in a thread (for :class:`FileSource`)."""
+    """Files by their own paths, blocking calls in a thread (for :class:`FileSource`,
+    which is told per file whether it is local: ``FileItem.local``)."""
+
+    local = False
 
     def path(self, relative: str) -> str:
         return relative

@@ -261,7 +261,10 @@ class _GroupSender:
             take = min(OPEN_AHEAD, max(1, self.queue.qsize() // max(1, self.live)))
             items = [self.queue.get_nowait() for _ in range(min(take, self.queue.qsize()))]
             sources = FileSource.open_ahead(
-                LOCAL_FILES, [str(item.path) for item in items], self.options.chunk
+                LOCAL_FILES,
+                [str(item.path) for item in items],
+                self.options.chunk,
+                local=[item.local for item in items],
             )
             ahead.extend(zip(items, sources, strict=True))
 

@@ -67,6 +67,7 @@ from archive.store.layout import (
 from archive.store.layout import fsync_dir as _fsync_dir
 from archive.store.layout import unlink_quietly as _unlink_quietly
 from archive.store.lock import lock_data_folder, unlock_data_folder
+from archive.store.scan import local_filesystem
 from archive.store.sync import load_syncfs
 from archive.store.writer import FileWriter
 
@@ -111,6 +112,9 @@ class FileStore:
         self._flush_fds: list[int] = []
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="archive-io")
         self._folders: set[Path] = set()
+        #: ``instances/`` is on a local filesystem (set by :meth:`open`): cached
+        #: files may be opened on the event loop (``services/sources.py``).
+        self.local = False
         self._lock = -1  # the data folder's lock (lock.py), held while open
         self._folder_lock = threading.Lock()
         self._released: list[tuple[str | Path, bool]] = []
@@ -147,6 +151,7 @@ class FileStore:
             self._lock = -1
             raise
         self._folders.add(self.root / INSTANCES)
+        self.local = local_filesystem(self.root / INSTANCES)
 
     def _add_flush_fd(self, folder: str) -> None:
         """Have :meth:`flush_all` flush ``folder``'s filesystem, flushing it once now.

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import os
 import platform
+import stat
 import sys
 
 import msgspec
@@ -89,25 +90,34 @@ class DatasetReader:
         # at once (and fails to read) instead of holding a thread forever.
         self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            self._left = self.size = os.fstat(self._fd).st_size
+            st = os.fstat(self._fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(self.path))
+            self._left = self.size = st.st_size
         except BaseException:
             self.close()
             raise
 
     def open_cached(self) -> bool:
         """:meth:`open` if that needs no disk I/O (the path and inode cached), else
-        False; never blocks, so the event loop may call it. On False the file is
-        not open: :meth:`open` it in a thread, which reports any error."""
+        False; never blocks, so the event loop may call it, for a file on a local
+        filesystem only (:func:`local_filesystem`: a network filesystem's open asks
+        its server whatever the caches hold). On False the file is not open:
+        :meth:`open` it in a thread, which reports any error."""
         fd = open_cached(self.path)
         if fd < 0:
             return False
         try:
-            size = os.fstat(fd).st_size  # the inode is in memory: the open needed it
+            # The inode is in memory (the open needed it); anything but a regular
+            # file is left to open(), which refuses it.
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError
         except OSError:
             os.close(fd)
             return False
         self._fd = fd
-        self._left = self.size = size
+        self._left = self.size = st.st_size
         return True
 
     def first(self) -> memoryview:
@@ -291,6 +301,36 @@ def _libc() -> ctypes.CDLL:
 
 
 open_cached = choose("open_cached", open_cached_py)
+
+#: Filesystems whose open, once the path and inode are cached, never waits: their
+#: data is on this machine. A network or FUSE filesystem may ask its server on
+#: every open (NFSv4 sends OPEN), so its files are opened in a thread.
+LOCAL_FILESYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "reiserfs", "bcachefs",
+     "tmpfs", "ramfs", "zfs", "overlay"}
+)  # fmt: skip
+
+
+def local_filesystem(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (which must exist) is on a local filesystem (blocking: it
+    stats ``path``; call it in a thread). From the mount table, once per device."""
+    return _filesystem_type(os.stat(path).st_dev) in LOCAL_FILESYSTEMS
+
+
+@functools.cache
+def _filesystem_type(device: int) -> str:
+    """The type of the filesystem mounted from ``device`` (/proc/self/mountinfo),
+    "" if unknown."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as table:
+            for line in table:
+                fields = line.split()
+                if len(fields) > 4 and fields[2] == wanted and " - " in line:
+                    return line.split(" - ", 1)[1].split()[0]
+    except OSError:
+        pass
+    return ""
 
 
 def scan_file(path: str | os.PathLike[str]) -> ScannedFile:

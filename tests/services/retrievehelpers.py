@@ -39,8 +39,9 @@ class Context:
 class Files:
     """InstanceFiles over a folder; ``run`` calls in place (the test owns the loop)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, local: bool = True) -> None:
         self.root = root
+        self.local = local
 
     def path(self, relative: str) -> Path:
         return self.root / relative

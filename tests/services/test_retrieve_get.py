@@ -181,28 +181,78 @@ def test_files_are_read_on_the_loop_only_when_cached(
     assert reads == [expected] * 5
 
 
-@pytest.mark.parametrize("cached", [True, False])
-def test_files_are_opened_on_the_loop_when_their_paths_are_cached(
+def _openat2_works() -> bool:
+    fd = scan.open_cached(__file__)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+@pytest.mark.parametrize(
+    "where", [pytest.param("cached", marks=pytest.mark.skipif(
+        not _openat2_works(), reason="no openat2 with RESOLVE_CACHED here")),
+        "uncached", "remote"],
+)  # fmt: skip
+def test_files_are_opened_on_the_loop_when_local_and_cached(
     corpus_files: tuple[Path, list[StoredInstance]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    cached: bool,
+    where: str,
 ) -> None:
-    """Opening a file whose path and inode are cached needs no pool job; one that
-    would wait for the disk (open_cached gives -1) is opened in the pool. The
-    bytes sent are the same either way."""
-    if not cached:
+    """Opening a file whose path and inode are cached, on a local filesystem, needs
+    no pool job; one that would wait for the disk (open_cached gives -1), or any on
+    a network filesystem (whose open may ask its server), is opened in the pool.
+    The bytes sent are the same either way."""
+    if where == "uncached":
         monkeypatch.setattr(scan, "open_cached", lambda path: -1)
     jobs: list[str] = []
 
     class CountingFiles(PoolFiles):
+        def __init__(self, root: Path, pool: ThreadPoolExecutor) -> None:
+            super().__init__(root, pool)
+            self.local = where != "remote"
+
         async def run(self, fn: Callable[..., T], *args: object) -> T:
             jobs.append(getattr(fn, "__name__", ""))
             return await super().run(fn, *args)
 
     get_through_pool(corpus_files, tmp_path, CountingFiles)
     opens = jobs.count("_open_all")
-    assert opens == 0 if cached else opens >= 1
+    assert opens == 0 if where == "cached" else opens >= 1
+
+
+def test_a_batch_of_cached_uncached_and_missing_files(tmp_path: Path) -> None:
+    """One open_ahead: each source gets its own file's bytes or its own error,
+    whichever way it was opened."""
+    files = [tmp_path / f"{n}.dcm" for n in range(4)]
+    for n, path in enumerate(files):
+        meta = FileMeta(
+            media_storage_sop_class_uid="1.2",
+            media_storage_sop_instance_uid=f"1.2.{n}",
+            transfer_syntax_uid=ELE,
+        )
+        path.write_bytes(encode_file_meta(meta) + bytes([n]) * 10)
+    files[2].unlink()  # missing
+    real = scan.open_cached
+    uncached = {str(files[1]), str(files[3])}
+
+    async def go() -> list[bytes | str]:
+        sources = FileSource.open_ahead(Files(tmp_path), [p.name for p in files])
+        got: list[bytes | str] = []
+        for source in sources:
+            try:
+                got.append(bytes(await source.first()))
+            except OSError as exc:
+                got.append(type(exc).__name__)
+            finally:
+                source.close()
+        return got
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scan, "open_cached", lambda p: -1 if str(p) in uncached else real(p))
+        got = asyncio.run(go())
+    assert got == [bytes([0]) * 10, bytes([1]) * 10, "FileNotFoundError", bytes([3]) * 10]
 
 
 @pytest.mark.parametrize("cached", [True, False])

@@ -216,6 +216,15 @@ def _open_cached_implementations() -> dict[str, Callable[[Any], int]]:
     return found
 
 
+def _openat2_works() -> bool:
+    fd = scan.open_cached_py(__file__)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+@pytest.mark.skipif(not _openat2_works(), reason="no openat2 with RESOLVE_CACHED here")
 def test_open_cached_and_its_twin_agree(tmp_path: Path) -> None:
     """A cached file opens (read-only, close-on-exec) by str, bytes or path; a
     missing one, or one under a missing folder, gives -1; a NUL is refused."""
@@ -244,6 +253,7 @@ def test_open_cached_and_its_twin_agree(tmp_path: Path) -> None:
         assert got == [True, True, True, -1, -1], name
 
 
+@pytest.mark.skipif(not _openat2_works(), reason="no openat2 with RESOLVE_CACHED here")
 def test_open_cached_reader(tmp_path: Path) -> None:
     path, dataset = _file(tmp_path, 100_000)
     path.read_bytes()
@@ -259,3 +269,25 @@ def test_open_cached_reader(tmp_path: Path) -> None:
     missing = DatasetReader(tmp_path / "missing.dcm")
     assert not missing.open_cached()
     assert missing.done  # not open: nothing to read, nothing to close
+
+
+def test_only_regular_files_open(tmp_path: Path) -> None:
+    """A folder (or a FIFO) in a file's place: open_cached leaves it to open(),
+    which refuses it, closing what it opened."""
+    folder = tmp_path / "a.dcm"
+    folder.mkdir()
+    reader = DatasetReader(folder)
+    assert not reader.open_cached()
+    with pytest.raises(OSError, match="not a regular file"):
+        reader.open()
+    assert reader.done  # nothing left open
+    fifo = tmp_path / "b.dcm"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        DatasetReader(fifo).open()  # at once: O_NONBLOCK, no writer needed
+
+
+def test_local_filesystems(tmp_path: Path) -> None:
+    assert scan.local_filesystem(tmp_path)
+    assert not scan.local_filesystem("/proc/self")  # procfs: not a place for files
+    assert scan._filesystem_type(os.stat(tmp_path).st_dev) in scan.LOCAL_FILESYSTEMS
