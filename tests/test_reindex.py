@@ -25,6 +25,7 @@ from archive.dicom.attributes import HEADER_VERSION
 from archive.node import INDEX_FILE, Node, Storage
 from archive.reindex import reindex
 from archive.store import relative_path, scan_file, scan_header
+from tests.dicom.header_helpers import dataset
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
 KOS = "1.2.840.10008.5.1.4.1.1.88.59"
@@ -44,11 +45,7 @@ def archive(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
+    return dataset(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning)
 
 
 def make_file(
@@ -64,31 +61,27 @@ def make_file(
 ) -> Path:
     """A key object selection document (n even) or a CT image, with sequences; its
     SOP Instance UID is always as long (files of one kind are of one size)."""
-    ds = Dataset()
-    ds.SOPClassUID = KOS if n % 2 == 0 else CT
-    ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.1000.{random.randrange(10**12, 10**13)}"
-    ds.PatientID = "PID-R"
-    ds.PatientName = name
-    other = Dataset()
-    other.PatientID = "OTHER-1"
-    other.IssuerOfPatientID = "HOSP"
-    ds.OtherPatientIDsSequence = [other]
-    ds.StudyInstanceUID = study
-    ds.StudyDescription = description
-    ds.ProcedureCodeSequence = [code("P-1", "L", "Head CT")]
-    ds.SeriesInstanceUID = series
-    ds.Modality = "KO" if n % 2 == 0 else "CT"
-    order = Dataset()
-    order.RequestedProcedureID = f"RP-{n % 2}"  # one order per series
-    order.AccessionNumber = "ACC-R"
-    ds.RequestAttributesSequence = [order]
-    ds.InstanceNumber = n
-    if n % 2 == 0:
+    document = n % 2 == 0
+    ds = dataset(
+        SOPClassUID=KOS if document else CT,
+        SOPInstanceUID=f"1.2.826.0.1.3680043.10.1000.{random.randrange(10**12, 10**13)}",
+        PatientID="PID-R",
+        PatientName=name,
+        OtherPatientIDsSequence=[dataset(PatientID="OTHER-1", IssuerOfPatientID="HOSP")],
+        StudyInstanceUID=study,
+        StudyDescription=description,
+        ProcedureCodeSequence=[code("P-1", "L", "Head CT")],
+        SeriesInstanceUID=series,
+        Modality="KO" if document else "CT",
+        # One order per series.
+        RequestAttributesSequence=[
+            dataset(RequestedProcedureID=f"RP-{n % 2}", AccessionNumber="ACC-R")
+        ],
+        InstanceNumber=n,
+    )
+    if document:
         ds.ConceptNameCodeSequence = [code("113000", "DCM", "Of Interest")]
-        template = Dataset()
-        template.MappingResource = "DCMR"
-        template.TemplateIdentifier = "2010"
-        ds.ContentTemplateSequence = [template]
+        ds.ContentTemplateSequence = [dataset(MappingResource="DCMR", TemplateIdentifier="2010")]
     if pixels:
         ds.Rows, ds.Columns = pixels // 1024, 1024
         ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 8, 8, 7

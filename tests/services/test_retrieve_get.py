@@ -47,7 +47,7 @@ from tests.services.retrievehelpers import (
     indexed,
     retrieve_request,
 )
-from tests.store.helpers import evict
+from tests.store.helpers import evict, needs_openat2
 
 
 def get(
@@ -122,14 +122,14 @@ class PoolFiles(Files):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
 
-def get_through_pool(
-    corpus_files: tuple[Path, list[StoredInstance]],
+def c_get_in_pool(
+    root: Path,
+    stored: list[StoredInstance],
     tmp_path: Path,
-    files: Callable[[Path, ThreadPoolExecutor], PoolFiles],
-) -> None:
-    """A C-GET of the study with ``files`` over a real thread pool: all five sent,
-    each byte for byte."""
-    root, stored = corpus_files
+    files: Callable[[Path, ThreadPoolExecutor], PoolFiles] = PoolFiles,
+) -> tuple[list[Response], Channel]:
+    """A C-GET of the study from the files under ``root`` through ``files`` over a
+    real thread pool (10 s at most): its responses and the channel it sent on."""
     channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
 
     async def go() -> list[Response]:
@@ -142,7 +142,18 @@ def get_through_pool(
                 provider = c_get_provider(index, files(root, pool))
                 return [r async for r in provider(req)]
 
-    responses = asyncio.run(go())
+    return asyncio.run(asyncio.wait_for(go(), 10)), channel
+
+
+def get_through_pool(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    files: Callable[[Path, ThreadPoolExecutor], PoolFiles],
+) -> None:
+    """A C-GET of the study with ``files`` over a real thread pool: all five sent,
+    each byte for byte."""
+    root, stored = corpus_files
+    responses, channel = c_get_in_pool(root, stored, tmp_path, files)
     assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
     for item in stored:
         data = split_part10((root / item.path).read_bytes())[1]
@@ -181,19 +192,9 @@ def test_files_are_read_on_the_loop_only_when_cached(
     assert reads == [expected] * 5
 
 
-def _openat2_works() -> bool:
-    fd = scan.open_cached(__file__)
-    if fd < 0:
-        return False
-    os.close(fd)
-    return True
-
-
 @pytest.mark.parametrize(
-    "where", [pytest.param("cached", marks=pytest.mark.skipif(
-        not _openat2_works(), reason="no openat2 with RESOLVE_CACHED here")),
-        "uncached", "remote"],
-)  # fmt: skip
+    "where", [pytest.param("cached", marks=needs_openat2), "uncached", "remote"]
+)
 def test_files_are_opened_on_the_loop_when_local_and_cached(
     corpus_files: tuple[Path, list[StoredInstance]],
     tmp_path: Path,
@@ -272,19 +273,7 @@ def test_a_fifo_in_place_of_a_stored_file_fails_its_sub_operation(
     target = root / stored[0].path
     target.unlink()
     os.mkfifo(target)
-    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
-
-    async def go() -> list[Response]:
-        with ThreadPoolExecutor(2) as pool:
-            async with indexed(tmp_path, stored) as index:
-                command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
-                req = retrieve_request(
-                    command, "STUDY", stored[0].attrs.study_instance_uid, channel=channel
-                )
-                provider = c_get_provider(index, PoolFiles(root, pool))
-                return [r async for r in provider(req)]
-
-    responses = asyncio.run(asyncio.wait_for(go(), 10))
+    responses, channel = c_get_in_pool(root, stored, tmp_path)
     assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
     assert stored[0].attrs.sop_instance_uid not in channel.received
 

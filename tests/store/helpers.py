@@ -466,6 +466,20 @@ def _has_cachestat() -> bool:
 needs_cachestat = pytest.mark.skipif(not _has_cachestat(), reason="no cachestat(2) (Linux 6.5+)")
 
 
+def _has_openat2() -> bool:
+    from archive.store import scan
+
+    fd = scan.open_cached_py(__file__)  # the twin: the native one makes the same call
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+#: openat2 with RESOLVE_CACHED (Linux 5.12+, not refused by a seccomp profile).
+needs_openat2 = pytest.mark.skipif(not _has_openat2(), reason="no openat2 RESOLVE_CACHED here")
+
+
 def _mincore(fd: int, size: int) -> int:
     """Pages of the open file ``fd`` (``size`` bytes) in the page cache, by mincore(2)
     on a mapping never touched: nothing is read, no readahead starts."""

@@ -19,7 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from archive.dicom.filemeta import FileMeta, encode_file_meta
 from archive.store import DatasetReader, scan
-from tests.store.helpers import cachestat, evict, needs_cachestat
+from tests.store.helpers import cachestat, evict, needs_cachestat, needs_openat2
 
 needs_nowait = pytest.mark.skipif(
     not hasattr(os, "RWF_NOWAIT"), reason="no preadv RWF_NOWAIT on this platform"
@@ -216,15 +216,7 @@ def _open_cached_implementations() -> dict[str, Callable[[Any], int]]:
     return found
 
 
-def _openat2_works() -> bool:
-    fd = scan.open_cached_py(__file__)
-    if fd < 0:
-        return False
-    os.close(fd)
-    return True
-
-
-@pytest.mark.skipif(not _openat2_works(), reason="no openat2 with RESOLVE_CACHED here")
+@needs_openat2
 def test_open_cached_and_its_twin_agree(tmp_path: Path) -> None:
     """A cached file opens (read-only, close-on-exec) by str, bytes or path; a
     missing one, or one under a missing folder, gives -1; a NUL is refused."""
@@ -253,7 +245,7 @@ def test_open_cached_and_its_twin_agree(tmp_path: Path) -> None:
         assert got == [True, True, True, -1, -1], name
 
 
-@pytest.mark.skipif(not _openat2_works(), reason="no openat2 with RESOLVE_CACHED here")
+@needs_openat2
 def test_open_cached_reader(tmp_path: Path) -> None:
     path, dataset = _file(tmp_path, 100_000)
     path.read_bytes()
