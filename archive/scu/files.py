@@ -3,7 +3,7 @@
 :func:`discover` walks the paths given, :func:`probe` reads each file's File Meta
 Information (in threads: :func:`probe_all`), and the data set is read back in
 bounded chunks when it is sent: :func:`read_chunks` (each chunk in a thread; the
-importer) or a :class:`~archive.services.sources.FileSource` opened ahead
+importer) or a :class:`~archive.store.sources.FileSource` opened ahead
 (``store.py``'s sessions), both checked against what the probe saw
 (:func:`checked`). The outcome types (:class:`Kind`, :class:`Cause`,
 :class:`FileResult`, :class:`Report`) are shared by ``archive store`` and

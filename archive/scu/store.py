@@ -63,11 +63,7 @@ from archive.scu.files import (
     os_reason,
     probe_all,
 )
-from archive.services.sources import FileSource
-
-#: Files opened ahead of the one being sent, in one trip to a thread, at most.
-OPEN_AHEAD = 4
-
+from archive.store.sources import FileSource, to_open
 
 # ---- planning associations ----------------------------------------------------------
 
@@ -251,15 +247,9 @@ class _GroupSender:
                 self.queue.put_nowait(item)
 
     def _open_ahead(self, ahead: deque[tuple[FileItem, FileSource]]) -> None:
-        """Keep the file to send and, while the queue has a file for every worker,
-        the next one opened (or being opened): several per trip while the queue is
-        long, one at a time at its end, so that no worker holds back what another,
-        idle, could send."""
-        while not self.queue.empty() and (
-            not ahead or (len(ahead) < 2 and self.queue.qsize() >= self.live)
-        ):
-            take = min(OPEN_AHEAD, max(1, self.queue.qsize() // max(1, self.live)))
-            items = [self.queue.get_nowait() for _ in range(min(take, self.queue.qsize()))]
+        """Keep the file to send and maybe the next opened (:func:`to_open`)."""
+        while take := to_open(self.queue.qsize(), self.live, len(ahead)):
+            items = [self.queue.get_nowait() for _ in range(take)]
             sources = FileSource.open_ahead(
                 LOCAL_FILES,
                 [str(item.path) for item in items],

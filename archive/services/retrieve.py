@@ -53,7 +53,7 @@ from archive.services.base import (
     SubAssociationError,
 )
 from archive.services.query import QueryFailure, parse_request, query_failure
-from archive.services.sources import OPEN_AHEAD, FileSource, InstanceFiles
+from archive.store.sources import FileSource, InstanceFiles, to_open
 
 log = logging.getLogger("archive.retrieve")
 
@@ -216,8 +216,8 @@ class Retriever:
     async def run(self, target: StoreTarget) -> None:
         """Send queued instances through ``target`` until the queue is empty or cancelled.
 
-        The next files are opened ahead, :data:`OPEN_AHEAD` at a time in one trip
-        to the I/O pool, while the current one is sent. A worker whose target fails
+        The next files are opened ahead while the current one is sent, several at
+        a time (:func:`~archive.store.sources.to_open`). A worker whose target fails
         puts the files it held ahead back in the queue; so a worker that finds the
         queue empty waits while others still send, and sends what they put back,
         rather than leaving it to fail for want of an association.
@@ -246,14 +246,7 @@ class Retriever:
         ahead: deque[tuple[InstanceRow, FileSource]] = deque()
         try:
             while (self.queue or ahead) and not self.cancelled:
-                while self.queue and (
-                    not ahead or (len(ahead) < 2 and len(self.queue) >= self.workers)
-                ):
-                    # The current file and, while the queue holds one for every
-                    # worker, the next; several per trip while the queue is long,
-                    # one by one at its end, so that no worker holds back what
-                    # another, idle, could send.
-                    take = min(OPEN_AHEAD, max(1, len(self.queue) // self.workers))
+                while take := to_open(len(self.queue), self.workers, len(ahead)):
                     rows = [self.queue.popleft() for _ in range(take)]
                     sources = FileSource.open_ahead(self.files, [r.path for r in rows])
                     ahead.extend(zip(rows, sources, strict=True))

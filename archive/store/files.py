@@ -113,7 +113,7 @@ class FileStore:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="archive-io")
         self._folders: set[Path] = set()
         #: ``instances/`` is on a local filesystem (set by :meth:`open`): cached
-        #: files may be opened on the event loop (``services/sources.py``).
+        #: files may be opened on the event loop (``store/sources.py``).
         self.local = False
         self._lock = -1  # the data folder's lock (lock.py), held while open
         self._folder_lock = threading.Lock()

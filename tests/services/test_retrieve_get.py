@@ -27,11 +27,11 @@ from archive.dicom.dataset import Element, encode_dataset
 from archive.dicom.dimse import CGetRq, CGetRsp, CStoreRq, CStoreRsp
 from archive.dicom.filemeta import FileMeta, encode_file_meta
 from archive.index import Index, InstanceRow, StoredInstance
-from archive.services import retrieve, sources
+from archive.services import retrieve
 from archive.services.base import Cancel, Request, Response
 from archive.services.retrieve import Retriever, c_get_provider
-from archive.services.sources import FileSource
-from archive.store import DatasetReader, scan
+from archive.store import DatasetReader, scan, sources
+from archive.store.sources import FileSource
 from tests.index import run
 from tests.interop.qrhelpers import CT_IMAGE, MR_IMAGE, STUDY_ROOT_GET
 from tests.interop.storehelpers import split_part10

@@ -4,7 +4,8 @@ them; in the I/O pool otherwise.
 
 :class:`FileSource` is one stored file's data set for one sub-operation;
 :meth:`FileSource.open_ahead` opens several, those not cached in one trip to the
-store's I/O pool. The sub-operations themselves are :mod:`archive.services.retrieve`.
+store's I/O pool. The C-MOVE/C-GET sub-operations are
+:mod:`archive.services.retrieve`; the Storage SCU's sessions, ``archive/scu/store.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from archive.store import DatasetReader
 
-__all__ = ["CHUNK", "OPEN_AHEAD", "FileSource", "InstanceFiles"]
+__all__ = ["CHUNK", "OPEN_AHEAD", "FileSource", "InstanceFiles", "to_open"]
 
 T = TypeVar("T")
 
@@ -160,6 +161,17 @@ class FileSource:
 
 #: Closes running in the I/O pool, held until done (nobody awaits them).
 _background: set[asyncio.Future[None]] = set()
+
+
+def to_open(queued: int, workers: int, held: int) -> int:
+    """How many queued files a worker holding ``held`` opened ones takes now: the
+    one to send, and the next while the queue holds one for every worker; several
+    per trip (:data:`OPEN_AHEAD` at most) while the queue is long, one at its end,
+    so that no worker holds back what another, idle, could send. 0: none."""
+    workers = max(1, workers)
+    if not queued or held >= 2 or (held and queued < workers):
+        return 0
+    return min(OPEN_AHEAD, max(1, queued // workers))
 
 
 async def _open_rest(
