@@ -25,7 +25,7 @@ from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMeta, FileMetaErr
 from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE
 from archive.errors import ArchiveError
 from archive.progress import human_bytes
-from archive.store import DatasetReader, local_filesystem, read_meta
+from archive.store import DatasetReader, local_device, read_meta
 
 T = TypeVar("T")
 
@@ -186,9 +186,9 @@ def probe(path: Path) -> FileItem | FileResult:
         if not stat.S_ISREG(st.st_mode):
             # A FIFO would block the open; a device or socket is no instance either.
             return FileResult(str(path), Kind.SKIPPED, reason="not a regular file")
-        local = local_filesystem(path)
+        local = local_device(st.st_dev)
         meta, offset = read_meta(path)
-        size = os.path.getsize(path) - offset
+        size = st.st_size - offset  # a change after this stat: changed_since_probe
     except ArchiveError as exc:
         if not _has_prefix(path):
             return FileResult(str(path), Kind.SKIPPED, reason="not a DICOM Part 10 file")

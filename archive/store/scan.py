@@ -313,8 +313,14 @@ LOCAL_FILESYSTEMS = frozenset(
 
 def local_filesystem(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` (which must exist) is on a local filesystem (blocking: it
-    stats ``path``; call it in a thread). From the mount table, once per device."""
-    return _filesystem_type(os.stat(path).st_dev) in LOCAL_FILESYSTEMS
+    stats ``path``; call it in a thread)."""
+    return local_device(os.stat(path).st_dev)
+
+
+def local_device(device: int) -> bool:
+    """Whether the filesystem on ``device`` (``st_dev``) is local. From the mount
+    table, read once per device (blocking the first time: call it in a thread)."""
+    return _filesystem_type(device) in LOCAL_FILESYSTEMS
 
 
 @functools.cache

@@ -67,10 +67,13 @@ class FileSource:
         reader: DatasetReader,
         opened: asyncio.Future[list[OSError | None]],
         index: int,
+        local: bool,
     ) -> None:
         # Use open_ahead().
         self.files = files
         self.reader = reader
+        #: On a local filesystem: its descriptor may be inspected and closed on the loop.
+        self.local = local
         self._opened = opened
         self._index = index
         #: The pool job in flight, or the last one: the file is closed once it is done.
@@ -108,7 +111,10 @@ class FileSource:
         else:
             rest = [reader for reader, done in zip(readers, cached, strict=True) if not done]
             opened = asyncio.ensure_future(_open_rest(files, rest, cached))
-        return [cls(files, reader, opened, i) for i, reader in enumerate(readers)]
+        return [
+            cls(files, reader, opened, i, here)
+            for i, (reader, here) in enumerate(zip(readers, on_loop, strict=True))
+        ]
 
     async def first(self) -> memoryview:
         error = (await asyncio.shield(self._opened))[self._index]
@@ -152,8 +158,9 @@ class FileSource:
         for done in (self._opened, job):
             if done.done() and not done.cancelled():
                 done.exception()  # retrieved: a read never sent fails quietly
-        if not self.reader.close_if_cheap():
-            # Deleted or replaced meanwhile: this close may free its blocks.
+        if not (self.local and self.reader.close_if_cheap()):
+            # Deleted or replaced meanwhile, this close may free its blocks; on a
+            # network filesystem the fstat and close may ask its server.
             closing = asyncio.ensure_future(self.files.run(self.reader.close))
             _background.add(closing)
             closing.add_done_callback(_background.discard)

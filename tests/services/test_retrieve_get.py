@@ -203,7 +203,8 @@ def test_files_are_opened_on_the_loop_when_local_and_cached(
 ) -> None:
     """Opening a file whose path and inode are cached, on a local filesystem, needs
     no pool job; one that would wait for the disk (open_cached gives -1), or any on
-    a network filesystem (whose open may ask its server), is opened in the pool.
+    a network filesystem (whose open may ask its server), is opened, and closed,
+    in the pool.
     The bytes sent are the same either way."""
     if where == "uncached":
         monkeypatch.setattr(scan, "open_cached", lambda path: -1)
@@ -221,6 +222,8 @@ def test_files_are_opened_on_the_loop_when_local_and_cached(
     get_through_pool(corpus_files, tmp_path, CountingFiles)
     opens = jobs.count("_open_all")
     assert opens == 0 if where == "cached" else opens >= 1
+    # A remote file's fstat and close may ask its server: in the pool, each one.
+    assert jobs.count("close") == (5 if where == "remote" else 0)
 
 
 def test_a_batch_of_cached_uncached_and_missing_files(tmp_path: Path) -> None:
