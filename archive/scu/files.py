@@ -2,10 +2,10 @@
 
 :func:`discover` walks the paths given, :func:`probe` reads each file's File Meta
 Information (in threads: :func:`probe_all`), and the data set is read back in
-bounded chunks when it is sent: :func:`read_chunks` (each chunk in a thread; the
-importer) or a :class:`~archive.store.sources.FileSource` opened ahead
-(``store.py``'s sessions), both checked against what the probe saw
-(:func:`checked`). The outcome types (:class:`Kind`, :class:`Cause`,
+bounded chunks when it is sent, through a :class:`~archive.store.sources.FileSource`
+(opened ahead by ``store.py``'s sessions, one at a time by :func:`read_chunks` for
+the importer), checked against what the probe saw (:func:`first_block`,
+:func:`checked`). The outcome types (:class:`Kind`, :class:`Cause`,
 :class:`FileResult`, :class:`Report`) are shared by ``archive store`` and
 ``archive import``.
 """
@@ -26,6 +26,7 @@ from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE
 from archive.errors import ArchiveError
 from archive.progress import human_bytes
 from archive.store import DatasetReader, local_device, read_meta
+from archive.store.sources import FileSource
 
 T = TypeVar("T")
 
@@ -245,39 +246,38 @@ class FileReadError(ArchiveError):
 async def read_chunks(
     item: FileItem, chunk: int = CHUNK, stop: Callable[[], bool] | None = None
 ) -> AsyncGenerator[memoryview, None]:
-    """The data set of ``item`` from disk, each chunk read in a thread.
+    """The data set of ``item`` from disk, read as ``archive store`` reads it (a
+    :class:`FileSource`: on the loop when local and cached, else in a thread).
 
     ``stop`` is checked between chunks: once the connection is gone there is no
-    point reading the rest of a large file. A read error, or a file whose size
-    changed since it was probed, raises :class:`FileReadError`. An odd-length
-    deflated data set gets the pad byte PS3.5 A.5 requires.
+    point reading the rest of a large file. A read error, or a file that changed
+    since it was probed, raises :class:`FileReadError`. An odd-length deflated
+    data set gets the pad byte PS3.5 A.5 requires.
     """
-    # The store's reader, with what sending a file we did not store adds: the
-    # file may have changed since the probe, so the bytes are counted against it.
-    source = DatasetReader(item.path, chunk)
-
-    async def blocks() -> AsyncGenerator[memoryview, None]:
-        read = source.first
-        # Stop at the probed size rather than on an empty read: one thread hop
-        # fewer per file, which is most of the cost for small instances.
-        sent = 0
-        while sent < item.size:
-            block = await asyncio.to_thread(read)
-            if read == source.first and (why := changed_since_probe(item, source)):
-                raise FileReadError(why)
-            read = source.next
-            if not block:
-                return
-            sent += len(block)
-            yield block
-
-    sent = checked(item, blocks(), stop)
+    (source,) = FileSource.open_ahead(LOCAL_FILES, [str(item.path)], chunk, local=[item.local])
     try:
-        async for block in sent:
-            yield block
+        sent = checked(item, source.chunks(await first_block(item, source)), stop)
+        try:
+            async for block in sent:
+                yield block
+        finally:
+            await sent.aclose()
     finally:
-        await sent.aclose()
         source.close()
+
+
+async def first_block(item: FileItem, source: FileSource) -> memoryview:
+    """The first bytes of ``item``'s data set from ``source``, once they are known to
+    be the probed file's; :class:`FileReadError` (nothing sent yet) otherwise."""
+    try:
+        first = await source.first()
+    except OSError as exc:
+        raise FileReadError(os_reason(exc)) from exc
+    except FileMetaError as exc:  # rewritten since the probe
+        raise FileReadError(f"file changed while sending: {exc}") from exc
+    if why := changed_since_probe(item, source.reader):
+        raise FileReadError(why)
+    return first
 
 
 def changed_since_probe(item: FileItem, reader: DatasetReader) -> str | None:

@@ -37,7 +37,6 @@ import msgspec
 from archive.dicom.dimse import CStoreRq
 from archive.dicom.dimse.status import StatusCategory, category
 from archive.dicom.errors import LocalProtocolError
-from archive.dicom.filemeta import FileMetaError
 from archive.dicom.ul.negotiation import MAX_CONTEXTS, Negotiated
 from archive.net import (
     AssociationAborted,
@@ -57,10 +56,9 @@ from archive.scu.files import (
     FileResult,
     Kind,
     Report,
-    changed_since_probe,
     checked,
     discover,
-    os_reason,
+    first_block,
     probe_all,
 )
 from archive.store.sources import FileSource, to_open
@@ -274,16 +272,9 @@ class _GroupSender:
             self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.CONTEXT))
             return True
         try:
-            first = await source.first()
-        except OSError as exc:  # nothing sent yet: the association goes on
-            self._record(item.result(Kind.FAILED, reason=os_reason(exc), cause=Cause.FILE))
-            return True
-        except FileMetaError as exc:  # rewritten since the probe
-            reason = f"file changed while sending: {exc}"
-            self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.FILE))
-            return True
-        if why := changed_since_probe(item, source.reader):
-            self._record(item.result(Kind.FAILED, reason=why, cause=Cause.FILE))
+            first = await first_block(item, source)
+        except FileReadError as exc:  # nothing sent yet: the association goes on
+            self._record(item.result(Kind.FAILED, reason=str(exc), cause=Cause.FILE))
             return True
         request = CStoreRq(
             message_id=assoc.next_message_id(),
