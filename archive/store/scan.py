@@ -341,21 +341,10 @@ def _filesystem_type(device: int) -> str:
 
 def scan_file(path: str | os.PathLike[str]) -> ScannedFile:
     """Meta, index attributes, SHA-256 of the data set bytes and file size."""
-    source = DatasetReader(path)
-    try:
-        block = source.first()
-        assert source.meta is not None  # first() decoded it
-        meta = source.meta
-        header = HeaderReader(meta.transfer_syntax_uid)
-        digest = hashlib.sha256()
-        while block:
-            header.feed(block)
-            digest.update(block)
-            block = source.next()
-    finally:
-        source.close()
+    digest = hashlib.sha256()
+    header = _scan(path, CHUNK, digest)
     return ScannedFile(
-        meta=meta, attrs=header.finish(), digest=digest.hexdigest(), size=source.size
+        meta=header.meta, attrs=header.attrs, digest=digest.hexdigest(), size=header.size
     )
 
 
@@ -366,15 +355,27 @@ def scan_header(path: str | os.PathLike[str]) -> ScannedHeader:
     large image costs one or two reads of :data:`HEADER_CHUNK`, not the whole file;
     no digest. Raises like :func:`scan_file`.
     """
-    source = DatasetReader(path, HEADER_CHUNK)
+    return _scan(path, HEADER_CHUNK, None)
+
+
+def _scan(path: str | os.PathLike[str], chunk: int, digest: hashlib._Hash | None) -> ScannedHeader:
+    """Read the data set into the header reader (and ``digest``, when given: then
+    all of it; without one, only until the header reader is done)."""
+    source = DatasetReader(path, chunk)
     try:
         block = source.first()
         assert source.meta is not None  # first() decoded it
         meta = source.meta
         header = HeaderReader(meta.transfer_syntax_uid)
-        while block and not header.feed(block):
+        while block:
+            done = header.feed(block)
+            if digest is not None:
+                digest.update(block)
+            elif done:
+                break
             block = source.next()
-        whole = not header.done  # the header reached the end of the data set
+        # Stopped at the header's end: the rest is not checked (finish(whole=False)).
+        whole = digest is not None or not header.done
     finally:
         source.close()
     return ScannedHeader(meta=meta, attrs=header.finish(whole=whole), size=source.size)
