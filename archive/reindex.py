@@ -105,7 +105,7 @@ async def reindex(
     if failures:
         raise failures[0]
     report.outdated = await index.outdated()
-    if report.outdated == 0 and await index.reindex_needed():
+    if report.outdated == 0:
         await index.reindexed()
     report.seconds = time.monotonic() - started
     log.info(

@@ -49,12 +49,11 @@ FROM totals WHERE id = 1
 # Keyset pagination: each page is its own short read transaction, so a slow
 # consumer (stat-ing files) neither holds a reader nor pins the WAL.
 SELECT_INSTANCE_PATHS = """
-SELECT pk, sop_instance_uid, path FROM instance WHERE pk > ? ORDER BY pk LIMIT ?
-"""
-SELECT_OUTDATED_PATHS = """
 SELECT pk, sop_instance_uid, path FROM instance WHERE pk > ? AND header_version < ?
 ORDER BY pk LIMIT ?
 """
+#: Above every header version: ``header_version < ALL_VERSIONS`` holds for any row.
+_ALL_VERSIONS = 1 << 62
 COUNT_OUTDATED = "SELECT count(*) FROM instance WHERE header_version < ?"
 # migrations/0006_header_version.sql
 SELECT_REINDEX_TASK = "SELECT 1 FROM maintenance WHERE task = 'reindex'"
@@ -313,15 +312,10 @@ class Index:
         not appear, rows removed meanwhile may still appear once.
         """
         last = 0
+        below = _ALL_VERSIONS if older_than is None else older_than
         while True:
             async with self._reader() as conn:
-                if older_than is None:
-                    query = await conn.execute_fetchall(SELECT_INSTANCE_PATHS, (last, page))
-                else:
-                    query = await conn.execute_fetchall(
-                        SELECT_OUTDATED_PATHS, (last, older_than, page)
-                    )
-                rows = list(query)
+                rows = list(await conn.execute_fetchall(SELECT_INSTANCE_PATHS, (last, below, page)))
             for pk, uid, path in rows:
                 last = pk
                 yield uid, path
