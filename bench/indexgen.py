@@ -47,7 +47,7 @@ import datasets
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from archive.dicom.header import InstanceAttributes
+from archive.dicom.attributes import InstanceAttributes
 from archive.index import Index, StoredInstance
 
 #: pydicom's UID root, as in datasets.py; ``.7`` keeps these UIDs apart from its kinds.

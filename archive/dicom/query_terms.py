@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from archive.dicom import dictionary
+from archive.dicom.attributes import normalized_date
 from archive.dicom.charset import (
     SPECIFIC_CHARACTER_SET,
     TEXT_DELIMITERS,
@@ -23,7 +24,6 @@ from archive.dicom.charset import (
 )
 from archive.dicom.dataset import Element, un_items
 from archive.dicom.dimse.status import Status
-from archive.dicom.header import normalized_date
 from archive.dicom.query_keys import KeyInfo, Level
 from archive.dicom.query_model import (
     DATE_TIME_VRS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from archive.dicom.header import InstanceAttributes
+from archive.dicom.attributes import InstanceAttributes
 
 __all__ = ["InstanceRow", "Stats", "StoredInstance", "WriterStats"]
 

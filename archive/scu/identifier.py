@@ -202,7 +202,7 @@ def with_defaults(keys: Sequence[QueryKey], level: Level) -> list[QueryKey]:
 
 def with_return_keys(keys: Sequence[QueryKey], tags: Sequence[int]) -> list[QueryKey]:
     """``keys``, plus a return key (sent empty) for each of ``tags`` not among them."""
-    given = {key.path[0] if key.path else key.tag for key in keys}
+    given = {key.tags[0] for key in keys}
     return [*keys, *(QueryKey(tag, vr_of(tag), None) for tag in tags if tag not in given)]
 
 

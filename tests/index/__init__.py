@@ -13,7 +13,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from archive.dicom.header import InstanceAttributes
+from archive.dicom.attributes import InstanceAttributes
 from archive.index import StoredInstance
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archive.dicom.header import InstanceAttributes
+from archive.dicom.attributes import InstanceAttributes
 from archive.index import (
     DuplicateInstanceError,
     Index,

@@ -28,7 +28,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from archive.dicom.header import InstanceAttributes
+from archive.dicom.attributes import InstanceAttributes
 from archive.index import StoredInstance
 from tests.conftest import RunningNode, require_tool
 from tests.interop.conftest import (
