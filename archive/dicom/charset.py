@@ -40,6 +40,7 @@ __all__ = [
     "CodeExtension",
     "decode_person_name",
     "decode_text",
+    "decode_value",
     "normal_term",
     "python_codecs",
 ]
@@ -271,3 +272,14 @@ def decode_person_name(value: bytes, codecs: Sequence[str]) -> str:
     them), so ``Smith^John==`` and ``Smith^John`` index alike.
     """
     return decode_text(value, codecs, PN_DELIMITERS).rstrip("=")
+
+
+def decode_value(value: bytes, vr: str, codecs: Sequence[str]) -> str:
+    """A string value of ``vr`` as text: a PN by its component groups, the other
+    text VRs (:data:`TEXT_VRS`) in the Specific Character Set, the rest in the
+    default repertoire. Padding is the caller's to strip (it differs by VR)."""
+    if vr == "PN":
+        return decode_person_name(value, codecs)
+    if vr in TEXT_VRS:
+        return decode_text(value, codecs, TEXT_DELIMITERS)
+    return value.decode("latin_1")

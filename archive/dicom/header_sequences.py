@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from archive.dicom.charset import TEXT_DELIMITERS, TEXT_VRS, decode_person_name, decode_text
+from archive.dicom.charset import decode_value
 from archive.dicom.dataset import DatasetError, Element, decode_items, un_items
 from archive.dicom.query_keys import SEQUENCE_KEYS, KeyInfo
 from archive.dicom.wire import UNDEFINED_LENGTH
@@ -71,8 +71,5 @@ def _items(
 
 
 def _item_text(raw: bytes, vr: str, codecs: Sequence[str]) -> str:
-    if vr == "PN":
-        return decode_person_name(raw.rstrip(b" \0"), codecs)
-    if vr in TEXT_VRS:
-        return decode_text(raw.strip(b" \0"), codecs, TEXT_DELIMITERS)
-    return raw.strip(b" \0").decode("latin_1")
+    # PN keeps leading spaces (PS3.5 Table 6.2-1); the other VRs lose both ends.
+    return decode_value(raw.rstrip(b" \0") if vr == "PN" else raw.strip(b" \0"), vr, codecs)

@@ -15,13 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from archive.dicom import dictionary
 from archive.dicom.attributes import normalized_date
-from archive.dicom.charset import (
-    SPECIFIC_CHARACTER_SET,
-    TEXT_DELIMITERS,
-    TEXT_VRS,
-    decode_person_name,
-    decode_text,
-)
+from archive.dicom.charset import SPECIFIC_CHARACTER_SET, decode_value
 from archive.dicom.dataset import Element, un_items
 from archive.dicom.dimse.status import Status
 from archive.dicom.query_keys import KeyInfo, Level
@@ -85,12 +79,7 @@ def _date_time_term(vr: str, text: str) -> Term:
 def decode_key(element: Element, vr: str, codecs: Sequence[str]) -> str:
     raw = element.value
     assert isinstance(raw, bytes | bytearray | memoryview)
-    data = bytes(raw)
-    if vr == "PN":
-        return decode_person_name(data, codecs)
-    if vr in TEXT_VRS:
-        return decode_text(data, codecs, TEXT_DELIMITERS)
-    return data.decode("latin_1")
+    return decode_value(bytes(raw), vr, codecs)
 
 
 def _strip(text: str, vr: str) -> str:
