@@ -56,6 +56,7 @@ __all__ = [
     "decode_dataset",
     "decode_items",
     "encode_dataset",
+    "sequence_items",
     "un_items",
 ]
 
@@ -296,6 +297,18 @@ def un_items(value: bytes) -> tuple[tuple[Element, ...], ...] | None:
         return decode_items(value, IMPLICIT_LE)
     except DatasetError:
         return None
+
+
+def sequence_items(element: Element) -> tuple[tuple[Element, ...], ...] | None:
+    """The items of a sequence element: its own, those of one sent as UN of defined
+    length (:func:`un_items`), none for an empty value; None for any other value,
+    which cannot be read as items."""
+    value = element.value
+    if isinstance(value, tuple):
+        return value
+    if not value:
+        return ()
+    return un_items(value) if element.vr == "UN" else None
 
 
 # ---- encoding ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from archive.dicom.charset import decode_value
-from archive.dicom.dataset import DatasetError, Element, decode_items, un_items
+from archive.dicom.dataset import DatasetError, Element, decode_items, sequence_items
 from archive.dicom.query_keys import SEQUENCE_KEYS, KeyInfo
 from archive.dicom.wire import UNDEFINED_LENGTH
 
@@ -52,12 +52,8 @@ def _items(
             if key is None:
                 continue
             if key.items is not None:
-                value = element.value
-                if not isinstance(value, tuple):
-                    # A sequence sent as UN of defined length (PS3.5 6.2.2); any
-                    # other value where items belong is not kept.
-                    value = (un_items(value) or ()) if element.vr == "UN" else ()
-                nested = _items(value, key, codecs)
+                # Any value where items belong but a UN sequence is not kept.
+                nested = _items(sequence_items(element) or (), key, codecs)
                 if nested:
                     kept[key.keyword] = nested
                 continue

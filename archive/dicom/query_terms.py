@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from archive.dicom import dictionary
 from archive.dicom.attributes import normalized_date
 from archive.dicom.charset import SPECIFIC_CHARACTER_SET, decode_value
-from archive.dicom.dataset import Element, un_items
+from archive.dicom.dataset import Element, sequence_items
 from archive.dicom.dimse.status import Status
 from archive.dicom.query_keys import KeyInfo, Level
 from archive.dicom.query_model import (
@@ -200,9 +200,7 @@ def _as_sequence(element: Element) -> tuple[Element, bool]:
     empty."""
     if isinstance(element.value, tuple):
         return element, False
-    if not element.value:
-        return Element(element.tag, "SQ", ()), False
-    items = un_items(element.value) if element.vr == "UN" else None
+    items = sequence_items(element)
     return Element(element.tag, "SQ", items or ()), items is None
 
 

@@ -24,6 +24,7 @@ from archive.dicom.dataset import (
     decode_dataset,
     decode_items,
     encode_dataset,
+    sequence_items,
     un_items,
 )
 from archive.dicom.dictionary import vr_of
@@ -526,3 +527,15 @@ def test_un_items_reads_implicit_vr_and_answers_none_for_no_items() -> None:
     item = struct.pack("<HHL", 0xFFFE, 0xE000, len(_ITEM_BODY)) + _ITEM_BODY
     assert un_items(item) == ((Element(0x00080100, "SH", b"113000"),),)
     assert un_items(b"garbage!") is None
+
+
+def test_sequence_items_of_each_kind_of_value() -> None:
+    """Items as decoded, a UN sequence's read as Implicit VR, none for an empty
+    value, None for a value that holds no items."""
+    item = struct.pack("<HHL", 0xFFFE, 0xE000, len(_ITEM_BODY)) + _ITEM_BODY
+    items = ((Element(0x00080100, "SH", b"113000"),),)
+    assert sequence_items(Element(0x0040A043, "SQ", items)) == items
+    assert sequence_items(Element(0x0040A043, "UN", item)) == items
+    assert sequence_items(Element(0x0040A043, "UN", b"")) == ()
+    assert sequence_items(Element(0x0040A043, "UN", b"garbage!")) is None
+    assert sequence_items(Element(0x0040A043, "LO", b"113000")) is None
