@@ -147,11 +147,11 @@ class InstanceAttributes(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def decode_values(
-    values: dict[int, bytes], sequences: dict[int, tuple[int, int]], mode: int
+    values: dict[int, bytes], sequences: dict[int, tuple[int, bool]], mode: int
 ) -> InstanceAttributes:
     """The fields from the wanted values' bytes (tag -> value as received).
 
-    ``sequences``: tag -> (encoding of its items, value length) of each wanted
+    ``sequences``: tag -> (encoding of its items, undefined length) of each wanted
     sequence in ``values``; ``mode``: the data set's encoding (``archive.dicom.wire``).
     """
     byte_order = STRUCTS[mode].us
@@ -162,8 +162,8 @@ def decode_values(
     for tag, raw in values.items():
         name, kind = WANTED[tag]
         if kind == SQ:
-            items_mode, length = sequences[tag]
-            fields[name] = sequence_json(tag, items_mode, length, raw, codecs)
+            items_mode, undefined = sequences[tag]
+            fields[name] = sequence_json(tag, items_mode, undefined, raw, codecs)
         elif kind == _TEXT:
             fields[name] = decode_text(raw.strip(b" \0"), codecs, TEXT_DELIMITERS)
         elif kind == _PN:

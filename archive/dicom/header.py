@@ -181,7 +181,7 @@ class HeaderReader:
         self._capture: bytearray | None = None
         self._capture_tag = 0
         # Wanted sequences found: tag -> (encoding of their items, value length).
-        self._sequences: dict[int, tuple[int, int]] = {}
+        self._sequences: dict[int, tuple[int, bool]] = {}
         self._done = False
         self._error: HeaderError | None = None
 
@@ -389,7 +389,7 @@ class HeaderReader:
                             and wanted_tags.get(tag, _NOT_WANTED)[1] == _SQ
                             and tag not in self._sequences
                         ):
-                            self._sequences[tag] = (mode, length)
+                            self._sequences[tag] = (mode, True)  # undefined length
                             self._capture, self._capture_tag = bytearray(), tag
                             capture_from = pos
                         continue
@@ -402,7 +402,7 @@ class HeaderReader:
                             continue
                         # Items of an UN are Implicit VR LE, PS3.5 6.2.2.
                         items_mode = IMPLICIT_LE if vr == b"UN" else mode
-                        self._sequences[tag] = (items_mode, length)
+                        self._sequences[tag] = (items_mode, False)
                     elif vr == b"SQ":
                         pos += length  # a sequence where a value belongs: not read
                         continue

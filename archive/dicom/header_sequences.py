@@ -17,20 +17,21 @@ import msgspec
 from archive.dicom.charset import decode_value
 from archive.dicom.dataset import DatasetError, Element, decode_items, sequence_items
 from archive.dicom.query_keys import SEQUENCE_KEYS, KeyInfo
-from archive.dicom.wire import UNDEFINED_LENGTH
 
 __all__ = ["sequence_json"]
 
 
-def sequence_json(tag: int, items_mode: int, length: int, raw: bytes, codecs: Sequence[str]) -> str:
+def sequence_json(
+    tag: int, items_mode: int, undefined: bool, raw: bytes, codecs: Sequence[str]
+) -> str:
     """The items of a wanted sequence as the index keeps them (module docstring).
 
-    ``raw`` is the value as received, ``length`` its length field (or undefined),
-    ``items_mode`` the encoding of its items. "" when it holds no item or does
-    not decode.
+    ``raw`` is the value as received (with its Sequence Delimitation Item when
+    ``undefined``: of undefined length), ``items_mode`` the encoding of its items.
+    "" when it holds no item or does not decode.
     """
     try:
-        decoded = decode_items(raw, items_mode, undefined=length == UNDEFINED_LENGTH)
+        decoded = decode_items(raw, items_mode, undefined=undefined)
     except DatasetError:
         return ""
     items = _items(decoded, SEQUENCE_KEYS[tag], codecs)
