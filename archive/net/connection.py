@@ -1,7 +1,9 @@
 """One TCP connection carrying one association: the thin transport driver.
 
-An asyncio ``Protocol`` (not streams) so received chunks go straight into the
-upper-layer machine without an intermediate buffer copy. The association task
+An asyncio ``BufferedProtocol`` (not streams): reads go where
+:class:`~archive.dicom.ul.framing.FrameReader` says, so a large PDU arrives in a
+buffer of its own, straight from the kernel, and is handed to the upper-layer
+machine whole (no copy on the loop, no join). The association task
 waits on :meth:`Connection.wait_readable` with a timeout; no polling. Reading
 pauses when the machine holds more than a few PDUs' worth of unconsumed bytes
 (backpressure: TCP then slows the peer) and resumes when it has drained.
@@ -21,7 +23,8 @@ import os
 import socket
 from typing import Any, cast
 
-from archive.dicom.ul.machine import UpperLayer
+from archive.dicom.ul.framing import FrameReader
+from archive.dicom.ul.machine import MAX_CONTROL_PDU_LENGTH, UpperLayer
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
@@ -47,11 +50,12 @@ def tune_socket(sock: Any) -> socket.socket | None:
         return None
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     """Transport adaptor between asyncio and one :class:`UpperLayer` machine."""
 
     def __init__(self, ul: UpperLayer, *, high_water: int) -> None:
         self.ul = ul
+        self._reader = FrameReader(ul.max_pdu_length, MAX_CONTROL_PDU_LENGTH)
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.closed = False
@@ -80,17 +84,31 @@ class Connection(asyncio.Protocol):
         if not self.opened.done():
             self.opened.set_result(None)
 
-    def data_received(self, data: bytes) -> None:
-        self.ul.receive_data(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._reader.buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        chunks = self._reader.updated(nbytes)
         if self.quickack_on_read:
             self.quickack()
+        if not chunks:
+            return  # a PDU is still being read into its buffer: nothing to do yet
+        for chunk in chunks:
+            self.ul.receive_data(chunk)
         if not self._reading_paused and self.ul.buffered > self._high_water:
             self._reading_paused = True
             assert self.transport is not None
             self.transport.pause_reading()
         self._wake()
 
+    def _received_pending(self) -> None:
+        """The stream ended: what was read of an unfinished PDU goes to the machine."""
+        pending = self._reader.take_pending()
+        if pending:
+            self.ul.receive_data(pending)
+
     def eof_received(self) -> bool:
+        self._received_pending()
         self.ul.receive_data(b"")
         self._wake()
         return False
@@ -103,6 +121,7 @@ class Connection(asyncio.Protocol):
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._received_pending()
         self.ul.receive_data(b"")
         self._wake()
         for waiter in self._drain_waiters:

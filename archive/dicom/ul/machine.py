@@ -246,7 +246,7 @@ class UpperLayer:
         self.should_close = False
         self._outbox: list[bytes | memoryview] = []
         self._events: list[Event] = []
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray] = []
         self._pos = 0  # read offset into self._parts[0]
         self._have = 0  # unread bytes over all parts
         self._eof = False
@@ -264,7 +264,7 @@ class UpperLayer:
         else:
             self._handle(Evt.EVT2_TRANSPORT_CONFIRM, local=True)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Bytes from the transport; ``b""`` means the peer closed it (Evt17)."""
         if not data:
             self._eof = True
