@@ -39,6 +39,20 @@ def test_shipped_migrations_are_numbered_from_one() -> None:
             assert not statement.upper().startswith(("BEGIN", "COMMIT", "ROLLBACK"))
 
 
+def test_the_header_version_in_use_has_a_migration_setting_the_reindex_task() -> None:
+    # A HEADER_VERSION bump without such a migration would leave older rows
+    # unnoticed: no start-up warning, no count in `archive stats` (attributes.py).
+    texts = {m.name: " ".join(m.statements) for m in load_migrations()}
+    sets_task = {name for name, text in texts.items() if "'reindex'" in text}
+    if HEADER_VERSION == 1:
+        # 0006 made every row before it version 0 and sets the task for any.
+        assert sets_task == {"0006_header_version.sql"}
+    else:
+        assert any(f"header_version < {HEADER_VERSION}" in texts[name] for name in sets_task), (
+            f"HEADER_VERSION {HEADER_VERSION} needs a migration setting the reindex task"
+        )
+
+
 def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
     db = tmp_path / "index.db"
 
