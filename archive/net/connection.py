@@ -21,12 +21,24 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
 from typing import Any, cast
 
-from archive.dicom.ul.framing import FrameReader
-from archive.dicom.ul.machine import MAX_CONTROL_PDU_LENGTH, UpperLayer
+from archive.dicom.ul.framing import FrameReader, scratch_buffer
+from archive.dicom.ul.machine import UpperLayer
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+# Where reads go between large PDUs: one buffer per thread (per event loop), as a
+# read into it and its report (buffer_updated) never interleave with another's.
+_scratches = threading.local()
+
+
+def _scratch() -> memoryview:
+    view: memoryview | None = getattr(_scratches, "view", None)
+    if view is None:
+        view = _scratches.view = scratch_buffer()
+    return view
 
 
 def tune_socket(sock: Any) -> socket.socket | None:
@@ -55,17 +67,22 @@ class Connection(asyncio.BufferedProtocol):
 
     def __init__(self, ul: UpperLayer, *, high_water: int) -> None:
         self.ul = ul
-        self._reader = FrameReader(ul.max_pdu_length, MAX_CONTROL_PDU_LENGTH)
+        self._reader = FrameReader(ul.max_pdu_length, lambda: ul.receiving_data, _scratch())
+        self._loop = asyncio.get_running_loop()
+        # loop.time() of the last read that handed the machine nothing (part of
+        # a PDU): it moves the current wait's deadline (see _on_timer).
+        self._partial_read_at = 0.0
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.closed = False
-        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.opened: asyncio.Future[None] = self._loop.create_future()
         self._high_water = high_water
         self._reading_paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._deadline = 0.0
+        self._timeout = 0.0
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._sock: socket.socket | None = None
@@ -92,7 +109,11 @@ class Connection(asyncio.BufferedProtocol):
         if self.quickack_on_read:
             self.quickack()
         if not chunks:
-            return  # a PDU is still being read into its buffer: nothing to do yet
+            # Part of a PDU, read into its buffer: nothing for the machine yet,
+            # but the peer is alive, which the waits' timeouts count (_on_timer).
+            if self._waiter is not None:
+                self._partial_read_at = self._loop.time()
+            return
         for chunk in chunks:
             self.ul.receive_data(chunk)
         if not self._reading_paused and self.ul.buffered > self._high_water:
@@ -181,6 +202,7 @@ class Connection(asyncio.BufferedProtocol):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
+        self._timeout = timeout
         self._deadline = deadline = loop.time() + timeout
         if self._timer is None or self._timer_when > deadline:
             if self._timer is not None:
@@ -201,7 +223,12 @@ class Connection(asyncio.BufferedProtocol):
         if waiter is None or waiter.done():
             return
         loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
+        now = loop.time()
+        if self._partial_read_at > self._deadline - self._timeout:
+            # Bytes arrived meanwhile, into an unfinished PDU: the wait goes on,
+            # its timeout counted from that read, as from any other.
+            self._deadline = self._partial_read_at + self._timeout
+        if now >= self._deadline:
             waiter.set_exception(TimeoutError())
         else:
             self._timer = loop.call_at(self._deadline, self._on_timer)

@@ -16,8 +16,9 @@ as data: one row per event, one action per state.
 
 Framing keeps received chunks as they come and joins them only when a PDU spans
 chunks, so a read that holds whole PDUs is decoded without any copy; P-DATA
-values are memoryviews into those immutable chunks and stay valid after the
-machine moves on.
+values are memoryviews into those chunks, which the driver never writes again
+(``bytes``, or read-only views of a buffer made for one PDU: ``framing.py``), and
+stay valid after the machine moves on.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ class UpperLayer:
         self.should_close = False
         self._outbox: list[bytes | memoryview] = []
         self._events: list[Event] = []
-        self._parts: list[bytes | bytearray] = []
+        self._parts: list[bytes | memoryview] = []
         self._pos = 0  # read offset into self._parts[0]
         self._have = 0  # unread bytes over all parts
         self._eof = False
@@ -264,7 +265,7 @@ class UpperLayer:
         else:
             self._handle(Evt.EVT2_TRANSPORT_CONFIRM, local=True)
 
-    def receive_data(self, data: bytes | bytearray) -> None:
+    def receive_data(self, data: bytes | memoryview) -> None:
         """Bytes from the transport; ``b""`` means the peer closed it (Evt17)."""
         if not data:
             self._eof = True
@@ -303,6 +304,11 @@ class UpperLayer:
     def buffered(self) -> int:
         """Received bytes not yet framed into PDUs (the driver's backpressure gauge)."""
         return self._have
+
+    @property
+    def receiving_data(self) -> bool:
+        """The peer may send P-DATA-TF now (established, or awaiting its release reply)."""
+        return self.state in (State.STA6_ESTABLISHED, State.STA7_AWAITING_RELEASE_RP)
 
     @property
     def can_send_data(self) -> bool:
