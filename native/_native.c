@@ -1,9 +1,11 @@
 /* archive._native: hot paths of archive-node in C.
  *
- * write_and_link(fd, path, chunks, final, folders) -> bool
+ * write_and_link(fd, path, chunks, final, folders, advise_from=-1) -> bool
  *
  *   The last trip of an instance file, in one call that gives up the GIL once:
- *   open `path` (O_CREAT | O_EXCL, when fd < 0), write every chunk, make each
+ *   open `path` (O_CREAT | O_EXCL, when fd < 0), write every chunk, start the
+ *   writeback of what lies from offset `advise_from` on (POSIX_FADV_DONTNEED on
+ *   dirty pages; when it is >= 0; advice, so its error is ignored), make each
  *   of `folders` (in order; one that exists is fine), link `path` to `final`,
  *   and close the descriptor. Returns True when linked, False when `final`
  *   exists already (nothing linked). The descriptor is closed whatever happens.
@@ -103,9 +105,10 @@ static PyObject *
 write_and_link(PyObject *Py_UNUSED(module), PyObject *args)
 {
     int fd = -1;
+    long long advise_from = -1;
     PyObject *path, *chunks, *final, *folders;
-    if (!PyArg_ParseTuple(args, "iOOOO:write_and_link", &fd, &path, &chunks, &final,
-                          &folders)) {
+    if (!PyArg_ParseTuple(args, "iOOOO|L:write_and_link", &fd, &path, &chunks, &final,
+                          &folders, &advise_from)) {
         if (fd >= 0)
             close(fd);
         return NULL;
@@ -181,6 +184,8 @@ write_and_link(PyObject *Py_UNUSED(module), PyObject *args)
         error = write_all(fd, iov, nchunks);
         if (error)
             failed = STEP_WRITE;
+        else if (advise_from >= 0)
+            (void)posix_fadvise(fd, (off_t)advise_from, 0, POSIX_FADV_DONTNEED);
     }
     for (Py_ssize_t i = 0; failed == STEP_NONE && i < nfolders; i++) {
         if (mkdir(folder_c[i], 0755) != 0 && errno != EEXIST) {
@@ -391,8 +396,9 @@ open_cached(PyObject *Py_UNUSED(module), PyObject *arg)
 
 static PyMethodDef native_methods[] = {
     {"write_and_link", write_and_link, METH_VARARGS,
-     "write_and_link(fd, path, chunks, final, folders) -> bool\n\n"
-     "Open path (when fd < 0), write the chunks, make the folders, link path to\n"
+     "write_and_link(fd, path, chunks, final, folders, advise_from=-1) -> bool\n\n"
+     "Open path (when fd < 0), write the chunks, start the writeback of what lies\n"
+     "from advise_from on (when >= 0), make the folders, link path to\n"
      "final and close, with the GIL released once. False if final exists."},
     {"read_cached", read_cached, METH_VARARGS,
      "read_cached(fd, offset, size) -> bytes | None\n\n"

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from archive.store.native import IMPLEMENTATION, choose
 
@@ -28,9 +29,18 @@ StrPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
 def write_and_link_py(
-    fd: int, path: StrPath, chunks: Sequence[Chunk], final: StrPath, folders: Sequence[StrPath]
+    fd: int,
+    path: StrPath,
+    chunks: Sequence[Chunk],
+    final: StrPath,
+    folders: Sequence[StrPath],
+    advise_from: int = -1,
 ) -> bool:
     """Open ``path`` (when ``fd`` < 0), write ``chunks``, make ``folders``, link, close.
+
+    With ``advise_from`` >= 0, the writeback of what lies from that offset on
+    starts once written (``POSIX_FADV_DONTNEED`` on dirty pages; advice, so its
+    error is ignored).
 
     Returns True when ``path`` was linked to ``final``, False when ``final``
     exists already (nothing linked). ``folders`` are made in order; one that
@@ -49,6 +59,9 @@ def write_and_link_py(
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         write_all(fd, views)
+        if advise_from >= 0:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, advise_from, 0, os.POSIX_FADV_DONTNEED)
         for folder in folders:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(folder, 0o755)
@@ -97,6 +110,18 @@ def write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
     return total
 
 
-WriteAndLink = Callable[[int, StrPath, Sequence[Chunk], StrPath, Sequence[StrPath]], bool]
+class WriteAndLink(Protocol):
+    """The signature :func:`write_and_link` has in both implementations."""
+
+    def __call__(
+        self,
+        fd: int,
+        path: StrPath,
+        chunks: Sequence[Chunk],
+        final: StrPath,
+        folders: Sequence[StrPath],
+        advise_from: int = -1,
+    ) -> bool: ...
+
 
 write_and_link: WriteAndLink = choose("write_and_link", write_and_link_py)

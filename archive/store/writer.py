@@ -263,6 +263,10 @@ class FileWriter:
         are flushed by the batch's flush, like the file's).
         """
         self._hash_data_set(chunks)
+        # A large file's tail starts its writeback in the call, like the rest of
+        # the file did behind the receiver: it then runs while the index writes
+        # the row, instead of in the flush after it.
+        advise_from = self._offset if self.store.durable and self.size >= WRITE_BEHIND else -1
         folders = self.store.folders_to_make((self.store.root / self.relative).parent)
         fd, self._fd = self._fd, -2  # closed by the call, whatever happens
         try:
@@ -272,6 +276,7 @@ class FileWriter:
                 chunks,
                 os.path.join(self.store.root_text, self.relative),
                 [str(folder) for folder in folders],
+                advise_from,
             )
         except OSError as exc:
             raise _store_error(exc, "store") from exc

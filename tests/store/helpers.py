@@ -455,6 +455,22 @@ def cachestat(fd: int) -> int | None:
     return int(answer.nr_cache)
 
 
+def dirty_pages(path: Path) -> int | None:
+    """Dirty pages of ``path`` (not yet handed to writeback), by cachestat(2); None
+    where the kernel lacks it."""
+    if platform.machine() not in ("x86_64", "aarch64"):
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        answer = _Cachestat()
+        whole = _CachestatRange(0, 0)
+        if _LIBC.syscall(_NR_CACHESTAT, fd, ctypes.byref(whole), ctypes.byref(answer), 0) != 0:
+            return None
+        return int(answer.nr_dirty)
+    finally:
+        os.close(fd)
+
+
 def _has_cachestat() -> bool:
     fd = os.open(__file__, os.O_RDONLY)  # any regular file
     try:

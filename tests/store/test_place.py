@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from archive.store import FileStore, StoreError, place, relative_path
 from tests.conftest import IN_CI
+from tests.store.helpers import dirty_pages, needs_cachestat, skip_unless_cache_drops
 
 WriteAndLink = Callable[[int, str, Sequence[Any], str, Sequence[str]], bool]
 
@@ -123,6 +124,23 @@ def test_a_new_file_is_written_its_folders_made_and_linked(tmp_path: Path) -> No
     assert tree["instances/ab/cd/1.2.3.dcm"] == b"meta23456xyz"
     assert tree["tmp/1.2.3.abcd.part"] == b"meta23456xyz"
     assert tree["instances/ab"] is None
+
+
+@needs_cachestat
+@pytest.mark.parametrize("name", sorted(implementations()))
+def test_advise_from_hands_what_was_written_to_writeback(tmp_path: Path, name: str) -> None:
+    impl = implementations()[name]
+    skip_unless_cache_drops(tmp_path)
+    for root, advise in ((tmp_path / "kept", -1), (tmp_path / "advised", 0)):
+        (root / "tmp").mkdir(parents=True)
+        (root / "instances").mkdir()
+        tmp, final, folders = _paths(root)
+        assert impl(-1, tmp, [b"x" * 200_000], final, folders, advise)
+        assert Path(final).read_bytes() == b"x" * 200_000
+    # Without advice the pages wait, dirty, for a flush (or the kernel's own
+    # writeback, seconds later); with it, their writeback has started.
+    assert dirty_pages(Path(_paths(tmp_path / "kept")[1])) == 49
+    assert dirty_pages(Path(_paths(tmp_path / "advised")[1])) == 0
 
 
 def test_an_open_descriptor_is_written_on_and_closed(tmp_path: Path) -> None:
