@@ -187,8 +187,10 @@ class Association:
             if ul.state is State.STA1_IDLE:
                 self.conn.close()
                 return Closed()
-            if ul.state is State.STA6_ESTABLISHED and not ul.artim_running:
-                # Idle timeout: restarts with every read.
+            idle = ul.state is State.STA6_ESTABLISHED and not ul.artim_running
+            if idle:
+                # Idle timeout: restarts with every read (one into an unfinished
+                # PDU's buffer too: Connection.wait_readable's per_read).
                 wait = timeout if timeout is not None else self.timeouts.network
                 self._deadline_state = None
             else:
@@ -200,7 +202,7 @@ class Association:
                     self._deadline_state = ul.state
                     self._deadline = now + self.timeouts.artim
                 wait = max(0.0, self._deadline - now)
-            if wait > 0 and await self.conn.wait_readable(wait):
+            if wait > 0 and await self.conn.wait_readable(wait, per_read=idle):
                 continue
             if ul.artim_running:
                 ul.artim_expired()

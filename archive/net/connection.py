@@ -83,6 +83,7 @@ class Connection(asyncio.BufferedProtocol):
         self._timer_when = 0.0
         self._deadline = 0.0
         self._timeout = 0.0
+        self._per_read = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._sock: socket.socket | None = None
@@ -189,8 +190,13 @@ class Connection(asyncio.BufferedProtocol):
             if self.transport is not None and not self.closed:
                 self.transport.resume_reading()
 
-    async def wait_readable(self, timeout: float) -> bool:
+    async def wait_readable(self, timeout: float, *, per_read: bool = False) -> bool:
         """Wait until data or end of stream arrives; False if ``timeout`` passed first.
+
+        Data means something for the machine: a read into an unfinished PDU's
+        buffer does not end the wait. With ``per_read`` (an idle timeout) such a
+        read moves the deadline to ``timeout`` after it; without (ARTIM, and other
+        deadlines from entering a state, which bytes must not extend) it does not.
 
         One timer per connection, re-armed lazily: each wait only moves the
         deadline, and the timer, when it fires early, re-arms itself for the
@@ -203,6 +209,7 @@ class Connection(asyncio.BufferedProtocol):
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
         self._timeout = timeout
+        self._per_read = per_read
         self._deadline = deadline = loop.time() + timeout
         if self._timer is None or self._timer_when > deadline:
             if self._timer is not None:
@@ -224,7 +231,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self._partial_read_at > self._deadline - self._timeout:
+        if self._per_read and self._partial_read_at > self._deadline - self._timeout:
             # Bytes arrived meanwhile, into an unfinished PDU: the wait goes on,
             # its timeout counted from that read, as from any other.
             self._deadline = self._partial_read_at + self._timeout

@@ -121,6 +121,7 @@ class WriteAndLink(Protocol):
         final: StrPath,
         folders: Sequence[StrPath],
         advise_from: int = -1,
+        /,
     ) -> bool: ...
 
 

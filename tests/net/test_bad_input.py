@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 import time
 from collections.abc import Callable
 
@@ -530,6 +531,36 @@ def test_half_request_then_silence_closed_after_artim(node_factory: NodeFactory)
         elapsed = closed_at - peer.connected_at
     assert rest == b""
     assert ARTIM - 0.05 <= elapsed <= ARTIM + 1.0, elapsed
+    assert_serving(node)
+
+
+def test_bytes_into_an_unfinished_pdu_do_not_extend_artim_after_an_abort(
+    node_factory: NodeFactory,
+) -> None:
+    """A P-DATA-TF PDU begun while established is read into a buffer of its own
+    (archive/dicom/ul/framing.py); once the idle timeout has aborted the
+    association (Sta13), a peer trickling bytes into that buffer must not keep
+    ARTIM from closing the connection (PS3.8 9.2)."""
+    node = fast_node(node_factory)
+    with RawPeer(node.host, node.port) as peer:
+        assert isinstance(peer.associate(), AAssociateAc)
+        peer.send(struct.pack(">BxL", 0x04, 200_000) + b"\x00" * 1000)
+        raw = peer.recv_pdu(NETWORK + 2)  # the idle timeout: A-ABORT, then ARTIM
+        aborted = time.monotonic()
+        assert raw == abort_bytes(0, 0)
+        ended = None
+        while time.monotonic() - aborted < 4 * ARTIM + 2:
+            try:
+                peer.send(b"\x00")
+            except OSError:
+                ended = time.monotonic()
+                break
+            time.sleep(ARTIM / 2)
+            if active(node) == 0:
+                ended = time.monotonic()
+                break
+        assert ended is not None, "association still open after 4 x ARTIM in Sta13"
+        assert ended - aborted <= ARTIM + 1.0, ended - aborted
     assert_serving(node)
 
 

