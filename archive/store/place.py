@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from typing import Protocol
 
 from archive.store.native import IMPLEMENTATION, choose
 
@@ -35,6 +34,7 @@ def write_and_link_py(
     final: StrPath,
     folders: Sequence[StrPath],
     advise_from: int = -1,
+    /,
 ) -> bool:
     """Open ``path`` (when ``fd`` < 0), write ``chunks``, make ``folders``, link, close.
 
@@ -110,19 +110,4 @@ def write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
     return total
 
 
-class WriteAndLink(Protocol):
-    """The signature :func:`write_and_link` has in both implementations."""
-
-    def __call__(
-        self,
-        fd: int,
-        path: StrPath,
-        chunks: Sequence[Chunk],
-        final: StrPath,
-        folders: Sequence[StrPath],
-        advise_from: int = -1,
-        /,
-    ) -> bool: ...
-
-
-write_and_link: WriteAndLink = choose("write_and_link", write_and_link_py)
+write_and_link = choose("write_and_link", write_and_link_py)

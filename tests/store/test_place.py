@@ -19,7 +19,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from archive.store import FileStore, StoreError, place, relative_path
 from tests.conftest import IN_CI
 from tests.store.helpers import dirty_pages, needs_cachestat, skip_unless_cache_drops
 
-WriteAndLink = Callable[[int, str, Sequence[Any], str, Sequence[str]], bool]
+#: write_and_link's signature: (fd, path, chunks, final, folders[, advise_from]).
+WriteAndLink = Callable[..., bool]
 
 try:
     from archive import _native
