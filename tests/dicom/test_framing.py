@@ -93,6 +93,22 @@ def test_no_buffer_before_the_association_is_established() -> None:
     assert r.pending == 0
 
 
+@pytest.mark.parametrize("ending", [0x05, 0x06, 0x07, 0x55])
+def test_no_buffer_after_a_release_or_abort_even_in_the_same_read(ending: int) -> None:
+    # The machine may not have read the A-RELEASE-RQ (or A-ABORT) yet, and still
+    # says established: the reader does not wait for it to say otherwise.
+    first = pdu(ending, 4) + pdu(0x04, 100_000)
+    r = reader()
+    chunks = feed(r, first, [65536])
+    assert own_buffers(chunks) == []
+    assert joined(chunks) == first
+    assert own_buffers(feed(r, pdu(0x04, 100_000), [65536])) == []
+    # An association's opening PDUs do not count.
+    r = reader()
+    opening = pdu(0x02, 50) + pdu(0x04, 100_000)
+    assert own_buffers(feed(r, opening, [65536]))
+
+
 def test_a_header_alone_holds_nothing_back() -> None:
     # Every byte read reaches the machine except the rest of a large P-DATA PDU
     # being read into its buffer: a split header is handed over as it comes.

@@ -17,8 +17,9 @@ between large ones, are copied out of a scratch buffer (the driver's, shared by
 the connections of one event loop, whose reads never interleave), as before.
 
 What a peer can make us allocate: a PDU buffer only for P-DATA-TF, only while
-``receiving_data()`` says the association is established (so not for whatever an
-unassociated or aborted peer sends), and only for a length the machine accepts,
+``receiving_data()`` says the association is established and no release, abort
+or unknown PDU has gone by (so not for whatever an unassociated or aborted peer
+sends, even in the read that carried the abort), and only for a length the machine accepts,
 at most :data:`DIRECT_MAX`; anything else is passed on as it comes and the machine
 judges it, as before. That is one PDU per association, which the machine would
 also hold once received.
@@ -44,6 +45,8 @@ SCRATCH = 64 << 10
 DIRECT_MIN = 16 << 10
 #: The largest PDU given a buffer of its own; a longer one is passed on in pieces.
 DIRECT_MAX = 4 << 20
+#: PDU types that come before an association is established.
+_OPENING = frozenset({PduType.A_ASSOCIATE_RQ, PduType.A_ASSOCIATE_AC, PduType.A_ASSOCIATE_RJ})
 
 
 class FrameReader:
@@ -72,6 +75,9 @@ class FrameReader:
         self._head = bytearray()
         # Bytes still to come of a PDU passed on as it comes.
         self._passing = 0
+        # A release, abort or unknown PDU has gone by: the association is ending,
+        # whatever the machine (which may not have read it yet) says.
+        self._ending = False
 
     @property
     def pending(self) -> int:
@@ -136,6 +142,8 @@ class FrameReader:
             else:
                 pdu_type, length = _parse(data, i)
                 frame_start, body = i, i + HEADER_LENGTH
+            if pdu_type not in _OPENING:
+                self._ending = self._ending or pdu_type != PduType.P_DATA_TF
             still_to_come = length - (end - body)
             if still_to_come <= 0 or not self._direct(pdu_type, length, still_to_come):
                 # Whole in this read, or passed on as it comes.
@@ -151,7 +159,7 @@ class FrameReader:
 
     def _direct(self, pdu_type: int, length: int, still_to_come: int) -> bool:
         """Whether the rest of a PDU goes into a buffer of its own (see the module doc)."""
-        if pdu_type != PduType.P_DATA_TF or still_to_come <= DIRECT_MIN:
+        if pdu_type != PduType.P_DATA_TF or still_to_come <= DIRECT_MIN or self._ending:
             return False
         return length <= min(self._max_data or DIRECT_MAX, DIRECT_MAX) and self._receiving_data()
 
