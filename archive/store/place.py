@@ -14,6 +14,7 @@ small instances per second on four associations with the C one.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 from collections.abc import Sequence
 
@@ -23,6 +24,7 @@ __all__ = ["IMPLEMENTATION", "Chunk", "write_all", "write_and_link", "write_and_
 
 #: What may be written: the file's bytes, as received.
 Chunk = bytes | bytearray | memoryview
+_LONG_LONG_MIN, _LONG_LONG_MAX = -(1 << 63), (1 << 63) - 1
 #: What os takes as a path.
 StrPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
@@ -47,7 +49,11 @@ def write_and_link_py(
     exists is fine. The descriptor is closed whatever happens; ``path`` stays.
     """
     try:
-        # Refused before anything is opened or written, in the C twin's order.
+        # Refused before anything is opened or written, in the C twin's order
+        # (its argument parsing takes advise_from as a C long long first).
+        advise_from = operator.index(advise_from)
+        if not _LONG_LONG_MIN <= advise_from <= _LONG_LONG_MAX:
+            raise OverflowError("advise_from does not fit a C long long")
         for name in (path, final, *folders):
             _check_path(name)
         views = [_byte_view(chunk) for chunk in chunks]

@@ -79,7 +79,7 @@ def _outcome(call: Callable[[], bool]) -> tuple[Any, ...]:
         return ("returned", call())
     except OSError as exc:
         return ("raised", type(exc), exc.errno, exc.filename, exc.filename2)
-    except (TypeError, BufferError, ValueError) as exc:
+    except (TypeError, BufferError, ValueError, OverflowError) as exc:
         return ("raised", type(exc))
 
 
@@ -271,6 +271,26 @@ def test_paths_and_chunks_os_refuses_are_refused_before_anything(tmp_path: Path)
     (outcome, tree) = _both(tmp_path, scenario)
     assert outcome == ("raised", ValueError, "raised", ValueError, "raised", UnicodeEncodeError,
                        "raised", BufferError, "raised", TypeError)  # fmt: skip
+    assert tree == {"instances": None, "tmp": None}
+
+
+def test_a_bad_advise_from_is_refused_before_anything(tmp_path: Path) -> None:
+    def scenario(root: Path, impl: WriteAndLink) -> tuple[Any, ...]:
+        tmp, final, folders = _paths(root)
+        return (
+            *_outcome(lambda: impl(-1, tmp, [b"x"], final, folders, "0")),
+            *_outcome(lambda: impl(-1, tmp, [b"x"], final, folders, 1.0)),
+            *_outcome(lambda: impl(-1, tmp, [b"x"], final, folders, 1 << 63)),
+            *_outcome(lambda: impl(-1, tmp, [b"x"], final, folders, -(1 << 63) - 1)),
+            # Checked before the paths, as C parses its arguments first.
+            *_outcome(lambda: impl(-1, tmp, [b"x"], final + "\0evil", folders, "0")),
+        )
+
+    (outcome, tree) = _both(tmp_path, scenario)
+    assert outcome == ("raised", TypeError) * 2 + ("raised", OverflowError) * 2 + (
+        "raised",
+        TypeError,
+    )
     assert tree == {"instances": None, "tmp": None}
 
 
