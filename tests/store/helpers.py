@@ -22,7 +22,7 @@ import struct
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from pydicom import Dataset
@@ -453,6 +453,21 @@ def cachestat(fd: int) -> int | None:
     if _LIBC.syscall(_NR_CACHESTAT, fd, ctypes.byref(whole), ctypes.byref(answer), 0) != 0:
         return None
     return int(answer.nr_cache)
+
+
+F = TypeVar("F")
+
+
+def twins(name: str, twin: F) -> dict[str, F]:
+    """A native function and its pure-Python twin, by implementation name: the
+    twin always, ``archive._native.<name>`` where the extension was built."""
+    found = {"python": twin}
+    try:
+        from archive import _native
+    except ImportError:  # pragma: no cover - only where no C compiler built it
+        return found
+    found["native"] = getattr(_native, name)
+    return found
 
 
 def dirty_pages(path: Path) -> int | None:

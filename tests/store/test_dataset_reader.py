@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from archive.dicom.filemeta import FileMeta, encode_file_meta
 from archive.store import DatasetReader, scan
-from tests.store.helpers import cachestat, evict, needs_cachestat, needs_openat2
+from tests.store.helpers import cachestat, evict, needs_cachestat, needs_openat2, twins
 
 needs_nowait = pytest.mark.skipif(
     not hasattr(os, "RWF_NOWAIT"), reason="no preadv RWF_NOWAIT on this platform"
@@ -109,16 +108,6 @@ def test_first_is_open_and_first_read(tmp_path: Path) -> None:
         reader.close()
 
 
-def _read_cached_implementations() -> dict[str, Callable[[int, int, int], bytes | None]]:
-    found: dict[str, Callable[[int, int, int], bytes | None]] = {"python": scan.read_cached_py}
-    try:
-        from archive import _native
-    except ImportError:  # pragma: no cover - only where no C compiler built it
-        return found
-    found["native"] = _native.read_cached
-    return found
-
-
 @needs_nowait
 def test_read_cached_and_its_twin_agree(tmp_path: Path) -> None:
     """Cached, evicted, past the end, empty, a closed descriptor, bad arguments."""
@@ -129,7 +118,7 @@ def test_read_cached_and_its_twin_agree(tmp_path: Path) -> None:
     os.close(closed)
     try:
         results: dict[str, list[object]] = {}
-        for name, read_cached in _read_cached_implementations().items():
+        for name, read_cached in twins("read_cached", scan.read_cached_py).items():
             os.pread(fd, len(whole), 0)  # all of it in the cache
             got: list[object] = [
                 read_cached(fd, 0, len(whole)),
@@ -206,16 +195,6 @@ def test_a_file_cached_only_in_part_is_read_whole_from_where_the_cache_ends(
     assert 1 <= hits < 7  # some chunks from the cache, the rest (7 in all) blocking
 
 
-def _open_cached_implementations() -> dict[str, Callable[[Any], int]]:
-    found: dict[str, Callable[[Any], int]] = {"python": scan.open_cached_py}
-    try:
-        from archive import _native
-    except ImportError:  # pragma: no cover - only where no C compiler built it
-        return found
-    found["native"] = _native.open_cached
-    return found
-
-
 @needs_openat2
 def test_open_cached_and_its_twin_agree(tmp_path: Path) -> None:
     """A cached file opens (read-only, close-on-exec) by str, bytes or path; a
@@ -223,7 +202,7 @@ def test_open_cached_and_its_twin_agree(tmp_path: Path) -> None:
     path, _ = _file(tmp_path, 1000)
     path.read_bytes()
     results: dict[str, list[object]] = {}
-    for name, open_cached in _open_cached_implementations().items():
+    for name, open_cached in twins("open_cached", scan.open_cached_py).items():
         got: list[object] = []
         for spelling in (str(path), os.fsencode(path), path):
             fd = open_cached(spelling)

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from archive.store import FileStore, StoreError, place, relative_path
 from tests.conftest import IN_CI
-from tests.store.helpers import dirty_pages, needs_cachestat, skip_unless_cache_drops
+from tests.store.helpers import dirty_pages, needs_cachestat, skip_unless_cache_drops, twins
 
 #: write_and_link's signature: (fd, path, chunks, final, folders[, advise_from]).
 WriteAndLink = Callable[..., bool]
@@ -41,10 +41,7 @@ except ImportError:  # pragma: no cover - only where no C compiler built it
 
 
 def implementations() -> dict[str, WriteAndLink]:
-    found: dict[str, WriteAndLink] = {"python": place.write_and_link_py}
-    if _native is not None:
-        found["native"] = _native.write_and_link
-    return found
+    return twins("write_and_link", place.write_and_link_py)
 
 
 def test_the_extension_is_built_and_chosen() -> None:
