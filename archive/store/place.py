@@ -24,9 +24,10 @@ __all__ = ["IMPLEMENTATION", "Chunk", "write_all", "write_and_link", "write_and_
 
 #: What may be written: the file's bytes, as received.
 Chunk = bytes | bytearray | memoryview
-_LONG_LONG_MIN, _LONG_LONG_MAX = -(1 << 63), (1 << 63) - 1
 #: What os takes as a path.
 StrPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+#: The range of the C twin's ``advise_from`` (a C long long).
+_LONG_LONG_MIN, _LONG_LONG_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def write_and_link_py(

@@ -45,8 +45,11 @@ SCRATCH = 64 << 10
 DIRECT_MIN = 16 << 10
 #: The largest PDU given a buffer of its own; a longer one is passed on in pieces.
 DIRECT_MAX = 4 << 20
-#: PDU types that come before an association is established.
-_OPENING = frozenset({PduType.A_ASSOCIATE_RQ, PduType.A_ASSOCIATE_AC, PduType.A_ASSOCIATE_RJ})
+#: PDU types that leave an association going (or not yet begun): any other one
+#: (a release, an abort, an unknown type) means it is ending.
+_GOING = frozenset(
+    {PduType.A_ASSOCIATE_RQ, PduType.A_ASSOCIATE_AC, PduType.A_ASSOCIATE_RJ, PduType.P_DATA_TF}
+)
 
 
 class FrameReader:
@@ -142,8 +145,8 @@ class FrameReader:
             else:
                 pdu_type, length = _parse(data, i)
                 frame_start, body = i, i + HEADER_LENGTH
-            if pdu_type not in _OPENING:
-                self._ending = self._ending or pdu_type != PduType.P_DATA_TF
+            if pdu_type not in _GOING:
+                self._ending = True
             still_to_come = length - (end - body)
             if still_to_come <= 0 or not self._direct(pdu_type, length, still_to_come):
                 # Whole in this read, or passed on as it comes.
