@@ -88,14 +88,11 @@ class DatasetReader:
         """Open the file and learn its size (blocking)."""
         # O_NONBLOCK: regular files ignore it; a FIFO in a file's place then opens
         # at once (and fails to read) instead of holding a thread forever.
-        self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            st = os.fstat(self._fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise OSError(errno.EINVAL, "not a regular file", str(self.path))
-            self._left = self.size = st.st_size
+            self._adopt(fd)
         except BaseException:
-            self.close()
+            os.close(fd)
             raise
 
     def open_cached(self) -> bool:
@@ -110,15 +107,19 @@ class DatasetReader:
         try:
             # The inode is in memory (the open needed it); anything but a regular
             # file is left to open(), which refuses it.
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise OSError
+            self._adopt(fd)
         except OSError:
             os.close(fd)
             return False
+        return True
+
+    def _adopt(self, fd: int) -> None:
+        """Read from ``fd`` from now on, if it is a regular file (else OSError)."""
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(self.path))
         self._fd = fd
         self._left = self.size = st.st_size
-        return True
 
     def first(self) -> memoryview:
         """:meth:`open` and :meth:`first_read` (blocking)."""
@@ -181,9 +182,14 @@ class DatasetReader:
         return block
 
     @property
+    def closed(self) -> bool:
+        """No descriptor is open (never opened, closed, or read to its end)."""
+        return self._fd < 0
+
+    @property
     def done(self) -> bool:
         """Everything has been read (no need for another :meth:`next`)."""
-        return self._end or self._fd < 0
+        return self._end or self.closed
 
     def close(self) -> None:
         """Close the file (blocking: the last close of a deleted file frees its blocks)."""

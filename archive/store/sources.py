@@ -15,13 +15,12 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from archive.store import DatasetReader
+from archive.store.scan import CHUNK
 
-__all__ = ["CHUNK", "OPEN_AHEAD", "FileSource", "InstanceFiles", "to_open"]
+__all__ = ["OPEN_AHEAD", "FileSource", "InstanceFiles", "to_open"]
 
 T = TypeVar("T")
 
-#: Bytes read from a file per read.
-CHUNK = 1 << 20
 #: Files opened ahead of the sub-operation in flight, in one trip to the I/O pool.
 OPEN_AHEAD = 4
 
@@ -158,6 +157,8 @@ class FileSource:
         for done in (self._opened, job):
             if done.done() and not done.cancelled():
                 done.exception()  # retrieved: a read never sent fails quietly
+        if self.reader.closed:
+            return  # read to its end in the pool, which closed it there
         if not (self.local and self.reader.close_if_cheap()):
             # Deleted or replaced meanwhile, this close may free its blocks; on a
             # network filesystem the fstat and close may ask its server.
