@@ -287,18 +287,9 @@ def changed_since_probe(item: FileItem, reader: DatasetReader) -> str | None:
     between (an anonymiser, a copy still being written) could otherwise go out on
     the probed context, or be cut at the probed size and reported sent.
     """
-    meta = reader.meta
     if (size := reader.size) != item.offset + item.size:
         return f"file changed since it was read ({size} bytes, not {item.offset + item.size})"
-    if meta is None or (
-        meta.transfer_syntax_uid,
-        meta.media_storage_sop_class_uid,
-        meta.media_storage_sop_instance_uid,
-    ) != (
-        item.meta.transfer_syntax_uid,
-        item.meta.media_storage_sop_class_uid,
-        item.meta.media_storage_sop_instance_uid,
-    ):
+    if reader.meta != item.meta:
         return "file changed since it was read (another File Meta)"
     return None
 
@@ -319,8 +310,6 @@ async def checked(
                 block = await anext(blocks, None)
             except OSError as exc:
                 raise FileReadError(os_reason(exc)) from exc
-            except FileMetaError as exc:  # rewritten since the probe
-                raise FileReadError(f"file changed while sending: {exc}") from exc
             if not block:
                 break
             sent += len(block)
