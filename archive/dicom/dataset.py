@@ -55,8 +55,8 @@ __all__ = [
     "Element",
     "decode_dataset",
     "decode_items",
+    "element_items",
     "encode_dataset",
-    "sequence_items",
     "un_items",
 ]
 
@@ -299,7 +299,7 @@ def un_items(value: bytes) -> tuple[tuple[Element, ...], ...] | None:
         return None
 
 
-def sequence_items(element: Element) -> tuple[tuple[Element, ...], ...] | None:
+def element_items(element: Element) -> tuple[tuple[Element, ...], ...] | None:
     """The items of a sequence element: its own, those of one sent as UN of defined
     length (:func:`un_items`), none for an empty value; None for any other value,
     which cannot be read as items."""

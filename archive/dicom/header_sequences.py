@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from archive.dicom.charset import decode_value
-from archive.dicom.dataset import DatasetError, Element, decode_items, sequence_items
+from archive.dicom.dataset import DatasetError, Element, decode_items, element_items
 from archive.dicom.query_keys import SEQUENCE_KEYS, KeyInfo
 
 __all__ = ["sequence_json"]
@@ -54,7 +54,7 @@ def _items(
                 continue
             if key.items is not None:
                 # Any value where items belong but a UN sequence is not kept.
-                nested = _items(sequence_items(element) or (), key, codecs)
+                nested = _items(element_items(element) or (), key, codecs)
                 if nested:
                     kept[key.keyword] = nested
                 continue

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from archive.dicom import dictionary
 from archive.dicom.attributes import normalized_date
 from archive.dicom.charset import SPECIFIC_CHARACTER_SET, decode_value
-from archive.dicom.dataset import Element, sequence_items
+from archive.dicom.dataset import Element, element_items
 from archive.dicom.dimse.status import Status
 from archive.dicom.query_keys import KeyInfo, Level
 from archive.dicom.query_model import (
@@ -200,7 +200,7 @@ def _as_sequence(element: Element) -> tuple[Element, bool]:
     empty."""
     if isinstance(element.value, tuple):
         return element, False
-    items = sequence_items(element)
+    items = element_items(element)
     return Element(element.tag, "SQ", items or ()), items is None
 
 

@@ -23,8 +23,8 @@ from archive.dicom.dataset import (
     Element,
     decode_dataset,
     decode_items,
+    element_items,
     encode_dataset,
-    sequence_items,
     un_items,
 )
 from archive.dicom.dictionary import vr_of
@@ -534,8 +534,8 @@ def test_sequence_items_of_each_kind_of_value() -> None:
     value, None for a value that holds no items."""
     item = struct.pack("<HHL", 0xFFFE, 0xE000, len(_ITEM_BODY)) + _ITEM_BODY
     items = ((Element(0x00080100, "SH", b"113000"),),)
-    assert sequence_items(Element(0x0040A043, "SQ", items)) == items
-    assert sequence_items(Element(0x0040A043, "UN", item)) == items
-    assert sequence_items(Element(0x0040A043, "UN", b"")) == ()
-    assert sequence_items(Element(0x0040A043, "UN", b"garbage!")) is None
-    assert sequence_items(Element(0x0040A043, "LO", b"113000")) is None
+    assert element_items(Element(0x0040A043, "SQ", items)) == items
+    assert element_items(Element(0x0040A043, "UN", item)) == items
+    assert element_items(Element(0x0040A043, "UN", b"")) == ()
+    assert element_items(Element(0x0040A043, "UN", b"garbage!")) is None
+    assert element_items(Element(0x0040A043, "LO", b"113000")) is None
