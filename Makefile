@@ -49,11 +49,12 @@ lint: $(DEV_STAMP)
 
 ## bench: C-ECHO, C-STORE ingest, C-FIND latency and C-MOVE/C-GET benchmarks side by
 ## side with the peers (installs DCMTK and Orthanc with apt when missing; ARGS=--quick
-## for short runs)
+## for short runs; INGEST_ROUNDS=1 for one round of the ingest benchmark, not three)
+INGEST_ROUNDS ?= 3
 bench: $(DEV_STAMP)
 	@.ci/run peers
 	$(BIN)/python bench/echo.py $(ARGS)
-	$(BIN)/python bench/ingest.py $(ARGS)
+	$(BIN)/python bench/ingest.py --rounds $(INGEST_ROUNDS) $(ARGS)
 	$(BIN)/python bench/find.py $(ARGS)
 	$(BIN)/python bench/retrieve.py $(ARGS)
 

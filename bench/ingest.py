@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import resource
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import threading
@@ -237,6 +239,8 @@ class Run:
     server: str
     sent: int
     nbytes: int
+    #: Which round of the cell (``--rounds``), from 0.
+    round: int = 0
     seconds: float = 0.0
     stored: int = 0
     peak_mb: float = 0.0
@@ -282,11 +286,14 @@ def run_clients(argvs: list[list[str]], env: dict[str, str] | None, log: Path) -
     return f"client exit status {bad}" if bad else ""
 
 
-def one_run(server: Server, client: Client, data: DataSet, assocs: int, work: Path) -> Run:
+def one_run(
+    server: Server, client: Client, data: DataSet, assocs: int, work: Path, turn: int = 0
+) -> Run:
     parts = data.parts[: server.parts]
     sent = sum(len(os.listdir(p)) for p in parts)
-    run = Run(data.kind.name, assocs, client.name, server.name, sent, sent * data.file_size)
+    run = Run(data.kind.name, assocs, client.name, server.name, sent, sent * data.file_size, turn)
     label = f"{server.name}-{data.kind.name}{data.count}-{assocs}-{client.name.replace(' ', '_')}"
+    label += f"-r{turn}"
     folder = work / label
     folder.mkdir()
     # A sent part list equal to the whole set is given as the folder itself (+sd on it).
@@ -328,18 +335,51 @@ TARGETS: dict[tuple[str, str], float] = {
 }  # fmt: skip
 
 
-def runs_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
-    header = ["data", "assocs", "client", "server", "instances", "s", "inst/s", "MB/s",
-              "peak RSS MB", "server CPU ms/inst", "client CPU ms/inst"]  # fmt: skip
-    rows = []
+def cells(runs: Sequence[Run]) -> dict[tuple[str, int, str, str], list[Run]]:
+    """The rounds of each (data, associations, client, server), in round order."""
+    grouped: dict[tuple[str, int, str, str], list[Run]] = {}
     for r in runs:
+        grouped.setdefault((r.data, r.assocs, r.client, r.server), []).append(r)
+    return grouped
+
+
+def median_run(rounds: Sequence[Run]) -> Run:
+    """The round of median rate (the lower of the middle two), or the first failed.
+
+    A whole run, not field-wise medians, so that its seconds, rate and CPU belong
+    together; only the peak RSS is the highest of all rounds.
+    """
+    failed = [r for r in rounds if not r.ok]
+    if failed:
+        return failed[0]
+    chosen = sorted(rounds, key=lambda r: r.rate)[(len(rounds) - 1) // 2]
+    return dataclasses.replace(chosen, peak_mb=max(r.peak_mb for r in rounds))
+
+
+def runs_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+    """One row per server and cell: its median round, and every round's rate."""
+    header = ["data", "assocs", "client", "server", "instances", "s", "inst/s", "MB/s",
+              "peak RSS MB", "server CPU ms/inst", "client CPU ms/inst",
+              "inst/s by round"]  # fmt: skip
+    rows = []
+    for rounds in cells(runs).values():
+        r = median_run(rounds)
         rate = f"{r.rate:,.0f}" if r.ok else f"FAILED: {r.problem}"
+        each = " / ".join(f"{x.rate:,.0f}" if x.ok else "FAILED" for x in rounds)
         rows.append([
             r.data, str(r.assocs), r.client, r.server, f"{r.sent:,}", f"{r.seconds:.1f}", rate,
             f"{r.mbps:.1f}" if r.ok else "-", f"{r.peak_mb:.0f}",
-            f"{1000 * r.server_cpu / r.sent:.2f}", f"{1000 * r.client_cpu / r.sent:.2f}",
+            f"{1000 * r.server_cpu / r.sent:.2f}", f"{1000 * r.client_cpu / r.sent:.2f}", each,
         ])  # fmt: skip
     return header, rows
+
+
+def round_ratios(ours: Sequence[Run], theirs: Sequence[Run]) -> list[float] | None:
+    """Ours over theirs, round by round (each round runs both close in time); None
+    if any round of either failed."""
+    if len(ours) != len(theirs) or not all(r.ok for r in (*ours, *theirs)):
+        return None
+    return [a.rate / b.rate for a, b in zip(ours, theirs, strict=True)]
 
 
 def ratios_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[str]]:
@@ -349,26 +389,31 @@ def ratios_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[
     rows: list[list[str]] = []
     misses: list[str] = []
     keys = dict.fromkeys((r.data, r.assocs, r.client) for r in runs)
-    by = {(r.data, r.assocs, r.client, r.server): r for r in runs}
+    by = cells(runs)
     for data, assocs, client in keys:
-        ours = by.get((data, assocs, client, "archive-node"))
-        if ours is None:
+        our_rounds = by.get((data, assocs, client, "archive-node"))
+        if our_rounds is None:
             continue
+        ours = median_run(our_rounds)
         row = [data, str(assocs), client, f"{ours.rate:,.0f}" if ours.ok else "FAILED"]
         for other in others:
-            theirs = by.get((data, assocs, client, other))
+            their_rounds = by.get((data, assocs, client, other))
             target = TARGETS.get((data, other))
-            if theirs is None or not ours.ok or not theirs.ok:
+            ratios = None if their_rounds is None else round_ratios(our_rounds, their_rounds)
+            if their_rounds is None or ratios is None:
                 row.append("n/a")
                 continue
-            ratio = ours.rate / theirs.rate
+            # The median of the rounds' own ratios: a drift of the machine between
+            # rounds moves both servers of a round alike.
+            ratio = statistics.median(ratios)
+            spread = f" [{min(ratios):.2f}-{max(ratios):.2f}]" if len(ratios) > 1 else ""
             mark = "" if target is None else (" ok" if ratio >= target else " **miss**")
-            row.append(f"{ratio:.2f}x" + (f" (>= {target:g}){mark}" if target else ""))
+            row.append(f"{ratio:.2f}x{spread}" + (f" (>= {target:g}){mark}" if target else ""))
             if target is not None and ratio < target:
-                # What the target asks, in CPU at this run's cost per instance
-                # (ours and our client's): over the machine's cores, it cannot be
-                # met by overlapping work better, only by doing less.
-                needed = target * theirs.rate
+                # What the target asks, in CPU at our median round's cost per
+                # instance (ours and our client's): over the machine's cores, it
+                # cannot be met by overlapping work better, only by doing less.
+                needed = target * median_run(their_rounds).rate
                 cores = needed * (ours.server_cpu + ours.client_cpu) / ours.sent
                 misses.append(f"{data}, {assocs} assoc, {client}: {ratio:.2f}x {other}"
                               f" (target {target:g}x: {needed:,.0f}/s, which at this run's"
@@ -548,12 +593,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", help="comma list: ct,small")
     parser.add_argument("--assocs", default="1,4", help="comma list of association counts")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every server this many times per cell, in rotating order; report medians",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
         help="instead: our node under py-spy, flame graphs and top costs in DIR",
     )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, not {args.rounds}")
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
     work = work_folder(CACHE / "runs")
@@ -602,20 +655,22 @@ def measure(args: argparse.Namespace, plan: Plan, work: Path, started: float) ->
     for kind in chosen.kinds:
         for assocs in chosen.assocs:
             for client in chosen.clients:
-                # Rotate the order so that drifts in machine load hit every server alike.
-                order = chosen.servers[turn % len(chosen.servers):] + \
-                    chosen.servers[: turn % len(chosen.servers)]  # fmt: skip
-                turn += 1
-                for server in order:
-                    run = one_run(server, client, datasets[kind.name], assocs, work)
-                    runs.append(run)
-                    shown = f"{run.rate:8,.0f} inst/s {run.mbps:6.1f} MB/s" if run.ok \
-                        else f"FAILED: {run.problem}"  # fmt: skip
-                    print(
-                        f"  {kind.name:5} x{assocs} {client.name:13} {server.name:12}"
-                        f" {run.seconds:6.1f} s {shown}  peak {run.peak_mb:.0f} MB",
-                        flush=True,
-                    )
+                for rnd in range(args.rounds):
+                    # Rotate the order so that drifts in machine load hit every
+                    # server alike.
+                    order = chosen.servers[turn % len(chosen.servers):] + \
+                        chosen.servers[: turn % len(chosen.servers)]  # fmt: skip
+                    turn += 1
+                    for server in order:
+                        run = one_run(server, client, datasets[kind.name], assocs, work, rnd)
+                        runs.append(run)
+                        shown = f"{run.rate:8,.0f} inst/s {run.mbps:6.1f} MB/s" if run.ok \
+                            else f"FAILED: {run.problem}"  # fmt: skip
+                        print(
+                            f"  {kind.name:5} x{assocs} {client.name:13} {server.name:12}"
+                            f" r{rnd} {run.seconds:6.1f} s {shown}  peak {run.peak_mb:.0f} MB",
+                            flush=True,
+                        )
     info["load average"] += f", end {os.getloadavg()[0]:.2f}"
     info["peers"] = _versions()
     elapsed = time.perf_counter() - started
@@ -623,14 +678,27 @@ def measure(args: argparse.Namespace, plan: Plan, work: Path, started: float) ->
     rheader, rrows, misses = ratios_table(runs)
     notes = [
         *chosen.notes,
+        *(
+            [
+                f"{args.rounds} rounds: every server ran every cell {args.rounds} times, in"
+                " an order rotating from round to round; each row above is the server's"
+                " round of median rate (peak RSS: the highest of its rounds), and each"
+                " ratio is the median of the rounds' own ratios, lowest and highest in"
+                " brackets."
+            ]
+            if args.rounds > 1
+            else []
+        ),
         "qrscp gets a quarter of each data set (4 of the 16 sub-folders); its rates are"
         " per instance like the others'.",
         "peak RSS: the highest sum of VmHWM over the server and its live descendants,"
         " sampled every 0.1 s (storescp --fork: parent + per-association children, whose"
         " shared pages count once per process).",
     ]
+    rounds = f", {args.rounds} rounds" if args.rounds > 1 else ""
     report = "\n".join([
-        f"Measured {info['date']} ({'--quick' if args.quick else 'full run'}, {elapsed:.0f} s)",
+        f"Measured {info['date']} ({'--quick' if args.quick else 'full run'}{rounds},"
+        f" {elapsed:.0f} s)",
         "",
         *(f"- {k}: {v}" for k, v in info.items() if k != "date"),
         "",
