@@ -223,16 +223,21 @@ class Retriever:
         rather than leaving it to fail for want of an association.
         """
         while True:
-            self._sending += 1
-            try:
-                await self._send_queued(target)
-            finally:
-                self._sending -= 1
-                self._changed.set()
-            if not await self._more_put_back():
+            await self.send_queued(target)
+            if not await self.more_put_back():
                 return
 
-    async def _more_put_back(self) -> bool:
+    async def send_queued(self, target: StoreTarget) -> None:
+        """Send queued instances through ``target`` until the queue is empty or
+        cancelled; on a failure, put back the files opened ahead and raise."""
+        self._sending += 1
+        try:
+            await self._send_queued(target)
+        finally:
+            self._sending -= 1
+            self._changed.set()
+
+    async def more_put_back(self) -> bool:
         """Wait while the queue is empty and another worker sends; True if rows came."""
         while not self.queue and not self.cancelled:
             if not self._sending:
@@ -512,21 +517,29 @@ async def _move_worker(
     address: tuple[str, int],
     contexts: Sequence[tuple[str, Sequence[str]]],
 ) -> None:
-    """One association to the destination, sending until the queue is empty."""
-    if not retriever.queue or retriever.cancelled:
-        return
-    opened = False
-    try:
-        async with connect(destination, address, contexts) as target:
-            opened = True  # from here on, an error aborts the sub-association
-            await retriever.run(target)
-    except (SubAssociationError, OSError) as exc:
-        # OSError: a file failed in the middle of its C-STORE; that sub-operation
-        # is counted failed and the others go on the other associations or fail.
-        if opened:
-            log.warning("C-MOVE: association with %s ended: %s", destination, exc)
-        else:
-            log.warning("C-MOVE: cannot associate with %s: %s", destination, exc)
+    """Associations to the destination, one at a time, sending until the queue is empty.
+
+    Each is released as soon as the queue is empty, not held while the other
+    workers finish: a peer's association slots are not taken for nothing, and an
+    idle association is not left for the peer's idle timeout to drop under the
+    rows another worker may yet put back. For such rows a new one is opened.
+    """
+    while retriever.queue and not retriever.cancelled:
+        opened = False
+        try:
+            async with connect(destination, address, contexts) as target:
+                opened = True  # from here on, an error aborts the sub-association
+                await retriever.send_queued(target)
+        except (SubAssociationError, OSError) as exc:
+            # OSError: a file failed in the middle of its C-STORE; that sub-operation
+            # is counted failed and the others go on the other associations or fail.
+            if opened:
+                log.warning("C-MOVE: association with %s ended: %s", destination, exc)
+            else:
+                log.warning("C-MOVE: cannot associate with %s: %s", destination, exc)
+            return
+        if not await retriever.more_put_back():
+            return
 
 
 def c_get_provider(index: RetrieveIndex, files: InstanceFiles) -> Provider:

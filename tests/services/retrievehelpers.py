@@ -70,6 +70,8 @@ class Channel:
     #: ``abort_stall`` seconds into the next one.
     abort_after: int | None = None
     abort_stall: float = 0.0
+    #: How long the peer takes to store each instance.
+    store_seconds: float = 0.01
     #: Sub-operations begun once the cancel had been set (none should be).
     begun_after_cancel: list[str] = field(default_factory=list)
 
@@ -91,7 +93,7 @@ class Channel:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         data = b"".join([bytes(c) async for c in chunks])
-        await asyncio.sleep(0.01)  # the peer storing it
+        await asyncio.sleep(self.store_seconds)  # the peer storing it
         self.in_flight -= 1
         uid = command.affected_sop_instance_uid
         self.commands.append((context_id, command))

@@ -61,6 +61,8 @@ class Reachable:
         self.channels = list(channels)
         self.calls: list[tuple[str, tuple[str, int], list[tuple[str, list[str]]]]] = []
         self.closed: list[BaseException | None] = []
+        #: The channels in the order their associations ended.
+        self.closed_channels: list[Channel] = []
 
     @contextlib.asynccontextmanager
     async def __call__(
@@ -75,8 +77,10 @@ class Reachable:
             yield channel
         except BaseException as exc:
             self.closed.append(exc)
+            self.closed_channels.append(channel)
             raise
         self.closed.append(None)
+        self.closed_channels.append(channel)
 
 
 def move(
@@ -207,16 +211,41 @@ def test_rows_put_back_by_a_lost_association_go_on_another(
 ) -> None:
     """The first association holds two files (the one it sends, the next opened
     ahead) and is lost 0.3 s into its first C-STORE, long after the second sent
-    the other three and found the queue empty. The second waits for what the
-    first puts back and sends it: one failed, four completed, not two failed."""
+    the other three and found the queue empty. The second worker released its
+    association then, not held it idle; it waits for what the first puts back and
+    sends it on a new one: one failed, four completed, not two failed."""
+    contexts = [Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]
     channels = [
-        Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)], abort_after=0,
-                abort_stall=0.3),
-        Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]),
-    ]  # fmt: skip
-    responses = move(corpus_files, tmp_path, Reachable(channels), associations=2)
+        Channel(contexts, abort_after=0, abort_stall=0.3),
+        Channel(contexts),
+        Channel(contexts),
+    ]
+    connect = Reachable(channels)
+    responses = move(corpus_files, tmp_path, connect, associations=2)
     assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
-    assert [len(c.received) for c in channels] == [0, 4]
+    assert [len(c.received) for c in channels] == [0, 3, 1]
+    # Released (None: closed without error) before the first was lost.
+    assert connect.closed[0] is None
+    assert isinstance(connect.closed[1], SubAssociationError)
+    assert connect.closed[2:] == [None]
+
+
+def test_an_association_is_released_once_the_queue_is_empty(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """Two associations, one slow to store: the fast one, done with the queue, is
+    released at once rather than held open until the slow one ends; nothing is
+    put back, so no other association is opened."""
+    contexts = [Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]
+    slow = Channel(contexts, store_seconds=0.2)
+    fast = Channel(contexts)
+    connect = Reachable([slow, fast])
+    responses = move(corpus_files, tmp_path, connect, associations=2)
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    assert connect.closed_channels == [fast, slow]
+    assert connect.closed == [None, None]
+    assert len(slow.received) + len(fast.received) == 5
+    assert len(connect.calls) == 2
 
 
 def test_a_cancel_wakes_a_worker_waiting_for_rows(
