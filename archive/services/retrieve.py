@@ -202,6 +202,8 @@ class Retriever:
         #: ones waiting for such rows.
         self._sending = 0
         self._changed = asyncio.Event()
+        #: C-MOVE workers opening an association (they hold no rows yet).
+        self._connecting = 0
 
     @property
     def cancelled(self) -> bool:
@@ -236,6 +238,26 @@ class Retriever:
         finally:
             self._sending -= 1
             self._changed.set()
+
+    def connecting(self, delta: int) -> None:
+        """A C-MOVE worker begins (+1) or ends (-1) opening an association."""
+        self._connecting += delta
+        self._changed.set()
+
+    async def connect_for_put_back(self) -> bool:
+        """C-MOVE, a worker without an association: wait for rows another worker
+        puts back; True when this one is to open an association for them (counted
+        as :meth:`connecting`). One worker at a time: a few rows need no more, and
+        should its association be refused, the next waiter tries."""
+        while not self.cancelled:
+            if self.queue and not self._connecting:
+                self.connecting(+1)
+                return True
+            if not self.queue and not self._sending and not self._connecting:
+                return False
+            self._changed.clear()
+            await self._changed.wait()
+        return False
 
     async def more_put_back(self) -> bool:
         """Wait while the queue is empty and another worker sends; True if rows came."""
@@ -524,21 +546,34 @@ async def _move_worker(
     idle association is not left for the peer's idle timeout to drop under the
     rows another worker may yet put back. For such rows a new one is opened.
     """
-    while retriever.queue and not retriever.cancelled:
-        opened = False
+    if not retriever.queue or retriever.cancelled:
+        return
+    retriever.connecting(+1)
+    while True:
+        connecting, sent = True, False
         try:
             async with connect(destination, address, contexts) as target:
-                opened = True  # from here on, an error aborts the sub-association
+                # From here on, an error aborts the sub-association.
+                connecting = False
+                retriever.connecting(-1)
                 await retriever.send_queued(target)
+                sent = True
         except (SubAssociationError, OSError) as exc:
             # OSError: a file failed in the middle of its C-STORE; that sub-operation
             # is counted failed and the others go on the other associations or fail.
-            if opened:
-                log.warning("C-MOVE: association with %s ended: %s", destination, exc)
-            else:
+            if connecting:
                 log.warning("C-MOVE: cannot associate with %s: %s", destination, exc)
-            return
-        if not await retriever.more_put_back():
+            elif sent:  # the release failed: every sub-operation was answered
+                log.warning("C-MOVE: release of the association with %s: %s",
+                            destination, exc)  # fmt: skip
+            else:
+                log.warning("C-MOVE: association with %s ended: %s", destination, exc)
+            if not sent:
+                return
+        finally:
+            if connecting:
+                retriever.connecting(-1)
+        if not await retriever.connect_for_put_back():
             return
 
 

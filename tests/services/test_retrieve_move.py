@@ -55,10 +55,19 @@ class Unreachable:
 
 
 class Reachable:
-    """A Connect opening ``channels`` in turn, one per sub-association."""
+    """A Connect opening ``channels`` in turn, one per sub-association; a None
+    among them is an association refused. Each takes ``delay`` seconds to open."""
 
-    def __init__(self, channels: Sequence[Channel]) -> None:
+    def __init__(
+        self,
+        channels: Sequence[Channel | None],
+        delay: float = 0.0,
+        release_fails: set[int] | frozenset[int] = frozenset(),
+    ) -> None:
         self.channels = list(channels)
+        self.delay = delay
+        #: id() of the channels whose release fails after their last store.
+        self.release_fails = release_fails
         self.calls: list[tuple[str, tuple[str, int], list[tuple[str, list[str]]]]] = []
         self.closed: list[BaseException | None] = []
         #: The channels in the order their associations ended.
@@ -73,6 +82,9 @@ class Reachable:
     ) -> AsyncIterator[StoreTarget]:
         self.calls.append((called_ae, address, [(a, list(ts)) for a, ts in contexts]))
         channel = self.channels.pop(0)
+        await asyncio.sleep(self.delay)
+        if channel is None:
+            raise SubAssociationError("association rejected")
         try:
             yield channel
         except BaseException as exc:
@@ -81,6 +93,8 @@ class Reachable:
             raise
         self.closed.append(None)
         self.closed_channels.append(channel)
+        if id(channel) in self.release_fails:
+            raise SubAssociationError("the peer aborted instead of releasing")
 
 
 def move(
@@ -239,13 +253,60 @@ def test_an_association_is_released_once_the_queue_is_empty(
     contexts = [Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]
     slow = Channel(contexts, store_seconds=0.2)
     fast = Channel(contexts)
-    connect = Reachable([slow, fast])
+    spare = Channel(contexts)
+    connect = Reachable([slow, fast, spare])
     responses = move(corpus_files, tmp_path, connect, associations=2)
     assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
     assert connect.closed_channels == [fast, slow]
     assert connect.closed == [None, None]
-    assert len(slow.received) + len(fast.received) == 5
     assert len(connect.calls) == 2
+
+
+def test_rows_put_back_take_one_new_association_not_one_per_idle_worker(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """Three associations; the first is lost 0.3 s into its first C-STORE and puts
+    back the file it held ahead, when the other two have emptied the queue and
+    been released. One of them opens an association for it, not both."""
+    contexts = [Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]
+    channels = [Channel(contexts, abort_after=0, abort_stall=0.3)]
+    channels += [Channel(contexts) for _ in range(4)]
+    connect = Reachable(channels, delay=0.05)
+    responses = move(corpus_files, tmp_path, connect, associations=3)
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert len(connect.calls) == 4
+    assert [len(c.received) for c in channels[3:]] == [1, 0]
+
+
+def test_a_refused_association_for_rows_put_back_leaves_them_to_the_next_worker(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """As above, but the association opened for the row put back is refused: the
+    other idle worker tries in its turn and sends it."""
+    contexts = [Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]
+    lost = Channel(contexts, abort_after=0, abort_stall=0.3)
+    others = [Channel(contexts) for _ in range(3)]
+    connect = Reachable([lost, others[0], others[1], None, others[2]])
+    responses = move(corpus_files, tmp_path, connect, associations=3)
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert len(others[2].received) == 1
+    assert connect.closed[-1] is None
+
+
+def test_a_failed_release_does_not_end_the_worker(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """The second association sends its files, then its release fails (the peer
+    aborts instead of answering the A-RELEASE-RQ): every sub-operation on it was
+    answered, so its worker still opens a new association for the row the first,
+    lost later, puts back."""
+    contexts = [Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]
+    lost = Channel(contexts, abort_after=0, abort_stall=0.3)
+    second, third = Channel(contexts), Channel(contexts)
+    connect = Reachable([lost, second, third], release_fails={id(second)})
+    responses = move(corpus_files, tmp_path, connect, associations=2)
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert [len(c.received) for c in (lost, second, third)] == [0, 3, 1]
 
 
 def test_a_cancel_wakes_a_worker_waiting_for_rows(
