@@ -121,6 +121,13 @@ class HeaderError(StatusError):
     code: ClassVar[str] = "dicom.header"
     default_status: ClassVar[int] = Status.CANNOT_UNDERSTAND
 
+    def __init__(
+        self, message: str, status: int | None = None, *, offending: int | None = None
+    ) -> None:
+        super().__init__(message, status)
+        #: The tag at fault, for the response's Offending Element (0000,0901).
+        self.offending = offending
+
 
 def _cannot_understand(message: str) -> HeaderError:
     return HeaderError(message, Status.CANNOT_UNDERSTAND)
@@ -484,6 +491,12 @@ class HeaderReader:
         return decode_values(self._values, self._sequences, self._mode)
 
 
+SOP_CLASS_UID = 0x00080016
+SOP_INSTANCE_UID = 0x00080018
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+
+
 def check_store_request(
     attrs: InstanceAttributes, sop_class_uid: str, sop_instance_uid: str
 ) -> None:
@@ -502,25 +515,43 @@ def check_store_request(
       composite IOD (PS3.3 C.7.2.1, C.7.3.1), so such a data set is not an instance
       of its SOP Class: the data set was understood (not Cxxx), it does not conform
       (A9xx), and nothing temporary went wrong (not A7xx).
+
+    Each error names the element at fault (:attr:`HeaderError.offending`, for the
+    response's Offending Element) and says what is wrong in its first 64
+    characters (the Error Comment's limit); the UIDs follow, for the log.
     """
     mismatch = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
     command_class = sop_class_uid.rstrip("\0 ")
     command_instance = sop_instance_uid.rstrip("\0 ")
     if attrs.sop_class_uid != command_class:
         raise HeaderError(
-            f"SOP Class UID {attrs.sop_class_uid!r} in the data set, "
-            f"{command_class!r} in the command",
+            "SOP Class UID (0008,0016) differs from the command's:"
+            f" {attrs.sop_class_uid!r}, command {command_class!r}",
             mismatch,
+            offending=SOP_CLASS_UID,
         )
     if not attrs.sop_instance_uid:
-        raise HeaderError("SOP Instance UID (0008,0018) missing from the data set", mismatch)
+        raise HeaderError(
+            "SOP Instance UID (0008,0018) missing from the data set",
+            mismatch,
+            offending=SOP_INSTANCE_UID,
+        )
     if attrs.sop_instance_uid != command_instance:
         raise HeaderError(
-            f"SOP Instance UID {attrs.sop_instance_uid!r} in the data set, "
-            f"{command_instance!r} in the command",
+            "SOP Instance UID (0008,0018) differs from the command's:"
+            f" {attrs.sop_instance_uid!r}, command {command_instance!r}",
             mismatch,
+            offending=SOP_INSTANCE_UID,
         )
     if not attrs.study_instance_uid:
-        raise HeaderError("Study Instance UID (0020,000D) missing from the data set", mismatch)
+        raise HeaderError(
+            "Study Instance UID (0020,000D) missing from the data set",
+            mismatch,
+            offending=STUDY_INSTANCE_UID,
+        )
     if not attrs.series_instance_uid:
-        raise HeaderError("Series Instance UID (0020,000E) missing from the data set", mismatch)
+        raise HeaderError(
+            "Series Instance UID (0020,000E) missing from the data set",
+            mismatch,
+            offending=SERIES_INSTANCE_UID,
+        )

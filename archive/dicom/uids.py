@@ -43,6 +43,7 @@ __all__ = [
     "VERIFICATION",
     "is_valid_uid",
     "name",
+    "usable_uid",
 ]
 
 #: Verification SOP Class, PS3.4 A.4.
@@ -280,6 +281,14 @@ _UID_RE = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 def is_valid_uid(uid: str) -> bool:
     """Whether ``uid`` is a well-formed UID per PS3.5 9.1 (syntax only, not registry)."""
     return 0 < len(uid) <= 64 and _UID_RE.fullmatch(uid) is not None
+
+
+def usable_uid(uid: str) -> bool:
+    """Whether ``uid`` can identify a stored instance: digits and dots, 1-64
+    characters, no empty component. Laxer than :func:`is_valid_uid` in one way
+    only: a component with a leading zero passes, as modalities send such UIDs
+    and other archives (DCMTK, Orthanc) store them."""
+    return 0 < len(uid) <= 64 and not uid.strip("0123456789.") and "" not in uid.split(".")
 
 
 def name(uid: str) -> str:

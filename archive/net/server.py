@@ -35,6 +35,7 @@ from archive.dicom.errors import (
     RejectSource,
     RemoteProtocolError,
 )
+from archive.dicom.uids import name as uid_name
 from archive.dicom.ul.machine import Role, UpperLayer
 from archive.dicom.ul.negotiation import AcceptorPolicy, Negotiated, negotiate
 from archive.dicom.ul.pdu import AAssociateAc, AAssociateRj, AAssociateRq, AReleaseRq
@@ -281,6 +282,23 @@ class Server:
         if isinstance(command, CCancelRq):
             return  # nothing is running, so there is nothing to cancel
         dataset = _fragments(assoc) if command.has_dataset and identifier is None else None
+        affected = getattr(command, "affected_sop_class_uid", None)
+        if affected is not None and affected != context.abstract_syntax:
+            # A message belongs to the SOP Class of its presentation context
+            # (PS3.7 9.1, PS3.8 7.1.1.13): answered as a class we do not support
+            # there (PS3.7 C.5), not served under a class nobody negotiated.
+            log.warning(
+                "%s for SOP Class %s on presentation context %d (%s): refused",
+                type(command).__name__,
+                uid_name(affected),
+                received.context_id,
+                uid_name(context.abstract_syntax),
+            )
+            await self._refuse(
+                assoc, received, dataset, Status.SOP_CLASS_NOT_SUPPORTED,
+                "SOP Class is not the presentation context's",
+            )  # fmt: skip
+            return
         request = Request(
             command=command,
             context_id=received.context_id,
@@ -297,11 +315,10 @@ class Server:
         )
         provider = self.registry.provider_for(command)
         if provider is None:
-            response = failure(
-                command, Status.SOP_CLASS_NOT_SUPPORTED, "no provider for this operation here"
-            )
-            if response is not None:
-                await assoc.send(received.context_id, response.command)
+            await self._refuse(
+                assoc, received, dataset, Status.SOP_CLASS_NOT_SUPPORTED,
+                "no provider for this operation here",
+            )  # fmt: skip
             return
         try:
             async with _closing(provider(request)) as responses:
@@ -316,6 +333,26 @@ class Server:
                         operation.final_sent = True
         except DatasetInterrupted:
             return  # the association is gone; the provider has cleaned up
+
+    @staticmethod
+    async def _refuse(
+        assoc: Association,
+        received: CommandReceived,
+        dataset: AsyncIterator[memoryview] | None,
+        status: int,
+        comment: str,
+    ) -> None:
+        """Answer a request with a failure, after reading its data set to the end
+        (the peer sends it whatever we answer)."""
+        if dataset is not None:
+            try:
+                async for _ in dataset:
+                    pass
+            except DatasetInterrupted:
+                return  # the association is gone
+        response = failure(received.command, status, comment)
+        if response is not None:
+            await assoc.send(received.context_id, response.command)
 
     def _log(self, assoc: Association, rq: AAssociateRq | None) -> None:
         host, port = assoc.conn.peer

@@ -41,6 +41,7 @@ import msgspec
 from archive.dicom.dimse import CStoreRq, CStoreRsp, Status
 from archive.dicom.filemeta import FileMeta, encode_file_meta
 from archive.dicom.header import HeaderError, HeaderReader, InstanceAttributes, check_store_request
+from archive.dicom.uids import usable_uid
 from archive.errors import ArchiveError
 from archive.index import DuplicateInstanceError, StoredInstance
 from archive.services.base import DatasetInterrupted, Provider, Request, Response
@@ -88,6 +89,8 @@ class Index(Protocol):
 class Outcome(msgspec.Struct, frozen=True):
     status: int
     comment: str = ""
+    #: The tag at fault, for the response's Offending Element (0000,0901).
+    offending: int | None = None
 
 
 #: Success with this C-STORE's file indexed. Compared by identity: the duplicate
@@ -120,6 +123,16 @@ class Ingest:
         fragments: AsyncIterator[memoryview],
     ) -> Outcome:
         """Store one instance from its data set fragments; the status to answer."""
+        if not usable_uid(sop_instance_uid):
+            # PS3.7 C.5: 0117 Invalid SOP Instance, for a UID that breaks the
+            # construction rules (PS3.5 9.1); checked before anything is written.
+            await _drain(fragments)
+            return _refused(
+                sop_instance_uid,
+                Outcome(
+                    Status.INVALID_OBJECT_INSTANCE, "Affected SOP Instance UID is not a valid UID"
+                ),
+            )
         meta = encode_file_meta(
             FileMeta(
                 media_storage_sop_class_uid=sop_class_uid,
@@ -161,7 +174,7 @@ class Ingest:
             return outcome
         except HeaderError as exc:
             await _drain(fragments)
-            return Outcome(exc.status, str(exc))
+            return _refused(sop_instance_uid, Outcome(exc.status, str(exc), exc.offending))
         except ArchiveError as exc:
             if isinstance(exc, DatasetInterrupted):
                 raise
@@ -222,9 +235,12 @@ class Ingest:
                 log.warning("instance %s already held with other content: kept", uid)
                 return _KEPT
             if self.duplicates == "reject":
-                return Outcome(
-                    Status.DUPLICATE_SOP_INSTANCE,
-                    "SOP Instance UID already held with other content",
+                return _refused(
+                    uid,
+                    Outcome(
+                        Status.DUPLICATE_SOP_INSTANCE,
+                        "SOP Instance UID already held with other content",
+                    ),
                 )
         # A replacement, or a file nobody indexed at the first place (debris of
         # an older failure): either way the new version goes beside it, and the
@@ -266,6 +282,15 @@ _IDENTICAL = Outcome(Status.SUCCESS)
 _KEPT = Outcome(Status.SUCCESS)
 
 
+def _refused(sop_instance_uid: str, outcome: Outcome) -> Outcome:
+    """Log a store refused for what was sent (not for want of resources), and
+    return its outcome: the SCU's operator has the status, the node's the why."""
+    log.warning(
+        "instance %r refused, status 0x%04X: %s", sop_instance_uid, outcome.status, outcome.comment
+    )
+    return outcome
+
+
 async def _drain(fragments: AsyncIterator[memoryview]) -> None:
     """Consume the rest of a data set we will not store (the peer still sends it)."""
     async for _ in fragments:
@@ -278,20 +303,27 @@ def c_store_provider(ingest: Ingest) -> Provider:
     async def c_store(request: Request) -> AsyncIterator[Response]:
         command = request.command
         assert isinstance(command, CStoreRq)
-        assert request.dataset is not None
-        outcome = await ingest.ingest(
-            sop_class_uid=command.affected_sop_class_uid,
-            sop_instance_uid=command.affected_sop_instance_uid,
-            transfer_syntax=request.transfer_syntax,
-            source_ae=request.calling_ae,
-            fragments=request.dataset,
-        )
+        if request.dataset is None:
+            # Command Data Set Type (0000,0800) said none: PS3.7 9.3.1.1 requires one.
+            outcome = _refused(
+                command.affected_sop_instance_uid,
+                Outcome(Status.CANNOT_UNDERSTAND, "C-STORE-RQ without a data set"),
+            )
+        else:
+            outcome = await ingest.ingest(
+                sop_class_uid=command.affected_sop_class_uid,
+                sop_instance_uid=command.affected_sop_instance_uid,
+                transfer_syntax=request.transfer_syntax,
+                source_ae=request.calling_ae,
+                fragments=request.dataset,
+            )
         yield Response(
             CStoreRsp(
                 message_id_being_responded_to=command.message_id,
                 affected_sop_class_uid=command.affected_sop_class_uid,
                 affected_sop_instance_uid=command.affected_sop_instance_uid,
                 status=outcome.status,
+                offending_element=None if outcome.offending is None else (outcome.offending,),
                 error_comment=outcome.comment[:64] if outcome.comment else None,
             )
         )

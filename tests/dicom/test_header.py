@@ -302,34 +302,53 @@ def test_check_store_request_accepts_a_match() -> None:
 
 
 @pytest.mark.parametrize(
-    ("attrs", "message"),
+    ("attrs", "message", "offending"),
     [
         (
             _attrs(sop_class_uid="1.2.840.10008.5.1.4.1.1.2"),
-            "SOP Class UID '1.2.840.10008.5.1.4.1.1.2' in the data set, "
-            "'1.2.840.10008.5.1.4.1.1.7' in the command",
+            "SOP Class UID (0008,0016) differs from the command's:"
+            " '1.2.840.10008.5.1.4.1.1.2', command '1.2.840.10008.5.1.4.1.1.7'",
+            0x00080016,
         ),
         (
             _attrs(sop_class_uid=""),
-            "SOP Class UID '' in the data set, '1.2.840.10008.5.1.4.1.1.7' in the command",
+            "SOP Class UID (0008,0016) differs from the command's:"
+            " '', command '1.2.840.10008.5.1.4.1.1.7'",
+            0x00080016,
         ),
-        (_attrs(sop_instance_uid=""), "SOP Instance UID (0008,0018) missing from the data set"),
+        (
+            _attrs(sop_instance_uid=""),
+            "SOP Instance UID (0008,0018) missing from the data set",
+            0x00080018,
+        ),
         (
             _attrs(sop_instance_uid="1.2.3.4.6"),
-            "SOP Instance UID '1.2.3.4.6' in the data set, '1.2.3.4.5' in the command",
+            "SOP Instance UID (0008,0018) differs from the command's:"
+            " '1.2.3.4.6', command '1.2.3.4.5'",
+            0x00080018,
         ),
-        (_attrs(study_instance_uid=""), "Study Instance UID (0020,000D) missing from the data set"),
+        (
+            _attrs(study_instance_uid=""),
+            "Study Instance UID (0020,000D) missing from the data set",
+            0x0020000D,
+        ),
         (
             _attrs(series_instance_uid=""),
             "Series Instance UID (0020,000E) missing from the data set",
+            0x0020000E,
         ),
     ],
 )
-def test_check_store_request_failures(attrs: InstanceAttributes, message: str) -> None:
+def test_check_store_request_failures(
+    attrs: InstanceAttributes, message: str, offending: int
+) -> None:
     with pytest.raises(HeaderError) as info:
         check_store_request(attrs, UIDS["sop_class_uid"], UIDS["sop_instance_uid"])
     assert info.value.status == DOES_NOT_MATCH
     assert str(info.value) == message
+    assert info.value.offending == offending
+    # What is wrong fits the 64 characters of an Error Comment; the UIDs follow.
+    assert len(message.split(":")[0]) <= 64
     assert info.value.code == "dicom.header"
 
 

@@ -33,6 +33,7 @@ from tests.store.helpers import (
     CT_IMAGE,
     DOES_NOT_MATCH,
     DUPLICATE,
+    INVALID_SOP_INSTANCE,
     NATIVE,
     SECONDARY_CAPTURE,
     SUCCESS,
@@ -551,13 +552,50 @@ def test_concurrent_identical_duplicates_store_one_file(node: RunningNode) -> No
     assert leftovers(root) == []
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "1.2.3/../../xxxxxx",  # would name a file elsewhere
+        "1.2.3.4.A5",
+        "1.2.3.4\u00e9",  # not even ASCII (once aborted the association)
+        "1." + "2" * 70,  # over 64 characters
+        "1..2",
+        "1.2.",
+    ],
+)
+def test_invalid_uid_in_command(node: RunningNode, bad: str) -> None:
+    """A command's SOP Instance UID that breaks the construction rules (PS3.5 9.1):
+    0117 Invalid SOP Instance (PS3.7 C.5), nothing written anywhere, and the
+    association goes on: the next store on it succeeds."""
+    placeholder = "1.2.3.444444444444"
+    data = encode_dataset(make_dataset(sop_instance_uid=placeholder), EXPLICIT_VR_LE)
+    item = Item(CT_IMAGE, bad, data.replace(placeholder.encode(), bad.encode("latin-1")))
+    good = Item.of(make_dataset(pixel_bytes=64), EXPLICIT_VR_LE)
+    statuses = archive_store(node.port, [item, good], EXPLICIT_VR_LE)
+    assert statuses == [INVALID_SOP_INSTANCE, SUCCESS]
+    root = data_dir(node)
+    assert instance_files(root) == [stored_path(root, good.uid)]
+    assert leftovers(root) == []
+    assert not any(p.name.startswith("xxxxxx") for p in root.parent.rglob("*"))
+
+
+def test_uid_with_a_leading_zero_component_is_stored(node: RunningNode) -> None:
+    """A leading zero in a component breaks PS3.5 9.1 too, but modalities send such
+    UIDs and other archives store them: so do we."""
+    placeholder, uid = "1.2.840.9113654.2.70.1.1234", "1.2.840.0113654.2.70.1.1234"
+    data = encode_dataset(make_dataset(sop_instance_uid=placeholder), EXPLICIT_VR_LE)
+    item = Item(CT_IMAGE, uid, data.replace(placeholder.encode(), uid.encode()))
+    assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [SUCCESS]
+    assert read_stored(data_dir(node), uid)[1] == item.data
+
+
 def test_unsafe_uid_in_command(node: RunningNode) -> None:
     """A command UID that cannot name a file: refused, nothing written anywhere."""
     placeholder, bad = "1.2.3.444444444444", "1.2.3/../../xxxxxx"
     data = encode_dataset(make_dataset(sop_instance_uid=placeholder), EXPLICIT_VR_LE)
     item = Item(CT_IMAGE, bad, data.replace(placeholder.encode(), bad.encode()))
     statuses = archive_store(node.port, [item], EXPLICIT_VR_LE)
-    assert statuses == [CANNOT_UNDERSTAND]
+    assert statuses == [INVALID_SOP_INSTANCE]
     root = data_dir(node)
     assert instance_files(root) == []
     assert leftovers(root) == []

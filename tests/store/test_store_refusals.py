@@ -1,0 +1,149 @@
+"""C-STORE requests refused for what they are, over a raw association: the status
+PS3.4 / PS3.7 name, the related fields, a WARNING in the node's log, nothing
+stored, and the association going on (the next store on it succeeds)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from pydicom.dataset import Dataset
+
+from archive.dicom.dimse import CFindRq, CFindRsp, CStoreRq, CStoreRsp, command_pdus
+from archive.dicom.dimse.command import Command, decode_command
+from archive.dicom.uids import EXPLICIT_VR_LE, STUDY_ROOT_QR_FIND, VERIFICATION
+from archive.dicom.ul.pdu import AAssociateAc
+from tests.conftest import RunningNode
+from tests.net.rawpeer import RawPeer, p_data_pdu
+from tests.store.helpers import (
+    CANNOT_UNDERSTAND,
+    CT_IMAGE,
+    DOES_NOT_MATCH,
+    SECONDARY_CAPTURE,
+    SUCCESS,
+    Item,
+    data_dir,
+    encode_dataset,
+    instance_files,
+    leftovers,
+    make_dataset,
+    stored_path,
+)
+
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+
+def _associate(node: RunningNode) -> tuple[RawPeer, int]:
+    peer = RawPeer(node.host, node.port, timeout=10)
+    ac = peer.associate(
+        calling_ae="RAWSCU", contexts=[(CT_IMAGE, [EXPLICIT_VR_LE])], max_pdu_length=65536
+    )
+    assert isinstance(ac, AAssociateAc)
+    (context,) = ac.contexts
+    assert context.result == 0
+    return peer, context.id
+
+
+def _send(peer: RawPeer, context_id: int, command: Command, data: bytes | None) -> Command:
+    """One request (its data set in 16 kB PDVs), and the response's command set."""
+    for pdu in command_pdus(context_id, command, 65536):
+        peer.send(bytes(pdu))
+    if data is not None:
+        chunks = [data[i : i + 16_000] for i in range(0, len(data), 16_000)]
+        for n, chunk in enumerate(chunks):
+            peer.send(p_data_pdu(context_id, 0x02 if n == len(chunks) - 1 else 0x00, chunk))
+    pdu = peer.recv_pdu()
+    assert pdu[0] == 0x04, f"not a P-DATA-TF: {pdu[:1]!r}"
+    (length,) = struct.unpack_from(">L", pdu, 6)
+    control = pdu[11]
+    assert control == 0x03, "a command set in one PDV"
+    return decode_command(pdu[12 : 10 + length])
+
+
+def _store(peer: RawPeer, context_id: int, item: Item, message_id: int = 1) -> CStoreRsp:
+    rq = CStoreRq(
+        message_id=message_id,
+        affected_sop_class_uid=item.sop_class,
+        affected_sop_instance_uid=item.uid,
+    )
+    rsp = _send(peer, context_id, rq, item.data)
+    assert isinstance(rsp, CStoreRsp)
+    return rsp
+
+
+@pytest.mark.parametrize("sop_class", [SECONDARY_CAPTURE, VERIFICATION, STUDY_ROOT_QR_FIND])
+def test_a_store_under_another_class_than_its_context_is_0122(
+    node: RunningNode, sop_class: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A C-STORE whose Affected SOP Class UID is not its presentation context's
+    abstract syntax (CT Image here): 0122 Refused: SOP Class not supported (PS3.7
+    C.5), not stored under a class nobody negotiated."""
+    item = Item.of(make_dataset(sop_class=sop_class, pixel_bytes=64), EXPLICIT_VR_LE)
+    good = Item.of(make_dataset(pixel_bytes=64), EXPLICIT_VR_LE)
+    peer, context_id = _associate(node)
+    with peer, caplog.at_level("WARNING", logger="archive.net"):
+        rsp = _store(peer, context_id, item)
+        assert rsp.status == SOP_CLASS_NOT_SUPPORTED
+        assert rsp.affected_sop_instance_uid == item.uid
+        assert _store(peer, context_id, good, 2).status == SUCCESS
+    root = data_dir(node)
+    assert instance_files(root) == [stored_path(root, good.uid)]
+    assert leftovers(root) == []
+    assert any("refused" in r.getMessage() for r in caplog.records)
+
+
+def test_a_find_on_a_storage_context_is_0122(node: RunningNode) -> None:
+    """The same rule for any request: a C-FIND on the CT Image context."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = ""
+    peer, context_id = _associate(node)
+    with peer:
+        rq = CFindRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_QR_FIND)
+        rsp = _send(peer, context_id, rq, encode_dataset(identifier, EXPLICIT_VR_LE))
+        assert isinstance(rsp, CFindRsp)
+        assert rsp.status == SOP_CLASS_NOT_SUPPORTED
+        assert rsp.message_id_being_responded_to == 3
+
+
+def test_a_store_without_a_data_set_is_c000(
+    node: RunningNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Command Data Set Type (0000,0800) saying "none" on a C-STORE-RQ, which must
+    carry one (PS3.7 9.3.1.1): C000 Cannot understand, no traceback, no abort."""
+    good = Item.of(make_dataset(pixel_bytes=64), EXPLICIT_VR_LE)
+    peer, context_id = _associate(node)
+    with peer, caplog.at_level("WARNING", logger="archive"):
+        rq = CStoreRq(
+            message_id=1,
+            affected_sop_class_uid=CT_IMAGE,
+            affected_sop_instance_uid=good.uid,
+            has_dataset=False,
+        )
+        rsp = _send(peer, context_id, rq, None)
+        assert isinstance(rsp, CStoreRsp)
+        assert rsp.status == CANNOT_UNDERSTAND
+        assert rsp.error_comment == "C-STORE-RQ without a data set"
+        assert _store(peer, context_id, good, 2).status == SUCCESS
+    assert not any(r.levelname == "ERROR" for r in caplog.records)
+    assert any("refused, status 0xC000" in r.getMessage() for r in caplog.records)
+
+
+def test_a_mismatch_names_the_offending_element_and_is_logged(
+    node: RunningNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The data set's SOP Instance UID differs from the command's: A900 with
+    Offending Element (0008,0018) and an Error Comment that says so within its 64
+    characters (PS3.4 Table B.2-1); the node logs the refusal at WARNING."""
+    item = Item.of(make_dataset(pixel_bytes=64), EXPLICIT_VR_LE)
+    other = Item(item.sop_class, item.uid[:-1] + ("1" if item.uid[-1] != "1" else "2"), item.data)
+    peer, context_id = _associate(node)
+    with peer, caplog.at_level("WARNING", logger="archive.store"):
+        rsp = _store(peer, context_id, other)
+    assert rsp.status == DOES_NOT_MATCH
+    assert rsp.offending_element == (0x00080018,)
+    assert rsp.error_comment is not None
+    assert rsp.error_comment.startswith("SOP Instance UID (0008,0018) differs from the command")
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"'{other.uid}' refused, status 0xA900" in m for m in messages), messages
+    assert leftovers(data_dir(node)) == []
