@@ -268,10 +268,18 @@ def _decode_run(run: bytes, g0_multi: str, g0_escape: bytes, g1: str) -> str:
 def decode_person_name(value: bytes, codecs: Sequence[str]) -> str:
     """Decode a PN value, PS3.5 6.2.1: component groups joined by ``=``.
 
-    Trailing empty component groups are dropped (PS3.5 6.2.1.1 lets a sender omit
-    them), so ``Smith^John==`` and ``Smith^John`` index alike.
+    Trailing empty components and component groups are dropped (PS3.5 6.2.1.1
+    lets a sender omit them, with their delimiters), so ``Smith^John^^^``,
+    ``Smith^John==`` and ``Smith^John`` index, and match, alike.
     """
-    return decode_text(value, codecs, PN_DELIMITERS).rstrip("=")
+    text = decode_text(value, codecs, PN_DELIMITERS)
+    # Trailing spaces are padding (PS3.5 Table 6.2-1): "DOE^JOHN^^^ " ends with "^".
+    return "\\".join(_trimmed_person_name(name.rstrip(" ")) for name in text.split("\\"))
+
+
+def _trimmed_person_name(name: str) -> str:
+    """One decoded PN value without its trailing empty components and groups."""
+    return "=".join(group.rstrip("^") for group in name.split("=")).rstrip("=")
 
 
 def decode_value(value: bytes, vr: str, codecs: Sequence[str]) -> str:

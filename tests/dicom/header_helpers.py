@@ -23,6 +23,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
+from pydicom.valuerep import PersonName
 
 from archive.dicom import uids
 from archive.dicom.header import (
@@ -149,12 +150,22 @@ def expected(ds: Dataset) -> InstanceAttributes:
         elif value is None:
             fields[name] = ""
         elif isinstance(value, pydicom.multival.MultiValue):
-            fields[name] = "\\".join(str(v) for v in value)
+            fields[name] = "\\".join(_person_name(v) for v in value)
+        elif isinstance(value, PersonName):
+            fields[name] = _person_name(value)
         elif name in _DATES:
             fields[name] = as_indexed_date(str(value))
         else:
             fields[name] = str(value)
     return InstanceAttributes(**fields)
+
+
+def _person_name(value: object) -> str:
+    """A PN as the index holds it: each component group without its trailing empty
+    components, no trailing empty groups (PS3.5 6.2.1.1); another value as text."""
+    if not isinstance(value, PersonName):
+        return str(value)
+    return "=".join(group.rstrip("^") for group in value.components).rstrip("=")
 
 
 def _sequence(items: Any, info: KeyInfo) -> str:

@@ -415,6 +415,26 @@ def test_pn_group_delimiter_inside_a_kanji_is_not_a_delimiter() -> None:
     assert decode_person_name(value, codecs) == "Yo^Go=予^五"
 
 
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        (b"DOE^JOHN^^^", "DOE^JOHN"),
+        (b"DOE^JOHN^^^ ", "DOE^JOHN"),  # a query value keeps its padding
+        (b"DOE^JOHN==", "DOE^JOHN"),
+        (b"DOE^^^^=X^^", "DOE=X"),
+        (b"^^^=X", "=X"),
+        (b"^^^^", ""),
+        (b"A^^\\B^C^^ ", "A\\B^C"),  # each value of a multi-valued one
+        (b"DOE^^A", "DOE^^A"),  # an empty middle component stays
+        (b" DOE^JOHN", " DOE^JOHN"),  # leading spaces are not padding
+    ],
+)
+def test_pn_trailing_empty_components_and_groups_are_dropped(raw: bytes, name: str) -> None:
+    """PS3.5 6.2.1.1: a sender may omit trailing empty components and groups, with
+    their delimiters, so the forms with and without them index and match alike."""
+    assert decode_person_name(raw, python_codecs([])) == name
+
+
 def test_delimiter_resets_g1_to_the_initial_set() -> None:
     codecs = python_codecs(["", "ISO 2022 IR 149"])
     hong = "홍".encode("euc_kr")

@@ -61,7 +61,7 @@ def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
         await index.close()
 
     run(main())
-    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(6,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(7,)]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
     names = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert names == TABLES
@@ -92,10 +92,10 @@ def test_newer_database_is_refused(tmp_path: Path) -> None:
 
     async def main() -> None:
         await (await Index.open(db)).close()
-        execute(db, "PRAGMA user_version = 7")
+        execute(db, f"PRAGMA user_version = {LATEST + 1}")
         with pytest.raises(SchemaVersionError) as caught:
             await Index.open(db)
-        assert caught.value.found == 7
+        assert caught.value.found == LATEST + 1
         assert caught.value.supported == LATEST
         assert caught.value.path == str(db)
         assert caught.value.code == "index.schema_too_new"
@@ -103,7 +103,7 @@ def test_newer_database_is_refused(tmp_path: Path) -> None:
 
     run(main())
     # Refusal changed nothing.
-    assert query(db, "PRAGMA user_version") == [(7,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST + 1,)]
 
 
 def test_a_version_1_index_gains_the_journal_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -289,6 +289,52 @@ def test_a_version_3_index_gets_sequence_columns_and_matches_new_instances(
         (HEADER_VERSION,),
     ]
     assert query(db, "SELECT task FROM maintenance") == [("reindex",)]
+
+
+def test_migration_7_trims_the_person_names_indexed_before(tmp_path: Path) -> None:
+    """0007: names indexed with trailing empty components (before names were read
+    without them) lose them, group by group, so that a query in either form finds
+    them; names without them, and the instance rows, are left as they were."""
+    db = tmp_path / "index.db"
+    names = {
+        "P1": ("DOE^JOHN^^^", "DOE^JOHN"),
+        "P2": (
+            "YAMADA^TARO^^=\u5c71\u7530^\u592a\u90ce^^",
+            "YAMADA^TARO=\u5c71\u7530^\u592a\u90ce",
+        ),
+        "P3": ("^^^=X^", "=X"),
+        "P4": ("ROE^JANE", "ROE^JANE"),
+    }
+
+    async def make() -> None:
+        async with await Index.open(db) as index:
+            for n, patient in enumerate(names, 1):
+                await index.add(make_instance(n, study=f"1.2.{n}", patient_id=patient))
+
+    run(make())
+    # As an index made before 0007 holds them (they are trimmed on the way in now).
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        for patient, (raw, _) in names.items():
+            conn.execute(
+                "UPDATE patient SET patient_name = ?, patient_name_folded = ? WHERE patient_id = ?",
+                (raw, raw.casefold(), patient),
+            )
+    execute(db, "UPDATE study SET referring_physician_name = 'SMITH^^^'")
+    instances = query(db, "SELECT * FROM instance ORDER BY pk")
+    execute(db, "PRAGMA user_version = 6")
+    run(_reopen(db))
+    assert query(db, "PRAGMA user_version") == [(7,)]
+    got = dict(query(db, "SELECT patient_id, patient_name FROM patient"))
+    assert got == {patient: trimmed for patient, (_, trimmed) in names.items()}
+    folded = dict(query(db, "SELECT patient_id, patient_name_folded FROM patient"))
+    assert folded == {patient: trimmed.casefold() for patient, (_, trimmed) in names.items()}
+    assert query(db, "SELECT DISTINCT referring_physician_name FROM study") == [("SMITH",)]
+    assert query(db, "SELECT * FROM instance ORDER BY pk") == instances
+
+
+async def _reopen(db: Path) -> None:
+    index = await Index.open(db)
+    await index.close()
 
 
 def test_image_queries_on_a_document_title_use_the_partial_index(tmp_path: Path) -> None:

@@ -408,7 +408,9 @@ def expected_attributes(ds: Dataset, *, patient: bool = True) -> dict[str, objec
     """What the index should hold for ``ds``, as pydicom decodes it (PS3.5 6.1).
 
     Person names are compared as their component groups joined by ``=`` (PS3.5
-    6.2.1), not pydicom's formatted ``str()``, which drops empty components.
+    6.2.1), not pydicom's formatted ``str()``, which drops empty components, each
+    group without its trailing empty components (PS3.5 6.2.1.1 lets a sender omit
+    them, and the index does).
     """
     out: dict[str, object] = {}
     for name, keyword, integer in (*_PATIENT_LEVEL, *_OTHER_LEVELS) if patient else _OTHER_LEVELS:
@@ -416,7 +418,7 @@ def expected_attributes(ds: Dataset, *, patient: bool = True) -> dict[str, objec
         if integer:
             out[name] = None if value is None or value == "" else int(value)
         elif isinstance(value, PersonName):
-            out[name] = "=".join(value.components).rstrip("=")
+            out[name] = "=".join(c.rstrip("^") for c in value.components).rstrip("=")
         else:
             out[name] = "" if value is None else str(value).strip(" \0")
         if name.endswith("_date"):
