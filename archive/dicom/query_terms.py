@@ -111,9 +111,37 @@ def key_terms(info_vr: str, text: str, *, fold: bool, literal: bool) -> tuple[Te
             terms.append(Term(MatchKind.SINGLE, str(number)))
         elif not literal and info_vr in WILDCARD_VRS and ("*" in alternative or "?" in alternative):
             terms.append(Term(MatchKind.WILDCARD, alternative))
+            if info_vr == "PN":
+                terms.extend(_shorter_names(alternative))
         else:
             terms.append(Term(MatchKind.SINGLE, alternative))
     return tuple(terms) or None
+
+
+def _shorter_names(pattern: str) -> list[Term]:
+    """The forms a PN wild card pattern also matches as names are indexed: without
+    trailing empty components and groups (PS3.5 6.2.1.1, ``charset.decode_person_name``).
+
+    ``DOE^*`` matches ``DOE^``, one name with ``DOE``, which is how the index
+    holds it: so ``DOE`` matches too. Each trailing component (then group) that
+    is nothing but ``*`` may be absent from the held name; each shorter pattern
+    is one more alternative (none that would be empty).
+    """
+    shorter: list[Term] = []
+    groups = pattern.split("=")
+    while True:
+        components = groups[-1].split("^")
+        if len(components) > 1 and not components[-1].strip("*"):
+            groups[-1] = "^".join(components[:-1])
+        elif len(groups) > 1 and not groups[-1].strip("*"):
+            groups.pop()
+        else:
+            return shorter
+        name = "=".join(groups)
+        if not name:
+            return shorter
+        wild = "*" in name or "?" in name
+        shorter.append(Term(MatchKind.WILDCARD if wild else MatchKind.SINGLE, name))
 
 
 def key_vr(element: Element) -> str:

@@ -221,6 +221,17 @@ MATCHING = [
     ("PatientName", "SM?TH", "SMTH", False),
     ("PatientName", "?*", "", True),  # Required: unknown matches
     ("PatientName", "smith*", "SMITH^J", False),
+    # Names are held without trailing empty components (PS3.5 6.2.1.1): a key that
+    # has them matches without them, and a wild card component after the last
+    # caret may match an absent one. Stored "DOE" may have been sent as "DOE^".
+    ("PatientName", "DOE^JOHN^^^", "DOE^JOHN", True),
+    ("PatientName", "DOE^*", "DOE", True),
+    ("PatientName", "DOE^*", "DOEX", False),
+    ("PatientName", "DOE^*^*", "DOE^JOHN", True),
+    ("PatientName", "ROE^JANE^*", "ROE^JANE", True),
+    ("PatientName", "POE^JO=*", "POE^JO", True),
+    ("PatientName", "DOE^?", "DOE", False),
+    ("PatientName", "DOE^J*", "DOE", False),
     ("StudyDescription", "A[B*", "A[BC", True),  # "[" is no class, in DICOM
     ("StudyDescription", "A[B*", "AB", False),
     ("StudyDescription", "*.*", "CT.HEAD", True),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from archive.dicom.attributes import HEADER_VERSION
+from archive.dicom.charset import decode_person_name, python_codecs
 from archive.dicom.dataset import Element
 from archive.index import Index, SchemaVersionError
 from archive.index.query import find_statements
@@ -291,20 +292,33 @@ def test_a_version_3_index_gets_sequence_columns_and_matches_new_instances(
     assert query(db, "SELECT task FROM maintenance") == [("reindex",)]
 
 
+#: Names as an index made before 0007 may hold them, and as decode_person_name
+#: reads them now (the migration must agree with it on every one).
+_NAMES_BEFORE_0007 = {
+    "DOE^JOHN^^^": "DOE^JOHN",
+    "YAMADA^TARO^^=\u5c71\u7530^\u592a\u90ce^^": "YAMADA^TARO=\u5c71\u7530^\u592a\u90ce",
+    "^^^=X^": "=X",
+    "ROE^JANE": "ROE^JANE",
+    "DOE^JOHN=^": "DOE^JOHN",
+    "A=^^=^": "A",
+    "A^^^^^^=B": "A=B",  # more carets than components allow: trimmed all the same
+    "A^^^^=B^^^^=C^^": "A=B=C",
+    "A^^\\B^C^": "A\\B^C",
+    "A=^\\B": "A\\B",
+    "^^^^": "",
+    "DOE^^A": "DOE^^A",
+}
+
+
 def test_migration_7_trims_the_person_names_indexed_before(tmp_path: Path) -> None:
     """0007: names indexed with trailing empty components (before names were read
-    without them) lose them, group by group, so that a query in either form finds
-    them; names without them, and the instance rows, are left as they were."""
+    without them) lose them, group by group and value by value, exactly as
+    decode_person_name reads them now, so that a query in either form finds them;
+    the instance rows are left as they were."""
     db = tmp_path / "index.db"
-    names = {
-        "P1": ("DOE^JOHN^^^", "DOE^JOHN"),
-        "P2": (
-            "YAMADA^TARO^^=\u5c71\u7530^\u592a\u90ce^^",
-            "YAMADA^TARO=\u5c71\u7530^\u592a\u90ce",
-        ),
-        "P3": ("^^^=X^", "=X"),
-        "P4": ("ROE^JANE", "ROE^JANE"),
-    }
+    names = {f"P{n}": raw for n, raw in enumerate(_NAMES_BEFORE_0007)}
+    for raw, trimmed in _NAMES_BEFORE_0007.items():
+        assert decode_person_name(raw.encode(), python_codecs(["ISO_IR 192"])) == trimmed
 
     async def make() -> None:
         async with await Index.open(db) as index:
@@ -314,21 +328,30 @@ def test_migration_7_trims_the_person_names_indexed_before(tmp_path: Path) -> No
     run(make())
     # As an index made before 0007 holds them (they are trimmed on the way in now).
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
-        for patient, (raw, _) in names.items():
+        for patient, raw in names.items():
             conn.execute(
                 "UPDATE patient SET patient_name = ?, patient_name_folded = ? WHERE patient_id = ?",
                 (raw, raw.casefold(), patient),
             )
-    execute(db, "UPDATE study SET referring_physician_name = 'SMITH^^^'")
+            conn.execute(
+                "UPDATE study SET referring_physician_name = ? WHERE patient_pk ="
+                " (SELECT pk FROM patient WHERE patient_id = ?)",
+                (raw, patient),
+            )
     instances = query(db, "SELECT * FROM instance ORDER BY pk")
     execute(db, "PRAGMA user_version = 6")
     run(_reopen(db))
     assert query(db, "PRAGMA user_version") == [(7,)]
-    got = dict(query(db, "SELECT patient_id, patient_name FROM patient"))
-    assert got == {patient: trimmed for patient, (_, trimmed) in names.items()}
+    want = {patient: _NAMES_BEFORE_0007[raw] for patient, raw in names.items()}
+    assert dict(query(db, "SELECT patient_id, patient_name FROM patient")) == want
     folded = dict(query(db, "SELECT patient_id, patient_name_folded FROM patient"))
-    assert folded == {patient: trimmed.casefold() for patient, (_, trimmed) in names.items()}
-    assert query(db, "SELECT DISTINCT referring_physician_name FROM study") == [("SMITH",)]
+    assert folded == {patient: name.casefold() for patient, name in want.items()}
+    referring = query(
+        db,
+        "SELECT p.patient_id, st.referring_physician_name FROM study st"
+        " JOIN patient p ON p.pk = st.patient_pk",
+    )
+    assert dict(referring) == want
     assert query(db, "SELECT * FROM instance ORDER BY pk") == instances
 
 

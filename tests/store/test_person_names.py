@@ -52,3 +52,31 @@ def test_trailing_empty_components_neither_hide_a_name_nor_are_needed(
     assert _patients(node, "ROE^JANE") == [("PN-2", "ROE^JANE")]
     # Still an exact match otherwise: a middle name is not an empty one.
     assert _patients(node, "DOE^JOHN^A") == []
+
+
+def test_wild_cards_after_a_caret_find_names_sent_with_trailing_carets(
+    node: RunningNode,
+) -> None:
+    """``DOE^*`` finds a name sent as ``DOE^`` (one name with ``DOE``, and indexed
+    so), as it did before names were trimmed; and still not ``DOEX``."""
+    sent = (
+        ("W-1", "DOE^"),
+        ("W-2", "ROE^JANE^^^"),
+        ("W-3", "POE^JO=^"),
+        ("W-4", "DOEX^JOHN"),
+        ("W-5", "DOE^JOHN"),
+    )
+    items = [
+        Item.of(
+            make_dataset(patient_id=patient, patient_name=name, study_uid=new_uid()),
+            EXPLICIT_VR_LE,
+        )
+        for patient, name in sent
+    ]
+    assert archive_store(node.port, items, EXPLICIT_VR_LE) == [SUCCESS] * len(items)
+    assert _patients(node, "DOE^*") == [("W-1", "DOE"), ("W-5", "DOE^JOHN")]
+    assert _patients(node, "ROE^JANE^*") == [("W-2", "ROE^JANE")]
+    assert _patients(node, "POE^JO=*") == [("W-3", "POE^JO")]
+    assert _patients(node, "DOE^*^*") == [("W-1", "DOE"), ("W-5", "DOE^JOHN")]
+    assert _patients(node, "*^JANE") == [("W-2", "ROE^JANE")]
+    assert _patients(node, "DOE*") == [("W-1", "DOE"), ("W-4", "DOEX^JOHN"), ("W-5", "DOE^JOHN")]

@@ -8,18 +8,46 @@
 -- names (no indexed sequence has a PN item), so no instance row changes and
 -- HEADER_VERSION stays as it was: nothing needs `archive reindex`.
 --
--- A group keeps at most four "^" (five components), so four rounds of "^=" -> "="
--- strip every group but the last, whose trailing "^" rtrim takes; trailing "="
--- were stripped on indexing already.
+-- The same trimming as decode_person_name's, in SQL: the "^" before each "=" (the
+-- end of a component group) and before each "\" (the end of a value: these
+-- attributes are single-valued, but a sender may not be) go, and "=" before "\",
+-- repeated until none is left (each round takes one), then the "^" and "=" at the
+-- end. Only the rows it changes are written.
 
 UPDATE patient SET
-    patient_name = rtrim(replace(replace(replace(replace(
-        patient_name, '^=', '='), '^=', '='), '^=', '='), '^=', '='), '^'),
-    patient_name_folded = rtrim(replace(replace(replace(replace(
-        patient_name_folded, '^=', '='), '^=', '='), '^=', '='), '^=', '='), '^')
-WHERE patient_name LIKE '%^' OR patient_name LIKE '%^=%';
+    patient_name = (
+        WITH RECURSIVE t(v) AS (
+            SELECT patient.patient_name
+            UNION ALL
+            SELECT replace(replace(replace(v, '^=', '='), '^\', '\'), '=\', '\') FROM t
+            WHERE instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\')
+        )
+        SELECT rtrim(v, '^=') FROM t
+        WHERE NOT (instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\'))
+    ),
+    patient_name_folded = (
+        WITH RECURSIVE t(v) AS (
+            SELECT patient.patient_name_folded
+            UNION ALL
+            SELECT replace(replace(replace(v, '^=', '='), '^\', '\'), '=\', '\') FROM t
+            WHERE instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\')
+        )
+        SELECT rtrim(v, '^=') FROM t
+        WHERE NOT (instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\'))
+    )
+WHERE patient_name GLOB '*[=^]' OR instr(patient_name, '^=') OR instr(patient_name, '^\')
+   OR instr(patient_name, '=\');
 
 UPDATE study SET
-    referring_physician_name = rtrim(replace(replace(replace(replace(
-        referring_physician_name, '^=', '='), '^=', '='), '^=', '='), '^=', '='), '^')
-WHERE referring_physician_name LIKE '%^' OR referring_physician_name LIKE '%^=%';
+    referring_physician_name = (
+        WITH RECURSIVE t(v) AS (
+            SELECT study.referring_physician_name
+            UNION ALL
+            SELECT replace(replace(replace(v, '^=', '='), '^\', '\'), '=\', '\') FROM t
+            WHERE instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\')
+        )
+        SELECT rtrim(v, '^=') FROM t
+        WHERE NOT (instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\'))
+    )
+WHERE referring_physician_name GLOB '*[=^]' OR instr(referring_physician_name, '^=')
+   OR instr(referring_physician_name, '^\') OR instr(referring_physician_name, '=\');
