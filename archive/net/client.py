@@ -34,7 +34,7 @@ from archive.dicom.dimse import (
     category,
 )
 from archive.dicom.errors import RemoteProtocolError
-from archive.dicom.uids import IMPLICIT_VR_LE, VERIFICATION
+from archive.dicom.uids import IMPLICIT_VR_LE, VERIFICATION, usable_uid
 from archive.dicom.ul.machine import Closed, ProviderAbort, Role, UpperLayer
 from archive.dicom.ul.negotiation import AcceptedContext, accepted, build_request
 from archive.dicom.ul.pdu import (
@@ -265,8 +265,15 @@ class ClientAssociation:
         """Answer one C-STORE sub-operation of a C-GET (we are its SCP)."""
         context = self.negotiated.contexts.get(context_id)
         fragments = self.assoc.fragments(self.assoc.timeouts.dimse)
-        if context is None or not context.scp_role:
+        if (
+            context is None
+            or not context.scp_role
+            # Stored under the class of its context, or not at all (PS3.7 9.1).
+            or command.affected_sop_class_uid != context.abstract_syntax
+        ):
             status = int(Status.SOP_CLASS_NOT_SUPPORTED)
+        elif not usable_uid(command.affected_sop_instance_uid):
+            status = int(Status.INVALID_OBJECT_INSTANCE)
         else:
             status = await on_store(command, context.transfer_syntax, fragments)
         async for _ in fragments:  # whatever the handler left unread

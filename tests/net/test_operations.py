@@ -183,8 +183,12 @@ def test_idle_timeout_does_not_fire_during_a_long_operation() -> None:
     assert statuses == [Status.PENDING] * 15 + [Status.SUCCESS]
 
 
-def fake_get(payload: bytes, count: int) -> Provider:
-    """C-GET sending ``count`` C-STORE sub-operations through request.channel."""
+def fake_get(
+    payload: bytes, count: int, uids: Callable[[int], tuple[str, str]] | None = None
+) -> Provider:
+    """C-GET sending ``count`` C-STORE sub-operations through request.channel; the
+    n-th names (SOP Class UID, SOP Instance UID) ``uids(n)``, by default its context's
+    class and 1.2.3.n."""
 
     async def provider(request: Request) -> AsyncIterator[Response]:
         command = request.command
@@ -199,10 +203,11 @@ def fake_get(payload: bytes, count: int) -> Provider:
                 yield payload[:10]
                 yield payload[10:]
 
+            sop_class, sop_instance = (CT, f"1.2.3.{n}") if uids is None else uids(n)
             rsp = await channel.store(
                 context.id,
-                CStoreRq(message_id=channel.next_message_id(), affected_sop_class_uid=CT,
-                         affected_sop_instance_uid=f"1.2.3.{n}"),
+                CStoreRq(message_id=channel.next_message_id(), affected_sop_class_uid=sop_class,
+                         affected_sop_instance_uid=sop_instance),
                 chunks(),
             )  # fmt: skip
             if rsp.status == 0:
@@ -252,6 +257,35 @@ def test_get_suboperations_on_the_callers_association() -> None:
     assert [uid for uid, _ in received] == ["1.2.3.0", "1.2.3.1", "1.2.3.2", "1.2.3.3"]
     assert all(data == payload for _, data in received)
     assert responses == [(0xFF00, 0), (0xFF00, 0), (0xFF00, 1), (0xFF00, 1), (0xB000, 1)]
+
+
+def test_get_suboperations_of_another_class_or_no_uid_are_refused_unread() -> None:
+    """Our C-GET SCU, as the sub-operations' SCP: a C-STORE naming another class than
+    its context's gets 0122 and one whose SOP Instance UID is none 0117 (PS3.7
+    C.5), neither handed to the store handler; the rest are stored."""
+    payload = bytes(range(256)) * 4
+    sent = {0: (CT, "1.2.3.0"), 1: ("1.2.840.10008.5.1.4.1.1.7", "1.2.3.1"), 2: (CT, "1.2..3")}
+
+    async def main() -> tuple[list[tuple[int, int | None]], list[str]]:
+        registry = Registry({CGetRq: fake_get(payload, 3, sent.__getitem__)})
+        received: list[str] = []
+
+        async def on_store(rq: CStoreRq, ts: str, fragments: AsyncIterator[memoryview]) -> int:
+            async for _ in fragments:
+                pass
+            received.append(rq.affected_sop_instance_uid)
+            return 0
+
+        async with scu(registry, GET_CONTEXTS, GET_ROLES) as (assoc, ctx):
+            responses = [
+                (rsp.status, rsp.number_of_failed_suboperations)
+                async for rsp, _ in assoc.get(ctx, b"IDENT!", on_store)
+            ]
+        return responses, received
+
+    responses, received = asyncio.run(main())
+    assert received == ["1.2.3.0"]
+    assert responses == [(0xFF00, 0), (0xFF00, 1), (0xFF00, 2), (0xB000, 2)]
 
 
 class AssociationLines(logging.Handler):
