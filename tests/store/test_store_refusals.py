@@ -11,7 +11,12 @@ from pydicom.dataset import Dataset
 
 from archive.dicom.dimse import CFindRq, CFindRsp, CStoreRq, CStoreRsp, command_pdus
 from archive.dicom.dimse.command import Command, decode_command
-from archive.dicom.uids import EXPLICIT_VR_LE, STUDY_ROOT_QR_FIND, VERIFICATION
+from archive.dicom.uids import (
+    EXPLICIT_VR_LE,
+    PATIENT_ROOT_QR_FIND,
+    STUDY_ROOT_QR_FIND,
+    VERIFICATION,
+)
 from archive.dicom.ul.pdu import AAssociateAc
 from tests.conftest import RunningNode
 from tests.net.rawpeer import RawPeer, p_data_pdu
@@ -33,10 +38,10 @@ from tests.store.helpers import (
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 
 
-def _associate(node: RunningNode) -> tuple[RawPeer, int]:
+def _associate(node: RunningNode, abstract_syntax: str = CT_IMAGE) -> tuple[RawPeer, int]:
     peer = RawPeer(node.host, node.port, timeout=10)
     ac = peer.associate(
-        calling_ae="RAWSCU", contexts=[(CT_IMAGE, [EXPLICIT_VR_LE])], max_pdu_length=65536
+        calling_ae="RAWSCU", contexts=[(abstract_syntax, [EXPLICIT_VR_LE])], max_pdu_length=65536
     )
     assert isinstance(ac, AAssociateAc)
     (context,) = ac.contexts
@@ -92,14 +97,24 @@ def test_a_store_under_another_class_than_its_context_is_0122(
     assert any("refused" in r.getMessage() for r in caplog.records)
 
 
-def test_a_find_on_a_storage_context_is_0122(node: RunningNode) -> None:
-    """The same rule for any request: a C-FIND on the CT Image context."""
+@pytest.mark.parametrize(
+    ("context", "sop_class"),
+    [
+        (CT_IMAGE, STUDY_ROOT_QR_FIND),  # a C-FIND on a storage context
+        (STUDY_ROOT_QR_FIND, PATIENT_ROOT_QR_FIND),  # served as Study Root before
+    ],
+)
+def test_a_find_under_another_model_than_its_context_is_0122(
+    node: RunningNode, context: str, sop_class: str
+) -> None:
+    """The same rule for any request: a C-FIND naming an information model that is
+    not its context's is not answered under either model."""
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = ""
-    peer, context_id = _associate(node)
+    peer, context_id = _associate(node, context)
     with peer:
-        rq = CFindRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_QR_FIND)
+        rq = CFindRq(message_id=3, affected_sop_class_uid=sop_class)
         rsp = _send(peer, context_id, rq, encode_dataset(identifier, EXPLICIT_VR_LE))
         assert isinstance(rsp, CFindRsp)
         assert rsp.status == SOP_CLASS_NOT_SUPPORTED
