@@ -10,6 +10,7 @@ recursively, :func:`held_sequence`). The rules are listed in the docstring of
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 
@@ -122,26 +123,41 @@ def _shorter_names(pattern: str) -> list[Term]:
     """The forms a PN wild card pattern also matches as names are indexed: without
     trailing empty components and groups (PS3.5 6.2.1.1, ``charset.decode_person_name``).
 
-    ``DOE^*`` matches ``DOE^``, one name with ``DOE``, which is how the index
-    holds it: so ``DOE`` matches too. Each trailing component (then group) that
-    is nothing but ``*`` may be absent from the held name; each shorter pattern
-    is one more alternative (none that would be empty).
+    ``DOE^*`` matches ``DOE^``, one name with ``DOE``, which is how the index holds
+    it: so ``DOE`` matches too. In each component group, every trailing component
+    that is nothing but ``*`` may be absent from the held name, and so may every
+    trailing group that is nothing but ``*``: each such shorter pattern is one
+    more alternative. One that is all ``*`` would be Universal Matching, which
+    also matches empty (unknown) values; it stands for any name here, so it is
+    ``?*``, as an empty value matches a wild card nowhere else.
     """
-    shorter: list[Term] = []
     groups = pattern.split("=")
-    while True:
-        components = groups[-1].split("^")
-        if len(components) > 1 and not components[-1].strip("*"):
-            groups[-1] = "^".join(components[:-1])
-        elif len(groups) > 1 and not groups[-1].strip("*"):
-            groups.pop()
-        else:
-            return shorter
-        name = "=".join(groups)
-        if not name:
-            return shorter
-        wild = "*" in name or "?" in name
-        shorter.append(Term(MatchKind.WILDCARD if wild else MatchKind.SINGLE, name))
+    kept = len(groups)
+    cuts = [kept]
+    while kept > 1 and not _group_forms(groups[kept - 1])[-1].strip("*"):
+        kept -= 1
+        cuts.append(kept)
+    shorter: dict[str, None] = {}
+    for cut in cuts:
+        for combination in itertools.product(*(_group_forms(g) for g in groups[:cut])):
+            name = "=".join(combination)
+            # A held name never ends in a delimiter: such a form would match none.
+            if name and name != pattern and not name.endswith(("^", "=")):
+                shorter[name if name.strip("*") else "?*"] = None
+    return [
+        Term(MatchKind.WILDCARD if "*" in name or "?" in name else MatchKind.SINGLE, name)
+        for name in shorter
+    ]
+
+
+def _group_forms(group: str) -> list[str]:
+    """A component group of a pattern, then without each trailing ``*``-only component."""
+    forms = [group]
+    components = group.split("^")
+    while len(components) > 1 and not components[-1].strip("*"):
+        components.pop()
+        forms.append("^".join(components))
+    return forms
 
 
 def key_vr(element: Element) -> str:
