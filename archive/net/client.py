@@ -10,6 +10,7 @@ with the RJ's result/source/reason, :class:`AssociationAborted`,
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import NoReturn, TypeVar
@@ -57,6 +58,8 @@ from archive.net.association import (
     Timeouts,
 )
 from archive.net.connection import Connection
+
+log = logging.getLogger("archive.net")
 
 #: Maximum Length Received we advertise as a requestor when not told otherwise.
 DEFAULT_MAX_PDU = 65536
@@ -265,15 +268,22 @@ class ClientAssociation:
         """Answer one C-STORE sub-operation of a C-GET (we are its SCP)."""
         context = self.negotiated.contexts.get(context_id)
         fragments = self.assoc.fragments(self.assoc.timeouts.dimse)
-        if (
-            context is None
-            or not context.scp_role
-            # Stored under the class of its context, or not at all (PS3.7 9.1).
-            or command.affected_sop_class_uid != context.abstract_syntax
-        ):
+        if context is None or not context.scp_role:
             status = int(Status.SOP_CLASS_NOT_SUPPORTED)
+        elif command.affected_sop_class_uid != context.abstract_syntax:
+            # Stored under the class of its context, or not at all (PS3.7 9.1).
+            status = int(Status.SOP_CLASS_NOT_SUPPORTED)
+            log.warning(
+                "C-GET sub-operation for instance %r of SOP Class %s on a context for %s:"
+                " refused", command.affected_sop_instance_uid,
+                command.affected_sop_class_uid, context.abstract_syntax,
+            )  # fmt: skip
         elif not usable_uid(command.affected_sop_instance_uid):
             status = int(Status.INVALID_OBJECT_INSTANCE)
+            log.warning(
+                "C-GET sub-operation refused: SOP Instance UID %r is not a valid UID",
+                command.affected_sop_instance_uid,
+            )
         else:
             status = await on_store(command, context.transfer_syntax, fragments)
         async for _ in fragments:  # whatever the handler left unread

@@ -242,7 +242,9 @@ async def get_instances(
 
     Each sub-operation is answered Success (0x0000), or Out of Resources (0xA700)
     when the file could not be written, or Cannot Understand (0xC000) when the SOP
-    Instance UID cannot be a file name.
+    Instance UID cannot be a file name. Before the data set reaches this function,
+    the association refuses one of another class than its context's (0x0122) or
+    whose SOP Instance UID is none (0x0117): ``archive.net.client``.
     """
     contexts, roles = get_contexts(options.model, sop_classes, transfer_syntaxes)
     sop_class = contexts[0][0]

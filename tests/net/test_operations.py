@@ -184,11 +184,14 @@ def test_idle_timeout_does_not_fire_during_a_long_operation() -> None:
 
 
 def fake_get(
-    payload: bytes, count: int, uids: Callable[[int], tuple[str, str]] | None = None
+    payload: bytes,
+    count: int,
+    uids: Callable[[int], tuple[str, str]] | None = None,
+    statuses: list[int] | None = None,
 ) -> Provider:
     """C-GET sending ``count`` C-STORE sub-operations through request.channel; the
     n-th names (SOP Class UID, SOP Instance UID) ``uids(n)``, by default its context's
-    class and 1.2.3.n."""
+    class and 1.2.3.n. Each C-STORE-RSP's status is appended to ``statuses``."""
 
     async def provider(request: Request) -> AsyncIterator[Response]:
         command = request.command
@@ -210,6 +213,8 @@ def fake_get(
                          affected_sop_instance_uid=sop_instance),
                 chunks(),
             )  # fmt: skip
+            if statuses is not None:
+                statuses.append(rsp.status)
             if rsp.status == 0:
                 completed += 1
             else:
@@ -266,8 +271,10 @@ def test_get_suboperations_of_another_class_or_no_uid_are_refused_unread() -> No
     payload = bytes(range(256)) * 4
     sent = {0: (CT, "1.2.3.0"), 1: ("1.2.840.10008.5.1.4.1.1.7", "1.2.3.1"), 2: (CT, "1.2..3")}
 
+    statuses: list[int] = []
+
     async def main() -> tuple[list[tuple[int, int | None]], list[str]]:
-        registry = Registry({CGetRq: fake_get(payload, 3, sent.__getitem__)})
+        registry = Registry({CGetRq: fake_get(payload, 3, sent.__getitem__, statuses)})
         received: list[str] = []
 
         async def on_store(rq: CStoreRq, ts: str, fragments: AsyncIterator[memoryview]) -> int:
@@ -285,6 +292,7 @@ def test_get_suboperations_of_another_class_or_no_uid_are_refused_unread() -> No
 
     responses, received = asyncio.run(main())
     assert received == ["1.2.3.0"]
+    assert statuses == [0x0000, 0x0122, 0x0117]
     assert responses == [(0xFF00, 0), (0xFF00, 1), (0xFF00, 2), (0xB000, 2)]
 
 
