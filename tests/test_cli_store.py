@@ -644,8 +644,12 @@ def test_few_files_spread_over_the_associations(
     for i in range(files):
         make_instance(folder / f"{i}.dcm")
     per_association: dict[int, int] = {}
+    # Held, so that no association's id() is reused by a later one (a flake: an
+    # association ended and freed could lend its id to the next, counted as one).
+    associations: list[object] = []
 
     def handler(event: Any) -> int:
+        associations.append(event.assoc)
         key = id(event.assoc)
         per_association[key] = per_association.get(key, 0) + 1
         time.sleep(0.05)  # the peer storing it: the others are connected meanwhile
