@@ -43,6 +43,7 @@ from archive.net import (
     associate,
     serving,
 )
+from archive.net.client import StoreHandler
 from archive.services import Registry, Request, Response, c_echo
 from archive.services.base import Provider
 
@@ -239,26 +240,30 @@ GET_CONTEXTS = [(GET, [ELE]), (CT, [ELE])]
 GET_ROLES = [RoleSelection(CT, scu_role=False, scp_role=True)]
 
 
-def test_get_suboperations_on_the_callers_association() -> None:
-    payload = bytes(range(256)) * 40
+def _get(provider: Provider, on_store: StoreHandler) -> list[tuple[int, int | None]]:
+    """One C-GET of ours against ``provider``: (status, failed count) of each response."""
 
-    async def main() -> tuple[list[tuple[int, int | None]], list[tuple[str, bytes]]]:
-        registry = Registry({CGetRq: fake_get(payload, 4)})
-        received: list[tuple[str, bytes]] = []
-
-        async def on_store(rq: CStoreRq, ts: str, fragments: AsyncIterator[memoryview]) -> int:
-            data = b"".join([bytes(f) async for f in fragments])
-            received.append((rq.affected_sop_instance_uid, data))
-            return 0 if len(received) != 3 else 0xA700  # the third one fails
-
-        async with scu(registry, GET_CONTEXTS, GET_ROLES) as (assoc, ctx):
-            responses = [
+    async def main() -> list[tuple[int, int | None]]:
+        async with scu(Registry({CGetRq: provider}), GET_CONTEXTS, GET_ROLES) as (assoc, ctx):
+            return [
                 (rsp.status, rsp.number_of_failed_suboperations)
                 async for rsp, _ in assoc.get(ctx, b"IDENT!", on_store)
             ]
-        return responses, received
 
-    responses, received = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_get_suboperations_on_the_callers_association() -> None:
+    payload = bytes(range(256)) * 40
+
+    received: list[tuple[str, bytes]] = []
+
+    async def on_store(rq: CStoreRq, ts: str, fragments: AsyncIterator[memoryview]) -> int:
+        data = b"".join([bytes(f) async for f in fragments])
+        received.append((rq.affected_sop_instance_uid, data))
+        return 0 if len(received) != 3 else 0xA700  # the third one fails
+
+    responses = _get(fake_get(payload, 4), on_store)
     assert [uid for uid, _ in received] == ["1.2.3.0", "1.2.3.1", "1.2.3.2", "1.2.3.3"]
     assert all(data == payload for _, data in received)
     assert responses == [(0xFF00, 0), (0xFF00, 0), (0xFF00, 1), (0xFF00, 1), (0xB000, 1)]
@@ -272,25 +277,15 @@ def test_get_suboperations_of_another_class_or_no_uid_are_refused_unread() -> No
     sent = {0: (CT, "1.2.3.0"), 1: ("1.2.840.10008.5.1.4.1.1.7", "1.2.3.1"), 2: (CT, "1.2..3")}
 
     statuses: list[int] = []
+    received: list[str] = []
 
-    async def main() -> tuple[list[tuple[int, int | None]], list[str]]:
-        registry = Registry({CGetRq: fake_get(payload, 3, sent.__getitem__, statuses)})
-        received: list[str] = []
+    async def on_store(rq: CStoreRq, ts: str, fragments: AsyncIterator[memoryview]) -> int:
+        async for _ in fragments:
+            pass
+        received.append(rq.affected_sop_instance_uid)
+        return 0
 
-        async def on_store(rq: CStoreRq, ts: str, fragments: AsyncIterator[memoryview]) -> int:
-            async for _ in fragments:
-                pass
-            received.append(rq.affected_sop_instance_uid)
-            return 0
-
-        async with scu(registry, GET_CONTEXTS, GET_ROLES) as (assoc, ctx):
-            responses = [
-                (rsp.status, rsp.number_of_failed_suboperations)
-                async for rsp, _ in assoc.get(ctx, b"IDENT!", on_store)
-            ]
-        return responses, received
-
-    responses, received = asyncio.run(main())
+    responses = _get(fake_get(payload, 3, sent.__getitem__, statuses), on_store)
     assert received == ["1.2.3.0"]
     assert statuses == [0x0000, 0x0122, 0x0117]
     assert responses == [(0xFF00, 0), (0xFF00, 1), (0xFF00, 2), (0xB000, 2)]

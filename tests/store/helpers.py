@@ -38,12 +38,14 @@ from archive.dicom.uids import (
     EXPLICIT_VR_LE,
     IMPLICIT_VR_LE,
 )
+from archive.dicom.ul.pdu import AAssociateAc
 from archive.index import StoredInstance
 from archive.net import Timeouts, associate
 from archive.store import relative_path
 from archive.store.sync import load_syncfs
 from tests.conftest import RunningNode
 from tests.interop.conftest import archive_command, stop, wait_listening
+from tests.net.rawpeer import RawPeer
 
 HOST = "127.0.0.1"
 #: CT Image Storage, PS3.4 B.5.
@@ -558,3 +560,16 @@ def skip_unless_cache_drops(folder: Path) -> None:
     probe.unlink()
     if cached:
         pytest.skip(f"{folder}: its files' pages do not leave the page cache (tmpfs?)")
+
+
+def raw_association(node: RunningNode, abstract_syntax: str = CT_IMAGE) -> tuple[RawPeer, int]:
+    """A raw association with ``node`` proposing one context (Explicit VR LE), and
+    the id of that context, accepted."""
+    peer = RawPeer(node.host, node.port, timeout=10)
+    ac = peer.associate(
+        calling_ae="RAWSCU", contexts=[(abstract_syntax, [EXPLICIT_VR_LE])], max_pdu_length=65536
+    )
+    assert isinstance(ac, AAssociateAc)
+    (context,) = ac.contexts
+    assert context.result == 0
+    return peer, context.id

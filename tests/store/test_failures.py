@@ -27,7 +27,6 @@ import pytest
 
 from archive.dicom.dimse import CStoreRq, command_pdus
 from archive.dicom.uids import EXPLICIT_VR_LE
-from archive.dicom.ul.pdu import AAssociateAc
 from archive.index import Index, IndexWriteError
 from archive.net import associate
 from archive.store import files, writer
@@ -46,6 +45,7 @@ from tests.store.helpers import (
     leftovers,
     make_dataset,
     needs_syncfs,
+    raw_association,
     read_stored,
     record,
     sha256,
@@ -400,17 +400,6 @@ def test_index_failure_on_replace_keeps_the_old_instance(
 # ---- associations cut short ---------------------------------------------------------------
 
 
-def _open_store_association(node: RunningNode) -> tuple[RawPeer, int]:
-    peer = RawPeer(node.host, node.port, timeout=10)
-    ac = peer.associate(
-        calling_ae="RAWSCU", contexts=[(CT_IMAGE, [EXPLICIT_VR_LE])], max_pdu_length=65536
-    )
-    assert isinstance(ac, AAssociateAc)
-    (context,) = ac.contexts
-    assert context.result == 0
-    return peer, context.id
-
-
 def _send_half(node: RunningNode, peer: RawPeer, context_id: int, item: Item) -> None:
     """The C-STORE-RQ and the first half of its data set (PDVs without the last bit)."""
     rq = CStoreRq(message_id=1, affected_sop_class_uid=CT_IMAGE, affected_sop_instance_uid=item.uid)
@@ -433,7 +422,7 @@ def _wait_idle(node: RunningNode) -> None:
 @pytest.mark.parametrize("how", ["a-abort", "tcp-close", "tcp-reset"])
 def test_cut_mid_dataset_leaves_nothing(node: RunningNode, how: str) -> None:
     item = Item.of(make_dataset(pixel_bytes=4 * MiB), EXPLICIT_VR_LE)
-    peer, context_id = _open_store_association(node)
+    peer, context_id = raw_association(node)
     with peer:
         _send_half(node, peer, context_id, item)
         if how == "a-abort":
@@ -491,7 +480,7 @@ def test_our_scu_aborting_mid_dataset(node: RunningNode) -> None:
 def test_cut_after_success_keeps_the_instance(node: RunningNode) -> None:
     """Acknowledged, then the peer vanishes without releasing: the instance stays."""
     item = Item.of(make_dataset(pixel_bytes=50_000), EXPLICIT_VR_LE)
-    peer, context_id = _open_store_association(node)
+    peer, context_id = raw_association(node)
     with peer:
         rq = CStoreRq(
             message_id=7, affected_sop_class_uid=CT_IMAGE, affected_sop_instance_uid=item.uid

@@ -17,7 +17,6 @@ from archive.dicom.uids import (
     STUDY_ROOT_QR_FIND,
     VERIFICATION,
 )
-from archive.dicom.ul.pdu import AAssociateAc
 from tests.conftest import RunningNode
 from tests.net.rawpeer import RawPeer, p_data_pdu, wait_until
 from tests.store.helpers import (
@@ -32,21 +31,11 @@ from tests.store.helpers import (
     instance_files,
     leftovers,
     make_dataset,
+    raw_association,
     stored_path,
 )
 
 SOP_CLASS_NOT_SUPPORTED = 0x0122
-
-
-def _associate(node: RunningNode, abstract_syntax: str = CT_IMAGE) -> tuple[RawPeer, int]:
-    peer = RawPeer(node.host, node.port, timeout=10)
-    ac = peer.associate(
-        calling_ae="RAWSCU", contexts=[(abstract_syntax, [EXPLICIT_VR_LE])], max_pdu_length=65536
-    )
-    assert isinstance(ac, AAssociateAc)
-    (context,) = ac.contexts
-    assert context.result == 0
-    return peer, context.id
 
 
 def _send(peer: RawPeer, context_id: int, command: Command, data: bytes | None) -> Command:
@@ -85,7 +74,7 @@ def test_a_store_under_another_class_than_its_context_is_0122(
     C.5), not stored under a class nobody negotiated."""
     item = Item.of(make_dataset(sop_class=sop_class, pixel_bytes=64), EXPLICIT_VR_LE)
     good = Item.of(make_dataset(pixel_bytes=64), EXPLICIT_VR_LE)
-    peer, context_id = _associate(node)
+    peer, context_id = raw_association(node)
     with peer, caplog.at_level("WARNING", logger="archive.net"):
         rsp = _store(peer, context_id, item)
         assert rsp.status == SOP_CLASS_NOT_SUPPORTED
@@ -112,7 +101,7 @@ def test_a_find_under_another_model_than_its_context_is_0122(
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = ""
-    peer, context_id = _associate(node, context)
+    peer, context_id = raw_association(node, context)
     with peer:
         rq = CFindRq(message_id=3, affected_sop_class_uid=sop_class)
         rsp = _send(peer, context_id, rq, encode_dataset(identifier, EXPLICIT_VR_LE))
@@ -127,7 +116,7 @@ def test_a_store_without_a_data_set_is_c000(
     """Command Data Set Type (0000,0800) saying "none" on a C-STORE-RQ, which must
     carry one (PS3.7 9.3.1.1): C000 Cannot understand, no traceback, no abort."""
     good = Item.of(make_dataset(pixel_bytes=64), EXPLICIT_VR_LE)
-    peer, context_id = _associate(node)
+    peer, context_id = raw_association(node)
     with peer, caplog.at_level("WARNING", logger="archive"):
         rq = CStoreRq(
             message_id=1,
@@ -152,7 +141,7 @@ def test_a_mismatch_names_the_offending_element_and_is_logged(
     characters (PS3.4 Table B.2-1); the node logs the refusal at WARNING."""
     item = Item.of(make_dataset(pixel_bytes=64), EXPLICIT_VR_LE)
     other = Item(item.sop_class, item.uid[:-1] + ("1" if item.uid[-1] != "1" else "2"), item.data)
-    peer, context_id = _associate(node)
+    peer, context_id = raw_association(node)
     with peer, caplog.at_level("WARNING", logger="archive.store"):
         rsp = _store(peer, context_id, other)
     assert rsp.status == DOES_NOT_MATCH

@@ -12,42 +12,35 @@
 -- end of a component group) and before each "\" (the end of a value: these
 -- attributes are single-valued, but a sender may not be) go, and "=" before "\",
 -- repeated until none is left (each round takes one), then the "^" and "=" at the
--- end. Only the rows it changes are written.
+-- end. Only the names that have something to trim are gathered and written.
 
-UPDATE patient SET
-    patient_name = (
-        WITH RECURSIVE t(v) AS (
-            SELECT patient.patient_name
-            UNION ALL
-            SELECT replace(replace(replace(v, '^=', '='), '^\', '\'), '=\', '\') FROM t
-            WHERE instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\')
-        )
-        SELECT rtrim(v, '^=') FROM t
-        WHERE NOT (instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\'))
-    ),
-    patient_name_folded = (
-        WITH RECURSIVE t(v) AS (
-            SELECT patient.patient_name_folded
-            UNION ALL
-            SELECT replace(replace(replace(v, '^=', '='), '^\', '\'), '=\', '\') FROM t
-            WHERE instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\')
-        )
-        SELECT rtrim(v, '^=') FROM t
-        WHERE NOT (instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\'))
-    )
-WHERE patient_name GLOB '*[=^]' OR instr(patient_name, '^=') OR instr(patient_name, '^\')
-   OR instr(patient_name, '=\');
+CREATE TEMP TABLE trimmed_name AS
+WITH RECURSIVE t(source, pk, v) AS (
+    SELECT 'patient', pk, patient_name FROM patient
+    WHERE patient_name GLOB '*[=^]'
+       OR instr(patient_name, '^=') OR instr(patient_name, '^\') OR instr(patient_name, '=\')
+    UNION ALL
+    SELECT 'folded', pk, patient_name_folded FROM patient
+    WHERE patient_name_folded GLOB '*[=^]'
+       OR instr(patient_name_folded, '^=') OR instr(patient_name_folded, '^\') OR instr(patient_name_folded, '=\')
+    UNION ALL
+    SELECT 'referring', pk, referring_physician_name FROM study
+    WHERE referring_physician_name GLOB '*[=^]'
+       OR instr(referring_physician_name, '^=') OR instr(referring_physician_name, '^\') OR instr(referring_physician_name, '=\')
+    UNION ALL
+    SELECT source, pk, replace(replace(replace(v, '^=', '='), '^\', '\'), '=\', '\') FROM t
+    WHERE instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\')
+)
+SELECT source, pk, rtrim(v, '^=') AS v FROM t
+WHERE NOT (instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\'));
 
-UPDATE study SET
-    referring_physician_name = (
-        WITH RECURSIVE t(v) AS (
-            SELECT study.referring_physician_name
-            UNION ALL
-            SELECT replace(replace(replace(v, '^=', '='), '^\', '\'), '=\', '\') FROM t
-            WHERE instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\')
-        )
-        SELECT rtrim(v, '^=') FROM t
-        WHERE NOT (instr(v, '^=') OR instr(v, '^\') OR instr(v, '=\'))
-    )
-WHERE referring_physician_name GLOB '*[=^]' OR instr(referring_physician_name, '^=')
-   OR instr(referring_physician_name, '^\') OR instr(referring_physician_name, '=\');
+UPDATE patient SET patient_name = n.v
+FROM temp.trimmed_name AS n WHERE n.source = 'patient' AND n.pk = patient.pk;
+
+UPDATE patient SET patient_name_folded = n.v
+FROM temp.trimmed_name AS n WHERE n.source = 'folded' AND n.pk = patient.pk;
+
+UPDATE study SET referring_physician_name = n.v
+FROM temp.trimmed_name AS n WHERE n.source = 'referring' AND n.pk = study.pk;
+
+DROP TABLE temp.trimmed_name;
