@@ -13,6 +13,7 @@ every unindexed file once; the walk itself is a directory listing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -37,6 +38,10 @@ class CheckReport(msgspec.Struct, kw_only=True):
     unreadable_files: list[str] = msgspec.field(default_factory=list)
     superseded_files: list[str] = msgspec.field(default_factory=list)
     missing_files: list[str] = msgspec.field(default_factory=list)
+    #: With verify: indexed files read whole (their count), and those whose size
+    #: or digest is not the index's (nothing repairs them: the content is lost).
+    verified: int = 0
+    altered_files: list[str] = msgspec.field(default_factory=list)
     repaired: bool = False
 
     @property
@@ -46,6 +51,7 @@ class CheckReport(msgspec.Struct, kw_only=True):
             or self.unreadable_files
             or self.superseded_files
             or self.missing_files
+            or self.altered_files
         )
 
 
@@ -59,8 +65,15 @@ def _walk(root: Path) -> set[str]:
     return found
 
 
-async def check(storage: Storage, *, repair: bool = False) -> CheckReport:
-    """Compare ``instances/`` with the index; fix the differences if ``repair``."""
+async def check(
+    storage: Storage, *, repair: bool = False, verify: bool = False, jobs: int = 8
+) -> CheckReport:
+    """Compare ``instances/`` with the index; fix the differences if ``repair``.
+
+    With ``verify``, also read every indexed file whole, ``jobs`` at a time, and
+    compare its size and SHA-256 with the index's: a file changed on disk (a bad
+    block, a hand edit) is reported, and left as it is whatever ``repair`` says.
+    """
     index = storage.index
     assert index is not None
     files = await storage.files.run(_walk, storage.root)
@@ -99,4 +112,41 @@ async def check(storage: Storage, *, repair: bool = False) -> CheckReport:
             except DuplicateInstanceError:
                 report.superseded_files.append(path)
                 await storage.files.remove(path)
+    if verify:
+        await _verify(storage, files, report, jobs)
     return report
+
+
+async def _verify(storage: Storage, files: set[str], report: CheckReport, jobs: int) -> None:
+    """Read each indexed file that is there whole; note those that differ."""
+    index = storage.index
+    assert index is not None
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(path: str, size: int, digest: str) -> None:
+        try:
+            scanned = await storage.files.run(scan_file, storage.files.path(path))
+        except (FileMetaError, HeaderError) as exc:  # it was whole when indexed
+            log.warning("check: %s no longer reads as a data set: %s", path, exc)
+            report.altered_files.append(path)
+            return
+        except OSError as exc:
+            log.warning("check: cannot read %s (left in place): %s", path, exc)
+            report.unreadable_files.append(path)
+            return
+        report.verified += 1
+        if scanned.size != size or scanned.digest != digest:
+            log.warning("check: %s differs from what was stored (size or digest)", path)
+            report.altered_files.append(path)
+
+    async for _, path, size, digest in index.instance_files():
+        if path not in files:
+            continue  # missing: reported as such
+        if len(pending) >= jobs:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        pending.add(asyncio.ensure_future(one(path, size, digest)))
+    await asyncio.gather(*pending)
+    report.altered_files.sort()
+    report.unreadable_files.sort()

@@ -48,6 +48,10 @@ FROM totals WHERE id = 1
 
 # Keyset pagination: each page is its own short read transaction, so a slow
 # consumer (stat-ing files) neither holds a reader nor pins the WAL.
+SELECT_INSTANCE_FILES = """
+SELECT pk, sop_instance_uid, path, size, digest FROM instance WHERE pk > ?
+ORDER BY pk LIMIT ?
+"""
 SELECT_INSTANCE_PATHS = """
 SELECT pk, sop_instance_uid, path FROM instance WHERE pk > ? AND header_version < ?
 ORDER BY pk LIMIT ?
@@ -319,6 +323,19 @@ class Index:
             for pk, uid, path in rows:
                 last = pk
                 yield uid, path
+            if len(rows) < page:
+                return
+
+    async def instance_files(self, *, page: int = 1000) -> AsyncIterator[tuple[str, str, int, str]]:
+        """(SOP Instance UID, path, size, digest) of every instance, to verify files
+        against (``archive check --verify``); paged as :meth:`instance_paths`."""
+        last = 0
+        while True:
+            async with self._reader() as conn:
+                rows = list(await conn.execute_fetchall(SELECT_INSTANCE_FILES, (last, page)))
+            for pk, uid, path, size, digest in rows:
+                last = pk
+                yield uid, path, size, digest
             if len(rows) < page:
                 return
 

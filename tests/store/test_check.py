@@ -63,3 +63,46 @@ def test_check_finds_and_repairs_every_kind_of_difference(tmp_path: Path) -> Non
     assert again.stdout.endswith("files and index agree\n")
     stats = archive("stats", "--data", str(data), "--json").stdout
     assert '"instances":3' in stats  # MR, JPEG 2000, and the adopted stray; the CT is gone
+
+
+def test_verify_finds_files_changed_on_disk_and_leaves_them(tmp_path: Path) -> None:
+    """``--verify`` reads every indexed file whole: one with a byte flipped in its
+    pixels (same size) and one cut short are reported as differing from what was
+    stored, exit 5, with or without --repair, which changes neither."""
+    data = tmp_path / "data"
+    source = tmp_path / "in"
+    source.mkdir()
+    names = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"]
+    for name in names:
+        shutil.copy(get_testdata_file(name), source / name)
+    assert archive("import", str(source), "--data", str(data)).returncode == 0
+    clean = archive("check", "--data", str(data), "--verify", "-j", "2")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "3 file(s) read whole and compared with the index" in clean.stdout
+    assert clean.stdout.endswith("files and index agree\n")
+
+    ct, mr = (
+        data / relative_path(read_meta(source / name)[0].media_storage_sop_instance_uid)
+        for name in ("CT_small.dcm", "MR_small.dcm")
+    )
+    flipped = bytearray(ct.read_bytes())
+    flipped[-100] ^= 0xFF  # in Pixel Data: the header still reads
+    ct.write_bytes(bytes(flipped))
+    cut = mr.read_bytes()[:-10]
+    mr.write_bytes(cut)
+    # Without --verify only names are compared: nothing to see.
+    assert archive("check", "--data", str(data)).returncode == 0
+    for extra in ([], ["--repair"]):
+        found = archive("check", "--data", str(data), "--verify", *extra)
+        assert found.returncode == 5, found.stdout + found.stderr
+        assert "files whose content differs from the index (left as they are): 2" in found.stdout
+        assert f"  {ct.relative_to(data).as_posix()}" in found.stdout
+        assert f"  {mr.relative_to(data).as_posix()}" in found.stdout
+        assert ct.read_bytes() == bytes(flipped)
+        assert mr.read_bytes() == cut
+
+
+def test_check_refuses_jobs_below_one(tmp_path: Path) -> None:
+    done = archive("check", "--data", str(tmp_path / "data"), "--verify", "-j", "0")
+    assert done.returncode == 1  # usage, as reindex's
+    assert "archive check: -j must be at least 1" in done.stderr
