@@ -58,7 +58,11 @@ def add_admin_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
         help="also read every indexed file whole and compare its size and SHA-256 with the index",
     )
     chk.add_argument(
-        "-j", "--jobs", type=int, default=DEFAULT_JOBS, help="files read at once (--verify)"
+        "-j",
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        help="files read at once with --verify (the store reads 16 at most)",
     )
 
     rei = commands.add_parser(
@@ -121,8 +125,9 @@ async def _read_stats(path: Path) -> StatsReport:
 def _check(config: Config, repair: bool, verify: bool, jobs: int) -> int:
     """``archive check``: exit 0 when files and index agree (or were repaired), else 5.
 
-    A file whose content is not what was stored (``--verify``) cannot be repaired:
-    it keeps the exit status at 5 whatever ``--repair`` did.
+    A file that cannot be read at all, or whose content is not what was stored
+    (``--verify``), cannot be repaired: it keeps the exit status at 5 whatever
+    ``--repair`` did.
     """
     report = run(_run_check(config, repair, verify, jobs), config.node.loop)
     print(f"{report.files} instance file(s), {report.rows} index row(s)")
@@ -135,11 +140,12 @@ def _check(config: Config, repair: bool, verify: bool, jobs: int) -> int:
         ("rows whose file is missing", report.missing_files),
     ):
         _list(f"{label}{' (repaired)' if report.repaired else ''}", paths)
+    _list("files that cannot be read (left in place)", report.inaccessible_files)
     _list("files whose content differs from the index (left as they are)", report.altered_files)
     if report.clean:
         print("files and index agree")
         return EXIT_OK
-    return EXIT_OK if report.repaired and not report.altered_files else EXIT_FAILED_STATUS
+    return EXIT_OK if report.repaired and not report.beyond_repair else EXIT_FAILED_STATUS
 
 
 async def _run_check(config: Config, repair: bool, verify: bool, jobs: int) -> CheckReport:

@@ -38,6 +38,9 @@ class CheckReport(msgspec.Struct, kw_only=True):
     unreadable_files: list[str] = msgspec.field(default_factory=list)
     superseded_files: list[str] = msgspec.field(default_factory=list)
     missing_files: list[str] = msgspec.field(default_factory=list)
+    #: Files that cannot be read at all (permissions, I/O error): maybe intact,
+    #: so left in place, and nothing here can repair them.
+    inaccessible_files: list[str] = msgspec.field(default_factory=list)
     #: With verify: indexed files read whole (their count), and those whose size
     #: or digest is not the index's (nothing repairs them: the content is lost).
     verified: int = 0
@@ -51,8 +54,14 @@ class CheckReport(msgspec.Struct, kw_only=True):
             or self.unreadable_files
             or self.superseded_files
             or self.missing_files
+            or self.inaccessible_files
             or self.altered_files
         )
+
+    @property
+    def beyond_repair(self) -> bool:
+        """Something is wrong that ``repair`` does not fix."""
+        return bool(self.inaccessible_files or self.altered_files)
 
 
 def _walk(root: Path) -> set[str]:
@@ -96,7 +105,7 @@ async def check(
                 await storage.files.remove(path)
             continue
         except OSError as exc:  # maybe intact (permissions, EIO): reported, never removed
-            report.unreadable_files.append(path)
+            report.inaccessible_files.append(path)
             log.warning("check: cannot read %s (left in place): %s", path, exc)
             continue
         held = await index.instance(scanned.attrs.sop_instance_uid)
@@ -118,10 +127,12 @@ async def check(
 
 
 async def _verify(storage: Storage, files: set[str], report: CheckReport, jobs: int) -> None:
-    """Read each indexed file that is there whole; note those that differ."""
+    """Read each indexed file that is there whole, ``jobs`` at a time; note those
+    that differ from the index, and those that cannot be read."""
     index = storage.index
     assert index is not None
-    pending: set[asyncio.Task[None]] = set()
+    slots = asyncio.Semaphore(jobs)
+    inaccessible: list[str] = []
 
     async def one(path: str, size: int, digest: str) -> None:
         try:
@@ -132,21 +143,21 @@ async def _verify(storage: Storage, files: set[str], report: CheckReport, jobs: 
             return
         except OSError as exc:
             log.warning("check: cannot read %s (left in place): %s", path, exc)
-            report.unreadable_files.append(path)
+            inaccessible.append(path)
             return
+        finally:
+            slots.release()
         report.verified += 1
         if scanned.size != size or scanned.digest != digest:
             log.warning("check: %s differs from what was stored (size or digest)", path)
             report.altered_files.append(path)
 
-    async for _, path, size, digest in index.instance_files():
-        if path not in files:
-            continue  # missing: reported as such
-        if len(pending) >= jobs:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        pending.add(asyncio.ensure_future(one(path, size, digest)))
-    await asyncio.gather(*pending)
+    # A task group: should one read fail unexpectedly, the others are cancelled.
+    async with asyncio.TaskGroup() as group:
+        async for _, path, size, digest in index.instance_files():
+            if path not in files:
+                continue  # missing: reported as such
+            await slots.acquire()
+            group.create_task(one(path, size, digest))
     report.altered_files.sort()
-    report.unreadable_files.sort()
+    report.inaccessible_files = sorted({*report.inaccessible_files, *inaccessible})

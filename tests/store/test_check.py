@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 from pydicom.data import get_testdata_file
 
+from archive.dicom.filemeta import encode_file_meta
 from archive.store import read_meta, relative_path
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
@@ -66,40 +70,56 @@ def test_check_finds_and_repairs_every_kind_of_difference(tmp_path: Path) -> Non
 
 
 def test_verify_finds_files_changed_on_disk_and_leaves_them(tmp_path: Path) -> None:
-    """``--verify`` reads every indexed file whole: one with a byte flipped in its
-    pixels (same size) and one cut short are reported as differing from what was
-    stored, exit 5, with or without --repair, which changes neither."""
+    """``--verify`` reads every indexed file whole. Reported as differing from what
+    was stored: one with a byte flipped in its pixels (same size), one cut short,
+    one whose File Meta grew (same data set, so same digest: only the size tells);
+    reported as unreadable: one that is no longer a regular file. Exit 5, with or
+    without --repair, which changes none of them."""
     data = tmp_path / "data"
     source = tmp_path / "in"
     source.mkdir()
-    names = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"]
+    names = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "ExplVR_BigEnd.dcm"]
     for name in names:
         shutil.copy(get_testdata_file(name), source / name)
     assert archive("import", str(source), "--data", str(data)).returncode == 0
     clean = archive("check", "--data", str(data), "--verify", "-j", "2")
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    assert "3 file(s) read whole and compared with the index" in clean.stdout
+    assert "5 file(s) read whole and compared with the index" in clean.stdout
     assert clean.stdout.endswith("files and index agree\n")
 
-    ct, mr = (
+    ct, mr, j2k, rle = (
         data / relative_path(read_meta(source / name)[0].media_storage_sop_instance_uid)
-        for name in ("CT_small.dcm", "MR_small.dcm")
+        for name in names[:4]
     )
     flipped = bytearray(ct.read_bytes())
     flipped[-100] ^= 0xFF  # in Pixel Data: the header still reads
     ct.write_bytes(bytes(flipped))
     cut = mr.read_bytes()[:-10]
     mr.write_bytes(cut)
+    meta, offset = read_meta(j2k)
+    longer = msgspec.structs.replace(meta, source_application_entity_title="A_LONGER_AE_TITLE")
+    regrown = encode_file_meta(longer) + j2k.read_bytes()[offset:]
+    j2k.write_bytes(regrown)
+    rle.unlink()
+    os.mkfifo(rle)  # there, but no regular file: cannot be read
     # Without --verify only names are compared: nothing to see.
     assert archive("check", "--data", str(data)).returncode == 0
     for extra in ([], ["--repair"]):
         found = archive("check", "--data", str(data), "--verify", *extra)
         assert found.returncode == 5, found.stdout + found.stderr
-        assert "files whose content differs from the index (left as they are): 2" in found.stdout
-        assert f"  {ct.relative_to(data).as_posix()}" in found.stdout
-        assert f"  {mr.relative_to(data).as_posix()}" in found.stdout
-        assert ct.read_bytes() == bytes(flipped)
-        assert mr.read_bytes() == cut
+        out = found.stdout
+        assert "files whose content differs from the index (left as they are): 3" in out
+        assert "files that cannot be read (left in place): 1" in out
+        for path in (ct, mr, j2k, rle):
+            assert f"  {path.relative_to(data).as_posix()}" in out
+        assert "1 file(s) read whole" not in out  # SC_rgb, CT, J2K read whole: 3
+        assert "3 file(s) read whole and compared with the index" in out
+        assert (ct.read_bytes(), mr.read_bytes(), j2k.read_bytes()) == (
+            bytes(flipped),
+            cut,
+            regrown,
+        )
+        assert stat.S_ISFIFO(rle.stat().st_mode)
 
 
 def test_check_refuses_jobs_below_one(tmp_path: Path) -> None:
