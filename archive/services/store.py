@@ -141,11 +141,8 @@ class Ingest:
                 source_application_entity_title=source_ae,
             )
         )
-        try:
-            writer = self.files.begin(sop_instance_uid, meta)
-        except ArchiveError as exc:
-            await _drain(fragments)
-            return Outcome(Status.CANNOT_UNDERSTAND, str(exc))
+        # A usable UID names a file (the store's own check in begin() passes).
+        writer = self.files.begin(sop_instance_uid, meta)
         header = HeaderReader(transfer_syntax)
         placed = False
         try:
