@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import random
 import struct
 from collections.abc import Callable, Mapping
@@ -589,17 +588,3 @@ def test_uid_with_a_leading_zero_component_is_stored(node: RunningNode) -> None:
     item = Item(CT_IMAGE, uid, data.replace(placeholder.encode(), uid.encode()))
     assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [SUCCESS]
     assert read_stored(data_dir(node), uid)[1] == item.data
-
-
-def test_unsafe_uid_in_command(node: RunningNode) -> None:
-    """A command UID that cannot name a file: refused, nothing written anywhere."""
-    placeholder, bad = "1.2.3.444444444444", "1.2.3/../../xxxxxx"
-    data = encode_dataset(make_dataset(sop_instance_uid=placeholder), EXPLICIT_VR_LE)
-    item = Item(CT_IMAGE, bad, data.replace(placeholder.encode(), bad.encode()))
-    statuses = archive_store(node.port, [item], EXPLICIT_VR_LE)
-    assert statuses == [INVALID_SOP_INSTANCE]
-    root = data_dir(node)
-    assert instance_files(root) == []
-    assert leftovers(root) == []
-    assert not any(p.name.startswith("xxxxxx") for p in root.parent.rglob("*"))
-    assert os.listdir(root / "instances") == []
