@@ -132,7 +132,6 @@ async def _verify(storage: Storage, files: set[str], report: CheckReport, jobs: 
     index = storage.index
     assert index is not None
     slots = asyncio.Semaphore(jobs)
-    inaccessible: list[str] = []
 
     async def one(path: str, size: int, digest: str) -> None:
         try:
@@ -143,7 +142,7 @@ async def _verify(storage: Storage, files: set[str], report: CheckReport, jobs: 
             return
         except OSError as exc:
             log.warning("check: cannot read %s (left in place): %s", path, exc)
-            inaccessible.append(path)
+            report.inaccessible_files.append(path)
             return
         finally:
             slots.release()
@@ -160,4 +159,4 @@ async def _verify(storage: Storage, files: set[str], report: CheckReport, jobs: 
             await slots.acquire()
             group.create_task(one(path, size, digest))
     report.altered_files.sort()
-    report.inaccessible_files = sorted({*report.inaccessible_files, *inaccessible})
+    report.inaccessible_files.sort()
