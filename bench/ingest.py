@@ -239,8 +239,6 @@ class Run:
     server: str
     sent: int
     nbytes: int
-    #: Which round of the cell (``--rounds``), from 0.
-    round: int = 0
     seconds: float = 0.0
     stored: int = 0
     peak_mb: float = 0.0
@@ -287,13 +285,14 @@ def run_clients(argvs: list[list[str]], env: dict[str, str] | None, log: Path) -
 
 
 def one_run(
-    server: Server, client: Client, data: DataSet, assocs: int, work: Path, turn: int = 0
+    server: Server, client: Client, data: DataSet, assocs: int, work: Path, rnd: int = 0
 ) -> Run:
+    """One server, one round of one cell (``rnd`` names its data folder)."""
     parts = data.parts[: server.parts]
     sent = sum(len(os.listdir(p)) for p in parts)
-    run = Run(data.kind.name, assocs, client.name, server.name, sent, sent * data.file_size, turn)
-    label = f"{server.name}-{data.kind.name}{data.count}-{assocs}-{client.name.replace(' ', '_')}"
-    label += f"-r{turn}"
+    run = Run(data.kind.name, assocs, client.name, server.name, sent, sent * data.file_size)
+    client_name = client.name.replace(" ", "_")
+    label = f"{server.name}-{data.kind.name}{data.count}-{assocs}-{client_name}-r{rnd}"
     folder = work / label
     folder.mkdir()
     # A sent part list equal to the whole set is given as the folder itself (+sd on it).
