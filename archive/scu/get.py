@@ -241,10 +241,9 @@ async def get_instances(
     """C-GET (PS3.4 C.4.3): each instance is written to ``folder`` as it arrives.
 
     Each sub-operation is answered Success (0x0000), or Out of Resources (0xA700)
-    when the file could not be written, or Cannot Understand (0xC000) when the SOP
-    Instance UID cannot be a file name. Before the data set reaches this function,
-    the association refuses one of another class than its context's (0x0122) or
-    whose SOP Instance UID is none (0x0117): ``archive.net.client``.
+    when the file could not be written. One of another class than its context's
+    (0x0122) or whose SOP Instance UID is none (0x0117) the association refuses
+    before it gets here (``archive.net.client``), so every UID here names a file.
     """
     contexts, roles = get_contexts(options.model, sop_classes, transfer_syntaxes)
     sop_class = contexts[0][0]
@@ -258,9 +257,6 @@ async def get_instances(
             await save_instance(
                 folder, request, transfer_syntax, fragments, source_ae=options.called_ae
             )
-        except ValueError as exc:
-            log.warning("C-STORE sub-operation refused: %s", exc)
-            return int(Status.CANNOT_UNDERSTAND)
         except OSError as exc:
             log.warning("cannot write %s: %s", request.affected_sop_instance_uid, exc)
             return int(Status.OUT_OF_RESOURCES)
