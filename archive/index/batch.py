@@ -4,12 +4,14 @@ This is the SQL side of the group-commit writer (``writer.py`` is the asyncio si
 :func:`apply_batch` runs in the writer thread: ``BEGIN IMMEDIATE``, every operation
 in queue order, the aggregates, ``COMMIT``; on any error ``ROLLBACK`` and re-raise.
 
-Each batch is applied set-wise, not row by row: consecutive adds are bulk-inserted
-into a TEMP staging table with one ``executemany`` and moved into the four level
-tables by a fixed list of ``INSERT ... SELECT ... ON CONFLICT`` statements, so the
-number of statements per batch does not depend on its size, and each is prepared
-once per connection (the sqlite3 statement cache). Replaces and removes split the
-batch into segments so the result is that of applying the operations one by one.
+Each batch is applied set-wise, not row by row: consecutive adds are staged into a
+TEMP table (their columns bound as they are, by one multi-row INSERT per
+``STAGE_CHUNK`` rows) and moved into the four level tables by a fixed list of
+``INSERT ... SELECT ... ON CONFLICT`` statements that the last of those INSERTs runs
+through a trigger, so the number of statements per batch barely depends on its
+size, and each is prepared once per connection (the sqlite3 statement cache).
+Replaces and removes split the batch into segments so the result is that of
+applying the operations one by one.
 
 Study, series and patient values: a later instance that carries a *different
 non-empty* value (description, accession number, patient name...) updates the
@@ -30,6 +32,8 @@ children are deleted.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -41,21 +45,20 @@ from archive.index.batch_sql import (
     BEGIN_IMMEDIATE,
     CLEAR_DOOMED,
     CLEAR_GONE,
+    CLEAR_STAGED,
     COLLECT_GONE,
     COMMIT,
     CREATE_TEMP_TABLES,
     DELETE_GONE_INSTANCES,
     INSERT_DOOMED,
-    INSERT_STAGED,
-    NO_ROWS,
     NOTE_REFUSED_FUNCTION,
     REMOVE_SEGMENT,
     ROLLBACK,
-    RUN_ADD_BATCH,
     RUN_FINISH_BATCH,
-    RUN_INSERT_SEGMENT,
     SELECT_INSTANCE_ROW,
+    STAGE_CHUNK,
     UNNOTE_WRITTEN,
+    add_rows,
 )
 from archive.index.errors import DuplicateInstanceError
 from archive.index.records import InstanceRow, StoredInstance
@@ -102,25 +105,8 @@ def patient_key(patient_id: str, issuer: str, study_instance_uid: str) -> str:
     return f"\\study\\{study_instance_uid}"
 
 
-def _staged_rows(items: Sequence[StoredInstance]) -> str | None:
-    """The staged rows of a segment, in ``_STAGED_COLUMNS`` order, as one JSON array.
-
-    JSON keeps each value's SQL type (integer, real, text, null); SQLite reads the
-    floats back exactly (``received_at``; tested). None if some text holds a NUL,
-    which SQLite's JSON functions would cut off there: such rows are bound as they
-    are (``INSERT_STAGED``). Text, not bytes: a BLOB argument is JSON only on some
-    SQLite versions.
-    """
-    rows = _ENCODE([_staged_row(seq, item) for seq, item in enumerate(items)])
-    if b"\\u0000" in rows:
-        return None
-    return rows.decode()
-
-
-_ENCODE = msgspec.json.Encoder().encode
-
-
 def _staged_row(seq: int, item: StoredInstance) -> tuple[object, ...]:
+    """The columns of one staged add (``_STAGED_COLUMNS`` in batch_sql.py)."""
     a = item.attrs
     return (
         seq,
@@ -181,15 +167,13 @@ def apply_batch(
     ``conn`` is in autocommit mode and prepared (:func:`prepare_writer`). On any
     error the transaction is rolled back (nothing of the batch remains) and the
     error raised. A batch of adds only, the common one, is a single statement
-    (``add_batch``), its own transaction; the data folder's lock keeps other
+    (``add_rows``; up to ``STAGE_CHUNK`` adds, more are staged first), its own
+    transaction; the data folder's lock keeps other
     writers away, so it needs no ``BEGIN IMMEDIATE`` to be sure of the write lock.
     """
     if all(type(op) is StoredInstance for op in operations):
         items = cast(Sequence[StoredInstance], operations)
-        rows = _staged_rows(items)
-        if rows is not None:
-            refused = _segment(conn, RUN_ADD_BATCH, (rows, journal))
-            return _outcomes(len(items), refused)
+        return _outcomes(len(items), _segment(conn, items, "batch", journal))
     conn.execute(BEGIN_IMMEDIATE)
     try:
         outcomes = _apply(conn, operations)
@@ -214,7 +198,7 @@ def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Ou
                 if not isinstance(following, StoredInstance):
                     break
                 items.append(following)
-            for seq, error in _insert_segment(conn, items):
+            for seq, error in _segment(conn, items, "segment"):
                 outcomes[start + seq] = error
             start += len(items)
             continue
@@ -224,7 +208,7 @@ def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Ou
             if old is not None:
                 _delete(conn, (uid,))
             if old is not None or isinstance(op, Replace):
-                _insert_segment(conn, [op.item])
+                _segment(conn, [op.item], "segment")
             if isinstance(op, Refresh):
                 conn.execute(UNNOTE_WRITTEN, (uid,))
             outcomes[start] = old
@@ -234,28 +218,37 @@ def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Ou
     return outcomes
 
 
-def _insert_segment(
-    conn: sqlite3.Connection, items: Sequence[StoredInstance]
-) -> list[tuple[int, DuplicateInstanceError]]:
-    """Insert one segment of adds (in a transaction); (position, error) of the refused."""
-    rows = _staged_rows(items)
-    if rows is None:
-        conn.executemany(INSERT_STAGED, [_staged_row(seq, item) for seq, item in enumerate(items)])
-        rows = NO_ROWS
-    return _segment(conn, RUN_INSERT_SEGMENT, (rows,))
-
-
 def _segment(
-    conn: sqlite3.Connection, statement: str, parameters: tuple[str, ...]
+    conn: sqlite3.Connection,
+    items: Sequence[StoredInstance],
+    run: Literal["segment", "batch"],
+    journal: Journal = "keep",
 ) -> list[tuple[int, DuplicateInstanceError]]:
-    """Run a segment's statement; the adds its trigger refused (UID indexed already)."""
+    """Stage and insert one segment of adds (``run`` = 'batch': and finish the
+    batch, one transaction); (position, error) of those the trigger refused (UID
+    indexed already)."""
+    rows = [_staged_row(seq, item) for seq, item in enumerate(items)]
+    # Full chunks first, each staged by its own statement; the last chunk's
+    # statement also runs the segment.
+    last = max(len(rows) - 1, 0) // STAGE_CHUNK * STAGE_CHUNK
     seen: list[tuple[int, str]] = []
     _refusals.seen = seen
     try:
-        conn.execute(statement, parameters)
+        for start in range(0, last, STAGE_CHUNK):
+            conn.execute(add_rows(STAGE_CHUNK, run=False), _flat(rows[start : start + STAGE_CHUNK]))
+        conn.execute(add_rows(len(rows) - last, run=True), (*_flat(rows[last:]), run, journal))
+    except BaseException:
+        # In autocommit mode the chunks staged before stay staged: not for the next.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(CLEAR_STAGED)
+        raise
     finally:
         _refusals.seen = []
     return [(int(seq), DuplicateInstanceError(str(uid))) for seq, uid in seen]
+
+
+def _flat(rows: Sequence[tuple[object, ...]]) -> tuple[object, ...]:
+    return tuple(itertools.chain.from_iterable(rows))
 
 
 def _outcomes(count: int, refused: list[tuple[int, DuplicateInstanceError]]) -> list[Outcome]:

@@ -20,6 +20,7 @@ from archive.index import (
     WriterStats,
     batch,
 )
+from archive.index.connection import connect_writer
 from tests.index import execute, make_instance, query, run
 
 IS_INDEXED = "SELECT count(*) FROM instance WHERE sop_instance_uid = ?"
@@ -133,6 +134,35 @@ def test_a_failing_batch_fails_exactly_its_adds_and_the_writer_goes_on(tmp_path:
     assert studies == [("1.1", 5), ("3.3", 5)]
 
 
+def test_a_failed_batch_of_many_chunks_leaves_nothing_staged(tmp_path: Path) -> None:
+    # Adds are staged batch.STAGE_CHUNK at a time, each chunk by its own statement
+    # outside the transaction: a failure in the last must not leave the first
+    # chunks staged for the next batch to insert.
+    db = tmp_path / "index.db"
+    conn = connect_writer(str(db), "strict")
+    try:
+        execute(db, FAIL_ON_POISON)
+        many = [make_instance(n, study="2.2") for n in range(2 * batch.STAGE_CHUNK + 3)]
+        poison = make_instance(1, study="poison", series="poison")
+        with pytest.raises(sqlite3.IntegrityError, match="injected failure"):
+            batch.apply_batch(conn, [*many, poison])
+        assert query(db, "SELECT count(*) FROM instance") == [(0,)]
+        after = [make_instance(n, study="3.3") for n in range(3)]
+        assert batch.apply_batch(conn, after) == [None, None, None]
+        # Replaces and removes take the transaction path: the same holds there.
+        with pytest.raises(sqlite3.IntegrityError, match="injected failure"):
+            batch.apply_batch(conn, [batch.Remove(("none",)), *many, poison])
+        assert batch.apply_batch(conn, [make_instance(9, study="4.4")]) == [None]
+    finally:
+        conn.close()
+    assert query(db, "SELECT sop_instance_uid FROM instance ORDER BY 1") == [
+        ("3.3.1.0",), ("3.3.1.1",), ("3.3.1.2",), ("4.4.1.9",),
+    ]  # fmt: skip
+    assert query(db, "SELECT study_instance_uid, number_of_instances FROM study ORDER BY 1") == [
+        ("3.3", 3), ("4.4", 1),
+    ]  # fmt: skip
+
+
 def test_refusals_are_read_inside_the_batch_transaction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,7 +189,7 @@ def test_refusals_are_read_inside_the_batch_transaction(
 
 
 def test_text_with_a_nul_is_stored_whole(tmp_path: Path) -> None:
-    # SQLite's JSON functions cut text at a NUL: such rows are staged directly.
+    # Rows are bound column by column: a NUL stays in the text (JSON staging had cut it).
     item = make_instance(1, study="1.1", study_description="HEAD\x00CT", patient_id="P\x001")
     other = make_instance(2, study="2.2", study_description="HEAD", patient_id="P\x002")
 
