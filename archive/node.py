@@ -65,6 +65,9 @@ class Storage:
             if self.files.batched:
                 # The index may be a link to another disk: flush that one too.
                 await self.files.run(self.files.also_flush, self.root / INDEX_FILE)
+            if self.files.batched:
+                # Still batched: that disk can be flushed too. Otherwise the index
+                # syncs its own commits (synchronous=FULL), like each file.
                 flush = self.files.flush_all
             elif self.files.durable and self.config.store.flush == "batch":
                 log.info("no syncfs for the data folder: each file is flushed on its own")

@@ -9,6 +9,7 @@ store's I/O threads and the index's connections (their threads kept a failed
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sqlite3
 import threading
@@ -18,6 +19,7 @@ import msgspec
 import pytest
 
 from archive.node import INDEX_FILE, Node, Storage
+from archive.store.files import FileStore
 from archive.store.lock import lock_data_folder, unlock_data_folder
 from tests.conftest import make_config
 from tests.index import run
@@ -60,3 +62,39 @@ def test_storage_whose_index_cannot_open_releases_the_folder(tmp_path: Path) -> 
     run(scenario())
     assert _threads() == before
     unlock_data_folder(lock_data_folder(root))  # not DataFolderInUse
+
+
+def test_an_index_on_a_disk_without_syncfs_syncs_its_own_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flush = "batch", but the index is on a filesystem syncfs cannot flush (a link
+    to an old FUSE mount, say): the store falls back to a flush per file, and the
+    index must then sync each commit itself (synchronous=FULL), not leave it to a
+    batch flush that no longer happens."""
+    real = FileStore.also_flush
+
+    def also_flush(self: FileStore, path: str | os.PathLike[str]) -> None:
+        if Path(path).name != INDEX_FILE:
+            return real(self, path)
+
+        def syncfs(fd: int) -> None:
+            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+        self._syncfs = syncfs  # as the index's own filesystem would answer
+        self._add_flush_fd(str(Path(path).parent))
+
+    monkeypatch.setattr(FileStore, "also_flush", also_flush)
+
+    async def scenario() -> tuple[bool, bool, int]:
+        storage = await Storage(make_config(data_dir=str(tmp_path / "data"))).open()
+        try:
+            assert storage.index is not None
+            writer = storage.index._writer
+            synchronous = await writer.on_connection(
+                lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]
+            )
+            return storage.files.batched, writer._flush is None, synchronous
+        finally:
+            await storage.close()
+
+    assert run(scenario()) == (False, True, 2)  # 2: FULL
