@@ -111,7 +111,8 @@ class Ingest:
         self.files = files
         self.index = index
         self.duplicates = duplicates
-        self._locks: dict[str, asyncio.Lock] = {}
+        #: One per SOP Instance UID being committed: its stores take turns.
+        self._claims: dict[str, _Claim] = {}
 
     async def ingest(
         self,
@@ -189,11 +190,12 @@ class Ingest:
         source_ae: str,
     ) -> Outcome:
         uid = attrs.sop_instance_uid
-        lock = self._locks.get(uid)
-        if lock is None:
-            lock = self._locks[uid] = asyncio.Lock()
+        claim = self._claims.get(uid)
+        if claim is None:
+            claim = self._claims[uid] = _Claim()
+        claim.users += 1
         try:
-            async with lock:
+            async with claim.lock:
                 # Optimistic: most instances are new. Write the tail, link and
                 # flush in one trip to the I/O pool and add the row; only when
                 # either finds the UID taken do the duplicate rules run.
@@ -207,8 +209,12 @@ class Ingest:
                         return STORED
                 return await self._duplicate(writer, attrs, transfer_syntax, source_ae)
         finally:
-            if not lock.locked() and self._locks.get(uid) is lock:
-                del self._locks[uid]
+            # The entry goes with its last user: one free but with a waiter
+            # about to take it must stay, or a store arriving meanwhile would
+            # make a lock of its own and run beside that waiter.
+            claim.users -= 1
+            if not claim.users:
+                del self._claims[uid]
 
     async def _duplicate(
         self,
@@ -272,6 +278,16 @@ class Ingest:
             source_ae=source_ae,
             received_at=time.time(),
         )
+
+
+class _Claim:
+    """The lock of one SOP Instance UID, and how many stores hold or await it."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 #: Duplicates that need no new file: answered Success, the part file discarded.

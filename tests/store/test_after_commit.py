@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import errno
+import hashlib
 import os
 import sqlite3
 import threading
@@ -149,3 +150,50 @@ def test_a_replacement_whose_old_version_cannot_go_is_stored(
     assert (root / path).read_bytes().endswith(_encoded(second))
     assert not (root / relative_path(uid)).exists()
     assert [p for p in (root / "tmp").iterdir() if p.name.endswith(".part")] == []
+
+
+def test_a_store_arriving_while_another_waits_for_the_uid_waits_too(tmp_path: Path) -> None:
+    """duplicates = "replace": A stores a version while B waits for the UID's lock;
+    C arrives after A is done, while B runs. The lock's entry once went from the
+    table as A released it, before B had taken it, so C made a new lock and ran
+    beside B: each removed the other's file, and the row named a file that was
+    gone (both answered Success)."""
+    root = tmp_path / "data"
+    config = parse_config(f'[node]\ndata_dir = "{root}"\n[store]\nduplicates = "replace"\n')
+    first = make_dataset(pixel_bytes=1_000)
+    versions = []
+    for name in ("A^A", "B^B", "C^C"):
+        version = copy.deepcopy(first)
+        version.PatientName = name
+        versions.append(version)
+
+    async def main() -> list[int]:
+        storage = await Storage(config).open()
+        try:
+            assert (await _ingest(storage, first, _encoded(first))).status == 0
+            a_done = asyncio.Event()
+
+            async def a() -> Outcome:
+                try:
+                    return await _ingest(storage, versions[0], _encoded(versions[0]))
+                finally:
+                    a_done.set()
+
+            async def c() -> Outcome:
+                await a_done.wait()  # B has been handed the lock, or is about to be
+                return await _ingest(storage, versions[2], _encoded(versions[2]))
+
+            b = _ingest(storage, versions[1], _encoded(versions[1]))
+            outcomes = await asyncio.gather(a(), b, c())
+            return [outcome.status for outcome in outcomes]
+        finally:
+            await storage.close()
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == [0, 0, 0]
+    with closing(sqlite3.connect(root / "index.sqlite")) as conn:
+        ((path, digest),) = conn.execute("SELECT path, digest FROM instance").fetchall()
+    assert (root / path).exists(), "the row names a removed file"
+    assert (root / path).read_bytes().endswith(_encoded(versions[2]))  # the last one in
+    assert digest == hashlib.sha256(_encoded(versions[2])).hexdigest()
+    files = [p for p in (root / "instances").rglob("*.dcm")]
+    assert files == [root / path]
