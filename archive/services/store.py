@@ -91,10 +91,13 @@ class Outcome(msgspec.Struct, frozen=True):
     comment: str = ""
     #: The tag at fault, for the response's Offending Element (0000,0901).
     offending: int | None = None
+    #: A Success that wrote nothing: the UID is held with the same content
+    #: ("identical"), or with other content that ``keep`` kept ("kept").
+    held: Literal["", "identical", "kept"] = ""
 
 
-#: Success with this C-STORE's file indexed. Compared by identity: the duplicate
-#: outcomes below are Success too, but their part file is to be discarded.
+#: Success with this C-STORE's file indexed (new, or a replacement): its part file
+#: is kept. Compared by identity.
 STORED = Outcome(Status.SUCCESS)
 
 
@@ -134,17 +137,36 @@ class Ingest:
                     Status.INVALID_OBJECT_INSTANCE, "Affected SOP Instance UID is not a valid UID"
                 ),
             )
-        meta = encode_file_meta(
-            FileMeta(
-                media_storage_sop_class_uid=sop_class_uid,
-                media_storage_sop_instance_uid=sop_instance_uid,
-                transfer_syntax_uid=transfer_syntax,
-                source_application_entity_title=source_ae,
+        # What follows cannot fail for a C-STORE (the association negotiated the
+        # class and transfer syntax, and checked the AE titles), but can for
+        # ``archive import``, which takes them from a file's File Meta.
+        if not usable_uid(sop_class_uid):
+            await _drain(fragments)
+            return _refused(
+                sop_instance_uid,
+                Outcome(Status.SOP_CLASS_NOT_SUPPORTED, "SOP Class UID is not a valid UID"),
             )
-        )
+        try:
+            header = HeaderReader(transfer_syntax)
+            meta = encode_file_meta(
+                FileMeta(
+                    media_storage_sop_class_uid=sop_class_uid,
+                    media_storage_sop_instance_uid=sop_instance_uid,
+                    transfer_syntax_uid=transfer_syntax,
+                    source_application_entity_title=source_ae,
+                )
+            )
+        except HeaderError as exc:  # a transfer syntax we cannot read
+            await _drain(fragments)
+            return _refused(sop_instance_uid, Outcome(exc.status, str(exc), exc.offending))
+        except UnicodeEncodeError:
+            await _drain(fragments)
+            return _refused(
+                sop_instance_uid,
+                Outcome(Status.CANNOT_UNDERSTAND, "File Meta values are not ASCII"),
+            )
         # A usable UID names a file (the store's own check in begin() passes).
         writer = self.files.begin(sop_instance_uid, meta)
-        header = HeaderReader(transfer_syntax)
         placed = False
         try:
             async for fragment in fragments:
@@ -291,8 +313,11 @@ class _Claim:
 
 
 #: Duplicates that need no new file: answered Success, the part file discarded.
-_IDENTICAL = Outcome(Status.SUCCESS)
-_KEPT = Outcome(Status.SUCCESS)
+_IDENTICAL = Outcome(Status.SUCCESS, held="identical")
+_KEPT = Outcome(Status.SUCCESS, held="kept")
+#: The outcomes of a store that found the instance held and wrote nothing
+#: (``archive import`` counts them apart).
+HELD_OUTCOMES = frozenset({_IDENTICAL, _KEPT})
 
 
 def _refused(sop_instance_uid: str, outcome: Outcome) -> Outcome:
