@@ -24,7 +24,7 @@ from archive.dicom.filemeta import FileMetaError
 from archive.dicom.header import HeaderError
 from archive.index import DuplicateInstanceError
 from archive.node import Storage, stored_from_scan
-from archive.store import INSTANCES, scan_file
+from archive.store import INSTANCES, StoreError, scan_file
 
 log = logging.getLogger("archive.reconcile")
 
@@ -65,10 +65,19 @@ class CheckReport(msgspec.Struct, kw_only=True):
 
 
 def _walk(root: Path) -> set[str]:
-    """Every ``.dcm`` under ``instances/``, relative to the data folder."""
+    """Every ``.dcm`` under ``instances/``, relative to the data folder.
+
+    A folder that cannot be listed (EIO, a link to an unmounted disk) ends the
+    check with a StoreError: its files would otherwise count as missing, and
+    ``--repair`` would remove the rows of instances that are there.
+    """
     found: set[str] = set()
     base = root / INSTANCES
-    for folder, _, names in os.walk(base):
+
+    def unlistable(exc: OSError) -> None:
+        raise StoreError(f"cannot list {exc.filename}: {exc.strerror or exc}") from exc
+
+    for folder, _, names in os.walk(base, onerror=unlistable):
         relative = Path(folder).relative_to(root).as_posix()
         found.update(f"{relative}/{name}" for name in names if name.endswith(".dcm"))
     return found

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
 import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import pytest
 from pydicom.data import get_testdata_file
 
 from archive.dicom.filemeta import encode_file_meta
-from archive.store import read_meta, relative_path
+from archive.node import Storage
+from archive.reconcile import check
+from archive.store import StoreError, read_meta, relative_path
+from tests.conftest import make_config
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
 
@@ -126,3 +133,43 @@ def test_check_refuses_jobs_below_one(tmp_path: Path) -> None:
     done = archive("check", "--data", str(tmp_path / "data"), "--verify", "-j", "0")
     assert done.returncode == 1  # usage, as reindex's
     assert "archive check: -j must be at least 1" in done.stderr
+
+
+def test_a_folder_that_cannot_be_listed_ends_the_check_and_removes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leaf folder that cannot be listed (EIO, an unmounted disk behind a link):
+    its files would count as missing, and --repair would remove the rows of
+    instances still on disk. The check stops with the folder's name instead."""
+    data = tmp_path / "data"
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(get_testdata_file(name), source / name)
+    assert archive("import", str(source), "--data", str(data)).returncode == 0
+    ct_uid = read_meta(source / "CT_small.dcm")[0].media_storage_sop_instance_uid
+    leaf = str((data / relative_path(ct_uid)).parent)
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path) == leaf:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+        return real(path)
+
+    config = make_config(data_dir=str(data))
+
+    async def scenario() -> None:
+        storage = await Storage(config).open()
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(os, "scandir", scandir)
+                with pytest.raises(StoreError, match=f"cannot list {leaf}: Input/output error"):
+                    await check(storage, repair=True)
+        finally:
+            await storage.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    again = archive("check", "--data", str(data))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.endswith("files and index agree\n")
+    assert '"instances":2' in archive("stats", "--data", str(data), "--json").stdout
