@@ -12,9 +12,13 @@ commit rate stays near the disk's sync rate while the record rate climbs.
 With a ``flush`` (the node's ``flush = "batch"``) the connection commits with
 ``synchronous=NORMAL`` and the writer thread calls ``flush`` right after each
 COMMIT, in the same hop: one flush of the filesystem makes the batch's files and
-its log durable together, and only then are the futures resolved. The batch also
-records its UIDs in the ``unflushed`` journal (``batch.py``) for recovery. A
-failed flush stops the writer for good (:class:`IndexFlushError`): the OS may
+its log durable together, and only then are the futures resolved. A ``strict``
+batch also records its UIDs in the ``unflushed`` journal (``batch.py``) for
+recovery, whether a flush follows or its COMMIT syncs the log itself: a COMMIT
+whose sync fails is answered as failed (its files discarded), yet its frames are
+in the log, and a restart before the next commit would bring its rows back;
+their UIDs come back with them, and recovery drops the rows whose files are
+gone. A failed flush stops the writer for good (:class:`IndexFlushError`): the OS may
 have dropped the pages it could not write, so a later flush proves nothing. Its
 batch's new rows are taken back at once (their stores are answered 0xA700 and
 their files discarded), and the journal stays for the next start-up to check
@@ -85,11 +89,15 @@ class GroupCommitWriter:
         loop: asyncio.AbstractEventLoop,
         max_batch: int,
         flush: Callable[[], None] | None = None,
+        *,
+        journaled: bool = True,
     ) -> None:
         # Use open().
         self._loop = loop
         self._max_batch = max_batch
         self._flush = flush
+        # Each batch names its adds and replaces in the journal (strict only).
+        self._journaled = journaled
         # Set once a flush failed: what it raised (every later write fails).
         self._broken: BaseException | None = None
         # Recovery reads the journal back: until it is done, batches leave it alone.
@@ -124,7 +132,7 @@ class GroupCommitWriter:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         loop = asyncio.get_running_loop()
-        writer = cls(loop, max_batch, flush)
+        writer = cls(loop, max_batch, flush, journaled=durability == "strict")
         opened: asyncio.Future[None] = loop.create_future()
         thread = threading.Thread(
             target=writer._main,
@@ -286,7 +294,7 @@ class GroupCommitWriter:
         if self._journal_held:
             journal: Journal = "keep"
         else:
-            journal = "clear" if self._flush is None else "record"
+            journal = "record" if self._journaled else "clear"
         try:
             outcomes: list[Outcome] = _commit_and_flush(conn, operations, self._flush, journal)
         except _FlushFailed as failed:
@@ -325,7 +333,7 @@ class GroupCommitWriter:
 
     def _close_connection(self, conn: sqlite3.Connection) -> None:
         try:
-            if self._flush is not None and self._broken is None and self._journal_ours:
+            if self._journaled and self._broken is None and self._journal_ours:
                 # Everything committed was flushed: a clean stop leaves no journal
                 # for the next start to read back.
                 conn.execute(CLEAR_UNFLUSHED)

@@ -58,16 +58,22 @@ def test_each_batch_is_committed_then_flushed_with_its_journal(tmp_path: Path) -
     assert query(db, "SELECT count(*) FROM unflushed") == [(0,)]
 
 
-def test_without_a_flush_commits_sync_and_keep_no_journal(tmp_path: Path) -> None:
+def test_without_a_flush_commits_sync_and_journal_their_batch(tmp_path: Path) -> None:
+    """flush = "file": each COMMIT syncs the log. A COMMIT whose sync fails is
+    answered as failed, yet its frames are in the log and a restart would bring
+    them back: its UIDs come back with them, for recovery to check."""
     db = tmp_path / "index.db"
 
     async def main() -> None:
         async with await Index.open(db) as index:
             assert await _synchronous(index) == 2  # FULL: the commit syncs the log
             await index.add(make_instance(1))
-            assert await index.unflushed() == []
+            assert await index.unflushed() == [make_instance(1).attrs.sop_instance_uid]
+            await index.add(make_instance(2))
+            assert await index.unflushed() == [make_instance(2).attrs.sop_instance_uid]
 
     run(main())
+    assert query(db, "SELECT count(*) FROM unflushed") == [(0,)]  # a clean close
 
 
 def test_the_next_batch_empties_a_journal_a_crash_left(tmp_path: Path) -> None:
@@ -86,9 +92,15 @@ def test_the_next_batch_empties_a_journal_a_crash_left(tmp_path: Path) -> None:
             assert await index.unflushed() == [make_instance(2).attrs.sop_instance_uid]
         with closing(sqlite3.connect(db)) as conn, conn:
             conn.execute("INSERT INTO unflushed VALUES (?)", (left,))
-        # A writer whose commits are durable themselves keeps no journal at all.
+        # A writer whose commits sync the log journals its batches all the same.
         async with await Index.open(db) as index:
             await index.add(make_instance(3))
+            assert await index.unflushed() == [make_instance(3).attrs.sop_instance_uid]
+        with closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute("INSERT INTO unflushed VALUES (?)", (left,))
+        # Only a fast one keeps none: nothing it commits is durable anyway.
+        async with await Index.open(db, durability="fast") as index:
+            await index.add(make_instance(4))
             assert await index.unflushed() == []
 
     run(main())
