@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Protocol, TypeVar
 
 import msgspec
@@ -39,9 +39,6 @@ from archive.dicom.dimse import CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, St
 from archive.dicom.dimse.status import StatusCategory, category
 from archive.dicom.filemeta import FileMetaError
 from archive.dicom.query import Query
-from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, NATIVE_TRANSFER_SYNTAXES
-from archive.dicom.ul.negotiation import MAX_CONTEXTS
-from archive.errors import ArchiveError
 from archive.index import InstanceRow
 from archive.services.base import (
     Cancel,
@@ -52,6 +49,7 @@ from archive.services.base import (
     StoreTarget,
     SubAssociationError,
 )
+from archive.services.contexts import NotConvertible, convert, proposals
 from archive.services.query import QueryFailure, parse_request, query_failure
 from archive.store.sources import FileSource, InstanceFiles, to_open
 
@@ -69,6 +67,7 @@ _MAX_UI_LIST = 0xFFFE
 
 class RetrieveIndex(Protocol):
     async def retrieve(self, query: Query) -> list[InstanceRow]: ...
+    async def instance(self, sop_instance_uid: str) -> InstanceRow | None: ...
 
 
 class Connect(Protocol):
@@ -88,12 +87,6 @@ class Connect(Protocol):
         address: tuple[str, int],
         contexts: Sequence[tuple[str, Sequence[str]]],
     ) -> contextlib.AbstractAsyncContextManager[StoreTarget]: ...
-
-
-class NotConvertible(ArchiveError):
-    """No accepted context can carry the instance as stored (and no transcoder yet)."""
-
-    code = "retrieve.transfer_syntax"
 
 
 class Counts(msgspec.Struct):
@@ -126,58 +119,6 @@ class Counts(msgspec.Struct):
         return int(Status.SUCCESS)
 
 
-def proposals(rows: Iterable[InstanceRow]) -> list[tuple[str, list[str]]]:
-    """Presentation contexts for sending ``rows``.
-
-    First one context per (SOP class, stored syntax), offering the stored
-    transfer syntax alone: offered beside another native encoding, the acceptor
-    may choose the one we cannot send as stored (DCMTK, pynetdicom and Orthanc
-    all take Explicit VR when offered both, and an Implicit VR instance then had
-    no context). Then, for each class with uncompressed instances, one more
-    context offering Explicit and Implicit VR Little Endian, which
-    :func:`convert` will use once transcoding arrives; today an instance only
-    goes out on a context of its stored syntax. At most 128 contexts (PS3.8
-    9.3.2.2): the stored-syntax contexts come first, and pairs beyond the limit
-    are not proposed (their instances fail).
-    """
-    pairs: dict[tuple[str, str], None] = {}
-    for row in rows:
-        pairs.setdefault((row.sop_class_uid, row.transfer_syntax_uid), None)
-    result = [(sop_class, [ts]) for sop_class, ts in pairs]
-    native = dict.fromkeys(c for c, ts in pairs if ts in NATIVE_TRANSFER_SYNTAXES)
-    result += [(sop_class, [EXPLICIT_VR_LE, IMPLICIT_VR_LE]) for sop_class in native]
-    return result[:MAX_CONTEXTS]
-
-
-def convert(
-    row: InstanceRow, contexts: Sequence[StoreContext]
-) -> tuple[StoreContext, Callable[[AsyncIterator[memoryview]], AsyncIterator[memoryview]]]:
-    """The context to send ``row`` on and the filter its data set goes through.
-
-    Today only the stored encoding goes out (the identity filter); a later issue
-    plugs transcoding in here. Raises :class:`NotConvertible` with the reason.
-    """
-    offered = False
-    for context in contexts:
-        if context.abstract_syntax != row.sop_class_uid:
-            continue
-        offered = True
-        if context.transfer_syntax == row.transfer_syntax_uid:
-            return context, _identity
-    if not offered:
-        raise NotConvertible(
-            f"the destination accepted no context for SOP class {row.sop_class_uid}"
-        )
-    raise NotConvertible(
-        f"the destination does not accept transfer syntax {row.transfer_syntax_uid} "
-        f"for SOP class {row.sop_class_uid} (no transcoding yet)"
-    )
-
-
-def _identity(chunks: AsyncIterator[memoryview]) -> AsyncIterator[memoryview]:
-    return chunks
-
-
 class Retriever:
     """Runs the sub-operations of one C-MOVE or C-GET and reports progress."""
 
@@ -189,8 +130,11 @@ class Retriever:
         *,
         priority: int,
         originator: tuple[str, int] | None,
+        index: RetrieveIndex | None = None,
     ) -> None:
         self.files = files
+        #: Where a row is read again when its file went (a replacement, since).
+        self.index = index
         #: How many :meth:`run` share the queue (the provider sets it).
         self.workers = 1
         self.queue: deque[InstanceRow] = deque(rows)
@@ -313,6 +257,8 @@ class Retriever:
         row: InstanceRow,
         contexts: Sequence[StoreContext],
         source: FileSource,
+        *,
+        again: bool = True,
     ) -> int | None:
         try:
             context, filtered = convert(row, contexts)
@@ -320,6 +266,19 @@ class Retriever:
         except NotConvertible as exc:
             log.warning("sub-operation for instance %s failed: %s", row.sop_instance_uid, exc)
             return None
+        except FileNotFoundError as exc:
+            # A replacement committed since the row was read removes the version
+            # it names: the instance is held, at the path its row names now.
+            current = await self._replaced(row) if again else None
+            if current is None:
+                log.error("sub-operation for instance %s failed: cannot read its file: %s",
+                          row.sop_instance_uid, exc)  # fmt: skip
+                return None
+            (moved,) = FileSource.open_ahead(self.files, [current.path])
+            try:
+                return await self._store(target, current, contexts, moved, again=False)
+            finally:
+                moved.close()
         except (OSError, FileMetaError) as exc:  # gone, unreadable, or not Part 10
             log.error("sub-operation for instance %s failed: cannot read its file: %s",
                       row.sop_instance_uid, exc)  # fmt: skip
@@ -342,6 +301,11 @@ class Retriever:
                 f" ({rsp.error_comment})" if rsp.error_comment else "",
             )
         return rsp.status
+
+    async def _replaced(self, row: InstanceRow) -> InstanceRow | None:
+        """The instance's row now, if it names another file than ``row`` did."""
+        current = None if self.index is None else await self.index.instance(row.sop_instance_uid)
+        return current if current is not None and current.path != row.path else None
 
     def failed_list(self, transfer_syntax: str) -> bytes | None:
         """The final response's identifier: Failed SOP Instance UID List, if any failed."""
@@ -504,6 +468,7 @@ def c_move_provider(
             request.cancel,
             priority=command.priority,
             originator=(request.calling_ae, command.message_id),
+            index=index,
         )
         if selected:
             contexts = proposals(selected)
@@ -590,7 +555,7 @@ def c_get_provider(index: RetrieveIndex, files: InstanceFiles) -> Provider:
             yield query_failure(command, selected)
             return
         retriever = Retriever(
-            files, selected, request.cancel, priority=command.priority, originator=None
+            files, selected, request.cancel, priority=command.priority, originator=None, index=index
         )
         if selected:
             # With an Asynchronous Operations Window, that many sub-operations in

@@ -492,6 +492,47 @@ def test_get_with_a_missing_file_fails_that_suboperation_only(
     assert len(channel.commands) == 4
 
 
+def test_get_of_an_instance_replaced_since_its_row_was_read(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """duplicates = "replace": a replacement committed after the rows were read
+    removes the version a row names. The instance is held: its row is read again
+    and the version it names now is sent, not a failed sub-operation."""
+    root, stored = corpus_files
+    replaced = stored[1]
+    uid = replaced.attrs.sop_instance_uid
+
+    class RowsReadBefore:
+        """The index as the C-GET saw it when it selected: one row names the
+        version the replacement removed since."""
+
+        def __init__(self, index: Index) -> None:
+            self.index = index
+
+        async def retrieve(self, query: Any) -> list[InstanceRow]:
+            rows = await self.index.retrieve(query)
+            old = "instances/old-version.dcm"  # gone: removed after the commit
+            return [msgspec.structs.replace(r, path=old) if r.sop_instance_uid == uid else r
+                    for r in rows]  # fmt: skip
+
+        async def instance(self, sop_instance_uid: str) -> InstanceRow | None:
+            return await self.index.instance(sop_instance_uid)
+
+    async def go(channel: Channel) -> list[Response]:
+        async with indexed(tmp_path, stored) as index:
+            command = CGetRq(message_id=3, affected_sop_class_uid=STUDY_ROOT_GET)
+            req = retrieve_request(
+                command, "STUDY", replaced.attrs.study_instance_uid, channel=channel
+            )
+            provider = c_get_provider(RowsReadBefore(index), Files(root))
+            return [r async for r in provider(req)]
+
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = run(go(channel))
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    assert channel.received[uid] == split_part10((root / replaced.path).read_bytes())[1]
+
+
 def test_get_with_an_empty_file_fails_that_suboperation_only(
     corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
 ) -> None:

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from archive.index import InstanceRow
-from archive.services.retrieve import Counts, NotConvertible, convert, proposals
+from archive.services.contexts import NotConvertible, convert, proposals
+from archive.services.retrieve import Counts
 from tests.interop.qrhelpers import CT_IMAGE, MR_IMAGE
 from tests.services.retrievehelpers import ELE, ILE, Context
 
