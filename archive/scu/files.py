@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMeta, FileMetaError
-from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE
+from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, usable_uid
 from archive.errors import ArchiveError
 from archive.progress import human_bytes
 from archive.store import DatasetReader, local_device, read_meta
@@ -39,6 +39,8 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 MAX_SKIPPED_LISTED = 20
 #: Concurrent meta reads while probing.
 PROBE_CONCURRENCY = 8
+#: Characters of a File Meta value quoted in a failure's reason.
+_SHOWN = 80
 _PAD = b"\x00"
 
 
@@ -198,15 +200,33 @@ def probe(path: Path) -> FileItem | FileResult:
         return FileResult(str(path), Kind.FAILED, reason=os_reason(exc), cause=Cause.FILE)
     if meta.media_storage_sop_class_uid == MEDIA_STORAGE_DIRECTORY:
         return FileResult(str(path), Kind.SKIPPED, reason="DICOMDIR, not an instance")
+    if why := unusable_meta(meta):
+        instance = meta.media_storage_sop_instance_uid
+        uid = instance if usable_uid(instance) else ""
+        return FileResult(str(path), Kind.FAILED, uid, reason=why, cause=Cause.FILE)
+    return FileItem(path, meta, offset, size, local=local)
+
+
+def unusable_meta(meta: FileMeta) -> str | None:
+    """Why the UIDs of ``meta`` cannot go into a C-STORE or a stored file, or None.
+
+    The SOP Class and the Transfer Syntax become a presentation context's
+    abstract and transfer syntaxes, which the association refuses to encode
+    unless they are UIDs (PS3.8 9.3.2.2): checked here, one file fails instead
+    of every file of its association. A leading zero in a component passes, as
+    it does at the node (:func:`usable_uid`).
+    """
     for uid, name in (
         (meta.media_storage_sop_class_uid, "Media Storage SOP Class UID (0002,0002)"),
         (meta.media_storage_sop_instance_uid, "Media Storage SOP Instance UID (0002,0003)"),
+        (meta.transfer_syntax_uid, "Transfer Syntax UID (0002,0010)"),
     ):
         if not uid:
-            return FileResult(
-                str(path), Kind.FAILED, reason=f"file meta lacks {name}", cause=Cause.FILE
-            )
-    return FileItem(path, meta, offset, size, local=local)
+            return f"file meta lacks {name}"
+        if not usable_uid(uid):
+            shown = uid if len(uid) <= _SHOWN else uid[:_SHOWN] + "..."
+            return f"file meta {name} is not a UID (1-64 digits and dots): {shown!a}"
+    return None
 
 
 def _has_prefix(path: Path) -> bool:

@@ -1,0 +1,117 @@
+"""Finding and probing the files of ``archive store`` and ``archive import``.
+
+Odd files and folders fail alone with a reason in the summary: a File Meta UID
+that is not a UID, a path that cannot be looked at, a folder that cannot be
+listed, a file name that is not valid in the file system's encoding.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from archive.cli import main
+from archive.scu import Cause, FileItem, FileResult, Kind, probe
+from tests.conftest import RunningNode
+from tests.test_cli_store import dataset_bytes, make_instance, stored_path
+
+#: A SOP Class UID of 65 characters: one too many (PS3.5 9.1).
+LONG_UID = "1.2." + "3" * 61
+
+
+def with_meta(
+    path: Path,
+    *,
+    sop_class: bytes | None = None,
+    sop_instance: bytes | None = None,
+    transfer_syntax: bytes | None = None,
+    source_ae: bytes | None = None,
+) -> None:
+    """Rewrite the File Meta of the Part 10 file at ``path`` with raw element values
+    (pydicom would refuse or warn about the invalid ones); None keeps the file's."""
+    import pydicom
+
+    meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+    data = dataset_bytes(path)
+
+    def value(given: bytes | None, keyword: str) -> bytes:
+        return given if given is not None else str(getattr(meta, keyword)).encode()
+
+    elements = [
+        struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01",
+        _short(0x0002, b"UI", value(sop_class, "MediaStorageSOPClassUID")),
+        _short(0x0003, b"UI", value(sop_instance, "MediaStorageSOPInstanceUID")),
+        _short(0x0010, b"UI", value(transfer_syntax, "TransferSyntaxUID")),
+        _short(0x0012, b"UI", b"1.2.3"),
+    ]
+    if source_ae is not None:
+        elements.append(_short(0x0016, b"AE", source_ae))
+    body = b"".join(elements)
+    group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
+    path.write_bytes(bytes(128) + b"DICM" + group_length + body + data)
+
+
+def _short(element: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\x00" if vr == b"UI" else b" "
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+# ---- File Meta UIDs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("element", "name"),
+    [
+        ("sop_class", "Media Storage SOP Class UID (0002,0002)"),
+        ("sop_instance", "Media Storage SOP Instance UID (0002,0003)"),
+        ("transfer_syntax", "Transfer Syntax UID (0002,0010)"),
+    ],
+)
+@pytest.mark.parametrize(
+    "bad",
+    [LONG_UID.encode(), "1.2.3.\u00e9".encode("latin-1"), b"1.2.abc", b"1..2"],
+    ids=["65-chars", "non-ascii", "letters", "empty-component"],
+)
+def test_probe_fails_a_file_whose_meta_uid_is_not_a_uid(
+    tmp_path: Path, element: str, name: str, bad: bytes
+) -> None:
+    path = tmp_path / "a.dcm"
+    make_instance(path)
+    with_meta(path, **{element: bad})
+    result = probe(path)
+    assert isinstance(result, FileResult)
+    assert result.kind is Kind.FAILED
+    assert result.cause is Cause.FILE
+    assert result.reason.startswith(f"file meta {name} is not a UID")
+
+
+def test_probe_accepts_a_leading_zero_in_a_component(tmp_path: Path) -> None:
+    """As the node does (usable_uid): modalities send such UIDs."""
+    path = tmp_path / "a.dcm"
+    make_instance(path)
+    with_meta(path, sop_instance=b"1.2.03.4")
+    assert isinstance(probe(path), FileItem)
+
+
+def test_store_sends_the_others_when_one_meta_uid_is_not_a_uid(
+    node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It used to end the whole run with a LocalProtocolError traceback: the
+    association proposing that abstract syntax could not even be encoded."""
+    folder = tmp_path / "in"
+    uids = [make_instance(folder / f"{i}.dcm") for i in range(3)]
+    bad = folder / "1.dcm"
+    with_meta(bad, sop_class=LONG_UID.encode())
+    status = main(["store", "--aec", "ARCHIVE", node.host, str(node.port), str(folder)])
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    assert lines[0].startswith("sent 2, failed 1, skipped 0 of 3 file(s); ")
+    assert lines[1:] == [
+        f"failed: {bad}  {uids[1]}  file meta Media Storage SOP Class UID (0002,0002) is not a UID"
+        f" (1-64 digits and dots): {LONG_UID!r}"
+    ]
+    data = node.config.node.data_dir
+    assert [stored_path(data, uid).exists() for uid in uids] == [True, False, True]
