@@ -7,8 +7,11 @@ configured ones, and importing the same files again is a success that writes
 nothing (identical duplicates). The File Meta supplies what the C-STORE command
 would: SOP Class and Instance UIDs, the transfer syntax (the data set is stored
 as is, never transcoded) and the source AE title (``IMPORT`` when the file names
-none). ``jobs`` files are in flight at once, so that group commit batches their
-index rows and their fsyncs overlap.
+none, or one that is no AE title). ``jobs`` files are in flight at once, so that
+group commit batches their index rows and their fsyncs overlap. An odd file
+fails alone, with its reason in the summary: File Meta UIDs that are not UIDs
+(:func:`~archive.scu.probe`), a transfer syntax the node cannot read, even an
+error nobody expected.
 
 Importing into a data folder a running server also uses is safe: SQLite in WAL
 mode serialises the two writers with its lock, and the store's file placement
@@ -19,18 +22,23 @@ This is not a reconciliation tool: files are read, never moved or deleted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TextIO
 
-from archive.config import Config
+from archive.config import Config, check_ae_title
+from archive.dicom.filemeta import FileMeta
+from archive.dicom.header import HeaderError, HeaderReader
+from archive.errors import ConfigError
 from archive.node import Storage
 from archive.progress import Progress
 from archive.scu import (
     CHUNK,
     Cause,
+    FileItem,
     FileReadError,
     FileResult,
     Kind,
@@ -41,6 +49,8 @@ from archive.scu import (
     status_result,
 )
 from archive.services import Ingest
+
+log = logging.getLogger("archive.import")
 
 #: Source AE title recorded for files whose meta has none (PS3.10 Table 7.1-1).
 IMPORT_AE = "IMPORT"
@@ -88,24 +98,71 @@ async def import_files(
 
 
 async def import_one(ingest: Ingest, path: Path, chunk: int = CHUNK) -> FileResult:
-    """Ingest one file; its result (skipped when it is not a Part 10 file)."""
-    probed = await asyncio.to_thread(probe, path)
-    if isinstance(probed, FileResult):
-        return probed
-    item = probed
-    errors: list[FileReadError] = []
+    """Ingest one file; its result (skipped when it is not a Part 10 file).
+
+    Whatever becomes of one file is that file's result, never the end of the
+    run. An exception nobody expected (a bug, in the end) is logged at ERROR
+    with its traceback, under the SOP Instance UID and not the path, which may
+    name a patient; :class:`Ingest` has discarded what it wrote by then, so the
+    data folder is left as it was.
+    """
+    uid = ""
+    try:
+        probed = await asyncio.to_thread(probe, path)
+        if isinstance(probed, FileResult):
+            return probed
+        uid = probed.meta.media_storage_sop_instance_uid
+        return await _ingest(ingest, probed, chunk)
+    except Exception as exc:
+        name = type(exc).__name__
+        log.error("instance %s not imported: unexpected %s", uid or "?", name, exc_info=exc)
+        reason = f"internal error: {name}: {exc} (logged)"
+        return FileResult(str(path), Kind.FAILED, uid, reason=reason, cause=Cause.FILE)
+
+
+async def _ingest(ingest: Ingest, item: FileItem, chunk: int) -> FileResult:
     meta = item.meta
+    try:
+        # The reader Ingest runs on the data set refuses a transfer syntax it
+        # cannot parse (a private one): asked first, so the file fails alone
+        # with that reason before anything is written.
+        HeaderReader(meta.transfer_syntax_uid)
+    except HeaderError as exc:
+        reason = f"the node cannot read a data set in transfer syntax {meta.transfer_syntax_uid}"
+        return item.result(Kind.FAILED, reason=f"{reason}: {exc}", cause=Cause.FILE)
+    errors: list[FileReadError] = []
     outcome = await ingest.ingest(
         sop_class_uid=meta.media_storage_sop_class_uid,
         sop_instance_uid=meta.media_storage_sop_instance_uid,
         transfer_syntax=meta.transfer_syntax_uid,
-        source_ae=meta.source_application_entity_title or IMPORT_AE,
+        source_ae=_source_ae(meta),
         fragments=_noting(read_chunks(item, chunk), errors),
     )
     if errors:
         # Ingest turns any error into Out of Resources; a read error is ours.
         return item.result(Kind.FAILED, reason=str(errors[0]), cause=Cause.FILE)
     return status_result(item, outcome.status, outcome.comment)
+
+
+def _source_ae(meta: FileMeta) -> str:
+    """The Source AE Title to record: the file's (PS3.10 7.1), or :data:`IMPORT_AE`
+    when it names none, or one that is no AE title (the stored file's meta is
+    written in the default character repertoire, PS3.5 6.2)."""
+    title = meta.source_application_entity_title
+    if not title:
+        return IMPORT_AE
+    try:
+        check_ae_title("Source Application Entity Title (0002,0016)", title)
+    except ConfigError as exc:
+        log.warning(
+            "instance %s: Source Application Entity Title (0002,0016) of its file is not"
+            " an AE title (%s): recorded as %s",
+            meta.media_storage_sop_instance_uid,
+            exc.problem,
+            IMPORT_AE,
+        )
+        return IMPORT_AE
+    return title
 
 
 async def _noting(
