@@ -132,23 +132,39 @@ class Report:
 
 
 def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[FileResult]]:
-    """The files under ``paths`` (folders walked recursively, sorted), and the
-    paths that do not exist as failures. Blocking: run it in a thread."""
+    """The files under ``paths`` (folders walked recursively, sorted), and as
+    failures the paths that do not exist or cannot be looked at, and the folders
+    that cannot be listed. Blocking: run it in a thread.
+
+    A folder ``os.walk`` cannot list (no permission, a path past PATH_MAX) would
+    otherwise be left out in silence: a partial run reported as complete.
+    """
     files: list[Path] = []
-    missing: list[FileResult] = []
+    failed: list[FileResult] = []
+
+    def fail(path: str | os.PathLike[str], reason: str) -> None:
+        failed.append(FileResult(os.fspath(path), Kind.FAILED, reason=reason, cause=Cause.FILE))
+
+    def unlisted(exc: OSError) -> None:
+        fail(path if exc.filename is None else exc.filename, os_reason(exc))
+
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            for folder, dirs, names in os.walk(path):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            fail(path, "no such file")
+            continue
+        except OSError as exc:  # no permission on a parent, a name too long, ...
+            fail(path, os_reason(exc))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            for folder, dirs, names in os.walk(path, onerror=unlisted):
                 dirs.sort()
                 files.extend(Path(folder, name) for name in sorted(names))
-        elif path.is_file():
-            files.append(path)
         else:
-            missing.append(
-                FileResult(str(path), Kind.FAILED, reason="no such file", cause=Cause.FILE)
-            )
-    return files, missing
+            files.append(path)  # probe() skips what is not a regular file
+    return files, failed
 
 
 @dataclass(slots=True)

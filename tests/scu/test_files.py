@@ -7,13 +7,16 @@ listed, a file name that is not valid in the file system's encoding.
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from archive.cli import main
-from archive.scu import Cause, FileItem, FileResult, Kind, probe
+from archive.scu import Cause, FileItem, FileResult, Kind, discover, probe
 from tests.conftest import RunningNode
 from tests.test_cli_store import dataset_bytes, make_instance, stored_path
 
@@ -115,3 +118,77 @@ def test_store_sends_the_others_when_one_meta_uid_is_not_a_uid(
     ]
     data = node.config.node.data_dir
     assert [stored_path(data, uid).exists() for uid in uids] == [True, False, True]
+
+
+# ---- paths that cannot be looked at ------------------------------------------------------
+
+
+def unlistable(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """``folder`` cannot be listed, as a mode 000 folder for a user who is not root
+    (the tests run as root), or one deeper than PATH_MAX."""
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path) == str(folder):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_discover_records_what_it_cannot_look_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "in"
+    good = folder / "a" / "1.dcm"
+    make_instance(good)
+    make_instance(folder / "b" / "2.dcm")
+    too_long = tmp_path / ("x" * 300)  # a component over NAME_MAX: ENAMETOOLONG
+    unlistable(monkeypatch, folder / "b")
+    files, failed = discover([folder, too_long])
+    assert files == [good]
+    assert [(r.path, r.kind, r.reason, r.cause) for r in failed] == [
+        (str(folder / "b"), Kind.FAILED, "cannot read: Permission denied", Cause.FILE),
+        (str(too_long), Kind.FAILED, "cannot read: File name too long", Cause.FILE),
+    ]
+
+
+def test_discover_says_no_such_file_for_a_missing_path(tmp_path: Path) -> None:
+    assert discover([tmp_path / "nope"]) == (
+        [],
+        [FileResult(str(tmp_path / "nope"), Kind.FAILED, reason="no such file", cause=Cause.FILE)],
+    )
+
+
+@pytest.mark.parametrize("command", ["store", "import"])
+def test_a_folder_that_cannot_be_listed_is_a_failure(
+    command: str,
+    node: RunningNode,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """os.walk skipped it silently: a partial run that exited 0. And a path that
+    cannot even be stat'ed (ENAMETOOLONG) ended the run with a traceback."""
+    folder = tmp_path / "in"
+    uid = make_instance(folder / "a" / "1.dcm")
+    make_instance(folder / "b" / "2.dcm")
+    too_long = tmp_path / ("x" * 300)
+    unlistable(monkeypatch, folder / "b")
+    paths = [str(folder), str(too_long)]
+    if command == "store":
+        status = main(["store", "--aec", "ARCHIVE", node.host, str(node.port), *paths])
+        data = Path(node.config.node.data_dir)
+        verb = "sent"
+    else:
+        data = tmp_path / "data"
+        status = main(["import", "--data", str(data), *paths])
+        verb = "imported"
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    assert lines[0].startswith(f"{verb} 1, failed 2, skipped 0 of 3 file(s); ")
+    assert lines[1:] == [
+        f"failed: {folder / 'b'}  cannot read: Permission denied",
+        f"failed: {too_long}  cannot read: File name too long",
+    ]
+    assert stored_path(data, uid).exists()
