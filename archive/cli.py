@@ -423,7 +423,7 @@ def _store(args: argparse.Namespace) -> int:
         max_pdu_length=args.max_pdu,
     )
     report = run(send_files(args.paths, options))
-    print(report.summary("sent"))
+    print_summary(report, "sent")
     return _ingest_exit(report, "store")
 
 
@@ -435,8 +435,18 @@ def _import(args: argparse.Namespace) -> int:
         print("archive import: -j must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     report = run(import_files(args.paths, config, jobs=args.jobs), config.node.loop)
-    print(report.summary("imported"))
+    print_summary(report, "imported")
     return _ingest_exit(report, "import")
+
+
+def print_summary(report: Report, verb: str) -> None:
+    """The summary on stdout, whatever its encoding: file names are escaped when
+    not valid in the file system's (:func:`archive.scu.files.shown_path`), and
+    anything else stdout cannot encode (a reason quoting an exception's text) is
+    escaped here rather than ending the run with no summary at all."""
+    text = report.summary(verb)
+    encoding = sys.stdout.encoding or "utf-8"
+    print(text.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def _ingest_exit(report: Report, command: str) -> int:

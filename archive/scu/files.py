@@ -16,6 +16,7 @@ import asyncio
 import enum
 import os
 import stat
+import sys
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,7 @@ class FileResult:
 
     def describe(self) -> str:
         """One summary line: path, SOP Instance UID, status in hex and/or reason."""
-        parts = [f"{self.kind.value}: {self.path}"]
+        parts = [f"{self.kind.value}: {shown_path(self.path)}"]
         if self.sop_instance_uid:
             parts.append(self.sop_instance_uid)
         detail = f"status 0x{self.status:04X}" if self.status is not None else ""
@@ -85,6 +86,13 @@ class FileResult:
         if detail:
             parts.append(detail)
         return "  ".join(parts)
+
+
+def shown_path(path: str) -> str:
+    """``path`` as it can be printed: a name that is not valid in the file system's
+    encoding (os.walk hands it on with surrogates, PEP 383) shows its bytes
+    escaped, ``\\xfe``, instead of failing to encode."""
+    return os.fsencode(path).decode(sys.getfilesystemencoding(), "backslashreplace")
 
 
 @dataclass(slots=True)

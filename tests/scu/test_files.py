@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from archive.cli import main
-from archive.scu import Cause, FileItem, FileResult, Kind, discover, probe
+from archive.cli import main, print_summary
+from archive.scu import Cause, FileItem, FileResult, Kind, Report, discover, probe
 from tests.conftest import RunningNode
 from tests.test_cli_store import dataset_bytes, make_instance, stored_path
 
@@ -192,3 +192,53 @@ def test_a_folder_that_cannot_be_listed_is_a_failure(
         f"failed: {too_long}  cannot read: File name too long",
     ]
     assert stored_path(data, uid).exists()
+
+
+# ---- file names that are not valid in the file system's encoding ----------------------------
+
+
+@pytest.mark.parametrize("command", ["store", "import"])
+def test_file_names_not_in_the_file_system_encoding_are_shown_escaped(
+    command: str, node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Such names come from os.walk with surrogates in them (PEP 383), which the
+    UTF-8 stdout refused: the summary ended in a UnicodeEncodeError. They are shown
+    with the byte escaped, as Python writes it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sent = Path(os.fsdecode(bytes(folder) + b"/txt\xfe.dcm"))
+    uid = make_instance(sent)
+    bad = Path(os.fsdecode(bytes(folder) + b"/bad\xfe.dcm"))
+    make_instance(bad)
+    with_meta(bad, sop_class=LONG_UID.encode())
+    Path(os.fsdecode(bytes(folder) + b"/notes\xfe.txt")).write_text("not DICOM\n")
+    if command == "store":
+        status = main(["store", "--aec", "ARCHIVE", node.host, str(node.port), str(folder)])
+        data = Path(node.config.node.data_dir)
+        verb = "sent"
+    else:
+        data = tmp_path / "data"
+        status = main(["import", "--data", str(data), str(folder)])
+        verb = "imported"
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    assert lines[0].startswith(f"{verb} 1, failed 1, skipped 1 of 3 file(s); ")
+    assert lines[1].startswith(f"failed: {folder}/bad\\xfe.dcm  ")
+    assert lines[2] == f"skipped: {folder}/notes\\xfe.txt  not a DICOM Part 10 file"
+    assert stored_path(data, uid).exists()
+
+
+def test_describe_shows_a_name_not_in_the_file_system_encoding_escaped() -> None:
+    path = os.fsdecode(b"/in/\xfe\xffx.dcm")
+    line = FileResult(path, Kind.SKIPPED, reason="why").describe()
+    assert line == "skipped: /in/\\xfe\\xffx.dcm  why"
+    line.encode("utf-8")  # printable whatever the locale's encoding
+
+
+def test_print_summary_escapes_what_stdout_cannot_encode(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A reason may quote an exception's text, and with it a file name."""
+    report = Report(results=[FileResult("a.dcm", Kind.FAILED, reason=os.fsdecode(b"in b\xfe.dcm"))])
+    print_summary(report, "sent")
+    assert capsys.readouterr().out.splitlines()[1] == "failed: a.dcm  in b\\udcfe.dcm"
