@@ -18,7 +18,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
 
-from archive.config import Config, Peer, check_ae_title, load_config, with_overrides
+from archive.config import (
+    MAX_PDU_LENGTH_RANGE,
+    Config,
+    Peer,
+    check_ae_title,
+    load_config,
+    with_overrides,
+)
 from archive.dicom.dimse import Status
 from archive.errors import ArchiveError, ConfigError
 from archive.importer import DEFAULT_JOBS, import_files
@@ -387,7 +394,11 @@ def _add_ingest_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
     store.add_argument("-j", "--jobs", type=int, default=1, help="concurrent associations")
     store.add_argument("--timeout", type=float, default=30.0, help="seconds for each step")
     store.add_argument(
-        "--max-pdu", type=int, default=65536, help="Maximum Length we receive (PS3.8 D.1)"
+        "--max-pdu",
+        type=int,
+        default=65536,
+        help="Maximum Length we receive (PS3.8 D.1): 0 (no limit) or"
+        f" {MAX_PDU_LENGTH_RANGE[0]} to {MAX_PDU_LENGTH_RANGE[1]}",
     )
 
     imp = commands.add_parser(
@@ -409,9 +420,20 @@ def _store(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"archive store: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    if args.jobs < 1 or args.timeout <= 0 or not 0 <= args.max_pdu <= 0xFFFFFFFF:
-        print("archive store: -j, --timeout and --max-pdu must be positive", file=sys.stderr)
-        return EXIT_USAGE
+    low, high = MAX_PDU_LENGTH_RANGE  # the config file's association.max_pdu_length
+    for wrong, message in (
+        (args.jobs < 1, f"-j must be at least 1, got {args.jobs}"),
+        (args.timeout <= 0, f"--timeout must be positive, got {args.timeout:g}"),
+        (
+            # 0 is "no limit" (PS3.8 D.1), as the UL machine takes it; anything
+            # else in the range the config file allows, which peers can work with.
+            args.max_pdu != 0 and not low <= args.max_pdu <= high,
+            f"--max-pdu must be 0 (no limit) or {low} to {high}, got {args.max_pdu}",
+        ),
+    ):
+        if wrong:
+            print(f"archive store: {message}", file=sys.stderr)
+            return EXIT_USAGE
     t = args.timeout
     options = StoreOptions(
         host=args.host,
