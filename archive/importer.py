@@ -4,14 +4,15 @@ Each file goes through the same :class:`archive.services.Ingest` path a C-STORE
 does (header extraction, temp file, fsync, link into place, group-committed
 index row), so the durability setting and the duplicate policy are the
 configured ones, and importing the same files again is a success that writes
-nothing (identical duplicates). The File Meta supplies what the C-STORE command
-would: SOP Class and Instance UIDs, the transfer syntax (the data set is stored
-as is, never transcoded) and the source AE title (``IMPORT`` when the file names
-none, or one that is no AE title). ``jobs`` files are in flight at once, so that
-group commit batches their index rows and their fsyncs overlap. An odd file
-fails alone, with its reason in the summary: File Meta UIDs that are not UIDs
-(:func:`~archive.scu.probe`), a transfer syntax the node cannot read, even an
-error nobody expected.
+nothing (identical duplicates), counted as "already held" in the summary, as is
+a duplicate with other content that ``keep`` does not store. The File Meta
+supplies what the C-STORE command would: SOP Class and Instance UIDs, the
+transfer syntax (the data set is stored as is, never transcoded) and the source
+AE title (``IMPORT`` when the file names none, or one that is no AE title).
+``jobs`` files are in flight at once, so that group commit batches their index
+rows and their fsyncs overlap. An odd file fails alone, with its reason in the
+summary: File Meta UIDs that are not UIDs (:func:`~archive.scu.probe`), a
+transfer syntax the node cannot read, even an error nobody expected.
 
 Importing into a data folder a running server also uses is safe: SQLite in WAL
 mode serialises the two writers with its lock, and the store's file placement
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import TextIO
 
 from archive.config import Config, check_ae_title
+from archive.dicom.dimse import StatusCategory, category
 from archive.dicom.filemeta import FileMeta
 from archive.dicom.header import HeaderError, HeaderReader
 from archive.errors import ConfigError
@@ -49,6 +51,7 @@ from archive.scu import (
     status_result,
 )
 from archive.services import Ingest
+from archive.services.store import STORED
 
 log = logging.getLogger("archive.import")
 
@@ -141,6 +144,11 @@ async def _ingest(ingest: Ingest, item: FileItem, chunk: int) -> FileResult:
     if errors:
         # Ingest turns any error into Out of Resources; a read error is ours.
         return item.result(Kind.FAILED, reason=str(errors[0]), cause=Cause.FILE)
+    if outcome is not STORED and category(outcome.status) is StatusCategory.SUCCESS:
+        # Success for a duplicate, identical or kept under duplicates = "keep":
+        # the instance was held already and nothing was written (STORED is the
+        # one Success that stored this file, told apart by identity).
+        return item.result(Kind.HELD)
     return status_result(item, outcome.status, outcome.comment)
 
 

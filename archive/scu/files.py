@@ -50,6 +50,7 @@ class Kind(enum.Enum):
 
     SENT = "sent"
     WARNING = "warning"  # stored, with a warning status (PS3.7 C.4): a success
+    HELD = "already held"  # import: Success, but the instance was held, nothing written
     FAILED = "failed"
     SKIPPED = "skipped"
 
@@ -116,12 +117,19 @@ class Report:
         return max(causes) if causes else None
 
     def summary(self, verb: str = "sent") -> str:
-        """Counts, bytes, elapsed time and rate; then each failure, warning and skip."""
+        """Counts, bytes, elapsed time and rate; then each failure, warning and skip.
+
+        Instances already held (an import's duplicates: a success that wrote
+        nothing) are counted apart when there are any, not listed one by one.
+        """
         done = self.of(Kind.SENT) + self.of(Kind.WARNING)
         failed, warned, skipped = self.of(Kind.FAILED), self.of(Kind.WARNING), self.of(Kind.SKIPPED)
+        held = self.of(Kind.HELD)
         elapsed = max(self.elapsed, 1e-9)
         lines = [
-            f"{verb} {len(done)}, failed {len(failed)}, skipped {len(skipped)}"
+            f"{verb} {len(done)}"
+            + (f", already held {len(held)}" if held else "")
+            + f", failed {len(failed)}, skipped {len(skipped)}"
             f" of {len(self.results)} file(s)"
             + (f" ({len(warned)} with warnings)" if warned else "")
             + f"; {human_bytes(self.bytes)} ({self.bytes} bytes) in {self.elapsed:.2f} s,"
