@@ -192,6 +192,8 @@ class FileItem:
     offset: int
     size: int  # data set bytes (file size - offset)
     attempts: int = 0
+    #: Of those attempts, the ones the peer ended with an A-ABORT (``store.py``).
+    peer_aborts: int = 0
     #: On a local filesystem: opened on the event loop when its path is cached.
     local: bool = False
 

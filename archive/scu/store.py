@@ -17,7 +17,9 @@ status. A file whose context the peer rejected fails with that reason, and one
 that cannot be opened or read before any of it was sent fails alone. An
 association that ends mid-run (abort, lost connection, timeout) has the file in
 flight retried once on a new association; files opened ahead or never taken stay
-queued for the other workers or the next association. When no worker can get an
+queued for the other workers or the next association. A file whose two
+associations the peer both aborted fails as the file's fault (a peer that cannot
+parse a data set aborts), not the network's. When no worker can get an
 association any more (rejected, nothing listening), the files left fail with that
 reason.
 """
@@ -43,6 +45,7 @@ from archive.net import (
     AssociationRejected,
     AssociationTimeout,
     ClientAssociation,
+    Outcome,
     Timeouts,
     associate,
 )
@@ -290,7 +293,7 @@ class _GroupSender:
             assoc.abort()
             return False
         except (AssociationAborted, AssociationTimeout, LocalProtocolError) as exc:
-            self._retry_or_fail(item, exc)
+            self._retry_or_fail(item, exc, by_peer=assoc.assoc.outcome is Outcome.ABORTED_BY_PEER)
             assoc.abort()
             return False
         finally:
@@ -298,10 +301,25 @@ class _GroupSender:
         self._record(status_result(item, rsp.status, rsp.error_comment))
         return True
 
-    def _retry_or_fail(self, item: FileItem, exc: Exception) -> None:
+    def _retry_or_fail(self, item: FileItem, exc: Exception, *, by_peer: bool) -> None:
+        """Queue ``item`` again after its association ended, or fail it the second time.
+
+        Twice an A-ABORT from the peer while this very file was sent, on two
+        associations, says more about the file than the network: a peer that
+        cannot parse a data set (DCMTK's storescp, on one cut short) aborts. That
+        is the file's failure, not a network one (exit 5, not 3).
+        """
         item.attempts += 1
+        item.peer_aborts += by_peer
         if item.attempts < 2:
             self.queue.put_nowait(item)
+            return
+        if item.peer_aborts == item.attempts:
+            reason = (
+                "the peer aborted the association twice while this file was sent;"
+                f" the file may be malformed ({exc})"
+            )
+            self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.FILE))
             return
         cause = Cause.TIMEOUT if isinstance(exc, AssociationTimeout) else Cause.NETWORK
         self._record(item.result(Kind.FAILED, reason=str(exc), cause=cause))
