@@ -14,9 +14,10 @@ rows and their fsyncs overlap. An odd file fails alone, with its reason in the
 summary: File Meta UIDs that are not UIDs (:func:`~archive.scu.probe`), a
 transfer syntax the node cannot read, even an error nobody expected.
 
-Importing into a data folder a running server also uses is safe: SQLite in WAL
-mode serialises the two writers with its lock, and the store's file placement
-is atomic (link into place), so neither side sees the other's half-written work.
+The data folder must not be in use: like the node, the importer holds its lock
+(``<data>/lock``) while it runs, so an import beside a running node is refused
+(:class:`~archive.store.DataFolderInUse`, exit 3) rather than mistaking the
+node's files in flight for debris. Stop the node, import, start it again.
 This is not a reconciliation tool: files are read, never moved or deleted.
 """
 
