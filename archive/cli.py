@@ -45,6 +45,7 @@ from archive.scu import (
     QueryKeyError,
     Report,
     StoreOptions,
+    interruptible,
     send_files,
     text_table,
 )
@@ -444,7 +445,7 @@ def _store(args: argparse.Namespace) -> int:
         timeouts=Timeouts(artim=t, network=t, dimse=t, connect=t),
         max_pdu_length=args.max_pdu,
     )
-    report = run(send_files(args.paths, options))
+    report = run(interruptible(lambda i: send_files(args.paths, options, interrupt=i)))
     print_summary(report, "sent")
     return _ingest_exit(report, "store")
 
@@ -456,7 +457,10 @@ def _import(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("archive import: -j must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    report = run(import_files(args.paths, config, jobs=args.jobs), config.node.loop)
+    report = run(
+        interruptible(lambda i: import_files(args.paths, config, jobs=args.jobs, interrupt=i)),
+        config.node.loop,
+    )
     print_summary(report, "imported")
     return _ingest_exit(report, "import")
 
@@ -472,7 +476,13 @@ def print_summary(report: Report, verb: str) -> None:
 
 
 def _ingest_exit(report: Report, command: str) -> int:
-    """Exit status of a store/import run: the worst thing that happened to a file."""
+    """Exit status of a store/import run: the worst thing that happened to a file,
+    or 130 (cli_qr's EXIT_INTERRUPTED) after Ctrl-C, as for every command."""
+    if report.interrupted:
+        from archive.cli_qr import EXIT_INTERRUPTED  # cli_qr imports this module
+
+        print(f"archive {command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not any(r.sop_instance_uid for r in report.results):
         print(f"archive {command}: no DICOM instances found", file=sys.stderr)
         return EXIT_USAGE

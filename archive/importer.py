@@ -44,8 +44,10 @@ from archive.scu import (
     FileItem,
     FileReadError,
     FileResult,
+    Interrupt,
     Kind,
     Report,
+    abortable,
     discover,
     probe,
     read_chunks,
@@ -73,10 +75,21 @@ async def import_files(
     chunk: int = CHUNK,
     progress: bool | None = None,
     progress_stream: TextIO | None = None,
+    interrupt: Interrupt | None = None,
 ) -> Report:
-    """Import every Part 10 file under ``paths`` into the data folder of ``config``."""
+    """Import every Part 10 file under ``paths`` into the data folder of ``config``.
+
+    Once ``interrupt`` is set (Ctrl-C), no file is taken any more and those in
+    flight are finished; set again, they are cancelled, which :class:`Ingest`
+    is made for (a file is kept with its index row or not at all: importing
+    again tells which). The files left are counted in the report.
+    """
     started = time.monotonic()
-    files, missing = await asyncio.to_thread(discover, list(paths))
+
+    def stopping() -> bool:
+        return interrupt is not None and interrupt.is_set
+
+    files, missing = await asyncio.to_thread(discover, list(paths), stopping)
     report = Report(results=list(missing))
     storage = await Storage(config).open()
     bar = Progress(len(files), stream=progress_stream, enabled=progress)
@@ -87,16 +100,24 @@ async def import_files(
 
         async def worker() -> None:
             for path in pending:
+                if stopping():
+                    return
                 result = await import_one(ingest, path, chunk)
                 report.results.append(result)
                 bar.advance(1, result.nbytes)
 
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(max(1, min(jobs, len(files)))):
-                tg.create_task(worker())
+        async def import_all() -> None:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(max(1, min(jobs, len(files)))):
+                    tg.create_task(worker())
+
+        await abortable(import_all(), interrupt)
     finally:
         bar.close()
         await storage.close()
+    if stopping():
+        report.interrupted = True
+        report.unfinished = len(missing) + len(files) - len(report.results)
     report.elapsed = time.monotonic() - started
     return report
 

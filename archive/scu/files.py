@@ -103,6 +103,9 @@ class Report:
     results: list[FileResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    #: Ctrl-C: the run stopped early, and how many files found had no result.
+    interrupted: bool = False
+    unfinished: int = 0
 
     def of(self, kind: Kind) -> list[FileResult]:
         return [r for r in self.results if r.kind is kind]
@@ -120,7 +123,8 @@ class Report:
         """Counts, bytes, elapsed time and rate; then each failure, warning and skip.
 
         Instances already held (an import's duplicates: a success that wrote
-        nothing) are counted apart when there are any, not listed one by one.
+        nothing) are counted apart when there are any, not listed one by one;
+        so are the files an interrupted run left (counted in the total).
         """
         done = self.of(Kind.SENT) + self.of(Kind.WARNING)
         failed, warned, skipped = self.of(Kind.FAILED), self.of(Kind.WARNING), self.of(Kind.SKIPPED)
@@ -130,11 +134,13 @@ class Report:
             f"{verb} {len(done)}"
             + (f", already held {len(held)}" if held else "")
             + f", failed {len(failed)}, skipped {len(skipped)}"
-            f" of {len(self.results)} file(s)"
+            f" of {len(self.results) + self.unfinished} file(s)"
             + (f" ({len(warned)} with warnings)" if warned else "")
             + f"; {human_bytes(self.bytes)} ({self.bytes} bytes) in {self.elapsed:.2f} s,"
             f" {self.bytes / elapsed / 1e6:.1f} MB/s, {len(done) / elapsed:.1f} files/s"
         ]
+        if self.interrupted:
+            lines.append(f"interrupted: {self.unfinished} file(s) not {verb}")
         lines.extend(self.notes)
         lines.extend(r.describe() for r in failed)
         lines.extend(r.describe() for r in warned)
@@ -147,10 +153,13 @@ class Report:
 # ---- finding and reading files ------------------------------------------------------
 
 
-def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[FileResult]]:
+def discover(
+    paths: Iterable[str | os.PathLike[str]], stop: Callable[[], bool] = lambda: False
+) -> tuple[list[Path], list[FileResult]]:
     """The files under ``paths`` (folders walked recursively, sorted), and as
     failures the paths that do not exist or cannot be looked at, and the folders
-    that cannot be listed. Blocking: run it in a thread.
+    that cannot be listed. Blocking: run it in a thread. ``stop`` (Ctrl-C) is
+    asked between folders: what was found until then is returned.
 
     A folder ``os.walk`` cannot list (no permission, a path past PATH_MAX) would
     otherwise be left out in silence: a partial run reported as complete.
@@ -165,6 +174,8 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[
         fail(path if exc.filename is None else exc.filename, os_reason(exc))
 
     for raw in paths:
+        if stop():
+            break
         path = Path(raw)
         try:
             st = os.stat(path)
@@ -176,6 +187,8 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[
             continue
         if stat.S_ISDIR(st.st_mode):
             for folder, dirs, names in os.walk(path, onerror=unlisted):
+                if stop():
+                    break
                 dirs.sort()
                 files.extend(Path(folder, name) for name in sorted(names))
         else:
@@ -276,13 +289,18 @@ def os_reason(exc: OSError) -> str:
     return f"cannot read: {exc.strerror or exc}"
 
 
-async def probe_all(files: Sequence[Path]) -> list[FileItem | FileResult]:
-    """:func:`probe` every file, a few threads at a time; results in order."""
+async def probe_all(
+    files: Sequence[Path], stop: Callable[[], bool] = lambda: False
+) -> list[FileItem | FileResult]:
+    """:func:`probe` every file, a few threads at a time; results in order. Once
+    ``stop()`` (Ctrl-C), no more are probed: the list holds those that were."""
     out: list[FileItem | FileResult | None] = [None] * len(files)
     positions = iter(range(len(files)))
 
     async def worker() -> None:
         for i in positions:
+            if stop():
+                return
             out[i] = await asyncio.to_thread(probe, files[i])
 
     async with asyncio.TaskGroup() as tg:
