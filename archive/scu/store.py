@@ -19,14 +19,14 @@ association that ends mid-run (abort, lost connection, timeout) has the file in
 flight retried once on a new association; files opened ahead or never taken stay
 queued for the other workers or the next association. A file whose two
 associations the peer both aborted fails as the file's fault (a peer that cannot
-parse a data set aborts), not the network's.
+parse a data set aborts), not the network's. When no worker can get an
+association any more (rejected, nothing listening), the files left fail with that
+reason.
 
 Interruption (Ctrl-C sets an :class:`Interrupt`): no file is taken any more, those
 in flight get their answer and the associations are released; a second one
 aborts them (:func:`abortable`). The files left are counted in the report, not
-failed one by one. When no worker can get an
-association any more (rejected, nothing listening), the files left fail with that
-reason.
+failed one by one.
 """
 
 from __future__ import annotations
