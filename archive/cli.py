@@ -18,7 +18,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
 
-from archive.config import Config, Peer, check_ae_title, load_config, with_overrides
+from archive.config import (
+    MAX_PDU_LENGTH_RANGE,
+    Config,
+    Peer,
+    check_ae_title,
+    load_config,
+    with_overrides,
+)
 from archive.dicom.dimse import Status
 from archive.errors import ArchiveError, ConfigError
 from archive.importer import DEFAULT_JOBS, import_files
@@ -38,6 +45,7 @@ from archive.scu import (
     QueryKeyError,
     Report,
     StoreOptions,
+    interruptible,
     send_files,
     text_table,
 )
@@ -387,7 +395,11 @@ def _add_ingest_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
     store.add_argument("-j", "--jobs", type=int, default=1, help="concurrent associations")
     store.add_argument("--timeout", type=float, default=30.0, help="seconds for each step")
     store.add_argument(
-        "--max-pdu", type=int, default=65536, help="Maximum Length we receive (PS3.8 D.1)"
+        "--max-pdu",
+        type=int,
+        default=65536,
+        help="Maximum Length we receive (PS3.8 D.1): 0 (no limit) or"
+        f" {MAX_PDU_LENGTH_RANGE[0]} to {MAX_PDU_LENGTH_RANGE[1]}",
     )
 
     imp = commands.add_parser(
@@ -409,9 +421,20 @@ def _store(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"archive store: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    if args.jobs < 1 or args.timeout <= 0 or not 0 <= args.max_pdu <= 0xFFFFFFFF:
-        print("archive store: -j, --timeout and --max-pdu must be positive", file=sys.stderr)
-        return EXIT_USAGE
+    low, high = MAX_PDU_LENGTH_RANGE  # the config file's association.max_pdu_length
+    for wrong, message in (
+        (args.jobs < 1, f"-j must be at least 1, got {args.jobs}"),
+        (args.timeout <= 0, f"--timeout must be positive, got {args.timeout:g}"),
+        (
+            # 0 is "no limit" (PS3.8 D.1), as the UL machine takes it; anything
+            # else in the range the config file allows, which peers can work with.
+            args.max_pdu != 0 and not low <= args.max_pdu <= high,
+            f"--max-pdu must be 0 (no limit) or {low} to {high}, got {args.max_pdu}",
+        ),
+    ):
+        if wrong:
+            print(f"archive store: {message}", file=sys.stderr)
+            return EXIT_USAGE
     t = args.timeout
     options = StoreOptions(
         host=args.host,
@@ -422,8 +445,8 @@ def _store(args: argparse.Namespace) -> int:
         timeouts=Timeouts(artim=t, network=t, dimse=t, connect=t),
         max_pdu_length=args.max_pdu,
     )
-    report = run(send_files(args.paths, options))
-    print(report.summary("sent"))
+    report = run(interruptible(lambda i: send_files(args.paths, options, interrupt=i)))
+    print_summary(report, "sent")
     return _ingest_exit(report, "store")
 
 
@@ -434,13 +457,32 @@ def _import(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("archive import: -j must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    report = run(import_files(args.paths, config, jobs=args.jobs), config.node.loop)
-    print(report.summary("imported"))
+    report = run(
+        interruptible(lambda i: import_files(args.paths, config, jobs=args.jobs, interrupt=i)),
+        config.node.loop,
+    )
+    print_summary(report, "imported")
     return _ingest_exit(report, "import")
 
 
+def print_summary(report: Report, verb: str) -> None:
+    """The summary on stdout, whatever its encoding: file names are escaped when
+    not valid in the file system's (:func:`archive.scu.files.shown_path`), and
+    anything else stdout cannot encode (a reason quoting an exception's text) is
+    escaped here rather than ending the run with no summary at all."""
+    text = report.summary(verb)
+    encoding = sys.stdout.encoding or "utf-8"
+    print(text.encode(encoding, "backslashreplace").decode(encoding))
+
+
 def _ingest_exit(report: Report, command: str) -> int:
-    """Exit status of a store/import run: the worst thing that happened to a file."""
+    """Exit status of a store/import run: the worst thing that happened to a file,
+    or 130 (cli_qr's EXIT_INTERRUPTED) after Ctrl-C, as for every command."""
+    if report.interrupted:
+        from archive.cli_qr import EXIT_INTERRUPTED  # cli_qr imports this module
+
+        print(f"archive {command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not any(r.sop_instance_uid for r in report.results):
         print(f"archive {command}: no DICOM instances found", file=sys.stderr)
         return EXIT_USAGE

@@ -4,43 +4,59 @@ Each file goes through the same :class:`archive.services.Ingest` path a C-STORE
 does (header extraction, temp file, fsync, link into place, group-committed
 index row), so the durability setting and the duplicate policy are the
 configured ones, and importing the same files again is a success that writes
-nothing (identical duplicates). The File Meta supplies what the C-STORE command
-would: SOP Class and Instance UIDs, the transfer syntax (the data set is stored
-as is, never transcoded) and the source AE title (``IMPORT`` when the file names
-none). ``jobs`` files are in flight at once, so that group commit batches their
-index rows and their fsyncs overlap.
+nothing (identical duplicates), counted as "already held" in the summary, as is
+a duplicate with other content that ``keep`` does not store. The File Meta
+supplies what the C-STORE command would: SOP Class and Instance UIDs, the
+transfer syntax (the data set is stored as is, never transcoded) and the source
+AE title (``IMPORT`` when the file names none, or one that is no AE title).
+``jobs`` files are in flight at once, so that group commit batches their index
+rows and their fsyncs overlap. An odd file fails alone, with its reason in the
+summary: File Meta UIDs that are not UIDs (:func:`~archive.scu.probe`), a
+transfer syntax the node cannot read, even an error nobody expected.
 
-Importing into a data folder a running server also uses is safe: SQLite in WAL
-mode serialises the two writers with its lock, and the store's file placement
-is atomic (link into place), so neither side sees the other's half-written work.
+The data folder must not be in use: like the node, the importer holds its lock
+(``<data>/lock``) while it runs, so an import beside a running node is refused
+(:class:`~archive.store.DataFolderInUse`, exit 3) rather than mistaking the
+node's files in flight for debris. Stop the node, import, start it again.
 This is not a reconciliation tool: files are read, never moved or deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TextIO
 
-from archive.config import Config
+from archive.config import Config, check_ae_title
+from archive.dicom.dimse import StatusCategory, category
+from archive.dicom.filemeta import FileMeta
+from archive.dicom.header import HeaderError, HeaderReader
+from archive.errors import ConfigError
 from archive.node import Storage
 from archive.progress import Progress
 from archive.scu import (
     CHUNK,
     Cause,
+    FileItem,
     FileReadError,
     FileResult,
+    Interrupt,
     Kind,
     Report,
+    abortable,
     discover,
     probe,
     read_chunks,
     status_result,
 )
 from archive.services import Ingest
+from archive.services.store import STORED
+
+log = logging.getLogger("archive.import")
 
 #: Source AE title recorded for files whose meta has none (PS3.10 Table 7.1-1).
 IMPORT_AE = "IMPORT"
@@ -59,10 +75,21 @@ async def import_files(
     chunk: int = CHUNK,
     progress: bool | None = None,
     progress_stream: TextIO | None = None,
+    interrupt: Interrupt | None = None,
 ) -> Report:
-    """Import every Part 10 file under ``paths`` into the data folder of ``config``."""
+    """Import every Part 10 file under ``paths`` into the data folder of ``config``.
+
+    Once ``interrupt`` is set (Ctrl-C), no file is taken any more and those in
+    flight are finished; set again, they are cancelled, which :class:`Ingest`
+    is made for (a file is kept with its index row or not at all: importing
+    again tells which). The files left are counted in the report.
+    """
     started = time.monotonic()
-    files, missing = await asyncio.to_thread(discover, list(paths))
+
+    def stopping() -> bool:
+        return interrupt is not None and interrupt.is_set
+
+    files, missing = await asyncio.to_thread(discover, list(paths), stopping)
     report = Report(results=list(missing))
     storage = await Storage(config).open()
     bar = Progress(len(files), stream=progress_stream, enabled=progress)
@@ -73,39 +100,99 @@ async def import_files(
 
         async def worker() -> None:
             for path in pending:
+                if stopping():
+                    return
                 result = await import_one(ingest, path, chunk)
                 report.results.append(result)
                 bar.advance(1, result.nbytes)
 
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(max(1, min(jobs, len(files)))):
-                tg.create_task(worker())
+        async def import_all() -> None:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(max(1, min(jobs, len(files)))):
+                    tg.create_task(worker())
+
+        await abortable(import_all(), interrupt)
     finally:
         bar.close()
         await storage.close()
+    if stopping():
+        report.interrupted = True
+        report.unfinished = len(missing) + len(files) - len(report.results)
     report.elapsed = time.monotonic() - started
     return report
 
 
 async def import_one(ingest: Ingest, path: Path, chunk: int = CHUNK) -> FileResult:
-    """Ingest one file; its result (skipped when it is not a Part 10 file)."""
-    probed = await asyncio.to_thread(probe, path)
-    if isinstance(probed, FileResult):
-        return probed
-    item = probed
-    errors: list[FileReadError] = []
+    """Ingest one file; its result (skipped when it is not a Part 10 file).
+
+    Whatever becomes of one file is that file's result, never the end of the
+    run. An exception nobody expected (a bug, in the end) is logged at ERROR
+    with its traceback, under the SOP Instance UID and not the path, which may
+    name a patient; :class:`Ingest` has discarded what it wrote by then, so the
+    data folder is left as it was.
+    """
+    uid = ""
+    try:
+        probed = await asyncio.to_thread(probe, path)
+        if isinstance(probed, FileResult):
+            return probed
+        uid = probed.meta.media_storage_sop_instance_uid
+        return await _ingest(ingest, probed, chunk)
+    except Exception as exc:
+        name = type(exc).__name__
+        log.error("instance %s not imported: unexpected %s", uid or "?", name, exc_info=exc)
+        reason = f"internal error: {name}: {exc} (logged)"
+        return FileResult(str(path), Kind.FAILED, uid, reason=reason, cause=Cause.FILE)
+
+
+async def _ingest(ingest: Ingest, item: FileItem, chunk: int) -> FileResult:
     meta = item.meta
+    try:
+        # The reader Ingest runs on the data set refuses a transfer syntax it
+        # cannot parse (a private one): asked first, so the file fails alone
+        # with that reason before anything is written.
+        HeaderReader(meta.transfer_syntax_uid)
+    except HeaderError as exc:
+        reason = f"the node cannot read a data set in transfer syntax {meta.transfer_syntax_uid}"
+        return item.result(Kind.FAILED, reason=f"{reason}: {exc}", cause=Cause.FILE)
+    errors: list[FileReadError] = []
     outcome = await ingest.ingest(
         sop_class_uid=meta.media_storage_sop_class_uid,
         sop_instance_uid=meta.media_storage_sop_instance_uid,
         transfer_syntax=meta.transfer_syntax_uid,
-        source_ae=meta.source_application_entity_title or IMPORT_AE,
+        source_ae=_source_ae(meta),
         fragments=_noting(read_chunks(item, chunk), errors),
     )
     if errors:
         # Ingest turns any error into Out of Resources; a read error is ours.
         return item.result(Kind.FAILED, reason=str(errors[0]), cause=Cause.FILE)
+    if outcome is not STORED and category(outcome.status) is StatusCategory.SUCCESS:
+        # Success for a duplicate, identical or kept under duplicates = "keep":
+        # the instance was held already and nothing was written (STORED is the
+        # one Success that stored this file, told apart by identity).
+        return item.result(Kind.HELD)
     return status_result(item, outcome.status, outcome.comment)
+
+
+def _source_ae(meta: FileMeta) -> str:
+    """The Source AE Title to record: the file's (PS3.10 7.1), or :data:`IMPORT_AE`
+    when it names none, or one that is no AE title (the stored file's meta is
+    written in the default character repertoire, PS3.5 6.2)."""
+    title = meta.source_application_entity_title
+    if not title:
+        return IMPORT_AE
+    try:
+        check_ae_title("Source Application Entity Title (0002,0016)", title)
+    except ConfigError as exc:
+        log.warning(
+            "instance %s: Source Application Entity Title (0002,0016) of its file is not"
+            " an AE title (%s): recorded as %s",
+            meta.media_storage_sop_instance_uid,
+            exc.problem,
+            IMPORT_AE,
+        )
+        return IMPORT_AE
+    return title
 
 
 async def _noting(

@@ -697,9 +697,12 @@ def test_store_gives_up_after_the_second_abort(
     scp = pyscp_factory(abort)
     status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(path))
     lines = capsys.readouterr().out.splitlines()
-    assert status == 3
+    # Aborted by the peer on both associations: taken for the file's fault (exit 5).
+    assert status == 5
     assert lines[1] == (
-        f"failed: {path}  {uid}  association aborted by the peer (source 0, reason 0)"
+        f"failed: {path}  {uid}  the peer aborted the association twice while this file"
+        " was sent; the file may be malformed (association aborted by the peer"
+        " (source 0, reason 0))"
     )
     assert len(scp.associations) == 2
 

@@ -84,9 +84,11 @@ def test_import_folder(
         "outdated": 0,
     }
 
-    # Again: identical duplicates are successes that write nothing.
+    # Again: identical duplicates are successes that write nothing, counted apart.
     assert main(["import", "--data", str(data), str(folder)]) == 0
-    assert capsys.readouterr().out.startswith("imported 12, failed 0, skipped 1 of 13 file(s); ")
+    assert capsys.readouterr().out.startswith(
+        "imported 0, already held 12, failed 0, skipped 1 of 13 file(s); 0 B (0 bytes) in "
+    )
     assert instance_files(data) == on_disk
     assert stats_json(data, capsys) == stats
     assert list((data / "tmp").iterdir()) == []
@@ -126,6 +128,40 @@ def test_import_failures_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert lines[1].startswith(f"failed: {bad}  1.2.3.998  status 0xA900: ")
     assert stored_path(data, good).exists()
     assert not stored_path(data, "1.2.3.998").exists()
+
+
+@pytest.mark.parametrize(
+    ("policy", "first_line", "kept"),
+    [
+        ("keep", "imported 1, already held 1, failed 0, skipped 0 of 2 file(s); ", True),
+        ("replace", "imported 2, failed 0, skipped 0 of 2 file(s); ", False),
+    ],
+)
+def test_import_a_different_duplicate(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    policy: str,
+    first_line: str,
+    kept: bool,
+) -> None:
+    """Under ``keep`` (the default) a duplicate with other content is not stored:
+    "already held", not "imported" as it was counted; ``replace`` stores it."""
+    held = tmp_path / "held"
+    uid = make_instance(held / "a.dcm", pixels=64)
+    config = tmp_path / "archive.toml"
+    data = tmp_path / "data"
+    config.write_text(f'[node]\ndata_dir = "{data}"\n\n[store]\nduplicates = "{policy}"\n')
+    assert main(["import", "--config", str(config), str(held)]) == 0
+    capsys.readouterr()
+    other = tmp_path / "other"
+    make_instance(other / "a.dcm", sop_instance_uid=uid, pixels=128)
+    make_instance(other / "b.dcm")
+    assert main(["import", "--config", str(config), str(other)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(first_line)
+    assert lines[1:] == []
+    (stored,) = (data / "instances").rglob(f"{uid}*")  # a replacement has a name of its own
+    assert dataset_bytes(stored) == dataset_bytes(held / "a.dcm" if kept else other / "a.dcm")
 
 
 def test_import_nothing_to_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,13 +16,14 @@ import asyncio
 import enum
 import os
 import stat
+import sys
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMeta, FileMetaError
-from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE
+from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, usable_uid
 from archive.errors import ArchiveError
 from archive.progress import human_bytes
 from archive.store import DatasetReader, local_device, read_meta
@@ -39,6 +40,8 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 MAX_SKIPPED_LISTED = 20
 #: Concurrent meta reads while probing.
 PROBE_CONCURRENCY = 8
+#: Characters of a File Meta value quoted in a failure's reason.
+_SHOWN = 80
 _PAD = b"\x00"
 
 
@@ -47,6 +50,7 @@ class Kind(enum.Enum):
 
     SENT = "sent"
     WARNING = "warning"  # stored, with a warning status (PS3.7 C.4): a success
+    HELD = "already held"  # import: Success, but the instance was held, nothing written
     FAILED = "failed"
     SKIPPED = "skipped"
 
@@ -74,7 +78,7 @@ class FileResult:
 
     def describe(self) -> str:
         """One summary line: path, SOP Instance UID, status in hex and/or reason."""
-        parts = [f"{self.kind.value}: {self.path}"]
+        parts = [f"{self.kind.value}: {shown_path(self.path)}"]
         if self.sop_instance_uid:
             parts.append(self.sop_instance_uid)
         detail = f"status 0x{self.status:04X}" if self.status is not None else ""
@@ -85,6 +89,13 @@ class FileResult:
         return "  ".join(parts)
 
 
+def shown_path(path: str) -> str:
+    """``path`` as it can be printed: a name that is not valid in the file system's
+    encoding (os.walk hands it on with surrogates, PEP 383) shows its bytes
+    escaped, ``\\xfe``, instead of failing to encode."""
+    return os.fsencode(path).decode(sys.getfilesystemencoding(), "backslashreplace")
+
+
 @dataclass(slots=True)
 class Report:
     """The outcome of a run: one result per file, plus association-level notes."""
@@ -92,6 +103,9 @@ class Report:
     results: list[FileResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    #: Ctrl-C: the run stopped early, and how many files found had no result.
+    interrupted: bool = False
+    unfinished: int = 0
 
     def of(self, kind: Kind) -> list[FileResult]:
         return [r for r in self.results if r.kind is kind]
@@ -106,17 +120,27 @@ class Report:
         return max(causes) if causes else None
 
     def summary(self, verb: str = "sent") -> str:
-        """Counts, bytes, elapsed time and rate; then each failure, warning and skip."""
+        """Counts, bytes, elapsed time and rate; then each failure, warning and skip.
+
+        Instances already held (an import's duplicates: a success that wrote
+        nothing) are counted apart when there are any, not listed one by one;
+        so are the files an interrupted run left (counted in the total).
+        """
         done = self.of(Kind.SENT) + self.of(Kind.WARNING)
         failed, warned, skipped = self.of(Kind.FAILED), self.of(Kind.WARNING), self.of(Kind.SKIPPED)
+        held = self.of(Kind.HELD)
         elapsed = max(self.elapsed, 1e-9)
         lines = [
-            f"{verb} {len(done)}, failed {len(failed)}, skipped {len(skipped)}"
-            f" of {len(self.results)} file(s)"
+            f"{verb} {len(done)}"
+            + (f", already held {len(held)}" if held else "")
+            + f", failed {len(failed)}, skipped {len(skipped)}"
+            f" of {len(self.results) + self.unfinished} file(s)"
             + (f" ({len(warned)} with warnings)" if warned else "")
             + f"; {human_bytes(self.bytes)} ({self.bytes} bytes) in {self.elapsed:.2f} s,"
             f" {self.bytes / elapsed / 1e6:.1f} MB/s, {len(done) / elapsed:.1f} files/s"
         ]
+        if self.interrupted:
+            lines.append(f"interrupted: {self.unfinished} file(s) not {verb}")
         lines.extend(self.notes)
         lines.extend(r.describe() for r in failed)
         lines.extend(r.describe() for r in warned)
@@ -129,24 +153,47 @@ class Report:
 # ---- finding and reading files ------------------------------------------------------
 
 
-def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[FileResult]]:
-    """The files under ``paths`` (folders walked recursively, sorted), and the
-    paths that do not exist as failures. Blocking: run it in a thread."""
+def discover(
+    paths: Iterable[str | os.PathLike[str]], stop: Callable[[], bool] = lambda: False
+) -> tuple[list[Path], list[FileResult]]:
+    """The files under ``paths`` (folders walked recursively, sorted), and as
+    failures the paths that do not exist or cannot be looked at, and the folders
+    that cannot be listed. Blocking: run it in a thread. ``stop`` (Ctrl-C) is
+    asked between folders: what was found until then is returned.
+
+    A folder ``os.walk`` cannot list (no permission, a path past PATH_MAX) would
+    otherwise be left out in silence: a partial run reported as complete.
+    """
     files: list[Path] = []
-    missing: list[FileResult] = []
+    failed: list[FileResult] = []
+
+    def fail(path: str | os.PathLike[str], reason: str) -> None:
+        failed.append(FileResult(os.fspath(path), Kind.FAILED, reason=reason, cause=Cause.FILE))
+
+    def unlisted(exc: OSError) -> None:
+        fail(path if exc.filename is None else exc.filename, os_reason(exc))
+
     for raw in paths:
+        if stop():
+            break
         path = Path(raw)
-        if path.is_dir():
-            for folder, dirs, names in os.walk(path):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            fail(path, "no such file")
+            continue
+        except OSError as exc:  # no permission on a parent, a name too long, ...
+            fail(path, os_reason(exc))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            for folder, dirs, names in os.walk(path, onerror=unlisted):
+                if stop():
+                    break
                 dirs.sort()
                 files.extend(Path(folder, name) for name in sorted(names))
-        elif path.is_file():
-            files.append(path)
         else:
-            missing.append(
-                FileResult(str(path), Kind.FAILED, reason="no such file", cause=Cause.FILE)
-            )
-    return files, missing
+            files.append(path)  # probe() skips what is not a regular file
+    return files, failed
 
 
 @dataclass(slots=True)
@@ -158,6 +205,8 @@ class FileItem:
     offset: int
     size: int  # data set bytes (file size - offset)
     attempts: int = 0
+    #: Of those attempts, the ones the peer ended with an A-ABORT (``store.py``).
+    peer_aborts: int = 0
     #: On a local filesystem: opened on the event loop when its path is cached.
     local: bool = False
 
@@ -198,15 +247,33 @@ def probe(path: Path) -> FileItem | FileResult:
         return FileResult(str(path), Kind.FAILED, reason=os_reason(exc), cause=Cause.FILE)
     if meta.media_storage_sop_class_uid == MEDIA_STORAGE_DIRECTORY:
         return FileResult(str(path), Kind.SKIPPED, reason="DICOMDIR, not an instance")
+    if why := unusable_meta(meta):
+        instance = meta.media_storage_sop_instance_uid
+        uid = instance if usable_uid(instance) else ""
+        return FileResult(str(path), Kind.FAILED, uid, reason=why, cause=Cause.FILE)
+    return FileItem(path, meta, offset, size, local=local)
+
+
+def unusable_meta(meta: FileMeta) -> str | None:
+    """Why the UIDs of ``meta`` cannot go into a C-STORE or a stored file, or None.
+
+    The SOP Class and the Transfer Syntax become a presentation context's
+    abstract and transfer syntaxes, which the association refuses to encode
+    unless they are UIDs (PS3.8 9.3.2.2): checked here, one file fails instead
+    of every file of its association. A leading zero in a component passes, as
+    it does at the node (:func:`usable_uid`).
+    """
     for uid, name in (
         (meta.media_storage_sop_class_uid, "Media Storage SOP Class UID (0002,0002)"),
         (meta.media_storage_sop_instance_uid, "Media Storage SOP Instance UID (0002,0003)"),
+        (meta.transfer_syntax_uid, "Transfer Syntax UID (0002,0010)"),
     ):
         if not uid:
-            return FileResult(
-                str(path), Kind.FAILED, reason=f"file meta lacks {name}", cause=Cause.FILE
-            )
-    return FileItem(path, meta, offset, size, local=local)
+            return f"file meta lacks {name}"
+        if not usable_uid(uid):
+            shown = uid if len(uid) <= _SHOWN else uid[:_SHOWN] + "..."
+            return f"file meta {name} is not a UID (1-64 digits and dots): {shown!a}"
+    return None
 
 
 def _has_prefix(path: Path) -> bool:
@@ -222,13 +289,18 @@ def os_reason(exc: OSError) -> str:
     return f"cannot read: {exc.strerror or exc}"
 
 
-async def probe_all(files: Sequence[Path]) -> list[FileItem | FileResult]:
-    """:func:`probe` every file, a few threads at a time; results in order."""
+async def probe_all(
+    files: Sequence[Path], stop: Callable[[], bool] = lambda: False
+) -> list[FileItem | FileResult]:
+    """:func:`probe` every file, a few threads at a time; results in order. Once
+    ``stop()`` (Ctrl-C), no more are probed: the list holds those that were."""
     out: list[FileItem | FileResult | None] = [None] * len(files)
     positions = iter(range(len(files)))
 
     async def worker() -> None:
         for i in positions:
+            if stop():
+                return
             out[i] = await asyncio.to_thread(probe, files[i])
 
     async with asyncio.TaskGroup() as tg:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -244,6 +244,25 @@ async def interruptible(main: Callable[[Interrupt], Awaitable[T]]) -> T:
     finally:
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(signal.SIGINT)
+
+
+async def abortable(work: Coroutine[Any, Any, None], interrupt: Interrupt | None) -> bool:
+    """Run ``work`` to its end, or cancel it at the second interrupt; whether it
+    was cancelled so.
+
+    For work that stops taking more at the first interrupt by itself (``archive
+    store`` and ``import`` finish the files in flight): the second means now.
+    """
+    if interrupt is None:
+        await work
+        return False
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(work)
+        hard = group.create_task(interrupt.hard.wait())
+        # A child cancelled by another, not by the group, ends quietly.
+        task.add_done_callback(lambda _: hard.cancel())
+        hard.add_done_callback(lambda _: task.cancel())
+    return task.cancelled()
 
 
 class Watcher:

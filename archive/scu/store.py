@@ -17,9 +17,16 @@ status. A file whose context the peer rejected fails with that reason, and one
 that cannot be opened or read before any of it was sent fails alone. An
 association that ends mid-run (abort, lost connection, timeout) has the file in
 flight retried once on a new association; files opened ahead or never taken stay
-queued for the other workers or the next association. When no worker can get an
+queued for the other workers or the next association. A file whose two
+associations the peer both aborted fails as the file's fault (a peer that cannot
+parse a data set aborts), not the network's. When no worker can get an
 association any more (rejected, nothing listening), the files left fail with that
 reason.
+
+Interruption (Ctrl-C sets an :class:`Interrupt`): no file is taken any more, those
+in flight get their answer and the associations are released; a second one
+aborts them (:func:`abortable`). The files left are counted in the report, not
+failed one by one.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from archive.net import (
     AssociationRejected,
     AssociationTimeout,
     ClientAssociation,
+    Outcome,
     Timeouts,
     associate,
 )
@@ -61,6 +69,7 @@ from archive.scu.files import (
     first_block,
     probe_all,
 )
+from archive.scu.query import Interrupt, abortable
 from archive.store.sources import FileSource, to_open
 
 # ---- planning associations ----------------------------------------------------------
@@ -115,28 +124,45 @@ async def send_files(
     *,
     progress: bool | None = None,
     progress_stream: TextIO | None = None,
+    interrupt: Interrupt | None = None,
 ) -> Report:
     """Send every Part 10 file under ``paths`` to the peer; one result per file.
 
     ``progress`` None shows the bar only when ``progress_stream`` (stderr) is a
-    terminal.
+    terminal. Once ``interrupt`` is set (Ctrl-C), no file is taken any more:
+    those in flight are answered and the associations released; set again, the
+    associations are aborted at once. The files left are counted in the report
+    (``interrupted``, ``unfinished``), not failed one by one.
     """
     started = time.monotonic()
-    files, missing = await asyncio.to_thread(discover, list(paths))
+
+    def stopping() -> bool:
+        return interrupt is not None and interrupt.is_set
+
+    files, missing = await asyncio.to_thread(discover, list(paths), stopping)
     report = Report(results=list(missing))
     bar = Progress(len(files), stream=progress_stream, enabled=progress)
     items: list[FileItem] = []
-    for probed in await probe_all(files):
+    for probed in await probe_all(files, stopping):
         if isinstance(probed, FileItem):
             items.append(probed)
         else:
             report.results.append(probed)
             bar.advance()
-    try:
+
+    async def send_all() -> None:
         for group in plan(items):
-            await _GroupSender(options, group, report, bar).run()
+            if stopping():
+                return
+            await _GroupSender(options, group, report, bar, stopping).run()
+
+    try:
+        await abortable(send_all(), interrupt)
     finally:
         bar.close()
+    if stopping():
+        report.interrupted = True
+        report.unfinished = len(missing) + len(files) - len(report.results)
     report.elapsed = time.monotonic() - started
     return report
 
@@ -144,11 +170,20 @@ async def send_files(
 class _GroupSender:
     """``jobs`` workers sending one group's files over associations of their own."""
 
-    def __init__(self, options: StoreOptions, group: Group, report: Report, bar: Progress) -> None:
+    def __init__(
+        self,
+        options: StoreOptions,
+        group: Group,
+        report: Report,
+        bar: Progress,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.options = options
         self.group = group
         self.report = report
         self.bar = bar
+        #: Ctrl-C: take no more files; those left are the run's unfinished ones.
+        self.stopping = stopping
         self.queue: asyncio.Queue[FileItem] = asyncio.Queue()
         for item in group.items:
             self.queue.put_nowait(item)
@@ -169,7 +204,7 @@ class _GroupSender:
 
     async def _worker(self) -> None:
         try:
-            while not self.queue.empty():
+            while not self.queue.empty() and not self.stopping():
                 try:
                     assoc = await self._associate()
                 except AssociationRejected as exc:
@@ -207,6 +242,8 @@ class _GroupSender:
             self.report.notes.append(f"note: one association could not be opened: {reason}")
 
     def _fail_remaining(self) -> None:
+        if self.stopping():
+            return  # not failed: left, and counted so (Report.unfinished)
         cause, reason = self.halted
         while not self.queue.empty():
             self._record(self.queue.get_nowait().result(Kind.FAILED, reason=reason, cause=cause))
@@ -228,7 +265,7 @@ class _GroupSender:
 
         ahead: deque[tuple[FileItem, FileSource]] = deque()
         try:
-            while True:
+            while not self.stopping():
                 self._open_ahead(ahead)
                 if not ahead:
                     return
@@ -290,7 +327,7 @@ class _GroupSender:
             assoc.abort()
             return False
         except (AssociationAborted, AssociationTimeout, LocalProtocolError) as exc:
-            self._retry_or_fail(item, exc)
+            self._retry_or_fail(item, exc, by_peer=assoc.assoc.outcome is Outcome.ABORTED_BY_PEER)
             assoc.abort()
             return False
         finally:
@@ -298,10 +335,25 @@ class _GroupSender:
         self._record(status_result(item, rsp.status, rsp.error_comment))
         return True
 
-    def _retry_or_fail(self, item: FileItem, exc: Exception) -> None:
+    def _retry_or_fail(self, item: FileItem, exc: Exception, *, by_peer: bool) -> None:
+        """Queue ``item`` again after its association ended, or fail it the second time.
+
+        Twice an A-ABORT from the peer while this very file was sent, on two
+        associations, says more about the file than the network: a peer that
+        cannot parse a data set (DCMTK's storescp, on one cut short) aborts. That
+        is the file's failure, not a network one (exit 5, not 3).
+        """
         item.attempts += 1
+        item.peer_aborts += by_peer
         if item.attempts < 2:
             self.queue.put_nowait(item)
+            return
+        if item.peer_aborts == item.attempts:
+            reason = (
+                "the peer aborted the association twice while this file was sent;"
+                f" the file may be malformed ({exc})"
+            )
+            self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.FILE))
             return
         cause = Cause.TIMEOUT if isinstance(exc, AssociationTimeout) else Cause.NETWORK
         self._record(item.result(Kind.FAILED, reason=str(exc), cause=cause))

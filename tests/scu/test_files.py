@@ -1,0 +1,244 @@
+"""Finding and probing the files of ``archive store`` and ``archive import``.
+
+Odd files and folders fail alone with a reason in the summary: a File Meta UID
+that is not a UID, a path that cannot be looked at, a folder that cannot be
+listed, a file name that is not valid in the file system's encoding.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archive.cli import main, print_summary
+from archive.scu import Cause, FileItem, FileResult, Kind, Report, discover, probe
+from tests.conftest import RunningNode
+from tests.test_cli_store import dataset_bytes, make_instance, stored_path
+
+#: A SOP Class UID of 65 characters: one too many (PS3.5 9.1).
+LONG_UID = "1.2." + "3" * 61
+
+
+def with_meta(
+    path: Path,
+    *,
+    sop_class: bytes | None = None,
+    sop_instance: bytes | None = None,
+    transfer_syntax: bytes | None = None,
+    source_ae: bytes | None = None,
+) -> None:
+    """Rewrite the File Meta of the Part 10 file at ``path`` with raw element values
+    (pydicom would refuse or warn about the invalid ones); None keeps the file's."""
+    import pydicom
+
+    meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+    data = dataset_bytes(path)
+
+    def value(given: bytes | None, keyword: str) -> bytes:
+        return given if given is not None else str(getattr(meta, keyword)).encode()
+
+    elements = [
+        struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01",
+        _short(0x0002, b"UI", value(sop_class, "MediaStorageSOPClassUID")),
+        _short(0x0003, b"UI", value(sop_instance, "MediaStorageSOPInstanceUID")),
+        _short(0x0010, b"UI", value(transfer_syntax, "TransferSyntaxUID")),
+        _short(0x0012, b"UI", b"1.2.3"),
+    ]
+    if source_ae is not None:
+        elements.append(_short(0x0016, b"AE", source_ae))
+    body = b"".join(elements)
+    group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
+    path.write_bytes(bytes(128) + b"DICM" + group_length + body + data)
+
+
+def _short(element: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\x00" if vr == b"UI" else b" "
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+# ---- File Meta UIDs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("element", "name"),
+    [
+        ("sop_class", "Media Storage SOP Class UID (0002,0002)"),
+        ("sop_instance", "Media Storage SOP Instance UID (0002,0003)"),
+        ("transfer_syntax", "Transfer Syntax UID (0002,0010)"),
+    ],
+)
+@pytest.mark.parametrize(
+    "bad",
+    [LONG_UID.encode(), "1.2.3.\u00e9".encode("latin-1"), b"1.2.abc", b"1..2"],
+    ids=["65-chars", "non-ascii", "letters", "empty-component"],
+)
+def test_probe_fails_a_file_whose_meta_uid_is_not_a_uid(
+    tmp_path: Path, element: str, name: str, bad: bytes
+) -> None:
+    path = tmp_path / "a.dcm"
+    make_instance(path)
+    with_meta(path, **{element: bad})
+    result = probe(path)
+    assert isinstance(result, FileResult)
+    assert result.kind is Kind.FAILED
+    assert result.cause is Cause.FILE
+    assert result.reason.startswith(f"file meta {name} is not a UID")
+
+
+def test_probe_accepts_a_leading_zero_in_a_component(tmp_path: Path) -> None:
+    """As the node does (usable_uid): modalities send such UIDs."""
+    path = tmp_path / "a.dcm"
+    make_instance(path)
+    with_meta(path, sop_instance=b"1.2.03.4")
+    assert isinstance(probe(path), FileItem)
+
+
+def test_store_sends_the_others_when_one_meta_uid_is_not_a_uid(
+    node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It used to end the whole run with a LocalProtocolError traceback: the
+    association proposing that abstract syntax could not even be encoded."""
+    folder = tmp_path / "in"
+    uids = [make_instance(folder / f"{i}.dcm") for i in range(3)]
+    bad = folder / "1.dcm"
+    with_meta(bad, sop_class=LONG_UID.encode())
+    status = main(["store", "--aec", "ARCHIVE", node.host, str(node.port), str(folder)])
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    assert lines[0].startswith("sent 2, failed 1, skipped 0 of 3 file(s); ")
+    assert lines[1:] == [
+        f"failed: {bad}  {uids[1]}  file meta Media Storage SOP Class UID (0002,0002) is not a UID"
+        f" (1-64 digits and dots): {LONG_UID!r}"
+    ]
+    data = node.config.node.data_dir
+    assert [stored_path(data, uid).exists() for uid in uids] == [True, False, True]
+
+
+# ---- paths that cannot be looked at ------------------------------------------------------
+
+
+def unlistable(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """``folder`` cannot be listed, as a mode 000 folder for a user who is not root
+    (the tests run as root), or one deeper than PATH_MAX."""
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path) == str(folder):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_discover_records_what_it_cannot_look_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "in"
+    good = folder / "a" / "1.dcm"
+    make_instance(good)
+    make_instance(folder / "b" / "2.dcm")
+    too_long = tmp_path / ("x" * 300)  # a component over NAME_MAX: ENAMETOOLONG
+    unlistable(monkeypatch, folder / "b")
+    files, failed = discover([folder, too_long])
+    assert files == [good]
+    assert [(r.path, r.kind, r.reason, r.cause) for r in failed] == [
+        (str(folder / "b"), Kind.FAILED, "cannot read: Permission denied", Cause.FILE),
+        (str(too_long), Kind.FAILED, "cannot read: File name too long", Cause.FILE),
+    ]
+
+
+def test_discover_says_no_such_file_for_a_missing_path(tmp_path: Path) -> None:
+    assert discover([tmp_path / "nope"]) == (
+        [],
+        [FileResult(str(tmp_path / "nope"), Kind.FAILED, reason="no such file", cause=Cause.FILE)],
+    )
+
+
+@pytest.mark.parametrize("command", ["store", "import"])
+def test_a_folder_that_cannot_be_listed_is_a_failure(
+    command: str,
+    node: RunningNode,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """os.walk skipped it silently: a partial run that exited 0. And a path that
+    cannot even be stat'ed (ENAMETOOLONG) ended the run with a traceback."""
+    folder = tmp_path / "in"
+    uid = make_instance(folder / "a" / "1.dcm")
+    make_instance(folder / "b" / "2.dcm")
+    too_long = tmp_path / ("x" * 300)
+    unlistable(monkeypatch, folder / "b")
+    paths = [str(folder), str(too_long)]
+    if command == "store":
+        status = main(["store", "--aec", "ARCHIVE", node.host, str(node.port), *paths])
+        data = Path(node.config.node.data_dir)
+        verb = "sent"
+    else:
+        data = tmp_path / "data"
+        status = main(["import", "--data", str(data), *paths])
+        verb = "imported"
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    assert lines[0].startswith(f"{verb} 1, failed 2, skipped 0 of 3 file(s); ")
+    assert lines[1:] == [
+        f"failed: {folder / 'b'}  cannot read: Permission denied",
+        f"failed: {too_long}  cannot read: File name too long",
+    ]
+    assert stored_path(data, uid).exists()
+
+
+# ---- file names that are not valid in the file system's encoding ----------------------------
+
+
+@pytest.mark.parametrize("command", ["store", "import"])
+def test_file_names_not_in_the_file_system_encoding_are_shown_escaped(
+    command: str, node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Such names come from os.walk with surrogates in them (PEP 383), which the
+    UTF-8 stdout refused: the summary ended in a UnicodeEncodeError. They are shown
+    with the byte escaped, as Python writes it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sent = Path(os.fsdecode(bytes(folder) + b"/txt\xfe.dcm"))
+    uid = make_instance(sent)
+    bad = Path(os.fsdecode(bytes(folder) + b"/bad\xfe.dcm"))
+    make_instance(bad)
+    with_meta(bad, sop_class=LONG_UID.encode())
+    Path(os.fsdecode(bytes(folder) + b"/notes\xfe.txt")).write_text("not DICOM\n")
+    if command == "store":
+        status = main(["store", "--aec", "ARCHIVE", node.host, str(node.port), str(folder)])
+        data = Path(node.config.node.data_dir)
+        verb = "sent"
+    else:
+        data = tmp_path / "data"
+        status = main(["import", "--data", str(data), str(folder)])
+        verb = "imported"
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5
+    assert lines[0].startswith(f"{verb} 1, failed 1, skipped 1 of 3 file(s); ")
+    assert lines[1].startswith(f"failed: {folder}/bad\\xfe.dcm  ")
+    assert lines[2] == f"skipped: {folder}/notes\\xfe.txt  not a DICOM Part 10 file"
+    assert stored_path(data, uid).exists()
+
+
+def test_describe_shows_a_name_not_in_the_file_system_encoding_escaped() -> None:
+    path = os.fsdecode(b"/in/\xfe\xffx.dcm")
+    line = FileResult(path, Kind.SKIPPED, reason="why").describe()
+    assert line == "skipped: /in/\\xfe\\xffx.dcm  why"
+    line.encode("utf-8")  # printable whatever the locale's encoding
+
+
+def test_print_summary_escapes_what_stdout_cannot_encode(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A reason may quote an exception's text, and with it a file name."""
+    report = Report(results=[FileResult("a.dcm", Kind.FAILED, reason=os.fsdecode(b"in b\xfe.dcm"))])
+    print_summary(report, "sent")
+    assert capsys.readouterr().out.splitlines()[1] == "failed: a.dcm  in b\\udcfe.dcm"
