@@ -16,7 +16,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -648,11 +647,19 @@ def test_few_files_spread_over_the_associations(
     # association ended and freed could lend its id to the next, counted as one).
     associations: list[object] = []
 
+    everyone = threading.Condition()
+
     def handler(event: Any) -> int:
-        associations.append(event.assoc)
-        key = id(event.assoc)
-        per_association[key] = per_association.get(key, 0) + 1
-        time.sleep(0.05)  # the peer storing it: the others are connected meanwhile
+        with everyone:
+            associations.append(event.assoc)
+            key = id(event.assoc)
+            per_association[key] = per_association.get(key, 0) + 1
+            everyone.notify_all()
+            # The peer storing it until every file has arrived somewhere: an
+            # association is not free again before the last one is connected
+            # (a fixed sleep was too short on a loaded machine). Bounded: should
+            # the files go to fewer associations, the spread tells.
+            everyone.wait_for(lambda: len(associations) >= files, timeout=5)
         return 0
 
     scp = pyscp_factory(handler)
