@@ -6,7 +6,8 @@ byte with :func:`element` where pydicom cannot write what we need.
 
 Every data set is fed to its end, as the C-STORE handler does: values are read only
 until the reader is done, but element headers are walked to the end so that a data
-set cut short anywhere (Pixel Data included) fails in ``finish()``.
+set cut short anywhere (Pixel Data included) fails in ``finish()``; a Deflated one
+is not inflated past its header (``test_header_deflate``).
 
 This module: exact values from pydicom's files, sequences, value decoding,
 ``check_store_request`` and the character set decoder. When the reader is done and
