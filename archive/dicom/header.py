@@ -17,7 +17,9 @@ one split across fragments is copied into ``buf``. Sequences are never parsed, o
 stepped over: one of defined length is skipped like any value; in one of undefined
 length (explicit SQ or UN, or any undefined length in Implicit VR, where SQ is
 known only from the data dictionary) items of defined length are skipped, and
-undefined lengths and delimitation items move ``depth`` up and down (PS3.5 7.5).
+undefined lengths and delimitation items move ``depth`` up and down (PS3.5 7.5). At
+the top level a zero-length delimitation item is a stray and is stepped over; any
+other item or delimiter there is refused.
 Inside a UN of undefined length the encoding is Implicit VR Little Endian whatever
 the transfer syntax (PS3.5 6.2.2). Memory is bounded by :data:`MAX_VALUE_LENGTH` per
 value, :data:`MAX_HELD` in all, and for Deflated one :data:`INFLATE_BLOCK` of input
@@ -424,6 +426,14 @@ class HeaderReader:
                     pos += size
 
                 if not depth:
+                    if group == 0xFFFE:
+                        # A zero-length delimiter outside any sequence is a stray
+                        # (a sender's miscount): stepped over, so that it neither
+                        # ends the header (its tag is past all we want) nor drops
+                        # the values after it. Any other item tag here is garbage.
+                        if length or elem not in (_ITEM_DELIMITATION, _SEQUENCE_DELIMITATION):
+                            raise _cannot_understand(f"(FFFE,{elem:04X}) outside any sequence")
+                        continue
                     tag = group << 16 | elem
                     if tag > _LAST_WANTED:
                         # Pixel Data, or past all we want: from here on every

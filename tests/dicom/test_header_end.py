@@ -366,6 +366,42 @@ def test_item_tag_of_undefined_length_that_is_no_item() -> None:
     assert str(info.value) == "(FFFE,E0AA) of undefined length"
 
 
+@pytest.mark.parametrize("stray", [0xFFFEE0DD, 0xFFFEE00D], ids=["sequence-end", "item-end"])
+@pytest.mark.parametrize("ts", [EXPLICIT, IMPLICIT])
+def test_a_stray_delimiter_at_the_top_level_is_skipped(ts: str, stray: int) -> None:
+    # A zero-length delimiter outside any sequence (a sender's off-by-one) is
+    # stepped over: the values after it are read, as if it were not there. It must
+    # not end the header, though its tag is past the last wanted one.
+    patient = element(0x00100020, "LO", b"PID1", ts)
+    want = read(ts, [minimal(ts, patient)])
+    assert (want.patient_id, want.study_instance_uid) == ("PID1", "1.2.3.4")
+    data = minimal(ts, element(stray, "", b"", ts), patient)
+    assert read(ts, [data]) == want
+    assert read(ts, bytewise(data)) == want
+    reader = HeaderReader(ts)
+    assert reader.feed(data[: data.index(b"PID1")]) is False
+
+
+TOP_LEVEL_FFFE = {
+    "item": element(0xFFFEE000, "", b"", EXPLICIT),
+    "item-with-value": element(0xFFFEE000, "", b"\x08\x00\x20\x00", EXPLICIT),
+    "item-of-undefined-length": element(0xFFFEE000, "", b"", EXPLICIT, 0xFFFFFFFF),
+    "delimiter-with-a-length": element(0xFFFEE0DD, "", b"ABCD", EXPLICIT),
+    "other": element(0xFFFE0010, "", b"", EXPLICIT),
+}
+
+
+@pytest.mark.parametrize("stray", TOP_LEVEL_FFFE.values(), ids=TOP_LEVEL_FFFE.keys())
+@pytest.mark.parametrize("ts", [EXPLICIT, IMPLICIT])
+def test_any_other_ffffe_tag_at_the_top_level_is_refused(ts: str, stray: bytes) -> None:
+    # Items and delimiters have no VR: the same bytes in either encoding, PS3.5 7.5.
+    data = minimal(ts, stray, element(0x00100020, "LO", b"PID1", ts))
+    tag = struct.unpack_from("<HH", stray)
+    message = f"({tag[0]:04X},{tag[1]:04X}) outside any sequence"
+    assert failure(ts, [data]) == (CANNOT_UNDERSTAND, message)
+    assert failure(ts, bytewise(data)) == (CANNOT_UNDERSTAND, message)
+
+
 @pytest.mark.parametrize("ts", ["1.2.3.4", "", "1.2.840.10008.1.2x"])
 def test_private_transfer_syntax_is_refused(ts: str) -> None:
     with pytest.raises(HeaderError) as info:
