@@ -38,6 +38,7 @@ __all__ = [
     "TEXT_DELIMITERS",
     "TEXT_VRS",
     "CodeExtension",
+    "charset_terms",
     "decode_person_name",
     "decode_text",
     "decode_value",
@@ -199,6 +200,12 @@ def python_codecs(terms: Sequence[str]) -> tuple[str, ...]:
         return (CODECS[first],)
     rest = (t.strip() for t in terms[1:])
     return (_codec(first), *(_codec(t) for t in rest if t not in STAND_ALONE))
+
+
+def charset_terms(value: bytes) -> list[str]:
+    """The values of a Specific Character Set (0008,0005) as received, padding
+    stripped: ``[""]`` when it is empty (ISO-IR 6), for :func:`python_codecs`."""
+    return [term.strip(" \0") for term in value.decode("latin_1").split("\\")]
 
 
 def decode_text(value: bytes, codecs: Sequence[str], delimiters: frozenset[int]) -> str:
