@@ -162,7 +162,8 @@ _ESCAPES = MappingProxyType(
 )
 
 _MISSPELT_IR = re.compile(r"^ISO[^_]IR ?")
-_MISSPELT_2022 = re.compile(r"^ISO.2022.IR.?")
+# The separator before the number is optional: "ISO 2022 IR87" must keep its 8.
+_MISSPELT_2022 = re.compile(r"^ISO.2022.IR[ _-]?")
 
 
 def normal_term(term: str) -> str:

@@ -32,6 +32,7 @@ from archive.dicom.charset import (
     TEXT_DELIMITERS,
     decode_person_name,
     decode_text,
+    normal_term,
     python_codecs,
 )
 from archive.dicom.header import (
@@ -406,6 +407,23 @@ def test_python_codecs() -> None:
     assert python_codecs(["ISO_2022_IR_149"]) == ("euc_kr",)
     assert python_codecs(["ISO IR 999"]) == ("latin_1",)
     assert python_codecs(["nonsense"]) == ("latin_1",)
+
+
+@pytest.mark.parametrize(
+    ("term", "normal"),
+    [
+        ("ISO 2022 IR87", "ISO 2022 IR 87"),  # no separator: no digit lost
+        ("ISO 2022 IR100", "ISO 2022 IR 100"),
+        ("ISO_2022_IR_87", "ISO 2022 IR 87"),
+        ("ISO-2022-IR-149", "ISO 2022 IR 149"),
+        ("ISO 2022 IR 6", "ISO 2022 IR 6"),
+        ("ISO IR 100", "ISO_IR 100"),
+        ("ISO-IR 144", "ISO_IR 144"),
+        ("  ISO_IR 192 ", "ISO_IR 192"),
+    ],
+)
+def test_misspelt_terms_are_normalised(term: str, normal: str) -> None:
+    assert normal_term(term) == normal
 
 
 def test_pn_group_delimiter_inside_a_kanji_is_not_a_delimiter() -> None:
