@@ -136,8 +136,8 @@ class HeaderError(StatusError):
     Statuses are those of PS3.4 Table B.2-1 (C-STORE Status): A7xx Refused: Out of
     Resources, A9xx Error: Data Set does not match SOP Class, Cxxx Error: Cannot
     understand. This module sends :attr:`Status.CANNOT_UNDERSTAND` (C000) for bytes
-    that cannot be parsed and :attr:`Status.DATASET_DOES_NOT_MATCH_SOP_CLASS` (A900)
-    from :func:`check_store_request`.
+    that cannot be parsed, and from :func:`check_store_request` C000 or
+    :attr:`Status.DATASET_DOES_NOT_MATCH_SOP_CLASS` (A900).
     """
 
     code: ClassVar[str] = "dicom.header"
@@ -563,14 +563,18 @@ def check_store_request(
 ) -> None:
     """Check a received data set against its C-STORE-RQ, PS3.4 B.2.3 Table B.2-1.
 
-    Raises :class:`HeaderError` with status A900 (Error: Data Set does not match SOP
-    Class) when:
+    Raises :class:`HeaderError` with status C000 (Error: Cannot understand) when SOP
+    Class UID (0008,0016) or SOP Instance UID (0008,0018) is missing: without them
+    the data set cannot be told what it is, so it can be said neither to match its
+    command nor not to. DCMTK's storescp answers C000 too (its
+    ``DU_findSOPClassAndInstanceInDataSet`` fails). PS3.4 has no status of its own
+    for this: 0117 Invalid SOP Instance (PS3.7 C.5.12) is for a UID that breaks the
+    construction rules.
 
-    - SOP Class UID (0008,0016) differs from the Affected SOP Class UID (0000,0002);
-    - SOP Instance UID (0008,0018) differs from the Affected SOP Instance UID
-      (0000,1000), or is missing. PS3.4 has no status of its own for this: 0117
-      Invalid SOP Instance (PS3.7 C.5.12) is for a UID that breaks the construction
-      rules. A900 is what DCMTK's storescp answers in this case too;
+    Raises it with status A900 (Error: Data Set does not match SOP Class) when:
+
+    - SOP Class UID differs from the Affected SOP Class UID (0000,0002), or SOP
+      Instance UID from the Affected SOP Instance UID (0000,1000), as DCMTK does;
     - Study Instance UID (0020,000D) or Series Instance UID (0020,000E) is missing.
       Both are Type 1 in the General Study and General Series modules of every
       composite IOD (PS3.3 C.7.2.1, C.7.3.1), so such a data set is not an instance
@@ -584,18 +588,24 @@ def check_store_request(
     mismatch = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
     command_class = sop_class_uid.rstrip("\0 ")
     command_instance = sop_instance_uid.rstrip("\0 ")
+    if not attrs.sop_class_uid:
+        raise HeaderError(
+            "SOP Class UID (0008,0016) missing from the data set",
+            Status.CANNOT_UNDERSTAND,
+            offending=SOP_CLASS_UID,
+        )
+    if not attrs.sop_instance_uid:
+        raise HeaderError(
+            "SOP Instance UID (0008,0018) missing from the data set",
+            Status.CANNOT_UNDERSTAND,
+            offending=SOP_INSTANCE_UID,
+        )
     if attrs.sop_class_uid != command_class:
         raise HeaderError(
             "SOP Class UID (0008,0016) differs from the command's:"
             f" {attrs.sop_class_uid!r}, command {command_class!r}",
             mismatch,
             offending=SOP_CLASS_UID,
-        )
-    if not attrs.sop_instance_uid:
-        raise HeaderError(
-            "SOP Instance UID (0008,0018) missing from the data set",
-            mismatch,
-            offending=SOP_INSTANCE_UID,
         )
     if attrs.sop_instance_uid != command_instance:
         raise HeaderError(

@@ -304,49 +304,68 @@ def test_check_store_request_accepts_a_match() -> None:
 
 
 @pytest.mark.parametrize(
-    ("attrs", "message", "offending"),
+    ("attrs", "status", "message", "offending"),
     [
         (
             _attrs(sop_class_uid="1.2.840.10008.5.1.4.1.1.2"),
+            DOES_NOT_MATCH,
             "SOP Class UID (0008,0016) differs from the command's:"
             " '1.2.840.10008.5.1.4.1.1.2', command '1.2.840.10008.5.1.4.1.1.7'",
             0x00080016,
         ),
+        # Without its SOP Class or Instance UID the data set cannot be told what it
+        # is: C000, as DCMTK's storescp answers, not a mismatch.
         (
             _attrs(sop_class_uid=""),
-            "SOP Class UID (0008,0016) differs from the command's:"
-            " '', command '1.2.840.10008.5.1.4.1.1.7'",
+            CANNOT_UNDERSTAND,
+            "SOP Class UID (0008,0016) missing from the data set",
             0x00080016,
         ),
         (
             _attrs(sop_instance_uid=""),
+            CANNOT_UNDERSTAND,
+            "SOP Instance UID (0008,0018) missing from the data set",
+            0x00080018,
+        ),
+        (
+            _attrs(sop_class_uid="", sop_instance_uid="1.2.3.4.6"),
+            CANNOT_UNDERSTAND,
+            "SOP Class UID (0008,0016) missing from the data set",
+            0x00080016,
+        ),
+        (
+            _attrs(sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid=""),
+            CANNOT_UNDERSTAND,
             "SOP Instance UID (0008,0018) missing from the data set",
             0x00080018,
         ),
         (
             _attrs(sop_instance_uid="1.2.3.4.6"),
+            DOES_NOT_MATCH,
             "SOP Instance UID (0008,0018) differs from the command's:"
             " '1.2.3.4.6', command '1.2.3.4.5'",
             0x00080018,
         ),
         (
             _attrs(study_instance_uid=""),
+            DOES_NOT_MATCH,
             "Study Instance UID (0020,000D) missing from the data set",
             0x0020000D,
         ),
         (
             _attrs(series_instance_uid=""),
+            DOES_NOT_MATCH,
             "Series Instance UID (0020,000E) missing from the data set",
             0x0020000E,
         ),
     ],
 )
 def test_check_store_request_failures(
-    attrs: InstanceAttributes, message: str, offending: int
+    attrs: InstanceAttributes, status: int, message: str, offending: int
 ) -> None:
     with pytest.raises(HeaderError) as info:
         check_store_request(attrs, UIDS["sop_class_uid"], UIDS["sop_instance_uid"])
-    assert info.value.status == DOES_NOT_MATCH
+    assert info.value.status == status
     assert str(info.value) == message
     assert info.value.offending == offending
     # What is wrong fits the 64 characters of an Error Comment; the UIDs follow.
