@@ -488,6 +488,33 @@ def test_unknown_escape_sequence_is_kept_as_text() -> None:
     assert decode_text(b"a\x1b%Zb\x1b-A\xe9", codecs, TEXT_DELIMITERS) == "a\x1b%Zbé"
 
 
+@pytest.mark.parametrize(
+    "terms",
+    [["ISO_IR 192"], ["GB18030"], ["GBK"], ["ISO_IR 192", "ISO 2022 IR 87"], ["ISO_IR 100"]],
+)
+def test_escape_sequences_are_text_where_code_extensions_are_not_allowed(
+    terms: list[str],
+) -> None:
+    """A stand-alone set as value 1 (PS3.3 Table C.12-5), or one single-byte set of
+    Table C.12-2, allows no code extensions: ESC is a byte of the text, not the start
+    of a designation, and the value is decoded directly (as pydicom does)."""
+    codecs = python_codecs(terms)
+    value = b"Gr\xc3\xb6\x1b$BF|\x1b(B\xc3\xa9"  # ESC $ B would designate JIS X 0208
+    assert decode_text(value, codecs, TEXT_DELIMITERS) == value.decode(codecs[0], "replace")
+    assert decode_person_name(b"\x1b-Aa^b", codecs) == "\x1b-Aa^b"
+
+
+def test_escape_sequences_are_honoured_where_code_extensions_are_allowed() -> None:
+    value = b"\x1b$BF|\x1b(B"  # 日 in JIS X 0208
+    assert decode_text(value, python_codecs(["", "ISO 2022 IR 87"]), TEXT_DELIMITERS) == "日"
+    assert decode_text(value, python_codecs(["ISO 2022 IR 6"]), TEXT_DELIMITERS) == "日"
+    # Without a Specific Character Set they are honoured too: a sender's ISO 2022
+    # text missing its declaration.
+    assert decode_text(value, python_codecs([]), TEXT_DELIMITERS) == "日"
+    latin = b"\x1b-A\xe9"
+    assert decode_text(latin, python_codecs(["ISO 2022 IR 100"]), TEXT_DELIMITERS) == "é"
+
+
 def test_undecodable_bytes_become_replacement_characters() -> None:
     assert decode_text(b"a\xffb", ("utf_8",), TEXT_DELIMITERS) == "a\ufffdb"
     codecs = python_codecs(["", "ISO 2022 IR 87"])
