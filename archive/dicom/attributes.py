@@ -19,6 +19,7 @@ import msgspec
 from archive.dicom.charset import (
     SPECIFIC_CHARACTER_SET,
     TEXT_DELIMITERS,
+    charset_terms,
     decode_person_name,
     decode_text,
     python_codecs,
@@ -155,8 +156,7 @@ def decode_values(
     sequence in ``values``; ``mode``: the data set's encoding (``archive.dicom.wire``).
     """
     byte_order = STRUCTS[mode].us
-    raw_charset = values.get(SPECIFIC_CHARACTER_SET, b"")
-    terms = [t.strip(" \0") for t in raw_charset.decode("latin_1").split("\\")]
+    terms = charset_terms(values.get(SPECIFIC_CHARACTER_SET, b""))
     codecs = python_codecs(terms if any(terms) else [])
     fields: dict[str, str | int | None] = {}
     for tag, raw in values.items():

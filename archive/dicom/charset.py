@@ -16,7 +16,12 @@ the codec of the set in G1. While G0 holds JIS X 0208 or 0212 (two-byte sets in 
 the run is decoded by Python's ``iso2022_jp`` codecs with the designating escape put
 back in front, and the delimiters are not looked for: their bytes are half characters
 there. A delimiter (CR, LF, TAB, FF; and ``^``, ``=`` in PN) brings back the initial
-designations, as PS3.5 6.1.2.5.3 requires encoders to have done by then.
+designations, as PS3.5 6.1.2.5.3 requires encoders to have done by then. Escape
+sequences are honoured only where code extensions are allowed: not when value 1 is a
+stand-alone set (PS3.3 Table C.12-5), nor when the one value is a set "without code
+extensions" (Table C.12-2); there ESC is a byte of the text, as pydicom reads it.
+An absent or empty Specific Character Set is left lenient: escape sequences there
+are a sender's ISO 2022 text without its declaration.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = [
     "TEXT_DELIMITERS",
     "TEXT_VRS",
     "CodeExtension",
+    "charset_terms",
     "decode_person_name",
     "decode_text",
     "decode_value",
@@ -161,7 +167,8 @@ _ESCAPES = MappingProxyType(
 )
 
 _MISSPELT_IR = re.compile(r"^ISO[^_]IR ?")
-_MISSPELT_2022 = re.compile(r"^ISO.2022.IR.?")
+# The separator before the number is optional: "ISO 2022 IR87" must keep its 8.
+_MISSPELT_2022 = re.compile(r"^ISO.2022.IR[ _-]?")
 
 
 def normal_term(term: str) -> str:
@@ -185,6 +192,14 @@ def _codec(term: str) -> str:
     return CODECS.get(normal_term(term), _FALLBACK)
 
 
+class _WithoutCodeExtensions(tuple[str, ...]):
+    """The codecs of a Specific Character Set that allows no code extensions: a
+    tuple like any other, marked so that :func:`decode_text` can tell, on its slow
+    path only, that an escape sequence is no designation."""
+
+    __slots__ = ()
+
+
 def python_codecs(terms: Sequence[str]) -> tuple[str, ...]:
     """Python codecs for the values of Specific Character Set (0008,0005).
 
@@ -196,9 +211,17 @@ def python_codecs(terms: Sequence[str]) -> tuple[str, ...]:
         return (_FALLBACK,)
     first = terms[0].strip()
     if first in STAND_ALONE:
-        return (CODECS[first],)
+        return _WithoutCodeExtensions((CODECS[first],))
+    if len(terms) == 1 and first and not normal_term(first).startswith("ISO 2022 "):
+        return _WithoutCodeExtensions((_codec(first),))
     rest = (t.strip() for t in terms[1:])
     return (_codec(first), *(_codec(t) for t in rest if t not in STAND_ALONE))
+
+
+def charset_terms(value: bytes) -> list[str]:
+    """The values of a Specific Character Set (0008,0005) as received, padding
+    stripped: ``[""]`` when it is empty (ISO-IR 6), for :func:`python_codecs`."""
+    return [term.strip(" \0") for term in value.decode("latin_1").split("\\")]
 
 
 def decode_text(value: bytes, codecs: Sequence[str], delimiters: frozenset[int]) -> str:
@@ -208,7 +231,7 @@ def decode_text(value: bytes, codecs: Sequence[str], delimiters: frozenset[int])
     :data:`TEXT_DELIMITERS` or :data:`PN_DELIMITERS`. Never raises.
     """
     first = codecs[0]
-    if ESC not in value:
+    if ESC not in value or type(codecs) is _WithoutCodeExtensions:
         return value.decode(first, "replace")
     parts: list[str] = []
     g1 = first

@@ -17,11 +17,22 @@ one split across fragments is copied into ``buf``. Sequences are never parsed, o
 stepped over: one of defined length is skipped like any value; in one of undefined
 length (explicit SQ or UN, or any undefined length in Implicit VR, where SQ is
 known only from the data dictionary) items of defined length are skipped, and
-undefined lengths and delimitation items move ``depth`` up and down (PS3.5 7.5).
+undefined lengths and delimitation items move ``depth`` up and down (PS3.5 7.5). At
+the top level a zero-length delimitation item is a stray and is stepped over; any
+other item or delimiter there is refused.
 Inside a UN of undefined length the encoding is Implicit VR Little Endian whatever
 the transfer syntax (PS3.5 6.2.2). Memory is bounded by :data:`MAX_VALUE_LENGTH` per
 value, :data:`MAX_HELD` in all, and for Deflated one :data:`INFLATE_BLOCK` of input
 and one :data:`INFLATE_CHUNK` of output at a time.
+
+Work is bounded per byte received, since the reader runs on the event loop: an
+element header is at least 8 bytes, so a plain data set costs at most one turn of
+the loop per 8 bytes. Deflated is the exception (raw deflate inflates up to 1032:1,
+and every inflated header is a turn of the loop), so it is inflated only until the
+reader is done, and its header part only up to :data:`MAX_INFLATE_RATIO` times the
+bytes received plus :data:`INFLATE_ALLOWANCE`; past that it is refused (C000) as a
+deflate bomb. The price: what follows the header of a Deflated data set is neither
+read nor checked, so one cut or corrupt after its header is not refused here.
 
 The top-level sequences the index holds (:data:`archive.dicom.query_keys.SEQUENCE_KEYS`,
 for Sequence Matching) are the exception to "never parsed": their value bytes are
@@ -69,9 +80,11 @@ from archive.dicom.wire import (
 )
 
 __all__ = [
+    "INFLATE_ALLOWANCE",
     "INFLATE_BLOCK",
     "INFLATE_CHUNK",
     "MAX_HELD",
+    "MAX_INFLATE_RATIO",
     "MAX_SEQUENCE_LENGTH",
     "MAX_VALUE_LENGTH",
     "HeaderError",
@@ -94,6 +107,15 @@ MAX_SEQUENCE_LENGTH = 16 * 1024
 INFLATE_CHUNK = 64 * 1024
 #: Deflated input is inflated in blocks of this size at fixed stream offsets.
 INFLATE_BLOCK = 4096
+#: Bytes the header part of a Deflated data set may inflate to per byte received,
+#: on average from the start. Headers deflate 3-10:1; a Key Object Selection whose
+#: evidence references 30 000 instances by UIDs that differ in a counter, 30-35:1
+#: (1.5-2 element headers per byte received). At 64:1 the reader walks at most 8
+#: element headers per byte received, where a plain data set has one per 8 bytes.
+MAX_INFLATE_RATIO = 64
+#: Bytes the header part may inflate to whatever the ratio: a small data set whose
+#: header holds a run of zeros, say, is not a bomb.
+INFLATE_ALLOWANCE = 64 * 1024
 
 # Items and delimiters are matched on the element number once the group is FFFE.
 _ITEM = ITEM & 0xFFFF
@@ -114,8 +136,8 @@ class HeaderError(StatusError):
     Statuses are those of PS3.4 Table B.2-1 (C-STORE Status): A7xx Refused: Out of
     Resources, A9xx Error: Data Set does not match SOP Class, Cxxx Error: Cannot
     understand. This module sends :attr:`Status.CANNOT_UNDERSTAND` (C000) for bytes
-    that cannot be parsed and :attr:`Status.DATASET_DOES_NOT_MATCH_SOP_CLASS` (A900)
-    from :func:`check_store_request`.
+    that cannot be parsed, and from :func:`check_store_request` C000 or
+    :attr:`Status.DATASET_DOES_NOT_MATCH_SOP_CLASS` (A900).
     """
 
     code: ClassVar[str] = "dicom.header"
@@ -150,7 +172,9 @@ class HeaderReader:
         "_depth",
         "_done",
         "_error",
+        "_given",
         "_held",
+        "_inflated",
         "_inflater",
         "_mode",
         "_pending",
@@ -177,6 +201,8 @@ class HeaderReader:
             raise _cannot_understand(f"unsupported transfer syntax {ts!r}")
         self._buf = bytearray()
         self._deflated = bytearray()  # deflated input short of a whole block
+        self._given = 0  # deflated bytes handed to the inflater
+        self._inflated = 0  # and the bytes it gave back
         self._skip = 0
         self._want = 0
         self._pending = 0
@@ -204,6 +230,11 @@ class HeaderReader:
         gathered = len(self._capture) if self._capture is not None else 0
         return len(self._buf) + self._held + len(self._deflated) + gathered
 
+    @property
+    def inflated(self) -> int:
+        """Bytes of a Deflated data set inflated so far (0 for other transfer syntaxes)."""
+        return self._inflated
+
     def feed(self, data: bytes | bytearray | memoryview) -> bool:
         """Take the next fragment of the data set; return :attr:`done`.
 
@@ -213,10 +244,13 @@ class HeaderReader:
         one. Raises :class:`HeaderError` when the bytes cannot be a data set, and
         again on every later call. Deflated input is inflated a whole
         :data:`INFLATE_BLOCK` at a time, so there the last bytes of the header may
-        only be read by :meth:`finish`.
+        only be read by :meth:`finish`; once done, Deflated input is ignored (see
+        the module docstring).
         """
         if self._error is not None:
             raise self._error
+        if self._done and self._inflater is not None:
+            return True
         try:
             if self._inflater is None:
                 self._parse(memoryview(data))
@@ -240,23 +274,35 @@ class HeaderReader:
                 return
             self._inflate_block(bytes(held))
             held.clear()
-        while len(view) >= INFLATE_BLOCK:
+        while len(view) >= INFLATE_BLOCK and not self._done:
             self._inflate_block(view[:INFLATE_BLOCK])
             view = view[INFLATE_BLOCK:]
-        held += view
+        if self._done:
+            held.clear()  # the rest is not inflated
+        else:
+            held += view
 
     def _inflate_block(self, block: bytes | memoryview) -> None:
         inflater = self._inflater
         assert inflater is not None
         pending: bytes | memoryview = block
+        self._given += len(block)
+        allowed = INFLATE_ALLOWANCE + MAX_INFLATE_RATIO * self._given
         try:
-            while not inflater.eof:
+            while not inflater.eof and not self._done:
                 # max_length bounds the output of one call, so a deflate bomb costs
-                # time, never memory; the input not yet inflated waits in
-                # unconsumed_tail.
-                out = inflater.decompress(pending, INFLATE_CHUNK)
+                # neither memory nor (past the allowed) time; the input not yet
+                # inflated waits in unconsumed_tail. One byte past the allowed
+                # tells a bomb.
+                most = min(INFLATE_CHUNK, allowed - self._inflated + 1)
+                out = inflater.decompress(pending, most)
                 if out:
+                    self._inflated += len(out)
                     self._parse(memoryview(out))
+                if self._inflated > allowed and not self._done:
+                    raise _cannot_understand(
+                        f"deflated data set inflates past {MAX_INFLATE_RATIO}:1 in its header"
+                    )
                 pending = inflater.unconsumed_tail
                 if not pending and not out:
                     return
@@ -270,22 +316,25 @@ class HeaderReader:
         header, a value or a sequence before the reader was done. ``whole=False``:
         the caller stopped feeding once :attr:`done` (it wants the header only, as
         ``archive reindex`` does), so the rest of the data set is not checked; a
-        reader that is not done then raises as a data set cut in its header.
+        reader that is not done then raises as a data set cut in its header. Nor is
+        the rest of a Deflated data set checked once the reader is done (the module
+        docstring says why).
         """
         if self._error is not None:
             raise self._error
-        if not whole:
-            if not self._done:
-                self._error = _cannot_understand("data set truncated in its header")
-                raise self._error
-            return self._attributes()
-        if self._inflater is not None:
+        if whole and self._inflater is not None and not self._done:
             try:
                 self._inflate_block(bytes(self._deflated))
             except HeaderError as exc:
                 self._error = exc
                 raise
             self._deflated.clear()
+        if not whole or (self._done and self._inflater is not None):
+            # Not fed to the end, or Deflated past its header: the rest is unread.
+            if not self._done:
+                self._error = _cannot_understand("data set truncated in its header")
+                raise self._error
+            return self._attributes()
         truncated = self._buf or self._skip or self._want or self._depth
         if self._inflater is not None and not self._inflater.eof:
             truncated = True
@@ -377,13 +426,25 @@ class HeaderReader:
                     pos += size
 
                 if not depth:
+                    if group == 0xFFFE:
+                        # A zero-length delimiter outside any sequence is a stray
+                        # (a sender's miscount): stepped over, so that it neither
+                        # ends the header (its tag is past all we want) nor drops
+                        # the values after it. Any other item tag here is garbage.
+                        if length or elem not in (_ITEM_DELIMITATION, _SEQUENCE_DELIMITATION):
+                            raise _cannot_understand(f"(FFFE,{elem:04X}) outside any sequence")
+                        continue
                     tag = group << 16 | elem
                     if tag > _LAST_WANTED:
                         # Pixel Data, or past all we want: from here on every
                         # value is stepped over, but element headers are still
                         # walked to the end, so a data set cut short (or bytes
                         # that are no data set at all) is caught in finish().
+                        # Not so when Deflated: bytes received would cost up to
+                        # 1032 times their size to walk.
                         self._done = True
+                        if self._inflater is not None:
+                            return
                     if length == UNDEFINED_LENGTH:
                         depth = 1
                         if vr == b"UN":
@@ -502,14 +563,18 @@ def check_store_request(
 ) -> None:
     """Check a received data set against its C-STORE-RQ, PS3.4 B.2.3 Table B.2-1.
 
-    Raises :class:`HeaderError` with status A900 (Error: Data Set does not match SOP
-    Class) when:
+    Raises :class:`HeaderError` with status C000 (Error: Cannot understand) when SOP
+    Class UID (0008,0016) or SOP Instance UID (0008,0018) is missing: without them
+    the data set cannot be told what it is, so it can be said neither to match its
+    command nor not to. DCMTK's storescp answers C000 too (its
+    ``DU_findSOPClassAndInstanceInDataSet`` fails). PS3.4 has no status of its own
+    for this: 0117 Invalid SOP Instance (PS3.7 C.5.12) is for a UID that breaks the
+    construction rules.
 
-    - SOP Class UID (0008,0016) differs from the Affected SOP Class UID (0000,0002);
-    - SOP Instance UID (0008,0018) differs from the Affected SOP Instance UID
-      (0000,1000), or is missing. PS3.4 has no status of its own for this: 0117
-      Invalid SOP Instance (PS3.7 C.5.12) is for a UID that breaks the construction
-      rules. A900 is what DCMTK's storescp answers in this case too;
+    Raises it with status A900 (Error: Data Set does not match SOP Class) when:
+
+    - SOP Class UID differs from the Affected SOP Class UID (0000,0002), or SOP
+      Instance UID from the Affected SOP Instance UID (0000,1000), as DCMTK does;
     - Study Instance UID (0020,000D) or Series Instance UID (0020,000E) is missing.
       Both are Type 1 in the General Study and General Series modules of every
       composite IOD (PS3.3 C.7.2.1, C.7.3.1), so such a data set is not an instance
@@ -523,18 +588,24 @@ def check_store_request(
     mismatch = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
     command_class = sop_class_uid.rstrip("\0 ")
     command_instance = sop_instance_uid.rstrip("\0 ")
+    if not attrs.sop_class_uid:
+        raise HeaderError(
+            "SOP Class UID (0008,0016) missing from the data set",
+            Status.CANNOT_UNDERSTAND,
+            offending=SOP_CLASS_UID,
+        )
+    if not attrs.sop_instance_uid:
+        raise HeaderError(
+            "SOP Instance UID (0008,0018) missing from the data set",
+            Status.CANNOT_UNDERSTAND,
+            offending=SOP_INSTANCE_UID,
+        )
     if attrs.sop_class_uid != command_class:
         raise HeaderError(
             "SOP Class UID (0008,0016) differs from the command's:"
             f" {attrs.sop_class_uid!r}, command {command_class!r}",
             mismatch,
             offending=SOP_CLASS_UID,
-        )
-    if not attrs.sop_instance_uid:
-        raise HeaderError(
-            "SOP Instance UID (0008,0018) missing from the data set",
-            mismatch,
-            offending=SOP_INSTANCE_UID,
         )
     if attrs.sop_instance_uid != command_instance:
         raise HeaderError(

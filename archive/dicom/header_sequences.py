@@ -4,8 +4,10 @@ What this is: :func:`sequence_json`, the value bytes of one top-level sequence
 (gathered by :class:`archive.dicom.header.HeaderReader`) decoded into the JSON text
 the index stores: a list of items, each an object of the item keys kept
 (:data:`archive.dicom.query_keys.SEQUENCE_KEYS`; keyword -> text decoded with the
-data set's Specific Character Set, or a list of items for a nested sequence),
-empty values left out. What it is not: I/O, nor streaming (the bytes are whole).
+Specific Character Set in force, or a list of items for a nested sequence), empty
+values left out. The character set in force is the data set's, or the item's own
+(0008,0005) for that item and the items nested in it (PS3.5 7.5.3, PS3.3
+C.12.1.1.2). What it is not: I/O, nor streaming (the bytes are whole).
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from archive.dicom.charset import decode_value
+from archive.dicom.charset import (
+    SPECIFIC_CHARACTER_SET,
+    charset_terms,
+    decode_value,
+    python_codecs,
+)
 from archive.dicom.dataset import DatasetError, Element, decode_items, element_items
 from archive.dicom.query_keys import SEQUENCE_KEYS, KeyInfo
 
@@ -48,23 +55,33 @@ def _items(
     out: list[_Item] = []
     for item in items:
         kept: _Item = {}
+        codecs_in_item = _item_codecs(item, codecs)
         for element in sorted(item, key=lambda e: e.tag):
             key = keys.get(element.tag)
             if key is None:
                 continue
             if key.items is not None:
                 # Any value where items belong but a UN sequence is not kept.
-                nested = _items(element_items(element) or (), key, codecs)
+                nested = _items(element_items(element) or (), key, codecs_in_item)
                 if nested:
                     kept[key.keyword] = nested
                 continue
             if isinstance(element.value, tuple):
                 continue  # items where a value belongs: not kept
-            text = _item_text(bytes(element.value), key.vr, codecs)
+            text = _item_text(bytes(element.value), key.vr, codecs_in_item)
             if text:
                 kept[key.keyword] = text
         out.append(kept)
     return out if any(out) else []
+
+
+def _item_codecs(item: tuple[Element, ...], codecs: Sequence[str]) -> Sequence[str]:
+    """The codecs of the item's own Specific Character Set, else ``codecs`` (those
+    of the enclosing item or data set), PS3.5 7.5.3."""
+    for element in item:
+        if element.tag == SPECIFIC_CHARACTER_SET and not isinstance(element.value, tuple):
+            return python_codecs(charset_terms(bytes(element.value)))
+    return codecs
 
 
 def _item_text(raw: bytes, vr: str, codecs: Sequence[str]) -> str:

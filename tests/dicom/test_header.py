@@ -6,7 +6,8 @@ byte with :func:`element` where pydicom cannot write what we need.
 
 Every data set is fed to its end, as the C-STORE handler does: values are read only
 until the reader is done, but element headers are walked to the end so that a data
-set cut short anywhere (Pixel Data included) fails in ``finish()``.
+set cut short anywhere (Pixel Data included) fails in ``finish()``; a Deflated one
+is not inflated past its header (``test_header_deflate``).
 
 This module: exact values from pydicom's files, sequences, value decoding,
 ``check_store_request`` and the character set decoder. When the reader is done and
@@ -31,6 +32,7 @@ from archive.dicom.charset import (
     TEXT_DELIMITERS,
     decode_person_name,
     decode_text,
+    normal_term,
     python_codecs,
 )
 from archive.dicom.header import (
@@ -302,49 +304,68 @@ def test_check_store_request_accepts_a_match() -> None:
 
 
 @pytest.mark.parametrize(
-    ("attrs", "message", "offending"),
+    ("attrs", "status", "message", "offending"),
     [
         (
             _attrs(sop_class_uid="1.2.840.10008.5.1.4.1.1.2"),
+            DOES_NOT_MATCH,
             "SOP Class UID (0008,0016) differs from the command's:"
             " '1.2.840.10008.5.1.4.1.1.2', command '1.2.840.10008.5.1.4.1.1.7'",
             0x00080016,
         ),
+        # Without its SOP Class or Instance UID the data set cannot be told what it
+        # is: C000, as DCMTK's storescp answers, not a mismatch.
         (
             _attrs(sop_class_uid=""),
-            "SOP Class UID (0008,0016) differs from the command's:"
-            " '', command '1.2.840.10008.5.1.4.1.1.7'",
+            CANNOT_UNDERSTAND,
+            "SOP Class UID (0008,0016) missing from the data set",
             0x00080016,
         ),
         (
             _attrs(sop_instance_uid=""),
+            CANNOT_UNDERSTAND,
+            "SOP Instance UID (0008,0018) missing from the data set",
+            0x00080018,
+        ),
+        (
+            _attrs(sop_class_uid="", sop_instance_uid="1.2.3.4.6"),
+            CANNOT_UNDERSTAND,
+            "SOP Class UID (0008,0016) missing from the data set",
+            0x00080016,
+        ),
+        (
+            _attrs(sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid=""),
+            CANNOT_UNDERSTAND,
             "SOP Instance UID (0008,0018) missing from the data set",
             0x00080018,
         ),
         (
             _attrs(sop_instance_uid="1.2.3.4.6"),
+            DOES_NOT_MATCH,
             "SOP Instance UID (0008,0018) differs from the command's:"
             " '1.2.3.4.6', command '1.2.3.4.5'",
             0x00080018,
         ),
         (
             _attrs(study_instance_uid=""),
+            DOES_NOT_MATCH,
             "Study Instance UID (0020,000D) missing from the data set",
             0x0020000D,
         ),
         (
             _attrs(series_instance_uid=""),
+            DOES_NOT_MATCH,
             "Series Instance UID (0020,000E) missing from the data set",
             0x0020000E,
         ),
     ],
 )
 def test_check_store_request_failures(
-    attrs: InstanceAttributes, message: str, offending: int
+    attrs: InstanceAttributes, status: int, message: str, offending: int
 ) -> None:
     with pytest.raises(HeaderError) as info:
         check_store_request(attrs, UIDS["sop_class_uid"], UIDS["sop_instance_uid"])
-    assert info.value.status == DOES_NOT_MATCH
+    assert info.value.status == status
     assert str(info.value) == message
     assert info.value.offending == offending
     # What is wrong fits the 64 characters of an Error Comment; the UIDs follow.
@@ -407,6 +428,23 @@ def test_python_codecs() -> None:
     assert python_codecs(["nonsense"]) == ("latin_1",)
 
 
+@pytest.mark.parametrize(
+    ("term", "normal"),
+    [
+        ("ISO 2022 IR87", "ISO 2022 IR 87"),  # no separator: no digit lost
+        ("ISO 2022 IR100", "ISO 2022 IR 100"),
+        ("ISO_2022_IR_87", "ISO 2022 IR 87"),
+        ("ISO-2022-IR-149", "ISO 2022 IR 149"),
+        ("ISO 2022 IR 6", "ISO 2022 IR 6"),
+        ("ISO IR 100", "ISO_IR 100"),
+        ("ISO-IR 144", "ISO_IR 144"),
+        ("  ISO_IR 192 ", "ISO_IR 192"),
+    ],
+)
+def test_misspelt_terms_are_normalised(term: str, normal: str) -> None:
+    assert normal_term(term) == normal
+
+
 def test_pn_group_delimiter_inside_a_kanji_is_not_a_delimiter() -> None:
     # 予 is 4D 3D and 五 is 38 5E in JIS X 0208: bytes of '=' and '^' inside
     # characters. Splitting the raw bytes on them (as pydicom does) would garble them.
@@ -448,6 +486,33 @@ def test_delimiter_resets_g1_to_the_initial_set() -> None:
 def test_unknown_escape_sequence_is_kept_as_text() -> None:
     codecs = python_codecs(["", "ISO 2022 IR 100"])
     assert decode_text(b"a\x1b%Zb\x1b-A\xe9", codecs, TEXT_DELIMITERS) == "a\x1b%Zbé"
+
+
+@pytest.mark.parametrize(
+    "terms",
+    [["ISO_IR 192"], ["GB18030"], ["GBK"], ["ISO_IR 192", "ISO 2022 IR 87"], ["ISO_IR 100"]],
+)
+def test_escape_sequences_are_text_where_code_extensions_are_not_allowed(
+    terms: list[str],
+) -> None:
+    """A stand-alone set as value 1 (PS3.3 Table C.12-5), or one single-byte set of
+    Table C.12-2, allows no code extensions: ESC is a byte of the text, not the start
+    of a designation, and the value is decoded directly (as pydicom does)."""
+    codecs = python_codecs(terms)
+    value = b"Gr\xc3\xb6\x1b$BF|\x1b(B\xc3\xa9"  # ESC $ B would designate JIS X 0208
+    assert decode_text(value, codecs, TEXT_DELIMITERS) == value.decode(codecs[0], "replace")
+    assert decode_person_name(b"\x1b-Aa^b", codecs) == "\x1b-Aa^b"
+
+
+def test_escape_sequences_are_honoured_where_code_extensions_are_allowed() -> None:
+    value = b"\x1b$BF|\x1b(B"  # 日 in JIS X 0208
+    assert decode_text(value, python_codecs(["", "ISO 2022 IR 87"]), TEXT_DELIMITERS) == "日"
+    assert decode_text(value, python_codecs(["ISO 2022 IR 6"]), TEXT_DELIMITERS) == "日"
+    # Without a Specific Character Set they are honoured too: a sender's ISO 2022
+    # text missing its declaration.
+    assert decode_text(value, python_codecs([]), TEXT_DELIMITERS) == "日"
+    latin = b"\x1b-A\xe9"
+    assert decode_text(latin, python_codecs(["ISO 2022 IR 100"]), TEXT_DELIMITERS) == "é"
 
 
 def test_undecodable_bytes_become_replacement_characters() -> None:

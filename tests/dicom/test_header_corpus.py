@@ -3,7 +3,8 @@
 pydicom's test and character set files are fed as a C-STORE carries them (file meta
 stripped) whole, in 7-byte pieces and byte by byte, and re-encoded by pydicom in
 every native transfer syntax, with pydicom's own reading as the oracle. Values of
-50 MB, plain and as a deflate bomb, are walked to their end in bounded memory.
+50 MB are walked to their end in bounded memory; as a deflate bomb, refused in the
+header and not inflated after it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from pydicom.data import get_charset_files
 from pydicom.uid import UID
 
 from archive.dicom.header import (
+    INFLATE_ALLOWANCE,
     INFLATE_BLOCK,
+    INFLATE_CHUNK,
+    MAX_INFLATE_RATIO,
     HeaderError,
     HeaderReader,
     InstanceAttributes,
@@ -227,31 +231,50 @@ def _deflate_bomb(where: str) -> bytes:
     return compressed
 
 
-@pytest.mark.parametrize("where", ["private", "pixels"])
-def test_deflated_huge_value_is_inflated_to_the_end_in_bounded_memory(where: str) -> None:
-    # With "pixels" the reader is done after the first block, and must still inflate
-    # the 50 MB of Pixel Data, block by block, to find the end of the data set.
-    compressed = _deflate_bomb(where)
+def _feed_bomb(compressed: bytes, end: int) -> tuple[HeaderReader, int, int]:
+    """Feed the first ``end`` bytes in 64 KiB pieces; (reader, most buffered, peak
+    memory), the reader stopped at its first error."""
     reader = HeaderReader(DEFLATED)
     most = 0
+    view = memoryview(compressed)
     tracemalloc.start()
     try:
-        view = memoryview(compressed)
-        for start in range(0, len(compressed), PIECE):
-            reader.feed(view[start : start + PIECE])
+        for start in range(0, end, PIECE):
+            reader.feed(view[start : min(start + PIECE, end)])
             most = max(most, reader.buffered)
-        got = reader.finish()  # inflates the last, partial, block
-        _, peak = tracemalloc.get_traced_memory()
+    except HeaderError:
+        pass
     finally:
+        _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-    assert reader.done
+    return reader, most, peak
+
+
+def test_deflated_huge_pixel_data_is_not_inflated() -> None:
+    # The reader is done in the first block; the 50 MB of Pixel Data are neither
+    # inflated nor checked, so the stream less its last byte reads the same.
+    compressed = _deflate_bomb("pixels")
+    for end in (len(compressed), len(compressed) - 1):
+        reader, most, peak = _feed_bomb(compressed, end)
+        assert reader.done
+        assert reader.inflated <= INFLATE_CHUNK
+        assert most < INFLATE_BLOCK + 200
+        assert peak < 2 * PIECE + 512 * 1024
+        _check_huge(reader.finish())
+
+
+def test_deflated_huge_private_value_is_refused_in_bounded_memory() -> None:
+    # 50 MB of zeros in the header part: a deflate bomb, refused once it inflates
+    # past the ratio, having inflated no more than that.
+    compressed = _deflate_bomb("private")
+    reader, most, peak = _feed_bomb(compressed, len(compressed))
+    assert not reader.done
+    assert reader.inflated <= INFLATE_ALLOWANCE + MAX_INFLATE_RATIO * INFLATE_BLOCK + 1
     assert most < INFLATE_BLOCK + 200
     assert peak < 2 * PIECE + 512 * 1024
-    _check_huge(got)
-    # The same stream less its last byte never reaches the end of the deflate stream.
-    reader = HeaderReader(DEFLATED)
-    for start in range(0, len(compressed) - 1, PIECE):
-        reader.feed(view[start : min(start + PIECE, len(compressed) - 1)])
     with pytest.raises(HeaderError) as info:
         reader.finish()
-    assert str(info.value) == AFTER
+    assert (info.value.status, str(info.value)) == (
+        CANNOT_UNDERSTAND,
+        "deflated data set inflates past 64:1 in its header",
+    )

@@ -17,6 +17,7 @@ from pydicom.sequence import Sequence
 
 from archive.dicom.header import MAX_HELD, MAX_SEQUENCE_LENGTH, MAX_VALUE_LENGTH, HeaderReader
 from tests.dicom.header_helpers import (
+    DEFLATED,
     EXPLICIT,
     IMPLICIT,
     NATIVE,
@@ -288,3 +289,45 @@ def test_a_defined_length_sequence_does_not_count_toward_the_values_bound() -> N
     concept = _defined_sequence(0x0040A043, filler * (MAX_SEQUENCE_LENGTH // len(filler)))
     data = minimal(EXPLICIT, values, tail=concept)
     assert read(EXPLICIT, [data]).concept_name_code_sequence
+
+
+def _item_with_its_own_character_set() -> Dataset:
+    """A Latin-1 data set whose Procedure Code Sequence item says ISO_IR 192 and
+    holds UTF-8 text, as does the item nested in a Request Attributes item."""
+    procedure = _code("X1", "L", "Größe")
+    procedure.SpecificCharacterSet = "ISO_IR 192"
+    nested = dataset(
+        SpecificCharacterSet="ISO_IR 192",
+        RequestedProcedureDescription="Lëgs",
+        RequestedProcedureCodeSequence=Sequence([_code("X2", "L", "Größe")]),
+    )
+    return dataset(
+        SpecificCharacterSet="ISO_IR 100",
+        SOPClassUID="1.2.840.10008.5.1.4.1.1.7",
+        SOPInstanceUID="1.2.3.4.5",
+        StudyDescription="Schädel",
+        ProcedureCodeSequence=Sequence([procedure, _code("X3", "L", "Kopf ä")]),
+        StudyInstanceUID="1.2.3.4",
+        SeriesInstanceUID="1.2.3.4.1",
+        RequestAttributesSequence=Sequence([nested]),
+    )
+
+
+@pytest.mark.parametrize("ts", NATIVE)
+def test_an_item_with_its_own_character_set_is_decoded_with_it(ts: str) -> None:
+    # PS3.5 7.5.3: an item's Specific Character Set applies to the item and the
+    # items nested in it; an item without one has the data set's.
+    ds = _item_with_its_own_character_set()
+    data = encode(ds, ts)
+    assert "Größe".encode() in data or ts == DEFLATED
+    assert "Kopf ä".encode("latin_1") in data or ts == DEFLATED
+    got = read(ts, [data])
+    assert got == expected(ds)
+    assert got.study_description == "Schädel"
+    assert [code["CodeMeaning"] for code in json.loads(got.procedure_code_sequence)] == [
+        "Größe",
+        "Kopf ä",
+    ]
+    (order,) = json.loads(got.request_attributes_sequence)
+    assert order["RequestedProcedureDescription"] == "Lëgs"
+    assert order["RequestedProcedureCodeSequence"][0]["CodeMeaning"] == "Größe"

@@ -346,14 +346,24 @@ def test_sop_class_mismatch_is_a900(node: RunningNode) -> None:
     assert_nothing_stored(node, ds.SOPInstanceUID)
 
 
-@pytest.mark.parametrize("missing", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
-def test_missing_uid_is_a900(node: RunningNode, missing: str) -> None:
-    """check_store_request documents A900 for a data set without these Type 1 UIDs."""
+@pytest.mark.parametrize(
+    ("missing", "status"),
+    [
+        ("StudyInstanceUID", DOES_NOT_MATCH),
+        ("SeriesInstanceUID", DOES_NOT_MATCH),
+        # Without them the data set cannot be told what it is (DCMTK answers so too).
+        ("SOPInstanceUID", CANNOT_UNDERSTAND),
+        ("SOPClassUID", CANNOT_UNDERSTAND),
+    ],
+)
+def test_missing_uid_is_refused(node: RunningNode, missing: str, status: int) -> None:
+    """check_store_request: C000 without SOP Class or Instance UID, A900 without the
+    Type 1 Study or Series Instance UID."""
     ds = make_dataset()
     uid = ds.SOPInstanceUID
     delattr(ds, missing)
     item = Item(CT_IMAGE, uid, encode_dataset(ds, IMPLICIT_VR_LE))
-    assert archive_store(node.port, [item], IMPLICIT_VR_LE) == [DOES_NOT_MATCH]
+    assert archive_store(node.port, [item], IMPLICIT_VR_LE) == [status]
     assert_nothing_stored(node, uid)
 
 

@@ -1,0 +1,151 @@
+"""What a Deflated data set may cost the header extractor, which runs on the event loop.
+
+Raw deflate inflates up to 1032:1, and every inflated element header is a turn of the
+reader's loop, so these tests bound the work a received byte can cause: a data set is
+inflated only until the reader is done, and its header part only up to a ratio of the
+bytes received. Work is observed as ``HeaderReader.inflated`` (bytes inflated), never
+as time.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from archive.dicom.header import (
+    INFLATE_ALLOWANCE,
+    INFLATE_BLOCK,
+    INFLATE_CHUNK,
+    MAX_INFLATE_RATIO,
+    HeaderError,
+    HeaderReader,
+)
+from tests.dicom.header_helpers import (
+    CANNOT_UNDERSTAND,
+    DEFLATED,
+    EXPLICIT,
+    deflate,
+    element,
+    item,
+    minimal,
+    read,
+    sevens,
+    undefined_sequence,
+)
+
+
+def _zeros_stream(size: int) -> bytes:
+    """The leading bytes of a raw deflate stream of ``size`` zero bytes (no end)."""
+    return zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS).compress(bytes(size))
+
+
+def test_a_deflate_bomb_of_empty_elements_is_refused() -> None:
+    # 61 KiB that inflate to 63 MB of zeros: in Explicit VR LE, 5 million empty
+    # elements (0000,0000), all before the last wanted tag, so the reader is never
+    # done. Each is a turn of the loop: this one feed() took seconds.
+    fragment = _zeros_stream(64_000_000)[:65536]
+    reader = HeaderReader(DEFLATED)
+    with pytest.raises(HeaderError) as info:
+        reader.feed(fragment)
+    assert info.value.status == CANNOT_UNDERSTAND
+    assert str(info.value) == "deflated data set inflates past 64:1 in its header"
+    # Refused in the first block, having inflated no more than it allows.
+    assert reader.inflated == INFLATE_ALLOWANCE + MAX_INFLATE_RATIO * INFLATE_BLOCK + 1
+    with pytest.raises(HeaderError) as again:  # and it stays so
+        reader.feed(b"")
+    assert again.value is info.value
+
+
+def _private_zeros(size: int) -> bytes:
+    """A deflated data set whose header holds a private OB of ``size`` zeros."""
+    creator = element(0x00090010, "LO", b"ARCHIVE TEST")
+    return deflate(minimal(EXPLICIT, creator, element(0x00091010, "OB", bytes(size))))
+
+
+def test_the_header_may_inflate_past_the_ratio_within_the_allowance() -> None:
+    data = _private_zeros(INFLATE_ALLOWANCE)
+    assert len(data) * MAX_INFLATE_RATIO < INFLATE_ALLOWANCE  # past the ratio
+    assert read(DEFLATED, [data]).series_instance_uid == "1.2.3.4.1"
+    assert read(DEFLATED, sevens(data)).series_instance_uid == "1.2.3.4.1"
+
+
+def test_the_header_may_not_inflate_past_the_allowance_and_the_ratio() -> None:
+    data = _private_zeros(2 * 1024 * 1024)
+    assert len(data) < INFLATE_BLOCK  # held, then inflated by finish()
+    reader = HeaderReader(DEFLATED)
+    assert reader.feed(data) is False
+    with pytest.raises(HeaderError) as info:
+        reader.finish()
+    assert info.value.status == CANNOT_UNDERSTAND
+    assert reader.inflated == INFLATE_ALLOWANCE + MAX_INFLATE_RATIO * len(data) + 1
+
+
+def test_a_large_header_that_deflates_well_is_read() -> None:
+    """A Key Object Selection's evidence (0040,A375), before the last wanted tag,
+    referencing 20 000 instances whose UIDs differ in a counter, with undefined
+    lengths: about 35:1, 2 element headers per byte received, far past the
+    allowance, and read."""
+    refs = b"".join(
+        item(
+            element(0x00081150, "UI", b"1.2.840.10008.5.1.4.1.1.2\0")
+            + element(0x00081155, "UI", f"1.2.826.0.1.3680043.8.498.{n}".encode().ljust(32, b"\0")),
+            undefined=True,
+        )
+        for n in range(20_000)
+    )
+    series = item(undefined_sequence(0x00081199, refs), undefined=True)
+    evidence = undefined_sequence(0x0040A375, item(undefined_sequence(0x00081115, series)))
+    plain = minimal(EXPLICIT, tail=evidence)
+    data = deflate(plain)
+    assert len(plain) > 30 * len(data)
+    reader = HeaderReader(DEFLATED)
+    for piece in sevens(data):
+        reader.feed(piece)
+    assert reader.finish().series_instance_uid == "1.2.3.4.1"
+    assert reader.inflated == len(plain) > INFLATE_ALLOWANCE
+    assert read(DEFLATED, [data]) == read(EXPLICIT, [plain])
+
+
+def _blank_image(pixels: int) -> bytes:
+    """A data set ending in ``pixels`` zero bytes of Pixel Data, deflated."""
+    rows = element(0x00280010, "US", b"\x00\x02")
+    data = minimal(EXPLICIT, tail=rows, pixels=element(0x7FE00010, "OW", bytes(pixels)))
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+def test_the_rest_is_not_inflated_once_done() -> None:
+    # Once done (at Pixel Data), a Deflated data set is not inflated further: the
+    # rest is neither read nor checked, so even a corrupt rest passes.
+    stream = _blank_image(32 * 1024 * 1024)  # 32 KiB deflated
+    corrupt = stream[:4096] + b"\xff" * (len(stream) - 4096)
+    reader = HeaderReader(DEFLATED)
+    assert reader.feed(corrupt[:4096]) is True
+    for start in range(4096, len(corrupt), 1000):
+        assert reader.feed(corrupt[start : start + 1000]) is True
+    assert reader.buffered == 26 + 10 + 8 + 10 + 2  # the five values, no input held
+    assert reader.inflated <= INFLATE_CHUNK  # of the 32 MiB
+    got = reader.finish()
+    assert (got.rows, got.series_instance_uid) == (512, "1.2.3.4.1")
+
+
+def test_a_deflated_data_set_is_not_checked_past_its_header() -> None:
+    # What test_header_end refuses in the other encodings, once done: Pixel Data cut
+    # short, garbage after the data set, a deflate stream cut or never ended.
+    whole = minimal(
+        EXPLICIT, element(0x00100020, "LO", b"G1"), pixels=element(0x7FE00010, "OW", bytes(1000))
+    )
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    unfinished = compressor.compress(whole) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    for data in (
+        deflate(whole[:-1]),
+        deflate(whole + b"garbage!"),
+        deflate(whole)[:-1],
+        unfinished,
+    ):
+        assert read(DEFLATED, [data]).patient_id == "G1"
+        assert read(DEFLATED, sevens(data)).patient_id == "G1"
+    # Cut before it is done, it is refused as any other.
+    with pytest.raises(HeaderError, match="truncated in its header"):
+        read(DEFLATED, [deflate(whole[: whole.index(b"G1")])])
