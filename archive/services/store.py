@@ -23,7 +23,11 @@ Statuses (PS3.4 B.2.3, PS3.7 C):
   (PS3.7 C.4.x general failure), with an error comment.
 - 0xA700 Refused, Out of Resources: disk full, I/O error, index failure.
 - 0xA900 / 0xC000 from :mod:`archive.dicom.header`: a data set that does not match
-  the command or cannot be parsed.
+  the command or lacks its Study or Series Instance UID (A900), or that cannot be
+  parsed or lacks its SOP Class or Instance UID (C000).
+- 0x0117 Invalid SOP Instance: an Affected SOP Instance UID that is not a UID.
+- 0x0122 (also from the server, for a class not the context's) and 0xC000 for
+  File Meta values only ``archive import`` can hand over (see ``ingest``).
 Whatever fails, the part file is removed: nothing half-written stays.
 """
 
