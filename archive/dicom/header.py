@@ -28,11 +28,14 @@ and one :data:`INFLATE_CHUNK` of output at a time.
 Work is bounded per byte received, since the reader runs on the event loop: an
 element header is at least 8 bytes, so a plain data set costs at most one turn of
 the loop per 8 bytes. Deflated is the exception (raw deflate inflates up to 1032:1,
-and every inflated header is a turn of the loop), so it is inflated only until the
-reader is done, and its header part only up to :data:`MAX_INFLATE_RATIO` times the
-bytes received plus :data:`INFLATE_ALLOWANCE`; past that it is refused (C000) as a
-deflate bomb. The price: what follows the header of a Deflated data set is neither
-read nor checked, so one cut or corrupt after its header is not refused here.
+and every inflated header is a turn of the loop), so it is walked only until the
+reader is done, and inflated only up to :data:`MAX_INFLATE_RATIO` times the bytes
+received plus :data:`INFLATE_ALLOWANCE`. Past that in its header it is refused
+(C000) as a deflate bomb. After its header the rest is inflated (in C, without
+walking) so that a stream cut short or corrupt is refused; one that goes past the
+ratio there too is no longer inflated and is stored as received, unchecked. So a
+Deflated data set whose deflate stream is whole but whose elements end early after
+the header is not refused here, unlike the other encodings.
 
 The top-level sequences the index holds (:data:`archive.dicom.query_keys.SEQUENCE_KEYS`,
 for Sequence Matching) are the exception to "never parsed": their value bytes are
@@ -181,6 +184,7 @@ class HeaderReader:
         "_sequences",
         "_skip",
         "_un_depth",
+        "_unchecked",
         "_values",
         "_want",
     )
@@ -203,6 +207,8 @@ class HeaderReader:
         self._deflated = bytearray()  # deflated input short of a whole block
         self._given = 0  # deflated bytes handed to the inflater
         self._inflated = 0  # and the bytes it gave back
+        #: Deflated past its header and past the ratio: no longer inflated.
+        self._unchecked = False
         self._skip = 0
         self._want = 0
         self._pending = 0
@@ -244,12 +250,12 @@ class HeaderReader:
         one. Raises :class:`HeaderError` when the bytes cannot be a data set, and
         again on every later call. Deflated input is inflated a whole
         :data:`INFLATE_BLOCK` at a time, so there the last bytes of the header may
-        only be read by :meth:`finish`; once done, Deflated input is ignored (see
-        the module docstring).
+        only be read by :meth:`finish`; once done, Deflated input is only inflated,
+        and past the ratio ignored (see the module docstring).
         """
         if self._error is not None:
             raise self._error
-        if self._done and self._inflater is not None:
+        if self._done and self._unchecked:
             return True
         try:
             if self._inflater is None:
@@ -274,10 +280,10 @@ class HeaderReader:
                 return
             self._inflate_block(bytes(held))
             held.clear()
-        while len(view) >= INFLATE_BLOCK and not self._done:
+        while len(view) >= INFLATE_BLOCK and not self._unchecked:
             self._inflate_block(view[:INFLATE_BLOCK])
             view = view[INFLATE_BLOCK:]
-        if self._done:
+        if self._unchecked:
             held.clear()  # the rest is not inflated
         else:
             held += view
@@ -289,7 +295,7 @@ class HeaderReader:
         self._given += len(block)
         allowed = INFLATE_ALLOWANCE + MAX_INFLATE_RATIO * self._given
         try:
-            while not inflater.eof and not self._done:
+            while not inflater.eof:
                 # max_length bounds the output of one call, so a deflate bomb costs
                 # neither memory nor (past the allowed) time; the input not yet
                 # inflated waits in unconsumed_tail. One byte past the allowed
@@ -298,11 +304,15 @@ class HeaderReader:
                 out = inflater.decompress(pending, most)
                 if out:
                     self._inflated += len(out)
-                    self._parse(memoryview(out))
-                if self._inflated > allowed and not self._done:
-                    raise _cannot_understand(
-                        f"deflated data set inflates past {MAX_INFLATE_RATIO}:1 in its header"
-                    )
+                    if not self._done:  # once done, only inflated: the stream checked
+                        self._parse(memoryview(out))
+                if self._inflated > allowed:
+                    if not self._done:
+                        raise _cannot_understand(
+                            f"deflated data set inflates past {MAX_INFLATE_RATIO}:1 in its header"
+                        )
+                    self._unchecked = True  # past the header: stored as received
+                    return
                 pending = inflater.unconsumed_tail
                 if not pending and not out:
                     return
@@ -316,28 +326,32 @@ class HeaderReader:
         header, a value or a sequence before the reader was done. ``whole=False``:
         the caller stopped feeding once :attr:`done` (it wants the header only, as
         ``archive reindex`` does), so the rest of the data set is not checked; a
-        reader that is not done then raises as a data set cut in its header. Nor is
-        the rest of a Deflated data set checked once the reader is done (the module
-        docstring says why).
+        reader that is not done then raises as a data set cut in its header. Past its
+        header a Deflated data set is checked for a whole deflate stream only (the
+        module docstring says why).
         """
         if self._error is not None:
             raise self._error
-        if whole and self._inflater is not None and not self._done:
+        if whole and self._inflater is not None and not self._unchecked:
             try:
                 self._inflate_block(bytes(self._deflated))
             except HeaderError as exc:
                 self._error = exc
                 raise
             self._deflated.clear()
-        if not whole or (self._done and self._inflater is not None):
-            # Not fed to the end, or Deflated past its header: the rest is unread.
+        if not whole or self._unchecked:
+            # Not fed to the end, or Deflated and too compressible to check: the
+            # rest is unread.
             if not self._done:
                 self._error = _cannot_understand("data set truncated in its header")
                 raise self._error
             return self._attributes()
-        truncated = self._buf or self._skip or self._want or self._depth
-        if self._inflater is not None and not self._inflater.eof:
-            truncated = True
+        if self._inflater is not None and self._done:
+            # Inflated, not walked, past the header: the stream must have ended.
+            truncated = not self._inflater.eof
+        else:
+            truncated = bool(self._buf or self._skip or self._want or self._depth)
+            truncated = truncated or (self._inflater is not None and not self._inflater.eof)
         if truncated:
             where = "after its header" if self._done else "in its header"
             self._error = _cannot_understand(f"data set truncated {where}")

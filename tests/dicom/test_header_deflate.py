@@ -16,7 +16,6 @@ import pytest
 from archive.dicom.header import (
     INFLATE_ALLOWANCE,
     INFLATE_BLOCK,
-    INFLATE_CHUNK,
     MAX_INFLATE_RATIO,
     HeaderError,
     HeaderReader,
@@ -115,9 +114,10 @@ def _blank_image(pixels: int) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
-def test_the_rest_is_not_inflated_once_done() -> None:
-    # Once done (at Pixel Data), a Deflated data set is not inflated further: the
-    # rest is neither read nor checked, so even a corrupt rest passes.
+def test_past_the_ratio_the_rest_is_neither_inflated_nor_checked() -> None:
+    # Once done (at Pixel Data), a Deflated data set is inflated, not walked, to
+    # check its stream; 32 MiB of zeros pass the ratio at once: from there on the
+    # rest is not inflated, so even a corrupt rest passes.
     stream = _blank_image(32 * 1024 * 1024)  # 32 KiB deflated
     corrupt = stream[:4096] + b"\xff" * (len(stream) - 4096)
     reader = HeaderReader(DEFLATED)
@@ -125,27 +125,32 @@ def test_the_rest_is_not_inflated_once_done() -> None:
     for start in range(4096, len(corrupt), 1000):
         assert reader.feed(corrupt[start : start + 1000]) is True
     assert reader.buffered == 26 + 10 + 8 + 10 + 2  # the five values, no input held
-    assert reader.inflated <= INFLATE_CHUNK  # of the 32 MiB
+    assert reader.inflated == INFLATE_ALLOWANCE + MAX_INFLATE_RATIO * INFLATE_BLOCK + 1
     got = reader.finish()
     assert (got.rows, got.series_instance_uid) == (512, "1.2.3.4.1")
 
 
-def test_a_deflated_data_set_is_not_checked_past_its_header() -> None:
-    # What test_header_end refuses in the other encodings, once done: Pixel Data cut
-    # short, garbage after the data set, a deflate stream cut or never ended.
+def test_past_the_header_the_stream_is_checked_not_the_elements() -> None:
+    # Within the ratio the rest is inflated without walking it: a deflate stream
+    # cut short, never ended or corrupt is refused "after its header"; the elements
+    # are not, so a data set cut inside an element, or garbage after it, in a whole
+    # stream reads (test_header_end refuses both in the other encodings).
     whole = minimal(
-        EXPLICIT, element(0x00100020, "LO", b"G1"), pixels=element(0x7FE00010, "OW", bytes(1000))
-    )
+        EXPLICIT, element(0x00100020, "LO", b"G1"),
+        pixels=element(0x7FE00010, "OW", bytes(range(256)) * 400),
+    )  # fmt: skip
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     unfinished = compressor.compress(whole) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    for data in (
-        deflate(whole[:-1]),
-        deflate(whole + b"garbage!"),
-        deflate(whole)[:-1],
-        unfinished,
-    ):
+    for data in (deflate(whole[:-1]), deflate(whole + b"garbage!")):
         assert read(DEFLATED, [data]).patient_id == "G1"
         assert read(DEFLATED, sevens(data)).patient_id == "G1"
+    stream = deflate(whole)
+    corrupt = stream[: len(stream) // 2] + b"\xff" * (len(stream) - len(stream) // 2)
+    for data in (stream[:-1], unfinished, corrupt):
+        for pieces in ([data], sevens(data)):
+            with pytest.raises(HeaderError, match=r"after its header|corrupt") as info:
+                read(DEFLATED, pieces)
+            assert info.value.status == CANNOT_UNDERSTAND
     # Cut before it is done, it is refused as any other.
     with pytest.raises(HeaderError, match="truncated in its header"):
         read(DEFLATED, [deflate(whole[: whole.index(b"G1")])])
