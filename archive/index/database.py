@@ -341,30 +341,44 @@ class Index:
 
     async def _pks(
         self, sql: str, parameters: Sequence[object], *, bounded: bool = False
-    ) -> array[int]:
-        """The pks ``sql`` selects. ``bounded``: the statement has a LIMIT, so the
-        rows are fetched in one trip to the reader's thread instead of batches."""
+    ) -> tuple[array[int], array[int]]:
+        """The pks ``sql`` selects and the hashes of their entities' unique keys
+        (8 bytes each: a query may match millions). ``bounded``: the statement has
+        a LIMIT, so the rows are fetched in one trip to the reader's thread instead
+        of batches."""
         pks: array[int] = array("q")
+        keys: array[int] = array("q")
         if bounded:
             async with self._reader() as conn:
-                pks.extend(row[0] for row in await conn.execute_fetchall(sql, parameters))
-            return pks
+                rows = list(await conn.execute_fetchall(sql, parameters))
+            pks.extend(row[0] for row in rows)
+            keys.extend(hash(row[1]) for row in rows)
+            return pks, keys
         async with self._reader() as conn, conn.execute(sql, parameters) as cursor:
             while True:
                 rows = list(await cursor.fetchmany(_PK_BATCH))
                 pks.extend(row[0] for row in rows)
+                keys.extend(hash(row[1]) for row in rows)
                 if len(rows) < _PK_BATCH:
-                    return pks
+                    return pks, keys
 
-    async def _page(self, sql: str, chunk: array[int]) -> list[Any]:
+    async def _page(self, sql: str, chunk: array[int], keys: array[int]) -> list[Any]:
         async with self._reader() as conn:
             rows = list(await conn.execute_fetchall(sql, ("[" + ",".join(map(str, chunk)) + "]",)))
+        # A row removed since the pks were read is simply not there any more; one
+        # whose pk went to another entity meanwhile has another key. Rows are
+        # given without the key: the pk, then the record's columns.
         by_pk = {row[0]: row for row in rows}
-        # A row removed since the pks were read is simply not there any more.
-        return [by_pk[pk] for pk in chunk if pk in by_pk]
+        page = []
+        for pk, key in zip(chunk, keys, strict=True):
+            row = by_pk.get(pk)
+            if row is not None and hash(row[1]) == key:
+                page.append((pk, *row[2:]))
+        return page
 
-    async def _pages(self, sql: str, pks: array[int]) -> AsyncIterator[list[Any]]:
-        """Rows of ``sql`` (first column the pk) for ``pks``, in the order of ``pks``.
+    async def _pages(self, sql: str, pks: array[int], keys: array[int]) -> AsyncIterator[list[Any]]:
+        """Rows of ``sql`` (the pk, the unique key, the record) for ``pks`` whose
+        key hashes are still ``keys``, in the order of ``pks``, without the key.
 
         The next page is read while the caller works through the current one, so
         reading and answering overlap; a reader is held only during a read, never
@@ -372,15 +386,16 @@ class Index:
         """
         if not pks:
             return  # no match: no reader borrowed, no json_each('[]')
-        chunks = [pks[:_FIRST_PAGE]]
-        chunks += (pks[i : i + _PAGE] for i in range(_FIRST_PAGE, len(pks), _PAGE))
+        bounds = [(0, _FIRST_PAGE)]
+        bounds += ((i, i + _PAGE) for i in range(_FIRST_PAGE, len(pks), _PAGE))
+        chunks = [(pks[a:b], keys[a:b]) for a, b in bounds]
         ahead: asyncio.Task[list[Any]] | None = None
         try:
             for n, chunk in enumerate(chunks):
-                page = await ahead if ahead is not None else await self._page(sql, chunk)
+                page = await ahead if ahead is not None else await self._page(sql, *chunk)
                 ahead = None
                 if n + 1 < len(chunks):
-                    ahead = asyncio.ensure_future(self._page(sql, chunks[n + 1]))
+                    ahead = asyncio.ensure_future(self._page(sql, *chunks[n + 1]))
                 yield page
         finally:
             if ahead is not None:
@@ -409,8 +424,8 @@ class Index:
         per match: item 0 of a row is the entity's pk, then the values of
         ``RECORD_KEYWORDS[query.level]`` in that order."""
         select, parameters, page = find_statements(query, limit)
-        pks = await self._pks(select, parameters, bounded=limit is not None)
-        async for rows in self._pages(page, pks):
+        pks, keys = await self._pks(select, parameters, bounded=limit is not None)
+        async for rows in self._pages(page, pks, keys):
             yield rows
 
     async def retrieve(self, query: Query) -> list[InstanceRow]:

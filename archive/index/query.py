@@ -161,8 +161,18 @@ RECORD_KEYWORDS: Mapping[Level, tuple[str, ...]] = MappingProxyType(
 )
 _SELECT_COLUMNS = MappingProxyType({level: ", ".join(_held(level).values()) for level in _ORDER})
 
+#: The unique key of each level's entity, read with its pk (see find_statements).
+_KEY: Mapping[Level, str] = MappingProxyType(
+    {
+        Level.PATIENT: "p.patient_key",
+        Level.STUDY: "st.study_instance_uid",
+        Level.SERIES: "se.series_instance_uid",
+        Level.IMAGE: "i.sop_instance_uid",
+    }
+)
+
 # The page of records: pks of one page as a JSON array, one statement text for all.
-_PAGE = "SELECT {pk}, {columns} FROM {tables} WHERE {pk} IN (SELECT value FROM json_each(?))"
+_PAGE = "SELECT {pk}, {key}, {columns} FROM {tables} WHERE {pk} IN (SELECT value FROM json_each(?))"
 
 
 def _glob(pattern: str) -> str:
@@ -321,15 +331,21 @@ def _where(query: Query) -> tuple[str, list[object]]:
 def find_statements(query: Query, limit: int | None = None) -> tuple[str, list[object], str]:
     """(SQL selecting the matching pks, its parameters, SQL of one page of records).
 
-    The page statement takes one parameter: the page's pks as a JSON array.
+    Both statements select the pk, then the entity's unique key (patient key,
+    Study, Series or SOP Instance UID); the page statement's other columns are the
+    record's. The pages are read after the pks, in later reads: an entity may go
+    meanwhile and its pk be handed to another (SQLite reuses the highest pk once
+    its row is deleted), which the key tells apart. The page statement takes one
+    parameter: the page's pks as a JSON array.
     """
     pk, tables = _FROM[query.level]
+    key = _KEY[query.level]
     where, parameters = _where(query)
-    select = f"SELECT {pk} FROM {tables} WHERE {where}"
+    select = f"SELECT {pk}, {key} FROM {tables} WHERE {where}"
     if limit is not None:
         select += " LIMIT ?"
         parameters.append(limit)
-    page = _PAGE.format(pk=pk, columns=_SELECT_COLUMNS[query.level], tables=tables)
+    page = _PAGE.format(pk=pk, key=key, columns=_SELECT_COLUMNS[query.level], tables=tables)
     return select, parameters, page
 
 

@@ -8,6 +8,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from archive.dicom.dataset import Element
@@ -200,9 +201,9 @@ def test_no_match_reads_no_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     pages: list[object] = []
     real = Index._page
 
-    async def page(self: Index, sql: str, chunk: Any) -> list[Any]:
+    async def page(self: Index, sql: str, chunk: Any, keys: Any) -> list[Any]:
         pages.append(list(chunk))
-        return await real(self, sql, chunk)
+        return await real(self, sql, chunk, keys)
 
     monkeypatch.setattr(Index, "_page", page)
 
@@ -535,3 +536,44 @@ def test_a_string_where_nested_items_belong_fails_no_query(tmp_path: Path) -> No
             return [r["SeriesInstanceUID"] for r in await _all(index.find(query))]
 
     assert run(scenario()) == ["1.2.3.2"]
+
+
+def test_an_entity_whose_pk_went_to_another_between_reads_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pks are read first, the records page by page after. Meanwhile a
+    replacement moves ALICE's only instance into a new series of BOB's: her series
+    goes, and SQLite hands its pk (the highest) to the new series. Read by pk
+    alone, the page returned BOB's series to a query for ALICE."""
+    replaced = make_instance(1, study="2.2", series="2.2.5", patient_id="BOB")
+    moved = msgspec.structs.replace(
+        replaced,
+        attrs=msgspec.structs.replace(replaced.attrs, sop_instance_uid="1.1.1.1"),
+    )
+    seen: list[str] = []
+
+    async def main() -> None:
+        async with await Index.open(tmp_path / "index.sqlite") as index:
+            await index.add(make_instance(1, study="2.2", series="2.2.1", patient_id="BOB"))
+            await index.add(make_instance(1, study="1.1", series="1.1.1", patient_id="ALICE"))
+            real = Index._pks
+
+            async def pks_then_replace(self: Index, *args: Any, **kwargs: Any) -> Any:
+                read = await real(self, *args, **kwargs)
+                await index.replace(moved)  # between the pks and the page
+                return read
+
+            monkeypatch.setattr(Index, "_pks", pks_then_replace)
+            query = q("SERIES", ("PatientID", "ALICE"), ("SeriesInstanceUID", ""))
+            async for record in index.find(query):
+                seen.append(str(record["SeriesInstanceUID"]))
+            monkeypatch.undo()
+            # The new series took the pk ALICE's had (else the test shows nothing).
+            async for record in index.find(q("SERIES", ("SeriesInstanceUID", "2.2.5"))):
+                seen.append(f"new: {record['SeriesInstanceUID']}")
+
+    run(main())
+    assert seen == ["new: 2.2.5"]
+    with closing(sqlite3.connect(tmp_path / "index.sqlite")) as conn:
+        rows = conn.execute("SELECT pk, series_instance_uid FROM series ORDER BY pk").fetchall()
+    assert rows == [(1, "2.2.1"), (2, "2.2.5")]  # pk 2: ALICE's series', then the new one
