@@ -35,7 +35,9 @@ received plus :data:`INFLATE_ALLOWANCE`. Past that in its header it is refused
 walking) so that a stream cut short or corrupt is refused; one that goes past the
 ratio there too is no longer inflated and is stored as received, unchecked. So a
 Deflated data set whose deflate stream is whole but whose elements end early after
-the header is not refused here, unlike the other encodings.
+the header is not refused here, unlike the other encodings. A reader made with
+``bounded=False`` (a stored file's scan, in the I/O pool: recovery, ``archive
+check``, ``reindex``) knows no ratio and checks the stream to its end.
 
 The top-level sequences the index holds (:data:`archive.dicom.query_keys.SEQUENCE_KEYS`,
 for Sequence Matching) are the exception to "never parsed": their value bytes are
@@ -168,6 +170,7 @@ class HeaderReader:
     """
 
     __slots__ = (
+        "_bounded",
         "_buf",
         "_capture",
         "_capture_tag",
@@ -189,9 +192,13 @@ class HeaderReader:
         "_want",
     )
 
-    def __init__(self, transfer_syntax: str) -> None:
+    def __init__(self, transfer_syntax: str, *, bounded: bool = True) -> None:
         ts = transfer_syntax.rstrip("\0 ")
         self._inflater: zlib._Decompress | None = None
+        #: Deflated is inflated no further than the ratio (see the module
+        #: docstring); False where the reader runs off the event loop (a file's
+        #: scan in the I/O pool), which must tell a cut file from a whole one.
+        self._bounded = bounded
         if ts == uids.IMPLICIT_VR_LE:
             self._mode = IMPLICIT_LE
         elif ts == uids.EXPLICIT_VR_BE:
@@ -293,20 +300,24 @@ class HeaderReader:
         assert inflater is not None
         pending: bytes | memoryview = block
         self._given += len(block)
-        allowed = INFLATE_ALLOWANCE + MAX_INFLATE_RATIO * self._given
+        allowed = INFLATE_ALLOWANCE + MAX_INFLATE_RATIO * self._given if self._bounded else -1
         try:
             while not inflater.eof:
                 # max_length bounds the output of one call, so a deflate bomb costs
                 # neither memory nor (past the allowed) time; the input not yet
                 # inflated waits in unconsumed_tail. One byte past the allowed
                 # tells a bomb.
-                most = min(INFLATE_CHUNK, allowed - self._inflated + 1)
+                most = (
+                    INFLATE_CHUNK
+                    if allowed < 0
+                    else min(INFLATE_CHUNK, allowed - self._inflated + 1)
+                )
                 out = inflater.decompress(pending, most)
                 if out:
                     self._inflated += len(out)
                     if not self._done:  # once done, only inflated: the stream checked
                         self._parse(memoryview(out))
-                if self._inflated > allowed:
+                if 0 <= allowed < self._inflated:
                     if not self._done:
                         raise _cannot_understand(
                             f"deflated data set inflates past {MAX_INFLATE_RATIO}:1 in its header"

@@ -372,7 +372,7 @@ def _scan(path: str | os.PathLike[str], chunk: int, digest: hashlib._Hash | None
         block = source.first()
         assert source.meta is not None  # first() decoded it
         meta = source.meta
-        header = HeaderReader(meta.transfer_syntax_uid)
+        header = HeaderReader(meta.transfer_syntax_uid, bounded=False)  # in the I/O pool
         while block:
             done = header.feed(block)
             if digest is not None:

@@ -154,3 +154,23 @@ def test_past_the_header_the_stream_is_checked_not_the_elements() -> None:
     # Cut before it is done, it is refused as any other.
     with pytest.raises(HeaderError, match="truncated in its header"):
         read(DEFLATED, [deflate(whole[: whole.index(b"G1")])])
+
+
+def test_unbounded_the_whole_stream_is_checked_however_well_it_deflates() -> None:
+    # Off the event loop (a file's scan in the I/O pool: recovery, archive check,
+    # reindex) there is no ratio: a file cut short is told from a whole one even
+    # when the rest is zeros, which the bounded reader stores unchecked.
+    stream = _blank_image(8 * 1024 * 1024)
+    for bounded, cut_reads in ((True, True), (False, False)):
+        reader = HeaderReader(DEFLATED, bounded=bounded)
+        for start in range(0, len(stream) - 100, 1000):
+            reader.feed(stream[start : min(start + 1000, len(stream) - 100)])
+        if cut_reads:
+            assert reader.finish().rows == 512
+        else:
+            with pytest.raises(HeaderError, match="truncated after its header"):
+                reader.finish()
+    whole = HeaderReader(DEFLATED, bounded=False)
+    whole.feed(stream)
+    assert whole.finish().rows == 512
+    assert whole.inflated > 8 * 1024 * 1024

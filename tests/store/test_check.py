@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import io
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from archive.dicom.filemeta import encode_file_meta
+from archive.dicom.filemeta import FileMeta, encode_file_meta
 from archive.node import Storage
 from archive.reconcile import check
 from archive.store import StoreError, read_meta, relative_path
 from tests.conftest import make_config
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
 
 ARCHIVE = [sys.executable, "-m", "archive.cli"]
 
@@ -173,3 +178,43 @@ def test_a_folder_that_cannot_be_listed_ends_the_check_and_removes_nothing(
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.endswith("files and index agree\n")
     assert '"instances":2' in archive("stats", "--data", str(data), "--json").stdout
+
+
+def test_a_deflated_file_cut_after_a_header_of_zeros_is_not_adopted(tmp_path: Path) -> None:
+    """check --repair adopts an unindexed file only if it reads back whole. A
+    Deflated one whose Pixel Data are zeros deflates far past the ratio the
+    C-STORE path checks within; a scan (in the I/O pool) checks its stream to the
+    end, so a cut one is removed as unreadable, not indexed."""
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.77"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.78"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.79"
+    ds.PatientID = "P1"
+    ds.Rows, ds.Columns, ds.BitsAllocated = 1024, 1024, 16
+    ds.PixelData = bytes(2 * 1024 * 1024)
+    plain = io.BytesIO()
+    pydicom.dcmwrite(plain, ds, implicit_vr=False, little_endian=True)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = compressor.compress(plain.getvalue()) + compressor.flush()
+    meta = encode_file_meta(
+        FileMeta(
+            media_storage_sop_class_uid=str(ds.SOPClassUID),
+            media_storage_sop_instance_uid=str(ds.SOPInstanceUID),
+            transfer_syntax_uid=DEFLATED,
+        )
+    )
+    data = tmp_path / "data"
+    assert archive("check", "--data", str(data)).returncode == 0  # creates the folder
+    target = data / relative_path(str(ds.SOPInstanceUID))
+    target.parent.mkdir(parents=True)
+    target.write_bytes(meta + deflated[: len(deflated) * 2 // 3])
+    fixed = archive("check", "--data", str(data), "--repair")
+    assert "unreadable files (repaired): 1" in fixed.stdout, fixed.stdout
+    assert not target.exists()
+    whole = data / relative_path(str(ds.SOPInstanceUID))
+    whole.parent.mkdir(parents=True, exist_ok=True)
+    whole.write_bytes(meta + deflated)
+    adopted = archive("check", "--data", str(data), "--repair")
+    assert "files without an index row (repaired): 1" in adopted.stdout, adopted.stdout
+    assert '"instances":1' in archive("stats", "--data", str(data), "--json").stdout
