@@ -44,7 +44,8 @@ import msgspec
 
 from archive.dicom.dimse import CStoreRq, CStoreRsp, Status
 from archive.dicom.filemeta import FileMeta, encode_file_meta
-from archive.dicom.header import HeaderError, HeaderReader, InstanceAttributes, check_store_request
+from archive.dicom.header import HeaderError, HeaderReader, InstanceAttributes
+from archive.dicom.store_request import check_store_request
 from archive.dicom.uids import usable_uid
 from archive.errors import ArchiveError
 from archive.index import DuplicateInstanceError, StoredInstance

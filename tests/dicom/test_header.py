@@ -38,8 +38,8 @@ from archive.dicom.charset import (
 from archive.dicom.header import (
     HeaderError,
     InstanceAttributes,
-    check_store_request,
 )
+from archive.dicom.store_request import check_store_request
 from tests.dicom.header_helpers import (
     BIG,
     CANNOT_UNDERSTAND,
