@@ -20,7 +20,12 @@ RIS after the first images were sent arrive with the later instances, and object
 appended to a study by other systems (SR, presentation states, CAD) often leave
 type 2 attributes empty. Links are kept first: an instance whose study is already
 filed under another patient (or series under another study) joins the existing
-tree rather than splitting it.
+tree rather than splitting it; but a study first filed without a Patient ID (a
+patient of its own) goes to the patient of the first later instance of it that
+names one. A new study is filed under the patient of an instance that lands in
+it, and what a remove, a replace or a segment leaves empty is pruned at once, so
+that where an instance is filed does not depend on what else its batch holds
+(tests/index/test_filing.py).
 
 Aggregates are maintained in the same transaction: per-series instance counts by
 addition and subtraction; per-study SOP classes as counted rows in
@@ -49,6 +54,8 @@ from archive.index.batch_sql import (
     COLLECT_GONE,
     COMMIT,
     CREATE_TEMP_TABLES,
+    DELETE_EMPTY_PATIENTS,
+    DELETE_EMPTY_STUDIES,
     DELETE_GONE_INSTANCES,
     INSERT_DOOMED,
     NOTE_REFUSED_FUNCTION,
@@ -206,7 +213,9 @@ def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Ou
             uid = op.item.attrs.sop_instance_uid
             old = _instance_row(conn, uid)
             if old is not None:
-                _delete(conn, (uid,))
+                # A refresh rewrites a row in place: its links are kept, so the
+                # levels it empties for a moment are not pruned.
+                _delete(conn, (uid,), prune=isinstance(op, Replace))
             if old is not None or isinstance(op, Replace):
                 _segment(conn, [op.item], "segment")
             if isinstance(op, Refresh):
@@ -258,8 +267,13 @@ def _outcomes(count: int, refused: list[tuple[int, DuplicateInstanceError]]) -> 
     return outcomes
 
 
-def _delete(conn: sqlite3.Connection, uids: Sequence[str]) -> int:
-    """Remove instances by SOP Instance UID; return how many were indexed."""
+def _delete(conn: sqlite3.Connection, uids: Sequence[str], *, prune: bool = True) -> int:
+    """Remove instances by SOP Instance UID; return how many were indexed.
+
+    ``prune``: the studies and patients left empty go now, not at the end of the
+    batch, so that an add after it in the same batch files its instance as it
+    would in a batch of its own (a new study under its own patient, not under
+    the patient of the study it emptied)."""
     conn.execute(CLEAR_DOOMED)
     conn.execute(CLEAR_GONE)
     conn.executemany(INSERT_DOOMED, [(uid,) for uid in uids])
@@ -269,6 +283,9 @@ def _delete(conn: sqlite3.Connection, uids: Sequence[str]) -> int:
         return 0
     for statement in REMOVE_SEGMENT:
         conn.execute(statement)
+    if prune:
+        conn.execute(DELETE_EMPTY_STUDIES)
+        conn.execute(DELETE_EMPTY_PATIENTS)
     return removed
 
 

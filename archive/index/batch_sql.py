@@ -125,6 +125,40 @@ ON CONFLICT (patient_key) DO UPDATE SET
      "specific_character_set", "other_patient_ids_sequence"),
 )  # fmt: skip
 
+# A new study takes the patient of an instance that will be filed in it: one whose
+# series is not filed yet (elsewhere, the instance joins that series' study, and
+# its patient must not become this study's). UPSERT_STUDIES then takes every
+# row's values, and makes the studies no instance may end up in (pruned).
+CREATE_FILED_STUDIES = """
+INSERT INTO study (study_instance_uid, patient_pk)
+SELECT s.study_instance_uid, p.pk
+FROM temp.staged AS s
+JOIN patient AS p ON p.patient_key = s.patient_key
+WHERE NOT EXISTS (SELECT 1 FROM series AS se WHERE se.series_instance_uid = s.series_instance_uid)
+ORDER BY s.seq
+ON CONFLICT (study_instance_uid) DO NOTHING
+"""
+
+# A study first filed without a Patient ID (a patient of its own: batch.patient_key)
+# goes to the patient of a later instance of it that names one: that patient's
+# values are the study's from then on. Its own patient, touched first, is pruned.
+_ANONYMOUS_STUDIES = r"""
+SELECT st.pk FROM study AS st JOIN patient AS p ON p.pk = st.patient_pk
+WHERE p.patient_key = '\study\' || st.study_instance_uid
+  AND st.study_instance_uid IN (SELECT study_instance_uid FROM temp.staged WHERE patient_id <> '')
+"""
+TOUCH_ADOPTED_PATIENTS = f"""
+INSERT OR IGNORE INTO temp.touched_patient (pk)
+SELECT patient_pk FROM study WHERE pk IN ({_ANONYMOUS_STUDIES})
+"""
+ADOPT_STUDIES = f"""
+UPDATE study SET patient_pk = (
+    SELECT p.pk FROM temp.staged AS s JOIN patient AS p ON p.patient_key = s.patient_key
+    WHERE s.study_instance_uid = study.study_instance_uid AND s.patient_id <> ''
+    ORDER BY s.seq LIMIT 1)
+WHERE pk IN ({_ANONYMOUS_STUDIES})
+"""
+
 UPSERT_STUDIES = """
 INSERT INTO study (study_instance_uid, patient_pk, study_date, study_time, accession_number,
                    study_id, study_description, referring_physician_name,
@@ -340,7 +374,10 @@ INSERT_SEGMENT = (
     COLLECT_REFUSED,
     DROP_REFUSED,
     UPSERT_PATIENTS,
+    CREATE_FILED_STUDIES,
     UPSERT_STUDIES,
+    TOUCH_ADOPTED_PATIENTS,
+    ADOPT_STUDIES,
     UPSERT_SERIES,
     RESOLVE_STAGED,
     TOUCH_STAGED_STUDIES,
@@ -361,6 +398,10 @@ REMOVE_SEGMENT = (
     TOUCH_GONE_PATIENTS,
     UNCOUNT_GONE_TOTALS,
 )
+# A segment followed by others in its batch prunes what it left empty (a study an
+# instance named but whose series is filed elsewhere) at once: a later segment
+# must not file a new series in it, under a patient with no instance there.
+PRUNE_SEGMENT = (DELETE_EMPTY_STUDIES, DELETE_EMPTY_PATIENTS)
 # The end of every batch: prune and refresh what it touched, rewrite the journal
 # (NEW.journal: see Journal), and leave the TEMP tables empty for the next one.
 FINISH_BATCH = (
@@ -406,7 +447,7 @@ def _add_rows_triggers() -> tuple[str, ...]:
     values = ", ".join(f"NEW.{column}" for column in _STAGED_COLUMNS)
     stage = f"INSERT INTO staged ({', '.join(_STAGED_COLUMNS)}) VALUES ({values})"
     runs = {"stage": ("NEW.run IS NULL", [stage]),
-            "segment": ("NEW.run = 'segment'", INSERT_SEGMENT),
+            "segment": ("NEW.run = 'segment'", INSERT_SEGMENT + PRUNE_SEGMENT),
             "batch": ("NEW.run = 'batch'", INSERT_SEGMENT + FINISH_BATCH)}  # fmt: skip
     nulls = ", ".join("NULL" for _ in _ADD_ROWS_COLUMNS)
     return (
