@@ -127,8 +127,8 @@ async def import_one(ingest: Ingest, path: Path, chunk: int = CHUNK) -> FileResu
 
     Whatever becomes of one file is that file's result, never the end of the
     run. An exception nobody expected (a bug, in the end) is logged at ERROR
-    with its traceback, under the SOP Instance UID and not the path, which may
-    name a patient; :class:`Ingest` has discarded what it wrote by then, so the
+    by its type, under the SOP Instance UID and not the path, which may name a
+    patient (the traceback at DEBUG); :class:`Ingest` has discarded what it wrote by then, so the
     data folder is left as it was.
     """
     uid = ""
@@ -140,7 +140,10 @@ async def import_one(ingest: Ingest, path: Path, chunk: int = CHUNK) -> FileResu
         return await _ingest(ingest, probed, chunk)
     except Exception as exc:
         name = type(exc).__name__
-        log.error("instance %s not imported: unexpected %s", uid or "?", name, exc_info=exc)
+        # The message of an unexpected error may quote the path (which may name a
+        # patient): only its type at ERROR, the traceback at DEBUG.
+        log.error("instance %s not imported: unexpected %s", uid or "?", name)
+        log.debug("instance %s not imported", uid or "?", exc_info=exc)
         reason = f"internal error: {name}: {exc} (logged)"
         return FileResult(str(path), Kind.FAILED, uid, reason=reason, cause=Cause.FILE)
 

@@ -100,8 +100,9 @@ def test_an_unexpected_error_fails_that_file_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Anything else raised while one file is ingested (the header reader's bug,
-    here) is that file's failure, logged with its traceback but no file name
-    (it may name a patient); the run goes on and leaves nothing half-written."""
+    here) is that file's failure, logged by its type but with no file name nor
+    traceback at ERROR (they may name a patient); the run goes on and leaves
+    nothing half-written."""
     folder = tmp_path / "in"
     uids = [make_instance(folder / f"{i}.dcm") for i in range(3)]
     calls: list[int] = []
@@ -117,7 +118,7 @@ def test_an_unexpected_error_fails_that_file_alone(
 
     monkeypatch.setattr(store_service, "HeaderReader", Buggy)
     data = tmp_path / "data"
-    with caplog.at_level(logging.ERROR, logger="archive.import"):
+    with caplog.at_level(logging.INFO, logger="archive.import"):
         assert main(["import", "--data", str(data), "-j", "1", str(folder)]) == 5
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("imported 2, failed 1, skipped 0 of 3 file(s); ")
@@ -127,7 +128,7 @@ def test_an_unexpected_error_fails_that_file_alone(
     (record,) = [r for r in caplog.records if r.name == "archive.import"]
     assert record.levelno == logging.ERROR
     assert record.getMessage() == f"instance {uids[1]} not imported: unexpected RuntimeError"
-    assert record.exc_info is not None
-    assert str(folder) not in record.getMessage()
+    # The error's own text may quote the path: its traceback goes at DEBUG only.
+    assert record.exc_info is None
     assert [stored_path(data, uid).exists() for uid in uids] == [True, False, True]
     assert_consistent(data, capsys)
