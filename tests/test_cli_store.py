@@ -717,16 +717,15 @@ def test_store_gives_up_after_the_second_abort(
 # ---- against DCMTK storescp ----------------------------------------------------------------
 
 
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """DCMTK storescp accepting every transfer syntax and writing data sets bit for
-    bit (``--bit-preserving``) into a folder; its port and that folder."""
+def run_storescp(tmp_path: Path, *options: str) -> Iterator[tuple[int, Path]]:
+    """DCMTK storescp accepting every transfer syntax, with ``options``, writing
+    into a folder; yields its port and that folder, and stops it."""
     binary = require_tool("storescp")
     out = tmp_path / "storescp"
     out.mkdir()
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "-aet", "STORESCP", "+xa", "--bit-preserving", "-od", str(out), str(port)],
+        [binary, "-aet", "STORESCP", "+xa", *options, "-od", str(out), str(port)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -737,6 +736,12 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         yield port, out
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """storescp writing data sets bit for bit (``--bit-preserving``)."""
+    yield from run_storescp(tmp_path, "--bit-preserving")
 
 
 @pytest.mark.interop

@@ -3,7 +3,6 @@ aborts on."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +16,8 @@ from archive.net import AssociationAborted, AssociationTimeout
 from archive.progress import Progress
 from archive.scu import Cause, FileItem, Kind, Report, StoreOptions
 from archive.scu.store import Group, _GroupSender
-from tests.conftest import RunningNode, require_tool
-from tests.interop.conftest import DCMTK_ENV, LISTEN_TIMEOUT, free_port, stop, wait_listening
-from tests.test_cli_store import make_instance, stored_path
+from tests.conftest import RunningNode
+from tests.test_cli_store import make_instance, run_storescp, stored_path
 
 LOW, HIGH = MAX_PDU_LENGTH_RANGE
 
@@ -64,22 +62,7 @@ def test_jobs_and_timeout_say_what_is_wrong(
 def parsing_storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """DCMTK storescp reading each data set as it arrives (no ``--bit-preserving``),
     so that one it cannot parse gets an A-ABORT; its port and output folder."""
-    binary = require_tool("storescp")
-    out = tmp_path / "storescp"
-    out.mkdir()
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "-aet", "STORESCP", "+xa", "-od", str(out), str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=DCMTK_ENV,
-    )
-    try:
-        wait_listening(port, proc, LISTEN_TIMEOUT)
-        yield port, out
-    finally:
-        stop(proc)
+    yield from run_storescp(tmp_path)
 
 
 @pytest.mark.interop
