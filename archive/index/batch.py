@@ -54,11 +54,10 @@ from archive.index.batch_sql import (
     COLLECT_GONE,
     COMMIT,
     CREATE_TEMP_TABLES,
-    DELETE_EMPTY_PATIENTS,
-    DELETE_EMPTY_STUDIES,
     DELETE_GONE_INSTANCES,
     INSERT_DOOMED,
     NOTE_REFUSED_FUNCTION,
+    PRUNE_GONE,
     REMOVE_SEGMENT,
     ROLLBACK,
     RUN_FINISH_BATCH,
@@ -284,8 +283,8 @@ def _delete(conn: sqlite3.Connection, uids: Sequence[str], *, prune: bool = True
     for statement in REMOVE_SEGMENT:
         conn.execute(statement)
     if prune:
-        conn.execute(DELETE_EMPTY_STUDIES)
-        conn.execute(DELETE_EMPTY_PATIENTS)
+        for statement in PRUNE_GONE:
+            conn.execute(statement)
     return removed
 
 

@@ -35,6 +35,7 @@ _TEMP_TABLES = (
     + ", ".join(_STAGED_COLUMNS[1:])
     + ", series_pk INTEGER, study_pk INTEGER, patient_pk INTEGER)",
     "CREATE INDEX IF NOT EXISTS temp.staged_by_sop ON staged (sop_instance_uid)",
+    "CREATE INDEX IF NOT EXISTS temp.staged_by_series ON staged (series_instance_uid, seq)",
     "CREATE TEMP TABLE IF NOT EXISTS doomed (sop_instance_uid TEXT PRIMARY KEY)",
     "CREATE TEMP TABLE IF NOT EXISTS gone ("
     "pk INTEGER PRIMARY KEY, series_pk INTEGER, study_pk INTEGER, patient_pk INTEGER,"
@@ -126,8 +127,9 @@ ON CONFLICT (patient_key) DO UPDATE SET
 )  # fmt: skip
 
 # A new study takes the patient of an instance that will be filed in it: one whose
-# series is not filed yet (elsewhere, the instance joins that series' study, and
-# its patient must not become this study's). UPSERT_STUDIES then takes every
+# series is not filed yet, and is the first of the segment to name that series
+# (the others join the study of the series, and their patients must not become
+# this study's). UPSERT_STUDIES then takes every
 # row's values, and makes the studies no instance may end up in (pruned).
 CREATE_FILED_STUDIES = """
 INSERT INTO study (study_instance_uid, patient_pk)
@@ -135,17 +137,21 @@ SELECT s.study_instance_uid, p.pk
 FROM temp.staged AS s
 JOIN patient AS p ON p.patient_key = s.patient_key
 WHERE NOT EXISTS (SELECT 1 FROM series AS se WHERE se.series_instance_uid = s.series_instance_uid)
+  AND s.study_instance_uid = (SELECT e.study_instance_uid FROM temp.staged AS e
+      WHERE e.series_instance_uid = s.series_instance_uid ORDER BY e.seq LIMIT 1)
 ORDER BY s.seq
 ON CONFLICT (study_instance_uid) DO NOTHING
 """
 
 # A study first filed without a Patient ID (a patient of its own: batch.patient_key)
-# goes to the patient of a later instance of it that names one: that patient's
-# values are the study's from then on. Its own patient, touched first, is pruned.
+# goes to the patient of a later instance filed in it (after RESOLVE_STAGED) that
+# names one and names this study: that patient's values are the study's from then
+# on. Its own patient, touched first, is pruned.
 _ANONYMOUS_STUDIES = r"""
 SELECT st.pk FROM study AS st JOIN patient AS p ON p.pk = st.patient_pk
 WHERE p.patient_key = '\study\' || st.study_instance_uid
-  AND st.study_instance_uid IN (SELECT study_instance_uid FROM temp.staged WHERE patient_id <> '')
+  AND st.pk IN (SELECT s.study_pk FROM temp.staged AS s JOIN study AS x ON x.pk = s.study_pk
+                WHERE s.patient_id <> '' AND s.study_instance_uid = x.study_instance_uid)
 """
 TOUCH_ADOPTED_PATIENTS = f"""
 INSERT OR IGNORE INTO temp.touched_patient (pk)
@@ -154,7 +160,8 @@ SELECT patient_pk FROM study WHERE pk IN ({_ANONYMOUS_STUDIES})
 ADOPT_STUDIES = f"""
 UPDATE study SET patient_pk = (
     SELECT p.pk FROM temp.staged AS s JOIN patient AS p ON p.patient_key = s.patient_key
-    WHERE s.study_instance_uid = study.study_instance_uid AND s.patient_id <> ''
+    WHERE s.study_pk = study.pk AND s.study_instance_uid = study.study_instance_uid
+      AND s.patient_id <> ''
     ORDER BY s.seq LIMIT 1)
 WHERE pk IN ({_ANONYMOUS_STUDIES})
 """
@@ -376,10 +383,10 @@ INSERT_SEGMENT = (
     UPSERT_PATIENTS,
     CREATE_FILED_STUDIES,
     UPSERT_STUDIES,
-    TOUCH_ADOPTED_PATIENTS,
-    ADOPT_STUDIES,
     UPSERT_SERIES,
     RESOLVE_STAGED,
+    TOUCH_ADOPTED_PATIENTS,
+    ADOPT_STUDIES,
     TOUCH_STAGED_STUDIES,
     TOUCH_STAGED_PATIENTS,
     INSERT_INSTANCES,
@@ -400,8 +407,29 @@ REMOVE_SEGMENT = (
 )
 # A segment followed by others in its batch prunes what it left empty (a study an
 # instance named but whose series is filed elsewhere) at once: a later segment
-# must not file a new series in it, under a patient with no instance there.
-PRUNE_SEGMENT = (DELETE_EMPTY_STUDIES, DELETE_EMPTY_PATIENTS)
+# must not file a new series in it, under a patient with no instance there. Only
+# the levels its rows named: the touched tables grow with the batch.
+PRUNE_STAGED = (
+    """
+DELETE FROM study WHERE study_instance_uid IN (SELECT study_instance_uid FROM temp.staged)
+AND NOT EXISTS (SELECT 1 FROM series WHERE series.study_pk = study.pk)
+""",
+    """
+DELETE FROM patient WHERE patient_key IN (SELECT patient_key FROM temp.staged)
+AND NOT EXISTS (SELECT 1 FROM study WHERE study.patient_pk = patient.pk)
+""",
+)
+# A remove or replace prunes what it emptied at once, for the same reason.
+PRUNE_GONE = (
+    """
+DELETE FROM study WHERE pk IN (SELECT study_pk FROM temp.gone)
+AND NOT EXISTS (SELECT 1 FROM series WHERE series.study_pk = study.pk)
+""",
+    """
+DELETE FROM patient WHERE pk IN (SELECT patient_pk FROM temp.gone)
+AND NOT EXISTS (SELECT 1 FROM study WHERE study.patient_pk = patient.pk)
+""",
+)
 # The end of every batch: prune and refresh what it touched, rewrite the journal
 # (NEW.journal: see Journal), and leave the TEMP tables empty for the next one.
 FINISH_BATCH = (
@@ -439,6 +467,11 @@ def _trigger(view: str, columns: str, statements: Sequence[str]) -> tuple[str, s
     )
 
 
+#: A segment that others may follow: pruned before its staged rows are cleared.
+PRUNED_SEGMENT = (*INSERT_SEGMENT[:-1], *PRUNE_STAGED, INSERT_SEGMENT[-1])
+assert INSERT_SEGMENT[-1] == CLEAR_STAGED
+
+
 def _add_rows_triggers() -> tuple[str, ...]:
     """The view ``add_rows``: each row inserted into it either stages an add
     (``run`` NULL) or, as the statement's last row, runs the segment staged so far
@@ -447,7 +480,7 @@ def _add_rows_triggers() -> tuple[str, ...]:
     values = ", ".join(f"NEW.{column}" for column in _STAGED_COLUMNS)
     stage = f"INSERT INTO staged ({', '.join(_STAGED_COLUMNS)}) VALUES ({values})"
     runs = {"stage": ("NEW.run IS NULL", [stage]),
-            "segment": ("NEW.run = 'segment'", INSERT_SEGMENT + PRUNE_SEGMENT),
+            "segment": ("NEW.run = 'segment'", PRUNED_SEGMENT),
             "batch": ("NEW.run = 'batch'", INSERT_SEGMENT + FINISH_BATCH)}  # fmt: skip
     nulls = ", ".join("NULL" for _ in _ADD_ROWS_COLUMNS)
     return (

@@ -62,9 +62,9 @@ def test_a_replacement_with_a_corrected_patient_id_moves_its_study(tmp_path: Pat
     assert _patients(db) == [("RIGHT\\", "RIGHT", 1)]
 
 
-@pytest.mark.parametrize("together", [False, True], ids=["own-batches", "one-batch"])
+@pytest.mark.parametrize("together", [0, 1, 2], ids=["own-batches", "two-in-one", "all-in-one"])
 def test_a_new_study_takes_the_patient_of_an_instance_filed_in_it(
-    tmp_path: Path, together: bool
+    tmp_path: Path, together: int
 ) -> None:
     """Series X is filed in study 1.1 (ANNA). BERT's instance names study 2.2 but
     series X, so it joins 1.1 (links are kept first); CARL's names 2.2 and a new
@@ -73,9 +73,12 @@ def test_a_new_study_takes_the_patient_of_an_instance_filed_in_it(
     anna = make_instance(1, study="1.1", series="9.1", patient_id="ANNA")
     bert = make_instance(2, study="2.2", series="9.1", patient_id="BERT")
     carl = make_instance(3, study="2.2", series="9.2", patient_id="CARL")
-    batches: list[list[Operation]] = (
-        [[anna], [bert, carl]] if together else [[anna], [bert], [carl]]
-    )
+    # All in one: series 9.1 is new to the index, but ANNA's row files it first.
+    batches: list[list[Operation]] = [
+        [[anna], [bert], [carl]],
+        [[anna], [bert, carl]],
+        [[anna, bert, carl]],
+    ][together]
     db = tmp_path / "index.sqlite"
     assert [row[:2] for row in _apply(db, batches)] == [("1.1", "ANNA"), ("2.2", "CARL")]
     assert [row[1] for row in _patients(db)] == ["ANNA", "CARL"]
@@ -99,3 +102,20 @@ def test_a_study_first_sent_without_a_patient_id_takes_a_later_one(
     assert _patients(db) == [("PID7\\", "PID7", 1)]
     counts = query(db, "SELECT number_of_instances FROM patient")
     assert counts == [(3,)]
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["own-batches", "one-batch"])
+def test_an_anonymous_study_is_not_adopted_by_an_instance_filed_elsewhere(
+    tmp_path: Path, together: bool
+) -> None:
+    """BERT's instance names study 2.2 but series 9.1, filed in 1.1: it lands in
+    1.1, so it does not give 2.2 (anonymous) its patient."""
+    anna = make_instance(1, study="1.1", series="9.1", patient_id="ANNA")
+    anonymous = make_instance(2, study="2.2", series="9.2", patient_id="")
+    bert = make_instance(3, study="2.2", series="9.1", patient_id="BERT")
+    batches: list[list[Operation]] = (
+        [[anna], [anonymous, bert]] if together else [[anna], [anonymous], [bert]]
+    )
+    db = tmp_path / "index.sqlite"
+    assert [row[:2] for row in _apply(db, batches)] == [("1.1", "ANNA"), ("2.2", "")]
+    assert [row[0] for row in _patients(db)] == ["ANNA\\", "\\study\\2.2"]
