@@ -36,8 +36,8 @@ walking) so that a stream cut short or corrupt is refused; one that goes past th
 ratio there too is no longer inflated and is stored as received, unchecked. So a
 Deflated data set whose deflate stream is whole but whose elements end early after
 the header is not refused here, unlike the other encodings. A reader made with
-``bounded=False`` (a stored file's scan, in the I/O pool: recovery, ``archive
-check``, ``reindex``) knows no ratio and checks the stream to its end.
+``rest="checked"`` (a stored file's scan, in the I/O pool: recovery, ``archive
+check``) knows no ratio and checks the stream to its end (:data:`Rest`).
 
 The top-level sequences the index holds (:data:`archive.dicom.query_keys.SEQUENCE_KEYS`,
 for Sequence Matching) are the exception to "never parsed": their value bytes are
@@ -59,7 +59,7 @@ sent); a time is kept as sent, and matched by its meaning (``query_match.py``).
 from __future__ import annotations
 
 import zlib
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from archive.dicom import uids
 from archive.dicom.attributes import LAST_WANTED as _LAST_WANTED
@@ -159,6 +159,14 @@ def _cannot_understand(message: str) -> HeaderError:
     return HeaderError(message, Status.CANNOT_UNDERSTAND)
 
 
+#: What a reader does with a Deflated data set past its header: "bounded" (on the
+#: event loop) inflates it within :data:`MAX_INFLATE_RATIO` to check the stream,
+#: then no further; "checked" (a stored file's scan in the I/O pool: recovery,
+#: ``archive check``) inflates it to its end, so a cut file is told from a whole
+#: one; "skipped" (a header-only scan, ``finish(whole=False)``) stops at the header.
+Rest = Literal["bounded", "checked", "skipped"]
+
+
 class HeaderReader:
     """Streaming extractor of :class:`InstanceAttributes` from data set bytes.
 
@@ -169,7 +177,6 @@ class HeaderReader:
     """
 
     __slots__ = (
-        "_bounded",
         "_buf",
         "_capture",
         "_capture_tag",
@@ -183,6 +190,7 @@ class HeaderReader:
         "_inflater",
         "_mode",
         "_pending",
+        "_rest",
         "_sequences",
         "_skip",
         "_un_depth",
@@ -191,13 +199,11 @@ class HeaderReader:
         "_want",
     )
 
-    def __init__(self, transfer_syntax: str, *, bounded: bool = True) -> None:
+    def __init__(self, transfer_syntax: str, *, rest: Rest = "bounded") -> None:
         ts = transfer_syntax.rstrip("\0 ")
         self._inflater: zlib._Decompress | None = None
-        #: Deflated is inflated no further than the ratio (see the module
-        #: docstring); False where the reader runs off the event loop (a file's
-        #: scan in the I/O pool), which must tell a cut file from a whole one.
-        self._bounded = bounded
+        #: What becomes of a Deflated data set past its header (:data:`Rest`).
+        self._rest = rest
         if ts == uids.IMPLICIT_VR_LE:
             self._mode = IMPLICIT_LE
         elif ts == uids.EXPLICIT_VR_BE:
@@ -299,7 +305,9 @@ class HeaderReader:
         assert inflater is not None
         pending: bytes | memoryview = block
         self._given += len(block)
-        allowed = INFLATE_ALLOWANCE + MAX_INFLATE_RATIO * self._given if self._bounded else -1
+        allowed = (
+            -1 if self._rest == "checked" else INFLATE_ALLOWANCE + MAX_INFLATE_RATIO * self._given
+        )
         try:
             while not inflater.eof:
                 # max_length bounds the output of one call, so a deflate bomb costs
@@ -316,6 +324,9 @@ class HeaderReader:
                     self._inflated += len(out)
                     if not self._done:  # once done, only inflated: the stream checked
                         self._parse(memoryview(out))
+                        if self._done and self._rest == "skipped":
+                            self._unchecked = True
+                            return
                 if 0 <= allowed < self._inflated:
                     if not self._done:
                         raise _cannot_understand(

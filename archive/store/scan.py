@@ -372,7 +372,11 @@ def _scan(path: str | os.PathLike[str], chunk: int, digest: hashlib._Hash | None
         block = source.first()
         assert source.meta is not None  # first() decoded it
         meta = source.meta
-        header = HeaderReader(meta.transfer_syntax_uid, bounded=False)  # in the I/O pool
+        # In the I/O pool: a whole read checks a Deflated stream to its end; a
+        # header-only one stops at the header, whatever the chunk holds after it.
+        header = HeaderReader(
+            meta.transfer_syntax_uid, rest="checked" if digest is not None else "skipped"
+        )
         while block:
             done = header.feed(block)
             if digest is not None:

@@ -9,6 +9,7 @@ as time.
 
 from __future__ import annotations
 
+import random
 import zlib
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from archive.dicom.header import (
     INFLATE_ALLOWANCE,
     INFLATE_BLOCK,
+    INFLATE_CHUNK,
     MAX_INFLATE_RATIO,
     HeaderError,
     HeaderReader,
@@ -156,13 +158,13 @@ def test_past_the_header_the_stream_is_checked_not_the_elements() -> None:
         read(DEFLATED, [deflate(whole[: whole.index(b"G1")])])
 
 
-def test_unbounded_the_whole_stream_is_checked_however_well_it_deflates() -> None:
+def test_checked_the_whole_stream_is_checked_however_well_it_deflates() -> None:
     # Off the event loop (a file's scan in the I/O pool: recovery, archive check,
     # reindex) there is no ratio: a file cut short is told from a whole one even
     # when the rest is zeros, which the bounded reader stores unchecked.
     stream = _blank_image(8 * 1024 * 1024)
-    for bounded, cut_reads in ((True, True), (False, False)):
-        reader = HeaderReader(DEFLATED, bounded=bounded)
+    for rest, cut_reads in (("bounded", True), ("checked", False)):
+        reader = HeaderReader(DEFLATED, rest=rest)
         for start in range(0, len(stream) - 100, 1000):
             reader.feed(stream[start : min(start + 1000, len(stream) - 100)])
         if cut_reads:
@@ -170,7 +172,27 @@ def test_unbounded_the_whole_stream_is_checked_however_well_it_deflates() -> Non
         else:
             with pytest.raises(HeaderError, match="truncated after its header"):
                 reader.finish()
-    whole = HeaderReader(DEFLATED, bounded=False)
+    whole = HeaderReader(DEFLATED, rest="checked")
     whole.feed(stream)
     assert whole.finish().rows == 512
     assert whole.inflated > 8 * 1024 * 1024
+
+
+def test_skipped_nothing_past_the_header_is_inflated() -> None:
+    # A header-only scan (finish(whole=False)): what follows the header, corrupt
+    # or not, is neither inflated nor checked, whatever the chunks it comes in.
+    noise = random.Random(1).randbytes(64 * 1024)
+    data = minimal(EXPLICIT, element(0x00280010, "US", b"\x00\x02"),
+                   pixels=element(0x7FE00010, "OW", noise))  # fmt: skip
+    stream = deflate(data)
+    assert len(stream) > 3 * INFLATE_BLOCK
+    corrupt = stream[: 2 * INFLATE_BLOCK] + b"\xff" * (len(stream) - 2 * INFLATE_BLOCK)
+    with pytest.raises(HeaderError):
+        read(DEFLATED, [corrupt])
+    for size in (1000, INFLATE_BLOCK, 65536):
+        reader = HeaderReader(DEFLATED, rest="skipped")
+        for start in range(0, len(corrupt), size):
+            if reader.feed(corrupt[start : start + size]):
+                break
+        assert reader.finish(whole=False).rows == 512
+        assert reader.inflated <= INFLATE_CHUNK
