@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TextIO
 
 from archive.config import Config, check_ae_title
-from archive.dicom.dimse import StatusCategory, category
 from archive.dicom.filemeta import FileMeta
 from archive.dicom.header import HeaderError, HeaderReader
 from archive.errors import ConfigError
@@ -54,7 +53,6 @@ from archive.scu import (
     status_result,
 )
 from archive.services import Ingest
-from archive.services.store import STORED
 
 log = logging.getLogger("archive.import")
 
@@ -169,10 +167,9 @@ async def _ingest(ingest: Ingest, item: FileItem, chunk: int) -> FileResult:
     if errors:
         # Ingest turns any error into Out of Resources; a read error is ours.
         return item.result(Kind.FAILED, reason=str(errors[0]), cause=Cause.FILE)
-    if outcome is not STORED and category(outcome.status) is StatusCategory.SUCCESS:
+    if outcome.held:
         # Success for a duplicate, identical or kept under duplicates = "keep":
-        # the instance was held already and nothing was written (STORED is the
-        # one Success that stored this file, told apart by identity).
+        # the instance was held already and nothing was written.
         return item.result(Kind.HELD)
     return status_result(item, outcome.status, outcome.comment)
 

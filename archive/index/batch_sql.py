@@ -146,24 +146,18 @@ ON CONFLICT (study_instance_uid) DO NOTHING
 # A study first filed without a Patient ID (a patient of its own: batch.patient_key)
 # goes to the patient of a later instance filed in it (after RESOLVE_STAGED) that
 # names one and names this study: that patient's values are the study's from then
-# on. Its own patient, touched first, is pruned.
-_ANONYMOUS_STUDIES = r"""
-SELECT st.pk FROM study AS st JOIN patient AS p ON p.pk = st.patient_pk
-WHERE p.patient_key = '\study\' || st.study_instance_uid
-  AND st.pk IN (SELECT s.study_pk FROM temp.staged AS s JOIN study AS x ON x.pk = s.study_pk
-                WHERE s.patient_id <> '' AND s.study_instance_uid = x.study_instance_uid)
-"""
-TOUCH_ADOPTED_PATIENTS = f"""
-INSERT OR IGNORE INTO temp.touched_patient (pk)
-SELECT patient_pk FROM study WHERE pk IN ({_ANONYMOUS_STUDIES})
-"""
-ADOPT_STUDIES = f"""
+# on. Such a row's resolved patient_pk is the anonymous patient, whose key holds the
+# study's UID (and which holds that study alone); TOUCH_STAGED_PATIENTS touches it,
+# so FINISH_BATCH prunes it.
+ADOPT_STUDIES = r"""
 UPDATE study SET patient_pk = (
     SELECT p.pk FROM temp.staged AS s JOIN patient AS p ON p.patient_key = s.patient_key
     WHERE s.study_pk = study.pk AND s.study_instance_uid = study.study_instance_uid
       AND s.patient_id <> ''
     ORDER BY s.seq LIMIT 1)
-WHERE pk IN ({_ANONYMOUS_STUDIES})
+WHERE pk IN (
+    SELECT s.study_pk FROM temp.staged AS s JOIN patient AS p ON p.pk = s.patient_pk
+    WHERE s.patient_id <> '' AND p.patient_key = '\study\' || s.study_instance_uid)
 """
 
 UPSERT_STUDIES = """
@@ -385,7 +379,6 @@ INSERT_SEGMENT = (
     UPSERT_STUDIES,
     UPSERT_SERIES,
     RESOLVE_STAGED,
-    TOUCH_ADOPTED_PATIENTS,
     ADOPT_STUDIES,
     TOUCH_STAGED_STUDIES,
     TOUCH_STAGED_PATIENTS,

@@ -97,7 +97,8 @@ class Outcome(msgspec.Struct, frozen=True):
     #: The tag at fault, for the response's Offending Element (0000,0901).
     offending: int | None = None
     #: A Success that wrote nothing: the UID is held with the same content
-    #: ("identical"), or with other content that ``keep`` kept ("kept").
+    #: ("identical"), or with other content that ``keep`` kept ("kept");
+    #: ``archive import`` counts them apart.
     held: Literal["", "identical", "kept"] = ""
 
 
@@ -320,9 +321,6 @@ class _Claim:
 #: Duplicates that need no new file: answered Success, the part file discarded.
 _IDENTICAL = Outcome(Status.SUCCESS, held="identical")
 _KEPT = Outcome(Status.SUCCESS, held="kept")
-#: The outcomes of a store that found the instance held and wrote nothing
-#: (``archive import`` counts them apart).
-HELD_OUTCOMES = frozenset({_IDENTICAL, _KEPT})
 
 
 def _refused(sop_instance_uid: str, outcome: Outcome) -> Outcome:
