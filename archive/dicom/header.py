@@ -163,7 +163,8 @@ def _cannot_understand(message: str) -> HeaderError:
 #: event loop) inflates it within :data:`MAX_INFLATE_RATIO` to check the stream,
 #: then no further; "checked" (a stored file's scan in the I/O pool: recovery,
 #: ``archive check``) inflates it to its end, so a cut file is told from a whole
-#: one; "skipped" (a header-only scan, ``finish(whole=False)``) stops at the header.
+#: one; "skipped" (a header-only scan, ``finish(whole=False)``) stops at the header,
+#: unless the data set ended before it (``finish(whole=True)``: then as "checked").
 Rest = Literal["bounded", "checked", "skipped"]
 
 
@@ -353,6 +354,10 @@ class HeaderReader:
         """
         if self._error is not None:
             raise self._error
+        if whole and self._rest == "skipped" and not self._done:
+            # Fed to its end before the header was: what is held is all there is,
+            # and the stream must end as in a whole read.
+            self._rest = "checked"
         if whole and self._inflater is not None and not self._unchecked:
             try:
                 self._inflate_block(bytes(self._deflated))

@@ -219,6 +219,9 @@ def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Ou
                 _segment(conn, [op.item], "segment")
             if isinstance(op, Refresh):
                 conn.execute(UNNOTE_WRITTEN, (uid,))
+                if old is not None:
+                    for statement in PRUNE_GONE:  # what the re-add left empty
+                        conn.execute(statement)
             outcomes[start] = old
         else:
             outcomes[start] = _delete(conn, op.uids)

@@ -408,7 +408,8 @@ DELETE FROM study WHERE study_instance_uid IN (SELECT study_instance_uid FROM te
 AND NOT EXISTS (SELECT 1 FROM series WHERE series.study_pk = study.pk)
 """,
     """
-DELETE FROM patient WHERE patient_key IN (SELECT patient_key FROM temp.staged)
+DELETE FROM patient WHERE (patient_key IN (SELECT patient_key FROM temp.staged)
+       OR pk IN (SELECT patient_pk FROM temp.staged))
 AND NOT EXISTS (SELECT 1 FROM study WHERE study.patient_pk = patient.pk)
 """,
 )

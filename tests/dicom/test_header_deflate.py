@@ -196,3 +196,18 @@ def test_skipped_nothing_past_the_header_is_inflated() -> None:
                 break
         assert reader.finish(whole=False).rows == 512
         assert reader.inflated <= INFLATE_CHUNK
+
+
+def test_skipped_a_data_set_that_ends_before_its_header_is_checked_whole() -> None:
+    # A header-only scan calls finish(whole=True) when the file ended before the
+    # header was read: then what is held must be a whole stream, as in any read
+    # (a small file held in one block completes its header only in finish()).
+    stream = _blank_image(1024)
+    assert len(stream) < INFLATE_BLOCK
+    reader = HeaderReader(DEFLATED, rest="skipped")
+    assert reader.feed(stream[:-8]) is False
+    with pytest.raises(HeaderError, match="truncated after its header"):
+        reader.finish(whole=True)
+    whole = HeaderReader(DEFLATED, rest="skipped")
+    assert whole.feed(stream) is False
+    assert whole.finish(whole=True).rows == 512

@@ -119,3 +119,38 @@ def test_an_anonymous_study_is_not_adopted_by_an_instance_filed_elsewhere(
     db = tmp_path / "index.sqlite"
     assert [row[:2] for row in _apply(db, batches)] == [("1.1", "ANNA"), ("2.2", "")]
     assert [row[0] for row in _patients(db)] == ["ANNA\\", "\\study\\2.2"]
+
+
+def test_an_adopted_studys_old_patient_goes_before_the_next_segment(tmp_path: Path) -> None:
+    """A study adopted by X, then emptied and sent again without a Patient ID, in
+    one batch: its anonymous patient was left (empty) until the batch's end, and
+    the new anonymous instance took it with the removed one's values."""
+    old = make_instance(1, study="5.5", patient_id="", patient_name="Old^Anon",
+                        patient_birth_date="19000101")  # fmt: skip
+    named = make_instance(2, study="5.5", patient_id="X", patient_name="X^X")
+    again = make_instance(5, study="5.5", patient_id="", patient_name="", patient_birth_date="")
+    gone = Remove((old.attrs.sop_instance_uid, named.attrs.sop_instance_uid))
+    for together in (False, True):
+        db = tmp_path / f"{together}.sqlite"
+        batches = [[old], [named, gone, again]] if together else [[old], [named], [gone], [again]]
+        assert _apply(db, batches) == [("5.5", "", "")], together
+        assert query(db, "SELECT patient_birth_date FROM patient") == [("",)]
+
+
+def test_a_refresh_that_moves_its_row_leaves_no_study_behind_for_the_next_add(
+    tmp_path: Path,
+) -> None:
+    """archive reindex finds an instance's file names another study: its row moves,
+    and the study it left is pruned at once, so an add of that study later in the
+    batch files it under its own patient, as in a batch of its own."""
+    first = make_instance(1, study="1.1", series="1.1.1", patient_id="P")
+    moved = make_instance(1, study="2.2", series="1.1.1", patient_id="P")
+    other = make_instance(2, study="1.1", series="1.1.9", patient_id="Q")
+    for together in (False, True):
+        db = tmp_path / f"{together}.sqlite"
+        refresh = batch.Refresh(moved)
+        batches: list[list[Operation]] = (
+            [[first], [refresh, other]] if together else [[first], [refresh], [other]]
+        )
+        filed = _apply(db, batches)
+        assert ("1.1", "Q") in [row[:2] for row in filed], (together, filed)
