@@ -133,44 +133,11 @@ class Ingest:
         fragments: AsyncIterator[memoryview],
     ) -> Outcome:
         """Store one instance from its data set fragments; the status to answer."""
-        if not usable_uid(sop_instance_uid):
-            # PS3.7 C.5: 0117 Invalid SOP Instance, for a UID that breaks the
-            # construction rules (PS3.5 9.1); checked before anything is written.
+        opened = _open(sop_class_uid, sop_instance_uid, transfer_syntax, source_ae)
+        if isinstance(opened, Outcome):
             await _drain(fragments)
-            return _refused(
-                sop_instance_uid,
-                Outcome(
-                    Status.INVALID_OBJECT_INSTANCE, "Affected SOP Instance UID is not a valid UID"
-                ),
-            )
-        # What follows cannot fail for a C-STORE (the association negotiated the
-        # class and transfer syntax, and checked the AE titles), but can for
-        # ``archive import``, which takes them from a file's File Meta.
-        if not usable_uid(sop_class_uid):
-            await _drain(fragments)
-            return _refused(
-                sop_instance_uid,
-                Outcome(Status.SOP_CLASS_NOT_SUPPORTED, "SOP Class UID is not a valid UID"),
-            )
-        try:
-            header = HeaderReader(transfer_syntax)
-            meta = encode_file_meta(
-                FileMeta(
-                    media_storage_sop_class_uid=sop_class_uid,
-                    media_storage_sop_instance_uid=sop_instance_uid,
-                    transfer_syntax_uid=transfer_syntax,
-                    source_application_entity_title=source_ae,
-                )
-            )
-        except HeaderError as exc:  # a transfer syntax we cannot read
-            await _drain(fragments)
-            return _refused(sop_instance_uid, Outcome(exc.status, str(exc), exc.offending))
-        except UnicodeEncodeError:
-            await _drain(fragments)
-            return _refused(
-                sop_instance_uid,
-                Outcome(Status.CANNOT_UNDERSTAND, "File Meta values are not ASCII"),
-            )
+            return _refused(sop_instance_uid, opened)
+        header, meta = opened
         # A usable UID names a file (the store's own check in begin() passes).
         writer = self.files.begin(sop_instance_uid, meta)
         placed = False
@@ -306,6 +273,40 @@ class Ingest:
             source_ae=source_ae,
             received_at=time.time(),
         )
+
+
+def _open(
+    sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_ae: str
+) -> tuple[HeaderReader, bytes] | Outcome:
+    """The header reader and the File Meta of a store, or why it is refused before
+    anything is written.
+
+    An Affected SOP Instance UID that breaks the construction rules (PS3.5 9.1)
+    gets 0117 Invalid SOP Instance (PS3.7 C.5). The rest cannot fail for a
+    C-STORE (the association negotiated the class and transfer syntax, and
+    checked the AE titles), but can for ``archive import``, which takes them from
+    a file's File Meta: 0122 for a class that is no UID, C000 for a transfer
+    syntax the reader does not know or values that are not ASCII.
+    """
+    if not usable_uid(sop_instance_uid):
+        return Outcome(
+            Status.INVALID_OBJECT_INSTANCE, "Affected SOP Instance UID is not a valid UID"
+        )
+    if not usable_uid(sop_class_uid):
+        return Outcome(Status.SOP_CLASS_NOT_SUPPORTED, "SOP Class UID is not a valid UID")
+    try:
+        header = HeaderReader(transfer_syntax)
+        meta = FileMeta(
+            media_storage_sop_class_uid=sop_class_uid,
+            media_storage_sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax,
+            source_application_entity_title=source_ae,
+        )
+        return header, encode_file_meta(meta)
+    except HeaderError as exc:
+        return Outcome(exc.status, str(exc), exc.offending)
+    except UnicodeEncodeError:
+        return Outcome(Status.CANNOT_UNDERSTAND, "File Meta values are not ASCII")
 
 
 class _Claim:
