@@ -52,14 +52,16 @@ from archive.scu import (
 
 log = logging.getLogger("archive")
 
-#: Exit statuses of every command (130: Ctrl-C, see cli_qr). 3 also covers a data
-#: folder another archive process holds (import, check, serve beside a running node).
+#: Exit statuses of every command. 3 also covers a data folder another archive
+#: process holds (import, check, serve beside a running node).
 EXIT_OK = 0
 EXIT_USAGE = 1
 EXIT_REJECTED = 2
 EXIT_ABORTED = 3
 EXIT_TIMEOUT = 4
 EXIT_FAILED_STATUS = 5
+#: After Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 
 def _version() -> str:
@@ -477,10 +479,8 @@ def print_summary(report: Report, verb: str) -> None:
 
 def _ingest_exit(report: Report, command: str) -> int:
     """Exit status of a store/import run: the worst thing that happened to a file,
-    or 130 (cli_qr's EXIT_INTERRUPTED) after Ctrl-C, as for every command."""
+    or EXIT_INTERRUPTED after Ctrl-C, as for every command."""
     if report.interrupted:
-        from archive.cli_qr import EXIT_INTERRUPTED  # cli_qr imports this module
-
         print(f"archive {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not any(r.sop_instance_uid for r in report.results):

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from archive.cli import (
     EXIT_FAILED_STATUS,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     Parser,
     address,
@@ -58,8 +59,6 @@ from archive.scu import (
     with_defaults,
 )
 
-#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
-EXIT_INTERRUPTED = 130
 _LEVELS = [level.value for level in Level]
 
 

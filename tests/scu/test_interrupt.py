@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from archive.cli import main
-from archive.cli_qr import EXIT_INTERRUPTED
+from archive.cli import EXIT_INTERRUPTED, main
 from archive.scu import Interrupt, abortable
 from tests.test_cli_store import PynetdicomScp, make_instance, pyscp_factory, stored_path
 
