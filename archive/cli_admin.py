@@ -86,7 +86,7 @@ def run_admin(args: argparse.Namespace) -> int:
     config = with_overrides(config, data_dir=args.data)
     if args.command == "stats":
         return _stats(config, args.json)
-    if args.command != "stats" and args.jobs < 1:
+    if args.jobs < 1:
         print(f"archive {args.command}: -j must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "check":

@@ -62,9 +62,9 @@ class Storage:
         try:
             await self.files.open()
             flush = None
-            if self.files.batched:
-                # The index may be a link to another disk: flush that one too.
-                await self.files.run(self.files.also_flush, self.root / INDEX_FILE)
+            # The index may be a link to another disk: flush that one too (a no-op
+            # unless batched).
+            await self.files.run(self.files.also_flush, self.root / INDEX_FILE)
             if self.files.batched:
                 # Still batched: that disk can be flushed too. Otherwise the index
                 # syncs its own commits (synchronous=FULL), like each file.
@@ -183,7 +183,9 @@ class Storage:
         Under ``flush = "batch"`` a batch is committed, then flushed with its
         files, then answered. A power cut during that flush can leave rows
         durable whose files are not (or not whole); they were never
-        acknowledged. The ``unflushed`` journal names that batch's instances
+        acknowledged. Under ``flush = "file"`` a COMMIT whose sync failed can
+        come back the same way, its files discarded. The ``unflushed`` journal
+        names that batch's instances
         (``archive/index/migrations/0002_unflushed.sql``); each whose file does
         not read back with its row's size and SHA-256 loses row and file, and
         one without a row (its row dropped already: by the markers' check, by

@@ -8,7 +8,8 @@ readable files that have no row (removing unreadable ones), removes rows whose
 file is gone, and removes files that are an instance's superseded version.
 
 It holds the set of paths in memory (about 100 bytes per instance) and reads
-every unindexed file once; the walk itself is a directory listing.
+every unindexed file once (with ``verify``, every indexed file too); the walk
+itself is a directory listing.
 """
 
 from __future__ import annotations

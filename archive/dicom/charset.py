@@ -212,8 +212,10 @@ def python_codecs(terms: Sequence[str]) -> tuple[str, ...]:
     first = terms[0].strip()
     if first in STAND_ALONE:
         return _WithoutCodeExtensions((CODECS[first],))
-    if len(terms) == 1 and first and not normal_term(first).startswith("ISO 2022 "):
-        return _WithoutCodeExtensions((_codec(first),))
+    if len(terms) == 1 and first:
+        term = normal_term(first)
+        if not term.startswith("ISO 2022 "):
+            return _WithoutCodeExtensions((CODECS.get(term, _FALLBACK),))
     rest = (t.strip() for t in terms[1:])
     return (_codec(first), *(_codec(t) for t in rest if t not in STAND_ALONE))
 

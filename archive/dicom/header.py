@@ -268,7 +268,7 @@ class HeaderReader:
         """
         if self._error is not None:
             raise self._error
-        if self._done and self._unchecked:
+        if self._unchecked:  # only ever set once done
             return True
         try:
             if self._inflater is None:
@@ -296,9 +296,7 @@ class HeaderReader:
         while len(view) >= INFLATE_BLOCK and not self._unchecked:
             self._inflate_block(view[:INFLATE_BLOCK])
             view = view[INFLATE_BLOCK:]
-        if self._unchecked:
-            held.clear()  # the rest is not inflated
-        else:
+        if not self._unchecked:  # else the rest is not inflated (nothing is held)
             held += view
 
     def _inflate_block(self, block: bytes | memoryview) -> None:

@@ -158,10 +158,11 @@ Operation = StoredInstance | Replace | Refresh | Remove
 Outcome = InstanceRow | int | DuplicateInstanceError | None
 
 
-#: What a batch does with the ``unflushed`` journal: empty it ("clear": the
-#: commit itself is durable), name its own adds and replaces there ("record": the
-#: caller flushes after the commit), or leave it as it is ("keep": a batch undoing
-#: one whose flush failed).
+#: What a batch does with the ``unflushed`` journal: empty it ("clear": a fast
+#: writer, nothing is durable anyway), name its own adds and replaces there
+#: ("record": a strict writer, for recovery to read back should the flush after
+#: the commit, or the commit's own sync, not complete), or leave it as it is
+#: ("keep": a batch undoing one whose flush failed).
 Journal = Literal["clear", "record", "keep"]
 
 

@@ -334,8 +334,8 @@ class GroupCommitWriter:
     def _close_connection(self, conn: sqlite3.Connection) -> None:
         try:
             if self._journaled and self._broken is None and self._journal_ours:
-                # Everything committed was flushed: a clean stop leaves no journal
-                # for the next start to read back.
+                # Everything committed is durable (flushed, or synced by its
+                # COMMIT): a clean stop leaves no journal for the next start.
                 conn.execute(CLEAR_UNFLUSHED)
         finally:
             conn.close()
