@@ -27,9 +27,12 @@ are a sender's ISO 2022 text without its declaration.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from archive.dicom.dataset import Element
 
 __all__ = [
     "CODECS",
@@ -43,6 +46,7 @@ __all__ = [
     "TEXT_DELIMITERS",
     "TEXT_VRS",
     "CodeExtension",
+    "character_set_terms",
     "charset_terms",
     "decode_person_name",
     "decode_text",
@@ -224,6 +228,16 @@ def charset_terms(value: bytes) -> list[str]:
     """The values of a Specific Character Set (0008,0005) as received, padding
     stripped: ``[""]`` when it is empty (ISO-IR 6), for :func:`python_codecs`."""
     return [term.strip(" \0") for term in value.decode("latin_1").split("\\")]
+
+
+def character_set_terms(elements: Iterable[Element]) -> tuple[str, ...] | None:
+    """The Specific Character Set (0008,0005) terms of one level of a data set (an
+    identifier, a sequence item), or None when it has none (the default
+    repertoire, or the enclosing level's)."""
+    for element in elements:
+        if element.tag == SPECIFIC_CHARACTER_SET and not isinstance(element.value, tuple):
+            return tuple(charset_terms(bytes(element.value)))
+    return None
 
 
 def decode_text(value: bytes, codecs: Sequence[str], delimiters: frozenset[int]) -> str:

@@ -16,12 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from archive.dicom.charset import (
-    SPECIFIC_CHARACTER_SET,
-    charset_terms,
-    decode_value,
-    python_codecs,
-)
+from archive.dicom.charset import character_set_terms, decode_value, python_codecs
 from archive.dicom.dataset import DatasetError, Element, decode_items, element_items
 from archive.dicom.query_keys import SEQUENCE_KEYS, KeyInfo
 
@@ -78,10 +73,8 @@ def _items(
 def _item_codecs(item: tuple[Element, ...], codecs: Sequence[str]) -> Sequence[str]:
     """The codecs of the item's own Specific Character Set, else ``codecs`` (those
     of the enclosing item or data set), PS3.5 7.5.3."""
-    for element in item:
-        if element.tag == SPECIFIC_CHARACTER_SET and not isinstance(element.value, tuple):
-            return python_codecs(charset_terms(bytes(element.value)))
-    return codecs
+    terms = character_set_terms(item)
+    return codecs if terms is None else python_codecs(terms)
 
 
 def _item_text(raw: bytes, vr: str, codecs: Sequence[str]) -> str:

@@ -64,10 +64,10 @@ Conformance choices (implementation-defined or lenient on purpose):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
-from archive.dicom.charset import SPECIFIC_CHARACTER_SET, python_codecs
+from archive.dicom.charset import SPECIFIC_CHARACTER_SET, character_set_terms, python_codecs
 from archive.dicom.dataset import Element
 from archive.dicom.query_keys import (
     KEYS,
@@ -138,16 +138,6 @@ def _level_of(elements: Sequence[Element], model: QueryModel) -> Level:
             return level
     # C.4.1.1.3.1 / C.4.2.1.4.1: the Identifier shall contain (0008,0052).
     raise QueryError("Query/Retrieve Level (0008,0052) is missing")
-
-
-def character_set_terms(elements: Iterable[Element]) -> tuple[str, ...] | None:
-    """The Specific Character Set (0008,0005) terms of one level of a data set, or
-    None when it has none (the default repertoire, or the enclosing level's)."""
-    for element in elements:
-        if element.tag == SPECIFIC_CHARACTER_SET and isinstance(element.value, bytes):
-            text = element.value.decode("latin_1")
-            return tuple(term.strip(" \x00") for term in text.split("\\"))
-    return None
 
 
 #: The date and time keys matched as one date-time when that was negotiated.

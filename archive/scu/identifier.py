@@ -22,10 +22,14 @@ import struct
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, ClassVar, NamedTuple
 
-from archive.dicom.charset import decode_person_name, decode_text, python_codecs
+from archive.dicom.charset import (
+    character_set_terms,
+    decode_person_name,
+    decode_text,
+    python_codecs,
+)
 from archive.dicom.dataset import Element
 from archive.dicom.dictionary import keyword_for_tag, parse_tag, vr_of
-from archive.dicom.query import character_set_terms
 from archive.dicom.query_keys import Level, QueryModel
 from archive.dicom.textcodec import UTF8_TERMS, UnencodableError, encode_value
 from archive.errors import ArchiveError
