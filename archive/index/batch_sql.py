@@ -320,14 +320,21 @@ WHERE id = 1
 
 # -- once per batch, before COMMIT ----------------------------------------------------
 
-DELETE_EMPTY_STUDIES = """
-DELETE FROM study WHERE pk IN (SELECT pk FROM temp.touched_study)
-AND NOT EXISTS (SELECT 1 FROM series WHERE series.study_pk = study.pk)
-"""
-DELETE_EMPTY_PATIENTS = """
-DELETE FROM patient WHERE pk IN (SELECT pk FROM temp.touched_patient)
-AND NOT EXISTS (SELECT 1 FROM study WHERE study.patient_pk = patient.pk)
-"""
+
+def _prune(studies: str, patients: str) -> tuple[str, str]:
+    """Delete the studies (``studies``: a condition on the study row) left without a
+    series, then the patients (likewise) left without a study."""
+    return (
+        f"DELETE FROM study WHERE ({studies})"
+        " AND NOT EXISTS (SELECT 1 FROM series WHERE series.study_pk = study.pk)",
+        f"DELETE FROM patient WHERE ({patients})"
+        " AND NOT EXISTS (SELECT 1 FROM study WHERE study.patient_pk = patient.pk)",
+    )
+
+
+DELETE_EMPTY_STUDIES, DELETE_EMPTY_PATIENTS = _prune(
+    "pk IN (SELECT pk FROM temp.touched_study)", "pk IN (SELECT pk FROM temp.touched_patient)"
+)
 # Multi-valued aggregates are DICOM multi-values: sorted, backslash-separated.
 REFRESH_STUDIES = r"""
 UPDATE study SET
@@ -402,27 +409,14 @@ REMOVE_SEGMENT = (
 # instance named but whose series is filed elsewhere) at once: a later segment
 # must not file a new series in it, under a patient with no instance there. Only
 # the levels its rows named: the touched tables grow with the batch.
-PRUNE_STAGED = (
-    """
-DELETE FROM study WHERE study_instance_uid IN (SELECT study_instance_uid FROM temp.staged)
-AND NOT EXISTS (SELECT 1 FROM series WHERE series.study_pk = study.pk)
-""",
-    """
-DELETE FROM patient WHERE (patient_key IN (SELECT patient_key FROM temp.staged)
-       OR pk IN (SELECT patient_pk FROM temp.staged))
-AND NOT EXISTS (SELECT 1 FROM study WHERE study.patient_pk = patient.pk)
-""",
+PRUNE_STAGED = _prune(
+    "study_instance_uid IN (SELECT study_instance_uid FROM temp.staged)",
+    "patient_key IN (SELECT patient_key FROM temp.staged)"
+    " OR pk IN (SELECT patient_pk FROM temp.staged)",
 )
 # A remove or replace prunes what it emptied at once, for the same reason.
-PRUNE_GONE = (
-    """
-DELETE FROM study WHERE pk IN (SELECT study_pk FROM temp.gone)
-AND NOT EXISTS (SELECT 1 FROM series WHERE series.study_pk = study.pk)
-""",
-    """
-DELETE FROM patient WHERE pk IN (SELECT patient_pk FROM temp.gone)
-AND NOT EXISTS (SELECT 1 FROM study WHERE study.patient_pk = patient.pk)
-""",
+PRUNE_GONE = _prune(
+    "pk IN (SELECT study_pk FROM temp.gone)", "pk IN (SELECT patient_pk FROM temp.gone)"
 )
 # The end of every batch: prune and refresh what it touched, rewrite the journal
 # (NEW.journal: see Journal), and leave the TEMP tables empty for the next one.
