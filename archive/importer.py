@@ -149,9 +149,9 @@ async def import_one(ingest: Ingest, path: Path, chunk: int = CHUNK) -> FileResu
 async def _ingest(ingest: Ingest, item: FileItem, chunk: int) -> FileResult:
     meta = item.meta
     try:
-        # The reader Ingest runs on the data set refuses a transfer syntax it
-        # cannot parse (a private one): asked first, so the file fails alone
-        # with that reason before anything is written.
+        # Ingest refuses a transfer syntax its reader cannot parse (a private
+        # one) too, but only after draining the data set: asked here first, the
+        # file is not read through for nothing, and the reason names the syntax.
         HeaderReader(meta.transfer_syntax_uid)
     except HeaderError as exc:
         reason = f"the node cannot read a data set in transfer syntax {meta.transfer_syntax_uid}"

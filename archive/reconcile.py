@@ -25,6 +25,7 @@ from archive.dicom.filemeta import FileMetaError
 from archive.dicom.header import HeaderError
 from archive.index import DuplicateInstanceError
 from archive.node import Storage, stored_from_scan
+from archive.reindex import DEFAULT_JOBS
 from archive.store import INSTANCES, StoreError, scan_file
 
 log = logging.getLogger("archive.reconcile")
@@ -85,7 +86,7 @@ def _walk(root: Path) -> set[str]:
 
 
 async def check(
-    storage: Storage, *, repair: bool = False, verify: bool = False, jobs: int = 8
+    storage: Storage, *, repair: bool = False, verify: bool = False, jobs: int = DEFAULT_JOBS
 ) -> CheckReport:
     """Compare ``instances/`` with the index; fix the differences if ``repair``.
 
