@@ -28,43 +28,37 @@ def assert_consistent(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert list((data / "tmp").iterdir()) == []
 
 
-def test_a_meta_uid_that_is_not_ascii_fails_that_file_alone(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("meta", "why"),
+    [
+        # It used to end the run with a UnicodeEncodeError traceback.
+        (
+            {"sop_class": "1.2.840.10008.5.1.4.1.1.\u00e9".encode("latin-1")},
+            "file meta Media Storage SOP Class UID (0002,0002) is not a UID (1-64 digits"
+            " and dots): '1.2.840.10008.5.1.4.1.1.\\ufffd'",
+        ),
+        # The node cannot read a private transfer syntax's data set (HeaderReader
+        # refuses it): that file fails with the reason, before anything is written.
+        (
+            {"transfer_syntax": b"1.2.3.4.5"},
+            "the node cannot read a data set in transfer syntax 1.2.3.4.5: unsupported"
+            " transfer syntax '1.2.3.4.5'",
+        ),
+    ],
+    ids=["uid-not-ascii", "private-transfer-syntax"],
+)
+def test_a_file_meta_the_node_cannot_take_fails_that_file_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], meta: dict[str, bytes], why: str
 ) -> None:
-    """It used to end the run with a UnicodeEncodeError traceback."""
     folder = tmp_path / "in"
     uids = [make_instance(folder / f"{i}.dcm") for i in range(3)]
     bad = folder / "1.dcm"
-    with_meta(bad, sop_class="1.2.840.10008.5.1.4.1.1.\u00e9".encode("latin-1"))
+    with_meta(bad, **meta)
     data = tmp_path / "data"
     assert import_(data, folder) == 5
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("imported 2, failed 1, skipped 0 of 3 file(s); ")
-    assert lines[1:] == [
-        f"failed: {bad}  {uids[1]}  file meta Media Storage SOP Class UID (0002,0002)"
-        " is not a UID (1-64 digits and dots): '1.2.840.10008.5.1.4.1.1.\\ufffd'"
-    ]
-    assert [stored_path(data, uid).exists() for uid in uids] == [True, False, True]
-    assert_consistent(data, capsys)
-
-
-def test_a_private_transfer_syntax_fails_that_file_alone(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The node cannot read a private transfer syntax's data set (HeaderReader
-    refuses it): that file fails with the reason, before anything is written."""
-    folder = tmp_path / "in"
-    uids = [make_instance(folder / f"{i}.dcm") for i in range(3)]
-    bad = folder / "1.dcm"
-    with_meta(bad, transfer_syntax=b"1.2.3.4.5")
-    data = tmp_path / "data"
-    assert import_(data, folder) == 5
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("imported 2, failed 1, skipped 0 of 3 file(s); ")
-    assert lines[1:] == [
-        f"failed: {bad}  {uids[1]}  the node cannot read a data set in transfer syntax"
-        " 1.2.3.4.5: unsupported transfer syntax '1.2.3.4.5'"
-    ]
+    assert lines[1:] == [f"failed: {bad}  {uids[1]}  {why}"]
     assert [stored_path(data, uid).exists() for uid in uids] == [True, False, True]
     assert_consistent(data, capsys)
 
