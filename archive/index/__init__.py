@@ -15,6 +15,7 @@ from archive.index.errors import (
     IndexWriteError,
     InvalidRecordError,
     SchemaVersionError,
+    WithheldError,
 )
 from archive.index.query import RECORD_KEYWORDS
 from archive.index.records import InstanceRow, Stats, StoredInstance, WriterStats
@@ -32,5 +33,6 @@ __all__ = [
     "SchemaVersionError",
     "Stats",
     "StoredInstance",
+    "WithheldError",
     "WriterStats",
 ]
