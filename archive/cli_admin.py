@@ -1,8 +1,9 @@
 """The data folder's maintenance commands: ``archive stats``, ``check`` and ``reindex``.
 
 Entry points only, like ``cli.py``: they open the data folder (``check`` and
-``reindex`` take its lock, so they run while no server uses it), run the layer
-below and turn its report into lines and an exit status.
+``reindex`` take its lock, so they run while no server uses it; ``stats`` reads
+the index without writing, beside a running node too), run the layer below and
+turn its report into lines and an exit status.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import msgspec
 
 from archive.cli import EXIT_FAILED_STATUS, EXIT_OK, EXIT_USAGE, Parser
 from archive.config import Config, load_config, with_overrides
-from archive.index import Index, Stats
+from archive.index import Index, SchemaOutdatedError, Stats, peek_stats
 from archive.net import run
 from archive.node import INDEX_FILE, Storage
 from archive.progress import human_bytes
 from archive.reconcile import CheckReport, check
 from archive.reindex import DEFAULT_JOBS, ReindexReport, reindex
+from archive.store import DataFolderInUse, lock_data_folder, unlock_data_folder
 
 __all__ = ["add_admin_parsers", "run_admin"]
 
@@ -95,11 +97,26 @@ def run_admin(args: argparse.Namespace) -> int:
 
 
 def _stats(config: Config, as_json: bool) -> int:
-    path = Path(config.node.data_dir) / INDEX_FILE
+    root = Path(config.node.data_dir)
+    path = root / INDEX_FILE
     if not path.is_file():
         print(f"archive stats: no index at {path}", file=sys.stderr)
         return EXIT_USAGE
-    stats = run(_read_stats(path), config.node.loop)
+    try:
+        # Read only: a node may be serving the folder (nothing is migrated or written).
+        counts, outdated = peek_stats(path)
+        stats = StatsReport(**msgspec.structs.asdict(counts), outdated=outdated)
+    except SchemaOutdatedError as outdated_schema:
+        # Older than this code: migrated, as by any opener, but only while no
+        # other process (an older node) has the folder.
+        try:
+            lock = lock_data_folder(root)
+        except DataFolderInUse:
+            raise outdated_schema from None
+        try:
+            stats = run(_read_stats(path), config.node.loop)
+        finally:
+            unlock_data_folder(lock)
     if as_json:
         print(msgspec.json.encode(stats).decode())
         return EXIT_OK

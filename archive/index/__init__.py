@@ -7,13 +7,14 @@ constants and ``migrations/*.sql``).
 from __future__ import annotations
 
 from archive.index.connection import Durability
-from archive.index.database import Index
+from archive.index.database import Index, peek_stats
 from archive.index.errors import (
     DuplicateInstanceError,
     IndexClosedError,
     IndexFlushError,
     IndexWriteError,
     InvalidRecordError,
+    SchemaOutdatedError,
     SchemaVersionError,
     WithheldError,
 )
@@ -30,9 +31,11 @@ __all__ = [
     "IndexWriteError",
     "InstanceRow",
     "InvalidRecordError",
+    "SchemaOutdatedError",
     "SchemaVersionError",
     "Stats",
     "StoredInstance",
     "WithheldError",
     "WriterStats",
+    "peek_stats",
 ]

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import urllib.parse
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
@@ -25,8 +26,14 @@ import msgspec
 from archive.dicom.attributes import HEADER_VERSION, InstanceAttributes
 from archive.dicom.query import Query
 from archive.index.batch_sql import SELECT_INSTANCE_ROW, SELECT_UNFLUSHED, STORED_COLUMNS
-from archive.index.connection import READER_PRAGMAS, SYNCHRONOUS, Durability
-from archive.index.errors import InvalidRecordError
+from archive.index.connection import (
+    BUSY_TIMEOUT,
+    QUERY_ONLY,
+    READER_PRAGMAS,
+    SYNCHRONOUS,
+    Durability,
+)
+from archive.index.errors import InvalidRecordError, SchemaOutdatedError, SchemaVersionError
 from archive.index.query import (
     INSTANCE_TABLES,
     QUALIFIED_COLUMNS,
@@ -35,9 +42,10 @@ from archive.index.query import (
     retrieve_statements,
 )
 from archive.index.records import InstanceRow, Stats, StoredInstance, WriterStats
+from archive.index.schema import GET_VERSION, latest_version, load_migrations
 from archive.index.writer import GroupCommitWriter
 
-__all__ = ["Index"]
+__all__ = ["Index", "peek_stats"]
 
 # -- reader queries ------------------------------------------------------------------
 
@@ -478,3 +486,32 @@ def _check(item: StoredInstance) -> None:
     for name in _REQUIRED_UIDS:
         if not getattr(item.attrs, name):
             raise InvalidRecordError(name)
+
+
+def peek_stats(path: str | os.PathLike[str]) -> tuple[Stats, int]:
+    """:meth:`Index.stats` and the outdated rows' count, read without a writer.
+
+    For a look at an index another process may be serving (``archive stats``
+    beside a node): one read-only connection, no migration, nothing written.
+    Blocking. Raises :class:`SchemaVersionError` for a newer schema and
+    :class:`SchemaOutdatedError` for an older one (the caller may open the index
+    normally instead, once it holds the data folder).
+    """
+    location = os.fspath(path)
+    uri = f"file:{urllib.parse.quote(location)}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
+        conn.execute(BUSY_TIMEOUT)
+        conn.execute(QUERY_ONLY)
+        found = int(conn.execute(GET_VERSION).fetchone()[0])
+        supported = latest_version(load_migrations())
+        if found > supported:
+            raise SchemaVersionError(location, found, supported)
+        if found < supported:
+            raise SchemaOutdatedError(location, found, supported)
+        # One read transaction: the counts agree with each other.
+        conn.execute("BEGIN")
+        stats = Stats(*conn.execute(SELECT_STATS).fetchone())
+        task = conn.execute(SELECT_REINDEX_TASK).fetchone()
+        outdated = conn.execute(COUNT_OUTDATED, (HEADER_VERSION,)).fetchone()[0] if task else 0
+        conn.execute("COMMIT")
+    return stats, int(outdated)

@@ -17,6 +17,7 @@ __all__ = [
     "IndexFlushError",
     "IndexWriteError",
     "InvalidRecordError",
+    "SchemaOutdatedError",
     "SchemaVersionError",
     "WithheldError",
 ]
@@ -94,6 +95,23 @@ class SchemaVersionError(ArchiveError):
         super().__init__(
             f"{path}: index schema version {found} is newer than this archive-node "
             f"supports ({supported}); upgrade archive-node or restore a backup"
+        )
+        self.path = path
+        self.found = found
+        self.supported = supported
+
+
+class SchemaOutdatedError(ArchiveError):
+    """A read-only look found the schema older than this code's: it would need
+    migrating, which a look does not do (a node may be serving the index)."""
+
+    code: ClassVar[str] = "index.schema_outdated"
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"{path}: index schema version {found} is older than this archive-node's "
+            f"({supported}), and the data folder is in use: it is migrated only by a "
+            "process that holds the folder (stop the node, or use its own archive-node)"
         )
         self.path = path
         self.found = found

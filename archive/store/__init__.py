@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from archive.store.errors import AlreadyStored, DataFolderInUse, StoreError
 from archive.store.files import INSTANCES, FileStore, InFlight, relative_path, safe_uid
+from archive.store.lock import lock_data_folder, unlock_data_folder
 from archive.store.scan import (
     DatasetReader,
     ScannedFile,
@@ -29,9 +30,11 @@ __all__ = [
     "StoreError",
     "local_device",
     "local_filesystem",
+    "lock_data_folder",
     "read_meta",
     "relative_path",
     "safe_uid",
     "scan_file",
     "scan_header",
+    "unlock_data_folder",
 ]
