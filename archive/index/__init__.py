@@ -16,7 +16,6 @@ from archive.index.errors import (
     InvalidRecordError,
     SchemaOutdatedError,
     SchemaVersionError,
-    WithheldError,
 )
 from archive.index.query import RECORD_KEYWORDS
 from archive.index.records import InstanceRow, Stats, StoredInstance, WriterStats
@@ -35,7 +34,6 @@ __all__ = [
     "SchemaVersionError",
     "Stats",
     "StoredInstance",
-    "WithheldError",
     "WriterStats",
     "peek_stats",
 ]

@@ -41,7 +41,7 @@ import contextlib
 import itertools
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal, cast
 
 import msgspec
@@ -71,7 +71,6 @@ from archive.index.records import InstanceRow, StoredInstance
 
 __all__ = [
     "Journal",
-    "NotReady",
     "Operation",
     "Outcome",
     "Refresh",
@@ -167,16 +166,8 @@ Outcome = InstanceRow | int | DuplicateInstanceError | None
 Journal = Literal["clear", "record", "keep"]
 
 
-class NotReady(Exception):
-    """:func:`apply_batch`'s ``ready`` said no: the batch was rolled back."""
-
-
 def apply_batch(
-    conn: sqlite3.Connection,
-    operations: Sequence[Operation],
-    *,
-    journal: Journal = "clear",
-    ready: Callable[[], bool] | None = None,
+    conn: sqlite3.Connection, operations: Sequence[Operation], *, journal: Journal = "clear"
 ) -> list[Outcome]:
     """Apply ``operations`` in one transaction; return one outcome per operation.
 
@@ -186,26 +177,14 @@ def apply_batch(
     (``add_rows``; up to ``STAGE_CHUNK`` adds, more are staged first), its own
     transaction; the data folder's lock keeps other
     writers away, so it needs no ``BEGIN IMMEDIATE`` to be sure of the write lock.
-
-    ``ready``, if given, is called once everything is applied, before the COMMIT
-    (it may block: the writer waits there for the files of its adds to be
-    placed); False rolls the batch back and raises :class:`NotReady`.
     """
-    adds_only = all(type(op) is StoredInstance for op in operations)
-    if adds_only and ready is None:
+    if all(type(op) is StoredInstance for op in operations):
         items = cast(Sequence[StoredInstance], operations)
         return _outcomes(len(items), _segment(conn, items, "batch", journal))
     conn.execute(BEGIN_IMMEDIATE)
     try:
-        if adds_only:
-            items = cast(Sequence[StoredInstance], operations)
-            outcomes = _outcomes(len(items), _segment(conn, items, "batch", journal))
-        else:
-            outcomes = _apply(conn, operations)
-            conn.execute(RUN_FINISH_BATCH, (journal,))
-        if ready is not None and not ready():
-            conn.execute(ROLLBACK)
-            raise NotReady()
+        outcomes = _apply(conn, operations)
+        conn.execute(RUN_FINISH_BATCH, (journal,))
         conn.execute(COMMIT)
     except BaseException:
         # After some errors (disk full, I/O) SQLite has rolled back already.

@@ -16,7 +16,6 @@ import sqlite3
 import urllib.parse
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -205,18 +204,15 @@ class Index:
 
     # -- writes (group-committed) -------------------------------------------------
 
-    async def add(self, item: StoredInstance, after: Future[bool] | None = None) -> None:
+    async def add(self, item: StoredInstance) -> None:
         """Index a new instance; returns after the COMMIT that contains it.
 
         Raises :class:`DuplicateInstanceError` if the SOP Instance UID is indexed
         already (nothing is changed), :class:`InvalidRecordError` for an empty UID,
         :class:`IndexWriteError` if its transaction failed (nothing of it is stored).
-        ``after``: a job placing the instance's file, which runs while the row is
-        written; the row is committed only once the job has returned True, else
-        left out (:class:`WithheldError`).
         """
         _check(item)
-        await self._writer.add(item, after)
+        await self._writer.add(item)
 
     async def replace(self, item: StoredInstance) -> InstanceRow | None:
         """Index ``item`` in place of the row with its SOP Instance UID, if any.

@@ -19,7 +19,6 @@ __all__ = [
     "InvalidRecordError",
     "SchemaOutdatedError",
     "SchemaVersionError",
-    "WithheldError",
 ]
 
 
@@ -44,14 +43,6 @@ class DuplicateInstanceError(IndexWriteError):
     def __init__(self, sop_instance_uid: str) -> None:
         super().__init__(f"SOP Instance UID {sop_instance_uid!r} is already indexed")
         self.sop_instance_uid = sop_instance_uid
-
-
-class WithheldError(IndexWriteError):
-    """An ``add(..., after=job)`` left out of its batch: ``job`` (the placing of
-    its file) failed or returned False. Nothing of it is in the index; the job's
-    own result says why."""
-
-    code: ClassVar[str] = "index.withheld"
 
 
 class InvalidRecordError(IndexWriteError):

@@ -24,12 +24,6 @@ batch's new rows are taken back at once (their stores are answered 0xA700 and
 their files discarded), and the journal stays for the next start-up to check
 (which also gives a refused replacement's place back to the version it replaced).
 
-An add may come with a job (``after``) that is placing its instance's file: the
-batch is applied while the job runs and committed once every such job has
-returned True (the row is never visible before its file is in place); if one
-failed or found the place taken, the batch is rolled back and applied again
-without that add, which fails with :class:`WithheldError`.
-
 The queue is unbounded on purpose: every submitter waits for its own commit, so at
 most one operation per concurrent store is ever queued; backpressure is that wait.
 
@@ -47,13 +41,11 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from archive.index.batch import (
     Journal,
-    NotReady,
     Operation,
     Outcome,
     Refresh,
@@ -63,12 +55,7 @@ from archive.index.batch import (
 )
 from archive.index.batch_sql import CLEAR_UNFLUSHED
 from archive.index.connection import Durability, connect_writer
-from archive.index.errors import (
-    IndexClosedError,
-    IndexFlushError,
-    IndexWriteError,
-    WithheldError,
-)
+from archive.index.errors import IndexClosedError, IndexFlushError, IndexWriteError
 from archive.index.records import InstanceRow, StoredInstance, WriterStats
 
 __all__ = ["GroupCommitWriter"]
@@ -81,8 +68,6 @@ Probe = Callable[[sqlite3.Connection], object]
 class _Pending:
     operation: Operation | Probe
     future: asyncio.Future[Any] = field(repr=False)
-    #: An add's condition: committed only once this job has returned True.
-    after: Future[bool] | None = field(default=None, repr=False)
 
 
 class GroupCommitWriter:
@@ -177,11 +162,8 @@ class GroupCommitWriter:
             largest_batch=self._largest_batch,
         )
 
-    async def add(self, item: StoredInstance, after: Future[bool] | None = None) -> None:
-        """Add ``item``; with ``after`` (a job placing its file), the batch is
-        applied while the job runs and committed once it has returned True; if it
-        fails or returns False the add is left out (:class:`WithheldError`)."""
-        await self._submit(item, after)
+    async def add(self, item: StoredInstance) -> None:
+        await self._submit(item)
 
     async def replace(self, item: StoredInstance) -> InstanceRow | None:
         result = await self._submit(Replace(item))
@@ -238,14 +220,12 @@ class GroupCommitWriter:
 
     # -- the loop's side ----------------------------------------------------------
 
-    async def _submit(
-        self, operation: Operation | Probe, after: Future[bool] | None = None
-    ) -> object:
+    async def _submit(self, operation: Operation | Probe) -> object:
         if self._broken is not None:
             raise self.broken_error()
         if self._closing:
             raise IndexClosedError("the index is closed")
-        pending = _Pending(operation, self._loop.create_future(), after)
+        pending = _Pending(operation, self._loop.create_future())
         self._queue.put(pending)
         # Cancelling the caller does not withdraw the operation: it may still be
         # committed. The store must treat a cancelled add as "state unknown".
@@ -310,49 +290,38 @@ class GroupCommitWriter:
             # Queued before the flush failed: refused like everything after it.
             self._to_loop(_settle, [(pending.future, self.broken_error()) for pending in batch])
             return
+        operations = [p.operation for p in batch if _is_operation(p.operation)]
         if self._journal_held:
             journal: Journal = "keep"
         else:
             journal = "record" if self._journaled else "clear"
-        while True:
-            operations = [p.operation for p in batch if _is_operation(p.operation)]
-            try:
-                outcomes = _commit_and_flush(conn, operations, self._flush, journal, _ready(batch))
-            except NotReady:
-                # Rolled back: a file was not placed. Its add is left out and the
-                # rest applied again (their files are placed by now).
-                left_out = [p for p in batch if p.after is not None and not _placed(p.after)]
-                self._to_loop(_settle, [(p.future, _withheld()) for p in left_out])
-                batch = [p for p in batch if p.after is None or _placed(p.after)]
-                if batch:
-                    continue
-                return
-            except _FlushFailed as failed:
-                # Committed, visible, but not known durable: nobody may be told
-                # Success, and nothing may be committed after it (see IndexFlushError).
-                self._failed_batches += 1
-                cause = failed.__cause__
-                self._broken = cause
-                refusals: list[tuple[asyncio.Future[Any], object]] = []
-                for pending in batch:
-                    unflushed = IndexFlushError(f"not durable, flush failed: {cause}")
-                    unflushed.__cause__ = cause
-                    refusals.append((pending.future, unflushed))
-                self._to_loop(_settle, refusals)
-                return
-            except Exception as exc:
-                # apply_batch rolled back: nothing of this batch is in the index.
-                self._failed_batches += 1
-                message = f"index transaction of {len(batch)} operation(s) failed: {exc}"
-                errors: list[tuple[asyncio.Future[Any], object]] = []
-                for pending in batch:
-                    # One exception object per waiter: each raise adds its own traceback.
-                    error = IndexWriteError(message)
-                    error.__cause__ = exc
-                    errors.append((pending.future, error))
-                self._to_loop(_settle, errors)
-                return
-            break
+        try:
+            outcomes: list[Outcome] = _commit_and_flush(conn, operations, self._flush, journal)
+        except _FlushFailed as failed:
+            # Committed, visible, but not known durable: nobody may be told Success,
+            # and nothing may be committed after it (see IndexFlushError).
+            self._failed_batches += 1
+            cause = failed.__cause__
+            self._broken = cause
+            refusals: list[tuple[asyncio.Future[Any], object]] = []
+            for pending in batch:
+                unflushed = IndexFlushError(f"not durable, flush failed: {cause}")
+                unflushed.__cause__ = cause
+                refusals.append((pending.future, unflushed))
+            self._to_loop(_settle, refusals)
+            return
+        except Exception as exc:
+            # apply_batch rolled back: nothing of this batch is in the index.
+            self._failed_batches += 1
+            message = f"index transaction of {len(batch)} operation(s) failed: {exc}"
+            errors: list[tuple[asyncio.Future[Any], object]] = []
+            for pending in batch:
+                # One exception object per waiter: each raise adds its own traceback.
+                error = IndexWriteError(message)
+                error.__cause__ = exc
+                errors.append((pending.future, error))
+            self._to_loop(_settle, errors)
+            return
         self._journal_ours = self._journal_ours or journal != "keep"
         self._commits += 1
         self._operations += len(batch)
@@ -388,27 +357,6 @@ def _probe(probe: Operation | Probe, conn: sqlite3.Connection) -> object:
             conn.execute("ROLLBACK")
 
 
-def _ready(batch: Sequence[_Pending]) -> Callable[[], bool] | None:
-    """The batch's COMMIT condition: every add's file placed (None: no condition)."""
-    jobs = [p.after for p in batch if p.after is not None]
-    if not jobs:
-        return None
-
-    def ready() -> bool:
-        wait(jobs)  # the SQL ran meanwhile
-        return all(_placed(job) for job in jobs)
-
-    return ready
-
-
-def _placed(job: Future[bool]) -> bool:
-    return job.exception() is None and job.result() is True
-
-
-def _withheld() -> WithheldError:
-    return WithheldError("not indexed: its file was not placed")
-
-
 def _settle(results: Sequence[tuple[asyncio.Future[Any], object]]) -> None:
     """On the loop: resolve each future with its outcome (an exception fails it)."""
     for future, outcome in results:
@@ -430,7 +378,6 @@ def _commit_and_flush(
     operations: Sequence[Operation],
     flush: Callable[[], None] | None,
     journal: Journal,
-    ready: Callable[[], bool] | None = None,
 ) -> list[Outcome]:
     """The writer thread's hop: apply and commit the batch, then flush (if given).
 
@@ -439,7 +386,7 @@ def _commit_and_flush(
     after a flush; the next start-up indexes it again from the journal, which is
     left as it is).
     """
-    outcomes = apply_batch(conn, operations, journal=journal, ready=ready)
+    outcomes = apply_batch(conn, operations, journal=journal)
     # Refreshes alone wrote no file, and either row is valid: no flush for them.
     if flush is not None and not all(isinstance(op, Refresh) for op in operations):
         try:

@@ -9,11 +9,7 @@ offline importer follow one set of rules.
 Committing the row while the file is flushed (and a row-ahead marker for
 recovery) was tried and measured: slower on CT instances here (the WAL's sync
 queues behind the file's on the one disk, and the marker costs a folder sync
-first), no clear gain on small ones, so the row's COMMIT waits for the file.
-What does overlap, for an instance small enough to be hashed on the loop
-(below ``WRITE_BEHIND``, all of it received before a write job ran): the index
-applies its row while the I/O pool writes and links its file, and commits once
-the file is in place (``Index.add(after=...)``); one flush after covers both.
+first), no clear gain on small ones, so the row waits for the file.
 
 Statuses (PS3.4 B.2.3, PS3.7 C):
 - 0x0000 Success: stored; also for a duplicate with identical content (nothing is
@@ -42,7 +38,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
 from typing import Literal, Protocol
 
 import msgspec
@@ -53,7 +48,7 @@ from archive.dicom.header import HeaderError, HeaderReader, InstanceAttributes
 from archive.dicom.store_request import check_store_request
 from archive.dicom.uids import usable_uid
 from archive.errors import ArchiveError
-from archive.index import DuplicateInstanceError, StoredInstance, WithheldError
+from archive.index import DuplicateInstanceError, StoredInstance
 from archive.services.base import DatasetInterrupted, Provider, Request, Response
 
 log = logging.getLogger("archive.store")
@@ -68,8 +63,6 @@ class Writer(Protocol):
 
     async def write(self, fragment: memoryview) -> None: ...
     async def finish_and_place(self) -> bool: ...
-    def start_placing(self) -> Future[bool] | None: ...
-    async def placed(self, job: Future[bool]) -> bool: ...
     async def place(self, *, replace: bool = False) -> str: ...
     async def unplace(self) -> None: ...
     def release(self) -> object: ...
@@ -92,7 +85,7 @@ class Held(Protocol):
 
 
 class Index(Protocol):
-    async def add(self, item: StoredInstance, after: Future[bool] | None = None) -> None: ...
+    async def add(self, item: StoredInstance) -> None: ...
     async def replace(self, item: StoredInstance) -> Held | None: ...
     async def instance(self, sop_instance_uid: str) -> Held | None: ...
     def check_writable(self) -> None: ...
@@ -200,14 +193,7 @@ class Ingest:
             async with claim.lock:
                 # Optimistic: most instances are new. Write the tail, link and
                 # flush in one trip to the I/O pool and add the row; only when
-                # either finds the UID taken do the duplicate rules run. A small
-                # instance's row is written while its file is (the index commits
-                # it once the file is placed): the two waits overlap.
-                placing = writer.start_placing()
-                if placing is not None:
-                    return await self._add_placing(
-                        writer, placing, attrs, transfer_syntax, source_ae
-                    )
+                # either finds the UID taken do the duplicate rules run.
                 if await writer.finish_and_place():
                     try:
                         await self.index.add(self._item(writer, attrs, transfer_syntax, source_ae))
@@ -224,31 +210,6 @@ class Ingest:
             claim.users -= 1
             if not claim.users:
                 del self._claims[uid]
-
-    async def _add_placing(
-        self,
-        writer: Writer,
-        placing: Future[bool],
-        attrs: InstanceAttributes,
-        transfer_syntax: str,
-        source_ae: str,
-    ) -> Outcome:
-        """``_commit``'s common case with the file placed while the row is written."""
-        item = self._item(writer, attrs, transfer_syntax, source_ae)
-        try:
-            await self.index.add(item, after=placing)
-        except WithheldError:
-            # Left out because of the job: it raises what made it fail (0xA700),
-            # or says the first place is taken.
-            if await writer.placed(placing):
-                raise  # placed after all: not expected
-            return await self._duplicate(writer, attrs, transfer_syntax, source_ae)
-        except DuplicateInstanceError:
-            if await writer.placed(placing):  # done: its batch waited for it
-                await writer.unplace()  # held, as a replacement, elsewhere
-            return await self._duplicate(writer, attrs, transfer_syntax, source_ae)
-        writer.release()
-        return STORED
 
     async def _duplicate(
         self,

@@ -40,7 +40,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from archive.store import place
 from archive.store.errors import AlreadyStored, StoreError
@@ -93,7 +93,6 @@ class FileWriter:
         self._fd = -1
         self._offset = 0
         self._hash = hashlib.sha256()
-        self._hashed = False  # the whole data set is in _hash (start_placing)
         self.size = len(file_meta)
         self.digest = ""
         self._placed = False
@@ -195,8 +194,6 @@ class FileWriter:
 
     def _hash_data_set(self, chunks: list[bytes | memoryview]) -> None:
         """Hash what is about to be written, but the File Meta (queued first)."""
-        if self._hashed:
-            return
         body: Sequence[bytes | memoryview] = chunks
         if self._meta_pending:
             self._meta_pending = False
@@ -303,34 +300,6 @@ class FileWriter:
         placed = await self._finish(self._place_first_sync)
         assert isinstance(placed, bool)
         return placed
-
-    def start_placing(self) -> Future[bool] | None:
-        """:meth:`finish_and_place` without waiting: its job's future, or None.
-
-        Only for an instance whose every byte is still queued (below
-        :data:`WRITE_BEHIND`, no job started): its digest is computed here, at
-        once (a few microseconds), so the caller can have the index write the row
-        while the job writes and links the file (the index commits the row only
-        once this future says the file is placed). None when a job has run or
-        runs: use :meth:`finish_and_place`. The future's result is
-        :meth:`finish_and_place`'s; it raises what the job raised.
-        """
-        with self._lock:
-            if self._failed is not None or self._busy or self._job is not None:
-                return None
-            self._busy = True
-            self._finisher = self._place_first_sync
-            chunks = self._queue
-        # The job hashes nothing more: all of the data set is hashed here.
-        self._hash_data_set(chunks)
-        self._hashed = True
-        self.digest = self._hash.hexdigest()
-        job = self._job = self.store.submit(self._drain)
-        return cast("Future[bool]", job)  # _place_first_sync's result
-
-    async def placed(self, job: Future[bool]) -> bool:
-        """Wait for the job :meth:`start_placing` started; its result."""
-        return await asyncio.wrap_future(job) if not job.done() else job.result()
 
     async def unplace(self) -> None:
         """Take back a placement (the index refused it); the part file stays."""

@@ -82,7 +82,7 @@ def test_a_store_cancelled_while_its_commit_is_queued_keeps_file_and_row(tmp_pat
             store = asyncio.ensure_future(_ingest(storage, ds, data))
             writer_queue = storage.index._writer._queue
             for _ in range(1000):  # until the file is placed and its add queued
-                if writer_queue.qsize() and (root / relative_path(uid)).exists():
+                if writer_queue.qsize():
                     break
                 await asyncio.sleep(0.005)
             assert writer_queue.qsize() == 1
@@ -197,35 +197,3 @@ def test_a_store_arriving_while_another_waits_for_the_uid_waits_too(tmp_path: Pa
     assert digest == hashlib.sha256(_encoded(versions[2])).hexdigest()
     files = [p for p in (root / "instances").rglob("*.dcm")]
     assert files == [root / path]
-
-
-def test_a_file_nobody_indexed_at_the_first_place_is_set_aside(tmp_path: Path) -> None:
-    """The row is written while the file is placed; when the first place is taken
-    (debris of an older failure, unindexed) that row is left out and the duplicate
-    rules store the instance beside it, and the debris goes."""
-    root = tmp_path / "data"
-    config = parse_config(f'[node]\ndata_dir = "{root}"\n')
-    ds = make_dataset(pixel_bytes=2_000)
-    data = _encoded(ds)
-    uid = str(ds.SOPInstanceUID)
-
-    async def main() -> tuple[Outcome, list[tuple[str, int]]]:
-        storage = await Storage(config).open()
-        try:
-            debris = root / relative_path(uid)
-            debris.parent.mkdir(parents=True, exist_ok=True)
-            debris.write_bytes(b"not this instance")
-            outcome = await _ingest(storage, ds, data)
-            with closing(sqlite3.connect(root / "index.sqlite")) as conn:
-                rows: list[tuple[str, int]] = list(conn.execute("SELECT path, size FROM instance"))
-            return outcome, rows
-        finally:
-            await storage.close()
-
-    outcome, rows = asyncio.run(asyncio.wait_for(main(), 30))
-    assert (outcome.status, outcome.held) == (0, "")
-    ((path, size),) = rows
-    assert path != relative_path(uid)  # a version of its own, beside the debris
-    assert (root / path).read_bytes().endswith(data)
-    assert (root / path).stat().st_size == size
-    assert not (root / relative_path(uid)).exists()

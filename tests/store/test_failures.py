@@ -358,10 +358,8 @@ def test_index_failure_removes_the_placed_file(
 ) -> None:
     seen: list[str] = []
 
-    async def add(self: Index, item: Any, after: Any = None) -> None:
-        # The file is in place when the index fails: the failure must undo it.
-        if after is not None:
-            await asyncio.wrap_future(after)
+    async def add(self: Index, item: Any) -> None:
+        # The file is in place when the index is asked: the failure must undo it.
         assert stored_path(data_dir(node), item.attrs.sop_instance_uid).exists()
         seen.append(item.attrs.sop_instance_uid)
         raise IndexWriteError("disk I/O error")
