@@ -162,7 +162,10 @@ def discover(
     asked between folders: what was found until then is returned.
 
     A folder ``os.walk`` cannot list (no permission, a path past PATH_MAX) would
-    otherwise be left out in silence: a partial run reported as complete.
+    otherwise be left out in silence: a partial run reported as complete. For the
+    same reason links to folders are followed (as DCMTK's ``+sd`` does); a folder
+    met again under one path (a link back up the tree, or two links to it) is
+    walked once.
     """
     files: list[Path] = []
     failed: list[FileResult] = []
@@ -186,9 +189,20 @@ def discover(
             fail(path, os_reason(exc))
             continue
         if stat.S_ISDIR(st.st_mode):
-            for folder, dirs, names in os.walk(path, onerror=unlisted):
+            walked: set[tuple[int, int]] = set()
+            for folder, dirs, names in os.walk(path, onerror=unlisted, followlinks=True):
                 if stop():
                     break
+                try:
+                    here = os.stat(folder)
+                except OSError as exc:
+                    unlisted(exc)
+                    dirs.clear()
+                    continue
+                if (here.st_dev, here.st_ino) in walked:
+                    dirs.clear()  # walked already: its files once, and no loop
+                    continue
+                walked.add((here.st_dev, here.st_ino))
                 dirs.sort()
                 files.extend(Path(folder, name) for name in sorted(names))
         else:

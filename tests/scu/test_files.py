@@ -153,6 +153,21 @@ def test_discover_records_what_it_cannot_look_at(
     ]
 
 
+def test_discover_follows_links_to_folders_once(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    own = folder / "a" / "1.dcm"
+    make_instance(own)
+    elsewhere = tmp_path / "elsewhere"
+    linked = elsewhere / "2.dcm"
+    make_instance(linked)
+    (folder / "b").symlink_to(elsewhere)  # a series kept on another disk
+    (folder / "c").symlink_to(elsewhere)  # the same folder under a second name
+    (folder / "a" / "up").symlink_to(folder)  # a loop
+    files, failed = discover([folder])
+    assert failed == []
+    assert files == [own, folder / "b" / "2.dcm"]
+
+
 def test_discover_says_no_such_file_for_a_missing_path(tmp_path: Path) -> None:
     assert discover([tmp_path / "nope"]) == (
         [],
