@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
 import msgspec
 
-from archive.cli import EXIT_FAILED_STATUS, EXIT_OK, EXIT_USAGE, Parser
+from archive.cli import EXIT_ABORTED, EXIT_FAILED_STATUS, EXIT_OK, EXIT_USAGE, Parser
 from archive.config import Config, load_config, with_overrides
 from archive.index import Index, SchemaOutdatedError, Stats, peek_stats
 from archive.net import run
@@ -103,20 +104,28 @@ def _stats(config: Config, as_json: bool) -> int:
         print(f"archive stats: no index at {path}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        # Read only: a node may be serving the folder (nothing is migrated or written).
+        # Read only: a node may be serving the folder (nothing is migrated).
         counts, outdated = peek_stats(path)
         stats = StatsReport(**msgspec.structs.asdict(counts), outdated=outdated)
-    except SchemaOutdatedError as outdated_schema:
+    except SchemaOutdatedError as exc:
         # Older than this code: migrated, as by any opener, but only while no
         # other process (an older node) has the folder.
         try:
             lock = lock_data_folder(root)
         except DataFolderInUse:
-            raise outdated_schema from None
+            print(
+                f"archive stats: {exc}, and the data folder is in use (a running node?): "
+                "stop it to have the index migrated, or use its own archive-node",
+                file=sys.stderr,
+            )
+            return EXIT_ABORTED
         try:
             stats = run(_read_stats(path), config.node.loop)
         finally:
             unlock_data_folder(lock)
+    except (sqlite3.Error, OSError) as exc:
+        print(f"archive stats: cannot read {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if as_json:
         print(msgspec.json.encode(stats).decode())
         return EXIT_OK

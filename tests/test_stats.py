@@ -42,6 +42,7 @@ def older_index(data: Path) -> Path:
     data.mkdir()
     db = data / INDEX_FILE
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")  # as the node leaves it
         apply_migrations(conn, str(db), load_migrations()[:-1])
     assert version(db) == LATEST - 1
     return db
@@ -85,3 +86,25 @@ def test_stats_migrates_an_older_index_nobody_holds(
     assert main(["stats", "--data", str(data), "--json"]) == 0
     assert version(db) == LATEST
     assert json.loads(capsys.readouterr().out)["instances"] == 0
+
+
+def test_stats_takes_any_path_that_names_the_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    index_with_three_instances(data)
+    # A leading "//" (kept by pathlib) must not become a URI's host.
+    assert main(["stats", "--data", "/" + str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["instances"] == 3
+
+
+def test_stats_of_a_file_that_is_no_index_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / INDEX_FILE).write_bytes(b"not a database, " * 100)
+    assert main(["stats", "--data", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("archive stats: cannot read ")
+    assert err.count("\n") == 1

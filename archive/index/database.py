@@ -494,18 +494,20 @@ def peek_stats(path: str | os.PathLike[str]) -> tuple[Stats, int]:
     normally instead, once it holds the data folder).
     """
     location = os.fspath(path)
-    uri = f"file:{urllib.parse.quote(location)}?mode=ro"
+    # Absolute, and bytes quoted: "file:" + "//host/..." would name a host, and
+    # a name that is not UTF-8 could not be quoted as text.
+    uri = f"file://{urllib.parse.quote(os.fsencode(os.path.abspath(location)))}?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
         conn.execute(BUSY_TIMEOUT)
         conn.execute(QUERY_ONLY)
+        # One read transaction: the version and the counts are of one snapshot.
+        conn.execute("BEGIN")
         found = int(conn.execute(GET_VERSION).fetchone()[0])
         supported = latest_version(load_migrations())
         if found > supported:
             raise SchemaVersionError(location, found, supported)
         if found < supported:
             raise SchemaOutdatedError(location, found, supported)
-        # One read transaction: the counts agree with each other.
-        conn.execute("BEGIN")
         stats = Stats(*conn.execute(SELECT_STATS).fetchone())
         task = conn.execute(SELECT_REINDEX_TASK).fetchone()
         outdated = conn.execute(COUNT_OUTDATED, (HEADER_VERSION,)).fetchone()[0] if task else 0

@@ -101,8 +101,7 @@ class SchemaOutdatedError(ArchiveError):
     def __init__(self, path: str, found: int, supported: int) -> None:
         super().__init__(
             f"{path}: index schema version {found} is older than this archive-node's "
-            f"({supported}), and the data folder is in use: it is migrated only by a "
-            "process that holds the folder (stop the node, or use its own archive-node)"
+            f"({supported}): reading it here would mean migrating it"
         )
         self.path = path
         self.found = found

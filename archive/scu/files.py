@@ -164,8 +164,8 @@ def discover(
     A folder ``os.walk`` cannot list (no permission, a path past PATH_MAX) would
     otherwise be left out in silence: a partial run reported as complete. For the
     same reason links to folders are followed (as DCMTK's ``+sd`` does); a folder
-    met again under one path (a link back up the tree, or two links to it) is
-    walked once.
+    met again (a link back up the tree, two links to it, or two of ``paths``
+    leading there) is walked once, so no file is sent twice through it.
     """
     files: list[Path] = []
     failed: list[FileResult] = []
@@ -176,6 +176,8 @@ def discover(
     def unlisted(exc: OSError) -> None:
         fail(path if exc.filename is None else exc.filename, os_reason(exc))
 
+    # Folders walked, by (st_dev, st_ino), whichever path or link led there.
+    walked: set[tuple[int, int]] = set()
     for raw in paths:
         if stop():
             break
@@ -189,7 +191,6 @@ def discover(
             fail(path, os_reason(exc))
             continue
         if stat.S_ISDIR(st.st_mode):
-            walked: set[tuple[int, int]] = set()
             for folder, dirs, names in os.walk(path, onerror=unlisted, followlinks=True):
                 if stop():
                     break

@@ -166,6 +166,8 @@ def test_discover_follows_links_to_folders_once(tmp_path: Path) -> None:
     files, failed = discover([folder])
     assert failed == []
     assert files == [own, folder / "b" / "2.dcm"]
+    # Two of the paths given lead to one folder: its files are listed once.
+    assert discover([folder, elsewhere]) == ([own, folder / "b" / "2.dcm"], [])
 
 
 def test_discover_says_no_such_file_for_a_missing_path(tmp_path: Path) -> None:
