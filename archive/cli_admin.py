@@ -104,28 +104,14 @@ def _stats(config: Config, as_json: bool) -> int:
         print(f"archive stats: no index at {path}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        # Read only: a node may be serving the folder (nothing is migrated).
-        counts, outdated = peek_stats(path)
-        stats = StatsReport(**msgspec.structs.asdict(counts), outdated=outdated)
-    except SchemaOutdatedError as exc:
-        # Older than this code: migrated, as by any opener, but only while no
-        # other process (an older node) has the folder.
-        try:
-            lock = lock_data_folder(root)
-        except DataFolderInUse:
-            print(
-                f"archive stats: {exc}, and the data folder is in use (a running node?): "
-                "stop it to have the index migrated, or use its own archive-node",
-                file=sys.stderr,
-            )
-            return EXIT_ABORTED
-        try:
-            stats = run(_read_stats(path), config.node.loop)
-        finally:
-            unlock_data_folder(lock)
+        counts, outdated = _peek(root, path, config)
+    except DataFolderInUse as exc:
+        print(f"archive stats: {exc.__cause__}, and {exc}", file=sys.stderr)
+        return EXIT_ABORTED
     except (sqlite3.Error, OSError) as exc:
         print(f"archive stats: cannot read {path}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    stats = StatsReport(**msgspec.structs.asdict(counts), outdated=outdated)
     if as_json:
         print(msgspec.json.encode(stats).decode())
         return EXIT_OK
@@ -137,15 +123,28 @@ def _stats(config: Config, as_json: bool) -> int:
     return EXIT_OK
 
 
-async def _read_stats(path: Path) -> StatsReport:
-    index = await Index.open(path, readers=1)
+def _peek(root: Path, path: Path, config: Config) -> tuple[Stats, int]:
+    """The index's counts, read only (a node may be serving the folder). An index
+    older than this code is migrated first, as by any opener, but only while no
+    other process (an older node) holds the folder: else DataFolderInUse, caused
+    by the SchemaOutdatedError."""
     try:
-        stats = await index.stats()
-        # Counting reads the instance table: only while the index says some are left.
-        outdated = await index.outdated() if await index.reindex_needed() else 0
-        return StatsReport(**msgspec.structs.asdict(stats), outdated=outdated)
+        return peek_stats(path)
+    except SchemaOutdatedError as outdated:
+        try:
+            lock = lock_data_folder(root)
+        except DataFolderInUse as exc:
+            raise exc from outdated
+    try:
+        run(_migrate(path), config.node.loop)
+        return peek_stats(path)
     finally:
-        await index.close()
+        unlock_data_folder(lock)
+
+
+async def _migrate(path: Path) -> None:
+    index = await Index.open(path, readers=1)  # the writer migrates it
+    await index.close()
 
 
 def _check(config: Config, repair: bool, verify: bool, jobs: int) -> int:

@@ -32,7 +32,7 @@ from archive.index.connection import (
     SYNCHRONOUS,
     Durability,
 )
-from archive.index.errors import InvalidRecordError, SchemaOutdatedError, SchemaVersionError
+from archive.index.errors import InvalidRecordError, SchemaOutdatedError
 from archive.index.query import (
     INSTANCE_TABLES,
     QUALIFIED_COLUMNS,
@@ -41,7 +41,7 @@ from archive.index.query import (
     retrieve_statements,
 )
 from archive.index.records import InstanceRow, Stats, StoredInstance, WriterStats
-from archive.index.schema import GET_VERSION, latest_version, load_migrations
+from archive.index.schema import check_version
 from archive.index.writer import GroupCommitWriter
 
 __all__ = ["Index", "peek_stats"]
@@ -502,10 +502,7 @@ def peek_stats(path: str | os.PathLike[str]) -> tuple[Stats, int]:
         conn.execute(QUERY_ONLY)
         # One read transaction: the version and the counts are of one snapshot.
         conn.execute("BEGIN")
-        found = int(conn.execute(GET_VERSION).fetchone()[0])
-        supported = latest_version(load_migrations())
-        if found > supported:
-            raise SchemaVersionError(location, found, supported)
+        found, supported = check_version(conn, location)
         if found < supported:
             raise SchemaOutdatedError(location, found, supported)
         stats = Stats(*conn.execute(SELECT_STATS).fetchone())

@@ -73,7 +73,18 @@ class IndexFlushError(IndexClosedError):
     code: ClassVar[str] = "index.flush_failed"
 
 
-class SchemaVersionError(ArchiveError):
+class _SchemaMismatch(ArchiveError):
+    """The database's schema version (``found``) is not the one this code knows
+    (``supported``); ``problem`` says which way, and what to do."""
+
+    def __init__(self, path: str, found: int, supported: int, problem: str) -> None:
+        super().__init__(f"{path}: index schema version {found} {problem}")
+        self.path = path
+        self.found = found
+        self.supported = supported
+
+
+class SchemaVersionError(_SchemaMismatch):
     """The database was written by a newer archive-node than this one.
 
     ``found`` is the database's schema version, ``supported`` the newest this code
@@ -83,26 +94,22 @@ class SchemaVersionError(ArchiveError):
     code: ClassVar[str] = "index.schema_too_new"
 
     def __init__(self, path: str, found: int, supported: int) -> None:
-        super().__init__(
-            f"{path}: index schema version {found} is newer than this archive-node "
-            f"supports ({supported}); upgrade archive-node or restore a backup"
+        problem = (
+            f"is newer than this archive-node supports ({supported}); "
+            "upgrade archive-node or restore a backup"
         )
-        self.path = path
-        self.found = found
-        self.supported = supported
+        super().__init__(path, found, supported, problem)
 
 
-class SchemaOutdatedError(ArchiveError):
+class SchemaOutdatedError(_SchemaMismatch):
     """A read-only look found the schema older than this code's: it would need
     migrating, which a look does not do (a node may be serving the index)."""
 
     code: ClassVar[str] = "index.schema_outdated"
 
     def __init__(self, path: str, found: int, supported: int) -> None:
-        super().__init__(
-            f"{path}: index schema version {found} is older than this archive-node's "
-            f"({supported}): reading it here would mean migrating it"
+        problem = (
+            f"is older than this archive-node's ({supported}): "
+            "reading it here would mean migrating it"
         )
-        self.path = path
-        self.found = found
-        self.supported = supported
+        super().__init__(path, found, supported, problem)

@@ -20,7 +20,14 @@ import msgspec
 
 from archive.index.errors import SchemaVersionError
 
-__all__ = ["Migration", "apply_migrations", "latest_version", "load_migrations", "split_sql"]
+__all__ = [
+    "Migration",
+    "apply_migrations",
+    "check_version",
+    "latest_version",
+    "load_migrations",
+    "split_sql",
+]
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -97,6 +104,18 @@ def _version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row is not None else 0
 
 
+def check_version(
+    conn: sqlite3.Connection, path: str, migrations: tuple[Migration, ...] | None = None
+) -> tuple[int, int]:
+    """(the database's schema version, the newest ``migrations`` lead to); raises
+    :class:`SchemaVersionError` when the database's is the newer."""
+    supported = latest_version(load_migrations() if migrations is None else migrations)
+    found = _version(conn)
+    if found > supported:
+        raise SchemaVersionError(path, found, supported)
+    return found, supported
+
+
 def apply_migrations(
     conn: sqlite3.Connection,
     path: str,
@@ -111,10 +130,7 @@ def apply_migrations(
     """
     if migrations is None:
         migrations = load_migrations()
-    supported = latest_version(migrations)
-    current = _version(conn)
-    if current > supported:
-        raise SchemaVersionError(path, current, supported)
+    current, supported = check_version(conn, path, migrations)
     for migration in migrations:
         if migration.version <= current:
             continue
