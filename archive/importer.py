@@ -51,6 +51,7 @@ from archive.scu import (
     probe,
     read_chunks,
     status_result,
+    stopper,
 )
 from archive.services import Ingest
 
@@ -84,9 +85,7 @@ async def import_files(
     """
     started = time.monotonic()
 
-    def stopping() -> bool:
-        return interrupt is not None and interrupt.is_set
-
+    stopping = stopper(interrupt)
     files, missing = await asyncio.to_thread(discover, list(paths), stopping)
     report = Report(results=list(missing))
     storage = await Storage(config).open()
@@ -114,8 +113,7 @@ async def import_files(
         bar.close()
         await storage.close()
     if stopping():
-        report.interrupted = True
-        report.unfinished = len(missing) + len(files) - len(report.results)
+        report.stopped_early(found=len(missing) + len(files))
     report.elapsed = time.monotonic() - started
     return report
 

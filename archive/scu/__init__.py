@@ -50,6 +50,7 @@ from archive.scu.query import (
     find_matches,
     interruptible,
     move_instances,
+    stopper,
 )
 from archive.scu.store import (
     Group,
@@ -102,6 +103,7 @@ __all__ = [
     "save_instance",
     "send_files",
     "status_result",
+    "stopper",
     "table",
     "text_table",
     "to_dicom_json",

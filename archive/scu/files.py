@@ -107,6 +107,12 @@ class Report:
     interrupted: bool = False
     unfinished: int = 0
 
+    def stopped_early(self, found: int) -> None:
+        """Ctrl-C ended the run: of the ``found`` paths (files and failures of
+        discovery), those with no result are counted as unfinished."""
+        self.interrupted = True
+        self.unfinished = found - len(self.results)
+
     def of(self, kind: Kind) -> list[FileResult]:
         return [r for r in self.results if r.kind is kind]
 

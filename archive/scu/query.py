@@ -97,6 +97,11 @@ class Interrupt:
         return self.requested.is_set()
 
 
+def stopper(interrupt: Interrupt | None) -> Callable[[], bool]:
+    """Whether ``interrupt`` (if any) is set, as a call for loops to ask."""
+    return lambda: interrupt is not None and interrupt.is_set
+
+
 @dataclass(slots=True)
 class FindResult:
     """The outcome of a C-FIND: the final status (None if there was none) and counts."""

@@ -69,7 +69,7 @@ from archive.scu.files import (
     first_block,
     probe_all,
 )
-from archive.scu.query import Interrupt, abortable
+from archive.scu.query import Interrupt, abortable, stopper
 from archive.store.sources import FileSource, to_open
 
 # ---- planning associations ----------------------------------------------------------
@@ -136,9 +136,7 @@ async def send_files(
     """
     started = time.monotonic()
 
-    def stopping() -> bool:
-        return interrupt is not None and interrupt.is_set
-
+    stopping = stopper(interrupt)
     files, missing = await asyncio.to_thread(discover, list(paths), stopping)
     report = Report(results=list(missing))
     bar = Progress(len(files), stream=progress_stream, enabled=progress)
@@ -161,8 +159,7 @@ async def send_files(
     finally:
         bar.close()
     if stopping():
-        report.interrupted = True
-        report.unfinished = len(missing) + len(files) - len(report.results)
+        report.stopped_early(found=len(missing) + len(files))
     report.elapsed = time.monotonic() - started
     return report
 
