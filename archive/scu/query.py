@@ -251,23 +251,21 @@ async def interruptible(main: Callable[[Interrupt], Awaitable[T]]) -> T:
             loop.remove_signal_handler(signal.SIGINT)
 
 
-async def abortable(work: Coroutine[Any, Any, None], interrupt: Interrupt | None) -> bool:
-    """Run ``work`` to its end, or cancel it at the second interrupt; whether it
-    was cancelled so.
+async def abortable(work: Coroutine[Any, Any, None], interrupt: Interrupt | None) -> None:
+    """Run ``work`` to its end, or cancel it at the second interrupt.
 
     For work that stops taking more at the first interrupt by itself (``archive
     store`` and ``import`` finish the files in flight): the second means now.
     """
     if interrupt is None:
         await work
-        return False
+        return
     async with asyncio.TaskGroup() as group:
         task = group.create_task(work)
         hard = group.create_task(interrupt.hard.wait())
         # A child cancelled by another, not by the group, ends quietly.
         task.add_done_callback(lambda _: hard.cancel())
         hard.add_done_callback(lambda _: task.cancel())
-    return task.cancelled()
 
 
 class Watcher:

@@ -216,12 +216,19 @@ def test_import_second_ctrl_c_leaves_no_half_imported_file(
 
 
 def test_abortable_runs_to_the_end_or_stops_at_the_second_interrupt() -> None:
+    finished: list[float] = []
+
+    async def work(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        finished.append(seconds)
+
     async def scenario() -> None:
         interrupt = Interrupt()
-        assert await abortable(asyncio.sleep(0), interrupt) is False
+        await abortable(work(0), interrupt)
         interrupt.set()  # the first is the work's to heed: nothing is cancelled
-        assert await abortable(asyncio.sleep(0.01), interrupt) is False
+        await abortable(work(0.01), interrupt)
         asyncio.get_running_loop().call_later(0.01, interrupt.set)
-        assert await abortable(asyncio.sleep(EXIT_TIMEOUT), interrupt) is True
+        await abortable(work(EXIT_TIMEOUT), interrupt)  # cancelled: returns at once
+        assert finished == [0, 0.01]
 
     asyncio.run(asyncio.wait_for(scenario(), EXIT_TIMEOUT))
