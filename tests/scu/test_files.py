@@ -18,7 +18,7 @@ import pytest
 from archive.cli import main, print_summary
 from archive.scu import Cause, FileItem, FileResult, Kind, Report, discover, probe
 from tests.conftest import RunningNode
-from tests.test_cli_store import dataset_bytes, make_instance, stored_path
+from tests.test_cli_store import dataset_bytes, make_instance, store, stored_path
 
 #: A SOP Class UID of 65 characters: one too many (PS3.5 9.1).
 LONG_UID = "1.2." + "3" * 61
@@ -108,7 +108,7 @@ def test_store_sends_the_others_when_one_meta_uid_is_not_a_uid(
     uids = [make_instance(folder / f"{i}.dcm") for i in range(3)]
     bad = folder / "1.dcm"
     with_meta(bad, sop_class=LONG_UID.encode())
-    status = main(["store", "--aec", "ARCHIVE", node.host, str(node.port), str(folder)])
+    status = store("--aec", "ARCHIVE", node.host, str(node.port), str(folder))
     lines = capsys.readouterr().out.splitlines()
     assert status == 5
     assert lines[0].startswith("sent 2, failed 1, skipped 0 of 3 file(s); ")
@@ -194,7 +194,7 @@ def test_a_folder_that_cannot_be_listed_is_a_failure(
     unlistable(monkeypatch, folder / "b")
     paths = [str(folder), str(too_long)]
     if command == "store":
-        status = main(["store", "--aec", "ARCHIVE", node.host, str(node.port), *paths])
+        status = store("--aec", "ARCHIVE", node.host, str(node.port), *paths)
         data = Path(node.config.node.data_dir)
         verb = "sent"
     else:
@@ -230,7 +230,7 @@ def test_file_names_not_in_the_file_system_encoding_are_shown_escaped(
     with_meta(bad, sop_class=LONG_UID.encode())
     Path(os.fsdecode(bytes(folder) + b"/notes\xfe.txt")).write_text("not DICOM\n")
     if command == "store":
-        status = main(["store", "--aec", "ARCHIVE", node.host, str(node.port), str(folder)])
+        status = store("--aec", "ARCHIVE", node.host, str(node.port), str(folder))
         data = Path(node.config.node.data_dir)
         verb = "sent"
     else:
