@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import msgspec
 
 from archive.cli import EXIT_ABORTED, EXIT_FAILED_STATUS, EXIT_OK, EXIT_USAGE, Parser
 from archive.config import Config, load_config, with_overrides
-from archive.index import Index, SchemaOutdatedError, Stats, peek_stats
+from archive.index import Index, IndexReadError, SchemaOutdatedError, Stats, peek_stats
 from archive.net import run
 from archive.node import INDEX_FILE, Storage
 from archive.progress import human_bytes
@@ -108,7 +107,10 @@ def _stats(config: Config, as_json: bool) -> int:
     except DataFolderInUse as exc:
         print(f"archive stats: {exc.__cause__}, and {exc}", file=sys.stderr)
         return EXIT_ABORTED
-    except (sqlite3.Error, OSError) as exc:
+    except IndexReadError as exc:
+        print(f"archive stats: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
         print(f"archive stats: cannot read {path}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     stats = StatsReport(**msgspec.structs.asdict(counts), outdated=outdated)

@@ -32,7 +32,7 @@ from archive.index.connection import (
     SYNCHRONOUS,
     Durability,
 )
-from archive.index.errors import InvalidRecordError, SchemaOutdatedError
+from archive.index.errors import IndexReadError, InvalidRecordError, SchemaOutdatedError
 from archive.index.query import (
     INSTANCE_TABLES,
     QUALIFIED_COLUMNS,
@@ -489,14 +489,22 @@ def peek_stats(path: str | os.PathLike[str]) -> tuple[Stats, int]:
 
     For a look at an index another process may be serving (``archive stats``
     beside a node): one read-only connection, no migration, nothing written.
-    Blocking. Raises :class:`SchemaVersionError` for a newer schema and
+    Blocking. Raises :class:`SchemaVersionError` for a newer schema,
     :class:`SchemaOutdatedError` for an older one (the caller may open the index
-    normally instead, once it holds the data folder).
+    normally instead, once it holds the data folder), :class:`IndexReadError`
+    when SQLite cannot read it.
     """
     location = os.fspath(path)
     # Absolute, and bytes quoted: "file:" + "//host/..." would name a host, and
     # a name that is not UTF-8 could not be quoted as text.
     uri = f"file://{urllib.parse.quote(os.fsencode(os.path.abspath(location)))}?mode=ro"
+    try:
+        return _peek_stats(uri, location)
+    except sqlite3.Error as exc:
+        raise IndexReadError(f"cannot read {location}: {exc}") from exc
+
+
+def _peek_stats(uri: str, location: str) -> tuple[Stats, int]:
     with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
         conn.execute(BUSY_TIMEOUT)
         conn.execute(QUERY_ONLY)

@@ -15,6 +15,7 @@ __all__ = [
     "DuplicateInstanceError",
     "IndexClosedError",
     "IndexFlushError",
+    "IndexReadError",
     "IndexWriteError",
     "InvalidRecordError",
     "SchemaOutdatedError",
@@ -30,6 +31,13 @@ class IndexWriteError(ArchiveError):
     """
 
     code: ClassVar[str] = "index.write_failed"
+
+
+class IndexReadError(ArchiveError):
+    """The index file could not be read (not a database, a WAL it cannot open...).
+    The cause (a :class:`sqlite3.Error`) is chained as ``__cause__``."""
+
+    code: ClassVar[str] = "index.read_failed"
 
 
 class DuplicateInstanceError(IndexWriteError):
