@@ -8,7 +8,7 @@ twin's os calls each release and retake it, and under ingest from several
 associations each retake waits for the event loop: measured here, ~15 % more
 small instances per second on four associations with the C one.
 
-``ARCHIVE_NATIVE=0`` in the environment selects the twin (:mod:`archive.store.native`).
+``ARCHIVE_NATIVE=0`` in the environment selects the twin (:mod:`archive.native`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import operator
 import os
 from collections.abc import Sequence
 
-from archive.store.native import IMPLEMENTATION, choose
+from archive.native import IMPLEMENTATION, choose
 
 __all__ = ["IMPLEMENTATION", "Chunk", "write_all", "write_and_link", "write_and_link_py"]
 

@@ -22,7 +22,7 @@ import msgspec
 
 from archive.dicom.filemeta import MAX_META_LENGTH, FileMeta, decode_file_meta
 from archive.dicom.header import HeaderReader, InstanceAttributes
-from archive.store.native import choose
+from archive.native import choose
 
 CHUNK = 1 << 20
 
