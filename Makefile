@@ -19,11 +19,11 @@ $(BIN)/python:
 	  else echo "'$(PYTHON) -m venv' failed: install python3-venv (Debian) and retry" >&2; exit 1; fi; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml setup.py native/_native.c | $(BIN)/python
+$(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(DEV_STAMP): pyproject.toml setup.py native/_native.c | $(BIN)/python
+$(DEV_STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP) $@
 

@@ -11,7 +11,8 @@ setup(
     ext_modules=[
         Extension(
             "archive._native",
-            sources=["native/_native.c"],
+            sources=["native/_native.c", "native/header.c"],
+            depends=["native/header.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         )

@@ -1,6 +1,6 @@
 # Stub of the C extension built from native/_native.c (see archive/store/place.py).
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 _Path = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
@@ -15,3 +15,13 @@ def write_and_link(
 ) -> bool: ...
 def read_cached(fd: int, offset: int, size: int) -> bytes | None: ...
 def open_cached(path: _Path) -> int: ...
+def header_setup(
+    wanted: dict[int, bool],
+    short_vrs: Iterable[bytes],
+    all_vrs: Iterable[bytes],
+    max_value_length: int,
+    max_held: int,
+    max_sequence_length: int,
+    /,
+) -> None: ...
+def header_walk(reader: object, data: bytes | bytearray | memoryview, /) -> str | None: ...

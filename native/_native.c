@@ -25,6 +25,9 @@
  *
  * open_cached(path): see below; twin in archive/store/scan.py (the same system
  * call through ctypes).
+ *
+ * header_setup(...), header_walk(reader, data): in header.c; twin
+ * HeaderReader._parse in archive/dicom/header.py.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -38,6 +41,8 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#include "header.h"
 
 /* cachestat(2), Linux 6.5+; older C libraries lack the number and the structs.
  * 451 on the 64-bit ABIs named here (not x32, whose numbers differ). */
@@ -406,6 +411,14 @@ static PyMethodDef native_methods[] = {
     {"open_cached", open_cached, METH_O,
      "open_cached(path) -> int\n\n"
      "The file opened read-only if that needs no disk I/O (RESOLVE_CACHED), else -1."},
+    {"header_setup", header_setup, METH_VARARGS,
+     "header_setup(wanted, short_vrs, all_vrs, max_value_length, max_held,\n"
+     "             max_sequence_length) -> None\n\n"
+     "The wanted tags (tag -> is a sequence), VR sets and limits header_walk uses."},
+    {"header_walk", (PyCFunction)(void (*)(void))header_walk, METH_FASTCALL,
+     "header_walk(reader, data) -> str | None\n\n"
+     "HeaderReader._parse in C: walk data from the reader's state; the message of\n"
+     "the HeaderError to raise, or None."},
     {NULL, NULL, 0, NULL},
 };
 
