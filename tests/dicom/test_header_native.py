@@ -43,6 +43,7 @@ from tests.dicom.test_header_properties import (
     _mutate,
     cut,
     data_sets,
+    edit_lists,
     samples,
 )
 
@@ -164,15 +165,7 @@ def test_generated_data_sets(generated: tuple[str, bytes, Any], points: list[int
 @SETTINGS
 @given(
     sample=samples,
-    edits=st.lists(
-        st.tuples(
-            st.integers(0, 2),
-            st.one_of(st.integers(0, 2048), st.integers(0, 2**20)),
-            st.integers(0, 255),
-        ),
-        min_size=1,
-        max_size=6,
-    ),
+    edits=edit_lists,
     points=st.lists(st.integers(min_value=0, max_value=40_000), max_size=6),
 )
 def test_mutated_data_sets(

@@ -379,20 +379,24 @@ def _mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
     return bytes(out)
 
 
+#: Edits for :func:`_mutate`: (replace, insert or delete; where; byte).
+edit_lists = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        # Half the edits in the first 2 KiB (the header part of most samples),
+        # half anywhere (Pixel Data, sequences, padding, the end).
+        st.one_of(st.integers(0, 2048), st.integers(0, 2**20)),
+        st.integers(0, 255),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
 @SETTINGS
 @given(
     sample=samples,
-    edits=st.lists(
-        st.tuples(
-            st.integers(0, 2),
-            # Half the edits in the first 2 KiB (the header part of most samples),
-            # half anywhere (Pixel Data, sequences, padding, the end).
-            st.one_of(st.integers(0, 2048), st.integers(0, 2**20)),
-            st.integers(0, 255),
-        ),
-        min_size=1,
-        max_size=6,
-    ),
+    edits=edit_lists,
     points=st.lists(st.integers(min_value=0, max_value=40_000), max_size=6),
 )
 def test_mutated_data_sets(
