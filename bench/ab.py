@@ -12,7 +12,10 @@ of the pairs' B/A ratios, with the lowest and highest. Run:
         [--pairs 10] [--parts 8] [--env-b ARCHIVE_NATIVE=0]
 
 ``REV_B`` may be ``WORKTREE`` for the uncommitted working tree. Every run is
-checked: the instances sent must all be stored (files and index rows).
+checked: the instances sent must all be stored (files and index rows); a failed
+run stops the comparison and keeps its folder (logs, data) under bench/.cache.
+A first run, not counted, warms the disk up. The rate counts from the clients'
+start to the last one's exit, so short runs (``--parts 1``) lean towards 1.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,27 +41,50 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKTREE = "WORKTREE"
 
 
-def checkout(rev: str, into: Path) -> Path:
-    """The tree of ``rev`` with its extension built in place (the working tree as is)."""
+class RunFailed(SystemExit):
+    """A run did not store all it was sent: its folder is kept for a look."""
+
+
+def build(tree: Path) -> None:
+    """Build the tree's extension in place; it must come out (``setup.py`` marks it
+    optional, so a failed compile is only a warning there)."""
+    done = subprocess.run(
+        [sys.executable, "setup.py", "--quiet", "build_ext", "--inplace"],
+        cwd=tree, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0 or not list((tree / "archive").glob("_native*.so")):
+        raise SystemExit(f"the C extension of {tree} did not build:\n{done.stderr[-2000:]}")
+
+
+def checkout(rev: str, into: Path, trees: list[Path]) -> Path:
+    """The tree of ``rev`` (``WORKTREE``: this checkout) with its extension built
+    from its own sources; a worktree made is added to ``trees`` at once."""
     if rev == WORKTREE:
+        build(ROOT)
         return ROOT
     subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(into), rev],
         check=True,
     )
-    subprocess.run(
-        [sys.executable, "setup.py", "--quiet", "build_ext", "--inplace"],
-        cwd=into, check=True, capture_output=True,
-    )  # fmt: skip
+    trees.append(into)
+    build(into)
     return into
 
 
+_PROBE = """
+import archive.dicom.header as h, archive.native as n
+print(h.__file__); print(getattr(n.EXTENSION, "__file__", ""))
+"""
+
+
 def imported_from(code: Path, env: dict[str, str]) -> None:
-    """Make sure the node run with ``env`` imports the package of ``code``."""
-    probe = [sys.executable, "-c", "import archive.dicom.header as h; print(h.__file__)"]
-    where = subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout
-    if not Path(where.strip()).is_relative_to(code):
-        raise SystemExit(f"PYTHONPATH={code} imports {where.strip()}: is the package installed?")
+    """Make sure the node run with ``env`` imports the package of ``code``, and its
+    extension (the venv's editable install would supply this checkout's)."""
+    probe = [sys.executable, "-c", _PROBE]
+    done = subprocess.run(probe, env=env, capture_output=True, text=True, check=True)
+    for where in done.stdout.split():
+        if not Path(where).is_relative_to(code):
+            raise SystemExit(f"PYTHONPATH={code} imports {where}")
 
 
 def one_run(code: Path, env: dict[str, str], data: DataSet, parts: int, assocs: int,
@@ -81,9 +108,9 @@ def one_run(code: Path, env: dict[str, str], data: DataSet, parts: int, assocs: 
             client.wait(600)
         seconds = time.perf_counter() - started
     stored = _archive_count(folder)
-    shutil.rmtree(folder, ignore_errors=True)
     if stored != sent:
-        raise SystemExit(f"{label}: {stored} stored of {sent} (see {work})")
+        raise RunFailed(f"{label}: {stored} stored of {sent} (its folder and logs kept in {work})")
+    shutil.rmtree(folder, ignore_errors=True)
     return sent / seconds
 
 
@@ -108,36 +135,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--env-a", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--env-b", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
+    if args.pairs < 1 or not 1 <= args.parts <= PARTS or args.assocs < 1:
+        parser.error(f"--pairs >= 1, --parts 1 to {PARTS}, --assocs >= 1")
     if shutil.which("storescu") is None:
         raise SystemExit("storescu missing: apt-get install -y dcmtk")
     data = ensure(*((CT, 1000) if args.data == "ct" else (SMALL, 5000)))
     env_a, env_b = environment(args.env_a), environment(args.env_b)
-    with tempfile.TemporaryDirectory(prefix="ab-", dir=ROOT / "bench" / ".cache") as tmp:
-        work = Path(tmp)
-        trees: list[Path] = []
-        try:
-            code_a = checkout(args.rev_a, work / "a")
-            code_b = checkout(args.rev_b, work / "b")
-            trees = [t for t in (code_a, code_b) if t != ROOT]
-            rates: dict[str, list[float]] = {"A": [], "B": []}
-            for i in range(args.pairs):
-                order = ("A", "B") if i % 2 == 0 else ("B", "A")
-                for side in order:
-                    code, env = (code_a, env_a) if side == "A" else (code_b, env_b)
-                    rate = one_run(code, env, data, args.parts, args.assocs, work, f"{side}{i}")
-                    rates[side].append(rate)
-                print(f"pair {i + 1}: A {rates['A'][-1]:.0f}/s  B {rates['B'][-1]:.0f}/s",
-                      flush=True)  # fmt: skip
-        finally:
-            for tree in trees:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                                str(tree)], check=False)  # fmt: skip
+    # SIGTERM (timeout, a CI runner) unwinds like Ctrl-C: the node stopped, the
+    # worktrees removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = Path(tempfile.mkdtemp(prefix="ab-", dir=ROOT / "bench" / ".cache"))
+    trees: list[Path] = []
+    rates: dict[str, list[float]] = {"A": [], "B": []}
+    failed = False
+    try:
+        code_a = checkout(args.rev_a, work / "a", trees)
+        code_b = checkout(args.rev_b, work / "b", trees)
+        # A first run on a fresh disk state is out of line with the rest: not counted.
+        one_run(code_a, env_a, data, args.parts, args.assocs, work, "warm-up")
+        for i in range(args.pairs):
+            order = ("A", "B") if i % 2 == 0 else ("B", "A")
+            for side in order:
+                code, env = (code_a, env_a) if side == "A" else (code_b, env_b)
+                rates[side].append(one_run(code, env, data, args.parts, args.assocs, work,
+                                           f"{side}{i}"))  # fmt: skip
+            print(f"pair {i + 1}: A {rates['A'][-1]:.0f}/s  B {rates['B'][-1]:.0f}/s", flush=True)
+    except RunFailed:
+        failed = True
+        raise
+    finally:
+        for tree in trees:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                           check=False)  # fmt: skip
+        if not failed:
+            shutil.rmtree(work, ignore_errors=True)
     ratios = [b / a for a, b in zip(rates["A"], rates["B"], strict=True)]
+    clients = min(args.assocs, args.parts)
     print(
-        f"{args.data}, {args.assocs} association(s), {args.pairs} pairs:"
+        f"{args.data}, {clients} association(s), {args.pairs} pairs:"
         f" A median {statistics.median(rates['A']):.0f}/s, B {statistics.median(rates['B']):.0f}/s;"
         f" B/A median {statistics.median(ratios):.3f} [{min(ratios):.3f}-{max(ratios):.3f}]"
     )
+    if args.pairs < 6:
+        print("few pairs: single runs here spread by a third; take 10 or more")
     return 0
 
 
