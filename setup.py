@@ -1,7 +1,8 @@
 """The C extension archive._native (native/): everything else is in pyproject.toml.
 
 Optional on purpose: without a C compiler or Python's headers the build goes on
-without it, and archive/store/place.py's pure-Python twin does the same work.
+without it, and the pure-Python twins (archive/store/place.py, archive/store/scan.py,
+archive/dicom/header.py) do the same work; archive/native.py picks.
 ``.ci/run`` installs both, and the tests fail under CI=true if it is missing.
 """
 

@@ -1,4 +1,4 @@
-# Stub of the C extension built from native/_native.c (see archive/store/place.py).
+# Stub of the C extension built from native/ (see archive/native.py for the twins).
 import os
 from collections.abc import Iterable, Sequence
 
