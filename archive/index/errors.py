@@ -83,10 +83,14 @@ class IndexFlushError(IndexClosedError):
 
 class _SchemaMismatch(ArchiveError):
     """The database's schema version (``found``) is not the one this code knows
-    (``supported``); ``problem`` says which way, and what to do."""
+    (``supported``); each kind's ``mismatch`` says which way, and what to do."""
 
-    def __init__(self, path: str, found: int, supported: int, problem: str) -> None:
-        super().__init__(f"{path}: index schema version {found} {problem}")
+    #: The end of the message, formatted with ``supported``.
+    mismatch: ClassVar[str]
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        detail = self.mismatch.format(supported=supported)
+        super().__init__(f"{path}: index schema version {found} {detail}")
         self.path = path
         self.found = found
         self.supported = supported
@@ -100,13 +104,10 @@ class SchemaVersionError(_SchemaMismatch):
     """
 
     code: ClassVar[str] = "index.schema_too_new"
-
-    def __init__(self, path: str, found: int, supported: int) -> None:
-        problem = (
-            f"is newer than this archive-node supports ({supported}); "
-            "upgrade archive-node or restore a backup"
-        )
-        super().__init__(path, found, supported, problem)
+    mismatch: ClassVar[str] = (
+        "is newer than this archive-node supports ({supported}); "
+        "upgrade archive-node or restore a backup"
+    )
 
 
 class SchemaOutdatedError(_SchemaMismatch):
@@ -114,10 +115,6 @@ class SchemaOutdatedError(_SchemaMismatch):
     migrating, which a look does not do (a node may be serving the index)."""
 
     code: ClassVar[str] = "index.schema_outdated"
-
-    def __init__(self, path: str, found: int, supported: int) -> None:
-        problem = (
-            f"is older than this archive-node's ({supported}): "
-            "reading it here would mean migrating it"
-        )
-        super().__init__(path, found, supported, problem)
+    mismatch: ClassVar[str] = (
+        "is older than this archive-node's ({supported}): reading it here would mean migrating it"
+    )
