@@ -31,6 +31,20 @@ def require_tool(name: str) -> str:
     return path
 
 
+def assert_native_chosen(chosen: object, name: str, twin: object) -> None:
+    """``chosen`` is ``archive._native.<name>`` (``twin`` under ``ARCHIVE_NATIVE=0``).
+    Where the extension was not built: skip locally, fail in CI (``.ci/run``
+    installs a C compiler and Python's headers), as :func:`require_tool` does."""
+    try:
+        from archive import _native
+    except ImportError:  # pragma: no cover - only where no C compiler built it
+        if IN_CI:
+            pytest.fail("archive._native was not built: .ci/run installs gcc and headers")
+        pytest.skip("archive._native not built (no C compiler): the twins run")
+    native = os.environ.get("ARCHIVE_NATIVE", "1") != "0"
+    assert chosen is (getattr(_native, name) if native else twin)
+
+
 class RunningNode:
     """A :class:`Server` on 127.0.0.1 with its own event loop in a daemon thread."""
 

@@ -13,7 +13,6 @@ on the inflated output).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,13 +23,12 @@ from hypothesis import strategies as st
 from archive.dicom import header
 from archive.dicom.header import HeaderError, HeaderReader
 from archive.dicom.wire import ITEM, ITEM_DELIMITATION, SEQUENCE_DELIMITATION
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, assert_native_chosen
 from tests.dicom.header_helpers import (
     BIG,
     DEFLATED,
     EXPLICIT,
     IMPLICIT,
-    NATIVE,
     deflate,
     element,
     item,
@@ -38,12 +36,13 @@ from tests.dicom.header_helpers import (
 )
 from tests.dicom.test_header_properties import (
     CORPUS,
+    MUTATIONS,
+    RANDOM_BYTES,
     SETTINGS,
     Sample,
     _mutate,
     cut,
     data_sets,
-    edit_lists,
     samples,
 )
 
@@ -71,14 +70,7 @@ STATE = ("_skip", "_want", "_depth", "_un_depth", "_held", "_pending", "_capture
 
 
 def test_the_c_walk_is_built_and_chosen() -> None:
-    if _native is None:
-        if IN_CI:
-            pytest.fail("archive._native was not built: .ci/run installs gcc and headers")
-        pytest.skip("archive._native not built (no C compiler): the twin runs")
-    if os.environ.get("ARCHIVE_NATIVE", "1") != "0":
-        assert header._walk is _native.header_walk
-    else:
-        assert header._walk is HeaderReader._parse
+    assert_native_chosen(header._walk, "header_walk", HeaderReader._parse)
 
 
 @contextlib.contextmanager
@@ -147,7 +139,8 @@ def test_corpus_byte_by_byte(sample: Sample) -> None:
     data = sample.data[:6000]  # the header and past it: enough for every state
     outcome = assert_twins(sample.ts, [data[i : i + 1] for i in range(len(data))])
     whole = assert_twins(sample.ts, [sample.data])
-    assert whole[-1] != outcome[-1] or len(data) == len(sample.data)  # both outcomes seen
+    # The prefix ends inside the data set: the truncation path was compared too.
+    assert whole[-1] != outcome[-1] or len(data) == len(sample.data)
 
 
 @needs_native
@@ -163,11 +156,7 @@ def test_generated_data_sets(generated: tuple[str, bytes, Any], points: list[int
 
 @needs_native
 @SETTINGS
-@given(
-    sample=samples,
-    edits=edit_lists,
-    points=st.lists(st.integers(min_value=0, max_value=40_000), max_size=6),
-)
+@given(**MUTATIONS)
 def test_mutated_data_sets(
     sample: Sample, edits: list[tuple[int, int, int]], points: list[int]
 ) -> None:
@@ -204,11 +193,7 @@ def test_random_element_streams(
 
 @needs_native
 @SETTINGS
-@given(
-    ts=st.sampled_from([*NATIVE, "1.2.840.10008.1.2.4.50"]),
-    blob=st.binary(max_size=600),
-    points=st.lists(st.integers(min_value=0, max_value=600), max_size=8),
-)
+@given(**RANDOM_BYTES)
 def test_random_bytes(ts: str, blob: bytes, points: list[int]) -> None:
     assert_twins(ts, cut(blob, points))
 

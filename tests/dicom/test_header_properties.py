@@ -330,12 +330,16 @@ def test_bytes_after_a_whole_data_set_never_change_the_attributes(
         assert got == (0xC000, AFTER)
 
 
+#: A transfer syntax, random bytes and points to split them at (the twin test's too).
+RANDOM_BYTES = {
+    "ts": st.sampled_from([*NATIVE, "1.2.840.10008.1.2.4.50"]),
+    "blob": st.binary(max_size=600),
+    "points": st.lists(st.integers(min_value=0, max_value=600), max_size=8),
+}
+
+
 @SETTINGS
-@given(
-    ts=st.sampled_from([*NATIVE, "1.2.840.10008.1.2.4.50"]),
-    blob=st.binary(max_size=600),
-    points=st.lists(st.integers(min_value=0, max_value=600), max_size=8),
-)
+@given(**RANDOM_BYTES)
 def test_random_bytes(ts: str, blob: bytes, points: list[int]) -> None:
     whole = outcome(ts, [blob])
     if isinstance(whole, tuple):
@@ -393,12 +397,16 @@ edit_lists = st.lists(
 )
 
 
+#: A sample, edits to it and points to split it at (the native twin test's too).
+MUTATIONS = {
+    "sample": samples,
+    "edits": edit_lists,
+    "points": st.lists(st.integers(min_value=0, max_value=40_000), max_size=6),
+}
+
+
 @SETTINGS
-@given(
-    sample=samples,
-    edits=edit_lists,
-    points=st.lists(st.integers(min_value=0, max_value=40_000), max_size=6),
-)
+@given(**MUTATIONS)
 def test_mutated_data_sets(
     sample: Sample, edits: list[tuple[int, int, int]], points: list[int]
 ) -> None:

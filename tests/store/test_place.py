@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archive.store import FileStore, StoreError, place, relative_path
-from tests.conftest import IN_CI
+from tests.conftest import assert_native_chosen
 from tests.store.helpers import dirty_pages, needs_cachestat, skip_unless_cache_drops, twins
 
 #: write_and_link's signature: (fd, path, chunks, final, folders[, advise_from]).
@@ -46,13 +46,9 @@ def implementations() -> dict[str, WriteAndLink]:
 
 def test_the_extension_is_built_and_chosen() -> None:
     """Where a compiler is at hand (CI installs one) the C code must be what runs."""
-    if _native is None:
-        if IN_CI:
-            pytest.fail("archive._native was not built: .ci/run installs gcc and headers")
-        pytest.skip("archive._native not built (no C compiler): the twin runs")
-    if os.environ.get("ARCHIVE_NATIVE", "1") != "0":
-        assert place.IMPLEMENTATION == "native"
-        assert place.write_and_link is _native.write_and_link
+    assert_native_chosen(place.write_and_link, "write_and_link", place.write_and_link_py)
+    native = os.environ.get("ARCHIVE_NATIVE", "1") != "0"
+    assert ("native" if native else "python") == place.IMPLEMENTATION
 
 
 def _closed(fd: int) -> bool:
