@@ -35,7 +35,7 @@ from pathlib import Path
 import qr_servers as qr
 from common import DCMTK_ENV, running
 from datasets import CT, PARTS, SMALL, DataSet, ensure
-from ingest import _archive_count
+from ingest import archive_count
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKTREE = "WORKTREE"
@@ -107,7 +107,7 @@ def one_run(code: Path, env: dict[str, str], data: DataSet, parts: int, assocs: 
         for client in clients:
             client.wait(600)
         seconds = time.perf_counter() - started
-    stored = _archive_count(folder)
+    stored = archive_count(folder)
     if stored != sent:
         raise RunFailed(f"{label}: {stored} stored of {sent} (its folder and logs kept in {work})")
     shutil.rmtree(folder, ignore_errors=True)

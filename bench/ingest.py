@@ -93,7 +93,7 @@ def _rows(db: Path, table: str) -> int:
         return int(n)
 
 
-def _archive_count(folder: Path) -> int:
+def archive_count(folder: Path) -> int:
     """Instance files, the index's row count (or ``archive stats``), no temp file left."""
     files = _files(folder / "instances", "*.dcm")
     leftovers = _files(folder / "tmp")
@@ -121,7 +121,7 @@ def servers() -> list[Server]:
     return [
         Server(
             "archive-node", "ARCHIVE",
-            qr.archive_argv, None, PARTS, None, _archive_count,
+            qr.archive_argv, None, PARTS, None, archive_count,
         ),
         Server(
             "storescp", "STORESCP",
