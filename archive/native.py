@@ -19,18 +19,18 @@ __all__ = ["ENABLED", "EXTENSION", "IMPLEMENTATION", "choose"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
-_module: ModuleType | None
+#: The extension, None where it was not built; also when its functions are not
+#: used, for a C function's set-up (the tests compare it with its twin then too).
+EXTENSION: ModuleType | None
 try:
-    from archive import _native as _module
+    from archive import _native as EXTENSION
 except ImportError:  # built without a C compiler: the twins do it
-    _module = None
+    EXTENSION = None
 
-#: The extension, built or not used: where a C function needs its set-up (the
-#: tests compare it with its twin even under ``ARCHIVE_NATIVE=0``).
-EXTENSION: ModuleType | None = _module
 #: Whether the C functions are used.
-ENABLED = _module is not None and os.environ.get("ARCHIVE_NATIVE", "1") != "0"
-#: "native" or "python": which implementation :func:`choose` gives.
+ENABLED = EXTENSION is not None and os.environ.get("ARCHIVE_NATIVE", "1") != "0"
+#: "native" or "python": which implementation :func:`choose` gives (but for a
+#: function an extension built from older sources lacks).
 IMPLEMENTATION = "native" if ENABLED else "python"
 
 
@@ -40,6 +40,6 @@ def choose(name: str, twin: F) -> F:
     Also the twin when the extension lacks the function (built from older
     sources: ``make dev`` rebuilds it); the tests fail under CI then.
     """
-    if ENABLED and _module is not None:
-        return cast(F, getattr(_module, name, twin))
+    if ENABLED and EXTENSION is not None:
+        return cast(F, getattr(EXTENSION, name, twin))
     return twin
