@@ -581,10 +581,10 @@ def test_a_large_file_has_all_its_writeback_started_when_placed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, twin: bool
 ) -> None:
     """Batched: no page of a file written behind the receiver is left dirty once it
-    is placed (but one per write: see below), its tail's neither (each write ends
-    with POSIX_FADV_DONTNEED, which on dirty pages starts their writeback), so the
-    batch's flush after the index's row waits for little. Small files are left
-    to the flush."""
+    is placed (but the folio each write began in: see below), its tail's neither
+    (each write ends with POSIX_FADV_DONTNEED, which on dirty pages starts their
+    writeback), so the batch's flush after the index's row waits for little.
+    Small files are left to the flush."""
     if twin:
         monkeypatch.setattr(place, "write_and_link", place.write_and_link_py)
     writes = 1  # the tail's, in the placement
