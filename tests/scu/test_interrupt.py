@@ -35,9 +35,29 @@ EXIT_TIMEOUT = 20.0
 #: ``archive`` from this tree, in a child; ``PATCH`` (Python source) runs first.
 RUN_CLI = """\
 import os, sys
+exec(os.environ["NOTICE"])
 exec(os.environ.get("PATCH", ""))
 from archive.cli import main
 sys.exit(main(sys.argv[1:]))
+"""
+#: Runs first in every child: each SIGINT the command takes in says "interrupt"
+#: on stderr, so a test waits for the child to have heeded one rather than for
+#: a while; ``NOTICED`` is set then too, for patches that wait for it.
+NOTICE = """
+import asyncio, sys
+import archive.scu.query as query
+NOTICED = []
+real_set = query.Interrupt.set
+def noticing_set(self):
+    real_set(self)
+    print("interrupt", file=sys.stderr, flush=True)
+    for event in NOTICED:
+        event.set()
+query.Interrupt.set = noticing_set
+def noticed():
+    event = asyncio.Event()
+    NOTICED.append(event)
+    return event
 """
 
 
@@ -47,7 +67,7 @@ def cli() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     children: list[subprocess.Popen[str]] = []
 
     def start(args: Sequence[str], patch: str = "") -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PATCH": patch}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "NOTICE": NOTICE, "PATCH": patch}
         child = subprocess.Popen(
             [sys.executable, "-c", RUN_CLI, *args],
             stdin=subprocess.DEVNULL,
@@ -66,12 +86,15 @@ def cli() -> Iterator[Callable[..., subprocess.Popen[str]]]:
             child.communicate()
 
 
-def interrupt(child: subprocess.Popen[str], times: int = 1) -> tuple[str, str]:
-    """SIGINT ``times`` (a moment apart), then the child's stdout and stderr."""
-    for i in range(times):
-        if i:
-            time.sleep(0.3)
+def interrupt(
+    child: subprocess.Popen[str], times: int = 1, then: Callable[[], object] = lambda: None
+) -> tuple[str, str]:
+    """SIGINT ``times``, each once the last was heeded, ``then()``; the child's
+    stdout and stderr."""
+    for _ in range(times):
         child.send_signal(signal.SIGINT)
+        wait_for(child, "interrupt")
+    then()
     out, err = child.communicate(timeout=EXIT_TIMEOUT)
     return out, err
 
@@ -98,17 +121,20 @@ def test_store_ctrl_c_finishes_the_file_in_flight_and_sends_no_more(
     folder = tmp_path / "in"
     for i in range(5):
         make_instance(folder / f"{i}.dcm")
-    storing = threading.Event()
+    storing, answer = threading.Event(), threading.Event()
 
-    def slow(event: Any) -> int:
+    def held(event: Any) -> int:
         storing.set()
-        time.sleep(0.5)  # the SIGINT arrives while this one is in flight
+        answer.wait(EXIT_TIMEOUT)  # answered once the child has heeded the SIGINT
         return 0
 
-    scp = pyscp_factory(slow)
-    child = cli(["store", "--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder)])
-    assert storing.wait(EXIT_TIMEOUT)
-    out, err = interrupt(child)
+    scp = pyscp_factory(held)
+    try:
+        child = cli(["store", "--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder)])
+        assert storing.wait(EXIT_TIMEOUT)
+        out, err = interrupt(child, then=answer.set)
+    finally:
+        answer.set()
     first = "sent 1, failed 0, skipped 0 of 5 file(s); "
     assert_interrupted(child, out, err, "store", first, "interrupted: 4 file(s) not sent")
     assert len(scp.received) == 1
@@ -145,15 +171,17 @@ def test_store_second_ctrl_c_aborts_at_once(
 
 # ---- archive import ---------------------------------------------------------------------------
 
-#: Each file's import reports itself done on stderr, then takes a while longer.
+#: Each file's import reports itself done on stderr, then ends only once the
+#: child has heeded a SIGINT (bounded).
 SLOW_IMPORT = """
 import asyncio, sys
 import archive.importer as importer
 real_import_one = importer.import_one
 async def import_one(*args):
+    heeded = noticed()
     result = await real_import_one(*args)
     print("imported one", file=sys.stderr, flush=True)
-    await asyncio.sleep(0.5)
+    await asyncio.wait_for(heeded.wait(), 20)
     return result
 importer.import_one = import_one
 """
