@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TypeVar, cast
 
-__all__ = ["ENABLED", "EXTENSION", "IMPLEMENTATION", "choose"]
+__all__ = ["ENABLED", "EXTENSION", "choose"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -29,9 +29,6 @@ except ImportError:  # built without a C compiler: the twins do it
 
 #: Whether the C functions are used.
 ENABLED = EXTENSION is not None and os.environ.get("ARCHIVE_NATIVE", "1") != "0"
-#: "native" or "python": which implementation :func:`choose` gives (but for a
-#: function an extension built from older sources lacks).
-IMPLEMENTATION = "native" if ENABLED else "python"
 
 
 def choose(name: str, twin: F) -> F:

@@ -18,7 +18,7 @@ import operator
 import os
 from collections.abc import Sequence
 
-from archive.native import IMPLEMENTATION, choose
+from archive.native import choose
 
 __all__ = ["IMPLEMENTATION", "Chunk", "write_all", "write_and_link", "write_and_link_py"]
 
@@ -118,3 +118,5 @@ def write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
 
 
 write_and_link = choose("write_and_link", write_and_link_py)
+#: "native" or "python": which of the two :data:`write_and_link` is.
+IMPLEMENTATION = "python" if write_and_link is write_and_link_py else "native"
