@@ -313,11 +313,19 @@ class Server:
             channel=operation.channel if operation else None,
             extended=negotiated.extended.get(context.abstract_syntax, b""),
         )
-        provider = self.registry.provider_for(command)
+        provider = self.registry.provider_for(command, context.abstract_syntax)
         if provider is None:
+            # No such operation for this SOP Class here (a C-STORE on a Q/R
+            # context, a C-ECHO on a storage one, a C-FIND where Q/R is off).
+            log.warning(
+                "%s on presentation context %d (%s): not served, refused",
+                type(command).__name__,
+                received.context_id,
+                uid_name(context.abstract_syntax),
+            )
             await self._refuse(
                 assoc, received, dataset, Status.SOP_CLASS_NOT_SUPPORTED,
-                "no provider for this operation here",
+                "operation not served for this SOP Class",
             )  # fmt: skip
             return
         try:

@@ -14,7 +14,7 @@ C-STORE sub-operations through a :class:`StoreTarget` on the same association
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import msgspec
@@ -162,10 +162,26 @@ def failure(command: Command, status: int, comment: str) -> Response | None:
 
 
 class Registry:
-    """Which provider serves which request type."""
+    """Which provider serves which request type, and for which SOP Classes.
 
-    def __init__(self, providers: Mapping[type, Provider]) -> None:
+    A request type given ``classes`` is served only on presentation contexts of
+    those SOP Classes: an operation belongs to its class's service class (PS3.4),
+    so a C-STORE on a Verification or Q/R context, or a C-ECHO on a storage one,
+    finds no provider (the server answers 0122, SOP Class not supported). A type
+    without ``classes`` is served on any context.
+    """
+
+    def __init__(
+        self,
+        providers: Mapping[type, Provider],
+        classes: Mapping[type, Collection[str]] | None = None,
+    ) -> None:
         self._providers = dict(providers)
+        self._classes = dict(classes or {})
 
-    def provider_for(self, command: Command) -> Provider | None:
+    def provider_for(self, command: Command, sop_class_uid: str) -> Provider | None:
+        """The provider of ``command`` on a context of ``sop_class_uid``, or None."""
+        served = self._classes.get(type(command))
+        if served is not None and sop_class_uid not in served:
+            return None
         return self._providers.get(type(command))

@@ -9,12 +9,23 @@ import struct
 import pytest
 from pydicom.dataset import Dataset
 
-from archive.dicom.dimse import CFindRq, CFindRsp, CStoreRq, CStoreRsp, command_pdus
+from archive.dicom.dimse import (
+    CEchoRq,
+    CEchoRsp,
+    CFindRq,
+    CFindRsp,
+    CMoveRq,
+    CMoveRsp,
+    CStoreRq,
+    CStoreRsp,
+    command_pdus,
+)
 from archive.dicom.dimse.command import Command, decode_command
 from archive.dicom.uids import (
     EXPLICIT_VR_LE,
     PATIENT_ROOT_QR_FIND,
     STUDY_ROOT_QR_FIND,
+    STUDY_ROOT_QR_MOVE,
     VERIFICATION,
 )
 from tests.conftest import RunningNode
@@ -26,6 +37,7 @@ from tests.store.helpers import (
     SECONDARY_CAPTURE,
     SUCCESS,
     Item,
+    all_rows,
     data_dir,
     encode_dataset,
     instance_files,
@@ -108,6 +120,72 @@ def test_a_find_under_another_model_than_its_context_is_0122(
         assert isinstance(rsp, CFindRsp)
         assert rsp.status == SOP_CLASS_NOT_SUPPORTED
         assert rsp.message_id_being_responded_to == 3
+
+
+@pytest.mark.parametrize("sop_class", [VERIFICATION, STUDY_ROOT_QR_FIND])
+def test_a_store_on_a_context_of_another_service_class_is_0122(
+    node: RunningNode, sop_class: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A C-STORE naming its context's class, but a class of no storage service
+    (Verification, a Q/R model): 0122 (PS3.7 C.5), no file and no row, and the
+    association goes on. It was stored and indexed under that class."""
+    item = Item.of(make_dataset(sop_class=sop_class, pixel_bytes=64), EXPLICIT_VR_LE)
+    peer, context_id = raw_association(node, sop_class)
+    with peer, caplog.at_level("WARNING", logger="archive.net"):
+        rsp = _store(peer, context_id, item)
+        assert rsp.status == SOP_CLASS_NOT_SUPPORTED
+        assert rsp.affected_sop_instance_uid == item.uid
+        if sop_class == VERIFICATION:
+            echo = _send(
+                peer, context_id, CEchoRq(message_id=2, affected_sop_class_uid=sop_class), None
+            )
+            assert isinstance(echo, CEchoRsp)
+            assert echo.status == SUCCESS
+    root = data_dir(node)
+    assert instance_files(root) == []
+    assert leftovers(root) == []
+    assert all_rows(root) == {}
+    assert any("not served" in r.getMessage() for r in caplog.records)
+
+
+def test_an_echo_on_a_storage_context_is_0122(node: RunningNode) -> None:
+    """C-ECHO is Verification's (PS3.4 A): on a CT Image context, under CT Image,
+    0122; a store on the same context then succeeds."""
+    good = Item.of(make_dataset(pixel_bytes=64), EXPLICIT_VR_LE)
+    peer, context_id = raw_association(node)
+    with peer:
+        rsp = _send(peer, context_id, CEchoRq(message_id=1, affected_sop_class_uid=CT_IMAGE), None)
+        assert isinstance(rsp, CEchoRsp)
+        assert rsp.status == SOP_CLASS_NOT_SUPPORTED
+        assert _store(peer, context_id, good, 2).status == SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("context", "command"),
+    [
+        (
+            STUDY_ROOT_QR_FIND,
+            CMoveRq(
+                message_id=4, affected_sop_class_uid=STUDY_ROOT_QR_FIND, move_destination="NOWHERE"
+            ),
+        ),
+        (STUDY_ROOT_QR_MOVE, CFindRq(message_id=4, affected_sop_class_uid=STUDY_ROOT_QR_MOVE)),
+    ],
+)
+def test_a_qr_request_on_a_model_of_another_operation_is_0122(
+    node: RunningNode, context: str, command: Command
+) -> None:
+    """A C-MOVE on a FIND model's context, a C-FIND on a MOVE model's: 0122, not
+    served as the operation the context was not negotiated for."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = "1.2.3"
+    peer, context_id = raw_association(node, context)
+    with peer:
+        rsp = _send(peer, context_id, command, encode_dataset(identifier, EXPLICIT_VR_LE))
+        assert isinstance(rsp, CMoveRsp if isinstance(command, CMoveRq) else CFindRsp)
+        assert rsp.status == SOP_CLASS_NOT_SUPPORTED
+        assert rsp.message_id_being_responded_to == 4
 
 
 def test_a_store_without_a_data_set_is_c000(
