@@ -361,8 +361,9 @@ class Association:
             await self.conn.drain(self.timeouts.network)
         except TimeoutError:
             self.timed_out("peer stopped reading")
-            # Close now: the A-ABORT cannot reach a peer that reads nothing.
-            self.conn.close()
+            # Cut now: the A-ABORT cannot reach a peer that reads nothing, and
+            # a close would wait for it to read what is queued.
+            self.conn.abort()
             raise AssociationTimeout(f"peer read nothing for {self.timeouts.network:g} s") from None
 
     # ---- ending -----------------------------------------------------------------------

@@ -29,6 +29,10 @@ from archive.dicom.ul.machine import UpperLayer
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
+#: Seconds a closed connection may take to hand the peer what is still queued
+#: (an A-ABORT, an A-RELEASE-RP) before it is cut.
+CLOSE_GRACE = 10.0
+
 # Where reads go between large PDUs: one buffer per thread (per event loop), as a
 # read into it and its report (buffer_updated) never interleave with another's.
 _scratches = threading.local()
@@ -87,6 +91,7 @@ class Connection(asyncio.BufferedProtocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._sock: socket.socket | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
         #: Re-arm QUICKACK after every read (while a data set streams in).
         self.quickack_on_read = False
 
@@ -137,6 +142,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -262,5 +270,20 @@ class Connection(asyncio.BufferedProtocol):
             await waiter
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        """Close once what is queued is written; cut after :data:`CLOSE_GRACE`.
+
+        A peer that reads nothing would otherwise keep the socket (and its
+        queued bytes) open for good: the transport closes only once its write
+        buffer has drained.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.close()
+        if not self.closed and transport.get_write_buffer_size():
+            self._close_timer = self._loop.call_later(CLOSE_GRACE, self.abort)
+
+    def abort(self) -> None:
+        """Close at once, dropping whatever is still queued (the kernel sends RST)."""
+        if self.transport is not None and not self.closed:
+            self.transport.abort()

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any
+from typing import Any, cast
+
+import pytest
 
 from archive.dicom.ul.framing import FrameReader
 from archive.dicom.ul.machine import Role, UpperLayer
+from archive.net import connection as connection_module
 from archive.net.connection import Connection
 
 LENGTH = 200_000
@@ -18,6 +21,21 @@ class FakeTransport:
     def __init__(self) -> None:
         self.paused = 0
         self.resumed = 0
+        self.queued = 0  # bytes the peer has not read yet
+        self.closing = False
+        self.aborted = False
+
+    def get_write_buffer_size(self) -> int:
+        return self.queued
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 1) if name == "peername" else default
@@ -146,3 +164,25 @@ def test_reading_pauses_over_the_high_water_mark_with_whole_pdus_only() -> None:
         assert transport.paused == 1
 
     asyncio.run(main())
+
+
+def test_a_close_with_bytes_the_peer_does_not_read_is_cut_after_the_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close() lets the transport write out what is queued, but not for good: a
+    peer that reads nothing is cut (abort) after CLOSE_GRACE. One that reads, or
+    a close with nothing queued, is never cut."""
+    monkeypatch.setattr(connection_module, "CLOSE_GRACE", 0.05)
+
+    async def scenario() -> None:
+        stuck, drained, idle = connection(), connection(), connection()
+        transports = [cast(FakeTransport, c.transport) for c in (stuck, drained, idle)]
+        transports[0].queued = transports[1].queued = 1000
+        for conn in (stuck, drained, idle):
+            conn.close()
+        assert [t.closing for t in transports] == [True, True, True]
+        drained.connection_lost(None)  # the peer read it all: the transport is gone
+        await asyncio.sleep(0.2)
+        assert [t.aborted for t in transports] == [True, False, False]
+
+    asyncio.run(scenario())

@@ -7,6 +7,7 @@ VmRSS from /proc/self/status measures it, with pytest's share held constant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import selectors
 import socket
@@ -25,6 +26,7 @@ from tests.net.rawpeer import (
     A_RELEASE_RQ,
     RawPeer,
     associate_rq,
+    echo_pdu,
     pynetdicom_echo,
     rj_bytes,
     wait_until,
@@ -220,3 +222,49 @@ def test_our_scu_sees_limit_rejection(node_factory: NodeFactory) -> None:
             )
 
     asyncio.run(main())
+
+
+def server_side_connections(port: int) -> int:
+    """TCP connections (not the listener) whose local port is ``port``, from /proc."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as lines:
+            for line in list(lines)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if int(local.rsplit(":", 1)[1], 16) == port and state != "0A":  # 0A: LISTEN
+                    count += 1
+    return count
+
+
+def test_a_peer_that_never_reads_is_cut_off(node_factory: NodeFactory) -> None:
+    """A peer sends requests and reads none of the answers: once the answers have
+    waited the network timeout, the node cuts the connection (RST), not only its
+    association. A close alone waits for the peer to read what is queued: each
+    such peer kept a server socket open for good, beyond max_associations."""
+    node = node_factory(toml="[timeouts]\nartim = 1\nnetwork = 1\n")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    try:
+        sock.connect((node.host, node.port))
+        sock.settimeout(5)
+        sock.sendall(associate_rq())
+        assert sock.recv(1) == b"\x02"  # A-ASSOCIATE-AC (the rest is never read)
+        echoes = b"".join(echo_pdu(1, i + 1) for i in range(1000))
+        sock.settimeout(0.2)
+        cut = False
+        deadline = time.monotonic() + 15
+        while not cut and time.monotonic() < deadline:
+            try:
+                sock.send(echoes)
+            except TimeoutError:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                cut = True
+            else:
+                time.sleep(0.01)
+            cut = cut or server_side_connections(node.port) == 0
+        assert cut, "the node still holds the connection"
+        wait_until(lambda: server_side_connections(node.port) == 0, 5, "server socket gone")
+        wait_until(lambda: active(node) == 0, 5, "association gone")
+    finally:
+        sock.close()
