@@ -225,6 +225,20 @@ def test_accepted_errors(
     assert info.value.reject is None
 
 
+@pytest.mark.parametrize("max_length", [1, 6])
+def test_an_acceptor_limit_with_no_room_for_data_aborts(max_length: int) -> None:
+    rq = build_request("A", "B", [(CT, [ELE])], max_pdu_length=0)
+    ac = AAssociateAc(
+        called_ae="B",
+        calling_ae="A",
+        contexts=(PresentationContextAc(1, 0, ELE),),
+        user_info=UserInformation(max_length=max_length),
+    )
+    with pytest.raises(RemoteProtocolError, match="leaves no room for data") as info:
+        accepted(rq, ac)
+    assert info.value.abort == (AbortSource.SERVICE_PROVIDER, AbortReason.INVALID_PDU_PARAMETER)
+
+
 def test_accepted_roles() -> None:
     rq = build_request(
         "A",

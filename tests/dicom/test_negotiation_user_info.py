@@ -18,9 +18,11 @@ from archive.dicom.ul.negotiation import (
     accepted,
     build_request,
     default_acceptor_policy,
+    negotiate,
 )
 from archive.dicom.ul.pdu import (
     APPLICATION_CONTEXT,
+    AAssociateRj,
     AsyncOperationsWindow,
     ContextResult,
     PresentationContextAc,
@@ -36,6 +38,7 @@ from tests.dicom.negotiation_helpers import (
     ILE,
     MR,
     ONE_CT,
+    POLICY,
     WORKLIST_FIND,
     accept,
     rq_for,
@@ -64,6 +67,20 @@ def test_user_information_reply() -> None:
 def test_peer_without_limit(max_length: int | None) -> None:
     _, negotiated = accept(rq_for(ONE_CT, max_length=max_length))
     assert negotiated.peer_max_pdu == 0
+
+
+@pytest.mark.parametrize("max_length", [1, 6])
+def test_a_peer_limit_with_no_room_for_data_is_rejected(max_length: int) -> None:
+    """A Maximum Length Received of 1-6 leaves no byte for data after a PDV item's
+    six-byte header: no answer could be framed, so the association is rejected
+    (permanent, service user, no reason given) before any request is carried out."""
+    result = negotiate(rq_for(ONE_CT, max_length=max_length), POLICY)
+    assert result == AAssociateRj(1, 1, 1)
+
+
+def test_the_smallest_useful_peer_limit_is_accepted() -> None:
+    _, negotiated = accept(rq_for(ONE_CT, max_length=7))
+    assert negotiated.peer_max_pdu == 7
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,7 @@ from archive.dicom.uids import (
     STUDY_ROOT_QR_FIND,
     VERIFICATION,
 )
+from archive.dicom.ul.pdata import PDV_OVERHEAD
 from archive.dicom.ul.pdu import (
     APPLICATION_CONTEXT,
     AAssociateAc,
@@ -226,6 +227,12 @@ def default_acceptor_policy(config: Config) -> AcceptorPolicy:
 # --- acceptor ----------------------------------------------------------------------
 
 
+def _no_room(max_length: int | None) -> bool:
+    """A peer's Maximum Length Received (PS3.8 D.1; 0 or absent: no limit) too
+    small for one byte of data after a PDV item's header."""
+    return max_length is not None and 0 < max_length <= PDV_OVERHEAD
+
+
 def _reject(result: RejectResult, source: RejectSource, reason: RejectReason) -> AAssociateRj:
     return AAssociateRj(result=result, source=source, reason=reason)
 
@@ -307,6 +314,12 @@ def negotiate(
             RejectResult.PERMANENT,
             RejectSource.SERVICE_USER,
             RejectReason.CALLING_AE_NOT_RECOGNIZED,
+        )
+    if _no_room(rq.user_info.max_length):
+        # Answers could not be framed: refused here rather than failing at the
+        # first response, after the request it answers has been carried out.
+        return _reject(
+            RejectResult.PERMANENT, RejectSource.SERVICE_USER, RejectReason.NO_REASON_GIVEN
         )
     _check_context_ids(rq.contexts)
 
@@ -541,6 +554,12 @@ def accepted(rq: AAssociateRq, ac: AAssociateAc) -> Negotiated:
             AcceptedContext(item.id, context.abstract_syntax, item.transfer_syntax, scu, scp)
         )
     info = ac.user_info
+    if _no_room(info.max_length):
+        raise RemoteProtocolError(
+            f"A-ASSOCIATE-AC's Maximum Length Received {info.max_length} leaves no room"
+            " for data in a P-DATA-TF PDU",
+            abort=_INVALID_PARAMETER,
+        )
     # A window reply counts only when we proposed one (PS3.7 D.3.3.3).
     window = info.async_ops if rq.user_info.async_ops is not None else None
     return Negotiated(
