@@ -187,7 +187,10 @@ class Association:
             if ul.state is State.STA1_IDLE:
                 self.conn.close()
                 return Closed()
-            idle = ul.state is State.STA6_ESTABLISHED and not ul.artim_running
+            # Sta8 (the peer asked to release) runs no ARTIM (PS3.8 9.2): our
+            # operation may still answer, and a C-GET's peer still sends its
+            # C-STORE-RSPs (AR-7), so it waits as an established one does.
+            idle = ul.state in _IDLE_STATES and not ul.artim_running
             if idle:
                 # Idle timeout: restarts with every read (one into an unfinished
                 # PDU's buffer too: Connection.wait_readable's per_read).
@@ -386,6 +389,11 @@ class Association:
         self.ul.send(rj)
         self._set_outcome(Outcome.REJECTED, describe_reject(rj))
 
+    @property
+    def release_requested(self) -> bool:
+        """The peer asked to release (A-RELEASE indication) and awaits our answer."""
+        return self.ul.state is State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE
+
     async def answer_release(self) -> None:
         """Acceptor's A-RELEASE response, then wait (ARTIM) for the peer to close."""
         self.ul.send(AReleaseRp())
@@ -418,6 +426,9 @@ class Association:
         return time.monotonic() - self.started
 
 
+#: States whose wait for the peer is an idle timeout (restarted by every read),
+#: not a deadline from entering the state.
+_IDLE_STATES = frozenset({State.STA6_ESTABLISHED, State.STA8_AWAITING_LOCAL_RELEASE_RESPONSE})
 _ABORTABLE = frozenset(State) - {
     State.STA1_IDLE,
     State.STA2_TRANSPORT_OPEN,

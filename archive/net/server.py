@@ -189,11 +189,13 @@ class Server:
     async def _serve(self, assoc: Association) -> None:
         """The established association: requests in, responses out, until it ends."""
         operation: Operation | None = None
-        release = False  # an A-RELEASE-RQ came while an operation ran
         try:
             while True:
                 if operation is None:
-                    if release:
+                    # Also after a request whose data set an A-RELEASE-RQ cut
+                    # short (it was not carried out): the peer waits for our
+                    # answer, and no timer runs in Sta8.
+                    if assoc.release_requested:
                         await assoc.answer_release()
                         return
                     item = await assoc.receive()
@@ -227,11 +229,10 @@ class Server:
                 elif isinstance(item, DatasetFragment):
                     continue  # the rest of a data set nobody wanted; already answered
                 elif isinstance(item, AReleaseRq):
-                    # With an operation running, answer once it ends and read on
-                    # meanwhile (an abort); its responses may still go out (AR-7).
-                    release = True
-                    if operation is None:
-                        continue
+                    # Answered at the top; with an operation running, once it
+                    # ends, reading on meanwhile (an abort, a C-GET's C-STORE-RSPs):
+                    # its responses may still go out (AR-7).
+                    continue
                 else:
                     await assoc.wait_closed()
                     return
@@ -340,7 +341,9 @@ class Server:
                     if operation is not None and not pending:
                         operation.final_sent = True
         except DatasetInterrupted:
-            return  # the association is gone; the provider has cleaned up
+            # The association ended, or an A-RELEASE-RQ cut the data set short
+            # (_serve answers it); the provider has cleaned up.
+            return
 
     @staticmethod
     async def _refuse(
@@ -357,7 +360,7 @@ class Server:
                 async for _ in dataset:
                     pass
             except DatasetInterrupted:
-                return  # the association is gone
+                return  # the association ended, or a release came first (see _serve)
         response = failure(received.command, status, comment)
         if response is not None:
             await assoc.send(received.context_id, response.command)

@@ -30,10 +30,13 @@ from archive.dicom.dimse import (
     CStoreRq,
     DatasetFragment,
     Status,
+    decode_command,
+    message_pdus,
 )
 from archive.dicom.errors import AbortSource
+from archive.dicom.ul import codec
 from archive.dicom.ul.negotiation import default_acceptor_policy
-from archive.dicom.ul.pdu import AAbort, RoleSelection
+from archive.dicom.ul.pdu import AAbort, AAssociateAc, RoleSelection
 from archive.net import (
     AssociationAborted,
     AssociationTimeout,
@@ -46,12 +49,14 @@ from archive.net import (
 from archive.net.client import StoreHandler
 from archive.services import Registry, Request, Response, c_echo
 from archive.services.base import Provider
+from tests.net.rawpeer import A_RELEASE_RQ, RawPeer
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 FIND = uids.STUDY_ROOT_QR_FIND
 GET = uids.STUDY_ROOT_QR_GET
 ECHO = uids.VERIFICATION
 ELE = uids.EXPLICIT_VR_LE
+A_RELEASE_RP = bytes.fromhex("06 00 00000004 00000000")
 SHORT = Timeouts(artim=3.0, network=2.0, dimse=5.0, connect=3.0)
 
 
@@ -532,3 +537,44 @@ def test_matches_stop_when_the_scu_stops_reading(server_lines: AssociationLines)
     assert len(yielded) < total // 5, len(yielded)  # held back, not all buffered (was: all)
     assert lasted < 10.0
     assert server_lines.states == [True]  # closed when the association was logged
+
+
+def test_a_release_request_during_an_operation_is_answered_once_it_ends() -> None:
+    """A-RELEASE-RQ right after a C-FIND-RQ whose answer takes longer than ARTIM:
+    the operation's responses still go out (AR-7), then the A-RELEASE-RP. No timer
+    runs while the node owes the release its answer (Sta8, PS3.8 9.2); it had
+    aborted the operation after the ARTIM value."""
+
+    async def slow(request: Request) -> AsyncIterator[Response]:
+        command = request.command
+        assert isinstance(command, CFindRq)
+        yield match(command)
+        await asyncio.sleep(2.0)  # ARTIM is 1 s, the network timeout 1 s
+        yield final(command)
+
+    def peer(port: int) -> list[bytes]:
+        with RawPeer("127.0.0.1", port, timeout=10) as raw:
+            assert isinstance(raw.associate(contexts=[(FIND, [ELE])]), AAssociateAc)
+            for pdu in message_pdus(1, CFindRq(message_id=1, affected_sop_class_uid=FIND),
+                                    STUDY_LEVEL, 16384):  # fmt: skip
+                raw.send(bytes(pdu))
+            raw.send(A_RELEASE_RQ)
+            pdus = [raw.recv_pdu() for _ in range(3)]
+            raw.wait_closed(5)
+            return pdus
+
+    async def main() -> list[bytes]:
+        cfg = parse_config(
+            '[node]\nhost = "127.0.0.1"\nport = 0\n[timeouts]\nnetwork = 1.0\nartim = 1.0\n'
+        )
+        async with serving(cfg, default_acceptor_policy(cfg), Registry({CFindRq: slow})) as server:
+            return await asyncio.to_thread(peer, server.port)
+
+    pending, last, release = asyncio.run(main())
+    statuses = []
+    for pdu in (pending, last):
+        first = codec.decode(pdu).pdvs[0]  # type: ignore[union-attr]
+        assert first.control & 1  # a command PDV
+        statuses.append(decode_command(bytes(first.data)).status)  # type: ignore[attr-defined]
+    assert statuses == [Status.PENDING, Status.SUCCESS]
+    assert release == A_RELEASE_RP

@@ -5,6 +5,7 @@ stored, and the association going on (the next store on it succeeds)."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import pytest
 from pydicom.dataset import Dataset
@@ -29,7 +30,7 @@ from archive.dicom.uids import (
     VERIFICATION,
 )
 from tests.conftest import RunningNode
-from tests.net.rawpeer import RawPeer, p_data_pdu, wait_until
+from tests.net.rawpeer import A_RELEASE_RQ, RawPeer, p_data_pdu, wait_until
 from tests.store.helpers import (
     CANNOT_UNDERSTAND,
     CT_IMAGE,
@@ -48,6 +49,7 @@ from tests.store.helpers import (
 )
 
 SOP_CLASS_NOT_SUPPORTED = 0x0122
+A_RELEASE_RP = bytes.fromhex("06 00 00000004 00000000")
 
 
 def _send(peer: RawPeer, context_id: int, command: Command, data: bytes | None) -> Command:
@@ -229,3 +231,29 @@ def test_a_mismatch_names_the_offending_element_and_is_logged(
     messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(f"'{other.uid}' refused, status 0xA900" in m for m in messages), messages
     assert leftovers(data_dir(node)) == []
+
+
+def test_a_release_request_in_the_middle_of_a_data_set_is_answered_at_once(
+    node_factory: Callable[..., RunningNode],
+) -> None:
+    """A-RELEASE-RQ after the first fragment of a C-STORE's data set: the store is
+    not carried out (no file, no row, no response), and the release is answered at
+    once (A-RELEASE-RP). The node had kept the release unanswered and aborted after
+    the ARTIM value (here 20 s, longer than the wait)."""
+    node = node_factory(toml="[timeouts]\nartim = 20\n")
+    item = Item.of(make_dataset(pixel_bytes=64), EXPLICIT_VR_LE)
+    peer, context_id = raw_association(node)
+    with peer:
+        rq = CStoreRq(
+            message_id=1, affected_sop_class_uid=item.sop_class, affected_sop_instance_uid=item.uid
+        )
+        for pdu in command_pdus(context_id, rq, 65536):
+            peer.send(bytes(pdu))
+        peer.send(p_data_pdu(context_id, 0x00, item.data[:40]))  # not the last fragment
+        peer.send(A_RELEASE_RQ)
+        assert peer.recv_pdu(timeout=5) == A_RELEASE_RP
+        peer.wait_closed(5)
+    root = data_dir(node)
+    assert instance_files(root) == []
+    wait_until(lambda: leftovers(root) == [], 5, "no leftovers")
+    assert all_rows(root) == {}
