@@ -180,7 +180,7 @@ class Association:
         while True:
             event = ul.next_event()
             self.flush()
-            self.conn.consumed()
+            self.conn.consumed(starved=event is NEED_DATA)
             if event is not NEED_DATA:
                 self._note(event)
                 return event

@@ -191,9 +191,15 @@ class Connection(asyncio.BufferedProtocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def consumed(self) -> None:
-        """The machine has taken what it holds; resume reading if we had paused."""
-        if self._reading_paused and self.ul.buffered <= self._high_water // 2:
+    def consumed(self, *, starved: bool = False) -> None:
+        """The machine has taken what it holds; resume reading if we had paused.
+
+        ``starved``: it needs more bytes to go on, so what it holds is part of one
+        PDU only. Reading then resumes whatever that part weighs: a control PDU
+        (up to 1 MiB, an A-ASSOCIATE-RQ of many contexts) can outgrow a mark
+        set for a small Maximum Length Received, and a pause would wait for good.
+        """
+        if self._reading_paused and (starved or self.ul.buffered <= self._high_water // 2):
             self._reading_paused = False
             if self.transport is not None and not self.closed:
                 self.transport.resume_reading()

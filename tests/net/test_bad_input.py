@@ -19,7 +19,13 @@ import pytest
 
 from archive.config import Config
 from archive.dicom.dimse import CEchoRsp, decode_command
-from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, VERIFICATION
+from archive.dicom.uids import (
+    ACCEPTED_STORAGE_SOP_CLASSES,
+    ALL_TRANSFER_SYNTAXES,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    VERIFICATION,
+)
 from archive.dicom.ul import codec
 from archive.dicom.ul.pdu import (
     AAbort,
@@ -692,3 +698,28 @@ def test_invalid_calling_ae_title(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert raw in BAD_AE_ANSWERS, codec.decode(raw)
     assert_serving(node)
+
+
+@pytest.mark.parametrize("split", [None, 20_000])
+def test_a_large_associate_rq_in_two_reads_with_a_small_max_pdu_length(
+    node_factory: NodeFactory, split: int | None
+) -> None:
+    """An A-ASSOCIATE-RQ of 128 contexts (~30 kB) against a node whose Maximum Length
+    Received is 4096 (its read-pause mark then ~16 kB), arriving in two reads: the
+    node paused reading with part of the PDU held and waited for the rest for good
+    (no answer, closed after ARTIM). Now accepted either way."""
+    node = node_factory(toml="[timeouts]\nartim = 3\n[association]\nmax_pdu_length = 4096\n")
+    classes = sorted(ACCEPTED_STORAGE_SOP_CLASSES)[:128]
+    syntaxes = [EXPLICIT_VR_LE, IMPLICIT_VR_LE, *sorted(ALL_TRANSFER_SYNTAXES)[:6]]
+    rq = associate_rq(contexts=[(uid, syntaxes) for uid in classes])
+    assert len(rq) > 20_000 > 4 * (4096 + 6)  # the first part alone passes the mark
+    with RawPeer(node.host, node.port, timeout=10) as peer:
+        if split is None:
+            peer.send(rq)
+        else:
+            peer.send(rq[:split])
+            time.sleep(0.3)  # the node reads the first part alone
+            peer.send(rq[split:])
+        ac = peer.recv(timeout=2.5)  # within ARTIM
+        assert isinstance(ac, AAssociateAc)
+        assert len(ac.contexts) == 128
