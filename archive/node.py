@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -32,11 +33,27 @@ from archive.services import Ingest, StoreTarget, SubAssociationError, default_r
 from archive.services.base import Provider
 from archive.services.query import FindSettings, c_find_provider
 from archive.services.retrieve import Connect, MoveSettings, c_get_provider, c_move_provider
-from archive.store import FileStore, ScannedFile, scan_file
+from archive.store import DataFolderError, FileStore, ScannedFile, scan_file
 
 log = logging.getLogger("archive.node")
 
 INDEX_FILE = "index.sqlite"
+
+
+def _folder_problem(root: Path, exc: OSError | sqlite3.Error) -> str:
+    """``node.data_dir: cannot use ROOT: reason (path)``, for a failed open."""
+    if (
+        isinstance(exc, FileExistsError | NotADirectoryError)
+        and root.exists()
+        and not root.is_dir()
+    ):
+        reason, where = "not a folder", ""
+    elif isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""
+    else:
+        reason, where = f"index: {exc}", ""
+    return f"node.data_dir: cannot use {root}: {reason}{where}"
 
 
 class Storage:
@@ -82,8 +99,11 @@ class Storage:
                 duplicates=_policy(self.config.store.duplicates),
             )
             await self.recover()
-        except BaseException:
+        except BaseException as exc:
             await self.close()
+            if isinstance(exc, OSError | sqlite3.Error):
+                # Not a traceback, nor (serve) a "cannot listen": the folder named.
+                raise DataFolderError(_folder_problem(self.root, exc)) from exc
             raise
         return self
 

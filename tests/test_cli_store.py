@@ -820,6 +820,40 @@ def test_a_held_data_folder_is_a_one_line_error(
     assert not (held_data / "index.sqlite").exists()  # refused before touching anything
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check"],
+        ["reindex"],
+        ["import", "INSTANCE"],
+        ["serve", "--host", "127.0.0.1", "--port", "0"],
+    ],
+)
+@pytest.mark.parametrize("problem", ["a file", "under a file", "a broken index"])
+def test_an_unusable_data_folder_is_a_one_line_error_naming_it(
+    argv: list[str], problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No traceback (import, check, reindex), and not "cannot listen" (serve): the
+    key, the folder and the reason. A running node is not needed to see it."""
+    instance = tmp_path / "a.dcm"
+    make_instance(instance)
+    argv = [str(instance) if arg == "INSTANCE" else arg for arg in argv]
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"not a folder")
+    data, reason = {
+        "a file": (plain, "not a folder"),
+        "under a file": (plain / "data", "Not a directory"),
+        "a broken index": (tmp_path / "data", "index: file is not a database"),
+    }[problem]
+    if problem == "a broken index":
+        data.mkdir()
+        (data / "index.sqlite").write_bytes(b"\x42" * 5000)
+    assert main([*argv, "--data", str(data)]) == EXIT_ABORTED
+    err = capsys.readouterr().err
+    assert err.startswith(f"archive {argv[0]}: node.data_dir: cannot use {data}: {reason}"), err
+    assert err.count("\n") == 1, err
+
+
 def test_serve_on_a_taken_port_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,6 +19,7 @@ import msgspec
 import pytest
 
 from archive.node import INDEX_FILE, Node, Storage
+from archive.store.errors import DataFolderError
 from archive.store.files import FileStore
 from archive.store.lock import lock_data_folder, unlock_data_folder
 from tests.conftest import make_config
@@ -56,8 +57,9 @@ def test_storage_whose_index_cannot_open_releases_the_folder(tmp_path: Path) -> 
     before = _threads()
 
     async def scenario() -> None:
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(DataFolderError, match="index: unable to open database file") as raised:
             await Storage(make_config(data_dir=str(root))).open()
+        assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
 
     run(scenario())
     assert _threads() == before

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archive.store.errors import AlreadyStored, DataFolderInUse, StoreError
+from archive.store.errors import AlreadyStored, DataFolderError, DataFolderInUse, StoreError
 from archive.store.files import INSTANCES, FileStore, InFlight, relative_path, safe_uid
 from archive.store.lock import lock_data_folder, unlock_data_folder
 from archive.store.scan import (
@@ -20,6 +20,7 @@ from archive.store.writer import FileWriter
 __all__ = [
     "INSTANCES",
     "AlreadyStored",
+    "DataFolderError",
     "DataFolderInUse",
     "DatasetReader",
     "FileStore",

@@ -25,3 +25,10 @@ class DataFolderInUse(StoreError):
     """Another process (a running node, an import) has the data folder open."""
 
     code = "store.in_use"
+
+
+class DataFolderError(StoreError):
+    """The data folder cannot be opened (not a folder, no permission, a broken
+    index): named with its path and the reason, for the operator."""
+
+    code = "store.data_folder"
