@@ -79,6 +79,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def port_number(text: str) -> int:
+    """A peer's TCP port, 1 to 65535 (an argparse type). Out of range it is a usage
+    error: the socket layer may take it modulo 65536 and call another service."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is not between 1 and 65535")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="archive", description="archive-node DICOM archive")
     parser.add_argument("--version", action="version", version=f"archive-node {_version()}")
@@ -106,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or give HOST PORT (called AE title ANY-SCP unless --aec).",
     )
     echo.add_argument("target", metavar="PEER|HOST")
-    echo.add_argument("port", type=int, nargs="?", metavar="PORT")
+    echo.add_argument("port", type=port_number, nargs="?", metavar="PORT")
     echo.add_argument("--config", type=Path, help="TOML configuration file (its [[peers]])")
     echo.add_argument("--aet", help="our (calling) AE title (default: node.ae_title)")
     echo.add_argument("--aec", help="the called AE title (default: the peer's, or ANY-SCP)")
@@ -390,7 +402,7 @@ def _add_ingest_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
         "store", help="send DICOM files and folders to a remote AE (Storage SCU)"
     )
     store.add_argument("host")
-    store.add_argument("port", type=int)
+    store.add_argument("port", type=port_number)
     store.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
     store.add_argument("--aet", default="ARCHIVE", help="our (calling) AE title")
     store.add_argument("--aec", default="ANY-SCP", help="the called AE title")

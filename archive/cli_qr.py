@@ -27,6 +27,7 @@ from archive.cli import (
     EXIT_OK,
     Parser,
     address,
+    port_number,
     report_failure,
     target,
 )
@@ -70,7 +71,7 @@ def _common(parser: argparse.ArgumentParser, *, peer_only: bool = False) -> None
         parser.add_argument("target", metavar="PEER", help="a configured AE title or AET@HOST:PORT")
     else:
         parser.add_argument("target", metavar="PEER|HOST")
-        parser.add_argument("port", type=int, nargs="?", metavar="PORT")
+        parser.add_argument("port", type=port_number, nargs="?", metavar="PORT")
     parser.add_argument("--config", type=Path, help="TOML configuration file")
     parser.add_argument("--aet", help="our (calling) AE title (default: node.ae_title)")
     parser.add_argument("--aec", help="the called AE title (default: the peer's, or ANY-SCP)")

@@ -317,6 +317,24 @@ def test_store_bad_ae_title_is_a_usage_error(capsys: pytest.CaptureFixture[str])
     assert "--aec: must use printable ASCII only" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["store", "echo", "find", "move", "get"])
+@pytest.mark.parametrize("port", ["0", "65536", "70000", "-1", "x"])
+def test_a_port_out_of_range_is_a_usage_error(
+    command: str, port: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not sent anywhere: uvloop takes a port modulo 65536, so 70000 had stored the
+    files on whatever listened on 4464 and reported success."""
+    path = tmp_path / "a.dcm"
+    make_instance(path)
+    rest = [str(path)] if command == "store" else []
+    with pytest.raises(SystemExit) as exited:
+        main([command, "127.0.0.1", "--", port, *rest])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert f"archive {command}: error: argument" in err
+    assert "between 1 and 65535" in err or f"invalid port '{port}'" in err, err
+
+
 def test_store_file_changed_since_its_probe(
     node: RunningNode,
     tmp_path: Path,
