@@ -9,6 +9,7 @@ dependency; not a logger, not a general-purpose widget.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Self, TextIO
@@ -45,6 +46,8 @@ class StatusLine:
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self._last = 0.0
         self._drawn = False
+        self._hooked: list[logging.Handler] | None = None  # None: not looked for yet
+        self._erase_first = _EraseFirst(self)
 
     def due(self, force: bool = False) -> bool:
         """Whether to redraw now: always if ``force``, else once per :data:`INTERVAL`.
@@ -60,17 +63,35 @@ class StatusLine:
         return False
 
     def draw(self, text: str) -> None:
+        if self._hooked is None:
+            self._hook()
         # "\r" then clear to end of line: the line may have shrunk.
         self.stream.write("\r" + text + "\x1b[K")
         self.stream.flush()
         self._drawn = True
 
-    def close(self) -> None:
-        """Erase the bar so the summary that follows starts on a clean line."""
+    def erase(self) -> None:
+        """Clear the line; the next due redraw brings the bar back."""
         if self.enabled and self._drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self._drawn = False
+
+    def close(self) -> None:
+        """Erase the bar so the summary that follows starts on a clean line."""
+        self.erase()
+        for handler in self._hooked or ():
+            handler.removeFilter(self._erase_first)
+        self._hooked = None
+
+    def _hook(self) -> None:
+        """Have log records written to our stream erase the bar first: written
+        after it on the same line, the next redraw would overwrite them."""
+        self._hooked = []
+        for handler in logging.getLogger().handlers:
+            if getattr(handler, "stream", None) is self.stream:
+                handler.addFilter(self._erase_first)
+                self._hooked.append(handler)
 
     def __enter__(self) -> Self:
         return self
@@ -131,3 +152,15 @@ class SubOperationBar(StatusLine):
         return (
             f"{prefix}{head} instances  completed {completed}, failed {failed}, warning {warning}"
         )
+
+
+class _EraseFirst(logging.Filter):
+    """A handler filter that lets every record through, erasing the bar first."""
+
+    def __init__(self, line: StatusLine) -> None:
+        super().__init__()
+        self.line = line
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.line.erase()
+        return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import shutil
 import socket
@@ -465,6 +466,31 @@ def test_progress_only_on_a_terminal_and_throttled(monkeypatch: pytest.MonkeyPat
     assert "1/3 files  976.6 KiB  1.0 MB/s" in text
     assert "3/3 files  2.9 MiB  2.9 MB/s" in text
     assert text.endswith("\r\x1b[K")
+
+
+def test_a_log_record_erases_the_bar_before_it_is_written() -> None:
+    """A WARNING (a kept duplicate, a refusal) written while the bar is shown starts
+    on a clean line; written after the bar, the next redraw overwrote it. Once the
+    bar is closed the handler is as it was."""
+    shown = io.StringIO()
+    handler = logging.StreamHandler(shown)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        bar = Progress(3, stream=shown, enabled=True)
+        bar.advance(1, 10)
+        logging.getLogger("archive.store").warning("held with other content: kept")
+        bar.advance(1, 10)
+        bar.close()
+        logging.getLogger("archive.store").warning("after")
+    finally:
+        root.removeHandler(handler)
+    text = shown.getvalue()
+    assert text.startswith("\r[########")  # the bar, then erased before the record:
+    assert "\x1b[K\r\x1b[KWARNING held with other content: kept\n" in text, repr(text)
+    assert text.endswith("kept\nWARNING after\n"), repr(text)  # closed: left alone
+    assert handler.filters == []
 
 
 # ---- against pynetdicom's SCP -------------------------------------------------------------
