@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMeta, FileMetaError
 from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, usable_uid
+from archive.dicom.wire import LONG_VRS, SHORT_VRS
 from archive.errors import ArchiveError
 from archive.progress import human_bytes
 from archive.store import DatasetReader, local_device, read_meta
@@ -261,9 +262,14 @@ def probe(path: Path) -> FileItem | FileResult:
         meta, offset = read_meta(path)
         size = st.st_size - offset  # a change after this stat: changed_since_probe
     except ArchiveError as exc:
-        if not _has_prefix(path):
-            return FileResult(str(path), Kind.SKIPPED, reason="not a DICOM Part 10 file")
-        return FileResult(str(path), Kind.FAILED, reason=str(exc), cause=Cause.FILE)
+        head = _head(path)
+        if head[PREAMBLE_LENGTH:] == MAGIC:
+            return FileResult(str(path), Kind.FAILED, reason=str(exc), cause=Cause.FILE)
+        if _looks_like_a_data_set(head):
+            # An instance all the same (older modalities write them): failed, so
+            # the run does not report success with it left out.
+            return FileResult(str(path), Kind.FAILED, reason=NO_FILE_META, cause=Cause.FILE)
+        return FileResult(str(path), Kind.SKIPPED, reason="not a DICOM Part 10 file")
     except OSError as exc:
         return FileResult(str(path), Kind.FAILED, reason=os_reason(exc), cause=Cause.FILE)
     if meta.media_storage_sop_class_uid == MEDIA_STORAGE_DIRECTORY:
@@ -297,13 +303,33 @@ def unusable_meta(meta: FileMeta) -> str | None:
     return None
 
 
-def _has_prefix(path: Path) -> bool:
+#: Why a data set without File Meta is not sent (nor imported).
+NO_FILE_META = (
+    "a DICOM data set without File Meta Information, not a Part 10 file (PS3.10 7.1):"
+    " give it one first (e.g. dcmconv +F)"
+)
+
+
+def _head(path: Path) -> bytes:
+    """The file's first bytes: a Part 10 file's preamble and prefix, or a data set's
+    first element; empty if unreadable."""
     try:
         with path.open("rb") as f:
-            head = f.read(PREAMBLE_LENGTH + len(MAGIC))
+            return f.read(PREAMBLE_LENGTH + len(MAGIC))
     except OSError:
+        return b""
+
+
+def _looks_like_a_data_set(head: bytes) -> bool:
+    """Whether ``head`` starts as a little endian data set without File Meta: an
+    element of group 0008 (where every such data set starts, with its character
+    set, image type or SOP Class), Explicit VR or Implicit VR with a short length."""
+    if len(head) < 8 or head[:2] != b"\x08\x00":
         return False
-    return head[PREAMBLE_LENGTH:] == MAGIC
+    vr = head[4:6].decode("latin-1")
+    if vr in SHORT_VRS or vr in LONG_VRS:
+        return True
+    return int.from_bytes(head[4:8], "little") < 1024
 
 
 def os_reason(exc: OSError) -> str:

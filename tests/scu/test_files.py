@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from archive.cli import main, print_summary
+from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.scu import Cause, FileItem, FileResult, Kind, Report, discover, probe
+from archive.scu.files import NO_FILE_META
 from tests.conftest import RunningNode
 from tests.test_cli_store import dataset_bytes, make_instance, store, stored_path
 
@@ -89,6 +91,32 @@ def test_probe_fails_a_file_whose_meta_uid_is_not_a_uid(
     assert result.kind is Kind.FAILED
     assert result.cause is Cause.FILE
     assert result.reason.startswith(f"file meta {name} is not a UID")
+
+
+@pytest.mark.parametrize("transfer_syntax", [IMPLICIT_VR_LE, EXPLICIT_VR_LE])
+def test_probe_fails_a_data_set_without_file_meta(tmp_path: Path, transfer_syntax: str) -> None:
+    """A data set written without File Meta (older modalities do) is an instance
+    left out, so failed (the run exits non-zero), not skipped as a text file is."""
+    part10 = tmp_path / "a.dcm"
+    make_instance(part10, transfer_syntax=transfer_syntax)
+    bare = tmp_path / "bare"
+    bare.write_bytes(dataset_bytes(part10))
+    result = probe(bare)
+    assert isinstance(result, FileResult)
+    assert result.kind is Kind.FAILED
+    assert result.cause is Cause.FILE
+    assert result.reason == NO_FILE_META
+
+
+@pytest.mark.parametrize(
+    "head", [b"", b"\x08\x00", b"hello, world\n", b"\x08\x00\x05\x00" + b"\xff" * 8]
+)
+def test_probe_skips_what_is_no_data_set(tmp_path: Path, head: bytes) -> None:
+    path = tmp_path / "notes"
+    path.write_bytes(head)
+    result = probe(path)
+    assert isinstance(result, FileResult)
+    assert (result.kind, result.reason) == (Kind.SKIPPED, "not a DICOM Part 10 file")
 
 
 def test_probe_accepts_a_leading_zero_in_a_component(tmp_path: Path) -> None:
