@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -109,9 +108,14 @@ class Storage:
           file that is complete on disk cannot be told from one whose flush
           had not finished (a data set can end at any element boundary);
         - the file was not placed (the crash came before the link, or the link
-          was lost) and the row names one of its paths: that row has no file
-          and was never acknowledged either: removed;
+          was lost) and the row names one of its paths where there is no such
+          file: that row has no file and was never acknowledged either: removed;
         - otherwise only the marker goes.
+
+        "No such file" is a stat's ENOENT only: a file that cannot be stat'ed
+        (EIO, EACCES) may be an acknowledged instance, so the listing of the
+        markers stops the start with a StoreError naming it, before anything
+        is changed (``archive/store/inflight.py``).
 
         Each removal is done before the marker's, so a crash during recovery
         leaves the marker for the next one. A row dropped for a file that is not
@@ -161,9 +165,7 @@ class Storage:
                     continue  # decided with the journal, once its row is checked
                 removed += 1
                 await self.files.remove(entry.placed)
-            elif ours is not None and not await self.files.run(
-                os.path.exists, self.files.path(ours.path)
-            ):
+            elif ours is not None and ours.path not in entry.present:
                 removed += 1
                 await self.index.remove([entry.uid])
                 restored += await self._index_earlier_version(entry.uid)

@@ -16,6 +16,7 @@ import asyncio
 import errno
 import io
 import os
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
@@ -32,7 +33,7 @@ from archive.dicom.dimse import Status
 from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.index import Index, IndexWriteError
 from archive.node import Storage
-from archive.store import relative_path
+from archive.store import StoreError, relative_path
 from archive.store.files import replacement_path
 from tests.conftest import RunningNode, make_config
 from tests.store.helpers import (
@@ -197,6 +198,49 @@ def test_row_without_file_is_removed(tmp_path: Path) -> None:
     assert row is not None
     assert row["study_instances"] == 1
     assert set(all_rows(root)) == {keep.SOPInstanceUID}
+    assert leftovers(root) == []
+
+
+@pytest.mark.parametrize("error", [errno.EIO, errno.EACCES, errno.ELOOP], ids=errno.errorcode.get)
+@pytest.mark.parametrize("marker", ["its own", "a duplicate's"])
+def test_a_file_that_cannot_be_stat_ed_stops_the_start_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int, marker: str
+) -> None:
+    """An acknowledged instance with a marker left in tmp/ (its own, linked to it, or
+    that of a duplicate being received, never linked) whose file cannot be stat'ed
+    at the next start. That is no "the file is missing": taken for one, its row
+    went, then at the start after (the disk mended) its file, as unindexed. The
+    start fails naming the path, nothing changed; once the disk answers, the
+    instance is kept as it was."""
+    root = fresh(tmp_path)
+    ds = make_dataset(pixel_bytes=3000)
+    uid = str(ds.SOPInstanceUID)
+    assert ingest(root, ds) == Status.SUCCESS
+    relative = relative_path(uid)
+    if marker == "its own":
+        left = mark_in_flight(root, relative)
+    else:
+        left = root / "tmp" / f"{uid}.feedbeef.part"
+        left.write_bytes(part10(make_dataset(sop_instance_uid=uid, pixel_bytes=9000))[0])
+    before = index_row(root, uid)
+    final = str(root / relative)
+    real = os.stat
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if os.fspath(path) == final:
+            raise OSError(error, os.strerror(error), final)
+        return real(path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "stat", stat)
+        with pytest.raises(StoreError, match=re.escape(relative)):
+            open_storage(root)
+    assert index_row(root, uid) == before
+    assert left.exists()
+    assert read_stored(root, uid)[1] == encode_dataset(ds, EXPLICIT_VR_LE)
+    open_storage(root)
+    assert index_row(root, uid) == before
+    assert read_stored(root, uid)[1] == encode_dataset(ds, EXPLICIT_VR_LE)
     assert leftovers(root) == []
 
 
