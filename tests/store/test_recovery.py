@@ -30,7 +30,7 @@ from pydicom.uid import UID
 
 import archive.node
 from archive.dicom.dimse import Status
-from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.index import Index, IndexWriteError
 from archive.node import Storage
 from archive.store import StoreError, relative_path
@@ -86,9 +86,17 @@ def fresh(tmp_path: Path) -> Path:
     return root
 
 
-def ingest(root: Path, ds: Dataset, transfer_syntax: str = EXPLICIT_VR_LE, toml: str = "") -> int:
-    """Store ``ds`` through the node's own ingest path (no network); the status."""
-    data = encode_dataset(ds, transfer_syntax)
+def ingest(
+    root: Path,
+    ds: Dataset,
+    transfer_syntax: str = EXPLICIT_VR_LE,
+    toml: str = "",
+    data: bytes | None = None,
+) -> int:
+    """Store ``ds`` through the node's own ingest path (no network); the status.
+    ``data``: the data set bytes sent, if not ``ds`` encoded."""
+    if data is None:
+        data = encode_dataset(ds, transfer_syntax)
 
     async def fragments() -> AsyncIterator[memoryview]:
         yield memoryview(data)
@@ -673,6 +681,71 @@ def test_an_unreadable_journaled_file_is_left_alone(
     open_storage(root)
     assert uid in all_rows(root)
     assert read_stored(root, uid)[1] == encode_dataset(ds, EXPLICIT_VR_LE)
+
+
+# ---- what ingest acknowledged unchecked ----------------------------------------------------
+
+
+def deflated_unchecked(**kwargs: Any) -> tuple[Dataset, bytes]:
+    """An image of zeros, Deflated, whose stream lacks its last bytes (a sender that
+    did not finish it). Past its header it inflates far beyond the ratio the
+    C-STORE path checks within, so ingest stores it as received, unchecked, and
+    answers Success (archive/dicom/header.py); a scan to the end of the stream
+    finds it cut."""
+    ds = make_dataset(pixel_bytes=4_000_000, **kwargs)
+    ds.PixelData = bytes(len(ds.PixelData))
+    return ds, encode_dataset(ds, DEFLATED_EXPLICIT_VR_LE)[:-8]
+
+
+@pytest.mark.parametrize("found_by", ["marker", "journal"])
+def test_an_instance_acknowledged_unchecked_is_kept(tmp_path: Path, found_by: str) -> None:
+    """Recovery reads back an instance in flight at the crash (its marker left, or
+    its batch the last one) to tell whether the file holds what was acknowledged:
+    the row's size and SHA-256 say that, not a stricter reading of its content
+    than ingest's. Judged so, this one was called cut, and row and file went."""
+    root = fresh(tmp_path)
+    ds, sent = deflated_unchecked()
+    uid = str(ds.SOPInstanceUID)
+    assert ingest(root, ds, DEFLATED_EXPLICIT_VR_LE, data=sent) == Status.SUCCESS
+    before = index_row(root, uid)
+    if found_by == "marker":
+        mark_in_flight(root, relative_path(uid))
+    else:
+        journal(root, uid)
+    open_storage(root)
+    assert index_row(root, uid) == before
+    assert read_stored(root, uid)[1] == sent
+    assert leftovers(root) == []
+
+
+def test_an_earlier_version_acknowledged_unchecked_is_indexed_again(tmp_path: Path) -> None:
+    """duplicates = "replace", the replacement's batch cut short in its flush: the
+    version it replaced is read back to be indexed again, with no row to compare
+    it with. It is judged by ingest's own rule, which acknowledged it: judged
+    stricter, it was called cut and removed, and the instance was lost."""
+    root = tmp_path / "data"
+    open_storage(root, REPLACE)
+    old, sent = deflated_unchecked(seed=1)
+    new = make_dataset(pixel_bytes=5000, seed=2)
+    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        setattr(new, keyword, getattr(old, keyword))
+    uid = str(old.SOPInstanceUID)
+    assert ingest(root, old, DEFLATED_EXPLICIT_VR_LE, REPLACE, data=sent) == Status.SUCCESS
+    first = root / relative_path(uid)
+    old_bytes = first.read_bytes()
+    assert ingest(root, new, toml=REPLACE) == Status.SUCCESS
+    replaced = index_row(root, uid)
+    assert replaced is not None
+    first.write_bytes(old_bytes)  # the crash came before its removal
+    journal(root, uid)
+    _truncate_to(1000)(root / replaced["path"])
+    open_storage(root, REPLACE)
+    row = index_row(root, uid)
+    assert row is not None
+    assert (row["path"], row["digest"]) == (relative_path(uid), sha256(sent))
+    assert read_stored(root, uid)[1] == sent
+    assert instance_files(root) == [first]
+    assert leftovers(root) == []
 
 
 def test_a_taken_back_replacement_gives_way_to_the_acknowledged_version(tmp_path: Path) -> None:
