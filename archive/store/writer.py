@@ -304,13 +304,19 @@ class FileWriter:
         return placed
 
     async def unplace(self) -> None:
-        """Take back a placement (the index refused it); the part file stays."""
+        """Take back a placement (the index refused it); the part file stays.
+
+        Raises :class:`StoreError` if the link cannot be removed (EIO): the
+        instance is not stored then (0xA700), and the writer is still placed,
+        so :meth:`discard` tries again, or keeps the marker for recovery.
+        """
         if self._placed:
-            self._placed = False
             # No flush: should the link outlive a crash, the marker (still in
             # tmp/) has recovery remove it, as nothing indexes it.
-            await self.store.run(_unlink_quietly, self.store.root / self.relative)
-            self.relative = relative_path(self.uid)
+            try:
+                await self.store.run(self._take_back_sync)
+            except OSError as exc:
+                raise _store_error(exc, "take back") from exc
 
     async def place(self, *, replace: bool = False) -> str:
         """Link the finished file into place; returns its path (relative).

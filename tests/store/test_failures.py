@@ -29,7 +29,7 @@ from archive.dicom.dimse import CStoreRq, command_pdus
 from archive.dicom.uids import EXPLICIT_VR_LE
 from archive.index import Index, IndexWriteError
 from archive.net import associate
-from archive.store import files, writer
+from archive.store import files, relative_path, writer
 from tests.conftest import RunningNode
 from tests.net.rawpeer import RawPeer, abort_bytes, p_data_pdu, wait_until
 from tests.store.helpers import (
@@ -503,6 +503,53 @@ def test_a_placed_file_that_cannot_be_taken_back_after_a_flush_error(
     restarted = node_factory(data_dir=str(root))
     assert_clean(restarted, item.uid)
     still_serving(restarted, stored=0)
+
+
+@pytest.mark.parametrize("fails", ["once", "until restart"])
+def test_a_first_place_that_cannot_be_taken_back(node_factory: NodeFactory, fails: str) -> None:
+    """duplicates = "replace": the instance is held as a replacement, so its first
+    place is free; a new version is linked there, the index refuses the add (the
+    UID is held) and the link must be taken back before the duplicate rules run.
+    EIO doing so: 0xA700, the version held untouched, and the link removed by
+    the discard or, failing that too, by the next start (its marker is kept)."""
+    toml = '[store]\nduplicates = "replace"\n'
+    node = node_factory(toml=toml)
+    first, second = two_versions()
+    third = make_dataset(pixel_bytes=4000, seed=3, patient_name="Third^Name")
+    third.SOPInstanceUID = first.uid
+    assert archive_store(node.port, [first, second], EXPLICIT_VR_LE) == [SUCCESS] * 2
+    root = data_dir(node)
+    held = index_row(root, first.uid)
+    assert held is not None
+    first_place = root / relative_path(first.uid)
+    assert held["path"] != relative_path(first.uid)
+    settled(root)
+    attempts = {"once": 1, "until restart": 1_000}[fails]
+
+    def fails_at_first_place(path: str) -> bool:
+        nonlocal attempts
+        if path != str(first_place) or not attempts:
+            return False
+        attempts -= 1
+        return True
+
+    with failing_unlink(fails_at_first_place, errno.EIO) as failed:
+        item = Item.of(third, EXPLICIT_VR_LE)
+        assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
+    assert failed
+    assert index_row(root, first.uid) == held
+    if fails == "once":
+        assert not first_place.exists()
+        settled(root)
+    else:
+        assert first_place.exists()
+        assert leftovers(root)  # its marker, for the next start
+    node.stop()
+    restarted = node_factory(data_dir=str(root), toml=toml)
+    assert not first_place.exists()
+    assert index_row(root, first.uid) == held
+    assert read_stored(root, first.uid)[1] == second.data
+    assert_clean(restarted, stored=1)
 
 
 # ---- associations cut short ---------------------------------------------------------------
