@@ -43,6 +43,7 @@ from tests.store.helpers import (
     all_rows,
     archive_store,
     data_dir,
+    deflated_unchecked,
     encode_dataset,
     index_row,
     instance_files,
@@ -684,17 +685,6 @@ def test_an_unreadable_journaled_file_is_left_alone(
 
 
 # ---- what ingest acknowledged unchecked ----------------------------------------------------
-
-
-def deflated_unchecked(**kwargs: Any) -> tuple[Dataset, bytes]:
-    """An image of zeros, Deflated, whose stream lacks its last bytes (a sender that
-    did not finish it). Past its header it inflates far beyond the ratio the
-    C-STORE path checks within, so ingest stores it as received, unchecked, and
-    answers Success (archive/dicom/header.py); a scan to the end of the stream
-    finds it cut."""
-    ds = make_dataset(pixel_bytes=4_000_000, **kwargs)
-    ds.PixelData = bytes(len(ds.PixelData))
-    return ds, encode_dataset(ds, DEFLATED_EXPLICIT_VR_LE)[:-8]
 
 
 @pytest.mark.parametrize("found_by", ["marker", "journal"])
