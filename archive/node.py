@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 
 from archive.config import Config
 from archive.dicom.dimse import CFindRq, CGetRq, CMoveRq
@@ -33,7 +32,7 @@ from archive.services import Ingest, StoreTarget, SubAssociationError, default_r
 from archive.services.base import Provider
 from archive.services.query import FindSettings, c_find_provider
 from archive.services.retrieve import Connect, MoveSettings, c_get_provider, c_move_provider
-from archive.store import DataFolderError, FileStore, ScannedFile, scan_file
+from archive.store import DataFolderError, FileStore, ScannedFile, digest_file, scan_file
 
 log = logging.getLogger("archive.node")
 
@@ -118,7 +117,7 @@ class Storage:
         so for each marker:
 
         - the file was placed and the index row for that path exists: kept if
-          the file reads back whole with the row's size and SHA-256 (the crash
+          the file reads back with the row's size and SHA-256 (the crash
           came after the commit, before the marker's removal); otherwise the
           row AND the file are removed, since a row whose file is short or
           different was never answered Success (the flush had not completed)
@@ -129,9 +128,14 @@ class Storage:
           file that is complete on disk cannot be told from one whose flush
           had not finished (a data set can end at any element boundary);
         - the file was not placed (the crash came before the link, or the link
-          was lost) and the row names one of its paths: that row has no file
-          and was never acknowledged either: removed;
+          was lost) and the row names one of its paths where there is no such
+          file: that row has no file and was never acknowledged either: removed;
         - otherwise only the marker goes.
+
+        "No such file" is a stat's ENOENT only: a file that cannot be stat'ed
+        (EIO, EACCES) may be an acknowledged instance, so the listing of the
+        markers stops the start with a StoreError naming it, before anything
+        is changed (``archive/store/inflight.py``).
 
         Each removal is done before the marker's, so a crash during recovery
         leaves the marker for the next one. A row dropped for a file that is not
@@ -181,9 +185,7 @@ class Storage:
                     continue  # decided with the journal, once its row is checked
                 removed += 1
                 await self.files.remove(entry.placed)
-            elif ours is not None and not await self.files.run(
-                os.path.exists, self.files.path(ours.path)
-            ):
+            elif ours is not None and ours.path not in entry.present:
                 removed += 1
                 await self.index.remove([entry.uid])
                 restored += await self._index_earlier_version(entry.uid)
@@ -244,12 +246,14 @@ class Storage:
         when that batch is the one cut short the old file is still there; without
         this it would be whole but unindexed. The oldest version that reads back
         wins: a version written after it was never acknowledged (its row was
-        dropped, or taken back after a failed flush). Returns 1 if one was indexed.
+        dropped, or taken back after a failed flush). There is no row left to
+        compare it with, so "reads back" is by ingest's rule, which acknowledged
+        it (:func:`_as_ingest_judged`). Returns 1 if one was indexed.
         """
         assert self.index is not None
         cut: list[str] = []
         for relative in await self.files.versions(uid):
-            scanned = await self._read_back(relative)
+            scanned = await self._read_back(_as_ingest_judged, relative)
             if scanned == "cut":
                 cut.append(relative)
             elif scanned != "unreadable" and scanned.attrs.sop_instance_uid == uid:
@@ -261,19 +265,29 @@ class Storage:
         return 0
 
     async def _intact(self, relative: str, size: int, digest: str) -> bool | None:
-        """The file reads back as a whole data set with this size and digest; None
-        if it cannot be read at all (permissions, I/O error): maybe intact."""
-        scanned = await self._read_back(relative)
-        if scanned == "unreadable":
-            return None
-        return scanned != "cut" and scanned.size == size and scanned.digest == digest
+        """The file holds what its row says was acknowledged: this size, and this
+        SHA-256 of its data set; None if it cannot be read at all (permissions,
+        I/O error): maybe intact.
 
-    async def _read_back(self, relative: str) -> ScannedFile | Literal["cut", "unreadable"]:
-        """Scan a file for recovery: the scan, "cut" (not a whole data set, or not
-        there at all, so never acknowledged) or "unreadable" (permissions, I/O
-        error: maybe intact, so it must be left in place)."""
+        The bytes are compared, not judged again: ingest acknowledged them by its
+        own rule, which may have stored part of them unchecked (a Deflated data
+        set too compressible to check past its header), and a stricter reading
+        now would take an acknowledged instance for a cut one and remove it.
+        """
+        found = await self._read_back(digest_file, relative)
+        if found == "unreadable":
+            return None
+        return found != "cut" and found.size == size and found.digest == digest
+
+    async def _read_back(
+        self, read: Callable[[str], _Read], relative: str
+    ) -> _Read | Literal["cut", "unreadable"]:
+        """Read a file for recovery: what ``read`` makes of it, "cut" (not a data
+        set ingest would have taken, or not there at all, so never acknowledged)
+        or "unreadable" (permissions, I/O error: maybe intact, so it must be left
+        in place)."""
         try:
-            return await self.files.run(scan_file, self.files.path(relative))
+            return await self.files.run(read, self.files.path(relative))
         except (FileMetaError, HeaderError, FileNotFoundError) as exc:  # its link lost too
             log.warning("recovery: %s does not read back: %s", relative, exc)
             return "cut"
@@ -340,6 +354,16 @@ class Node:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+_Read = TypeVar("_Read")
+
+
+def _as_ingest_judged(path: str) -> ScannedFile:
+    """Scan a version with no row to compare it with (recovery indexing it again)
+    by the rule ingest acknowledged it by: a Deflated data set past its header is
+    checked within the C-STORE path's ratio, not to the end of its stream."""
+    return scan_file(path, rest="bounded")
 
 
 def stored_from_scan(scanned: ScannedFile, relative: str) -> StoredInstance:

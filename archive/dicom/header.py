@@ -36,8 +36,8 @@ walking) so that a stream cut short or corrupt is refused; one that goes past th
 ratio there too is no longer inflated and is stored as received, unchecked. So a
 Deflated data set whose deflate stream is whole but whose elements end early after
 the header is not refused here, unlike the other encodings. A reader made with
-``rest="checked"`` (a stored file's scan, in the I/O pool: recovery, ``archive
-check``) knows no ratio and checks the stream to its end (:data:`Rest`).
+``rest="checked"`` (a scan, in the I/O pool, of a file of unknown origin:
+``archive check``) knows no ratio and checks the stream to its end (:data:`Rest`).
 
 The top-level sequences the index holds (:data:`archive.dicom.query_keys.SEQUENCE_KEYS`,
 for Sequence Matching) are the exception to "never parsed": their value bytes are
@@ -104,6 +104,7 @@ __all__ = [
     "HeaderError",
     "HeaderReader",
     "InstanceAttributes",
+    "Rest",
     "normalized_date",
 ]
 
@@ -169,8 +170,9 @@ def _cannot_understand(message: str) -> HeaderError:
 
 
 #: What a reader does with a Deflated data set past its header: "bounded" (on the
-#: event loop) inflates it within :data:`MAX_INFLATE_RATIO` to check the stream,
-#: then no further; "checked" (a stored file's scan in the I/O pool: recovery,
+#: event loop; and recovery reading back a version ingest acknowledged so)
+#: inflates it within :data:`MAX_INFLATE_RATIO` to check the stream, then no
+#: further; "checked" (a scan in the I/O pool of a file of unknown origin:
 #: ``archive check``) inflates it to its end, so a cut file is told from a whole
 #: one; "skipped" (a header-only scan, ``finish(whole=False)``) stops at the header,
 #: unless the data set ended before it (``finish(whole=True)``: then as "checked").

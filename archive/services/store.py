@@ -28,7 +28,9 @@ Statuses (PS3.4 B.2.3, PS3.7 C):
 - 0x0117 Invalid SOP Instance: an Affected SOP Instance UID that is not a UID.
 - 0x0122 (also from the server, for a class not the context's) and 0xC000 for
   File Meta values only ``archive import`` can hand over (see ``ingest``).
-Whatever fails, the part file is removed: nothing half-written stays.
+Whatever fails, the part file is removed: nothing half-written stays. A file
+that cannot be removed (EIO, EROFS) is logged and left to the next start's
+recovery; that error never replaces the status (``FileWriter.discard``).
 """
 
 from __future__ import annotations

@@ -17,11 +17,12 @@ import os
 import platform
 import stat
 import sys
+from typing import Literal
 
 import msgspec
 
 from archive.dicom.filemeta import MAX_META_LENGTH, FileMeta, decode_file_meta
-from archive.dicom.header import HeaderReader, InstanceAttributes
+from archive.dicom.header import HeaderReader, InstanceAttributes, Rest
 from archive.native import choose
 
 CHUNK = 1 << 20
@@ -34,6 +35,12 @@ HEADER_CHUNK = 64 * 1024
 class ScannedFile(msgspec.Struct, frozen=True, kw_only=True):
     meta: FileMeta
     attrs: InstanceAttributes
+    digest: str
+    size: int
+
+
+class FileDigest(msgspec.Struct, frozen=True, kw_only=True):
+    meta: FileMeta
     digest: str
     size: int
 
@@ -345,13 +352,44 @@ def _filesystem_type(device: int) -> str:
     return ""
 
 
-def scan_file(path: str | os.PathLike[str]) -> ScannedFile:
-    """Meta, index attributes, SHA-256 of the data set bytes and file size."""
+def scan_file(
+    path: str | os.PathLike[str], *, rest: Literal["checked", "bounded"] = "checked"
+) -> ScannedFile:
+    """Meta, index attributes, SHA-256 of the data set bytes and file size.
+
+    ``rest`` is how far a Deflated data set is checked past its header
+    (:data:`archive.dicom.header.Rest`): to the end of its stream by default, as
+    for a file of unknown origin; ``"bounded"`` judges it as the C-STORE path
+    did, for a file ingest acknowledged (recovery's earlier versions).
+    """
     digest = hashlib.sha256()
-    header = _scan(path, CHUNK, digest)
+    header = _scan(path, CHUNK, digest, rest)
     return ScannedFile(
         meta=header.meta, attrs=header.attrs, digest=digest.hexdigest(), size=header.size
     )
+
+
+def digest_file(path: str | os.PathLike[str]) -> FileDigest:
+    """Meta, SHA-256 of the data set bytes and file size; the data set is not parsed.
+
+    How a file the index holds is told from one not whole: its row has the size
+    and digest of what ingest acknowledged, and the same bytes are that
+    instance, whatever a parse of them would say now (a Deflated data set too
+    compressible to check past its header was stored unchecked, and a scan to
+    the end of its stream may refuse it). Raises ``FileMetaError`` when the File
+    Meta does not decode, ``OSError``.
+    """
+    digest = hashlib.sha256()
+    source = DatasetReader(path, CHUNK)
+    try:
+        block = source.first()
+        while block:
+            digest.update(block)
+            block = source.next()
+    finally:
+        source.close()
+    assert source.meta is not None  # first() decoded it
+    return FileDigest(meta=source.meta, digest=digest.hexdigest(), size=source.size)
 
 
 def scan_header(path: str | os.PathLike[str]) -> ScannedHeader:
@@ -361,10 +399,12 @@ def scan_header(path: str | os.PathLike[str]) -> ScannedHeader:
     large image costs one or two reads of :data:`HEADER_CHUNK`, not the whole file;
     no digest. Raises like :func:`scan_file`.
     """
-    return _scan(path, HEADER_CHUNK, None)
+    return _scan(path, HEADER_CHUNK, None, "skipped")
 
 
-def _scan(path: str | os.PathLike[str], chunk: int, digest: hashlib._Hash | None) -> ScannedHeader:
+def _scan(
+    path: str | os.PathLike[str], chunk: int, digest: hashlib._Hash | None, rest: Rest
+) -> ScannedHeader:
     """Read the data set into the header reader (and ``digest``, when given: then
     all of it; without one, only until the header reader is done)."""
     source = DatasetReader(path, chunk)
@@ -372,11 +412,9 @@ def _scan(path: str | os.PathLike[str], chunk: int, digest: hashlib._Hash | None
         block = source.first()
         assert source.meta is not None  # first() decoded it
         meta = source.meta
-        # In the I/O pool: a whole read checks a Deflated stream to its end; a
-        # header-only one stops at the header, whatever the chunk holds after it.
-        header = HeaderReader(
-            meta.transfer_syntax_uid, rest="checked" if digest is not None else "skipped"
-        )
+        # A whole read checks a Deflated stream as ``rest`` says; a header-only
+        # one stops at the header, whatever the chunk holds after it.
+        header = HeaderReader(meta.transfer_syntax_uid, rest=rest)
         while block:
             done = header.feed(block)
             if digest is not None:

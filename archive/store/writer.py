@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from archive.store.files import FileStore
 
 __all__ = ["MAX_QUEUED", "WRITE_BEHIND", "FileWriter"]
+
+log = logging.getLogger("archive.store")
 
 #: Queued bytes at which a write job starts before the data set is complete.
 WRITE_BEHIND = 64 << 10
@@ -241,18 +244,17 @@ class FileWriter:
                 os.close(self._fd)
             self._fd = -2
             raise
-        final = self.store.root / self.relative
+        self._placed = True  # linked: from here on, to be taken back on failure
         try:
             self._close_sync()
             if self.store.sync_each:
-                _fsync_dir(final.parent)
+                _fsync_dir((self.store.root / self.relative).parent)
         except OSError as exc:
-            _unlink_quietly(final)  # not durable, so not placed (see _place_sync)
+            self._take_back_or_leave()  # not durable, so not placed (see _place_sync)
             raise _store_error(exc, "flush") from exc
         except StoreError:
-            _unlink_quietly(final)
+            self._take_back_or_leave()
             raise
-        self._placed = True
         return True
 
     def _write_and_place_sync(self, chunks: list[bytes | memoryview]) -> bool:
@@ -302,13 +304,19 @@ class FileWriter:
         return placed
 
     async def unplace(self) -> None:
-        """Take back a placement (the index refused it); the part file stays."""
+        """Take back a placement (the index refused it); the part file stays.
+
+        Raises :class:`StoreError` if the link cannot be removed (EIO): the
+        instance is not stored then (0xA700), and the writer is still placed,
+        so :meth:`discard` tries again, or keeps the marker for recovery.
+        """
         if self._placed:
-            self._placed = False
             # No flush: should the link outlive a crash, the marker (still in
             # tmp/) has recovery remove it, as nothing indexes it.
-            await self.store.run(_unlink_quietly, self.store.root / self.relative)
-            self.relative = relative_path(self.uid)
+            try:
+                await self.store.run(self._take_back_sync)
+            except OSError as exc:
+                raise _store_error(exc, "take back") from exc
 
     async def place(self, *, replace: bool = False) -> str:
         """Link the finished file into place; returns its path (relative).
@@ -320,8 +328,6 @@ class FileWriter:
         """
         relative = replacement_path(self.uid, self._token) if replace else self.relative
         await self.store.run(self._place_sync, relative)
-        self.relative = relative
-        self._placed = True
         return relative
 
     def _link_sync(self, relative: str) -> None:
@@ -335,16 +341,37 @@ class FileWriter:
             raise _store_error(exc, "place") from exc
 
     def _place_sync(self, relative: str) -> None:
-        final = self.store.root / relative
         self._link_sync(relative)
+        self.relative = relative
+        self._placed = True
         if self.store.sync_each:
             try:
-                _fsync_dir(final.parent)
+                _fsync_dir((self.store.root / relative).parent)
             except OSError as exc:
                 # Not known to be durable, so not placed: take the link back, or
                 # the UID could never be stored again.
-                _unlink_quietly(final)
+                self._take_back_or_leave()
                 raise _store_error(exc, "flush the folder of") from exc
+
+    def _take_back_sync(self) -> None:
+        """Remove the placed link (OSError if it cannot be). Placed until it is
+        gone: whatever fails, :meth:`discard` still knows there is a file to remove."""
+        _unlink_quietly(self.store.root / self.relative)
+        self._placed = False
+        self.relative = relative_path(self.uid)
+
+    def _take_back_or_leave(self) -> None:
+        """:meth:`_take_back_sync` on the way out of a failure, whose error is the
+        one to report: the link left is for :meth:`discard` to try again."""
+        try:
+            self._take_back_sync()
+        except OSError as exc:
+            log.warning(
+                "instance %s: placed file %s not taken back yet: %s",
+                self.uid,
+                self.relative,
+                exc.strerror or exc,
+            )
 
     def release(self) -> Future[None]:
         """The index holds the instance now: drop the in-flight marker.
@@ -363,6 +390,12 @@ class FileWriter:
 
         Waits for a running write job first; runs to its end even if the caller
         is cancelled meanwhile (a cancelled discard would leave the part file).
+        Never raises for a file it cannot remove (EIO, EROFS): it is called on
+        the way to the store's answer, which such an error must not replace (a
+        failure stays 0xA700, a Success a Success). What is left is logged and
+        the next start removes it: the part file is a marker in ``tmp/``, and
+        it is kept while a placed file is left, so that recovery finds that file
+        (placed, no row names it) and removes it too.
         """
         with self._lock:
             self._queue = []
@@ -383,9 +416,25 @@ class FileWriter:
         if self._placed:
             # Always a name of its own (a first version, or a replacement beside
             # the version still indexed): removing it touches nothing acknowledged.
-            _unlink_quietly(self.store.root / self.relative)
-            self._placed = False
-        _unlink_quietly(self._tmp)
+            try:
+                self._take_back_sync()
+            except OSError as exc:
+                log.warning(
+                    "instance %s: discarded file %s not removed, its marker kept "
+                    "for the next start to remove it: %s",
+                    self.uid,
+                    self.relative,
+                    exc.strerror or exc,
+                )
+                return
+        try:
+            _unlink_quietly(self._tmp)
+        except OSError as exc:
+            log.warning(
+                "instance %s: part file not removed, left for the next start: %s",
+                self.uid,
+                exc.strerror or exc,
+            )
 
 
 def _sticky(exc: BaseException) -> StoreError:

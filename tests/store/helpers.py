@@ -138,6 +138,17 @@ def encode_dataset(ds: Dataset, transfer_syntax: str) -> bytes:
     return data
 
 
+def deflated_unchecked(**kwargs: Any) -> tuple[Dataset, bytes]:
+    """An image of zeros, Deflated, whose stream lacks its last bytes (a sender that
+    did not finish it). Past its header it inflates far beyond the ratio the
+    C-STORE path checks within, so ingest stores it as received, unchecked, and
+    answers Success (archive/dicom/header.py); a scan to the end of the stream
+    finds it cut."""
+    ds = make_dataset(pixel_bytes=4_000_000, **kwargs)
+    ds.PixelData = bytes(len(ds.PixelData))
+    return ds, encode_dataset(ds, DEFLATED_EXPLICIT_VR_LE)[:-8]
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

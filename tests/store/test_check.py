@@ -19,11 +19,15 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from archive.dicom.dimse import Status
 from archive.dicom.filemeta import FileMeta, encode_file_meta
+from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE
 from archive.node import Storage
 from archive.reconcile import check
 from archive.store import StoreError, read_meta, relative_path
 from tests.conftest import make_config
+from tests.store.helpers import deflated_unchecked
+from tests.store.test_recovery import ingest
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 
@@ -124,14 +128,29 @@ def test_verify_finds_files_changed_on_disk_and_leaves_them(tmp_path: Path) -> N
         assert "files that cannot be read (left in place): 1" in out
         for path in (ct, mr, j2k, rle):
             assert f"  {path.relative_to(data).as_posix()}" in out
-        # Read whole as data sets: CT, J2K, BigEnd; not the cut MR nor the FIFO.
-        assert "3 file(s) read whole and compared with the index" in out
+        # Read whole and compared: all but the FIFO (the cut MR's size tells).
+        assert "4 file(s) read whole and compared with the index" in out
         assert (ct.read_bytes(), mr.read_bytes(), j2k.read_bytes()) == (
             bytes(flipped),
             cut,
             regrown,
         )
         assert stat.S_ISFIFO(rle.stat().st_mode)
+
+
+def test_verify_compares_what_was_stored_and_does_not_judge_it_again(tmp_path: Path) -> None:
+    """An instance ingest acknowledged unchecked past its header (Deflated, too
+    compressible to check on the C-STORE path, its stream cut after the header)
+    is as it was stored: --verify compares its size and SHA-256 with the row's,
+    and does not report it changed because a parse to the end of the stream
+    would refuse it."""
+    data = tmp_path / "data"
+    ds, sent = deflated_unchecked()
+    assert ingest(data, ds, DEFLATED_EXPLICIT_VR_LE, data=sent) == Status.SUCCESS
+    done = archive("check", "--data", str(data), "--verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 file(s) read whole and compared with the index" in done.stdout
+    assert done.stdout.endswith("files and index agree\n")
 
 
 def test_check_refuses_jobs_below_one(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from archive.dicom.dimse import CStoreRq, command_pdus
 from archive.dicom.uids import EXPLICIT_VR_LE
 from archive.index import Index, IndexWriteError
 from archive.net import associate
-from archive.store import files, writer
+from archive.store import files, relative_path, writer
 from tests.conftest import RunningNode
 from tests.net.rawpeer import RawPeer, abort_bytes, p_data_pdu, wait_until
 from tests.store.helpers import (
@@ -395,6 +395,161 @@ def test_index_failure_on_replace_keeps_the_old_instance(
     assert stored.digest == sha256(first.data)
     assert read_stored(root, first.uid)[1] == first.data
     settled(root)
+
+
+# ---- cleanup failures: the status stands --------------------------------------------------
+
+
+@contextlib.contextmanager
+def failing_unlink(fails: Callable[[str], bool], error: int) -> Iterator[list[str]]:
+    """os.unlink fails with ``error`` for the paths ``fails`` picks; yields them."""
+    real = os.unlink
+    failed: list[str] = []
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if fails(os.fspath(path)):
+            failed.append(os.fspath(path))
+            raise OSError(error, os.strerror(error), os.fspath(path))
+        real(path, *args, **kwargs)
+
+    os.unlink = unlink
+    try:
+        yield failed
+    finally:
+        os.unlink = real
+
+
+def _is_part_path(path: str) -> bool:
+    return path.endswith(".part")
+
+
+@pytest.mark.usefixtures("python_twin")
+def test_a_part_file_that_cannot_be_removed_after_a_write_error(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO writing, then EROFS removing the part file (ext4 with errors=remount-ro):
+    still 0xA700, not an aborted association; the part file is the next start's."""
+    node = node_factory()
+    real = os.writev
+
+    def writev(fd: int, buffers: Any) -> int:
+        if _is_part(fd):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", writev)
+    item = Item.of(make_dataset(pixel_bytes=MiB), EXPLICIT_VR_LE)
+    with failing_unlink(_is_part_path, errno.EROFS) as failed:
+        assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
+    assert failed
+    monkeypatch.undo()
+    root = data_dir(node)
+    assert [p.name for p in leftovers(root)] == [Path(failed[0]).name]
+    node.stop()
+    restarted = node_factory(data_dir=str(root))
+    assert_clean(restarted, item.uid)
+    still_serving(restarted, stored=0)
+
+
+def test_a_part_file_that_cannot_be_removed_after_an_identical_duplicate(
+    node_factory: NodeFactory,
+) -> None:
+    """An identical duplicate is a Success with nothing to keep; failing to remove
+    its part file must not turn that into an aborted association."""
+    node = node_factory()
+    item = Item.of(make_dataset(pixel_bytes=3000), EXPLICIT_VR_LE)
+    assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [SUCCESS]
+    root = data_dir(node)
+    settled(root)
+    before = index_row(root, item.uid)
+    with failing_unlink(_is_part_path, errno.EIO) as failed:
+        assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [SUCCESS]
+    assert failed
+    assert index_row(root, item.uid) == before
+    node.stop()
+    restarted = node_factory(data_dir=str(root))
+    assert index_row(root, item.uid) == before
+    assert read_stored(root, item.uid)[1] == item.data
+    assert_clean(restarted, stored=1)
+
+
+def test_a_placed_file_that_cannot_be_taken_back_after_a_flush_error(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flush = "file": EIO flushing the folder of the file just linked, then EROFS
+    taking the link back. Still 0xA700; the file stays at its place with no row,
+    and its marker with it, so that the next start removes it (without the
+    marker, nothing would ever find it)."""
+    node = node_factory(toml='[store]\nflush = "file"\n')
+    real = writer._fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        if "instances" in str(path):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(path)
+
+    monkeypatch.setattr(writer, "_fsync_dir", fsync_dir)
+    item = Item.of(make_dataset(pixel_bytes=5000), EXPLICIT_VR_LE)
+    root = data_dir(node)
+    final = stored_path(root, item.uid)
+    with failing_unlink(lambda path: path == str(final), errno.EROFS) as failed:
+        assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
+    assert failed
+    monkeypatch.undo()
+    assert final.exists()
+    assert record(node, item.uid) is None
+    assert leftovers(root)  # the marker
+    node.stop()
+    restarted = node_factory(data_dir=str(root))
+    assert_clean(restarted, item.uid)
+    still_serving(restarted, stored=0)
+
+
+@pytest.mark.parametrize("fails", ["once", "until restart"])
+def test_a_first_place_that_cannot_be_taken_back(node_factory: NodeFactory, fails: str) -> None:
+    """duplicates = "replace": the instance is held as a replacement, so its first
+    place is free; a new version is linked there, the index refuses the add (the
+    UID is held) and the link must be taken back before the duplicate rules run.
+    EIO doing so: 0xA700, the version held untouched, and the link removed by
+    the discard or, failing that too, by the next start (its marker is kept)."""
+    toml = '[store]\nduplicates = "replace"\n'
+    node = node_factory(toml=toml)
+    first, second = two_versions()
+    third = make_dataset(pixel_bytes=4000, seed=3, patient_name="Third^Name")
+    third.SOPInstanceUID = first.uid
+    assert archive_store(node.port, [first, second], EXPLICIT_VR_LE) == [SUCCESS] * 2
+    root = data_dir(node)
+    held = index_row(root, first.uid)
+    assert held is not None
+    first_place = root / relative_path(first.uid)
+    assert held["path"] != relative_path(first.uid)
+    settled(root)
+    attempts = {"once": 1, "until restart": 1_000}[fails]
+
+    def fails_at_first_place(path: str) -> bool:
+        nonlocal attempts
+        if path != str(first_place) or not attempts:
+            return False
+        attempts -= 1
+        return True
+
+    with failing_unlink(fails_at_first_place, errno.EIO) as failed:
+        item = Item.of(third, EXPLICIT_VR_LE)
+        assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]
+    assert failed
+    assert index_row(root, first.uid) == held
+    if fails == "once":
+        assert not first_place.exists()
+        settled(root)
+    else:
+        assert first_place.exists()
+        assert leftovers(root)  # its marker, for the next start
+    node.stop()
+    restarted = node_factory(data_dir=str(root), toml=toml)
+    assert not first_place.exists()
+    assert index_row(root, first.uid) == held
+    assert read_stored(root, first.uid)[1] == second.data
+    assert_clean(restarted, stored=1)
 
 
 # ---- associations cut short ---------------------------------------------------------------

@@ -16,6 +16,7 @@ import asyncio
 import errno
 import io
 import os
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
@@ -29,10 +30,10 @@ from pydicom.uid import UID
 
 import archive.node
 from archive.dicom.dimse import Status
-from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.index import Index, IndexWriteError
 from archive.node import Storage
-from archive.store import relative_path
+from archive.store import StoreError, relative_path
 from archive.store.files import replacement_path
 from tests.conftest import RunningNode, make_config
 from tests.store.helpers import (
@@ -42,6 +43,7 @@ from tests.store.helpers import (
     all_rows,
     archive_store,
     data_dir,
+    deflated_unchecked,
     encode_dataset,
     index_row,
     instance_files,
@@ -85,9 +87,17 @@ def fresh(tmp_path: Path) -> Path:
     return root
 
 
-def ingest(root: Path, ds: Dataset, transfer_syntax: str = EXPLICIT_VR_LE, toml: str = "") -> int:
-    """Store ``ds`` through the node's own ingest path (no network); the status."""
-    data = encode_dataset(ds, transfer_syntax)
+def ingest(
+    root: Path,
+    ds: Dataset,
+    transfer_syntax: str = EXPLICIT_VR_LE,
+    toml: str = "",
+    data: bytes | None = None,
+) -> int:
+    """Store ``ds`` through the node's own ingest path (no network); the status.
+    ``data``: the data set bytes sent, if not ``ds`` encoded."""
+    if data is None:
+        data = encode_dataset(ds, transfer_syntax)
 
     async def fragments() -> AsyncIterator[memoryview]:
         yield memoryview(data)
@@ -197,6 +207,49 @@ def test_row_without_file_is_removed(tmp_path: Path) -> None:
     assert row is not None
     assert row["study_instances"] == 1
     assert set(all_rows(root)) == {keep.SOPInstanceUID}
+    assert leftovers(root) == []
+
+
+@pytest.mark.parametrize("error", [errno.EIO, errno.EACCES, errno.ELOOP], ids=errno.errorcode.get)
+@pytest.mark.parametrize("marker", ["its own", "a duplicate's"])
+def test_a_file_that_cannot_be_stat_ed_stops_the_start_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int, marker: str
+) -> None:
+    """An acknowledged instance with a marker left in tmp/ (its own, linked to it, or
+    that of a duplicate being received, never linked) whose file cannot be stat'ed
+    at the next start. That is no "the file is missing": taken for one, its row
+    went, then at the start after (the disk mended) its file, as unindexed. The
+    start fails naming the path, nothing changed; once the disk answers, the
+    instance is kept as it was."""
+    root = fresh(tmp_path)
+    ds = make_dataset(pixel_bytes=3000)
+    uid = str(ds.SOPInstanceUID)
+    assert ingest(root, ds) == Status.SUCCESS
+    relative = relative_path(uid)
+    if marker == "its own":
+        left = mark_in_flight(root, relative)
+    else:
+        left = root / "tmp" / f"{uid}.feedbeef.part"
+        left.write_bytes(part10(make_dataset(sop_instance_uid=uid, pixel_bytes=9000))[0])
+    before = index_row(root, uid)
+    final = str(root / relative)
+    real = os.stat
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if os.fspath(path) == final:
+            raise OSError(error, os.strerror(error), final)
+        return real(path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "stat", stat)
+        with pytest.raises(StoreError, match=re.escape(relative)):
+            open_storage(root)
+    assert index_row(root, uid) == before
+    assert left.exists()
+    assert read_stored(root, uid)[1] == encode_dataset(ds, EXPLICIT_VR_LE)
+    open_storage(root)
+    assert index_row(root, uid) == before
+    assert read_stored(root, uid)[1] == encode_dataset(ds, EXPLICIT_VR_LE)
     assert leftovers(root) == []
 
 
@@ -629,6 +682,60 @@ def test_an_unreadable_journaled_file_is_left_alone(
     open_storage(root)
     assert uid in all_rows(root)
     assert read_stored(root, uid)[1] == encode_dataset(ds, EXPLICIT_VR_LE)
+
+
+# ---- what ingest acknowledged unchecked ----------------------------------------------------
+
+
+@pytest.mark.parametrize("found_by", ["marker", "journal"])
+def test_an_instance_acknowledged_unchecked_is_kept(tmp_path: Path, found_by: str) -> None:
+    """Recovery reads back an instance in flight at the crash (its marker left, or
+    its batch the last one) to tell whether the file holds what was acknowledged:
+    the row's size and SHA-256 say that, not a stricter reading of its content
+    than ingest's. Judged so, this one was called cut, and row and file went."""
+    root = fresh(tmp_path)
+    ds, sent = deflated_unchecked()
+    uid = str(ds.SOPInstanceUID)
+    assert ingest(root, ds, DEFLATED_EXPLICIT_VR_LE, data=sent) == Status.SUCCESS
+    before = index_row(root, uid)
+    if found_by == "marker":
+        mark_in_flight(root, relative_path(uid))
+    else:
+        journal(root, uid)
+    open_storage(root)
+    assert index_row(root, uid) == before
+    assert read_stored(root, uid)[1] == sent
+    assert leftovers(root) == []
+
+
+def test_an_earlier_version_acknowledged_unchecked_is_indexed_again(tmp_path: Path) -> None:
+    """duplicates = "replace", the replacement's batch cut short in its flush: the
+    version it replaced is read back to be indexed again, with no row to compare
+    it with. It is judged by ingest's own rule, which acknowledged it: judged
+    stricter, it was called cut and removed, and the instance was lost."""
+    root = tmp_path / "data"
+    open_storage(root, REPLACE)
+    old, sent = deflated_unchecked(seed=1)
+    new = make_dataset(pixel_bytes=5000, seed=2)
+    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        setattr(new, keyword, getattr(old, keyword))
+    uid = str(old.SOPInstanceUID)
+    assert ingest(root, old, DEFLATED_EXPLICIT_VR_LE, REPLACE, data=sent) == Status.SUCCESS
+    first = root / relative_path(uid)
+    old_bytes = first.read_bytes()
+    assert ingest(root, new, toml=REPLACE) == Status.SUCCESS
+    replaced = index_row(root, uid)
+    assert replaced is not None
+    first.write_bytes(old_bytes)  # the crash came before its removal
+    journal(root, uid)
+    _truncate_to(1000)(root / replaced["path"])
+    open_storage(root, REPLACE)
+    row = index_row(root, uid)
+    assert row is not None
+    assert (row["path"], row["digest"]) == (relative_path(uid), sha256(sent))
+    assert read_stored(root, uid)[1] == sent
+    assert instance_files(root) == [first]
+    assert leftovers(root) == []
 
 
 def test_a_taken_back_replacement_gives_way_to_the_acknowledged_version(tmp_path: Path) -> None:
