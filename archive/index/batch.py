@@ -16,16 +16,18 @@ applying the operations one by one.
 Study, series and patient values: a later instance that carries a *different
 non-empty* value (description, accession number, patient name...) updates the
 stored one; an empty value never erases one. Corrections made at the modality or
-RIS after the first images were sent arrive with the later instances, and objects
-appended to a study by other systems (SR, presentation states, CAD) often leave
-type 2 attributes empty. Links are kept first: an instance whose study is already
-filed under another patient (or series under another study) joins the existing
-tree rather than splitting it; but a study first filed without a Patient ID (a
-patient of its own) goes to the patient of the first later instance of it that
-names one. A new study is filed under the patient of an instance that lands in
-it, and what a remove, a replace or a segment leaves empty is pruned at once, so
-that where an instance is filed does not depend on what else its batch holds
-(tests/index/test_filing.py).
+RIS after the first images were sent arrive with the later instances, and
+objects appended to a study by other systems (SR, presentation states, CAD)
+often leave type 2 attributes empty. A date and its time (Study, Series) are one
+moment and come from one instance: a later instance with another date brings its
+own time, even an empty one (``batch_sql._paired_time``). Links are kept first:
+an instance whose study is already filed under another patient (or series under
+another study) joins the existing tree rather than splitting it; but a study
+first filed without a Patient ID (a patient of its own) goes to the patient of
+the first later instance of it that names one. A new study is filed under the
+patient of an instance that lands in it, and what a remove, a replace or a
+segment leaves empty is pruned at once, so that where an instance is filed does
+not depend on what else its batch holds (tests/index/test_filing.py).
 
 Aggregates are maintained in the same transaction: per-series instance counts by
 addition and subtraction; per-study SOP classes as counted rows in

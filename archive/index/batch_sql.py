@@ -100,6 +100,24 @@ def _changed(table: str, texts: Sequence[str], others: Sequence[str] = ()) -> st
     return "WHERE " + "\n   OR ".join(tests) + "\n"
 
 
+def _paired_time(table: str, date: str, time: str) -> str:
+    """The SET of a time column that goes with a date column (Study Date and Time,
+    Series Date and Time): one moment, so both come from one instance. An instance
+    with another date brings its own time, even an empty one; with the same date,
+    a non-empty time updates it; with no date, it changes the time only of a row
+    that has no date either. Otherwise a row paired one instance's date with
+    another's time, which combined date-time matching (PS3.4 C.2.2.2.5) would
+    then match as a moment no instance has."""
+    new_date, old_date = f"nullif(excluded.{date}, '')", f"nullif({table}.{date}, '')"
+    latest = f"coalesce(nullif(excluded.{time}, ''), {table}.{time})"
+    return (
+        f"CASE WHEN {new_date} IS NULL THEN"
+        f" CASE WHEN {old_date} IS NULL THEN {latest} ELSE {table}.{time} END"
+        f" WHEN {new_date} IS NOT {old_date} THEN excluded.{time}"
+        f" ELSE {latest} END"
+    )
+
+
 # "WHERE true" keeps the parser from reading ON CONFLICT as a join constraint.
 # ORDER BY seq makes the latest instance's values win (see the module docstring).
 UPSERT_PATIENTS = """
@@ -173,7 +191,7 @@ JOIN patient AS p
 WHERE true ORDER BY s.seq
 ON CONFLICT (study_instance_uid) DO UPDATE SET
     study_date = coalesce(nullif(excluded.study_date, ''), study.study_date),
-    study_time = coalesce(nullif(excluded.study_time, ''), study.study_time),
+    study_time = """ + _paired_time("study", "study_date", "study_time") + """,
     accession_number = coalesce(nullif(excluded.accession_number, ''), study.accession_number),
     study_id = coalesce(nullif(excluded.study_id, ''), study.study_id),
     study_description =
@@ -208,7 +226,7 @@ ON CONFLICT (series_instance_uid) DO UPDATE SET
     body_part_examined =
         coalesce(nullif(excluded.body_part_examined, ''), series.body_part_examined),
     series_date = coalesce(nullif(excluded.series_date, ''), series.series_date),
-    series_time = coalesce(nullif(excluded.series_time, ''), series.series_time),
+    series_time = """ + _paired_time("series", "series_date", "series_time") + """,
     specific_character_set =
         coalesce(nullif(excluded.specific_character_set, ''), series.specific_character_set),
     request_attributes_sequence = coalesce(

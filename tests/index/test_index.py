@@ -281,6 +281,41 @@ def test_later_non_empty_values_update_empty_ones_do_not_erase(tmp_path: Path) -
     run(main())
 
 
+@pytest.mark.parametrize("level", ["study", "series"])
+@pytest.mark.parametrize("together", [False, True], ids=["own-batches", "one-batch"])
+def test_a_date_and_its_time_come_from_one_instance(
+    tmp_path: Path, level: str, together: bool
+) -> None:
+    """Study (Series) Date and Time are one moment: a later instance with another
+    date brings its own time, even an empty one, and one without a date leaves
+    the time as it is. Taken each on its own, the row paired the second instance's
+    date with the first's time: a moment no instance has, which combined date-time
+    matching (PS3.4 C.2.2.2.5) would match."""
+    date, time = f"{level}_date", f"{level}_time"
+    steps = [
+        ({date: "20240101", time: "080000"}, ("20240101", "080000")),
+        ({date: "20240102", time: ""}, ("20240102", "")),  # another date: its own time
+        ({date: "20240102", time: "093000"}, ("20240102", "093000")),  # same date: filled
+        ({date: "", time: "235900"}, ("20240102", "093000")),  # no date: time kept
+        ({date: "20240102", time: ""}, ("20240102", "093000")),  # same date, no time
+    ]
+    db = tmp_path / "index.db"
+    table = "study" if level == "study" else "series"
+
+    async def main() -> None:
+        async with await Index.open(db) as index:
+            if together:
+                items = [make_instance(n, **values) for n, (values, _) in enumerate(steps, 1)]
+                await asyncio.gather(*(index.add(x) for x in items))
+                assert query(db, f"SELECT {date}, {time} FROM {table}") == [steps[-1][1]]
+                return
+            for n, (values, expected) in enumerate(steps, 1):
+                await index.add(make_instance(n, **values))
+                assert query(db, f"SELECT {date}, {time} FROM {table}") == [expected], n
+
+    run(main())
+
+
 def test_links_are_kept_first(tmp_path: Path) -> None:
     db = tmp_path / "index.db"
 
