@@ -309,16 +309,22 @@ def decode_person_name(value: bytes, codecs: Sequence[str]) -> str:
 
     Trailing empty components and component groups are dropped (PS3.5 6.2.1.1
     lets a sender omit them, with their delimiters), so ``Smith^John^^^``,
-    ``Smith^John==`` and ``Smith^John`` index, and match, alike.
+    ``Smith^John==`` and ``Smith^John`` index, and match, alike. So are the
+    spaces around each component: PS3.5 Table 6.2-1 (CP-726) allows leading and
+    trailing ones and calls them insignificant, so `` Smith ^John `` is
+    ``Smith^John`` (spaces inside a component, ``van Dyke``, stay).
     """
     text = decode_text(value, codecs, PN_DELIMITERS)
-    # Trailing spaces are padding (PS3.5 Table 6.2-1): "DOE^JOHN^^^ " ends with "^".
-    return "\\".join(_trimmed_person_name(name.rstrip(" ")) for name in text.split("\\"))
+    return "\\".join(_trimmed_person_name(name) for name in text.split("\\"))
 
 
 def _trimmed_person_name(name: str) -> str:
-    """One decoded PN value without its trailing empty components and groups."""
-    return "=".join(group.rstrip("^") for group in name.split("=")).rstrip("=")
+    """One decoded PN value without the spaces around its components, nor its
+    trailing empty components and groups."""
+    groups = (
+        "^".join(c.strip(" ") for c in group.split("^")).rstrip("^") for group in name.split("=")
+    )
+    return "=".join(groups).rstrip("=")
 
 
 def decode_value(value: bytes, vr: str, codecs: Sequence[str]) -> str:

@@ -78,5 +78,6 @@ def _item_codecs(item: tuple[Element, ...], codecs: Sequence[str]) -> Sequence[s
 
 
 def _item_text(raw: bytes, vr: str, codecs: Sequence[str]) -> str:
-    # PN keeps leading spaces (PS3.5 Table 6.2-1); the other VRs lose both ends.
-    return decode_value(raw.rstrip(b" \0") if vr == "PN" else raw.strip(b" \0"), vr, codecs)
+    # A PN drops the spaces around each component (decode_person_name); the
+    # other VRs lose both ends.
+    return decode_value(raw.strip(b" \0"), vr, codecs)

@@ -464,12 +464,19 @@ def test_pn_group_delimiter_inside_a_kanji_is_not_a_delimiter() -> None:
         (b"^^^^", ""),
         (b"A^^\\B^C^^ ", "A\\B^C"),  # each value of a multi-valued one
         (b"DOE^^A", "DOE^^A"),  # an empty middle component stays
-        (b" DOE^JOHN", " DOE^JOHN"),  # leading spaces are not padding
+        # Spaces around a component are insignificant (PS3.5 Table 6.2-1, CP-726):
+        (b" DOE^JOHN", "DOE^JOHN"),
+        (b"DOE ^ JOHN ^^", "DOE^JOHN"),
+        (b"  DOE^JOHN = X ", "DOE^JOHN=X"),
+        (b"A \\ B", "A\\B"),
+        (b"VAN DYKE^MARY ANN ", "VAN DYKE^MARY ANN"),  # inside a component they stay
+        (b" ^ ^ ", ""),
     ],
 )
 def test_pn_trailing_empty_components_and_groups_are_dropped(raw: bytes, name: str) -> None:
     """PS3.5 6.2.1.1: a sender may omit trailing empty components and groups, with
-    their delimiters, so the forms with and without them index and match alike."""
+    their delimiters, so the forms with and without them index and match alike;
+    and the spaces around each component are insignificant."""
     assert decode_person_name(raw, python_codecs([])) == name
 
 

@@ -225,6 +225,9 @@ MATCHING = [
     # has them matches without them, and a wild card component after the last
     # caret may match an absent one. Stored "DOE" may have been sent as "DOE^".
     ("PatientName", "DOE^JOHN^^^", "DOE^JOHN", True),
+    # Spaces around components are insignificant (PS3.5 Table 6.2-1): held without.
+    ("PatientName", " DOE ^ JOHN", "DOE^JOHN", True),
+    ("PatientName", "DOE ^J*", "DOE^JOHN", True),
     ("PatientName", "DOE^*", "DOE", True),
     ("PatientName", "DOE^*", "DOEX", False),
     ("PatientName", "DOE^*^*", "DOE^JOHN", True),

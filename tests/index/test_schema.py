@@ -63,7 +63,7 @@ def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
         await index.close()
 
     run(main())
-    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(7,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(8,)]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
     names = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert names == TABLES
@@ -342,7 +342,7 @@ def test_migration_7_trims_the_person_names_indexed_before(tmp_path: Path) -> No
     instances = query(db, "SELECT * FROM instance ORDER BY pk")
     execute(db, "PRAGMA user_version = 6")
     run(_reopen(db))
-    assert query(db, "PRAGMA user_version") == [(7,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)]  # 0008 leaves these alone
     want = {patient: _NAMES_BEFORE_0007[raw] for patient, raw in names.items()}
     assert dict(query(db, "SELECT patient_id, patient_name FROM patient")) == want
     folded = dict(query(db, "SELECT patient_id, patient_name_folded FROM patient"))
@@ -381,6 +381,56 @@ def test_migration_7_trims_every_short_name_as_decode_person_name_does() -> None
         for name, (held, folded), (referring,) in zip(names, patients, studies, strict=True):
             want = decode_person_name(name.encode(), codecs)
             assert (held, folded, referring) == (want, want, want), name
+
+
+def test_migration_8_trims_every_short_name_as_decode_person_name_does() -> None:
+    """0007 then 0008 (an index made before both) against decode_person_name, which
+    now drops the spaces around each component (PS3.5 Table 6.2-1), on every
+    string of up to five of ``A ^ = \\ space`` (3,906 names), in all three columns."""
+    names = ["".join(p) for n in range(6) for p in itertools.product("A ^=\\", repeat=n)]
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute(
+            "CREATE TABLE patient (pk INTEGER PRIMARY KEY, patient_name, patient_name_folded)"
+        )
+        conn.execute("CREATE TABLE study (pk INTEGER PRIMARY KEY, referring_physician_name)")
+        conn.executemany(
+            "INSERT INTO patient (pk, patient_name, patient_name_folded) VALUES (?, ?, ?)",
+            [(pk, name, name) for pk, name in enumerate(names)],
+        )
+        conn.executemany(
+            "INSERT INTO study (pk, referring_physician_name) VALUES (?, ?)", enumerate(names)
+        )
+        for migration in load_migrations():
+            if migration.version in (7, 8):
+                for statement in migration.statements:
+                    conn.execute(statement)
+        patients = conn.execute("SELECT patient_name, patient_name_folded FROM patient ORDER BY pk")
+        studies = conn.execute("SELECT referring_physician_name FROM study ORDER BY pk")
+        codecs = python_codecs([])
+        for name, (held, folded), (referring,) in zip(names, patients, studies, strict=True):
+            want = decode_person_name(name.encode(), codecs)
+            assert (held, folded, referring) == (want, want, want), repr(name)
+
+
+def test_migration_8_leaves_names_without_such_spaces_alone(tmp_path: Path) -> None:
+    """An index at 7 with a spaced name and clean ones: only the spaced one changes."""
+    db = tmp_path / "index.db"
+
+    async def make() -> None:
+        async with await Index.open(db) as index:
+            await index.add(make_instance(1, study="1.2.1", patient_id="A"))
+            await index.add(make_instance(2, study="1.2.2", patient_id="B"))
+
+    run(make())
+    execute(db, "UPDATE patient SET patient_name = ' VAN DYKE ^ MARY ANN ' WHERE patient_id = 'A'")
+    execute(db, "UPDATE patient SET patient_name = 'VAN DYKE^MARY ANN' WHERE patient_id = 'B'")
+    execute(db, "PRAGMA user_version = 7")
+    run(_reopen(db))
+    assert query(db, "PRAGMA user_version") == [(8,)]
+    assert query(db, "SELECT patient_id, patient_name FROM patient ORDER BY 1") == [
+        ("A", "VAN DYKE^MARY ANN"),
+        ("B", "VAN DYKE^MARY ANN"),
+    ]
 
 
 async def _reopen(db: Path) -> None:
