@@ -356,38 +356,9 @@ def test_migration_7_trims_the_person_names_indexed_before(tmp_path: Path) -> No
     assert query(db, "SELECT * FROM instance ORDER BY pk") == instances
 
 
-def test_migration_7_trims_every_short_name_as_decode_person_name_does() -> None:
-    """Migration 0007's SQL against decode_person_name on every string of up to six
-    of ``A ^ = \\`` (5,461 names), in all three columns it trims."""
-    names = ["".join(p) for n in range(7) for p in itertools.product("A^=\\", repeat=n)]
-    with closing(sqlite3.connect(":memory:")) as conn:
-        conn.execute(
-            "CREATE TABLE patient (pk INTEGER PRIMARY KEY, patient_name, patient_name_folded)"
-        )
-        conn.execute("CREATE TABLE study (pk INTEGER PRIMARY KEY, referring_physician_name)")
-        conn.executemany(
-            "INSERT INTO patient (pk, patient_name, patient_name_folded) VALUES (?, ?, ?)",
-            [(pk, name, name) for pk, name in enumerate(names)],
-        )
-        conn.executemany(
-            "INSERT INTO study (pk, referring_physician_name) VALUES (?, ?)", enumerate(names)
-        )
-        (migration,) = [m for m in load_migrations() if m.version == 7]
-        for statement in migration.statements:
-            conn.execute(statement)
-        patients = conn.execute("SELECT patient_name, patient_name_folded FROM patient ORDER BY pk")
-        studies = conn.execute("SELECT referring_physician_name FROM study ORDER BY pk")
-        codecs = python_codecs([])
-        for name, (held, folded), (referring,) in zip(names, patients, studies, strict=True):
-            want = decode_person_name(name.encode(), codecs)
-            assert (held, folded, referring) == (want, want, want), name
-
-
-def test_migration_8_trims_every_short_name_as_decode_person_name_does() -> None:
-    """0007 then 0008 (an index made before both) against decode_person_name, which
-    now drops the spaces around each component (PS3.5 Table 6.2-1), on every
-    string of up to five of ``A ^ = \\ space`` (3,906 names), in all three columns."""
-    names = ["".join(p) for n in range(6) for p in itertools.product("A ^=\\", repeat=n)]
+def _migrated_names(names: list[str], versions: tuple[int, ...]) -> list[tuple[str, str, str]]:
+    """``names`` as patient name, folded name and referring physician, through the
+    migrations ``versions`` on bare tables: (name, folded, referring) per name."""
     with closing(sqlite3.connect(":memory:")) as conn:
         conn.execute(
             "CREATE TABLE patient (pk INTEGER PRIMARY KEY, patient_name, patient_name_folded)"
@@ -401,15 +372,31 @@ def test_migration_8_trims_every_short_name_as_decode_person_name_does() -> None
             "INSERT INTO study (pk, referring_physician_name) VALUES (?, ?)", enumerate(names)
         )
         for migration in load_migrations():
-            if migration.version in (7, 8):
+            if migration.version in versions:
                 for statement in migration.statements:
                     conn.execute(statement)
         patients = conn.execute("SELECT patient_name, patient_name_folded FROM patient ORDER BY pk")
         studies = conn.execute("SELECT referring_physician_name FROM study ORDER BY pk")
-        codecs = python_codecs([])
-        for name, (held, folded), (referring,) in zip(names, patients, studies, strict=True):
-            want = decode_person_name(name.encode(), codecs)
-            assert (held, folded, referring) == (want, want, want), repr(name)
+        return [(n, f, r) for (n, f), (r,) in zip(patients, studies, strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("versions", "alphabet", "longest"),
+    [((7,), "A^=\\", 6), ((7, 8), "A ^=\\", 5)],
+    ids=["0007", "0007+0008"],
+)
+def test_migrations_trim_every_short_name_as_decode_person_name_does(
+    versions: tuple[int, ...], alphabet: str, longest: int
+) -> None:
+    """Migration 0007's SQL (an index made before it), and 0007 then 0008 (one made
+    before both; 0008 drops the spaces around components, PS3.5 Table 6.2-1),
+    against decode_person_name on every string of up to ``longest`` of the
+    alphabet's characters (5,461 and 3,906 names), in all three columns."""
+    names = ["".join(p) for n in range(longest + 1) for p in itertools.product(alphabet, repeat=n)]
+    codecs = python_codecs([])
+    for name, held in zip(names, _migrated_names(names, versions), strict=True):
+        want = decode_person_name(name.encode(), codecs)
+        assert held == (want, want, want), repr(name)
 
 
 def test_migration_8_leaves_names_without_such_spaces_alone(tmp_path: Path) -> None:

@@ -584,3 +584,23 @@ def raw_association(node: RunningNode, abstract_syntax: str = CT_IMAGE) -> tuple
     (context,) = ac.contexts
     assert context.result == 0
     return peer, context.id
+
+
+def is_part(fd: int) -> bool:
+    """The descriptor is one of the store's part files (not sqlite, not a socket)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").endswith(".part")
+    except OSError:
+        return False
+
+
+def fail_part_writes(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """Every ``os.writev`` to a part file fails with ``code``; other writes go on."""
+    real = os.writev
+
+    def writev(fd: int, buffers: Any) -> int:
+        if is_part(fd):
+            raise OSError(code, os.strerror(code))
+        return real(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", writev)

@@ -40,8 +40,10 @@ from tests.store.helpers import (
     archive_store,
     archive_store_async,
     data_dir,
+    fail_part_writes,
     index_row,
     instance_files,
+    is_part,
     leftovers,
     make_dataset,
     needs_syncfs,
@@ -81,15 +83,6 @@ def still_serving(node: RunningNode, stored: int) -> None:
     assert read_stored(root, item.uid)[1] == item.data
     assert len(instance_files(root)) == stored + 1
     settled(root)
-
-
-def _is_part(fd: int) -> bool:
-    """The descriptor is one of the store's part files (not sqlite, not a socket)."""
-    try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return False
-    return target.endswith(".part")
 
 
 # ---- disk full: a real small filesystem -----------------------------------------------
@@ -144,7 +137,7 @@ def test_disk_full_injected_in_writev(node: RunningNode, monkeypatch: pytest.Mon
     written = {"bytes": 0}
 
     def writev(fd: int, buffers: Any) -> int:
-        if not _is_part(fd):
+        if not is_part(fd):
             return real(fd, buffers)
         if written["bytes"] >= MiB:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -164,14 +157,7 @@ def test_disk_full_injected_in_writev(node: RunningNode, monkeypatch: pytest.Mon
 @pytest.mark.usefixtures("python_twin")
 def test_enospc_is_reported_as_no_space(node: RunningNode, monkeypatch: pytest.MonkeyPatch) -> None:
     """The error comment of the 0xA700 names the cause (PS3.7 C.4.2 Error Comment)."""
-    real = os.writev
-
-    def writev(fd: int, buffers: Any) -> int:
-        if _is_part(fd):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(fd, buffers)
-
-    monkeypatch.setattr(os, "writev", writev)
+    fail_part_writes(monkeypatch, errno.ENOSPC)
     item = Item.of(make_dataset(pixel_bytes=10_000), EXPLICIT_VR_LE)
     (rsp,) = asyncio.run(archive_store_async(node.port, [item], EXPLICIT_VR_LE))
     assert rsp.status == OUT_OF_RESOURCES
@@ -187,7 +173,7 @@ def test_io_error_on_fsync(node_factory: NodeFactory, monkeypatch: pytest.Monkey
     failed: list[int] = []
 
     def fsync(fd: int) -> None:
-        if _is_part(fd):
+        if is_part(fd):
             failed.append(fd)
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real(fd)
@@ -430,14 +416,7 @@ def test_a_part_file_that_cannot_be_removed_after_a_write_error(
     """EIO writing, then EROFS removing the part file (ext4 with errors=remount-ro):
     still 0xA700, not an aborted association; the part file is the next start's."""
     node = node_factory()
-    real = os.writev
-
-    def writev(fd: int, buffers: Any) -> int:
-        if _is_part(fd):
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return real(fd, buffers)
-
-    monkeypatch.setattr(os, "writev", writev)
+    fail_part_writes(monkeypatch, errno.EIO)
     item = Item.of(make_dataset(pixel_bytes=MiB), EXPLICIT_VR_LE)
     with failing_unlink(_is_part_path, errno.EROFS) as failed:
         assert archive_store(node.port, [item], EXPLICIT_VR_LE) == [OUT_OF_RESOURCES]

@@ -31,6 +31,8 @@ from archive.store.writer import MAX_QUEUED, WRITE_BEHIND
 from tests.store.helpers import (
     cached_pages,
     dirty_pages,
+    fail_part_writes,
+    is_part,
     needs_cachestat,
     needs_syncfs,
     skip_unless_cache_drops,
@@ -266,7 +268,7 @@ def test_write_error_is_sticky(store: FileStore, monkeypatch: pytest.MonkeyPatch
     failures = {"left": 1}
 
     def writev(fd: int, buffers: Any) -> int:
-        if _is_part(fd) and failures["left"]:
+        if is_part(fd) and failures["left"]:
             failures["left"] -= 1
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         return real(fd, buffers)
@@ -410,13 +412,6 @@ def test_recover_finds_a_placed_replacement(store: FileStore) -> None:
 # ---- errors ------------------------------------------------------------------------------
 
 
-def _is_part(fd: int) -> bool:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}").endswith(".part")
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize(
     ("code", "no_space"),
     [(errno.ENOSPC, True), (errno.EDQUOT, True), (errno.EIO, False)],
@@ -424,14 +419,7 @@ def _is_part(fd: int) -> bool:
 def test_write_error_is_store_error(
     store: FileStore, monkeypatch: pytest.MonkeyPatch, code: int, no_space: bool
 ) -> None:
-    real = os.writev
-
-    def writev(fd: int, buffers: Any) -> int:
-        if _is_part(fd):
-            raise OSError(code, os.strerror(code))
-        return real(fd, buffers)
-
-    monkeypatch.setattr(os, "writev", writev)
+    fail_part_writes(monkeypatch, code)
     writer = store.begin(UID, META)
 
     async def go() -> StoreError:
@@ -451,7 +439,7 @@ def test_fsync_error_is_store_error(store: FileStore, monkeypatch: pytest.Monkey
     real = os.fsync
 
     def fsync(fd: int) -> None:
-        if _is_part(fd):
+        if is_part(fd):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real(fd)
 
@@ -478,7 +466,7 @@ def test_short_writes_are_completed(
     calls = {"n": 0}
 
     def writev(fd: int, buffers: Any) -> int:
-        if not _is_part(fd):
+        if not is_part(fd):
             return real(fd, buffers)
         calls["n"] += 1
         buffers = list(buffers)
