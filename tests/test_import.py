@@ -10,7 +10,10 @@ import pytest
 from pydicom.uid import ImplicitVRLittleEndian
 
 from archive.cli import main
+from archive.index import Index
 from archive.store import read_meta
+from tests.index import run
+from tests.index.test_find import q
 from tests.test_cli_store import (
     copy_test_files,
     dataset_bytes,
@@ -162,6 +165,44 @@ def test_import_a_different_duplicate(
     assert lines[1:] == []
     (stored,) = (data / "instances").rglob(f"{uid}*")  # a replacement has a name of its own
     assert dataset_bytes(stored) == dataset_bytes(held / "a.dcm" if kept else other / "a.dcm")
+
+
+def test_import_replacements_that_correct_patient_and_study(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under ``replace``, a series sent again with its Patient ID and Study Instance
+    UID corrected is found by the corrected ones (C-FIND, C-MOVE), by them only,
+    with the corrected patient's values. It stayed under the ones it was first
+    sent with."""
+    config = tmp_path / "archive.toml"
+    data = tmp_path / "data"
+    config.write_text(f'[node]\ndata_dir = "{data}"\n\n[store]\nduplicates = "replace"\n')
+    series = {"series": "1.2.3.4.5"}
+    uids = [make_instance(tmp_path / "sent" / f"{n}.dcm", patient="WRONG", study="1.2.3.4",
+                          **series) for n in range(3)]  # fmt: skip
+    for n, uid in enumerate(uids):
+        make_instance(tmp_path / "fixed" / f"{n}.dcm", sop_instance_uid=uid, patient="RIGHT",
+                      study="1.2.3.9", **series)  # fmt: skip
+    assert main(["import", "--config", str(config), str(tmp_path / "sent")]) == 0
+    assert main(["import", "--config", str(config), "-j", "2", str(tmp_path / "fixed")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("imported 3, failed 0, ")
+
+    async def studies(patient_id: str) -> list[tuple[object, ...]]:
+        keys = ("StudyInstanceUID", "PatientName", "NumberOfStudyRelatedInstances")
+        query = q("STUDY", ("PatientID", patient_id), *((key, "") for key in keys))
+        async with await Index.open(data / "index.sqlite") as index:
+            return [tuple(found[key] for key in keys) async for found in index.find(query)]
+
+    async def retrieved(study: str) -> int:
+        async with await Index.open(data / "index.sqlite") as index:
+            return len(await index.retrieve(q("STUDY", ("StudyInstanceUID", study))))
+
+    assert run(studies("RIGHT")) == [("1.2.3.9", "Test^RIGHT", 3)]
+    assert run(studies("WRONG")) == []
+    assert (run(retrieved("1.2.3.9")), run(retrieved("1.2.3.4"))) == (3, 0)
+    assert stats_json(data, capsys) | {"bytes": 0} == {
+        "patients": 1, "studies": 1, "series": 1, "instances": 3, "bytes": 0, "outdated": 0,
+    }  # fmt: skip
 
 
 def test_import_nothing_to_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

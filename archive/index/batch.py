@@ -21,20 +21,32 @@ objects appended to a study by other systems (SR, presentation states, CAD)
 often leave type 2 attributes empty. A date and its time (Study, Series) are one
 moment and come from one instance: a later instance with another date brings its
 own time, even an empty one (``batch_sql._paired_time``). Links are kept first:
-an instance whose study is already filed under another patient (or series under
-another study) joins the existing tree rather than splitting it; but a study
-first filed without a Patient ID (a patient of its own) goes to the patient of
-the first later instance of it that names one. A new study is filed under the
-patient of an instance that lands in it, and what a remove, a replace or a
-segment leaves empty is pruned at once, so that where an instance is filed does
-not depend on what else its batch holds (tests/index/test_filing.py).
+an added instance whose study is already filed under another patient (or series
+under another study) joins the existing tree rather than splitting it; but a
+study first filed without a Patient ID (a patient of its own) goes to the
+patient of the first later instance of it that names one. A refresh keeps links
+too (its row is written again, not corrected). A replacement of an indexed row,
+though, is a correction, and the tree follows it
+(``move_sql.MOVE_TO_REPLACEMENT``): its series moves, with the instances
+filed in it, to the study it names (created under the replacement's patient if
+need be), and that study to the patient it names, unless its Patient ID is
+empty (it names nobody). Otherwise a series re-sent instance by instance with
+a corrected Patient ID or Study Instance UID never moved: each replacement
+found the series still held under the old study and patient by the others
+(the corrected ones included), and joined it. A new study is filed under the
+patient of an instance that lands in it, and what a remove, a replace (or its
+moves) or a segment leaves empty is pruned at once, so that where an instance
+is filed does not depend on what else its batch holds
+(tests/index/test_filing.py).
 
 Aggregates are maintained in the same transaction: per-series instance counts by
 addition and subtraction; per-study SOP classes as counted rows in
-``study_sop_class``; study counts and modalities are rebuilt from the study's
-series rows (a few rows, via an index), never from its instances, so the cost per
-batch does not grow with study size. Series, studies and patients left without
-children are deleted.
+``study_sop_class`` (a moved series carries its instances' counts from study to
+study); study counts and modalities are rebuilt from the study's series rows (a
+few rows, via an index), never from its instances, so the cost per batch does
+not grow with study size (a replacement that moves a series re-links that
+series' instance rows: a correction's cost, not ingest's). Series, studies and
+patients left without children are deleted.
 """
 
 from __future__ import annotations
@@ -218,7 +230,10 @@ def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Ou
                 # A refresh rewrites a row in place: its links are kept, so the
                 # levels it empties for a moment are not pruned.
                 _delete(conn, (uid,), prune=isinstance(op, Replace))
-            if old is not None or isinstance(op, Replace):
+            if old is not None and isinstance(op, Replace):
+                # A correction: its series and study follow it (module docstring).
+                _segment(conn, [op.item], "replace")
+            elif old is not None or isinstance(op, Replace):
                 _segment(conn, [op.item], "segment")
             if isinstance(op, Refresh):
                 conn.execute(UNNOTE_WRITTEN, (uid,))
@@ -235,12 +250,12 @@ def _apply(conn: sqlite3.Connection, operations: Sequence[Operation]) -> list[Ou
 def _segment(
     conn: sqlite3.Connection,
     items: Sequence[StoredInstance],
-    run: Literal["segment", "batch"],
+    run: Literal["segment", "replace", "batch"],
     journal: Journal = "keep",
 ) -> list[tuple[int, DuplicateInstanceError]]:
     """Stage and insert one segment of adds (``run`` = 'batch': and finish the
-    batch, one transaction); (position, error) of those the trigger refused (UID
-    indexed already)."""
+    batch, one transaction; 'replace': a replacement's, batch_sql.REPLACE_SEGMENT);
+    (position, error) of those the trigger refused (UID indexed already)."""
     rows = [_staged_row(seq, item) for seq, item in enumerate(items)]
     # Full chunks first, each staged by its own statement; the last chunk's
     # statement also runs the segment.

@@ -2,8 +2,8 @@
 
 The TEMP staging tables, the statements that move staged rows into the four level
 tables and keep the aggregates, and the TEMP views whose INSTEAD OF triggers run a
-whole sequence of them as one statement (:func:`_trigger`). ``batch.py``'s docstring
-says how a batch uses them.
+whole sequence of them as one statement (:func:`_trigger`); a replacement's moves
+are ``move_sql.py``'s. ``batch.py``'s docstring says how a batch uses them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import functools
 from collections.abc import Sequence
 
 from archive.dicom.attributes import HEADER_VERSION, InstanceAttributes
+from archive.index.move_sql import MOVE_TO_REPLACEMENT, MOVED_TABLES
 from archive.index.records import InstanceRow
 
 # -- TEMP working tables (per connection, in memory with temp_store=MEMORY) -------
@@ -43,6 +44,7 @@ _TEMP_TABLES = (
     "CREATE TEMP TABLE IF NOT EXISTS refused (seq INTEGER PRIMARY KEY, sop_instance_uid TEXT)",
     "CREATE TEMP TABLE IF NOT EXISTS touched_study (pk INTEGER PRIMARY KEY)",
     "CREATE TEMP TABLE IF NOT EXISTS touched_patient (pk INTEGER PRIMARY KEY)",
+    *MOVED_TABLES,
     # The UIDs a batch's adds and replaces may have written (for the journal).
     "CREATE TEMP TABLE IF NOT EXISTS written (sop_instance_uid TEXT PRIMARY KEY)",
 )
@@ -436,6 +438,13 @@ PRUNE_STAGED = _prune(
 PRUNE_GONE = _prune(
     "pk IN (SELECT study_pk FROM temp.gone)", "pk IN (SELECT patient_pk FROM temp.gone)"
 )
+# A replacement prunes the places its moves (move_sql.py) left empty at once, for
+# the same reason.
+PRUNE_MOVED = _prune(
+    "pk IN (SELECT from_study_pk FROM temp.moved_series)",
+    "pk IN (SELECT from_patient_pk FROM temp.moved_series)"
+    " OR pk IN (SELECT from_patient_pk FROM temp.moved_study)",
+)
 # The end of every batch: prune and refresh what it touched, rewrite the journal
 # (NEW.journal: see Journal), and leave the TEMP tables empty for the next one.
 FINISH_BATCH = (
@@ -476,17 +485,29 @@ def _trigger(view: str, columns: str, statements: Sequence[str]) -> tuple[str, s
 #: A segment that others may follow: pruned before its staged rows are cleared.
 PRUNED_SEGMENT = (*INSERT_SEGMENT[:-1], *PRUNE_STAGED, INSERT_SEGMENT[-1])
 assert INSERT_SEGMENT[-1] == CLEAR_STAGED
+_UPSERTED = INSERT_SEGMENT.index(UPSERT_STUDIES) + 1
+#: A replacement's segment (one row): its series and study moved where it says
+#: they belong before it is filed, then pruned like a segment, and where they were.
+REPLACE_SEGMENT = (
+    *INSERT_SEGMENT[:_UPSERTED],
+    *MOVE_TO_REPLACEMENT,
+    *PRUNED_SEGMENT[_UPSERTED:-1],
+    *PRUNE_MOVED,
+    PRUNED_SEGMENT[-1],
+)
 
 
 def _add_rows_triggers() -> tuple[str, ...]:
     """The view ``add_rows``: each row inserted into it either stages an add
     (``run`` NULL) or, as the statement's last row, runs the segment staged so far
-    (``run`` = 'segment') or the whole batch (``run`` = 'batch', with ``journal``).
+    (``run`` = 'segment'; 'replace': a replacement's, see REPLACE_SEGMENT) or the
+    whole batch (``run`` = 'batch', with ``journal``).
     A multi-row INSERT fires the trigger once per row, in order."""
     values = ", ".join(f"NEW.{column}" for column in _STAGED_COLUMNS)
     stage = f"INSERT INTO staged ({', '.join(_STAGED_COLUMNS)}) VALUES ({values})"
     runs = {"stage": ("NEW.run IS NULL", [stage]),
             "segment": ("NEW.run = 'segment'", PRUNED_SEGMENT),
+            "replace": ("NEW.run = 'replace'", REPLACE_SEGMENT),
             "batch": ("NEW.run = 'batch'", INSERT_SEGMENT + FINISH_BATCH)}  # fmt: skip
     nulls = ", ".join("NULL" for _ in _ADD_ROWS_COLUMNS)
     return (

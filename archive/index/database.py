@@ -218,7 +218,9 @@ class Index:
         """Index ``item`` in place of the row with its SOP Instance UID, if any.
 
         Returns the replaced row (its file is the caller's to delete) or None.
-        The old and new rows change in one transaction; aggregates follow.
+        The old and new rows change in one transaction; aggregates follow. A
+        replacement is a correction: its series and study move to the study and
+        patient it names, if they are filed elsewhere (``batch.py``).
         """
         _check(item)
         return await self._writer.replace(item)

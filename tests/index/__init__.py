@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import Counter, defaultdict
 from collections.abc import Coroutine
 from contextlib import closing
 from pathlib import Path
@@ -76,3 +77,66 @@ def execute(db: Path, sql: str) -> None:
     """Change the file behind the index's back (fault injection, version bumps)."""
     with closing(sqlite3.connect(db, isolation_level=None)) as conn:
         conn.execute(sql)
+
+
+def aggregates(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """The aggregates the index keeps, level by level, by UID or patient key."""
+    return {
+        "series": query(
+            db, "SELECT series_instance_uid, number_of_instances FROM series ORDER BY 1"
+        ),
+        "study": query(
+            db,
+            "SELECT study_instance_uid, number_of_series, number_of_instances,"
+            " modalities_in_study, sop_classes_in_study FROM study ORDER BY 1",
+        ),
+        "study_sop_class": query(
+            db,
+            "SELECT st.study_instance_uid, c.sop_class_uid, c.instances FROM study_sop_class AS c"
+            " JOIN study AS st ON st.pk = c.study_pk ORDER BY 1, 2",
+        ),
+        "patient": query(
+            db,
+            "SELECT patient_key, number_of_studies, number_of_series, number_of_instances"
+            " FROM patient ORDER BY 1",
+        ),
+    }
+
+
+def counted_aggregates(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """What :func:`aggregates` must say, counted here from the instance rows and the
+    links they hold: an instance whose own study link is not its series' study is
+    counted in neither, and a level with no instance left is not listed."""
+    rows = query(
+        db,
+        "SELECT i.sop_class_uid, se.series_instance_uid, se.modality, st.study_instance_uid,"
+        " p.patient_key FROM instance AS i JOIN series AS se ON se.pk = i.series_pk"
+        " JOIN study AS st ON st.pk = i.study_pk AND st.pk = se.study_pk"
+        " JOIN patient AS p ON p.pk = st.patient_pk",
+    )
+    series: Counter[str] = Counter()
+    studies: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    patients: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for sop_class, series_uid, modality, study_uid, patient_key in rows:
+        series[series_uid] += 1
+        studies[study_uid].append((series_uid, modality, sop_class))
+        patients[patient_key].append((study_uid, series_uid))
+    sop_classes = Counter((uid, c) for uid, held in studies.items() for _, _, c in held)
+    return {
+        "series": sorted(series.items()),
+        "study": sorted(
+            (
+                uid,
+                len({s for s, _, _ in held}),
+                len(held),
+                "\\".join(sorted({m for _, m, _ in held if m})),
+                "\\".join(sorted({c for _, _, c in held})),
+            )
+            for uid, held in studies.items()
+        ),
+        "study_sop_class": sorted((*key, count) for key, count in sop_classes.items()),
+        "patient": sorted(
+            (key, len({st for st, _ in held}), len({se for _, se in held}), len(held))
+            for key, held in patients.items()
+        ),
+    }
