@@ -283,6 +283,14 @@ class Retriever:
             log.error("sub-operation for instance %s failed: cannot read its file: %s",
                       row.sop_instance_uid, exc)  # fmt: skip
             return None
+        changed = _unlike_its_row(source, row)
+        if changed:
+            # Sent, the peer would store another instance, or a cut one, under
+            # this UID, and answer Success (PS3.4 C.4.2.3.1: the SCP sends the
+            # identified instances). ``archive check --verify`` lists such files.
+            log.error("sub-operation for instance %s failed: its file %s", row.sop_instance_uid,
+                      changed)  # fmt: skip
+            return None
         ae, message_id = self.originator or (None, None)
         command = CStoreRq(
             message_id=target.next_message_id(),
@@ -320,6 +328,25 @@ class Retriever:
             uids.append(uid)
         value = "\\".join(uids).encode("ascii")
         return encode_dataset([Element(FAILED_SOP_INSTANCE_UID_LIST, "UI", value)], transfer_syntax)
+
+
+def _unlike_its_row(source: FileSource, row: InstanceRow) -> str | None:
+    """How the opened file differs from what its row says was stored, or None.
+
+    What the first read gave costs nothing to compare: the file's size, and its
+    File Meta's SOP Instance UID and transfer syntax (the context was chosen by
+    the row's). Its digest would need the whole file read first.
+    """
+    meta, size = source.reader.meta, source.reader.size
+    if meta is None:
+        return None
+    if meta.media_storage_sop_instance_uid != row.sop_instance_uid:
+        return "holds another instance (its File Meta's SOP Instance UID differs)"
+    if meta.transfer_syntax_uid != row.transfer_syntax_uid:
+        return f"is in transfer syntax {meta.transfer_syntax_uid}, not the indexed one"
+    if size != row.size:
+        return f"is {size} bytes long, not the {row.size} indexed: changed on disk"
+    return None
 
 
 ResponseType = type[CMoveRsp] | type[CGetRsp]

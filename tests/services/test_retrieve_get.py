@@ -492,6 +492,36 @@ def test_get_with_a_missing_file_fails_that_suboperation_only(
     assert len(channel.commands) == 4
 
 
+@pytest.mark.parametrize("change", ["cut", "another instance", "another syntax"])
+def test_get_of_a_file_changed_on_disk_fails_that_suboperation_only(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path, change: str
+) -> None:
+    """A file cut, overwritten by another instance's, or not in the transfer syntax
+    its row names: sent, the peer would store a cut or another instance under this
+    UID and answer Success (it did). Its sub-operation fails instead, unsent."""
+    original, stored = corpus_files
+    root = tmp_path / "store"
+    shutil.copytree(original, root)
+    changed = stored[1]
+    uid = changed.attrs.sop_instance_uid
+    path = root / changed.path
+    rows = list(stored)
+    if change == "cut":
+        path.write_bytes(path.read_bytes()[:-100])
+    elif change == "another instance":
+        shutil.copyfile(root / stored[0].path, path)
+    else:
+        other = ILE if changed.transfer_syntax_uid == ELE else ELE
+        rows = [msgspec.structs.replace(s, transfer_syntax_uid=other) if s is changed else s
+                for s in stored]  # fmt: skip
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)])
+    responses = get((root, rows), tmp_path, channel)
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert failed_uids(responses[-1]) == [uid]
+    assert uid not in channel.received
+    assert len(channel.commands) == 4
+
+
 def test_get_of_an_instance_replaced_since_its_row_was_read(
     corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
 ) -> None:
