@@ -273,6 +273,10 @@ def parse_identifier(
             # Patient ID's level is STUDY, so it is skipped here too.)
             continue
         text = decode_key(element, vr, codecs)
+        if purpose == "retrieve" and vr == "UI" and ("*" in text or "?" in text):
+            # C.4.2.2.1: a single UID or a list of them. Taken literally, a wild
+            # card matched nothing, and the retrieve answered Success with none.
+            raise QueryError(f"wild card in UID key {tag:08X} of a retrieve")
         # Every PN key (PS3.4 C.2.2.2.1.1 leaves case to the site's choice).
         fold = fold_person_names and vr == "PN"
         terms = key_terms(vr, text, fold=fold, literal=purpose == "retrieve")

@@ -189,6 +189,23 @@ def test_retrieve_keeps_unique_keys_only() -> None:
     assert patient.conditions[0].kind is MatchKind.SINGLE  # no wild cards in a retrieve
 
 
+@pytest.mark.parametrize(
+    ("level", "keys"),
+    [
+        ("STUDY", [("StudyInstanceUID", "*")]),
+        ("STUDY", [("StudyInstanceUID", "1.2.3\\1.2.?")]),
+        ("SERIES", [("StudyInstanceUID", "1.2.3"), ("SeriesInstanceUID", "1.2.3.*")]),
+    ],
+)
+def test_a_wild_card_in_a_retrieves_uid_is_refused(level: str, keys: list[tuple[str, str]]) -> None:
+    """PS3.4 C.4.2.2.1: a retrieve names a single UID or a list of them. Taken
+    literally, a wild card matched nothing and the C-MOVE answered Success with no
+    sub-operations; it is A900 now, as an empty UID is."""
+    with pytest.raises(QueryError, match="wild card in UID key") as info:
+        query(level, *keys, purpose="retrieve")
+    assert info.value.status == 0xA900
+
+
 # -- matching rules, PS3.4 C.2.2.2 ---------------------------------------------------
 
 MATCHING = [
