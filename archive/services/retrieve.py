@@ -39,6 +39,7 @@ from archive.dicom.dimse import CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, St
 from archive.dicom.dimse.status import StatusCategory, category
 from archive.dicom.filemeta import FileMetaError
 from archive.dicom.query import Query
+from archive.dicom.uids import IMPLICIT_VR_LE
 from archive.index import InstanceRow
 from archive.services.base import (
     Cancel,
@@ -315,19 +316,31 @@ class Retriever:
         current = None if self.index is None else await self.index.instance(row.sop_instance_uid)
         return current if current is not None and current.path != row.path else None
 
-    def failed_list(self, transfer_syntax: str) -> bytes | None:
-        """The final response's identifier: Failed SOP Instance UID List, if any failed."""
-        if not self.counts.failed_uids:
-            return None
+    def failed_list(self, transfer_syntax: str) -> tuple[bytes | None, str | None]:
+        """The final response's identifier, Failed SOP Instance UID List (if any
+        failed), and an Error Comment if the list had to be cut.
+
+        In Implicit VR a value's length has 32 bits: every UID goes in. In an
+        Explicit VR syntax a UI value's length has 16: those that fit, and the
+        comment says how many were left out (PS3.4 C.4.2.1.4.2 asks for all).
+        """
+        failed = self.counts.failed_uids
+        if not failed:
+            return None, None
         uids: list[str] = []
         size = 0
-        for uid in self.counts.failed_uids:
+        limit = None if transfer_syntax == IMPLICIT_VR_LE else _MAX_UI_LIST
+        for uid in failed:
             size += len(uid) + 1
-            if size > _MAX_UI_LIST:
+            if limit is not None and size > limit:
                 break  # the rest does not fit one explicit-VR UI value
             uids.append(uid)
         value = "\\".join(uids).encode("ascii")
-        return encode_dataset([Element(FAILED_SOP_INSTANCE_UID_LIST, "UI", value)], transfer_syntax)
+        dataset = encode_dataset(
+            [Element(FAILED_SOP_INSTANCE_UID_LIST, "UI", value)], transfer_syntax
+        )
+        left = len(failed) - len(uids)
+        return dataset, f"Failed SOP Instance UID List: {left} UIDs left out" if left else None
 
 
 def _unlike_its_row(source: FileSource, row: InstanceRow) -> str | None:
@@ -438,13 +451,9 @@ async def finish(
         time.monotonic() - started,
         status,
     )
+    failed, comment = retriever.failed_list(transfer_syntax)
     return _response(
-        rsp_type,
-        command,
-        status,
-        counts,
-        remaining=cancelled,
-        dataset=retriever.failed_list(transfer_syntax),
+        rsp_type, command, status, counts, remaining=cancelled, dataset=failed, comment=comment
     )
 
 

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from archive.dicom.dataset import decode_dataset
 from archive.index import InstanceRow
 from archive.services.contexts import NotConvertible, convert, proposals
-from archive.services.retrieve import Counts
+from archive.services.retrieve import Counts, Retriever
 from tests.interop.qrhelpers import CT_IMAGE, MR_IMAGE
 from tests.services.retrievehelpers import ELE, ILE, Context
 
@@ -60,6 +61,27 @@ def test_record_sorts_statuses_into_counts() -> None:
 
 def row(uid: str, sop_class: str = CT_IMAGE, ts: str = ELE) -> InstanceRow:
     return InstanceRow(uid, "1.2", "1.2.1", sop_class, f"i/{uid}.dcm", 1, "0" * 64, ts)
+
+
+@pytest.mark.parametrize(("syntax", "listed"), [(ILE, 3000), (ELE, 1008)])
+def test_the_failed_list_holds_every_uid_that_fits_and_says_what_it_left_out(
+    syntax: str, listed: int
+) -> None:
+    """3,000 failed 64-character UIDs: all in Implicit VR (a 32-bit length); in
+    Explicit VR as many as a UI value's 16-bit length holds, the Error Comment
+    saying how many were left out. It stopped at 16 bits in both, silently."""
+    uids = [f"1.2.{n:060d}" for n in range(3000)]
+    retriever = Retriever(None, [], None, priority=0, originator=None)  # type: ignore[arg-type]
+    retriever.counts = Counts(remaining=0, failed=3000, failed_uids=uids)
+    dataset, comment = retriever.failed_list(syntax)
+    assert dataset is not None
+    (element,) = decode_dataset(dataset, syntax)
+    assert element.tag == 0x00080058
+    assert bytes(element.value).rstrip(b"\0").decode().split("\\") == uids[:listed]  # type: ignore[arg-type]
+    assert comment == (
+        None if listed == 3000 else f"Failed SOP Instance UID List: {3000 - listed} UIDs left out"
+    )
+    assert comment is None or len(comment) <= 64
 
 
 def test_proposals_one_context_per_class_and_stored_syntax() -> None:
