@@ -53,6 +53,8 @@ class GetChannel:
         self._timeout = dimse_timeout
         self._pending: dict[int, asyncio.Future[CStoreRsp]] = {}
         self._message_ids = MessageIds()
+        #: loop.time() of the last C-STORE-RSP: see store().
+        self._answered_at = 0.0
         negotiated = assoc.negotiated
         assert negotiated is not None
         # The peer may act as SCP on a context only if role selection gave it
@@ -84,16 +86,24 @@ class GetChannel:
                 raise AssociationAborted(
                     "association aborted during a C-STORE sub-operation"
                 ) from None
-            try:
-                async with asyncio.timeout(self._timeout):
-                    return await waiter
-            except TimeoutError:
-                # Whether the peer stored the instance is unknown and the C-GET
-                # cannot go on: abort, so that the peer is told and the server
-                # logs the association as timed out rather than just closed.
-                detail = f"no C-STORE-RSP within {self._timeout:g} s on the C-GET association"
-                self._assoc.timed_out(detail)
-                raise AssociationTimeout(detail) from None
+            # The DIMSE timeout measures the peer's silence, not this request's
+            # age: with a window of N sub-operations in flight, answered in
+            # order, the last one sent waits for the N-1 before it, and a peer
+            # answering steadily must not be taken for a dead one (PS3.7 D.3.3.3).
+            loop = asyncio.get_running_loop()
+            sent_at = loop.time()
+            while True:
+                left = max(sent_at, self._answered_at) + self._timeout - loop.time()
+                if left <= 0:
+                    # Whether the peer stored the instance is unknown and the C-GET
+                    # cannot go on: abort, so that the peer is told and the server
+                    # logs the association as timed out rather than just closed.
+                    detail = f"no C-STORE-RSP within {self._timeout:g} s on the C-GET association"
+                    self._assoc.timed_out(detail)
+                    raise AssociationTimeout(detail)
+                done, _ = await asyncio.wait({waiter}, timeout=left)
+                if done:
+                    return waiter.result()
         finally:
             self._pending.pop(command.message_id, None)
 
@@ -101,6 +111,7 @@ class GetChannel:
         waiter = self._pending.get(rsp.message_id_being_responded_to)
         if waiter is None or waiter.done():
             return False
+        self._answered_at = asyncio.get_running_loop().time()
         waiter.set_result(rsp)
         return True
 

@@ -578,3 +578,56 @@ def test_a_release_request_during_an_operation_is_answered_once_it_ends() -> Non
         statuses.append(decode_command(bytes(first.data)).status)  # type: ignore[attr-defined]
     assert statuses == [Status.PENDING, Status.SUCCESS]
     assert release == A_RELEASE_RP
+
+
+def test_a_get_window_peer_answering_steadily_is_not_timed_out() -> None:
+    """A window of 4 C-STORE sub-operations sent at once, answered in order one every
+    0.4 s, with a DIMSE timeout of 1 s: the last is answered 1.6 s after it went
+    out, but the peer was never silent for 1 s. The timer ran from each request's
+    sending and aborted the C-GET (PS3.7 D.3.3.3 allows that many outstanding)."""
+
+    async def four_at_once(request: Request) -> AsyncIterator[Response]:
+        command = request.command
+        assert isinstance(command, CGetRq)
+        channel = request.channel
+        assert channel is not None
+        assert channel.window == 4
+        (context,) = [c for c in channel.store_contexts() if c.abstract_syntax == CT]
+
+        async def one(n: int) -> int:
+            async def chunks() -> AsyncIterator[bytes]:
+                yield b"x" * 100
+
+            rq = CStoreRq(message_id=channel.next_message_id(), affected_sop_class_uid=CT,
+                          affected_sop_instance_uid=f"1.2.3.{n}")  # fmt: skip
+            return (await channel.store(context.id, rq, chunks())).status
+
+        statuses = await asyncio.gather(*(one(n) for n in range(4)))
+        yield Response(CGetRsp(message_id_being_responded_to=command.message_id,
+                               status=Status.SUCCESS if statuses == [0] * 4 else 0xB000,
+                               number_of_completed_suboperations=statuses.count(0),
+                               number_of_failed_suboperations=4 - statuses.count(0),
+                               number_of_warning_suboperations=0))  # fmt: skip
+
+    async def on_store(rq: CStoreRq, ts: str, fragments: AsyncIterator[memoryview]) -> int:
+        async for _ in fragments:
+            pass
+        await asyncio.sleep(0.4)
+        return 0
+
+    async def main() -> list[tuple[int, int | None]]:
+        cfg = config(dimse=1.0)
+        registry = Registry({CGetRq: four_at_once})
+        async with serving(cfg, default_acceptor_policy(cfg), registry) as server:
+            assoc = await associate("127.0.0.1", server.port, calling_ae="SCU",
+                                    called_ae="ARCHIVE", contexts=GET_CONTEXTS, roles=GET_ROLES,
+                                    timeouts=SHORT, async_ops=(1, 4))  # fmt: skip
+            async with assoc:
+                ctx = assoc.negotiated.context_for(GET)
+                assert ctx is not None
+                return [
+                    (rsp.status, rsp.number_of_completed_suboperations)
+                    async for rsp, _ in assoc.get(ctx.id, b"IDENT!", on_store)
+                ]
+
+    assert asyncio.run(main()) == [(Status.SUCCESS, 4)]
