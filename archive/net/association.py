@@ -209,6 +209,13 @@ class Association:
                 continue
             if ul.artim_running:
                 ul.artim_expired()
+            elif ul.state is State.STA5_AWAITING_ASSOCIATE_RESPONSE:
+                # A peer that never answered our A-ASSOCIATE-RQ will not close
+                # for us either: the A-ABORT goes out and the connection is
+                # closed behind it, instead of ARTIM's wait in Sta13 doubling
+                # the time a C-MOVE (or its C-CANCEL) waits for a dead peer.
+                self.timed_out(f"no PDU within {wait:g} s")
+                self.conn.close()
             else:
                 self.timed_out(f"no PDU within {wait:g} s")
 

@@ -6,6 +6,7 @@ Each test runs the installed console script (``.venv/bin/archive``, or
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
@@ -26,7 +27,8 @@ from archive.cli import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
 )
-from archive.dicom.uids import VERIFICATION
+from archive.dicom.uids import IMPLICIT_VR_LE, VERIFICATION
+from archive.net import AssociationTimeout, Timeouts, associate
 from tests.conftest import RunningNode
 
 _SCRIPT = Path(sys.executable).with_name("archive")
@@ -107,6 +109,26 @@ def test_echo_timeout_when_nobody_answers() -> None:
     assert done.returncode == 4
     assert done.stderr == "archive echo: timed out: no association response within 1 s\n"
     assert 1.0 <= elapsed < 10.0
+
+
+def test_associate_gives_up_on_a_silent_peer_after_one_artim() -> None:
+    """No A-ASSOCIATE-AC within ARTIM: A-ABORT and close, not another ARTIM waiting
+    in Sta13 for a peer that answers nothing to close (a C-MOVE to a hung
+    destination took twice the timeout, and its C-CANCEL with it)."""
+
+    timeouts = Timeouts(artim=2.0, network=2.0, dimse=2.0, connect=2.0)
+    contexts = [(VERIFICATION, [IMPLICIT_VR_LE])]
+
+    async def attempt(port: int) -> float:
+        start = time.monotonic()
+        with pytest.raises(AssociationTimeout, match="no association response within 2 s"):
+            await associate("127.0.0.1", port, calling_ae="SCU", called_ae="ANY",
+                            contexts=contexts, timeouts=timeouts)  # fmt: skip
+        return time.monotonic() - start
+
+    with mute_listener() as port:
+        elapsed = asyncio.run(attempt(port))
+    assert 2.0 <= elapsed < 3.5
 
 
 def echo_against_pyscp(on_echo: Callable[[Any], Any]) -> subprocess.CompletedProcess[str]:
