@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from archive.config import Config, RetrieveConfig
+from archive.config import AssociationConfig, Config, RetrieveConfig
 from archive.dicom import uids
 from archive.dicom.ul.negotiation import (
     AcceptedContext,
@@ -36,6 +36,7 @@ from tests.dicom.negotiation_helpers import (
     DCMTK_UID,
     ELE,
     ILE,
+    JPEG,
     MR,
     ONE_CT,
     POLICY,
@@ -188,6 +189,43 @@ def test_scp_role_only_for_scp_role_classes() -> None:
     )
     ac, _ = accept(rq, policy)
     assert ac.user_info.roles == (RoleSelection(CT, True, False), RoleSelection(MR, True, True))
+
+
+def test_a_context_the_requestor_only_receives_on_takes_any_class_and_syntax_we_send() -> None:
+    """C-GET: a context proposed with the SCP role alone is one we send C-STOREs on,
+    in the syntax an instance was stored in. It is accepted whatever syntaxes we
+    accept for storing (here only the native ones) and for a class we do not
+    store by C-STORE (a private one an import brought), but not for a class we
+    serve as SCP only (Verification), nor when the requestor may send on it too."""
+    private = "1.3.12.2.1107.5.9.1"
+    policy = default_acceptor_policy(
+        Config(association=AssociationConfig(accept_all_transfer_syntaxes=False))
+    )
+    rq = rq_for(
+        [
+            (1, CT, (JPEG,)),
+            (3, private, (ELE,)),
+            (5, uids.VERIFICATION, (ILE,)),
+            (7, MR, (JPEG,)),
+        ],
+        roles=(
+            RoleSelection(CT, scu_role=False, scp_role=True),
+            RoleSelection(private, scu_role=False, scp_role=True),
+            RoleSelection(uids.VERIFICATION, scu_role=False, scp_role=True),
+            RoleSelection(MR, scu_role=True, scp_role=True),  # it may send MR too: stored as ever
+        ),
+    )
+    ac, negotiated = accept(rq, policy)
+    assert [c.result for c in ac.contexts] == [
+        ContextResult.ACCEPTANCE,
+        ContextResult.ACCEPTANCE,
+        ContextResult.USER_REJECTION,
+        ContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED,
+    ]
+    assert negotiated.contexts == {
+        1: AcceptedContext(1, CT, JPEG, scu_role=False, scp_role=True),
+        3: AcceptedContext(3, private, ELE, scu_role=False, scp_role=True),
+    }
 
 
 # --- SOP Class Extended Negotiation (PS3.7 D.3.3.5, PS3.4 C.5.1.1) ------------------------

@@ -35,6 +35,7 @@ from archive.dicom.errors import (
 )
 from archive.dicom.uids import (
     ACCEPTED_STORAGE_SOP_CLASSES,
+    ALL_TRANSFER_SYNTAXES,
     EXPLICIT_VR_LE,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -119,6 +120,11 @@ class AcceptorPolicy(msgspec.Struct, frozen=True, kw_only=True):
     check_calling_host: bool = False
     calling_hosts: Mapping[str, frozenset[str]] = msgspec.field(default_factory=dict)
     scp_role_classes: frozenset[str] = frozenset()
+    #: The transfer syntaxes of a context on which the requestor only receives
+    #: (SCP role alone: C-GET's C-STORE sub-operations), for the classes above
+    #: and any class we do not serve: what we may hold and send, whatever we
+    #: accept for storing (``abstract_syntaxes``). Empty: as ``abstract_syntaxes``.
+    send_transfer_syntaxes: frozenset[str] = frozenset()
     extended: Mapping[str, bytes] = msgspec.field(default_factory=dict)
     implementation_class_uid: str = IMPLEMENTATION_CLASS_UID
     implementation_version_name: str = IMPLEMENTATION_VERSION_NAME
@@ -217,6 +223,7 @@ def default_acceptor_policy(config: Config) -> AcceptorPolicy:
         check_calling_host=config.association.check_calling_host,
         calling_hosts={peer.ae_title: frozenset({peer.host}) for peer in config.peers},
         scp_role_classes=ACCEPTED_STORAGE_SOP_CLASSES,
+        send_transfer_syntaxes=frozenset(ALL_TRANSFER_SYNTAXES),
         extended={
             uid: _QR_FIND_EXTENDED if uid in _QR_FIND else _QR_EXTENDED for uid in QR_CLASSES
         },
@@ -331,7 +338,19 @@ def negotiate(
     agreed: dict[int, AcceptedContext] = {}
     for context in rq.contexts:
         abstract = context.abstract_syntax
-        accepted_ts = supported.get(abstract)
+        proposal = proposed_roles.get(abstract)
+        # A context the requestor only receives on (C-GET): we send what we hold,
+        # in the syntax it was stored in, whatever we accept for storing, and of
+        # any class (an import may have brought a private one), but not of the
+        # classes we serve as SCP only (Verification, Q/R).
+        sends_only = (
+            proposal is not None
+            and proposal.scp_role
+            and not proposal.scu_role
+            and bool(policy.send_transfer_syntaxes)
+            and (abstract in scp_role_classes or abstract not in supported)
+        )
+        accepted_ts = policy.send_transfer_syntaxes if sends_only else supported.get(abstract)
         if accepted_ts is None:
             results.append(PresentationContextAc(context.id, _ABSTRACT_NOT_SUPPORTED))
             continue
@@ -344,14 +363,13 @@ def negotiate(
         else:
             results.append(PresentationContextAc(context.id, _TRANSFER_NOT_SUPPORTED))
             continue
-        proposal = proposed_roles.get(abstract)
         if proposal is None:
             scu, scp = True, False  # PS3.7 D.3.3.4 defaults: requestor SCU, acceptor SCP
         else:
             # Never 1 where the requestor proposed 0; the SCP role only for the
             # classes we are ready to act as SCU for.
             scu = proposal.scu_role
-            scp = proposal.scp_role and abstract in scp_role_classes
+            scp = proposal.scp_role and (sends_only or abstract in scp_role_classes)
             if not (scu or scp):
                 # Neither side could issue a request: the context would be dead.
                 results.append(PresentationContextAc(context.id, _USER_REJECTION))
