@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 import msgspec
@@ -149,6 +149,9 @@ class Retriever:
         self._changed = asyncio.Event()
         #: C-MOVE workers opening an association (they hold no rows yet).
         self._connecting = 0
+        #: Their tasks, while they do, and those a cancel stopped (stop_connecting).
+        self._connects: set[asyncio.Task[object]] = set()
+        self._stopped: set[asyncio.Task[object]] = set()
 
     @property
     def cancelled(self) -> bool:
@@ -188,6 +191,32 @@ class Retriever:
         """A C-MOVE worker begins (+1) or ends (-1) opening an association."""
         self._connecting += delta
         self._changed.set()
+
+    @contextlib.contextmanager
+    def stoppable_connect(self) -> Iterator[Callable[[], None]]:
+        """Around a C-MOVE worker's association attempt, which calls what this
+        yields once connected: until then, after a C-CANCEL, :meth:`stop_connecting`
+        cancels the attempt and the block ends quietly (the worker holds no rows
+        yet). Without it, the cancel's answer waited for the attempt: up to ARTIM
+        for a destination that does not answer."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._connects.add(task)
+        try:
+            yield lambda: self._connects.discard(task)
+        except asyncio.CancelledError:
+            # Ours (stopped for the C-CANCEL) only: another cancel goes on.
+            if task not in self._stopped or task.uncancel() > 0:
+                raise
+        finally:
+            self._connects.discard(task)
+
+    def stop_connecting(self) -> None:
+        """Cancelled: stop the association attempts in progress."""
+        if self.cancelled:
+            for task in self._connects - self._stopped:
+                self._stopped.add(task)
+                task.cancel()
 
     async def connect_for_put_back(self) -> bool:
         """C-MOVE, a worker without an association: wait for rows another worker
@@ -407,6 +436,7 @@ async def progress(
     reported = 0
     try:
         while running:
+            retriever.stop_connecting()  # if a C-CANCEL came
             done, _ = await asyncio.wait(
                 running, timeout=PENDING_INTERVAL, return_when=asyncio.FIRST_COMPLETED
             )
@@ -553,12 +583,14 @@ async def _move_worker(
     while True:
         connecting, sent = True, False
         try:
-            async with connect(destination, address, contexts) as target:
-                # From here on, an error aborts the sub-association.
-                connecting = False
-                retriever.connecting(-1)
-                await retriever.send_queued(target)
-                sent = True
+            with retriever.stoppable_connect() as connected:
+                async with connect(destination, address, contexts) as target:
+                    connected()  # no longer stopped by a C-CANCEL: it sends
+                    # From here on, an error aborts the sub-association.
+                    connecting = False
+                    retriever.connecting(-1)
+                    await retriever.send_queued(target)
+                    sent = True
         except (SubAssociationError, OSError) as exc:
             # OSError: a file failed in the middle of its C-STORE; that sub-operation
             # is counted failed and the others go on the other associations or fail.

@@ -341,3 +341,58 @@ def test_a_cancel_wakes_a_worker_waiting_for_rows(
     assert channels[1].begun_after_cancel == []
     assert [len(c.received) for c in channels] == [0, 3]
     assert counts(responses[-1]) == (0xFE00, 1, 3, 1, 0)
+
+
+class Hung:
+    """A Connect whose destination accepts the connection and never answers."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.stopped = 0
+
+    @contextlib.asynccontextmanager
+    async def __call__(
+        self,
+        called_ae: str,
+        address: tuple[str, int],
+        contexts: Sequence[tuple[str, Sequence[str]]],
+    ) -> AsyncIterator[StoreTarget]:
+        self.attempts += 1
+        try:
+            await asyncio.sleep(3600)  # ARTIM, in the driver
+        except asyncio.CancelledError:
+            self.stopped += 1
+            raise
+        yield  # type: ignore[misc]  # pragma: no cover
+
+
+def test_a_cancel_stops_the_association_attempts_at_once(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """A C-CANCEL while the sub-associations are still being opened, to a
+    destination that never answers: the attempts stop, and the final response is
+    Cancel with every sub-operation remaining, at once; it waited for the
+    attempts to time out (ARTIM, 30 s by default)."""
+    root, stored = corpus_files
+    cancel = Cancel()
+    hung = Hung()
+
+    async def go() -> tuple[list[Response], float]:
+        async with indexed(tmp_path, stored) as index:
+            command = CMoveRq(
+                message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="KNOWN"
+            )
+            req = retrieve_request(
+                command, "STUDY", stored[0].attrs.study_instance_uid, cancel=cancel
+            )
+            settings = MoveSettings(peers={"KNOWN": ("127.0.0.1", 1)}, associations=2)
+            provider = c_move_provider(index, Files(root), settings, hung)
+            asyncio.get_running_loop().call_later(0.1, cancel.set)
+            started = asyncio.get_running_loop().time()
+            responses = [r async for r in provider(req)]
+            return responses, asyncio.get_running_loop().time() - started
+
+    responses, elapsed = run(go(), timeout=10)
+    assert counts(responses[-1]) == (0xFE00, 5, 0, 0, 0)
+    assert (hung.attempts, hung.stopped) == (2, 2)
+    assert elapsed < 2.0
