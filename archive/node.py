@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from archive.dicom.dimse import CFindRq, CGetRq, CMoveRq
 from archive.dicom.filemeta import FileMetaError
 from archive.dicom.header import HeaderError
 from archive.dicom.ul.negotiation import default_acceptor_policy
-from archive.index import Index, StoredInstance
+from archive.index import Index, IndexOpenError, StoredInstance
 from archive.net import AssociationError, Server, associate, timeouts_from
 from archive.services import Ingest, StoreTarget, SubAssociationError, default_registry
 from archive.services.base import Provider
@@ -39,8 +38,9 @@ log = logging.getLogger("archive.node")
 INDEX_FILE = "index.sqlite"
 
 
-def _folder_problem(root: Path, exc: OSError | sqlite3.Error) -> str:
-    """``node.data_dir: cannot use ROOT: reason (path)``, for a failed open."""
+def _folder_problem(root: Path, exc: OSError | IndexOpenError) -> str:
+    """``node.data_dir: cannot use ROOT: reason (path)``, for a failed open
+    (blocking: it may look at ``root``)."""
     if (
         isinstance(exc, FileExistsError | NotADirectoryError)
         and root.exists()
@@ -51,7 +51,7 @@ def _folder_problem(root: Path, exc: OSError | sqlite3.Error) -> str:
         reason = exc.strerror or str(exc)
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(root) else ""
     else:
-        reason, where = f"index: {exc}", ""
+        reason, where = f"index: {exc.__cause__ or exc}", ""
     return f"node.data_dir: cannot use {root}: {reason}{where}"
 
 
@@ -100,9 +100,10 @@ class Storage:
             await self.recover()
         except BaseException as exc:
             await self.close()
-            if isinstance(exc, OSError | sqlite3.Error):
+            if isinstance(exc, OSError | IndexOpenError):
                 # Not a traceback, nor (serve) a "cannot listen": the folder named.
-                raise DataFolderError(_folder_problem(self.root, exc)) from exc
+                problem = await asyncio.to_thread(_folder_problem, self.root, exc)
+                raise DataFolderError(problem) from exc
             raise
         return self
 

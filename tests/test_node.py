@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from archive.index import IndexOpenError
 from archive.node import INDEX_FILE, Node, Storage
 from archive.store.errors import DataFolderError
 from archive.store.files import FileStore
@@ -59,7 +60,9 @@ def test_storage_whose_index_cannot_open_releases_the_folder(tmp_path: Path) -> 
     async def scenario() -> None:
         with pytest.raises(DataFolderError, match="index: unable to open database file") as raised:
             await Storage(make_config(data_dir=str(root))).open()
-        assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+        cause = raised.value.__cause__
+        assert isinstance(cause, IndexOpenError)
+        assert isinstance(cause.__cause__, sqlite3.OperationalError)
 
     run(scenario())
     assert _threads() == before

@@ -32,7 +32,12 @@ from archive.index.connection import (
     SYNCHRONOUS,
     Durability,
 )
-from archive.index.errors import IndexReadError, InvalidRecordError, SchemaOutdatedError
+from archive.index.errors import (
+    IndexOpenError,
+    IndexReadError,
+    InvalidRecordError,
+    SchemaOutdatedError,
+)
 from archive.index.query import (
     INSTANCE_TABLES,
     QUALIFIED_COLUMNS,
@@ -141,7 +146,8 @@ class Index:
         each commit instead of syncing the log itself (``writer.py``); it must make
         everything written to the index's filesystem durable.
 
-        Raises :class:`SchemaVersionError` if the file was written by newer code.
+        Raises :class:`SchemaVersionError` if the file was written by newer code,
+        :class:`IndexOpenError` if it cannot be opened or created.
         """
         if durability not in SYNCHRONOUS:
             raise ValueError(f"durability must be 'strict' or 'fast', not {durability!r}")
@@ -151,12 +157,15 @@ class Index:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         location = os.fspath(path)
         # The writer first: it creates and migrates the schema the readers expect.
-        writer = await GroupCommitWriter.open(
-            location,
-            durability=durability,
-            max_batch=max_batch,
-            flush=flush if durability == "strict" else None,
-        )
+        try:
+            writer = await GroupCommitWriter.open(
+                location,
+                durability=durability,
+                max_batch=max_batch,
+                flush=flush if durability == "strict" else None,
+            )
+        except sqlite3.Error as exc:
+            raise IndexOpenError(f"{location}: {exc}") from exc
         pool: list[aiosqlite.Connection] = []
         try:
             for _ in range(readers):
@@ -167,10 +176,12 @@ class Index:
                 await conn.create_function("casefold", 1, _casefold, deterministic=True)
                 for pragma in READER_PRAGMAS:
                     await conn.execute(pragma)
-        except BaseException:
+        except BaseException as exc:
             for conn in pool:
                 await conn.close()
             await writer.close()
+            if isinstance(exc, sqlite3.Error):
+                raise IndexOpenError(f"{location}: {exc}") from exc
             raise
         return cls(location, writer, pool)
 

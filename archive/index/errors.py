@@ -15,6 +15,7 @@ __all__ = [
     "DuplicateInstanceError",
     "IndexClosedError",
     "IndexFlushError",
+    "IndexOpenError",
     "IndexReadError",
     "IndexWriteError",
     "InvalidRecordError",
@@ -38,6 +39,14 @@ class IndexReadError(ArchiveError):
     The cause (a :class:`sqlite3.Error`) is chained as ``__cause__``."""
 
     code: ClassVar[str] = "index.read_failed"
+
+
+class IndexOpenError(ArchiveError):
+    """The index could not be opened or created (not a database, a folder where
+    its file should be, no permission). The cause (a :class:`sqlite3.Error`) is
+    chained as ``__cause__``; the message names the file."""
+
+    code: ClassVar[str] = "index.open_failed"
 
 
 class DuplicateInstanceError(IndexWriteError):
