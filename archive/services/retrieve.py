@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 import msgspec
@@ -147,10 +147,9 @@ class Retriever:
         #: ones waiting for such rows.
         self._sending = 0
         self._changed = asyncio.Event()
-        #: C-MOVE workers opening an association (they hold no rows yet).
-        self._connecting = 0
-        #: Their tasks, while they do, and those a cancel stopped (stop_connecting).
-        self._connects: set[asyncio.Task[object]] = set()
+        #: The tasks of C-MOVE workers opening an association (they hold no rows
+        #: yet), and those of them a C-CANCEL stopped (:meth:`stop_connecting`).
+        self._connecting: set[asyncio.Task[object]] = set()
         self._stopped: set[asyncio.Task[object]] = set()
 
     @property
@@ -187,34 +186,34 @@ class Retriever:
             self._sending -= 1
             self._changed.set()
 
-    def connecting(self, delta: int) -> None:
-        """A C-MOVE worker begins (+1) or ends (-1) opening an association."""
-        self._connecting += delta
+    def connecting(self, begins: bool) -> None:
+        """The calling C-MOVE worker begins (True) or ends opening an association."""
+        task = asyncio.current_task()
+        assert task is not None
+        if begins:
+            self._connecting.add(task)
+        else:
+            self._connecting.discard(task)
         self._changed.set()
 
     @contextlib.contextmanager
-    def stoppable_connect(self) -> Iterator[Callable[[], None]]:
-        """Around a C-MOVE worker's association attempt, which calls what this
-        yields once connected: until then, after a C-CANCEL, :meth:`stop_connecting`
-        cancels the attempt and the block ends quietly (the worker holds no rows
-        yet). Without it, the cancel's answer waited for the attempt: up to ARTIM
-        for a destination that does not answer."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._connects.add(task)
+    def stoppable(self) -> Iterator[None]:
+        """Around a C-MOVE worker's association attempt: while it is connecting,
+        after a C-CANCEL, :meth:`stop_connecting` cancels it and the block ends
+        quietly (it holds no rows yet). Without it, the cancel's answer waited for
+        the attempt: up to ARTIM for a destination that does not answer."""
         try:
-            yield lambda: self._connects.discard(task)
+            yield
         except asyncio.CancelledError:
             # Ours (stopped for the C-CANCEL) only: another cancel goes on.
+            task = asyncio.current_task()
             if task not in self._stopped or task.uncancel() > 0:
                 raise
-        finally:
-            self._connects.discard(task)
 
     def stop_connecting(self) -> None:
         """Cancelled: stop the association attempts in progress."""
         if self.cancelled:
-            for task in self._connects - self._stopped:
+            for task in self._connecting - self._stopped:
                 self._stopped.add(task)
                 task.cancel()
 
@@ -225,7 +224,7 @@ class Retriever:
         should its association be refused, the next waiter tries."""
         while not self.cancelled:
             if self.queue and not self._connecting:
-                self.connecting(+1)
+                self.connecting(True)
                 return True
             if not self.queue and not self._sending and not self._connecting:
                 return False
@@ -579,16 +578,16 @@ async def _move_worker(
     """
     if not retriever.queue or retriever.cancelled:
         return
-    retriever.connecting(+1)
+    retriever.connecting(True)
     while True:
         connecting, sent = True, False
         try:
-            with retriever.stoppable_connect() as connected:
+            with retriever.stoppable():
                 async with connect(destination, address, contexts) as target:
-                    connected()  # no longer stopped by a C-CANCEL: it sends
-                    # From here on, an error aborts the sub-association.
+                    # From here on, an error aborts the sub-association, and a
+                    # C-CANCEL lets the C-STORE in flight finish.
                     connecting = False
-                    retriever.connecting(-1)
+                    retriever.connecting(False)
                     await retriever.send_queued(target)
                     sent = True
         except (SubAssociationError, OSError) as exc:
@@ -605,7 +604,7 @@ async def _move_worker(
                 return
         finally:
             if connecting:
-                retriever.connecting(-1)
+                retriever.connecting(False)
         if not await retriever.connect_for_put_back():
             return
 
