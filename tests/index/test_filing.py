@@ -10,7 +10,7 @@ replacement that corrects its patient or study.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -196,6 +196,24 @@ def _apply_checked(db: Path, batches: Sequence[Sequence[Operation]]) -> None:
         assert aggregates(db) == counted_aggregates(db), operations
 
 
+def _corrected(
+    db: Path,
+    sent: Sequence[StoredInstance],
+    fixed: Sequence[Operation],
+    plan: Sequence[int],
+    later: StoredInstance,
+) -> Iterator[None]:
+    """``sent`` in a batch, then the ``fixed`` replacements batched by ``plan``,
+    ``later`` at the end of the last batch; yields after each batch, the
+    aggregates checked."""
+    _apply_checked(db, [sent])
+    batches = _in_batches(fixed, plan)
+    batches[-1].append(later)
+    for operations in batches:
+        _apply_checked(db, [operations])
+        yield
+
+
 def _series(**values: str) -> list[StoredInstance]:
     """Instances 1-3 of series 5.5.1 (the third an SR document), as first sent."""
     return [
@@ -218,11 +236,7 @@ def test_replacements_with_a_corrected_patient_id_move_their_study(
     fixed = [Replace(item) for item in _series(patient_id="RIGHT", patient_name="Right^Patient")]
     later = make_instance(1, study="6.6", **wrong)
     db = tmp_path / "index.sqlite"
-    _apply_checked(db, [sent])
-    batches = _in_batches(fixed, plan)
-    batches[-1].append(later)
-    for operations in batches:
-        _apply_checked(db, [operations])
+    for _ in _corrected(db, sent, fixed, plan, later):
         assert _apply(db, [])[0] == ("5.5", "RIGHT", "Right^Patient")
     assert _apply(db, []) == [("5.5", "RIGHT", "Right^Patient"), ("6.6", "WRONG", "Wrong^Patient")]
     assert query(db, "SELECT patient_id, patient_birth_date FROM patient ORDER BY 1") == [
@@ -249,11 +263,7 @@ def test_replacements_with_a_corrected_study_uid_move_their_series(
     ]  # fmt: skip
     later = make_instance(9, study="5.5", series="5.5.9", patient_id="OTHER")
     db = tmp_path / "index.sqlite"
-    _apply_checked(db, [sent])
-    batches = _in_batches(fixed, plan)
-    batches[-1].append(later)
-    for operations in batches:
-        _apply_checked(db, [operations])
+    for _ in _corrected(db, sent, fixed, plan, later):
         assert query(db, FILED_IN, ("5.5.1",)) == [("6.6",)]
     assert [row[:2] for row in _apply(db, [])] == [("5.5", "OTHER"), ("6.6", "P1")]
     assert query(db, "SELECT study_instance_uid, study_description FROM study ORDER BY 1") == [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -103,9 +104,14 @@ def move(
     connect: Connect,
     *,
     associations: int = 1,
+    cancel: Cancel | None = None,
+    cancel_at: float | None = None,
+    timeout: float = 20.0,
 ) -> list[Response]:
-    """The C-MOVE provider's responses for study A1 to destination KNOWN."""
+    """The C-MOVE provider's responses for study A1 to destination KNOWN;
+    ``cancel`` is set ``cancel_at`` seconds after the move starts, if given."""
     root, stored = corpus_files
+    cancel = cancel or Cancel()
 
     async def go() -> list[Response]:
         async with indexed(tmp_path, stored) as index:
@@ -113,13 +119,15 @@ def move(
                 message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="KNOWN"
             )
             req = retrieve_request(
-                command, "STUDY", stored[0].attrs.study_instance_uid, cancel=Cancel()
+                command, "STUDY", stored[0].attrs.study_instance_uid, cancel=cancel
             )
             settings = MoveSettings(peers={"KNOWN": ("127.0.0.1", 1)}, associations=associations)
             provider = c_move_provider(index, Files(root), settings, connect)
+            if cancel_at is not None:
+                asyncio.get_running_loop().call_later(cancel_at, cancel.set)
             return [r async for r in provider(req)]
 
-    return run(go())
+    return run(go(), timeout=timeout)
 
 
 def test_move_to_unknown_destination_is_a801(
@@ -316,28 +324,14 @@ def test_a_cancel_wakes_a_worker_waiting_for_rows(
     """The C-CANCEL comes while the second association waits for what the first, to
     be lost at 0.3 s, may put back: the waiter stops, nothing more is sent, and the
     final response is Cancel with the row put back as remaining."""
-    root, stored = corpus_files
     cancel = Cancel()
     contexts = [Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]
     channels = [
         Channel(contexts, abort_after=0, abort_stall=0.3, cancel=cancel),
         Channel(contexts, cancel=cancel),
     ]
-
-    async def go() -> list[Response]:
-        async with indexed(tmp_path, stored) as index:
-            command = CMoveRq(
-                message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="KNOWN"
-            )
-            req = retrieve_request(
-                command, "STUDY", stored[0].attrs.study_instance_uid, cancel=cancel
-            )
-            settings = MoveSettings(peers={"KNOWN": ("127.0.0.1", 1)}, associations=2)
-            provider = c_move_provider(index, Files(root), settings, Reachable(channels))
-            asyncio.get_running_loop().call_later(0.15, cancel.set)
-            return [r async for r in provider(req)]
-
-    responses = run(go(), timeout=10)
+    responses = move(corpus_files, tmp_path, Reachable(channels), associations=2,
+                     cancel=cancel, cancel_at=0.15, timeout=10)  # fmt: skip
     assert channels[1].begun_after_cancel == []
     assert [len(c.received) for c in channels] == [0, 3]
     assert counts(responses[-1]) == (0xFE00, 1, 3, 1, 0)
@@ -373,26 +367,10 @@ def test_a_cancel_stops_the_association_attempts_at_once(
     destination that never answers: the attempts stop, and the final response is
     Cancel with every sub-operation remaining, at once; it waited for the
     attempts to time out (ARTIM, 30 s by default)."""
-    root, stored = corpus_files
-    cancel = Cancel()
     hung = Hung()
-
-    async def go() -> tuple[list[Response], float]:
-        async with indexed(tmp_path, stored) as index:
-            command = CMoveRq(
-                message_id=4, affected_sop_class_uid=STUDY_ROOT_MOVE, move_destination="KNOWN"
-            )
-            req = retrieve_request(
-                command, "STUDY", stored[0].attrs.study_instance_uid, cancel=cancel
-            )
-            settings = MoveSettings(peers={"KNOWN": ("127.0.0.1", 1)}, associations=2)
-            provider = c_move_provider(index, Files(root), settings, hung)
-            asyncio.get_running_loop().call_later(0.1, cancel.set)
-            started = asyncio.get_running_loop().time()
-            responses = [r async for r in provider(req)]
-            return responses, asyncio.get_running_loop().time() - started
-
-    responses, elapsed = run(go(), timeout=10)
+    started = time.monotonic()
+    responses = move(corpus_files, tmp_path, hung, associations=2, cancel_at=0.1, timeout=10)
+    elapsed = time.monotonic() - started
     assert counts(responses[-1]) == (0xFE00, 5, 0, 0, 0)
     assert (hung.attempts, hung.stopped) == (2, 2)
-    assert elapsed < 2.0
+    assert elapsed < 5.0  # without the stop: the 10 s bound of move() runs out
