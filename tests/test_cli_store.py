@@ -812,6 +812,28 @@ def test_store_to_dcmtk_storescp(
         assert dataset_bytes(got) == sent_bytes(path), path.name
 
 
+@pytest.mark.interop
+def test_store_data_sets_without_file_meta_to_dcmtk_storescp(
+    storescp: tuple[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """storescp writes them as Part 10 files of the syntax we guessed; dcmdump reads them."""
+    from tests.scu.test_files import bare_folder
+
+    port, out_dir = storescp
+    bare = bare_folder(tmp_path)
+    status = store("--aec", "STORESCP", "127.0.0.1", str(port), str(tmp_path / "in"))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    received = {pydicom.dcmread(path).SOPInstanceUID: path for path in out_dir.iterdir()}
+    assert received.keys() == bare.keys()
+    for uid, (_, data, transfer_syntax) in bare.items():
+        code, dump = run_tool(["dcmdump", str(received[uid])])
+        assert code == 0, dump
+        assert "E: " not in dump, dump
+        assert read_meta(received[uid])[0].transfer_syntax_uid == transfer_syntax
+        assert dataset_bytes(received[uid]) == data
+
+
 # ---- a data folder another process holds --------------------------------------------------
 
 

@@ -205,6 +205,29 @@ def test_import_replacements_that_correct_patient_and_study(
     }  # fmt: skip
 
 
+def test_import_data_sets_without_file_meta(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Imported as ``archive store`` sends them: the stored file gets a File Meta
+    of the syntax the data set's first element shows."""
+    from tests.scu.test_files import bare_folder
+
+    bare = bare_folder(tmp_path)
+    data = tmp_path / "archive"
+    assert main(["import", "--data", str(data), str(tmp_path / "in")]) == 0
+    assert capsys.readouterr().out.startswith("imported 3, failed 0, skipped 0 of 3 file(s); ")
+    for uid, (_, sent, transfer_syntax) in bare.items():
+        stored = stored_path(data, uid)
+        assert dataset_bytes(stored) == sent
+        meta, _ = read_meta(stored)
+        assert (meta.media_storage_sop_instance_uid, meta.transfer_syntax_uid) == (
+            uid,
+            transfer_syntax,
+        )
+        assert meta.source_application_entity_title == "IMPORT"
+    assert stats_json(data, capsys)["instances"] == 3
+
+
 def test_import_nothing_to_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "a.txt").write_text("x")
     assert main(["import", "--data", str(tmp_path / "data"), str(tmp_path / "a.txt")]) == 1

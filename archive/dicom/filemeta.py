@@ -5,7 +5,9 @@ Explicit VR Little Endian for an instance received over the network: the file is
 then these bytes followed by the data set exactly as it was sent.
 :func:`decode_file_meta` reads them back from the leading bytes of a file and says
 where the data set starts, so a sender can stream the rest without parsing it.
-No I/O here: callers hand in bytes.
+:func:`guess_transfer_syntax` names the encoding of a data set written without
+File Meta (older modalities wrote them) from its first element, as DCMTK's and
+pydicom's readers do. No I/O here: callers hand in bytes.
 """
 
 from __future__ import annotations
@@ -14,8 +16,14 @@ import struct
 
 import msgspec
 
-from archive.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from archive.dicom.wire import LE, LONG_VR_BYTES
+from archive.dicom.uids import (
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    IMPLICIT_VR_LE,
+)
+from archive.dicom.wire import LE, LONG_VR_BYTES, SHORT_VR_BYTES
 from archive.errors import ArchiveError
 
 PREAMBLE_LENGTH = 128
@@ -26,6 +34,13 @@ MAX_META_LENGTH = 64 * 1024
 _HEADER = struct.Struct("<HH2s")
 _LONG = LE.tag_vr_long_length
 _UL = LE.long_length
+#: The first element of a bare data set's group 0008, Little or Big Endian.
+_GROUP_0008_LE = b"\x08\x00"
+_GROUP_0008_BE = b"\x00\x08"
+#: Largest first-element length taken for Implicit VR: group 0008's leading
+#: elements (character set, image type, dates, UIDs) are short, and a bound keeps
+#: text that happens to start with a backspace from passing for a data set.
+_IMPLICIT_FIRST_LENGTH = 1024
 
 
 class FileMetaError(ArchiveError):
@@ -130,3 +145,28 @@ def decode_file_meta(data: bytes | memoryview) -> tuple[FileMeta, int]:
         source_application_entity_title=values.get(0x0016, ""),
     )
     return meta, offset
+
+
+def guess_transfer_syntax(head: bytes | memoryview) -> str | None:
+    """The transfer syntax of a data set without File Meta, from its first 8 bytes.
+
+    Every such data set starts in group 0008 (the SOP Common and General Image
+    modules' attributes come first in tag order); its first element tells the
+    byte order (the group's bytes) and whether VRs are explicit (two letters of a
+    known VR after the tag). Implicit VR Little Endian needs a short first length.
+    None when the bytes are no such start: Deflated cannot be told from its first
+    bytes, nor can anything Implicit VR Big Endian (no standard syntax) be sent.
+    """
+    if len(head) < 8:
+        return None
+    group, vr = bytes(head[:2]), bytes(head[4:6])
+    explicit = vr in SHORT_VR_BYTES or vr in LONG_VR_BYTES
+    if group == _GROUP_0008_LE:
+        if explicit:
+            return EXPLICIT_VR_LE
+        if int.from_bytes(head[4:8], "little") < _IMPLICIT_FIRST_LENGTH:
+            return IMPLICIT_VR_LE
+        return None
+    if group == _GROUP_0008_BE and explicit:
+        return EXPLICIT_VR_BE
+    return None

@@ -1,7 +1,8 @@
 """Files to send or import: finding them, reading their File Meta, reading their data sets.
 
 :func:`discover` walks the paths given, :func:`probe` reads each file's File Meta
-Information (in threads: :func:`probe_all`), and the data set is read back in
+Information (in threads: :func:`probe_all`; a data set without one gets one made
+from its own header), and the data set is read back in
 bounded chunks when it is sent, through a :class:`~archive.store.sources.FileSource`
 (opened ahead by ``store.py``'s sessions, one at a time by :func:`read_chunks` for
 the importer), checked against what the probe saw (:func:`first_block`,
@@ -22,12 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMeta, FileMetaError
+import msgspec
+
+from archive.dicom.filemeta import (
+    MAGIC,
+    PREAMBLE_LENGTH,
+    FileMeta,
+    FileMetaError,
+    guess_transfer_syntax,
+)
+from archive.dicom.header import HeaderError
 from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, usable_uid
-from archive.dicom.wire import LONG_VRS, SHORT_VRS
+from archive.dicom.uids import name as uid_name
 from archive.errors import ArchiveError
 from archive.progress import human_bytes
-from archive.store import DatasetReader, local_device, read_meta
+from archive.store import DatasetReader, local_device, read_meta, scan_header
 from archive.store.sources import FileSource
 
 T = TypeVar("T")
@@ -231,6 +241,9 @@ class FileItem:
     peer_aborts: int = 0
     #: On a local filesystem: opened on the event loop when its path is cached.
     local: bool = False
+    #: A data set without File Meta: ``meta`` is what :func:`probe` made of its
+    #: header, ``offset`` 0.
+    bare: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -252,24 +265,33 @@ class FileItem:
 
 
 def probe(path: Path) -> FileItem | FileResult:
-    """Read one file's File Meta (blocking): an item to send, or why not."""
+    """Read one file's File Meta (blocking): an item to send, or why not.
+
+    A data set without File Meta (older modalities wrote them) is sent as DCMTK's
+    storescu sends it: in the transfer syntax its first element shows
+    (:func:`guess_transfer_syntax`), under the SOP Class and Instance UIDs of its
+    own header; :func:`_bare`.
+    """
+    bare = False
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
             # A FIFO would block the open; a device or socket is no instance either.
             return FileResult(str(path), Kind.SKIPPED, reason="not a regular file")
         local = local_device(st.st_dev)
-        meta, offset = read_meta(path)
+        try:
+            meta, offset = read_meta(path)
+        except FileMetaError as exc:
+            head = _head(path)
+            if head[PREAMBLE_LENGTH:] == MAGIC:
+                return FileResult(str(path), Kind.FAILED, reason=str(exc), cause=Cause.FILE)
+            if (transfer_syntax := guess_transfer_syntax(head)) is None:
+                return FileResult(str(path), Kind.SKIPPED, reason="not a DICOM Part 10 file")
+            found = _bare(path, transfer_syntax)
+            if isinstance(found, str):
+                return FileResult(str(path), Kind.FAILED, reason=found, cause=Cause.FILE)
+            meta, offset, bare = found, 0, True
         size = st.st_size - offset  # a change after this stat: changed_since_probe
-    except ArchiveError as exc:
-        head = _head(path)
-        if head[PREAMBLE_LENGTH:] == MAGIC:
-            return FileResult(str(path), Kind.FAILED, reason=str(exc), cause=Cause.FILE)
-        if _looks_like_a_data_set(head):
-            # An instance all the same (older modalities write them): failed, so
-            # the run does not report success with it left out.
-            return FileResult(str(path), Kind.FAILED, reason=NO_FILE_META, cause=Cause.FILE)
-        return FileResult(str(path), Kind.SKIPPED, reason="not a DICOM Part 10 file")
     except OSError as exc:
         return FileResult(str(path), Kind.FAILED, reason=os_reason(exc), cause=Cause.FILE)
     if meta.media_storage_sop_class_uid == MEDIA_STORAGE_DIRECTORY:
@@ -278,7 +300,7 @@ def probe(path: Path) -> FileItem | FileResult:
         instance = meta.media_storage_sop_instance_uid
         uid = instance if usable_uid(instance) else ""
         return FileResult(str(path), Kind.FAILED, uid, reason=why, cause=Cause.FILE)
-    return FileItem(path, meta, offset, size, local=local)
+    return FileItem(path, meta, offset, size, local=local, bare=bare)
 
 
 def unusable_meta(meta: FileMeta) -> str | None:
@@ -303,11 +325,37 @@ def unusable_meta(meta: FileMeta) -> str | None:
     return None
 
 
-#: Why a data set without File Meta is not sent (nor imported).
-NO_FILE_META = (
-    "a DICOM data set without File Meta Information, not a Part 10 file (PS3.10 7.1):"
-    " give it one first (e.g. dcmconv +F)"
-)
+def _bare(path: Path, transfer_syntax: str) -> FileMeta | str:
+    """The meta to send a data set without File Meta with, read from its header in
+    ``transfer_syntax``; or why it cannot be sent (blocking; OSError as it comes)."""
+    meta = FileMeta(
+        media_storage_sop_class_uid="",
+        media_storage_sop_instance_uid="",
+        transfer_syntax_uid=transfer_syntax,
+        implementation_class_uid="",
+        implementation_version_name="",
+    )
+    try:
+        attrs = scan_header(path, meta).attrs
+    except HeaderError as exc:
+        return f"{_BARE}, not readable as {uid_name(transfer_syntax)}: {exc}"
+    for uid, element in (
+        (attrs.sop_class_uid, "SOP Class UID (0008,0016)"),
+        (attrs.sop_instance_uid, "SOP Instance UID (0008,0018)"),
+    ):
+        if not uid:
+            return f"{_BARE} and without {element}"
+        if not usable_uid(uid):
+            shown = uid if len(uid) <= _SHOWN else uid[:_SHOWN] + "..."
+            return f"{_BARE}: its {element} is not a UID (1-64 digits and dots): {shown!a}"
+    return msgspec.structs.replace(
+        meta,
+        media_storage_sop_class_uid=attrs.sop_class_uid,
+        media_storage_sop_instance_uid=attrs.sop_instance_uid,
+    )
+
+
+_BARE = "a DICOM data set without File Meta Information"
 
 
 def _head(path: Path) -> bytes:
@@ -318,18 +366,6 @@ def _head(path: Path) -> bytes:
             return f.read(PREAMBLE_LENGTH + len(MAGIC))
     except OSError:
         return b""
-
-
-def _looks_like_a_data_set(head: bytes) -> bool:
-    """Whether ``head`` starts as a little endian data set without File Meta: an
-    element of group 0008 (where every such data set starts, with its character
-    set, image type or SOP Class), Explicit VR or Implicit VR with a short length."""
-    if len(head) < 8 or head[:2] != b"\x08\x00":
-        return False
-    vr = head[4:6].decode("latin-1")
-    if vr in SHORT_VRS or vr in LONG_VRS:
-        return True
-    return int.from_bytes(head[4:8], "little") < 1024
 
 
 def os_reason(exc: OSError) -> str:
@@ -373,7 +409,9 @@ async def read_chunks(
     since it was probed, raises :class:`FileReadError`. An odd-length deflated
     data set gets the pad byte PS3.5 A.5 requires.
     """
-    (source,) = FileSource.open_ahead(LOCAL_FILES, [str(item.path)], chunk, local=[item.local])
+    (source,) = FileSource.open_ahead(
+        LOCAL_FILES, [str(item.path)], chunk, local=[item.local], metas=[given_meta(item)]
+    )
     try:
         sent = checked(item, source.chunks(await first_block(item, source)), stop)
         try:
@@ -397,6 +435,12 @@ async def first_block(item: FileItem, source: FileSource) -> memoryview:
     if why := changed_since_probe(item, source.reader):
         raise FileReadError(why)
     return first
+
+
+def given_meta(item: FileItem) -> FileMeta | None:
+    """What a :class:`DatasetReader` of ``item`` is told its meta is: the probe's for
+    a data set without File Meta, else None (it reads the file's)."""
+    return item.meta if item.bare else None
 
 
 def changed_since_probe(item: FileItem, reader: DatasetReader) -> str | None:

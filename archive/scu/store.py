@@ -67,6 +67,7 @@ from archive.scu.files import (
     checked,
     discover,
     first_block,
+    given_meta,
     probe_all,
 )
 from archive.scu.query import Interrupt, abortable, stopper
@@ -287,6 +288,7 @@ class _GroupSender:
                 [str(item.path) for item in items],
                 self.options.chunk,
                 local=[item.local for item in items],
+                metas=[given_meta(item) for item in items],
             )
             ahead.extend(zip(items, sources, strict=True))
 

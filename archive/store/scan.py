@@ -62,7 +62,8 @@ class DatasetReader:
     """A stored file's data set, read in chunks; the first read also finds its start.
 
     Built for sending (sub-operations, the Storage SCU): :meth:`first` opens the file,
-    reads up to ``chunk`` bytes, decodes the File Meta from them and returns a view
+    reads up to ``chunk`` bytes, decodes the File Meta from them (unless given one:
+    a data set without File Meta is read from its first byte) and returns a view
     of the data set bytes that followed, so a file no larger than one chunk costs
     one open and one read (one trip to an I/O thread). :meth:`next` returns the
     following chunks, empty at the end. Blocking; :meth:`close` it in a ``finally``.
@@ -77,13 +78,18 @@ class DatasetReader:
     None otherwise, when :meth:`first_read` / :meth:`next` (blocking) do it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], chunk: int = CHUNK) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], chunk: int = CHUNK, meta: FileMeta | None = None
+    ) -> None:
         self.path = path
         self.chunk = max(chunk, MAX_META_LENGTH)
         self._fd = -1
         self._offset = 0
         self._left = 0
-        self.meta: FileMeta | None = None
+        #: Given: the file is a data set without File Meta (``archive store`` and
+        #: ``import`` send those as storescu does), read from its first byte.
+        self._bare = meta is not None
+        self.meta: FileMeta | None = meta
         #: The file's size when :meth:`open` opened it.
         self.size = 0
         self._end = False
@@ -152,6 +158,8 @@ class DatasetReader:
 
     def _head(self, block: bytes) -> memoryview:
         head = memoryview(block)
+        if self._bare:
+            return head
         self.meta, offset = decode_file_meta(head[:MAX_META_LENGTH])
         return head[offset:]
 
@@ -392,22 +400,27 @@ def digest_file(path: str | os.PathLike[str]) -> FileDigest:
     return FileDigest(meta=source.meta, digest=digest.hexdigest(), size=source.size)
 
 
-def scan_header(path: str | os.PathLike[str]) -> ScannedHeader:
+def scan_header(path: str | os.PathLike[str], meta: FileMeta | None = None) -> ScannedHeader:
     """Meta, index attributes and file size, reading only as far as the header goes.
 
     The header reader is done at Pixel Data (or the last attribute it keeps), so a
     large image costs one or two reads of :data:`HEADER_CHUNK`, not the whole file;
-    no digest. Raises like :func:`scan_file`.
+    no digest. Raises like :func:`scan_file`. Given ``meta``, the file is a data
+    set without File Meta in ``meta``'s transfer syntax (:class:`DatasetReader`).
     """
-    return _scan(path, HEADER_CHUNK, None, "skipped")
+    return _scan(path, HEADER_CHUNK, None, "skipped", meta)
 
 
 def _scan(
-    path: str | os.PathLike[str], chunk: int, digest: hashlib._Hash | None, rest: Rest
+    path: str | os.PathLike[str],
+    chunk: int,
+    digest: hashlib._Hash | None,
+    rest: Rest,
+    given: FileMeta | None = None,
 ) -> ScannedHeader:
     """Read the data set into the header reader (and ``digest``, when given: then
     all of it; without one, only until the header reader is done)."""
-    source = DatasetReader(path, chunk)
+    source = DatasetReader(path, chunk, given)
     try:
         block = source.first()
         assert source.meta is not None  # first() decoded it

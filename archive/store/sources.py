@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from archive.dicom.filemeta import FileMeta
 from archive.store import DatasetReader
 from archive.store.scan import CHUNK
 
@@ -87,12 +88,18 @@ class FileSource:
         chunk: int | None = None,
         *,
         local: Sequence[bool] | None = None,
+        metas: Sequence[FileMeta | None] | None = None,
     ) -> list[FileSource]:
         """Sources for these files, each read ``chunk`` (default :data:`CHUNK`)
         bytes at a time: opened on the loop when local (``local``, per file, else
-        ``files.local``) and cached, the others by one job in the I/O pool."""
+        ``files.local``) and cached, the others by one job in the I/O pool. A
+        file given its meta in ``metas`` is a data set without File Meta."""
         size = CHUNK if chunk is None else chunk
-        readers = [DatasetReader(files.path(relative), size) for relative in relatives]
+        given = [None] * len(relatives) if metas is None else list(metas)
+        readers = [
+            DatasetReader(files.path(relative), size, meta)
+            for relative, meta in zip(relatives, given, strict=True)
+        ]
         on_loop = [files.local] * len(readers) if local is None else list(local)
         # A trip to the pool and back cost more than such an open (see the class).
         cached: list[bool] = []

@@ -13,15 +13,18 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 
 from archive.cli import main, print_summary
-from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from archive.dicom.uids import EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.scu import Cause, FileItem, FileResult, Kind, Report, discover, probe
-from archive.scu.files import NO_FILE_META
+from archive.store import read_meta
 from tests.conftest import RunningNode
-from tests.test_cli_store import dataset_bytes, make_instance, store, stored_path
+from tests.test_cli_store import CT_IMAGE, dataset_bytes, make_instance, store, stored_path
 
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 #: A SOP Class UID of 65 characters: one too many (PS3.5 9.1).
 LONG_UID = "1.2." + "3" * 61
 
@@ -93,19 +96,77 @@ def test_probe_fails_a_file_whose_meta_uid_is_not_a_uid(
     assert result.reason.startswith(f"file meta {name} is not a UID")
 
 
-@pytest.mark.parametrize("transfer_syntax", [IMPLICIT_VR_LE, EXPLICIT_VR_LE])
-def test_probe_fails_a_data_set_without_file_meta(tmp_path: Path, transfer_syntax: str) -> None:
-    """A data set written without File Meta (older modalities do) is an instance
-    left out, so failed (the run exits non-zero), not skipped as a text file is."""
+def bare_copy(part10: Path, bare: Path) -> bytes:
+    """Write the data set of the Part 10 file ``part10`` alone to ``bare``."""
+    data = dataset_bytes(part10)
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    bare.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("transfer_syntax", [IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE])
+def test_probe_reads_a_data_set_without_file_meta(tmp_path: Path, transfer_syntax: str) -> None:
+    """Written without File Meta (older modalities did): sent as storescu sends it,
+    in the syntax its first element shows, with its own SOP Class and Instance."""
     part10 = tmp_path / "a.dcm"
-    make_instance(part10, transfer_syntax=transfer_syntax)
+    uid = make_instance(part10, transfer_syntax=transfer_syntax, sop_class=MR_IMAGE)
+    data = bare_copy(part10, tmp_path / "bare")
+    item = probe(tmp_path / "bare")
+    assert isinstance(item, FileItem)
+    assert (item.bare, item.offset, item.size) == (True, 0, len(data))
+    assert item.key == (MR_IMAGE, transfer_syntax)
+    assert item.meta.media_storage_sop_instance_uid == uid
+
+
+def test_probe_reads_pydicoms_files_without_file_meta() -> None:
+    for name, transfer_syntax in (
+        ("ExplVR_LitEndNoMeta.dcm", EXPLICIT_VR_LE),
+        ("ExplVR_BigEndNoMeta.dcm", EXPLICIT_VR_BE),
+    ):
+        path = get_testdata_file(name)
+        assert path is not None
+        item = probe(Path(path))
+        assert isinstance(item, FileItem), name
+        expected = pydicom.dcmread(path, force=True)
+        assert item.key == (expected.SOPClassUID, transfer_syntax)
+        assert item.meta.media_storage_sop_instance_uid == expected.SOPInstanceUID
+
+
+@pytest.mark.parametrize(
+    ("cut", "reason"),
+    [
+        (
+            "SOPInstanceUID",
+            "a DICOM data set without File Meta Information and without"
+            " SOP Instance UID (0008,0018)",
+        ),
+        (
+            "SOPClassUID",
+            "a DICOM data set without File Meta Information and without SOP Class UID (0008,0016)",
+        ),
+        (
+            "truncated",
+            "a DICOM data set without File Meta Information, not readable as"
+            " ExplicitVRLittleEndian: data set truncated in its header",
+        ),
+    ],
+)
+def test_probe_fails_a_data_set_without_file_meta_it_cannot_send(
+    tmp_path: Path, cut: str, reason: str
+) -> None:
+    """An instance left out is a failure (the run exits non-zero), with why."""
+    part10 = tmp_path / "a.dcm"
+    make_instance(part10)
+    if cut != "truncated":
+        ds = pydicom.dcmread(part10)
+        delattr(ds, cut)
+        ds.save_as(part10, enforce_file_format=True)
+    data = dataset_bytes(part10)
     bare = tmp_path / "bare"
-    bare.write_bytes(dataset_bytes(part10))
+    bare.write_bytes(data[:40] if cut == "truncated" else data)
     result = probe(bare)
     assert isinstance(result, FileResult)
-    assert result.kind is Kind.FAILED
-    assert result.cause is Cause.FILE
-    assert result.reason == NO_FILE_META
+    assert (result.kind, result.cause, result.reason) == (Kind.FAILED, Cause.FILE, reason)
 
 
 @pytest.mark.parametrize(
@@ -146,6 +207,38 @@ def test_store_sends_the_others_when_one_meta_uid_is_not_a_uid(
     ]
     data = node.config.node.data_dir
     assert [stored_path(data, uid).exists() for uid in uids] == [True, False, True]
+
+
+def bare_folder(tmp_path: Path) -> dict[str, tuple[Path, bytes, str]]:
+    """Data sets without File Meta in ``tmp_path / "in"``, one per syntax the probe
+    tells apart: SOP Instance UID -> (path, data set bytes, transfer syntax)."""
+    out = {}
+    for i, transfer_syntax in enumerate((IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE)):
+        part10 = tmp_path / f"{i}.part10"
+        uid = make_instance(part10, transfer_syntax=transfer_syntax, series=f"1.2.3.4.{i}")
+        bare = tmp_path / "in" / f"{i}.raw"
+        out[uid] = (bare, bare_copy(part10, bare), transfer_syntax)
+    return out
+
+
+def test_store_sends_data_sets_without_file_meta(
+    node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stored as sent, in the syntax guessed, under the data set's own UIDs."""
+    bare = bare_folder(tmp_path)
+    status = store("--aec", "ARCHIVE", node.host, str(node.port), str(tmp_path / "in"))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.startswith("sent 3, failed 0, skipped 0 of 3 file(s); ")
+    for uid, (_, data, transfer_syntax) in bare.items():
+        stored = stored_path(node.config.node.data_dir, uid)
+        assert dataset_bytes(stored) == data
+        meta, _ = read_meta(stored)
+        assert (meta.media_storage_sop_class_uid, meta.transfer_syntax_uid) == (
+            CT_IMAGE,
+            transfer_syntax,
+        )
+        assert pydicom.dcmread(stored).SOPInstanceUID == uid
 
 
 # ---- paths that cannot be looked at ------------------------------------------------------
