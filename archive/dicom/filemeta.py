@@ -37,6 +37,7 @@ _UL = LE.long_length
 #: The first element of a bare data set's group 0008, Little or Big Endian.
 _GROUP_0008_LE = b"\x08\x00"
 _GROUP_0008_BE = b"\x00\x08"
+_GROUP_0002 = b"\x02\x00"
 #: Largest first-element length taken for Implicit VR: group 0008's leading
 #: elements (character set, image type, dates, UIDs) are short, and a bound keeps
 #: text that happens to start with a backspace from passing for a data set.
@@ -170,3 +171,10 @@ def guess_transfer_syntax(head: bytes | memoryview) -> str | None:
     if group == _GROUP_0008_BE and explicit:
         return EXPLICIT_VR_BE
     return None
+
+
+def lacks_preamble(head: bytes | memoryview) -> bool:
+    """Whether ``head`` starts with File Meta Information itself (group 0002, in
+    Explicit VR), without the preamble and ``DICM`` prefix a Part 10 file has."""
+    vr = bytes(head[4:6])
+    return bytes(head[:2]) == _GROUP_0002 and (vr in SHORT_VR_BYTES or vr in LONG_VR_BYTES)

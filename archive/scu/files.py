@@ -31,6 +31,7 @@ from archive.dicom.filemeta import (
     FileMeta,
     FileMetaError,
     guess_transfer_syntax,
+    lacks_preamble,
 )
 from archive.dicom.header import HeaderError
 from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, usable_uid
@@ -285,6 +286,8 @@ def probe(path: Path) -> FileItem | FileResult:
             head = _head(path)
             if head[PREAMBLE_LENGTH:] == MAGIC:
                 return FileResult(str(path), Kind.FAILED, reason=str(exc), cause=Cause.FILE)
+            if lacks_preamble(head):
+                return FileResult(str(path), Kind.FAILED, reason=NO_PREAMBLE, cause=Cause.FILE)
             if (transfer_syntax := guess_transfer_syntax(head)) is None:
                 return FileResult(str(path), Kind.SKIPPED, reason="not a DICOM Part 10 file")
             found = _bare(path, transfer_syntax)
@@ -356,6 +359,12 @@ def _bare(path: Path, transfer_syntax: str) -> FileMeta | str:
 
 
 _BARE = "a DICOM data set without File Meta Information"
+#: Why a File Meta written without its preamble is not sent: read as a data set,
+#: its group 0002 would go out as part of it.
+NO_PREAMBLE = (
+    "not a Part 10 file: File Meta Information without the 128-byte preamble"
+    " and DICM prefix (PS3.10 7.1)"
+)
 
 
 def _head(path: Path) -> bytes:

@@ -20,6 +20,7 @@ from pydicom.data import get_testdata_file
 from archive.cli import main, print_summary
 from archive.dicom.uids import EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.scu import Cause, FileItem, FileResult, Kind, Report, discover, probe
+from archive.scu.files import NO_PREAMBLE
 from archive.store import read_meta
 from tests.conftest import RunningNode
 from tests.test_cli_store import CT_IMAGE, dataset_bytes, make_instance, store, stored_path
@@ -167,6 +168,18 @@ def test_probe_fails_a_data_set_without_file_meta_it_cannot_send(
     result = probe(bare)
     assert isinstance(result, FileResult)
     assert (result.kind, result.cause, result.reason) == (Kind.FAILED, Cause.FILE, reason)
+
+
+def test_probe_fails_a_file_meta_without_its_preamble(tmp_path: Path) -> None:
+    """Group 0002 at the very start: DICOM, but sent as a data set its meta would
+    go out inside it; failed with why, not skipped."""
+    part10 = tmp_path / "a.dcm"
+    make_instance(part10)
+    cut = tmp_path / "cut"
+    cut.write_bytes(part10.read_bytes()[128 + 4 :])
+    result = probe(cut)
+    assert isinstance(result, FileResult)
+    assert (result.kind, result.cause, result.reason) == (Kind.FAILED, Cause.FILE, NO_PREAMBLE)
 
 
 @pytest.mark.parametrize(
