@@ -165,7 +165,9 @@ def decode_values(
             items_mode, undefined = sequences[tag]
             fields[name] = sequence_json(tag, items_mode, undefined, raw, codecs)
         elif kind == _TEXT:
-            fields[name] = decode_text(raw.strip(b" \0"), codecs, TEXT_DELIMITERS)
+            # Stripped again once decoded: a space after an escape sequence
+            # (ESC $ ) C, then " ...") leads the text all the same.
+            fields[name] = decode_text(raw.strip(b" \0"), codecs, TEXT_DELIMITERS).strip(" ")
         elif kind == _PN:
             fields[name] = decode_person_name(raw.rstrip(b" \0"), codecs)
         elif kind == _IS:

@@ -79,5 +79,7 @@ def _item_codecs(item: tuple[Element, ...], codecs: Sequence[str]) -> Sequence[s
 
 def _item_text(raw: bytes, vr: str, codecs: Sequence[str]) -> str:
     # A PN drops the spaces around each component (decode_person_name); the
-    # other VRs lose both ends.
-    return decode_value(raw.strip(b" \0"), vr, codecs)
+    # other VRs lose both ends, once decoded too (a space after an escape
+    # sequence is a leading space).
+    text = decode_value(raw.strip(b" \0"), vr, codecs)
+    return text if vr == "PN" else text.strip(" ")

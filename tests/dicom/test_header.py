@@ -17,6 +17,7 @@ the memory bounds in ``test_header_corpus``; the builders live in ``header_helpe
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -488,6 +489,29 @@ def test_delimiter_resets_g1_to_the_initial_set() -> None:
     value = b"\x1b$)C" + hong + b"^" + hong
     assert decode_text(value, codecs, PN_DELIMITERS) == "홍^" + hong.decode("latin_1")
     assert decode_text(value, codecs, TEXT_DELIMITERS) == "홍^홍"
+
+
+def test_a_space_next_to_an_escape_sequence_is_dropped_as_any_other() -> None:
+    """Leading and trailing spaces of SH and LO are insignificant (PS3.5 Table
+    6.2-1), an escape sequence in front of them or behind them included: a query
+    for the value without them must find it (query values are stripped too)."""
+    hong = "홍길동".encode("euc_kr")
+    leading = b"\x1b$)C " + hong + b" "  # as pydicom encodes " 홍길동"
+    trailing = b"\x1b$)C" + hong + b" \x1b(B"
+    code = element(0x00080100, "SH", b"C1") + element(0x00080104, "LO", leading)
+    data = minimal(
+        EXPLICIT,
+        element(0x00080005, "CS", b"\\ISO 2022 IR 149"),
+        element(0x00080050, "SH", trailing),
+        element(0x00081030, "LO", leading),
+        element(0x0008103E, "LO", trailing),
+        element(0x00081032, "SQ", item(code)),
+        element(0x00100020, "LO", leading),
+    )
+    got = read(EXPLICIT, [data])
+    assert (got.accession_number, got.study_description) == ("홍길동", "홍길동")
+    assert (got.series_description, got.patient_id) == ("홍길동", "홍길동")
+    assert json.loads(got.procedure_code_sequence) == [{"CodeValue": "C1", "CodeMeaning": "홍길동"}]
 
 
 def test_unknown_escape_sequence_is_kept_as_text() -> None:

@@ -63,7 +63,7 @@ def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
         await index.close()
 
     run(main())
-    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(8,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(9,)]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
     names = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert names == TABLES
@@ -413,10 +413,49 @@ def test_migration_8_leaves_names_without_such_spaces_alone(tmp_path: Path) -> N
     execute(db, "UPDATE patient SET patient_name = 'VAN DYKE^MARY ANN' WHERE patient_id = 'B'")
     execute(db, "PRAGMA user_version = 7")
     run(_reopen(db))
-    assert query(db, "PRAGMA user_version") == [(8,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)]
     assert query(db, "SELECT patient_id, patient_name FROM patient ORDER BY 1") == [
         ("A", "VAN DYKE^MARY ANN"),
         ("B", "VAN DYKE^MARY ANN"),
+    ]
+
+
+def test_migration_9_trims_text_an_escape_sequence_hid_spaces_in(tmp_path: Path) -> None:
+    """Values indexed with a space after (or before) an escape sequence lose it;
+    a Patient ID too, with its patient's key, unless a patient holds that key."""
+    db = tmp_path / "index.db"
+
+    async def make() -> None:
+        async with await Index.open(db) as index:
+            for n, patient in enumerate(("A", "B", "C", "D"), 1):
+                await index.add(make_instance(n, study=f"1.2.{n}", patient_id=patient))
+
+    run(make())
+    spaced = " \u6f22\u5b57 "  # as the old decoding left " ESC $ B ... ESC ( B "
+    for column, table in (
+        ("accession_number", "study"),
+        ("study_id", "study"),
+        ("study_description", "study"),
+        ("series_description", "series"),
+    ):
+        execute(db, f"UPDATE {table} SET {column} = '{spaced}' WHERE pk = 1")
+    execute(db, "UPDATE study SET study_description = 'CHEST  ' WHERE pk = 2")
+    # A: spaced, its trimmed key free; B: spaced, C holds its trimmed key.
+    execute(db, "UPDATE patient SET patient_id = ' X', patient_key = ' X\\' WHERE pk = 1")
+    execute(db, "UPDATE patient SET patient_id = 'C ', patient_key = 'C \\' WHERE pk = 2")
+    execute(db, "PRAGMA user_version = 8")
+    run(_reopen(db))
+    assert query(db, "PRAGMA user_version") == [(LATEST,)]
+    trimmed = spaced.strip(" ")
+    assert query(db, "SELECT accession_number, study_id, study_description FROM study ORDER BY pk")[
+        :2
+    ] == [(trimmed, trimmed, trimmed), ("", "", "CHEST")]
+    assert query(db, "SELECT series_description FROM series ORDER BY pk")[0] == (trimmed,)
+    assert query(db, "SELECT patient_id, patient_key FROM patient ORDER BY pk") == [
+        ("X", "X\\"),
+        ("C ", "C \\"),  # C holds "C\\": left apart, as it was
+        ("C", "C\\"),
+        ("D", "D\\"),
     ]
 
 
