@@ -281,13 +281,16 @@ class HeaderReader:
             raise self._error
         if self._unchecked:  # only ever set once done
             return True
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")  # counted and cut in bytes, whatever its items
         try:
             if self._inflater is None:
-                error = _walk(self, memoryview(data))
+                error = _walk(self, view)
                 if error is not None:
                     raise _cannot_understand(error)
             else:
-                self._inflate(memoryview(data))
+                self._inflate(view)
         except HeaderError as exc:
             self._error = exc
             raise

@@ -55,6 +55,7 @@ def write_and_link_py(
         advise_from = operator.index(advise_from)
         if not _LONG_LONG_MIN <= advise_from <= _LONG_LONG_MAX:
             raise OverflowError("advise_from does not fit a C long long")
+        folders = tuple(folders)  # once: an iterator would be empty at the mkdirs
         for name in (path, final, *folders):
             _check_path(name)
         views = [_byte_view(chunk) for chunk in chunks]

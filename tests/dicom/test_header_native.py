@@ -32,6 +32,8 @@ from tests.dicom.header_helpers import (
     deflate,
     element,
     item,
+    minimal,
+    read,
     undefined_sequence,
 )
 from tests.dicom.test_header_properties import (
@@ -321,6 +323,24 @@ def test_fixed_cases(name: str) -> None:
 
 
 @needs_native
+@needs_native
+@pytest.mark.parametrize("shape", ["H", "2-D"])
+def test_a_view_of_wider_items_is_read_as_its_bytes(shape: str) -> None:
+    """The C walk read a memoryview's bytes, the twin counted and cut its items
+    (or rows): both now read the bytes."""
+    data = minimal(EXPLICIT)
+    view = (
+        memoryview(data).cast("H")
+        if shape == "H"
+        else memoryview(data).cast("B", (2, len(data) // 2))
+    )
+    for walk in (_native.header_walk, HeaderReader._parse):
+        with walking(walk):
+            reader = HeaderReader(EXPLICIT)
+            reader.feed(view)
+            assert reader.finish() == read(EXPLICIT, [data])
+
+
 def test_a_state_no_walk_leaves_is_refused_not_read() -> None:
     # The C walk reads headers out of _buf and gathers values up to _want: a reader
     # whose state was tampered with is refused before a byte is read.

@@ -121,6 +121,18 @@ def test_a_new_file_is_written_its_folders_made_and_linked(tmp_path: Path) -> No
     assert tree["instances/ab"] is None
 
 
+def test_folders_given_as_an_iterator_are_made(tmp_path: Path) -> None:
+    """The twin used an iterator up checking the paths and made no folder."""
+
+    def scenario(root: Path, impl: WriteAndLink) -> tuple[Any, ...]:
+        tmp, final, folders = _paths(root)
+        return _outcome(lambda: impl(-1, tmp, [b"x"], final, iter(folders)))  # type: ignore[arg-type]
+
+    (outcome, tree) = _both(tmp_path, scenario)
+    assert outcome == ("returned", True)
+    assert tree["instances/ab/cd/1.2.3.dcm"] == b"x"
+
+
 @needs_cachestat
 @pytest.mark.parametrize("name", sorted(implementations()))
 def test_advise_from_hands_what_was_written_to_writeback(tmp_path: Path, name: str) -> None:
