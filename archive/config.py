@@ -440,6 +440,8 @@ def validate(config: Config) -> None:
     _check_int("node.port", node.port, 0, 65535)
     if not node.data_dir:
         raise ConfigError("node.data_dir", "must not be empty")
+    if "\0" in node.data_dir:
+        raise ConfigError("node.data_dir", "must not contain a NUL character (\\u0000)")
     _check_choice("node.loop", node.loop, LOOPS)
     _check_int("node.backlog", node.backlog, 1, 65535)
     _check_choice("node.log_level", node.log_level, LOG_LEVELS)

@@ -339,6 +339,11 @@ def test_peer_missing_required_key() -> None:
         ("[node]\nport = 65536", "node.port", "must be between 0 and 65535, got 65536"),
         ('[node]\ndata_dir = ""', "node.data_dir", "must not be empty"),
         (
+            '[node]\ndata_dir = "a\\u0000b"',
+            "node.data_dir",
+            "must not contain a NUL character (\\u0000)",
+        ),
+        (
             '[node]\nloop = "trio"',
             "node.loop",
             "must be one of auto, asyncio, uvloop; got 'trio'",
