@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -62,6 +63,9 @@ EXIT_TIMEOUT = 4
 EXIT_FAILED_STATUS = 5
 #: After Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
+#: The reader of our output went away (``| head``): 128 + SIGPIPE, as a tool
+#: that the signal ended reports it.
+EXIT_BROKEN_PIPE = 141
 
 
 def _version() -> str:
@@ -177,6 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except ArchiveError as exc:  # e.g. DataFolderInUse: a one-line reason, no traceback
         return report_failure(f"archive {args.command}", exc)
+    except BrokenPipeError:
+        # Nobody reads what follows: no traceback, and nothing more for the
+        # interpreter's last flush to fail on.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     raise AssertionError(args.command)  # pragma: no cover - argparse requires a command
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -181,6 +182,27 @@ def test_config_check_good(tmp_path: Path) -> None:
     done = archive("config", "check", str(path))
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"{path}: OK\n"
+
+
+def test_output_to_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``archive ... | head -1``: the reader gone, exit 141 (as SIGPIPE would end
+    it) without a traceback on stderr."""
+    path = tmp_path / "good.toml"
+    path.write_text('[node]\nae_title = "PACS"\n')
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [*ARCHIVE, "config", "check", str(path)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
 
 
 @pytest.mark.parametrize(
