@@ -8,7 +8,8 @@ readable files that have no row (removing unreadable ones), removes rows whose
 file is gone, and removes files that are an instance's superseded version.
 
 It holds the set of paths in memory (about 100 bytes per instance) and reads
-every unindexed file once (with ``verify``, every indexed file too); the walk
+every unindexed file once (with ``verify``, every indexed file too; without, the
+first bytes of each, so that one that cannot be read is reported); the walk
 itself is a directory listing.
 """
 
@@ -134,7 +135,34 @@ async def check(
                 await storage.files.remove(path)
     if verify:
         await _verify(storage, files, report, jobs)
+    else:
+        present = sorted(path for path in rows if path in files)
+        for path, error in await storage.files.run(_unopenable, storage.root, present):
+            log.warning("check: cannot read %s (left in place): %s", path, error)
+            report.inaccessible_files.append(path)
     return report
+
+
+def _unopenable(root: Path, paths: list[str]) -> list[tuple[str, OSError]]:
+    """Those of ``paths`` (indexed files that are there) whose first bytes cannot be
+    read: a C-GET or C-MOVE of them would fail. Without ``verify`` this is all a
+    check reads of them (an open and a read of the preamble each)."""
+    failed = []
+    for path in paths:
+        try:
+            fd = os.open(root / path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            try:
+                os.pread(fd, _HEAD, 0)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            failed.append((path, exc))
+    return failed
+
+
+#: Bytes read of each indexed file by a check without ``verify``: its preamble
+#: and the DICM prefix.
+_HEAD = 132
 
 
 async def _verify(storage: Storage, files: set[str], report: CheckReport, jobs: int) -> None:

@@ -118,8 +118,13 @@ def test_verify_finds_files_changed_on_disk_and_leaves_them(tmp_path: Path) -> N
     j2k.write_bytes(regrown)
     rle.unlink()
     os.mkfifo(rle)  # there, but no regular file: cannot be read
-    # Without --verify only names are compared: nothing to see.
-    assert archive("check", "--data", str(data)).returncode == 0
+    # Without --verify names are compared and each file's first bytes read: the
+    # FIFO cannot be read, the changed contents go unseen.
+    plain = archive("check", "--data", str(data))
+    assert plain.returncode == 5, plain.stdout + plain.stderr
+    assert "files that cannot be read (left in place): 1" in plain.stdout
+    assert f"  {rle.relative_to(data).as_posix()}" in plain.stdout
+    assert "differs" not in plain.stdout
     for extra in ([], ["--repair"]):
         found = archive("check", "--data", str(data), "--verify", *extra)
         assert found.returncode == 5, found.stdout + found.stderr
@@ -196,6 +201,47 @@ def test_a_folder_that_cannot_be_listed_ends_the_check_and_removes_nothing(
     again = archive("check", "--data", str(data))
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.endswith("files and index agree\n")
+    assert '"instances":2' in archive("stats", "--data", str(data), "--json").stdout
+
+
+def test_a_check_without_verify_reports_an_indexed_file_it_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose first block gives EIO (or that its user may not read): a C-GET
+    or C-MOVE of it would fail, so even the quick check reports it (exit 5), and
+    leaves it and its row."""
+    data = tmp_path / "data"
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(get_testdata_file(name), source / name)
+    assert archive("import", str(source), "--data", str(data)).returncode == 0
+    ct_uid = read_meta(source / "CT_small.dcm")[0].media_storage_sop_instance_uid
+    bad = data / relative_path(ct_uid)
+    real = os.pread
+    bad_inode = bad.stat().st_ino
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        if os.fstat(fd).st_ino == bad_inode:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd, size, offset)
+
+    config = make_config(data_dir=str(data))
+
+    async def scenario() -> Any:
+        storage = await Storage(config).open()
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(os, "pread", pread)
+                return await check(storage, repair=True)
+        finally:
+            await storage.close()
+
+    report = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert report.inaccessible_files == [bad.relative_to(data).as_posix()]
+    assert report.beyond_repair
+    assert (report.missing_files, report.unreadable_files) == ([], [])
+    assert bad.exists()
     assert '"instances":2' in archive("stats", "--data", str(data), "--json").stdout
 
 
