@@ -38,6 +38,10 @@
 #define DELIMITER_GROUP 0xFFFEu
 #define ITEM 0xE000u
 #define ITEM_DELIMITATION 0xE00Du
+/* Top-level Pixel Data and what its length must be (HeaderReader._pixels). */
+#define PIXEL_DATA 0x7FE00010u
+#define PIXELS_NATIVE 1
+#define PIXELS_ENCAPSULATED 2
 #define SEQUENCE_DELIMITATION 0xE0DDu
 #define VR(a, b) ((unsigned)(a) << 8 | (unsigned)(b))
 
@@ -56,11 +60,11 @@ static long long max_value_length, max_held, max_sequence_length;
 /* The reader's slots, by name. */
 enum slot {
     S_BUF, S_VALUES, S_SEQUENCES, S_SKIP, S_WANT, S_DEPTH, S_UN_DEPTH, S_HELD, S_MODE,
-    S_PENDING, S_CAPTURE, S_CAPTURE_TAG, S_DONE, S_INFLATER, SLOTS
+    S_PENDING, S_CAPTURE, S_CAPTURE_TAG, S_DONE, S_INFLATER, S_PIXELS, SLOTS
 };
 static const char *const slot_names[SLOTS] = {
     "_buf", "_values", "_sequences", "_skip", "_want", "_depth", "_un_depth", "_held",
-    "_mode", "_pending", "_capture", "_capture_tag", "_done", "_inflater",
+    "_mode", "_pending", "_capture", "_capture_tag", "_done", "_inflater", "_pixels",
 };
 static PyObject *slot_strings[SLOTS];
 
@@ -202,7 +206,7 @@ struct walk {
     PyObject *values;    /* dict: tag -> bytes */
     PyObject *sequences; /* dict: tag -> (items' encoding, undefined length) */
     PyObject *capture;   /* bytearray of a sequence being gathered, or NULL */
-    long long skip, want, depth, un_depth, held, pending, capture_tag;
+    long long skip, want, depth, un_depth, held, pending, capture_tag, pixels;
     int base, done, deflated;
 };
 
@@ -412,6 +416,15 @@ walk(struct walk *w, const unsigned char *data, long long end, long long *stop,
                 continue;
             }
             uint32_t tag = (uint32_t)group << 16 | element;
+            if (tag == PIXEL_DATA && w->pixels &&
+                (length == UNDEFINED_LENGTH) != (w->pixels == PIXELS_ENCAPSULATED)) {
+                snprintf(message, message_size, "%s",
+                         w->pixels == PIXELS_ENCAPSULATED
+                             ? "Pixel Data of defined length in an encapsulated transfer syntax"
+                             : "Pixel Data of undefined length in a native transfer syntax");
+                result = 1;
+                goto out;
+            }
             if (tag > last_wanted) {
                 w->done = 1;
                 if (w->deflated)
@@ -590,7 +603,8 @@ load(PyObject *reader, struct walk *w)
         load_long(reader, S_UN_DEPTH, &w->un_depth) < 0 ||
         load_long(reader, S_HELD, &w->held) < 0 || load_long(reader, S_MODE, &mode) < 0 ||
         load_long(reader, S_PENDING, &w->pending) < 0 ||
-        load_long(reader, S_CAPTURE_TAG, &w->capture_tag) < 0)
+        load_long(reader, S_CAPTURE_TAG, &w->capture_tag) < 0 ||
+        load_long(reader, S_PIXELS, &w->pixels) < 0)
         return -1;
     Py_ssize_t buffered = PyByteArray_GET_SIZE(w->buf);
     if (mode < IMPLICIT_LE || mode > EXPLICIT_BE || w->skip < 0 || w->want < 0 ||

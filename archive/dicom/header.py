@@ -143,6 +143,16 @@ _ALL_VRS = SHORT_VR_BYTES | LONG_VR_BYTES
 
 _STANDARD_TS_ROOT = "1.2.840.10008.1.2."
 
+#: Top-level Pixel Data, whose length form the transfer syntax fixes (PS3.5 A.4):
+#: defined in a native syntax, undefined (fragments) in an encapsulated one.
+_PIXEL_DATA = 0x7FE00010
+#: ``HeaderReader._pixels``: what a top-level Pixel Data's length must be, if known.
+PIXELS_ANY, PIXELS_NATIVE, PIXELS_ENCAPSULATED = 0, 1, 2
+_PIXELS_MESSAGES = {
+    PIXELS_NATIVE: "Pixel Data of undefined length in a native transfer syntax",
+    PIXELS_ENCAPSULATED: "Pixel Data of defined length in an encapsulated transfer syntax",
+}
+
 
 class HeaderError(StatusError):
     """The data set cannot be stored; ``status`` is the C-STORE-RSP failure status.
@@ -202,6 +212,7 @@ class HeaderReader:
         "_inflater",
         "_mode",
         "_pending",
+        "_pixels",
         "_rest",
         "_sequences",
         "_skip",
@@ -227,6 +238,15 @@ class HeaderReader:
             self._mode = EXPLICIT_LE
         else:
             raise _cannot_understand(f"unsupported transfer syntax {ts!r}")
+        # Pixel Data encoded against its syntax cannot be decoded nor sent on
+        # (DCMTK refuses it): refused at its header. An accepted syntax we do not
+        # know (or a JPIP one, without Pixel Data) is not judged.
+        if ts in uids.NATIVE_TRANSFER_SYNTAXES:
+            self._pixels = PIXELS_NATIVE
+        elif ts in uids.ENCAPSULATED_TRANSFER_SYNTAXES:
+            self._pixels = PIXELS_ENCAPSULATED
+        else:
+            self._pixels = PIXELS_ANY
         self._buf = bytearray()
         self._deflated = bytearray()  # deflated input short of a whole block
         self._given = 0  # deflated bytes handed to the inflater
@@ -494,6 +514,12 @@ class HeaderReader:
                             return f"(FFFE,{elem:04X}) outside any sequence"
                         continue
                     tag = group << 16 | elem
+                    if (
+                        tag == _PIXEL_DATA
+                        and self._pixels
+                        and (length == UNDEFINED_LENGTH) != (self._pixels == PIXELS_ENCAPSULATED)
+                    ):
+                        return _PIXELS_MESSAGES[self._pixels]
                     if tag > _LAST_WANTED:
                         # Pixel Data, or past all we want: from here on every
                         # value is stepped over, but element headers are still

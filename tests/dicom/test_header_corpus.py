@@ -135,7 +135,11 @@ def test_pydicom_file_reencoded_in_every_transfer_syntax(name: str) -> None:
         want = expected(ds)
         # Encapsulated Pixel Data is little endian only, PS3.5 A.4.
         compressed = UID(split_file(path)[0]).is_encapsulated
-        encoded = {ts: encode(ds, ts) for ts in NATIVE if not (ts == BIG and compressed)}
+        if compressed and "PixelData" in ds:
+            # Encapsulated Pixel Data has no place in a native syntax (refused:
+            # test_header_end); the header is what is compared here.
+            del ds.PixelData
+        encoded = {ts: encode(ds, ts) for ts in NATIVE}
     for ts, data in encoded.items():
         assert read(ts, [data]) == want, ts
         if len(data) <= BYTEWISE_LIMIT // 16:

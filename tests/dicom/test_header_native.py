@@ -29,8 +29,10 @@ from tests.dicom.header_helpers import (
     DEFLATED,
     EXPLICIT,
     IMPLICIT,
+    JPEG_BASELINE,
     deflate,
     element,
+    encapsulated,
     item,
     minimal,
     read,
@@ -308,6 +310,14 @@ FIXED_CASES: dict[str, tuple[str, bytes]] = {
         EXPLICIT,
         element(0x00091010, "OB", b"", EXPLICIT, 0xFFFFFFFE) + bytes(99),
     ),
+    "encapsulated Pixel Data in a native syntax": (
+        EXPLICIT,
+        _PATIENT + encapsulated(b"\xff\xd8\xff\xd9"),
+    ),
+    "native Pixel Data in an encapsulated syntax": (
+        JPEG_BASELINE,
+        _PATIENT + element(0x7FE00010, "OB", b"\xff\xd8\xff\xd9"),
+    ),
 }
 
 
@@ -322,7 +332,6 @@ def test_fixed_cases(name: str) -> None:
             assert_twins(wire, cut(raw, points))
 
 
-@needs_native
 @needs_native
 @pytest.mark.parametrize("shape", ["H", "2-D"])
 def test_a_view_of_wider_items_is_read_as_its_bytes(shape: str) -> None:

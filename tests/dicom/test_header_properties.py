@@ -54,6 +54,7 @@ from tests.dicom.header_helpers import (
     FIELD_TAGS,
     IMPLICIT,
     IN,
+    JPEG_BASELINE,
     NATIVE,
     deflate,
     element,
@@ -114,15 +115,19 @@ def _corpus() -> list[Sample]:
     for name in ["rtplan.dcm", "chrH32.dcm", "chrI2.dcm"]:
         for ts in NATIVE:
             out.append(_sample(f"{name}/{ts}", ts, encode(pydicom.dcmread(sample_path(name)), ts)))
-    for ts in (IMPLICIT, EXPLICIT):
+    # Encapsulated Pixel Data only where a syntax has it (JPEG: Explicit VR LE).
+    for ts, wire in ((IMPLICIT, IMPLICIT), (JPEG_BASELINE, EXPLICIT)):
         nested = undefined_sequence(
             0x00081115,
-            item(undefined_sequence(0x0008114A, item(b"", ts, undefined=True), ts), ts, True),
-            ts,
+            item(undefined_sequence(0x0008114A, item(b"", wire, undefined=True), wire), wire, True),
+            wire,
         )
-        pixels = encapsulated(b"\xff\xd8" + bytes(40), b"\xfe\xff\xdd\xe0" * 4, ts=ts)
-        data = minimal(ts, nested, element(0x00100010, "PN", b"A^B", ts), pixels=pixels)
-        out.append(_sample(f"nested/{ts}", ts, data + trailing_padding(4, ts)))
+        if ts == JPEG_BASELINE:
+            pixels = encapsulated(b"\xff\xd8" + bytes(40), b"\xfe\xff\xdd\xe0" * 4, ts=wire)
+        else:
+            pixels = element(0x7FE00010, "OW", b"\xfe\xff\xdd\xe0" * 4, wire)
+        data = minimal(wire, nested, element(0x00100010, "PN", b"A^B", wire), pixels=pixels)
+        out.append(_sample(f"nested/{ts}", ts, data + trailing_padding(4, wire)))
     return out
 
 
@@ -286,9 +291,11 @@ def data_sets(draw: st.DrawFn) -> tuple[str, bytes, InstanceAttributes]:
     pixels = draw(st.sampled_from(["none", "native", "encapsulated"]))
     if pixels == "native":
         parts.append(element(0x7FE00010, "OW", bytes(2 * draw(st.integers(0, 30))), ts))
-    elif pixels == "encapsulated" and ts != BIG:
+    elif pixels == "encapsulated" and ts == EXPLICIT:
+        # Only an encapsulated syntax has it (PS3.5 A.4), and all are Explicit VR LE.
         fragments = draw(st.lists(st.binary(max_size=20).map(lambda f: f + bytes(len(f) % 2))))
         parts.append(encapsulated(*fragments, ts=ts))
+        ts = JPEG_BASELINE
     if draw(st.booleans()):
         parts.append(trailing_padding(2 * draw(st.integers(0, 5)), ts))
     attributes = InstanceAttributes(
