@@ -74,6 +74,7 @@ class Writer(Protocol):
 class Files(Protocol):
     def begin(self, sop_instance_uid: str, file_meta: bytes) -> Writer: ...
     async def remove(self, relative: str) -> None: ...
+    async def missing(self, relative: str) -> bool: ...
     async def remove_other_versions(self, sop_instance_uid: str, keep: str) -> None: ...
 
 
@@ -229,12 +230,17 @@ class Ingest:
             # store that added it holds this UID's lock until its batch is flushed.
             # Unless that flush failed: then nothing is acknowledged any more.
             self.index.check_writable()
-            if held.digest == writer.digest:
+            if await self.files.missing(held.path):
+                # The index holds nothing but a row (a file deleted by hand, lost
+                # with a disk): whatever the policy, this copy is stored in its
+                # place. Resending is how a modality repairs a missing image.
+                log.warning("instance %s: its stored file was missing; stored again", uid)
+            elif held.digest == writer.digest:
                 return _IDENTICAL
-            if self.duplicates == "keep":
+            elif self.duplicates == "keep":
                 log.warning("instance %s already held with other content: kept", uid)
                 return _KEPT
-            if self.duplicates == "reject":
+            elif self.duplicates == "reject":
                 return _refused(
                     uid,
                     Outcome(

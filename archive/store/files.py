@@ -317,6 +317,11 @@ class FileStore:
                 # instance already indexed; the others go all the same.
                 log.warning("in-flight marker %s not removed: %s", marker, exc)
 
+    async def missing(self, relative: str) -> bool:
+        """Whether the stored file ``relative`` is known to be gone (ENOENT or
+        ENOTDIR); any other error to look at it says nothing, so False."""
+        return await self.run(_missing, self.path(relative))
+
     async def remove_other_versions(self, sop_instance_uid: str, keep: str) -> None:
         """Delete every file of this instance but ``keep`` (after a replacement)."""
         await self.run(self._remove_other_versions_sync, sop_instance_uid, keep)
@@ -361,3 +366,13 @@ def _drop_cached(path: str | Path) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+def _missing(path: str) -> bool:
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False

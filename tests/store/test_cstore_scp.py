@@ -27,6 +27,7 @@ from archive.dicom.uids import (
     IMPLICIT_VR_LE,
 )
 from tests.conftest import RunningNode
+from tests.dicom.header_helpers import JPEG_BASELINE, encapsulated
 from tests.net.rawpeer import wait_until
 from tests.store.helpers import (
     CANNOT_UNDERSTAND,
@@ -391,17 +392,31 @@ def test_unparseable_dataset_is_c000(node: RunningNode, garbage: Callable[[], by
     assert archive_store(node.port, [item, good], EXPLICIT_VR_LE) == [CANNOT_UNDERSTAND, SUCCESS]
 
 
+@pytest.mark.parametrize("transfer_syntax", [EXPLICIT_VR_LE, JPEG_BASELINE])
+def test_pixel_data_encoded_against_its_transfer_syntax_is_c000(
+    node: RunningNode, transfer_syntax: str
+) -> None:
+    """Fragments in a native syntax, or a plain value in an encapsulated one (PS3.5
+    A.4): such an instance could be neither decoded nor sent on (DCMTK's storescp
+    refuses it), so it is refused and nothing is stored."""
+    ds = make_dataset(pixel_bytes=64)
+    if transfer_syntax == EXPLICIT_VR_LE:
+        del ds.PixelData
+        data = encode_dataset(ds, EXPLICIT_VR_LE) + encapsulated(b"\xff\xd8\xff\xd9")
+    else:
+        data = encode_dataset(ds, EXPLICIT_VR_LE)  # Pixel Data of 64 bytes
+    item = Item(CT_IMAGE, ds.SOPInstanceUID, data)
+    assert archive_store(node.port, [item], transfer_syntax) == [CANNOT_UNDERSTAND]
+    assert_nothing_stored(node, ds.SOPInstanceUID)
+
+
 def test_random_bytes_are_c000(node: RunningNode) -> None:
-    # BUG: 4 KiB of random bytes sent as an Explicit VR LE data set are answered
-    # 0xA900 ("SOP Class UID '' in the data set"), not 0xC000. HeaderReader stops
-    # at the first top-level tag past (0028,0011), and the first random tag
-    # (here (b438,52e6)) is past it, so the bytes are never checked as elements:
-    # an empty header comes back and check_store_request reports a mismatch.
-    # PS3.4 Table B.2-1: Cxxx "Error: Cannot understand" is the status for a data
-    # set the SCP cannot parse; A900 claims the data set was understood and does
-    # not match its SOP Class. Nothing is stored either way. Walking the element
-    # headers to the end of the data set (skipping values, no extra memory) would
-    # tell garbage from a data set (the random lengths overrun the end).
+    # 4 KiB of random bytes sent as an Explicit VR LE data set: the first random
+    # tag is past (0028,0011), the last one the header reader wants, but element
+    # headers are walked to the end all the same (values skipped), so the random
+    # lengths overrunning the end tell garbage from a data set: C000 "Cannot
+    # understand" (PS3.4 Table B.2-1), not A900, which would claim the data set
+    # was understood and does not match its SOP Class. Nothing is stored.
     uid = new_uid()
     garbage = random.Random(7).randbytes(4096)
     item = Item(CT_IMAGE, uid, garbage)
@@ -411,16 +426,11 @@ def test_random_bytes_are_c000(node: RunningNode) -> None:
 
 
 def test_truncated_dataset_is_not_acknowledged(node: RunningNode) -> None:
-    # BUG: a data set cut in the middle of its Pixel Data value (the element says
-    # 64000 bytes, the last PDV ends after 20000 of them) is answered Success and
-    # stored: the archive acknowledges a file whose Pixel Data is 44000 bytes
-    # short of its declared length (pydicom's dcmread silently returns 20000
-    # bytes of a 1000x64 image). HeaderReader stops at Pixel Data, so the
-    # overrun is never seen. A data set whose last element overruns its end is
-    # not a valid encoding (PS3.5 7.1);
-    # PS3.4 Table B.2-1 Cxxx "Cannot understand" is the status to send, and
-    # nothing should be stored. Counting the bytes of the value being skipped to
-    # the data set's last fragment would catch it at no cost.
+    # A data set cut in the middle of its Pixel Data value (the element says
+    # 64000 bytes, the last PDV ends after 20000 of them) is no valid encoding
+    # (PS3.5 7.1): the bytes of the value being skipped are counted to the data
+    # set's last fragment, and C000 "Cannot understand" goes back (PS3.4 Table
+    # B.2-1), nothing stored. pydicom's dcmread would silently return 20000 bytes.
     ds = make_dataset(pixel_bytes=64_000)
     whole = encode_dataset(ds, EXPLICIT_VR_LE)
     item = Item(CT_IMAGE, ds.SOPInstanceUID, whole[: len(whole) - 44_000])
@@ -529,6 +539,30 @@ def test_different_duplicate_reject_policy(node_factory: NodeFactory) -> None:
     assert leftovers(root) == []
     # Identical content is still a success under reject.
     assert archive_store(node.port, [first], EXPLICIT_VR_LE) == [SUCCESS]
+
+
+@pytest.mark.parametrize("policy", ["keep", "replace", "reject"])
+@pytest.mark.parametrize("content", ["identical", "other"])
+def test_a_duplicate_of_an_instance_whose_file_is_gone_is_stored(
+    node_factory: NodeFactory, policy: str, content: str
+) -> None:
+    """The row says the instance is held, its file was deleted by hand (or lost
+    with a disk): a resend, the usual repair from a modality, is stored in its
+    place whatever the policy, not answered Success with nothing kept."""
+    node = node_factory(toml=f'[store]\nduplicates = "{policy}"\n')
+    first, other = _first_and_other()
+    again = first if content == "identical" else other
+    assert archive_store(node.port, [first], EXPLICIT_VR_LE) == [SUCCESS]
+    root = data_dir(node)
+    stored_path(root, first.uid).unlink()
+    assert archive_store(node.port, [again], EXPLICIT_VR_LE) == [SUCCESS]
+    assert read_stored(root, first.uid)[1] == again.data
+    stored = record(node, first.uid)
+    assert stored is not None
+    assert stored.digest == sha256(again.data)
+    assert stored.size == stored_path(root, first.uid).stat().st_size
+    assert leftovers(root) == []
+    assert len(instance_files(root)) == 1
 
 
 def test_reject_response_fields(node_factory: NodeFactory) -> None:
