@@ -308,18 +308,16 @@ def test_raw_instance_uid_mismatch(node: RunningNode) -> None:
 
 
 def test_empty_patient_id_keeps_patients_apart(node: RunningNode) -> None:
-    # BUG: two instances of different patients, both with an empty Patient ID
-    # (0010,0020) (Type 2, PS3.3 C.7.1.1: zero length is allowed) and different
-    # Patient Name/Sex, are stored (both Success). The index files them under ONE
-    # patient row keyed by ('', ''), and the later non-empty name overwrites the
-    # earlier (archive/index/batch.py UPSERT_PATIENTS): index.record() of the first
-    # instance returns Patient Name "Beta^Bob" and Sex "M", values its data set
-    # never held, stats() counts 1 patient, and a C-FIND on "Alpha*" would miss the
-    # first study. An empty value is no unique key (PS3.4 C.6.1.1.2: Patient ID is
-    # the Patient level's unique key); instances without one must not be merged
-    # into another patient: the first record should keep "Alpha^Ann"/"F" and
-    # stats() count 2 patients. (Seen first with pydicom's test-SR.dcm and
-    # reportsi.dcm, which both have an empty Patient ID.)
+    # A bug this test caught, since fixed: two instances of different patients, both with an empty
+    # Patient ID (0010,0020) (Type 2, PS3.3 C.7.1.1: zero length is allowed) and different Patient
+    # Name/Sex, are stored (both Success). The index files them under ONE patient row keyed by ('',
+    # ''), and the later non-empty name overwrites the earlier (archive/index/batch.py
+    # UPSERT_PATIENTS): index.record() of the first instance returns Patient Name "Beta^Bob" and Sex
+    # "M", values its data set never held, stats() counts 1 patient, and a C-FIND on "Alpha*" would
+    # miss the first study. An empty value is no unique key (PS3.4 C.6.1.1.2: Patient ID is the
+    # Patient level's unique key); instances without one must not be merged into another patient:
+    # the first record should keep "Alpha^Ann"/"F" and stats() count 2 patients. (Seen first with
+    # pydicom's test-SR.dcm and reportsi.dcm, which both have an empty Patient ID.)
     first, second = synthetic(EXPLICIT_LE, 21), synthetic(EXPLICIT_LE, 22)
     for ds, name, sex in ((first, "Alpha^Ann", "F"), (second, "Beta^Bob", "M")):
         ds.PatientID = ""

@@ -212,11 +212,10 @@ def test_calling_host_checked(node_factory: NodeFactory) -> None:
     assert pynetdicom_echo(node.host, node.port, calling_ae="MODALITY") == 0x0000
 
 
-# BUG: the policy compares the configured host string literally with the
-# peer's address ("localhost" != "127.0.0.1"), so a peer configured by name
-# is always rejected with RJ (1, 1, 3). AcceptorPolicy's docstring says the
-# driver passes resolved addresses on both sides, but nothing resolves the
-# configured names (default_acceptor_policy copies peer.host as is).
+# A bug this test caught, since fixed: the policy compares the configured host string literally with
+# the peer's address ("localhost" != "127.0.0.1"), so a peer configured by name is always rejected
+# with RJ (1, 1, 3). AcceptorPolicy's docstring says the driver passes resolved addresses on both
+# sides, but nothing resolves the configured names (default_acceptor_policy copies peer.host as is).
 def test_calling_host_given_by_name(node_factory: NodeFactory) -> None:
     """A [[peers]] host may be a host name (config docs); it must match its address."""
     node = fast_node(
@@ -570,11 +569,11 @@ def test_bytes_into_an_unfinished_pdu_do_not_extend_artim_after_an_abort(
     assert_serving(node)
 
 
-# BUG: the driver re-arms the ARTIM wait after every read (Association.next_event
-# waits a full ``artim`` per wait_readable call), so a peer that sends one byte
-# of its request every 0.4 s holds a connection (and a max_associations slot)
-# open for as long as it likes: slowloris. Expected: closed ARTIM (1 s) after
-# connecting; observed: still open at 2 s.
+# A bug this test caught, since fixed: the driver re-arms the ARTIM wait after every read
+# (Association.next_event waits a full ``artim`` per wait_readable call), so a peer that sends one
+# byte of its request every 0.4 s holds a connection (and a max_associations slot) open for as long
+# as it likes: slowloris. Expected: closed ARTIM (1 s) after connecting; observed: still open at 2
+# s.
 def test_trickled_request_closed_after_artim(node_factory: NodeFactory) -> None:
     """ARTIM starts at the transport connection (AE-5) and stops only at a whole
     A-ASSOCIATE-RQ (AE-6); bytes arriving meanwhile do not restart it (PS3.8 9.2).
@@ -669,14 +668,13 @@ BAD_CALLING_AES = {
 BAD_AE_ANSWERS = (rj_bytes(1, 1, 3), abort_bytes(2, 6))
 
 
-# BUG (control characters, backslash): codec.py checks the AE title fields
-# only with str.isascii(), negotiate() accepts the request, and then encoding
-# the A-ASSOCIATE-AC (which echoes the calling AE title) raises
-# LocalProtocolError in items.ae_bytes: the server logs an ERROR with a
-# traceback ("association from 127.0.0.1 failed") and sends A-ABORT (0, 0)
-# "internal error". Worse, the INFO association line carries the title
-# verbatim, so "X\nFORGED..." writes a forged line into the log. Expected:
-# RJ (1, 1, 3) (or A-ABORT (2, 6)), no ERROR, no control character logged.
+# A bug this test caught, since fixed (control characters, backslash): codec.py checks the AE title
+# fields only with str.isascii(), negotiate() accepts the request, and then encoding the
+# A-ASSOCIATE-AC (which echoes the calling AE title) raises LocalProtocolError in items.ae_bytes:
+# the server logs an ERROR with a traceback ("association from 127.0.0.1 failed") and sends A-ABORT
+# (0, 0) "internal error". Worse, the INFO association line carries the title verbatim, so
+# "X\nFORGED..." writes a forged line into the log. Expected: RJ (1, 1, 3) (or A-ABORT (2, 6)), no
+# ERROR, no control character logged.
 @pytest.mark.parametrize("field", BAD_CALLING_AES.values(), ids=BAD_CALLING_AES.keys())
 def test_invalid_calling_ae_title(
     node_factory: NodeFactory, caplog: pytest.LogCaptureFixture, field: bytes

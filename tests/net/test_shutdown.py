@@ -222,15 +222,13 @@ def test_idle_server_exits_at_once(serve: Callable[[float], Serve], sig: signal.
     server.expect("shutting down: 0 open association(s)")
 
 
-# BUG: cli.serve() prints "listening on ..." before it installs its SIGTERM /
-# SIGINT handlers (loop.add_signal_handler comes after the print), so a
-# signal sent as soon as that line is read kills the process with the
-# default disposition: exit status -15 (SIGTERM), or -2 after a
-# KeyboardInterrupt traceback (SIGINT), instead of a clean shutdown and exit
-# 0 (seen in about one run in five of a subprocess that is signalled the
-# moment the line is read). This in-process check is deterministic: it looks
-# at the signal dispositions at the moment the line is printed. Installing the
-# handlers before printing fixes it.
+# A bug this test caught, since fixed: cli.serve() prints "listening on ..." before it installs its
+# SIGTERM / SIGINT handlers (loop.add_signal_handler comes after the print), so a signal sent as
+# soon as that line is read kills the process with the default disposition: exit status -15
+# (SIGTERM), or -2 after a KeyboardInterrupt traceback (SIGINT), instead of a clean shutdown and
+# exit 0 (seen in about one run in five of a subprocess that is signalled the moment the line is
+# read). This in-process check is deterministic: it looks at the signal dispositions at the moment
+# the line is printed. Installing the handlers before printing fixes it.
 def test_signal_handlers_installed_before_listening_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
