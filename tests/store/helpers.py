@@ -385,9 +385,14 @@ def pid_rss(pid: int) -> tuple[int, int]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def serve(root: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """``archive serve`` on 127.0.0.1:``port`` with data folder ``root``, listening."""
+def serve(
+    root: Path, port: int, log: Path, *, config: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``archive serve`` on 127.0.0.1:``port`` with data folder ``root`` (and the
+    configuration file ``config``, if given), listening."""
     command = [*archive_command(), "serve", "--data", str(root), "--port", str(port)]
+    if config is not None:
+        command += ["--config", str(config)]
     with log.open("ab") as sink:
         proc = subprocess.Popen(
             [*command, "--host", HOST],
