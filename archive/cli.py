@@ -504,7 +504,7 @@ def _ingest_exit(report: Report, command: str) -> int:
     if report.interrupted:
         print(f"archive {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if not any(r.sop_instance_uid for r in report.results):
+    if not report.instances:
         print(f"archive {command}: no DICOM instances found", file=sys.stderr)
         return EXIT_USAGE
     worst = report.worst()

@@ -24,10 +24,12 @@ This is not a reconciliation tool: files are read, never moved or deleted.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -47,12 +49,12 @@ from archive.scu import (
     Kind,
     Report,
     abortable,
-    discover,
     probe,
     read_chunks,
     status_result,
     stopper,
 )
+from archive.scu.files import walk
 from archive.services import Ingest
 
 log = logging.getLogger("archive.import")
@@ -86,26 +88,27 @@ async def import_files(
     started = time.monotonic()
 
     stopping = stopper(interrupt)
-    files, missing = await asyncio.to_thread(discover, list(paths), stopping)
-    report = Report(results=list(missing))
+    report = Report()
     storage = await Storage(config).open()
-    bar = Progress(len(files), stream=progress_stream, enabled=progress)
+    bar = Progress(0, stream=progress_stream, enabled=progress)
+    bar.more = True
+    found = Walked(walk(list(paths), stopping), bar)
     try:
         ingest = storage.ingest
         assert ingest is not None
-        pending = iter(files)
 
         async def worker() -> None:
-            for path in pending:
-                if stopping():
-                    return
-                result = await import_one(ingest, path, chunk)
-                report.results.append(result)
+            while not stopping() and (path := await found.next()) is not None:
+                if isinstance(path, FileResult):  # a path the walk could not follow
+                    result = path
+                else:
+                    result = await import_one(ingest, path, chunk)
+                report.add(result)
                 bar.advance(1, result.nbytes)
 
         async def import_all() -> None:
             async with asyncio.TaskGroup() as tg:
-                for _ in range(max(1, min(jobs, len(files)))):
+                for _ in range(max(1, jobs)):
                     tg.create_task(worker())
 
         await abortable(import_all(), interrupt)
@@ -113,9 +116,57 @@ async def import_files(
         bar.close()
         await storage.close()
     if stopping():
-        report.stopped_early(found=len(missing) + len(files))
+        report.stopped_early(found=found.found, walked=found.done)
     report.elapsed = time.monotonic() - started
     return report
+
+
+#: Paths the walk hands over per trip to a thread.
+WALK_BATCH = 512
+
+
+class Walked:
+    """The walk's paths for the workers, fetched :data:`WALK_BATCH` at a time in a
+    thread as they are needed: importing starts at once, and memory holds one
+    batch, not the tree (millions of files: the walk of a migration).
+
+    One fetch runs at a time; every worker that finds nothing ready waits for
+    it (shielded: a cancelled worker does not stop the thread's walk half-way,
+    so that the next fetch never runs beside it).
+    """
+
+    def __init__(self, paths: Iterator[Path | FileResult], bar: Progress) -> None:
+        self._paths = paths
+        self._bar = bar
+        self._ready: deque[Path | FileResult] = deque()
+        self._fetch: asyncio.Future[list[Path | FileResult]] | None = None
+        #: Paths handed over so far, and whether the walk has ended.
+        self.found = 0
+        self.done = False
+
+    async def next(self) -> Path | FileResult | None:
+        """The next path, or None once the walk has ended and all were taken."""
+        while not self._ready:
+            if self.done:
+                return None
+            if self._fetch is None:
+                self._fetch = asyncio.ensure_future(
+                    asyncio.to_thread(_take, self._paths, WALK_BATCH)
+                )
+            fetch = self._fetch
+            batch = await asyncio.shield(fetch)
+            if self._fetch is fetch:  # the first waiter woken takes the batch in
+                self._fetch = None
+                self.done = len(batch) < WALK_BATCH
+                self.found += len(batch)
+                self._ready.extend(batch)
+                self._bar.total = self.found
+                self._bar.more = not self.done
+        return self._ready.popleft()
+
+
+def _take(paths: Iterator[Path | FileResult], count: int) -> list[Path | FileResult]:
+    return list(itertools.islice(paths, count))
 
 
 async def import_one(ingest: Ingest, path: Path, chunk: int = CHUNK) -> FileResult:

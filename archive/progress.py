@@ -113,6 +113,8 @@ class Progress(StatusLine):
     ) -> None:
         super().__init__(stream, enabled)
         self.total = total
+        #: The total is still growing (files still being found): shown as "N+".
+        self.more = False
         self.label = label
         self.done = 0
         self.bytes = 0
@@ -122,7 +124,7 @@ class Progress(StatusLine):
         self.done += files
         self.bytes += nbytes
         # The last one is always drawn, so the bar ends full.
-        if self.due(force=self.done >= self.total):
+        if self.due(force=self.done >= self.total and not self.more):
             self.draw(self.line(self._last))
 
     def line(self, now: float | None = None) -> str:
@@ -131,7 +133,7 @@ class Progress(StatusLine):
         fraction = self.done / self.total if self.total else 1.0
         rate = self.bytes / elapsed / 1e6
         return (
-            f"{_bar(fraction)} {self.done}/{self.total} {self.label}"
+            f"{_bar(fraction)} {self.done}/{self.total}{'+' if self.more else ''} {self.label}"
             f"  {human_bytes(self.bytes)}  {rate:.1f} MB/s"
         )
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian
 
+from archive import importer
 from archive.cli import main
 from archive.index import Index
+from archive.scu import Interrupt, Kind
 from archive.store import read_meta
+from tests.conftest import make_config
 from tests.index import run
 from tests.index.test_find import q
 from tests.test_cli_store import (
@@ -256,3 +262,80 @@ def test_stats_without_an_archive(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["stats", "--data", str(missing)]) == 1
     assert capsys.readouterr().err == f"archive stats: no index at {missing / 'index.sqlite'}\n"
     assert not os.path.exists(missing)
+
+
+# ---- a tree too large to list first ------------------------------------------------------
+
+
+def _instrumented_walk(
+    monkeypatch: pytest.MonkeyPatch, files: list[Path]
+) -> tuple[list[int], list[int]]:
+    """Make the import walk ``files`` (3 per batch) through a generator that notes
+    how many it had handed over when each file's import began."""
+    handed: list[int] = [0]
+    at_import: list[int] = []
+
+    def walk(paths: object, stop: object) -> Iterator[Path]:
+        for path in files:
+            handed[0] += 1
+            yield path
+
+    real_import_one = importer.import_one
+
+    async def import_one(*args: Any) -> Any:
+        at_import.append(handed[0])
+        return await real_import_one(*args)
+
+    monkeypatch.setattr(importer, "walk", walk)
+    monkeypatch.setattr(importer, "WALK_BATCH", 3)
+    monkeypatch.setattr(importer, "import_one", import_one)
+    return handed, at_import
+
+
+def test_import_takes_files_as_the_walk_finds_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Importing starts before the walk ends, and memory holds a batch of paths and
+    the files that went wrong, not one result per file."""
+    files = [tmp_path / "in" / f"{i:02d}.dcm" for i in range(10)]
+    uids = [make_instance(path) for path in files]
+    (tmp_path / "in" / "notes.txt").write_text("not DICOM\n")
+    files.append(tmp_path / "in" / "notes.txt")
+    _, at_import = _instrumented_walk(monkeypatch, files)
+    data = tmp_path / "archive"
+    report = asyncio.run(
+        importer.import_files([tmp_path / "in"], make_config(data_dir=str(data)), jobs=2)
+    )
+    assert at_import[0] <= 3  # the first import began with one batch walked
+    assert report.summary("imported").startswith("imported 10, failed 0, skipped 1 of 11 file(s); ")
+    assert [r.kind for r in report.results] == [Kind.SKIPPED]  # the successes: counted
+    assert all(stored_path(data, uid).exists() for uid in uids)
+
+
+def test_import_interrupted_while_walking_says_the_rest_was_not_walked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [tmp_path / "in" / f"{i:02d}.dcm" for i in range(10)]
+    for path in files:
+        make_instance(path)
+    _instrumented_walk(monkeypatch, files)
+    interrupt = Interrupt()
+    real_import_one = importer.import_one
+
+    async def import_one(*args: Any) -> Any:
+        result = await real_import_one(*args)
+        interrupt.set()  # Ctrl-C once the first file is in
+        return result
+
+    monkeypatch.setattr(importer, "import_one", import_one)
+    report = asyncio.run(
+        importer.import_files(
+            [tmp_path / "in"],
+            make_config(data_dir=str(tmp_path / "archive")),
+            jobs=1,
+            interrupt=interrupt,
+        )
+    )
+    lines = report.summary("imported").splitlines()
+    assert lines[0].startswith("imported 1, failed 0, skipped 0 of 3 file(s); ")
+    assert lines[1] == "interrupted: 2 file(s) not imported, nor the folders not walked yet"

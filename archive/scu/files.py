@@ -18,7 +18,7 @@ import enum
 import os
 import stat
 import sys
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -110,27 +110,64 @@ def shown_path(path: str) -> str:
 
 @dataclass(slots=True)
 class Report:
-    """The outcome of a run: one result per file, plus association-level notes."""
+    """The outcome of a run: every file counted by its kind, the ones the summary
+    names kept (each failure and warning, the first skipped), plus
+    association-level notes. Memory does not grow with the files that went well:
+    an import of millions of files keeps their counts, not their results."""
 
+    #: The results the summary lists (see :meth:`add`).
     results: list[FileResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     #: Ctrl-C: the run stopped early, and how many files found had no result.
     interrupted: bool = False
     unfinished: int = 0
+    #: The walk had not ended when the run stopped (``import``): files not found
+    #: yet were left too, uncounted.
+    walk_unfinished: bool = False
+    #: Every result added, by kind.
+    counts: dict[Kind, int] = field(default_factory=dict)
+    #: Data set bytes of the files sent (or imported), warnings included.
+    sent_bytes: int = 0
+    #: Results that name a SOP Instance UID: files that held an instance.
+    instances: int = 0
 
-    def stopped_early(self, found: int) -> None:
+    def add(self, result: FileResult) -> None:
+        """Count ``result``; keep it if the summary lists it."""
+        seen = self.counts[result.kind] = self.counts.get(result.kind, 0) + 1
+        if result.sop_instance_uid:
+            self.instances += 1
+        if result.kind in (Kind.SENT, Kind.WARNING):
+            self.sent_bytes += result.nbytes
+        if result.kind in (Kind.FAILED, Kind.WARNING) or (
+            result.kind is Kind.SKIPPED and seen <= MAX_SKIPPED_LISTED
+        ):
+            self.results.append(result)
+
+    def count(self, kind: Kind) -> int:
+        return self.counts.get(kind, 0)
+
+    @property
+    def total(self) -> int:
+        """Files with a result."""
+        return sum(self.counts.values())
+
+    def stopped_early(self, found: int, *, walked: bool = True) -> None:
         """Ctrl-C ended the run: of the ``found`` paths (files and failures of
-        discovery), those with no result are counted as unfinished."""
+        discovery), those with no result are counted as unfinished; ``walked``
+        False: the folders were not all walked either."""
         self.interrupted = True
-        self.unfinished = found - len(self.results)
+        self.unfinished = found - self.total
+        self.walk_unfinished = not walked
 
     def of(self, kind: Kind) -> list[FileResult]:
+        """The results of ``kind`` kept (all failures and warnings, the first
+        :data:`MAX_SKIPPED_LISTED` skipped; none sent or held)."""
         return [r for r in self.results if r.kind is kind]
 
     @property
     def bytes(self) -> int:
-        return sum(r.nbytes for r in self.results if r.kind in (Kind.SENT, Kind.WARNING))
+        return self.sent_bytes
 
     def worst(self) -> Cause | None:
         """The worst cause of failure, or None when every instance succeeded."""
@@ -144,27 +181,32 @@ class Report:
         nothing) are counted apart when there are any, not listed one by one;
         so are the files an interrupted run left (counted in the total).
         """
-        done = self.of(Kind.SENT) + self.of(Kind.WARNING)
+        done = self.count(Kind.SENT) + self.count(Kind.WARNING)
         failed, warned, skipped = self.of(Kind.FAILED), self.of(Kind.WARNING), self.of(Kind.SKIPPED)
-        held = self.of(Kind.HELD)
+        held, warnings, skips = (
+            self.count(Kind.HELD),
+            self.count(Kind.WARNING),
+            self.count(Kind.SKIPPED),
+        )
         elapsed = max(self.elapsed, 1e-9)
         lines = [
-            f"{verb} {len(done)}"
-            + (f", already held {len(held)}" if held else "")
-            + f", failed {len(failed)}, skipped {len(skipped)}"
-            f" of {len(self.results) + self.unfinished} file(s)"
-            + (f" ({len(warned)} with warnings)" if warned else "")
+            f"{verb} {done}"
+            + (f", already held {held}" if held else "")
+            + f", failed {self.count(Kind.FAILED)}, skipped {skips}"
+            f" of {self.total + self.unfinished} file(s)"
+            + (f" ({warnings} with warnings)" if warnings else "")
             + f"; {human_bytes(self.bytes)} ({self.bytes} bytes) in {self.elapsed:.2f} s,"
-            f" {self.bytes / elapsed / 1e6:.1f} MB/s, {len(done) / elapsed:.1f} files/s"
+            f" {self.bytes / elapsed / 1e6:.1f} MB/s, {done / elapsed:.1f} files/s"
         ]
         if self.interrupted:
-            lines.append(f"interrupted: {self.unfinished} file(s) not {verb}")
+            rest = ", nor the folders not walked yet" if self.walk_unfinished else ""
+            lines.append(f"interrupted: {self.unfinished} file(s) not {verb}{rest}")
         lines.extend(self.notes)
         lines.extend(r.describe() for r in failed)
         lines.extend(r.describe() for r in warned)
-        lines.extend(r.describe() for r in skipped[:MAX_SKIPPED_LISTED])
-        if len(skipped) > MAX_SKIPPED_LISTED:
-            lines.append(f"... and {len(skipped) - MAX_SKIPPED_LISTED} more skipped")
+        lines.extend(r.describe() for r in skipped)
+        if skips > len(skipped):
+            lines.append(f"... and {skips - len(skipped)} more skipped")
         return "\n".join(lines)
 
 
@@ -175,58 +217,80 @@ def discover(
     paths: Iterable[str | os.PathLike[str]], stop: Callable[[], bool] = lambda: False
 ) -> tuple[list[Path], list[FileResult]]:
     """The files under ``paths`` (folders walked recursively, sorted), and as
-    failures the paths that do not exist or cannot be looked at, and the folders
-    that cannot be listed. Blocking: run it in a thread. ``stop`` (Ctrl-C) is
-    asked between folders: what was found until then is returned.
+    failures the paths that cannot be walked: :func:`walk`, collected. Blocking:
+    run it in a thread. ``archive store`` needs every file before it negotiates;
+    ``archive import`` takes them as the walk finds them."""
+    files: list[Path] = []
+    failed: list[FileResult] = []
+    for found in walk(paths, stop):
+        if isinstance(found, FileResult):
+            failed.append(found)
+        else:
+            files.append(found)
+    return files, failed
+
+
+def walk(
+    paths: Iterable[str | os.PathLike[str]], stop: Callable[[], bool] = lambda: False
+) -> Iterator[Path | FileResult]:
+    """The files under ``paths`` (folders walked recursively, sorted) one by one,
+    and as failures the paths that do not exist or cannot be looked at, and the
+    folders that cannot be listed. Blocking: advance it in a thread. ``stop``
+    (Ctrl-C) is asked between folders: the walk ends there.
 
     A folder ``os.walk`` cannot list (no permission, a path past PATH_MAX) would
     otherwise be left out in silence: a partial run reported as complete. For the
     same reason links to folders are followed (as DCMTK's ``+sd`` does); a folder
     met again (a link back up the tree, two links to it, or two of ``paths``
-    leading there) is walked once, so no file is sent twice through it.
+    leading there) is walked once, so no file is sent twice through it. Memory
+    is the walk's own (one folder's names at a time and the folders seen), not
+    the files'.
     """
-    files: list[Path] = []
     failed: list[FileResult] = []
 
-    def fail(path: str | os.PathLike[str], reason: str) -> None:
-        failed.append(FileResult(os.fspath(path), Kind.FAILED, reason=reason, cause=Cause.FILE))
+    def failure(path: str | os.PathLike[str], reason: str) -> FileResult:
+        return FileResult(os.fspath(path), Kind.FAILED, reason=reason, cause=Cause.FILE)
 
-    def unlisted(exc: OSError) -> None:
-        fail(path if exc.filename is None else exc.filename, os_reason(exc))
+    def unlisted(exc: OSError) -> None:  # os.walk's onerror: kept, yielded next
+        failed.append(failure(path if exc.filename is None else exc.filename, os_reason(exc)))
 
     # Folders walked, by (st_dev, st_ino), whichever path or link led there.
     walked: set[tuple[int, int]] = set()
     for raw in paths:
         if stop():
-            break
+            return
         path = Path(raw)
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            fail(path, "no such file")
+            yield failure(path, "no such file")
             continue
         except OSError as exc:  # no permission on a parent, a name too long, ...
-            fail(path, os_reason(exc))
+            yield failure(path, os_reason(exc))
             continue
-        if stat.S_ISDIR(st.st_mode):
-            for folder, dirs, names in os.walk(path, onerror=unlisted, followlinks=True):
-                if stop():
-                    break
-                try:
-                    here = os.stat(folder)
-                except OSError as exc:
-                    unlisted(exc)
-                    dirs.clear()
-                    continue
-                if (here.st_dev, here.st_ino) in walked:
-                    dirs.clear()  # walked already: its files once, and no loop
-                    continue
-                walked.add((here.st_dev, here.st_ino))
-                dirs.sort()
-                files.extend(Path(folder, name) for name in sorted(names))
-        else:
-            files.append(path)  # probe() skips what is not a regular file
-    return files, failed
+        if not stat.S_ISDIR(st.st_mode):
+            yield path  # probe() skips what is not a regular file
+            continue
+        for folder, dirs, names in os.walk(path, onerror=unlisted, followlinks=True):
+            yield from failed
+            failed.clear()
+            if stop():
+                return
+            try:
+                here = os.stat(folder)
+            except OSError as exc:
+                unlisted(exc)
+                dirs.clear()
+                continue
+            if (here.st_dev, here.st_ino) in walked:
+                dirs.clear()  # walked already: its files once, and no loop
+                continue
+            walked.add((here.st_dev, here.st_ino))
+            dirs.sort()
+            for name in sorted(names):
+                yield Path(folder, name)
+        yield from failed
+        failed.clear()
 
 
 @dataclass(slots=True)

@@ -139,14 +139,16 @@ async def send_files(
 
     stopping = stopper(interrupt)
     files, missing = await asyncio.to_thread(discover, list(paths), stopping)
-    report = Report(results=list(missing))
+    report = Report()
+    for failure in missing:
+        report.add(failure)
     bar = Progress(len(files), stream=progress_stream, enabled=progress)
     items: list[FileItem] = []
     for probed in await probe_all(files, stopping):
         if isinstance(probed, FileItem):
             items.append(probed)
         else:
-            report.results.append(probed)
+            report.add(probed)
             bar.advance()
 
     async def send_all() -> None:
@@ -197,7 +199,7 @@ class _GroupSender:
                 tg.create_task(self._worker())
 
     def _record(self, result: FileResult) -> None:
-        self.report.results.append(result)
+        self.report.add(result)
         self.bar.advance(1, result.nbytes)
 
     async def _worker(self) -> None:

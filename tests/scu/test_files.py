@@ -389,6 +389,31 @@ def test_print_summary_escapes_what_stdout_cannot_encode(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A reason may quote an exception's text, and with it a file name."""
-    report = Report(results=[FileResult("a.dcm", Kind.FAILED, reason=os.fsdecode(b"in b\xfe.dcm"))])
+    report = Report()
+    report.add(FileResult("a.dcm", Kind.FAILED, reason=os.fsdecode(b"in b\xfe.dcm")))
     print_summary(report, "sent")
     assert capsys.readouterr().out.splitlines()[1] == "failed: a.dcm  in b\\udcfe.dcm"
+
+
+def test_a_report_counts_what_went_well_and_keeps_what_it_lists() -> None:
+    """A million files imported must not mean a million results in memory: sent
+    and held files are counted, failures and warnings kept, skips kept up to the
+    number the summary lists."""
+    report = Report()
+    for i in range(1000):
+        report.add(FileResult(f"{i}.dcm", Kind.SENT, f"1.2.{i}", nbytes=10))
+    for i in range(30):
+        report.add(FileResult(f"{i}.txt", Kind.SKIPPED, reason="not a DICOM Part 10 file"))
+    report.add(FileResult("h.dcm", Kind.HELD, "1.2.9"))
+    report.add(FileResult("w.dcm", Kind.WARNING, "1.2.8", status=0xB000, nbytes=5))
+    report.add(FileResult("f.dcm", Kind.FAILED, "1.2.7", status=0xA700, cause=Cause.STATUS))
+    assert len(report.results) == 20 + 2
+    assert (report.total, report.instances, report.bytes) == (1033, 1003, 10_005)
+    lines = report.summary("imported").splitlines()
+    assert lines[0].startswith(
+        "imported 1001, already held 1, failed 1, skipped 30 of 1033 file(s) (1 with warnings); "
+    )
+    assert lines[1].startswith("failed: f.dcm  1.2.7  status 0xA700")
+    assert lines[2].startswith("warning: w.dcm  1.2.8  status 0xB000")
+    assert lines[-1] == "... and 10 more skipped"
+    assert report.worst() is Cause.STATUS
