@@ -379,16 +379,26 @@ def unusable_meta(meta: FileMeta) -> str | None:
     of every file of its association. A leading zero in a component passes, as
     it does at the node (:func:`usable_uid`).
     """
-    for uid, name in (
+    fault = _uid_fault(
         (meta.media_storage_sop_class_uid, "Media Storage SOP Class UID (0002,0002)"),
         (meta.media_storage_sop_instance_uid, "Media Storage SOP Instance UID (0002,0003)"),
         (meta.transfer_syntax_uid, "Transfer Syntax UID (0002,0010)"),
-    ):
+    )
+    if fault is None:
+        return None
+    name, problem = fault
+    return f"file meta lacks {name}" if not problem else f"file meta {name} {problem}"
+
+
+def _uid_fault(*uids: tuple[str, str]) -> tuple[str, str] | None:
+    """Of (value, element name) pairs, the first whose value is no usable UID:
+    (its name, "" if it is empty, else what is wrong with it)."""
+    for uid, name in uids:
         if not uid:
-            return f"file meta lacks {name}"
+            return name, ""
         if not usable_uid(uid):
             shown = uid if len(uid) <= _SHOWN else uid[:_SHOWN] + "..."
-            return f"file meta {name} is not a UID (1-64 digits and dots): {shown!a}"
+            return name, f"is not a UID (1-64 digits and dots): {shown!a}"
     return None
 
 
@@ -406,15 +416,13 @@ def _bare(path: Path, transfer_syntax: str) -> FileMeta | str:
         attrs = scan_header(path, meta).attrs
     except HeaderError as exc:
         return f"{_BARE}, not readable as {uid_name(transfer_syntax)}: {exc}"
-    for uid, element in (
+    fault = _uid_fault(
         (attrs.sop_class_uid, "SOP Class UID (0008,0016)"),
         (attrs.sop_instance_uid, "SOP Instance UID (0008,0018)"),
-    ):
-        if not uid:
-            return f"{_BARE} and without {element}"
-        if not usable_uid(uid):
-            shown = uid if len(uid) <= _SHOWN else uid[:_SHOWN] + "..."
-            return f"{_BARE}: its {element} is not a UID (1-64 digits and dots): {shown!a}"
+    )
+    if fault is not None:
+        element, problem = fault
+        return f"{_BARE}: its {element} {problem}" if problem else f"{_BARE} and without {element}"
     return msgspec.structs.replace(
         meta,
         media_storage_sop_class_uid=attrs.sop_class_uid,

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import hashlib
 import mmap
 import os
 import platform
 import random
+import signal
 import socket
 import sqlite3
 import struct
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +43,7 @@ from archive.dicom.uids import (
     IMPLICIT_VR_LE,
 )
 from archive.dicom.ul.pdu import AAssociateAc
+from archive.errors import ArchiveError
 from archive.index import StoredInstance
 from archive.net import Timeouts, associate
 from archive.store import relative_path
@@ -609,3 +614,126 @@ def fail_part_writes(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
         return real(fd, buffers)
 
     monkeypatch.setattr(os, "writev", writev)
+
+
+# ---- crash tests' clients --------------------------------------------------------------
+
+CRASH_CLIENTS = 4
+CRASH_TIMEOUTS = Timeouts(artim=5, network=10, dimse=10, connect=2)
+#: store(uid, data) -> the C-STORE-RSP's status, on a client's association.
+StoreFn = Callable[[str, bytes], Awaitable[int]]
+
+
+class CrashClients:
+    """Four SCU associations (CRASH0-3, Explicit VR LE on the even ones, Implicit on
+    the odd) storing until :meth:`stop`, reconnecting whenever the server is gone;
+    a subclass says what each C-STORE sends (:meth:`store_one`). They run on a
+    loop of their own in a thread, so the test can kill and restart the server."""
+
+    def __init__(self, port: int, seed: int) -> None:
+        self.port = port
+        self.seed = seed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "ingest clients did not stop"
+
+    def count(self) -> int:
+        """Stores acknowledged so far."""
+        raise NotImplementedError
+
+    async def store_one(self, rng: random.Random, syntax: str, store: StoreFn) -> None:
+        raise NotImplementedError
+
+    def kill_mid_ingest(self, proc: subprocess.Popen[bytes], pause: float) -> int:
+        """Wait for a store acknowledged (so that the kill lands mid-ingest, not
+        mid-start-up), ``pause`` seconds more, then SIGKILL ``proc``; how many
+        were acknowledged meanwhile."""
+        before = self.count()
+        deadline = time.monotonic() + 10
+        while self.count() == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(pause)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        return self.count() - before
+
+    async def _main(self) -> None:
+        await asyncio.gather(*(self._client(n) for n in range(CRASH_CLIENTS)))
+
+    async def _client(self, n: int) -> None:
+        rng = random.Random(self.seed * 100 + n)
+        syntax = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)[n % 2]
+        while not self._stop.is_set():
+            try:
+                async with await associate(
+                    HOST,
+                    self.port,
+                    calling_ae=f"CRASH{n}",
+                    called_ae="ARCHIVE",
+                    contexts=[(CT_IMAGE, [syntax])],
+                    timeouts=CRASH_TIMEOUTS,
+                ) as assoc:
+                    context = assoc.negotiated.context_for(CT_IMAGE)
+                    assert context is not None
+                    store = functools.partial(_crash_store, assoc, context.id)
+                    while not self._stop.is_set():
+                        await self.store_one(rng, syntax, store)
+            except (ArchiveError, OSError):
+                await asyncio.sleep(0.02)  # the server is down: try again
+
+
+async def _crash_store(assoc: Any, context_id: int, uid: str, data: bytes) -> int:
+    rq = CStoreRq(
+        message_id=assoc.next_message_id(),
+        affected_sop_class_uid=CT_IMAGE,
+        affected_sop_instance_uid=uid,
+    )
+    rsp = await assoc.store(context_id, rq, chunked(data, 8192))
+    return int(rsp.status)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, up to 20 s for a clean stop, then whatever it takes (``stop``)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    finally:
+        stop(proc)
+
+
+def start_clean_and_stop(
+    root: Path, port: int, log: Path, why: str, config: Path | None = None
+) -> None:
+    """A crash test's last start (recovery runs) and clean stop: nothing temporary
+    is visible while it runs nor after."""
+    proc = serve(root, port, log, config=config)
+    try:
+        assert leftovers(root) == [], why
+    finally:
+        terminate(proc)
+    assert leftovers(root) == [], why
+    assert files_under(root, "*.part", "*.new", "*.tmp") == [], why
+
+
+def assert_index_and_files_agree(
+    root: Path, rows: dict[str, tuple[str, int, str]], why: str
+) -> None:
+    """Every instance file has its row and every row its file (``rows``: SOP
+    Instance UID -> path, size, digest), with the row's size and SHA-256."""
+    on_disk = {p.relative_to(root).as_posix(): p for p in instance_files(root)}
+    indexed = {path: (uid, size, digest) for uid, (path, size, digest) in rows.items()}
+    assert sorted(set(on_disk) - set(indexed)) == [], f"files without a row {why}"
+    assert sorted(set(indexed) - set(on_disk)) == [], f"rows without a file {why}"
+    for relative, (uid, size, digest) in indexed.items():
+        blob = on_disk[relative].read_bytes()
+        _, offset = split_part10(blob)
+        assert len(blob) == size, f"{uid}: size differs from its row {why}"
+        assert sha256(blob[offset:]) == digest, f"{uid}: digest differs from its row {why}"

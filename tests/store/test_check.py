@@ -164,19 +164,24 @@ def test_check_refuses_jobs_below_one(tmp_path: Path) -> None:
     assert "archive check: -j must be at least 1" in done.stderr
 
 
-def test_a_folder_that_cannot_be_listed_ends_the_check_and_removes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A leaf folder that cannot be listed (EIO, an unmounted disk behind a link):
-    its files would count as missing, and --repair would remove the rows of
-    instances still on disk. The check stops with the folder's name instead."""
+def _ct_and_mr_imported(tmp_path: Path) -> tuple[Path, str]:
+    """A data folder holding pydicom's CT_small and MR_small; the CT's UID."""
     data = tmp_path / "data"
     source = tmp_path / "in"
     source.mkdir()
     for name in ("CT_small.dcm", "MR_small.dcm"):
         shutil.copy(get_testdata_file(name), source / name)
     assert archive("import", str(source), "--data", str(data)).returncode == 0
-    ct_uid = read_meta(source / "CT_small.dcm")[0].media_storage_sop_instance_uid
+    return data, read_meta(source / "CT_small.dcm")[0].media_storage_sop_instance_uid
+
+
+def test_a_folder_that_cannot_be_listed_ends_the_check_and_removes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leaf folder that cannot be listed (EIO, an unmounted disk behind a link):
+    its files would count as missing, and --repair would remove the rows of
+    instances still on disk. The check stops with the folder's name instead."""
+    data, ct_uid = _ct_and_mr_imported(tmp_path)
     leaf = str((data / relative_path(ct_uid)).parent)
     real = os.scandir
 
@@ -210,13 +215,7 @@ def test_a_check_without_verify_reports_an_indexed_file_it_cannot_read(
     """A file whose first block gives EIO (or that its user may not read): a C-GET
     or C-MOVE of it would fail, so even the quick check reports it (exit 5), and
     leaves it and its row."""
-    data = tmp_path / "data"
-    source = tmp_path / "in"
-    source.mkdir()
-    for name in ("CT_small.dcm", "MR_small.dcm"):
-        shutil.copy(get_testdata_file(name), source / name)
-    assert archive("import", str(source), "--data", str(data)).returncode == 0
-    ct_uid = read_meta(source / "CT_small.dcm")[0].media_storage_sop_instance_uid
+    data, ct_uid = _ct_and_mr_imported(tmp_path)
     bad = data / relative_path(ct_uid)
     real = os.pread
     bad_inode = bad.stat().st_ino

@@ -35,42 +35,33 @@ The seed is printed on failure; set ARCHIVE_CRASH_SEED to replay a run's timing.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import random
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-from archive.dicom.dimse import CStoreRq
-from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
-from archive.errors import ArchiveError
-from archive.net import associate
 from tests.interop.conftest import archive_command, stop
 from tests.store.helpers import (
-    CT_IMAGE,
     HOST,
     SUCCESS,
-    chunked,
+    CrashClients,
+    StoreFn,
+    assert_index_and_files_agree,
     encode_dataset,
-    files_under,
     fixed_port,
-    instance_files,
-    leftovers,
     make_dataset,
     serve,
     sha256,
     split_part10,
+    start_clean_and_stop,
 )
-from tests.store.test_crash import TIMEOUTS
 
 ROUNDS = 8
-CLIENTS = 4
 FAMILIES = 12
 #: Share of rounds followed by a second kill during the restart (recovery running).
 KILL_IN_START_UP = 0.3
@@ -165,72 +156,34 @@ def _uid(rng: random.Random) -> str:
     return f"2.25.{rng.getrandbits(120)}"
 
 
-class Ingest:
+class Ingest(CrashClients):
     """Four SCU associations storing versions of the families' instances until told
     to stop, reconnecting whenever the server is gone."""
 
     def __init__(self, port: int, seed: int) -> None:
-        self.port = port
-        self.seed = seed
+        super().__init__(port, seed)
         self.families = [Family(n) for n in range(FAMILIES)]
         self._acknowledged = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "ingest clients did not stop"
 
     def count(self) -> int:
         with self._lock:
             return self._acknowledged
 
-    async def _main(self) -> None:
-        await asyncio.gather(*(self._client(n) for n in range(CLIENTS)))
-
-    async def _client(self, n: int) -> None:
-        rng = random.Random(self.seed * 100 + n)
-        syntax = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)[n % 2]
-        contexts = [(CT_IMAGE, [syntax])]
-        while not self._stop.is_set():
-            try:
-                async with await associate(
-                    HOST,
-                    self.port,
-                    calling_ae=f"CRASH{n}",
-                    called_ae="ARCHIVE",
-                    contexts=contexts,
-                    timeouts=TIMEOUTS,
-                ) as assoc:
-                    context = assoc.negotiated.context_for(CT_IMAGE)
-                    assert context is not None
-                    while not self._stop.is_set():
-                        # One loop, one thread: no await between the pick and busy.
-                        family = rng.choice([f for f in self.families if not f.busy])
-                        family.busy = True
-                        try:
-                            sent = family.next(rng, syntax)
-                            rq = CStoreRq(
-                                message_id=assoc.next_message_id(),
-                                affected_sop_class_uid=CT_IMAGE,
-                                affected_sop_instance_uid=sent.uid,
-                            )
-                            rsp = await assoc.store(context.id, rq, chunked(sent.data, 8192))
-                        finally:
-                            family.busy = False
-                        if rsp.status == SUCCESS:
-                            sent.status = "ok"
-                            with self._lock:
-                                self._acknowledged += 1
-                        else:
-                            sent.status = f"{rsp.status:#06x}"
-            except (ArchiveError, OSError):
-                await asyncio.sleep(0.02)  # the server is down: try again
+    async def store_one(self, rng: random.Random, syntax: str, store: StoreFn) -> None:
+        # One loop, one thread: no await between the pick and busy.
+        family = rng.choice([f for f in self.families if not f.busy])
+        family.busy = True
+        try:
+            sent = family.next(rng, syntax)
+            status = await store(sent.uid, sent.data)
+        finally:
+            family.busy = False
+        if status == SUCCESS:
+            sent.status = "ok"
+            with self._lock:
+                self._acknowledged += 1
+        else:
+            sent.status = f"{status:#06x}"
 
 
 # ---- the model of where things are filed ----------------------------------------------
@@ -457,15 +410,7 @@ def test_sigkill_under_replacements_keeps_the_last_acknowledged(tmp_path: Path) 
     ingest.start()
     try:
         for _round in range(ROUNDS):
-            before = ingest.count()
-            # Wait for traffic first, so the kill lands mid-ingest, not mid-start-up.
-            deadline = time.monotonic() + 10
-            while ingest.count() == before and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.2, 1.8))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            per_round.append(ingest.count() - before)
+            per_round.append(ingest.kill_mid_ingest(proc, rng.uniform(0.2, 1.8)))
             if rng.random() < KILL_IN_START_UP:
                 kill_during_start_up(root, port, log, config, rng.uniform(0.05, 0.8))
             proc = serve(root, port, log, config=config)
@@ -488,17 +433,7 @@ def test_sigkill_under_replacements_keeps_the_last_acknowledged(tmp_path: Path) 
     )
 
     # The last clean start: recovery has run; nothing temporary is visible.
-    proc = serve(root, port, log, config=config)
-    try:
-        assert leftovers(root) == [], why
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        finally:
-            stop(proc)
-    assert leftovers(root) == [], why
-    assert files_under(root, "*.part", "*.new", "*.tmp") == [], why
+    start_clean_and_stop(root, port, log, why, config)
 
     tree, rows = index_tree(root)
 
@@ -537,15 +472,7 @@ def test_sigkill_under_replacements_keeps_the_last_acknowledged(tmp_path: Path) 
     assert wrong == [], "\n".join([*wrong, why])
 
     # Index and files agree both ways: one file per instance, its size and digest.
-    on_disk = {p.relative_to(root).as_posix(): p for p in instance_files(root)}
-    indexed = {path: (uid, size, digest) for uid, (path, size, digest) in rows.items()}
-    assert sorted(set(on_disk) - set(indexed)) == [], f"files without a row {why}"
-    assert sorted(set(indexed) - set(on_disk)) == [], f"rows without a file {why}"
-    for relative, (uid, size, digest) in indexed.items():
-        blob = on_disk[relative].read_bytes()
-        _, offset = split_part10(blob)
-        assert len(blob) == size, f"{uid}: size differs from its row {why}"
-        assert sha256(blob[offset:]) == digest, f"{uid}: digest differs from its row {why}"
+    assert_index_and_files_agree(root, rows, why)
 
     problems = aggregate_problems(root)
     assert problems == [], "\n".join([*problems, why])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import signal
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from pydicom import Dataset
 from archive.dicom.dimse import CStoreRq
 from archive.dicom.uids import EXPLICIT_VR_LE
 from archive.net import Timeouts, associate
-from tests.interop.conftest import free_port, stop
+from tests.interop.conftest import free_port
 from tests.store.helpers import (
     HOST,
     MULTIFRAME_GRAYSCALE_WORD_SC,
@@ -37,6 +36,7 @@ from tests.store.helpers import (
     serve,
     split_part10,
     stored_path,
+    terminate,
 )
 
 GiB = 1 << 30
@@ -114,11 +114,7 @@ def test_one_gib_instance_with_flat_rss(tmp_path: Path) -> None:
             f" VmHWM {hwm / 1e6:.1f} MB, VmRSS {rss_after / 1e6:.1f} MB after)"
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        finally:
-            stop(proc)
+        terminate(proc)
 
     assert sent[0] == len(head) + GiB
     path = stored_path(root, ds.SOPInstanceUID)
