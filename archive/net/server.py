@@ -283,6 +283,22 @@ class Server:
         if isinstance(command, CCancelRq):
             return  # nothing is running, so there is nothing to cancel
         dataset = _fragments(assoc) if command.has_dataset and identifier is None else None
+        if not context.scu_role:
+            # The requestor gave the SCU role up for this class (PS3.7 D.3.3.4: a
+            # context proposed to receive C-GET's sub-operations on, accepted for
+            # any syntax we send): it may invoke nothing there. Answered as our
+            # SCU side answers the mirror case (net/client.py).
+            log.warning(
+                "%s on presentation context %d (%s), where the peer has no SCU role: refused",
+                type(command).__name__,
+                received.context_id,
+                uid_name(context.abstract_syntax),
+            )
+            await self._refuse(
+                assoc, received, dataset, Status.SOP_CLASS_NOT_SUPPORTED,
+                "the requestor has no SCU role on this presentation context",
+            )  # fmt: skip
+            return
         affected = getattr(command, "affected_sop_class_uid", None)
         if affected is not None and affected != context.abstract_syntax:
             # A message belongs to the SOP Class of its presentation context

@@ -29,7 +29,11 @@ from archive.dicom.uids import (
     STUDY_ROOT_QR_MOVE,
     VERIFICATION,
 )
+from archive.dicom.ul import codec
+from archive.dicom.ul.negotiation import build_request
+from archive.dicom.ul.pdu import AAssociateAc, RoleSelection
 from tests.conftest import RunningNode
+from tests.dicom.header_helpers import encapsulated
 from tests.net.rawpeer import A_RELEASE_RQ, RawPeer, p_data_pdu, wait_until
 from tests.store.helpers import (
     CANNOT_UNDERSTAND,
@@ -77,6 +81,46 @@ def _store(peer: RawPeer, context_id: int, item: Item, message_id: int = 1) -> C
     rsp = _send(peer, context_id, rq, item.data)
     assert isinstance(rsp, CStoreRsp)
     return rsp
+
+
+def test_a_store_on_a_context_where_the_requestor_is_scp_only_is_0122(
+    node_factory: Callable[..., RunningNode], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A context proposed with the SCP role alone (to receive C-GET's sub-operations
+    on) is accepted for any syntax we send, here JPEG though only native syntaxes
+    are configured: a C-STORE on it was stored, outside the configuration and the
+    role the requestor took (PS3.7 D.3.3.4). Now 0122, nothing stored, and the
+    association goes on."""
+    node = node_factory(
+        toml="[association]\naccept_all_transfer_syntaxes = false\n"
+        'transfer_syntaxes = ["1.2.840.10008.1.2.1"]\n'
+    )
+    jpeg = "1.2.840.10008.1.2.4.50"
+    rq = build_request(
+        "RAWSCU",
+        "ARCHIVE",
+        [(SECONDARY_CAPTURE, [jpeg]), (CT_IMAGE, [EXPLICIT_VR_LE])],
+        max_pdu_length=65536,
+        roles=[RoleSelection(SECONDARY_CAPTURE, scu_role=False, scp_role=True)],
+    )
+    peer = RawPeer(node.host, node.port, timeout=10)
+    with peer, caplog.at_level("WARNING", logger="archive.net"):
+        peer.send(codec.encode(rq))
+        ac = peer.recv()
+        assert isinstance(ac, AAssociateAc)
+        receive_only, ct = (c.id for c in ac.contexts if c.result == 0)
+        ds = make_dataset(sop_class=SECONDARY_CAPTURE, pixel_bytes=64)
+        del ds.PixelData  # fragments, as in a JPEG data set
+        data = encode_dataset(ds, EXPLICIT_VR_LE) + encapsulated(b"\xff\xd8\xff\xd9")
+        sc = Item(SECONDARY_CAPTURE, ds.SOPInstanceUID, data)
+        rsp = _store(peer, receive_only, sc)
+        assert rsp.status == SOP_CLASS_NOT_SUPPORTED
+        good = Item.of(make_dataset(pixel_bytes=64), EXPLICIT_VR_LE)
+        assert _store(peer, ct, good, message_id=2).status == SUCCESS
+    root = data_dir(node)
+    assert list(all_rows(root)) == [good.uid]
+    assert leftovers(root) == []
+    assert any("no SCU role" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("sop_class", [SECONDARY_CAPTURE, VERIFICATION, STUDY_ROOT_QR_FIND])
