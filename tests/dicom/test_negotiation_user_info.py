@@ -12,6 +12,7 @@ import pytest
 
 from archive.config import AssociationConfig, Config, RetrieveConfig
 from archive.dicom import uids
+from archive.dicom.ul import codec
 from archive.dicom.ul.negotiation import (
     AcceptedContext,
     AcceptorPolicy,
@@ -226,6 +227,23 @@ def test_a_context_the_requestor_only_receives_on_takes_any_class_and_syntax_we_
         1: AcceptedContext(1, CT, JPEG, scu_role=False, scp_role=True),
         3: AcceptedContext(3, private, ELE, scu_role=False, scp_role=True),
     }
+
+
+@pytest.mark.parametrize("abstract", ["not.a.uid", "1." + "2" * 64, "1..2"])
+def test_a_receive_only_context_of_no_uid_is_refused_and_the_ac_encodes(abstract: str) -> None:
+    """Its class went back in the role reply, whose encoding then failed: the
+    association ended in an internal-error A-ABORT instead of an answer."""
+    rq = rq_for(
+        [(1, abstract, (ELE,)), (3, CT, (ELE,))],
+        roles=(RoleSelection(abstract, scu_role=False, scp_role=True),),
+    )
+    ac, negotiated = accept(rq)
+    assert [c.result for c in ac.contexts] == [
+        ContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTED,
+        ContextResult.ACCEPTANCE,
+    ]
+    assert list(negotiated.contexts) == [3]
+    codec.encode(ac)  # no LocalProtocolError
 
 
 # --- SOP Class Extended Negotiation (PS3.7 D.3.3.5, PS3.4 C.5.1.1) ------------------------

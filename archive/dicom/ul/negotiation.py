@@ -45,6 +45,7 @@ from archive.dicom.uids import (
     QR_CLASSES,
     STUDY_ROOT_QR_FIND,
     VERIFICATION,
+    usable_uid,
 )
 from archive.dicom.ul.pdata import PDV_OVERHEAD
 from archive.dicom.ul.pdu import (
@@ -341,14 +342,16 @@ def negotiate(
         proposal = proposed_roles.get(abstract)
         # A context the requestor only receives on (C-GET): we send what we hold,
         # in the syntax it was stored in, whatever we accept for storing, and of
-        # any class (an import may have brought a private one), but not of the
-        # classes we serve as SCP only (Verification, Q/R).
+        # any class (an import may have brought a private one) that is a UID (it
+        # goes back in the role reply), but not of the classes we serve as SCP
+        # only (Verification, Q/R).
         sends_only = (
             proposal is not None
             and proposal.scp_role
             and not proposal.scu_role
             and bool(policy.send_transfer_syntaxes)
             and (abstract in scp_role_classes or abstract not in supported)
+            and usable_uid(abstract)
         )
         accepted_ts = policy.send_transfer_syntaxes if sends_only else supported.get(abstract)
         if accepted_ts is None:
