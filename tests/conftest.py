@@ -10,6 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+# Imported here, at collection, rather than first by Hypothesis's own plugin in
+# pytest's terminal summary: CPython 3.11.7's compiler can raise "AST
+# constructor recursion depth mismatch" (a SystemError, gh-106905, fixed in
+# 3.11.8) when pytest's assertion rewriter parses hypothesis/__init__.py that
+# late, after a test hit the recursion limit (tests/net/test_operations.py run
+# alone showed it; the whole suite imports Hypothesis early anyway).
+import hypothesis  # noqa: F401
 import msgspec
 import pytest
 

@@ -237,8 +237,11 @@ class Server:
                     await assoc.wait_closed()
                     return
         finally:
-            if operation is not None and not operation.task.done():
-                await operation.stop("association ended")
+            if operation is not None:
+                if not operation.task.done():
+                    await operation.stop("association ended")
+                else:
+                    _retrieve(operation.task)
 
     async def _start(self, assoc: Association, received: CommandReceived) -> Operation | None:
         """Read a C-FIND/C-MOVE/C-GET identifier and start the operation's task."""
@@ -470,3 +473,15 @@ async def serving(
         yield server
     finally:
         await server.shutdown(config.node.shutdown_grace)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Take a finished operation's outcome once its association has ended some
+    other way (both may time out on one silent peer, the read first): a failure
+    of the association's own is recorded with it; anything else is a bug, logged.
+    Left unretrieved, asyncio reports it at garbage collection, out of context."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, AssociationError):
+        log.error("operation failed after its association ended", exc_info=exc)
