@@ -25,7 +25,7 @@ from archive.dicom.dimse import CFindRq, CGetRq, CMoveRq
 from archive.dicom.filemeta import FileMetaError
 from archive.dicom.header import HeaderError
 from archive.dicom.ul.negotiation import default_acceptor_policy
-from archive.index import Index, IndexOpenError, StoredInstance
+from archive.index import Index, IndexOpenError, IndexWriteError, StoredInstance
 from archive.net import AssociationError, Server, associate, timeouts_from
 from archive.services import Ingest, StoreTarget, SubAssociationError, default_registry
 from archive.services.base import Provider
@@ -156,7 +156,20 @@ class Storage:
         finally:
             self.index.hold_journal(False)
         if journal:
-            await self.index.clear_unflushed()
+            try:
+                await self.index.clear_unflushed()
+            except IndexWriteError as exc:
+                # A full disk: the start's only write that repairs nothing. Left,
+                # the journal is read again by the next start, which finds these
+                # instances as this one did (and the node's first batch replaces
+                # it); stopping here would leave the node, and its queries and
+                # retrieves, down until space is freed.
+                log.warning(
+                    "recovery: the journal of the last batch could not be emptied (%s);"
+                    " the next start checks its %d instance(s) again",
+                    exc,
+                    len(journal),
+                )
 
     async def _check_markers(self, journaled: frozenset[str]) -> None:
         """The markers' rules (see :meth:`recover`). A placed file that no row names

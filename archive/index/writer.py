@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -59,6 +60,8 @@ from archive.index.errors import IndexClosedError, IndexFlushError, IndexWriteEr
 from archive.index.records import InstanceRow, StoredInstance, WriterStats
 
 __all__ = ["GroupCommitWriter"]
+
+log = logging.getLogger("archive.index")
 
 #: A call run on the writer thread between batches, with the connection.
 Probe = Callable[[sqlite3.Connection], object]
@@ -337,6 +340,10 @@ class GroupCommitWriter:
                 # Everything committed is durable (flushed, or synced by its
                 # COMMIT): a clean stop leaves no journal for the next start.
                 conn.execute(CLEAR_UNFLUSHED)
+        except sqlite3.Error as exc:
+            # A full disk: the next start reads the journal and finds its
+            # instances whole, as they are; nothing is lost by leaving it.
+            log.warning("index: the journal of the last batch is left for the next start: %s", exc)
         finally:
             conn.close()
 

@@ -18,6 +18,7 @@ import io
 import os
 import re
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from pathlib import Path
@@ -521,6 +522,59 @@ def test_last_batch_whole_on_disk_is_kept(tmp_path: Path) -> None:
     assert index_row(root, ds.SOPInstanceUID) == before
     assert read_stored(root, ds.SOPInstanceUID)[1] == encode_dataset(ds, EXPLICIT_VR_LE)
     assert leftovers(root) == []
+
+
+def test_a_journal_that_cannot_be_emptied_does_not_stop_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A disk full at start-up: emptying the journal, the one write of recovery that
+    repairs nothing, failed and the start with it, so the node (and its queries and
+    retrieves, README) stayed down until space was freed. Now a WARNING; the next
+    start checks the same instances again and empties it."""
+    root = fresh(tmp_path)
+    ds = make_dataset(pixel_bytes=3000)
+    assert ingest(root, ds) == Status.SUCCESS
+    journal(root, ds.SOPInstanceUID)
+    before = index_row(root, ds.SOPInstanceUID)
+
+    async def disk_full(self: Index) -> None:
+        raise IndexWriteError(
+            "index transaction of 1 operation(s) failed: database or disk is full"
+        )
+
+    with monkeypatch.context() as patch, caplog.at_level("WARNING", logger="archive.node"):
+        patch.setattr(Index, "clear_unflushed", disk_full)
+        open_storage(root)
+    assert any("could not be emptied" in r.getMessage() for r in caplog.records)
+    assert journaled(root) == [ds.SOPInstanceUID]
+    assert index_row(root, ds.SOPInstanceUID) == before
+    open_storage(root)
+    assert journaled(root) == []
+    assert index_row(root, ds.SOPInstanceUID) == before
+
+
+def test_a_clean_stop_that_cannot_empty_the_journal_leaves_it_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A disk full at a clean stop: the writer thread's last write, emptying the
+    journal, raised out of the thread ("Exception in thread index-writer"). Now a
+    WARNING, and the next start finds the journal's instance as it is."""
+    import archive.index.writer as writer
+
+    root = fresh(tmp_path)
+    ds = make_dataset(pixel_bytes=3000)
+    raised: list[object] = []
+    with monkeypatch.context() as patch, caplog.at_level("WARNING", logger="archive.index"):
+        patch.setattr(writer, "CLEAR_UNFLUSHED", "DELETE FROM no_such_table")  # fails as full does
+        patch.setattr(threading, "excepthook", raised.append)
+        assert ingest(root, ds) == Status.SUCCESS
+    assert raised == []
+    assert any("left for the next start" in r.getMessage() for r in caplog.records)
+    assert journaled(root) == [ds.SOPInstanceUID]
+    before = index_row(root, ds.SOPInstanceUID)
+    open_storage(root)
+    assert journaled(root) == []
+    assert index_row(root, ds.SOPInstanceUID) == before
 
 
 REPLACE = '[store]\nduplicates = "replace"\n'
