@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import urllib.parse
@@ -41,6 +42,7 @@ from archive.index.errors import (
 from archive.index.query import (
     INSTANCE_TABLES,
     QUALIFIED_COLUMNS,
+    PageStatements,
     find_statements,
     record_from_row,
     retrieve_statements,
@@ -362,44 +364,63 @@ class Index:
 
     async def _pks(
         self, sql: str, parameters: Sequence[object], *, bounded: bool = False
-    ) -> tuple[array[int], array[int]]:
-        """The pks ``sql`` selects and the hashes of their entities' unique keys
-        (8 bytes each: a query may match millions). ``bounded``: the statement has
-        a LIMIT, so the rows are fetched in one trip to the reader's thread instead
+    ) -> tuple[array[int], list[str]]:
+        """The pks ``sql`` selects and their entities' unique keys (8 bytes a pk,
+        and the key: a query may match millions). ``bounded``: the statement has a
+        LIMIT, so the rows are fetched in one trip to the reader's thread instead
         of batches."""
         pks: array[int] = array("q")
-        keys: array[int] = array("q")
+        keys: list[str] = []
         if bounded:
             async with self._reader() as conn:
                 rows = list(await conn.execute_fetchall(sql, parameters))
             pks.extend(row[0] for row in rows)
-            keys.extend(hash(row[1]) for row in rows)
+            keys.extend(row[1] for row in rows)
             return pks, keys
         async with self._reader() as conn, conn.execute(sql, parameters) as cursor:
             while True:
                 rows = list(await cursor.fetchmany(_PK_BATCH))
                 pks.extend(row[0] for row in rows)
-                keys.extend(hash(row[1]) for row in rows)
+                keys.extend(row[1] for row in rows)
                 if len(rows) < _PK_BATCH:
                     return pks, keys
 
-    async def _page(self, sql: str, chunk: array[int], keys: array[int]) -> list[Any]:
+    async def _page(
+        self, statements: PageStatements, chunk: array[int], keys: list[str]
+    ) -> list[Any]:
+        """One page's records, in the order of its pks, each the pk then the
+        record's columns (the key left out)."""
+        values = "[" + ",".join(map(str, chunk)) + "]"
         async with self._reader() as conn:
-            rows = list(await conn.execute_fetchall(sql, ("[" + ",".join(map(str, chunk)) + "]",)))
-        # A row removed since the pks were read is simply not there any more; one
-        # whose pk went to another entity meanwhile has another key. Rows are
-        # given without the key: the pk, then the record's columns.
-        by_pk = {row[0]: row for row in rows}
+            rows = list(
+                await conn.execute_fetchall(statements.by_pk, (values, *statements.parameters))
+            )
+            by_pk = {row[0]: row for row in rows}
+            # Gone since the pks were read (or its pk handed to another entity):
+            # a replacement's new row, or a series or study made again, has its
+            # key; one removed or no longer matching is not found by it either.
+            lost = [key for pk, key in zip(chunk, keys, strict=True) if _lost(by_pk.get(pk), key)]
+            again: dict[object, Any] = {}
+            if lost:
+                found = await conn.execute_fetchall(
+                    statements.by_key, (json.dumps(lost), *statements.parameters)
+                )
+                again = {row[1]: row for row in found}
         page = []
         for pk, key in zip(chunk, keys, strict=True):
             row = by_pk.get(pk)
-            if row is not None and hash(row[1]) == key:
-                page.append((pk, *row[2:]))
+            if _lost(row, key):
+                row = again.get(key)
+            if row is not None:
+                page.append((row[0], *row[2:]))
         return page
 
-    async def _pages(self, sql: str, pks: array[int], keys: array[int]) -> AsyncIterator[list[Any]]:
-        """Rows of ``sql`` (the pk, the unique key, the record) for ``pks`` whose
-        key hashes are still ``keys``, in the order of ``pks``, without the key.
+    async def _pages(
+        self, statements: PageStatements, pks: array[int], keys: list[str]
+    ) -> AsyncIterator[list[Any]]:
+        """The records of ``pks`` (pk, then the record's columns) in their order,
+        those that still match the query (:func:`find_statements` says why some
+        may not).
 
         The next page is read while the caller works through the current one, so
         reading and answering overlap; a reader is held only during a read, never
@@ -413,10 +434,10 @@ class Index:
         ahead: asyncio.Task[list[Any]] | None = None
         try:
             for n, chunk in enumerate(chunks):
-                page = await ahead if ahead is not None else await self._page(sql, *chunk)
+                page = await ahead if ahead is not None else await self._page(statements, *chunk)
                 ahead = None
                 if n + 1 < len(chunks):
-                    ahead = asyncio.ensure_future(self._page(sql, *chunks[n + 1]))
+                    ahead = asyncio.ensure_future(self._page(statements, *chunks[n + 1]))
                 yield page
         finally:
             if ahead is not None:
@@ -485,6 +506,11 @@ class Index:
         row = await self._fetch_one(SELECT_STATS, ())
         assert row is not None  # the totals row is created by migration 0001
         return Stats(*row)
+
+
+def _lost(row: Sequence[object] | None, key: str) -> bool:
+    """Whether a page's row by pk is not the entity whose key was read."""
+    return row is None or row[1] != key
 
 
 def _casefold(value: object) -> object:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import NamedTuple
 
 from archive.dicom.query import DATE_TIME_VRS, Condition, MatchKind, Query, Term
 from archive.dicom.query_keys import Level
@@ -45,6 +46,7 @@ __all__ = [
     "INSTANCE_TABLES",
     "QUALIFIED_COLUMNS",
     "RECORD_KEYWORDS",
+    "PageStatements",
     "find_statements",
     "record_from_row",
     "retrieve_statements",
@@ -171,8 +173,24 @@ _KEY: Mapping[Level, str] = MappingProxyType(
     }
 )
 
-# The page of records: pks of one page as a JSON array, one statement text for all.
-_PAGE = "SELECT {pk}, {key}, {columns} FROM {tables} WHERE {pk} IN (SELECT value FROM json_each(?))"
+# The page of records: pks of one page as a JSON array (or, for the entities whose
+# pk changed since it was read, their unique keys), and the query's conditions
+# again, so that an entity changed meanwhile is not answered unless it still
+# matches. CROSS JOIN keeps the page's values the outer loop: each is one lookup
+# by pk (or unique key), whatever indexes the conditions could use.
+_PAGE = (
+    "SELECT {pk}, {key}, {columns} FROM json_each(?) AS page CROSS JOIN {tables}"
+    " WHERE {by} = page.value AND ({where})"
+)
+
+
+class PageStatements(NamedTuple):
+    """SQL of a page of records by pk, and by unique key; their parameters after
+    the page's values (a JSON array), which come first."""
+
+    by_pk: str
+    by_key: str
+    parameters: tuple[object, ...]
 
 
 def _glob(pattern: str) -> str:
@@ -328,25 +346,34 @@ def _where(query: Query) -> tuple[str, list[object]]:
     return (" AND ".join(clauses) if clauses else "1"), parameters
 
 
-def find_statements(query: Query, limit: int | None = None) -> tuple[str, list[object], str]:
-    """(SQL selecting the matching pks, its parameters, SQL of one page of records).
+def find_statements(
+    query: Query, limit: int | None = None
+) -> tuple[str, list[object], PageStatements]:
+    """(SQL selecting the matching pks, its parameters, the statements of a page).
 
-    Both statements select the pk, then the entity's unique key (patient key,
-    Study, Series or SOP Instance UID); the page statement's other columns are the
-    record's. The pages are read after the pks, in later reads: an entity may go
-    meanwhile and its pk be handed to another (SQLite reuses the highest pk once
-    its row is deleted), which the key tells apart. The page statement takes one
-    parameter: the page's pks as a JSON array.
+    Every statement selects the pk, then the entity's unique key (patient key,
+    Study, Series or SOP Instance UID); a page statement's other columns are the
+    record's. The pages are read after the pks, in later reads, while ingest goes
+    on: an entity may go meanwhile and its pk be handed to another (SQLite reuses
+    the highest pk once its row is deleted), which the key tells apart; a
+    replacement gives its instance (and a series or study it emptied) a new pk,
+    found again by its key; and one moved elsewhere by a correction, or changed,
+    no longer matches the conditions the page applies again.
     """
     pk, tables = _FROM[query.level]
     key = _KEY[query.level]
     where, parameters = _where(query)
+    conditions = tuple(parameters)
     select = f"SELECT {pk}, {key} FROM {tables} WHERE {where}"
     if limit is not None:
         select += " LIMIT ?"
         parameters.append(limit)
-    page = _PAGE.format(pk=pk, key=key, columns=_SELECT_COLUMNS[query.level], tables=tables)
-    return select, parameters, page
+    columns = _SELECT_COLUMNS[query.level]
+    by_pk, by_key = (
+        _PAGE.format(pk=pk, key=key, columns=columns, tables=tables, by=by, where=where)
+        for by in (pk, key)
+    )
+    return select, parameters, PageStatements(by_pk, by_key, conditions)
 
 
 def record_from_row(level: Level, row: Sequence[object]) -> dict[str, object]:
