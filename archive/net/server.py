@@ -23,6 +23,7 @@ from archive.dicom.dimse import (
     CFindRq,
     CGetRq,
     CMoveRq,
+    Command,
     CommandReceived,
     DatasetFragment,
     Status,
@@ -37,7 +38,12 @@ from archive.dicom.errors import (
 )
 from archive.dicom.uids import name as uid_name
 from archive.dicom.ul.machine import Role, UpperLayer
-from archive.dicom.ul.negotiation import AcceptorPolicy, Negotiated, negotiate
+from archive.dicom.ul.negotiation import (
+    AcceptedContext,
+    AcceptorPolicy,
+    Negotiated,
+    negotiate,
+)
 from archive.dicom.ul.pdu import AAssociateAc, AAssociateRj, AAssociateRq, AReleaseRq
 from archive.net.association import (
     Association,
@@ -286,38 +292,18 @@ class Server:
         if isinstance(command, CCancelRq):
             return  # nothing is running, so there is nothing to cancel
         dataset = _fragments(assoc) if command.has_dataset and identifier is None else None
-        if not context.scu_role:
-            # The requestor gave the SCU role up for this class (PS3.7 D.3.3.4: a
-            # context proposed to receive C-GET's sub-operations on, accepted for
-            # any syntax we send): it may invoke nothing there. Answered as our
-            # SCU side answers the mirror case (net/client.py).
+        why = self._not_served(command, context)
+        if why is not None:
             log.warning(
-                "%s on presentation context %d (%s), where the peer has no SCU role: refused",
+                "%s for SOP Class %s on presentation context %d (%s): %s, refused",
                 type(command).__name__,
+                uid_name(getattr(command, "affected_sop_class_uid", "") or "?"),
                 received.context_id,
                 uid_name(context.abstract_syntax),
+                why,
             )
-            await self._refuse(
-                assoc, received, dataset, Status.SOP_CLASS_NOT_SUPPORTED,
-                "the requestor has no SCU role on this presentation context",
-            )  # fmt: skip
-            return
-        affected = getattr(command, "affected_sop_class_uid", None)
-        if affected is not None and affected != context.abstract_syntax:
-            # A message belongs to the SOP Class of its presentation context
-            # (PS3.7 9.1, PS3.8 7.1.1.13): answered as a class we do not support
-            # there (PS3.7 C.5), not served under a class nobody negotiated.
-            log.warning(
-                "%s for SOP Class %s on presentation context %d (%s): refused",
-                type(command).__name__,
-                uid_name(affected),
-                received.context_id,
-                uid_name(context.abstract_syntax),
-            )
-            await self._refuse(
-                assoc, received, dataset, Status.SOP_CLASS_NOT_SUPPORTED,
-                "SOP Class is not the presentation context's",
-            )  # fmt: skip
+            # The reason is the Error Comment too (LO: 64 characters at most).
+            await self._refuse(assoc, received, dataset, Status.SOP_CLASS_NOT_SUPPORTED, why)
             return
         request = Request(
             command=command,
@@ -334,20 +320,7 @@ class Server:
             extended=negotiated.extended.get(context.abstract_syntax, b""),
         )
         provider = self.registry.provider_for(command, context.abstract_syntax)
-        if provider is None:
-            # No such operation for this SOP Class here (a C-STORE on a Q/R
-            # context, a C-ECHO on a storage one, a C-FIND where Q/R is off).
-            log.warning(
-                "%s on presentation context %d (%s): not served, refused",
-                type(command).__name__,
-                received.context_id,
-                uid_name(context.abstract_syntax),
-            )
-            await self._refuse(
-                assoc, received, dataset, Status.SOP_CLASS_NOT_SUPPORTED,
-                "operation not served for this SOP Class",
-            )  # fmt: skip
-            return
+        assert provider is not None  # _not_served said so
         try:
             async with _closing(provider(request)) as responses:
                 async for response in responses:
@@ -363,6 +336,27 @@ class Server:
             # The association ended, or an A-RELEASE-RQ cut the data set short
             # (_serve answers it); the provider has cleaned up.
             return
+
+    def _not_served(self, command: Command, context: AcceptedContext) -> str | None:
+        """Why a request is not carried out on its presentation context (answered
+        0122 SOP Class not supported, PS3.7 C.5), or None."""
+        if not context.scu_role:
+            # The requestor gave the SCU role up for this class (PS3.7 D.3.3.4: a
+            # context proposed to receive C-GET's sub-operations on, accepted for
+            # any syntax we send): it may invoke nothing there, as our SCU side
+            # answers the mirror case (net/client.py).
+            return "the requestor has no SCU role on this presentation context"
+        affected = getattr(command, "affected_sop_class_uid", None)
+        if affected is not None and affected != context.abstract_syntax:
+            # A message belongs to the SOP Class of its presentation context
+            # (PS3.7 9.1, PS3.8 7.1.1.13), not served under a class nobody
+            # negotiated.
+            return "SOP Class is not the presentation context's"
+        if self.registry.provider_for(command, context.abstract_syntax) is None:
+            # No such operation for this SOP Class here (a C-STORE on a Q/R
+            # context, a C-ECHO on a storage one, a C-FIND where Q/R is off).
+            return "operation not served for this SOP Class"
+        return None
 
     @staticmethod
     async def _refuse(
