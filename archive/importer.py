@@ -98,7 +98,10 @@ async def import_files(
         assert ingest is not None
 
         async def worker() -> None:
-            while not stopping() and (path := await found.next()) is not None:
+            while not stopping():
+                path = await found.next()
+                if path is None or stopping():  # Ctrl-C while the walk went on
+                    return
                 if isinstance(path, FileResult):  # a path the walk could not follow
                     result = path
                 else:
