@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from archive.dicom.filemeta import FileMetaError
+from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMetaError
 from archive.dicom.header import HeaderError
 from archive.index import DuplicateInstanceError
 from archive.node import Storage, stored_from_scan
@@ -152,17 +152,12 @@ def _unopenable(root: Path, paths: list[str]) -> list[tuple[str, OSError]]:
         try:
             fd = os.open(root / path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             try:
-                os.pread(fd, _HEAD, 0)
+                os.pread(fd, PREAMBLE_LENGTH + len(MAGIC), 0)
             finally:
                 os.close(fd)
         except OSError as exc:
             failed.append((path, exc))
     return failed
-
-
-#: Bytes read of each indexed file by a check without ``verify``: its preamble
-#: and the DICM prefix.
-_HEAD = 132
 
 
 async def _verify(storage: Storage, files: set[str], report: CheckReport, jobs: int) -> None:

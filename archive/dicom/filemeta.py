@@ -23,7 +23,7 @@ from archive.dicom.uids import (
     IMPLEMENTATION_VERSION_NAME,
     IMPLICIT_VR_LE,
 )
-from archive.dicom.wire import LE, LONG_VR_BYTES, SHORT_VR_BYTES
+from archive.dicom.wire import ALL_VR_BYTES, LE, LONG_VR_BYTES
 from archive.errors import ArchiveError
 
 PREAMBLE_LENGTH = 128
@@ -161,7 +161,7 @@ def guess_transfer_syntax(head: bytes | memoryview) -> str | None:
     if len(head) < 8:
         return None
     group, vr = bytes(head[:2]), bytes(head[4:6])
-    explicit = vr in SHORT_VR_BYTES or vr in LONG_VR_BYTES
+    explicit = vr in ALL_VR_BYTES
     if group == _GROUP_0008_LE:
         if explicit:
             return EXPLICIT_VR_LE
@@ -177,4 +177,4 @@ def lacks_preamble(head: bytes | memoryview) -> bool:
     """Whether ``head`` starts with File Meta Information itself (group 0002, in
     Explicit VR), without the preamble and ``DICM`` prefix a Part 10 file has."""
     vr = bytes(head[4:6])
-    return bytes(head[:2]) == _GROUP_0002 and (vr in SHORT_VR_BYTES or vr in LONG_VR_BYTES)
+    return bytes(head[:2]) == _GROUP_0002 and vr in ALL_VR_BYTES

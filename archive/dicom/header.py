@@ -78,6 +78,7 @@ from archive.dicom.attributes import InstanceAttributes, decode_values, normaliz
 from archive.dicom.dimse.status import Status
 from archive.dicom.errors import StatusError
 from archive.dicom.wire import (
+    ALL_VR_BYTES,
     DEFLATED,
     EXPLICIT_BE,
     EXPLICIT_LE,
@@ -85,7 +86,6 @@ from archive.dicom.wire import (
     ITEM,
     ITEM_DELIMITATION,
     LE,
-    LONG_VR_BYTES,
     SEQUENCE_DELIMITATION,
     SHORT_VR_BYTES,
     STRUCTS,
@@ -139,7 +139,6 @@ _SEQUENCE_DELIMITATION = SEQUENCE_DELIMITATION & 0xFFFF
 #: Per header encoding: (tag + 4-byte length, tag + VR + 2-byte length, 4-byte length).
 _STRUCTS = tuple(structs[:3] for structs in STRUCTS)
 _LE_TAG_VR_LENGTH, _LE_LONG_LENGTH = LE.tag_vr_length, LE.long_length
-_ALL_VRS = SHORT_VR_BYTES | LONG_VR_BYTES
 
 _STANDARD_TS_ROOT = "1.2.840.10008.1.2."
 
@@ -489,7 +488,7 @@ class HeaderReader:
                 else:
                     group, elem, length = tag_length.unpack_from(src, at)
                     vr = b""
-                    if group == 2 and bytes(src[at + 4 : at + 6]) in _ALL_VRS:
+                    if group == 2 and bytes(src[at + 4 : at + 6]) in ALL_VR_BYTES:
                         # File Meta (PS3.10 7.1) is always Explicit VR LE; some
                         # senders leave it in front of an Implicit VR data set.
                         group, elem, vr, length = _LE_TAG_VR_LENGTH.unpack_from(src, at)
@@ -646,7 +645,7 @@ if EXTENSION is not None and hasattr(EXTENSION, "header_setup"):
     EXTENSION.header_setup(
         {tag: kind == _SQ for tag, (_, kind) in _WANTED.items()},
         SHORT_VR_BYTES,
-        _ALL_VRS,
+        ALL_VR_BYTES,
         MAX_VALUE_LENGTH,
         MAX_HELD,
         MAX_SEQUENCE_LENGTH,

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from archive.dicom import uids
 
 __all__ = [
+    "ALL_VR_BYTES",
     "BE",
     "DEFLATED",
     "DELIMITER_GROUP",
@@ -46,6 +47,8 @@ LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN"
 #: The same two sets as the bytes on the wire.
 SHORT_VR_BYTES = frozenset(vr.encode() for vr in SHORT_VRS)
 LONG_VR_BYTES = frozenset(vr.encode() for vr in LONG_VRS)
+#: Every VR we know, as bytes: two letters that tell an Explicit VR header.
+ALL_VR_BYTES = SHORT_VR_BYTES | LONG_VR_BYTES
 
 #: A length of 0xFFFFFFFF: the value (a sequence or item) ends at a delimiter.
 UNDEFINED_LENGTH = 0xFFFFFFFF

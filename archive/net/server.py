@@ -56,7 +56,15 @@ from archive.net.association import (
 )
 from archive.net.connection import Connection
 from archive.net.operation import MAX_IDENTIFIER, GetChannel, Operation
-from archive.services import Cancel, DatasetInterrupted, Registry, Request, Response, failure
+from archive.services import (
+    Cancel,
+    DatasetInterrupted,
+    Provider,
+    Registry,
+    Request,
+    Response,
+    failure,
+)
 
 log = logging.getLogger("archive.net")
 
@@ -292,7 +300,8 @@ class Server:
         if isinstance(command, CCancelRq):
             return  # nothing is running, so there is nothing to cancel
         dataset = _fragments(assoc) if command.has_dataset and identifier is None else None
-        why = self._not_served(command, context)
+        provider = self.registry.provider_for(command, context.abstract_syntax)
+        why = _not_served(command, context, provider)
         if why is not None:
             log.warning(
                 "%s for SOP Class %s on presentation context %d (%s): %s, refused",
@@ -305,6 +314,7 @@ class Server:
             # The reason is the Error Comment too (LO: 64 characters at most).
             await self._refuse(assoc, received, dataset, Status.SOP_CLASS_NOT_SUPPORTED, why)
             return
+        assert provider is not None  # without one, _not_served gave a reason
         request = Request(
             command=command,
             context_id=received.context_id,
@@ -319,8 +329,6 @@ class Server:
             channel=operation.channel if operation else None,
             extended=negotiated.extended.get(context.abstract_syntax, b""),
         )
-        provider = self.registry.provider_for(command, context.abstract_syntax)
-        assert provider is not None  # _not_served said so
         try:
             async with _closing(provider(request)) as responses:
                 async for response in responses:
@@ -336,27 +344,6 @@ class Server:
             # The association ended, or an A-RELEASE-RQ cut the data set short
             # (_serve answers it); the provider has cleaned up.
             return
-
-    def _not_served(self, command: Command, context: AcceptedContext) -> str | None:
-        """Why a request is not carried out on its presentation context (answered
-        0122 SOP Class not supported, PS3.7 C.5), or None."""
-        if not context.scu_role:
-            # The requestor gave the SCU role up for this class (PS3.7 D.3.3.4: a
-            # context proposed to receive C-GET's sub-operations on, accepted for
-            # any syntax we send): it may invoke nothing there, as our SCU side
-            # answers the mirror case (net/client.py).
-            return "the requestor has no SCU role on this presentation context"
-        affected = getattr(command, "affected_sop_class_uid", None)
-        if affected is not None and affected != context.abstract_syntax:
-            # A message belongs to the SOP Class of its presentation context
-            # (PS3.7 9.1, PS3.8 7.1.1.13), not served under a class nobody
-            # negotiated.
-            return "SOP Class is not the presentation context's"
-        if self.registry.provider_for(command, context.abstract_syntax) is None:
-            # No such operation for this SOP Class here (a C-STORE on a Q/R
-            # context, a C-ECHO on a storage one, a C-FIND where Q/R is off).
-            return "operation not served for this SOP Class"
-        return None
 
     @staticmethod
     async def _refuse(
@@ -479,3 +466,27 @@ def _retrieve(task: asyncio.Task[None]) -> None:
     exc = task.exception()
     if exc is not None and not isinstance(exc, AssociationError):
         log.error("operation failed after its association ended", exc_info=exc)
+
+
+def _not_served(
+    command: Command, context: AcceptedContext, provider: Provider | None
+) -> str | None:
+    """Why a request is not carried out on its presentation context (answered
+    0122 SOP Class not supported, PS3.7 C.5), or None; ``provider``: the one the
+    registry has for it."""
+    if not context.scu_role:
+        # The requestor gave the SCU role up for this class (PS3.7 D.3.3.4: a
+        # context proposed to receive C-GET's sub-operations on, accepted for
+        # any syntax we send): it may invoke nothing there, as our SCU side
+        # answers the mirror case (net/client.py).
+        return "the requestor has no SCU role on this presentation context"
+    affected = getattr(command, "affected_sop_class_uid", None)
+    if affected is not None and affected != context.abstract_syntax:
+        # A message belongs to the SOP Class of its presentation context
+        # (PS3.7 9.1, PS3.8 7.1.1.13), not served under a class nobody negotiated.
+        return "SOP Class is not the presentation context's"
+    if provider is None:
+        # No such operation for this SOP Class here (a C-STORE on a Q/R
+        # context, a C-ECHO on a storage one, a C-FIND where Q/R is off).
+        return "operation not served for this SOP Class"
+    return None

@@ -165,10 +165,6 @@ class Report:
         :data:`MAX_SKIPPED_LISTED` skipped; none sent or held)."""
         return [r for r in self.results if r.kind is kind]
 
-    @property
-    def bytes(self) -> int:
-        return self.sent_bytes
-
     def worst(self) -> Cause | None:
         """The worst cause of failure, or None when every instance succeeded."""
         causes = [r.cause for r in self.results if r.kind is Kind.FAILED and r.cause]
@@ -195,8 +191,8 @@ class Report:
             + f", failed {self.count(Kind.FAILED)}, skipped {skips}"
             f" of {self.total + self.unfinished} file(s)"
             + (f" ({warnings} with warnings)" if warnings else "")
-            + f"; {human_bytes(self.bytes)} ({self.bytes} bytes) in {self.elapsed:.2f} s,"
-            f" {self.bytes / elapsed / 1e6:.1f} MB/s, {done / elapsed:.1f} files/s"
+            + f"; {human_bytes(self.sent_bytes)} ({self.sent_bytes} bytes) in {self.elapsed:.2f} s,"
+            f" {self.sent_bytes / elapsed / 1e6:.1f} MB/s, {done / elapsed:.1f} files/s"
         ]
         if self.interrupted:
             rest = ", nor the folders not walked yet" if self.walk_unfinished else ""

@@ -408,7 +408,7 @@ def test_a_report_counts_what_went_well_and_keeps_what_it_lists() -> None:
     report.add(FileResult("w.dcm", Kind.WARNING, "1.2.8", status=0xB000, nbytes=5))
     report.add(FileResult("f.dcm", Kind.FAILED, "1.2.7", status=0xA700, cause=Cause.STATUS))
     assert len(report.results) == 20 + 2
-    assert (report.total, report.instances, report.bytes) == (1033, 1003, 10_005)
+    assert (report.total, report.instances, report.sent_bytes) == (1033, 1003, 10_005)
     lines = report.summary("imported").splitlines()
     assert lines[0].startswith(
         "imported 1001, already held 1, failed 1, skipped 30 of 1033 file(s) (1 with warnings); "
