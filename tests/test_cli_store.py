@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     generate_uid,
@@ -129,6 +130,28 @@ def dataset_bytes(path: Path) -> bytes:
     """What follows the File Meta of a Part 10 file."""
     _, offset = read_meta(path)
     return path.read_bytes()[offset:]
+
+
+def bare_copy(part10: Path, bare: Path) -> bytes:
+    """Write the data set of the Part 10 file ``part10`` alone to ``bare``."""
+    data = dataset_bytes(part10)
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    bare.write_bytes(data)
+    return data
+
+
+def bare_folder(tmp_path: Path) -> dict[str, tuple[Path, bytes, str]]:
+    """Data sets without File Meta in ``tmp_path / "in"``, one per syntax the probe
+    tells apart: SOP Instance UID -> (path, data set bytes, transfer syntax)."""
+    out = {}
+    for i, transfer_syntax in enumerate(
+        (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
+    ):
+        part10 = tmp_path / f"{i}.part10"
+        uid = make_instance(part10, transfer_syntax=transfer_syntax, series=f"1.2.3.4.{i}")
+        bare = tmp_path / "in" / f"{i}.raw"
+        out[uid] = (bare, bare_copy(part10, bare), transfer_syntax)
+    return out
 
 
 def sent_bytes(path: Path) -> bytes:
@@ -817,8 +840,6 @@ def test_store_data_sets_without_file_meta_to_dcmtk_storescp(
     storescp: tuple[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """storescp writes them as Part 10 files of the syntax we guessed; dcmdump reads them."""
-    from tests.scu.test_files import bare_folder
-
     port, out_dir = storescp
     bare = bare_folder(tmp_path)
     status = store("--aec", "STORESCP", "127.0.0.1", str(port), str(tmp_path / "in"))

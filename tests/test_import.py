@@ -21,6 +21,7 @@ from tests.conftest import make_config
 from tests.index import run
 from tests.index.test_find import q
 from tests.test_cli_store import (
+    bare_folder,
     copy_test_files,
     dataset_bytes,
     make_instance,
@@ -216,8 +217,6 @@ def test_import_data_sets_without_file_meta(
 ) -> None:
     """Imported as ``archive store`` sends them: the stored file gets a File Meta
     of the syntax the data set's first element shows."""
-    from tests.scu.test_files import bare_folder
-
     bare = bare_folder(tmp_path)
     data = tmp_path / "archive"
     assert main(["import", "--data", str(data), str(tmp_path / "in")]) == 0

@@ -23,9 +23,17 @@ from archive.scu import Cause, FileItem, FileResult, Kind, Report, discover, pro
 from archive.scu.files import NO_PREAMBLE
 from archive.store import read_meta
 from tests.conftest import RunningNode
-from tests.test_cli_store import CT_IMAGE, dataset_bytes, make_instance, store, stored_path
+from tests.index import MR
+from tests.test_cli_store import (
+    CT_IMAGE,
+    bare_copy,
+    bare_folder,
+    dataset_bytes,
+    make_instance,
+    store,
+    stored_path,
+)
 
-MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 #: A SOP Class UID of 65 characters: one too many (PS3.5 9.1).
 LONG_UID = "1.2." + "3" * 61
 
@@ -97,25 +105,17 @@ def test_probe_fails_a_file_whose_meta_uid_is_not_a_uid(
     assert result.reason.startswith(f"file meta {name} is not a UID")
 
 
-def bare_copy(part10: Path, bare: Path) -> bytes:
-    """Write the data set of the Part 10 file ``part10`` alone to ``bare``."""
-    data = dataset_bytes(part10)
-    bare.parent.mkdir(parents=True, exist_ok=True)
-    bare.write_bytes(data)
-    return data
-
-
 @pytest.mark.parametrize("transfer_syntax", [IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE])
 def test_probe_reads_a_data_set_without_file_meta(tmp_path: Path, transfer_syntax: str) -> None:
     """Written without File Meta (older modalities did): sent as storescu sends it,
     in the syntax its first element shows, with its own SOP Class and Instance."""
     part10 = tmp_path / "a.dcm"
-    uid = make_instance(part10, transfer_syntax=transfer_syntax, sop_class=MR_IMAGE)
+    uid = make_instance(part10, transfer_syntax=transfer_syntax, sop_class=MR)
     data = bare_copy(part10, tmp_path / "bare")
     item = probe(tmp_path / "bare")
     assert isinstance(item, FileItem)
     assert (item.bare, item.offset, item.size) == (True, 0, len(data))
-    assert item.key == (MR_IMAGE, transfer_syntax)
+    assert item.key == (MR, transfer_syntax)
     assert item.meta.media_storage_sop_instance_uid == uid
 
 
@@ -220,18 +220,6 @@ def test_store_sends_the_others_when_one_meta_uid_is_not_a_uid(
     ]
     data = node.config.node.data_dir
     assert [stored_path(data, uid).exists() for uid in uids] == [True, False, True]
-
-
-def bare_folder(tmp_path: Path) -> dict[str, tuple[Path, bytes, str]]:
-    """Data sets without File Meta in ``tmp_path / "in"``, one per syntax the probe
-    tells apart: SOP Instance UID -> (path, data set bytes, transfer syntax)."""
-    out = {}
-    for i, transfer_syntax in enumerate((IMPLICIT_VR_LE, EXPLICIT_VR_LE, EXPLICIT_VR_BE)):
-        part10 = tmp_path / f"{i}.part10"
-        uid = make_instance(part10, transfer_syntax=transfer_syntax, series=f"1.2.3.4.{i}")
-        bare = tmp_path / "in" / f"{i}.raw"
-        out[uid] = (bare, bare_copy(part10, bare), transfer_syntax)
-    return out
 
 
 def test_store_sends_data_sets_without_file_meta(

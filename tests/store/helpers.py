@@ -340,6 +340,12 @@ def all_rows(root: Path) -> dict[str, tuple[str, int, str]]:
     return {uid: (path, size, digest) for uid, path, size, digest in rows}
 
 
+def readonly_query(root: Path, sql: str) -> list[Any]:
+    """The rows of ``sql`` on the index, read without a writer."""
+    with _readonly(root) as conn:
+        return conn.execute(sql).fetchall()
+
+
 class _readonly:
     def __init__(self, root: Path) -> None:
         self.conn = sqlite3.connect(f"file:{root / 'index.sqlite'}?mode=ro", uri=True, timeout=10)
@@ -390,21 +396,29 @@ def pid_rss(pid: int) -> tuple[int, int]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def serve(
+def spawn(
     root: Path, port: int, log: Path, *, config: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """``archive serve`` on 127.0.0.1:``port`` with data folder ``root`` (and the
-    configuration file ``config``, if given), listening."""
+    configuration file ``config``, if given), its output appended to ``log``;
+    not waited for."""
     command = [*archive_command(), "serve", "--data", str(root), "--port", str(port)]
     if config is not None:
         command += ["--config", str(config)]
     with log.open("ab") as sink:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [*command, "--host", HOST],
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
+
+
+def serve(
+    root: Path, port: int, log: Path, *, config: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """:func:`spawn`, once it listens."""
+    proc = spawn(root, port, log, config=config)
     try:
         wait_listening(port, proc, 20)
     except BaseException:

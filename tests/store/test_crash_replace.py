@@ -39,15 +39,12 @@ import itertools
 import os
 import random
 import signal
-import sqlite3
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
-from tests.interop.conftest import archive_command, stop
+from tests.interop.conftest import stop
 from tests.store.helpers import (
-    HOST,
     SUCCESS,
     CrashClients,
     StoreFn,
@@ -55,8 +52,10 @@ from tests.store.helpers import (
     encode_dataset,
     fixed_port,
     make_dataset,
+    readonly_query,
     serve,
     sha256,
+    spawn,
     split_part10,
     start_clean_and_stop,
 )
@@ -255,14 +254,6 @@ def explain(family: Family, found: Tree) -> str | None:
 # ---- reading the index ----------------------------------------------------------------------
 
 
-def _query(root: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(f"file:{root / 'index.sqlite'}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
 def aggregate_problems(root: Path) -> list[str]:
     """Each stored count that differs from the one recomputed from the rows below it,
     each link that disagrees, each level left empty."""
@@ -308,10 +299,10 @@ def aggregate_problems(root: Path) -> list[str]:
             FROM totals t""",
     }
     for name, sql in checks.items():
-        for key, stored, counted in _query(root, sql):
+        for key, stored, counted in readonly_query(root, sql):
             if stored != counted:
                 problems.append(f"{name} of {key}: {stored} stored, {counted} counted")
-    for key, *_ in _query(
+    for key, *_ in readonly_query(
         root,
         "SELECT i.sop_instance_uid FROM instance i JOIN series se ON se.pk = i.series_pk"
         " WHERE i.study_pk <> se.study_pk",
@@ -325,22 +316,23 @@ def aggregate_problems(root: Path) -> list[str]:
         "patient": "SELECT patient_id FROM patient p WHERE NOT EXISTS"
         " (SELECT 1 FROM study st WHERE st.patient_pk = p.pk)",
     }.items():
-        problems += [f"empty {level} {key}" for key, *_ in _query(root, sql)]
+        problems += [f"empty {level} {key}" for key, *_ in readonly_query(root, sql)]
     problems += [
-        f"unflushed journal names {uid}" for uid, *_ in _query(root, "SELECT * FROM unflushed")
+        f"unflushed journal names {uid}"
+        for uid, *_ in readonly_query(root, "SELECT * FROM unflushed")
     ]
     return problems
 
 
 def index_tree(root: Path) -> tuple[Tree, dict[str, tuple[str, int, str]]]:
     """The index as a :data:`Tree`, and its instance rows: uid -> (path, size, digest)."""
-    instances = _query(root, "SELECT sop_instance_uid, path, size, digest FROM instance")
-    series = _query(
+    instances = readonly_query(root, "SELECT sop_instance_uid, path, size, digest FROM instance")
+    series = readonly_query(
         root,
         "SELECT se.series_instance_uid, st.study_instance_uid FROM series se"
         " JOIN study st ON st.pk = se.study_pk",
     )
-    studies = _query(
+    studies = readonly_query(
         root,
         "SELECT st.study_instance_uid, p.patient_id FROM study st"
         " JOIN patient p ON p.pk = st.patient_pk",
@@ -379,14 +371,7 @@ def split_by_family(families: list[Family], tree: Tree) -> tuple[list[Tree], lis
 def kill_during_start_up(root: Path, port: int, log: Path, config: Path, delay: float) -> None:
     """Start ``archive serve`` and SIGKILL it after ``delay`` s, listening or not
     (the recovery of the last crash may be running)."""
-    command = [*archive_command(), "serve", "--data", str(root), "--port", str(port)]
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [*command, "--host", HOST, "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    proc = spawn(root, port, log, config=config)
     try:
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)

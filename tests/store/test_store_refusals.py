@@ -33,7 +33,7 @@ from archive.dicom.ul import codec
 from archive.dicom.ul.negotiation import build_request
 from archive.dicom.ul.pdu import AAssociateAc, RoleSelection
 from tests.conftest import RunningNode
-from tests.dicom.header_helpers import encapsulated
+from tests.dicom.header_helpers import JPEG_BASELINE, encapsulated
 from tests.net.rawpeer import A_RELEASE_RQ, RawPeer, p_data_pdu, wait_until
 from tests.store.helpers import (
     CANNOT_UNDERSTAND,
@@ -95,11 +95,10 @@ def test_a_store_on_a_context_where_the_requestor_is_scp_only_is_0122(
         toml="[association]\naccept_all_transfer_syntaxes = false\n"
         'transfer_syntaxes = ["1.2.840.10008.1.2.1"]\n'
     )
-    jpeg = "1.2.840.10008.1.2.4.50"
     rq = build_request(
         "RAWSCU",
         "ARCHIVE",
-        [(SECONDARY_CAPTURE, [jpeg]), (CT_IMAGE, [EXPLICIT_VR_LE])],
+        [(SECONDARY_CAPTURE, [JPEG_BASELINE]), (CT_IMAGE, [EXPLICIT_VR_LE])],
         max_pdu_length=65536,
         roles=[RoleSelection(SECONDARY_CAPTURE, scu_role=False, scp_role=True)],
     )
