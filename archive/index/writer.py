@@ -24,6 +24,11 @@ batch's new rows are taken back at once (their stores are answered 0xA700 and
 their files discarded), and the journal stays for the next start-up to check
 (which also gives a refused replacement's place back to the version it replaced).
 
+A batch that fails (rolled back whole) is tried again one operation at a time,
+each in a transaction of its own, unless SQLite said the database cannot be
+written now (full, I/O, locked, read-only): what failed may be one instance's
+values, and the stores of other associations batched with it must not fail too.
+
 The queue is unbounded on purpose: every submitter waits for its own commit, so at
 most one operation per concurrent store is ever queued; backpressure is that wait.
 
@@ -316,6 +321,17 @@ class GroupCommitWriter:
         except Exception as exc:
             # apply_batch rolled back: nothing of this batch is in the index.
             self._failed_batches += 1
+            if len(batch) > 1 and not _resource_error(exc):
+                # What failed may be one operation's values (or a bug they reach):
+                # other associations' stores must not fail with it. Each is tried
+                # again in a transaction of its own, in queue order.
+                log.warning(
+                    "index: a batch of %d operations failed (%s: %s); committing them one by one",
+                    len(batch), type(exc).__name__, exc,
+                )  # fmt: skip
+                for pending in batch:
+                    self._commit(conn, [pending])
+                return
             message = f"index transaction of {len(batch)} operation(s) failed: {exc}"
             errors: list[tuple[asyncio.Future[Any], object]] = []
             for pending in batch:
@@ -346,6 +362,34 @@ class GroupCommitWriter:
             log.warning("index: the journal of the last batch is left for the next start: %s", exc)
         finally:
             conn.close()
+
+
+#: SQLite's primary result codes for a database that cannot be written now
+#: (full, I/O, locked, read-only, damaged): every operation of a batch would fail
+#: alone as it failed together, so its batch is not tried again one by one.
+_RESOURCE_CODES = frozenset(
+    {
+        5,  # SQLITE_BUSY
+        6,  # SQLITE_LOCKED
+        7,  # SQLITE_NOMEM
+        8,  # SQLITE_READONLY
+        10,  # SQLITE_IOERR
+        11,  # SQLITE_CORRUPT
+        13,  # SQLITE_FULL
+        14,  # SQLITE_CANTOPEN
+        15,  # SQLITE_PROTOCOL
+        26,  # SQLITE_NOTADB
+    }
+)
+
+
+def _resource_error(exc: BaseException) -> bool:
+    if isinstance(exc, OSError | MemoryError):
+        return True
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _RESOURCE_CODES
 
 
 def _is_operation(operation: Operation | Probe) -> TypeGuard[Operation]:

@@ -98,10 +98,12 @@ def test_adds_pile_up_while_the_writer_waits_for_the_disk(tmp_path: Path) -> Non
     run(main())
 
 
-def test_a_failing_batch_fails_exactly_its_adds_and_the_writer_goes_on(tmp_path: Path) -> None:
+def test_an_operation_that_fails_its_batch_fails_alone_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "index.db"
     before = [make_instance(n, study="1.1") for n in range(5)]
-    doomed = [make_instance(n, study="2.2") for n in range(5)]
+    others = [make_instance(n, study="2.2") for n in range(5)]
     poison = make_instance(1, study="poison", series="poison")
     after = [make_instance(n, study="3.3") for n in range(5)]
 
@@ -110,28 +112,52 @@ def test_a_failing_batch_fails_exactly_its_adds_and_the_writer_goes_on(tmp_path:
             await asyncio.gather(*(index.add(x) for x in before))
             execute(db, FAIL_ON_POISON)
             results = await asyncio.gather(
-                *(index.add(x) for x in [*doomed[:2], poison, *doomed[2:]]),
+                *(index.add(x) for x in [*others[:2], poison, *others[2:]]),
                 return_exceptions=True,
             )
-            assert len(results) == 6
-            for result in results:
-                assert type(result) is IndexWriteError
-                assert isinstance(result.__cause__, sqlite3.IntegrityError)
-                assert str(result.__cause__) == "injected failure"
-                assert result.code == "index.write_failed"
-            assert len({id(r) for r in results}) == 6  # one exception object per waiter
+            # The batch of six failed; tried again one by one, only the poison fails.
+            assert results[:2] == [None, None]
+            assert results[3:] == [None] * 3
+            failed = results[2]
+            assert type(failed) is IndexWriteError
+            assert isinstance(failed.__cause__, sqlite3.IntegrityError)
+            assert str(failed.__cause__) == "injected failure"
+            assert failed.code == "index.write_failed"
             await asyncio.gather(*(index.add(x) for x in after))
             assert index.writer_stats == WriterStats(
-                commits=2, operations=10, failed_batches=1, largest_batch=5
+                commits=7, operations=15, failed_batches=2, largest_batch=5
             )
-            assert await index.stats() == Stats(1, 2, 2, 10, 10_000)
-            # Nothing of the failed batch leaked, not even its patient/study rows.
-            for item in [*doomed, poison]:
-                assert await index.instance(item.attrs.sop_instance_uid) is None
+            assert await index.stats() == Stats(1, 3, 3, 15, 15_000)
+            # Nothing of the failed operation leaked, not even its patient/study rows.
+            assert await index.instance(poison.attrs.sop_instance_uid) is None
 
     run(main())
     studies = query(db, "SELECT study_instance_uid, number_of_instances FROM study ORDER BY 1")
-    assert studies == [("1.1", 5), ("3.3", 5)]
+    assert studies == [("1.1", 5), ("2.2", 5), ("3.3", 5)]
+
+
+def test_a_batch_that_fails_for_want_of_space_is_not_tried_again(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    items = [make_instance(n, study=f"2.{n}", series=f"3.{n}") for n in range(300)]
+
+    def cap(conn: sqlite3.Connection) -> object:
+        # The database may not grow: SQLITE_FULL, as on a full disk.
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        return conn.execute(f"PRAGMA max_page_count = {pages}").fetchone()
+
+    async def main() -> None:
+        async with await Index.open(db) as index:
+            await index.add(make_instance(9, study="1.1"))
+            await index._writer.on_connection(cap)
+            results = await asyncio.gather(*(index.add(x) for x in items), return_exceptions=True)
+            assert all(type(r) is IndexWriteError for r in results), results
+            assert all(isinstance(r, BaseException) and "full" in str(r.__cause__) for r in results)
+            # One failed batch: each add alone would have failed as they all did.
+            assert index.writer_stats == WriterStats(
+                commits=1, operations=1, failed_batches=1, largest_batch=1
+            )
+
+    run(main())
 
 
 def test_a_failed_batch_of_many_chunks_leaves_nothing_staged(tmp_path: Path) -> None:
@@ -181,11 +207,14 @@ def test_refusals_are_read_inside_the_batch_transaction(
         async with await Index.open(db) as index:
             await index.add(held)  # refuses nothing
             results = await asyncio.gather(index.add(new), index.add(held), return_exceptions=True)
-            assert [type(r) for r in results] == [IndexWriteError, IndexWriteError]
-            assert await index.instance(new.attrs.sop_instance_uid) is None
+            # The batch failed whole; tried again one by one, the add refusing
+            # nothing commits and the one whose refusal cannot be told fails.
+            assert [type(r) for r in results] == [type(None), IndexWriteError]
+            assert await index.instance(new.attrs.sop_instance_uid) is not None
+            assert index.writer_stats.failed_batches == 2
 
     run(main())
-    assert query(db, "SELECT count(*) FROM instance") == [(1,)]
+    assert query(db, "SELECT count(*) FROM instance") == [(2,)]
 
 
 def test_text_with_a_nul_is_stored_whole(tmp_path: Path) -> None:
