@@ -21,7 +21,9 @@ Statuses (PS3.4 B.2.3, PS3.7 C):
   index commit, so a failed replacement leaves the instance held intact.
 - ``reject``: a different duplicate fails with 0x0111 Duplicate SOP Instance
   (PS3.7 C.4.x general failure), with an error comment.
-- 0xA700 Refused, Out of Resources: disk full, I/O error, index failure.
+- 0xA700 Refused, Out of Resources: disk full, I/O error, index failure. On a
+  full disk, an instance held already is still answered as above when no new
+  file is needed (identical content; other content under ``keep`` or ``reject``).
 - 0xA900 / 0xC000 from :mod:`archive.dicom.header`: a data set that does not match
   the command or lacks its Study or Series Instance UID (A900), or that cannot be
   parsed or lacks its SOP Class or Instance UID (C000).
@@ -52,6 +54,7 @@ from archive.dicom.uids import usable_uid
 from archive.errors import ArchiveError
 from archive.index import DuplicateInstanceError, StoredInstance
 from archive.services.base import DatasetInterrupted, Provider, Request, Response
+from archive.store import StoreError
 
 log = logging.getLogger("archive.store")
 
@@ -197,7 +200,13 @@ class Ingest:
                 # Optimistic: most instances are new. Write the tail, link and
                 # flush in one trip to the I/O pool and add the row; only when
                 # either finds the UID taken do the duplicate rules run.
-                if await writer.finish_and_place():
+                try:
+                    placed = await writer.finish_and_place()
+                except StoreError as exc:
+                    if not exc.no_space:
+                        raise
+                    return await self._without_space(writer, uid, exc)
+                if placed:
                     try:
                         await self.index.add(self._item(writer, attrs, transfer_syntax, source_ae))
                     except DuplicateInstanceError:
@@ -225,29 +234,9 @@ class Ingest:
         uid = attrs.sop_instance_uid
         held = await self.index.instance(uid)
         if held is not None:
-            # Success on what a reader sees is safe: a row is visible from its
-            # commit, before the flush of its batch (flush = "batch"), but the
-            # store that added it holds this UID's lock until its batch is flushed.
-            # Unless that flush failed: then nothing is acknowledged any more.
-            self.index.check_writable()
-            if await self.files.missing(held.path):
-                # The index holds nothing but a row (a file deleted by hand, lost
-                # with a disk): whatever the policy, this copy is stored in its
-                # place. Resending is how a modality repairs a missing image.
-                log.warning("instance %s: its stored file was missing; stored again", uid)
-            elif held.digest == writer.digest:
-                return _IDENTICAL
-            elif self.duplicates == "keep":
-                log.warning("instance %s already held with other content: kept", uid)
-                return _KEPT
-            elif self.duplicates == "reject":
-                return _refused(
-                    uid,
-                    Outcome(
-                        Status.DUPLICATE_SOP_INSTANCE,
-                        "SOP Instance UID already held with other content",
-                    ),
-                )
+            answer = await self._answer_held(uid, held, writer.digest)
+            if answer is not None:
+                return answer
         # A replacement, or a file nobody indexed at the first place (debris of
         # an older failure): either way the new version goes beside it, and the
         # other versions go once the index points at the new one.
@@ -267,6 +256,49 @@ class Ingest:
             return STORED
         writer.release()
         return STORED
+
+    async def _answer_held(self, uid: str, held: Held, digest: str) -> Outcome | None:
+        """The duplicate rules' answer for content ``digest`` of an instance the
+        index holds; None if this copy is to be stored (a replacement, or the
+        held file is missing)."""
+        # Success on what a reader sees is safe: a row is visible from its
+        # commit, before the flush of its batch (flush = "batch"), but the
+        # store that added it holds this UID's lock until its batch is flushed.
+        # Unless that flush failed: then nothing is acknowledged any more.
+        self.index.check_writable()
+        if await self.files.missing(held.path):
+            # The index holds nothing but a row (a file deleted by hand, lost
+            # with a disk): whatever the policy, this copy is to be stored in
+            # its place. Resending is how a modality repairs a missing image.
+            log.warning("instance %s: its stored file is missing; storing this copy", uid)
+            return None
+        if held.digest == digest:
+            return _IDENTICAL
+        if self.duplicates == "keep":
+            log.warning("instance %s already held with other content: kept", uid)
+            return _KEPT
+        if self.duplicates == "reject":
+            return _refused(
+                uid,
+                Outcome(
+                    Status.DUPLICATE_SOP_INSTANCE,
+                    "SOP Instance UID already held with other content",
+                ),
+            )
+        return None
+
+    async def _without_space(self, writer: Writer, uid: str, error: StoreError) -> Outcome:
+        """The disk filled up under this store, yet all of it was received and
+        hashed (``archive/store/writer.py``, "Disk full"): an instance held
+        already is answered as the duplicate rules answer it when they need no
+        new file (identical content; other content under ``keep`` or
+        ``reject``), so that a modality's retries of what the archive holds do
+        not stay stuck while the disk is full. Anything else: ``error`` (0xA700)."""
+        held = await self.index.instance(uid)
+        answer = None if held is None else await self._answer_held(uid, held, writer.digest)
+        if answer is None:
+            raise error
+        return answer
 
     @staticmethod
     def _item(

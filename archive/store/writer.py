@@ -27,6 +27,14 @@ instances/s on one association and from 290 to 404/s on four. Files below
 :data:`WRITE_BEHIND` keep their pages: a few pages are not worth the three
 calls.
 
+Disk full. A write that fails for want of space (ENOSPC, EDQUOT) does not
+stop the writer: it writes nothing more, but goes on hashing what it is given,
+and its finish raises the error with :attr:`FileWriter.digest` set, the whole
+data set's. Every chunk is hashed before any call that could fail for space, so
+that digest is whole: the store can still answer an instance it already holds
+(identical content needs no new file), which is what a modality's retry queue
+sends while the disk is full.
+
 The rest (layout, folders, recovery, durability, the digest) is in ``files.py``.
 """
 
@@ -90,6 +98,8 @@ class FileWriter:
         self._queued = len(file_meta)
         self._busy = False
         self._failed: StoreError | None = None
+        # Set once a write failed for want of space: from then on, hash only.
+        self._full: StoreError | None = None
         self._finisher: _Finisher | None = None
         self._job: Future[object] | None = None
         self._meta_pending = True
@@ -143,7 +153,12 @@ class FileWriter:
                 self._busy = True
         if job is None:
             job = self._job = self.store.submit(self._drain)
-        result = await asyncio.wrap_future(job)
+        try:
+            result = await asyncio.wrap_future(job)
+        except StoreError as exc:
+            if exc.no_space:
+                self.digest = self._hash.hexdigest()  # whole: see "Disk full"
+            raise
         self.digest = self._hash.hexdigest()
         return result
 
@@ -178,12 +193,15 @@ class FileWriter:
             raise
 
     def _write_sync(self, chunks: list[bytes | memoryview], *, early: bool = False) -> None:
+        # Hashed first, whatever the write does (module docstring, "Disk full").
+        self._hash_data_set(chunks)
+        if self._full is not None:
+            return
         try:
             if self._fd < 0:
                 self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 # While the data is arriving, not once it has all arrived.
                 self.store.ensure_folder((self.store.root / self.relative).parent)
-            self._hash_data_set(chunks)
             start = self._offset
             self._offset += place.write_all(self._fd, chunks)
             if early and self.store.durable:
@@ -193,7 +211,21 @@ class FileWriter:
                 # whole file: 0.15 instead of 0.6 ms for 0.5 MB.
                 os.posix_fadvise(self._fd, start, self._offset - start, os.POSIX_FADV_DONTNEED)
         except OSError as exc:
-            raise _store_error(exc, "write") from exc
+            error = _store_error(exc, "write")
+            if not error.no_space:
+                raise error from exc
+            error.__cause__ = exc
+            self._full = error  # raised by the finisher, once all is hashed
+
+    def _raise_if_full(self) -> None:
+        """In a finisher, all hashed: the disk filled up on the way? Raise it."""
+        if self._full is None:
+            return
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = -2
+        raise self._full
 
     def _hash_data_set(self, chunks: list[bytes | memoryview]) -> None:
         """Hash what is about to be written, but the File Meta (queued first)."""
@@ -208,6 +240,7 @@ class FileWriter:
         """Finisher: write the tail, flush (strict) and close the part file."""
         if chunks:
             self._write_sync(chunks)
+        self._raise_if_full()
         self._close_sync()
 
     def _close_sync(self) -> None:
@@ -229,6 +262,7 @@ class FileWriter:
             return self._write_and_place_sync(chunks)
         if chunks:
             self._write_sync(chunks)
+        self._raise_if_full()
         # Link first, flush after: the file's fsync then carries the new directory
         # entry along on most filesystems, so the folder's fsync that follows
         # (kept: POSIX asks for it) finds little left to do. The file is at its
@@ -265,6 +299,7 @@ class FileWriter:
         are flushed by the batch's flush, like the file's).
         """
         self._hash_data_set(chunks)
+        self._raise_if_full()
         # A large file's tail starts its writeback in the call, like the rest of
         # the file did behind the receiver: it then runs while the index writes
         # the row, instead of in the flush after it.

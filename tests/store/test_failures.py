@@ -127,6 +127,57 @@ def test_disk_full_on_a_real_filesystem(small_disk: Path, node_factory: NodeFact
     assert_clean(node, big.uid, stored=4)
 
 
+def fill(disk: Path) -> Path:
+    """Take every free block of ``disk`` (a file of zeros); returns that file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        for size in (64 << 10, 512, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, bytes(size)):
+                    pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.mark.parametrize("flush", ["batch", "file"])
+@pytest.mark.parametrize("policy", ["keep", "reject", "replace"])
+def test_a_full_disk_still_answers_what_is_held(
+    small_disk: Path, node_factory: NodeFactory, policy: str, flush: str
+) -> None:
+    """A modality's retries of what the archive holds are answered while the
+    disk is full: identical content needs no new file, nor other content under
+    keep or reject. What needs space (new, or a replacement) gets 0xA700."""
+    toml = f'[store]\nduplicates = "{policy}"\nflush = "{flush}"\n'
+    node = node_factory(data_dir=str(small_disk / "data"), toml=toml)
+    # One below the write-behind size (placed in one trip), one above (written behind).
+    uids = ["1.2.826.0.1.3680043.2.1125.7001", "1.2.826.0.1.3680043.2.1125.7002"]
+    held = [
+        Item.of(make_dataset(sop_instance_uid=uid, pixel_bytes=size), EXPLICIT_VR_LE)
+        for uid, size in zip(uids, (2_000, 200_000), strict=True)
+    ]
+    other = [
+        Item.of(
+            make_dataset(sop_instance_uid=uid, pixel_bytes=size, patient_id="PID-2"),
+            EXPLICIT_VR_LE,
+        )
+        for uid, size in zip(uids, (2_000, 200_000), strict=True)
+    ]
+    assert archive_store(node.port, held, EXPLICIT_VR_LE) == [SUCCESS, SUCCESS]
+    filler = fill(small_disk)
+    new = Item.of(make_dataset(pixel_bytes=2_000), EXPLICIT_VR_LE)
+    statuses = archive_store(node.port, [*held, *other, new], EXPLICIT_VR_LE)
+    other_status = {"keep": SUCCESS, "reject": 0x0111, "replace": OUT_OF_RESOURCES}[policy]
+    assert statuses == [SUCCESS, SUCCESS, other_status, other_status, OUT_OF_RESOURCES]
+    root = data_dir(node)
+    for item in held:
+        assert read_stored(root, item.uid)[1] == item.data
+    assert_clean(node, new.uid, stored=2)
+    filler.unlink()
+    assert archive_store(node.port, [new], EXPLICIT_VR_LE) == [SUCCESS]
+
+
 # ---- disk full and I/O errors: fault injection ------------------------------------------
 
 
