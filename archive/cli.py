@@ -226,7 +226,10 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        running = await Node(config).start()
+        running = await _start_unless_stopped(Node(config), stop)
+        if running is None:
+            log.info("stopped during start-up")
+            return
         server = running.server
         assert server is not None
         node = config.node
@@ -248,6 +251,26 @@ async def serve(config: Config) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
+
+
+async def _start_unless_stopped(node: Node, stop: asyncio.Event) -> Node | None:
+    """Start ``node``; None if ``stop`` is set first (SIGINT or SIGTERM while the
+    start-up recovery reads back what was in flight: it may read large files).
+    Recovery may be cut short anywhere: each step is crash-safe (``Storage.recover``),
+    and a cancelled start closes what it opened."""
+    starting = asyncio.ensure_future(node.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if starting.done():
+        return starting.result()
+    starting.cancel()
+    try:
+        return await starting  # it finished after all: the caller stops it at once
+    except asyncio.CancelledError:
+        return None
 
 
 # ---- echo, peers ------------------------------------------------------------------------

@@ -8,8 +8,10 @@ store's I/O threads and the index's connections (their threads kept a failed
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
+import signal
 import socket
 import sqlite3
 import threading
@@ -103,3 +105,37 @@ def test_an_index_on_a_disk_without_syncfs_syncs_its_own_commits(
             await storage.close()
 
     assert run(scenario()) == (False, True, 2)  # 2: FULL
+
+
+def test_sigint_during_start_up_recovery_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while recovery reads back what was in flight (it may read large
+    files) stops the start there, and the data folder is left free."""
+    from archive import cli
+
+    root = tmp_path / "data"
+    recovering = threading.Event()
+
+    async def endless_recovery(self: Storage) -> None:
+        recovering.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(Storage, "recover", endless_recovery)
+    before = _threads()
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: threading.Thread(target=interrupt, daemon=True).start())
+        started = loop.time()
+        await asyncio.wait_for(cli.serve(make_config(data_dir=str(root), port=0)), 10)
+        return loop.time() - started
+
+    def interrupt() -> None:
+        assert recovering.wait(10)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    assert run(scenario()) < 5
+    assert "listening" not in capsys.readouterr().out
+    assert _threads() == before  # no I/O pool, no index connection left
+    unlock_data_folder(lock_data_folder(root))  # not DataFolderInUse
