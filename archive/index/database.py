@@ -93,13 +93,17 @@ SELECT_RECORD = (
     + f" FROM {INSTANCE_TABLES} WHERE i.sop_instance_uid = ?"
 )
 
-# Query results are read in two steps: the pks of every match (one short read, ints
-# only, in the order of the index the planner chose), then the records page by page,
-# each page its own read, so a slow consumer holds no reader and pins no WAL
-# snapshot. Keyset pagination over the query itself would force ORDER BY pk, which
-# makes SQLite walk the primary key instead of the index that selects.
+# Query results: the first _SNAPSHOT records straight from the query, one read (an
+# answer no larger is a snapshot: an entity moved by a correction meanwhile is
+# listed whole or not at all). A larger answer goes on in two steps: the pks of
+# every match (one short read, ints and keys only, in the order of the index the
+# planner chose), then the records of those not answered yet page by page, each
+# page its own read, so a slow consumer holds no reader and pins no WAL snapshot.
+# Keyset pagination over the query itself would force ORDER BY pk, which makes
+# SQLite walk the primary key instead of the index that selects.
 _PK_BATCH = 4096
-#: The first page is small so that the first C-FIND response leaves early.
+_SNAPSHOT = 256
+#: The first page after the snapshot is small: its responses leave early.
 _FIRST_PAGE = 16
 _PAGE = 256
 
@@ -466,8 +470,27 @@ class Index:
         per match: item 0 of a row is the entity's pk, then the values of
         ``RECORD_KEYWORDS[query.level]`` in that order."""
         select, parameters, page = find_statements(query, limit)
+        cap = _SNAPSHOT if limit is None else min(limit, _SNAPSHOT)
+        async with self._reader() as conn:
+            first = list(await conn.execute_fetchall(page.first, (*page.parameters, cap + 1)))
+        if len(first) <= cap:
+            if first:
+                yield [(row[0], *row[2:]) for row in first]
+            return
+        first = first[:cap]
+        if first:
+            yield [(row[0], *row[2:]) for row in first]
+        # More: every match's pk, read now, those answered left out by their key
+        # (an entity answered whose position changed meanwhile is not answered
+        # twice; one held throughout is in the snapshot or in this read).
+        answered = {row[1] for row in first}
         pks, keys = await self._pks(select, parameters, bounded=limit is not None)
-        async for rows in self._pages(page, pks, keys):
+        rest = [n for n, key in enumerate(keys) if key not in answered]
+        if limit is not None:
+            rest = rest[: limit - cap]
+        async for rows in self._pages(
+            page, array("q", (pks[n] for n in rest)), [keys[n] for n in rest]
+        ):
             yield rows
 
     async def retrieve(self, query: Query) -> list[InstanceRow]:

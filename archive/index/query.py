@@ -186,11 +186,14 @@ _PAGE = (
 
 class PageStatements(NamedTuple):
     """SQL of a page of records by pk, and by unique key; their parameters after
-    the page's values (a JSON array), which come first."""
+    the page's values (a JSON array), which come first. And ``first``: the first
+    records straight from the query, one read (its parameters: ``parameters``,
+    then how many at most)."""
 
     by_pk: str
     by_key: str
     parameters: tuple[object, ...]
+    first: str
 
 
 def _glob(pattern: str) -> str:
@@ -351,6 +354,10 @@ def find_statements(
 ) -> tuple[str, list[object], PageStatements]:
     """(SQL selecting the matching pks, its parameters, the statements of a page).
 
+    The first records are read straight from the query (``PageStatements.first``),
+    in one read: an answer that fits there is one snapshot of the index. Only a
+    larger one is read in two steps, as follows.
+
     Every statement selects the pk, then the entity's unique key (patient key,
     Study, Series or SOP Instance UID); a page statement's other columns are the
     record's. The pages are read after the pks, in later reads, while ingest goes
@@ -373,7 +380,8 @@ def find_statements(
         _PAGE.format(pk=pk, key=key, columns=columns, tables=tables, by=by, where=where)
         for by in (pk, key)
     )
-    return select, parameters, PageStatements(by_pk, by_key, conditions)
+    first = f"SELECT {pk}, {key}, {columns} FROM {tables} WHERE {where} LIMIT ?"
+    return select, parameters, PageStatements(by_pk, by_key, conditions, first)
 
 
 def record_from_row(level: Level, row: Sequence[object]) -> dict[str, object]:
