@@ -22,12 +22,15 @@ from pathlib import Path
 
 import msgspec
 
+from archive.dicom.dimse import Status
 from archive.dicom.filemeta import MAGIC, PREAMBLE_LENGTH, FileMetaError
 from archive.dicom.header import HeaderError
+from archive.dicom.store_request import check_store_request
+from archive.dicom.uids import usable_uid
 from archive.index import DuplicateInstanceError
 from archive.node import Storage, stored_from_scan
 from archive.reindex import DEFAULT_JOBS
-from archive.store import INSTANCES, StoreError, digest_file, scan_file
+from archive.store import INSTANCES, ScannedFile, StoreError, digest_file, scan_file
 
 log = logging.getLogger("archive.reconcile")
 
@@ -109,7 +112,7 @@ async def check(
         log.warning("check: removed %d row(s) without a file", len(report.missing_files))
     for path in unindexed:
         try:
-            scanned = await storage.files.run(scan_file, storage.files.path(path))
+            scanned = _as_ingest_would(await storage.files.run(scan_file, storage.files.path(path)))
         except (FileMetaError, HeaderError) as exc:  # not an instance: never acknowledged
             report.unreadable_files.append(path)
             log.warning("check: unreadable %s: %s", path, exc)
@@ -141,6 +144,23 @@ async def check(
             log.warning("check: cannot read %s (left in place): %s", path, error)
             report.inaccessible_files.append(path)
     return report
+
+
+def _as_ingest_would(scanned: ScannedFile) -> ScannedFile:
+    """``scanned``, if ingest would have stored it (its File Meta's UIDs as the
+    command's); else the HeaderError ingest answered. A file this node wrote
+    passes: one that does not was copied in, and indexed it would be served
+    under a UID that names no instance (retrieves logging whatever the data
+    set's damaged UID swallowed)."""
+    meta = scanned.meta
+    if not usable_uid(meta.media_storage_sop_instance_uid):
+        raise HeaderError(
+            "Media Storage SOP Instance UID is not a valid UID", Status.INVALID_OBJECT_INSTANCE
+        )
+    check_store_request(
+        scanned.attrs, meta.media_storage_sop_class_uid, meta.media_storage_sop_instance_uid
+    )
+    return scanned
 
 
 def _unopenable(root: Path, paths: list[str]) -> list[tuple[str, OSError]]:

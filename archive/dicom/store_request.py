@@ -9,6 +9,7 @@ from __future__ import annotations
 from archive.dicom.attributes import InstanceAttributes
 from archive.dicom.dimse.status import Status
 from archive.dicom.header import HeaderError
+from archive.dicom.uids import shown_uid
 
 __all__ = [
     "SERIES_INSTANCE_UID",
@@ -69,14 +70,14 @@ def check_store_request(
     if attrs.sop_class_uid != command_class:
         raise HeaderError(
             "SOP Class UID (0008,0016) differs from the command's:"
-            f" {attrs.sop_class_uid!r}, command {command_class!r}",
+            f" {shown_uid(attrs.sop_class_uid)}, command {shown_uid(command_class)}",
             mismatch,
             offending=SOP_CLASS_UID,
         )
     if attrs.sop_instance_uid != command_instance:
         raise HeaderError(
             "SOP Instance UID (0008,0018) differs from the command's:"
-            f" {attrs.sop_instance_uid!r}, command {command_instance!r}",
+            f" {shown_uid(attrs.sop_instance_uid)}, command {shown_uid(command_instance)}",
             mismatch,
             offending=SOP_INSTANCE_UID,
         )

@@ -291,6 +291,16 @@ def usable_uid(uid: str) -> bool:
     return 0 < len(uid) <= 64 and not uid.strip("0123456789.") and "" not in uid.split(".")
 
 
+def shown_uid(value: str) -> str:
+    """``value`` quoted for a log line if it is a usable UID, else only what it
+    is. A value that is no UID may be anything a damaged data set or a broken
+    peer put there (a length error swallows the names, IDs and dates that
+    follow): it is never repeated, as no patient data may reach the logs."""
+    if usable_uid(value):
+        return repr(value)
+    return f"<not a UID: {len(value)} characters>"
+
+
 def name(uid: str) -> str:
     """The keyword of a SOP class or transfer syntax we know, else ``uid`` itself (logs)."""
     return (

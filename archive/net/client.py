@@ -35,7 +35,7 @@ from archive.dicom.dimse import (
     category,
 )
 from archive.dicom.errors import RemoteProtocolError
-from archive.dicom.uids import IMPLICIT_VR_LE, VERIFICATION, usable_uid
+from archive.dicom.uids import IMPLICIT_VR_LE, VERIFICATION, shown_uid, usable_uid
 from archive.dicom.ul.machine import Closed, ProviderAbort, Role, UpperLayer
 from archive.dicom.ul.negotiation import AcceptedContext, accepted, build_request
 from archive.dicom.ul.pdu import (
@@ -274,15 +274,15 @@ class ClientAssociation:
             # Stored under the class of its context, or not at all (PS3.7 9.1).
             status = int(Status.SOP_CLASS_NOT_SUPPORTED)
             log.warning(
-                "C-GET sub-operation for instance %r of SOP Class %s on a context for %s:"
-                " refused", command.affected_sop_instance_uid,
-                command.affected_sop_class_uid, context.abstract_syntax,
+                "C-GET sub-operation for instance %s of SOP Class %s on a context for %s:"
+                " refused", shown_uid(command.affected_sop_instance_uid),
+                shown_uid(command.affected_sop_class_uid), context.abstract_syntax,
             )  # fmt: skip
         elif not usable_uid(command.affected_sop_instance_uid):
             status = int(Status.INVALID_OBJECT_INSTANCE)
             log.warning(
-                "C-GET sub-operation refused: SOP Instance UID %r is not a valid UID",
-                command.affected_sop_instance_uid,
+                "C-GET sub-operation refused: SOP Instance UID %s is not a valid UID",
+                shown_uid(command.affected_sop_instance_uid),
             )
         else:
             status = await on_store(command, context.transfer_syntax, fragments)

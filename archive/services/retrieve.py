@@ -39,7 +39,7 @@ from archive.dicom.dimse import CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, St
 from archive.dicom.dimse.status import StatusCategory, category
 from archive.dicom.filemeta import FileMetaError
 from archive.dicom.query import Query
-from archive.dicom.uids import IMPLICIT_VR_LE
+from archive.dicom.uids import IMPLICIT_VR_LE, usable_uid
 from archive.index import InstanceRow
 from archive.services.base import (
     Cancel,
@@ -331,12 +331,13 @@ class Retriever:
         )
         rsp = await target.store(context.id, command, filtered(source.chunks(first)))
         if category(rsp.status) not in (StatusCategory.SUCCESS, StatusCategory.WARNING):
-            log.warning(
-                "sub-operation for instance %s: status %#06x%s",
-                row.sop_instance_uid,
-                rsp.status,
-                f" ({rsp.error_comment})" if rsp.error_comment else "",
-            )
+            log.warning("sub-operation for instance %s: status %#06x", row.sop_instance_uid,
+                        rsp.status)  # fmt: skip
+            if rsp.error_comment:
+                # The destination's free text: PACSs put patient IDs and names
+                # there, so it stays out of the logs an operator keeps.
+                log.debug("sub-operation for instance %s: the destination says %r",
+                          row.sop_instance_uid, rsp.error_comment)  # fmt: skip
         return rsp.status
 
     async def _replaced(self, row: InstanceRow) -> InstanceRow | None:
@@ -359,6 +360,8 @@ class Retriever:
         size = 0
         limit = None if transfer_syntax == IMPLICIT_VR_LE else _MAX_UI_LIST
         for uid in failed:
+            if not usable_uid(uid):
+                continue  # not a UI value (a row made by an older version's check)
             size += len(uid) + 1
             if limit is not None and size > limit:
                 break  # the rest does not fit one explicit-VR UI value

@@ -50,7 +50,7 @@ from archive.dicom.dimse import CStoreRq, CStoreRsp, Status
 from archive.dicom.filemeta import FileMeta, encode_file_meta
 from archive.dicom.header import HeaderError, HeaderReader, InstanceAttributes
 from archive.dicom.store_request import check_store_request
-from archive.dicom.uids import usable_uid
+from archive.dicom.uids import shown_uid, usable_uid
 from archive.errors import ArchiveError
 from archive.index import DuplicateInstanceError, StoredInstance
 from archive.services.base import DatasetInterrupted, Provider, Request, Response
@@ -368,7 +368,10 @@ def _refused(sop_instance_uid: str, outcome: Outcome) -> Outcome:
     """Log a store refused for what was sent (not for want of resources), and
     return its outcome: the SCU's operator has the status, the node's the why."""
     log.warning(
-        "instance %r refused, status 0x%04X: %s", sop_instance_uid, outcome.status, outcome.comment
+        "instance %s refused, status 0x%04X: %s",
+        shown_uid(sop_instance_uid),
+        outcome.status,
+        outcome.comment,
     )
     return outcome
 

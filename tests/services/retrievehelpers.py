@@ -56,6 +56,8 @@ class Channel:
 
     contexts: Sequence[Context]
     answers: dict[str, int] = field(default_factory=dict)
+    #: Error Comment (0000,0902) of the answer, per SOP Instance UID.
+    comments: dict[str, str] = field(default_factory=dict)
     received: dict[str, bytes] = field(default_factory=dict)
     commands: list[tuple[int, CStoreRq]] = field(default_factory=list)
     last_id: int = 0
@@ -105,6 +107,7 @@ class Channel:
             status=self.answers.get(uid, 0x0000),
             affected_sop_class_uid=command.affected_sop_class_uid,
             affected_sop_instance_uid=uid,
+            error_comment=self.comments.get(uid),
         )
 
 

@@ -11,6 +11,7 @@ early stops its workers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import struct
@@ -370,6 +371,28 @@ def test_get_statuses_per_suboperation(
     assert isinstance(final, CGetRsp)
     assert final.has_dataset
     assert sorted(channel.received) == sorted(explicit)
+
+
+def test_a_destination_s_error_comment_stays_out_of_the_log(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PACSs put patient IDs and names in an Error Comment: the failure is logged
+    (WARNING, its status), the peer's free text only at DEBUG."""
+    _, stored = corpus_files
+    explicit = [s.attrs.sop_instance_uid for s in stored if s.transfer_syntax_uid == ELE]
+    channel = Channel(
+        [Context(1, CT_IMAGE, ELE)],
+        answers={explicit[0]: 0xA700},
+        comments={explicit[0]: "ZZPID123 conflicts with ZZNAME^QQ"},
+    )
+    caplog.set_level(logging.DEBUG, logger="archive.retrieve")
+    get(corpus_files, tmp_path, channel)
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any(f"{explicit[0]}: status 0xa700" in line for line in shown), shown
+    assert not any("ZZ" in line for line in shown), shown
+    assert any("ZZPID123" in r.getMessage() for r in caplog.records)  # at DEBUG
 
 
 def test_get_all_failed_is_a702_with_the_list(

@@ -141,3 +141,18 @@ def test_convert_without_the_stored_syntax() -> None:
         f"the destination does not accept transfer syntax {RLE} for SOP class {CT_IMAGE} "
         "(no transcoding yet)"
     )
+
+
+def test_the_failed_list_leaves_out_what_is_no_uid() -> None:
+    """A row an older version's ``archive check --repair`` indexed may hold a SOP
+    Instance UID that is none (not even ASCII): the final response lists the
+    others instead of failing to encode (every C-MOVE/C-GET of the study ended
+    in an internal-error abort)."""
+    uids = ["1.2.3", "1.2.3\x00\x08ZZNAME", "9.\u00fc", "1.2.4"]
+    retriever = Retriever(None, [], None, priority=0, originator=None)  # type: ignore[arg-type]
+    retriever.counts = Counts(remaining=0, failed=4, failed_uids=uids)
+    dataset, comment = retriever.failed_list(ELE)
+    assert dataset is not None
+    (element,) = decode_dataset(dataset, ELE)
+    assert bytes(element.value).rstrip(b"\0").decode().split("\\") == ["1.2.3", "1.2.4"]  # type: ignore[arg-type]
+    assert comment == "Failed SOP Instance UID List: 2 UIDs left out"
