@@ -168,6 +168,11 @@ class Server:
             reply = self._decide(rq, conn)
             if isinstance(reply, AAssociateRj):
                 assoc.reject(reply)
+                # Not an association: the wait for the peer to close (ARTIM
+                # at most) must not hold a slot, or rejected requests left
+                # open would keep real callers out for that long.
+                self._active -= 1
+                counted = False
                 await assoc.wait_closed()
                 return
             ac, assoc.negotiated = reply

@@ -128,6 +128,35 @@ def test_association_limit_is_exact(node_factory: NodeFactory) -> None:
             peer.close()
 
 
+def test_a_rejected_request_left_open_does_not_hold_a_slot(node_factory: NodeFactory) -> None:
+    """A request rejected for the limit is no association: its connection, left
+    open by a peer that does not close after the A-ASSOCIATE-RJ (ARTIM closes it
+    later), must not count against the limit meanwhile, or a flood of rejected
+    requests locks real callers out for ARTIM's length."""
+    node = node_factory(toml="[association]\nmax_associations = 1\n[timeouts]\nartim = 30.0\n")
+    with RawPeer(node.host, node.port) as held:
+        assert isinstance(held.associate(), AAssociateAc)
+        lingering = [RawPeer(node.host, node.port) for _ in range(3)]
+        try:
+            for peer in lingering:
+                peer.send(associate_rq())
+                assert peer.recv_pdu() == RJ_LIMIT  # and the peer keeps the connection
+            wait_until(lambda: active(node) == 1, 3.0, "rejected requests not counted")
+            held.send(A_RELEASE_RQ)
+            assert held.recv_pdu() == A_RELEASE_RP
+        except BaseException:
+            for peer in lingering:
+                peer.close()
+            raise
+    try:
+        wait_until(lambda: active(node) == 0, 3.0, "released association gone")
+        with RawPeer(node.host, node.port) as next_caller:
+            assert isinstance(next_caller.associate(), AAssociateAc)
+    finally:
+        for peer in lingering:
+            peer.close()
+
+
 def test_burst_of_500_connections(node_factory: NodeFactory, enough_fds: None) -> None:
     node = node_factory(
         toml=f"[association]\nmax_associations = {LIMIT}\n[timeouts]\nartim = 5.0\n"
