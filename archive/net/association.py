@@ -103,6 +103,12 @@ class MessageIds:
 
 #: Coalesced messages are written at the latest once this many bytes are queued.
 COALESCE_BYTES = 64 * 1024
+#: Messages and fragments :meth:`Association.receive` hands out from what was
+#: read already before it lets the loop run others: a peer that sends requests
+#: without waiting for their answers (breaking the operations window it agreed)
+#: has a read-ahead of ~1 MiB buffered, ~13,000 C-ECHOs, which were served in
+#: one go while every other association waited (1.3 s measured).
+FAIR_TURN = 32
 
 
 class Outcome(enum.Enum):
@@ -148,6 +154,9 @@ class Association:
         #: Bytes of coalesced messages not yet written, and the pending write.
         self._coalesced = 0
         self._flush_soon: asyncio.Handle | None = None
+        #: Items received since this task last let the loop run others
+        #: (FAIR_TURN); counted whether or not a read suspended meanwhile.
+        self._turn = 0
 
     # ---- upper layer ---------------------------------------------------------------
 
@@ -256,6 +265,10 @@ class Association:
                             self.conn.quickack_on_read = True
                     elif item.last:  # type: ignore[union-attr]
                         self.conn.quickack_on_read = False
+                    self._turn += 1
+                    if self._turn >= FAIR_TURN:
+                        self._turn = 0
+                        await asyncio.sleep(0)  # the others' turn (FAIR_TURN)
                     return item
             event = await self.next_event(timeout)
             if isinstance(event, PDataTf):

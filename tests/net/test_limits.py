@@ -12,9 +12,11 @@ import resource
 import selectors
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -297,3 +299,67 @@ def test_a_peer_that_never_reads_is_cut_off(node_factory: NodeFactory) -> None:
         wait_until(lambda: active(node) == 0, 5, "association gone")
     finally:
         sock.close()
+
+
+#: A peer in a process of its own (in this one it would share our GIL and fall
+#: behind): associates, then sends C-ECHO-RQs 100 at a time and reads whatever
+#: comes back, until killed.
+_FLOODER = """
+import socket, sys, threading
+from archive.dicom.ul import codec
+from archive.dicom.ul.pdu import AAssociateAc
+from tests.net.rawpeer import RawPeer, echo_pdu
+peer = RawPeer("127.0.0.1", int(sys.argv[1]))
+assert isinstance(peer.associate(), AAssociateAc)
+peer.sock.settimeout(None)
+def drain():
+    while peer.sock.recv(1 << 20):
+        pass
+threading.Thread(target=drain, daemon=True).start()
+print("flooding", flush=True)
+batch = echo_pdu() * 100
+while True:
+    peer.sock.sendall(batch)
+"""
+
+
+def test_a_peer_that_pipelines_requests_does_not_stall_the_others(
+    node: RunningNode,
+) -> None:
+    """A peer that sends C-ECHO-RQs without waiting for their answers (breaking
+    the (1, 1) operations window) has ~1 MiB of requests read ahead: they were
+    all served in one go, every other association waiting (0.6 s median, 0.8 s
+    at worst, for a probe's C-ECHO in a review's run). Served FAIR_TURN at a
+    time, the probe's echoes wait milliseconds; the bound below is 10x that."""
+    flooder = subprocess.Popen(
+        [sys.executable, "-c", _FLOODER, str(node.port)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    async def probe() -> list[float]:
+        async with await associate(
+            node.host, node.port, calling_ae="PROBE", called_ae="ARCHIVE",
+            contexts=ECHO_CONTEXTS,
+            timeouts=Timeouts(artim=10.0, network=10.0, dimse=10.0, connect=10.0),
+        ) as assoc:  # fmt: skip
+            await asyncio.sleep(0.5)  # the flood under way
+            waits = []
+            for _ in range(40):
+                start = time.monotonic()
+                assert await assoc.echo() == 0x0000
+                waits.append(time.monotonic() - start)
+                await asyncio.sleep(0.02)
+            return waits
+
+    try:
+        assert flooder.stdout is not None
+        assert flooder.stdout.readline() == "flooding\n"
+        waits = asyncio.run(probe())
+    finally:
+        flooder.kill()
+        flooder.wait(10)
+        if flooder.stdout is not None:
+            flooder.stdout.close()
+    assert max(waits) < 0.25, sorted(waits)[-5:]
