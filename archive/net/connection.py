@@ -45,24 +45,29 @@ def _scratch() -> memoryview:
     return view
 
 
-def tune_socket(sock: Any) -> socket.socket | None:
-    """TCP_NODELAY on, QUICKACK where the platform has it.
-
-    Returns a socket object of our own on a duplicate of the descriptor, for
-    re-arming QUICKACK after every read: uvloop's stand-in socket builds a
-    new ``socket.socket`` on each ``setsockopt``, which costs more than the
-    system call itself on the per-read path.
-    """
+def tune_socket(sock: Any) -> None:
+    """TCP_NODELAY on, and QUICKACK where the platform has it."""
     if sock is None:
+        return
+    with contextlib.suppress(OSError):  # the socket already gone
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if _QUICKACK is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+
+
+def quickack_socket(sock: Any) -> socket.socket | None:
+    """A socket object of our own on a duplicate of ``sock``'s descriptor, for
+    re-arming QUICKACK after every read: uvloop's stand-in socket builds a new
+    ``socket.socket`` on each ``setsockopt``, which costs more than the system
+    call itself on the per-read path. Made when first needed (a data set
+    streaming in), as it costs a descriptor: associations that only query, or
+    requests rejected and left open, hold one each instead of two.
+    """
+    if sock is None or _QUICKACK is None:
         return None
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if _QUICKACK is None:
-            return None
-        own = socket.socket(fileno=os.dup(sock.fileno()))
-        own.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        return own
-    except OSError:  # pragma: no cover - socket already gone
+        return socket.socket(fileno=os.dup(sock.fileno()))
+    except OSError:  # the socket already gone, or no descriptor left
         return None
 
 
@@ -91,6 +96,8 @@ class Connection(asyncio.BufferedProtocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._sock: socket.socket | None = None
+        # The transport's socket, whose duplicate _sock becomes when first needed.
+        self._transport_sock: Any = None
         self._close_timer: asyncio.TimerHandle | None = None
         #: Re-arm QUICKACK after every read (while a data set streams in).
         self.quickack_on_read = False
@@ -103,7 +110,8 @@ class Connection(asyncio.BufferedProtocol):
         peer = self.transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = (str(peer[0]), int(peer[1]))
-        self._sock = tune_socket(self.transport.get_extra_info("socket"))
+        self._transport_sock = self.transport.get_extra_info("socket")
+        tune_socket(self._transport_sock)
         if not self.opened.done():
             self.opened.set_result(None)
 
@@ -151,6 +159,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._transport_sock = None
         self._received_pending()
         self.ul.receive_data(b"")
         self._wake()
@@ -182,9 +191,15 @@ class Connection(asyncio.BufferedProtocol):
         response carries the ACK), so the driver turns it on only while a data
         set is expected; each call is a system call.
         """
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
+        if self._sock is None:
+            if self.closed or self._transport_sock is None:
+                return
+            self._sock = quickack_socket(self._transport_sock)
+            if self._sock is None:
+                self._transport_sock = None  # not to be tried again on every read
+                return
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
 
     def _wake(self) -> None:
         waiter = self._waiter

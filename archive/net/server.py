@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -84,6 +85,38 @@ def timeouts_from(config: Config) -> Timeouts:
     return Timeouts(artim=t.artim, network=t.network, dimse=t.dimse, connect=t.connect)
 
 
+#: File descriptors one association may hold at once: its socket and the
+#: duplicate that re-arms QUICKACK (``connection.tune_socket``), an instance
+#: file being written or sent, and a spare (a file opened ahead, a C-MOVE's
+#: sub-association).
+FDS_PER_ASSOCIATION = 4
+#: File descriptors kept for the rest of the node: the index's connections and
+#: their WAL and shared-memory files, the listening socket, the log, the
+#: event loop's own.
+FDS_RESERVED = 64
+
+
+def association_budget(wanted: int) -> tuple[int, int]:
+    """How many of ``wanted`` associations the descriptor limit can serve, and
+    that limit. The soft limit (``ulimit -n``) is raised first as far as the
+    hard limit allows, to what ``wanted`` needs. An association that found no
+    descriptor was closed unanswered (no A-ASSOCIATE-RJ), and those accepted
+    failed their stores (0xA700) for want of one for the instance file."""
+    need = FDS_RESERVED + FDS_PER_ASSOCIATION * wanted
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < need:
+            raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+            if raised > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+                soft = raised
+    except (OSError, ValueError):  # pragma: no cover - no such limit here
+        return wanted, -1
+    if soft == resource.RLIM_INFINITY:
+        return wanted, -1
+    return max(1, min(wanted, (soft - FDS_RESERVED) // FDS_PER_ASSOCIATION)), soft
+
+
 class Server:
     """A DICOM acceptor listening on one address."""
 
@@ -95,6 +128,8 @@ class Server:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._active = 0
+        #: max_associations, or fewer if the file descriptors cannot serve it.
+        self.max_associations = config.association.max_associations
         # Unconsumed input above this pauses reading: a few PDUs' worth.
         max_pdu = config.association.max_pdu_length or (1 << 20)
         self._high_water = 4 * (max_pdu + 6)
@@ -111,6 +146,16 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         node = self.config.node
+        wanted = self.config.association.max_associations
+        self.max_associations, limit = association_budget(wanted)
+        if self.max_associations < wanted:
+            log.warning(
+                "association.max_associations = %d needs ~%d file descriptors, the limit"
+                " (ulimit -n) is %d: at most %d associations are accepted, the others are"
+                " rejected (local limit exceeded); raise the limit or lower the setting",
+                wanted, FDS_RESERVED + FDS_PER_ASSOCIATION * wanted, limit,
+                self.max_associations,
+            )  # fmt: skip
         if self.config.association.check_calling_host:
             self.policy = msgspec.structs.replace(
                 self.policy, calling_hosts=await _resolve_peers(self.config)
@@ -197,7 +242,7 @@ class Server:
     def _decide(
         self, rq: AAssociateRq, conn: Connection
     ) -> AAssociateRj | tuple[AAssociateAc, Negotiated]:
-        if self._active > self.config.association.max_associations:
+        if self._active > self.max_associations:
             return AAssociateRj(
                 RejectResult.TRANSIENT,
                 RejectSource.SERVICE_PROVIDER_PRESENTATION,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
 import selectors
 import socket
@@ -363,3 +364,75 @@ def test_a_peer_that_pipelines_requests_does_not_stall_the_others(
         if flooder.stdout is not None:
             flooder.stdout.close()
     assert max(waits) < 0.25, sorted(waits)[-5:]
+
+
+def test_a_descriptor_limit_lower_than_the_setting_caps_associations(tmp_path: Path) -> None:
+    """Under ``ulimit -n 128`` (hard too), 200 associations cannot be served: two
+    descriptors each (socket, QUICKACK's duplicate) ran out near 50, and the rest
+    were closed unanswered. The node says so at start and accepts what fits
+    ((128 - 64) / 4 = 16), rejecting the others as over the limit (2, 3, 2)."""
+    from tests.interop.conftest import archive_command, free_port, stop, wait_listening
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    config = tmp_path / "node.toml"
+    config.write_text("[association]\nmax_associations = 200\n")
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*archive_command(), "serve", "--data", str(tmp_path / "data"), "--port",
+             str(port), "--host", "127.0.0.1", "--config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+            preexec_fn=low_limit,
+        )  # fmt: skip
+    peers: list[RawPeer] = []
+    try:
+        wait_listening(port, proc, 20)
+        answers = []
+        for _ in range(60):
+            peer = RawPeer("127.0.0.1", port)
+            peers.append(peer)
+            peer.send(associate_rq())
+            answers.append(codec.decode(peer.recv_pdu()))
+        accepted = [a for a in answers if isinstance(a, AAssociateAc)]
+        assert len(accepted) == 16
+        assert answers[16:] == [AAssociateRj(2, 3, 2)] * 44
+        for peer in peers[:16]:
+            peer.send(A_RELEASE_RQ)
+            assert peer.recv_pdu() == A_RELEASE_RP
+            peer.close()
+        wait_until(lambda: pynetdicom_echo("127.0.0.1", port) == 0x0000, 10.0, "an echo")
+    finally:
+        for peer in peers:
+            peer.close()
+        stop(proc)
+    text = log.read_text()
+    assert "max_associations = 200 needs ~864 file descriptors" in text, text
+    assert "at most 16 associations are accepted" in text
+
+
+def test_an_association_that_streams_no_data_set_holds_one_descriptor(node: RunningNode) -> None:
+    """The duplicate that re-arms QUICKACK is made for the first data set only:
+    associations that echo or query, and requests rejected and left open, cost
+    the node their socket alone (two each before: a limit of 1,024 descriptors
+    served ~500 idle associations)."""
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = fds()
+    peers = [RawPeer(node.host, node.port) for _ in range(20)]
+    try:
+        for peer in peers:
+            assert isinstance(peer.associate(), AAssociateAc)
+            peer.send(echo_pdu())
+            peer.recv_pdu()
+        wait_until(lambda: active(node) == 20, 3.0, "20 associations")
+        # Ours and the node's end of each connection (the node runs in this process).
+        assert fds() - before <= 2 * 20 + 3
+    finally:
+        for peer in peers:
+            peer.close()
