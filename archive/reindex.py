@@ -9,9 +9,14 @@ reads whatever the file's size) and writes its row again through the index's
 writer (:meth:`archive.index.Index.refresh`: same path, size, digest and
 receipt). A patient, study or series value is only filled where the level has
 none: the one there is the latest received, which an older instance must not
-undo. These writes are not journaled for recovery (no file was written, and the
-old row and the new one are both valid), so a cut during a reindex loses at most
-the last rows it wrote, which the next run writes again.
+undo. Where it has none (a column a migration added), the latest received
+instance of the level that has one gives it, as ingest would have: the rows are
+read from the latest received to the earliest (files read ``jobs`` at a time,
+rows written in that order), and the values a level got from a later instance
+are kept for the earlier ones. These writes are not journaled for recovery (no
+file was written, and the old row and the new one are both valid), so a cut
+during a reindex loses at most the last rows it wrote, which the next run writes
+again.
 
 By default only rows an older header version made are read (the index knows
 which: ``instance.header_version``); ``everything`` reads all of them. Files are
@@ -29,14 +34,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import msgspec
 
-from archive.dicom.attributes import HEADER_VERSION
+from archive.dicom.attributes import HEADER_VERSION, InstanceAttributes
 from archive.dicom.filemeta import FileMetaError
 from archive.dicom.header import HeaderError
 from archive.errors import ArchiveError
+from archive.index import LEVEL_FIELDS, StoredInstance, refreshed
 from archive.node import Storage
 from archive.progress import Progress
 from archive.store import scan_header
@@ -79,22 +86,53 @@ async def reindex(
     assert index is not None
     started = time.monotonic()
     older_than = None if everything else HEADER_VERSION
-    rows = [row async for row in index.instance_paths(older_than=older_than)]
+    receipts = [row async for row in index.instance_receipts(older_than=older_than)]
+    # The latest received first; among those received at one time, the latest
+    # committed (pk order, as listed).
+    order = sorted(range(len(receipts)), key=lambda n: (receipts[n][2], n), reverse=True)
+    rows = [receipts[n][:2] for n in order]
     report = ReindexReport(rows=len(rows))
     bar = Progress(len(rows), label="instances", stream=progress_stream, enabled=progress)
-    pending = iter(rows)
+    pending = enumerate(rows)
     failures: list[ArchiveError] = []
+    given = _Given()
+    turn = 0
+    turns = asyncio.Condition()
+
+    def ready(seq: int) -> Callable[[], bool]:
+        return lambda: turn == seq or bool(failures)
 
     async def worker() -> None:
-        for uid, path in pending:
+        nonlocal turn
+        for seq, (uid, path) in pending:
             if failures:
                 return
+            read: tuple[StoredInstance, InstanceAttributes] | int | None = None
             try:
-                size = await _refresh(storage, uid, path, report)
+                read = await _read(storage, uid, path, report)
             except ArchiveError as exc:  # the index failed: stop, say why
                 failures.append(exc)
+            # Rows are written in the order read (module docstring): the write
+            # is queued in turn, its commit awaited after.
+            async with turns:
+                await turns.wait_for(ready(seq))
+                write = None
+                if isinstance(read, tuple) and not failures:
+                    held, attrs = read
+                    item = refreshed(held, attrs, given.of(held))
+                    given.note(held, item)
+                    write = asyncio.ensure_future(index.refresh_merged(item))
+                turn += 1
+                turns.notify_all()
+            if write is not None:
+                try:
+                    if await write:
+                        report.refreshed += 1
+                except ArchiveError as exc:
+                    failures.append(exc)
+            if failures:
                 return
-            bar.advance(1, size)
+            bar.advance(1, read if isinstance(read, int) else 0)
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -118,8 +156,11 @@ async def reindex(
     return report
 
 
-async def _refresh(storage: Storage, uid: str, path: str, report: ReindexReport) -> int:
-    """Write one row again from its file's header; the file's size (0 if not read)."""
+async def _read(
+    storage: Storage, uid: str, path: str, report: ReindexReport
+) -> tuple[StoredInstance, InstanceAttributes] | int:
+    """One row's record and the attributes its file's header holds now, to
+    write; else the file's size (0 if not read): nothing to write."""
     index = storage.index
     assert index is not None
     try:
@@ -139,6 +180,38 @@ async def _refresh(storage: Storage, uid: str, path: str, report: ReindexReport)
         report.changed_files.append(path)
         log.warning("reindex: %s is not the file indexed (size or UID differs): left", path)
         return scanned.size
-    if await index.refresh(held, scanned.attrs):
-        report.refreshed += 1
-    return scanned.size
+    return held, scanned.attrs
+
+
+class _Given:
+    """Level values this run has written, by level and entity, for the earlier
+    instances of the same level read after (a level left empty by the index is
+    filled by its latest received instance that has a value, as ingest would)."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, object], dict[str, object]] = {}
+
+    @staticmethod
+    def _keys(item: StoredInstance) -> dict[str, tuple[str, object]]:
+        attrs = item.attrs
+        return {
+            "p": ("p", (attrs.patient_id, attrs.issuer_of_patient_id)),
+            "st": ("st", attrs.study_instance_uid),
+            "se": ("se", attrs.series_instance_uid),
+        }
+
+    def of(self, item: StoredInstance) -> dict[str, object]:
+        keys = self._keys(item)
+        given: dict[str, object] = {}
+        for level_key in keys.values():
+            given.update(self._values.get(level_key, {}))
+        return given
+
+    def note(self, held: StoredInstance, item: StoredInstance) -> None:
+        """``item`` (``held`` refreshed) is written: the level values the index
+        had none of are now its."""
+        keys = self._keys(held)
+        for name, level in LEVEL_FIELDS.items():
+            value = getattr(item.attrs, name)
+            if value not in ("", None) and getattr(held.attrs, name) in ("", None):
+                self._values.setdefault(keys[level], {}).setdefault(name, value)

@@ -58,6 +58,9 @@ def make_file(
     description: str = "Reindexed",
     name: str = "Reindex^Test",
     transfer_syntax: str = ExplicitVRLittleEndian,
+    other_id: str | None = "OTHER-1",
+    procedure: str | None = "P-1",
+    order: str | None = "per series",
 ) -> Path:
     """A key object selection document (n even) or a CT image, with sequences; its
     SOP Instance UID is always as long (files of one kind are of one size)."""
@@ -67,18 +70,21 @@ def make_file(
         SOPInstanceUID=f"1.2.826.0.1.3680043.10.1000.{random.randrange(10**12, 10**13)}",
         PatientID="PID-R",
         PatientName=name,
-        OtherPatientIDsSequence=[dataset(PatientID="OTHER-1", IssuerOfPatientID="HOSP")],
         StudyInstanceUID=study,
         StudyDescription=description,
-        ProcedureCodeSequence=[code("P-1", "L", "Head CT")],
         SeriesInstanceUID=series,
         Modality="KO" if document else "CT",
-        # One order per series.
-        RequestAttributesSequence=[
-            dataset(RequestedProcedureID=f"RP-{n % 2}", AccessionNumber="ACC-R")
-        ],
         InstanceNumber=n,
     )
+    if other_id is not None:
+        ds.OtherPatientIDsSequence = [dataset(PatientID=other_id, IssuerOfPatientID="HOSP")]
+    if procedure is not None:
+        ds.ProcedureCodeSequence = [code(procedure, "L", "Head CT")]
+    if order is not None:  # by default one order per series (of two)
+        requested = f"RP-{n % 2}" if order == "per series" else order
+        ds.RequestAttributesSequence = [
+            dataset(RequestedProcedureID=requested, AccessionNumber="ACC-R")
+        ]
     if document:
         ds.ConceptNameCodeSequence = [code("113000", "DCM", "Of Interest")]
         ds.ContentTemplateSequence = [dataset(MappingResource="DCMR", TemplateIdentifier="2010")]
@@ -180,6 +186,36 @@ def test_reindex_puts_back_what_ingest_indexed_and_touches_no_file(
     everything = archive("reindex", "--data", str(data), "--all", "-j", "2")
     assert "12 of 12 instance(s) refreshed" in everything.stdout
     assert snapshot(data) == fresh
+
+
+def test_a_level_left_empty_by_an_upgrade_takes_its_latest_received_value(
+    tmp_path: Path,
+) -> None:
+    """A study's instances give it different sequences (a procedure code, the
+    patient's other IDs, the series' order), the last one none: ingest keeps the
+    latest received non-empty value. After an upgrade from before the sequences,
+    reindex gave the level the value of whichever instance it refreshed first
+    (with 8 jobs, any of them)."""
+    source = tmp_path / "in"
+    source.mkdir()
+    study, series = generate_uid(), generate_uid()
+    values = [("OTHER-0", "P-A", "RP-A"), ("OTHER-1", "P-B", "RP-B"), (None, None, None)]
+    for n, (other, procedure, order) in enumerate(values * 4):
+        folder = source / f"{n:02d}"
+        folder.mkdir()
+        make_file(folder, n, study, series, other_id=other, procedure=procedure, order=order)
+    data = tmp_path / "data"
+    for folder in sorted(source.iterdir()):  # one at a time: the order received
+        done = archive("import", str(folder), "--data", str(data))
+        assert done.returncode == 0, done.stdout + done.stderr
+    fresh = snapshot(data)
+    assert "P-B" in str(fresh["study"]) and "OTHER-1" in str(fresh["patient"])
+    assert "RP-B" in str(fresh["series"])
+    for _ in range(3):
+        downgrade(data)
+        done = archive("reindex", "--data", str(data), "-j", "8")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert snapshot(data) == fresh
 
 
 def test_a_sequence_query_matches_after_reindex(filled: Path) -> None:
@@ -357,7 +393,7 @@ def test_an_index_failure_is_a_one_line_error(
         raise IndexWriteError("database or disk is full")
 
     downgrade(filled)
-    monkeypatch.setattr(Index, "refresh", refuse)
+    monkeypatch.setattr(Index, "refresh_merged", refuse)
     status = main(["reindex", "--data", str(filled)])
     err = capsys.readouterr().err
     assert status != 0

@@ -7,7 +7,7 @@ constants and ``migrations/*.sql``).
 from __future__ import annotations
 
 from archive.index.connection import Durability
-from archive.index.database import Index, peek_stats
+from archive.index.database import LEVEL_FIELDS, Index, peek_stats, refreshed
 from archive.index.errors import (
     DuplicateInstanceError,
     IndexClosedError,
@@ -23,6 +23,7 @@ from archive.index.query import RECORD_KEYWORDS
 from archive.index.records import InstanceRow, Stats, StoredInstance, WriterStats
 
 __all__ = [
+    "LEVEL_FIELDS",
     "RECORD_KEYWORDS",
     "DuplicateInstanceError",
     "Durability",
@@ -40,4 +41,5 @@ __all__ = [
     "StoredInstance",
     "WriterStats",
     "peek_stats",
+    "refreshed",
 ]

@@ -16,8 +16,9 @@ import os
 import sqlite3
 import urllib.parse
 from array import array
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from types import MappingProxyType
 from typing import Any
 
 import aiosqlite
@@ -68,8 +69,8 @@ SELECT pk, sop_instance_uid, path, size, digest FROM instance WHERE pk > ?
 ORDER BY pk LIMIT ?
 """
 SELECT_INSTANCE_PATHS = """
-SELECT pk, sop_instance_uid, path FROM instance WHERE pk > ? AND header_version < ?
-ORDER BY pk LIMIT ?
+SELECT pk, sop_instance_uid, path, received_at FROM instance
+WHERE pk > ? AND header_version < ? ORDER BY pk LIMIT ?
 """
 #: Above every header version: ``header_version < ALL_VERSIONS`` holds for any row.
 _ALL_VERSIONS = 1 << 62
@@ -253,15 +254,10 @@ class Index:
         path, size, digest and receipt are kept. Not journaled nor flushed on its
         own (no file was written): see :class:`archive.index.batch.Refresh`.
         """
-        merged = msgspec.structs.replace(
-            attrs,
-            **{
-                name: value
-                for name in _LEVEL_FIELDS
-                if (value := getattr(held.attrs, name)) not in ("", None)
-            },
-        )
-        item = msgspec.structs.replace(held, attrs=merged)
+        return await self.refresh_merged(refreshed(held, attrs))
+
+    async def refresh_merged(self, item: StoredInstance) -> bool:
+        """:meth:`refresh` of an item :func:`refreshed` made."""
         _check(item)
         return await self._writer.refresh(item) is not None
 
@@ -342,14 +338,22 @@ class Index:
         Pages are separate read transactions: rows committed meanwhile may or may
         not appear, rows removed meanwhile may still appear once.
         """
+        async for uid, path, _ in self.instance_receipts(page=page, older_than=older_than):
+            yield uid, path
+
+    async def instance_receipts(
+        self, *, page: int = 1000, older_than: int | None = None
+    ) -> AsyncIterator[tuple[str, str, float]]:
+        """:meth:`instance_paths` with each instance's time of receipt (a refreshed
+        row keeps it, where its pk changes)."""
         last = 0
         below = _ALL_VERSIONS if older_than is None else older_than
         while True:
             async with self._reader() as conn:
                 rows = list(await conn.execute_fetchall(SELECT_INSTANCE_PATHS, (last, below, page)))
-            for pk, uid, path in rows:
+            for pk, uid, path, received_at in rows:
                 last = pk
-                yield uid, path
+                yield uid, path, received_at
             if len(rows) < page:
                 return
 
@@ -529,6 +533,31 @@ class Index:
         row = await self._fetch_one(SELECT_STATS, ())
         assert row is not None  # the totals row is created by migration 0001
         return Stats(*row)
+
+
+#: Each patient, study and series attribute of a record, and its level's alias.
+LEVEL_FIELDS: Mapping[str, str] = MappingProxyType(
+    {name: QUALIFIED_COLUMNS[name].partition(".")[0] for name in _LEVEL_FIELDS}
+)
+
+
+def refreshed(
+    held: StoredInstance, attrs: InstanceAttributes, given: Mapping[str, object] | None = None
+) -> StoredInstance:
+    """``held`` (a :meth:`Index.record`) with ``attrs`` read again from its file: a
+    patient, study or series value is the level's own where it has one (the
+    latest received, which an older instance read again must not undo), else
+    ``given``'s (what a reindex took from a later instance of that level),
+    else the file's."""
+    given = given or {}
+    levels = {}
+    for name in _LEVEL_FIELDS:
+        value = getattr(held.attrs, name)
+        if value in ("", None):
+            value = given.get(name)
+        if value not in ("", None):
+            levels[name] = value
+    return msgspec.structs.replace(held, attrs=msgspec.structs.replace(attrs, **levels))
 
 
 def _lost(row: Sequence[object] | None, key: str) -> bool:
