@@ -63,7 +63,7 @@ def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
         await index.close()
 
     run(main())
-    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(9,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(10,)]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
     names = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert names == TABLES
@@ -451,11 +451,67 @@ def test_migration_9_trims_text_an_escape_sequence_hid_spaces_in(tmp_path: Path)
         :2
     ] == [(trimmed, trimmed, trimmed), ("", "", "CHEST")]
     assert query(db, "SELECT series_description FROM series ORDER BY pk")[0] == (trimmed,)
+    # C held "C\\": 0009 left B apart, 0010 files its study under C.
     assert query(db, "SELECT patient_id, patient_key FROM patient ORDER BY pk") == [
         ("X", "X\\"),
-        ("C ", "C \\"),  # C holds "C\\": left apart, as it was
         ("C", "C\\"),
         ("D", "D\\"),
+    ]
+
+
+def test_migration_10_merges_what_0009_left_apart_and_trims_sequence_text(
+    tmp_path: Path,
+) -> None:
+    """0009 left a spaced Patient ID apart when a patient held the trimmed one,
+    and sequence text spaced as it was: a query by either missed what ingest
+    now finds (a migration review)."""
+    db = tmp_path / "index.db"
+    spaced = " \ud751\ubd80 "
+
+    async def make() -> None:
+        async with await Index.open(db) as index:
+            await index.add(make_instance(1, study="1.2.1", series="1.2.1.1", patient_id="K1"))
+            await index.add(make_instance(2, study="1.2.1", series="1.2.1.1", patient_id="K1"))
+            await index.add(make_instance(3, study="1.2.2", series="1.2.2.1", patient_id="K2"))
+            await index.add(make_instance(4, study="1.2.3", series="1.2.3.1", patient_id="K3"))
+
+    run(make())
+    # K2 as 0009 left it: " K1", apart from K1, with a study of its own.
+    execute(
+        db,
+        "UPDATE patient SET patient_id = ' K1', patient_key = ' K1\\',"
+        " patient_name = '', patient_birth_date = '19700101' WHERE patient_id = 'K2'",
+    )
+    execute(db, "UPDATE patient SET patient_birth_date = '' WHERE patient_id = 'K1'")
+    sequence = f'[{{"PatientID":"{spaced}","IssuerOfPatientID":"H "}},{{"PatientID":"ok"}}]'
+    execute(db, f"UPDATE patient SET other_patient_ids_sequence = '{sequence}' WHERE pk = 3")
+    code = f'[{{"CodeValue":"P1","CodeMeaning":"{spaced}"}}]'
+    execute(db, f"UPDATE study SET procedure_code_sequence = '{code}' WHERE pk = 3")
+    order = '[{"RequestedProcedureID":" RP9","AccessionNumber":"A1"}]'
+    execute(db, f"UPDATE series SET request_attributes_sequence = '{order}' WHERE pk = 3")
+    execute(db, f"UPDATE instance SET concept_name_code_sequence = '{code}' WHERE pk = 4")
+    execute(db, "PRAGMA user_version = 9")
+    run(_reopen(db))
+    assert query(db, "PRAGMA user_version") == [(LATEST,)]
+    trimmed = spaced.strip(" ")
+    assert query(
+        db,
+        "SELECT patient_key, patient_birth_date, number_of_studies, number_of_series,"
+        " number_of_instances FROM patient ORDER BY pk",
+    ) == [("K1\\", "19700101", 2, 2, 3), ("K3\\", "", 1, 1, 1)]
+    assert query(db, "SELECT p.patient_key FROM study JOIN patient AS p ON p.pk = patient_pk"
+                     " WHERE study_instance_uid = '1.2.2'") == [("K1\\",)]  # fmt: skip
+    assert query(db, "SELECT other_patient_ids_sequence FROM patient WHERE pk = 3") == [
+        (f'[{{"PatientID":"{trimmed}","IssuerOfPatientID":"H"}},{{"PatientID":"ok"}}]',)
+    ]
+    assert query(db, "SELECT procedure_code_sequence FROM study WHERE pk = 3") == [
+        (f'[{{"CodeValue":"P1","CodeMeaning":"{trimmed}"}}]',)
+    ]
+    assert query(db, "SELECT request_attributes_sequence FROM series WHERE pk = 3") == [
+        ('[{"RequestedProcedureID":"RP9","AccessionNumber":"A1"}]',)
+    ]
+    assert query(db, "SELECT concept_name_code_sequence FROM instance WHERE pk = 4") == [
+        (f'[{{"CodeValue":"P1","CodeMeaning":"{trimmed}"}}]',)
     ]
 
 
