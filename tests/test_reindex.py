@@ -209,7 +209,8 @@ def test_a_level_left_empty_by_an_upgrade_takes_its_latest_received_value(
         done = archive("import", str(folder), "--data", str(data))
         assert done.returncode == 0, done.stdout + done.stderr
     fresh = snapshot(data)
-    assert "P-B" in str(fresh["study"]) and "OTHER-1" in str(fresh["patient"])
+    assert "P-B" in str(fresh["study"])
+    assert "OTHER-1" in str(fresh["patient"])
     assert "RP-B" in str(fresh["series"])
     for jobs in ("1", "8", "8"):
         downgrade(data)
