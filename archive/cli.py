@@ -42,6 +42,7 @@ from archive.node import Node
 from archive.peers import merge_peers, parse_peer, resolve_peer
 from archive.scu import (
     Cause,
+    Kind,
     NotSupported,
     QueryKeyError,
     Report,
@@ -527,7 +528,9 @@ def _ingest_exit(report: Report, command: str) -> int:
     if report.interrupted:
         print(f"archive {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if not report.instances:
+    if not report.instances and not report.count(Kind.FAILED):
+        # Only skipped files: nothing to send. A file that failed (cut, not
+        # readable, a dangling link) is a failure, whatever else was found.
         print(f"archive {command}: no DICOM instances found", file=sys.stderr)
         return EXIT_USAGE
     worst = report.worst()

@@ -960,3 +960,53 @@ def test_serve_on_a_taken_port_is_a_one_line_error(
     assert err.startswith(f"archive serve: cannot listen on 127.0.0.1:{port}: ")
     assert err.count("\n") == 1
     assert "Traceback" not in err
+
+
+@pytest.mark.interop
+def test_a_response_to_another_message_is_no_success(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An SCP whose C-STORE-RSP names another Message ID Being Responded To
+    (PS3.7 9.3.1.2): the file was counted sent on it (exit 0). It is not an
+    answer to our request: the association is aborted and the file fails, as
+    DCMTK's storescu does ("Unexpected Response MsgId")."""
+    from pynetdicom import dimse
+    from pynetdicom.dimse_primitives import C_STORE
+
+    real = dimse.DIMSEServiceProvider.send_msg
+
+    def send_msg(self: Any, primitive: Any, context_id: int) -> None:
+        if isinstance(primitive, C_STORE) and primitive.Status is not None:
+            primitive.MessageIDBeingRespondedTo = primitive.MessageIDBeingRespondedTo + 7
+        real(self, primitive, context_id)
+
+    monkeypatch.setattr(dimse.DIMSEServiceProvider, "send_msg", send_msg)
+    folder = tmp_path / "in"
+    make_instance(folder / "1.dcm")
+    scp = pyscp_factory()
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    out = capsys.readouterr().out
+    assert status != 0, out
+    assert out.startswith("sent 0, failed 1, skipped 0 of 1 file(s)"), out
+    assert "answers message 8, not ours (1)" in out, out
+
+
+def test_files_that_all_failed_are_failures_not_an_empty_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cut Part 10 file and a dangling link, and nothing else: exit 5 (a file
+    failed), not 1 with "no DICOM instances found" (a run of skipped files only)."""
+    folder = tmp_path / "in"
+    make_instance(folder / "whole.dcm")
+    cut = folder / "cut.dcm"
+    cut.write_bytes((folder / "whole.dcm").read_bytes()[:140])
+    (folder / "whole.dcm").unlink()
+    (folder / "dangling.dcm").symlink_to(folder / "gone.dcm")
+    status = store("127.0.0.1", "9", str(folder))
+    captured = capsys.readouterr()
+    assert status == 5, captured.out + captured.err
+    assert "no DICOM instances found" not in captured.err
+    assert "failed 2" in captured.out

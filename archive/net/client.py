@@ -373,19 +373,31 @@ class ClientAssociation:
         rsp = await self._response()
         if not isinstance(rsp, CStoreRsp):
             raise AssociationAborted(f"unexpected {type(rsp).__name__} in answer to C-STORE-RQ")
+        self._check_answers(rsp.message_id_being_responded_to, command.message_id)
         return rsp
+
+    def _check_answers(self, responded_to: int, message_id: int) -> None:
+        """A response answers the request it names (PS3.7 9.3.1.2): one naming
+        another is no answer to ours, and taking it for one would count a file
+        the peer may not hold as stored. DCMTK's SCUs abort too."""
+        if responded_to != message_id:
+            self.abort()
+            raise AssociationAborted(
+                f"the response answers message {responded_to}, not ours ({message_id})"
+            )
 
     async def echo(self) -> int:
         """C-ECHO (PS3.7 9.1.5); returns the response status."""
         context = self.negotiated.context_for(VERIFICATION)
         if context is None:
             raise AssociationAborted("the peer did not accept the Verification SOP class")
+        message_id = self.next_message_id()
         rsp = await self.request(
-            context.id,
-            CEchoRq(message_id=self.next_message_id(), affected_sop_class_uid=VERIFICATION),
+            context.id, CEchoRq(message_id=message_id, affected_sop_class_uid=VERIFICATION)
         )
         if not isinstance(rsp, CEchoRsp):
             raise AssociationAborted(f"unexpected {type(rsp).__name__} in answer to C-ECHO-RQ")
+        self._check_answers(rsp.message_id_being_responded_to, message_id)
         return rsp.status
 
     async def release(self) -> None:
