@@ -756,22 +756,64 @@ def test_a_fifo_in_the_folder_is_skipped_not_waited_for(
 
 
 @pytest.mark.interop
+def test_a_peer_that_aborts_every_association_is_at_fault_not_the_files(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An SCP that aborts every association, having answered no file: each file
+    was blamed ("may be malformed", exit 5) after two associations. The peer is
+    at fault (exit 3), and after two files so failed the rest fail at once."""
+    folder = tmp_path / "in"
+    uids = [make_instance(folder / f"{n}.dcm") for n in range(5)]
+    attempts: list[str] = []
+
+    def abort(event: Any) -> int:
+        attempts.append(event.request.AffectedSOPInstanceUID)
+        event.assoc.abort()
+        return 0
+
+    scp = pyscp_factory(abort)
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 3, lines
+    assert lines[0].startswith("sent 0, failed 5, skipped 0 of 5 file(s)")
+    reasons = sorted(line.split(f"{uid}  ", 1)[1] for line in lines[1:] for uid in uids
+                     if f"  {uid}  " in line)  # fmt: skip
+    assert (
+        reasons
+        == [
+            "the peer aborted the association twice while this file was sent, and has"
+            " answered no file: the peer's fault, more likely (association aborted by"
+            " the peer (source 0, reason 0))",
+        ]
+        * 2
+        + ["the peer aborts every association (it has answered no file)"] * 3
+    )
+    assert len(attempts) <= 7  # two files twice, the others once at most: not 10
+
+
+@pytest.mark.interop
 def test_store_gives_up_after_the_second_abort(
     pyscp_factory: Callable[..., PynetdicomScp],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path = tmp_path / "a.dcm"
+    """A peer that stores one file and aborts on the other twice: that file's
+    failure (exit 5), as a peer that cannot parse a data set aborts."""
+    good = tmp_path / "0.dcm"
+    make_instance(good)
+    path = tmp_path / "1.dcm"
     uid = make_instance(path)
 
     def abort(event: Any) -> int:
-        event.assoc.abort()
+        if event.request.AffectedSOPInstanceUID == uid:
+            event.assoc.abort()
         return 0
 
     scp = pyscp_factory(abort)
-    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(path))
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(good), str(path))
     lines = capsys.readouterr().out.splitlines()
-    # Aborted by the peer on both associations: taken for the file's fault (exit 5).
     assert status == 5
     assert lines[1] == (
         f"failed: {path}  {uid}  the peer aborted the association twice while this file"

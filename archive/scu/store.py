@@ -19,7 +19,10 @@ association that ends mid-run (abort, lost connection, timeout) has the file in
 flight retried once on a new association; files opened ahead or never taken stay
 queued for the other workers or the next association. A file whose two
 associations the peer both aborted fails as the file's fault (a peer that cannot
-parse a data set aborts), not the network's. When no worker can get an
+parse a data set aborts), not the network's, once the peer has answered some
+file: a peer that has answered none is at fault itself (one that aborts every
+association), and after two files so failed the files left fail with that
+reason rather than cost two associations each. When no worker can get an
 association any more (rejected, nothing listening), the files left fail with that
 reason.
 
@@ -190,6 +193,12 @@ class _GroupSender:
         self.live = 0
         # Why the last worker gave up: the reason the files left fail with.
         self.halted: tuple[Cause, str] = (Cause.NETWORK, "not sent")
+        #: Files the peer answered (any status), and files it aborted twice
+        #: while it had answered none.
+        self.answered = 0
+        self.aborted_unanswered = 0
+        #: Set once the peer is given up on: why (the files left fail with it).
+        self.gave_up: str | None = None
 
     async def run(self) -> None:
         workers = max(1, min(self.options.jobs, len(self.group.items)))
@@ -205,6 +214,9 @@ class _GroupSender:
     async def _worker(self) -> None:
         try:
             while not self.queue.empty() and not self.stopping():
+                if self.gave_up is not None:
+                    self._give_up(self.gave_up)  # files opened ahead, put back since
+                    return
                 try:
                     assoc = await self._associate()
                 except AssociationRejected as exc:
@@ -240,6 +252,14 @@ class _GroupSender:
         if self.live > 1:
             # Others still have associations: say so, and let them take the files.
             self.report.notes.append(f"note: one association could not be opened: {reason}")
+
+    def _give_up(self, reason: str) -> None:
+        """Fail the files still queued now (the workers then stop)."""
+        self.gave_up = reason
+        self.halted = (Cause.NETWORK, reason)
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.NETWORK))
 
     def _fail_remaining(self) -> None:
         if self.stopping():
@@ -333,6 +353,7 @@ class _GroupSender:
             return False
         finally:
             await chunks.aclose()
+        self.answered += 1
         self._record(status_result(item, rsp.status, rsp.error_comment))
         return True
 
@@ -349,12 +370,22 @@ class _GroupSender:
         if item.attempts < 2:
             self.queue.put_nowait(item)
             return
-        if item.peer_aborts == item.attempts:
+        if item.peer_aborts == item.attempts and self.answered:
             reason = (
                 "the peer aborted the association twice while this file was sent;"
                 f" the file may be malformed ({exc})"
             )
             self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.FILE))
+            return
+        if item.peer_aborts == item.attempts:
+            self.aborted_unanswered += 1
+            reason = (
+                "the peer aborted the association twice while this file was sent,"
+                f" and has answered no file: the peer's fault, more likely ({exc})"
+            )
+            self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.NETWORK))
+            if self.aborted_unanswered >= 2:
+                self._give_up("the peer aborts every association (it has answered no file)")
             return
         cause = Cause.TIMEOUT if isinstance(exc, AssociationTimeout) else Cause.NETWORK
         self._record(item.result(Kind.FAILED, reason=str(exc), cause=cause))

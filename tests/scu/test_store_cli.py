@@ -103,7 +103,8 @@ def test_only_two_aborts_by_the_peer_blame_the_file(
     tmp_path: Path, second: Exception, by_peer: bool, cause: Cause
 ) -> None:
     """After a first A-ABORT from the peer, a lost connection or a timeout on the
-    retry is still the network's."""
+    retry is still the network's (the peer has answered another file: else a
+    second abort is the peer's fault too, below)."""
     meta = FileMeta(
         media_storage_sop_class_uid="1.2.3",
         media_storage_sop_instance_uid="1.2.3.4",
@@ -115,6 +116,7 @@ def test_only_two_aborts_by_the_peer_blame_the_file(
         StoreOptions(host="127.0.0.1", port=104), Group([], [item]), report, Progress(1)
     )
     sender.queue.get_nowait()
+    sender.answered = 1
     sender._retry_or_fail(item, AssociationAborted("association aborted by the peer"), by_peer=True)
     assert sender.queue.get_nowait() is item  # retried
     assert report.results == []
