@@ -1052,3 +1052,35 @@ def test_files_that_all_failed_are_failures_not_an_empty_run(
     assert status == 5, captured.out + captured.err
     assert "no DICOM instances found" not in captured.err
     assert "failed 2" in captured.out
+
+
+def test_a_busy_peer_is_asked_again(
+    node_factory: Callable[..., RunningNode], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A peer at its association limit rejects transient (PS3.8 Table 9-21):
+    every worker rejected, the files all failed at once (exit 2). The last worker
+    now waits and asks again a few times; the limit frees up and all are sent."""
+    from tests.net.rawpeer import A_RELEASE_RQ, RawPeer
+
+    node = node_factory(toml="[association]\nmax_associations = 1\n")
+    folder = tmp_path / "in"
+    uids = [make_instance(folder / f"{n}.dcm") for n in range(4)]
+    holder = RawPeer(node.host, node.port)
+    holder.associate()  # the one association the node serves
+
+    def release_later() -> None:
+        threading.Event().wait(1.0)
+        holder.send(A_RELEASE_RQ)
+        holder.recv_pdu()
+        holder.close()
+
+    releaser = threading.Thread(target=release_later)
+    releaser.start()
+    try:
+        status = store("-j", "2", "--aec", node.ae_title, node.host, str(node.port), str(folder))
+    finally:
+        releaser.join(10)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.startswith("sent 4, failed 0, skipped 0 of 4 file(s)"), out
+    assert all(stored_path(node.config.node.data_dir, uid).exists() for uid in uids)

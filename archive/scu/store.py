@@ -170,6 +170,13 @@ async def send_files(
     return report
 
 
+#: Seconds the last worker waits before asking again after a rejected-transient
+#: A-ASSOCIATE-RJ, one wait per attempt (7.5 s in all).
+TRANSIENT_WAITS = (0.5, 1.0, 2.0, 4.0)
+#: A-ASSOCIATE-RJ result: rejected-transient (PS3.8 9.3.4).
+TRANSIENT = 2
+
+
 class _GroupSender:
     """``jobs`` workers sending one group's files over associations of their own."""
 
@@ -212,6 +219,7 @@ class _GroupSender:
         self.bar.advance(1, result.nbytes)
 
     async def _worker(self) -> None:
+        waits = iter(TRANSIENT_WAITS)
         try:
             while not self.queue.empty() and not self.stopping():
                 if self.gave_up is not None:
@@ -220,6 +228,14 @@ class _GroupSender:
                 try:
                     assoc = await self._associate()
                 except AssociationRejected as exc:
+                    # Rejected-transient (PS3.8 Table 9-21: the peer is busy, say
+                    # at its association limit): while other workers are
+                    # connected they take the files; the last one waits and
+                    # asks again a few times before the files fail.
+                    wait = next(waits, None) if exc.rj.result == TRANSIENT else None
+                    if wait is not None and self.live == 1:
+                        await asyncio.sleep(wait)
+                        continue
                     self._halt(Cause.REJECTED, f"association rejected: {exc}")
                     return
                 except AssociationTimeout as exc:
