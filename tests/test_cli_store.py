@@ -1084,3 +1084,32 @@ def test_a_busy_peer_is_asked_again(
     assert status == 0, out
     assert out.startswith("sent 4, failed 0, skipped 0 of 4 file(s)"), out
     assert all(stored_path(node.config.node.data_dir, uid).exists() for uid in uids)
+
+
+@pytest.mark.interop
+def test_a_peer_that_answers_nothing_is_given_up(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An SCP that never answers a C-STORE cost each file two timeouts (1,000
+    files, 16 hours at the default 30 s). After two files timed out twice on a
+    peer that has answered none, the rest fail at once (exit 4)."""
+    folder = tmp_path / "in"
+    for n in range(6):
+        make_instance(folder / f"{n}.dcm")
+    calls: list[str] = []
+
+    def hang(event: Any) -> int:
+        calls.append(event.request.AffectedSOPInstanceUID)
+        threading.Event().wait(2.0)
+        return 0
+
+    scp = pyscp_factory(hang)
+    status = store("--aec", "PYSCP", "--timeout", "0.5", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 4, lines
+    assert lines[0].startswith("sent 0, failed 6, skipped 0 of 6 file(s)")
+    given_up = [line for line in lines if "the peer answers no C-STORE" in line]
+    assert len(given_up) >= 2, lines
+    assert len(calls) <= 5, calls  # not 12

@@ -22,7 +22,8 @@ associations the peer both aborted fails as the file's fault (a peer that cannot
 parse a data set aborts), not the network's, once the peer has answered some
 file: a peer that has answered none is at fault itself (one that aborts every
 association), and after two files so failed the files left fail with that
-reason rather than cost two associations each. When no worker can get an
+reason rather than cost two associations each; so too after two files timed out
+twice on a peer that has answered none. When no worker can get an
 association any more (rejected, nothing listening), the files left fail with that
 reason.
 
@@ -204,6 +205,7 @@ class _GroupSender:
         #: while it had answered none.
         self.answered = 0
         self.aborted_unanswered = 0
+        self.timed_out_unanswered = 0
         #: Set once the peer is given up on: why (the files left fail with it).
         self.gave_up: str | None = None
 
@@ -223,7 +225,8 @@ class _GroupSender:
         try:
             while not self.queue.empty() and not self.stopping():
                 if self.gave_up is not None:
-                    self._give_up(self.gave_up)  # files opened ahead, put back since
+                    cause, reason = self.halted
+                    self._give_up(reason, cause)  # files opened ahead, put back since
                     return
                 try:
                     assoc = await self._associate()
@@ -269,13 +272,13 @@ class _GroupSender:
             # Others still have associations: say so, and let them take the files.
             self.report.notes.append(f"note: one association could not be opened: {reason}")
 
-    def _give_up(self, reason: str) -> None:
+    def _give_up(self, reason: str, cause: Cause = Cause.NETWORK) -> None:
         """Fail the files still queued now (the workers then stop)."""
         self.gave_up = reason
-        self.halted = (Cause.NETWORK, reason)
+        self.halted = (cause, reason)
         while not self.queue.empty():
             item = self.queue.get_nowait()
-            self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.NETWORK))
+            self._record(item.result(Kind.FAILED, reason=reason, cause=cause))
 
     def _fail_remaining(self) -> None:
         if self.stopping():
@@ -405,6 +408,12 @@ class _GroupSender:
             return
         cause = Cause.TIMEOUT if isinstance(exc, AssociationTimeout) else Cause.NETWORK
         self._record(item.result(Kind.FAILED, reason=str(exc), cause=cause))
+        if cause is Cause.TIMEOUT and not self.answered:
+            # A peer that answers nothing costs each file two timeouts: with
+            # the default 30 s, 1,000 files would take 16 hours to fail.
+            self.timed_out_unanswered += 1
+            if self.timed_out_unanswered >= 2:
+                self._give_up("the peer answers no C-STORE (it has answered no file)", cause)
 
 
 def status_result(item: FileItem, status: int, comment: str | None) -> FileResult:
