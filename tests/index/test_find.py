@@ -597,6 +597,43 @@ def test_an_entity_whose_pk_went_to_another_between_reads_is_left_out(
 # ---- pages read while ingest goes on ----------------------------------------------------
 
 
+#: A series of 20 instances, and a query of its instances.
+SERIES_OF_20 = [make_instance(n, study="1.2.3", series="1.2.3.1") for n in range(1, 21)]
+SERIES_QUERY = q("IMAGE", ("StudyInstanceUID", "1.2.3"), ("SeriesInstanceUID", "1.2.3.1"),
+                 ("SOPInstanceUID", ""))  # fmt: skip
+
+
+def _listed_while_changed(tmp_path: Path, change: str) -> list[tuple[str, str]]:
+    """(SOP Instance UID, Study Instance UID) of each record of SERIES_QUERY, the
+    14th instance ``change``d ("replaced": other content, a new pk; "moved": a
+    correction to study 1.2.3.99, its series following) once 4 were read."""
+
+    async def scenario() -> list[tuple[str, str]]:
+        async with await Index.open(tmp_path / "index.sqlite") as index:
+            for item in SERIES_OF_20:
+                await index.add(item)
+            seen: list[tuple[str, str]] = []
+            async with aclosing(index.find(SERIES_QUERY)) as records:
+                async for record in records:
+                    seen.append((str(record["SOPInstanceUID"]), str(record["StudyInstanceUID"])))
+                    if len(seen) == 4:
+                        # Not the last added: SQLite would give its pk back to it.
+                        last = SERIES_OF_20[13]
+                        if change == "replaced":
+                            new = msgspec.structs.replace(last, size=2000, digest="f" * 64)
+                        else:
+                            attrs = msgspec.structs.replace(
+                                last.attrs, study_instance_uid="1.2.3.99"
+                            )
+                            new = msgspec.structs.replace(last, attrs=attrs)
+                        await index.replace(new)
+            if change == "moved":
+                assert [r async for r in index.find(SERIES_QUERY)] == []  # it has moved
+            return seen
+
+    return run(scenario())
+
+
 @pytest.mark.parametrize("change", ["replaced", "moved"])
 def test_pages_read_under_replacements_answer_what_matches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
@@ -606,45 +643,20 @@ def test_pages_read_under_replacements_answer_what_matches(
     held all along. A correction moves its series to another study: the page
     answered those instances under that study, matching no key of the query
     (PS3.4 C.2.2.1). Both seen by a review under real load; here the change comes
-    between two pages."""
+    between two pages (the answer is larger than one read, _SNAPSHOT)."""
     monkeypatch.setattr(database, "_SNAPSHOT", 4)
     monkeypatch.setattr(database, "_FIRST_PAGE", 4)
     monkeypatch.setattr(database, "_PAGE", 4)
-    instances = [make_instance(n, study="1.2.3", series="1.2.3.1") for n in range(1, 21)]
-    query = q("IMAGE", ("StudyInstanceUID", "1.2.3"), ("SeriesInstanceUID", "1.2.3.1"),
-              ("SOPInstanceUID", ""))  # fmt: skip
-
-    async def scenario() -> list[tuple[str, str]]:
-        async with await Index.open(tmp_path / "index.sqlite") as index:
-            for item in instances:
-                await index.add(item)
-            seen: list[tuple[str, str]] = []
-            async with aclosing(index.find(query)) as records:
-                async for record in records:
-                    seen.append((str(record["SOPInstanceUID"]), str(record["StudyInstanceUID"])))
-                    if len(seen) == 4:  # the end of page 1: page 3 on are read after
-                        # Not the last added: SQLite would give its pk back to it.
-                        last = instances[13]
-                        if change == "replaced":  # same place, other content: a new pk
-                            new = msgspec.structs.replace(last, size=2000, digest="f" * 64)
-                        else:  # a correction: the series moves to study 1.2.3.99
-                            attrs = msgspec.structs.replace(
-                                last.attrs, study_instance_uid="1.2.3.99"
-                            )
-                            new = msgspec.structs.replace(last, attrs=attrs)
-                        await index.replace(new)
-            return seen
-
-    seen = run(scenario())
+    seen = _listed_while_changed(tmp_path, change)
     assert all(study == "1.2.3" for _, study in seen), seen  # only what matches
     uids = [uid for uid, _ in seen]
     assert len(uids) == len(set(uids))
+    every = [item.attrs.sop_instance_uid for item in SERIES_OF_20]
     if change == "replaced":
         # None missed (its new pk may read it later than its place in the series).
-        assert sorted(uids) == sorted(item.attrs.sop_instance_uid for item in instances)
+        assert sorted(uids) == sorted(every)
     else:  # moved away: the snapshot's 4, and the rest read after the move: none
-        first = [item.attrs.sop_instance_uid for item in instances]
-        assert uids == first[:4], uids
+        assert uids == every[:4], uids
 
 
 def test_an_answer_that_fits_in_one_read_is_a_snapshot(
@@ -655,26 +667,5 @@ def test_an_answer_that_fits_in_one_read_is_a_snapshot(
     as it was (it listed the instances of the pages read before the move only)."""
     monkeypatch.setattr(database, "_FIRST_PAGE", 4)
     monkeypatch.setattr(database, "_PAGE", 4)
-    instances = [make_instance(n, study="1.2.3", series="1.2.3.1") for n in range(1, 21)]
-    query = q("IMAGE", ("StudyInstanceUID", "1.2.3"), ("SeriesInstanceUID", "1.2.3.1"),
-              ("SOPInstanceUID", ""))  # fmt: skip
-
-    async def scenario() -> list[tuple[str, str]]:
-        async with await Index.open(tmp_path / "index.sqlite") as index:
-            for item in instances:
-                await index.add(item)
-            seen: list[tuple[str, str]] = []
-            async with aclosing(index.find(query)) as records:
-                async for record in records:
-                    seen.append((str(record["SOPInstanceUID"]), str(record["StudyInstanceUID"])))
-                    if len(seen) == 4:
-                        attrs = msgspec.structs.replace(
-                            instances[13].attrs, study_instance_uid="1.2.3.99"
-                        )
-                        await index.replace(msgspec.structs.replace(instances[13], attrs=attrs))
-            after = [r async for r in index.find(query)]
-            assert after == []  # the series has moved
-            return seen
-
-    seen = run(scenario())
-    assert seen == [(item.attrs.sop_instance_uid, "1.2.3") for item in instances]
+    seen = _listed_while_changed(tmp_path, "moved")
+    assert seen == [(item.attrs.sop_instance_uid, "1.2.3") for item in SERIES_OF_20]
