@@ -43,7 +43,7 @@ from archive.dicom.attributes import HEADER_VERSION, InstanceAttributes
 from archive.dicom.filemeta import FileMetaError
 from archive.dicom.header import HeaderError
 from archive.errors import ArchiveError
-from archive.index import LEVEL_FIELDS, StoredInstance, refreshed
+from archive.index import LEVEL_FIELDS, StoredInstance, patient_key, refreshed
 from archive.node import Storage
 from archive.progress import Progress
 from archive.store import scan_header
@@ -107,7 +107,7 @@ async def reindex(
         for seq, (uid, path) in pending:
             if failures:
                 return
-            read: tuple[StoredInstance, InstanceAttributes] | int | None = None
+            read: tuple[StoredInstance, InstanceAttributes, int] | int | None = None
             try:
                 read = await _read(storage, uid, path, report)
             except ArchiveError as exc:  # the index failed: stop, say why
@@ -118,7 +118,7 @@ async def reindex(
                 await turns.wait_for(ready(seq))
                 write = None
                 if isinstance(read, tuple) and not failures:
-                    held, attrs = read
+                    held, attrs, _ = read
                     item = refreshed(held, attrs, given.of(held))
                     given.note(held, item)
                     write = asyncio.ensure_future(index.refresh_merged(item))
@@ -132,7 +132,7 @@ async def reindex(
                     failures.append(exc)
             if failures:
                 return
-            bar.advance(1, read if isinstance(read, int) else 0)
+            bar.advance(1, read[2] if isinstance(read, tuple) else read or 0)
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -158,7 +158,7 @@ async def reindex(
 
 async def _read(
     storage: Storage, uid: str, path: str, report: ReindexReport
-) -> tuple[StoredInstance, InstanceAttributes] | int:
+) -> tuple[StoredInstance, InstanceAttributes, int] | int:
     """One row's record and the attributes its file's header holds now, to
     write; else the file's size (0 if not read): nothing to write."""
     index = storage.index
@@ -180,7 +180,7 @@ async def _read(
         report.changed_files.append(path)
         log.warning("reindex: %s is not the file indexed (size or UID differs): left", path)
         return scanned.size
-    return held, scanned.attrs
+    return held, scanned.attrs, scanned.size
 
 
 class _Given:
@@ -194,8 +194,12 @@ class _Given:
     @staticmethod
     def _keys(item: StoredInstance) -> dict[str, tuple[str, object]]:
         attrs = item.attrs
+        # The index's own key: a patient without an ID is one of its study.
+        patient = patient_key(
+            attrs.patient_id, attrs.issuer_of_patient_id, attrs.study_instance_uid
+        )
         return {
-            "p": ("p", (attrs.patient_id, attrs.issuer_of_patient_id)),
+            "p": ("p", patient),
             "st": ("st", attrs.study_instance_uid),
             "se": ("se", attrs.series_instance_uid),
         }

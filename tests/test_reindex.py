@@ -399,3 +399,55 @@ def test_an_index_failure_is_a_one_line_error(
     err = capsys.readouterr().err
     assert status != 0
     assert err.splitlines() == ["archive reindex: database or disk is full"], err
+
+
+def test_patients_without_an_id_keep_their_own_values(tmp_path: Path) -> None:
+    """A patient without a Patient ID is one of its study (the index keys it so):
+    reindex took two such patients for one, and gave the later one's Other
+    Patient IDs to both (a review of this session's change)."""
+    import pydicom
+
+    source = tmp_path / "in"
+    for n, other in enumerate(["OTHER-OF-A", "OTHER-OF-B"]):
+        folder = source / f"{n:02d}"
+        folder.mkdir(parents=True)
+        study, series = generate_uid(), generate_uid()
+        # Two instances a series: a refresh empties a series of one for a moment,
+        # and it is made again under a new pk (the snapshot compares pks).
+        for instance in (1, 3):
+            path = make_file(folder, instance, study, series, other_id=other)
+            ds = pydicom.dcmread(path)
+            ds.PatientID = ""
+            ds.save_as(path, enforce_file_format=True)
+    data = tmp_path / "data"
+    for folder in sorted(source.iterdir()):
+        done = archive("import", str(folder), "--data", str(data))
+        assert done.returncode == 0, done.stdout + done.stderr
+    fresh = snapshot(data)
+    assert len(fresh["patient"]) == 2
+    downgrade(data)
+    done = archive("reindex", "--data", str(data), "-j", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert snapshot(data) == fresh
+
+
+def test_the_progress_counts_the_bytes_read(filled: Path) -> None:
+    """Each refreshed row's file size goes to the progress bar (it showed 0 B)."""
+    import io
+
+    downgrade(filled)
+    config = with_overrides(Config(), data_dir=str(filled))
+
+    async def main() -> str:
+        storage = await Storage(config).open()
+        try:
+            out = io.StringIO()
+            report = await reindex(storage, progress=True, progress_stream=out)
+            assert report.refreshed == 12
+            return out.getvalue()
+        finally:
+            await storage.close()
+
+    shown = asyncio.run(main())
+    (last,) = [line for line in shown.split("\r") if "12/12 instances" in line]
+    assert " 0 B " not in last, shown

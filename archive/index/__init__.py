@@ -6,6 +6,7 @@ constants and ``migrations/*.sql``).
 
 from __future__ import annotations
 
+from archive.index.batch import patient_key
 from archive.index.connection import Durability
 from archive.index.database import LEVEL_FIELDS, Index, peek_stats, refreshed
 from archive.index.errors import (
@@ -40,6 +41,7 @@ __all__ = [
     "Stats",
     "StoredInstance",
     "WriterStats",
+    "patient_key",
     "peek_stats",
     "refreshed",
 ]

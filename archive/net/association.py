@@ -250,6 +250,11 @@ class Association:
 
     async def receive(self, timeout: float | None = None) -> MessageEvent:
         """The next command or data set fragment, or the end of the association."""
+        if self._turn >= FAIR_TURN:
+            # The others' turn (FAIR_TURN), before an item is taken: a read
+            # cancelled here (the operation it raced ended) loses nothing.
+            self._turn = 0
+            await asyncio.sleep(0)
         while True:
             while self._pdvs:
                 try:
@@ -266,9 +271,6 @@ class Association:
                     elif item.last:  # type: ignore[union-attr]
                         self.conn.quickack_on_read = False
                     self._turn += 1
-                    if self._turn >= FAIR_TURN:
-                        self._turn = 0
-                        await asyncio.sleep(0)  # the others' turn (FAIR_TURN)
                     return item
             event = await self.next_event(timeout)
             if isinstance(event, PDataTf):
