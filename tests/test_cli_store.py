@@ -1113,3 +1113,32 @@ def test_a_peer_that_answers_nothing_is_given_up(
     given_up = [line for line in lines if "the peer answers no C-STORE" in line]
     assert len(given_up) >= 2, lines
     assert len(calls) <= 5, calls  # not 12
+
+
+@pytest.mark.interop
+def test_a_data_set_cut_short_is_not_sent_whole(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pydicom's truncated files (Pixel Data, or a sequence, running past the
+    end): pynetdicom's SCP stored them with Success, Orthanc never answered.
+    The message is cut before its last fragment (the association aborted), the
+    file fails as cut short, and the good file beside them is sent."""
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = ["MR_truncated.dcm", "rtplan_truncated.dcm"]
+    for name in names:
+        shutil.copy(get_testdata_file(name), folder / name)
+    good = make_instance(folder / "good.dcm")
+    scp = pyscp_factory()
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5, lines
+    assert lines[0].startswith("sent 1, failed 2, skipped 0 of 3 file(s)"), lines
+    for name in names:
+        (line,) = [line for line in lines if name in line]
+        assert "the data set is cut short (data set truncated" in line, line
+    assert set(scp.received) == {good}

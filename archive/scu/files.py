@@ -33,7 +33,7 @@ from archive.dicom.filemeta import (
     guess_transfer_syntax,
     lacks_preamble,
 )
-from archive.dicom.header import HeaderError
+from archive.dicom.header import HeaderError, HeaderReader
 from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, usable_uid
 from archive.dicom.uids import name as uid_name
 from archive.errors import ArchiveError
@@ -539,9 +539,21 @@ async def checked(
 ) -> AsyncGenerator[memoryview, None]:
     """``blocks`` (a file's data set) as sent: counted against the probed size,
     the deflated pad added, read errors as :class:`FileReadError`. ``blocks`` is
-    closed at the end."""
+    closed at the end.
+
+    A data set cut short (a copy not finished, a file truncated on a disk) is
+    not sent whole: its element headers are walked as it goes (a
+    :class:`HeaderReader`, which steps over values), and if the last block leaves
+    an element unfinished, :class:`FileReadError` is raised before that block:
+    the message is cut, the caller aborts, and the peer stores nothing. Some
+    SCPs stored such a data set (pynetdicom's), others never answered (Orthanc);
+    DCMTK's storescu refuses it before sending. Only that verdict is acted on:
+    anything else the walk dislikes is left for the peer to judge, and a
+    Deflated data set is not walked (its rest is costly to inflate).
+    """
     sent = 0
     pad = item.size % 2 == 1 and item.meta.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE
+    walk = _walker(item)
     try:
         while sent < item.size:
             if stop is not None and stop():
@@ -555,6 +567,10 @@ async def checked(
             sent += len(block)
             if sent > item.size:
                 break
+            if walk is not None:
+                walk = _walked(walk, block)
+                if walk is not None and sent == item.size and (why := _cut_short(walk)):
+                    raise FileReadError(f"the data set is cut short ({why}): not sent whole")
             if pad and sent == item.size:
                 # Some writers forgot the pad, and peers (DCMTK) refuse odd fragments.
                 block = memoryview(b"".join((block, _PAD)))
@@ -563,6 +579,37 @@ async def checked(
         await blocks.aclose()
     if sent != item.size:
         raise FileReadError(f"file changed while sending ({sent} bytes, not {item.size})")
+
+
+def _walker(item: FileItem) -> HeaderReader | None:
+    """A header walk of ``item``'s data set (:func:`checked`), or None."""
+    if item.meta.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE:
+        return None
+    try:
+        return HeaderReader(item.meta.transfer_syntax_uid)
+    except HeaderError:  # a syntax the reader does not know: the peer judges
+        return None
+
+
+def _walked(walk: HeaderReader, block: memoryview) -> HeaderReader | None:
+    """``walk`` fed ``block``; None (no more walking) if it refuses the bytes."""
+    try:
+        walk.feed(block)
+    except HeaderError:
+        return None
+    return walk
+
+
+def _cut_short(walk: HeaderReader) -> str | None:
+    """Why the data set fed to ``walk`` is cut short, or None. Only a cut after
+    a header read whole counts: one "in its header" may be bytes the walk
+    misreads (pydicom's ``SC_rgb_jpeg.dcm`` holds an Implicit VR data set under
+    an Explicit VR syntax), which the peer is left to judge."""
+    try:
+        walk.finish()
+    except HeaderError as exc:
+        return str(exc) if "truncated after its header" in str(exc) else None
+    return None
 
 
 class LocalFiles:

@@ -69,15 +69,16 @@ def parsing_storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 def test_a_file_the_peer_aborts_on_twice_is_that_files_failure(
     parsing_storescp: tuple[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """DCMTK's storescp A-ABORTs on a data set cut short. The file goes again on a
-    new association (the first abort may have been the network's), and when that
-    is aborted too it is the file's failure (exit 5), not the network's (exit 3);
-    the other files are sent."""
+    """DCMTK's storescp A-ABORTs on a data set it cannot parse (here an item tag
+    where an element should be: our SCU leaves that to the peer; one cut short it
+    no longer sends whole). The file goes again on a new association (the first
+    abort may have been the network's), and when that is aborted too it is the
+    file's failure (exit 5), not the network's (exit 3); the other files are sent."""
     port, out_dir = parsing_storescp
     folder = tmp_path / "in"
     uids = [make_instance(folder / f"{i}.dcm", pixels=4096) for i in range(3)]
     cut = folder / "1.dcm"
-    cut.write_bytes(cut.read_bytes()[:-30])
+    cut.write_bytes(cut.read_bytes() + b"\xfe\xff\x00\xe0\x04\x00\x00\x00ABCD")
     status = main(["store", "--aec", "STORESCP", "127.0.0.1", str(port), str(folder)])
     lines = capsys.readouterr().out.splitlines()
     assert status == 5, lines
