@@ -376,6 +376,16 @@ class HeaderReader:
         except zlib.error as exc:
             raise _cannot_understand(f"deflated data set is corrupt: {exc}") from None
 
+    def cut_short(self) -> str | None:
+        """Fed a whole data set in a native transfer syntax: why it is cut short
+        (:meth:`finish`'s message), or None, without decoding any value (what a
+        sender checks before its last fragment goes out: ``archive store``)."""
+        if self._error is not None or self._inflater is not None:
+            return None
+        if self._buf or self._skip or self._want or self._depth:
+            return f"data set truncated {'after' if self._done else 'in'} its header"
+        return None
+
     def finish(self, *, whole: bool = True) -> InstanceAttributes:
         """The attributes found; call when :attr:`done` or at the end of the data set.
 

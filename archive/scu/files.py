@@ -605,11 +605,8 @@ def _cut_short(walk: HeaderReader) -> str | None:
     a header read whole counts: one "in its header" may be bytes the walk
     misreads (pydicom's ``SC_rgb_jpeg.dcm`` holds an Implicit VR data set under
     an Explicit VR syntax), which the peer is left to judge."""
-    try:
-        walk.finish()
-    except HeaderError as exc:
-        return str(exc) if "truncated after its header" in str(exc) else None
-    return None
+    why = walk.cut_short()
+    return why if why is not None and why.endswith("after its header") else None
 
 
 class LocalFiles:

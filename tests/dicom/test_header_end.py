@@ -466,3 +466,34 @@ def test_finish_without_the_rest_once_done(ts: str) -> None:
     with pytest.raises(HeaderError, match="truncated in its header") as failed:
         early.finish(whole=False)
     assert failed.value.status == CANNOT_UNDERSTAND
+
+
+@pytest.mark.parametrize("ts", [EXPLICIT, IMPLICIT, BIG])
+@pytest.mark.parametrize("walk", ["native", "python"])
+def test_cut_short_says_what_finish_says_without_decoding(ts: str, walk: str) -> None:
+    """``cut_short`` (``archive store``'s check before a last fragment) gives
+    :meth:`finish`'s verdict on every prefix of a data set, with either walk."""
+    from archive.dicom import header
+
+    data = minimal(
+        ts,
+        undefined_sequence(0x00091010, item(b"", ts, undefined=True), ts),
+        pixels=bytes(64),
+        tail=element(0xFFFCFFFC, "OB", bytes(6), ts),
+    )
+    saved = header._walk
+    if walk == "python":
+        header._walk = HeaderReader._parse
+    try:
+        for end in range(len(data) + 1):
+            reader = HeaderReader(ts)
+            reader.feed(data[:end])
+            told = reader.cut_short()
+            said: str | None = None
+            try:
+                reader.finish()
+            except HeaderError as exc:
+                said = str(exc)
+            assert told == said, end
+    finally:
+        header._walk = saved
