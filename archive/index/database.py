@@ -484,6 +484,8 @@ class Index:
         first = first[:cap]
         if first:
             yield [(row[0], *row[2:]) for row in first]
+        if limit is not None and cap >= limit:
+            return  # the limit is reached: the caller stops at it (it asked one more)
         # More: every match's pk, read now, those answered left out by their key
         # (an entity answered whose position changed meanwhile is not answered
         # twice; one held throughout is in the snapshot or in this read).

@@ -195,6 +195,30 @@ def test_limit_and_paging(tmp_path: Path) -> None:
     assert set(some) <= set(every)
 
 
+def test_an_answer_limited_within_one_read_reads_no_pks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A limit within the first read (``max_matches`` of 255 or less): the rest
+    of the matches' pks were read, then none used."""
+    pks: list[object] = []
+    real = Index._pks
+
+    async def counting(self: Index, *args: Any, **kwargs: Any) -> Any:
+        pks.append(args)
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Index, "_pks", counting)
+
+    async def scenario() -> int:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
+            for n in range(40):
+                await index.add(make_instance(n, study=f"9.{n}", patient_id=f"P{n}"))
+            return len([r async for r in index.find(q("STUDY"), limit=21)])
+
+    assert run(scenario()) == 21
+    assert pks == []
+
+
 def test_a_small_answer_is_one_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A query of no match or few is answered from one read of its records (one
     snapshot of the index): no pks read apart, no page read after."""
