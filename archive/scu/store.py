@@ -47,7 +47,7 @@ import msgspec
 
 from archive.dicom.dimse import CStoreRq
 from archive.dicom.dimse.status import StatusCategory, category
-from archive.dicom.errors import LocalProtocolError
+from archive.dicom.errors import LocalProtocolError, RejectResult
 from archive.dicom.ul.negotiation import MAX_CONTEXTS, Negotiated
 from archive.net import (
     AssociationAborted,
@@ -174,8 +174,6 @@ async def send_files(
 #: Seconds the last worker waits before asking again after a rejected-transient
 #: A-ASSOCIATE-RJ, one wait per attempt (7.5 s in all).
 TRANSIENT_WAITS = (0.5, 1.0, 2.0, 4.0)
-#: A-ASSOCIATE-RJ result: rejected-transient (PS3.8 9.3.4).
-TRANSIENT = 2
 
 
 class _GroupSender:
@@ -206,8 +204,8 @@ class _GroupSender:
         self.answered = 0
         self.aborted_unanswered = 0
         self.timed_out_unanswered = 0
-        #: Set once the peer is given up on: why (the files left fail with it).
-        self.gave_up: str | None = None
+        #: Set once the peer is given up on (``halted`` says why).
+        self.gave_up = False
 
     async def run(self) -> None:
         workers = max(1, min(self.options.jobs, len(self.group.items)))
@@ -224,7 +222,7 @@ class _GroupSender:
         waits = iter(TRANSIENT_WAITS)
         try:
             while not self.queue.empty() and not self.stopping():
-                if self.gave_up is not None:
+                if self.gave_up:
                     cause, reason = self.halted
                     self._give_up(reason, cause)  # files opened ahead, put back since
                     return
@@ -235,7 +233,7 @@ class _GroupSender:
                     # at its association limit): while other workers are
                     # connected they take the files; the last one waits and
                     # asks again a few times before the files fail.
-                    wait = next(waits, None) if exc.rj.result == TRANSIENT else None
+                    wait = next(waits, None) if exc.rj.result == RejectResult.TRANSIENT else None
                     if wait is not None and self.live == 1:
                         await asyncio.sleep(wait)
                         continue
@@ -274,7 +272,7 @@ class _GroupSender:
 
     def _give_up(self, reason: str, cause: Cause = Cause.NETWORK) -> None:
         """Fail the files still queued now (the workers then stop)."""
-        self.gave_up = reason
+        self.gave_up = True
         self.halted = (cause, reason)
         while not self.queue.empty():
             item = self.queue.get_nowait()
