@@ -140,6 +140,27 @@ def test_import_failures_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert not stored_path(data, "1.2.3.998").exists()
 
 
+def test_import_refuses_a_data_set_cut_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The node's own header reader refuses a data set that ends inside an
+    element (0xC000), so import needs no walk of its own before it (the one
+    ``archive store`` makes); nothing of it is stored."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(get_testdata_file("MR_truncated.dcm"), folder / "cut.dcm")
+    data = tmp_path / "data"
+    assert main(["import", "--data", str(data), str(folder)]) == 5
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("imported 0, failed 1, skipped 0 of 1 file(s); ")
+    assert "status 0xC000: data set truncated after its header" in lines[1], lines
+    assert not list((data / "instances").rglob("*.dcm"))
+
+
 @pytest.mark.parametrize(
     ("policy", "first_line", "kept"),
     [

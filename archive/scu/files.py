@@ -535,13 +535,19 @@ def changed_since_probe(item: FileItem, reader: DatasetReader) -> str | None:
 
 
 async def checked(
-    item: FileItem, blocks: AsyncGenerator[memoryview, None], stop: Callable[[], bool] | None
+    item: FileItem,
+    blocks: AsyncGenerator[memoryview, None],
+    stop: Callable[[], bool] | None,
+    *,
+    whole: bool = False,
 ) -> AsyncGenerator[memoryview, None]:
     """``blocks`` (a file's data set) as sent: counted against the probed size,
     the deflated pad added, read errors as :class:`FileReadError`. ``blocks`` is
     closed at the end.
 
-    A data set cut short (a copy not finished, a file truncated on a disk) is
+    ``whole`` (``archive store``; ``archive import`` needs none of it, as the
+    node's own header reader refuses such a data set, 0xC000): a data set cut
+    short (a copy not finished, a file truncated on a disk) is
     not sent whole: its element headers are walked as it goes (a
     :class:`HeaderReader`, which steps over values), and if the last block leaves
     an element unfinished, :class:`FileReadError` is raised before that block:
@@ -553,7 +559,7 @@ async def checked(
     """
     sent = 0
     pad = item.size % 2 == 1 and item.meta.transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE
-    walk = _walker(item)
+    walk = _walker(item) if whole else None
     try:
         while sent < item.size:
             if stop is not None and stop():

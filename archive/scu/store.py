@@ -356,7 +356,7 @@ class _GroupSender:
             affected_sop_class_uid=sop_class,
             affected_sop_instance_uid=item.meta.media_storage_sop_instance_uid,
         )
-        chunks = checked(item, source.chunks(first), stop)
+        chunks = checked(item, source.chunks(first), stop, whole=True)
         try:
             rsp = await assoc.store(context.id, request, chunks)
         except FileReadError as exc:
