@@ -42,6 +42,7 @@ import msgspec
 from archive.dicom.attributes import HEADER_VERSION, InstanceAttributes
 from archive.dicom.filemeta import FileMetaError
 from archive.dicom.header import HeaderError
+from archive.dicom.query_keys import Level
 from archive.errors import ArchiveError
 from archive.index import LEVEL_FIELDS, StoredInstance, patient_key, refreshed
 from archive.node import Storage
@@ -189,19 +190,19 @@ class _Given:
     filled by its latest received instance that has a value, as ingest would)."""
 
     def __init__(self) -> None:
-        self._values: dict[tuple[str, object], dict[str, object]] = {}
+        self._values: dict[tuple[Level, str], dict[str, object]] = {}
 
     @staticmethod
-    def _keys(item: StoredInstance) -> dict[str, tuple[str, object]]:
+    def _keys(item: StoredInstance) -> dict[Level, tuple[Level, str]]:
         attrs = item.attrs
         # The index's own key: a patient without an ID is one of its study.
         patient = patient_key(
             attrs.patient_id, attrs.issuer_of_patient_id, attrs.study_instance_uid
         )
         return {
-            "p": ("p", patient),
-            "st": ("st", attrs.study_instance_uid),
-            "se": ("se", attrs.series_instance_uid),
+            Level.PATIENT: (Level.PATIENT, patient),
+            Level.STUDY: (Level.STUDY, attrs.study_instance_uid),
+            Level.SERIES: (Level.SERIES, attrs.series_instance_uid),
         }
 
     def of(self, item: StoredInstance) -> dict[str, object]:

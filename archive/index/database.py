@@ -26,6 +26,7 @@ import msgspec
 
 from archive.dicom.attributes import HEADER_VERSION, InstanceAttributes
 from archive.dicom.query import Query
+from archive.dicom.query_keys import Level
 from archive.index.batch_sql import SELECT_INSTANCE_ROW, SELECT_UNFLUSHED, STORED_COLUMNS
 from archive.index.connection import (
     BUSY_TIMEOUT,
@@ -537,9 +538,14 @@ class Index:
         return Stats(*row)
 
 
-#: Each patient, study and series attribute of a record, and its level's alias.
-LEVEL_FIELDS: Mapping[str, str] = MappingProxyType(
-    {name: QUALIFIED_COLUMNS[name].partition(".")[0] for name in _LEVEL_FIELDS}
+#: Each patient, study and series attribute of a record, and its level.
+LEVEL_FIELDS: Mapping[str, Level] = MappingProxyType(
+    {
+        name: {"p": Level.PATIENT, "st": Level.STUDY, "se": Level.SERIES}[
+            QUALIFIED_COLUMNS[name].partition(".")[0]
+        ]
+        for name in _LEVEL_FIELDS
+    }
 )
 
 
