@@ -87,7 +87,7 @@ def timeouts_from(config: Config) -> Timeouts:
 
 
 #: File descriptors one association may hold at once: its socket and the
-#: duplicate that re-arms QUICKACK (``connection.tune_socket``), an instance
+#: duplicate that re-arms QUICKACK (``connection.quickack_socket``), an instance
 #: file being written or sent, and a spare (a file opened ahead, a C-MOVE's
 #: sub-association).
 FDS_PER_ASSOCIATION = 4
