@@ -46,8 +46,11 @@ def swallowing() -> Item:
     return Item(item.sop_class, item.uid, bytes(data))
 
 
-def shown(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+def assert_logged_without_markers(caplog: pytest.LogCaptureFixture, telling: str) -> None:
+    """Some line at INFO or above holds ``telling``; none holds a marker value."""
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any(telling in line for line in lines), lines
+    assert not any(marker in line for line in lines for marker in MARKERS), lines
 
 
 def test_a_swallowing_uid_is_refused_without_repeating_it(
@@ -55,9 +58,7 @@ def test_a_swallowing_uid_is_refused_without_repeating_it(
 ) -> None:
     caplog.set_level(logging.INFO)
     assert archive_store(node.port, [swallowing()], EXPLICIT_VR_LE) == [DOES_NOT_MATCH]
-    lines = shown(caplog)
-    assert any("<not a UID: " in line for line in lines), lines
-    assert not any(marker in line for line in lines for marker in MARKERS), lines
+    assert_logged_without_markers(caplog, "<not a UID: ")
 
 
 def test_an_affected_sop_instance_uid_that_is_no_uid_is_not_repeated(
@@ -67,9 +68,7 @@ def test_an_affected_sop_instance_uid_that_is_no_uid_is_not_repeated(
     item = Item.of(make_dataset(), EXPLICIT_VR_LE)
     bad = Item(item.sop_class, "ZZNAME^QQ ZZPID123", item.data)
     assert archive_store(node.port, [bad], EXPLICIT_VR_LE) == [INVALID_SOP_INSTANCE]
-    lines = shown(caplog)
-    assert any("<not a UID: 18 characters>" in line for line in lines), lines
-    assert not any(marker in line for line in lines for marker in MARKERS), lines
+    assert_logged_without_markers(caplog, "<not a UID: 18 characters>")
 
 
 def test_check_repair_does_not_index_a_file_ingest_would_refuse(
@@ -103,5 +102,4 @@ def test_check_repair_does_not_index_a_file_ingest_would_refuse(
     assert unreadable == [relative_path(item.uid)]
     assert indexed == 0
     assert instance_files(tmp_path / "data") == []  # removed, as unreadable files are
-    lines = shown(caplog)
-    assert not any(marker in line for line in lines for marker in MARKERS), lines
+    assert_logged_without_markers(caplog, "check: unreadable")
