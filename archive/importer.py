@@ -53,8 +53,8 @@ from archive.scu import (
     read_chunks,
     status_result,
     stopper,
+    walk,
 )
-from archive.scu.files import walk
 from archive.services import Ingest
 
 log = logging.getLogger("archive.import")

@@ -15,6 +15,7 @@ from archive.scu.files import (
     probe,
     probe_all,
     read_chunks,
+    walk,
 )
 from archive.scu.get import (
     GET_SOP_CLASSES,
@@ -107,5 +108,6 @@ __all__ = [
     "table",
     "text_table",
     "to_dicom_json",
+    "walk",
     "with_defaults",
 ]
