@@ -63,24 +63,6 @@ def keep_freed_memory() -> bool:
     )
 
 
-def give_back_memory() -> bool:
-    """Return the free memory of every malloc heap to the kernel (glibc's
-    ``malloc_trim(0)``; blocking, milliseconds for hundreds of MB).
-
-    The other side of :func:`keep_freed_memory`: what a burst of associations
-    took (a few PDUs each) would otherwise stay resident for good, 562 MB after
-    1,000 half-sent data sets in a load test. The server calls it once idle after
-    such a peak, off the event loop. False where there is no ``malloc_trim``.
-    """
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim.argtypes = (ctypes.c_size_t,)
-    trim.restype = ctypes.c_int
-    return bool(trim(0))
-
-
 def run(main: Coroutine[Any, Any, T], kind: str = "auto") -> T:
     """Run ``main`` to completion on a fresh loop of the chosen kind, with the
     allocator set up for streaming (:func:`keep_freed_memory`)."""

@@ -56,7 +56,6 @@ from archive.net.association import (
     Timeouts,
 )
 from archive.net.connection import Connection
-from archive.net.loop import give_back_memory
 from archive.net.operation import MAX_IDENTIFIER, GetChannel, Operation
 from archive.services import (
     Cancel,
@@ -95,10 +94,6 @@ FDS_PER_ASSOCIATION = 4
 #: their WAL and shared-memory files, the listening socket, the log, the
 #: event loop's own.
 FDS_RESERVED = 64
-#: Associations open at once past which, when the last of them ends, the memory
-#: they freed is handed back to the system (``loop.give_back_memory``): a few
-#: PDUs each, which the allocator otherwise keeps for reuse (``keep_freed_memory``).
-TRIM_AFTER = 32
 
 
 def association_budget(wanted: int) -> tuple[int, int]:
@@ -133,8 +128,6 @@ class Server:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._active = 0
-        #: The most associations open at once since the node was last idle.
-        self._peak = 0
         #: max_associations, or fewer if the file descriptors cannot serve it.
         self.max_associations = config.association.max_associations
         # Unconsumed input above this pauses reading: a few PDUs' worth.
@@ -216,7 +209,6 @@ class Server:
             # that never send one cannot lock real associations out (ARTIM
             # closes them).
             self._active += 1
-            self._peak = max(self._peak, self._active)
             counted = True
             reply = self._decide(rq, conn)
             if isinstance(reply, AAssociateRj):
@@ -226,7 +218,6 @@ class Server:
                 # open would keep real callers out for that long.
                 self._active -= 1
                 counted = False
-                self._idle_after_peak()
                 await assoc.wait_closed()
                 return
             ac, assoc.negotiated = reply
@@ -246,17 +237,7 @@ class Server:
             conn.close()
             if counted:
                 self._active -= 1
-                self._idle_after_peak()
             self._log(assoc, rq)
-
-    def _idle_after_peak(self) -> None:
-        """The last association ended: if many were open, give their memory back."""
-        if self._active or self._peak < TRIM_AFTER:
-            return
-        self._peak = 0
-        loop = asyncio.get_running_loop()
-        trimmed = loop.run_in_executor(None, give_back_memory)
-        trimmed.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def _decide(
         self, rq: AAssociateRq, conn: Connection
