@@ -264,9 +264,10 @@ def test_store_rejected_context_is_a_failure(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """An Implicit VR file for a peer that takes Explicit VR only: nothing converts it."""
     node = node_factory(
         toml="[association]\naccept_all_transfer_syntaxes = false\n"
-        'transfer_syntaxes = ["1.2.840.10008.1.2"]\n'
+        'transfer_syntaxes = ["1.2.840.10008.1.2.1"]\n'
     )
     explicit = tmp_path / "in" / "explicit.dcm"
     implicit = tmp_path / "in" / "implicit.dcm"
@@ -277,11 +278,97 @@ def test_store_rejected_context_is_a_failure(
     assert status == 5
     assert lines[0].startswith("sent 1, failed 1, skipped 0 of 2 file(s); ")
     assert lines[1:] == [
-        f"failed: {explicit}  {explicit_uid}  presentation context rejected: "
-        f"transfer syntaxes not supported ({CT_IMAGE} in {ExplicitVRLittleEndian})"
+        f"failed: {implicit}  {implicit_uid}  presentation context rejected: "
+        f"transfer syntaxes not supported ({CT_IMAGE} in {ImplicitVRLittleEndian})"
     ]
-    assert stored_path(node.config.node.data_dir, implicit_uid).exists()
-    assert not stored_path(node.config.node.data_dir, explicit_uid).exists()
+    assert stored_path(node.config.node.data_dir, explicit_uid).exists()
+    assert not stored_path(node.config.node.data_dir, implicit_uid).exists()
+
+
+def test_an_explicit_vr_file_goes_to_an_implicit_only_peer_converted(
+    node_factory: Callable[..., RunningNode],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Implicit VR LE is the default every SCP takes (PS3.5 10.1): storescu converts
+    to it, and so do we. The peer stores the same data set, headers re-encoded."""
+    node = node_factory(
+        toml="[association]\naccept_all_transfer_syntaxes = false\n"
+        'transfer_syntaxes = ["1.2.840.10008.1.2"]\n'
+    )
+    folder = tmp_path / "in"
+    explicit = folder / "explicit.dcm"
+    explicit_uid = make_instance(explicit)
+    implicit_uid = make_instance(folder / "implicit.dcm", transfer_syntax=ImplicitVRLittleEndian)
+    files = copy_test_files(folder, ("test-SR.dcm", "liver_1frame.dcm"))  # sequences, pixels
+    status = store("-j", "2", "--aec", "ARCHIVE", node.host, str(node.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0, lines
+    assert lines[0].startswith("sent 4, failed 0, skipped 0 of 4 file(s); ")
+    assert lines[1:] == [
+        "note: 3 file(s) sent converted to Implicit VR Little Endian:"
+        " the peer accepted no Explicit VR for their SOP class"
+    ]
+    data_dir = node.config.node.data_dir
+    for path in [explicit, *files]:
+        meta, _ = read_meta(path)
+        stored = stored_path(data_dir, meta.media_storage_sop_instance_uid)
+        assert read_meta(stored)[0].transfer_syntax_uid == ImplicitVRLittleEndian
+        assert dataset_bytes(stored) == dcmconv_implicit(path, tmp_path), path.name
+        before, after = pydicom.dcmread(path), pydicom.dcmread(stored)
+        assert after.SOPInstanceUID == before.SOPInstanceUID
+        if "PixelData" in before:
+            assert after.PixelData == before.PixelData
+    assert explicit_uid != implicit_uid
+    assert stored_path(data_dir, implicit_uid).exists()
+
+
+def test_a_file_that_cannot_be_converted_fails_alone(
+    node_factory: Callable[..., RunningNode],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An Explicit VR file whose data set cannot be followed (here an item longer
+    than its sequence, which a peer taking it as stored steps over) is half sent
+    when that shows: the association is
+    aborted, the peer stores nothing of it, and the next file goes on a new one."""
+    node = node_factory(
+        toml="[association]\naccept_all_transfer_syntaxes = false\n"
+        'transfer_syntaxes = ["1.2.840.10008.1.2"]\n'
+    )
+    folder = tmp_path / "in"
+    bad, good = folder / "a-bad.dcm", folder / "b-good.dcm"
+    bad_uid = make_instance(bad)
+    good_uid = make_instance(good)
+    with bad.open("ab") as f:  # a sequence of 16 bytes holding an item of 100
+        f.write(struct.pack("<HH2s2xL", 0x7FE1, 0x1010, b"SQ", 16))
+        f.write(struct.pack("<HHL", 0xFFFE, 0xE000, 100) + bytes(8))
+    status = store("--aec", "ARCHIVE", node.host, str(node.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5, lines
+    assert lines[0].startswith("sent 1, failed 1, skipped 0 of 2 file(s); ")
+    assert lines[1].startswith("note: 1 file(s) sent converted to Implicit VR Little Endian")
+    assert lines[2].startswith(f"failed: {bad}  {bad_uid}  cannot be sent as Implicit VR")
+    assert "runs past its container" in lines[2]
+    data_dir = node.config.node.data_dir
+    assert not stored_path(data_dir, bad_uid).exists()
+    assert stored_path(data_dir, good_uid).exists()
+
+
+def implicit_bytes(path: Path, tmp_path: Path) -> bytes:
+    """The data set of ``path`` as it goes to a peer taking Implicit VR LE alone."""
+    if read_meta(path)[0].transfer_syntax_uid == ImplicitVRLittleEndian:
+        return sent_bytes(path)
+    return dcmconv_implicit(path, tmp_path)
+
+
+def dcmconv_implicit(path: Path, tmp_path: Path) -> bytes:
+    """The data set of ``path`` as DCMTK's dcmconv writes it in Implicit VR LE, with
+    undefined lengths and no group lengths: the bytes our conversion must give."""
+    out = tmp_path / f"{path.name}.implicit"
+    code, text = run_tool([require_tool("dcmconv"), "+ti", "-e", "-g", str(path), str(out)])
+    assert code == 0, text
+    return dataset_bytes(out)
 
 
 def test_store_wrong_called_ae_is_rejected(
@@ -467,6 +554,14 @@ def test_plan_splits_at_128_contexts(tmp_path: Path) -> None:
     for group in groups:
         keys = {(c, ts[0]) for c, ts in group.contexts}
         assert all(i.key in keys for i in group.items)
+    # Explicit VR LE alone: each class is offered in Implicit VR LE too.
+    groups = plan([item(i, "1.2.840.10008.1.2.1") for i in range(100)])
+    assert [len(g.contexts) for g in groups] == [128, 72]
+    assert [len(g.items) for g in groups] == [64, 36]
+    assert groups[1].contexts[:2] == [
+        ("1.2.3.64", ["1.2.840.10008.1.2.1"]),
+        ("1.2.3.64", ["1.2.840.10008.1.2"]),
+    ]
 
 
 def test_progress_only_on_a_terminal_and_throttled(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -522,7 +617,11 @@ def test_a_log_record_erases_the_bar_before_it_is_written() -> None:
 class PynetdicomScp:
     """pynetdicom's Storage SCP in its own threads, recording what it receives."""
 
-    def __init__(self, handler: Callable[[Any], int] | None = None) -> None:
+    def __init__(
+        self,
+        handler: Callable[[Any], int] | None = None,
+        transfer_syntaxes: list[str] = ALL_TRANSFER_SYNTAXES,
+    ) -> None:
         self.received: dict[str, tuple[str, bytes]] = {}  # uid -> (transfer syntax, bytes)
         self.associations: set[int] = set()
         self.lock = threading.Lock()
@@ -530,7 +629,7 @@ class PynetdicomScp:
         ae = AE(ae_title="PYSCP")
         ae.maximum_pdu_size = 16384
         for sop_class in sorted(STORAGE_SOP_CLASSES):
-            ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+            ae.add_supported_context(sop_class, transfer_syntaxes)
         server = ae.start_server(
             ("127.0.0.1", 0),
             block=False,
@@ -560,8 +659,11 @@ class PynetdicomScp:
 def pyscp_factory() -> Iterator[Callable[..., PynetdicomScp]]:
     servers: list[PynetdicomScp] = []
 
-    def start(handler: Callable[[Any], int] | None = None) -> PynetdicomScp:
-        scp = PynetdicomScp(handler)
+    def start(
+        handler: Callable[[Any], int] | None = None,
+        transfer_syntaxes: list[str] = ALL_TRANSFER_SYNTAXES,
+    ) -> PynetdicomScp:
+        scp = PynetdicomScp(handler, transfer_syntaxes)
         servers.append(scp)
         return scp
 
@@ -826,15 +928,15 @@ def test_store_gives_up_after_the_second_abort(
 # ---- against DCMTK storescp ----------------------------------------------------------------
 
 
-def run_storescp(tmp_path: Path, *options: str) -> Iterator[tuple[int, Path]]:
-    """DCMTK storescp accepting every transfer syntax, with ``options``, writing
-    into a folder; yields its port and that folder, and stops it."""
+def run_storescp(tmp_path: Path, *options: str, accept: str = "+xa") -> Iterator[tuple[int, Path]]:
+    """DCMTK storescp accepting every transfer syntax (or ``accept``'s), with
+    ``options``, writing into a folder; yields its port and that folder, and stops it."""
     binary = require_tool("storescp")
     out = tmp_path / "storescp"
     out.mkdir()
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "-aet", "STORESCP", "+xa", *options, "-od", str(out), str(port)],
+        [binary, "-aet", "STORESCP", accept, *options, "-od", str(out), str(port)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -895,6 +997,80 @@ def test_store_data_sets_without_file_meta_to_dcmtk_storescp(
         assert "E: " not in dump, dump
         assert read_meta(received[uid])[0].transfer_syntax_uid == transfer_syntax
         assert dataset_bytes(received[uid]) == data
+
+
+#: Uncompressed pydicom files: Explicit VR LE with sequences, multi-frame pixels, an
+#: SR tree, a waveform; and one Implicit VR LE.
+UNCOMPRESSED = ("CT_small.dcm", "test-SR.dcm", "liver_1frame.dcm", "waveform_ecg.dcm", "rtplan.dcm")
+
+
+@pytest.mark.interop
+def test_store_to_an_implicit_only_dcmtk_storescp(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """storescp +xi takes Implicit VR LE alone: the Explicit VR files go converted,
+    and it writes what dcmconv +ti writes (bit for bit); dcmdump reads them."""
+    gen = run_storescp(tmp_path, "--bit-preserving", accept="+xi")
+    port, out_dir = next(gen)
+    try:
+        files = copy_test_files(tmp_path / "in", UNCOMPRESSED)
+        status = store("-j", "2", "--aec", "STORESCP", "127.0.0.1", str(port), str(tmp_path / "in"))
+        lines = capsys.readouterr().out.splitlines()
+        assert status == 0, lines
+        assert lines[1] == (
+            "note: 4 file(s) sent converted to Implicit VR Little Endian:"
+            " the peer accepted no Explicit VR for their SOP class"
+        )
+        received = {read_meta(p)[0].media_storage_sop_instance_uid: p for p in out_dir.iterdir()}
+        assert len(received) == len(files)
+        for path in files:
+            got = received[read_meta(path)[0].media_storage_sop_instance_uid]
+            code, dump = run_tool(["dcmdump", str(got)])
+            assert code == 0, dump
+            assert "E: " not in dump, dump
+            assert "W: " not in dump, dump
+            assert read_meta(got)[0].transfer_syntax_uid == ImplicitVRLittleEndian
+            assert dataset_bytes(got) == implicit_bytes(path, tmp_path), path.name
+    finally:
+        gen.close()
+
+
+@pytest.mark.interop
+def test_store_to_an_implicit_only_pynetdicom_scp(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scp = pyscp_factory(transfer_syntaxes=[ImplicitVRLittleEndian])
+    files = copy_test_files(tmp_path / "in", UNCOMPRESSED)
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(tmp_path / "in"))
+    assert status == 0, capsys.readouterr().out
+    for path in files:
+        ts, data = scp.received[read_meta(path)[0].media_storage_sop_instance_uid]
+        assert ts == ImplicitVRLittleEndian
+        assert data == implicit_bytes(path, tmp_path), path.name
+
+
+@pytest.mark.interop
+def test_explicit_vr_files_go_as_stored_to_a_peer_taking_both(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pynetdicom's SCP, offered Explicit and Implicit VR in one context, takes the
+    first of its own list (Implicit VR): each gets a context of its own, so the
+    files go as stored."""
+    scp = pyscp_factory(transfer_syntaxes=[ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+    files = copy_test_files(tmp_path / "in", UNCOMPRESSED)
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(tmp_path / "in"))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0, lines
+    assert len(lines) == 1, lines  # no conversion note
+    for path in files:
+        meta, _ = read_meta(path)
+        ts, data = scp.received[meta.media_storage_sop_instance_uid]
+        assert ts == meta.transfer_syntax_uid
+        assert data == sent_bytes(path), path.name
 
 
 # ---- a data folder another process holds --------------------------------------------------

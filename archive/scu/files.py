@@ -34,6 +34,7 @@ from archive.dicom.filemeta import (
     lacks_preamble,
 )
 from archive.dicom.header import HeaderError, HeaderReader
+from archive.dicom.reencode import ReencodeError, ToImplicit
 from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, usable_uid
 from archive.dicom.uids import name as uid_name
 from archive.errors import ArchiveError
@@ -131,6 +132,9 @@ class Report:
     sent_bytes: int = 0
     #: Results that name a SOP Instance UID: files that held an instance.
     instances: int = 0
+    #: Files sent converted to Implicit VR Little Endian (``store``): the peer
+    #: took no Explicit VR for their SOP class.
+    converted: int = 0
 
     def add(self, result: FileResult) -> None:
         """Count ``result``; keep it if the summary lists it."""
@@ -197,6 +201,11 @@ class Report:
         if self.interrupted:
             rest = ", nor the folders not walked yet" if self.walk_unfinished else ""
             lines.append(f"interrupted: {self.unfinished} file(s) not {verb}{rest}")
+        if self.converted:
+            lines.append(
+                f"note: {self.converted} file(s) {verb} converted to Implicit VR Little Endian:"
+                " the peer accepted no Explicit VR for their SOP class"
+            )
         lines.extend(self.notes)
         lines.extend(r.describe() for r in failed)
         lines.extend(r.describe() for r in warned)
@@ -585,6 +594,26 @@ async def checked(
         await blocks.aclose()
     if sent != item.size:
         raise FileReadError(f"file changed while sending ({sent} bytes, not {item.size})")
+
+
+async def to_implicit(chunks: AsyncGenerator[memoryview, None]) -> AsyncGenerator[memoryview, None]:
+    """An Explicit VR Little Endian data set's ``chunks`` as Implicit VR Little Endian.
+
+    :class:`~archive.dicom.reencode.ToImplicit` changes the headers only; a data
+    set it cannot follow fails as a file that cannot be read would, half sent
+    (the caller aborts the association).
+    """
+    conversion = ToImplicit()
+    try:
+        async for chunk in chunks:
+            if out := conversion.feed(chunk):
+                yield memoryview(out)
+        if out := conversion.close():
+            yield memoryview(out)
+    except ReencodeError as exc:
+        raise FileReadError(f"cannot be sent as Implicit VR Little Endian: {exc}") from exc
+    finally:
+        await chunks.aclose()
 
 
 def _walker(item: FileItem) -> HeaderReader | None:

@@ -4,8 +4,12 @@ Theory of operation. The paths given are walked (folders recursively) and each
 file's File Meta Information is read in a thread (``files.py``); files without
 the ``DICM`` prefix are *skipped*, not fatal. The instances are then planned into
 groups (:func:`plan`): one presentation context per distinct (SOP Class, stored
-Transfer Syntax) pair, since nothing is transcoded and a file can only go out in
-the encoding it has on disk; at most 128 contexts per association (PS3.8
+Transfer Syntax) pair, since nothing is transcoded and a file goes out in the
+encoding it has on disk, with one exception: an Explicit VR Little Endian file's
+class is also offered in Implicit VR Little Endian, which every SCP must accept
+(PS3.5 10.1), and a file the peer takes only so is converted as it is sent
+(``archive/dicom/reencode.py``: the headers change, the values do not), as
+storescu does. At most 128 contexts per association (PS3.8
 9.3.2.2), so more pairs than that make several groups sent one after another.
 Within a group, ``jobs`` workers each open an association and take files from a
 shared queue; each opens the next files ahead, several per trip to a thread, and
@@ -48,6 +52,7 @@ import msgspec
 from archive.dicom.dimse import CStoreRq
 from archive.dicom.dimse.status import StatusCategory, category
 from archive.dicom.errors import LocalProtocolError, RejectResult
+from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.dicom.ul.negotiation import MAX_CONTEXTS, Negotiated
 from archive.net import (
     AssociationAborted,
@@ -73,6 +78,7 @@ from archive.scu.files import (
     first_block,
     given_meta,
     probe_all,
+    to_implicit,
 )
 from archive.scu.query import Interrupt, abortable, stopper
 from archive.store.sources import FileSource, to_open
@@ -93,20 +99,42 @@ def plan(items: Sequence[FileItem], max_contexts: int = MAX_CONTEXTS) -> list[Gr
 
     One context per (SOP Class, Transfer Syntax) pair with that single transfer
     syntax: proposing several transfer syntaxes in one context would let the
-    acceptor pick one the file is not in, and we cannot transcode.
+    acceptor pick one the file is not in (pynetdicom's takes the first of its
+    own list, Implicit VR), and we cannot transcode. Explicit VR Little Endian
+    files also get a context of their class in Implicit VR Little Endian, used
+    only when the peer refuses theirs: they are converted to it as they are sent.
     """
-    keys = list(dict.fromkeys(item.key for item in items))
-    groups = []
-    for start in range(0, len(keys), max_contexts):
-        chunk = keys[start : start + max_contexts]
-        wanted = set(chunk)
-        groups.append(
-            Group(
-                contexts=[(sop_class, [ts]) for sop_class, ts in chunk],
-                items=[item for item in items if item.key in wanted],
-            )
-        )
+    groups: list[Group] = []
+    contexts: dict[tuple[str, str], None] = {}
+    keys: set[tuple[str, str]] = set()
+    for key in dict.fromkeys(item.key for item in items):
+        needed = [pair for pair in _contexts_for(key) if pair not in contexts]
+        if len(contexts) + len(needed) > max_contexts:
+            groups.append(_group(contexts, keys, items))
+            contexts, keys = {}, set()
+            needed = _contexts_for(key)
+        contexts.update(dict.fromkeys(needed))
+        keys.add(key)
+    if keys:
+        groups.append(_group(contexts, keys, items))
     return groups
+
+
+def _contexts_for(key: tuple[str, str]) -> list[tuple[str, str]]:
+    """The (SOP class, transfer syntax) contexts the files of ``key`` can go out on."""
+    sop_class, transfer_syntax = key
+    if transfer_syntax == EXPLICIT_VR_LE:
+        return [key, (sop_class, IMPLICIT_VR_LE)]
+    return [key]
+
+
+def _group(
+    contexts: dict[tuple[str, str], None], keys: set[tuple[str, str]], items: Sequence[FileItem]
+) -> Group:
+    return Group(
+        contexts=[(sop_class, [ts]) for sop_class, ts in contexts],
+        items=[item for item in items if item.key in keys],
+    )
 
 
 # ---- sending -------------------------------------------------------------------------
@@ -342,6 +370,9 @@ class _GroupSender:
         """One file's C-STORE; False when the association had to end."""
         sop_class, ts = item.key
         context = negotiated.context_for(sop_class, ts)
+        convert = context is None and ts == EXPLICIT_VR_LE
+        if convert:
+            context = negotiated.context_for(sop_class, IMPLICIT_VR_LE)
         if context is None:
             reason = _refusal_reason(negotiated.refusal(sop_class, ts), sop_class, ts)
             self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.CONTEXT))
@@ -357,6 +388,8 @@ class _GroupSender:
             affected_sop_instance_uid=item.meta.media_storage_sop_instance_uid,
         )
         chunks = checked(item, source.chunks(first), stop, whole=True)
+        if convert:
+            chunks = to_implicit(chunks)
         try:
             rsp = await assoc.store(context.id, request, chunks)
         except FileReadError as exc:
@@ -371,7 +404,10 @@ class _GroupSender:
         finally:
             await chunks.aclose()
         self.answered += 1
-        self._record(status_result(item, rsp.status, rsp.error_comment))
+        result = status_result(item, rsp.status, rsp.error_comment)
+        if convert and result.kind in (Kind.SENT, Kind.WARNING):
+            self.report.converted += 1
+        self._record(result)
         return True
 
     def _retry_or_fail(self, item: FileItem, exc: Exception, *, by_peer: bool) -> None:
