@@ -45,6 +45,7 @@ from tests.conftest import RunningNode, require_tool
 from tests.interop.conftest import (
     DCMTK_ENV,
     LISTEN_TIMEOUT,
+    dcmconv_implicit,
     free_port,
     run_tool,
     stop,
@@ -314,7 +315,7 @@ def test_an_explicit_vr_file_goes_to_an_implicit_only_peer_converted(
         meta, _ = read_meta(path)
         stored = stored_path(data_dir, meta.media_storage_sop_instance_uid)
         assert read_meta(stored)[0].transfer_syntax_uid == ImplicitVRLittleEndian
-        assert dataset_bytes(stored) == dcmconv_implicit(path, tmp_path), path.name
+        assert dataset_bytes(stored) == implicit_bytes(path, tmp_path), path.name
         before, after = pydicom.dcmread(path), pydicom.dcmread(stored)
         assert after.SOPInstanceUID == before.SOPInstanceUID
         if "PixelData" in before:
@@ -359,16 +360,7 @@ def implicit_bytes(path: Path, tmp_path: Path) -> bytes:
     """The data set of ``path`` as it goes to a peer taking Implicit VR LE alone."""
     if read_meta(path)[0].transfer_syntax_uid == ImplicitVRLittleEndian:
         return sent_bytes(path)
-    return dcmconv_implicit(path, tmp_path)
-
-
-def dcmconv_implicit(path: Path, tmp_path: Path) -> bytes:
-    """The data set of ``path`` as DCMTK's dcmconv writes it in Implicit VR LE, with
-    undefined lengths and no group lengths: the bytes our conversion must give."""
-    out = tmp_path / f"{path.name}.implicit"
-    code, text = run_tool([require_tool("dcmconv"), "+ti", "-e", "-g", str(path), str(out)])
-    assert code == 0, text
-    return dataset_bytes(out)
+    return dataset_bytes(dcmconv_implicit(path, tmp_path))
 
 
 def test_store_wrong_called_ae_is_rejected(

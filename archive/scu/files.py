@@ -34,7 +34,6 @@ from archive.dicom.filemeta import (
     lacks_preamble,
 )
 from archive.dicom.header import HeaderError, HeaderReader
-from archive.dicom.reencode import ReencodeError, ToImplicit
 from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, usable_uid
 from archive.dicom.uids import name as uid_name
 from archive.errors import ArchiveError
@@ -594,26 +593,6 @@ async def checked(
         await blocks.aclose()
     if sent != item.size:
         raise FileReadError(f"file changed while sending ({sent} bytes, not {item.size})")
-
-
-async def to_implicit(chunks: AsyncGenerator[memoryview, None]) -> AsyncGenerator[memoryview, None]:
-    """An Explicit VR Little Endian data set's ``chunks`` as Implicit VR Little Endian.
-
-    :class:`~archive.dicom.reencode.ToImplicit` changes the headers only; a data
-    set it cannot follow fails as a file that cannot be read would, half sent
-    (the caller aborts the association).
-    """
-    conversion = ToImplicit()
-    try:
-        async for chunk in chunks:
-            if out := conversion.feed(chunk):
-                yield memoryview(out)
-        if out := conversion.close():
-            yield memoryview(out)
-    except ReencodeError as exc:
-        raise FileReadError(f"cannot be sent as Implicit VR Little Endian: {exc}") from exc
-    finally:
-        await chunks.aclose()
 
 
 def _walker(item: FileItem) -> HeaderReader | None:

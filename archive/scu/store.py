@@ -78,10 +78,9 @@ from archive.scu.files import (
     first_block,
     given_meta,
     probe_all,
-    to_implicit,
 )
 from archive.scu.query import Interrupt, abortable, stopper
-from archive.store.sources import FileSource, to_open
+from archive.store.sources import FileSource, in_implicit_vr, to_open
 
 # ---- planning associations ----------------------------------------------------------
 
@@ -389,7 +388,7 @@ class _GroupSender:
         )
         chunks = checked(item, source.chunks(first), stop, whole=True)
         if convert:
-            chunks = to_implicit(chunks)
+            chunks = in_implicit_vr(chunks, FileReadError)
         try:
             rsp = await assoc.store(context.id, request, chunks)
         except FileReadError as exc:

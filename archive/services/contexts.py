@@ -1,19 +1,27 @@
 """Which presentation contexts a retrieve proposes, and which one each instance
 goes out on (C-MOVE and C-GET sub-operations, ``retrieve.py``).
 
-Today an instance goes out only as stored; transcoding plugs in at
-:func:`convert`, whose filter stands for it.
+An instance goes out as stored when the destination accepts that; one stored in
+Explicit VR Little Endian also goes to a destination that takes Implicit VR
+Little Endian only (the default every SCP must accept, PS3.5 10.1), converted as
+it is sent (``archive/dicom/reencode.py``: headers change, values do not).
+Transcoding (compressed syntaxes) plugs in at :func:`convert` too, whose filter
+stands for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 
 from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, NATIVE_TRANSFER_SYNTAXES
 from archive.dicom.ul.negotiation import MAX_CONTEXTS
 from archive.errors import ArchiveError
 from archive.index import InstanceRow
 from archive.services.base import StoreContext
+from archive.store.sources import in_implicit_vr
+
+#: What a data set's chunks go through on their way to the destination.
+Filter = Callable[[AsyncGenerator[memoryview, None]], AsyncGenerator[memoryview, None]]
 
 
 class NotConvertible(ArchiveError):
@@ -30,9 +38,9 @@ def proposals(rows: Iterable[InstanceRow]) -> list[tuple[str, list[str]]]:
     may choose the one we cannot send as stored (DCMTK, pynetdicom and Orthanc
     all take Explicit VR when offered both, and an Implicit VR instance then had
     no context). Then, for each class with uncompressed instances, one more
-    context offering Explicit and Implicit VR Little Endian, which
-    :func:`convert` will use once transcoding arrives; today an instance only
-    goes out on a context of its stored syntax. At most 128 contexts (PS3.8
+    context offering Explicit and Implicit VR Little Endian: an Explicit VR
+    instance goes on it converted when the destination took Implicit VR there
+    and refused the stored syntax (:func:`convert`). At most 128 contexts (PS3.8
     9.3.2.2): the stored-syntax contexts come first, and pairs beyond the limit
     are not proposed (their instances fail).
     """
@@ -45,21 +53,25 @@ def proposals(rows: Iterable[InstanceRow]) -> list[tuple[str, list[str]]]:
     return result[:MAX_CONTEXTS]
 
 
-def convert(
-    row: InstanceRow, contexts: Sequence[StoreContext]
-) -> tuple[StoreContext, Callable[[AsyncIterator[memoryview]], AsyncIterator[memoryview]]]:
+def convert(row: InstanceRow, contexts: Sequence[StoreContext]) -> tuple[StoreContext, Filter]:
     """The context to send ``row`` on and the filter its data set goes through.
 
-    Today only the stored encoding goes out (the identity filter); a later issue
-    plugs transcoding in here. Raises :class:`NotConvertible` with the reason.
+    The stored syntax first (the identity filter); for an Explicit VR Little
+    Endian instance, else Implicit VR Little Endian (:func:`in_implicit_vr`).
+    Raises :class:`NotConvertible` with the reason.
     """
     offered = False
+    implicit: StoreContext | None = None
     for context in contexts:
         if context.abstract_syntax != row.sop_class_uid:
             continue
         offered = True
         if context.transfer_syntax == row.transfer_syntax_uid:
             return context, _identity
+        if context.transfer_syntax == IMPLICIT_VR_LE and implicit is None:
+            implicit = context
+    if implicit is not None and row.transfer_syntax_uid == EXPLICIT_VR_LE:
+        return implicit, _to_implicit
     if not offered:
         raise NotConvertible(
             f"the destination accepted no context for SOP class {row.sop_class_uid}"
@@ -70,5 +82,16 @@ def convert(
     )
 
 
-def _identity(chunks: AsyncIterator[memoryview]) -> AsyncIterator[memoryview]:
+class ConversionFailed(OSError):
+    """A stored data set the conversion cannot follow, found while it was sent.
+
+    An OSError, as a file that cannot be read mid-send is: the sub-operation
+    fails and its association, holding half a message, is aborted."""
+
+
+def _identity(chunks: AsyncGenerator[memoryview, None]) -> AsyncGenerator[memoryview, None]:
     return chunks
+
+
+def _to_implicit(chunks: AsyncGenerator[memoryview, None]) -> AsyncGenerator[memoryview, None]:
+    return in_implicit_vr(chunks, ConversionFailed)

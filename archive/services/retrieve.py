@@ -594,16 +594,22 @@ async def _move_worker(
                     await retriever.send_queued(target)
                     sent = True
         except (SubAssociationError, OSError) as exc:
-            # OSError: a file failed in the middle of its C-STORE; that sub-operation
-            # is counted failed and the others go on the other associations or fail.
+            # OSError: a file failed in the middle of its C-STORE (unreadable, or
+            # not convertible); that sub-operation is counted failed and its
+            # association, holding half a message, aborted. The file's failure
+            # is not the destination's: the others go on a new association.
+            file_failed = isinstance(exc, OSError) and not connecting and not sent
             if connecting:
                 log.warning("C-MOVE: cannot associate with %s: %s", destination, exc)
             elif sent:  # the release failed: every sub-operation was answered
                 log.warning("C-MOVE: release of the association with %s: %s",
                             destination, exc)  # fmt: skip
+            elif file_failed:
+                log.warning("C-MOVE: a file failed while sent to %s, its association "
+                            "aborted: %s", destination, exc)  # fmt: skip
             else:
                 log.warning("C-MOVE: association with %s ended: %s", destination, exc)
-            if not sent:
+            if not sent and not file_failed:
                 return
         finally:
             if connecting:

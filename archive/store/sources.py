@@ -15,10 +15,11 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from archive.dicom.filemeta import FileMeta
+from archive.dicom.reencode import ReencodeError, ToImplicit
 from archive.store import DatasetReader
 from archive.store.scan import CHUNK
 
-__all__ = ["OPEN_AHEAD", "FileSource", "InstanceFiles", "to_open"]
+__all__ = ["OPEN_AHEAD", "FileSource", "InstanceFiles", "in_implicit_vr", "to_open"]
 
 T = TypeVar("T")
 
@@ -172,6 +173,28 @@ class FileSource:
             closing = asyncio.ensure_future(self.files.run(self.reader.close))
             _background.add(closing)
             closing.add_done_callback(_background.discard)
+
+
+async def in_implicit_vr(
+    chunks: AsyncGenerator[memoryview, None], failed: Callable[[str], Exception]
+) -> AsyncGenerator[memoryview, None]:
+    """An Explicit VR Little Endian data set's ``chunks`` in Implicit VR Little Endian.
+
+    :class:`~archive.dicom.reencode.ToImplicit` changes the headers only. A data
+    set it cannot follow raises ``failed(reason)`` where that shows, the message
+    half sent: the caller's error for a file that fails mid-send.
+    """
+    conversion = ToImplicit()
+    try:
+        async for chunk in chunks:
+            if out := conversion.feed(chunk):
+                yield memoryview(out)
+        if out := conversion.close():
+            yield memoryview(out)
+    except ReencodeError as exc:
+        raise failed(f"cannot be sent as Implicit VR Little Endian: {exc}") from exc
+    finally:
+        await chunks.aclose()
 
 
 #: Closes running in the I/O pool, held until done (nobody awaits them).

@@ -66,6 +66,16 @@ def run_tool(args: Sequence[str], timeout: float = TOOL_TIMEOUT) -> tuple[int, s
     return done.returncode, done.stdout.decode("utf-8", "replace")
 
 
+def dcmconv_implicit(path: Path, work: Path) -> Path:
+    """``path`` converted by DCMTK's dcmconv to Implicit VR Little Endian, with
+    undefined lengths and no group lengths (``+ti -e -g``): the data set our
+    conversion (``archive/dicom/reencode.py``) must give, byte for byte."""
+    out = work / f"{path.name}.dcmconv"
+    code, text = run_tool([require_tool("dcmconv"), "+ti", "-e", "-g", str(path), str(out)])
+    assert code == 0, text
+    return out
+
+
 def archive_command() -> list[str]:
     """Our ``archive`` console script from the running venv (or ``-m archive.cli``)."""
     script = Path(sys.executable).with_name("archive")

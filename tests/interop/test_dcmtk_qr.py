@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import ImplicitVRLittleEndian
 
 from archive.dicom.attributes import InstanceAttributes
 from archive.index import StoredInstance
@@ -36,6 +37,7 @@ from tests.interop.conftest import (
     HOST,
     LISTEN_TIMEOUT,
     TOOL_TIMEOUT,
+    dcmconv_implicit,
     free_port,
     run_tool,
     stop,
@@ -476,13 +478,51 @@ def test_move_study_to_storescp_byte_identical(
     _assert_received(qr, tmp_path / "storescp-out", wanted)
 
 
-def _storescp_on(port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
+def test_move_study_to_an_implicit_only_storescp(
+    qr: RunningNode,
+    corpus: Corpus,
+    ports: dict[str, int],
+    tmp_path: Path,
+) -> None:
+    """storescp +xi takes Implicit VR LE alone (PS3.5 10.1's default): A1's three
+    Explicit VR instances go converted, as dcmconv +ti writes them, its two
+    Implicit VR ones as stored."""
+    scp = _storescp_on(ports["STORESCP"], tmp_path, "+xi")
+    try:
+        wanted = corpus.of_study("A1")
+        output, status = movescu(qr, study_keys(wanted[0].study_uid), tmp_path, "-aem", "STORESCP")
+    finally:
+        stop(scp)
+    assert status[-1] == 0x0000, output
+    assert final_counts(output) == counts(5, 0)
+    assert_received_implicit(tmp_path / "storescp-out", wanted, tmp_path)
+
+
+def assert_received_implicit(folder: Path, wanted: Sequence[Instance], tmp_path: Path) -> None:
+    """Each of ``wanted`` in ``folder`` in Implicit VR LE: as stored when it was,
+    else as DCMTK's dcmconv converts it; dcmdump reads each without a complaint."""
+    files = {str(pydicom.dcmread(p).SOPInstanceUID): p for p in folder.iterdir() if p.is_file()}
+    assert sorted(files) == sorted(i.sop_uid for i in wanted)
+    for instance in wanted:
+        received = files[instance.sop_uid]
+        assert pydicom.dcmread(received).file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+        if instance.transfer_syntax == ImplicitVRLittleEndian:
+            expected = dataset_bytes(instance.path)
+        else:
+            expected = dataset_bytes(dcmconv_implicit(instance.path, tmp_path))
+        assert dataset_bytes(received) == expected, instance.path.name
+        rc, dump = run_tool([require_tool("dcmdump"), str(received)])
+        assert rc == 0, dump
+        assert "E: " not in dump, dump
+
+
+def _storescp_on(port: int, tmp_path: Path, *options: str) -> subprocess.Popen[bytes]:
     """storescp on the port the node's peer entry names (the factory picks its own)."""
     out = tmp_path / "storescp-out"
     out.mkdir()
     log = (tmp_path / "storescp.log").open("wb")
     proc = subprocess.Popen(
-        [require_tool("storescp"), "-aet", "STORESCP", "+B", "-od", str(out), str(port)],
+        [require_tool("storescp"), "-aet", "STORESCP", "+B", *options, "-od", str(out), str(port)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

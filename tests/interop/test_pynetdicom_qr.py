@@ -54,6 +54,7 @@ from tests.interop.conftest import (
     HOST,
     LISTEN_TIMEOUT,
     archive_command,
+    dcmconv_implicit,
     free_port,
     run_tool,
     stop,
@@ -68,6 +69,7 @@ from tests.interop.qrhelpers import (
     Corpus,
     Instance,
     build_corpus,
+    dataset_bytes,
     peers_toml,
     qr_node,
     stored_dataset,
@@ -371,6 +373,48 @@ def test_c_get_with_role_selection(
     for run_answers, total in zip(answers, (5, 3), strict=True):
         assert_all_succeeded(run_answers, total)
     assert_received(qr, received, wanted)
+
+
+def test_c_get_proposing_implicit_vr_only_gets_every_instance(
+    qr: RunningNode, corpus: Corpus, tmp_path: Path
+) -> None:
+    """pynetdicom as C-GET SCU offering CT storage in Implicit VR LE alone (the
+    default syntax, PS3.5 10.1): A1's Explicit VR instances come converted on the
+    C-GET association, byte for byte what DCMTK's dcmconv +ti writes."""
+    received: dict[str, tuple[str, bytes]] = {}
+
+    def on_store(event: Any) -> int:
+        received[str(event.request.AffectedSOPInstanceUID)] = (
+            str(event.context.transfer_syntax),
+            bytes(event.encoded_dataset(include_meta=False)),
+        )
+        return 0x0000
+
+    ae = scu(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage, ILE)
+    assoc = ae.associate(
+        HOST,
+        qr.port,
+        ae_title=qr.ae_title,
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    wanted = corpus.of_study("A1")  # 3 Explicit + 2 Implicit VR LE
+    try:
+        query = identifier("STUDY", StudyInstanceUID=wanted[0].study_uid)
+        answers = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+    finally:
+        assoc.release()
+    assert_all_succeeded(answers, len(wanted))
+    assert sorted(received) == sorted(i.sop_uid for i in wanted)
+    for instance in wanted:
+        ts, data = received[instance.sop_uid]
+        assert ts == ILE
+        if instance.transfer_syntax == ILE:
+            assert data == stored_dataset(qr, instance.sop_uid)
+        else:
+            assert data == dataset_bytes(dcmconv_implicit(instance.path, tmp_path))
 
 
 def test_c_get_without_a_role_fails_every_suboperation(qr: RunningNode, corpus: Corpus) -> None:

@@ -10,18 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import struct
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from archive.dicom.dimse import CMoveRq, CMoveRsp
+from archive.dicom.reencode import ToImplicit
 from archive.index import Index, StoredInstance
 from archive.services.base import Cancel, Response, StoreTarget, SubAssociationError
+from archive.services.contexts import ConversionFailed
 from archive.services.retrieve import Connect, MoveSettings, c_move_provider
 from tests.index import run
-from tests.interop.qrhelpers import CT_IMAGE
+from tests.interop.qrhelpers import CT_IMAGE, dataset_bytes
 from tests.services.retrievehelpers import (
     ELE,
     ILE,
@@ -374,3 +379,59 @@ def test_a_cancel_stops_the_association_attempts_at_once(
     assert counts(responses[-1]) == (0xFE00, 5, 0, 0, 0)
     assert (hung.attempts, hung.stopped) == (2, 2)
     assert elapsed < 5.0  # without the stop: the 10 s bound of move() runs out
+
+
+def test_explicit_vr_instances_go_converted_to_an_implicit_only_destination(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """The destination took CT in Implicit VR LE alone: the three Explicit VR
+    instances go on that context converted, the two Implicit VR ones as stored."""
+    root, stored = corpus_files
+    channel = Channel([Context(1, CT_IMAGE, ILE)])
+    responses = move(corpus_files, tmp_path, Reachable([channel]))
+    assert counts(responses[-1]) == (0x0000, None, 5, 0, 0)
+    assert {context for context, _ in channel.commands} == {1}
+    for item in stored:
+        body = dataset_bytes(root / item.path)
+        if item.transfer_syntax_uid == ELE:
+            conversion = ToImplicit()
+            body = conversion.feed(body) + conversion.close()
+        assert channel.received[item.attrs.sop_instance_uid] == body
+
+
+def test_a_stored_data_set_the_conversion_cannot_follow_fails_alone(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An Explicit VR file whose data set cannot be followed (an item longer than
+    its sequence, after Pixel Data: the C-STORE that took it read no further) is
+    half sent when that shows: its association is aborted, that sub-operation
+    fails, and the rest go on a new association."""
+    source, stored = corpus_files
+    root = tmp_path / "store"
+    shutil.copytree(source, root)
+    bad = next(i for i in stored if i.transfer_syntax_uid == ELE)
+    with (root / bad.path).open("ab") as f:
+        f.write(struct.pack("<HH2s2xL", 0x7FE1, 0x1010, b"SQ", 16))
+        f.write(struct.pack("<HHL", 0xFFFE, 0xE000, 100) + bytes(8))
+    rows = [msgspec.structs.replace(i, size=i.size + 28) if i is bad else i for i in stored]
+    channels = [Channel([Context(1, CT_IMAGE, ILE)]), Channel([Context(1, CT_IMAGE, ILE)])]
+    connect = Reachable(channels)
+    with caplog.at_level(logging.WARNING, logger="archive.retrieve"):
+        responses = move((root, rows), tmp_path, connect)
+    assert counts(responses[-1]) == (0xB000, None, 4, 1, 0)
+    assert failed_uids(responses[-1]) == [bad.attrs.sop_instance_uid]
+    received = {**channels[0].received, **channels[1].received}
+    assert set(received) == {i.attrs.sop_instance_uid for i in stored} - {
+        bad.attrs.sop_instance_uid
+    }
+    assert isinstance(connect.closed[0], ConversionFailed)  # aborted, not released
+    assert connect.closed[1:] == [None]
+    assert any(
+        "C-MOVE: a file failed while sent to KNOWN, its association aborted:"
+        " cannot be sent as Implicit VR Little Endian:"
+        in message
+        and "runs past its container" in message
+        for message in caplog.messages
+    )

@@ -7,7 +7,9 @@ The providers are tested in ``test_retrieve_get`` and ``test_retrieve_move``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import struct
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 
@@ -125,6 +127,26 @@ def test_convert_picks_the_context_of_the_stored_syntax() -> None:
 
     source = chunks()
     assert filtered(source) is source  # the identity filter: no transcoding yet
+
+
+def test_convert_takes_implicit_vr_for_an_explicit_vr_instance_if_it_must() -> None:
+    """Only when the stored syntax has no context: then the filter converts."""
+    contexts = [Context(1, CT_IMAGE, RLE), Context(3, CT_IMAGE, ILE)]
+    context, filtered = convert(row("1", CT_IMAGE, ELE), contexts)
+    assert context == contexts[1]
+    body = struct.pack("<HH2sH", 0x0008, 0x0060, b"CS", 2) + b"CT"
+
+    async def chunks() -> AsyncGenerator[memoryview, None]:
+        yield memoryview(body[:5])
+        yield memoryview(body[5:])
+
+    async def sent() -> bytes:
+        return b"".join([bytes(c) async for c in filtered(chunks())])
+
+    assert asyncio.run(sent()) == struct.pack("<HHL", 0x0008, 0x0060, 2) + b"CT"
+    # An Implicit VR instance has no way into Explicit VR (no transcoding yet).
+    with pytest.raises(NotConvertible):
+        convert(row("2", CT_IMAGE, ILE), [Context(1, CT_IMAGE, ELE)])
 
 
 def test_convert_without_a_context_for_the_class() -> None:
