@@ -467,13 +467,8 @@ def test_move_study_to_storescp_byte_identical(
     tmp_path: Path,
 ) -> None:
     """Study A2 (Explicit VR LE) to a plain storescp (-aet STORESCP, +B)."""
-    scp = _storescp_on(ports["STORESCP"], tmp_path)
-    try:
-        wanted = corpus.of_study("A2")
-        output, status = movescu(qr, study_keys(wanted[0].study_uid), tmp_path, "-aem", "STORESCP")
-    finally:
-        stop(scp)
-    assert status[-1] == 0x0000, output
+    wanted = corpus.of_study("A2")
+    output = move_to_storescp(qr, wanted, ports, tmp_path)
     assert final_counts(output) == counts(2, 0)
     _assert_received(qr, tmp_path / "storescp-out", wanted)
 
@@ -487,15 +482,29 @@ def test_move_study_to_an_implicit_only_storescp(
     """storescp +xi takes Implicit VR LE alone (PS3.5 10.1's default): A1's three
     Explicit VR instances go converted, as dcmconv +ti writes them, its two
     Implicit VR ones as stored."""
-    scp = _storescp_on(ports["STORESCP"], tmp_path, "+xi")
+    wanted = corpus.of_study("A1")
+    output = move_to_storescp(qr, wanted, ports, tmp_path, "+xi")
+    assert final_counts(output) == counts(5, 0)
+    assert_received_implicit(tmp_path / "storescp-out", wanted, tmp_path)
+
+
+def move_to_storescp(
+    qr: RunningNode,
+    wanted: Sequence[Instance],
+    ports: dict[str, int],
+    tmp_path: Path,
+    *options: str,
+) -> str:
+    """movescu has the node C-MOVE ``wanted``'s study to a storescp started with
+    ``options``, writing into ``tmp_path / "storescp-out"``; movescu's log, its
+    final status checked to be Success."""
+    scp = _storescp_on(ports["STORESCP"], tmp_path, *options)
     try:
-        wanted = corpus.of_study("A1")
         output, status = movescu(qr, study_keys(wanted[0].study_uid), tmp_path, "-aem", "STORESCP")
     finally:
         stop(scp)
     assert status[-1] == 0x0000, output
-    assert final_counts(output) == counts(5, 0)
-    assert_received_implicit(tmp_path / "storescp-out", wanted, tmp_path)
+    return output
 
 
 def assert_received_implicit(folder: Path, wanted: Sequence[Instance], tmp_path: Path) -> None:

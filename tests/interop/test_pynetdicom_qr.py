@@ -329,13 +329,9 @@ def test_c_move_unknown_destination(qr: RunningNode, corpus: Corpus) -> None:
     assert [int(s.Status) for s, _ in answers] == [0xA801]
 
 
-@pytest.mark.parametrize("window", [None, (1, 8)], ids=["synchronous", "async-window"])
-def test_c_get_with_role_selection(
-    qr: RunningNode, corpus: Corpus, window: tuple[int, int] | None
-) -> None:
-    """pynetdicom as C-GET SCU; with an Asynchronous Operations Window proposed (PS3.7
-    D.3.3.3) the node answers (4, 1) and keeps four sub-operations in flight, which
-    pynetdicom must take in order like any others."""
+def store_recorder() -> tuple[dict[str, tuple[str, bytes]], Callable[[Any], int]]:
+    """A C-STORE handler for pynetdicom recording, per SOP Instance UID, the
+    context's transfer syntax and the data set's bytes; and what it records."""
     received: dict[str, tuple[str, bytes]] = {}
 
     def on_store(event: Any) -> int:
@@ -345,6 +341,17 @@ def test_c_get_with_role_selection(
         )
         return 0x0000
 
+    return received, on_store
+
+
+@pytest.mark.parametrize("window", [None, (1, 8)], ids=["synchronous", "async-window"])
+def test_c_get_with_role_selection(
+    qr: RunningNode, corpus: Corpus, window: tuple[int, int] | None
+) -> None:
+    """pynetdicom as C-GET SCU; with an Asynchronous Operations Window proposed (PS3.7
+    D.3.3.3) the node answers (4, 1) and keeps four sub-operations in flight, which
+    pynetdicom must take in order like any others."""
+    received, on_store = store_recorder()
     ae = scu(StudyRootQueryRetrieveInformationModelGet, roles=(CTImageStorage, MRImageStorage))
     ext_neg: list[Any] = [
         build_role(uid, scp_role=True) for uid in (CTImageStorage, MRImageStorage)
@@ -381,15 +388,7 @@ def test_c_get_proposing_implicit_vr_only_gets_every_instance(
     """pynetdicom as C-GET SCU offering CT storage in Implicit VR LE alone (the
     default syntax, PS3.5 10.1): A1's Explicit VR instances come converted on the
     C-GET association, byte for byte what DCMTK's dcmconv +ti writes."""
-    received: dict[str, tuple[str, bytes]] = {}
-
-    def on_store(event: Any) -> int:
-        received[str(event.request.AffectedSOPInstanceUID)] = (
-            str(event.context.transfer_syntax),
-            bytes(event.encoded_dataset(include_meta=False)),
-        )
-        return 0x0000
-
+    received, on_store = store_recorder()
     ae = scu(StudyRootQueryRetrieveInformationModelGet)
     ae.add_requested_context(CTImageStorage, ILE)
     assoc = ae.associate(
