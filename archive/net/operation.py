@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Coroutine, Sequence
 
 from archive.dicom.dimse import (
@@ -34,6 +35,8 @@ from archive.net.association import (
     MessageIds,
 )
 from archive.services import Cancel
+
+log = logging.getLogger("archive.retrieve")
 
 #: Largest C-FIND/C-MOVE/C-GET identifier we read (bytes). Real ones are under
 #: 2 KiB; this only stops a peer from making us buffer without end.
@@ -86,6 +89,15 @@ class GetChannel:
                 raise AssociationAborted(
                     "association aborted during a C-STORE sub-operation"
                 ) from None
+            except OSError as exc:
+                # The file failed in the middle of its C-STORE (unreadable, or a
+                # data set the conversion cannot follow): a message cannot be
+                # left half sent (PS3.8 7.3), so the caller's association ends.
+                # Not an internal error, and the rest of the C-GET cannot go on.
+                detail = f"a file failed while it was sent: {exc}"
+                log.warning("C-GET: %s; the association is aborted", detail)
+                self._assoc.abort(detail)
+                raise AssociationAborted(detail) from exc
             # The DIMSE timeout measures the peer's silence, not this request's
             # age: with a window of N sub-operations in flight, answered in
             # order, the last one sent waits for the N-1 before it, and a peer

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -42,8 +44,10 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
+    Verification,
 )
 
+from archive.cli import main
 from archive.dicom.dataset import Element, decode_dataset, encode_dataset
 from archive.dicom.dimse import CStoreRq
 from archive.dicom.ul.pdu import RoleSelection
@@ -414,6 +418,57 @@ def test_c_get_proposing_implicit_vr_only_gets_every_instance(
             assert data == stored_dataset(qr, instance.sop_uid)
         else:
             assert data == dataset_bytes(dcmconv_implicit(instance.path, tmp_path))
+
+
+def test_c_get_of_a_file_that_fails_mid_send_aborts_without_an_internal_error(
+    node_factory: Callable[..., RunningNode],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stored Explicit VR file the conversion cannot follow (an item longer than
+    its sequence, after Pixel Data: the C-STORE that brought it read no further),
+    asked for in Implicit VR: half its C-STORE is sent when that shows, and on
+    the caller's own association only an A-ABORT ends a message (PS3.8 7.3). The
+    node says why at WARNING, not as an internal error, and serves on."""
+    from tests.test_cli_store import make_instance
+
+    node = node_factory()
+    bad = tmp_path / "in" / "bad.dcm"
+    uid = make_instance(bad, study="1.2.3.77")
+    with bad.open("ab") as f:
+        f.write(struct.pack("<HH2s2xL", 0x7FE1, 0x1010, b"SQ", 16))
+        f.write(struct.pack("<HHL", 0xFFFE, 0xE000, 100) + bytes(8))
+    assert main(["store", "--aec", node.ae_title, HOST, str(node.port), str(bad)]) == 0
+    received, on_store = store_recorder()
+    ae = scu(StudyRootQueryRetrieveInformationModelGet, Verification)
+    ae.add_requested_context(CTImageStorage, ILE)
+    with caplog.at_level(logging.INFO):
+        assoc = ae.associate(
+            HOST,
+            node.port,
+            ae_title=node.ae_title,
+            ext_neg=[build_role(CTImageStorage, scp_role=True)],
+            evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        )
+        assert assoc.is_established
+        query = identifier("STUDY", StudyInstanceUID="1.2.3.77")
+        list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+        assoc.join(timeout=5)  # pynetdicom's thread takes the A-ABORT in
+        assert assoc.is_aborted
+        assert received == {}
+        again = ae.associate(HOST, node.port, ae_title=node.ae_title)
+        try:
+            assert int(again.send_c_echo().Status) == 0x0000
+        finally:
+            again.release()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        m.startswith("C-GET: a file failed while it was sent: cannot be sent as Implicit VR")
+        and m.endswith("; the association is aborted")
+        for m in warnings
+    ), warnings
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert uid not in caplog.text
 
 
 def test_c_get_without_a_role_fails_every_suboperation(qr: RunningNode, corpus: Corpus) -> None:
