@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -307,8 +308,8 @@ def test_an_explicit_vr_file_goes_to_an_implicit_only_peer_converted(
     assert status == 0, lines
     assert lines[0].startswith("sent 4, failed 0, skipped 0 of 4 file(s); ")
     assert lines[1:] == [
-        "note: 3 file(s) sent converted to Implicit VR Little Endian:"
-        " the peer accepted no Explicit VR for their SOP class"
+        "note: 3 file(s) sent converted (inflated, or to Implicit VR Little Endian):"
+        " the peer accepted their SOP class only so"
     ]
     data_dir = node.config.node.data_dir
     for path in [explicit, *files]:
@@ -348,7 +349,7 @@ def test_a_file_that_cannot_be_converted_fails_alone(
     lines = capsys.readouterr().out.splitlines()
     assert status == 5, lines
     assert lines[0].startswith("sent 1, failed 1, skipped 0 of 2 file(s); ")
-    assert lines[1].startswith("note: 1 file(s) sent converted to Implicit VR Little Endian")
+    assert lines[1].startswith("note: 1 file(s) sent converted (inflated, or to Implicit VR")
     assert lines[2].startswith(f"failed: {bad}  {bad_uid}  cannot be sent as Implicit VR")
     assert "runs past its container" in lines[2]
     data_dir = node.config.node.data_dir
@@ -994,6 +995,8 @@ def test_store_data_sets_without_file_meta_to_dcmtk_storescp(
 #: Uncompressed pydicom files: Explicit VR LE with sequences, multi-frame pixels, an
 #: SR tree, a waveform; and one Implicit VR LE.
 UNCOMPRESSED = ("CT_small.dcm", "test-SR.dcm", "liver_1frame.dcm", "waveform_ecg.dcm", "rtplan.dcm")
+#: Those and a Deflated Explicit VR LE one.
+CONVERTIBLE = (*UNCOMPRESSED, "image_dfl.dcm")
 
 
 @pytest.mark.interop
@@ -1005,13 +1008,13 @@ def test_store_to_an_implicit_only_dcmtk_storescp(
     gen = run_storescp(tmp_path, "--bit-preserving", accept="+xi")
     port, out_dir = next(gen)
     try:
-        files = copy_test_files(tmp_path / "in", UNCOMPRESSED)
+        files = copy_test_files(tmp_path / "in", CONVERTIBLE)
         status = store("-j", "2", "--aec", "STORESCP", "127.0.0.1", str(port), str(tmp_path / "in"))
         lines = capsys.readouterr().out.splitlines()
         assert status == 0, lines
         assert lines[1] == (
-            "note: 4 file(s) sent converted to Implicit VR Little Endian:"
-            " the peer accepted no Explicit VR for their SOP class"
+            "note: 5 file(s) sent converted (inflated, or to Implicit VR Little Endian):"
+            " the peer accepted their SOP class only so"
         )
         received = {read_meta(p)[0].media_storage_sop_instance_uid: p for p in out_dir.iterdir()}
         assert len(received) == len(files)
@@ -1034,13 +1037,31 @@ def test_store_to_an_implicit_only_pynetdicom_scp(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     scp = pyscp_factory(transfer_syntaxes=[ImplicitVRLittleEndian])
-    files = copy_test_files(tmp_path / "in", UNCOMPRESSED)
+    files = copy_test_files(tmp_path / "in", CONVERTIBLE)
     status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(tmp_path / "in"))
     assert status == 0, capsys.readouterr().out
     for path in files:
         ts, data = scp.received[read_meta(path)[0].media_storage_sop_instance_uid]
         assert ts == ImplicitVRLittleEndian
         assert data == implicit_bytes(path, tmp_path), path.name
+
+
+@pytest.mark.interop
+def test_a_deflated_file_goes_inflated_to_a_peer_taking_explicit_vr_only(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Deflated is rarely accepted; inflated it is Explicit VR LE (PS3.5 A.5)."""
+    scp = pyscp_factory(transfer_syntaxes=[ExplicitVRLittleEndian])
+    (path,) = copy_test_files(tmp_path / "in", ("image_dfl.dcm",))
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(tmp_path / "in"))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0, lines
+    assert lines[1].startswith("note: 1 file(s) sent converted (inflated,")
+    ts, data = scp.received[read_meta(path)[0].media_storage_sop_instance_uid]
+    assert ts == ExplicitVRLittleEndian
+    assert data == zlib.decompress(dataset_bytes(path), -zlib.MAX_WBITS)
 
 
 @pytest.mark.interop

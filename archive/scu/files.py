@@ -131,8 +131,8 @@ class Report:
     sent_bytes: int = 0
     #: Results that name a SOP Instance UID: files that held an instance.
     instances: int = 0
-    #: Files sent converted to Implicit VR Little Endian (``store``): the peer
-    #: took no Explicit VR for their SOP class.
+    #: Files sent in another transfer syntax than stored (``store``): inflated,
+    #: or in Implicit VR Little Endian, as the peer took theirs as stored.
     converted: int = 0
 
     def add(self, result: FileResult) -> None:
@@ -202,8 +202,8 @@ class Report:
             lines.append(f"interrupted: {self.unfinished} file(s) not {verb}{rest}")
         if self.converted:
             lines.append(
-                f"note: {self.converted} file(s) {verb} converted to Implicit VR Little Endian:"
-                " the peer accepted no Explicit VR for their SOP class"
+                f"note: {self.converted} file(s) {verb} converted (inflated, or to Implicit VR"
+                " Little Endian): the peer accepted their SOP class only so"
             )
         lines.extend(self.notes)
         lines.extend(r.describe() for r in failed)

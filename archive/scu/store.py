@@ -5,12 +5,14 @@ file's File Meta Information is read in a thread (``files.py``); files without
 the ``DICM`` prefix are *skipped*, not fatal. The instances are then planned into
 groups (:func:`plan`): one presentation context per distinct (SOP Class, stored
 Transfer Syntax) pair, since nothing is transcoded and a file goes out in the
-encoding it has on disk, with one exception: an Explicit VR Little Endian file's
-class is also offered in Implicit VR Little Endian, which every SCP must accept
-(PS3.5 10.1), and a file the peer takes only so is converted as it is sent
-(``archive/dicom/reencode.py``: the headers change, the values do not), as
-storescu does. At most 128 contexts per association (PS3.8
-9.3.2.2), so more pairs than that make several groups sent one after another.
+encoding it has on disk, with two exceptions, as storescu makes them: an
+Explicit VR Little Endian file's class is also offered in Implicit VR Little
+Endian, which every SCP must accept (PS3.5 10.1), and a Deflated one's in both,
+each in a context of its own; a file the peer takes only so is converted as it
+is sent (inflated; ``archive/dicom/reencode.py``: the headers change, the values
+do not; ``store/sources.py``, :func:`~archive.store.sources.sendable_as`). At
+most 128 contexts per association (PS3.8 9.3.2.2), so more pairs than that make
+several groups sent one after another.
 Within a group, ``jobs`` workers each open an association and take files from a
 shared queue; each opens the next files ahead, several per trip to a thread, and
 streams a file's data set in bounded chunks, read on the event loop when the page
@@ -52,7 +54,6 @@ import msgspec
 from archive.dicom.dimse import CStoreRq
 from archive.dicom.dimse.status import StatusCategory, category
 from archive.dicom.errors import LocalProtocolError, RejectResult
-from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.dicom.ul.negotiation import MAX_CONTEXTS, Negotiated
 from archive.net import (
     AssociationAborted,
@@ -80,7 +81,7 @@ from archive.scu.files import (
     probe_all,
 )
 from archive.scu.query import Interrupt, abortable, stopper
-from archive.store.sources import FileSource, in_implicit_vr, to_open
+from archive.store.sources import FileSource, reencoded, sendable_as, to_open
 
 # ---- planning associations ----------------------------------------------------------
 
@@ -100,8 +101,9 @@ def plan(items: Sequence[FileItem], max_contexts: int = MAX_CONTEXTS) -> list[Gr
     syntax: proposing several transfer syntaxes in one context would let the
     acceptor pick one the file is not in (pynetdicom's takes the first of its
     own list, Implicit VR), and we cannot transcode. Explicit VR Little Endian
-    files also get a context of their class in Implicit VR Little Endian, used
-    only when the peer refuses theirs: they are converted to it as they are sent.
+    files also get a context of their class in Implicit VR Little Endian, and
+    Deflated ones in both, used only when the peer refuses theirs: they are
+    converted as they are sent (:func:`~archive.store.sources.sendable_as`).
     """
     groups: list[Group] = []
     contexts: dict[tuple[str, str], None] = {}
@@ -122,9 +124,7 @@ def plan(items: Sequence[FileItem], max_contexts: int = MAX_CONTEXTS) -> list[Gr
 def _contexts_for(key: tuple[str, str]) -> list[tuple[str, str]]:
     """The (SOP class, transfer syntax) contexts the files of ``key`` can go out on."""
     sop_class, transfer_syntax = key
-    if transfer_syntax == EXPLICIT_VR_LE:
-        return [key, (sop_class, IMPLICIT_VR_LE)]
-    return [key]
+    return [(sop_class, ts) for ts in sendable_as(transfer_syntax)]
 
 
 def _group(
@@ -368,10 +368,10 @@ class _GroupSender:
     ) -> bool:
         """One file's C-STORE; False when the association had to end."""
         sop_class, ts = item.key
-        context = negotiated.context_for(sop_class, ts)
-        convert = context is None and ts == EXPLICIT_VR_LE
-        if convert:
-            context = negotiated.context_for(sop_class, IMPLICIT_VR_LE)
+        for sent_as in sendable_as(ts):
+            context = negotiated.context_for(sop_class, sent_as)
+            if context is not None:
+                break
         if context is None:
             reason = _refusal_reason(negotiated.refusal(sop_class, ts), sop_class, ts)
             self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.CONTEXT))
@@ -387,8 +387,7 @@ class _GroupSender:
             affected_sop_instance_uid=item.meta.media_storage_sop_instance_uid,
         )
         chunks = checked(item, source.chunks(first), stop, whole=True)
-        if convert:
-            chunks = in_implicit_vr(chunks, FileReadError)
+        chunks = reencoded(chunks, ts, sent_as, FileReadError)
         try:
             rsp = await assoc.store(context.id, request, chunks)
         except FileReadError as exc:
@@ -404,7 +403,7 @@ class _GroupSender:
             await chunks.aclose()
         self.answered += 1
         result = status_result(item, rsp.status, rsp.error_comment)
-        if convert and result.kind in (Kind.SENT, Kind.WARNING):
+        if sent_as != ts and result.kind in (Kind.SENT, Kind.WARNING):
             self.report.converted += 1
         self._record(result)
         return True

@@ -4,7 +4,8 @@ goes out on (C-MOVE and C-GET sub-operations, ``retrieve.py``).
 An instance goes out as stored when the destination accepts that; one stored in
 Explicit VR Little Endian also goes to a destination that takes Implicit VR
 Little Endian only (the default every SCP must accept, PS3.5 10.1), converted as
-it is sent (``archive/dicom/reencode.py``: headers change, values do not).
+it is sent (``archive/dicom/reencode.py``: headers change, values do not), and
+a Deflated one inflated, in either (``store/sources.py``, ``sendable_as``).
 Transcoding (compressed syntaxes) plugs in at :func:`convert` too, whose filter
 stands for it.
 """
@@ -12,13 +13,14 @@ stands for it.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from functools import partial
 
 from archive.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, NATIVE_TRANSFER_SYNTAXES
 from archive.dicom.ul.negotiation import MAX_CONTEXTS
 from archive.errors import ArchiveError
 from archive.index import InstanceRow
 from archive.services.base import StoreContext
-from archive.store.sources import in_implicit_vr
+from archive.store.sources import reencoded, sendable_as
 
 #: What a data set's chunks go through on their way to the destination.
 Filter = Callable[[AsyncGenerator[memoryview, None]], AsyncGenerator[memoryview, None]]
@@ -40,9 +42,9 @@ def proposals(rows: Iterable[InstanceRow]) -> list[tuple[str, list[str]]]:
     no context). Then, for each class with uncompressed instances, one more
     context offering Explicit and Implicit VR Little Endian: an Explicit VR
     instance goes on it converted when the destination took Implicit VR there
-    and refused the stored syntax (:func:`convert`). At most 128 contexts (PS3.8
-    9.3.2.2): the stored-syntax contexts come first, and pairs beyond the limit
-    are not proposed (their instances fail).
+    and refused the stored syntax, a Deflated one inflated (:func:`convert`).
+    At most 128 contexts (PS3.8 9.3.2.2): the stored-syntax contexts come first,
+    and pairs beyond the limit are not proposed (their instances fail).
     """
     pairs: dict[tuple[str, str], None] = {}
     for row in rows:
@@ -56,28 +58,24 @@ def proposals(rows: Iterable[InstanceRow]) -> list[tuple[str, list[str]]]:
 def convert(row: InstanceRow, contexts: Sequence[StoreContext]) -> tuple[StoreContext, Filter]:
     """The context to send ``row`` on and the filter its data set goes through.
 
-    The stored syntax first (the identity filter); for an Explicit VR Little
-    Endian instance, else Implicit VR Little Endian (:func:`in_implicit_vr`).
-    Raises :class:`NotConvertible` with the reason.
+    The stored syntax first (the identity filter), then the others it can be
+    sent in (:func:`~archive.store.sources.sendable_as`: inflated, or in
+    Implicit VR Little Endian). Raises :class:`NotConvertible` with the reason.
     """
-    offered = False
-    implicit: StoreContext | None = None
-    for context in contexts:
-        if context.abstract_syntax != row.sop_class_uid:
-            continue
-        offered = True
-        if context.transfer_syntax == row.transfer_syntax_uid:
-            return context, _identity
-        if context.transfer_syntax == IMPLICIT_VR_LE and implicit is None:
-            implicit = context
-    if implicit is not None and row.transfer_syntax_uid == EXPLICIT_VR_LE:
-        return implicit, _to_implicit
-    if not offered:
+    ours = [c for c in contexts if c.abstract_syntax == row.sop_class_uid]
+    if not ours:
         raise NotConvertible(
             f"the destination accepted no context for SOP class {row.sop_class_uid}"
         )
+    stored = row.transfer_syntax_uid
+    for sent in sendable_as(stored):
+        for context in ours:
+            if context.transfer_syntax == sent:
+                return context, partial(
+                    reencoded, stored=stored, sent=sent, failed=ConversionFailed
+                )
     raise NotConvertible(
-        f"the destination does not accept transfer syntax {row.transfer_syntax_uid} "
+        f"the destination does not accept transfer syntax {stored} "
         f"for SOP class {row.sop_class_uid} (no transcoding yet)"
     )
 
@@ -87,11 +85,3 @@ class ConversionFailed(OSError):
 
     An OSError, as a file that cannot be read mid-send is: the sub-operation
     fails and its association, holding half a message, is aborted."""
-
-
-def _identity(chunks: AsyncGenerator[memoryview, None]) -> AsyncGenerator[memoryview, None]:
-    return chunks
-
-
-def _to_implicit(chunks: AsyncGenerator[memoryview, None]) -> AsyncGenerator[memoryview, None]:
-    return in_implicit_vr(chunks, ConversionFailed)

@@ -11,15 +11,25 @@ store's I/O pool. The C-MOVE/C-GET sub-operations are
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from archive.dicom.filemeta import FileMeta
 from archive.dicom.reencode import ReencodeError, ToImplicit
+from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from archive.store import DatasetReader
 from archive.store.scan import CHUNK
 
-__all__ = ["OPEN_AHEAD", "FileSource", "InstanceFiles", "in_implicit_vr", "to_open"]
+__all__ = [
+    "INFLATE_CHUNK",
+    "OPEN_AHEAD",
+    "FileSource",
+    "InstanceFiles",
+    "reencoded",
+    "sendable_as",
+    "to_open",
+]
 
 T = TypeVar("T")
 
@@ -175,15 +185,71 @@ class FileSource:
             closing.add_done_callback(_background.discard)
 
 
-async def in_implicit_vr(
+#: The transfer syntaxes a data set stored in one may go out in, the stored one
+#: first: a Deflated one inflated is Explicit VR Little Endian (PS3.5 A.5), and
+#: that converts to Implicit VR Little Endian (:class:`ToImplicit`), the default
+#: every SCP must accept (PS3.5 10.1). Anything else goes out as stored only.
+_ROUTES = {
+    EXPLICIT_VR_LE: (EXPLICIT_VR_LE, IMPLICIT_VR_LE),
+    DEFLATED_EXPLICIT_VR_LE: (DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, IMPLICIT_VR_LE),
+}
+#: Inflated bytes handed on at a time (a deflate stream may inflate 1032:1).
+INFLATE_CHUNK = 256 << 10
+
+
+def sendable_as(stored: str) -> tuple[str, ...]:
+    """The transfer syntaxes a data set stored in ``stored`` can be sent in, best first."""
+    return _ROUTES.get(stored, (stored,))
+
+
+def reencoded(
+    chunks: AsyncGenerator[memoryview, None],
+    stored: str,
+    sent: str,
+    failed: Callable[[str], Exception],
+) -> AsyncGenerator[memoryview, None]:
+    """A data set's ``chunks`` in ``stored`` as ``sent`` (one of :func:`sendable_as`).
+
+    What cannot be followed raises ``failed(reason)`` where that shows, the
+    message half sent: the caller's error for a file that fails mid-send.
+    """
+    if sent == stored:
+        return chunks
+    if stored == DEFLATED_EXPLICIT_VR_LE:
+        chunks = _inflated(chunks, failed)
+    if sent == IMPLICIT_VR_LE:
+        chunks = _in_implicit_vr(chunks, failed)
+    return chunks
+
+
+async def _inflated(
     chunks: AsyncGenerator[memoryview, None], failed: Callable[[str], Exception]
 ) -> AsyncGenerator[memoryview, None]:
-    """An Explicit VR Little Endian data set's ``chunks`` in Implicit VR Little Endian.
+    """A Deflated data set's ``chunks`` inflated (raw deflate, PS3.5 A.5), at most
+    :data:`INFLATE_CHUNK` bytes at a time; what follows the stream's end (a pad
+    byte) is left out."""
+    stream = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        async for chunk in chunks:
+            data: bytes | memoryview = chunk
+            while data and not stream.eof:
+                out = stream.decompress(data, INFLATE_CHUNK)
+                data = stream.unconsumed_tail
+                if out:
+                    yield memoryview(out)
+        if not stream.eof:
+            raise failed("cannot be inflated: the deflate stream is cut short")
+    except zlib.error as exc:
+        raise failed(f"cannot be inflated: {exc}") from exc
+    finally:
+        await chunks.aclose()
 
-    :class:`~archive.dicom.reencode.ToImplicit` changes the headers only. A data
-    set it cannot follow raises ``failed(reason)`` where that shows, the message
-    half sent: the caller's error for a file that fails mid-send.
-    """
+
+async def _in_implicit_vr(
+    chunks: AsyncGenerator[memoryview, None], failed: Callable[[str], Exception]
+) -> AsyncGenerator[memoryview, None]:
+    """An Explicit VR Little Endian data set's ``chunks`` in Implicit VR Little
+    Endian: :class:`~archive.dicom.reencode.ToImplicit` changes the headers only."""
     conversion = ToImplicit()
     try:
         async for chunk in chunks:

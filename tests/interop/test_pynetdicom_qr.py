@@ -24,12 +24,14 @@ import struct
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, build_role, evt
@@ -41,6 +43,7 @@ from pynetdicom.sop_class import (
     CTImageStorage,
     MRImageStorage,
     PatientRootQueryRetrieveInformationModelFind,
+    SecondaryCaptureImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -418,6 +421,42 @@ def test_c_get_proposing_implicit_vr_only_gets_every_instance(
             assert data == stored_dataset(qr, instance.sop_uid)
         else:
             assert data == dataset_bytes(dcmconv_implicit(instance.path, tmp_path))
+
+
+@pytest.mark.parametrize("offered", [ELE, ILE], ids=["explicit", "implicit"])
+def test_c_get_of_a_deflated_instance_offering_no_deflate(
+    node_factory: Callable[..., RunningNode], tmp_path: Path, offered: str
+) -> None:
+    """A Deflated instance (pydicom's image_dfl.dcm) to a C-GET SCU offering one
+    uncompressed syntax: inflated (PS3.5 A.5), and for Implicit VR converted,
+    byte for byte what DCMTK's dcmconv writes."""
+    node = node_factory()
+    source = Path(str(get_testdata_file("image_dfl.dcm")))
+    assert main(["store", "--aec", node.ae_title, HOST, str(node.port), str(source)]) == 0
+    deflated = pydicom.dcmread(source)
+    received, on_store = store_recorder()
+    ae = scu(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(SecondaryCaptureImageStorage, offered)
+    assoc = ae.associate(
+        HOST,
+        node.port,
+        ae_title=node.ae_title,
+        ext_neg=[build_role(SecondaryCaptureImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    try:
+        query = identifier("STUDY", StudyInstanceUID=deflated.StudyInstanceUID)
+        answers = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+    finally:
+        assoc.release()
+    assert_all_succeeded(answers, 1)
+    ts, data = received[deflated.SOPInstanceUID]
+    assert ts == offered
+    if offered == ELE:
+        assert data == zlib.decompress(dataset_bytes(source), -zlib.MAX_WBITS)
+    else:
+        assert data == dataset_bytes(dcmconv_implicit(source, tmp_path))
 
 
 def test_c_get_of_a_file_that_fails_mid_send_aborts_without_an_internal_error(

@@ -149,6 +149,17 @@ def test_convert_takes_implicit_vr_for_an_explicit_vr_instance_if_it_must() -> N
         convert(row("2", CT_IMAGE, ILE), [Context(1, CT_IMAGE, ELE)])
 
 
+def test_convert_takes_an_uncompressed_syntax_for_a_deflated_instance() -> None:
+    deflated = "1.2.840.10008.1.2.1.99"
+    contexts = [Context(1, CT_IMAGE, ILE), Context(3, CT_IMAGE, ELE)]
+    context, _ = convert(row("1", CT_IMAGE, deflated), contexts)
+    assert context == contexts[1]  # inflated is Explicit VR: no conversion beyond it
+    context, _ = convert(row("1", CT_IMAGE, deflated), contexts[:1])
+    assert context == contexts[0]
+    context, _ = convert(row("1", CT_IMAGE, deflated), [*contexts, Context(5, CT_IMAGE, deflated)])
+    assert context.id == 5
+
+
 def test_convert_without_a_context_for_the_class() -> None:
     with pytest.raises(NotConvertible) as info:
         convert(row("1", MR_IMAGE, ELE), [Context(1, CT_IMAGE, ELE)])

@@ -1,0 +1,105 @@
+"""A data set sent in another transfer syntax than stored (``store/sources.py``,
+``sendable_as`` and ``reencoded``): inflated, or in Implicit VR Little Endian.
+
+The oracle for a Deflated data set inflated is zlib itself (PS3.5 A.5: raw
+deflate of the Explicit VR Little Endian data set); for Implicit VR, DCMTK's
+dcmconv (``tests/dicom/test_reencode.py`` holds the conversion to it byte for
+byte on every Explicit VR file pydicom ships).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import AsyncGenerator, Iterable
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from archive.dicom.reencode import ToImplicit
+from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE as DEFLATED
+from archive.dicom.uids import EXPLICIT_VR_LE as EXPLICIT
+from archive.dicom.uids import IMPLICIT_VR_LE as IMPLICIT
+from archive.store import read_meta
+from archive.store.sources import INFLATE_CHUNK, reencoded, sendable_as
+
+
+class Failed(Exception):
+    pass
+
+
+def deflated_data_set() -> bytes:
+    path = Path(get_testdata_file("image_dfl.dcm"))
+    meta, offset = read_meta(path)
+    assert meta.transfer_syntax_uid == DEFLATED
+    return path.read_bytes()[offset:]
+
+
+def sent(pieces: Iterable[bytes], stored: str, sent_as: str) -> list[bytes]:
+    async def chunks() -> AsyncGenerator[memoryview, None]:
+        for piece in pieces:
+            yield memoryview(piece)
+
+    async def go() -> list[bytes]:
+        return [bytes(c) async for c in reencoded(chunks(), stored, sent_as, Failed)]
+
+    return asyncio.run(go())
+
+
+def test_what_each_syntax_can_be_sent_in() -> None:
+    assert sendable_as(EXPLICIT) == (EXPLICIT, IMPLICIT)
+    assert sendable_as(DEFLATED) == (DEFLATED, EXPLICIT, IMPLICIT)
+    assert sendable_as(IMPLICIT) == (IMPLICIT,)
+    assert sendable_as("1.2.840.10008.1.2.4.50") == ("1.2.840.10008.1.2.4.50",)
+
+
+@pytest.mark.parametrize("cut", [1, 7, 4096, 1 << 20])
+def test_a_deflated_data_set_inflated_is_its_explicit_vr_data_set(cut: int) -> None:
+    data = deflated_data_set()
+    inflated = zlib.decompress(data, -zlib.MAX_WBITS)
+    pieces = [data[i : i + cut] for i in range(0, len(data), cut)]
+    out = sent(pieces, DEFLATED, EXPLICIT)
+    assert b"".join(out) == inflated
+    assert max(len(c) for c in out) <= INFLATE_CHUNK
+    conversion = ToImplicit()
+    implicit = conversion.feed(inflated) + conversion.close()
+    assert b"".join(sent(pieces, DEFLATED, IMPLICIT)) == implicit
+
+
+def test_inflated_output_comes_a_bounded_piece_at_a_time() -> None:
+    """16 MiB of zeros deflate to ~16 KiB: inflated, no piece is over the bound."""
+    zeros = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data = zeros.compress(bytes(16 << 20)) + zeros.flush()
+    out = sent([data], DEFLATED, EXPLICIT)
+    assert sum(len(c) for c in out) == 16 << 20
+    assert max(len(c) for c in out) <= INFLATE_CHUNK
+
+
+def test_the_pad_byte_after_the_stream_is_left_out() -> None:
+    data = deflated_data_set()
+    assert b"".join(sent([data + b"\0"], DEFLATED, EXPLICIT)) == zlib.decompress(
+        data, -zlib.MAX_WBITS
+    )
+
+
+@pytest.mark.parametrize(
+    ("mangle", "why"),
+    [
+        (lambda d: d[: len(d) // 2], "the deflate stream is cut short"),
+        (lambda d: b"\xff" * 16 + d, "cannot be inflated: "),
+    ],
+    ids=["cut", "corrupt"],
+)
+def test_a_deflate_stream_that_does_not_inflate_fails(mangle: object, why: str) -> None:
+    data = mangle(deflated_data_set())  # type: ignore[operator]
+    with pytest.raises(Failed, match=why):
+        sent([data], DEFLATED, EXPLICIT)
+
+
+def test_as_stored_is_the_chunks_themselves() -> None:
+    async def chunks() -> AsyncGenerator[memoryview, None]:
+        yield memoryview(b"")
+
+    source = chunks()
+    assert reencoded(source, EXPLICIT, EXPLICIT, Failed) is source
