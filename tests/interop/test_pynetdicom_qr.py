@@ -351,6 +351,32 @@ def store_recorder() -> tuple[dict[str, tuple[str, bytes]], Callable[[Any], int]
     return received, on_store
 
 
+def c_get_offering(
+    node: RunningNode, sop_class: str, syntax: str, study_uid: str
+) -> tuple[list[tuple[Dataset, Dataset | None]], dict[str, tuple[str, bytes]], Any]:
+    """A C-GET of a study by pynetdicom offering ``sop_class`` in ``syntax`` alone
+    (SCP role): its answers, what it received, and its association (released
+    unless the node aborted it)."""
+    received, on_store = store_recorder()
+    ae = scu(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(sop_class, syntax)
+    assoc = ae.associate(
+        HOST,
+        node.port,
+        ae_title=node.ae_title,
+        ext_neg=[build_role(sop_class, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    try:
+        query = identifier("STUDY", StudyInstanceUID=study_uid)
+        answers = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return answers, received, assoc
+
+
 @pytest.mark.parametrize("window", [None, (1, 8)], ids=["synchronous", "async-window"])
 def test_c_get_with_role_selection(
     qr: RunningNode, corpus: Corpus, window: tuple[int, int] | None
@@ -395,23 +421,8 @@ def test_c_get_proposing_implicit_vr_only_gets_every_instance(
     """pynetdicom as C-GET SCU offering CT storage in Implicit VR LE alone (the
     default syntax, PS3.5 10.1): A1's Explicit VR instances come converted on the
     C-GET association, byte for byte what DCMTK's dcmconv +ti writes."""
-    received, on_store = store_recorder()
-    ae = scu(StudyRootQueryRetrieveInformationModelGet)
-    ae.add_requested_context(CTImageStorage, ILE)
-    assoc = ae.associate(
-        HOST,
-        qr.port,
-        ae_title=qr.ae_title,
-        ext_neg=[build_role(CTImageStorage, scp_role=True)],
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
-    )
-    assert assoc.is_established
     wanted = corpus.of_study("A1")  # 3 Explicit + 2 Implicit VR LE
-    try:
-        query = identifier("STUDY", StudyInstanceUID=wanted[0].study_uid)
-        answers = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
-    finally:
-        assoc.release()
+    answers, received, _ = c_get_offering(qr, CTImageStorage, ILE, wanted[0].study_uid)
     assert_all_succeeded(answers, len(wanted))
     assert sorted(received) == sorted(i.sop_uid for i in wanted)
     for instance in wanted:
@@ -434,22 +445,9 @@ def test_c_get_of_a_deflated_instance_offering_no_deflate(
     source = Path(str(get_testdata_file("image_dfl.dcm")))
     assert main(["store", "--aec", node.ae_title, HOST, str(node.port), str(source)]) == 0
     deflated = pydicom.dcmread(source)
-    received, on_store = store_recorder()
-    ae = scu(StudyRootQueryRetrieveInformationModelGet)
-    ae.add_requested_context(SecondaryCaptureImageStorage, offered)
-    assoc = ae.associate(
-        HOST,
-        node.port,
-        ae_title=node.ae_title,
-        ext_neg=[build_role(SecondaryCaptureImageStorage, scp_role=True)],
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    answers, received, _ = c_get_offering(
+        node, SecondaryCaptureImageStorage, offered, deflated.StudyInstanceUID
     )
-    assert assoc.is_established
-    try:
-        query = identifier("STUDY", StudyInstanceUID=deflated.StudyInstanceUID)
-        answers = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
-    finally:
-        assoc.release()
     assert_all_succeeded(answers, 1)
     ts, data = received[deflated.SOPInstanceUID]
     assert ts == offered
@@ -478,24 +476,12 @@ def test_c_get_of_a_file_that_fails_mid_send_aborts_without_an_internal_error(
         f.write(struct.pack("<HH2s2xL", 0x7FE1, 0x1010, b"SQ", 16))
         f.write(struct.pack("<HHL", 0xFFFE, 0xE000, 100) + bytes(8))
     assert main(["store", "--aec", node.ae_title, HOST, str(node.port), str(bad)]) == 0
-    received, on_store = store_recorder()
-    ae = scu(StudyRootQueryRetrieveInformationModelGet, Verification)
-    ae.add_requested_context(CTImageStorage, ILE)
     with caplog.at_level(logging.INFO):
-        assoc = ae.associate(
-            HOST,
-            node.port,
-            ae_title=node.ae_title,
-            ext_neg=[build_role(CTImageStorage, scp_role=True)],
-            evt_handlers=[(evt.EVT_C_STORE, on_store)],
-        )
-        assert assoc.is_established
-        query = identifier("STUDY", StudyInstanceUID="1.2.3.77")
-        list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+        _, received, assoc = c_get_offering(node, CTImageStorage, ILE, "1.2.3.77")
         assoc.join(timeout=5)  # pynetdicom's thread takes the A-ABORT in
         assert assoc.is_aborted
         assert received == {}
-        again = ae.associate(HOST, node.port, ae_title=node.ae_title)
+        again = scu(Verification).associate(HOST, node.port, ae_title=node.ae_title)
         try:
             assert int(again.send_c_echo().Status) == 0x0000
         finally:
