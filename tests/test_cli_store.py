@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -308,8 +309,8 @@ def test_an_explicit_vr_file_goes_to_an_implicit_only_peer_converted(
     assert status == 0, lines
     assert lines[0].startswith("sent 4, failed 0, skipped 0 of 4 file(s); ")
     assert lines[1:] == [
-        "note: 3 file(s) sent converted (inflated, or to Implicit VR Little Endian):"
-        " the peer accepted their SOP class only so"
+        "note: 3 file(s) sent converted (inflated, swapped to Little Endian, or to"
+        " Implicit VR Little Endian): the peer accepted their SOP class only so"
     ]
     data_dir = node.config.node.data_dir
     for path in [explicit, *files]:
@@ -349,7 +350,9 @@ def test_a_file_that_cannot_be_converted_fails_alone(
     lines = capsys.readouterr().out.splitlines()
     assert status == 5, lines
     assert lines[0].startswith("sent 1, failed 1, skipped 0 of 2 file(s); ")
-    assert lines[1].startswith("note: 1 file(s) sent converted (inflated, or to Implicit VR")
+    assert lines[1].startswith(
+        "note: 1 file(s) sent converted (inflated, swapped to Little Endian, or to"
+    )
     assert lines[2].startswith(f"failed: {bad}  {bad_uid}  cannot be sent as Implicit VR")
     assert "runs past its container" in lines[2]
     data_dir = node.config.node.data_dir
@@ -619,6 +622,8 @@ class PynetdicomScp:
         self.associations: set[int] = set()
         self.lock = threading.Lock()
         self.handler = handler
+        #: Called with each EVT_ACCEPTED event (in pynetdicom's thread).
+        self.on_accepted: Callable[[Any], None] | None = None
         ae = AE(ae_title="PYSCP")
         ae.maximum_pdu_size = 16384
         for sop_class in sorted(STORAGE_SOP_CLASSES):
@@ -636,6 +641,8 @@ class PynetdicomScp:
     def _accepted(self, event: Any) -> None:
         with self.lock:
             self.associations.add(id(event.assoc))
+        if self.on_accepted is not None:
+            self.on_accepted(event)
 
     def _store(self, event: Any) -> int:
         if self.handler is not None:
@@ -995,8 +1002,8 @@ def test_store_data_sets_without_file_meta_to_dcmtk_storescp(
 #: Uncompressed pydicom files: Explicit VR LE with sequences, multi-frame pixels, an
 #: SR tree, a waveform; and one Implicit VR LE.
 UNCOMPRESSED = ("CT_small.dcm", "test-SR.dcm", "liver_1frame.dcm", "waveform_ecg.dcm", "rtplan.dcm")
-#: Those and a Deflated Explicit VR LE one.
-CONVERTIBLE = (*UNCOMPRESSED, "image_dfl.dcm")
+#: Those, a Deflated Explicit VR LE one and an Explicit VR Big Endian one.
+CONVERTIBLE = (*UNCOMPRESSED, "image_dfl.dcm", "MR_small_bigendian.dcm")
 
 
 @pytest.mark.interop
@@ -1013,8 +1020,8 @@ def test_store_to_an_implicit_only_dcmtk_storescp(
         lines = capsys.readouterr().out.splitlines()
         assert status == 0, lines
         assert lines[1] == (
-            "note: 5 file(s) sent converted (inflated, or to Implicit VR Little Endian):"
-            " the peer accepted their SOP class only so"
+            "note: 6 file(s) sent converted (inflated, swapped to Little Endian, or to"
+            " Implicit VR Little Endian): the peer accepted their SOP class only so"
         )
         received = {read_meta(p)[0].media_storage_sop_instance_uid: p for p in out_dir.iterdir()}
         assert len(received) == len(files)
@@ -1058,10 +1065,75 @@ def test_a_deflated_file_goes_inflated_to_a_peer_taking_explicit_vr_only(
     status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(tmp_path / "in"))
     lines = capsys.readouterr().out.splitlines()
     assert status == 0, lines
-    assert lines[1].startswith("note: 1 file(s) sent converted (inflated,")
+    assert lines[1].startswith("note: 1 file(s) sent converted (inflated, swapped")
     ts, data = scp.received[read_meta(path)[0].media_storage_sop_instance_uid]
     assert ts == ExplicitVRLittleEndian
     assert data == zlib.decompress(dataset_bytes(path), -zlib.MAX_WBITS)
+
+
+@pytest.mark.interop
+def test_a_big_endian_file_goes_swapped_to_a_peer_taking_little_endian_only(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Explicit VR Big Endian is retired (PS3.5 A.3) and often refused: swapped,
+    it is what DCMTK's dcmconv +te writes, byte for byte."""
+    scp = pyscp_factory(transfer_syntaxes=[ExplicitVRLittleEndian])
+    (path,) = copy_test_files(tmp_path / "in", ("MR_small_bigendian.dcm",))
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(tmp_path / "in"))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0, lines
+    ts, data = scp.received[read_meta(path)[0].media_storage_sop_instance_uid]
+    assert ts == ExplicitVRLittleEndian
+    out = tmp_path / "little.dcm"
+    code, text = run_tool([require_tool("dcmconv"), "+te", str(path), str(out)])
+    assert code == 0, text
+    assert data == dataset_bytes(out)
+    assert pydicom.dcmread(out).pixel_array.tolist() == pydicom.dcmread(path).pixel_array.tolist()
+
+
+@pytest.mark.interop
+def test_an_association_lost_while_a_file_is_converted_is_no_fault_of_the_file(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The peer aborts the first association while a converted file is half read:
+    the conversion must not take the early end for a data set cut short (the
+    file's fault, failed for good); the file goes again on a new association."""
+    folder = tmp_path / "in"
+    big = folder / "big.dcm"
+    uid = make_instance(big)
+    padding = 8 * CHUNK  # Data Set Trailing Padding: a data set of several chunks
+    big.write_bytes(big.read_bytes() + struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, padding)
+                    + bytes(padding))  # fmt: skip
+    monkeypatch.setattr(DatasetReader, "next_cached", lambda self: None)
+    real_next = DatasetReader.next
+
+    def slow_next(self: DatasetReader) -> memoryview:
+        time.sleep(0.05)  # 8 chunks: ~0.4 s a file; the abort comes at 0.1 s
+        return real_next(self)
+
+    monkeypatch.setattr(DatasetReader, "next", slow_next)
+    scp = pyscp_factory(transfer_syntaxes=[ImplicitVRLittleEndian])
+    first = threading.Event()
+
+    def abort_the_first(event: Any) -> None:
+        if not first.is_set():
+            first.set()
+            threading.Timer(0.1, event.assoc.abort).start()
+
+    scp.on_accepted = abort_the_first
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0, lines
+    assert lines[0].startswith("sent 1, failed 0, skipped 0 of 1 file(s); ")
+    assert len(scp.associations) == 2
+    ts, data = scp.received[uid]
+    assert ts == ImplicitVRLittleEndian
+    assert data == implicit_bytes(big, tmp_path)
 
 
 @pytest.mark.interop

@@ -1,13 +1,15 @@
-"""Explicit VR Little Endian to Implicit VR Little Endian, streaming, no I/O.
+"""Native data sets in another native encoding, streaming, no I/O.
 
 What this is: :class:`ToImplicit`, fed a data set encoded in Explicit VR Little
 Endian fragment by fragment (cut anywhere), giving back the same data set in
 Implicit VR Little Endian, the transfer syntax every DICOM application entity
-must accept (PS3.5 10.1). It is what lets ``archive store`` and the node's C-MOVE
-and C-GET send an instance to a peer that accepts nothing else, as DCMTK's
-storescu does, without reading the file whole. What it is not: transcoding.
-Values are little endian in both syntaxes and pass through untouched; only the
-element headers change, so Pixel Data is never decoded.
+must accept (PS3.5 10.1); and :class:`ToLittleEndian`, Explicit VR Big Endian
+(retired, but in old archives) to Explicit VR Little Endian. They are what lets
+``archive store`` and the node's C-MOVE and C-GET send an instance to a peer
+that accepts neither its stored syntax nor anything but these, as DCMTK's
+storescu does, without reading the file whole. What they are not: transcoding.
+Pixel Data is never decoded: its bytes pass as they are, or swapped as 16-bit
+words when it is OW in Big Endian, as every other number is.
 
 Theory of operation (PS3.5 7.1 and 7.5). An Explicit VR element header is 8 bytes
 (tag, VR, 2-byte length) or 12 (tag, VR, 2 reserved bytes, 4-byte length); an
@@ -22,13 +24,24 @@ consequence is dropped on purpose: Group Length elements (gggg,0000), retired in
 data sets (PS3.5 7.2), and Length to End (0008,0001), whose values count bytes
 that change; left in, they would be wrong. A UN of undefined length holds an
 Implicit VR Little Endian sequence already (PS3.5 6.2.2), copied as it is.
+From Big Endian to Little Endian no header changes its size, so the structure
+stays as it is, and only the numbers swap: those of the headers, and the values
+of the VRs that are numbers (PS3.5 7.3).
 
 State between fragments: ``_head`` (a header cut by a fragment's end, at most 12
 bytes), ``_copy``/``_drop`` (value bytes still to pass or skip, however large),
 ``_pos`` (source offset) and ``_open`` (the sequences and items we are inside,
 each with the source offset it ends at, or -1 until its delimiter; and whether
-its content is Implicit VR already). Memory is a header and the output of one
-fragment; work is bounded per element header, at least 8 source bytes each.
+its content is Implicit VR already), and for a swapped value the start of a
+number a fragment cut. Memory is a header, the output of one fragment and at
+most :data:`MAX_OPEN` open containers; work is bounded per element header, at
+least 8 source bytes each.
+
+Byte for byte, the output is what DCMTK's ``dcmconv`` writes (``+ti -e -g``;
+``+te`` from Big Endian) for every native file pydicom ships, but where dcmconv
+changes values: it pads an odd-length one (kept odd here: values pass as they
+are), keeps Length to End, and re-encodes the content of a UN of undefined
+length (copied here).
 
 A data set this cannot follow (no VR where one must be, an undefined length on
 a value that is no sequence, an item outside a sequence, a value running past
@@ -38,6 +51,7 @@ fragment where it is seen: what went out before is the caller's to abort.
 
 from __future__ import annotations
 
+from array import array
 from struct import Struct
 
 from archive.dicom.wire import (
@@ -50,21 +64,31 @@ from archive.dicom.wire import (
 )
 from archive.errors import ArchiveError
 
-__all__ = ["ReencodeError", "ToImplicit"]
+__all__ = ["MAX_OPEN", "ReencodeError", "ToImplicit", "ToLittleEndian"]
 
 _TAG_LENGTH = Struct("<HHL")  # Implicit VR: tag + 4-byte length; items and delimiters
 _SHORT = Struct("<HH2sH")  # Explicit VR: tag + VR + 2-byte length
 _LONG = Struct("<HH2s2xL")  # Explicit VR: tag + VR + 2 reserved bytes + 4-byte length
+_BE_TAG_LENGTH, _BE_SHORT, _BE_LONG = Struct(">HHL"), Struct(">HH2sH"), Struct(">HH2s2xL")
 
 _ITEM_END = _TAG_LENGTH.pack(0xFFFE, 0xE00D, 0)
 _SEQUENCE_END = _TAG_LENGTH.pack(0xFFFE, 0xE0DD, 0)
 _LETTERS = frozenset(range(ord("A"), ord("Z") + 1))
+#: Sequences and items one may be inside at once: real data sets nest a few
+#: levels (an SR content tree some tens); a deeper one is refused, so memory
+#: stays bounded whatever the input.
+MAX_OPEN = 256
 #: Length to End (0008,0001), retired: like a group length, it counts bytes.
 _LENGTH_TO_END = 0x00080001
+#: Bytes per number of the VRs whose values change with the byte order (PS3.5
+#: 7.3); AT is two 16-bit numbers. Strings, OB and UN do not change.
+_SWAPPED = {b"US": 2, b"SS": 2, b"OW": 2, b"AT": 2, b"UL": 4, b"SL": 4, b"FL": 4, b"OF": 4}
+_SWAPPED |= {b"OL": 4, b"FD": 8, b"OD": 8, b"SV": 8, b"UV": 8, b"OV": 8}
+_ARRAY_CODES = {size: next(c for c in "HILQ" if array(c).itemsize == size) for size in (2, 4, 8)}
 
 
 class ReencodeError(ArchiveError):
-    """The data set cannot be followed as Explicit VR Little Endian."""
+    """The data set cannot be followed in the encoding it is said to have."""
 
     code = "dicom.reencode"
 
@@ -77,11 +101,18 @@ class _Open:
     def __init__(self, item: bool, end: int, implicit: bool) -> None:
         self.item = item  # an item (else a sequence)
         self.end = end  # source offset just past it; -1: ends at its delimiter
-        self.implicit = implicit  # its content is Implicit VR already (in a UN)
+        self.implicit = implicit  # its content is Implicit VR LE already (in a UN)
 
 
-class ToImplicit:
-    """One data set, Explicit VR LE in, Implicit VR LE out: :meth:`feed`, then :meth:`close`."""
+class _Walk:
+    """The element walk both conversions share (module docstring); a subclass
+    says what each header becomes and how values pass."""
+
+    #: The source's header layouts: tag + 4-byte length, then the two Explicit VR ones.
+    _TAG: Struct = _TAG_LENGTH
+    _SHORT: Struct = _SHORT
+    _LONG: Struct = _LONG
+    _SOURCE = "Explicit VR Little Endian"
 
     def __init__(self) -> None:
         self._head = b""
@@ -90,6 +121,8 @@ class ToImplicit:
         self._pos = 0
         self._open: list[_Open] = []
         self._out: list[bytes | memoryview] = []
+        self._unit = 1  # bytes per number of the value being passed on (swapped if > 1)
+        self._carry = b""  # the start of such a number cut by a fragment's end
         self.dropped = 0  # elements left out (group lengths, Length to End)
 
     def feed(self, fragment: bytes | memoryview) -> bytes:
@@ -99,7 +132,7 @@ class ToImplicit:
         while True:
             if self._copy:
                 take = min(self._copy, size - at)
-                self._out.append(view[at : at + take])
+                self._value(view[at : at + take])
                 at += take
                 self._pos += take
                 self._copy -= take
@@ -122,7 +155,7 @@ class ToImplicit:
 
     def close(self) -> bytes:
         """The source ended: the output's last bytes. Raises if it was cut short."""
-        if self._head or self._copy or self._drop:
+        if self._head or self._copy or self._drop or self._carry:
             raise ReencodeError(f"the data set is cut short (at byte {self._pos})")
         self._close_ended()
         if self._open:
@@ -130,90 +163,105 @@ class ToImplicit:
             raise ReencodeError(f"the data set ends inside {what} of undefined length")
         return self._take()
 
-    # ---- internals ------------------------------------------------------------------
+    # ---- what a subclass says ----------------------------------------------------------
+
+    def _value(self, piece: memoryview) -> None:
+        """Pass ``piece`` of the current value on."""
+        self._out.append(piece)
+
+    def _ended(self, done: _Open) -> None:
+        """The source reached the end of ``done``, of defined length."""
+
+    def _container(self, tag: int, vr: bytes, length: int) -> None:
+        """The header of a sequence (``vr``: SQ, or UN of undefined length) or an
+        item (``vr`` empty) the walk goes into."""
+        raise NotImplementedError
+
+    def _element(self, tag: int, vr: bytes, length: int, long_form: bool, start: int) -> None:
+        """A top-level or item element that is no sequence, in the source's encoding."""
+        raise NotImplementedError
+
+    # ---- the walk -----------------------------------------------------------------------
 
     def _take(self) -> bytes:
         out, self._out = self._out, []
         return b"".join(out)
 
     def _close_ended(self) -> None:
-        """Delimit the containers of defined length whose source ends here."""
         while self._open and self._open[-1].end == self._pos:
-            done = self._open.pop()
-            self._out.append(_ITEM_END if done.item else _SEQUENCE_END)
+            self._ended(self._open.pop())
 
     def _header(self, view: memoryview, at: int) -> int:
-        """Read and convert the header at ``view[at:]``; the offset after it, or -1."""
+        """Read and pass on the header at ``view[at:]``; the offset after it, or -1."""
         have = len(self._head)
         head = self._head + bytes(view[at : at + 12 - have])
         if len(head) < 6:
             return self._keep(head)
-        group, element = _TAG_LENGTH.unpack_from(head.ljust(8, b"\0"))[:2]
         top = self._open[-1] if self._open else None
-        implicit = group == DELIMITER_GROUP or (top is not None and top.implicit)
+        in_un = top is not None and top.implicit
+        tags = _TAG_LENGTH if in_un else self._TAG
+        group, element = tags.unpack_from(head.ljust(8, b"\0"))[:2]
+        implicit = in_un or group == DELIMITER_GROUP
         if implicit or head[4:6] in SHORT_VR_BYTES:
             size = 8
         elif head[4] in _LETTERS and head[5] in _LETTERS:
             size = 12  # every other VR, known or not (PS3.5 7.1.2)
         else:
             raise ReencodeError(
-                f"no VR in the element header at byte {self._pos}: not Explicit VR Little Endian"
+                f"no VR in the element header at byte {self._pos}: not {self._SOURCE}"
             )
         if len(head) < size:
             return self._keep(head)
         head = head[:size]
         self._head = b""
+        self._unit = 1  # values pass as they are unless _element says otherwise
         start = self._pos
         self._pos += size
         if size == 12:
-            vr, length = _LONG.unpack(head)[2:]
+            vr, length = self._LONG.unpack(head)[2:]
         elif implicit:
-            vr, length = b"", _TAG_LENGTH.unpack(head)[2]
+            vr, length = b"", tags.unpack(head)[2]
         else:
-            vr, length = _SHORT.unpack(head)[2:]
-        self._element(group << 16 | element, vr, length, start, top)
+            vr, length = self._SHORT.unpack(head)[2:]
+        self._walk(group << 16 | element, vr, length, size == 12, start, top)
         return at + size - have
+
+    def _enter(self, container: _Open) -> None:
+        if len(self._open) >= MAX_OPEN:
+            raise ReencodeError(
+                f"sequences and items nested more than {MAX_OPEN} deep at byte {self._pos}"
+            )
+        self._open.append(container)
 
     def _keep(self, head: bytes) -> int:
         self._head = head  # all the fragment had left; _pos stays at its start
         return -1
 
-    def _element(self, tag: int, vr: bytes, length: int, start: int, top: _Open | None) -> None:
+    def _walk(
+        self, tag: int, vr: bytes, length: int, long_form: bool, start: int, top: _Open | None
+    ) -> None:
         defined = length != UNDEFINED_LENGTH
         if top is not None and top.end >= 0 and self._pos + (length if defined else 0) > top.end:
             raise ReencodeError(f"the element at byte {start} runs past its container")
-        in_sequence = top is not None and not top.item
         if tag >> 16 == DELIMITER_GROUP:
             self._delimiter(tag, length, start, top)
             return
-        if in_sequence:
+        if top is not None and not top.item:
             raise ReencodeError(f"an element that is no item at byte {start}, in a sequence")
         if top is not None and top.implicit:
-            # Inside a UN of undefined length: Implicit VR already, copied.
+            # Inside a UN of undefined length: Implicit VR LE already, copied.
             self._out.append(_TAG_LENGTH.pack(tag >> 16, tag & 0xFFFF, length))
             if defined:
                 self._copy = length
             else:
-                self._open.append(_Open(item=False, end=-1, implicit=True))
-            return
-        if (tag & 0xFFFF == 0 and tag >> 16 > 2) or tag == _LENGTH_TO_END:
-            if not defined:
-                raise ReencodeError(f"a group length of undefined length at byte {start}")
-            self._drop = length
-            self.dropped += 1
+                self._enter(_Open(item=False, end=-1, implicit=True))
             return
         if vr == b"SQ" or (vr == b"UN" and not defined):
-            self._out.append(_TAG_LENGTH.pack(tag >> 16, tag & 0xFFFF, UNDEFINED_LENGTH))
+            self._container(tag, vr, length)
             end = self._pos + length if defined else -1
-            self._open.append(_Open(item=False, end=end, implicit=vr == b"UN"))
+            self._enter(_Open(item=False, end=end, implicit=vr == b"UN"))
             return
-        if not defined:
-            raise ReencodeError(
-                f"undefined length on a {vr.decode('ascii')} value at byte {start}"
-                " (encapsulated Pixel Data has no Implicit VR form)"
-            )
-        self._out.append(_TAG_LENGTH.pack(tag >> 16, tag & 0xFFFF, length))
-        self._copy = length
+        self._element(tag, vr, length, long_form, start)
 
     def _delimiter(self, tag: int, length: int, start: int, top: _Open | None) -> None:
         defined = length != UNDEFINED_LENGTH
@@ -222,11 +270,11 @@ class ToImplicit:
                 raise ReencodeError(f"an item outside a sequence at byte {start}")
             if top.implicit and defined:
                 self._out.append(_TAG_LENGTH.pack(0xFFFE, 0xE000, length))
-                self._copy = length  # Implicit VR already
+                self._copy = length  # Implicit VR LE already
                 return
-            self._out.append(_TAG_LENGTH.pack(0xFFFE, 0xE000, UNDEFINED_LENGTH))
+            self._container(ITEM, b"", length)
             end = self._pos + length if defined else -1
-            self._open.append(_Open(item=True, end=end, implicit=top.implicit))
+            self._enter(_Open(item=True, end=end, implicit=top.implicit))
             return
         if tag == ITEM_DELIMITATION and top is not None and top.item and top.end < 0:
             self._open.pop()
@@ -241,3 +289,71 @@ class ToImplicit:
         raise ReencodeError(
             f"unexpected delimiter ({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {start}"
         )
+
+
+class ToImplicit(_Walk):
+    """One data set, Explicit VR LE in, Implicit VR LE out: :meth:`feed`, then :meth:`close`."""
+
+    def _ended(self, done: _Open) -> None:
+        self._out.append(_ITEM_END if done.item else _SEQUENCE_END)
+
+    def _container(self, tag: int, vr: bytes, length: int) -> None:
+        # Undefined length whatever the source's: its headers may shrink.
+        self._out.append(_TAG_LENGTH.pack(tag >> 16, tag & 0xFFFF, UNDEFINED_LENGTH))
+
+    def _element(self, tag: int, vr: bytes, length: int, long_form: bool, start: int) -> None:
+        if length == UNDEFINED_LENGTH:
+            raise ReencodeError(
+                f"undefined length on a {vr.decode('ascii')} value at byte {start}"
+                " (encapsulated Pixel Data has no Implicit VR form)"
+            )
+        if (tag & 0xFFFF == 0 and tag >> 16 > 2) or tag == _LENGTH_TO_END:
+            self._drop = length
+            self.dropped += 1
+            return
+        self._out.append(_TAG_LENGTH.pack(tag >> 16, tag & 0xFFFF, length))
+        self._copy = length
+
+
+class ToLittleEndian(_Walk):
+    """One data set, Explicit VR Big Endian in (PS3.5 A.3, retired), Explicit VR
+    Little Endian out: every header's numbers and every numeric value swapped by
+    its VR (:data:`_SWAPPED`); lengths, and so the structure, unchanged. A UN's
+    value cannot be swapped (its VR is unknown) and goes as it is, as DCMTK
+    leaves it."""
+
+    _TAG, _SHORT, _LONG = _BE_TAG_LENGTH, _BE_SHORT, _BE_LONG
+    _SOURCE = "Explicit VR Big Endian"
+
+    def _value(self, piece: memoryview) -> None:
+        if self._unit == 1:
+            self._out.append(piece)
+            return
+        data = self._carry + bytes(piece) if self._carry else piece
+        whole = len(data) - len(data) % self._unit
+        numbers = array(_ARRAY_CODES[self._unit])
+        numbers.frombytes(
+            data[:whole]
+        )  # not array(code, view): that takes a view's bytes as numbers
+        numbers.byteswap()
+        self._out.append(numbers.tobytes())
+        self._carry = bytes(data[whole:])
+
+    def _container(self, tag: int, vr: bytes, length: int) -> None:
+        if vr:
+            self._out.append(_LONG.pack(tag >> 16, tag & 0xFFFF, vr, length))
+        else:
+            self._out.append(_TAG_LENGTH.pack(tag >> 16, tag & 0xFFFF, length))
+
+    def _element(self, tag: int, vr: bytes, length: int, long_form: bool, start: int) -> None:
+        if length == UNDEFINED_LENGTH:
+            raise ReencodeError(f"undefined length on a {vr.decode('ascii')} value at byte {start}")
+        self._unit = _SWAPPED.get(vr, 1)
+        if length % self._unit:
+            raise ReencodeError(
+                f"a {vr.decode('ascii')} value of {length} bytes at byte {start}:"
+                f" not a whole number of {self._unit}-byte numbers"
+            )
+        header = _LONG if long_form else _SHORT
+        self._out.append(header.pack(tag >> 16, tag & 0xFFFF, vr, length))
+        self._copy = length

@@ -37,6 +37,7 @@ from archive.dicom.header import HeaderError, HeaderReader
 from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, usable_uid
 from archive.dicom.uids import name as uid_name
 from archive.errors import ArchiveError
+from archive.net import AssociationAborted
 from archive.progress import human_bytes
 from archive.store import DatasetReader, local_device, read_meta, scan_header
 from archive.store.sources import FileSource
@@ -132,7 +133,8 @@ class Report:
     #: Results that name a SOP Instance UID: files that held an instance.
     instances: int = 0
     #: Files sent in another transfer syntax than stored (``store``): inflated,
-    #: or in Implicit VR Little Endian, as the peer took theirs as stored.
+    #: swapped to Little Endian, or in Implicit VR Little Endian, as the peer
+    #: took their SOP class only so.
     converted: int = 0
 
     def add(self, result: FileResult) -> None:
@@ -202,8 +204,9 @@ class Report:
             lines.append(f"interrupted: {self.unfinished} file(s) not {verb}{rest}")
         if self.converted:
             lines.append(
-                f"note: {self.converted} file(s) {verb} converted (inflated, or to Implicit VR"
-                " Little Endian): the peer accepted their SOP class only so"
+                f"note: {self.converted} file(s) {verb} converted (inflated, swapped to Little"
+                " Endian, or to Implicit VR Little Endian): the peer accepted their SOP class"
+                " only so"
             )
         lines.extend(self.notes)
         lines.extend(r.describe() for r in failed)
@@ -490,7 +493,8 @@ async def read_chunks(
     :class:`FileSource`: on the loop when local and cached, else in a thread).
 
     ``stop`` is checked between chunks: once the connection is gone there is no
-    point reading the rest of a large file. A read error, or a file that changed
+    point reading the rest of a large file (:class:`AssociationAborted` is raised,
+    the association's failure, not the file's). A read error, or a file that changed
     since it was probed, raises :class:`FileReadError`. An odd-length deflated
     data set gets the pad byte PS3.5 A.5 requires.
     """
@@ -571,7 +575,9 @@ async def checked(
     try:
         while sent < item.size:
             if stop is not None and stop():
-                return
+                # The association's failure, not the file's: a filter after us
+                # (a conversion) must not take the early end for a cut data set.
+                raise AssociationAborted("the association ended while the file was sent")
             try:
                 block = await anext(blocks, None)
             except OSError as exc:

@@ -254,8 +254,11 @@ class Retriever:
                 status: int | None
                 try:
                     status = await self._send(target, row, contexts, source)
-                except BaseException:
+                except BaseException as exc:
                     self.counts.record(row.sop_instance_uid, None)
+                    if isinstance(exc, OSError):  # its file, half sent (move worker, GetChannel)
+                        log.warning("sub-operation for instance %s failed while it was sent: %s",
+                                    row.sop_instance_uid, exc)  # fmt: skip
                     raise
                 self.counts.record(row.sop_instance_uid, status)
         finally:

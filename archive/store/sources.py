@@ -16,8 +16,13 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from archive.dicom.filemeta import FileMeta
-from archive.dicom.reencode import ReencodeError, ToImplicit
-from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from archive.dicom.reencode import ReencodeError, ToImplicit, ToLittleEndian
+from archive.dicom.uids import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+)
 from archive.store import DatasetReader
 from archive.store.scan import CHUNK
 
@@ -186,12 +191,14 @@ class FileSource:
 
 
 #: The transfer syntaxes a data set stored in one may go out in, the stored one
-#: first: a Deflated one inflated is Explicit VR Little Endian (PS3.5 A.5), and
-#: that converts to Implicit VR Little Endian (:class:`ToImplicit`), the default
-#: every SCP must accept (PS3.5 10.1). Anything else goes out as stored only.
+#: first: a Deflated one inflated is Explicit VR Little Endian (PS3.5 A.5), as is
+#: an Explicit VR Big Endian one swapped (:class:`ToLittleEndian`), and that
+#: converts to Implicit VR Little Endian (:class:`ToImplicit`), the default every
+#: SCP must accept (PS3.5 10.1). Anything else goes out as stored only.
 _ROUTES = {
     EXPLICIT_VR_LE: (EXPLICIT_VR_LE, IMPLICIT_VR_LE),
     DEFLATED_EXPLICIT_VR_LE: (DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_LE, IMPLICIT_VR_LE),
+    EXPLICIT_VR_BE: (EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE),
 }
 #: Inflated bytes handed on at a time (a deflate stream may inflate 1032:1).
 INFLATE_CHUNK = 256 << 10
@@ -217,8 +224,10 @@ def reencoded(
         return chunks
     if stored == DEFLATED_EXPLICIT_VR_LE:
         chunks = _inflated(chunks, failed)
+    elif stored == EXPLICIT_VR_BE:
+        chunks = _rewritten(chunks, ToLittleEndian(), "Explicit VR Little Endian", failed)
     if sent == IMPLICIT_VR_LE:
-        chunks = _in_implicit_vr(chunks, failed)
+        chunks = _rewritten(chunks, ToImplicit(), "Implicit VR Little Endian", failed)
     return chunks
 
 
@@ -245,20 +254,22 @@ async def _inflated(
         await chunks.aclose()
 
 
-async def _in_implicit_vr(
-    chunks: AsyncGenerator[memoryview, None], failed: Callable[[str], Exception]
+async def _rewritten(
+    chunks: AsyncGenerator[memoryview, None],
+    walk: ToImplicit | ToLittleEndian,
+    into: str,
+    failed: Callable[[str], Exception],
 ) -> AsyncGenerator[memoryview, None]:
-    """An Explicit VR Little Endian data set's ``chunks`` in Implicit VR Little
-    Endian: :class:`~archive.dicom.reencode.ToImplicit` changes the headers only."""
-    conversion = ToImplicit()
+    """``chunks`` through ``walk`` (``archive/dicom/reencode.py``: headers and,
+    from Big Endian, numbers change; nothing else), which gives them ``into``."""
     try:
         async for chunk in chunks:
-            if out := conversion.feed(chunk):
+            if out := walk.feed(chunk):
                 yield memoryview(out)
-        if out := conversion.close():
+        if out := walk.close():
             yield memoryview(out)
     except ReencodeError as exc:
-        raise failed(f"cannot be sent as Implicit VR Little Endian: {exc}") from exc
+        raise failed(f"cannot be sent as {into}: {exc}") from exc
     finally:
         await chunks.aclose()
 

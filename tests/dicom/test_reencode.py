@@ -1,4 +1,5 @@
-"""Explicit VR LE to Implicit VR LE (``archive/dicom/reencode.py``), against DCMTK.
+"""Explicit VR LE to Implicit VR LE, and Big to Little Endian (``archive/dicom/reencode.py``),
+against DCMTK.
 
 The oracle is DCMTK's ``dcmconv +ti -e -g`` (Implicit VR Little Endian, undefined
 lengths for sequences and items, group lengths removed): for every Explicit VR
@@ -21,9 +22,17 @@ import pytest
 from pydicom.datadict import dictionary_has_tag
 from pydicom.filereader import read_dataset
 
-from archive.dicom.reencode import ReencodeError, ToImplicit
+from archive.dicom.reencode import MAX_OPEN, ReencodeError, ToImplicit, ToLittleEndian
 from tests.conftest import require_tool
-from tests.dicom.header_helpers import EXPLICIT, bytewise, element, sample_path, sevens, split_file
+from tests.dicom.header_helpers import (
+    BIG,
+    EXPLICIT,
+    bytewise,
+    element,
+    sample_path,
+    sevens,
+    split_file,
+)
 
 TEST_FILES = Path(sample_path("CT_small.dcm")).parent
 UNDEFINED = 0xFFFFFFFF
@@ -35,7 +44,8 @@ REFUSED = {
 }
 
 
-def _explicit_files() -> list[Path]:
+def _files_in(transfer_syntax: str) -> list[Path]:
+    """pydicom's test files whose data set is in ``transfer_syntax``."""
     found = []
     for path in sorted(TEST_FILES.rglob("*")):
         if not path.is_file():
@@ -44,12 +54,12 @@ def _explicit_files() -> list[Path]:
             ts, _ = split_file(str(path))
         except Exception:  # not DICOM at all
             continue
-        if ts == EXPLICIT:
+        if ts == transfer_syntax:
             found.append(path)
     return found
 
 
-EXPLICIT_FILES = _explicit_files()
+EXPLICIT_FILES = _files_in(EXPLICIT)
 
 
 def convert(pieces: Iterable[bytes | memoryview]) -> bytes:
@@ -234,3 +244,108 @@ def _values(ds: pydicom.Dataset) -> list[tuple[int, object]]:
             value = ""
         out.append((int(tag), value if isinstance(value, bytes) else str(value)))
     return out
+
+
+# ---- Explicit VR Big Endian ------------------------------------------------------------
+
+
+def _big_endian_files(tmp: Path) -> list[Path]:
+    """pydicom's Big Endian files, and every Explicit VR LE one written in Big
+    Endian by DCMTK's dcmconv +tb."""
+    found = _files_in(BIG)
+    for path in EXPLICIT_FILES:
+        out = tmp / f"{len(found)}-{path.name}.be"
+        done = subprocess.run(
+            [require_tool("dcmconv"), "+tb", str(path), str(out)], capture_output=True, timeout=60
+        )
+        if done.returncode == 0:
+            found.append(out)
+    return found
+
+
+def swap(pieces: Iterable[bytes | memoryview], *, implicit: bool = False) -> bytes:
+    little, conversion = ToLittleEndian(), ToImplicit()
+    out = []
+    for piece in pieces:
+        part = little.feed(piece)
+        out.append(conversion.feed(part) if implicit else part)
+    part = little.close()
+    out.append(conversion.feed(part) + conversion.close() if implicit else part)
+    return b"".join(out)
+
+
+def test_every_big_endian_file_is_what_dcmconv_writes(tmp_path: Path) -> None:
+    """To Explicit VR LE: byte for byte dcmconv +te (no header changes size, so
+    lengths stay as they were); on to Implicit VR LE: dcmconv +ti -e -g."""
+    files = _big_endian_files(tmp_path)
+    assert len(files) >= 100
+    for path in files:
+        _, body = split_file(str(path))
+        little = dcmconv_as(path, tmp_path, "+te")
+        implicit = dcmconv_as(path, tmp_path, "+ti", "-e", "-g")
+        assert swap([body]) == little, path.name
+        assert swap(sevens(body)) == little, path.name
+        assert swap([body], implicit=True) == implicit, path.name
+    # Byte by byte (a number cut anywhere), on a few: the corpus above is slow so.
+    for name in ("MR_small_bigendian.dcm", "rtdose_expb.dcm", "SC_rgb_small_odd_big_endian.dcm"):
+        path = TEST_FILES / name
+        _, body = split_file(str(path))
+        assert swap(bytewise(body)) == dcmconv_as(path, tmp_path, "+te"), name
+
+
+def dcmconv_as(path: Path, tmp_path: Path, *options: str) -> bytes:
+    out = tmp_path / "converted.dcm"
+    subprocess.run(
+        [require_tool("dcmconv"), *options, str(path), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return split_file(str(out))[1]
+
+
+def test_big_endian_numbers_swap_by_their_vr() -> None:
+    body = (
+        struct.pack(">HH2sH", 0x0028, 0x0010, b"US", 2) + struct.pack(">H", 512)
+        + struct.pack(">HH2sH", 0x0018, 0x0088, b"FD", 8) + struct.pack(">d", 1.5)
+        + struct.pack(">HH2sH", 0x0020, 0x5000, b"AT", 4) + struct.pack(">HH", 0x0010, 0x0020)
+        + struct.pack(">HH2sH", 0x0020, 0x000D, b"UI", 4) + b"1.2\0"
+        + struct.pack(">HH2s2xL", 0x7FE0, 0x0010, b"OW", 4) + struct.pack(">HH", 1, 2)
+    )  # fmt: skip
+    expected = (
+        struct.pack("<HH2sH", 0x0028, 0x0010, b"US", 2) + struct.pack("<H", 512)
+        + struct.pack("<HH2sH", 0x0018, 0x0088, b"FD", 8) + struct.pack("<d", 1.5)
+        + struct.pack("<HH2sH", 0x0020, 0x5000, b"AT", 4) + struct.pack("<HH", 0x0010, 0x0020)
+        + struct.pack("<HH2sH", 0x0020, 0x000D, b"UI", 4) + b"1.2\0"
+        + struct.pack("<HH2s2xL", 0x7FE0, 0x0010, b"OW", 4) + struct.pack("<HH", 1, 2)
+    )  # fmt: skip
+    assert swap([body]) == expected
+    assert swap(bytewise(body)) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (struct.pack(">HH2sH", 0x0028, 0x0010, b"US", 3) + b"abc", "not a whole number of 2-byte"),
+        (struct.pack(">HHL", 0x0010, 0x0010, 4) + b"A^B ", "no VR .* not Explicit VR Big Endian"),
+        (struct.pack(">HH2sH", 0x0028, 0x0010, b"US", 2) + b"a", "cut short"),
+    ],
+    ids=["odd-us", "implicit", "cut"],
+)
+def test_what_is_no_big_endian_data_set_is_refused(body: bytes, why: str) -> None:
+    with pytest.raises(ReencodeError, match=why):
+        swap([body])
+
+
+def test_nesting_is_bounded() -> None:
+    """One open container costs memory: past MAX_OPEN (a hostile file of nested
+    undefined lengths, 16 bytes a level) the data set is refused."""
+    level = element(0x00091010, "SQ", b"", length=UNDEFINED) + element(
+        0xFFFEE000, "", b"", length=UNDEFINED
+    )
+    close = struct.pack("<HHL", 0xFFFE, 0xE00D, 0) + struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    deep = MAX_OPEN // 2
+    out = convert([level * deep + close * deep])
+    assert out.count(struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)) == deep
+    with pytest.raises(ReencodeError, match=f"nested more than {MAX_OPEN} deep"):
+        convert([level * (deep + 1)])

@@ -43,7 +43,6 @@ from pynetdicom.sop_class import (
     CTImageStorage,
     MRImageStorage,
     PatientRootQueryRetrieveInformationModelFind,
-    SecondaryCaptureImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -56,7 +55,7 @@ from archive.dicom.dimse import CStoreRq
 from archive.dicom.ul.pdu import RoleSelection
 from archive.net import Timeouts, associate
 from archive.store import relative_path
-from tests.conftest import IN_CI, RunningNode
+from tests.conftest import IN_CI, RunningNode, require_tool
 from tests.interop.conftest import (
     HOST,
     LISTEN_TIMEOUT,
@@ -435,26 +434,32 @@ def test_c_get_proposing_implicit_vr_only_gets_every_instance(
 
 
 @pytest.mark.parametrize("offered", [ELE, ILE], ids=["explicit", "implicit"])
-def test_c_get_of_a_deflated_instance_offering_no_deflate(
-    node_factory: Callable[..., RunningNode], tmp_path: Path, offered: str
+@pytest.mark.parametrize("name", ["image_dfl.dcm", "MR_small_bigendian.dcm"])
+def test_c_get_of_an_instance_whose_syntax_is_not_offered(
+    node_factory: Callable[..., RunningNode], tmp_path: Path, offered: str, name: str
 ) -> None:
-    """A Deflated instance (pydicom's image_dfl.dcm) to a C-GET SCU offering one
-    uncompressed syntax: inflated (PS3.5 A.5), and for Implicit VR converted,
-    byte for byte what DCMTK's dcmconv writes."""
+    """A Deflated instance and an Explicit VR Big Endian one (pydicom's) to a C-GET
+    SCU offering one uncompressed syntax: inflated (PS3.5 A.5) or swapped, and for
+    Implicit VR converted on, byte for byte what DCMTK's dcmconv writes."""
     node = node_factory()
-    source = Path(str(get_testdata_file("image_dfl.dcm")))
+    source = Path(str(get_testdata_file(name)))
     assert main(["store", "--aec", node.ae_title, HOST, str(node.port), str(source)]) == 0
-    deflated = pydicom.dcmread(source)
+    held = pydicom.dcmread(source)
     answers, received, _ = c_get_offering(
-        node, SecondaryCaptureImageStorage, offered, deflated.StudyInstanceUID
+        node, str(held.SOPClassUID), offered, held.StudyInstanceUID
     )
     assert_all_succeeded(answers, 1)
-    ts, data = received[deflated.SOPInstanceUID]
+    ts, data = received[held.SOPInstanceUID]
     assert ts == offered
-    if offered == ELE:
+    if offered == ILE:
+        assert data == dataset_bytes(dcmconv_implicit(source, tmp_path))
+    elif name == "image_dfl.dcm":
         assert data == zlib.decompress(dataset_bytes(source), -zlib.MAX_WBITS)
     else:
-        assert data == dataset_bytes(dcmconv_implicit(source, tmp_path))
+        little = tmp_path / "little.dcm"
+        code, text = run_tool([require_tool("dcmconv"), "+te", str(source), str(little)])
+        assert code == 0, text
+        assert data == dataset_bytes(little)
 
 
 def test_c_get_of_a_file_that_fails_mid_send_aborts_without_an_internal_error(

@@ -428,6 +428,11 @@ def test_a_stored_data_set_the_conversion_cannot_follow_fails_alone(
     }
     assert isinstance(connect.closed[0], ConversionFailed)  # aborted, not released
     assert connect.closed[1:] == [None]
+    assert (
+        f"sub-operation for instance {bad.attrs.sop_instance_uid} failed while it was sent:"
+        " cannot be sent as Implicit VR Little Endian: the element at byte 864 runs past its"
+        " container"
+    ) in caplog.messages
     assert any(
         "C-MOVE: a file failed while sent to KNOWN, its association aborted:"
         " cannot be sent as Implicit VR Little Endian:"

@@ -149,7 +149,7 @@ def test_convert_takes_implicit_vr_for_an_explicit_vr_instance_if_it_must() -> N
         convert(row("2", CT_IMAGE, ILE), [Context(1, CT_IMAGE, ELE)])
 
 
-def test_convert_takes_an_uncompressed_syntax_for_a_deflated_instance() -> None:
+def test_convert_takes_explicit_vr_le_for_a_deflated_or_big_endian_instance() -> None:
     deflated = "1.2.840.10008.1.2.1.99"
     contexts = [Context(1, CT_IMAGE, ILE), Context(3, CT_IMAGE, ELE)]
     context, _ = convert(row("1", CT_IMAGE, deflated), contexts)
@@ -158,6 +158,9 @@ def test_convert_takes_an_uncompressed_syntax_for_a_deflated_instance() -> None:
     assert context == contexts[0]
     context, _ = convert(row("1", CT_IMAGE, deflated), [*contexts, Context(5, CT_IMAGE, deflated)])
     assert context.id == 5
+    big = "1.2.840.10008.1.2.2"
+    context, _ = convert(row("2", CT_IMAGE, big), contexts)
+    assert context == contexts[1]  # swapped to Little Endian, as Explicit VR
 
 
 def test_convert_without_a_context_for_the_class() -> None:

@@ -1,5 +1,6 @@
 """A data set sent in another transfer syntax than stored (``store/sources.py``,
-``sendable_as`` and ``reencoded``): inflated, or in Implicit VR Little Endian.
+``sendable_as`` and ``reencoded``): inflated, swapped to Little Endian, or in
+Implicit VR Little Endian.
 
 The oracle for a Deflated data set inflated is zlib itself (PS3.5 A.5: raw
 deflate of the Explicit VR Little Endian data set); for Implicit VR, DCMTK's
@@ -17,8 +18,9 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from archive.dicom.reencode import ToImplicit
+from archive.dicom.reencode import ToImplicit, ToLittleEndian
 from archive.dicom.uids import DEFLATED_EXPLICIT_VR_LE as DEFLATED
+from archive.dicom.uids import EXPLICIT_VR_BE as BIG
 from archive.dicom.uids import EXPLICIT_VR_LE as EXPLICIT
 from archive.dicom.uids import IMPLICIT_VR_LE as IMPLICIT
 from archive.store import read_meta
@@ -50,6 +52,7 @@ def sent(pieces: Iterable[bytes], stored: str, sent_as: str) -> list[bytes]:
 def test_what_each_syntax_can_be_sent_in() -> None:
     assert sendable_as(EXPLICIT) == (EXPLICIT, IMPLICIT)
     assert sendable_as(DEFLATED) == (DEFLATED, EXPLICIT, IMPLICIT)
+    assert sendable_as(BIG) == (BIG, EXPLICIT, IMPLICIT)
     assert sendable_as(IMPLICIT) == (IMPLICIT,)
     assert sendable_as("1.2.840.10008.1.2.4.50") == ("1.2.840.10008.1.2.4.50",)
 
@@ -103,3 +106,19 @@ def test_as_stored_is_the_chunks_themselves() -> None:
 
     source = chunks()
     assert reencoded(source, EXPLICIT, EXPLICIT, Failed) is source
+
+
+def test_a_big_endian_data_set_goes_swapped_or_on_to_implicit_vr() -> None:
+    path = Path(get_testdata_file("MR_small_bigendian.dcm"))
+    meta, offset = read_meta(path)
+    assert meta.transfer_syntax_uid == BIG
+    data = path.read_bytes()[offset:]
+    little = ToLittleEndian()
+    explicit = little.feed(data) + little.close()
+    conversion = ToImplicit()
+    implicit = conversion.feed(explicit) + conversion.close()
+    pieces = [data[i : i + 999] for i in range(0, len(data), 999)]
+    assert b"".join(sent(pieces, BIG, EXPLICIT)) == explicit
+    assert b"".join(sent(pieces, BIG, IMPLICIT)) == implicit
+    with pytest.raises(Failed, match=r"cannot be sent as Explicit VR Little Endian: .*cut short"):
+        sent([data[:-3]], BIG, EXPLICIT)
