@@ -11,6 +11,7 @@ import asyncio
 import io
 import logging
 import os
+import random
 import shutil
 import socket
 import struct
@@ -1134,6 +1135,69 @@ def test_an_association_lost_while_a_file_is_converted_is_no_fault_of_the_file(
     ts, data = scp.received[uid]
     assert ts == ImplicitVRLittleEndian
     assert data == implicit_bytes(big, tmp_path)
+
+
+@pytest.mark.interop
+def test_a_peer_aborting_in_the_middle_of_a_file_twice_fails_the_file(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer that aborts while a file's data set comes in (DCMTK's storescp does,
+    on an odd fragment), on both associations, once it has answered another
+    file: the file's fault (exit 5), as when it aborts after the data set. The
+    send stops at the close with the A-ABORT unread: it is read before judging."""
+    folder = tmp_path / "in"
+    make_instance(folder / "a-good.dcm")
+    big = folder / "b-big.dcm"
+    uid = make_instance(big)
+    padding = 8 * CHUNK
+    big.write_bytes(big.read_bytes() + struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, padding)
+                    + bytes(padding))  # fmt: skip
+    monkeypatch.setattr(DatasetReader, "next_cached", lambda self: None)
+    real_next = DatasetReader.next
+
+    def slow_next(self: DatasetReader) -> memoryview:
+        time.sleep(0.05)
+        return real_next(self)
+
+    monkeypatch.setattr(DatasetReader, "next", slow_next)
+    scp = pyscp_factory()
+    scp.on_accepted = lambda event: threading.Timer(0.15, event.assoc.abort).start()
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 5, lines
+    assert lines[0].startswith("sent 1, failed 1, skipped 0 of 2 file(s); ")
+    assert lines[1].startswith(
+        f"failed: {big}  {uid}  the peer aborted the association twice while this file was sent;"
+        " the file may be malformed"
+    ), lines
+    assert uid not in scp.received
+
+
+@pytest.mark.interop
+def test_a_large_deflated_file_goes_in_even_fragments_to_dcmtk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Deflated data set of several reads inflates in pieces of any length, each
+    sent as PDV fragments of its own; storescp aborts on an odd one ("Odd
+    Fragment Length"), so they go out even."""
+    from tests.store.test_reencoded import deflated_instance
+
+    path = tmp_path / "in" / "noise.dcm"
+    path.parent.mkdir()
+    deflated_instance(path, private=2, pixels=random.Random(3).randbytes(2048 * 1024))
+    gen = run_storescp(tmp_path, "--bit-preserving", accept="+xi")
+    port, out_dir = next(gen)
+    try:
+        status = store("--aec", "STORESCP", "127.0.0.1", str(port), str(path))
+        lines = capsys.readouterr().out.splitlines()
+        assert status == 0, lines
+        (got,) = out_dir.iterdir()
+        assert dataset_bytes(got) == implicit_bytes(path, tmp_path)
+    finally:
+        gen.close()
 
 
 @pytest.mark.interop

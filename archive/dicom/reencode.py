@@ -39,9 +39,10 @@ least 8 source bytes each.
 
 Byte for byte, the output is what DCMTK's ``dcmconv`` writes (``+ti -e -g``;
 ``+te`` from Big Endian) for every native file pydicom ships, but where dcmconv
-changes values: it pads an odd-length one (kept odd here: values pass as they
-are), keeps Length to End, and re-encodes the content of a UN of undefined
-length (copied here).
+changes more: it pads an odd-length value (kept odd here: values pass as they
+are), keeps Length to End, re-encodes the content of a UN of undefined length
+(copied here), and with ``+te`` gives every sequence and item a defined length
+and such a UN the VR SQ (lengths and VRs are kept here).
 
 A data set this cannot follow (no VR where one must be, an undefined length on
 a value that is no sequence, an item outside a sequence, a value running past

@@ -95,7 +95,9 @@ class GetChannel:
                 # left half sent (PS3.8 7.3), so the caller's association ends.
                 # Not an internal error, and the rest of the C-GET cannot go on.
                 detail = f"a file failed while it was sent: {exc}"
-                log.warning("C-GET: %s; the association is aborted", detail)
+                log.warning("C-GET: the file of instance %s failed while it was sent: %s;"
+                            " the association is aborted",
+                            command.affected_sop_instance_uid, exc)  # fmt: skip
                 self._assoc.abort(detail)
                 raise AssociationAborted(detail) from exc
             # The DIMSE timeout measures the peer's silence, not this request's

@@ -5,12 +5,13 @@ file's File Meta Information is read in a thread (``files.py``); files without
 the ``DICM`` prefix are *skipped*, not fatal. The instances are then planned into
 groups (:func:`plan`): one presentation context per distinct (SOP Class, stored
 Transfer Syntax) pair, since nothing is transcoded and a file goes out in the
-encoding it has on disk, with two exceptions, as storescu makes them: an
+encoding it has on disk, with three exceptions, as storescu makes them: an
 Explicit VR Little Endian file's class is also offered in Implicit VR Little
-Endian, which every SCP must accept (PS3.5 10.1), and a Deflated one's in both,
-each in a context of its own; a file the peer takes only so is converted as it
-is sent (inflated; ``archive/dicom/reencode.py``: the headers change, the values
-do not; ``store/sources.py``, :func:`~archive.store.sources.sendable_as`). At
+Endian, which every SCP must accept (PS3.5 10.1), and a Deflated or Explicit VR
+Big Endian one's in both, each in a context of its own; a file the peer takes
+only so is converted as it is sent (inflated, or its numbers swapped;
+``archive/dicom/reencode.py``: the headers change, the values do not but for
+their byte order; ``store/sources.py``, :func:`~archive.store.sources.sendable_as`). At
 most 128 contexts per association (PS3.8 9.3.2.2), so more pairs than that make
 several groups sent one after another.
 Within a group, ``jobs`` workers each open an association and take files from a
@@ -42,6 +43,7 @@ failed one by one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections import deque
@@ -102,8 +104,9 @@ def plan(items: Sequence[FileItem], max_contexts: int = MAX_CONTEXTS) -> list[Gr
     acceptor pick one the file is not in (pynetdicom's takes the first of its
     own list, Implicit VR), and we cannot transcode. Explicit VR Little Endian
     files also get a context of their class in Implicit VR Little Endian, and
-    Deflated ones in both, used only when the peer refuses theirs: they are
-    converted as they are sent (:func:`~archive.store.sources.sendable_as`).
+    Deflated and Explicit VR Big Endian ones in both, used only when the peer
+    refuses theirs: they are converted as they are sent
+    (:func:`~archive.store.sources.sendable_as`).
     """
     groups: list[Group] = []
     contexts: dict[tuple[str, str], None] = {}
@@ -396,6 +399,12 @@ class _GroupSender:
             assoc.abort()
             return False
         except (AssociationAborted, AssociationTimeout, LocalProtocolError) as exc:
+            if assoc.assoc.conn.closed:
+                # The send stopped at the close: the peer's A-ABORT before it
+                # may wait unread. Read it, or a peer that aborts on this data
+                # set would be taken for a lost connection (_retry_or_fail).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(assoc.assoc.wait_closed(), 1.0)
             self._retry_or_fail(item, exc, by_peer=assoc.assoc.outcome is Outcome.ABORTED_BY_PEER)
             assoc.abort()
             return False

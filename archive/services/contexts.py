@@ -5,7 +5,8 @@ An instance goes out as stored when the destination accepts that; one stored in
 Explicit VR Little Endian also goes to a destination that takes Implicit VR
 Little Endian only (the default every SCP must accept, PS3.5 10.1), converted as
 it is sent (``archive/dicom/reencode.py``: headers change, values do not), and
-a Deflated one inflated, in either (``store/sources.py``, ``sendable_as``).
+a Deflated one inflated or an Explicit VR Big Endian one swapped, in either
+(``store/sources.py``, ``sendable_as``).
 Transcoding (compressed syntaxes) plugs in at :func:`convert` too, whose filter
 stands for it.
 """
@@ -42,7 +43,8 @@ def proposals(rows: Iterable[InstanceRow]) -> list[tuple[str, list[str]]]:
     no context). Then, for each class with uncompressed instances, one more
     context offering Explicit and Implicit VR Little Endian: an Explicit VR
     instance goes on it converted when the destination took Implicit VR there
-    and refused the stored syntax, a Deflated one inflated (:func:`convert`).
+    and refused the stored syntax, a Deflated one inflated, a Big Endian one
+    swapped (:func:`convert`).
     At most 128 contexts (PS3.8 9.3.2.2): the stored-syntax contexts come first,
     and pairs beyond the limit are not proposed (their instances fail).
     """
@@ -59,8 +61,8 @@ def convert(row: InstanceRow, contexts: Sequence[StoreContext]) -> tuple[StoreCo
     """The context to send ``row`` on and the filter its data set goes through.
 
     The stored syntax first (the identity filter), then the others it can be
-    sent in (:func:`~archive.store.sources.sendable_as`: inflated, or in
-    Implicit VR Little Endian). Raises :class:`NotConvertible` with the reason.
+    sent in (:func:`~archive.store.sources.sendable_as`: inflated, swapped to
+    Little Endian, or in Implicit VR Little Endian). Raises :class:`NotConvertible` with the reason.
     """
     ours = [c for c in contexts if c.abstract_syntax == row.sop_class_uid]
     if not ours:

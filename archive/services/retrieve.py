@@ -256,7 +256,7 @@ class Retriever:
                     status = await self._send(target, row, contexts, source)
                 except BaseException as exc:
                     self.counts.record(row.sop_instance_uid, None)
-                    if isinstance(exc, OSError):  # its file, half sent (move worker, GetChannel)
+                    if isinstance(exc, OSError):  # its file, half sent (C-MOVE; GetChannel says so)
                         log.warning("sub-operation for instance %s failed while it was sent: %s",
                                     row.sop_instance_uid, exc)  # fmt: skip
                     raise

@@ -228,7 +228,28 @@ def reencoded(
         chunks = _rewritten(chunks, ToLittleEndian(), "Explicit VR Little Endian", failed)
     if sent == IMPLICIT_VR_LE:
         chunks = _rewritten(chunks, ToImplicit(), "Implicit VR Little Endian", failed)
-    return chunks
+    return _even(chunks)
+
+
+async def _even(chunks: AsyncGenerator[memoryview, None]) -> AsyncGenerator[memoryview, None]:
+    """``chunks`` cut at even lengths: each becomes PDV fragments of its own, and
+    peers refuse an odd fragment (DCMTK: "Odd Fragment Length"). A converted
+    piece may end anywhere (a header or a number held back for the next), so
+    one byte waits for the next piece; only an odd data set's last is odd."""
+    carry = b""
+    try:
+        async for chunk in chunks:
+            data: bytes | memoryview = carry + bytes(chunk) if carry else chunk
+            carry = b""
+            if len(data) % 2:
+                carry = bytes(data[-1:])
+                data = data[:-1]
+            if data:
+                yield memoryview(data)
+        if carry:
+            yield memoryview(carry)
+    finally:
+        await chunks.aclose()
 
 
 async def _inflated(
@@ -241,11 +262,15 @@ async def _inflated(
     try:
         async for chunk in chunks:
             data: bytes | memoryview = chunk
-            while data and not stream.eof:
+            while not stream.eof:
                 out = stream.decompress(data, INFLATE_CHUNK)
                 data = stream.unconsumed_tail
                 if out:
                     yield memoryview(out)
+                # Input left, or a full piece (zlib may hold output for input it
+                # has taken in whole): ask again; else this chunk is done.
+                if not data and len(out) < INFLATE_CHUNK:
+                    break
         if not stream.eof:
             raise failed("cannot be inflated: the deflate stream is cut short")
     except zlib.error as exc:
