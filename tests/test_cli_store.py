@@ -482,11 +482,7 @@ def test_store_file_cut_while_sending(
     so the association is aborted, that file fails, and the others go on a new one."""
     folder = tmp_path / "in"
     big = folder / "0.dcm"
-    uids = [make_instance(big)]
-    # Data Set Trailing Padding (FFFC,FFFC) OB: a data set of several chunks.
-    padding = 2 * CHUNK
-    big.write_bytes(big.read_bytes() + struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, padding)
-                    + bytes(padding))  # fmt: skip
+    uids = [padded_instance(big, 2)]
     uids += [make_instance(folder / f"{i}.dcm") for i in (1, 2)]
     monkeypatch.setattr(DatasetReader, "next_cached", lambda self: None)
     real_next = DatasetReader.next
@@ -1072,6 +1068,28 @@ def test_a_deflated_file_goes_inflated_to_a_peer_taking_explicit_vr_only(
     assert data == zlib.decompress(dataset_bytes(path), -zlib.MAX_WBITS)
 
 
+def padded_instance(path: Path, chunks: int) -> str:
+    """:func:`make_instance` with Data Set Trailing Padding (FFFC,FFFC) making its
+    data set ``chunks`` reads of :data:`CHUNK` long; its SOP Instance UID."""
+    uid = make_instance(path)
+    padding = chunks * CHUNK
+    path.write_bytes(path.read_bytes() + struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, padding)
+                     + bytes(padding))  # fmt: skip
+    return uid
+
+
+def slow_reads(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every read of a file being sent takes ``seconds`` more (none from the cache)."""
+    monkeypatch.setattr(DatasetReader, "next_cached", lambda self: None)
+    real_next = DatasetReader.next
+
+    def slow_next(self: DatasetReader) -> memoryview:
+        time.sleep(seconds)
+        return real_next(self)
+
+    monkeypatch.setattr(DatasetReader, "next", slow_next)
+
+
 @pytest.mark.interop
 def test_a_big_endian_file_goes_swapped_to_a_peer_taking_little_endian_only(
     pyscp_factory: Callable[..., PynetdicomScp],
@@ -1106,18 +1124,8 @@ def test_an_association_lost_while_a_file_is_converted_is_no_fault_of_the_file(
     file's fault, failed for good); the file goes again on a new association."""
     folder = tmp_path / "in"
     big = folder / "big.dcm"
-    uid = make_instance(big)
-    padding = 8 * CHUNK  # Data Set Trailing Padding: a data set of several chunks
-    big.write_bytes(big.read_bytes() + struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, padding)
-                    + bytes(padding))  # fmt: skip
-    monkeypatch.setattr(DatasetReader, "next_cached", lambda self: None)
-    real_next = DatasetReader.next
-
-    def slow_next(self: DatasetReader) -> memoryview:
-        time.sleep(0.05)  # 8 chunks: ~0.4 s a file; the abort comes at 0.1 s
-        return real_next(self)
-
-    monkeypatch.setattr(DatasetReader, "next", slow_next)
+    uid = padded_instance(big, 8)
+    slow_reads(monkeypatch, 0.05)  # 8 chunks: ~0.4 s a file; the abort comes at 0.1 s
     scp = pyscp_factory(transfer_syntaxes=[ImplicitVRLittleEndian])
     first = threading.Event()
 
@@ -1151,18 +1159,8 @@ def test_a_peer_aborting_in_the_middle_of_a_file_twice_fails_the_file(
     folder = tmp_path / "in"
     make_instance(folder / "a-good.dcm")
     big = folder / "b-big.dcm"
-    uid = make_instance(big)
-    padding = 8 * CHUNK
-    big.write_bytes(big.read_bytes() + struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, padding)
-                    + bytes(padding))  # fmt: skip
-    monkeypatch.setattr(DatasetReader, "next_cached", lambda self: None)
-    real_next = DatasetReader.next
-
-    def slow_next(self: DatasetReader) -> memoryview:
-        time.sleep(0.05)
-        return real_next(self)
-
-    monkeypatch.setattr(DatasetReader, "next", slow_next)
+    uid = padded_instance(big, 8)
+    slow_reads(monkeypatch, 0.05)
     scp = pyscp_factory()
     scp.on_accepted = lambda event: threading.Timer(0.15, event.assoc.abort).start()
     status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
