@@ -43,6 +43,7 @@ from archive.dicom.uids import STORAGE_SOP_CLASSES
 from archive.progress import Progress
 from archive.scu import CHUNK, FileItem, plan
 from archive.scu import files as files_module
+from archive.scu import store as store_module
 from archive.store import DatasetReader, read_meta, relative_path
 from tests.conftest import RunningNode, require_tool
 from tests.interop.conftest import (
@@ -1196,6 +1197,44 @@ def test_a_large_deflated_file_goes_in_even_fragments_to_dcmtk(
         assert dataset_bytes(got) == implicit_bytes(path, tmp_path)
     finally:
         gen.close()
+
+
+@pytest.mark.interop
+def test_an_abort_before_a_file_s_first_byte_says_nothing_of_the_file(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer that aborts just after each answer (a review's case: a server
+    restarting would do as well), the next file slow to open: the association is
+    gone before any of that file went out, so the abort is not the file's, and
+    no file may be called malformed (exit 5) for it."""
+    folder = tmp_path / "in"
+    for name in "abcdefgh":
+        make_instance(folder / f"{name}.dcm")
+    real_first_block = store_module.first_block
+
+    async def slow_first_block(item: FileItem, source: Any) -> memoryview:
+        await asyncio.sleep(0.1)  # a cold cache, a network filesystem
+        return await real_first_block(item, source)
+
+    monkeypatch.setattr(store_module, "first_block", slow_first_block)
+
+    def answer_then_abort(event: Any) -> int:
+        threading.Timer(0.02, event.assoc.abort).start()
+        return 0
+
+    scp = pyscp_factory(answer_then_abort)
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert not [line for line in lines if "malformed" in line], lines
+    assert status in (0, 3), lines  # lost associations at worst, not bad files
+    assert all(
+        "the association ended while the file was sent" in line
+        for line in lines[1:]
+        if line.startswith("failed: ")
+    ), lines
 
 
 @pytest.mark.interop

@@ -47,7 +47,7 @@ import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -389,7 +389,20 @@ class _GroupSender:
             affected_sop_class_uid=sop_class,
             affected_sop_instance_uid=item.meta.media_storage_sop_instance_uid,
         )
-        chunks = checked(item, source.chunks(first), stop, whole=True)
+        started = False  # some of the data set went out (not only its command)
+
+        async def noted(
+            blocks: AsyncGenerator[memoryview, None],
+        ) -> AsyncGenerator[memoryview, None]:
+            nonlocal started
+            try:
+                async for block in blocks:
+                    started = True
+                    yield block
+            finally:
+                await blocks.aclose()
+
+        chunks = noted(checked(item, source.chunks(first), stop, whole=True))
         chunks = reencoded(chunks, ts, sent_as, FileReadError)
         try:
             rsp = await assoc.store(context.id, request, chunks)
@@ -399,13 +412,16 @@ class _GroupSender:
             assoc.abort()
             return False
         except (AssociationAborted, AssociationTimeout, LocalProtocolError) as exc:
-            if assoc.assoc.conn.closed:
+            if started and assoc.assoc.conn.closed:
                 # The send stopped at the close: the peer's A-ABORT before it
                 # may wait unread. Read it, or a peer that aborts on this data
                 # set would be taken for a lost connection (_retry_or_fail).
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(assoc.assoc.wait_closed(), 1.0)
-            self._retry_or_fail(item, exc, by_peer=assoc.assoc.outcome is Outcome.ABORTED_BY_PEER)
+            # An abort before any of this data set went out (the peer's, after
+            # the file before) says nothing about this file.
+            by_peer = started and assoc.assoc.outcome is Outcome.ABORTED_BY_PEER
+            self._retry_or_fail(item, exc, by_peer=by_peer)
             assoc.abort()
             return False
         finally:

@@ -239,7 +239,7 @@ async def _even(chunks: AsyncGenerator[memoryview, None]) -> AsyncGenerator[memo
     carry = b""
     try:
         async for chunk in chunks:
-            data: bytes | memoryview = carry + bytes(chunk) if carry else chunk
+            data: bytes | memoryview = b"".join((carry, chunk)) if carry else chunk
             carry = b""
             if len(data) % 2:
                 carry = bytes(data[-1:])
