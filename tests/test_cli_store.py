@@ -1200,26 +1200,34 @@ def test_a_large_deflated_file_goes_in_even_fragments_to_dcmtk(
 
 
 @pytest.mark.interop
-def test_an_abort_before_a_file_s_first_byte_says_nothing_of_the_file(
+@pytest.mark.parametrize("slow", ["first read", "later reads"])
+def test_an_abort_before_a_file_s_data_went_out_says_nothing_of_the_file(
     pyscp_factory: Callable[..., PynetdicomScp],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    slow: str,
 ) -> None:
     """A peer that aborts just after each answer (a review's case: a server
-    restarting would do as well), the next file slow to open: the association is
-    gone before any of that file went out, so the abort is not the file's, and
-    no file may be called malformed (exit 5) for it."""
+    restarting would do as well), the next file slow to read (a cold cache, a
+    network filesystem): the association is gone before any of that file's data
+    set went out (a block read is held back until the next), so the abort is
+    not the file's, and no file may be called malformed (exit 5) for it."""
     folder = tmp_path / "in"
-    for name in "abcdefgh":
-        make_instance(folder / f"{name}.dcm")
-    real_first_block = store_module.first_block
+    if slow == "first read":
+        for name in "abcdefgh":
+            make_instance(folder / f"{name}.dcm")
+        real_first_block = store_module.first_block
 
-    async def slow_first_block(item: FileItem, source: Any) -> memoryview:
-        await asyncio.sleep(0.1)  # a cold cache, a network filesystem
-        return await real_first_block(item, source)
+        async def slow_first_block(item: FileItem, source: Any) -> memoryview:
+            await asyncio.sleep(0.1)
+            return await real_first_block(item, source)
 
-    monkeypatch.setattr(store_module, "first_block", slow_first_block)
+        monkeypatch.setattr(store_module, "first_block", slow_first_block)
+    else:
+        for name in "abcdef":
+            padded_instance(folder / f"{name}.dcm", 3)
+        slow_reads(monkeypatch, 0.1)
 
     def answer_then_abort(event: Any) -> int:
         threading.Timer(0.02, event.assoc.abort).start()
@@ -1230,11 +1238,38 @@ def test_an_abort_before_a_file_s_first_byte_says_nothing_of_the_file(
     lines = capsys.readouterr().out.splitlines()
     assert not [line for line in lines if "malformed" in line], lines
     assert status in (0, 3), lines  # lost associations at worst, not bad files
-    assert all(
-        "the association ended while the file was sent" in line
-        for line in lines[1:]
-        if line.startswith("failed: ")
-    ), lines
+
+
+@pytest.mark.interop
+def test_a_peer_aborting_every_association_before_any_data_is_given_up(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The peer aborts each association as soon as it is accepted, before any
+    file's data set went out: the peer's fault, not the files', and after two
+    files so failed the rest fail at once (not two associations each)."""
+    folder = tmp_path / "in"
+    for i in range(10):
+        make_instance(folder / f"{i}.dcm")
+    real_first_block = store_module.first_block
+
+    async def slow_first_block(item: FileItem, source: Any) -> memoryview:
+        await asyncio.sleep(0.1)
+        return await real_first_block(item, source)
+
+    monkeypatch.setattr(store_module, "first_block", slow_first_block)
+    scp = pyscp_factory()
+    scp.on_accepted = lambda event: threading.Timer(0.01, event.assoc.abort).start()
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 3, lines
+    assert lines[0].startswith("sent 0, failed 10, skipped 0 of 10 file(s); ")
+    failed = [line for line in lines if line.startswith("failed: ")]
+    assert sum("the peer's fault, more likely" in line for line in failed) == 2, lines
+    assert sum("the peer aborts every association" in line for line in failed) == 8, lines
+    assert len(scp.associations) <= 8  # 2 files x 2 tries, then the rest at once
 
 
 @pytest.mark.interop

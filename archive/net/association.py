@@ -147,6 +147,10 @@ class Association:
         #: sub-operations). An SCU reading C-FIND matches turns it off: a
         #: setsockopt per small response was a tenth of its time.
         self.quickack_datasets = True
+        #: Data set PDUs written to an open transport by :meth:`send_streaming`,
+        #: ever: whether any of a message's data set went out (``scu/store.py``
+        #: judges an abort by it; a chunk read is held back until the next arrives).
+        self.dataset_writes = 0
         # One message at a time on the wire: PS3.8 9.3.5 lets no other message's
         # PDVs come between the fragments of one. Only C-GET has two senders
         # (responses and sub-operations), but the lock costs nothing uncontended.
@@ -373,12 +377,19 @@ class Association:
             async for chunk in chunks:
                 if pending is not None:
                     self.ul.send_data(dataset_pdus(context_id, pending, False, max_pdu))
-                    self.flush()
+                    self._write_dataset()
                     await self._drain()
                 pending = chunk
             self.ul.send_data(dataset_pdus(context_id, pending or b"", True, max_pdu))
-            self.flush()
+            self._write_dataset()
             await self._drain()
+
+    def _write_dataset(self) -> None:
+        # Counted only when it can reach the peer: a close seen meanwhile (the
+        # peer's A-ABORT still unread) makes the write a no-op.
+        if not self.conn.closed:
+            self.dataset_writes += 1
+        self.flush()
 
     async def _drain(self) -> None:
         """Flow control with the network timeout: a peer that stops reading is aborted."""

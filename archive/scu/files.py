@@ -309,8 +309,10 @@ class FileItem:
     offset: int
     size: int  # data set bytes (file size - offset)
     attempts: int = 0
-    #: Of those attempts, the ones the peer ended with an A-ABORT (``store.py``).
+    #: Of those attempts, the ones the peer ended with an A-ABORT (``store.py``),
+    #: and of those, the ones once some of its data set had gone out.
     peer_aborts: int = 0
+    data_aborts: int = 0
     #: On a local filesystem: opened on the event loop when its path is cached.
     local: bool = False
     #: A data set without File Meta: ``meta`` is what :func:`probe` made of its

@@ -47,7 +47,7 @@ import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -389,20 +389,8 @@ class _GroupSender:
             affected_sop_class_uid=sop_class,
             affected_sop_instance_uid=item.meta.media_storage_sop_instance_uid,
         )
-        started = False  # some of the data set went out (not only its command)
-
-        async def noted(
-            blocks: AsyncGenerator[memoryview, None],
-        ) -> AsyncGenerator[memoryview, None]:
-            nonlocal started
-            try:
-                async for block in blocks:
-                    started = True
-                    yield block
-            finally:
-                await blocks.aclose()
-
-        chunks = noted(checked(item, source.chunks(first), stop, whole=True))
+        written = assoc.assoc.dataset_writes
+        chunks = checked(item, source.chunks(first), stop, whole=True)
         chunks = reencoded(chunks, ts, sent_as, FileReadError)
         try:
             rsp = await assoc.store(context.id, request, chunks)
@@ -412,16 +400,17 @@ class _GroupSender:
             assoc.abort()
             return False
         except (AssociationAborted, AssociationTimeout, LocalProtocolError) as exc:
-            if started and assoc.assoc.conn.closed:
+            if assoc.assoc.conn.closed:
                 # The send stopped at the close: the peer's A-ABORT before it
                 # may wait unread. Read it, or a peer that aborts on this data
                 # set would be taken for a lost connection (_retry_or_fail).
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(assoc.assoc.wait_closed(), 1.0)
+            by_peer = assoc.assoc.outcome is Outcome.ABORTED_BY_PEER
             # An abort before any of this data set went out (the peer's, after
-            # the file before) says nothing about this file.
-            by_peer = started and assoc.assoc.outcome is Outcome.ABORTED_BY_PEER
-            self._retry_or_fail(item, exc, by_peer=by_peer)
+            # the file before) says nothing about this file, only about the peer.
+            on_data = assoc.assoc.dataset_writes > written
+            self._retry_or_fail(item, exc, by_peer=by_peer, on_data=on_data)
             assoc.abort()
             return False
         finally:
@@ -433,27 +422,32 @@ class _GroupSender:
         self._record(result)
         return True
 
-    def _retry_or_fail(self, item: FileItem, exc: Exception, *, by_peer: bool) -> None:
+    def _retry_or_fail(
+        self, item: FileItem, exc: Exception, *, by_peer: bool, on_data: bool
+    ) -> None:
         """Queue ``item`` again after its association ended, or fail it the second time.
 
-        Twice an A-ABORT from the peer while this very file was sent, on two
-        associations, says more about the file than the network: a peer that
-        cannot parse a data set (DCMTK's storescp, on one cut short) aborts. That
-        is the file's failure, not a network one (exit 5, not 3).
+        Twice an A-ABORT from the peer once some of this very file's data set had
+        gone out (``on_data``), on two associations, says more about the file than
+        the network: a peer that cannot parse a data set (DCMTK's storescp, on one
+        cut short) aborts. That is the file's failure, not a network one (exit 5,
+        not 3). An abort before any of it went out (the peer's, after the file
+        before) is held against the peer only.
         """
         item.attempts += 1
         item.peer_aborts += by_peer
+        item.data_aborts += by_peer and on_data
         if item.attempts < 2:
             self.queue.put_nowait(item)
             return
-        if item.peer_aborts == item.attempts and self.answered:
+        if item.data_aborts == item.attempts and self.answered:
             reason = (
                 "the peer aborted the association twice while this file was sent;"
                 f" the file may be malformed ({exc})"
             )
             self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.FILE))
             return
-        if item.peer_aborts == item.attempts:
+        if item.peer_aborts == item.attempts and not self.answered:
             self.aborted_unanswered += 1
             reason = (
                 "the peer aborted the association twice while this file was sent,"

@@ -243,7 +243,7 @@ async def _even(chunks: AsyncGenerator[memoryview, None]) -> AsyncGenerator[memo
             carry = b""
             if len(data) % 2:
                 carry = bytes(data[-1:])
-                data = data[:-1]
+                data = memoryview(data)[:-1]
             if data:
                 yield memoryview(data)
         if carry:

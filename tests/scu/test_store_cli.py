@@ -93,19 +93,22 @@ def test_a_file_the_peer_aborts_on_twice_is_that_files_failure(
 
 
 @pytest.mark.parametrize(
-    ("second", "by_peer", "cause"),
+    ("second", "by_peer", "on_data", "cause"),
     [
-        (AssociationAborted("association aborted by the peer"), True, Cause.FILE),
-        (AssociationAborted("association ended: connection closed"), False, Cause.NETWORK),
-        (AssociationTimeout("no response within 1 s"), False, Cause.TIMEOUT),
+        (AssociationAborted("association aborted by the peer"), True, True, Cause.FILE),
+        (AssociationAborted("association aborted by the peer"), True, False, Cause.NETWORK),
+        (AssociationAborted("association ended: connection closed"), False, True, Cause.NETWORK),
+        (AssociationTimeout("no response within 1 s"), False, True, Cause.TIMEOUT),
     ],
 )
 def test_only_two_aborts_by_the_peer_blame_the_file(
-    tmp_path: Path, second: Exception, by_peer: bool, cause: Cause
+    tmp_path: Path, second: Exception, by_peer: bool, on_data: bool, cause: Cause
 ) -> None:
     """After a first A-ABORT from the peer, a lost connection or a timeout on the
     retry is still the network's (the peer has answered another file: else a
-    second abort is the peer's fault too, below)."""
+    second abort is the peer's fault too, below); so is an abort before any of
+    the file's data set went out (``on_data`` False: the peer's, after the file
+    before)."""
     meta = FileMeta(
         media_storage_sop_class_uid="1.2.3",
         media_storage_sop_instance_uid="1.2.3.4",
@@ -118,10 +121,11 @@ def test_only_two_aborts_by_the_peer_blame_the_file(
     )
     sender.queue.get_nowait()
     sender.answered = 1
-    sender._retry_or_fail(item, AssociationAborted("association aborted by the peer"), by_peer=True)
+    first = AssociationAborted("association aborted by the peer")
+    sender._retry_or_fail(item, first, by_peer=True, on_data=True)
     assert sender.queue.get_nowait() is item  # retried
     assert report.results == []
-    sender._retry_or_fail(item, second, by_peer=by_peer)
+    sender._retry_or_fail(item, second, by_peer=by_peer, on_data=on_data)
     assert sender.queue.empty()
     (result,) = report.results
     assert (result.kind, result.cause) == (Kind.FAILED, cause)
