@@ -883,12 +883,12 @@ def test_a_peer_that_aborts_every_association_is_at_fault_not_the_files(
     assert (
         reasons
         == [
-            "the peer aborted the association twice while this file was sent, and has"
-            " answered no file: the peer's fault, more likely (association aborted by"
-            " the peer (source 0, reason 0))",
+            "the peer aborted the association twice while this file was sent, and"
+            " answered no file in between: the peer's fault, more likely (association"
+            " aborted by the peer (source 0, reason 0))",
         ]
         * 2
-        + ["the peer aborts every association (it has answered no file)"] * 3
+        + ["the peer aborts every association (it answers no file now)"] * 3
     )
     assert len(attempts) <= 7  # two files twice, the others once at most: not 10
 
@@ -1079,6 +1079,17 @@ def padded_instance(path: Path, chunks: int) -> str:
     return uid
 
 
+def slow_first_reads(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """A file's first read before sending takes ``seconds`` more (a cold cache)."""
+    real_first_block = store_module.first_block
+
+    async def slow_first_block(item: FileItem, source: Any) -> memoryview:
+        await asyncio.sleep(seconds)
+        return await real_first_block(item, source)
+
+    monkeypatch.setattr(store_module, "first_block", slow_first_block)
+
+
 def slow_reads(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Every read of a file being sent takes ``seconds`` more (none from the cache)."""
     monkeypatch.setattr(DatasetReader, "next_cached", lambda self: None)
@@ -1217,13 +1228,7 @@ def test_an_abort_before_a_file_s_data_went_out_says_nothing_of_the_file(
     if slow == "first read":
         for name in "abcdefgh":
             make_instance(folder / f"{name}.dcm")
-        real_first_block = store_module.first_block
-
-        async def slow_first_block(item: FileItem, source: Any) -> memoryview:
-            await asyncio.sleep(0.1)
-            return await real_first_block(item, source)
-
-        monkeypatch.setattr(store_module, "first_block", slow_first_block)
+        slow_first_reads(monkeypatch, 0.1)
     else:
         for name in "abcdef":
             padded_instance(folder / f"{name}.dcm", 3)
@@ -1253,13 +1258,7 @@ def test_a_peer_aborting_every_association_before_any_data_is_given_up(
     folder = tmp_path / "in"
     for i in range(10):
         make_instance(folder / f"{i}.dcm")
-    real_first_block = store_module.first_block
-
-    async def slow_first_block(item: FileItem, source: Any) -> memoryview:
-        await asyncio.sleep(0.1)
-        return await real_first_block(item, source)
-
-    monkeypatch.setattr(store_module, "first_block", slow_first_block)
+    slow_first_reads(monkeypatch, 0.1)
     scp = pyscp_factory()
     scp.on_accepted = lambda event: threading.Timer(0.01, event.assoc.abort).start()
     status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
@@ -1270,6 +1269,38 @@ def test_a_peer_aborting_every_association_before_any_data_is_given_up(
     assert sum("the peer's fault, more likely" in line for line in failed) == 2, lines
     assert sum("the peer aborts every association" in line for line in failed) == 8, lines
     assert len(scp.associations) <= 8  # 2 files x 2 tries, then the rest at once
+
+
+@pytest.mark.interop
+def test_a_peer_that_took_files_and_now_aborts_every_one_is_given_up(
+    pyscp_factory: Callable[..., PynetdicomScp],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A review's case: the peer takes three files, then aborts every C-STORE.
+    The files after are not malformed (exit 5) because it once took others: two
+    fail as the peer's fault, and the rest at once, not two associations each."""
+    folder = tmp_path / "in"
+    for i in range(12):
+        make_instance(folder / f"{i:02}.dcm")
+    stores: list[str] = []
+
+    def take_three_then_abort(event: Any) -> int:
+        stores.append(event.request.AffectedSOPInstanceUID)
+        if len(stores) > 3:
+            event.assoc.abort()
+        return 0
+
+    scp = pyscp_factory(take_three_then_abort)
+    status = store("--aec", "PYSCP", "127.0.0.1", str(scp.port), str(folder))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 3, lines
+    assert lines[0].startswith("sent 3, failed 9, skipped 0 of 12 file(s); ")
+    failed = [line for line in lines if line.startswith("failed: ")]
+    assert not [line for line in failed if "malformed" in line], lines
+    assert sum("the peer's fault, more likely" in line for line in failed) == 2, lines
+    assert sum("the peer aborts every association" in line for line in failed) == 7, lines
+    assert len(stores) <= 10  # three taken, a few files tried once or twice: not 3 + 18
 
 
 @pytest.mark.interop

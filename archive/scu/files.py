@@ -313,6 +313,8 @@ class FileItem:
     #: and of those, the ones once some of its data set had gone out.
     peer_aborts: int = 0
     data_aborts: int = 0
+    #: Files the peer had answered when this one's first attempt failed.
+    answered_before: int = 0
     #: On a local filesystem: opened on the event loop when its path is cached.
     local: bool = False
     #: A data set without File Meta: ``meta`` is what :func:`probe` made of its

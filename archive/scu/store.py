@@ -229,11 +229,15 @@ class _GroupSender:
         self.live = 0
         # Why the last worker gave up: the reason the files left fail with.
         self.halted: tuple[Cause, str] = (Cause.NETWORK, "not sent")
-        #: Files the peer answered (any status), and files it aborted twice
-        #: while it had answered none.
+        #: Files the peer answered (any status).
         self.answered = 0
-        self.aborted_unanswered = 0
-        self.timed_out_unanswered = 0
+        #: Per way the peer fails files (aborts, timeouts): the answers counted
+        #: at its last such file, and how many in a row with no answer between.
+        self._peer_failures: dict[str, tuple[int, int]] = {}
+        #: Files the peer aborted twice on their data set with no file answered
+        #: in between, and the last abort: the file's fault if the peer then
+        #: takes another file, the peer's if it takes none (:meth:`_judge`).
+        self._suspects: list[tuple[FileItem, Exception]] = []
         #: Set once the peer is given up on (``halted`` says why).
         self.gave_up = False
 
@@ -302,6 +306,7 @@ class _GroupSender:
 
     def _give_up(self, reason: str, cause: Cause = Cause.NETWORK) -> None:
         """Fail the files still queued now (the workers then stop)."""
+        self._judge(files_fault=False)
         self.gave_up = True
         self.halted = (cause, reason)
         while not self.queue.empty():
@@ -309,6 +314,8 @@ class _GroupSender:
             self._record(item.result(Kind.FAILED, reason=reason, cause=cause))
 
     def _fail_remaining(self) -> None:
+        # No file left to tell: a peer that took some file refuses these.
+        self._judge(files_fault=self.answered > 0)
         if self.stopping():
             return  # not failed: left, and counted so (Report.unfinished)
         cause, reason = self.halted
@@ -416,6 +423,7 @@ class _GroupSender:
         finally:
             await chunks.aclose()
         self.answered += 1
+        self._judge(files_fault=True)  # the peer takes files: the suspects it refused
         result = status_result(item, rsp.status, rsp.error_comment)
         if sent_as != ts and result.kind in (Kind.SENT, Kind.WARNING):
             self.report.converted += 1
@@ -428,43 +436,81 @@ class _GroupSender:
         """Queue ``item`` again after its association ended, or fail it the second time.
 
         Twice an A-ABORT from the peer once some of this very file's data set had
-        gone out (``on_data``), on two associations, says more about the file than
-        the network: a peer that cannot parse a data set (DCMTK's storescp, on one
-        cut short) aborts. That is the file's failure, not a network one (exit 5,
-        not 3). An abort before any of it went out (the peer's, after the file
-        before) is held against the peer only.
+        gone out (``on_data``), on two associations, with another file answered
+        in between, says more about the file than the network: a peer that
+        cannot parse a data set (DCMTK's storescp, on one cut short) aborts, and
+        takes other files. That is the file's failure (exit 5, not 3). With no
+        file answered in between, the peer is at fault more likely (it may have
+        stopped taking anything, whatever it took before); so it is for an
+        abort before any of the file went out (the peer's, after the file
+        before). After two files so failed with no answer between them, the
+        rest fail at once: likewise for timeouts.
         """
         item.attempts += 1
         item.peer_aborts += by_peer
         item.data_aborts += by_peer and on_data
         if item.attempts < 2:
+            item.answered_before = self.answered
             self.queue.put_nowait(item)
             return
-        if item.data_aborts == item.attempts and self.answered:
-            reason = (
-                "the peer aborted the association twice while this file was sent;"
-                f" the file may be malformed ({exc})"
-            )
-            self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.FILE))
+        answered_between = self.answered > item.answered_before
+        if item.data_aborts == item.attempts and answered_between:
+            self._record(_malformed(item, exc))
             return
-        if item.peer_aborts == item.attempts and not self.answered:
-            self.aborted_unanswered += 1
-            reason = (
-                "the peer aborted the association twice while this file was sent,"
-                f" and has answered no file: the peer's fault, more likely ({exc})"
-            )
-            self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.NETWORK))
-            if self.aborted_unanswered >= 2:
-                self._give_up("the peer aborts every association (it has answered no file)")
+        if item.data_aborts == item.attempts:
+            # Its file, or a peer that stopped taking any? The next answer, or
+            # the next file failing alike, tells (a retried file often goes
+            # again first, as files held ahead go back behind it).
+            if self._suspects:
+                self._judge(files_fault=False)
+                self._peer_fault(item, exc)
+            else:
+                self._suspects.append((item, exc))
+            return
+        if item.peer_aborts == item.attempts and not answered_between:
+            self._peer_fault(item, exc)
             return
         cause = Cause.TIMEOUT if isinstance(exc, AssociationTimeout) else Cause.NETWORK
         self._record(item.result(Kind.FAILED, reason=str(exc), cause=cause))
-        if cause is Cause.TIMEOUT and not self.answered:
-            # A peer that answers nothing costs each file two timeouts: with
-            # the default 30 s, 1,000 files would take 16 hours to fail.
-            self.timed_out_unanswered += 1
-            if self.timed_out_unanswered >= 2:
-                self._give_up("the peer answers no C-STORE (it has answered no file)", cause)
+        # A peer that answers nothing costs each file two timeouts: with the
+        # default 30 s, 1,000 files would take 16 hours to fail.
+        if cause is Cause.TIMEOUT and not answered_between and self._peer_failed("timeout"):
+            self._give_up("the peer answers no C-STORE (it answers no file now)", cause)
+
+    def _judge(self, *, files_fault: bool) -> None:
+        """Fail the suspects (:attr:`_suspects`): as malformed, or the peer's fault."""
+        suspects, self._suspects = self._suspects, []
+        for item, exc in suspects:
+            if files_fault:
+                self._record(_malformed(item, exc))
+            else:
+                self._peer_fault(item, exc)
+
+    def _peer_fault(self, item: FileItem, exc: Exception) -> None:
+        reason = (
+            "the peer aborted the association twice while this file was sent,"
+            f" and answered no file in between: the peer's fault, more likely ({exc})"
+        )
+        self._record(item.result(Kind.FAILED, reason=reason, cause=Cause.NETWORK))
+        if self._peer_failed("abort") and not self.gave_up:
+            self._give_up("the peer aborts every association (it answers no file now)")
+
+    def _peer_failed(self, how: str) -> bool:
+        """A file failed by the peer (``how``: aborts or timeouts) with no answer
+        since its first try; True at the second such file with no answer since
+        the one before: time to give up on the peer."""
+        mark = self._peer_failures.get(how)
+        streak = mark[1] + 1 if mark is not None and mark[0] == self.answered else 1
+        self._peer_failures[how] = (self.answered, streak)
+        return streak >= 2
+
+
+def _malformed(item: FileItem, exc: Exception) -> FileResult:
+    reason = (
+        "the peer aborted the association twice while this file was sent;"
+        f" the file may be malformed ({exc})"
+    )
+    return item.result(Kind.FAILED, reason=reason, cause=Cause.FILE)
 
 
 def status_result(item: FileItem, status: int, comment: str | None) -> FileResult:

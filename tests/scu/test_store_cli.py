@@ -104,11 +104,44 @@ def test_a_file_the_peer_aborts_on_twice_is_that_files_failure(
 def test_only_two_aborts_by_the_peer_blame_the_file(
     tmp_path: Path, second: Exception, by_peer: bool, on_data: bool, cause: Cause
 ) -> None:
-    """After a first A-ABORT from the peer, a lost connection or a timeout on the
-    retry is still the network's (the peer has answered another file: else a
-    second abort is the peer's fault too, below); so is an abort before any of
+    """After a first A-ABORT from the peer on the file's data, and another file
+    answered since, a second such abort blames the file; a lost connection or a
+    timeout on the retry is still the network's; so is an abort before any of
     the file's data set went out (``on_data`` False: the peer's, after the file
     before)."""
+    item, report, sender = one_file_sender(tmp_path)
+    first = AssociationAborted("association aborted by the peer")
+    sender._retry_or_fail(item, first, by_peer=True, on_data=True)
+    assert sender.queue.get_nowait() is item  # retried
+    assert report.results == []
+    sender.answered += 1  # another file, taken meanwhile
+    sender._retry_or_fail(item, second, by_peer=by_peer, on_data=on_data)
+    assert sender.queue.empty()
+    (result,) = report.results
+    assert (result.kind, result.cause) == (Kind.FAILED, cause)
+
+
+@pytest.mark.parametrize(("answered_next", "cause"), [(True, Cause.FILE), (False, Cause.NETWORK)])
+def test_two_aborts_with_no_answer_between_are_judged_by_what_follows(
+    tmp_path: Path, answered_next: bool, cause: Cause
+) -> None:
+    """Aborted twice on its data with no file answered in between (the retry
+    went first on the next association): the file's fault if the peer then
+    takes another file, the peer's if it takes none (a peer that took some
+    files and now aborts every association)."""
+    item, report, sender = one_file_sender(tmp_path)
+    abort = AssociationAborted("association aborted by the peer")
+    sender._retry_or_fail(item, abort, by_peer=True, on_data=True)
+    assert sender.queue.get_nowait() is item
+    sender._retry_or_fail(item, abort, by_peer=True, on_data=True)
+    assert report.results == []  # not judged yet
+    sender._judge(files_fault=answered_next)
+    (result,) = report.results
+    assert (result.kind, result.cause) == (Kind.FAILED, cause)
+
+
+def one_file_sender(tmp_path: Path) -> tuple[FileItem, Report, _GroupSender]:
+    """A group sender of one file, taken off its queue, its peer having answered one."""
     meta = FileMeta(
         media_storage_sop_class_uid="1.2.3",
         media_storage_sop_instance_uid="1.2.3.4",
@@ -121,11 +154,4 @@ def test_only_two_aborts_by_the_peer_blame_the_file(
     )
     sender.queue.get_nowait()
     sender.answered = 1
-    first = AssociationAborted("association aborted by the peer")
-    sender._retry_or_fail(item, first, by_peer=True, on_data=True)
-    assert sender.queue.get_nowait() is item  # retried
-    assert report.results == []
-    sender._retry_or_fail(item, second, by_peer=by_peer, on_data=on_data)
-    assert sender.queue.empty()
-    (result,) = report.results
-    assert (result.kind, result.cause) == (Kind.FAILED, cause)
+    return item, report, sender
