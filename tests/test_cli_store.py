@@ -303,8 +303,9 @@ def test_an_explicit_vr_file_goes_to_an_implicit_only_peer_converted(
     )
     folder = tmp_path / "in"
     explicit = folder / "explicit.dcm"
-    explicit_uid = make_instance(explicit)
-    implicit_uid = make_instance(folder / "implicit.dcm", transfer_syntax=ImplicitVRLittleEndian)
+    make_instance(explicit)
+    implicit = folder / "implicit.dcm"
+    implicit_uid = make_instance(implicit, transfer_syntax=ImplicitVRLittleEndian)
     files = copy_test_files(folder, ("test-SR.dcm", "liver_1frame.dcm"))  # sequences, pixels
     status = store("-j", "2", "--aec", "ARCHIVE", node.host, str(node.port), str(folder))
     lines = capsys.readouterr().out.splitlines()
@@ -324,8 +325,8 @@ def test_an_explicit_vr_file_goes_to_an_implicit_only_peer_converted(
         assert after.SOPInstanceUID == before.SOPInstanceUID
         if "PixelData" in before:
             assert after.PixelData == before.PixelData
-    assert explicit_uid != implicit_uid
-    assert stored_path(data_dir, implicit_uid).exists()
+    # The Implicit VR file went as stored, on the context of its own syntax.
+    assert dataset_bytes(stored_path(data_dir, implicit_uid)) == dataset_bytes(implicit)
 
 
 def test_a_file_that_cannot_be_converted_fails_alone(
