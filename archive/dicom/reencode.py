@@ -53,28 +53,27 @@ fragment where it is seen: what went out before is the caller's to abort.
 from __future__ import annotations
 
 from array import array
-from struct import Struct
 
 from archive.dicom.wire import (
+    BE,
     DELIMITER_GROUP,
     ITEM,
     ITEM_DELIMITATION,
+    LE,
     SEQUENCE_DELIMITATION,
     SHORT_VR_BYTES,
     UNDEFINED_LENGTH,
+    HeaderStructs,
 )
 from archive.errors import ArchiveError
 
 __all__ = ["MAX_OPEN", "ReencodeError", "ToImplicit", "ToLittleEndian"]
 
-_TAG_LENGTH = Struct("<HHL")  # Implicit VR: tag + 4-byte length; items and delimiters
-_SHORT = Struct("<HH2sH")  # Explicit VR: tag + VR + 2-byte length
-_LONG = Struct("<HH2s2xL")  # Explicit VR: tag + VR + 2 reserved bytes + 4-byte length
-_BE_TAG_LENGTH, _BE_SHORT, _BE_LONG = Struct(">HHL"), Struct(">HH2sH"), Struct(">HH2s2xL")
+# The output's header layouts (wire.py): Little Endian, whatever the source.
+_TAG_LENGTH, _SHORT, _LONG = LE.tag_length, LE.tag_vr_length, LE.tag_vr_long_length
 
 _ITEM_END = _TAG_LENGTH.pack(0xFFFE, 0xE00D, 0)
 _SEQUENCE_END = _TAG_LENGTH.pack(0xFFFE, 0xE0DD, 0)
-_LETTERS = frozenset(range(ord("A"), ord("Z") + 1))
 #: Sequences and items one may be inside at once: real data sets nest a few
 #: levels (an SR content tree some tens); a deeper one is refused, so memory
 #: stays bounded whatever the input.
@@ -109,10 +108,8 @@ class _Walk:
     """The element walk both conversions share (module docstring); a subclass
     says what each header becomes and how values pass."""
 
-    #: The source's header layouts: tag + 4-byte length, then the two Explicit VR ones.
-    _TAG: Struct = _TAG_LENGTH
-    _SHORT: Struct = _SHORT
-    _LONG: Struct = _LONG
+    #: The source's header layouts (its byte order), and its name for errors.
+    _SOURCE_ORDER: HeaderStructs = LE
     _SOURCE = "Explicit VR Little Endian"
 
     def __init__(self) -> None:
@@ -200,12 +197,13 @@ class _Walk:
             return self._keep(head)
         top = self._open[-1] if self._open else None
         in_un = top is not None and top.implicit
-        tags = _TAG_LENGTH if in_un else self._TAG
+        order = LE if in_un else self._SOURCE_ORDER
+        tags = order.tag_length
         group, element = tags.unpack_from(head.ljust(8, b"\0"))[:2]
         implicit = in_un or group == DELIMITER_GROUP
         if implicit or head[4:6] in SHORT_VR_BYTES:
             size = 8
-        elif head[4] in _LETTERS and head[5] in _LETTERS:
+        elif head[4:6].isalpha() and head[4:6].isupper():
             size = 12  # every other VR, known or not (PS3.5 7.1.2)
         else:
             raise ReencodeError(
@@ -219,11 +217,11 @@ class _Walk:
         start = self._pos
         self._pos += size
         if size == 12:
-            vr, length = self._LONG.unpack(head)[2:]
+            vr, length = order.tag_vr_long_length.unpack(head)[2:]
         elif implicit:
             vr, length = b"", tags.unpack(head)[2]
         else:
-            vr, length = self._SHORT.unpack(head)[2:]
+            vr, length = order.tag_vr_length.unpack(head)[2:]
         self._walk(group << 16 | element, vr, length, size == 12, start, top)
         return at + size - have
 
@@ -323,7 +321,7 @@ class ToLittleEndian(_Walk):
     value cannot be swapped (its VR is unknown) and goes as it is, as DCMTK
     leaves it."""
 
-    _TAG, _SHORT, _LONG = _BE_TAG_LENGTH, _BE_SHORT, _BE_LONG
+    _SOURCE_ORDER = BE
     _SOURCE = "Explicit VR Big Endian"
 
     def _value(self, piece: memoryview) -> None:

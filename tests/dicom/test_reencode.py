@@ -305,20 +305,20 @@ def dcmconv_as(path: Path, tmp_path: Path, *options: str) -> bytes:
 
 
 def test_big_endian_numbers_swap_by_their_vr() -> None:
-    body = (
-        struct.pack(">HH2sH", 0x0028, 0x0010, b"US", 2) + struct.pack(">H", 512)
-        + struct.pack(">HH2sH", 0x0018, 0x0088, b"FD", 8) + struct.pack(">d", 1.5)
-        + struct.pack(">HH2sH", 0x0020, 0x5000, b"AT", 4) + struct.pack(">HH", 0x0010, 0x0020)
-        + struct.pack(">HH2sH", 0x0020, 0x000D, b"UI", 4) + b"1.2\0"
-        + struct.pack(">HH2s2xL", 0x7FE0, 0x0010, b"OW", 4) + struct.pack(">HH", 1, 2)
-    )  # fmt: skip
-    expected = (
-        struct.pack("<HH2sH", 0x0028, 0x0010, b"US", 2) + struct.pack("<H", 512)
-        + struct.pack("<HH2sH", 0x0018, 0x0088, b"FD", 8) + struct.pack("<d", 1.5)
-        + struct.pack("<HH2sH", 0x0020, 0x5000, b"AT", 4) + struct.pack("<HH", 0x0010, 0x0020)
-        + struct.pack("<HH2sH", 0x0020, 0x000D, b"UI", 4) + b"1.2\0"
-        + struct.pack("<HH2s2xL", 0x7FE0, 0x0010, b"OW", 4) + struct.pack("<HH", 1, 2)
-    )  # fmt: skip
+    def encoded(order: str) -> bytes:
+        """The same elements in byte order ``order`` ("<" or ">")."""
+        return (
+            struct.pack(order + "HH2sH", 0x0028, 0x0010, b"US", 2) + struct.pack(order + "H", 512)
+            + struct.pack(order + "HH2sH", 0x0018, 0x0088, b"FD", 8) + struct.pack(order + "d", 1.5)
+            + struct.pack(order + "HH2sH", 0x0020, 0x5000, b"AT", 4)
+            + struct.pack(order + "HH", 0x0010, 0x0020)
+            + struct.pack(order + "HH2sH", 0x0020, 0x000D, b"UI", 4) + b"1.2\0"
+            + struct.pack(order + "HH2s2xL", 0x7FE0, 0x0010, b"OW", 4)
+            + struct.pack(order + "HH", 1, 2)
+        )  # fmt: skip
+
+    body, expected = encoded(">"), encoded("<")
+    assert body != expected
     assert swap([body]) == expected
     assert swap(bytewise(body)) == expected
 
