@@ -193,22 +193,22 @@ class _Given:
         self._values: dict[tuple[Level, str], dict[str, object]] = {}
 
     @staticmethod
-    def _keys(item: StoredInstance) -> dict[Level, tuple[Level, str]]:
+    def _keys(item: StoredInstance) -> dict[Level, str]:
+        """Each level's key of ``item``'s entities."""
         attrs = item.attrs
         # The index's own key: a patient without an ID is one of its study.
         patient = patient_key(
             attrs.patient_id, attrs.issuer_of_patient_id, attrs.study_instance_uid
         )
         return {
-            Level.PATIENT: (Level.PATIENT, patient),
-            Level.STUDY: (Level.STUDY, attrs.study_instance_uid),
-            Level.SERIES: (Level.SERIES, attrs.series_instance_uid),
+            Level.PATIENT: patient,
+            Level.STUDY: attrs.study_instance_uid,
+            Level.SERIES: attrs.series_instance_uid,
         }
 
     def of(self, item: StoredInstance) -> dict[str, object]:
-        keys = self._keys(item)
         given: dict[str, object] = {}
-        for level_key in keys.values():
+        for level_key in self._keys(item).items():
             given.update(self._values.get(level_key, {}))
         return given
 
@@ -219,4 +219,4 @@ class _Given:
         for name, level in LEVEL_FIELDS.items():
             value = getattr(item.attrs, name)
             if value not in ("", None) and getattr(held.attrs, name) in ("", None):
-                self._values.setdefault(keys[level], {}).setdefault(name, value)
+                self._values.setdefault((level, keys[level]), {}).setdefault(name, value)

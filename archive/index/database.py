@@ -478,15 +478,11 @@ class Index:
         cap = _SNAPSHOT if limit is None else min(limit, _SNAPSHOT)
         async with self._reader() as conn:
             first = list(await conn.execute_fetchall(page.first, (*page.parameters, cap + 1)))
-        if len(first) <= cap:
-            if first:
-                yield [(row[0], *row[2:]) for row in first]
-            return
-        first = first[:cap]
+        more, first = len(first) > cap, first[:cap]
         if first:
             yield [(row[0], *row[2:]) for row in first]
-        if limit is not None and cap >= limit:
-            return  # the limit is reached: the caller stops at it (it asked one more)
+        if not more or (limit is not None and cap >= limit):
+            return  # all answered, or the limit reached (the caller asked one more)
         # More: every match's pk, read now, those answered left out by their key
         # (an entity answered whose position changed meanwhile is not answered
         # twice; one held throughout is in the snapshot or in this read).
