@@ -24,13 +24,14 @@ status. A file whose context the peer rejected fails with that reason, and one
 that cannot be opened or read before any of it was sent fails alone. An
 association that ends mid-run (abort, lost connection, timeout) has the file in
 flight retried once on a new association; files opened ahead or never taken stay
-queued for the other workers or the next association. A file whose two
-associations the peer both aborted fails as the file's fault (a peer that cannot
-parse a data set aborts), not the network's, once the peer has answered some
-file: a peer that has answered none is at fault itself (one that aborts every
-association), and after two files so failed the files left fail with that
-reason rather than cost two associations each; so too after two files timed out
-twice on a peer that has answered none. When no worker can get an
+queued for the other workers or the next association. A file the peer aborted
+twice once some of its data set was written fails as the file's fault (a peer
+that cannot parse a data set aborts), not the network's, if the peer takes
+another file between or after (:meth:`_GroupSender._retry_or_fail`); if it takes
+none the peer is at fault (one that aborts every association, whatever it took
+before), and after two files so failed with no file taken between them the
+files left fail with that reason rather than cost two associations each; so too
+for files timed out twice. When no worker can get an
 association any more (rejected, nothing listening), the files left fail with that
 reason.
 
@@ -454,18 +455,17 @@ class _GroupSender:
             self.queue.put_nowait(item)
             return
         answered_between = self.answered > item.answered_before
-        if item.data_aborts == item.attempts and answered_between:
-            self._record(_malformed(item, exc))
-            return
         if item.data_aborts == item.attempts:
-            # Its file, or a peer that stopped taking any? The next answer, or
-            # the next file failing alike, tells (a retried file often goes
-            # again first, as files held ahead go back behind it).
-            if self._suspects:
+            if answered_between:
+                self._record(_malformed(item, exc))
+            elif not self._suspects:
+                # Its file, or a peer that stopped taking any? The next answer,
+                # or the next file failing alike, tells (a retried file often
+                # goes again first, as files held ahead go back behind it).
+                self._suspects.append((item, exc))
+            else:  # the file before failed alike, nothing taken since
                 self._judge(files_fault=False)
                 self._peer_fault(item, exc)
-            else:
-                self._suspects.append((item, exc))
             return
         if item.peer_aborts == item.attempts and not answered_between:
             self._peer_fault(item, exc)
