@@ -48,7 +48,8 @@ def keep_freed_memory() -> bool:
     settings. The cost: blocks below :data:`MMAP_THRESHOLD` come from the heaps
     (one per thread arena, up to 8 per core), whose freed memory goes back only
     from the top and past :data:`TRIM_THRESHOLD`. The server's RSS after a 1 GiB
-    ingest: 42 MB with these settings, 38 MB without (``test_memory.py``). Not
+    ingest: 42 MB with these settings, 38 MB without (``test_memory.py``); what a
+    burst of connections took goes back once it is over (:mod:`archive.net.memory`). Not
     glibc (musl, say): nothing is done and the result is False.
     """
     try:

@@ -56,6 +56,7 @@ from archive.net.association import (
     Timeouts,
 )
 from archive.net.connection import Connection
+from archive.net.memory import BurstRelease
 from archive.net.operation import MAX_IDENTIFIER, GetChannel, Operation
 from archive.services import (
     Cancel,
@@ -128,6 +129,8 @@ class Server:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._active = 0
+        #: Gives back the memory of a burst of connections once it is over.
+        self._memory = BurstRelease()
         #: max_associations, or fewer if the file descriptors cannot serve it.
         self.max_associations = config.association.max_associations
         # Unconsumed input above this pauses reading: a few PDUs' worth.
@@ -173,14 +176,20 @@ class Server:
         conn = Connection(ul, high_water=self._high_water)
         task = asyncio.get_running_loop().create_task(self._association(conn))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._memory.opened()
+        task.add_done_callback(self._ended)
         return conn
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._memory.closed()
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting, let associations finish within ``grace`` s, abort the rest."""
         if self._server is not None:
             self._server.close()
             log.info("stopped listening")
+        self._memory.cancel()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
