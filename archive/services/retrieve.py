@@ -607,9 +607,9 @@ async def _move_worker(
             elif sent:  # the release failed: every sub-operation was answered
                 log.warning("C-MOVE: release of the association with %s: %s",
                             destination, exc)  # fmt: skip
-            elif file_failed:
-                log.warning("C-MOVE: a file failed while sent to %s, its association "
-                            "aborted: %s", destination, exc)  # fmt: skip
+            elif file_failed:  # its WARNING, naming the instance, is logged
+                log.info("C-MOVE: association with %s aborted after a file failed"
+                         " while sent; the others go on a new one", destination)  # fmt: skip
             else:
                 log.warning("C-MOVE: association with %s ended: %s", destination, exc)
             if not sent and not file_failed:
