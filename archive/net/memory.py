@@ -6,14 +6,20 @@ blocks for reuse and gives memory back only from the top of a heap: after a
 storm of 1,000 half-sent data sets, an ``archive serve`` that had started at
 36 MB stayed at 308 MB for good, a second storm reusing it; the same with glibc's
 own thresholds as with :func:`archive.net.loop.keep_freed_memory`'s.
-``malloc_trim(0)`` hands every heap's free pages back (~25 ms for those 250 MB,
-on a thread, not the event loop).
+``malloc_trim(0)`` hands every heap's free pages back. It runs on a thread but
+holds each heap's lock while it works on it, and the buffers were the event
+loop's, so the loop waits for it when it allocates: ~25 ms for those 250 MB
+(~100 ms a GB), once, after a storm.
 
-:class:`BurstRelease` decides when: once at least :data:`PEAK` connections were
-open at once and their number has stayed at a quarter of that peak or below for
-:data:`QUIET` seconds. A monitor's association held open or coming and going does
-not keep the memory; back-to-back storms do, as they would take it again at once
-(each page taken back is a page fault, which costs here: see ``keep_freed_memory``).
+:class:`BurstRelease` decides when: once at least :data:`PEAK` connections
+(TCP connections: refused and silent ones hold buffers too) were open at once
+and their number has stayed at or below a quarter of that peak for :data:`QUIET`
+seconds. The connections still open then are the new peak; when the last of them
+ends, memory goes back once more after the same quiet time. A monitor's
+association held open or coming and going does not keep the memory; storms less
+than :data:`QUIET` apart do, as each would take it again at once (each page taken
+back is a page fault, which costs here: see ``keep_freed_memory``); storms further
+apart pay those faults each time.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ log = logging.getLogger(__name__)
 #: Connections open at once from which a fall is worth giving memory back.
 PEAK = 32
 #: Seconds the number must stay low before the memory goes back.
-QUIET = 2.0
+QUIET = 5.0
 
 
 def give_back_memory() -> bool:
@@ -63,6 +69,8 @@ class BurstRelease:
         self._timer: asyncio.TimerHandle | None = None
         self._running: asyncio.Future[object] | None = None
         self._stopped = False
+        #: Connections outlived the last give-back: once they are all gone, again.
+        self._tail = False
 
     def opened(self) -> None:
         self._open += 1
@@ -75,7 +83,7 @@ class BurstRelease:
         self._open -= 1
         if self._stopped or self._timer is not None:
             return
-        if self._peak >= self._min_peak and self._low():
+        if (self._peak >= self._min_peak and self._low()) or (self._tail and not self._open):
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._quiet, self._release)
 
@@ -92,8 +100,9 @@ class BurstRelease:
     def _release(self) -> None:
         self._timer = None
         self._peak = self._open
+        self._tail = self._open > 0
         if self._running is not None and not self._running.done():
-            return  # the last one is still at work: it frees what there is
+            return  # the last one is still at work (a trim is ~0.1 s a GB)
         loop = asyncio.get_running_loop()
         self._running = loop.run_in_executor(None, self._give_back)
         self._running.add_done_callback(_report)
