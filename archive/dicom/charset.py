@@ -173,18 +173,22 @@ _ESCAPES = MappingProxyType(
 _MISSPELT_IR = re.compile(r"^ISO[^_]IR ?")
 # The separator before the number is optional: "ISO 2022 IR87" must keep its 8.
 _MISSPELT_2022 = re.compile(r"^ISO.2022.IR[ _-]?")
+#: Terms some Chinese systems write, which pydicom reads as these.
+_ALIASES = MappingProxyType({"ISO 2022 GBK": "GBK", "ISO 2022 58": "ISO 2022 IR 58"})
 
 
 def normal_term(term: str) -> str:
     """A Specific Character Set term stripped, with common misspellings corrected.
 
-    Spellings seen in the field (``ISO IR 100``, ``ISO-IR 100``, ``ISO_2022_IR_87``)
-    become the Defined Term they mean: refusing a store or a query over them helps
+    Spellings seen in the field (``ISO IR 100``, ``ISO-IR 100``, ``ISO_2022_IR_87``,
+    ``ISO 2022 GBK``) become the Defined Term they mean: refusing a store or a query over them helps
     nobody. Any other unknown term is returned stripped, as it is.
     """
     term = term.strip()
     if term in CODECS:
         return term
+    if term in _ALIASES:
+        return _ALIASES[term]
     if _MISSPELT_IR.match(term):
         return "ISO_IR " + _MISSPELT_IR.sub("", term)
     if _MISSPELT_2022.match(term):
@@ -287,7 +291,10 @@ def decode_text(value: bytes, codecs: Sequence[str], delimiters: frozenset[int])
     return "".join(parts)
 
 
-_GL_OR_GR = re.compile(rb"[\x00-\x7f]+|[\x80-\xff]+")
+#: A two-byte G0 run's pieces: SPACE and controls (0x20 is SPACE whatever G0
+#: holds, ISO 2022 / ECMA-35; PS3.5 6.1.2.5.3 asks a return to value 1 before
+#: controls, not before a space), GL (the two-byte set), GR (G1).
+_IN_TWO_BYTE_RUN = re.compile(rb"[\x00-\x20]+|[\x21-\x7f]+|[\x80-\xff]+")
 
 
 def _decode_run(run: bytes, g0_multi: str, g0_escape: bytes, g1: str) -> str:
@@ -297,10 +304,12 @@ def _decode_run(run: bytes, g0_multi: str, g0_escape: bytes, g1: str) -> str:
         return run.decode(g1, "replace")
     # 8-bit ISO 2022: bytes 21-7E are G0 (here two-byte), A1-FE are G1.
     return "".join(
-        (g0_escape + part).decode(g0_multi, "replace")
+        part.decode("ascii")
+        if part[0] <= 0x20
+        else (g0_escape + part).decode(g0_multi, "replace")
         if part[0] < 0x80
         else part.decode(g1, "replace")
-        for part in _GL_OR_GR.findall(run)
+        for part in _IN_TWO_BYTE_RUN.findall(run)
     )
 
 

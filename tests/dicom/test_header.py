@@ -440,10 +440,17 @@ def test_python_codecs() -> None:
         ("ISO IR 100", "ISO_IR 100"),
         ("ISO-IR 144", "ISO_IR 144"),
         ("  ISO_IR 192 ", "ISO_IR 192"),
+        ("ISO 2022 GBK", "GBK"),  # pydicom reads these two so
+        ("ISO 2022 58", "ISO 2022 IR 58"),
     ],
 )
 def test_misspelt_terms_are_normalised(term: str, normal: str) -> None:
     assert normal_term(term) == normal
+
+
+@pytest.mark.parametrize("term", ["ISO 2022 GBK", "ISO 2022 58"])
+def test_chinese_aliases_decode_as_pydicom_does(term: str) -> None:
+    assert decode_person_name("王^小东".encode("gb2312"), python_codecs([term])) == "王^小东"
 
 
 def test_pn_group_delimiter_inside_a_kanji_is_not_a_delimiter() -> None:
@@ -452,6 +459,18 @@ def test_pn_group_delimiter_inside_a_kanji_is_not_a_delimiter() -> None:
     value = b"Yo^Go=\x1b$BM=\x1b(B^\x1b$B8^\x1b(B"
     codecs = python_codecs(["", "ISO 2022 IR 87"])
     assert decode_person_name(value, codecs) == "Yo^Go=予^五"
+
+
+@pytest.mark.parametrize("text", ["山田 太郎", "山田  太郎 ", " 山田", "山\t田"])
+def test_a_space_inside_a_run_of_kanji_is_a_space(text: str) -> None:
+    # 0x20 is SPACE whatever G0 holds (ISO 2022), and PS3.5 6.1.2.5.3 asks for
+    # no return to value 1's set before it: Python's iso2022_jp codec refuses
+    # it inside a JIS X 0208 run, and every pair after it came out misaligned.
+    jis = {"山": b";3", "田": b"ED", "太": b"B@", "郎": b"O:"}
+    raw = b"\x1b$B" + b"".join(jis.get(c, c.encode()) for c in text) + b"\x1b(B"
+    codecs = python_codecs(["", "ISO 2022 IR 87"])
+    assert decode_text(raw, codecs, TEXT_DELIMITERS) == text
+    assert decode_person_name(raw + b"^X", codecs) == text.strip() + "^X"
 
 
 @pytest.mark.parametrize(
