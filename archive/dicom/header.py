@@ -174,6 +174,10 @@ class HeaderError(StatusError):
         self.offending = offending
 
 
+def _no_vr(group: int, element: int, vr: bytes) -> str:
+    return f"({group:04X},{element:04X}) has no VR (bytes {vr[0]:02X} {vr[1]:02X}) in Explicit VR"
+
+
 def _cannot_understand(message: str) -> HeaderError:
     return HeaderError(message, Status.CANNOT_UNDERSTAND)
 
@@ -489,6 +493,16 @@ class HeaderReader:
                         length = long_length.unpack_from(src, at + 4)[0]
                         vr = b""
                     elif vr not in short_vrs:
+                        if not (
+                            self._done
+                            or (not depth and (group << 16 | elem) > _LAST_WANTED)
+                            or (vr.isalpha() and vr.isupper())
+                        ):
+                            # A VR not yet defined is two capitals (PS3.5 6.2);
+                            # anything else in the header (an element in Implicit
+                            # VR, say) would be walked with a length from its
+                            # value. Past the header it is judged as before.
+                            return _no_vr(group, elem, vr)
                         if avail < 12:
                             if not depth and (group << 16 | elem) > _LAST_WANTED:
                                 self._done = True  # e.g. Pixel Data: its length is moot

@@ -36,7 +36,6 @@ from tests.dicom.header_helpers import (
     DEFLATED,
     EXPLICIT,
     IMPLICIT,
-    IN,
     NATIVE,
     bytewise,
     element,
@@ -83,8 +82,9 @@ NOT_DATA_SETS = {
     # CT_small's data set behind one stray byte: read as Implicit VR LE (pydicom's
     # guess) its first tag is (0820,0500), past the header, of length 0x0A534300.
     "no_meta.dcm": AFTER,
-    # The file meta says JPEG Baseline (Explicit VR LE); the data set is Implicit VR.
-    "SC_rgb_jpeg.dcm": IN,
+    # The file meta says JPEG Baseline (Explicit VR LE); the data set is Implicit
+    # VR: its first element's length (0x18) stands where the VR should.
+    "SC_rgb_jpeg.dcm": "(0008,0008) has no VR (bytes 18 00) in Explicit VR",
 }
 #: Byte-by-byte feeding only up to this size, to keep the suite fast.
 BYTEWISE_LIMIT = 64 * 1024

@@ -225,6 +225,24 @@ def test_limits_are_the_twins() -> None:
         assert got[-1].patient_id == "P"
 
 
+@pytest.mark.parametrize("ts", [EXPLICIT, BIG])
+def test_an_element_without_a_vr_in_explicit_vr_is_refused_by_name(ts: str) -> None:
+    # An element in Implicit VR inside an Explicit VR data set (a private one,
+    # say): its length's low bytes sit where the VR should be. Read as a VR of
+    # 4-byte length, the walk ran past the data and called it truncated.
+    implicit = _implicit(0x00090010, b"ABCDEFGH")
+    if ts == BIG:
+        implicit = bytes.fromhex("0009 0010 00000008") + b"ABCDEFGH"
+    data = element(0x00080016, "UI", b"1.2\0", ts) + implicit + element(0x00100010, "PN", b"A", ts)
+    message = "(0009,0010) has no VR (bytes 08 00) in Explicit VR"
+    if ts == BIG:
+        message = "(0009,0010) has no VR (bytes 00 00) in Explicit VR"
+    for walk in [HeaderReader._parse] + ([_native.header_walk] if _native else []):
+        for points in ([], [9, 13], list(range(len(data)))):
+            seen = trace(walk, ts, cut(data, points))
+            assert seen[-1][:3] == ("feed", 0xC000, message), (walk, points)
+
+
 def _implicit(tag: int, value: bytes, length: int | None = None) -> bytes:
     return element(tag, "", value, IMPLICIT, length)
 
