@@ -18,6 +18,7 @@ changed anything.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from archive.store.layout import (
 )
 
 __all__ = ["InFlight", "clear_markers", "scan_in_flight"]
+
+log = logging.getLogger(__name__)
 
 
 class InFlight(msgspec.Struct, frozen=True):
@@ -55,12 +58,16 @@ class InFlight(msgspec.Struct, frozen=True):
 def scan_in_flight(root: Path) -> list[InFlight]:
     """The markers in ``root/tmp``, each with where its file was placed (if it was).
 
-    Whatever in ``tmp/`` is not a marker is debris and is removed. Raises
+    Whatever file in ``tmp/`` is not a marker is debris and is removed; a folder
+    (nothing of ours: someone made it) is left, with a warning. Raises
     :class:`StoreError` if a marker or a candidate cannot be stat'ed (module
     docstring).
     """
     found: list[InFlight] = []
     for part in sorted((root / TMP).iterdir()):
+        if part.is_dir() and not part.is_symlink():
+            log.warning("%s is a folder, not ours: left as it is", part)
+            continue
         uid, _, token = part.name[: -len(PART)].rpartition(".")
         if not (part.name.endswith(PART) and safe_uid(uid) and token):
             unlink_quietly(part)  # tmp/ is ours alone

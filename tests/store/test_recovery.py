@@ -389,6 +389,26 @@ def test_part_file_with_unsafe_name_is_removed(tmp_path: Path) -> None:
     assert leftovers(root) == []
 
 
+@pytest.mark.parametrize("name", ["someones-folder", "1.2.3.abcd1234.part"])
+def test_a_folder_in_tmp_is_left_and_the_start_goes_on(
+    tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing of ours is a folder: unlinking it stopped the start (a review)."""
+    root = fresh(tmp_path)
+    ds = make_dataset()
+    part = place_in_flight(root, ds.SOPInstanceUID, b"not a dicom file at all")
+    folder = root / "tmp" / name
+    folder.mkdir()
+    (folder / "inside").write_bytes(b"kept")
+    odd = root / "tmp" / "stray.txt"
+    odd.write_bytes(b"debris")
+    open_storage(root)
+    assert (folder / "inside").read_bytes() == b"kept"
+    assert not odd.exists()  # recovery went on around it
+    assert not part.exists()
+    assert f"{folder} is a folder, not ours: left as it is" in caplog.messages
+
+
 def test_many_in_flight_at_once(tmp_path: Path) -> None:
     """Indexed and whole (kept), indexed and cut (removed), placed only, half-written."""
     root = fresh(tmp_path)
