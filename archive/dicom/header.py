@@ -178,6 +178,11 @@ def _no_vr(group: int, element: int, vr: bytes) -> str:
     return f"({group:04X},{element:04X}) has no VR (bytes {vr[0]:02X} {vr[1]:02X}) in Explicit VR"
 
 
+def _fresh(exc: HeaderError) -> HeaderError:
+    """The same verdict as ``exc``, in a new exception with no traceback."""
+    return HeaderError(str(exc), exc.status, offending=exc.offending)
+
+
 def _cannot_understand(message: str) -> HeaderError:
     return HeaderError(message, Status.CANNOT_UNDERSTAND)
 
@@ -301,7 +306,7 @@ class HeaderReader:
         and past the ratio ignored (see the module docstring).
         """
         if self._error is not None:
-            raise self._error
+            raise self._again()
         if self._unchecked:  # only ever set once done
             return True
         view = memoryview(data)
@@ -315,7 +320,7 @@ class HeaderReader:
             else:
                 self._inflate(view)
         except HeaderError as exc:
-            self._error = exc
+            self._keep(exc)
             raise
         return self._done
 
@@ -402,7 +407,7 @@ class HeaderReader:
         module docstring says why).
         """
         if self._error is not None:
-            raise self._error
+            raise self._again()
         if whole and self._rest == "skipped" and not self._done:
             # Fed to its end before the header was: what is held is all there is,
             # and the stream must end as in a whole read.
@@ -411,15 +416,14 @@ class HeaderReader:
             try:
                 self._inflate_block(bytes(self._deflated))
             except HeaderError as exc:
-                self._error = exc
+                self._keep(exc)
                 raise
             self._deflated.clear()
         if not whole or self._unchecked:
             # Not fed to the end, or Deflated and too compressible to check: the
             # rest is unread.
             if not self._done:
-                self._error = _cannot_understand("data set truncated in its header")
-                raise self._error
+                raise self._keep(_cannot_understand("data set truncated in its header"))
             return self._attributes()
         if self._inflater is not None and self._done:
             # Inflated, not walked, past the header: the stream must have ended.
@@ -429,9 +433,25 @@ class HeaderReader:
             truncated = truncated or (self._inflater is not None and not self._inflater.eof)
         if truncated:
             where = "after its header" if self._done else "in its header"
-            self._error = _cannot_understand(f"data set truncated {where}")
-            raise self._error
+            raise self._keep(_cannot_understand(f"data set truncated {where}"))
         return self._attributes()
+
+    def _keep(self, exc: HeaderError) -> HeaderError:
+        """Remember ``exc`` as the verdict on the data set; ``exc``, to raise now.
+
+        A copy is kept, and every later raise is of a fresh one (:meth:`_again`):
+        a raised exception's traceback holds the frames it went through, this
+        reader among their locals, so keeping the raised one made a reference
+        cycle that held the fragment being read (a PDU buffer, ~256 KiB) after
+        its association had ended, until the garbage collector's next full pass
+        (100 MB after 400 refused data sets).
+        """
+        self._error = _fresh(exc)
+        return exc
+
+    def _again(self) -> HeaderError:
+        assert self._error is not None
+        return _fresh(self._error)
 
     # --- parsing -------------------------------------------------------------------
 

@@ -275,3 +275,8 @@ def minimal(ts: str, *middle: bytes, tail: bytes = b"", pixels: bytes | None = N
 
 def sevens(data: bytes) -> Iterator[bytes]:
     return (data[i : i + 7] for i in range(0, len(data), 7))
+
+
+def verdict(exc: BaseException) -> tuple[object, ...]:
+    """What a refusal says (a reader raises a fresh exception each time)."""
+    return (type(exc), getattr(exc, "status", None), str(exc), getattr(exc, "offending", None))

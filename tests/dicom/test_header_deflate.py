@@ -33,6 +33,7 @@ from tests.dicom.header_helpers import (
     read,
     sevens,
     undefined_sequence,
+    verdict,
 )
 
 
@@ -59,7 +60,7 @@ def test_a_deflate_bomb_of_empty_elements_is_refused() -> None:
     assert reader.inflated == INFLATE_ALLOWANCE + MAX_INFLATE_RATIO * INFLATE_BLOCK + 1
     with pytest.raises(HeaderError) as again:  # and it stays so
         reader.feed(b"")
-    assert again.value is info.value
+    assert verdict(again.value) == verdict(info.value)
 
 
 def _private_zeros(size: int) -> bytes:

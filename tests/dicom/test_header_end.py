@@ -11,8 +11,10 @@ follows is not checked (``test_header_deflate``).
 
 from __future__ import annotations
 
+import gc
 import random
 import struct
+import weakref
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -48,6 +50,7 @@ from tests.dicom.header_helpers import (
     split_file,
     trailing_padding,
     undefined_sequence,
+    verdict,
 )
 
 # --- done, end, truncation, errors --------------------------------------------------
@@ -75,7 +78,7 @@ def test_done_at_pixel_data_then_walked_to_its_end() -> None:
     assert (info.value.status, str(info.value)) == (CANNOT_UNDERSTAND, AFTER)
     with pytest.raises(HeaderError) as again:  # and it stays so
         reader.feed(data[-1:])
-    assert again.value is info.value
+    assert verdict(again.value) == verdict(info.value)
     reader = HeaderReader(EXPLICIT)
     assert reader.feed(data[:pixel_at]) is False
     assert reader.feed(data[pixel_at:]) is True
@@ -365,7 +368,7 @@ def test_wanted_value_too_long() -> None:
     assert str(info.value) == "value of (0010,0010) is 65538 bytes long"
     with pytest.raises(HeaderError) as again:
         reader.feed(data[100:])
-    assert again.value is info.value
+    assert verdict(again.value) == verdict(info.value)
 
 
 def test_wanted_values_too_long_in_total() -> None:
@@ -497,3 +500,39 @@ def test_cut_short_says_what_finish_says_without_decoding(ts: str, walk: str) ->
             assert told == said, end
     finally:
         header._walk = saved
+
+
+def _refusal(reader: HeaderReader, fragment: bytearray) -> str:
+    """What the reader says of ``fragment`` fed whole (the exception itself, whose
+    traceback holds this frame, is not kept)."""
+    try:
+        reader.feed(fragment)
+        reader.finish()
+    except HeaderError as exc:
+        return str(exc)
+    raise AssertionError("not refused")
+
+
+class _Buffer(bytearray):
+    """A bytearray a weak reference can watch."""
+
+
+@pytest.mark.parametrize("ts", [EXPLICIT, DEFLATED])
+def test_a_refusal_leaves_no_reference_cycle_holding_the_fragment(ts: str) -> None:
+    """The reader keeps its verdict, not the raised exception: that one's
+    traceback holds the reader, and the cycle held the fragment (a PDU buffer)
+    past its association until the collector's next full pass."""
+    data = bytes(4096) if ts == EXPLICIT else zlib.compress(bytes(4096))[2:-4]
+    fragment = _Buffer(data)
+    gone = weakref.finalize(fragment, lambda: None)
+    reader = HeaderReader(ts)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        said = [_refusal(reader, fragment) for _ in range(2)]
+        assert said[0] == said[1] == "(0000,0000) has no VR (bytes 00 00) in Explicit VR"
+        del reader, fragment
+        assert not gone.alive  # freed by reference counting alone
+    finally:
+        if enabled:
+            gc.enable()
