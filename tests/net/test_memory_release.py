@@ -8,6 +8,7 @@ import asyncio
 import ctypes
 import resource
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +106,22 @@ STORM = 400
 PDU_DATA = 262138  # the node's Maximum Length Received less the PDV header
 
 
+def _data_set_start(uid: str) -> bytes:
+    """The first PDU_DATA bytes of a CT data set in Explicit VR LE: its two UIDs,
+    then Pixel Data (OW) of 1 MB, begun (a refused one frees its buffer at once)."""
+    head = b"".join(
+        struct.pack("<HH2sH", 0x0008, element, b"UI", len(value)) + value
+        for element, value in ((0x0016, CT_IMAGE.encode() + b"\0"), (0x0018, _even(uid)))
+    )
+    head += struct.pack("<HH2s2xL", 0x7FE0, 0x0010, b"OW", 1 << 20)
+    return head + bytes(PDU_DATA - len(head))
+
+
+def _even(uid: str) -> bytes:
+    value = uid.encode()
+    return value + b"\0" * (len(value) % 2)
+
+
 @pytest.fixture
 def enough_fds() -> Iterator[None]:
     """The node (~64 + 4 a connection: ``association_budget``) and the storm's
@@ -136,7 +153,6 @@ def test_a_storm_s_memory_goes_back_to_the_system(tmp_path: Path) -> None:
     try:
         idle, _ = pid_rss(proc.pid)
         rq = associate_rq(contexts=((CT_IMAGE, (EXPLICIT_VR_LE,)),))
-        body = bytes(PDU_DATA)
         for n in range(STORM):
             s = socket.create_connection((HOST, port), timeout=10)
             socks.append(s)
@@ -148,6 +164,7 @@ def test_a_storm_s_memory_goes_back_to_the_system(tmp_path: Path) -> None:
                 affected_sop_instance_uid=f"1.2.3.{n + 1}",
             )
             (command,) = command_pdus(1, store, 16384)
+            body = _data_set_start(store.affected_sop_instance_uid)
             s.sendall(command + p_data_header(1, 0, len(body)) + body)
         deadline = time.monotonic() + 20
         while pid_rss(proc.pid)[0] < idle + 80e6 and time.monotonic() < deadline:
