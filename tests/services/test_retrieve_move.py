@@ -327,16 +327,17 @@ def test_a_cancel_wakes_a_worker_waiting_for_rows(
     corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
 ) -> None:
     """The C-CANCEL comes while the second association waits for what the first, to
-    be lost at 0.3 s, may put back: the waiter stops, nothing more is sent, and the
-    final response is Cancel with the row put back as remaining."""
+    be lost at 1 s, may put back: the waiter stops, nothing more is sent, and the
+    final response is Cancel with the row put back as remaining. (The second
+    has 0.5 s to send its three: 0.15 s was too short on a loaded machine.)"""
     cancel = Cancel()
     contexts = [Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)]
     channels = [
-        Channel(contexts, abort_after=0, abort_stall=0.3, cancel=cancel),
+        Channel(contexts, abort_after=0, abort_stall=1.0, cancel=cancel),
         Channel(contexts, cancel=cancel),
     ]
     responses = move(corpus_files, tmp_path, Reachable(channels), associations=2,
-                     cancel=cancel, cancel_at=0.15, timeout=10)  # fmt: skip
+                     cancel=cancel, cancel_at=0.5, timeout=10)  # fmt: skip
     assert channels[1].begun_after_cancel == []
     assert [len(c.received) for c in channels] == [0, 3]
     assert counts(responses[-1]) == (0xFE00, 1, 3, 1, 0)
