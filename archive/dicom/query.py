@@ -57,8 +57,9 @@ Conformance choices (implementation-defined or lenient on purpose):
   levels above that the index holds are all matched, unique or not, and a missing
   higher-level unique key does not restrict. A non-universal key of a level *below*
   the query level is refused (A900, C.4.1.1.3.1: the keys allowed are those of the
-  level) unless relational queries were negotiated, in which case it is returned
-  empty and not matched (the relational method, C.4.1.3.2.2, stops at the level).
+  level). The node does not agree to relational queries (C.4.1.3.2 has the SCP
+  match every key whatever its level); ``relational=True`` (parsers' tests) only
+  returns such keys empty and unmatched, FF01.
 * Keys the index does not hold, and the computed counts, are return keys only.
 """
 

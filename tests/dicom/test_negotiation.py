@@ -262,10 +262,11 @@ def test_default_acceptor_policy() -> None:
         == {ILE, ELE, uids.EXPLICIT_VR_BE, uids.DEFLATED_EXPLICIT_VR_LE}
         for uid in uids.QR_CLASSES
     )
-    # FIND: relational queries and combined date-time matching; MOVE, GET: relational.
+    # FIND: combined date-time matching, not relational queries (the SCP would
+    # have to match keys below the level); MOVE, GET: relational retrieval.
     finds = {uids.PATIENT_ROOT_QR_FIND, uids.STUDY_ROOT_QR_FIND}
     assert policy.extended == {
-        uid: b"\x01\x01" if uid in finds else b"\x01" for uid in uids.QR_CLASSES
+        uid: b"\x00\x01" if uid in finds else b"\x01" for uid in uids.QR_CLASSES
     }
     assert policy.scp_role_classes == uids.ACCEPTED_STORAGE_SOP_CLASSES
     assert policy.implementation_class_uid == uids.IMPLEMENTATION_CLASS_UID

@@ -250,7 +250,8 @@ def test_a_receive_only_context_of_no_uid_is_refused_and_the_ac_encodes(abstract
 
 
 def test_extended_negotiation_answers_option_by_option() -> None:
-    """Relational queries (byte 0) and combined date-time (1) agreed; fuzzy PN (2) not."""
+    """Combined date-time (1) agreed; relational queries (0: the SCP would have to
+    match keys below the level, PS3.4 C.4.1.3.2) and fuzzy PN (2) not."""
     policy = default_acceptor_policy(Config())
     find = uids.STUDY_ROOT_QR_FIND
     rq = build_request(
@@ -267,16 +268,16 @@ def test_extended_negotiation_answers_option_by_option() -> None:
     )
     ac, negotiated = accept(rq, policy)
     assert ac.user_info.extended == (
-        SopClassExtended(find, b"\x01\x01\x00"),
+        SopClassExtended(find, b"\x00\x01\x00"),
         SopClassExtended(uids.STUDY_ROOT_QR_MOVE, b"\x00"),
     )
     # Option byte n agreed = reply byte n is 1; the C-FIND provider reads bytes 0-1.
-    assert negotiated.extended[find][0:1] == b"\x01"
+    assert negotiated.extended[find][0:1] != b"\x01"
     assert negotiated.extended[find][1:2] == b"\x01"
     assert negotiated.extended[find][2:3] != b"\x01"
     assert negotiated.extended.get(uids.STUDY_ROOT_QR_MOVE, b"")[0:1] != b"\x01"
     assert negotiated.extended.get(CT, b"")[0:1] != b"\x01"
     # The requestor reads the same agreement from the AC.
     mirror = accepted(rq, ac)
-    assert mirror.extended == {find: b"\x01\x01\x00", uids.STUDY_ROOT_QR_MOVE: b"\x00"}
-    assert mirror.extended[find][0:1] == b"\x01"
+    assert mirror.extended == {find: b"\x00\x01\x00", uids.STUDY_ROOT_QR_MOVE: b"\x00"}
+    assert mirror.extended[find][1:2] == b"\x01"

@@ -189,6 +189,29 @@ def test_c_find_combined_date_time_matching(
     assert found == expected
 
 
+def test_c_find_relational_queries_are_refused_in_negotiation_and_their_keys_fail(
+    qr: RunningNode,
+) -> None:
+    """PS3.4 C.4.1.3.2: a relational query is matched on every key whatever its
+    level, which the index does not do. The node answers byte 0 with 0, and a
+    key below the level is refused (A900), where it was answered with every
+    study, the key empty (FF01)."""
+    negotiation = SOPClassExtendedNegotiation()
+    negotiation.sop_class_uid = StudyRootQueryRetrieveInformationModelFind
+    negotiation.service_class_application_information = b"\x01"
+    ae = scu(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate(HOST, qr.port, ae_title=qr.ae_title, ext_neg=[negotiation])
+    assert assoc.is_established
+    try:
+        replies = assoc.acceptor.sop_class_extended
+        assert replies[StudyRootQueryRetrieveInformationModelFind][:1] == b"\x00"
+        query = identifier("STUDY", Modality="MR", StudyInstanceUID="")
+        answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+    finally:
+        assoc.release()
+    assert [int(status.Status) for status, _ in answers] == [0xA900]
+
+
 def test_c_find_patient_root(qr: RunningNode) -> None:
     query = identifier(
         "PATIENT", PatientID="PAT-*", PatientName="", SpecificCharacterSet="ISO_IR 192"

@@ -197,11 +197,12 @@ class Negotiated(msgspec.Struct, frozen=True, kw_only=True):
 #: native ones; an identifier has no pixel data to compress.
 _IDENTIFIER_SYNTAXES = frozenset(NATIVE_TRANSFER_SYNTAXES)
 #: Q/R extended negotiation we support (PS3.4 C.5.1.1, C.5.2.1, C.5.3.1): byte 0,
-#: relational queries (FIND) / relational retrieval (MOVE, GET); byte 1 of a FIND
-#: class, combined date-time matching (C.2.2.2.5). Not fuzzy person-name matching
-#: or timezone adjustment (bytes 2-3).
+#: relational retrieval (MOVE, GET); byte 1 of a FIND class, combined date-time
+#: matching (C.2.2.2.5). Not relational queries (byte 0 of a FIND class: the SCP
+#: would have to match keys below the query level, C.4.1.3.2, which the index's
+#: queries do not), fuzzy person-name matching or timezone adjustment (bytes 2-3).
 _QR_EXTENDED = b"\x01"
-_QR_FIND_EXTENDED = b"\x01\x01"
+_QR_FIND_EXTENDED = b"\x00\x01"
 _QR_FIND = frozenset({PATIENT_ROOT_QR_FIND, STUDY_ROOT_QR_FIND})
 
 
