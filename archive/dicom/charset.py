@@ -12,17 +12,17 @@ sequence is kept as text.
 Theory of operation for values with code extensions (PS3.5 6.1.2.5): the decoder keeps
 what G0 and G1 hold. Every G1 set and the single-byte G0 sets (ISO-IR 6 and 14) agree
 with ASCII on 00-7F, so while G0 holds a single-byte set a run of bytes is decoded with
-the codec of the set in G1. While G0 holds JIS X 0208 or 0212 (two-byte sets in G0),
-the run is decoded by Python's ``iso2022_jp`` codecs with the designating escape put
-back in front, and the delimiters are not looked for: their bytes are half characters
-there. A delimiter (CR, LF, TAB, FF; and ``^``, ``=`` in PN) brings back the initial
-designations, as PS3.5 6.1.2.5.3 requires encoders to have done by then. Escape
-sequences are honoured only where code extensions are allowed: not when value 1 is a
-stand-alone set (PS3.3 Table C.12-5), nor when the one value is a set "without code
-extensions" (Table C.12-2); there ESC is a byte of the text, as pydicom reads it.
-An absent or empty Specific Character Set is left lenient: escape sequences there
-are a sender's ISO 2022 text without its declaration.
-"""
+the codec of the set in G1. While G0 holds JIS X 0208 or 0212 (two-byte sets in G0), the
+run is decoded by Python's ``iso2022_jp`` codecs with the designating escape put back in
+front, and the delimiters are not looked for: their bytes are half characters there;
+SPACE and the other controls in it (byte 20 is SPACE whatever G0 holds) are decoded
+apart, as ASCII, since the codec refuses them there. A delimiter (CR, LF, TAB, FF; and
+``^``, ``=`` in PN) brings back the initial designations, as PS3.5 6.1.2.5.3 requires
+encoders to have done by then. Escape sequences are honoured only where code extensions
+are allowed: not when value 1 is a stand-alone set (PS3.3 Table C.12-5), nor when the
+one value is a set "without code extensions" (Table C.12-2); there ESC is a byte of the
+text, as pydicom reads it. An absent or empty Specific Character Set is left lenient:
+escape sequences there are a sender's ISO 2022 text without its declaration."""
 
 from __future__ import annotations
 
@@ -217,14 +217,12 @@ def python_codecs(terms: Sequence[str]) -> tuple[str, ...]:
     """
     if not terms:
         return (_FALLBACK,)
-    first = terms[0].strip()
+    first = normal_term(terms[0])
     if first in STAND_ALONE:
         return _WithoutCodeExtensions((CODECS[first],))
-    if len(terms) == 1 and first:
-        term = normal_term(first)
-        if not term.startswith("ISO 2022 "):
-            return _WithoutCodeExtensions((CODECS.get(term, _FALLBACK),))
-    rest = (t.strip() for t in terms[1:])
+    if len(terms) == 1 and first and not first.startswith("ISO 2022 "):
+        return _WithoutCodeExtensions((CODECS.get(first, _FALLBACK),))
+    rest = (normal_term(t) for t in terms[1:])
     return (_codec(first), *(_codec(t) for t in rest if t not in STAND_ALONE))
 
 
@@ -294,7 +292,9 @@ def decode_text(value: bytes, codecs: Sequence[str], delimiters: frozenset[int])
 #: A two-byte G0 run's pieces: SPACE and controls (0x20 is SPACE whatever G0
 #: holds, ISO 2022 / ECMA-35; PS3.5 6.1.2.5.3 asks a return to value 1 before
 #: controls, not before a space), GL (the two-byte set), GR (G1).
-_IN_TWO_BYTE_RUN = re.compile(rb"[\x00-\x20]+|[\x21-\x7f]+|[\x80-\xff]+")
+#: ESC stays with GL: an escape the decoder does not take goes to the codec, as
+#: before (it knows ESC $ @, say).
+_IN_TWO_BYTE_RUN = re.compile(rb"[\x00-\x1a\x1c-\x20]+|[\x1b\x21-\x7f]+|[\x80-\xff]+")
 
 
 def _decode_run(run: bytes, g0_multi: str, g0_escape: bytes, g1: str) -> str:

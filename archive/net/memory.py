@@ -71,6 +71,8 @@ class BurstRelease:
         self._stopped = False
         #: Connections outlived the last give-back: once they are all gone, again.
         self._tail = False
+        #: The pending timer is for that second give-back (the tail's).
+        self._for_tail = False
 
     def opened(self) -> None:
         self._open += 1
@@ -83,7 +85,9 @@ class BurstRelease:
         self._open -= 1
         if self._stopped or self._timer is not None:
             return
-        if (self._peak >= self._min_peak and self._low()) or (self._tail and not self._open):
+        burst_over = self._peak >= self._min_peak and self._low()
+        if burst_over or (self._tail and not self._open):
+            self._for_tail = not burst_over
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._quiet, self._release)
 
@@ -95,12 +99,14 @@ class BurstRelease:
             self._timer = None
 
     def _low(self) -> bool:
-        return self._open <= self._peak // 4
+        # At least one: after a small tail, a monitor's association coming and
+        # going must not put the give-back off for as long as it keeps coming.
+        return self._open <= max(1, self._peak // 4)
 
     def _release(self) -> None:
         self._timer = None
         self._peak = self._open
-        self._tail = self._open > 0
+        self._tail = self._open > 0 and not self._for_tail  # one tail, not a chain
         if self._running is not None and not self._running.done():
             return  # the last one is still at work (a trim is ~0.1 s a GB)
         loop = asyncio.get_running_loop()

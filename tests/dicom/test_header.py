@@ -453,6 +453,22 @@ def test_chinese_aliases_decode_as_pydicom_does(term: str) -> None:
     assert decode_person_name("王^小东".encode("gb2312"), python_codecs([term])) == "王^小东"
 
 
+def test_an_alias_of_a_stand_alone_set_allows_no_code_extensions() -> None:
+    # As GBK itself (PS3.5 6.1.2.5.4 d), and as the encoder plans it (a review).
+    assert python_codecs(["ISO 2022 GBK", "ISO 2022 IR 87"]) == python_codecs(["GBK"])
+    raw = b"\x1b$B;3ED\x1b(B"
+    assert decode_text(raw, python_codecs(["ISO 2022 GBK", "ISO 2022 IR 87"]), TEXT_DELIMITERS) == (
+        decode_text(raw, python_codecs(["GBK", "ISO 2022 IR 87"]), TEXT_DELIMITERS)
+    )
+
+
+def test_an_escape_the_decoder_does_not_take_inside_a_kanji_run_goes_to_the_codec() -> None:
+    # ESC $ @ (JIS C 6226-1978) is no DICOM designation; Python's codec reads it,
+    # as it did before spaces were split out of a run (a review).
+    raw = b"\x1b$B;3ED\x1b$@B@O:\x1b(B"
+    assert decode_text(raw, python_codecs(["", "ISO 2022 IR 87"]), TEXT_DELIMITERS) == "山田太郎"
+
+
 def test_pn_group_delimiter_inside_a_kanji_is_not_a_delimiter() -> None:
     # 予 is 4D 3D and 五 is 38 5E in JIS X 0208: bytes of '=' and '^' inside
     # characters. Splitting the raw bytes on them (as pydicom does) would garble them.

@@ -78,6 +78,20 @@ def test_a_connection_coming_and_going_does_not_hold_it_off() -> None:
     assert run_with(steps) == [1]
 
 
+def test_a_monitor_coming_and_going_does_not_put_the_tail_s_give_back_off() -> None:
+    # A review: with fewer than 4 outliving a give-back, a quarter of the new
+    # peak was 0, and every new connection cancelled the tail's timer: one that
+    # came more often than the quiet time put it off for good.
+    steps = [("open", 16), ("close", 13), ("wait", 1), ("close", 3), ("open", 1), ("wait", 1)]
+    assert run_with(steps) == [3, 1]
+
+
+def test_the_tail_s_give_back_is_the_last() -> None:
+    # The monitor open at the tail's give-back does not make a third one.
+    steps = [("open", 16), ("close", 13), ("wait", 1), ("close", 3), ("open", 1), ("wait", 1)]
+    assert run_with([*steps, ("close", 1), ("wait", 1)]) == [3, 1]
+
+
 def test_what_outlived_a_give_back_goes_back_when_the_last_connection_ends() -> None:
     """What stayed open is the new peak; a fall from it gives nothing back until
     the last of those ends, then once, and no more after."""
