@@ -31,11 +31,14 @@ def normalized_time(value: str) -> str:
     """A stored TM as compared with a key's bounds: its earliest reading.
 
     ``10`` and ``1015`` are 10:00 and 10:15 (``100000``, ``101500``); ``10:15:30``
-    (ACR-NEMA) is ``101530``; fractions stay as they are. Keys are normalized when
-    parsed (``query_terms._time``); the index does the same in SQL (``archive.index.query``).
+    (ACR-NEMA) is ``101530``; a fraction loses its trailing zeros (``101530.250``
+    is ``101530.25``, ``101530.0`` is ``101530``), so that the strings compare as
+    the times do. Keys are normalized when parsed (``query_terms._time``); the
+    index does the same in SQL (``archive.index.query``).
     """
     bare = value.replace(":", "")
-    return (bare + "0000")[: max(6, len(bare))]
+    time = (bare + "0000")[: max(6, len(bare))]
+    return time.rstrip("0").rstrip(".") if "." in time else time
 
 
 def _term_matches(condition: Condition, term: Term, value: str | int) -> bool:

@@ -54,8 +54,10 @@ def _time(text: str) -> tuple[str, str]:
     if not _TM.fullmatch(value):
         raise QueryError(f"invalid TM key value {text[:20]!r}", Status.CANNOT_UNDERSTAND)
     if "." in value:
+        # The earliest reading without trailing zeros, as stored times are
+        # compared (query_match.normalized_time): 235959.0 is 235959.
         head, fraction = value.split(".")
-        return value, f"{head}.{fraction.ljust(6, '9')}"
+        return value.rstrip("0").rstrip("."), f"{head}.{fraction.ljust(6, '9')}"
     return value, value + _TM_CEIL[len(value)]
 
 

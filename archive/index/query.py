@@ -240,7 +240,8 @@ def _bounds_sql(value: str, low: str, high: str, parameters: list[object]) -> li
 def _normalized_time_sql(column: str) -> str:
     """SQL for :func:`archive.dicom.query_match.normalized_time` of a TM column."""
     bare = f"replace({column}, ':', '')"
-    return f"substr({bare} || '0000', 1, max(6, length({bare})))"
+    time = f"substr({bare} || '0000', 1, max(6, length({bare})))"
+    return f"(CASE WHEN instr({bare}, '.') THEN rtrim(rtrim({time}, '0'), '.') ELSE {time} END)"
 
 
 def _terms_sql(column: str, condition: Condition, parameters: list[object]) -> str:

@@ -693,3 +693,38 @@ def test_an_answer_that_fits_in_one_read_is_a_snapshot(
     monkeypatch.setattr(database, "_PAGE", 4)
     seen = _listed_while_changed(tmp_path, "moved")
     assert seen == [(item.attrs.sop_instance_uid, "1.2.3") for item in SERIES_OF_20]
+
+
+#: Stored times, and which of them each key matches (by meaning, PS3.4 C.2.2.2.1.3).
+_FRACTION_TIMES = {"a": "235959", "b": "235959.000", "c": "101530.250", "d": "235959.5"}
+_FRACTION_KEYS = [
+    ("235959.0", ["a", "b"]),
+    ("235959.000000", ["a", "b"]),
+    ("235959", ["a", "b", "d"]),  # a key without a fraction is the whole second
+    ("235959.0-235959.5", ["a", "b", "d"]),
+    ("235959.1-", ["d"]),
+    ("-235959.0", ["a", "b", "c"]),
+    ("101530.25", ["c"]),
+    ("101530.2500", ["c"]),
+]
+
+
+@pytest.mark.parametrize(("key", "expected"), _FRACTION_KEYS)
+def test_a_time_with_a_fraction_matches_by_meaning(
+    tmp_path: Path, key: str, expected: list[str]
+) -> None:
+    """A review: times were compared as strings, and "235959" < "235959.0", so a
+    key with a zero fraction missed a stored time without one. The index and the
+    reference matcher agree on each key."""
+
+    async def main() -> list[str]:
+        async with await Index.open(tmp_path / "index.sqlite", durability="fast") as index:
+            for n, (name, time) in enumerate(_FRACTION_TIMES.items(), 1):
+                await index.add(make_instance(n, study=f"7.{name}", study_time=time))
+            query = q("STUDY", ("StudyTime", key))
+            return sorted(str(r["StudyInstanceUID"])[2:] for r in await _all(index.find(query)))
+
+    assert run(main()) == expected
+    query = q("STUDY", ("StudyTime", key))
+    reference = [n for n, t in _FRACTION_TIMES.items() if matches(query, {"StudyTime": t})]
+    assert reference == expected
