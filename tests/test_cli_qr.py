@@ -113,6 +113,7 @@ def test_find_json_is_the_dicom_json_model(
     assert json.loads(capsys.readouterr().out) == [
         {
             "00080052": {"vr": "CS", "Value": ["STUDY"]},
+            "00080054": {"vr": "AE", "Value": ["ARCHIVE"]},
             "00100010": _pn("Test^P1"),
             "00100020": {"vr": "LO", "Value": ["P1"]},
             "0020000D": {"vr": "UI", "Value": [STUDY_1]},
@@ -147,6 +148,7 @@ def test_find_series_level_by_host_and_port(
     assert json.loads(capsys.readouterr().out) == [
         {
             "00080052": {"vr": "CS", "Value": ["SERIES"]},
+            "00080054": {"vr": "AE", "Value": ["ARCHIVE"]},
             "0020000D": {"vr": "UI", "Value": [STUDY_1]},
             "0020000E": {"vr": "UI", "Value": [SERIES_1]},
             "00201209": {"vr": "IS", "Value": [2]},
@@ -164,6 +166,7 @@ def test_find_patient_level_needs_patient_root(
     assert json.loads(capsys.readouterr().out) == [
         {
             "00080052": {"vr": "CS", "Value": ["PATIENT"]},
+            "00080054": {"vr": "AE", "Value": ["ARCHIVE"]},
             "00100020": {"vr": "LO", "Value": ["P2"]},
             "00201200": {"vr": "IS", "Value": [1]},
         }

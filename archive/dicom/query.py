@@ -336,6 +336,9 @@ def _response_keys(
             key.tag, key.vr, key.attribute, _source(key), key.items, key.match
         )
     keys[QUERY_RETRIEVE_LEVEL] = ResponseKey(QUERY_RETRIEVE_LEVEL, "CS", None, Source.LEVEL)
+    # Where the matches can be retrieved from, asked for or not: PS3.4 C.4.1.1.3.2
+    # has it present when no Storage Media File-Set ID and UID are (never here).
+    keys[RETRIEVE_AE_TITLE] = ResponseKey(RETRIEVE_AE_TITLE, "AE", None, Source.RETRIEVE_AE)
     # Hierarchical search, PS3.4 C.4.1.3.1.1 a: the unique keys of the levels above.
     for above in Level:
         if LEVEL_ORDER[above] >= LEVEL_ORDER[level]:

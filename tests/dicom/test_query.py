@@ -386,10 +386,12 @@ def test_response_bytes_study_level() -> None:
         ("NumberOfStudyRelatedInstances", ""),
         ("PatientComments", ""),
     )
-    data = response_identifier(q, STUDY_RECORD, EXPLICIT_LE)
+    data = response_identifier(q, STUDY_RECORD, EXPLICIT_LE, retrieve_ae="ARCHIVE")
     expected = b"".join(
         [
             _element(0x00080052, b"CS", b"STUDY "),
+            # Not asked for, always there: PS3.4 C.4.1.1.3.2 (a review).
+            _element(0x00080054, b"AE", b"ARCHIVE "),
             _element(0x00080061, b"CS", b"CT\\SR "),
             _element(0x00100010, b"PN", b"Doe^John"),
             _element(0x00104000, b"LT", b""),  # not held: zero length

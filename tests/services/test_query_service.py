@@ -24,6 +24,7 @@ ELE = "1.2.840.10008.1.2.1"
 ILE = "1.2.840.10008.1.2"
 
 LEVEL = 0x00080052
+RETRIEVE_AE_TITLE = 0x00080054
 SOP_INSTANCE_UID = 0x00080018
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
@@ -118,9 +119,16 @@ def test_all_matches_pending_then_success(tmp_path: Path, ts: str) -> None:
     for pending in responses[:-1]:
         assert isinstance(pending.command, CFindRsp)
         assert pending.command.has_dataset
-        # Each identifier holds the level and the unique keys above (PS3.4 C.4.1.1.3.2).
+        # Each identifier holds the level, the Retrieve AE Title and the unique
+        # keys above (PS3.4 C.4.1.1.3.2).
         tags = [e.tag for e in decode_dataset(pending.dataset or b"", ts)]
-        assert tags == [SOP_INSTANCE_UID, LEVEL, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID]
+        assert tags == [
+            SOP_INSTANCE_UID,
+            LEVEL,
+            RETRIEVE_AE_TITLE,
+            STUDY_INSTANCE_UID,
+            SERIES_INSTANCE_UID,
+        ]
 
 
 def test_cancel_after_two_is_fe00(tmp_path: Path) -> None:
