@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import resource
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -145,3 +147,18 @@ def node_factory(tmp_path: Path) -> Iterator[Callable[..., RunningNode]]:
 def node(node_factory: Callable[..., RunningNode]) -> RunningNode:
     """A node with the embedded defaults (AE title ARCHIVE)."""
     return node_factory()
+
+
+@contextlib.contextmanager
+def fd_limit_at_least(need: int) -> Iterator[None]:
+    """The soft RLIMIT_NOFILE raised to ``need`` for the block (processes started
+    in it inherit it); the test is skipped where the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -24,7 +24,7 @@ import pytest
 from archive.dicom.ul import codec
 from archive.dicom.ul.pdu import AAssociateAc, AAssociateRj
 from archive.net import ECHO_CONTEXTS, AssociationRejected, Timeouts, associate
-from tests.conftest import RunningNode
+from tests.conftest import RunningNode, fd_limit_at_least
 from tests.net.rawpeer import (
     A_RELEASE_RQ,
     RawPeer,
@@ -56,16 +56,8 @@ def rss_bytes() -> int:
 @pytest.fixture
 def enough_fds() -> Iterator[None]:
     """Both ends of BURST connections live in this process: raise the soft fd limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = 2 * BURST + 256
-    if soft < need:
-        if hard != resource.RLIM_INFINITY and hard < need:
-            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-    try:
+    with fd_limit_at_least(2 * BURST + 256):
         yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def active(node: RunningNode) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import resource
 import socket
 import struct
 import time
@@ -19,6 +18,7 @@ from archive.dicom.dimse import CStoreRq, command_pdus
 from archive.dicom.uids import EXPLICIT_VR_LE
 from archive.dicom.ul.pdata import p_data_header
 from archive.net.memory import BurstRelease, give_back_memory
+from tests.conftest import fd_limit_at_least
 from tests.interop.conftest import free_port
 from tests.net.rawpeer import associate_rq
 from tests.store.helpers import CT_IMAGE, HOST, pid_rss, serve, terminate
@@ -140,16 +140,8 @@ def _even(uid: str) -> bytes:
 def enough_fds() -> Iterator[None]:
     """The node (~64 + 4 a connection: ``association_budget``) and the storm's
     client sockets: raise the soft limit, which the node inherits."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = 64 + 4 * (STORM + 50) + STORM + 256
-    if soft < need:
-        if hard != resource.RLIM_INFINITY and hard < need:
-            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-    try:
+    with fd_limit_at_least(64 + 4 * (STORM + 50) + STORM + 256):
         yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @needs_glibc
