@@ -305,7 +305,7 @@ def _decode_run(run: bytes, g0_multi: str, g0_escape: bytes, g1: str) -> str:
     # 8-bit ISO 2022: bytes 21-7E are G0 (here two-byte), A1-FE are G1.
     return "".join(
         part.decode("ascii")
-        if part[0] <= 0x20
+        if part[0] <= 0x20 and part[0] != 0x1B  # ESC starts a piece of the run too
         else (g0_escape + part).decode(g0_multi, "replace")
         if part[0] < 0x80
         else part.decode(g1, "replace")

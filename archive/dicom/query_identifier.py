@@ -42,7 +42,7 @@ def response_identifier(
 
     Every key of the request in tag order, valued from ``record`` (zero length when
     the index does not hold it), Query/Retrieve Level, the unique keys of the levels
-    above, Retrieve AE Title (0008,0054) when requested (``retrieve_ae``), and
+    above, Retrieve AE Title (0008,0054) always (``retrieve_ae``), and
     Specific Character Set (0008,0005) when a value needs more than the default
     repertoire. A held sequence holds the items that match the key's item keys,
     each with the requested item keys only (C.2.2.2.6). Encoded in

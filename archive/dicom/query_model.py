@@ -156,8 +156,9 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     return_keys: tuple[ReturnKey, ...] = ()
     #: The values of Specific Character Set (0008,0005) of the request, stripped.
     character_set: tuple[str, ...] = ()
-    #: Tags of non-universal keys that were not matched (not held, computed, below
-    #: the level in a relational query, sequence items): C-FIND Pending FF01.
+    #: Tags of non-universal keys that were not matched (not held, computed,
+    #: sequence items not held; below the level only when a parser's caller asks
+    #: for the relational reading, which the node never agrees): C-FIND Pending FF01.
     unsupported: tuple[int, ...] = ()
     #: What every response holds, tag order (built once here, used per match).
     response_keys: tuple[ResponseKey, ...] = ()

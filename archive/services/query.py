@@ -118,7 +118,7 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
         status = int(Status.SUCCESS)
         comment: str | None = None
         # FF01 when a key with a value was not matched on (one we do not hold, a
-        # sequence item, a key below the level of a relational query), PS3.4 C.4.1.1.4.
+        # sequence item's we do not hold), PS3.4 C.4.1.1.4.
         pending = CFindRsp(
             message_id_being_responded_to=command.message_id,
             affected_sop_class_uid=command.affected_sop_class_uid,

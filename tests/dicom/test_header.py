@@ -465,8 +465,11 @@ def test_an_alias_of_a_stand_alone_set_allows_no_code_extensions() -> None:
 def test_an_escape_the_decoder_does_not_take_inside_a_kanji_run_goes_to_the_codec() -> None:
     # ESC $ @ (JIS C 6226-1978) is no DICOM designation; Python's codec reads it,
     # as it did before spaces were split out of a run (a review).
-    raw = b"\x1b$B;3ED\x1b$@B@O:\x1b(B"
-    assert decode_text(raw, python_codecs(["", "ISO 2022 IR 87"]), TEXT_DELIMITERS) == "山田太郎"
+    codecs = python_codecs(["", "ISO 2022 IR 87"])
+    assert decode_text(b"\x1b$B;3ED\x1b$@B@O:\x1b(B", codecs, TEXT_DELIMITERS) == "山田太郎"
+    # After a space, and first in the run, too (a review of the first fix).
+    assert decode_text(b"\x1b$B;3ED \x1b$@B@O:\x1b(B", codecs, TEXT_DELIMITERS) == "山田 太郎"
+    assert decode_text(b"\x1b$B\x1b$@B@O:\x1b(B", codecs, TEXT_DELIMITERS) == "太郎"
 
 
 def test_pn_group_delimiter_inside_a_kanji_is_not_a_delimiter() -> None:
