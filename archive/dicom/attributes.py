@@ -37,6 +37,7 @@ __all__ = [
     "InstanceAttributes",
     "decode_values",
     "normalized_date",
+    "normalized_time",
 ]
 
 #: The edition of :data:`WANTED`. Bump it when a field is added or read otherwise:
@@ -51,7 +52,7 @@ HEADER_VERSION = 1
 # How a wanted value is turned into a field (padding per PS3.5 6.2 and Table 6.2-1).
 _UI = 0  # trailing NUL padding; spaces tolerated at both ends
 _CS = 1  # default repertoire, leading and trailing spaces insignificant (CS, IS, ...)
-_DT = 2  # TM: default repertoire, trailing space padding
+_DT = 2  # TM: default repertoire, trailing space padding; ACR-NEMA HH:MM:SS as HHMMSS
 _TEXT = 3  # SH, LO: Specific Character Set, leading and trailing spaces insignificant
 _PN = 4  # PN: Specific Character Set, component groups, trailing spaces
 _IS = 5  # IS -> int, None when not one integer in the IS range
@@ -175,7 +176,7 @@ def decode_values(
         elif kind == _USHORT:
             fields[name] = byte_order.unpack_from(raw)[0] if len(raw) >= 2 else None
         elif kind == _DT:
-            fields[name] = raw.rstrip(b" \0").decode("latin_1")
+            fields[name] = normalized_time(raw.rstrip(b" \0").decode("latin_1"))
         elif kind == _DA:
             fields[name] = normalized_date(raw.rstrip(b" \0").decode("latin_1"))
         elif tag == SPECIFIC_CHARACTER_SET:
@@ -197,6 +198,17 @@ def normalized_date(value: str) -> str:
         return value
     match = _ACR_NEMA_DATE.fullmatch(value)
     return "".join(match.groups()) if match else value
+
+
+#: A TM in the retired ACR-NEMA form (PS3.5 Table 6.2-1, note): HH:MM:SS.FFFFFF.
+_ACR_NEMA_TIME = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?", re.ASCII)
+
+
+def normalized_time(value: str) -> str:
+    """A TM value in the form DICOM allows: ``HH:MM:SS.F`` as ``HHMMSS.F``, any
+    other value as it is (as :func:`normalized_date`), so that a C-FIND response
+    carries a TM. (Matching reads either form: ``query_match.normalized_time``.)"""
+    return value.replace(":", "") if _ACR_NEMA_TIME.fullmatch(value) else value
 
 
 def _integer_string(raw: bytes) -> int | None:

@@ -113,6 +113,7 @@ def deflate(data: bytes) -> bytes:
 
 _INTS = {"series_number", "instance_number", "number_of_frames", "rows", "columns"}
 _DATES = {"study_date", "series_date", "content_date", "patient_birth_date"}
+_TIMES = {"study_time", "series_time", "content_time"}
 _KEYWORDS = {
     name: "".join(part.capitalize() for part in name.split("_"))
     for name in InstanceAttributes.__struct_fields__
@@ -155,6 +156,8 @@ def expected(ds: Dataset) -> InstanceAttributes:
             fields[name] = _person_name(value)
         elif name in _DATES:
             fields[name] = as_indexed_date(str(value))
+        elif name in _TIMES:
+            fields[name] = as_indexed_time(str(value))
         else:
             fields[name] = str(value)
     return InstanceAttributes(**fields)
@@ -195,6 +198,13 @@ def as_indexed_date(text: str) -> str:
     """A DA as the index holds it: the ACR-NEMA YYYY.MM.DD as YYYYMMDD (this suite's
     own reading of the rule, not header.py's)."""
     return text.replace(".", "") if re.fullmatch(r"[0-9]{4}\.[0-9]{2}\.[0-9]{2}", text) else text
+
+
+def as_indexed_time(text: str) -> str:
+    """A TM as the index holds it: the ACR-NEMA HH:MM:SS.F as HHMMSS.F (this
+    suite's own reading of the rule)."""
+    acr_nema = re.fullmatch(r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?", text)
+    return text.replace(":", "") if acr_nema else text
 
 
 def read(ts: str, pieces: Iterable[bytes | memoryview]) -> InstanceAttributes:

@@ -219,13 +219,34 @@ def test_acr_nema_dates_are_indexed_in_the_dicom_form(raw: bytes, value: str) ->
         element(0x00080020, "DA", raw),
         element(0x00080021, "DA", raw),
         element(0x00080023, "DA", raw),
-        element(0x00080030, "TM", b"10:15:30"),  # a time stays as sent
         element(0x00100030, "DA", raw),
     )
     got = read(EXPLICIT, [data])
     dates = (got.study_date, got.series_date, got.content_date, got.patient_birth_date)
     assert dates == (value,) * 4
-    assert got.study_time == "10:15:30"
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (b"10:15:30", "101530"),  # ACR-NEMA: indexed in the DICOM form (a review)
+        (b"10:15:30.25 ", "101530.25"),
+        (b"10:15", "1015"),
+        (b"101530.25", "101530.25"),
+        (b"10:1:30", "10:1:30"),  # not the ACR-NEMA form: as it is
+        (b"10:15:30.1234567", "10:15:30.1234567"),
+        (b"", ""),
+    ],
+)
+def test_acr_nema_times_are_indexed_in_the_dicom_form(raw: bytes, value: str) -> None:
+    data = minimal(
+        EXPLICIT,
+        element(0x00080030, "TM", raw),
+        element(0x00080031, "TM", raw),
+        element(0x00080033, "TM", raw),
+    )
+    got = read(EXPLICIT, [data])
+    assert (got.study_time, got.series_time, got.content_time) == (value,) * 3
 
 
 @pytest.mark.parametrize("ts", [IMPLICIT, EXPLICIT, BIG, DEFLATED])

@@ -63,7 +63,7 @@ def test_open_creates_schema_in_wal_mode(tmp_path: Path) -> None:
         await index.close()
 
     run(main())
-    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(10,)]
+    assert query(db, "PRAGMA user_version") == [(LATEST,)] == [(11,)]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
     names = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert names == TABLES
@@ -225,6 +225,32 @@ def test_a_version_2_index_gets_its_acr_nema_dates_in_the_dicom_form(tmp_path: P
         ("20040117",),
         ("",),
     ]
+
+
+def test_migration_11_brings_acr_nema_times_to_the_dicom_form(tmp_path: Path) -> None:
+    """Times indexed as HH:MM:SS before attributes.py normalized them become
+    HHMMSS, so that a C-FIND response carries a TM (a review); other values stay."""
+    db = tmp_path / "index.db"
+
+    async def make() -> None:
+        async with await Index.open(db) as index:
+            await index.add(make_instance(1))
+            await index.add(make_instance(2, study="9.9", series="9.9.1", patient_id="P2"))
+
+    run(make())
+    execute(db, "UPDATE study SET study_time = '08:30:00.25' WHERE study_instance_uid = '1.2.3'")
+    execute(db, "UPDATE study SET study_time = '1015' WHERE study_instance_uid = '9.9'")
+    execute(db, "UPDATE series SET series_time = '08:31'")
+    execute(db, "UPDATE instance SET content_time = '8:32:00'")  # not the ACR-NEMA form
+    execute(db, "PRAGMA user_version = 10")
+    run(_reopen(db))
+    assert query(db, "PRAGMA user_version") == [(LATEST,)]
+    assert query(db, "SELECT study_time FROM study ORDER BY study_instance_uid") == [
+        ("083000.25",),
+        ("1015",),
+    ]
+    assert {row[0] for row in query(db, "SELECT series_time FROM series")} == {"0831"}
+    assert {row[0] for row in query(db, "SELECT content_time FROM instance")} == {"8:32:00"}
 
 
 #: The columns migration 0004 adds, by table.
