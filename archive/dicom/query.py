@@ -58,8 +58,9 @@ Conformance choices (implementation-defined or lenient on purpose):
   higher-level unique key does not restrict. A non-universal key of a level *below*
   the query level is refused (A900, C.4.1.1.3.1: the keys allowed are those of the
   level). The node does not agree to relational queries (C.4.1.3.2 has the SCP
-  match every key whatever its level); ``relational=True`` (parsers' tests) only
-  returns such keys empty and unmatched, FF01.
+  match every key whatever its level, which the index does not do); relational
+  retrieval needs nothing here, since a retrieve's keys above its level are
+  never required.
 * Keys the index does not hold, and the computed counts, are return keys only.
 """
 
@@ -204,7 +205,6 @@ def parse_identifier(
     *,
     purpose: Literal["find", "retrieve"] = "find",
     fold_person_names: bool = False,
-    relational: bool = False,
     match_unknown: bool = True,
     combined_date_time: bool = False,
 ) -> Query:
@@ -244,9 +244,7 @@ def parse_identifier(
             if LEVEL_ORDER[key_level] > depth:
                 return_keys.append(ReturnKey(tag, "SQ", None))
                 if condition is not None or lost:
-                    if not relational:
-                        raise QueryError(f"key {tag:08X} is below the {level} level")
-                    unsupported.append(tag)
+                    raise QueryError(f"key {tag:08X} is below the {level} level")
                 continue
             match = condition.items if condition is not None else ()
             return_keys.append(ReturnKey(tag, "SQ", info.keyword, items, match))
@@ -284,10 +282,7 @@ def parse_identifier(
         if terms is None:
             continue
         if below:
-            if not relational:
-                raise QueryError(f"key {tag:08X} is below the {level} level")
-            unsupported.append(tag)
-            continue
+            raise QueryError(f"key {tag:08X} is below the {level} level")
         if not info.matchable:
             unsupported.append(tag)
             continue

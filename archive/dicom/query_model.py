@@ -157,8 +157,7 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     #: The values of Specific Character Set (0008,0005) of the request, stripped.
     character_set: tuple[str, ...] = ()
     #: Tags of non-universal keys that were not matched (not held, computed,
-    #: sequence items not held; below the level only when a parser's caller asks
-    #: for the relational reading, which the node never agrees): C-FIND Pending FF01.
+    #: sequence items not held): C-FIND Pending FF01.
     unsupported: tuple[int, ...] = ()
     #: What every response holds, tag order (built once here, used per match).
     response_keys: tuple[ResponseKey, ...] = ()

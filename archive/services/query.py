@@ -81,10 +81,10 @@ def parse_request(
             purpose=purpose,
             fold_person_names=fold_person_names,
             match_unknown=match_unknown,
-            # Extended negotiation (PS3.4 C.5.1.1): byte 0, relational retrieval
-            # (never agreed for FIND: negotiation.py); byte 1 (FIND only),
-            # combined date-time matching.
-            relational=purpose == "retrieve" and request.extended[:1] == b"\x01",
+            # Extended negotiation (PS3.4 C.5.1.1), byte 1 (FIND only): combined
+            # date-time matching. Byte 0 asks nothing of the parser: relational
+            # queries are never agreed (negotiation.py), and a retrieve's keys
+            # above its level are never required.
             combined_date_time=purpose == "find" and request.extended[1:2] == b"\x01",
         )
     except (DatasetError, QueryError) as exc:

@@ -124,12 +124,6 @@ def test_level_with_padding_and_empty_keys_below_it() -> None:
     ]
 
 
-def test_relational_query_returns_lower_keys_unmatched() -> None:
-    q = query("STUDY", ("Modality", "CT"), relational=True)
-    assert q.conditions == ()
-    assert q.unsupported == (0x00080060,)
-
-
 def test_unsupported_keys_are_listed_for_pending_warning() -> None:
     items = ((Element(0x00081155, "UI", b"1.2.3"),),)
     q = query(

@@ -181,9 +181,7 @@ def _queries(draw: st.DrawFn) -> Query:
     elements.append(Element(0x00080005, "CS", b"ISO_IR 192"))
     fold = draw(st.booleans())
     combined = draw(st.booleans())  # combined date-time matching negotiated
-    return parse_identifier(
-        elements, model, fold_person_names=fold, relational=True, combined_date_time=combined
-    )
+    return parse_identifier(elements, model, fold_person_names=fold, combined_date_time=combined)
 
 
 @settings(
