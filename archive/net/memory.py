@@ -50,7 +50,7 @@ def give_back_memory() -> bool:
 
 
 class BurstRelease:
-    """Told every change in the number of open connections; gives memory back
+    """Told the number of open connections at each change; gives memory back
     (``give_back``, on the loop's default executor) once a burst is over."""
 
     def __init__(
@@ -65,6 +65,7 @@ class BurstRelease:
         self._quiet = quiet
         #: The most connections open at once since memory last went back.
         self._peak = 0
+        #: As last told (the server's count of its connection tasks).
         self._open = 0
         self._timer: asyncio.TimerHandle | None = None
         self._running: asyncio.Future[object] | None = None
@@ -74,15 +75,15 @@ class BurstRelease:
         #: The pending timer is for that second give-back (the tail's).
         self._for_tail = False
 
-    def opened(self) -> None:
-        self._open += 1
+    def opened(self, open_now: int) -> None:
+        self._open = open_now
         self._peak = max(self._peak, self._open)
         if self._timer is not None and not self._low():
             self._timer.cancel()  # a new storm: it will take the memory again
             self._timer = None
 
-    def closed(self) -> None:
-        self._open -= 1
+    def closed(self, open_now: int) -> None:
+        self._open = open_now
         if self._stopped or self._timer is not None:
             return
         burst_over = self._peak >= self._min_peak and self._low()

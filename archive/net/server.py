@@ -176,13 +176,13 @@ class Server:
         conn = Connection(ul, high_water=self._high_water)
         task = asyncio.get_running_loop().create_task(self._association(conn))
         self._tasks.add(task)
-        self._memory.opened()
+        self._memory.opened(len(self._tasks))
         task.add_done_callback(self._ended)
         return conn
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._memory.closed()
+        self._memory.closed(len(self._tasks))
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting, let associations finish within ``grace`` s, abort the rest."""

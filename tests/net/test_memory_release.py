@@ -38,10 +38,10 @@ def run_with(steps: list[tuple[str, int]], peak: int = 8) -> list[int]:
             for _ in range(n):
                 if what == "open":
                     open_now[0] += 1
-                    release.opened()
+                    release.opened(open_now[0])
                 elif what == "close":
                     open_now[0] -= 1
-                    release.closed()
+                    release.closed(open_now[0])
             if what == "wait":
                 await asyncio.sleep(n * QUIET * 1.5)
                 await asyncio.sleep(0.05)  # the executor's call has run
