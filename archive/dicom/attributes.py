@@ -37,7 +37,6 @@ __all__ = [
     "InstanceAttributes",
     "decode_values",
     "normalized_date",
-    "normalized_time",
 ]
 
 #: The edition of :data:`WANTED`. Bump it when a field is added or read otherwise:
@@ -176,7 +175,7 @@ def decode_values(
         elif kind == _USHORT:
             fields[name] = byte_order.unpack_from(raw)[0] if len(raw) >= 2 else None
         elif kind == _DT:
-            fields[name] = normalized_time(raw.rstrip(b" \0").decode("latin_1"))
+            fields[name] = _indexed_time(raw.rstrip(b" \0").decode("latin_1"))
         elif kind == _DA:
             fields[name] = normalized_date(raw.rstrip(b" \0").decode("latin_1"))
         elif tag == SPECIFIC_CHARACTER_SET:
@@ -204,10 +203,11 @@ def normalized_date(value: str) -> str:
 _ACR_NEMA_TIME = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?", re.ASCII)
 
 
-def normalized_time(value: str) -> str:
+def _indexed_time(value: str) -> str:
     """A TM value in the form DICOM allows: ``HH:MM:SS.F`` as ``HHMMSS.F``, any
     other value as it is (as :func:`normalized_date`), so that a C-FIND response
-    carries a TM. (Matching reads either form: ``query_match.normalized_time``.)"""
+    carries a TM. Not ``query_match.normalized_time``, which reads a stored time
+    for comparison (padded, fraction trimmed) and is never stored."""
     return value.replace(":", "") if _ACR_NEMA_TIME.fullmatch(value) else value
 
 

@@ -2,7 +2,7 @@
 --
 -- A TM value in the retired ACR-NEMA form HH:MM:SS.FFFFFF (PS3.5 Table 6.2-1,
 -- note) is now indexed as HHMMSS.FFFFFF (archive/dicom/attributes.py
--- normalized_time), as 0003 did for dates, so that a C-FIND response carries a
+-- _indexed_time), as 0003 did for dates, so that a C-FIND response carries a
 -- TM (matching already read both forms); the files keep what was sent. Rows
 -- indexed before are brought to the same form.
 
