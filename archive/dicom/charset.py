@@ -294,7 +294,7 @@ def decode_text(value: bytes, codecs: Sequence[str], delimiters: frozenset[int])
 #: controls, not before a space), GL (the two-byte set), GR (G1).
 #: ESC stays with GL: an escape the decoder does not take goes to the codec, as
 #: before (it knows ESC $ @, say).
-_IN_TWO_BYTE_RUN = re.compile(rb"[\x00-\x1a\x1c-\x20]+|[\x1b\x21-\x7f]+|[\x80-\xff]+")
+_IN_TWO_BYTE_RUN = re.compile(rb"([\x00-\x1a\x1c-\x20]+)|([\x1b\x21-\x7f]+)|([\x80-\xff]+)")
 
 
 def _decode_run(run: bytes, g0_multi: str, g0_escape: bytes, g1: str) -> str:
@@ -304,12 +304,12 @@ def _decode_run(run: bytes, g0_multi: str, g0_escape: bytes, g1: str) -> str:
         return run.decode(g1, "replace")
     # 8-bit ISO 2022: bytes 21-7E are G0 (here two-byte), A1-FE are G1.
     return "".join(
-        part.decode("ascii")
-        if part[0] <= 0x20 and part[0] != 0x1B  # ESC starts a piece of the run too
-        else (g0_escape + part).decode(g0_multi, "replace")
-        if part[0] < 0x80
-        else part.decode(g1, "replace")
-        for part in _IN_TWO_BYTE_RUN.findall(run)
+        controls.decode("ascii")
+        if controls
+        else (g0_escape + gl).decode(g0_multi, "replace")
+        if gl
+        else gr.decode(g1, "replace")
+        for controls, gl, gr in _IN_TWO_BYTE_RUN.findall(run)
     )
 
 
