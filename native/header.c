@@ -369,9 +369,9 @@ walk(struct walk *w, const unsigned char *data, long long end, long long *stop,
                 vr = VR(src[4], src[5]);
                 length = u16(src + 6, big);
                 if (!has_vr(short_vrs, vr)) {
-                    if (!w->done &&
-                        (w->depth || ((uint32_t)group << 16 | element) <= last_wanted) &&
-                        (src[4] < 'A' || src[4] > 'Z' || src[5] < 'A' || src[5] > 'Z')) {
+                    if ((src[4] < 'A' || src[4] > 'Z' || src[5] < 'A' || src[5] > 'Z') &&
+                        !w->done &&
+                        (w->depth || ((uint32_t)group << 16 | element) <= last_wanted)) {
                         /* A VR not yet defined is two capitals (PS3.5 6.2). */
                         snprintf(message, message_size,
                                  "(%04X,%04X) has no VR (bytes %02X %02X) in Explicit VR",

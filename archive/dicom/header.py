@@ -513,10 +513,10 @@ class HeaderReader:
                         length = long_length.unpack_from(src, at + 4)[0]
                         vr = b""
                     elif vr not in short_vrs:
-                        if not (
-                            self._done
-                            or (not depth and (group << 16 | elem) > _LAST_WANTED)
-                            or (vr.isalpha() and vr.isupper())
+                        if (
+                            not (vr.isalpha() and vr.isupper())  # the common case first
+                            and not self._done
+                            and (depth or (group << 16 | elem) <= _LAST_WANTED)
                         ):
                             # A VR not yet defined is two capitals (PS3.5 6.2);
                             # anything else in the header (an element in Implicit
