@@ -114,6 +114,17 @@ def _qrscp_count(folder: Path) -> int:
     return files if files == rows else -1
 
 
+#: Our node without a flush (``[store] durability = "fast"``): not in a run unless named in
+#: ``--servers``; beside the strict node it shows what durability costs.
+FAST = "archive-node-fast"
+
+
+def _fast_argv(folder: Path) -> list[str]:
+    config = folder.parent / f"{folder.name}.toml"
+    config.write_text('[store]\ndurability = "fast"\n')
+    return [*qr.archive_argv(folder), "--config", str(config)]
+
+
 def servers() -> list[Server]:
     storescp = shutil.which("storescp")
     if storescp is None or not Path(qr.ORTHANC).exists():
@@ -123,6 +134,7 @@ def servers() -> list[Server]:
             "archive-node", "ARCHIVE",
             qr.archive_argv, None, PARTS, None, archive_count,
         ),
+        Server(FAST, "ARCHIVE", _fast_argv, None, PARTS, None, archive_count),
         Server(
             "storescp", "STORESCP",
             lambda d: [storescp, "--fork", "-aet", "STORESCP", "-od", str(d), "{port}"],
@@ -383,7 +395,8 @@ def round_ratios(ours: Sequence[Run], theirs: Sequence[Run]) -> list[float] | No
 
 def ratios_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]], list[str]]:
     """Ours over each peer, per (data, associations, client), against the targets."""
-    others = ("Orthanc", "storescp", "qrscp")
+    fast = any(r.server == FAST for r in runs)
+    others = ("Orthanc", "storescp", "qrscp") + ((FAST,) if fast else ())
     header = ["data", "assocs", "client", "archive-node inst/s"] + [f"/{o}" for o in others]
     rows: list[list[str]] = []
     misses: list[str] = []
@@ -551,7 +564,10 @@ class Selection:
 
 def select(args: argparse.Namespace) -> Selection:
     all_servers = servers()
-    chosen = [s for s in all_servers if not args.servers or s.name in args.servers.split(",")]
+    named = args.servers.split(",") if args.servers else None
+    chosen = [s for s in all_servers if s.name in named] if named else [
+        s for s in all_servers if s.name != FAST
+    ]  # fmt: skip
     clients = [STORESCU]
     store, why = archive_store_client()
     notes = [why] if why else []
@@ -587,7 +603,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="C-STORE ingest benchmark against peers")
     parser.add_argument("--quick", action="store_true", help="200 CT + 1,000 small (~3 min)")
     parser.add_argument("--markdown", type=Path, help="also write the markdown report here")
-    parser.add_argument("--servers", help="comma list: archive-node,storescp,Orthanc,qrscp")
+    parser.add_argument(
+        "--servers",
+        help=f"comma list: archive-node,storescp,Orthanc,qrscp ({FAST}: only when named)",
+    )
     parser.add_argument("--clients", help="comma list: storescu,archive")
     parser.add_argument("--data", help="comma list: ct,small")
     parser.add_argument("--assocs", default="1,4", help="comma list of association counts")
