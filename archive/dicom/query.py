@@ -134,12 +134,16 @@ def _level_of(elements: Sequence[Element], model: QueryModel) -> Level:
             try:
                 level = Level(text)
             except ValueError:
-                raise QueryError(f"invalid Query/Retrieve Level {text[:16]!r}") from None
+                raise QueryError(
+                    f"invalid Query/Retrieve Level {text[:16]!r}", offending=QUERY_RETRIEVE_LEVEL
+                ) from None
             if model is QueryModel.STUDY_ROOT and level is Level.PATIENT:
-                raise QueryError("PATIENT level is not in the Study Root model")
+                raise QueryError(
+                    "PATIENT level is not in the Study Root model", offending=QUERY_RETRIEVE_LEVEL
+                )
             return level
     # C.4.1.1.3.1 / C.4.2.1.4.1: the Identifier shall contain (0008,0052).
-    raise QueryError("Query/Retrieve Level (0008,0052) is missing")
+    raise QueryError("Query/Retrieve Level (0008,0052) is missing", offending=QUERY_RETRIEVE_LEVEL)
 
 
 #: The date and time keys matched as one date-time when that was negotiated.
@@ -238,13 +242,17 @@ def parse_identifier(
         vr = info.vr if info is not None else key_vr(element)
         if info is not None and info.items is not None and purpose == "find":
             key_level = effective_level(info.level, model)
-            items, condition, lost = held_sequence(
-                element, info, key_level, codecs, fold_person_names
-            )
+            try:
+                items, condition, lost = held_sequence(
+                    element, info, key_level, codecs, fold_person_names
+                )
+            except QueryError as exc:
+                exc.name_key(tag)
+                raise
             if LEVEL_ORDER[key_level] > depth:
                 return_keys.append(ReturnKey(tag, "SQ", None))
                 if condition is not None or lost:
-                    raise QueryError(f"key {tag:08X} is below the {level} level")
+                    raise QueryError(f"key {tag:08X} is below the {level} level", offending=tag)
                 continue
             match = condition.items if condition is not None else ()
             return_keys.append(ReturnKey(tag, "SQ", info.keyword, items, match))
@@ -275,14 +283,18 @@ def parse_identifier(
         if purpose == "retrieve" and vr == "UI" and ("*" in text or "?" in text):
             # C.4.2.2.1: a single UID or a list of them. Taken literally, a wild
             # card matched nothing, and the retrieve answered Success with none.
-            raise QueryError(f"wild card in UID key {tag:08X} of a retrieve")
+            raise QueryError(f"wild card in UID key {tag:08X} of a retrieve", offending=tag)
         # Every PN key (PS3.4 C.2.2.2.1.1 leaves case to the site's choice).
         fold = fold_person_names and vr == "PN"
-        terms = key_terms(vr, text, fold=fold, literal=purpose == "retrieve")
+        try:
+            terms = key_terms(vr, text, fold=fold, literal=purpose == "retrieve")
+        except QueryError as exc:
+            exc.name_key(tag)
+            raise
         if terms is None:
             continue
         if below:
-            raise QueryError(f"key {tag:08X} is below the {level} level")
+            raise QueryError(f"key {tag:08X} is below the {level} level", offending=tag)
         if not info.matchable:
             unsupported.append(tag)
             continue
@@ -311,7 +323,9 @@ def parse_identifier(
     if purpose == "retrieve":
         unique = UNIQUE_KEYS[level]
         if not any(c.tag == unique for c in conditions):
-            raise QueryError(f"unique key {unique:08X} of the {level} level is missing")
+            raise QueryError(
+                f"unique key {unique:08X} of the {level} level is missing", offending=unique
+            )
     return Query(
         level=level,
         conditions=tuple(conditions),

@@ -50,6 +50,17 @@ class QueryError(StatusError):
     code: ClassVar[str] = "dicom.query"
     default_status: ClassVar[int] = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
 
+    def __init__(self, message: str, status: int | None = None, *, offending: int | None = None):
+        super().__init__(message, status)
+        #: The key at fault, for the Offending Element (0000,0901) of the response
+        #: (PS3.4 Tables C.4-1 to C.4-3 list it with A900 and C000).
+        self.offending = offending
+
+    def name_key(self, tag: int) -> None:
+        """Name ``tag`` as the key at fault, unless one was named where this was raised."""
+        if self.offending is None:
+            self.offending = tag
+
 
 class MatchKind(enum.StrEnum):
     """Kinds of Attribute Matching, PS3.4 C.2.2.2."""

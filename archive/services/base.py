@@ -139,11 +139,14 @@ _RESPONSES: Mapping[type, Callable[..., Command]] = {
 }
 
 
-def failure(command: Command, status: int, comment: str) -> Response | None:
+def failure(
+    command: Command, status: int, comment: str, offending: int | None = None
+) -> Response | None:
     """A response to ``command`` with a failure ``status``; None if it is no request.
 
     The request's identifying fields are echoed where the response type has them
-    (PS3.7 Annex C: Error Comment at most 64 characters).
+    (PS3.7 Annex C: Error Comment at most 64 characters), and so is the tag of the
+    element at fault, ``offending``, as the Offending Element (0000,0901).
     """
     make = _RESPONSES.get(type(command))
     if make is None:
@@ -153,6 +156,8 @@ def failure(command: Command, status: int, comment: str) -> Response | None:
         "status": status,
         "error_comment": comment[:64],
     }
+    if offending is not None:
+        fields["offending_element"] = (offending,)
     for name in ("affected_sop_class_uid", "affected_sop_instance_uid"):
         value = getattr(command, name, None)
         if value is not None:

@@ -49,6 +49,8 @@ class QueryFailure(msgspec.Struct, frozen=True):
 
     status: int
     comment: str
+    #: The key at fault, sent as the Offending Element (0000,0901).
+    offending: int | None = None
 
 
 class FindSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,12 +89,14 @@ def parse_request(
             # above its level are never required.
             combined_date_time=purpose == "find" and request.extended[1:2] == b"\x01",
         )
-    except (DatasetError, QueryError) as exc:
+    except QueryError as exc:
+        return QueryFailure(exc.status, str(exc), exc.offending)
+    except DatasetError as exc:
         return QueryFailure(exc.status, str(exc))
 
 
 def query_failure(command: Command, problem: QueryFailure) -> Response:
-    response = failure(command, problem.status, problem.comment)
+    response = failure(command, problem.status, problem.comment, problem.offending)
     assert response is not None
     return response
 

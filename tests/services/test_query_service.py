@@ -169,16 +169,36 @@ def test_max_matches_zero_is_unlimited(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "abstract", "status"),
+    ("data", "abstract", "status", "offending"),
     [
-        (identifier(None), STUDY_ROOT_FIND, 0xA900),  # no Query/Retrieve Level
-        (identifier(b"BOGUS"), STUDY_ROOT_FIND, 0xA900),
-        (identifier(b"PATIENT"), STUDY_ROOT_FIND, 0xA900),  # not in Study Root
-        (b"\x08\x00\x52\x00CS\xff\xff", STUDY_ROOT_FIND, 0xC000),  # truncated element
-        (identifier(b"IMAGE"), "1.2.3.4", 0x0122),  # not a Q/R information model
+        (identifier(None), STUDY_ROOT_FIND, 0xA900, LEVEL),  # no Query/Retrieve Level
+        (identifier(b"BOGUS"), STUDY_ROOT_FIND, 0xA900, LEVEL),
+        (identifier(b"PATIENT"), STUDY_ROOT_FIND, 0xA900, LEVEL),  # not in Study Root
+        (b"\x08\x00\x52\x00CS\xff\xff", STUDY_ROOT_FIND, 0xC000, None),  # truncated element
+        (identifier(b"IMAGE"), "1.2.3.4", 0x0122, None),  # not a Q/R information model
+        # A key below the level (hierarchical query), in a sequence or not.
+        (identifier(b"STUDY", Element(0x00080060, "CS", b"MR")), STUDY_ROOT_FIND, 0xA900,
+         0x00080060),
+        (identifier(b"STUDY", Element(0x00400275, "SQ", ((Element(0x00401001, "SH", b"RP"),),))),
+         STUDY_ROOT_FIND, 0xA900, 0x00400275),
+        # Values that are no value of their VR.
+        (identifier(b"STUDY", Element(0x00080020, "DA", b"2024-01-01")), STUDY_ROOT_FIND, 0xC000,
+         0x00080020),
+        (identifier(b"STUDY", Element(0x00080030, "TM", b"25h")), STUDY_ROOT_FIND, 0xC000,
+         0x00080030),
+        (identifier(b"SERIES", Element(0x00200011, "IS", b"one")), STUDY_ROOT_FIND, 0xC000,
+         0x00200011),
+        # Inside a sequence key: the sequence is named.
+        (identifier(b"STUDY", Element(0x00081032, "SQ", (
+            (Element(0x00080100, "SH", b"A"),), (Element(0x00080100, "SH", b"B"),)))),
+         STUDY_ROOT_FIND, 0xA900, 0x00081032),
     ],
-)
-def test_bad_identifier(tmp_path: Path, data: bytes, abstract: str, status: int) -> None:
+)  # fmt: skip
+def test_bad_identifier(
+    tmp_path: Path, data: bytes, abstract: str, status: int, offending: int | None
+) -> None:
+    """A900 and C000 name the key at fault as the Offending Element (0000,0901)
+    beside the Error Comment (PS3.4 Table C.4-1), where there is one."""
     responses = find(tmp_path, request(data, abstract=abstract))
     assert statuses(responses) == [status]
     final = responses[0].command
@@ -186,6 +206,7 @@ def test_bad_identifier(tmp_path: Path, data: bytes, abstract: str, status: int)
     assert final.message_id_being_responded_to == 7
     assert final.error_comment
     assert len(final.error_comment) <= 64
+    assert final.offending_element == (None if offending is None else (offending,))
     assert responses[0].dataset is None
 
 

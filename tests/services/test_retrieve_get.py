@@ -473,6 +473,7 @@ def test_get_without_the_unique_key_is_a900(
     final = responses[0].command
     assert isinstance(final, CGetRsp)
     assert final.status == 0xA900
+    assert final.offending_element == (0x0020000E,)  # the Series Instance UID it lacks
     assert channel.received == {}
 
 
