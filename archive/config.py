@@ -243,8 +243,7 @@ class StoreConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
             whose host takes free memory back, fresh pages cost a host fault
             each (~1.2 ms of CPU per 0.5 MB file, measured). true: a site that
             reads studies back right after they arrive keeps them cached.
-            Under "fast" a file is written back (no flush) before its pages
-            are dropped, off the response's path.
+            Only under "strict" (under "fast" the pages are still dirty).
     """
 
     durability: str = "strict"

@@ -68,7 +68,7 @@ from archive.store.layout import fsync_dir as _fsync_dir
 from archive.store.layout import unlink_quietly as _unlink_quietly
 from archive.store.lock import lock_data_folder, unlock_data_folder
 from archive.store.scan import local_filesystem
-from archive.store.sync import Settle, load_settle, load_syncfs
+from archive.store.sync import load_syncfs
 from archive.store.writer import FileWriter
 
 __all__ = [
@@ -104,10 +104,9 @@ class FileStore:
         self.root = Path(root)
         self.root_text = str(self.root)
         self.durable = durable
-        # A durable file is clean when released; a fast one is written back
-        # first (_drop_cached), as dropping dirty pages would only start that.
-        self.drop_released = not cache_new_files
-        self._settle = None if durable else load_settle()
+        # Only durable files are clean when released: dropping dirty pages
+        # would only start their writeback.
+        self.drop_released = durable and not cache_new_files
         # Batched only where syncfs exists; elsewhere every file is flushed alone.
         self._syncfs = load_syncfs() if durable and batched else None
         self._flush_fds: list[int] = []
@@ -311,7 +310,7 @@ class FileStore:
         for marker, drop_cache in markers:
             try:
                 if drop_cache:
-                    _drop_cached(marker, self._settle)
+                    _drop_cached(marker)
                 _unlink_quietly(marker)
             except OSError as exc:
                 # Left behind, a marker only makes the next start check an
@@ -357,21 +356,12 @@ class FileStore:
         return [f"{folder}/{name}" for name in names if is_version_name(uid, name)]
 
 
-def _drop_cached(path: str | Path, settle: Settle | None = None) -> None:
-    """Drop a file's pages from the page cache (advice: errors are ignored).
-
-    ``settle`` first writes an unflushed file's dirty pages back (``fast``
-    durability): without it, the advice would only start their writeback, and
-    the page cache would grow into fresh pages with the ingest (writer.py,
-    "Page cache").
-    """
+def _drop_cached(path: str | Path) -> None:
+    """Drop a flushed file's pages from the page cache (advice: errors are ignored)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
-    if settle is not None:
-        with contextlib.suppress(OSError):
-            settle(fd)
     with contextlib.suppress(OSError):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     with contextlib.suppress(OSError):

@@ -17,15 +17,10 @@ import os
 import re
 from collections.abc import Callable
 
-__all__ = ["Settle", "Syncfs", "load_settle", "load_syncfs", "reports_errors"]
+__all__ = ["Syncfs", "load_syncfs", "reports_errors"]
 
 #: Flush the filesystem holding this descriptor; raises OSError.
 Syncfs = Callable[[int], None]
-#: Write a file's dirty pages back and wait for them (no device flush); raises OSError.
-Settle = Callable[[int], None]
-#: sync_file_range(2) flags: wait for writeback in progress, start it on every
-#: dirty page, wait for it all.
-_SETTLE_FLAGS = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
 
 
 #: The first Linux whose syncfs reports writeback errors (errseq, syncfs(2)).
@@ -62,28 +57,3 @@ def load_syncfs() -> Syncfs | None:
             raise OSError(code, os.strerror(code))
 
     return syncfs
-
-
-@functools.cache
-def load_settle() -> Settle | None:
-    """``sync_file_range(fd, 0, 0, WAIT_BEFORE | WRITE | WAIT_AFTER)`` from the C
-    library, or None where there is none (not Linux).
-
-    Not a flush: it neither writes metadata nor empties the device's cache, so it
-    makes nothing durable. What it gives is clean pages, which
-    ``POSIX_FADV_DONTNEED`` can drop; under ``durability = "fast"`` a file is
-    released dirty (``files.py``, ``_drop_cached``).
-    """
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-
-    def settle(fd: int) -> None:
-        if function(fd, 0, 0, _SETTLE_FLAGS) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-
-    return settle

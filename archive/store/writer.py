@@ -16,11 +16,6 @@ wrote (``POSIX_FADV_DONTNEED`` on dirty pages starts it, and drops nothing), so
 the flush at the end waits for the tail only. Once the instance is durable and
 indexed, :meth:`FileWriter.release` drops the file's pages from the cache, now
 clean, unless the store keeps new files cached (``[store] cache_new_files``).
-Under ``durability = "fast"`` nothing was flushed, so the release first waits
-for the file's writeback (``sync_file_range``, no device flush), off the
-response's path; without that the pages stayed, and CT ingest was slower
-without flushes than with them (four associations, one run each: 270 against
-334 instances/s).
 Why: an archive writes far more than it reads back soon, and every page of a
 new file is a page the kernel must find. Pages it has just freed are reused at
 once; fresh ones are not free on a virtual machine whose host takes free guest
@@ -420,8 +415,7 @@ class FileWriter:
         check an instance already indexed); markers released together go in
         one job, which the pool finishes before :meth:`FileStore.close` returns.
         That job also drops the file's pages from the page cache (module
-        docstring, "Page cache"), if it is at least :data:`WRITE_BEHIND` long
-        (written back first under ``fast`` durability).
+        docstring, "Page cache"), if it is at least :data:`WRITE_BEHIND` long.
         """
         drop = self.store.drop_released and self.size >= WRITE_BEHIND
         return self.store.release(self._tmp, drop_cache=drop)
