@@ -77,7 +77,8 @@ def add_admin_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
         "--all",
         action="store_true",
         dest="everything",
-        help="every instance, not only those an older version indexed",
+        help="every instance, not only those an older version indexed; also rebuilds"
+        " the patient, study and series values from the files",
     )
     rei.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS, help="files read at once")
 
