@@ -13,17 +13,10 @@ undo. Where it has none (a column a migration added), the latest received
 instance of the level that has one gives it, as ingest would have: the rows are
 read from the latest received to the earliest (files read ``jobs`` at a time,
 rows written in that order), and the values a level got from a later instance
-are kept for the earlier ones.
-
-``everything`` reads every instance, so it also rebuilds the levels' values
-from the files: each becomes the latest received instance's value that is not
-empty, as ingest sets them, read as this version reads it (a name an older
-version decoded wrongly is decoded again). A level's value that no readable
-file of it holds (its files missing or unreadable) stays as it is.
-
-These writes are not journaled for recovery (no file was written, and the old
-row and the new one are both valid), so a cut during a reindex loses at most the
-last rows it wrote, which the next run writes again.
+are kept for the earlier ones. These writes are not journaled for recovery (no
+file was written, and the old row and the new one are both valid), so a cut
+during a reindex loses at most the last rows it wrote, which the next run writes
+again.
 
 By default only rows an older header version made are read (the index knows
 which: ``instance.header_version``); ``everything`` reads all of them. Files are
@@ -127,8 +120,8 @@ async def reindex(
                 write = None
                 if isinstance(read, tuple) and not failures:
                     held, attrs, _ = read
-                    item = refreshed(held, attrs, given.of(held), rebuild=everything)
-                    given.note(held, attrs if everything else item)
+                    item = refreshed(held, attrs, given.of(held))
+                    given.note(held, item)
                     write = asyncio.ensure_future(index.refresh_merged(item))
                 turn += 1
                 turns.notify_all()
@@ -194,8 +187,7 @@ async def _read(
 class _Given:
     """Level values this run has written, by level and entity, for the earlier
     instances of the same level read after (a level left empty by the index is
-    filled by its latest received instance that has a value, as ingest would;
-    in a rebuild, every level value is)."""
+    filled by its latest received instance that has a value, as ingest would)."""
 
     def __init__(self) -> None:
         self._values: dict[tuple[Level, str], dict[str, object]] = {}
@@ -220,14 +212,11 @@ class _Given:
             given.update(self._values.get(level_key, {}))
         return given
 
-    def note(self, held: StoredInstance, written: StoredInstance | InstanceAttributes) -> None:
-        """``held`` is refreshed. ``written`` the row written: the level values
-        the index had none of are now its. ``written`` a file's attributes (a
-        rebuild): its values are the level's unless a later file gave one."""
+    def note(self, held: StoredInstance, item: StoredInstance) -> None:
+        """``item`` (``held`` refreshed) is written: the level values the index
+        had none of are now its."""
         keys = self._keys(held)
-        rebuild = isinstance(written, InstanceAttributes)
-        attrs = written if isinstance(written, InstanceAttributes) else written.attrs
         for name, level in LEVEL_FIELDS.items():
-            value = getattr(attrs, name)
-            if value not in ("", None) and (rebuild or getattr(held.attrs, name) in ("", None)):
+            value = getattr(item.attrs, name)
+            if value not in ("", None) and getattr(held.attrs, name) in ("", None):
                 self._values.setdefault((level, keys[level]), {}).setdefault(name, value)

@@ -219,50 +219,6 @@ def test_a_level_left_empty_by_an_upgrade_takes_its_latest_received_value(
         assert snapshot(data) == fresh
 
 
-def test_reindex_all_rebuilds_level_values_an_older_decoding_left(tmp_path: Path) -> None:
-    """Values indexed by a version that decoded them wrongly (a kanji name read
-    through the wrong codec) stay at their level whatever reindex reads again,
-    since a level's value is only filled where it has none; ``--all`` reads every
-    instance, the latest received first, and gives each level the value ingest
-    gives it now: the latest received that is not empty (the last instance here
-    has no description, so the one before it gives the study's)."""
-    source = tmp_path / "in"
-    study, series = generate_uid(), generate_uid()
-    described = ["FIRST", "SECOND", ""]
-    for n, description in enumerate(described * 2):
-        folder = source / f"{n:02d}"
-        folder.mkdir(parents=True)
-        make_file(folder, n, study, series, description=description, name=f"Name^{n}")
-    data = tmp_path / "data"
-    for folder in sorted(source.iterdir()):  # one at a time: the order received
-        done = archive("import", str(folder), "--data", str(data))
-        assert done.returncode == 0, done.stdout + done.stderr
-    fresh = snapshot(data)
-    assert rows(data, "SELECT study_description FROM study") == [("SECOND",)]
-    assert rows(data, "SELECT patient_name FROM patient") == [("Name^5",)]
-
-    def garble() -> None:
-        with sqlite3.connect(data / INDEX_FILE) as conn:
-            conn.execute("UPDATE patient SET patient_name = 'N?me', patient_name_folded = 'n?me'")
-            conn.execute("UPDATE study SET study_description = 'S?COND'")
-            conn.execute("UPDATE series SET modality = 'C?'")
-
-    garble()
-    done = archive("reindex", "--data", str(data), "--all")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert snapshot(data) == fresh
-    for jobs in ("1", "8"):
-        garble()
-        done = archive("reindex", "--data", str(data), "--all", "-j", jobs)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert snapshot(data) == fresh
-    # Without --all the levels keep what they hold (the latest received is not read
-    # again unless its row is outdated).
-    garble()
-    assert archive("reindex", "--data", str(data)).returncode == 0
-    assert rows(data, "SELECT study_description FROM study") == [("S?COND",)]
-
-
 def test_a_sequence_query_matches_after_reindex(filled: Path) -> None:
     """The point of it: C-FIND by document title finds the old documents again."""
     from archive.dicom.dataset import Element

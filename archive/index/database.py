@@ -546,32 +546,20 @@ LEVEL_FIELDS: Mapping[str, Level] = MappingProxyType(
 
 
 def refreshed(
-    held: StoredInstance,
-    attrs: InstanceAttributes,
-    given: Mapping[str, object] | None = None,
-    *,
-    rebuild: bool = False,
+    held: StoredInstance, attrs: InstanceAttributes, given: Mapping[str, object] | None = None
 ) -> StoredInstance:
     """``held`` (a :meth:`Index.record`) with ``attrs`` read again from its file: a
     patient, study or series value is the level's own where it has one (the
     latest received, which an older instance read again must not undo), else
     ``given``'s (what a reindex took from a later instance of that level),
-    else the file's.
-
-    ``rebuild`` (a reindex that reads every instance, the latest received first)
-    puts the files first: ``given``'s (a later instance's file) where there is
-    one, else this file's, else the level's own. Read in that order, each value
-    ends as ingest would have set it from the files as they read now (the
-    latest received instance's value that is not empty)."""
+    else the file's."""
     given = given or {}
     levels = {}
     for name in _LEVEL_FIELDS:
-        if rebuild:
-            choices = (given.get(name), getattr(attrs, name), getattr(held.attrs, name))
-        else:
-            choices = (getattr(held.attrs, name), given.get(name))
-        value = next((v for v in choices if v not in ("", None)), None)
-        if value is not None:
+        value = getattr(held.attrs, name)
+        if value in ("", None):
+            value = given.get(name)
+        if value not in ("", None):
             levels[name] = value
     return msgspec.structs.replace(held, attrs=msgspec.structs.replace(attrs, **levels))
 
