@@ -77,8 +77,7 @@ def add_admin_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
         "--all",
         action="store_true",
         dest="everything",
-        help="every instance, not only those an older version indexed; also rebuilds"
-        " the patient, study and series values from the files",
+        help="every instance, not only those an older version indexed",
     )
     rei.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS, help="files read at once")
 
