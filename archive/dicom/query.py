@@ -289,6 +289,10 @@ def parse_identifier(
         try:
             terms = key_terms(vr, text, fold=fold, literal=purpose == "retrieve")
         except QueryError as exc:
+            if below:  # not a key of this query at all, whatever its value
+                raise QueryError(
+                    f"key {tag:08X} is below the {level} level", offending=tag
+                ) from None
             exc.name_key(tag)
             raise
         if terms is None:

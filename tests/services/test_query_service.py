@@ -188,6 +188,9 @@ def test_max_matches_zero_is_unlimited(tmp_path: Path) -> None:
          0x00080030),
         (identifier(b"SERIES", Element(0x00200011, "IS", b"one")), STUDY_ROOT_FIND, 0xC000,
          0x00200011),
+        # Below the level and no value of its VR: below the level first.
+        (identifier(b"STUDY", Element(0x00200011, "IS", b"one")), STUDY_ROOT_FIND, 0xA900,
+         0x00200011),
         # Inside a sequence key: the sequence is named.
         (identifier(b"STUDY", Element(0x00081032, "SQ", (
             (Element(0x00080100, "SH", b"A"),), (Element(0x00080100, "SH", b"B"),)))),
