@@ -63,9 +63,9 @@ class GetChannel:
         # The peer may act as SCP on a context only if role selection gave it
         # the SCP role (PS3.7 D.3.3.4); without it, sub-operations cannot go.
         self._contexts = [c for c in negotiated.contexts.values() if c.scp_role]
-        #: Sub-operations we may have in flight: the acceptor's (our) invoke window
-        #: as agreed (PS3.7 D.3.3.3); 1 unless the peer proposed a window.
-        self.window = max(1, negotiated.async_ops[0])
+        #: Sub-operations we may have in flight: what our reply allows the peer to
+        #: perform at once (PS3.7 D.3.3.3); 1 unless the peer proposed a window.
+        self.window = max(1, negotiated.async_ops[1])
 
     def store_contexts(self) -> Sequence[AcceptedContext]:
         return self._contexts

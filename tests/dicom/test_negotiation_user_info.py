@@ -88,14 +88,16 @@ def test_the_smallest_useful_peer_limit_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("proposed", "reply"),
     [
-        # (requestor invokes, requestor performs) -> (we invoke, we perform):
-        # we invoke at most what it performs (0 = no limit) and what
-        # retrieve.get_window allows (4 by default); we perform one at a time.
-        ((16, 0), (4, 1)),
-        ((1, 8), (4, 1)),
-        ((1, 2), (2, 1)),
+        # (requestor invokes, requestor performs) -> what the reply allows the
+        # requestor (PS3.7 D.3.3.3): one operation outstanding (we answer one
+        # request at a time), and sub-operations performed at once up to what
+        # it offered (0 = no limit) and retrieve.get_window (4 by default).
+        ((16, 0), (1, 4)),
+        ((1, 8), (1, 4)),
+        ((1, 2), (1, 2)),
         ((1, 1), (1, 1)),
         ((5, 1), (1, 1)),
+        ((0, 0), (1, 4)),
     ],
 )
 def test_async_window_reply(proposed: tuple[int, int], reply: tuple[int, int]) -> None:

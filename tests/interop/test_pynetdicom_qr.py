@@ -404,8 +404,11 @@ def test_c_get_with_role_selection(
     qr: RunningNode, corpus: Corpus, window: tuple[int, int] | None
 ) -> None:
     """pynetdicom as C-GET SCU; with an Asynchronous Operations Window proposed (PS3.7
-    D.3.3.3) the node answers (4, 1) and keeps four sub-operations in flight, which
-    pynetdicom must take in order like any others."""
+    D.3.3.3) the node answers (1, 4): the SCU may have one request outstanding and
+    perform four sub-operations at once, which the node keeps in flight and
+    pynetdicom must take in order like any others. (It answered (4, 1), the two
+    fields swapped: a requestor reading it right would send a second request
+    while the first was answered, and the node aborted.)"""
     received, on_store = store_recorder()
     ae = scu(StudyRootQueryRetrieveInformationModelGet, roles=(CTImageStorage, MRImageStorage))
     ext_neg: list[Any] = [
@@ -423,7 +426,7 @@ def test_c_get_with_role_selection(
         evt_handlers=[(evt.EVT_C_STORE, on_store)],
     )
     assert assoc.is_established
-    assert assoc.acceptor.asynchronous_operations == ((4, 1) if window else (1, 1))
+    assert assoc.acceptor.asynchronous_operations == ((1, 4) if window else (1, 1))
     wanted = corpus.of_study("A1") + corpus.of_study("B1")  # ELE, ILE and RLE
     try:
         answers = []

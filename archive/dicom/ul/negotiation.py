@@ -150,9 +150,10 @@ class Negotiated(msgspec.Struct, frozen=True, kw_only=True):
     ``contexts`` holds the accepted contexts only, by ID. ``max_pdu_length`` is the
     Maximum Length Received we advertised, ``peer_max_pdu`` the peer's: the
     largest P-DATA-TF we may send it (PS3.8 D.1; 0 = no limit). ``async_ops`` is
-    the acceptor's Asynchronous Operations Window reply, (operations the acceptor
-    may invoke at once, operations it performs at once), on both sides; (1, 1),
-    synchronous, when none was negotiated (PS3.7 D.3.3.3). ``user_identity`` is
+    the acceptor's Asynchronous Operations Window reply, on both sides: (operations
+    the requestor may have outstanding, sub-operations the requestor may be
+    performing at once, i.e. that the acceptor may invoke); (1, 1), synchronous,
+    when none was negotiated (PS3.7 D.3.3.3). ``user_identity`` is
     what the requestor presented, if anything.
     """
 
@@ -425,15 +426,18 @@ def _window_reply(
 ) -> AsyncOperationsWindow | None:
     """PS3.7 D.3.3.3: the acceptor's window, answered only when one was proposed.
 
-    We invoke at most what the requestor said it can perform (0 = no limit) and
-    what we offer; we perform one operation at a time (an association carries
-    one request of its peer at a time here).
+    Each field of the reply is what the acceptor allows the *requestor*, at most
+    what it offered: Maximum-number-operations-invoked the operations it may
+    have outstanding, 1 (an association carries one request of its peer at a
+    time here); Maximum-number-operations-performed the sub-operations it may
+    be performing at once (a C-GET's C-STOREs we send before their responses),
+    up to ``max_invoke`` and what it offered (0 = no limit).
     """
     if proposed is None:
         return None
     performed = proposed.max_performed
-    invoked = max_invoke if performed == 0 else max(1, min(max_invoke, performed))
-    return AsyncOperationsWindow(invoked, 1)
+    sub_operations = max_invoke if performed == 0 else max(1, min(max_invoke, performed))
+    return AsyncOperationsWindow(1, sub_operations)
 
 
 def _extended_replies(
