@@ -70,6 +70,7 @@ from tests.dicom.negotiation_helpers import (
         ({"called": "ARCHIV"}, (1, 1, 7)),  # called AE not recognized
         ({"called": "archive"}, (1, 1, 7)),  # AE titles are case-sensitive
         ({"calling": "INTRUDER"}, (1, 1, 3)),  # calling AE not recognized
+        ({"calling": " " * 16}, (1, 1, 3)),  # no calling AE at all (PS3.5 6.2)
         # the order of the checks: version first, then context, called, calling
         ({"version": 0, "app": "1.2.3", "called": "X", "calling": "Y"}, (1, 2, 2)),
         ({"app": "1.2.3", "called": "X", "calling": "Y"}, (1, 1, 2)),
@@ -92,6 +93,16 @@ def test_reject_values_are_the_standard_ones() -> None:
 
 def test_protocol_version_tests_only_bit_0() -> None:
     accept(rq_for(ONE_CT, version=0x0003))
+
+
+@pytest.mark.parametrize("calling", [" " * 16, "", " "])
+def test_a_calling_ae_of_spaces_is_refused_whoever_may_call(calling: str) -> None:
+    """PS3.5 6.2: an AE title made of spaces alone shall not be used; with no list
+    of callers the request was accepted, the sender nameless in index and logs."""
+    policy = default_acceptor_policy(Config())
+    assert not policy.accepted_calling_aes
+    assert negotiate(rq_for(ONE_CT, calling=calling), policy) == AAssociateRj(1, 1, 3)
+    accept(rq_for(ONE_CT, calling=" MODALITY "), policy)  # spaces around a title are fine
 
 
 def test_called_ae_not_checked_when_disabled() -> None:

@@ -317,8 +317,12 @@ def negotiate(
             RejectSource.SERVICE_USER,
             RejectReason.CALLED_AE_NOT_RECOGNIZED,
         )
-    if (policy.accepted_calling_aes and calling_ae not in policy.accepted_calling_aes) or (
-        policy.check_calling_host and peer_host not in policy.calling_hosts.get(calling_ae, ())
+    # An AE title of spaces only is no AE title (PS3.5 6.2, AE: "shall not be
+    # used"): the sender could not be named in the index or the logs.
+    if (
+        not calling_ae
+        or (policy.accepted_calling_aes and calling_ae not in policy.accepted_calling_aes)
+        or (policy.check_calling_host and peer_host not in policy.calling_hosts.get(calling_ae, ()))
     ):
         return _reject(
             RejectResult.PERMANENT,
