@@ -23,7 +23,13 @@ from archive.node import INDEX_FILE, Storage
 from archive.progress import human_bytes
 from archive.reconcile import CheckReport, check
 from archive.reindex import DEFAULT_JOBS, ReindexReport, reindex
-from archive.store import DataFolderInUse, lock_data_folder, unlock_data_folder
+from archive.store import (
+    INSTANCES,
+    QUARANTINE,
+    DataFolderInUse,
+    lock_data_folder,
+    unlock_data_folder,
+)
 
 __all__ = ["add_admin_parsers", "run_admin"]
 
@@ -154,19 +160,29 @@ def _check(config: Config, repair: bool, verify: bool, jobs: int) -> int:
 
     A file that cannot be read at all, or whose content is not what was stored
     (``--verify``), cannot be repaired: it keeps the exit status at 5 whatever
-    ``--repair`` did.
+    ``--repair`` did. A folder with no index is no archive (a mistyped
+    ``--data``): refused, unless a repair is to index the ``instances/`` there.
     """
+    root = Path(config.node.data_dir)
+    if not (root / INDEX_FILE).is_file() and not (repair and (root / INSTANCES).is_dir()):
+        print(f"archive check: no index at {root / INDEX_FILE}", file=sys.stderr)
+        return EXIT_USAGE
     report = run(_run_check(config, repair, verify, jobs), config.node.loop)
     print(f"{report.files} instance file(s), {report.rows} index row(s)")
     if verify:
         print(f"{report.verified} file(s) read whole and compared with the index")
     for label, paths in (
         ("files without an index row", report.unindexed_files),
-        ("unreadable files", report.unreadable_files),
         ("superseded versions", report.superseded_files),
         ("rows whose file is missing", report.missing_files),
     ):
         _list(f"{label}{' (repaired)' if report.repaired else ''}", paths)
+    moved = f" (moved to {QUARANTINE}/)" if report.repaired else ""
+    _list(f"unreadable files{moved}", report.unreadable_files)
+    _list(
+        "other versions kept (the version indexed is missing or not as stored)",
+        report.kept_versions,
+    )
     _list("files that cannot be read (left in place)", report.inaccessible_files)
     _list("files whose content differs from the index (left as they are)", report.altered_files)
     if report.clean:
@@ -185,6 +201,10 @@ async def _run_check(config: Config, repair: bool, verify: bool, jobs: int) -> C
 
 def _reindex(config: Config, everything: bool, jobs: int) -> int:
     """``archive reindex``: exit 0 when every row read was refreshed, else 5."""
+    index = Path(config.node.data_dir) / INDEX_FILE
+    if not index.is_file():
+        print(f"archive reindex: no index at {index}", file=sys.stderr)
+        return EXIT_USAGE
     report = run(_run_reindex(config, everything, jobs), config.node.loop)
     print(f"{report.refreshed} of {report.rows} instance(s) refreshed in {report.seconds:.1f} s")
     for label, paths in (

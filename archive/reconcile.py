@@ -4,8 +4,15 @@ Start-up recovery looks only at ``tmp/`` (what was in flight at a crash), which 
 all a crash of this node can leave inconsistent. This module is the full sweep
 for everything else: files copied in or deleted by hand, a restored backup, a
 disk that lost blocks. ``archive check`` runs it; with ``repair`` it indexes
-readable files that have no row (removing unreadable ones), removes rows whose
-file is gone, and removes files that are an instance's superseded version.
+readable files that have no row (moving unreadable ones to ``quarantine/``: no
+instance can be made of them, but they may be all someone has), removes rows
+whose file is gone, and removes files that are an instance's superseded version
+once the version indexed has been read whole and found as stored (else the
+other version stays: it may be the only good copy).
+
+A repair never runs on an ``instances/`` without a single file while the index
+has rows: that is a disk not mounted far more often than every file lost, and
+the repair would empty the index.
 
 It holds the set of paths in memory (about 100 bytes per instance) and reads
 every unindexed file once (with ``verify``, every indexed file too; without, the
@@ -43,6 +50,9 @@ class CheckReport(msgspec.Struct, kw_only=True):
     unindexed_files: list[str] = msgspec.field(default_factory=list)
     unreadable_files: list[str] = msgspec.field(default_factory=list)
     superseded_files: list[str] = msgspec.field(default_factory=list)
+    #: Other versions of an instance whose indexed file is missing, unreadable or
+    #: not as stored: never removed, whatever ``repair`` says.
+    kept_versions: list[str] = msgspec.field(default_factory=list)
     missing_files: list[str] = msgspec.field(default_factory=list)
     #: Files that cannot be read at all (permissions, I/O error): maybe intact,
     #: so left in place, and nothing here can repair them.
@@ -59,6 +69,7 @@ class CheckReport(msgspec.Struct, kw_only=True):
             self.unindexed_files
             or self.unreadable_files
             or self.superseded_files
+            or self.kept_versions
             or self.missing_files
             or self.inaccessible_files
             or self.altered_files
@@ -67,7 +78,7 @@ class CheckReport(msgspec.Struct, kw_only=True):
     @property
     def beyond_repair(self) -> bool:
         """Something is wrong that ``repair`` does not fix."""
-        return bool(self.inaccessible_files or self.altered_files)
+        return bool(self.inaccessible_files or self.altered_files or self.kept_versions)
 
 
 def _walk(root: Path) -> set[str]:
@@ -104,6 +115,11 @@ async def check(
     rows: dict[str, str] = {}
     async for uid, path in index.instance_paths():
         rows[path] = uid
+    if repair and rows and not files:
+        raise StoreError(
+            f"{storage.root / INSTANCES} holds no instance file for {len(rows)} index row(s):"
+            " is its disk mounted? Nothing was repaired"
+        )
     report = CheckReport(files=len(files), rows=len(rows), repaired=repair)
     report.missing_files = sorted(path for path in rows if path not in files)
     unindexed = sorted(path for path in files if path not in rows)
@@ -117,15 +133,20 @@ async def check(
             report.unreadable_files.append(path)
             log.warning("check: unreadable %s: %s", path, exc)
             if repair:
-                await storage.files.remove(path)
+                moved = await storage.files.set_aside(path)
+                log.warning("check: %s moved to %s", path, moved)
             continue
         except OSError as exc:  # maybe intact (permissions, EIO): reported, never removed
             report.inaccessible_files.append(path)
             log.warning("check: cannot read %s (left in place): %s", path, exc)
             continue
         held = await index.instance(scanned.attrs.sop_instance_uid)
-        if held is not None:
-            report.superseded_files.append(path)  # another version is the indexed one
+        if held is not None:  # another version is the indexed one
+            if not await _indexed_intact(storage, scanned.attrs.sop_instance_uid, files):
+                report.kept_versions.append(path)
+                log.warning("check: %s kept: the version indexed is not as stored", path)
+                continue
+            report.superseded_files.append(path)
             if repair:
                 await storage.files.remove(path)
             continue
@@ -144,6 +165,21 @@ async def check(
             log.warning("check: cannot read %s (left in place): %s", path, error)
             report.inaccessible_files.append(path)
     return report
+
+
+async def _indexed_intact(storage: Storage, uid: str, files: set[str]) -> bool:
+    """Whether the file indexed for ``uid`` is there and reads whole as stored
+    (size and digest): only then is another version of it superseded."""
+    index = storage.index
+    assert index is not None
+    record = await index.record(uid)
+    if record is None or record.path not in files:
+        return False
+    try:
+        found = await storage.files.run(digest_file, storage.files.path(record.path))
+    except (FileMetaError, OSError):
+        return False
+    return found.size == record.size and found.digest == record.digest
 
 
 def _as_ingest_would(scanned: ScannedFile) -> ScannedFile:

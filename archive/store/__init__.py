@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from archive.store.errors import AlreadyStored, DataFolderError, DataFolderInUse, StoreError
-from archive.store.files import INSTANCES, FileStore, InFlight, relative_path, safe_uid
+from archive.store.files import (
+    INSTANCES,
+    QUARANTINE,
+    FileStore,
+    InFlight,
+    relative_path,
+    safe_uid,
+)
 from archive.store.lock import lock_data_folder, unlock_data_folder
 from archive.store.scan import (
     DatasetReader,
@@ -21,6 +28,7 @@ from archive.store.writer import FileWriter
 
 __all__ = [
     "INSTANCES",
+    "QUARANTINE",
     "AlreadyStored",
     "DataFolderError",
     "DataFolderInUse",

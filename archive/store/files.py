@@ -58,6 +58,7 @@ from archive.store.errors import StoreError
 from archive.store.inflight import InFlight, clear_markers, scan_in_flight
 from archive.store.layout import (
     INSTANCES,
+    QUARANTINE,
     TMP,
     is_version_name,
     relative_path,
@@ -73,6 +74,7 @@ from archive.store.writer import FileWriter
 
 __all__ = [
     "INSTANCES",
+    "QUARANTINE",
     "TMP",
     "FileStore",
     "InFlight",
@@ -241,6 +243,22 @@ class FileStore:
 
     async def remove(self, relative: str) -> None:
         await self.run(self._remove_sync, relative)
+
+    async def set_aside(self, relative: str) -> str:
+        """Move a file out of ``instances/`` into ``quarantine/``, under the same
+        relative path (``archive check --repair``: a file no instance can be made
+        of, which may still be all someone has); returns its new relative path."""
+        return await self.run(self._set_aside_sync, relative)
+
+    def _set_aside_sync(self, relative: str) -> str:
+        moved = Path(QUARANTINE) / Path(relative).relative_to(INSTANCES)
+        target = self.root / moved
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.root / relative, target)
+        if self.durable:
+            _fsync_dir(target.parent)
+            _fsync_dir((self.root / relative).parent)
+        return moved.as_posix()
 
     def _remove_sync(self, relative: str) -> None:
         path = self.root / relative

@@ -16,6 +16,7 @@ from pathlib import Path
 __all__ = [
     "INSTANCES",
     "PART",
+    "QUARANTINE",
     "TMP",
     "fsync_dir",
     "is_version_name",
@@ -27,6 +28,8 @@ __all__ = [
 
 INSTANCES = "instances"
 TMP = "tmp"
+#: Files ``archive check --repair`` took out of ``instances/``: never read again.
+QUARANTINE = "quarantine"
 #: The suffix of a file being received, in ``tmp/``.
 PART = ".part"
 

@@ -75,7 +75,10 @@ def test_check_finds_and_repairs_every_kind_of_difference(tmp_path: Path) -> Non
 
     fixed = archive("check", "--data", str(data), "--repair")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "unreadable files (moved to quarantine/): 1" in fixed.stdout
     assert not junk.exists()
+    # Set aside, not deleted: it may be all someone has of something.
+    assert (data / "quarantine" / "00" / "00" / "1.2.3.dcm").read_bytes() == b"not DICOM"
     assert not old_mr.exists()
     assert stray.exists()
     again = archive("check", "--data", str(data))
@@ -269,12 +272,11 @@ def test_a_deflated_file_cut_after_a_header_of_zeros_is_not_adopted(tmp_path: Pa
         )
     )
     data = tmp_path / "data"
-    assert archive("check", "--data", str(data)).returncode == 0  # creates the folder
     target = data / relative_path(str(ds.SOPInstanceUID))
     target.parent.mkdir(parents=True)
     target.write_bytes(meta + deflated[: len(deflated) * 2 // 3])
     fixed = archive("check", "--data", str(data), "--repair")
-    assert "unreadable files (repaired): 1" in fixed.stdout, fixed.stdout
+    assert "unreadable files (moved to quarantine/): 1" in fixed.stdout, fixed.stdout
     assert not target.exists()
     whole = data / relative_path(str(ds.SOPInstanceUID))
     whole.parent.mkdir(parents=True, exist_ok=True)
@@ -282,3 +284,89 @@ def test_a_deflated_file_cut_after_a_header_of_zeros_is_not_adopted(tmp_path: Pa
     adopted = archive("check", "--data", str(data), "--repair")
     assert "files without an index row (repaired): 1" in adopted.stdout, adopted.stdout
     assert '"instances":1' in archive("stats", "--data", str(data), "--json").stdout
+
+
+def test_a_version_is_not_removed_while_the_one_indexed_is_damaged(tmp_path: Path) -> None:
+    """The indexed file of an instance cut short, an intact earlier version beside it
+    (a restored copy, a replacement's leftover): the repair removed that version as
+    superseded and kept the damaged file, and the instance was lost (review). It is
+    kept now, reported, and the exit status says the check is beyond repair; once
+    the indexed file reads as stored again, the version goes as before."""
+    data = tmp_path / "data"
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), source / "ct.dcm")
+    assert archive("import", str(source), "--data", str(data)).returncode == 0
+    uid = read_meta(source / "ct.dcm")[0].media_storage_sop_instance_uid
+    indexed = data / relative_path(uid)
+    whole = indexed.read_bytes()
+    version = data / (relative_path(uid)[:-4] + ".r11111111.dcm")
+    version.write_bytes(whole)
+    indexed.write_bytes(whole[:-5000])
+
+    for args in ([], ["--repair"], ["--repair", "--verify"]):
+        done = archive("check", "--data", str(data), *args)
+        assert done.returncode == 5, done.stdout + done.stderr
+        assert "other versions kept (the version indexed is missing or not as stored): 1" in (
+            done.stdout
+        )
+        assert version.read_bytes() == whole
+    indexed.write_bytes(whole)  # the damage mended (a restore)
+    done = archive("check", "--data", str(data), "--repair")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "superseded versions (repaired): 1" in done.stdout
+    assert not version.exists()
+
+
+def test_a_repair_refuses_an_instances_folder_without_a_file(tmp_path: Path) -> None:
+    """instances/ empty while the index has rows: a disk not mounted, far more often
+    than every file lost. The repair removed every row and exited 0 (review); it
+    stops now, says why, and the index keeps its rows."""
+    data = tmp_path / "data"
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(get_testdata_file(name), source / name)
+    assert archive("import", str(source), "--data", str(data)).returncode == 0
+    shutil.move(data / "instances", tmp_path / "elsewhere")
+    (data / "instances").mkdir()  # the mount point, with its disk not mounted
+    done = archive("check", "--data", str(data), "--repair")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "holds no instance file for 2 index row(s)" in done.stderr
+    assert '"instances":2' in archive("stats", "--data", str(data), "--json").stdout
+    # Without --repair it only reports, as before.
+    found = archive("check", "--data", str(data))
+    assert found.returncode == 5
+    assert "rows whose file is missing: 2" in found.stdout
+
+
+@pytest.mark.parametrize("command", [["check"], ["check", "--verify"], ["reindex"]])
+def test_check_and_reindex_refuse_a_folder_without_an_index(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A mistyped --data was made into an empty archive and called clean (exit 0,
+    index.sqlite, instances/, tmp/ and lock created there; review). Refused now,
+    as stats refuses it, and nothing is made."""
+    missing = tmp_path / "typo"
+    done = archive(*command, "--data", str(missing))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"no index at {missing / 'index.sqlite'}" in done.stderr
+    assert not missing.exists()
+
+
+def test_a_repair_rebuilds_a_lost_index_from_the_files(tmp_path: Path) -> None:
+    """The one case a folder without an index is taken: --repair with instances/
+    there indexes every file again."""
+    data = tmp_path / "data"
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(get_testdata_file(name), source / name)
+    assert archive("import", str(source), "--data", str(data)).returncode == 0
+    for name in os.listdir(data):
+        if name.startswith("index.sqlite"):
+            (data / name).unlink()
+    done = archive("check", "--data", str(data), "--repair")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "files without an index row (repaired): 2" in done.stdout
+    assert '"instances":2' in archive("stats", "--data", str(data), "--json").stdout
