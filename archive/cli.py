@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config) if args.config else Config()
+    config = load_config(args.config, peers_to_come=bool(args.peer)) if args.config else Config()
     config, replaced = merge_peers(config, [parse_peer(text, "--peer") for text in args.peer])
     config = with_overrides(
         config, port=args.port, ae_title=args.aet, data_dir=args.data, host=args.host

@@ -323,8 +323,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 # --- loading -------------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read, decode and validate the TOML file at ``path``."""
+def load_config(path: str | os.PathLike[str], *, peers_to_come: bool = False) -> Config:
+    """Read, decode and validate the TOML file at ``path``; ``peers_to_come``:
+    peers will be added (``--peer``), so none configured is no error yet."""
     try:
         with open(path, "rb") as file:
             data = file.read()
@@ -335,10 +336,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except UnicodeDecodeError as exc:
         # TOML 1.0 files are UTF-8 by definition.
         raise ConfigError("", f"{os.fsdecode(path)} is not UTF-8 text ({exc.reason})") from exc
-    return parse_config(text, source=os.fsdecode(path))
+    return parse_config(text, source=os.fsdecode(path), peers_to_come=peers_to_come)
 
 
-def parse_config(text: str, source: str = "<string>") -> Config:
+def parse_config(text: str, source: str = "<string>", *, peers_to_come: bool = False) -> Config:
     """Decode and validate TOML ``text``; ``source`` names it in syntax errors."""
     try:
         raw = tomllib.loads(text)
@@ -348,7 +349,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise _translate(str(exc)) from None
-    validate(config)
+    validate(config, peers_to_come=peers_to_come)
     return config
 
 
@@ -432,8 +433,12 @@ def _translate(message: str) -> ConfigError:
 # --- semantic validation -----------------------------------------------------------
 
 
-def validate(config: Config) -> None:
-    """Check what the types cannot say; raise ConfigError at the first problem."""
+def validate(config: Config, *, peers_to_come: bool = False) -> None:
+    """Check what the types cannot say; raise ConfigError at the first problem.
+
+    ``peers_to_come``: peers will be merged in (``--peer``) and the result
+    validated again, so a check that needs peers waits for them.
+    """
     node, assoc, timeouts = config.node, config.association, config.timeouts
     check_ae_title("node.ae_title", node.ae_title)
     check_host("node.host", node.host)
@@ -451,7 +456,7 @@ def validate(config: Config) -> None:
         check_ae_title(f"association.accepted_calling_aes[{i}]", title)
     _check_int("association.max_associations", assoc.max_associations, 1, 1_000_000)
     _check_int("association.max_pdu_length", assoc.max_pdu_length, *MAX_PDU_LENGTH_RANGE)
-    if assoc.check_calling_host and not config.peers:
+    if assoc.check_calling_host and not config.peers and not peers_to_come:
         raise ConfigError(
             "association.check_calling_host",
             "is true but no [[peers]] are configured, so every association would be rejected",

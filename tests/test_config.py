@@ -699,3 +699,19 @@ def test_override_peers_satisfy_check_calling_host() -> None:
     base = Config(association=AssociationConfig(check_calling_host=True))
     new, _ = merge_peers(base, [Peer(ae_title="A", host="h", port=1)])
     assert new.association.check_calling_host
+
+
+def test_a_peer_on_the_command_line_satisfies_check_calling_host_in_a_file(
+    tmp_path: Path,
+) -> None:
+    """check_calling_host in a file without [[peers]], the peers given with --peer:
+    the file was refused before the peers were added (review). It waits for them
+    now, and without any it is still refused."""
+    path = tmp_path / "node.toml"
+    path.write_text("[association]\ncheck_calling_host = true\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "association.check_calling_host"
+    config = load_config(path, peers_to_come=True)
+    merged, _ = merge_peers(config, [Peer(ae_title="A", host="127.0.0.1", port=104)])
+    assert merged.association.check_calling_host
