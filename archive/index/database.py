@@ -17,7 +17,7 @@ import sqlite3
 import urllib.parse
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from types import MappingProxyType
 from typing import Any
 
@@ -473,7 +473,18 @@ class Index:
     ) -> AsyncGenerator[list[Sequence[object]], None]:
         """:meth:`find`'s matches as pages of rows, for a caller that wants no dict
         per match: item 0 of a row is the entity's pk, then the values of
-        ``RECORD_KEYWORDS[query.level]`` in that order."""
+        ``RECORD_KEYWORDS[query.level]`` in that order. Raises
+        :class:`IndexReadError` when SQLite fails to read."""
+        try:
+            async with aclosing(self._find_rows(query, limit)) as pages:
+                async for rows in pages:
+                    yield rows
+        except sqlite3.Error as exc:
+            raise IndexReadError(f"the index could not be read: {exc}") from exc
+
+    async def _find_rows(
+        self, query: Query, limit: int | None
+    ) -> AsyncGenerator[list[Sequence[object]], None]:
         select, parameters, page = find_statements(query, limit)
         cap = _SNAPSHOT if limit is None else min(limit, _SNAPSHOT)
         async with self._reader() as conn:
@@ -505,8 +516,11 @@ class Index:
         paging them like :meth:`find` would only add reads.
         """
         select, parameters = retrieve_statements(query)
-        async with self._reader() as conn:
-            rows = await conn.execute_fetchall(select, parameters)
+        try:
+            async with self._reader() as conn:
+                rows = await conn.execute_fetchall(select, parameters)
+        except sqlite3.Error as exc:
+            raise IndexReadError(f"the index could not be read: {exc}") from exc
         return [InstanceRow(*row) for row in rows]
 
     async def reindex_needed(self) -> bool:

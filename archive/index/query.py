@@ -34,6 +34,7 @@ formatted into the text. The shapes are chosen for the indexes of
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import NamedTuple
@@ -118,6 +119,8 @@ _MULTI_VALUED = MappingProxyType(
 )
 
 _INTEGER_VRS = frozenset({"IS", "US"})
+#: Longer lists of values (List of UID Matching, C.2.2.2.2) go in as one JSON array.
+_BOUND_LIST = 100
 #: Sorts after every character a value can hold: the end of a prefix range.
 _MAX_CHAR = "\U0010ffff"
 
@@ -249,11 +252,17 @@ def _terms_sql(column: str, condition: Condition, parameters: list[object]) -> s
     if condition.vr not in DATE_TIME_VRS and all(t.kind is MatchKind.SINGLE for t in terms):
         if len(terms) == 1:
             return _term_sql(column, condition.vr, terms[0], parameters)
-        if condition.vr in _INTEGER_VRS:
-            parameters.extend(int(t.value) for t in terms)
-        else:
-            parameters.extend(t.value for t in terms)
-        return f"{column} IN ({', '.join('?' * len(terms))})"
+        values: list[object] = list(
+            dict.fromkeys(int(t.value) if condition.vr in _INTEGER_VRS else t.value for t in terms)
+        )
+        if len(values) > _BOUND_LIST:
+            # One parameter, however long the list: SQLite takes at most 250,000
+            # variables in a statement (a C-MOVE of every SOP Instance UID of a
+            # big study can list more) and each costs a bind.
+            parameters.append(json.dumps(values))
+            return f"{column} IN (SELECT value FROM json_each(?))"
+        parameters.extend(values)
+        return f"{column} IN ({', '.join('?' * len(values))})"
     return "(" + " OR ".join(_term_sql(column, condition.vr, t, parameters) for t in terms) + ")"
 
 

@@ -32,7 +32,7 @@ from archive.dicom.dataset import DatasetError, decode_dataset
 from archive.dicom.dimse import CFindRq, CFindRsp, Command, Status
 from archive.dicom.query import Query, QueryError, information_model, parse_identifier
 from archive.dicom.query_response import response_encoder
-from archive.index import RECORD_KEYWORDS
+from archive.index import RECORD_KEYWORDS, IndexReadError
 from archive.services.base import Provider, Request, Response, failure
 
 log = logging.getLogger("archive.query")
@@ -135,21 +135,28 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
             retrieve_ae=settings.retrieve_ae,
             columns=("pk", *RECORD_KEYWORDS[query.level]),
         )
-        # aclosing: a break (cancel, the limit) ends the index's read now, not at GC.
-        async with aclosing(index.find_rows(query, limit=limit + 1 if limit else None)) as pages:
-            async for rows in pages:
-                for row in rows:
-                    if request.cancel is not None and request.cancel.requested:
-                        status = int(Status.CANCEL)
+        try:
+            # aclosing: a break (cancel, the limit) ends the index's read now, not at GC.
+            async with aclosing(
+                index.find_rows(query, limit=limit + 1 if limit else None)
+            ) as pages:
+                async for rows in pages:
+                    for row in rows:
+                        if request.cancel is not None and request.cancel.requested:
+                            status = int(Status.CANCEL)
+                            break
+                        if limit and sent == limit:
+                            status = int(Status.OUT_OF_RESOURCES)
+                            comment = f"more than {limit} matches: narrow the query"
+                            break
+                        sent += 1
+                        yield Response(pending, encode(row))
+                    if status != Status.SUCCESS:
                         break
-                    if limit and sent == limit:
-                        status = int(Status.OUT_OF_RESOURCES)
-                        comment = f"more than {limit} matches: narrow the query"
-                        break
-                    sent += 1
-                    yield Response(pending, encode(row))
-                if status != Status.SUCCESS:
-                    break
+        except IndexReadError as exc:
+            # Failed: Unable to process (PS3.4 Table C.4-1), not an aborted association.
+            log.warning("C-FIND %s level: %s", query.level, exc)
+            status, comment = int(Status.CANNOT_UNDERSTAND), "the index could not be read"
         if status == Status.SUCCESS and request.cancel is not None and request.cancel.requested:
             status = int(Status.CANCEL)
         log.info(

@@ -40,7 +40,7 @@ from archive.dicom.dimse.status import StatusCategory, category
 from archive.dicom.filemeta import FileMetaError
 from archive.dicom.query import Query
 from archive.dicom.uids import IMPLICIT_VR_LE, usable_uid
-from archive.index import InstanceRow
+from archive.index import IndexReadError, InstanceRow
 from archive.services.base import (
     Cancel,
     Provider,
@@ -450,7 +450,9 @@ async def progress(
                 task.result()  # a worker's unexpected error fails the operation
             counts = retriever.counts
             progressed = counts.completed + counts.failed + counts.warning
-            if running and counts.remaining and progressed != reported:
+            # After a C-CANCEL only the final response (FE00) goes: the
+            # sub-operations are interrupted (PS3.4 C.4.2.3.1, C.4.3.3.1).
+            if running and counts.remaining and progressed != reported and not retriever.cancelled:
                 reported = progressed
                 yield _response(rsp_type, command, Status.PENDING, counts, remaining=True)
     finally:
@@ -497,7 +499,13 @@ async def select(index: RetrieveIndex, request: Request) -> list[InstanceRow] | 
     parsed = parse_request(request, purpose="retrieve")
     if isinstance(parsed, QueryFailure):
         return parsed
-    return await index.retrieve(parsed)
+    try:
+        return await index.retrieve(parsed)
+    except IndexReadError as exc:
+        # Refused: Out of Resources - Unable to calculate number of matches
+        # (PS3.4 Tables C.4-2, C.4-3), not an aborted association.
+        log.warning("retrieve: %s", exc)
+        return QueryFailure(Status.OUT_OF_RESOURCES_MATCHES, "the index could not be read")
 
 
 class MoveSettings(msgspec.Struct, frozen=True, kw_only=True):

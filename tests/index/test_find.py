@@ -281,6 +281,26 @@ def test_retrieve_and_count(tmp_path: Path) -> None:
     ]
 
 
+def test_a_list_of_more_uids_than_sqlite_takes_variables(tmp_path: Path) -> None:
+    """A C-MOVE or C-FIND listing 260,000 SOP Instance UIDs (a client sending a
+    study's every UID, twice over): each value was a bound variable, SQLite takes
+    250,000 at most, and the node aborted the association (review). Such a list
+    goes in as one JSON array now; duplicates count once."""
+    many = "\\".join(["1.1.1.2", "1.1.9.3", "1.1.1.2"] + [f"9.9.{n}" for n in range(260_000)])
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        async with await _filled(tmp_path) as index:
+            moved = await index.retrieve(q("IMAGE", ("SOPInstanceUID", many), purpose="retrieve"))
+            query = q("IMAGE", ("StudyInstanceUID", "1.1"), ("SeriesInstanceUID", ""),
+                      ("SOPInstanceUID", many))  # fmt: skip
+            found = [r["SOPInstanceUID"] for r in await _all(index.find(query))]
+            return [row.sop_instance_uid for row in moved], found
+
+    moved, found = run(scenario())
+    assert moved == ["1.1.1.2", "1.1.9.3"]
+    assert sorted(found) == ["1.1.1.2", "1.1.9.3"]
+
+
 def test_retrieve_row_fields(tmp_path: Path) -> None:
     async def scenario() -> list[Any]:
         async with await _filled(tmp_path) as index:

@@ -6,14 +6,14 @@ provider yields them, so a C-CANCEL can be "received" after any of them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from archive.dicom.dataset import Element, decode_dataset, encode_dataset
 from archive.dicom.dimse import CFindRq, CFindRsp
-from archive.index import Index
+from archive.index import Index, IndexReadError
 from archive.services.base import Cancel, Request, Response
 from archive.services.query import FindSettings, c_find_provider
 from tests.index import make_instance, run
@@ -211,6 +211,26 @@ def test_bad_identifier(
     assert len(final.error_comment) <= 64
     assert final.offending_element == (None if offending is None else (offending,))
     assert responses[0].dataset is None
+
+
+def test_an_index_that_cannot_be_read_fails_the_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite failing mid-query ended in an aborted association (review): the
+    C-FIND fails with C000, Unable to process (PS3.4 Table C.4-1), instead."""
+
+    async def broken(
+        self: Index, query: object, *, limit: int | None = None
+    ) -> AsyncIterator[list[object]]:
+        raise IndexReadError("the index could not be read: database disk image is malformed")
+        yield []  # an async generator, as find_rows is
+
+    monkeypatch.setattr(Index, "find_rows", broken)
+    responses = find(tmp_path, request(identifier(b"IMAGE")))
+    assert statuses(responses) == [0xC000]
+    final = responses[-1].command
+    assert isinstance(final, CFindRsp)
+    assert final.error_comment == "the index could not be read"
 
 
 def test_unmatchable_key_with_a_value_gives_ff01(tmp_path: Path) -> None:

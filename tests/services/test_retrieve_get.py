@@ -27,7 +27,7 @@ import pytest
 from archive.dicom.dataset import Element, encode_dataset
 from archive.dicom.dimse import CGetRq, CGetRsp, CStoreRq, CStoreRsp
 from archive.dicom.filemeta import FileMeta, encode_file_meta
-from archive.index import Index, InstanceRow, StoredInstance
+from archive.index import Index, IndexReadError, InstanceRow, StoredInstance
 from archive.services import retrieve
 from archive.services.base import Cancel, Request, Response
 from archive.services.retrieve import Retriever, c_get_provider
@@ -431,6 +431,40 @@ def test_get_cancelled_with_a_window_counts_what_was_in_flight(
     assert channel.begun_after_cancel == []
     assert remaining == 5 - completed
     assert (failed, warning) == (0, 0)
+
+
+def test_no_pending_response_follows_a_cancel(
+    corpus_files: tuple[Path, list[StoredInstance]], tmp_path: Path
+) -> None:
+    """Sub-operations in flight at a C-CANCEL end; each worker's end woke the
+    progress loop, and a Pending response went out for it after the cancel (three
+    within 10 ms in a review's run). PS3.4 C.4.3.3.1: interrupt, and answer
+    Canceled: the final response is all that follows."""
+    channel = Channel([Context(1, CT_IMAGE, ELE), Context(3, CT_IMAGE, ILE)], window=3)
+    responses = get(corpus_files, tmp_path, channel, cancel_after=2)
+    assert [counts(r)[0] for r in responses] == [0xFE00]
+
+
+def test_an_index_that_cannot_be_read_refuses_the_retrieve(
+    corpus_files: tuple[Path, list[StoredInstance]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQLite failing to read (here: too many variables, a disk I/O error) ended in
+    an aborted association (review); A701, Unable to calculate number of matches
+    (PS3.4 Table C.4-3), now."""
+
+    async def broken(self: Index, query: object) -> list[InstanceRow]:
+        raise IndexReadError("the index could not be read: disk I/O error")
+
+    monkeypatch.setattr(Index, "retrieve", broken)
+    channel = Channel([Context(1, CT_IMAGE, ELE)])
+    responses = get(corpus_files, tmp_path, channel)
+    final = responses[-1].command
+    assert isinstance(final, CGetRsp)
+    assert (len(responses), final.status) == (1, 0xA701)
+    assert final.error_comment == "the index could not be read"
+    assert channel.received == {}
 
 
 def test_get_nothing_selected_is_success(
