@@ -42,6 +42,7 @@ from archive.node import Node
 from archive.peers import merge_peers, parse_peer, resolve_peer
 from archive.scu import (
     Cause,
+    Interrupted,
     Kind,
     NotSupported,
     QueryKeyError,
@@ -318,6 +319,9 @@ def _echo(args: argparse.Namespace) -> int:
         )
     except ArchiveError as exc:
         return report_failure("archive echo", exc)
+    except KeyboardInterrupt:  # asyncio.run cancelled the echo: the association is closed
+        print("archive echo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if status != Status.SUCCESS:
         print(f"archive echo: C-ECHO status 0x{status:04X}", file=sys.stderr)
         return EXIT_FAILED_STATUS
@@ -361,6 +365,8 @@ def failure(exc: ArchiveError) -> tuple[int, str]:
         return EXIT_REJECTED, f"association rejected: {exc}"
     if isinstance(exc, AssociationTimeout):
         return EXIT_TIMEOUT, f"timed out: {exc}"
+    if isinstance(exc, Interrupted):  # Ctrl-C before the association was accepted
+        return EXIT_INTERRUPTED, str(exc)
     if isinstance(exc, NotSupported):  # the Q/R SOP class rejected
         return EXIT_REJECTED, str(exc)
     if isinstance(exc, (ConfigError, QueryKeyError)):

@@ -17,7 +17,7 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -248,17 +248,17 @@ def _find(args: argparse.Namespace, config: Config) -> int:
     options, _ = _options(args, config)
     keys, identifier = _identifier(args, defaults=not args.no_default_keys)
     rows: list[dict[str, Any]] = []
-    result = run(
-        interruptible(lambda i: find_matches(options, identifier, rows.append, interrupt=i)),
-        config.node.loop,
-    )
-    as_table = args.table or (not args.json and sys.stdout.isatty())
-    if as_table:
-        for line in table(columns(keys), rows):
-            print(line)
-        print(f"{len(rows)} match(es)")
-    else:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    try:
+        result = run(
+            interruptible(lambda i: find_matches(options, identifier, rows.append, interrupt=i)),
+            config.node.loop,
+        )
+    except ArchiveError:
+        # Aborted or timed out part-way: the matches received are still answers.
+        if rows:
+            _print_matches(args, keys, rows)
+        raise
+    _print_matches(args, keys, rows)
     if result.cancelled:
         print(f"archive find: interrupted ({_final(result.status)})", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -266,6 +266,15 @@ def _find(args: argparse.Namespace, config: Config) -> int:
         print(f"archive find: {result.describe()}", file=sys.stderr)
         return EXIT_FAILED_STATUS
     return EXIT_OK
+
+
+def _print_matches(args: argparse.Namespace, keys: Sequence[QueryKey], rows: list[Any]) -> None:
+    if args.table or (not args.json and sys.stdout.isatty()):
+        for line in table(columns(keys), rows):
+            print(line)
+        print(f"{len(rows)} match(es)")
+    else:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
 
 
 def _final(status: int | None) -> str:

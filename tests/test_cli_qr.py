@@ -296,6 +296,80 @@ def test_ctrl_c_during_find_cancels_and_exits_130(
     ]
 
 
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["find", "--json"], "archive find: interrupted before the peer accepted the association"),
+        (["move", "--dest", "X", "-k", "StudyInstanceUID=1.2"], "archive move: interrupted"),
+        (["get", "-k", "StudyInstanceUID=1.2"], "archive get: interrupted"),
+        (["pull", "-k", "PatientID=X"], "archive pull: interrupted"),
+        (["echo"], "archive echo: interrupted"),
+    ],
+)
+def test_ctrl_c_while_the_peer_has_not_answered_the_association_exits_130(
+    command: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A peer that takes the connection and never answers the A-ASSOCIATE-RQ: Ctrl-C
+    was only heeded once an operation could be cancelled, so every command waited
+    out its whole timeout (and echo ended in a traceback; review). It stops now."""
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes the handshake; nobody ever answers
+        port = str(silent.getsockname()[1])
+        name, *rest = command
+        if name == "get":
+            rest = [*rest, "--out", str(tmp_path / "got")]
+        # pull takes one PEER argument, AET@HOST:PORT; the others HOST PORT.
+        peer = [f"SILENT@127.0.0.1:{port}"] if name == "pull" else ["127.0.0.1", port]
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        started = time.monotonic()
+        timer.start()
+        try:
+            code = main([name, *peer, "--timeout", "20", *rest])
+        finally:
+            timer.cancel()
+        elapsed = time.monotonic() - started
+    assert code == 130
+    assert elapsed < 10, elapsed
+    assert message in capsys.readouterr().err
+
+
+def test_find_prints_the_matches_it_had_when_the_peer_aborts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One match, then an A-ABORT: the match was dropped with the error, and a long
+    query cut short near its end printed nothing (review). The matches received
+    are printed, then the error, with its exit status."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+    def on_find(event: Any) -> Any:
+        match = Dataset()
+        match.QueryRetrieveLevel = "STUDY"
+        match.StudyInstanceUID = "1.2.3.4"
+        yield 0xFF00, match
+        event.assoc.abort()
+
+    ae = AE(ae_title="ABORTER")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)]
+    )
+    try:
+        port = str(server.server_address[1])
+        code = main(["find", "127.0.0.1", port, "--json", "--timeout", "10",
+                     "-k", "StudyInstanceUID"])  # fmt: skip
+    finally:
+        server.shutdown()
+    captured = capsys.readouterr()
+    assert code == 3, captured.err
+    assert [m["0020000D"]["Value"] for m in json.loads(captured.out)] == [["1.2.3.4"]]
+    assert captured.err.startswith("archive find: association aborted")
+
+
 # ---- move ---------------------------------------------------------------------------------
 
 

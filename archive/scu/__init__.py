@@ -44,6 +44,7 @@ from archive.scu.pull import PullReport, pull_studies
 from archive.scu.query import (
     FindResult,
     Interrupt,
+    Interrupted,
     NotSupported,
     QueryOptions,
     RetrieveResult,
@@ -73,6 +74,7 @@ __all__ = [
     "FindResult",
     "Group",
     "Interrupt",
+    "Interrupted",
     "Kind",
     "NotSupported",
     "PullReport",

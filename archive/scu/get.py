@@ -264,7 +264,9 @@ async def get_instances(
         return int(Status.SUCCESS)
 
     # Sub-operations may come GET_WINDOW at a time if the peer can (PS3.7 D.3.3.3).
-    async with await open_association(options, contexts, roles, (1, GET_WINDOW)) as assoc:
+    async with await open_association(
+        options, contexts, roles, (1, GET_WINDOW), interrupt=interrupt
+    ) as assoc:
 
         def responses(context_id: int, data: bytes) -> AsyncIterator[tuple[CGetRsp, bytes | None]]:
             return assoc.get(context_id, data, on_store, timeout=timeout)

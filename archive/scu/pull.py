@@ -120,7 +120,7 @@ async def pull_studies(
     study_root = msgspec.structs.replace(options, model=QueryModel.STUDY_ROOT)
     find_class, move_class, _ = SOP_CLASSES[QueryModel.STUDY_ROOT]
     contexts = [(find_class, QR_TRANSFER_SYNTAXES), (move_class, QR_TRANSFER_SYNTAXES)]
-    async with await open_association(study_root, contexts) as assoc:
+    async with await open_association(study_root, contexts, interrupt=interrupt) as assoc:
         report.find = await find_on(assoc, find_class, identifier, on_match, interrupt)
         if report.find.status != Status.SUCCESS or report.find.cancelled:
             report.cancelled = report.find.cancelled

@@ -68,6 +68,13 @@ class NotSupported(ArchiveError):
     code: ClassVar[str] = "scu.query.not_supported"
 
 
+class Interrupted(ArchiveError):
+    """Ctrl-C before the peer accepted the association: there is no operation to
+    cancel yet, so the attempt stops (exit 130)."""
+
+    code: ClassVar[str] = "scu.query.interrupted"
+
+
 class QueryOptions(msgspec.Struct, frozen=True, kw_only=True):
     """Where to send a Q/R request and how."""
 
@@ -206,18 +213,38 @@ async def open_association(
     contexts: Sequence[tuple[str, Sequence[str]]],
     roles: Sequence[RoleSelection] = (),
     async_ops: tuple[int, int] | None = None,
+    interrupt: Interrupt | None = None,
 ) -> ClientAssociation:
-    return await associate(
-        options.host,
-        options.port,
-        calling_ae=options.calling_ae,
-        called_ae=options.called_ae,
-        contexts=contexts,
-        roles=roles,
-        max_pdu_length=options.max_pdu_length,
-        timeouts=options.timeouts,
-        async_ops=async_ops,
+    """Associate with the peer; an ``interrupt`` while it has not answered (a peer
+    that accepts the connection and says nothing) stops the attempt at once with
+    :class:`Interrupted`, instead of waiting out the timeout."""
+    opening = asyncio.ensure_future(
+        associate(
+            options.host,
+            options.port,
+            calling_ae=options.calling_ae,
+            called_ae=options.called_ae,
+            contexts=contexts,
+            roles=roles,
+            max_pdu_length=options.max_pdu_length,
+            timeouts=options.timeouts,
+            async_ops=async_ops,
+        )
     )
+    if interrupt is None:
+        return await opening
+    stop = asyncio.ensure_future(interrupt.requested.wait())
+    try:
+        await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not opening.done():
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ArchiveError):
+                await opening
+    if opening.cancelled():
+        raise Interrupted("interrupted before the peer accepted the association")
+    return opening.result()
 
 
 def context_of(assoc: ClientAssociation, sop_class: str) -> tuple[int, str]:
@@ -338,7 +365,8 @@ async def find_matches(
 ) -> FindResult:
     """C-FIND (PS3.4 C.4.1): each match goes to ``on_match`` in the DICOM JSON Model."""
     sop_class = SOP_CLASSES[options.model][0]
-    async with await open_association(options, [(sop_class, QR_TRANSFER_SYNTAXES)]) as assoc:
+    contexts = [(sop_class, QR_TRANSFER_SYNTAXES)]
+    async with await open_association(options, contexts, interrupt=interrupt) as assoc:
         return await find_on(assoc, sop_class, identifier, on_match, interrupt)
 
 
@@ -397,7 +425,8 @@ async def move_instances(
     ``timeout`` bounds the wait for each response (default: the DIMSE timeout).
     """
     sop_class = SOP_CLASSES[options.model][1]
-    async with await open_association(options, [(sop_class, QR_TRANSFER_SYNTAXES)]) as assoc:
+    contexts = [(sop_class, QR_TRANSFER_SYNTAXES)]
+    async with await open_association(options, contexts, interrupt=interrupt) as assoc:
         return await move_on(
             assoc, sop_class, identifier, destination, on_progress, interrupt, timeout
         )
