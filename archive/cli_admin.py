@@ -25,6 +25,7 @@ from archive.reconcile import CheckReport, check
 from archive.reindex import DEFAULT_JOBS, ReindexReport, reindex
 from archive.store import (
     INSTANCES,
+    LOCK_FILE,
     QUARANTINE,
     DataFolderInUse,
     lock_data_folder,
@@ -164,8 +165,8 @@ def _check(config: Config, repair: bool, verify: bool, jobs: int) -> int:
     ``--data``): refused, unless a repair is to index the ``instances/`` there.
     """
     root = Path(config.node.data_dir)
-    if not (root / INDEX_FILE).is_file() and not (repair and (root / INSTANCES).is_dir()):
-        print(f"archive check: no index at {root / INDEX_FILE}", file=sys.stderr)
+    if _not_an_archive(root) and not (repair and (root / INSTANCES).is_dir()):
+        print(f"archive check: no archive at {root} (no {INDEX_FILE})", file=sys.stderr)
         return EXIT_USAGE
     report = run(_run_check(config, repair, verify, jobs), config.node.loop)
     print(f"{report.files} instance file(s), {report.rows} index row(s)")
@@ -201,9 +202,9 @@ async def _run_check(config: Config, repair: bool, verify: bool, jobs: int) -> C
 
 def _reindex(config: Config, everything: bool, jobs: int) -> int:
     """``archive reindex``: exit 0 when every row read was refreshed, else 5."""
-    index = Path(config.node.data_dir) / INDEX_FILE
-    if not index.is_file():
-        print(f"archive reindex: no index at {index}", file=sys.stderr)
+    root = Path(config.node.data_dir)
+    if _not_an_archive(root):
+        print(f"archive reindex: no archive at {root} (no {INDEX_FILE})", file=sys.stderr)
         return EXIT_USAGE
     report = run(_run_reindex(config, everything, jobs), config.node.loop)
     print(f"{report.refreshed} of {report.rows} instance(s) refreshed in {report.seconds:.1f} s")
@@ -227,6 +228,16 @@ async def _run_reindex(config: Config, everything: bool, jobs: int) -> ReindexRe
         return await reindex(storage, everything=everything, jobs=jobs)
     finally:
         await storage.close()
+
+
+def _not_an_archive(root: Path) -> bool:
+    """Whether ``root`` is plainly no data folder (a mistyped ``--data``): missing
+    where its parent is a folder, or a folder holding nothing an archive makes.
+    Anything else (a file, a folder another process holds) is for the opening of
+    the data folder to name."""
+    if root.is_dir():
+        return not any((root / name).exists() for name in (INDEX_FILE, LOCK_FILE, INSTANCES))
+    return not root.exists() and root.parent.is_dir()
 
 
 def _list(label: str, paths: list[str]) -> None:

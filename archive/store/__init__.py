@@ -11,7 +11,7 @@ from archive.store.files import (
     relative_path,
     safe_uid,
 )
-from archive.store.lock import lock_data_folder, unlock_data_folder
+from archive.store.lock import LOCK_FILE, lock_data_folder, unlock_data_folder
 from archive.store.scan import (
     DatasetReader,
     FileDigest,
@@ -28,6 +28,7 @@ from archive.store.writer import FileWriter
 
 __all__ = [
     "INSTANCES",
+    "LOCK_FILE",
     "QUARANTINE",
     "AlreadyStored",
     "DataFolderError",

@@ -350,7 +350,7 @@ def test_check_and_reindex_refuse_a_folder_without_an_index(
     missing = tmp_path / "typo"
     done = archive(*command, "--data", str(missing))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"no index at {missing / 'index.sqlite'}" in done.stderr
+    assert f"no archive at {missing} (no index.sqlite)" in done.stderr
     assert not missing.exists()
 
 
