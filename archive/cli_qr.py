@@ -296,12 +296,17 @@ class _Retrieve(Protocol):
     ) -> Awaitable[RetrieveResult]: ...
 
 
-def _retrieve(args: argparse.Namespace, config: Config, retrieve: _Retrieve) -> RetrieveResult:
-    """Run a C-MOVE or C-GET: a bar on the terminal, Ctrl-C as C-CANCEL."""
+def _retrieve(
+    args: argparse.Namespace, config: Config, retrieve: _Retrieve, seen: list[RetrieveResult]
+) -> RetrieveResult:
+    """Run a C-MOVE or C-GET: a bar on the terminal, Ctrl-C as C-CANCEL. ``seen``
+    gets the result as the responses fill it, for a summary if the association
+    fails part-way."""
 
     with SubOperationBar() as bar:
 
         def progress(result: RetrieveResult) -> None:
+            seen[:] = [result]
             bar.update(result.completed, result.failed, result.warning, result.total)
 
         return run(
@@ -330,10 +335,17 @@ def _move(args: argparse.Namespace, config: Config) -> int:
     options, peer = _options(args, config)
     check_ae_title("--dest", args.dest)
     _, identifier = _identifier(args)
-    result = _retrieve(
-        args, config, functools.partial(move_instances, options, identifier, args.dest)
-    )
-    print(f"C-MOVE from {options.called_ae}@{address(peer)} to {args.dest}: {result.describe()}")
+    seen: list[RetrieveResult] = []
+    line = f"C-MOVE from {options.called_ae}@{address(peer)} to {args.dest}"
+    try:
+        result = _retrieve(
+            args, config, functools.partial(move_instances, options, identifier, args.dest), seen
+        )
+    except ArchiveError:
+        for partial in seen:  # the counts so far, then the error
+            print(f"{line}: {partial.describe()}")
+        raise
+    print(f"{line}: {result.describe()}")
     return _retrieve_exit("archive move", result, args.dest)
 
 
@@ -343,10 +355,21 @@ def _get(args: argparse.Namespace, config: Config) -> int:
     extra: dict[str, Any] = {"sop_classes": args.sop_class}
     if args.transfer_syntax:
         extra["transfer_syntaxes"] = args.transfer_syntax
-    result = _retrieve(
-        args, config, functools.partial(get_instances, options, identifier, args.out, **extra)
-    )
-    print(f"C-GET from {options.called_ae}@{address(peer)}: {result.describe()}")
+    seen: list[RetrieveResult] = []
+    line = f"C-GET from {options.called_ae}@{address(peer)}"
+    try:
+        result = _retrieve(
+            args,
+            config,
+            functools.partial(get_instances, options, identifier, args.out, **extra),
+            seen,
+        )
+    except ArchiveError:
+        for partial in seen:  # the counts and files so far, then the error
+            print(f"{line}: {partial.describe()}")
+            print(f"wrote {partial.written} file(s) to {args.out}")
+        raise
+    print(f"{line}: {result.describe()}")
     print(f"wrote {result.written} file(s) to {args.out}")
     return _retrieve_exit("archive get", result, None)
 

@@ -370,6 +370,44 @@ def test_find_prints_the_matches_it_had_when_the_peer_aborts(
     assert captured.err.startswith("archive find: association aborted")
 
 
+def test_get_says_what_it_wrote_when_the_peer_aborts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One C-STORE sub-operation, then an A-ABORT: the file was on disk but the
+    output was the error alone (review). The counts and files so far come first;
+    no Pending status is called final."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
+
+    instance = tmp_path / "ct.dcm"
+    make_instance(instance, study="1.2.3", series="1.2.3.1")
+    ds = pydicom.dcmread(instance)
+
+    def on_get(event: Any) -> Any:
+        yield 2  # sub-operations to come
+        yield 0xFF00, ds
+        event.assoc.abort()
+
+    ae = AE(ae_title="ABORTER")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_supported_context(CTImageStorage, scu_role=True, scp_role=True)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_GET, on_get)])
+    out = tmp_path / "got"
+    try:
+        port = str(server.server_address[1])
+        code = main(["get", "127.0.0.1", port, "--timeout", "10", "--out", str(out),
+                     "-k", "StudyInstanceUID=1.2.3"])  # fmt: skip
+    finally:
+        server.shutdown()
+    captured = capsys.readouterr()
+    assert code == 3, captured.err
+    assert f"wrote 1 file(s) to {out}" in captured.out
+    assert "no final status" in captured.out
+    assert "0xFF00" not in captured.out + captured.err
+    assert captured.err.startswith("archive get: association aborted")
+    assert len(list(out.rglob("*.dcm"))) == 1
+
+
 # ---- move ---------------------------------------------------------------------------------
 
 

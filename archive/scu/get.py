@@ -261,6 +261,8 @@ async def get_instances(
             log.warning("cannot write %s: %s", request.affected_sop_instance_uid, exc)
             return int(Status.OUT_OF_RESOURCES)
         result.written += 1
+        if on_progress is not None:  # a file written is progress, before any response says so
+            on_progress(result)
         return int(Status.SUCCESS)
 
     # Sub-operations may come GET_WINDOW at a time if the peer can (PS3.7 D.3.3.3).

@@ -186,9 +186,12 @@ def _status_name(status: int) -> str:
 def record_response(
     result: RetrieveResult, rsp: CMoveRsp | CGetRsp, data: bytes | None, transfer_syntax: str
 ) -> None:
-    """Keep what a C-MOVE/C-GET response says: status, counts, Failed SOP Instance UIDs."""
-    result.status = rsp.status
-    result.error_comment = rsp.error_comment
+    """Keep what a C-MOVE/C-GET response says: counts, Failed SOP Instance UIDs, and
+    the status if final (a Pending one is no outcome: an association aborted after
+    it ends with no final status, PS3.7 9.1.3, 9.1.4)."""
+    if category(rsp.status) is not StatusCategory.PENDING:
+        result.status = rsp.status
+        result.error_comment = rsp.error_comment
     result.remaining = rsp.number_of_remaining_suboperations
     result.completed = rsp.number_of_completed_suboperations or 0
     result.failed = rsp.number_of_failed_suboperations or 0
