@@ -421,6 +421,10 @@ def _pull_summary(report: PullReport, called: str, address: str, our_ae: str) ->
         print(f"archive pull: {find.describe()}", file=sys.stderr)
         return EXIT_FAILED_STATUS
     if not report.studies:
+        if report.without_uid:
+            print(f"{report.without_uid} match(es) on {called}@{address}, none with a Study"
+                  " Instance UID: nothing pulled")  # fmt: skip
+            return EXIT_FAILED_STATUS
         print(f"no matching studies on {called}@{address}")
         return EXIT_OK
     moved = sum(1 for r in report.moves.values() if r.ok)
@@ -434,6 +438,11 @@ def _pull_summary(report: PullReport, called: str, address: str, our_ae: str) ->
             print(f"  study {uid}: {result.describe()}")
             for failed in result.failed_uids:
                 print(f"    failed: {failed}")
+    for uid in report.studies:
+        if uid not in report.moves:
+            print(f"  study {uid}: not asked for")
+    if report.without_uid:
+        print(f"  {report.without_uid} match(es) without a Study Instance UID: not pulled")
     fix = (
         f"add {our_ae} with this node's host and port to its configuration"
         " (e.g. Orthanc's DicomModalities)"

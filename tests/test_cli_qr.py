@@ -569,6 +569,46 @@ def test_pull_no_matching_study(loaded: RunningNode, capsys: pytest.CaptureFixtu
     assert capsys.readouterr().out == f"no matching studies on ARCHIVE@127.0.0.1:{loaded.port}\n"
 
 
+def test_pull_names_what_it_did_not_ask_for(capsys: pytest.CaptureFixture[str]) -> None:
+    """Three matches: one without a Study Instance UID, two studies; the first
+    C-MOVE answered A801, which stops the pull. The match without a UID was dropped
+    in silence and the study after the A801 was not named (review): both are
+    listed now, and a match without a UID keeps the exit status at 5."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import (
+        StudyRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelMove,
+    )
+
+    def on_find(event: Any) -> Any:
+        for uid in (None, "1.2.3.1", "1.2.3.2"):
+            match = Dataset()
+            match.QueryRetrieveLevel = "STUDY"
+            if uid is not None:
+                match.StudyInstanceUID = uid
+            yield 0xFF00, match
+
+    def on_move(event: Any) -> Any:
+        yield None, None  # the destination is unknown: pynetdicom answers 0xA801
+
+    ae = AE(ae_title="PEER")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
+    handlers = [(evt.EVT_C_FIND, on_find), (evt.EVT_C_MOVE, on_move)]
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+    try:
+        port = server.server_address[1]
+        code = main(["pull", f"PEER@127.0.0.1:{port}", "--timeout", "10", "-k", "PatientID=X"])
+    finally:
+        server.shutdown()
+    out = capsys.readouterr().out
+    assert code == 5
+    assert "pulled 0 of 2 study(ies)" in out
+    assert "  study 1.2.3.1: status 0xA801" in out
+    assert "  study 1.2.3.2: not asked for" in out
+    assert "  1 match(es) without a Study Instance UID: not pulled" in out
+
+
 # ---- identifiers (pure) ---------------------------------------------------------------------
 
 

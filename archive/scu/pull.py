@@ -45,6 +45,8 @@ class PullReport:
     studies: list[str] = field(default_factory=list)
     moves: dict[str, RetrieveResult] = field(default_factory=dict)
     cancelled: bool = False
+    #: C-FIND matches without a Study Instance UID: nothing to ask a C-MOVE for.
+    without_uid: int = 0
     #: Completed, failed and warning counts of the moves that have ended, and the
     #: move in progress: the totals shown after every response cost O(1), not
     #: O(studies) (a migration pulls thousands of studies).
@@ -79,6 +81,7 @@ class PullReport:
         return (
             self.find.status == Status.SUCCESS
             and not self.cancelled
+            and not self.without_uid
             and len(self.moves) == len(self.studies)
             and all(r.ok for r in self.moves.values())
         )
@@ -109,7 +112,9 @@ async def pull_studies(
 
     def on_match(match: dict[str, Any]) -> None:
         uid = _first(match, STUDY_INSTANCE_UID)
-        if isinstance(uid, str) and uid not in expected:
+        if not isinstance(uid, str) or not uid:
+            report.without_uid += 1
+        elif uid not in expected:
             report.studies.append(uid)
             count = _first(match, NUMBER_OF_STUDY_RELATED_INSTANCES)
             expected[uid] = count if isinstance(count, int) else None
