@@ -322,12 +322,7 @@ def test_a_repair_refuses_an_instances_folder_without_a_file(tmp_path: Path) -> 
     """instances/ empty while the index has rows: a disk not mounted, far more often
     than every file lost. The repair removed every row and exited 0 (review); it
     stops now, says why, and the index keeps its rows."""
-    data = tmp_path / "data"
-    source = tmp_path / "in"
-    source.mkdir()
-    for name in ("CT_small.dcm", "MR_small.dcm"):
-        shutil.copy(get_testdata_file(name), source / name)
-    assert archive("import", str(source), "--data", str(data)).returncode == 0
+    data, _ = _ct_and_mr_imported(tmp_path)
     shutil.move(data / "instances", tmp_path / "elsewhere")
     (data / "instances").mkdir()  # the mount point, with its disk not mounted
     done = archive("check", "--data", str(data), "--repair")
@@ -357,12 +352,7 @@ def test_check_and_reindex_refuse_a_folder_without_an_index(
 def test_a_repair_rebuilds_a_lost_index_from_the_files(tmp_path: Path) -> None:
     """The one case a folder without an index is taken: --repair with instances/
     there indexes every file again."""
-    data = tmp_path / "data"
-    source = tmp_path / "in"
-    source.mkdir()
-    for name in ("CT_small.dcm", "MR_small.dcm"):
-        shutil.copy(get_testdata_file(name), source / name)
-    assert archive("import", str(source), "--data", str(data)).returncode == 0
+    data, _ = _ct_and_mr_imported(tmp_path)
     for name in os.listdir(data):
         if name.startswith("index.sqlite"):
             (data / name).unlink()
