@@ -17,7 +17,7 @@ import sqlite3
 import urllib.parse
 from array import array
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import Any
 
@@ -278,9 +278,14 @@ class Index:
 
     @asynccontextmanager
     async def _reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A reader connection for the block; SQLite failing there (an I/O error, a
+        malformed page, too many variables) comes out as :class:`IndexReadError`,
+        which the services answer with a status instead of aborting."""
         conn = await self._readers.get()
         try:
             yield conn
+        except sqlite3.Error as exc:
+            raise IndexReadError(f"the index could not be read: {exc}") from exc
         finally:
             self._readers.put_nowait(conn)
 
@@ -474,17 +479,7 @@ class Index:
         """:meth:`find`'s matches as pages of rows, for a caller that wants no dict
         per match: item 0 of a row is the entity's pk, then the values of
         ``RECORD_KEYWORDS[query.level]`` in that order. Raises
-        :class:`IndexReadError` when SQLite fails to read."""
-        try:
-            async with aclosing(self._find_rows(query, limit)) as pages:
-                async for rows in pages:
-                    yield rows
-        except sqlite3.Error as exc:
-            raise IndexReadError(f"the index could not be read: {exc}") from exc
-
-    async def _find_rows(
-        self, query: Query, limit: int | None
-    ) -> AsyncGenerator[list[Sequence[object]], None]:
+        :class:`IndexReadError` when SQLite fails to read (``_reader``)."""
         select, parameters, page = find_statements(query, limit)
         cap = _SNAPSHOT if limit is None else min(limit, _SNAPSHOT)
         async with self._reader() as conn:
@@ -516,11 +511,8 @@ class Index:
         paging them like :meth:`find` would only add reads.
         """
         select, parameters = retrieve_statements(query)
-        try:
-            async with self._reader() as conn:
-                rows = await conn.execute_fetchall(select, parameters)
-        except sqlite3.Error as exc:
-            raise IndexReadError(f"the index could not be read: {exc}") from exc
+        async with self._reader() as conn:
+            rows = await conn.execute_fetchall(select, parameters)
         return [InstanceRow(*row) for row in rows]
 
     async def reindex_needed(self) -> bool:

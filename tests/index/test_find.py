@@ -16,7 +16,7 @@ from archive.dicom.dictionary import tag_for_keyword
 from archive.dicom.query import Query, QueryModel, parse_identifier
 from archive.dicom.query_keys import KEYS
 from archive.dicom.query_match import matches
-from archive.index import Index, StoredInstance, database
+from archive.index import Index, IndexReadError, StoredInstance, database
 from archive.index.query import find_statements, retrieve_statements
 from tests.index import CT, MR, SR, make_instance, run
 
@@ -299,6 +299,29 @@ def test_a_list_of_more_uids_than_sqlite_takes_variables(tmp_path: Path) -> None
     moved, found = run(scenario())
     assert moved == ["1.1.1.2", "1.1.9.3"]
     assert sorted(found) == ["1.1.1.2", "1.1.9.3"]
+
+
+def test_a_read_that_sqlite_fails_is_an_index_read_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite failing in a reader comes out as IndexReadError, which the services
+    answer with a status (they aborted the association on sqlite3.Error), and the
+    reader goes back to the pool: the next read works."""
+    broken = ("SELECT no_such_column FROM instance", ())
+    real = database.retrieve_statements
+
+    async def scenario() -> list[str]:
+        async with await _filled(tmp_path) as index:
+            query = q("IMAGE", ("SOPInstanceUID", "1.1.1.2"), purpose="retrieve")
+            for _ in range(3):  # more than the pool's readers
+                monkeypatch.setattr(database, "retrieve_statements", lambda query: broken)
+                with pytest.raises(IndexReadError, match="no such column") as info:
+                    await index.retrieve(query)
+                assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+            monkeypatch.setattr(database, "retrieve_statements", real)
+            return [row.sop_instance_uid for row in await index.retrieve(query)]
+
+    assert run(scenario()) == ["1.1.1.2"]
 
 
 def test_retrieve_row_fields(tmp_path: Path) -> None:
