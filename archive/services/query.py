@@ -101,6 +101,17 @@ def query_failure(command: Command, problem: QueryFailure) -> Response:
     return response
 
 
+async def _each_row(
+    index: FindIndex, query: Query, limit: int
+) -> AsyncGenerator[Sequence[object], None]:
+    """The index's matches one row at a time, one more than ``limit`` (0: all) so
+    that going past it shows; closed, it ends the index's read at once."""
+    async with aclosing(index.find_rows(query, limit=limit + 1 if limit else None)) as pages:
+        async for rows in pages:
+            for row in rows:
+                yield row
+
+
 def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
     """The C-FIND SCP bound to ``index``."""
 
@@ -137,22 +148,17 @@ def c_find_provider(index: FindIndex, settings: FindSettings) -> Provider:
         )
         try:
             # aclosing: a break (cancel, the limit) ends the index's read now, not at GC.
-            async with aclosing(
-                index.find_rows(query, limit=limit + 1 if limit else None)
-            ) as pages:
-                async for rows in pages:
-                    for row in rows:
-                        if request.cancel is not None and request.cancel.requested:
-                            status = int(Status.CANCEL)
-                            break
-                        if limit and sent == limit:
-                            status = int(Status.OUT_OF_RESOURCES)
-                            comment = f"more than {limit} matches: narrow the query"
-                            break
-                        sent += 1
-                        yield Response(pending, encode(row))
-                    if status != Status.SUCCESS:
+            async with aclosing(_each_row(index, query, limit)) as rows:
+                async for row in rows:
+                    if request.cancel is not None and request.cancel.requested:
+                        status = int(Status.CANCEL)
                         break
+                    if limit and sent == limit:
+                        status = int(Status.OUT_OF_RESOURCES)
+                        comment = f"more than {limit} matches: narrow the query"
+                        break
+                    sent += 1
+                    yield Response(pending, encode(row))
         except IndexReadError as exc:
             # Failed: Unable to process (PS3.4 Table C.4-1), not an aborted association.
             log.warning("C-FIND %s level: %s", query.level, exc)
