@@ -297,24 +297,37 @@ class _Retrieve(Protocol):
 
 
 def _retrieve(
-    args: argparse.Namespace, config: Config, retrieve: _Retrieve, seen: list[RetrieveResult]
+    args: argparse.Namespace,
+    config: Config,
+    retrieve: _Retrieve,
+    summary: Callable[[RetrieveResult], None],
 ) -> RetrieveResult:
-    """Run a C-MOVE or C-GET: a bar on the terminal, Ctrl-C as C-CANCEL. ``seen``
-    gets the result as the responses fill it, for a summary if the association
-    fails part-way."""
+    """Run a C-MOVE or C-GET: a bar on the terminal, Ctrl-C as C-CANCEL; then
+    ``summary`` of the result, also of what the responses had said when the
+    association fails part-way (before the error goes up)."""
+    seen: RetrieveResult | None = None
+    try:
+        with SubOperationBar() as bar:
 
-    with SubOperationBar() as bar:
+            def progress(result: RetrieveResult) -> None:
+                nonlocal seen
+                seen = result
+                bar.update(result.completed, result.failed, result.warning, result.total)
 
-        def progress(result: RetrieveResult) -> None:
-            seen[:] = [result]
-            bar.update(result.completed, result.failed, result.warning, result.total)
-
-        return run(
-            interruptible(
-                lambda i: retrieve(on_progress=progress, interrupt=i, timeout=args.response_timeout)
-            ),
-            config.node.loop,
-        )
+            result = run(
+                interruptible(
+                    lambda i: retrieve(
+                        on_progress=progress, interrupt=i, timeout=args.response_timeout
+                    )
+                ),
+                config.node.loop,
+            )
+    except ArchiveError:
+        if seen is not None:
+            summary(seen)
+        raise
+    summary(result)
+    return result
 
 
 def _retrieve_exit(command: str, result: RetrieveResult, destination: str | None) -> int:
@@ -335,17 +348,13 @@ def _move(args: argparse.Namespace, config: Config) -> int:
     options, peer = _options(args, config)
     check_ae_title("--dest", args.dest)
     _, identifier = _identifier(args)
-    seen: list[RetrieveResult] = []
     line = f"C-MOVE from {options.called_ae}@{address(peer)} to {args.dest}"
-    try:
-        result = _retrieve(
-            args, config, functools.partial(move_instances, options, identifier, args.dest), seen
-        )
-    except ArchiveError:
-        for partial in seen:  # the counts so far, then the error
-            print(f"{line}: {partial.describe()}")
-        raise
-    print(f"{line}: {result.describe()}")
+
+    def summary(result: RetrieveResult) -> None:
+        print(f"{line}: {result.describe()}")
+
+    move = functools.partial(move_instances, options, identifier, args.dest)
+    result = _retrieve(args, config, move, summary)
     return _retrieve_exit("archive move", result, args.dest)
 
 
@@ -355,22 +364,14 @@ def _get(args: argparse.Namespace, config: Config) -> int:
     extra: dict[str, Any] = {"sop_classes": args.sop_class}
     if args.transfer_syntax:
         extra["transfer_syntaxes"] = args.transfer_syntax
-    seen: list[RetrieveResult] = []
     line = f"C-GET from {options.called_ae}@{address(peer)}"
-    try:
-        result = _retrieve(
-            args,
-            config,
-            functools.partial(get_instances, options, identifier, args.out, **extra),
-            seen,
-        )
-    except ArchiveError:
-        for partial in seen:  # the counts and files so far, then the error
-            print(f"{line}: {partial.describe()}")
-            print(f"wrote {partial.written} file(s) to {args.out}")
-        raise
-    print(f"{line}: {result.describe()}")
-    print(f"wrote {result.written} file(s) to {args.out}")
+
+    def summary(result: RetrieveResult) -> None:
+        print(f"{line}: {result.describe()}")
+        print(f"wrote {result.written} file(s) to {args.out}")
+
+    get = functools.partial(get_instances, options, identifier, args.out, **extra)
+    result = _retrieve(args, config, get, summary)
     return _retrieve_exit("archive get", result, None)
 
 
