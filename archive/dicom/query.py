@@ -203,6 +203,11 @@ def _combined(conditions: list[Condition]) -> list[Condition]:
     return conditions
 
 
+def _below(tag: int, level: Level) -> QueryError:
+    """A900 for a key of a level below the query's (C.4.1.1.3.1: not allowed)."""
+    return QueryError(f"key {tag:08X} is below the {level} level", offending=tag)
+
+
 def parse_identifier(
     elements: Sequence[Element],
     model: QueryModel,
@@ -252,7 +257,7 @@ def parse_identifier(
             if LEVEL_ORDER[key_level] > depth:
                 return_keys.append(ReturnKey(tag, "SQ", None))
                 if condition is not None or lost:
-                    raise QueryError(f"key {tag:08X} is below the {level} level", offending=tag)
+                    raise _below(tag, level)
                 continue
             match = condition.items if condition is not None else ()
             return_keys.append(ReturnKey(tag, "SQ", info.keyword, items, match))
@@ -290,15 +295,13 @@ def parse_identifier(
             terms = key_terms(vr, text, fold=fold, literal=purpose == "retrieve")
         except QueryError as exc:
             if below:  # not a key of this query at all, whatever its value
-                raise QueryError(
-                    f"key {tag:08X} is below the {level} level", offending=tag
-                ) from None
+                raise _below(tag, level) from None
             exc.name_key(tag)
             raise
         if terms is None:
             continue
         if below:
-            raise QueryError(f"key {tag:08X} is below the {level} level", offending=tag)
+            raise _below(tag, level)
         if not info.matchable:
             unsupported.append(tag)
             continue
