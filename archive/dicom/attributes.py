@@ -208,7 +208,8 @@ def _indexed_time(value: str) -> str:
     other value as it is (as :func:`normalized_date`), so that a C-FIND response
     carries a TM. Not ``query_match.normalized_time``, which reads a stored time
     for comparison (padded, fraction trimmed) and is never stored."""
-    return value.replace(":", "") if _ACR_NEMA_TIME.fullmatch(value) else value
+    # Per instance (three TM fields): most times have no colon, and need no regex.
+    return value.replace(":", "") if ":" in value and _ACR_NEMA_TIME.fullmatch(value) else value
 
 
 def _integer_string(raw: bytes) -> int | None:
